@@ -1,0 +1,116 @@
+# postino: one non-recursive build.
+#   make            build every program into bin/
+#   make run        install what is missing, build, start in the foreground
+#   make test       build and run the unit and integration tests
+#   make test SANITIZE=1   the same under ASan+UBSan (separate build dir)
+#   make bench      side-by-side benchmark against Postfix
+#   make deps       apt-get what is missing (idempotent)
+
+CC      ?= cc
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+BUILD   := build/asan
+BIN     := build/asan/bin
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+HARDEN  :=
+else
+BUILD   := build/rel
+BIN     := bin
+SANFLAGS :=
+HARDEN  := -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
+endif
+
+WARN    := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wvla -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS := $(CFLAGS) $(WARN) $(HARDEN) $(SANFLAGS) -D_GNU_SOURCE -I. -MMD -MP
+LDFLAGS_ALL := $(LDFLAGS) $(SANFLAGS) $(if $(SANFLAGS),,-pie -Wl,-z,relro -Wl,-z,now)
+LIBS    := -levent_openssl -levent -lssl -lcrypto -ldb -lsasl2 -lcares
+
+COMMON_SRC := $(sort $(wildcard common/*.c))
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+LIBPOSTINO := $(BUILD)/libpostino.a
+
+# Each program: directory with <prog>.c + <prog>_*.c
+PROGS := master smtpd qmgr delivery bounce
+define prog_rule
+$(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
+$(1)_OBJ := $$($(1)_SRC:%.c=$$(BUILD)/%.o)
+$$(BIN)/$(1): $$($(1)_OBJ) $$(LIBPOSTINO) | $$(BIN)
+	$$(CC) $$(LDFLAGS_ALL) -o $$@ $$($(1)_OBJ) $$(LIBPOSTINO) $$(LIBS)
+endef
+$(foreach p,$(PROGS),$(eval $(call prog_rule,$(p))))
+
+CLI_SRC := $(sort $(wildcard cli/*.c))
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+$(BIN)/postino: $(CLI_OBJ) $(LIBPOSTINO) | $(BIN)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJ) $(LIBPOSTINO) $(LIBS)
+
+PROG_BINS := $(addprefix $(BIN)/,$(PROGS) postino)
+
+# Unit tests: tests/unit/test_<module>.c, each linked against libpostino + cmocka
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBPOSTINO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIBPOSTINO) $(LIBS) -lcmocka
+
+.PHONY: all run test unit integration bench deps clean fuzz install
+all: $(PROG_BINS)
+
+$(BIN):
+	mkdir -p $@
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIBPOSTINO): $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# Debian packages needed to build, run and test. Idempotent: apt-get only
+# runs when something is missing.
+DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev \
+            libsasl2-modules sasl2-bin libevent-dev libc-ares-dev libcmocka-dev \
+            python3-pytest python3-aiosmtpd python3-dkim swaks dnsmasq-base \
+            postfix pflogsumm openssl
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! getent passwd postino >/dev/null; then \
+	  echo "deps: creating system user postino"; \
+	  useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin postino; \
+	fi
+
+run: deps
+	$(MAKE) all
+	$(BIN)/postino -c conf start-fg
+
+PYTEST := /usr/bin/python3 -m pytest
+
+unit: $(UNIT_BINS)
+	@fail=0; for t in $(UNIT_BINS); do $$t || fail=1; done; exit $$fail
+
+integration: all
+	POSTINO_BIN=$(abspath $(BIN)) $(PYTEST) -q tests/integration $(PYTEST_ARGS)
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) integration
+
+bench: deps
+	$(MAKE) all
+	/usr/bin/python3 bench/bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,41 @@
+/* addr.h - RFC 5321 mailbox paths, domains and RFC 3461 xtext.
+ *
+ * smtpd never expands or interprets envelope data: these functions only
+ * validate, split and normalise it. */
+#ifndef POSTINO_ADDR_H
+#define POSTINO_ADDR_H
+
+#include <stddef.h>
+#include "common/buf.h"
+
+/* Parse the argument of MAIL FROM: / RCPT TO: (the text after the colon,
+ * leading spaces allowed): "<path>" optionally followed by " PARAM[=VALUE]..."
+ * Accepts "<>" (null path) when allow_null. A source route "<@a,@b:u@d>"
+ * is stripped to "u@d" (RFC 5321 4.1.2 says accept and ignore it). Quoted
+ * local parts are kept quoted. Without angle brackets the address is
+ * rejected (strict) unless allow_bare. Output: the address without
+ * brackets in addr (""=null path); *params points into arg at the first
+ * parameter (or at ""). Returns 0, or -1 with *err a short reason
+ * suitable after "501 5.1.7 " / "501 5.1.3 ". Length limits: local part
+ * 64, domain 255, path 256 (RFC 5321 4.5.3.1). */
+int addr_parse_path(const char *arg, int allow_null, int allow_bare, buf_t *addr,
+                    const char **params, const char **err);
+
+/* Split "local@domain" at the last '@' outside quotes. domain is lower-cased.
+ * Returns 0, or -1 when there is no domain part. */
+int addr_split(const char *addr, buf_t *local, buf_t *domain);
+/* Lower-cased domain of addr into out; "" when none. */
+void addr_domain(const char *addr, buf_t *out);
+/* Syntax check of a domain name or address literal "[1.2.3.4]". */
+int addr_domain_valid(const char *domain);
+/* Is domain a fully-qualified name (contains a dot, valid)? */
+int addr_domain_fqdn(const char *domain);
+/* Parse next "NAME=VALUE" / "NAME" from a parameter string. Returns 1 with
+ * name and value (value "" if none), 0 at end, -1 malformed. *p advances. */
+int addr_next_param(const char **p, buf_t *name, buf_t *value);
+
+/* RFC 3461 xtext: "+XX" escapes. decode returns -1 when malformed. */
+int xtext_decode(const char *s, buf_t *out);
+void xtext_encode(const char *s, buf_t *out);
+
+#endif

@@ -1,0 +1,95 @@
+/* params.c - every main.cf parameter postino knows, declared once.
+ *
+ * Names and meanings follow Postfix wherever the concept exists. The
+ * table drives validation, "postino config" and the README's reference. */
+#include "common/conf.h"
+
+#include <limits.h>
+
+#define DAY (24LL * 3600)
+#define T(n, d, mn, mx, u, s) { n, PARAM_TIME, d, mn, mx, u, s }
+#define I(n, d, mn, mx, s) { n, PARAM_INT, d, mn, mx, 0, s }
+#define S(n, d, s) { n, PARAM_STR, d, 0, 0, 0, s }
+#define B(n, d, s) { n, PARAM_BOOL, d, 0, 1, 0, s }
+#define L(n, d, s) { n, PARAM_LIST, d, 0, 0, 0, s }
+
+const struct param_def param_table[] = {
+    /* Identity */
+    S("myhostname", "", "Internet hostname of this mail system (default: the system's FQDN)"),
+    S("mydomain", "", "Internet domain name of this mail system (default: $myhostname minus its first label)"),
+    S("myorigin", "$myhostname", "domain appended to locally posted mail without a domain"),
+    L("mydestination", "$myhostname, localhost.$mydomain, localhost", "domains this machine is final destination for"),
+    L("mynetworks", "127.0.0.0/8 [::1]/128", "trusted client networks that may relay"),
+    L("relay_domains", "", "domains (other than mydestination) we accept mail for from anyone"),
+    S("relayhost", "", "send all non-local mail to this host ([host]:port skips MX lookup)"),
+    L("transport_maps", "", "lookup tables mapping domain to transport:nexthop"),
+    S("smtpd_banner", "$myhostname ESMTP postino", "text after 220 in the SMTP greeting"),
+    S("mail_name", "postino", "mail system name in banners and logs"),
+    /* Locations and ownership */
+    S("config_directory", "/etc/postino", "directory with main.cf and master.cf (set from -c)"),
+    S("queue_directory", "/var/spool/postino", "spool: queue files, index, sockets"),
+    S("daemon_directory", "", "directory holding the postino daemons (default: next to the postino command)"),
+    S("mail_owner", "postino", "unprivileged user the daemons run as when started by root"),
+    S("maillog_file", "", "log file (empty: syslog; /dev/stderr: standard error)"),
+    S("syslog_name", "postino", "program name prefix in log lines"),
+    S("syslog_facility", "mail", "syslog facility"),
+    I("default_process_limit", "100", 1, 10000, "default maxproc for master.cf services"),
+    /* smtpd */
+    I("message_size_limit", "10240000", 0, LLONG_MAX, "maximal message size in bytes (0: no limit)"),
+    I("smtpd_recipient_limit", "1000", 1, 1000000, "maximal recipients per message"),
+    T("smtpd_timeout", "300s", 1, DAY, 's', "idle timeout while waiting for a client command or data"),
+    I("smtpd_hard_error_limit", "20", 1, 100000, "errors after which the session is closed"),
+    I("smtpd_soft_error_limit", "10", 1, 100000, "errors after which replies are delayed"),
+    T("smtpd_error_sleep_time", "1s", 0, 300, 's', "delay before an error reply once past the soft limit"),
+    I("smtpd_client_connection_limit", "1000", 1, 1000000, "concurrent sessions per smtpd process"),
+    I("line_length_limit", "2048", 512, 1000000, "longest text line accepted in DATA before it is refused"),
+    I("smtpd_command_line_limit", "2048", 512, 65536, "longest SMTP command line accepted"),
+    S("smtpd_forbid_bare_newline", "normalize", "bare LF/CR in DATA: normalize (to CRLF), reject, or no"),
+    L("smtpd_forbid_bare_newline_exclusions", "$mynetworks", "clients exempt from smtpd_forbid_bare_newline=reject"),
+    B("smtpd_delay_reject", "yes", "defer client/helo/sender restrictions until RCPT"),
+    L("smtpd_relay_restrictions", "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination", "relay control at RCPT"),
+    L("smtpd_recipient_restrictions", "", "restrictions at RCPT after relay control"),
+    L("smtpd_sender_restrictions", "", "restrictions at MAIL FROM"),
+    L("smtpd_client_restrictions", "", "restrictions on the client"),
+    L("smtpd_helo_restrictions", "", "restrictions on HELO/EHLO"),
+    B("smtpd_helo_required", "no", "require HELO/EHLO before MAIL"),
+    /* Queue lifetimes and retry */
+    T("maximal_queue_lifetime", "5d", 0, 365 * DAY, 'd', "time a message may stay queued before it is bounced"),
+    T("bounce_queue_lifetime", "5d", 0, 365 * DAY, 'd', "the same for bounces (null sender)"),
+    T("minimal_backoff_time", "300s", 1, 365 * DAY, 's', "minimal time between delivery attempts of a deferred message"),
+    T("maximal_backoff_time", "4000s", 1, 365 * DAY, 's', "maximal time between delivery attempts"),
+    T("queue_run_delay", "300s", 1, DAY, 's', "how often qmgr scans for deferred mail that is due"),
+    T("delay_warning_time", "0h", 0, 365 * DAY, 'h', "send a delay warning after this time (0: never)"),
+    I("qmgr_message_active_limit", "20000", 1, 10000000, "messages in qmgr's memory at once"),
+    I("qmgr_message_recipient_limit", "20000", 1, 10000000, "recipients in qmgr's memory at once"),
+    /* Scheduling per destination */
+    I("default_destination_concurrency_limit", "20", 1, 10000, "parallel deliveries per destination"),
+    I("default_destination_recipient_limit", "50", 1, 100000, "recipients per delivery"),
+    I("default_process_concurrency", "100", 1, 100000, "parallel deliveries in total (all destinations)"),
+    T("destination_suspend_time", "60s", 1, DAY, 's', "how long a destination that refuses connections is left alone"),
+    /* SMTP client (delivery) */
+    I("smtp_port", "25", 1, 65535, "TCP port for MX hosts and relayhost without :port"),
+    S("dns_servers", "", "DNS servers (ip or ip:port, comma separated); empty: /etc/resolv.conf"),
+    T("smtp_connect_timeout", "30s", 1, 3600, 's', "timeout for a TCP connection"),
+    T("smtp_helo_timeout", "300s", 1, 3600, 's', "timeout for the greeting and the EHLO reply"),
+    T("smtp_mail_timeout", "300s", 1, 3600, 's', "timeout for the MAIL FROM reply"),
+    T("smtp_rcpt_timeout", "300s", 1, 3600, 's', "timeout for each RCPT TO reply"),
+    T("smtp_data_init_timeout", "120s", 1, 3600, 's', "timeout for the DATA reply"),
+    T("smtp_data_xfer_timeout", "180s", 1, 3600, 's', "timeout while sending message content"),
+    T("smtp_data_done_timeout", "600s", 1, 7200, 's', "timeout for the reply after the final dot"),
+    T("smtp_quit_timeout", "300s", 1, 3600, 's', "timeout for the QUIT reply"),
+    T("smtp_rset_timeout", "20s", 1, 3600, 's', "timeout for the RSET reply on a reused connection"),
+    I("smtp_mx_address_limit", "5", 0, 1000, "maximal MX host addresses tried per delivery (0: all)"),
+    S("smtp_helo_name", "$myhostname", "hostname sent in EHLO/HELO"),
+    B("smtp_connection_cache_on_demand", "yes", "keep connections open for more mail to the same destination"),
+    T("smtp_connection_cache_time_limit", "2s", 1, 3600, 's', "how long an idle cached connection is kept"),
+    I("smtp_connection_reuse_count_limit", "100", 0, 1000000, "messages per connection (0: no limit)"),
+    B("smtp_skip_5xx_greeting", "yes", "try the next MX host when one greets with 5xx"),
+    /* bounce */
+    S("bounce_notice_recipient", "postmaster", "who gets notices about undeliverable bounces"),
+    I("bounce_size_limit", "50000", 1, 100000000, "maximal original message bytes returned in a bounce"),
+    S("double_bounce_sender", "double-bounce", "sender of notices to the postmaster"),
+    /* misc */
+};
+
+const size_t param_count = sizeof(param_table) / sizeof(param_table[0]);
