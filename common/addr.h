@@ -34,7 +34,8 @@ int addr_domain_fqdn(const char *domain);
  * name and value (value "" if none), 0 at end, -1 malformed. *p advances. */
 int addr_next_param(const char **p, buf_t *name, buf_t *value);
 
-/* RFC 3461 xtext: "+XX" escapes. decode returns -1 when malformed. */
+/* RFC 3461 xtext: "+XX" escapes. decode replaces out and returns -1 when
+ * malformed (also for +00); encode appends to out. */
 int xtext_decode(const char *s, buf_t *out);
 void xtext_encode(const char *s, buf_t *out);
 

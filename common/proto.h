@@ -10,7 +10,7 @@
  * Every request carries proto=PROTO_VERSION; a peer that sees another
  * version answers status=fail reason=... and closes.
  *
- * smtpd/bounce -> qmgr (persistent connection, no reply):
+ * smtpd -> qmgr (persistent connection, no reply):
  *   request=new  queue_id=ID
  *
  * qmgr -> delivery (persistent connection; one job at a time per connection):
@@ -31,7 +31,8 @@
  *   request=bounce|delay|success  queue_id=ID  rcpt=IDX (repeated)
  *   bounce builds an RFC 3464 report for those recipients (reasons from the
  *   queue file's result records), queues it with the null sender, appends
- *   dsn_sent records to the original, notifies qmgr (request=new) and answers
+ *   dsn_sent records to the original and answers (bounce does NOT send
+ *   request=new: qmgr adds NEWID itself when it reads a non-empty one)
  *   status=ok  queue_id=NEWID ("" when nothing was sent: null sender,
  *   NOTIFY=NEVER ...)   or   status=fail reason=TEXT
  *

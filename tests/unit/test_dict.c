@@ -1,0 +1,121 @@
+/* test_dict.c - hash: tables: build from text, lookup, errors, rebuild. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/dict.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    str_lcpy(dir, "/tmp/test_dict.XXXXXX", sizeof(dir));
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void write_text(const char *name, const char *text, buf_t *spec)
+{
+    buf_reset(spec);
+    buf_printf(spec, "%s/%s", dir, name);
+    FILE *fp = fopen(spec->data, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+    buf_reset(spec);
+    buf_printf(spec, "hash:%s/%s", dir, name);
+}
+
+static void test_build_lookup(void **state)
+{
+    buf_t spec = BUF_INIT, err = BUF_INIT, val = BUF_INIT;
+    write_text("transport",
+               "# comment\n"
+               "\n"
+               "Example.COM   smtp:[127.0.0.1]:2526\n"
+               "  .sub.example.com\tsmtp:relay.example  with  spaces  \n"
+               "dup.example first\n"
+               "dup.example second\n"
+               "last.example novalue-newline-missing",
+               &spec);
+    assert_int_equal(dict_build(spec.data, &err), 0);
+    struct dict *d = dict_open(spec.data, &err);
+    assert_non_null(d);
+    assert_int_equal(dict_lookup(d, "example.com", &val), 1);
+    assert_string_equal(val.data, "smtp:[127.0.0.1]:2526");
+    assert_int_equal(dict_lookup(d, "EXAMPLE.com", &val), 1);
+    assert_string_equal(val.data, "smtp:[127.0.0.1]:2526");
+    assert_int_equal(dict_lookup(d, ".sub.example.com", &val), 1);
+    assert_string_equal(val.data, "smtp:relay.example  with  spaces");
+    assert_int_equal(dict_lookup(d, "dup.example", &val), 1);
+    assert_string_equal(val.data, "first");
+    assert_int_equal(dict_lookup(d, "last.example", &val), 1);
+    assert_string_equal(val.data, "novalue-newline-missing");
+    assert_int_equal(dict_lookup(d, "missing.example", &val), 0);
+    assert_int_equal(dict_lookup(d, "# comment", &val), 0);
+    /* a rebuild replaces the file; the open table picks it up */
+    write_text("transport", "example.com smtp:other\n", &spec);
+    assert_int_equal(dict_build(spec.data, &err), 0);
+    sleep(1);
+    assert_int_equal(dict_lookup(d, "example.com", &val), 1);
+    assert_string_equal(val.data, "smtp:other");
+    assert_int_equal(dict_lookup(d, "dup.example", &val), 0);
+    dict_close(d);
+    /* a plain path works for building too */
+    buf_t plain = BUF_INIT;
+    buf_printf(&plain, "%s/transport", dir);
+    assert_int_equal(dict_build(plain.data, &err), 0);
+    buf_free(&plain);
+    buf_free(&spec);
+    buf_free(&err);
+    buf_free(&val);
+}
+
+static void test_errors(void **state)
+{
+    buf_t spec = BUF_INIT, err = BUF_INIT, path = BUF_INIT;
+    write_text("bad", "good.example ok\n# c\nlonely-key\nother x\n", &spec);
+    assert_int_equal(dict_build(spec.data, &err), -1);
+    buf_printf(&path, "%s/bad, line 3: expected \"key whitespace value\"", dir);
+    assert_string_equal(err.data, path.data);
+    /* nothing installed, no temp file left behind */
+    buf_reset(&path);
+    buf_printf(&path, "%s/bad.db", dir);
+    assert_int_equal(access(path.data, F_OK), -1);
+    buf_puts(&path, ".tmp");
+    assert_int_equal(access(path.data, F_OK), -1);
+    assert_null(dict_open(spec.data, &err));
+    assert_non_null(strstr(err.data, "bad.db"));
+    buf_reset(&path);
+    buf_printf(&path, "hash:%s/nonexistent", dir);
+    assert_int_equal(dict_build(path.data, &err), -1);
+    assert_non_null(strstr(err.data, "nonexistent"));
+    assert_null(dict_open("btree:/etc/x", &err));
+    assert_non_null(strstr(err.data, "hash"));
+    buf_free(&spec);
+    buf_free(&err);
+    buf_free(&path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_build_lookup),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

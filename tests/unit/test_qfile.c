@@ -1,0 +1,337 @@
+/* test_qfile.c - queue file round trips, appended records, completeness. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/qfile.h"
+
+static char spool[64];
+
+static int setup(void **state)
+{
+    str_lcpy(spool, "/tmp/test_qfile.XXXXXX", sizeof(spool));
+    return mkdtemp(spool) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", spool);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void fill_env(struct qenv *env, size_t nrcpt)
+{
+    qenv_init(env);
+    qenv_set(&env->client_name, "client.example");
+    qenv_set(&env->client_addr, "192.0.2.1");
+    qenv_set(&env->helo, "helo name with spaces");
+    qenv_set(&env->proto, "ESMTP");
+    qenv_set(&env->sender, "sender@example.com");
+    qenv_set(&env->envid, "env%id\nx");
+    env->ret = RET_HDRS;
+    for (size_t i = 0; i < nrcpt; i++) {
+        char addr[64], orcpt[80];
+        snprintf(addr, sizeof(addr), "rcpt%zu@dom%zu.example", i, i % 7);
+        snprintf(orcpt, sizeof(orcpt), "rfc822;%s", addr);
+        qenv_add_rcpt(env, addr, i % 2 ? orcpt : NULL,
+                      i % 3 == 0 ? 0 : i % 3 == 1 ? NOTIFY_NEVER : NOTIFY_SUCCESS | NOTIFY_DELAY);
+    }
+}
+
+/* Write a committed message with content of len bytes; returns its id. */
+static void make_msg(struct qenv *env, size_t nrcpt, size_t len, char id[QID_LEN + 1])
+{
+    buf_t err = BUF_INIT;
+    fill_env(env, nrcpt);
+    struct qfile_w *w = qfile_create(spool, env, &err);
+    assert_non_null(w);
+    assert_string_equal(qfile_w_id(w), env->id);
+    for (size_t i = 0; i < len; i += 1000) {
+        char chunk[1000];
+        size_t n = len - i < sizeof(chunk) ? len - i : sizeof(chunk);
+        for (size_t k = 0; k < n; k++)
+            chunk[k] = (char)('a' + (i + k) % 26);
+        assert_int_equal(qfile_write(w, chunk, n), 0);
+    }
+    assert_int_equal(qfile_w_size(w), (long long)len);
+    assert_int_equal(qfile_commit(w, &err), 0);
+    str_lcpy(id, env->id, QID_LEN + 1);
+    buf_free(&err);
+}
+
+static void check_content(const char *id, size_t len)
+{
+    long long clen = -1;
+    buf_t err = BUF_INIT;
+    int fd = qfile_open_content(spool, id, &clen, &err);
+    assert_true(fd >= 0);
+    assert_int_equal(clen, (long long)len);
+    char *data = malloc(len + 10);
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(fd, data + got, len + 10 - got)) > 0)
+        got += (size_t)n;
+    close(fd);
+    assert_true(got >= len);
+    for (size_t k = 0; k < len; k++)
+        assert_int_equal(data[k], (char)('a' + k % 26));
+    free(data);
+    buf_free(&err);
+}
+
+static void test_round_trip(void **state)
+{
+    struct qenv env, rd;
+    char id[QID_LEN + 1];
+    buf_t err = BUF_INIT;
+    /* 200 KB: crosses the 64 KB buffer several times. */
+    make_msg(&env, 300, 200000, id);
+    assert_true(qid_valid(id));
+    assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
+    assert_true(rd.complete);
+    assert_string_equal(rd.id, id);
+    assert_string_equal(rd.sender, "sender@example.com");
+    assert_string_equal(rd.helo, "helo name with spaces");
+    assert_string_equal(rd.envid, "env%id\nx");
+    assert_null(rd.sasl_username);
+    assert_int_equal(rd.ret, RET_HDRS);
+    assert_int_equal(rd.arrival.tv_sec, env.arrival.tv_sec);
+    assert_int_equal(rd.arrival.tv_usec, env.arrival.tv_usec);
+    assert_int_equal(rd.nrcpt, 300);
+    for (size_t i = 0; i < 300; i++) {
+        assert_string_equal(rd.rcpt[i].addr, env.rcpt[i].addr);
+        if (env.rcpt[i].orcpt)
+            assert_string_equal(rd.rcpt[i].orcpt, env.rcpt[i].orcpt);
+        else
+            assert_null(rd.rcpt[i].orcpt);
+        assert_int_equal(rd.rcpt[i].notify, env.rcpt[i].notify);
+        assert_int_equal(rd.rcpt[i].status, QR_PENDING);
+    }
+    assert_int_equal(rd.content_len, 200000);
+    check_content(id, 200000);
+    qenv_free(&rd);
+    qenv_free(&env);
+    buf_free(&err);
+}
+
+static void test_empty_and_small(void **state)
+{
+    struct qenv env, rd;
+    char id[QID_LEN + 1];
+    buf_t err = BUF_INIT;
+    make_msg(&env, 1, 0, id);
+    assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
+    assert_int_equal(rd.content_len, 0);
+    qenv_free(&rd);
+    qenv_free(&env);
+    make_msg(&env, 1, 4096, id);
+    assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
+    assert_int_equal(rd.content_len, 4096);
+    check_content(id, 4096);
+    /* The file holds exactly preamble + envelope + content. */
+    buf_t path = BUF_INIT;
+    struct stat st;
+    qfile_path(spool, id, &path);
+    assert_int_equal(stat(path.data, &st), 0);
+    assert_int_equal((long long)st.st_size, rd.content_off + 4096);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    qenv_free(&rd);
+    qenv_free(&env);
+    buf_free(&path);
+    buf_free(&err);
+}
+
+static void test_appended(void **state)
+{
+    struct qenv env, rd;
+    char id[QID_LEN + 1];
+    buf_t err = BUF_INIT;
+    make_msg(&env, 3, 5000, id);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_DEFERRED, "4.4.1", "mx.example[192.0.2.9]:25",
+                                         "connect refused"), 0);
+    assert_int_equal(qfile_append_result(spool, id, 2, QR_BOUNCED, "5.1.1", "host with space",
+                                         "550 no such\nuser %"), 0);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", NULL, ""), 0);
+    assert_int_equal(qfile_append_record(spool, id, "hold", "1"), 0);
+    assert_int_equal(qfile_append_record(spool, id, "warned", "12345"), 0);
+    assert_int_equal(qfile_append_record(spool, id, "dsn_sent", "2 failure"), 0);
+    assert_int_equal(qfile_append_record(spool, id, "dsn_sent", "2 delay"), 0);
+    assert_int_equal(qfile_append_record(spool, id, "hold", "0"), 0);
+    assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
+    assert_int_equal(rd.rcpt[0].status, QR_SENT);
+    assert_string_equal(rd.rcpt[0].dsn, "2.0.0");
+    assert_string_equal(rd.rcpt[0].relay, "none");
+    assert_string_equal(rd.rcpt[0].reason, "");
+    assert_true(rd.rcpt[0].when > 0);
+    assert_int_equal(rd.rcpt[1].status, QR_PENDING);
+    assert_null(rd.rcpt[1].dsn);
+    assert_int_equal(rd.rcpt[2].status, QR_BOUNCED);
+    assert_string_equal(rd.rcpt[2].relay, "host with space");
+    assert_string_equal(rd.rcpt[2].reason, "550 no such\nuser %");
+    assert_int_equal(rd.rcpt[2].dsn_sent, NOTIFY_FAILURE | NOTIFY_DELAY);
+    assert_int_equal(rd.hold, 0);
+    assert_int_equal(rd.warned, 12345);
+    assert_int_equal(rd.content_len, 5000);
+    check_content(id, 5000);
+    qenv_free(&rd);
+    /* An unknown record makes the file malformed; a bad index too. */
+    assert_int_equal(qfile_append_record(spool, id, "bogus", "1"), 0);
+    assert_int_equal(qfile_read(spool, id, &rd, 0, &err), -1);
+    assert_non_null(strstr(err.data, "malformed"));
+    qenv_free(&env);
+    make_msg(&env, 3, 10, id);
+    assert_int_equal(qfile_append_result(spool, id, 3, QR_SENT, "2.0.0", "x", "y"), 0);
+    assert_int_equal(qfile_read(spool, id, &rd, 0, &err), -1);
+    qenv_free(&env);
+    buf_free(&err);
+}
+
+static void test_incomplete_and_abort(void **state)
+{
+    struct qenv env, rd;
+    buf_t err = BUF_INIT, path = BUF_INIT;
+    fill_env(&env, 2);
+    struct qfile_w *w = qfile_create(spool, &env, &err);
+    assert_non_null(w);
+    assert_int_equal(qfile_write(w, "hello\r\n", 7), 0);
+    assert_int_equal(qfile_read(spool, env.id, &rd, 0, &err), -1);
+    assert_non_null(strstr(err.data, "incomplete"));
+    assert_int_equal(qfile_read(spool, env.id, &rd, 1, &err), 0);
+    assert_false(rd.complete);
+    assert_int_equal(rd.nrcpt, 2);
+    qenv_free(&rd);
+    long long len;
+    assert_int_equal(qfile_open_content(spool, env.id, &len, &err), -1);
+    qfile_path(spool, env.id, &path);
+    assert_int_equal(access(path.data, F_OK), 0);
+    qfile_abort(w);
+    assert_int_equal(access(path.data, F_OK), -1);
+    assert_int_equal(qfile_read(spool, env.id, &rd, 1, &err), -1);
+    assert_int_equal(qfile_remove(spool, env.id), 0); /* ENOENT is fine */
+    qenv_free(&env);
+    buf_free(&err);
+    buf_free(&path);
+}
+
+static void test_remove(void **state)
+{
+    struct qenv env, rd;
+    char id[QID_LEN + 1];
+    buf_t err = BUF_INIT;
+    make_msg(&env, 1, 10, id);
+    assert_int_equal(qfile_remove(spool, id), 0);
+    assert_int_equal(qfile_read(spool, id, &rd, 1, &err), -1);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", "x", "y"), -1);
+    qenv_free(&env);
+    buf_free(&err);
+}
+
+/* A write error (here: the file size limit, as a stand-in for a full
+ * disk) fails the message and removes its file. */
+static void test_write_error(void **state)
+{
+    struct qenv env;
+    struct rlimit old, lim;
+    buf_t err = BUF_INIT, path = BUF_INIT;
+    char chunk[1000];
+    memset(chunk, 'x', sizeof(chunk));
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 150000;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    fill_env(&env, 1);
+    struct qfile_w *w = qfile_create(spool, &env, &err);
+    assert_non_null(w);
+    qfile_path(spool, env.id, &path);
+    int failed = 0;
+    for (int i = 0; i < 300 && !failed; i++)
+        failed = qfile_write(w, chunk, sizeof(chunk)) < 0;
+    assert_int_equal(qfile_commit(w, &err), -1);
+    assert_true(strlen(err.data) > 0);
+    assert_int_equal(access(path.data, F_OK), -1);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    qenv_free(&env);
+    buf_free(&err);
+    buf_free(&path);
+}
+
+static void test_qid(void **state)
+{
+    char prev[QID_LEN + 1], cur[QID_LEN + 1], dir[3];
+    int counts[256] = { 0 };
+    qid_new(prev);
+    assert_true(qid_valid(prev));
+    for (int i = 0; i < 20000; i++) {
+        qid_new(cur);
+        assert_true(qid_valid(cur));
+        assert_true(strcmp(prev, cur) < 0 || strncmp(prev, cur, 13) == 0);
+        qid_hash_dir(cur, dir);
+        assert_int_equal(strlen(dir), 2);
+        counts[strtol(dir, NULL, 16)]++;
+        memcpy(prev, cur, sizeof(prev));
+    }
+    for (int i = 0; i < 256; i++)
+        assert_true(counts[i] > 20); /* expected ~78 each */
+    long long now = (long long)time(NULL);
+    assert_true(qid_time(cur) >= now - 2 && qid_time(cur) <= now);
+    assert_false(qid_valid("0123456789ABCDEF"));
+    assert_false(qid_valid("0123456789ABCDEFG"));
+    assert_false(qid_valid("0123456789abcdef0"));
+    assert_false(qid_valid("0123456789ABCDEF01"));
+    assert_false(qid_valid("../../etc/passwd0"));
+    assert_true(qid_valid("0123456789ABCDEF0"));
+    struct qenv rd;
+    buf_t err = BUF_INIT;
+    assert_int_equal(qfile_read(spool, "../../../etc/pass", &rd, 1, &err), -1);
+    assert_non_null(strstr(err.data, "invalid queue id"));
+    assert_int_equal(qfile_remove(spool, "../x"), -1);
+    buf_free(&err);
+}
+
+static void test_notify(void **state)
+{
+    int bits = 0;
+    buf_t b = BUF_INIT;
+    assert_int_equal(notify_parse("NEVER", &bits), 0);
+    assert_int_equal(bits, NOTIFY_NEVER);
+    assert_int_equal(notify_parse("success,Delay", &bits), 0);
+    assert_int_equal(bits, NOTIFY_SUCCESS | NOTIFY_DELAY);
+    assert_int_equal(notify_parse("SUCCESS,BOGUS", &bits), -1);
+    assert_int_equal(notify_parse("", &bits), -1);
+    notify_format(NOTIFY_FAILURE | NOTIFY_SUCCESS, &b);
+    assert_string_equal(buf_str(&b), "SUCCESS,FAILURE");
+    assert_string_equal(qrcpt_status_name(QR_DEFERRED), "deferred");
+    buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_empty_and_small),
+        cmocka_unit_test(test_appended),
+        cmocka_unit_test(test_incomplete_and_abort),
+        cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_write_error),
+        cmocka_unit_test(test_qid),
+        cmocka_unit_test(test_notify),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
