@@ -1,0 +1,42 @@
+/* cli.h - the postino command: shared context and the command handlers
+ * (postino.c dispatches; cli_daemon.c, cli_queue.c, cli_config.c implement). */
+#ifndef POSTINO_CLI_H
+#define POSTINO_CLI_H
+
+#include <sys/types.h>
+
+/* Exit statuses: 0 ok, 1 error, 2 usage error. */
+#define CLI_OK 0
+#define CLI_ERR 1
+#define CLI_USAGE 2
+
+struct cli {
+    const char *config_dir;   /* absolute */
+    const char *exe_dir;      /* directory of the postino executable */
+    int verbose;
+};
+
+/* A command gets its own name in argv[0]. */
+typedef int (*cli_fn)(struct cli *c, int argc, char **argv);
+
+/* "postino: <message>\n" to stderr. */
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Usage error: message plus the command's usage line; returns CLI_USAGE. */
+int cli_usage(const char *cmd);
+
+/* Is master running? 1 yes (*pid set), 0 no. */
+int cli_master_running(pid_t *pid);
+
+int cmd_start(struct cli *c, int argc, char **argv);
+int cmd_start_fg(struct cli *c, int argc, char **argv);
+int cmd_stop(struct cli *c, int argc, char **argv);
+int cmd_reload(struct cli *c, int argc, char **argv);
+int cmd_status(struct cli *c, int argc, char **argv);
+int cmd_check(struct cli *c, int argc, char **argv);
+int cmd_queue(struct cli *c, int argc, char **argv);
+int cmd_queue_list(struct cli *c, int argc, char **argv);
+int cmd_queue_show(struct cli *c, int argc, char **argv);
+int cmd_config(struct cli *c, int argc, char **argv);
+int cmd_map(struct cli *c, int argc, char **argv);
+
+#endif

@@ -1,0 +1,274 @@
+/* cli_queue.c - "postino queue ...": list, show, flush, stats and the
+ * changes (delete, hold, release, requeue). Everything but "show" is a
+ * request to qmgr on public/control (qmgr owns the index); "show" reads
+ * the queue file directly, like postcat. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/attr.h"
+#include "common/buf.h"
+#include "common/conf.h"
+#include "common/dsn.h"
+#include "common/ipc.h"
+#include "common/proto.h"
+#include "common/qfile.h"
+
+#define CONTROL_TIMEOUT_MS 60000
+
+static int control_connect(void)
+{
+    buf_t path = BUF_INIT;
+    buf_printf(&path, "%s/%s", conf_str("queue_directory"), SOCK_CONTROL);
+    int fd = ipc_connect_unix(path.data);
+    buf_free(&path);
+    if (fd < 0)
+        cli_err("cannot connect to the queue manager (is postino running?)");
+    return fd;
+}
+
+/* Send one request; the caller reads the reply records. */
+static int control_send(const attr_t *req)
+{
+    int fd = control_connect();
+    if (fd >= 0 && attr_write_fd(fd, req) < 0) {
+        cli_err("cannot send the request to the queue manager: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int control_read(int fd, buf_t *in, attr_t *rec)
+{
+    const char *err = NULL;
+    if (attr_read_fd(fd, in, rec, CONTROL_TIMEOUT_MS, &err) < 0) {
+        cli_err("no valid reply from the queue manager: %s", err ? err : strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* One request, one reply record; status=fail is reported here. */
+static int control_call(const attr_t *req, attr_t *reply)
+{
+    buf_t in = BUF_INIT;
+    int fd = control_send(req), rc = -1;
+    if (fd >= 0 && control_read(fd, &in, reply) == 0) {
+        if (strcmp(attr_get_def(reply, "status", ""), "ok") == 0)
+            rc = 0;
+        else
+            cli_err("%s", attr_get_def(reply, "reason", "request failed"));
+    }
+    if (fd >= 0)
+        close(fd);
+    buf_free(&in);
+    return rc;
+}
+
+static attr_t new_request(const char *request)
+{
+    attr_t req = ATTR_INIT;
+    attr_add(&req, "proto", PROTO_VERSION);
+    attr_add(&req, "request", request);
+    return req;
+}
+
+/* ------------------------------------------------------------ list */
+
+struct list_tot {
+    long long bytes;
+    long count;
+};
+
+/* Queue data came from the network: no control characters on the tty. */
+static const char *safe(const char *v)
+{
+    static buf_t b;
+    buf_reset(&b);
+    dsn_safe_addr(&b, v, 0);
+    return buf_str(&b);
+}
+
+static void list_entry(const attr_t *m, struct list_tot *t)
+{
+    const char *state = attr_get_def(m, "state", "");
+    const char *sender = attr_get_def(m, "sender", "");
+    const char *reason = attr_get(m, "reason");
+    long long size = 0;
+    char when[40] = "";
+    time_t arrival = (time_t)strtoll(attr_get_def(m, "arrival", "0"), NULL, 10);
+    struct tm tm;
+    size_t pos = 0;
+    const char *r;
+
+    attr_get_ll(m, "size", &size);
+    if (localtime_r(&arrival, &tm))
+        strftime(when, sizeof when, "%a %b %e %H:%M:%S", &tm);
+    char mark = strcmp(state, "hold") == 0 ? '!' : strcmp(state, "active") == 0 ? '*' : ' ';
+    printf("%s%c %8lld %-20s  ", safe(attr_get_def(m, "queue_id", "?")), mark, size, when);
+    printf("%s\n", *sender ? safe(sender) : "MAILER-DAEMON");
+    if (reason && *reason)
+        printf("(%s)\n", safe(reason));
+    while ((r = attr_next(m, "rcpt", &pos)) != NULL)
+        printf("%50s%s\n", "", safe(r));
+    printf("\n");
+    t->bytes += size;
+    t->count++;
+}
+
+static int list_parse(int argc, char **argv, attr_t *req)
+{
+    int ch;
+    optind = 0;
+    while ((ch = getopt(argc, argv, "+d:s:")) != -1) {
+        if (ch == 'd')
+            attr_add(req, "domain", optarg);
+        else if (ch == 's')
+            attr_add(req, "sender", optarg);
+        else
+            return -1;
+    }
+    for (int i = optind; i < argc; i++)
+        attr_add(req, "queue_id", argv[i]);
+    return 0;
+}
+
+int cmd_queue_list(struct cli *c, int argc, char **argv)
+{
+    attr_t req = new_request("list"), rec = ATTR_INIT;
+    buf_t in = BUF_INIT;
+    struct list_tot tot = { 0, 0 };
+    int rc = CLI_ERR, fd;
+
+    if (list_parse(argc, argv, &req) < 0) {
+        attr_free(&req);
+        return cli_usage("queue");
+    }
+    if ((fd = control_send(&req)) >= 0) {
+        while (control_read(fd, &in, &rec) == 0) {
+            if (attr_get(&rec, "end")) {
+                rc = CLI_OK;
+                break;
+            }
+            if (attr_get(&rec, "status") && !attr_get(&rec, "queue_id")) {
+                cli_err("%s", attr_get_def(&rec, "reason", "list failed"));
+                break;
+            }
+            if (tot.count == 0)
+                printf("%-18s %8s %-20s  %s\n", "-Queue ID-", "--Size--", "----Arrival Time----",
+                       "-Sender/Recipient-------");
+            list_entry(&rec, &tot);
+        }
+        close(fd);
+    }
+    if (rc == CLI_OK && tot.count == 0)
+        printf("Mail queue is empty\n");
+    else if (rc == CLI_OK)
+        printf("-- %lld Kbytes in %ld Request%s.\n", (tot.bytes + 1023) / 1024, tot.count,
+               tot.count == 1 ? "" : "s");
+    attr_free(&req);
+    attr_free(&rec);
+    buf_free(&in);
+    return rc;
+}
+
+/* ------------------------------------------------- flush, stats, changes */
+
+static int cmd_flush(struct cli *c, int argc, char **argv)
+{
+    attr_t req = new_request("flush"), reply = ATTR_INIT;
+    int rc = argc == 1 ? control_call(&req, &reply) : -2;
+    if (rc == 0)
+        printf("postino: %s message(s) flushed\n", attr_get_def(&reply, "count", "0"));
+    attr_free(&req);
+    attr_free(&reply);
+    return rc == -2 ? cli_usage("queue") : rc == 0 ? CLI_OK : CLI_ERR;
+}
+
+static int cmd_stats(struct cli *c, int argc, char **argv)
+{
+    static const char *const fields[] = { "incoming", "active", "deferred", "hold", "total" };
+    attr_t req = new_request("stats"), reply = ATTR_INIT;
+    int rc = argc == 1 ? control_call(&req, &reply) : -2;
+    for (size_t i = 0; rc == 0 && i < sizeof fields / sizeof fields[0]; i++)
+        printf("%-10s %s\n", fields[i], attr_get_def(&reply, fields[i], "0"));
+    attr_free(&req);
+    attr_free(&reply);
+    return rc == -2 ? cli_usage("queue") : rc == 0 ? CLI_OK : CLI_ERR;
+}
+
+/* Selection for delete/hold/release/requeue: IDs | -d D | -s S | ALL. */
+static int change_parse(int argc, char **argv, attr_t *req)
+{
+    int ch, nsel = 0;
+    optind = 0;
+    while ((ch = getopt(argc, argv, "+d:s:")) != -1) {
+        if (ch != 'd' && ch != 's')
+            return -1;
+        attr_add(req, ch == 'd' ? "domain" : "sender", optarg);
+        nsel++;
+    }
+    if (optind == argc - 1 && strcmp(argv[optind], "ALL") == 0 && nsel == 0) {
+        attr_add(req, "all", "1");
+        return 0;
+    }
+    for (int i = optind; i < argc; i++, nsel++) {
+        if (!qid_valid(argv[i])) {
+            cli_err("invalid queue id: %s", argv[i]);
+            return -2;
+        }
+        attr_add(req, "queue_id", argv[i]);
+    }
+    return nsel > 0 ? 0 : -1;
+}
+
+static int cmd_change(struct cli *c, int argc, char **argv, const char *done)
+{
+    attr_t req = new_request(argv[0]), reply = ATTR_INIT;
+    int rc = change_parse(argc, argv, &req);
+    if (rc == -1)
+        rc = cli_usage("queue");
+    else if (rc == -2)
+        rc = CLI_ERR;
+    else if (control_call(&req, &reply) < 0)
+        rc = CLI_ERR;
+    else {
+        printf("postino: %s message(s) %s\n", attr_get_def(&reply, "count", "0"), done);
+        rc = CLI_OK;
+    }
+    attr_free(&req);
+    attr_free(&reply);
+    return rc;
+}
+
+static int cmd_delete(struct cli *c, int argc, char **argv) { return cmd_change(c, argc, argv, "deleted"); }
+static int cmd_hold(struct cli *c, int argc, char **argv) { return cmd_change(c, argc, argv, "held"); }
+static int cmd_release(struct cli *c, int argc, char **argv) { return cmd_change(c, argc, argv, "released"); }
+static int cmd_requeue(struct cli *c, int argc, char **argv) { return cmd_change(c, argc, argv, "requeued"); }
+
+static const struct {
+    const char *name;
+    cli_fn fn;
+} queue_cmds[] = {
+    { "list", cmd_queue_list },     { "show", cmd_queue_show },   { "flush", cmd_flush },
+    { "stats", cmd_stats },         { "delete", cmd_delete },     { "hold", cmd_hold },
+    { "release", cmd_release },     { "requeue", cmd_requeue },
+};
+
+int cmd_queue(struct cli *c, int argc, char **argv)
+{
+    if (argc < 2)
+        return cli_usage("queue");
+    for (size_t i = 0; i < sizeof queue_cmds / sizeof queue_cmds[0]; i++)
+        if (strcmp(queue_cmds[i].name, argv[1]) == 0)
+            return queue_cmds[i].fn(c, argc - 1, argv + 1);
+    cli_err("unknown queue command \"%s\"", argv[1]);
+    return cli_usage("queue");
+}

@@ -1,0 +1,178 @@
+/* postino.c - the postino command: find the configuration, load it and
+ * dispatch to a command handler through the table below. Invoked as
+ * "mailq" it lists the queue, like Postfix's mailq. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/conf.h"
+#include "common/log.h"
+
+struct command {
+    const char *name;
+    cli_fn fn;
+    const char *usage;   /* one line, after "postino " */
+};
+
+static const struct command commands[] = {
+    { "start", cmd_start, "start                      start the mail system (in the background)" },
+    { "start-fg", cmd_start_fg, "start-fg                   run the mail system in the foreground" },
+    { "stop", cmd_stop, "stop                       stop the mail system (waits up to 60 s)" },
+    { "reload", cmd_reload, "reload                     re-read the configuration (SIGHUP to master)" },
+    { "status", cmd_status, "status                     is the mail system running?" },
+    { "check", cmd_check, "check                      check main.cf and master.cf" },
+    { "queue", cmd_queue, "queue list [-d DOMAIN] [-s SENDER] [ID...] | show ID | flush | stats\n"
+                          "       postino queue delete|hold|release|requeue ID...|-d DOMAIN|-s SENDER|ALL" },
+    { "config", cmd_config, "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
+    { "map", cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
+    { "help", NULL, "help                       this list" },
+};
+
+void cli_err(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("postino: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void print_usage(FILE *fp)
+{
+    fprintf(fp, "usage: postino [-c CONFIG_DIR] [-v] COMMAND ...\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(fp, "  postino %s\n", commands[i].usage);
+}
+
+int cli_usage(const char *cmd)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(commands[i].name, cmd) == 0) {
+            fprintf(stderr, "usage: postino %s\n", commands[i].usage);
+            return CLI_USAGE;
+        }
+    }
+    print_usage(stderr);
+    return CLI_USAGE;
+}
+
+/* Directory of the running executable (for daemon_directory and for
+ * finding conf/ when run from a checkout). */
+static char *exe_dir(void)
+{
+    char path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    if (n <= 0)
+        return xstrdup(".");
+    path[n] = 0;
+    char *slash = strrchr(path, '/');
+    if (slash == path)
+        slash[1] = 0;
+    else if (slash)
+        *slash = 0;
+    return xstrdup(path);
+}
+
+/* -c beats POSTINO_CONFIG_DIR beats <exe>/../conf (a checkout) beats /etc. */
+static char *default_config_dir(const char *exe)
+{
+    const char *env = getenv("POSTINO_CONFIG_DIR");
+    if (env && *env)
+        return xstrdup(env);
+    buf_t b = BUF_INIT;
+    buf_printf(&b, "%s/../conf/main.cf", exe);
+    if (access(b.data, F_OK) == 0) {
+        char real[PATH_MAX];
+        buf_truncate(&b, b.len - strlen("/main.cf"));
+        if (realpath(b.data, real))
+            buf_set(&b, real);
+        return buf_detach(&b);
+    }
+    buf_free(&b);
+    return xstrdup("/etc/postino");
+}
+
+static int load_config(struct cli *c, const char *dir)
+{
+    buf_t err = BUF_INIT;
+    char real[PATH_MAX];
+    if (realpath(dir, real) == NULL) {
+        cli_err("configuration directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    c->config_dir = xstrdup(real);
+    if (conf_load(c->config_dir, &err) < 0) {
+        cli_err("%s", buf_str(&err));
+        buf_free(&err);
+        return -1;
+    }
+    buf_free(&err);
+    if (*conf_str("daemon_directory") == 0)
+        conf_set("daemon_directory", c->exe_dir);
+    return 0;
+}
+
+static int dispatch(struct cli *c, int argc, char **argv)
+{
+    if (strcmp(argv[0], "help") == 0) {
+        print_usage(stdout);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].fn && strcmp(commands[i].name, argv[0]) == 0)
+            return commands[i].fn(c, argc, argv);
+    cli_err("unknown command \"%s\" (see \"postino help\")", argv[0]);
+    return CLI_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli c = { NULL, NULL, 0 };
+    const char *dir = NULL;
+    const char *base = strrchr(argv[0], '/');
+    int mailq = strcmp(base ? base + 1 : argv[0], "mailq") == 0;
+    int ch;
+
+    log_init("postino");
+    log_open("/dev/stderr");
+    while ((ch = getopt(argc, argv, "+c:v")) != -1) {
+        if (ch == 'c')
+            dir = optarg;
+        else if (ch == 'v')
+            c.verbose++;
+        else {
+            print_usage(stderr);
+            return CLI_USAGE;
+        }
+    }
+    log_set_verbose(c.verbose);
+    argc -= optind;
+    argv += optind;
+    if (!mailq && argc < 1) {
+        print_usage(stderr);
+        return CLI_USAGE;
+    }
+    if (!mailq && strcmp(argv[0], "help") == 0)
+        return dispatch(&c, argc, argv);
+    c.exe_dir = exe_dir();
+    char *def = dir ? NULL : default_config_dir(c.exe_dir);
+    if (load_config(&c, dir ? dir : def) < 0)
+        return CLI_ERR;
+    free(def);
+    if (mailq) {
+        /* argv[-1] is free to reuse: it held the last option or argv[0]. */
+        argv[-1] = "list";
+        return cmd_queue_list(&c, argc + 1, argv - 1);
+    }
+    return dispatch(&c, argc, argv);
+}
