@@ -13,6 +13,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -151,14 +152,25 @@ static void drop_privileges(int chroot_)
                   strerror(errno));
     if (setuid(0) == 0 || geteuid() == 0)
         log_fatal("privileges could be regained after dropping to %s", owner);
+    /* The kernel clears the parent-death signal on a change of user: arm it
+     * again so a daemon whose master was killed goes away at once instead
+     * of holding the listening sockets. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
 }
 
 void server_stop_accepting(struct server *s)
 {
     s->stopping = 1;
-    for (int k = 0; k < s->nlisten; k++)
+    for (int k = 0; k < s->nlisten; k++) {
         if (listeners[k].ev)
             event_del(listeners[k].ev);
+        /* Close our copy so a restarted master can bind the port again
+         * while we finish the sessions in progress. */
+        if (s->listen_fd[k] >= 0) {
+            close(s->listen_fd[k]);
+            s->listen_fd[k] = -1;
+        }
+    }
     if (backoff_ev)
         event_del(backoff_ev);
 }
