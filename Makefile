@@ -32,7 +32,7 @@ COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
 LIBPOSTINO := $(BUILD)/libpostino.a
 
 # Each program: directory with <prog>.c + <prog>_*.c
-PROGS := master smtpd qmgr delivery bounce
+PROGS := master smtpd qmgr delivery bounce $(if $(wildcard anvil/*.c),anvil)
 define prog_rule
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
 $(1)_OBJ := $$($(1)_SRC:%.c=$$(BUILD)/%.o)
@@ -74,7 +74,7 @@ $(LIBPOSTINO): $(COMMON_OBJ)
 DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev \
             libsasl2-modules sasl2-bin libevent-dev libc-ares-dev libcmocka-dev \
             python3-pytest python3-aiosmtpd python3-dkim swaks dnsmasq-base \
-            postfix pflogsumm openssl
+            postfix pflogsumm openssl clang libclang-rt-14-dev
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -112,5 +112,8 @@ bench: deps
 
 clean:
 	rm -rf build bin
+
+# libFuzzer harnesses (make fuzz, make fuzz-smoke)
+-include fuzz/fuzz.mk
 
 -include $(shell find build -name '*.d' 2>/dev/null)
