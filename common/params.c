@@ -42,7 +42,7 @@ const struct param_def param_table[] = {
     I("smtpd_soft_error_limit", "10", 1, 100000, "errors after which replies are delayed"),
     T("smtpd_error_sleep_time", "1s", 0, 300, 's', "delay before an error reply once past the soft limit"),
     I("smtpd_client_connection_limit", "1000", 1, 1000000, "concurrent sessions per smtpd process"),
-    I("line_length_limit", "2048", 512, 1000000, "longest text line accepted in DATA before it is refused"),
+    I("line_length_limit", "2048", 512, 1000000, "longest text line in DATA; longer lines are split (as Postfix does)"),
     I("smtpd_command_line_limit", "2048", 512, 65536, "longest SMTP command line accepted"),
     S("smtpd_forbid_bare_newline", "normalize", "bare LF/CR in DATA: normalize (to CRLF), reject, or no"),
     L("smtpd_forbid_bare_newline_exclusions", "$mynetworks", "clients exempt from smtpd_forbid_bare_newline=reject"),

@@ -1,0 +1,95 @@
+/* smtpd.c - the SMTP server daemon: start-up, accepting clients, the session list.
+ *
+ * server_main() does configuration, privileges and the event loop; this file
+ * only turns accepted descriptors into sessions and enforces the per-process
+ * session limit (smtpd_client_connection_limit). */
+#include "smtpd/smtpd.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/conf.h"
+#include "common/log.h"
+#include "common/server.h"
+
+static struct smtpd smtpd_state;
+
+/* Refuse a client over the session limit without creating a session: one
+ * short write on a fresh socket cannot block for long (it is non-blocking
+ * anyway; a lost reply only costs the client its 421 text). */
+static void refuse(int fd)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "421 4.7.0 %s Error: too many connections\r\n",
+                     smtpd_hostname());
+    if (n > 0 && (size_t)n < sizeof(line)) {
+        ssize_t w = write(fd, line, (size_t)n);
+        (void)w;
+    }
+    close(fd);
+}
+
+static void on_accept(struct server *srv, int fd, int idx)
+{
+    struct smtpd *d = srv->ctx;
+    (void)idx;
+    if ((long long)d->nsessions >= conf_int("smtpd_client_connection_limit")) {
+        log_warn("too many connections in this process (smtpd_client_connection_limit=%lld)",
+                 conf_int("smtpd_client_connection_limit"));
+        refuse(fd);
+        return;
+    }
+    struct smtpd_session *s = smtpd_session_new(d, fd);
+    if (!s)
+        return;
+    s->next = d->sessions;
+    if (d->sessions)
+        d->sessions->prev = s;
+    d->sessions = s;
+    d->nsessions++;
+}
+
+void smtpd_session_unlink(struct smtpd_session *s)
+{
+    struct smtpd *d = s->d;
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (d->sessions == s)
+        d->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    d->nsessions--;
+}
+
+static void post_drop(struct server *srv)
+{
+    struct smtpd *d = srv->ctx;
+    d->srv = srv;
+    smtpd_check_init();
+    smtpd_notify_init(srv);
+}
+
+/* SIGTERM: leave no half-written queue file behind (the client was never
+ * told 250, so it will retry), then leave the loop. */
+static void on_stop(struct server *srv)
+{
+    struct smtpd *d = srv->ctx;
+    server_stop_accepting(srv);
+    while (d->sessions)
+        smtpd_session_free(d->sessions);
+    server_exit(srv);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct server_hooks hooks = {
+        .post_drop = post_drop,
+        .on_accept = on_accept,
+        .on_stop = on_stop,
+    };
+    memset(&smtpd_state, 0, sizeof(smtpd_state));
+    int rc = server_main(argc, argv, "smtpd", &hooks, &smtpd_state);
+    return rc;
+}

@@ -1,0 +1,393 @@
+/* smtpd_session.c - one SMTP connection: I/O, the pipelined command loop, replies.
+ *
+ * Input is processed from the bufferevent's input buffer: every complete
+ * command line is dispatched in order and the replies accumulate in the
+ * output buffer, which libevent sends once the callback returns - that is
+ * the RFC 2920 batching. Handlers finish all their side effects (queue file
+ * writes) before returning, so the next pipelined command always sees them.
+ * In DATA the bytes go to smtpd_data_feed() instead, which stops exactly at
+ * the end-of-data mark so that commands after it are read as commands.
+ *
+ * STARTTLS (later): the handler will reply 220, then replace s->bev with
+ * bufferevent_openssl_filter_new(base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+ * BEV_OPT_CLOSE_ON_FREE) and call session_wire() on the new one; unread
+ * plaintext input must be discarded at that point (command injection). */
+#include "smtpd/smtpd.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/conf.h"
+#include "common/ipc.h"
+#include "common/log.h"
+#include "common/server.h"
+
+#define OUTPUT_PAUSE 65536          /* stop reading commands above this */
+#define INPUT_HIGH (256 * 1024)     /* libevent stops reading above this */
+
+static void session_read(struct bufferevent *bev, void *arg);
+static void session_write(struct bufferevent *bev, void *arg);
+static void session_event(struct bufferevent *bev, short what, void *arg);
+
+const char *smtpd_hostname(void)
+{
+    const char *h = conf_str("myhostname");
+    return h[0] ? h : "localhost";
+}
+
+const char *smtpd_client(const struct smtpd_session *s)
+{
+    static buf_t b = BUF_INIT;
+    buf_reset(&b);
+    buf_printf(&b, "%s[%s]", s->name, s->addr);
+    return buf_str(&b);
+}
+
+static void client_addr(struct smtpd_session *s, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    buf_t host = BUF_INIT;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+        ipc_addr_text((struct sockaddr *)&ss, &host, NULL);
+        s->addr_v6 = ss.ss_family == AF_INET6 && strchr(buf_str(&host), ':') != NULL;
+    }
+    s->addr = xstrdup(host.len ? buf_str(&host) : "unknown");
+    buf_free(&host);
+}
+
+static void session_wire(struct smtpd_session *s)
+{
+    struct timeval tv = { (time_t)conf_int("smtpd_timeout"), 0 };
+    bufferevent_setcb(s->bev, session_read, session_write, session_event, s);
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd)
+{
+    struct smtpd_session *s = xcalloc(1, sizeof(*s));
+    s->d = d;
+    s->name = xstrdup("unknown");
+    client_addr(s, fd);
+    s->last_cmd = "CONNECT";
+    qenv_init(&s->env);
+    s->bev = bufferevent_socket_new(d->srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!s->bev) {
+        log_warn("bufferevent_socket_new failed for %s", smtpd_client(s));
+        close(fd);
+        free(s->addr);
+        free(s->name);
+        free(s);
+        return NULL;
+    }
+    log_info("connect from %s", smtpd_client(s));
+    session_wire(s);
+    smtpd_reply_line(s, "220 %s", conf_str("smtpd_banner"));
+    return s;
+}
+
+/* "disconnect from" statistics: name=ok or name=ok/total, Postfix style. */
+static void log_disconnect(struct smtpd_session *s)
+{
+    buf_t b = BUF_INIT;
+    unsigned ok = 0, total = 0;
+    for (int i = 0; i <= SMTPD_CMD_MAX; i++) {
+        if (!s->cmd_total[i])
+            continue;
+        const char *name = i < SMTPD_CMD_MAX && smtpd_cmd_table[i].name ? smtpd_cmd_table[i].name
+                                                                        : "unknown";
+        buf_putc(&b, ' ');
+        for (const char *p = name; *p; p++)
+            buf_putc(&b, (*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+        buf_printf(&b, "=%u", s->cmd_ok[i]);
+        if (s->cmd_ok[i] != s->cmd_total[i])
+            buf_printf(&b, "/%u", s->cmd_total[i]);
+        ok += s->cmd_ok[i];
+        total += s->cmd_total[i];
+    }
+    buf_printf(&b, " commands=%u", ok);
+    if (ok != total)
+        buf_printf(&b, "/%u", total);
+    log_info("disconnect from %s%s", smtpd_client(s), buf_str(&b));
+    buf_free(&b);
+}
+
+void smtpd_session_free(struct smtpd_session *s)
+{
+    if (s->data)
+        smtpd_data_abort(s);
+    log_disconnect(s);
+    smtpd_session_unlink(s);
+    bufferevent_free(s->bev);
+    if (s->sleep_ev)
+        event_free(s->sleep_ev);
+    qenv_free(&s->env);
+    free(s->helo);
+    free(s->addr);
+    free(s->name);
+    free(s);
+}
+
+static void reply_v(struct smtpd_session *s, int count, const char *fmt, va_list ap)
+{
+    buf_t b = BUF_INIT;
+    buf_vprintf(&b, fmt, ap);
+    int code = (b.len >= 3) ? (b.data[0] - '0') * 100 + (b.data[1] - '0') * 10 + (b.data[2] - '0')
+                            : 0;
+    if (log_verbose())
+        log_debug("> %s: %s", smtpd_client(s), buf_str(&b));
+    buf_append(&b, "\r\n", 2);
+    bufferevent_write(s->bev, b.data, b.len);
+    buf_free(&b);
+    if (count) {
+        s->last_code = code;
+        if (code >= 400)
+            s->errors++;
+    }
+}
+
+void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_v(s, 1, fmt, ap);
+    va_end(ap);
+}
+
+void smtpd_reply_line(struct smtpd_session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_v(s, 0, fmt, ap);
+    va_end(ap);
+}
+
+void smtpd_close_after(struct smtpd_session *s)
+{
+    s->closing = 1;
+    bufferevent_disable(s->bev, EV_READ);
+}
+
+void smtpd_txn_reset(struct smtpd_session *s)
+{
+    if (s->data)
+        smtpd_data_abort(s);
+    qenv_free(&s->env);
+    qenv_init(&s->env);
+    s->have_mail = 0;
+}
+
+/* Split "VERB arg" and run the handler; count it for the statistics. */
+static void dispatch(struct smtpd_session *s, char *line)
+{
+    char *arg = line;
+    while (*arg && *arg != ' ')
+        arg++;
+    if (*arg)
+        *arg++ = '\0';
+    while (*arg == ' ')
+        arg++;
+    int idx = smtpd_cmd_lookup(line);
+    int slot = idx < 0 ? SMTPD_CMD_MAX : idx;
+    s->cmd_total[slot]++;
+    s->last_code = 0;
+    if (idx < 0) {
+        s->last_cmd = "UNKNOWN";
+        smtpd_reply(s, "500 5.5.2 Error: command not recognized");
+    } else {
+        s->last_cmd = smtpd_cmd_table[idx].name;
+        smtpd_cmd_table[idx].fn(s, arg);
+    }
+    if (s->last_code && s->last_code < 400)
+        s->cmd_ok[slot]++;
+}
+
+static void process_input(struct smtpd_session *s);
+
+static void wake_up(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    s->sleeping = 0;
+    bufferevent_enable(s->bev, EV_WRITE);
+    process_input(s);
+}
+
+/* Past smtpd_soft_error_limit, hold the error reply back for
+ * smtpd_error_sleep_time (as Postfix does) to slow down guessing clients:
+ * writing and command processing pause, nothing blocks. */
+static void error_sleep(struct smtpd_session *s)
+{
+    long long secs = conf_int("smtpd_error_sleep_time");
+    if (s->last_code < 400 || s->closing || secs <= 0 ||
+        s->errors <= conf_int("smtpd_soft_error_limit"))
+        return;
+    if (!s->sleep_ev)
+        s->sleep_ev = evtimer_new(bufferevent_get_base(s->bev), wake_up, s);
+    struct timeval tv = { (time_t)secs, 0 };
+    s->sleeping = 1;
+    bufferevent_disable(s->bev, EV_WRITE);
+    evtimer_add(s->sleep_ev, &tv);
+}
+
+/* NUL, bare CR or other control bytes in a command: refused, so that
+ * nothing a client says can reach a header line or a log line as a line
+ * break (HELO goes into Received:). */
+static int has_control(const char *line, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
+            return 1;
+    return 0;
+}
+
+/* One complete command line (LF included) of len bytes. */
+static void command_line(struct smtpd_session *s, char *line, size_t len)
+{
+    len--; /* LF */
+    if (len && line[len - 1] == '\r')
+        len--;
+    line[len] = '\0';
+    if (log_verbose())
+        log_debug("< %s: %s", smtpd_client(s), line);
+    if ((long long)len > conf_int("smtpd_command_line_limit")) {
+        smtpd_reply(s, "500 5.5.2 Error: line too long");
+    } else if (has_control(line, len)) {
+        smtpd_reply(s, "500 5.5.2 Error: bad syntax");
+    } else {
+        dispatch(s, line);
+    }
+    if (!s->closing && s->errors >= conf_int("smtpd_hard_error_limit")) {
+        log_warn("too many errors after %s from %s", s->last_cmd, smtpd_client(s));
+        smtpd_reply(s, "421 4.7.0 %s Error: too many errors", smtpd_hostname());
+        smtpd_close_after(s);
+    }
+    error_sleep(s);
+}
+
+/* Command state: returns 1 if it consumed something and may be called again. */
+static int process_command(struct smtpd_session *s, struct evbuffer *in)
+{
+    struct evbuffer_ptr pos = evbuffer_search(in, "\n", 1, NULL);
+    long long limit = conf_int("smtpd_command_line_limit");
+    if (pos.pos < 0) {
+        if ((long long)evbuffer_get_length(in) > limit + 1) {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            s->state = SS_SKIP;
+            return 1;
+        }
+        return 0;
+    }
+    size_t len = (size_t)pos.pos + 1;
+    if ((long long)len > limit + 2) {
+        evbuffer_drain(in, len);
+        smtpd_reply(s, "500 5.5.2 Error: line too long");
+        return 1;
+    }
+    char *line = xmalloc(len + 1);
+    evbuffer_remove(in, line, len);
+    command_line(s, line, len);
+    free(line);
+    return 1;
+}
+
+/* Discard the rest of an over-long line, then answer it. */
+static int process_skip(struct smtpd_session *s, struct evbuffer *in)
+{
+    struct evbuffer_ptr pos = evbuffer_search(in, "\n", 1, NULL);
+    if (pos.pos < 0) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return 0;
+    }
+    evbuffer_drain(in, (size_t)pos.pos + 1);
+    s->state = SS_CMD;
+    smtpd_reply(s, "500 5.5.2 Error: line too long");
+    if (s->errors >= conf_int("smtpd_hard_error_limit")) {
+        smtpd_reply(s, "421 4.7.0 %s Error: too many errors", smtpd_hostname());
+        smtpd_close_after(s);
+    }
+    return 1;
+}
+
+static int process_data(struct smtpd_session *s, struct evbuffer *in)
+{
+    size_t n = evbuffer_get_contiguous_space(in);
+    if (n == 0)
+        return 0;
+    const unsigned char *p = evbuffer_pullup(in, (ssize_t)n);
+    size_t used = smtpd_data_feed(s, p, n);
+    evbuffer_drain(in, used);
+    return 1;
+}
+
+static void process_input(struct smtpd_session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    while (!s->closing && !s->sleeping) {
+        if (evbuffer_get_length(out) > OUTPUT_PAUSE) {
+            s->paused = 1; /* resumed by session_write once drained */
+            return;
+        }
+        int more = 0;
+        switch (s->state) {
+        case SS_CMD: more = process_command(s, in); break;
+        case SS_SKIP: more = process_skip(s, in); break;
+        case SS_DATA: more = process_data(s, in); break;
+        }
+        if (!more)
+            break;
+    }
+}
+
+static void session_read(struct bufferevent *bev, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)bev;
+    if (s->paused || s->sleeping)
+        return;
+    process_input(s);
+}
+
+static void session_write(struct bufferevent *bev, void *arg)
+{
+    struct smtpd_session *s = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+        return;
+    if (s->closing) {
+        smtpd_session_free(s);
+        return;
+    }
+    if (s->paused) {
+        s->paused = 0;
+        process_input(s);
+    }
+}
+
+static void session_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)bev;
+    if (s->closing) {
+        smtpd_session_free(s);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        log_info("timeout after %s from %s", s->last_cmd, smtpd_client(s));
+        smtpd_reply(s, "421 4.4.2 %s Error: timeout exceeded", smtpd_hostname());
+        smtpd_close_after(s);
+        /* The write side may have timed out too: give it a fresh chance. */
+        bufferevent_enable(s->bev, EV_WRITE);
+        return;
+    }
+    log_info("lost connection after %s from %s", s->last_cmd, smtpd_client(s));
+    smtpd_session_free(s);
+}
