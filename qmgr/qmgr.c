@@ -1,0 +1,132 @@
+/* qmgr.c - the queue manager: main, server hooks, the 1-second timer, and
+ * the notification listener (private/qmgr: request=new from smtpd/bounce).
+ *
+ * qmgr is one process that owns the queue index and schedules every
+ * delivery; see qmgr.h for how the parts fit together. */
+#include "qmgr/qmgr.h"
+
+#include <pwd.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/alloc.h"
+#include "common/conf.h"
+#include "common/log.h"
+#include "common/proto.h"
+
+struct qmgr qmgr_g;
+
+static struct event *tick_ev;
+
+/* ---- notifications from smtpd and bounce ---- */
+
+static void notify_drop(struct bufferevent *bev, const char *why)
+{
+    log_error("notification connection: %s; dropping it", why);
+    bufferevent_free(bev);
+}
+
+static void notify_read(struct bufferevent *bev, void *arg)
+{
+    attr_t rec = ATTR_INIT;
+    const char *err = NULL;
+    int r;
+
+    while ((r = attr_from_evbuffer(bufferevent_get_input(bev), &rec, &err)) == 1) {
+        const char *proto = attr_get(&rec, "proto");
+        const char *req = attr_get(&rec, "request");
+        const char *id = attr_get(&rec, "queue_id");
+        if (proto == NULL || strcmp(proto, PROTO_VERSION) != 0 || req == NULL ||
+            strcmp(req, "new") != 0 || id == NULL || !qid_valid(id)) {
+            attr_free(&rec);
+            notify_drop(bev, "malformed request (want proto=" PROTO_VERSION
+                             " request=new queue_id=ID)");
+            return;
+        }
+        if (!qmgr_g.stopping)
+            index_new_mail(id);
+    }
+    attr_free(&rec);
+    if (r < 0)
+        notify_drop(bev, err ? err : "malformed record");
+}
+
+static void notify_event(struct bufferevent *bev, short what, void *arg)
+{
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        bufferevent_free(bev);
+}
+
+static void qmgr_accept(struct server *s, int fd, int idx)
+{
+    struct bufferevent *bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+
+    bufferevent_setcb(bev, notify_read, NULL, notify_event, NULL);
+    bufferevent_enable(bev, EV_READ);
+}
+
+/* ---- timers and life cycle ---- */
+
+static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
+{
+    if (qmgr_g.stopping)
+        return;
+    index_pull_due();
+    sched_tick();
+    bounce_tick();
+}
+
+static void qmgr_pre_drop(struct server *s)
+{
+    struct passwd *pw = getpwnam(conf_str("mail_owner"));
+
+    qmgr_g.owner_uid = pw ? pw->pw_uid : 0;
+    route_init(); /* table paths may lie outside a chroot */
+}
+
+static void qmgr_post_drop(struct server *s)
+{
+    struct timeval one = { 1, 0 };
+
+    qmgr_g.srv = s;
+    qmgr_g.spool = s->spool;
+    qmgr_g.active_limit = conf_int("qmgr_message_active_limit");
+    qmgr_g.rcpt_limit = conf_int("qmgr_message_recipient_limit");
+    if (s->nlisten < 1)
+        log_warn("no private/qmgr socket passed (-s 0): no new-mail notifications");
+    control_init(); /* early: CLI requests queue up during a rebuild */
+    index_startup();
+    tick_ev = event_new(s->base, -1, EV_PERSIST, qmgr_tick, NULL);
+    event_add(tick_ev, &one);
+}
+
+static void qmgr_stop(struct server *s)
+{
+    server_stop_accepting(s);
+    qmgr_g.stopping = 1;
+    if (tick_ev)
+        event_free(tick_ev);
+    tick_ev = NULL;
+    control_close();
+    deliver_close_all();
+    bounce_close();
+    index_shutdown();
+    route_close();
+    log_info("stopped");
+    server_exit(s);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct server_hooks hooks = {
+        .pre_drop = qmgr_pre_drop,
+        .post_drop = qmgr_post_drop,
+        .on_accept = qmgr_accept,
+        .on_stop = qmgr_stop,
+    };
+
+    return server_main(argc, argv, "qmgr", &hooks, &qmgr_g);
+}

@@ -1,0 +1,216 @@
+/* qmgr_bounce.c - requests to the bounce daemon (private/bounce): one
+ * persistent connection, one request at a time, the rest queued FIFO.
+ * A message stays in the queue until its notifications succeeded. */
+#include "qmgr/qmgr.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/alloc.h"
+#include "common/ipc.h"
+#include "common/log.h"
+#include "common/proto.h"
+
+/* How long a request may wait for the bounce daemon to come up. */
+#define BOUNCE_CONNECT_PATIENCE 30
+
+struct breq {
+    struct qmsg *msg;
+    int kind;
+    size_t *idx;
+    size_t n;
+    time_t queued;
+    struct breq *next;
+};
+
+static const char *const kind_request[] = {
+    [QK_BOUNCE] = "bounce", [QK_DELAY] = "delay", [QK_SUCCESS] = "success",
+};
+
+static struct bufferevent *bconn;
+static struct breq *bhead, *btail;
+static int bbusy;              /* bhead was sent, awaiting the reply */
+
+static struct breq *breq_pop(void)
+{
+    struct breq *r = bhead;
+
+    bhead = r->next;
+    if (bhead == NULL)
+        btail = NULL;
+    return r;
+}
+
+static void breq_done(struct breq *r, int ok)
+{
+    finish_notify_done(r->msg, r->kind, r->idx, r->n, ok);
+    free(r->idx);
+    free(r);
+}
+
+static void bounce_kick(void);
+
+static void bconn_drop(const char *why)
+{
+    if (bconn) {
+        bufferevent_free(bconn);
+        bconn = NULL;
+    }
+    if (bbusy) {
+        bbusy = 0;
+        struct breq *r = breq_pop();
+        log_warn("%s: bounce service: %s", r->msg->id, why);
+        breq_done(r, 0);
+    }
+}
+
+/* A notice was queued as NEWID: take it unless already known. */
+static void bounce_new_id(const char *newid)
+{
+    struct qidx_rec rec;
+    buf_t path = BUF_INIT;
+    struct stat sb;
+
+    if (!qid_valid(newid) || msg_find(newid))
+        return;
+    memset(&rec, 0, sizeof(rec));
+    if (qindex_get(qmgr_g.qi, newid, &rec) == 1) {
+        qidx_rec_free(&rec);
+        return;
+    }
+    qfile_path(qmgr_g.spool, newid, &path);
+    if (stat(buf_str(&path), &sb) == 0)
+        index_new_mail(newid);
+    buf_free(&path);
+}
+
+static void bconn_read(struct bufferevent *bev, void *arg)
+{
+    attr_t reply = ATTR_INIT;
+    const char *err = NULL;
+    int r;
+
+    while ((r = attr_from_evbuffer(bufferevent_get_input(bev), &reply, &err)) == 1) {
+        if (!bbusy) {
+            log_error("bounce service: unexpected reply; dropping connection");
+            r = -1;
+            break;
+        }
+        const char *status = attr_get(&reply, "status");
+        int ok = status && strcmp(status, "ok") == 0;
+        struct breq *q = breq_pop();
+        bbusy = 0;
+        if (!ok)
+            log_warn("%s: bounce %s request failed: %s", q->msg->id, kind_request[q->kind],
+                     attr_get_def(&reply, "reason", "no reason given"));
+        const char *newid = attr_get(&reply, "queue_id");
+        if (ok && newid && *newid)
+            bounce_new_id(newid);
+        breq_done(q, ok);
+    }
+    attr_free(&reply);
+    if (r < 0) {
+        bconn_drop(err ? err : "bad reply");
+        return;
+    }
+    bounce_kick();
+}
+
+static void bconn_event(struct bufferevent *bev, short what, void *arg)
+{
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        bconn_drop("connection lost");
+    bounce_kick();
+}
+
+static int bconn_open(void)
+{
+    static time_t last_warn;
+    buf_t path = BUF_INIT;
+    int fd;
+
+    server_spool_path(qmgr_g.srv, SOCK_BOUNCE, &path);
+    fd = ipc_connect_unix(buf_str(&path));
+    if (fd < 0) {
+        if (time(NULL) - last_warn >= 10) {
+            log_warn("connect to %s: %s (bounce service not running?)", buf_str(&path),
+                     strerror(errno));
+            last_warn = time(NULL);
+        }
+        buf_free(&path);
+        return -1;
+    }
+    buf_free(&path);
+    ipc_nonblock(fd, 1);
+    ipc_cloexec(fd, 1);
+    bconn = bufferevent_socket_new(qmgr_g.srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(bconn, bconn_read, NULL, bconn_event, NULL);
+    bufferevent_enable(bconn, EV_READ | EV_WRITE);
+    return 0;
+}
+
+static void bounce_kick(void)
+{
+    attr_t req = ATTR_INIT;
+
+    if (bbusy || bhead == NULL)
+        return;
+    if (bconn == NULL && bconn_open() < 0)
+        return; /* bounce_tick retries, and gives up on old requests */
+    attr_add(&req, "proto", PROTO_VERSION);
+    attr_add(&req, "request", kind_request[bhead->kind]);
+    attr_add(&req, "queue_id", bhead->msg->id);
+    for (size_t i = 0; i < bhead->n; i++)
+        attr_add_ll(&req, "rcpt", (long long)bhead->idx[i]);
+    attr_to_evbuffer(bufferevent_get_output(bconn), &req);
+    attr_free(&req);
+    bbusy = 1;
+}
+
+void bounce_request(struct qmsg *m, int kind, const size_t *idx, size_t n)
+{
+    struct breq *r = xcalloc(1, sizeof(*r));
+
+    r->msg = m;
+    r->kind = kind;
+    r->idx = xcalloc(n, sizeof(*r->idx));
+    memcpy(r->idx, idx, n * sizeof(*idx));
+    r->n = n;
+    r->queued = time(NULL);
+    if (btail)
+        btail->next = r;
+    else
+        bhead = r;
+    btail = r;
+    bounce_kick();
+}
+
+void bounce_tick(void)
+{
+    time_t now = time(NULL);
+
+    /* Without a bounce daemon, requests fail after a while so their
+     * messages are deferred (and retried) instead of sitting in memory. */
+    while (!bbusy && bconn == NULL && bhead && now - bhead->queued > BOUNCE_CONNECT_PATIENCE)
+        breq_done(breq_pop(), 0);
+    bounce_kick();
+}
+
+void bounce_close(void)
+{
+    if (bconn)
+        bufferevent_free(bconn);
+    bconn = NULL;
+    bbusy = 0;
+    while (bhead) {
+        struct breq *r = breq_pop();
+        free(r->idx);
+        free(r);
+    }
+}

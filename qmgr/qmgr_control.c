@@ -1,0 +1,409 @@
+/* qmgr_control.c - the CLI's queue requests on public/control.
+ *
+ * The socket is world-connectable (0666); who may change the queue is
+ * decided per request from SO_PEERCRED: root and mail_owner may, others
+ * may only list and read stats. The CLI is a separate, untrusted program:
+ * bad input gets status=fail and the connection is closed, never a panic. */
+#include "qmgr/qmgr.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "common/alloc.h"
+#include "common/ipc.h"
+#include "common/log.h"
+#include "common/proto.h"
+
+struct cconn {
+    struct bufferevent *bev;
+    int closing;            /* close once the reply is written */
+};
+
+struct idlist {
+    char **ids;
+    size_t n, cap;
+};
+
+typedef int (*ctl_fn)(const attr_t *req, struct evbuffer *out, const char **err);
+
+static int listen_fd = -1;
+static struct event *listen_ev;
+
+static void reply_ok(struct evbuffer *out, size_t count)
+{
+    attr_t r = ATTR_INIT;
+
+    attr_add(&r, "status", "ok");
+    attr_add_ll(&r, "count", (long long)count);
+    attr_to_evbuffer(out, &r);
+    attr_free(&r);
+}
+
+static int collect_cb(const struct qidx_rec *rec, void *arg)
+{
+    struct idlist *l = arg;
+
+    l->ids = xgrow(l->ids, &l->cap, l->n + 1, sizeof(*l->ids));
+    l->ids[l->n++] = xstrdup(rec->id);
+    return 0;
+}
+
+static void idlist_free(struct idlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->ids[i]);
+    free(l->ids);
+}
+
+/* Run fn on every selected id; reply count of those where fn returned 1. */
+static int ctl_each(const attr_t *req, struct evbuffer *out, const char **err,
+                    int (*fn)(const char *id))
+{
+    struct idlist l = { NULL, 0, 0 };
+    size_t count = 0;
+
+    if (index_scan_select(req, 1, collect_cb, &l, err) < 0)
+        return -1;
+    for (size_t i = 0; i < l.n; i++)
+        count += (size_t)fn(l.ids[i]);
+    idlist_free(&l);
+    reply_ok(out, count);
+    index_pull_due();
+    return 0;
+}
+
+/* Change the index record of a message not in memory. */
+static int rec_update(const char *id, int from_hold, int state, long long next)
+{
+    struct qidx_rec rec;
+    int changed = 0;
+
+    memset(&rec, 0, sizeof(rec));
+    if (qindex_get(qmgr_g.qi, id, &rec) != 1)
+        return 0;
+    if ((rec.state == QS_HOLD) == from_hold) {
+        rec.state = state;
+        rec.next_attempt = next;
+        changed = qindex_put(qmgr_g.qi, &rec) == 0;
+    }
+    qidx_rec_free(&rec);
+    return changed;
+}
+
+static int do_delete(const char *id)
+{
+    struct qmsg *m = msg_find(id);
+
+    if (m) {
+        if (!m->deleted) {
+            m->deleted = 1;
+            sched_cancel_msg(m);
+            finish_check(m); /* removes it once in-flight jobs are back */
+        }
+        return 1;
+    }
+    qfile_remove(qmgr_g.spool, id);
+    qindex_del(qmgr_g.qi, id);
+    log_info("%s: removed", id);
+    return 1;
+}
+
+static int do_hold(const char *id)
+{
+    struct qmsg *m = msg_find(id);
+
+    if (qfile_append_record(qmgr_g.spool, id, "hold", "1") < 0)
+        return 0;
+    if (m) {
+        m->held = m->env.hold = 1;
+        sched_cancel_msg(m);
+        finish_check(m);
+        return 1;
+    }
+    return rec_update(id, 0, QS_HOLD, 0);
+}
+
+static int do_release(const char *id)
+{
+    struct qmsg *m = msg_find(id);
+
+    if (m) {
+        if (!m->held)
+            return 0;
+        qfile_append_record(qmgr_g.spool, id, "hold", "0");
+        m->held = m->env.hold = 0;
+        return 1;
+    }
+    struct qidx_rec rec;
+    memset(&rec, 0, sizeof(rec));
+    int held = qindex_get(qmgr_g.qi, id, &rec) == 1 && rec.state == QS_HOLD;
+    qidx_rec_free(&rec);
+    if (!held || qfile_append_record(qmgr_g.spool, id, "hold", "0") < 0)
+        return 0;
+    return rec_update(id, 1, QS_DEFERRED, 0);
+}
+
+static int do_requeue(const char *id)
+{
+    if (msg_find(id))
+        return 0; /* already being delivered */
+    return rec_update(id, 0, QS_DEFERRED, 0);
+}
+
+static int ctl_delete(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    return ctl_each(req, out, err, do_delete);
+}
+
+static int ctl_hold(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    return ctl_each(req, out, err, do_hold);
+}
+
+static int ctl_release(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    return ctl_each(req, out, err, do_release);
+}
+
+static int ctl_requeue(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    sched_unsuspend_all();
+    return ctl_each(req, out, err, do_requeue);
+}
+
+static int flush_cb(const struct qidx_rec *rec, void *arg)
+{
+    if ((rec->state == QS_DEFERRED || rec->state == QS_INCOMING) && rec->next_attempt > 0)
+        collect_cb(rec, arg);
+    return 0;
+}
+
+static int ctl_flush(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    struct idlist l = { NULL, 0, 0 };
+    size_t count = 0;
+
+    qindex_scan_all(qmgr_g.qi, flush_cb, &l);
+    for (size_t i = 0; i < l.n; i++)
+        count += (size_t)do_requeue(l.ids[i]);
+    idlist_free(&l);
+    sched_unsuspend_all();
+    reply_ok(out, count);
+    index_pull_due();
+    return 0;
+}
+
+struct list_ctx {
+    struct evbuffer *out;
+    size_t count;
+};
+
+static int list_cb(const struct qidx_rec *rec, void *arg)
+{
+    struct list_ctx *c = arg;
+    attr_t r = ATTR_INIT;
+
+    attr_add(&r, "queue_id", rec->id);
+    attr_add(&r, "state", qstate_name(rec->state));
+    attr_add_ll(&r, "size", rec->size);
+    attr_add_ll(&r, "arrival", rec->arrival);
+    attr_add(&r, "sender", rec->sender ? rec->sender : "");
+    for (size_t i = 0; rec->rcpts && rec->rcpts[i]; i++)
+        attr_add(&r, "rcpt", rec->rcpts[i]);
+    attr_add(&r, "reason", rec->reason ? rec->reason : "");
+    attr_to_evbuffer(c->out, &r);
+    attr_free(&r);
+    c->count++;
+    return 0;
+}
+
+static int ctl_list(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    struct list_ctx c = { out, 0 };
+    attr_t r = ATTR_INIT;
+
+    if (index_scan_select(req, 0, list_cb, &c, err) < 0)
+        return -1;
+    attr_add(&r, "end", "1");
+    attr_add_ll(&r, "count", (long long)c.count);
+    attr_to_evbuffer(out, &r);
+    attr_free(&r);
+    return 0;
+}
+
+static int stats_cb(const struct qidx_rec *rec, void *arg)
+{
+    size_t *n = arg;
+
+    if (rec->state >= QS_INCOMING && rec->state <= QS_HOLD)
+        n[rec->state]++;
+    return 0;
+}
+
+static int ctl_stats(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    size_t n[4] = { 0, 0, 0, 0 };
+    attr_t r = ATTR_INIT;
+
+    qindex_scan_all(qmgr_g.qi, stats_cb, n);
+    attr_add(&r, "status", "ok");
+    attr_add_ll(&r, "incoming", (long long)n[QS_INCOMING]);
+    attr_add_ll(&r, "active", (long long)n[QS_ACTIVE]);
+    attr_add_ll(&r, "deferred", (long long)n[QS_DEFERRED]);
+    attr_add_ll(&r, "hold", (long long)n[QS_HOLD]);
+    attr_add_ll(&r, "total", (long long)(n[0] + n[1] + n[2] + n[3]));
+    attr_to_evbuffer(out, &r);
+    attr_free(&r);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int modifies;
+    ctl_fn fn;
+} ctl_table[] = {
+    { "list", 0, ctl_list },       { "stats", 0, ctl_stats },
+    { "flush", 1, ctl_flush },     { "delete", 1, ctl_delete },
+    { "hold", 1, ctl_hold },       { "release", 1, ctl_release },
+    { "requeue", 1, ctl_requeue },
+};
+
+static int may_modify(int fd)
+{
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+
+    if (ipc_peer_cred(fd, &uid, &gid, &pid) < 0)
+        return 0;
+    return uid == 0 || uid == qmgr_g.owner_uid || uid == geteuid();
+}
+
+/* Dispatch one request; -1 with *err when it fails. */
+static int ctl_dispatch(struct cconn *c, const attr_t *req, const char **err)
+{
+    const char *proto = attr_get(req, "proto");
+    const char *name = attr_get(req, "request");
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (proto == NULL || strcmp(proto, PROTO_VERSION) != 0) {
+        *err = "unsupported protocol version";
+        return -1;
+    }
+    for (size_t i = 0; name && i < sizeof(ctl_table) / sizeof(ctl_table[0]); i++) {
+        if (strcmp(ctl_table[i].name, name) != 0)
+            continue;
+        if (ctl_table[i].modifies && !may_modify(bufferevent_getfd(c->bev))) {
+            *err = "permission denied: only root and mail_owner may change the queue";
+            return -1;
+        }
+        return ctl_table[i].fn(req, out, err);
+    }
+    *err = "unknown request";
+    return -1;
+}
+
+static void cconn_free(struct cconn *c)
+{
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+static void cconn_fail(struct cconn *c, const char *why)
+{
+    attr_t r = ATTR_INIT;
+
+    attr_add(&r, "status", "fail");
+    attr_add(&r, "reason", why);
+    attr_to_evbuffer(bufferevent_get_output(c->bev), &r);
+    attr_free(&r);
+    c->closing = 1;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+static void cconn_read(struct bufferevent *bev, void *arg)
+{
+    struct cconn *c = arg;
+    attr_t req = ATTR_INIT;
+    const char *err = NULL;
+    int r;
+
+    while (!c->closing &&
+           (r = attr_from_evbuffer(bufferevent_get_input(bev), &req, &err)) != 0) {
+        if (r < 0) {
+            log_warn("control: malformed request: %s", err ? err : "?");
+            cconn_fail(c, err ? err : "malformed request");
+            break;
+        }
+        err = NULL;
+        if (ctl_dispatch(c, &req, &err) < 0)
+            cconn_fail(c, err ? err : "request failed");
+    }
+    attr_free(&req);
+}
+
+static void cconn_write(struct bufferevent *bev, void *arg)
+{
+    struct cconn *c = arg;
+
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        cconn_free(c);
+}
+
+static void cconn_event(struct bufferevent *bev, short what, void *arg)
+{
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        cconn_free(arg);
+}
+
+static void control_accept(evutil_socket_t fd, short what, void *arg)
+{
+    int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct cconn *c;
+
+    if (cfd < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            log_warn("control: accept: %s", strerror(errno));
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    c->bev = bufferevent_socket_new(qmgr_g.srv->base, cfd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(c->bev, cconn_read, cconn_write, cconn_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+void control_init(void)
+{
+    buf_t path = BUF_INIT, dir = BUF_INIT;
+
+    server_spool_path(qmgr_g.srv, "public", &dir);
+    if (mkdir(buf_str(&dir), 0755) < 0 && errno != EEXIST)
+        log_warn("cannot create %s: %s", buf_str(&dir), strerror(errno));
+    server_spool_path(qmgr_g.srv, SOCK_CONTROL, &path);
+    listen_fd = ipc_listen_unix(buf_str(&path), 0666, 128);
+    if (listen_fd < 0)
+        log_fatal("cannot create the control socket %s: %s (check the spool's public/ "
+                  "directory and its owner)",
+                  buf_str(&path), strerror(errno));
+    listen_ev = event_new(qmgr_g.srv->base, listen_fd, EV_READ | EV_PERSIST, control_accept, NULL);
+    event_add(listen_ev, NULL);
+    buf_free(&path);
+    buf_free(&dir);
+}
+
+void control_close(void)
+{
+    if (listen_ev)
+        event_free(listen_ev);
+    listen_ev = NULL;
+    if (listen_fd >= 0)
+        close(listen_fd);
+    listen_fd = -1;
+}

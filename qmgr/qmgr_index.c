@@ -1,0 +1,319 @@
+/* qmgr_index.c - qmgr's side of the Berkeley DB index: start-up (rebuild
+ * after an unclean stop, adopt files that arrived while qmgr was down,
+ * remove stale incomplete files), index records from envelopes, pulling
+ * due messages into memory, and selections for the control CLI. */
+#include "qmgr/qmgr.h"
+
+#include <dirent.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/route.h"
+
+/* Incomplete files older than this were abandoned by a dead smtpd. */
+#define STALE_INCOMPLETE 3600
+/* Messages pulled from the index per tick (file reads are synchronous). */
+#define PULL_BATCH 2000
+
+static char **strv_add(char **v, size_t *n, const char *s)
+{
+    v = xrealloc(v, (*n + 2) * sizeof(*v));
+    v[(*n)++] = xstrdup(s);
+    v[*n] = NULL;
+    return v;
+}
+
+static int strv_has(char **v, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+void index_build_rec(const struct qenv *env, int state, long long next, int attempts,
+                     const char *reason, struct qidx_rec *rec)
+{
+    size_t nr = 0, nd = 0;
+    buf_t dom = BUF_INIT;
+
+    memset(rec, 0, sizeof(*rec));
+    str_lcpy(rec->id, env->id, sizeof(rec->id));
+    rec->state = state;
+    rec->arrival = (long long)env->arrival.tv_sec;
+    rec->next_attempt = next;
+    rec->attempts = attempts;
+    rec->size = env->content_len;
+    rec->sender = xstrdup(env->sender ? env->sender : "");
+    rec->rcpts = xcalloc(1, sizeof(char *));
+    rec->domains = xcalloc(1, sizeof(char *));
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        const struct qrcpt *r = &env->rcpt[i];
+        if (r->status == QR_SENT || r->status == QR_BOUNCED)
+            continue;
+        rec->rcpts = strv_add(rec->rcpts, &nr, r->addr);
+        route_domain(r->addr, &dom);
+        if (!strv_has(rec->domains, nd, buf_str(&dom)))
+            rec->domains = strv_add(rec->domains, &nd, buf_str(&dom));
+    }
+    rec->reason = reason ? xstrdup(reason) : NULL;
+    buf_free(&dom);
+}
+
+void index_put_env(const struct qenv *env, int state, long long next, int attempts,
+                   const char *reason)
+{
+    struct qidx_rec rec;
+
+    index_build_rec(env, state, next, attempts, reason, &rec);
+    if (qindex_put(qmgr_g.qi, &rec) < 0)
+        log_warn("%s: cannot update the queue index", env->id);
+    qidx_rec_free(&rec);
+}
+
+/* Remove an abandoned incomplete file; keep a young one (being written). */
+static void adopt_incomplete(const char *id, const char *path)
+{
+    struct stat sb;
+
+    if (stat(path, &sb) == 0 && time(NULL) - sb.st_mtime > STALE_INCOMPLETE) {
+        if (unlink(path) == 0)
+            log_info("%s: removed incomplete queue file older than %ds", id, STALE_INCOMPLETE);
+    }
+}
+
+/* Put one queue file into the index unless it is there already. */
+static void adopt_file(const char *id, const char *path)
+{
+    struct qidx_rec rec;
+    struct qenv env;
+    buf_t err = BUF_INIT;
+
+    memset(&rec, 0, sizeof(rec));
+    if (qindex_get(qmgr_g.qi, id, &rec) == 1) {
+        qidx_rec_free(&rec);
+        return;
+    }
+    qenv_init(&env);
+    if (qfile_read(qmgr_g.spool, id, &env, 1, &err) < 0) {
+        log_warn("%s: unreadable queue file: %s", id, buf_str(&err));
+    } else if (!env.complete) {
+        adopt_incomplete(id, path);
+    } else {
+        index_put_env(&env, env.hold ? QS_HOLD : QS_DEFERRED, 0, 0, NULL);
+    }
+    qenv_free(&env);
+    buf_free(&err);
+}
+
+static void scan_subdir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    buf_t path = BUF_INIT;
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (!qid_valid(e->d_name))
+            continue;
+        buf_reset(&path);
+        buf_printf(&path, "%s/%s", dir, e->d_name);
+        adopt_file(e->d_name, buf_str(&path));
+    }
+    closedir(d);
+    buf_free(&path);
+}
+
+static void scan_spool(void)
+{
+    buf_t top = BUF_INIT, sub = BUF_INIT;
+    DIR *d;
+    struct dirent *e;
+
+    buf_printf(&top, "%s/queue", qmgr_g.spool);
+    if ((d = opendir(buf_str(&top))) == NULL) {
+        buf_free(&top);
+        return; /* no mail yet */
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        buf_reset(&sub);
+        buf_printf(&sub, "%s/%s", buf_str(&top), e->d_name);
+        scan_subdir(buf_str(&sub));
+    }
+    closedir(d);
+    buf_free(&top);
+    buf_free(&sub);
+}
+
+void index_startup(void)
+{
+    buf_t err = BUF_INIT;
+    int was_clean = 0;
+
+    qmgr_g.qi = qindex_open(qmgr_g.spool, &was_clean, &err);
+    if (qmgr_g.qi == NULL)
+        log_fatal("cannot open the queue index under %s/index: %s (check ownership and space)",
+                  qmgr_g.spool, buf_str(&err));
+    buf_free(&err);
+    if (!was_clean) {
+        log_info("queue index was not closed cleanly: rebuilding it from the queue files");
+        if (qindex_clear(qmgr_g.qi) < 0)
+            log_fatal("cannot clear the queue index under %s/index", qmgr_g.spool);
+    }
+    scan_spool();
+    log_info("queue index: %zu messages", qindex_count(qmgr_g.qi));
+    index_pull_due();
+}
+
+struct due_ctx {
+    char **ids;
+    int *attempts;
+    size_t n, max;
+};
+
+static int due_cb(const struct qidx_rec *rec, void *arg)
+{
+    struct due_ctx *c = arg;
+
+    if (rec->state == QS_HOLD || msg_find(rec->id))
+        return 0;
+    c->ids[c->n] = xstrdup(rec->id);
+    c->attempts[c->n] = rec->attempts;
+    return ++c->n >= c->max;
+}
+
+void index_pull_due(void)
+{
+    struct due_ctx c;
+    long long room = qmgr_g.active_limit - (long long)qmgr_g.st.active;
+
+    if (!msg_room() || qmgr_g.stopping)
+        return;
+    c.max = room > PULL_BATCH ? PULL_BATCH : (size_t)room;
+    c.n = 0;
+    c.ids = xcalloc(c.max, sizeof(*c.ids));
+    c.attempts = xcalloc(c.max, sizeof(*c.attempts));
+    qindex_scan_due(qmgr_g.qi, (long long)time(NULL), due_cb, &c);
+    for (size_t i = 0; i < c.n; i++) {
+        /* Over the recipient limit: leave the rest due for the next tick. */
+        if (msg_room() && msg_activate(c.ids[i], c.attempts[i]) < 0)
+            qindex_del(qmgr_g.qi, c.ids[i]); /* file gone: forget it */
+        free(c.ids[i]);
+    }
+    free(c.ids);
+    free(c.attempts);
+}
+
+void index_new_mail(const char *id)
+{
+    struct qenv env;
+    buf_t err = BUF_INIT;
+
+    if (msg_find(id))
+        return;
+    if (msg_room()) {
+        msg_activate(id, 0);
+        return;
+    }
+    /* Memory is full: index it as incoming; the due scan takes it later. */
+    qenv_init(&env);
+    if (qfile_read(qmgr_g.spool, id, &env, 0, &err) == 0)
+        index_put_env(&env, env.hold ? QS_HOLD : QS_INCOMING, 0, 0, NULL);
+    else
+        log_warn("%s: cannot read queue file: %s", id, buf_str(&err));
+    qenv_free(&env);
+    buf_free(&err);
+}
+
+static void shutdown_one(struct qmsg *m, void *arg)
+{
+    /* Due again at the next start (the lease would hide it for a year). */
+    index_put_env(&m->env, m->env.hold ? QS_HOLD : QS_ACTIVE, 0, m->attempts, m->reason);
+}
+
+void index_shutdown(void)
+{
+    if (qmgr_g.qi == NULL)
+        return;
+    msg_foreach(shutdown_one, NULL);
+    qindex_close(qmgr_g.qi, 1);
+    qmgr_g.qi = NULL;
+}
+
+struct sel_ctx {
+    qindex_cb cb;
+    void *arg;
+    const char *sender, *state;
+};
+
+static int sel_cb(const struct qidx_rec *rec, void *arg)
+{
+    struct sel_ctx *c = arg;
+
+    if (c->sender && strcmp(c->sender, rec->sender ? rec->sender : "") != 0)
+        return 0;
+    if (c->state && strcmp(c->state, qstate_name(rec->state)) != 0)
+        return 0;
+    return c->cb(rec, c->arg);
+}
+
+/* queue_id=ID (repeated): look each one up directly. */
+static int sel_ids(const attr_t *req, struct sel_ctx *c, const char **err)
+{
+    size_t pos = 0;
+    const char *id;
+
+    while ((id = attr_next(req, "queue_id", &pos)) != NULL) {
+        struct qidx_rec rec;
+        if (!qid_valid(id)) {
+            *err = "malformed queue_id";
+            return -1;
+        }
+        memset(&rec, 0, sizeof(rec));
+        if (qindex_get(qmgr_g.qi, id, &rec) != 1)
+            continue;
+        int stop = sel_cb(&rec, c);
+        qidx_rec_free(&rec);
+        if (stop)
+            break;
+    }
+    return 0;
+}
+
+int index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
+                      const char **err)
+{
+    struct sel_ctx c = { cb, arg, attr_get(req, "sender"), attr_get(req, "state") };
+    const char *domain = attr_get(req, "domain");
+    const char *all = attr_get(req, "all");
+
+    if (c.state && strcmp(c.state, "incoming") && strcmp(c.state, "active") &&
+        strcmp(c.state, "deferred") && strcmp(c.state, "hold")) {
+        *err = "state must be incoming, active, deferred or hold";
+        return -1;
+    }
+    if (attr_get(req, "queue_id"))
+        return sel_ids(req, &c, err);
+    if (domain) {
+        buf_t d = BUF_INIT;
+        buf_set(&d, domain);
+        if (d.len > 0)
+            str_lower(d.data);
+        qindex_scan_domain(qmgr_g.qi, buf_str(&d), sel_cb, &c);
+        buf_free(&d);
+        return 0;
+    }
+    if (need_selector && !c.sender && !(all && strcmp(all, "1") == 0)) {
+        *err = "name the messages: queue_id=, domain=, sender= or all=1";
+        return -1;
+    }
+    qindex_scan_all(qmgr_g.qi, sel_cb, &c);
+    return 0;
+}

@@ -1,0 +1,201 @@
+/* qmgr_message.c - messages in qmgr's memory: load from the queue file,
+ * per-recipient round state, Postfix-shaped status log lines. */
+#include "qmgr/qmgr.h"
+
+#include <string.h>
+#include <sys/time.h>
+
+#include "common/alloc.h"
+#include "common/log.h"
+
+#define MSG_HASH_SIZE 4096
+
+static struct qmsg *msg_hash[MSG_HASH_SIZE];
+
+static unsigned msg_bucket(const char *id)
+{
+    unsigned h = 5381;
+
+    for (; *id; id++)
+        h = h * 33 + (unsigned char)*id;
+    return h % MSG_HASH_SIZE;
+}
+
+struct qmsg *msg_find(const char *id)
+{
+    for (struct qmsg *m = msg_hash[msg_bucket(id)]; m; m = m->hnext)
+        if (strcmp(m->id, id) == 0)
+            return m;
+    return NULL;
+}
+
+static void msg_unlink(struct qmsg *m)
+{
+    struct qmsg **pp = &msg_hash[msg_bucket(m->id)];
+
+    for (; *pp; pp = &(*pp)->hnext) {
+        if (*pp == m) {
+            *pp = m->hnext;
+            return;
+        }
+    }
+}
+
+void msg_free(struct qmsg *m)
+{
+    msg_unlink(m);
+    qmgr_g.st.active--;
+    qmgr_g.st.rcpts -= m->env.nrcpt;
+    qenv_free(&m->env);
+    free(m->rr);
+    free(m->reason);
+    free(m);
+}
+
+int msg_room(void)
+{
+    return (long long)qmgr_g.st.active < qmgr_g.active_limit &&
+           (long long)qmgr_g.st.rcpts < qmgr_g.rcpt_limit;
+}
+
+void msg_foreach(void (*fn)(struct qmsg *m, void *arg), void *arg)
+{
+    for (size_t b = 0; b < MSG_HASH_SIZE; b++) {
+        struct qmsg *next;
+        for (struct qmsg *m = msg_hash[b]; m; m = next) {
+            next = m->hnext; /* fn may free m */
+            fn(m, arg);
+        }
+    }
+}
+
+void msg_set_reason(struct qmsg *m, const char *reason)
+{
+    if (reason == NULL)
+        return;
+    free(m->reason);
+    m->reason = xstrdup(reason);
+}
+
+static const char *sender_text(const struct qmsg *m)
+{
+    return m->env.sender ? m->env.sender : "";
+}
+
+int msg_activate(const char *id, int attempts)
+{
+    struct qmsg *m;
+    buf_t err = BUF_INIT;
+
+    if (msg_find(id) != NULL)
+        return 0;
+    m = xcalloc(1, sizeof(*m));
+    qenv_init(&m->env);
+    if (qfile_read(qmgr_g.spool, id, &m->env, 0, &err) < 0) {
+        log_warn("%s: cannot read queue file: %s", id, buf_str(&err));
+        buf_free(&err);
+        qenv_free(&m->env);
+        free(m);
+        return -1;
+    }
+    buf_free(&err);
+    str_lcpy(m->id, id, sizeof(m->id));
+    m->attempts = attempts;
+    m->active_since = qmgr_now();
+    m->rr = xcalloc(m->env.nrcpt ? m->env.nrcpt : 1, 1);
+    m->hnext = msg_hash[msg_bucket(id)];
+    msg_hash[msg_bucket(id)] = m;
+    qmgr_g.st.active++;
+    qmgr_g.st.rcpts += m->env.nrcpt;
+    /* Like Postfix: logged each time the message enters the active queue. */
+    log_info("%s: from=<%s>, size=%lld, nrcpt=%zu (queue active)", id, sender_text(m),
+                 m->env.content_len, m->env.nrcpt);
+    if (m->env.hold) {
+        index_put_env(&m->env, QS_HOLD, 0, attempts, NULL);
+        msg_free(m);
+        return 0;
+    }
+    index_put_env(&m->env, QS_ACTIVE, (long long)m->active_since + QMGR_ACTIVE_LEASE,
+                  attempts, NULL);
+    sched_message(m);
+    return 0;
+}
+
+/* Postfix style: two significant digits below 10 s, whole seconds above. */
+static void fmt_secs(buf_t *out, double x)
+{
+    if (x < 0)
+        x = 0;
+    if (x >= 10)
+        buf_printf(out, "%.0f", x);
+    else if (x >= 0.01)
+        buf_printf(out, "%.2g", x);
+    else
+        buf_putc(out, '0');
+}
+
+static void fmt_delays(const struct qmsg *m, buf_t *out, double conn, double xfer)
+{
+    double now = qmgr_now();
+    double arr = (double)m->env.arrival.tv_sec + m->env.arrival.tv_usec / 1e6;
+    double a = m->active_since - arr, b = now - m->active_since;
+
+    buf_puts(out, "delay=");
+    fmt_secs(out, now - arr);
+    buf_puts(out, ", delays=");
+    fmt_secs(out, a);
+    buf_putc(out, '/');
+    fmt_secs(out, b);
+    buf_putc(out, '/');
+    fmt_secs(out, conn);
+    buf_putc(out, '/');
+    fmt_secs(out, xfer);
+}
+
+void msg_log_status(const struct qmsg *m, size_t idx, const char *relay, const char *dsn,
+                    const char *status, const char *reason)
+{
+    buf_t d = BUF_INIT;
+
+    fmt_delays(m, &d, 0, 0);
+    log_info("%s: to=<%s>, relay=%s, %s, dsn=%s, status=%s (%s)", m->id, m->env.rcpt[idx].addr,
+             relay, buf_str(&d), dsn, status, reason ? reason : "");
+    buf_free(&d);
+}
+
+void msg_rcpt_done(struct qmsg *m, size_t idx, int rr, const char *dsn, const char *reason)
+{
+    static const int to_status[] = {
+        [RR_SENT] = QR_SENT, [RR_BOUNCED] = QR_BOUNCED, [RR_DEFERRED] = QR_DEFERRED,
+    };
+    struct qrcpt *r;
+
+    if (idx >= m->env.nrcpt || m->rr[idx] != RR_WAIT)
+        log_panic("%s: outcome for recipient %zu that is not in flight", m->id, idx);
+    r = &m->env.rcpt[idx];
+    m->rr[idx] = (unsigned char)rr;
+    m->waiting--;
+    if (rr == RR_SENT || rr == RR_BOUNCED || rr == RR_DEFERRED) {
+        r->status = to_status[rr];
+        qenv_set(&r->dsn, dsn ? dsn : "");
+        qenv_set(&r->reason, reason ? reason : "");
+    }
+    if (rr == RR_DEFERRED || rr == RR_CRASH)
+        msg_set_reason(m, reason);
+}
+
+void msg_defer_rcpt(struct qmsg *m, size_t idx, const char *dsn, const char *reason)
+{
+    if (qfile_append_result(qmgr_g.spool, m->id, idx, QR_DEFERRED, dsn, "none", reason) < 0)
+        log_warn("%s: cannot append result for recipient %zu", m->id, idx);
+    msg_log_status(m, idx, "none", dsn, "deferred", reason);
+    msg_rcpt_done(m, idx, RR_DEFERRED, dsn, reason);
+}
+
+double qmgr_now(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}

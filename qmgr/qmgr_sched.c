@@ -1,0 +1,421 @@
+/* qmgr_sched.c - destinations (transport + nexthop), their job FIFOs,
+ * concurrency limits, suspension after dest=fail, and FIFO dispatch. */
+#include "qmgr/qmgr.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/alloc.h"
+#include "common/conf.h"
+#include "common/log.h"
+
+#define DEST_HASH_SIZE 4096
+
+static struct qdest *dest_hash[DEST_HASH_SIZE];
+static struct qdest *busy_head;       /* destinations with queued jobs */
+static unsigned long long job_seq;
+
+static unsigned dest_bucket(const char *key)
+{
+    unsigned h = 5381;
+
+    for (; *key; key++)
+        h = h * 33 + (unsigned char)*key;
+    return h % DEST_HASH_SIZE;
+}
+
+static struct qdest *dest_get(const char *transport, const char *nexthop)
+{
+    buf_t key = BUF_INIT;
+    struct qdest *d;
+    unsigned b;
+
+    buf_printf(&key, "%s\n%s", transport, nexthop);
+    b = dest_bucket(buf_str(&key));
+    for (d = dest_hash[b]; d; d = d->hnext)
+        if (strcmp(d->key, buf_str(&key)) == 0)
+            break;
+    if (d == NULL) {
+        d = xcalloc(1, sizeof(*d));
+        d->key = buf_detach(&key);
+        d->transport = xstrdup(transport);
+        d->nexthop = xstrdup(nexthop);
+        d->hnext = dest_hash[b];
+        dest_hash[b] = d;
+    }
+    buf_free(&key);
+    return d;
+}
+
+static void busy_add(struct qdest *d)
+{
+    if (d->busy)
+        return;
+    d->busy = 1;
+    d->bprev = NULL;
+    d->bnext = busy_head;
+    if (busy_head)
+        busy_head->bprev = d;
+    busy_head = d;
+}
+
+static void busy_del(struct qdest *d)
+{
+    if (!d->busy)
+        return;
+    d->busy = 0;
+    if (d->bprev)
+        d->bprev->bnext = d->bnext;
+    else
+        busy_head = d->bnext;
+    if (d->bnext)
+        d->bnext->bprev = d->bprev;
+}
+
+static void job_free(struct qjob *j)
+{
+    free(j->rcpt);
+    free(j);
+}
+
+static int dest_suspended(const struct qdest *d)
+{
+    return d->suspended_until > (long long)time(NULL);
+}
+
+/* Defer a job that cannot go out because its destination is suspended. */
+static void job_defer_suspended(struct qjob *j)
+{
+    buf_t why = BUF_INIT;
+
+    buf_printf(&why, "delivery temporarily suspended: %s",
+               j->dest->suspend_reason ? j->dest->suspend_reason : "destination unreachable");
+    for (size_t i = 0; i < j->n; i++)
+        msg_defer_rcpt(j->msg, j->rcpt[i], "4.4.1", buf_str(&why));
+    j->msg->jobs--;
+    buf_free(&why);
+}
+
+static void job_enqueue(struct qjob *j)
+{
+    struct qdest *d = j->dest;
+
+    if (dest_suspended(d)) {
+        job_defer_suspended(j);
+        job_free(j);
+        return;
+    }
+    j->next = NULL;
+    if (d->tail)
+        d->tail->next = j;
+    else
+        d->head = j;
+    d->tail = j;
+    d->queued++;
+    busy_add(d);
+}
+
+/* Put recipient idx into the message's open job for its destination. */
+static struct qjob *job_add_rcpt(struct qmsg *m, size_t idx, struct qjob *made)
+{
+    buf_t tr = BUF_INIT, nh = BUF_INIT;
+    size_t limit = (size_t)conf_int("default_destination_recipient_limit");
+    struct qdest *d;
+    struct qjob *j;
+
+    route_rcpt(m->env.rcpt[idx].addr, &tr, &nh);
+    d = dest_get(buf_str(&tr), buf_str(&nh));
+    buf_free(&tr);
+    buf_free(&nh);
+    j = d->building;
+    if (j == NULL || j->n >= limit) {
+        j = xcalloc(1, sizeof(*j));
+        j->msg = m;
+        j->dest = d;
+        j->rcpt = xcalloc(limit, sizeof(*j->rcpt));
+        j->seq = ++job_seq;
+        j->next = made; /* chain of jobs made for this message */
+        d->building = j;
+        made = j;
+        m->jobs++;
+    }
+    j->rcpt[j->n++] = idx;
+    m->rr[idx] = RR_WAIT;
+    m->waiting++;
+    return made;
+}
+
+void sched_message(struct qmsg *m)
+{
+    struct qjob *made = NULL, *next;
+
+    m->guard++;
+    for (size_t i = 0; i < m->env.nrcpt; i++) {
+        int st = m->env.rcpt[i].status;
+        if (st == QR_SENT || st == QR_BOUNCED)
+            continue;
+        made = job_add_rcpt(m, i, made);
+    }
+    /* Reverse the chain so jobs enter the FIFOs in recipient order. */
+    struct qjob *rev = NULL;
+    for (; made; made = next) {
+        next = made->next;
+        made->dest->building = NULL;
+        made->next = rev;
+        rev = made;
+    }
+    for (; rev; rev = next) {
+        next = rev->next;
+        job_enqueue(rev);
+    }
+    m->guard--;
+    finish_check(m);
+    sched_dispatch();
+}
+
+/* The busy destination whose first job is oldest and that may take one. */
+static struct qdest *dest_pick(double now, int limit)
+{
+    struct qdest *best = NULL;
+
+    for (struct qdest *d = busy_head; d; d = d->bnext) {
+        if (d->inflight >= limit || d->retry_at > now || dest_suspended(d))
+            continue;
+        if (best == NULL || d->head->seq < best->head->seq)
+            best = d;
+    }
+    return best;
+}
+
+static void dest_suspend(struct qdest *d, const char *reason);
+
+/* No delivery agent for this destination's transport right now. */
+static void dest_unreachable(struct qdest *d, double now)
+{
+    d->retry_at = now + 1; /* master will (re)start the agent */
+    if (d->unreach_since == 0)
+        d->unreach_since = now;
+    else if (now - d->unreach_since > QMGR_AGENT_PATIENCE)
+        dest_suspend(d, "mail transport unavailable");
+}
+
+static struct qjob *dest_pop(struct qdest *d)
+{
+    struct qjob *j = d->head;
+
+    d->head = j->next;
+    if (d->head == NULL) {
+        d->tail = NULL;
+        busy_del(d);
+    }
+    d->queued--;
+    j->next = NULL;
+    return j;
+}
+
+static void dest_push_front(struct qdest *d, struct qjob *j)
+{
+    j->next = d->head;
+    d->head = j;
+    if (d->tail == NULL)
+        d->tail = j;
+    d->queued++;
+    busy_add(d);
+}
+
+void sched_dispatch(void)
+{
+    int dlimit = (int)conf_int("default_destination_concurrency_limit");
+    size_t plimit = (size_t)conf_int("default_process_concurrency");
+    double now = qmgr_now();
+    struct qdest *d;
+
+    if (qmgr_g.stopping)
+        return;
+    while (qmgr_g.st.inflight < plimit && (d = dest_pick(now, dlimit)) != NULL) {
+        struct qjob *j = dest_pop(d);
+        if (deliver_start(j) < 0) {
+            dest_push_front(d, j);
+            dest_unreachable(d, now);
+            continue;
+        }
+        d->unreach_since = 0;
+        d->inflight++;
+        qmgr_g.st.inflight++;
+    }
+}
+
+/* dest=fail: leave the destination alone and defer what waits for it. */
+static void dest_suspend(struct qdest *d, const char *reason)
+{
+    d->suspended_until = (long long)time(NULL) + conf_int("destination_suspend_time");
+    free(d->suspend_reason);
+    d->suspend_reason = xstrdup(reason && *reason ? reason : "destination unreachable");
+    log_info("destination %s:%s suspended for %llds: %s", d->transport, d->nexthop,
+             conf_int("destination_suspend_time"), d->suspend_reason);
+    while (d->head) {
+        struct qjob *j = dest_pop(d);
+        job_defer_suspended(j);
+        finish_check(j->msg);
+        job_free(j);
+    }
+}
+
+static const struct {
+    const char *name;
+    int rr;
+} result_map[] = {
+    { "sent", RR_SENT }, { "deferred", RR_DEFERRED }, { "bounced", RR_BOUNCED },
+};
+
+static int result_rr(const char *s)
+{
+    for (size_t i = 0; s && i < sizeof(result_map) / sizeof(result_map[0]); i++)
+        if (strcmp(s, result_map[i].name) == 0)
+            return result_map[i].rr;
+    return -1;
+}
+
+/* Walk the rcpt/result/dsn/reason quadruples; returns the first deferral
+ * reason (for a suspension) or NULL. Unreported recipients: crashed. */
+static const char *job_apply_reply(struct qjob *j, const attr_t *reply)
+{
+    const char *first_defer = NULL;
+    size_t k = 0;
+
+    for (size_t p = 0; p < reply->n; p++) {
+        const struct attr_pair *a = &reply->v[p];
+        if (strcmp(a->name, "rcpt") != 0)
+            continue;
+        if (p + 3 >= reply->n || k >= j->n)
+            break;
+        long long idx = strtoll(a->value, NULL, 10);
+        int rr = result_rr(reply->v[p + 1].value);
+        if (idx != (long long)j->rcpt[k] || rr < 0 || strcmp(reply->v[p + 1].name, "result") ||
+            strcmp(reply->v[p + 2].name, "dsn") || strcmp(reply->v[p + 3].name, "reason")) {
+            log_error("%s: malformed reply from delivery agent %s", j->msg->id,
+                      j->dest->transport);
+            break;
+        }
+        const char *reason = reply->v[p + 3].value;
+        if (rr == RR_DEFERRED && first_defer == NULL)
+            first_defer = reason;
+        msg_rcpt_done(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason);
+        p += 3;
+    }
+    for (; k < j->n; k++)
+        msg_rcpt_done(j->msg, j->rcpt[k], RR_CRASH, NULL, "delivery agent reply incomplete");
+    return first_defer;
+}
+
+void sched_job_done(struct qjob *j, const attr_t *reply, const char *reason)
+{
+    struct qmsg *m = j->msg;
+    struct qdest *d = j->dest;
+    const char *status = reply ? attr_get(reply, "status") : NULL;
+
+    d->inflight--;
+    qmgr_g.st.inflight--;
+    m->jobs--;
+    m->guard++;
+    if (status && strcmp(status, "ok") == 0) {
+        const char *why = job_apply_reply(j, reply);
+        const char *dest = attr_get(reply, "dest");
+        if (dest && strcmp(dest, "fail") == 0)
+            dest_suspend(d, why ? why : m->reason);
+    } else {
+        const char *why = reply ? attr_get_def(reply, "reason", "delivery agent failed") : reason;
+        int rr = reply ? RR_DEFERRED : RR_CRASH;
+        if (reply)
+            log_warn("%s: delivery agent %s refused the job: %s", m->id, d->transport, why);
+        for (size_t k = 0; k < j->n; k++)
+            msg_rcpt_done(m, j->rcpt[k], rr, "4.3.0", why);
+    }
+    job_free(j);
+    m->guard--;
+    finish_check(m);
+    sched_dispatch();
+}
+
+void sched_job_requeue(struct qjob *j)
+{
+    j->dest->inflight--;
+    qmgr_g.st.inflight--;
+    j->resent = 1;
+    dest_push_front(j->dest, j);
+    sched_dispatch();
+}
+
+void sched_cancel_msg(struct qmsg *m)
+{
+    for (struct qdest *d = busy_head, *dn; d; d = dn) {
+        dn = d->bnext;
+        struct qjob **pp = &d->head, *prev = NULL;
+        while (*pp) {
+            struct qjob *j = *pp;
+            if (j->msg != m) {
+                prev = j;
+                pp = &j->next;
+                continue;
+            }
+            *pp = j->next;
+            if (d->tail == j)
+                d->tail = prev;
+            d->queued--;
+            for (size_t k = 0; k < j->n; k++) {
+                m->rr[j->rcpt[k]] = RR_CANCEL;
+                m->waiting--;
+            }
+            m->jobs--;
+            job_free(j);
+        }
+        if (d->head == NULL)
+            busy_del(d);
+    }
+}
+
+void sched_unsuspend_all(void)
+{
+    for (size_t b = 0; b < DEST_HASH_SIZE; b++)
+        for (struct qdest *d = dest_hash[b]; d; d = d->hnext)
+            d->suspended_until = 0;
+    sched_dispatch();
+}
+
+static void dest_free(struct qdest *d)
+{
+    while (d->head)
+        job_free(dest_pop(d));
+    free(d->key);
+    free(d->transport);
+    free(d->nexthop);
+    free(d->suspend_reason);
+    free(d);
+}
+
+/* Forget idle destinations (not busy, nothing in flight, not suspended). */
+static void dest_sweep(void)
+{
+    for (size_t b = 0; b < DEST_HASH_SIZE; b++) {
+        struct qdest **pp = &dest_hash[b];
+        while (*pp) {
+            struct qdest *d = *pp;
+            if (!d->busy && d->inflight == 0 && !dest_suspended(d)) {
+                *pp = d->hnext;
+                dest_free(d);
+            } else {
+                pp = &d->hnext;
+            }
+        }
+    }
+}
+
+void sched_tick(void)
+{
+    static unsigned ticks;
+
+    if (++ticks % 60 == 0)
+        dest_sweep();
+    sched_dispatch();
+}
