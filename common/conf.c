@@ -491,19 +491,15 @@ void conf_file_setting(const char *name, const char *value, int line)
     set_raw((size_t)i, value, line, 1);
 }
 
-int conf_load(const char *dir, buf_t *err)
+/* Load into a fresh state: main.cf at file, or text when not NULL. */
+static int load_state(const char *absdir, char *file, const char *text, buf_t *err)
 {
     struct conf_state old = cs;
     state_init(&cs);
-    buf_t abs = BUF_INIT;
-    conf_absdir(dir, &abs);
     free(cs.file);
-    buf_t f = BUF_INIT;
-    buf_printf(&f, "%s/main.cf", abs.data);
-    cs.file = buf_detach(&f);
-    set_raw(must_index("config_directory"), abs.data, 0, 0);
-    buf_free(&abs);
-    int rc = conf_parse_main(cs.file, err);
+    cs.file = file;
+    set_raw(must_index("config_directory"), absdir, 0, 0);
+    int rc = text ? conf_parse_main_text(cs.file, text, err) : conf_parse_main(cs.file, err);
     if (rc == 0)
         rc = validate_all(err);
     for (size_t i = 0; rc == 0 && i < param_count; i++)
@@ -515,6 +511,36 @@ int conf_load(const char *dir, buf_t *err)
     }
     state_free(&old);
     return 0;
+}
+
+int conf_load(const char *dir, buf_t *err)
+{
+    buf_t abs = BUF_INIT, f = BUF_INIT;
+    conf_absdir(dir, &abs);
+    buf_printf(&f, "%s/main.cf", abs.data);
+    int rc = load_state(abs.data, buf_detach(&f), NULL, err);
+    buf_free(&abs);
+    return rc;
+}
+
+int conf_load_text(const char *text, size_t len, const char *filename, buf_t *err)
+{
+    if (memchr(text, '\0', len)) {
+        buf_reset(err);
+        buf_printf(err, "%s: NUL byte in file", filename);
+        return -1;
+    }
+    const char *slash = strrchr(filename, '/');
+    buf_t dir = BUF_INIT, abs = BUF_INIT, t = BUF_INIT;
+    if (slash)
+        buf_append(&dir, filename, (size_t)(slash - filename));
+    conf_absdir(slash == filename ? "/" : dir.len ? dir.data : ".", &abs);
+    buf_append(&t, text, len);
+    int rc = load_state(abs.data, xstrdup(filename), buf_str(&t), err);
+    buf_free(&dir);
+    buf_free(&abs);
+    buf_free(&t);
+    return rc;
 }
 
 void conf_print(FILE *fp, int nondefault)

@@ -45,6 +45,10 @@ extern const size_t param_count;
  * Calls log_warn for unknown parameters. Validates every parameter's
  * expanded value (type and limits). May be called again (reload). */
 int conf_load(const char *dir, buf_t *err);
+/* The same over main.cf text in memory (fuzzing, tests): filename names it
+ * in messages and its directory part becomes config_directory. A NUL byte
+ * in text[0..len) is an error, as in a file. */
+int conf_load_text(const char *text, size_t len, const char *filename, buf_t *err);
 /* Set a parameter from a master.cf "-o name=value" or a command line. The
  * value is validated; returns 0 or -1 with err. */
 int conf_override(const char *name, const char *value, buf_t *err);
@@ -89,6 +93,9 @@ struct master_ent {
  * conf_master_default). Returns 0, or -1 with "file, line N: reason". */
 int conf_master_load(const char *dir, struct master_ent **out, size_t *count, buf_t *err);
 void conf_master_free(struct master_ent *ents, size_t count);
+/* Parse master.cf text in memory (path names it in messages). */
+int conf_master_parse_text(const char *path, const char *text, struct master_ent **out,
+                           size_t *count, buf_t *err);
 extern const char conf_master_default[];
 
 #endif

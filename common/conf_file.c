@@ -17,7 +17,8 @@ const char conf_master_default[] =
     "127.0.0.1:2525   inet  n       -       n      -       2       smtpd\n"
     "qmgr             unix  -       -       n      300     1       qmgr\n"
     "smtp             unix  -       -       n      -       2       delivery\n"
-    "bounce           unix  -       -       n      -       1       bounce\n";
+    "bounce           unix  -       -       n      -       1       bounce\n"
+    "anvil            unix  -       -       n      -       1       anvil\n";
 
 /* One physical line: returns 0 at the end of the text. */
 static int phys_line(struct conf_reader *r, const char **s, size_t *n)
@@ -146,14 +147,19 @@ static int main_line(const char *path, char *l, int line, buf_t *err)
 
 int conf_parse_main(const char *path, buf_t *err)
 {
-    buf_t text = BUF_INIT, l = BUF_INIT;
+    buf_t text = BUF_INIT;
     int rc = conf_read_file(path, &text, err);
-    if (rc != 0) {
-        buf_free(&text);
-        return rc > 0 ? 0 : -1;
-    }
-    struct conf_reader r = { buf_str(&text), 0 };
-    int line = 0, got;
+    if (rc == 0)
+        rc = conf_parse_main_text(path, buf_str(&text), err);
+    buf_free(&text);
+    return rc < 0 ? -1 : 0;
+}
+
+int conf_parse_main_text(const char *path, const char *text, buf_t *err)
+{
+    buf_t l = BUF_INIT;
+    struct conf_reader r = { text, 0 };
+    int line = 0, got, rc = 0;
     while ((got = conf_next_line(&r, &l, &line)) != 0) {
         if (got < 0) {
             buf_reset(err);
@@ -166,7 +172,6 @@ int conf_parse_main(const char *path, buf_t *err)
             break;
     }
     buf_free(&l);
-    buf_free(&text);
     return rc;
 }
 
@@ -285,8 +290,8 @@ static int master_dup(const struct master_ent *ents, size_t n, const struct mast
     return 0;
 }
 
-static int master_parse(const char *path, const char *text, struct master_ent **out,
-                        size_t *count, buf_t *err)
+int conf_master_parse_text(const char *path, const char *text, struct master_ent **out,
+                           size_t *count, buf_t *err)
 {
     struct conf_reader r = { text, 0 };
     buf_t l = BUF_INIT, why = BUF_INIT;
@@ -332,9 +337,10 @@ int conf_master_load(const char *dir, struct master_ent **out, size_t *count, bu
     buf_printf(&path, "%s/master.cf", abs.data);
     int rc = conf_read_file(path.data, &text, err);
     if (rc == 0)
-        rc = master_parse(path.data, text.data, out, count, err);
+        rc = conf_master_parse_text(path.data, text.data, out, count, err);
     else if (rc > 0)
-        rc = master_parse("(built-in master.cf)", conf_master_default, out, count, err);
+        rc = conf_master_parse_text("(built-in master.cf)", conf_master_default, out, count,
+                                    err);
     buf_free(&abs);
     buf_free(&path);
     buf_free(&text);

@@ -25,5 +25,7 @@ void conf_absdir(const char *dir, buf_t *out);
 void conf_file_setting(const char *name, const char *value, int line);
 /* Parse main.cf at path into the state being loaded (missing file: ok). */
 int conf_parse_main(const char *path, buf_t *err);
+/* The same over text already in memory (NUL-terminated); path is for messages. */
+int conf_parse_main_text(const char *path, const char *text, buf_t *err);
 
 #endif

@@ -308,7 +308,7 @@ static void test_master_default(void **state)
     size_t n = 0;
     buf_t err = BUF_INIT;
     assert_int_equal(conf_master_load(tmpdir, &e, &n, &err), 0);
-    assert_int_equal(n, 4);
+    assert_int_equal(n, 5);
     assert_string_equal(e[1].service, "qmgr");
     assert_int_equal(e[1].wakeup, 300);
     assert_string_equal(e[3].argv[0], "bounce");
@@ -316,7 +316,7 @@ static void test_master_default(void **state)
     /* the shipped conf/master.cf (run from the checkout) parses too */
     if (access("conf/master.cf", R_OK) == 0) {
         assert_int_equal(conf_master_load("conf", &e, &n, &err), 0);
-        assert_int_equal(n, 4);
+        assert_int_equal(n, 5);
         conf_master_free(e, n);
     }
     buf_free(&err);
