@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/conf.h"
+#include "common/dns.h"
 #include "common/log.h"
 #include "common/server.h"
 
@@ -48,6 +49,7 @@ static void on_accept(struct server *srv, int fd, int idx)
         d->sessions->prev = s;
     d->sessions = s;
     d->nsessions++;
+    smtpd_limit_connect(s); /* greets once the per-client limits allow */
 }
 
 void smtpd_session_unlink(struct smtpd_session *s)
@@ -63,12 +65,28 @@ void smtpd_session_unlink(struct smtpd_session *s)
     d->nsessions--;
 }
 
-static void post_drop(struct server *srv)
+/* Keys and the SASL configuration may be readable by root only. */
+static void pre_drop(struct server *srv)
 {
     struct smtpd *d = srv->ctx;
     d->srv = srv;
+    smtpd_tls_pre_drop(d);
+    smtpd_auth_pre_drop(d);
+}
+
+static void post_drop(struct server *srv)
+{
+    struct smtpd *d = srv->ctx;
+    buf_t err = BUF_INIT;
+    d->srv = srv;
     smtpd_check_init();
     smtpd_notify_init(srv);
+    smtpd_auth_post_drop(d);
+    smtpd_limit_init(d);
+    d->dns = dns_new(srv->base, conf_str("dns_servers"), &err);
+    if (!d->dns)
+        log_warn("DNS set-up failed (%s): DNS restrictions answer 450", buf_str(&err));
+    buf_free(&err);
 }
 
 /* SIGTERM: leave no half-written queue file behind (the client was never
@@ -79,12 +97,14 @@ static void on_stop(struct server *srv)
     server_stop_accepting(srv);
     while (d->sessions)
         smtpd_session_free(d->sessions);
+    smtpd_check_done();
     server_exit(srv);
 }
 
 int main(int argc, char **argv)
 {
     static const struct server_hooks hooks = {
+        .pre_drop = pre_drop,
         .post_drop = post_drop,
         .on_accept = on_accept,
         .on_stop = on_stop,

@@ -8,8 +8,19 @@
  *   smtpd_cmd.c      the command table and HELO..HELP handlers
  *   smtpd_param.c    MAIL FROM / RCPT TO parameters (SIZE, DSN ...)
  *   smtpd_data.c     DATA: end-of-data detection, dot-unstuffing, queue file
- *   smtpd_check.c    relay control (mynetworks, mydestination, relay_domains)
- *   smtpd_notify.c   "request=new" notifications to qmgr */
+ *   smtpd_check.c    networks, domains, access tables, address tricks
+ *   smtpd_restrict.c Postfix restriction lists (smtpd_*_restrictions)
+ *   smtpd_rules.c    the restrictions themselves (permit_mynetworks ...)
+ *   smtpd_tls.c      STARTTLS and wrapper mode
+ *   smtpd_auth.c     SMTP AUTH through the asynchronous SASL layer
+ *   smtpd_limit.c    per-client limits through anvil
+ *   smtpd_notify.c   "request=new" notifications to qmgr
+ *
+ * Asynchronous steps (DNS lookups of restrictions, SASL steps, the AUTH
+ * failure delay, anvil answers) set `waiting`: the session then reads no
+ * further commands (they stay buffered, so pipelining stays correct) until
+ * smtpd_wait_end(). A command whose restriction needs a lookup is run
+ * again from the start once the answer is cached (smtpd_redo_later). */
 #ifndef POSTINO_SMTPD_H
 #define POSTINO_SMTPD_H
 
@@ -22,21 +33,40 @@ struct server;
 struct bufferevent;
 struct event;
 struct smtpd_data;
+struct dns_ctx;
+struct ssl_st;
+struct ssl_ctx_st;
+struct psasl_pool;
+struct psasl_session;
+struct anvil_client;
+struct smtpd_dns_req;
 
 /* Where the input of a session goes next. */
 enum smtpd_state {
     SS_CMD,     /* command lines */
     SS_SKIP,    /* discarding the rest of an over-long command line */
     SS_DATA,    /* message content until CRLF.CRLF */
+    SS_AUTH,    /* SASL responses (one line each) */
 };
 
 #define SMTPD_CMD_MAX 32 /* command table entries (statistics slots) */
+#define SMTPD_DNS_CACHE 4 /* domains whose lookup result a session keeps */
 
 /* Per-process state. */
 struct smtpd {
     struct server *srv;
     struct smtpd_session *sessions; /* doubly linked list */
     size_t nsessions;
+    struct dns_ctx *dns;
+    struct ssl_ctx_st *tls_ctx;     /* NULL: no TLS configured */
+    int tls_level;                  /* 0 none, 1 may, 2 encrypt */
+    struct psasl_pool *sasl_pool;   /* NULL: AUTH off */
+    struct anvil_client *anvil;
+};
+
+struct smtpd_dns_cache {
+    char *domain;
+    int status;             /* enum dns_status */
 };
 
 struct smtpd_session {
@@ -48,16 +78,38 @@ struct smtpd_session {
     int addr_v6;
     char *helo;             /* HELO/EHLO argument, NULL before */
     int esmtp;              /* EHLO was used */
-    int tls;                /* STARTTLS done (not yet implemented) */
     enum smtpd_state state;
     int closing;            /* reply queued, close once output is flushed */
     int paused;             /* too much unread output: stop processing */
     int sleeping;           /* past smtpd_soft_error_limit: reply delayed */
     struct event *sleep_ev;
+    int waiting;            /* an asynchronous step runs: read no commands */
     int quit;               /* QUIT seen */
     int errors;             /* 4xx/5xx replies so far */
     int last_code;          /* code of the last reply */
     const char *last_cmd;   /* for "lost connection after X" */
+    int redo_idx;           /* command to run again after a lookup, or -1 */
+    char *redo_arg;
+    /* Restrictions. */
+    char *deny_text;        /* smtpd_delay_reject=no: client rejected at connect */
+    struct smtpd_dns_cache dnsc[SMTPD_DNS_CACHE];
+    struct smtpd_dns_req *dns_req;
+    /* TLS. */
+    struct ssl_st *ssl;     /* set once a handshake started */
+    int tls;                /* handshake done */
+    int tls_wrapper;        /* TLS from the first byte */
+    char *tls_info;         /* "TLSv1.3 with cipher ..." */
+    char *tls_received;     /* "(using TLSv1.3 with cipher ...)" */
+    /* AUTH. */
+    struct psasl_session *sasl;
+    char *sasl_method, *sasl_username;
+    struct event *auth_delay_ev;
+    buf_t auth_reply;       /* failure reply held for smtpd_sasl_failure_delay */
+    /* Per-client limits. */
+    int anvil_counted;      /* told anvil about this connection */
+    int anvil_exempt;
+    int limit_verdict[3];   /* per smtpd_limit_ev: 0 none, else 1 + enum anvil_limit */
+    int limit_pending;      /* the smtpd_limit_ev anvil is asked about */
     /* The mail transaction. */
     int have_mail;
     struct qenv env;
@@ -72,6 +124,11 @@ void smtpd_session_unlink(struct smtpd_session *s);
 /* smtpd_session.c */
 struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd);
 void smtpd_session_free(struct smtpd_session *s);
+/* Greet, or evaluate connect-time checks first (called once the session
+ * is wired, and again after a wrapper-mode handshake). */
+void smtpd_session_start(struct smtpd_session *s);
+/* (Re)install callbacks and timeouts on s->bev (after a TLS filter). */
+void smtpd_session_wire(struct smtpd_session *s);
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* One line of a multi-line reply ("250-..."): not counted as an error. */
@@ -84,6 +141,14 @@ void smtpd_txn_reset(struct smtpd_session *s);
 /* "NAME[ADDR]" for logs. */
 const char *smtpd_client(const struct smtpd_session *s);
 const char *smtpd_hostname(void);
+/* Stop reading commands while an asynchronous step runs / resume. */
+void smtpd_wait_begin(struct smtpd_session *s);
+void smtpd_wait_end(struct smtpd_session *s);
+/* Called by a command handler: run this command again (same argument)
+ * when smtpd_wait_end() is called; implies smtpd_wait_begin(). */
+void smtpd_redo_later(struct smtpd_session *s, const char *arg);
+/* Handle buffered input now (after a state change). */
+void smtpd_process_input(struct smtpd_session *s);
 
 /* smtpd_cmd.c */
 typedef void (*smtpd_cmd_fn)(struct smtpd_session *s, char *arg);
@@ -94,6 +159,12 @@ struct smtpd_cmd {
 extern const struct smtpd_cmd smtpd_cmd_table[];
 /* Index into smtpd_cmd_table, or -1 when the verb is unknown. */
 int smtpd_cmd_lookup(const char *verb);
+/* Run one command line ("VERB args", no CRLF, no control bytes) as if it
+ * came from the client: the callable parser for tests and fuzzing. */
+void smtpd_cmd_dispatch(struct smtpd_session *s, char *line);
+/* "NOQUEUE: reject: STAGE from client: reply; from=<> to=<> proto= helo=<>" */
+void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *reply,
+                      const char *rcpt);
 
 /* smtpd_param.c: parse ESMTP parameters into the transaction. Each returns
  * 0, or -1 after sending the error reply. */
@@ -113,9 +184,71 @@ void smtpd_check_init(void);
 int smtpd_check_mynetworks(const char *addr);
 /* Client listed in smtpd_forbid_bare_newline_exclusions? */
 int smtpd_check_bare_exempt(const char *addr);
-/* Relay control for one recipient. 0 = accept; otherwise the full reply
- * text ("554 5.7.1 <r>: Relay access denied") is in reply. */
-int smtpd_check_rcpt(struct smtpd_session *s, const char *rcpt, int source_routed, buf_t *reply);
+/* Do we accept mail for this domain from anyone (mydestination,
+ * relay_domains)? */
+int smtpd_check_local_domain(const char *domain);
+/* Address forms a host behind us could re-route (a%b@us, b!a@us,
+ * "a@b"@us, a@b@us): never relayed for untrusted clients. */
+int smtpd_check_tricky(const char *addr);
+/* An open table by "hash:/path" (opened once, cached). NULL after a
+ * warning when it cannot be opened. */
+struct dict *smtpd_table(const char *spec);
+/* Close the cached tables (process end). */
+void smtpd_check_done(void);
+/* Postfix access-table lookup order for an address: "user@domain",
+ * "domain", parent domains, "user@". The null sender is "<>". Returns
+ * 1 found (value set), 0 not found, -1 table error. */
+int smtpd_access_addr(struct dict *t, const char *addr, buf_t *value);
+/* Client: host name (when known), address, then shorter prefixes. */
+int smtpd_access_client(struct dict *t, const char *name, const char *addr, buf_t *value);
+
+/* smtpd_restrict.c: the restriction lists. Each stage returns 0 (go on),
+ * 1 (rejected: reply holds the full reply text, already logged) or 2
+ * (a lookup is running: the caller calls smtpd_redo_later and returns). */
+void smtpd_restrict_init(void);
+int smtpd_restrict_connect(struct smtpd_session *s, buf_t *reply);
+int smtpd_restrict_helo(struct smtpd_session *s, buf_t *reply);
+int smtpd_restrict_mail(struct smtpd_session *s, buf_t *reply);
+int smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt, int source_routed,
+                        buf_t *reply);
+/* Forget cached lookups / cancel a running one (session end). */
+void smtpd_restrict_free(struct smtpd_session *s);
+
+/* smtpd_tls.c */
+void smtpd_tls_pre_drop(struct smtpd *d);
+/* Wrapper mode: start the handshake on a new session's socket. Returns 0,
+ * or -1 after closing fd. */
+int smtpd_tls_wrap(struct smtpd_session *s, int fd);
+void smtpd_tls_cmd(struct smtpd_session *s, char *arg);
+/* Is STARTTLS offered now? Must TLS come before MAIL/AUTH? */
+int smtpd_tls_offer(const struct smtpd_session *s);
+int smtpd_tls_required(const struct smtpd_session *s);
+void smtpd_tls_free(struct smtpd_session *s);
+
+/* smtpd_auth.c */
+void smtpd_auth_pre_drop(struct smtpd *d);
+void smtpd_auth_post_drop(struct smtpd *d);
+/* Mechanisms for "250-AUTH ...", or NULL when AUTH is not offered now. */
+const char *smtpd_auth_mechs(struct smtpd_session *s);
+void smtpd_auth_cmd(struct smtpd_session *s, char *arg);
+/* One response line of an exchange (SS_AUTH state). */
+void smtpd_auth_line(struct smtpd_session *s, char *line);
+/* New SASL session after TLS (and at start). */
+void smtpd_auth_reset(struct smtpd_session *s);
+void smtpd_auth_free(struct smtpd_session *s);
+
+/* smtpd_limit.c: per-client limits through anvil. smtpd_limit_event
+ * returns 0 when the command may go on, 1 when a limit was hit (replied),
+ * 2 when anvil was asked: the caller calls smtpd_redo_later and the
+ * command runs again with the answer (which is then consumed). */
+enum smtpd_limit_ev { SMTPD_EV_MSG, SMTPD_EV_RCPT, SMTPD_EV_AUTH, SMTPD_EV_N };
+void smtpd_limit_init(struct smtpd *d);
+/* New connection: greets (or refuses) when anvil answered. */
+void smtpd_limit_connect(struct smtpd_session *s);
+int smtpd_limit_event(struct smtpd_session *s, int ev, const char *arg);
+void smtpd_limit_disconnect(struct smtpd_session *s);
+/* Count a failed AUTH (no answer needed). */
+void smtpd_limit_auth_failed(struct smtpd_session *s);
 
 /* smtpd_notify.c */
 void smtpd_notify_init(struct server *srv);

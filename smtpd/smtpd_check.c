@@ -1,139 +1,55 @@
-/* smtpd_check.c - relay control: who may send where.
+/* smtpd_check.c - the facts restrictions are decided on: client networks,
+ * our own domains, access tables and address tricks.
  *
- * A client inside mynetworks may relay to any domain; anyone else may only
- * send to domains we accept mail for (mydestination, relay_domains). This is
- * the fixed core of Postfix's default smtpd_relay_restrictions
- * (permit_mynetworks, reject_unauth_destination); smtpd_check_rcpt() is
- * where restriction lists (permit_sasl_authenticated, access maps) will be
- * evaluated later. Address tricks that could make a downstream host relay
- * ("a%b@us", "b!a@us", "\"a@b\"@us", source routes) are refused for
- * untrusted clients outright. */
+ * Network lists are common/cidr.c; this file adds what is specific to
+ * smtpd: mydestination/relay_domains matching, the address forms that a
+ * host behind us could re-route (so they are never relayed for untrusted
+ * clients) and Postfix's access-table lookup order for addresses and
+ * clients. Tables are opened once per process and kept (dict.c notices a
+ * rebuilt table by itself). */
 #include "smtpd/smtpd.h"
 
-#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/addr.h"
 #include "common/alloc.h"
+#include "common/cidr.h"
 #include "common/conf.h"
+#include "common/dict.h"
 #include "common/log.h"
 
-struct cidr {
-    int family;            /* AF_INET or AF_INET6 */
-    unsigned char a[16];
-    int bits;
-};
+#define TABLES_MAX 32
 
-/* Parse "1.2.3.4", "10.0.0.0/8", "[::1]/128", "[2001:db8::]/32", "::1".
- * Returns 0 or -1. */
-static int cidr_parse(const char *s, struct cidr *c)
-{
-    char host[128];
-    const char *slash = strrchr(s, '/');
-    size_t hl = slash ? (size_t)(slash - s) : strlen(s);
-    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
-        s++;
-        hl -= 2;
-    }
-    if (hl == 0 || hl >= sizeof(host))
-        return -1;
-    memcpy(host, s, hl);
-    host[hl] = '\0';
-    if (inet_pton(AF_INET, host, c->a) == 1) {
-        c->family = AF_INET;
-        c->bits = 32;
-    } else if (inet_pton(AF_INET6, host, c->a) == 1) {
-        c->family = AF_INET6;
-        c->bits = 128;
-    } else {
-        return -1;
-    }
-    if (slash) {
-        char *end;
-        long b = strtol(slash + 1, &end, 10);
-        if (!slash[1] || *end || b < 0 || b > c->bits)
-            return -1;
-        c->bits = (int)b;
-    }
-    return 0;
-}
-
-static int cidr_match(const struct cidr *c, int family, const unsigned char *a)
-{
-    if (family != c->family)
-        return 0;
-    int full = c->bits / 8, rest = c->bits % 8;
-    if (memcmp(a, c->a, (size_t)full) != 0)
-        return 0;
-    if (rest == 0)
-        return 1;
-    unsigned char mask = (unsigned char)(0xff << (8 - rest));
-    return (a[full] & mask) == (c->a[full] & mask);
-}
-
-/* Client address text to bytes; v4-mapped IPv6 counts as IPv4. */
-static int addr_bytes(const char *addr, unsigned char a[16])
-{
-    if (inet_pton(AF_INET, addr, a) == 1)
-        return AF_INET;
-    if (inet_pton(AF_INET6, addr, a) != 1)
-        return -1;
-    static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-    if (memcmp(a, mapped, 12) == 0) {
-        memmove(a, a + 12, 4);
-        return AF_INET;
-    }
-    return AF_INET6;
-}
-
-/* Is addr inside any network of list parameter `param`? */
-static int addr_in_list(const char *param, const char *addr)
-{
-    unsigned char a[16];
-    int family = addr_bytes(addr, a);
-    if (family < 0)
-        return 0;
-    char **v = conf_list(param);
-    int found = 0;
-    for (size_t i = 0; v[i] && !found; i++) {
-        struct cidr c;
-        if (strncmp(v[i], "hash:", 5) == 0)
-            continue; /* lookup tables: not yet */
-        if (cidr_parse(v[i], &c) == 0)
-            found = cidr_match(&c, family, a);
-    }
-    strv_free(v);
-    return found;
-}
+static struct {
+    char *spec;
+    struct dict *d;
+} tables[TABLES_MAX];
+static size_t ntables;
 
 static void validate_list(const char *param)
 {
-    char **v = conf_list(param);
-    for (size_t i = 0; v[i]; i++) {
-        struct cidr c;
-        if (strncmp(v[i], "hash:", 5) != 0 && cidr_parse(v[i], &c) < 0)
-            log_fatal("parameter %s: bad network \"%s\" (use address or address/bits, "
-                      "IPv6 as [addr]/bits)",
-                      param, v[i]);
-    }
-    strv_free(v);
+    buf_t err = BUF_INIT;
+    if (cidr_list_validate(param, &err) < 0)
+        log_fatal("%s", buf_str(&err));
+    buf_free(&err);
 }
 
 void smtpd_check_init(void)
 {
     validate_list("mynetworks");
     validate_list("smtpd_forbid_bare_newline_exclusions");
+    smtpd_restrict_init();
 }
 
 int smtpd_check_mynetworks(const char *addr)
 {
-    return addr_in_list("mynetworks", addr);
+    return cidr_list_match("mynetworks", addr);
 }
 
 int smtpd_check_bare_exempt(const char *addr)
 {
-    return addr_in_list("smtpd_forbid_bare_newline_exclusions", addr);
+    return cidr_list_match("smtpd_forbid_bare_newline_exclusions", addr);
 }
 
 /* Exact (case-insensitive) match, or ".example.com" matching subdomains. */
@@ -152,28 +68,101 @@ static int domain_in_list(const char *param, const char *domain)
     return found;
 }
 
-/* Local part with '@', '%' or '!' (quoted or not) could be re-routed by a
- * host behind us. */
-static int local_tricky(const char *local)
+int smtpd_check_local_domain(const char *domain)
 {
-    return strpbrk(local, "@%!") != NULL;
+    return domain_in_list("mydestination", domain) || domain_in_list("relay_domains", domain);
 }
 
-int smtpd_check_rcpt(struct smtpd_session *s, const char *rcpt, int source_routed, buf_t *reply)
+/* Local part with '@', '%' or '!' (quoted or not) could be re-routed by a
+ * host behind us; so could an address without a proper domain. */
+int smtpd_check_tricky(const char *addr)
 {
-    if (smtpd_check_mynetworks(s->addr))
-        return 0;
     buf_t local = BUF_INIT, domain = BUF_INIT;
+    int bad = addr_split(addr, &local, &domain) < 0 || domain.len == 0 ||
+              strpbrk(buf_str(&local), "@%!") != NULL;
+    buf_free(&local);
+    buf_free(&domain);
+    return bad;
+}
+
+struct dict *smtpd_table(const char *spec)
+{
+    for (size_t i = 0; i < ntables; i++)
+        if (strcmp(tables[i].spec, spec) == 0)
+            return tables[i].d;
+    buf_t err = BUF_INIT;
+    struct dict *d = dict_open(spec, &err);
+    if (!d) {
+        log_warn("%s: table lookup problem: %s", spec, buf_str(&err));
+        buf_free(&err);
+        return NULL;
+    }
+    buf_free(&err);
+    if (ntables == TABLES_MAX)
+        log_fatal("more than %d different lookup tables in the smtpd restrictions", TABLES_MAX);
+    tables[ntables].spec = xstrdup(spec);
+    tables[ntables].d = d;
+    ntables++;
+    return d;
+}
+
+void smtpd_check_done(void)
+{
+    for (size_t i = 0; i < ntables; i++) {
+        dict_close(tables[i].d);
+        free(tables[i].spec);
+    }
+    ntables = 0;
+}
+
+/* Try one key; a table error ends the search. */
+static int try_key(struct dict *t, const char *key, buf_t *value, int *rc)
+{
+    *rc = dict_lookup(t, key, value);
+    return *rc != 0;
+}
+
+int smtpd_access_addr(struct dict *t, const char *addr, buf_t *value)
+{
     int rc = 0;
-    if (addr_split(rcpt, &local, &domain) < 0 || source_routed || local_tricky(buf_str(&local))) {
-        buf_printf(reply, "550 5.7.1 <%s>: Relay access denied", rcpt);
-        rc = -1;
-    } else if (!domain_in_list("mydestination", buf_str(&domain)) &&
-               !domain_in_list("relay_domains", buf_str(&domain))) {
-        buf_printf(reply, "554 5.7.1 <%s>: Relay access denied", rcpt);
-        rc = -1;
+    if (!*addr)
+        return dict_lookup(t, "<>", value);
+    if (try_key(t, addr, value, &rc))
+        return rc;
+    buf_t local = BUF_INIT, domain = BUF_INIT;
+    if (addr_split(addr, &local, &domain) == 0 && domain.len) {
+        /* "domain", then parents "example.com" and ".example.com" */
+        const char *d = buf_str(&domain);
+        if (!try_key(t, d, value, &rc)) {
+            for (const char *p = strchr(d, '.'); p && rc == 0; p = strchr(p + 1, '.')) {
+                if (!try_key(t, p + 1, value, &rc))
+                    try_key(t, p, value, &rc);
+            }
+        }
+        if (rc == 0) {
+            buf_putc(&local, '@');
+            try_key(t, buf_str(&local), value, &rc);
+        }
     }
     buf_free(&local);
     buf_free(&domain);
+    return rc;
+}
+
+int smtpd_access_client(struct dict *t, const char *name, const char *addr, buf_t *value)
+{
+    int rc = 0;
+    if (strcmp(name, "unknown") != 0 && try_key(t, name, value, &rc))
+        return rc;
+    char *a = xstrdup(addr);
+    char sep = strchr(a, ':') ? ':' : '.';
+    /* "1.2.3.4", "1.2.3", "1.2", "1" (IPv6: by ':' groups) */
+    while (*a && !try_key(t, a, value, &rc)) {
+        char *cut = strrchr(a, sep);
+        if (!cut)
+            break;
+        *cut = '\0';
+    }
+    free(a);
     return rc;
 }

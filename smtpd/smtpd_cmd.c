@@ -30,8 +30,8 @@ static void cmd_notimpl(struct smtpd_session *s, char *arg);
 const struct smtpd_cmd smtpd_cmd_table[] = {
     { "HELO", cmd_helo },
     { "EHLO", cmd_ehlo },
-    { "STARTTLS", cmd_notimpl },
-    { "AUTH", cmd_notimpl },
+    { "STARTTLS", smtpd_tls_cmd },
+    { "AUTH", smtpd_auth_cmd },
     { "MAIL", cmd_mail },
     { "RCPT", cmd_rcpt },
     { "DATA", cmd_data },
@@ -59,6 +59,53 @@ int smtpd_cmd_lookup(const char *verb)
     return -1;
 }
 
+/* Split "VERB arg" and run the handler; count it for the statistics. With
+ * smtpd_delay_reject=no a client refused at connect gets only QUIT. */
+void smtpd_cmd_dispatch(struct smtpd_session *s, char *line)
+{
+    char *arg = line;
+    while (*arg && *arg != ' ')
+        arg++;
+    if (*arg)
+        *arg++ = '\0';
+    while (*arg == ' ')
+        arg++;
+    int idx = smtpd_cmd_lookup(line);
+    int slot = idx < 0 ? SMTPD_CMD_MAX : idx;
+    s->cmd_total[slot]++;
+    s->last_code = 0;
+    if (idx < 0) {
+        s->last_cmd = "UNKNOWN";
+        smtpd_reply(s, "500 5.5.2 Error: command not recognized");
+    } else if (s->deny_text && smtpd_cmd_table[idx].fn != cmd_quit) {
+        s->last_cmd = smtpd_cmd_table[idx].name;
+        smtpd_reply(s, "503 5.7.0 Error: access denied for %s", smtpd_client(s));
+    } else {
+        s->last_cmd = smtpd_cmd_table[idx].name;
+        smtpd_cmd_table[idx].fn(s, arg);
+    }
+    if (s->redo_idx >= 0)
+        return; /* counted when the command is run again */
+    if (s->last_code && s->last_code < 400)
+        s->cmd_ok[slot]++;
+}
+
+void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *reply,
+                      const char *rcpt)
+{
+    buf_t b = BUF_INIT;
+    buf_printf(&b, "NOQUEUE: reject: %s from %s: %s;", stage, smtpd_client(s), reply);
+    if (strcmp(stage, "CONNECT") != 0 && strcmp(stage, "HELO") != 0)
+        buf_printf(&b, " from=<%s>", s->env.sender ? s->env.sender : "");
+    if (rcpt)
+        buf_printf(&b, " to=<%s>", rcpt);
+    buf_printf(&b, " proto=%s", s->esmtp ? "ESMTP" : "SMTP");
+    if (s->helo)
+        buf_printf(&b, " helo=<%s>", s->helo);
+    log_info("%s", buf_str(&b));
+    buf_free(&b);
+}
+
 static int set_helo(struct smtpd_session *s, const char *verb, char *arg)
 {
     str_trim(arg);
@@ -66,8 +113,22 @@ static int set_helo(struct smtpd_session *s, const char *verb, char *arg)
         smtpd_reply(s, "501 5.5.4 Syntax: %s hostname", verb);
         return -1;
     }
-    free(s->helo);
+    char *old = s->helo;
     s->helo = xstrdup(arg);
+    buf_t reply = BUF_INIT;
+    int rc = smtpd_restrict_helo(s, &reply);
+    if (rc == 2) {
+        smtpd_redo_later(s, arg);
+    } else if (rc == 1) {
+        smtpd_reply(s, "%s", buf_str(&reply));
+    }
+    buf_free(&reply);
+    if (rc != 0) {
+        free(s->helo);
+        s->helo = old;
+        return -1;
+    }
+    free(old);
     smtpd_txn_reset(s);
     return 0;
 }
@@ -92,6 +153,11 @@ static void cmd_ehlo(struct smtpd_session *s, char *arg)
         smtpd_reply_line(s, "250-SIZE %lld", limit);
     else
         smtpd_reply_line(s, "250-SIZE");
+    if (smtpd_tls_offer(s))
+        smtpd_reply_line(s, "250-STARTTLS");
+    const char *mechs = smtpd_auth_mechs(s);
+    if (mechs && *mechs)
+        smtpd_reply_line(s, "250-AUTH %s", mechs);
     smtpd_reply_line(s, "250-ENHANCEDSTATUSCODES");
     smtpd_reply_line(s, "250-8BITMIME");
     smtpd_reply(s, "250 DSN");
@@ -104,6 +170,22 @@ static char *after_keyword(char *arg, const char *kw)
     return str_nieq(arg, kw, n) ? arg + n : NULL;
 }
 
+/* The sender passed its syntax checks: limits and sender restrictions.
+ * 0 go on; -1 refused (replied) or waiting for an answer. */
+static int mail_checks(struct smtpd_session *s, const char *arg)
+{
+    buf_t reply = BUF_INIT;
+    int rc = smtpd_restrict_mail(s, &reply);
+    if (rc == 1)
+        smtpd_reply(s, "%s", buf_str(&reply));
+    buf_free(&reply);
+    if (rc == 0)
+        rc = smtpd_limit_event(s, SMTPD_EV_MSG, arg);
+    if (rc == 2)
+        smtpd_redo_later(s, arg);
+    return rc == 0 ? 0 : -1;
+}
+
 static void cmd_mail(struct smtpd_session *s, char *arg)
 {
     if (!s->helo && conf_bool("smtpd_helo_required")) {
@@ -114,26 +196,29 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
         smtpd_reply(s, "503 5.5.1 Error: nested MAIL command");
         return;
     }
-    char *p = after_keyword(arg, "FROM:");
-    if (!p) {
-        smtpd_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+    if (smtpd_tls_required(s)) {
+        smtpd_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
         return;
     }
+    char *copy = xstrdup(arg); /* the parsers below may not keep arg intact */
+    char *p = after_keyword(arg, "FROM:");
     buf_t addr = BUF_INIT;
     const char *params = "", *err = "Bad sender address syntax";
-    if (addr_parse_path(p, 1, 0, &addr, &params, &err) < 0) {
+    if (!p) {
+        smtpd_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+    } else if (addr_parse_path(p, 1, 0, &addr, &params, &err) < 0) {
         smtpd_reply(s, "501 5.1.7 %s", err);
-        buf_free(&addr);
-        return;
+    } else {
+        qenv_set(&s->env.sender, buf_str(&addr));
+        if (smtpd_mail_params(s, params) < 0 || mail_checks(s, copy) < 0) {
+            smtpd_txn_reset(s);
+        } else {
+            s->have_mail = 1;
+            smtpd_reply(s, "250 2.1.0 Ok");
+        }
     }
-    qenv_set(&s->env.sender, buf_str(&addr));
     buf_free(&addr);
-    if (smtpd_mail_params(s, params) < 0) {
-        smtpd_txn_reset(s);
-        return;
-    }
-    s->have_mail = 1;
-    smtpd_reply(s, "250 2.1.0 Ok");
+    free(copy);
 }
 
 /* RFC 5321 source route "<@a,@b:u@d>": the raw argument starts with "<@". */
@@ -166,25 +251,21 @@ static int rcpt_address(struct smtpd_session *s, char *p, buf_t *addr, const cha
     return -1;
 }
 
-static void log_reject(struct smtpd_session *s, const char *reply, const char *rcpt)
-{
-    log_info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
-             smtpd_client(s), reply, s->env.sender ? s->env.sender : "", rcpt,
-             s->esmtp ? "ESMTP" : "SMTP", s->helo ? s->helo : "");
-}
-
 static void cmd_rcpt(struct smtpd_session *s, char *arg)
 {
     if (!s->have_mail) {
         smtpd_reply(s, "503 5.5.1 Error: need MAIL command");
         return;
     }
+    char *copy = xstrdup(arg);
     char *p = after_keyword(arg, "TO:");
     if (!p) {
         smtpd_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+        free(copy);
         return;
     }
     buf_t addr = BUF_INIT, reply = BUF_INIT;
+    int rc;
     const char *params = "";
     char *orcpt = NULL;
     int notify = 0;
@@ -196,14 +277,19 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
     }
     if (smtpd_rcpt_params(s, params, &orcpt, &notify) < 0)
         goto out;
-    if (smtpd_check_rcpt(s, buf_str(&addr), source_routed(p), &reply) != 0) {
-        log_reject(s, buf_str(&reply), buf_str(&addr));
+    rc = smtpd_restrict_rcpt(s, buf_str(&addr), source_routed(p), &reply);
+    if (rc == 1)
         smtpd_reply(s, "%s", buf_str(&reply));
+    if (rc == 0)
+        rc = smtpd_limit_event(s, SMTPD_EV_RCPT, copy);
+    if (rc == 2)
+        smtpd_redo_later(s, copy);
+    if (rc != 0)
         goto out;
-    }
     qenv_add_rcpt(&s->env, buf_str(&addr), orcpt, notify);
     smtpd_reply(s, "250 2.1.5 Ok");
 out:
+    free(copy);
     free(orcpt);
     buf_free(&addr);
     buf_free(&reply);
@@ -259,7 +345,8 @@ static void cmd_vrfy(struct smtpd_session *s, char *arg)
 
 static void cmd_help(struct smtpd_session *s, char *arg)
 {
-    smtpd_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+    smtpd_reply(s, "214 2.0.0 Commands: HELO EHLO STARTTLS AUTH MAIL RCPT DATA RSET NOOP "
+                   "QUIT VRFY HELP");
 }
 
 static void cmd_notimpl(struct smtpd_session *s, char *arg)

@@ -33,6 +33,8 @@ struct smtpd_data {
     long long linelen, line_limit;
     long long size, size_limit;
     int too_big, write_err;
+    long long hdr_size, hdr_limit;
+    int hdr_too_big;       /* header section past header_size_limit */
     enum bare_mode bare_mode;
     char bare;             /* first bare newline seen: 'L' or 'C' */
     buf_t out;             /* content not yet handed to qfile_write */
@@ -99,7 +101,7 @@ static void header_line_done(struct smtpd_data *d)
 
 static void out_flush(struct smtpd_data *d)
 {
-    if (d->out.len && !d->too_big && !d->write_err && !d->bare &&
+    if (d->out.len && !d->too_big && !d->write_err && !d->bare && !d->hdr_too_big &&
         qfile_write(d->qf, d->out.data, d->out.len) < 0)
         d->write_err = 1;
     buf_reset(&d->out);
@@ -110,7 +112,9 @@ static void emit(struct smtpd_data *d, const void *p, size_t n)
     d->size += (long long)n;
     if (d->size_limit > 0 && d->size > d->size_limit)
         d->too_big = 1;
-    if (d->too_big || d->write_err || d->bare)
+    if (d->in_headers && (d->hdr_size += (long long)n) > d->hdr_limit)
+        d->hdr_too_big = 1;
+    if (d->too_big || d->write_err || d->bare || d->hdr_too_big)
         return; /* keep reading to the end, store nothing more */
     buf_append(&d->out, p, n);
     if (d->out.len >= FLUSH_AT)
@@ -229,7 +233,19 @@ static void fill_envelope(struct smtpd_session *s)
     qenv_set(&e->client_name, s->name);
     qenv_set(&e->client_addr, s->addr);
     qenv_set(&e->helo, s->helo ? s->helo : "");
-    qenv_set(&e->proto, s->esmtp ? "ESMTP" : "SMTP");
+    /* Postfix's protocol names: ESMTP + S (TLS) + A (AUTH), RFC 3848 */
+    buf_t proto = BUF_INIT;
+    buf_puts(&proto, s->esmtp ? "ESMTP" : "SMTP");
+    if (s->tls)
+        buf_putc(&proto, 'S');
+    if (s->sasl_username && s->esmtp)
+        buf_putc(&proto, 'A');
+    qenv_set(&e->proto, buf_str(&proto));
+    buf_free(&proto);
+    if (s->sasl_username) {
+        qenv_set(&e->sasl_method, s->sasl_method);
+        qenv_set(&e->sasl_username, s->sasl_username);
+    }
     if (!e->sender)
         qenv_set(&e->sender, "");
 }
@@ -243,6 +259,8 @@ static void received_header(struct smtpd_session *s, buf_t *b)
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm);
     buf_printf(b, "Received: from %s (%s [%s%s])\r\n", s->helo ? s->helo : s->name, s->name,
                s->addr_v6 ? "IPv6:" : "", s->addr);
+    if (s->tls_received && conf_bool("smtpd_tls_received_header"))
+        buf_printf(b, "\t%s\r\n\t(No client certificate requested)\r\n", s->tls_received);
     buf_printf(b, "\tby %s (%s) with %s id %s", smtpd_hostname(), conf_str("mail_name"),
                s->env.proto, s->env.id);
     if (s->env.nrcpt == 1)
@@ -272,7 +290,11 @@ void smtpd_data_begin(struct smtpd_session *s)
         buf_free(&err);
         return;
     }
-    log_info("%s: client=%s", s->env.id, smtpd_client(s));
+    if (s->sasl_username)
+        log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", s->env.id, smtpd_client(s),
+                 s->sasl_method, s->sasl_username);
+    else
+        log_info("%s: client=%s", s->env.id, smtpd_client(s));
     struct smtpd_data *d = xcalloc(1, sizeof(*d));
     d->qf = qf;
     d->st = D_BOL;
@@ -280,6 +302,7 @@ void smtpd_data_begin(struct smtpd_session *s)
     d->in_headers = 1;
     d->line_limit = conf_int("line_length_limit");
     d->size_limit = conf_int("message_size_limit");
+    d->hdr_limit = conf_int("header_size_limit");
     d->bare_mode = bare_mode();
     if (d->bare_mode == BARE_REJECT && smtpd_check_bare_exempt(s->addr))
         d->bare_mode = BARE_NORMALIZE;
@@ -303,6 +326,10 @@ static void data_finish(struct smtpd_session *s)
     s->last_cmd = "END-OF-MESSAGE";
     if (d->too_big) {
         smtpd_reply(s, "552 5.3.4 Error: message file too big");
+    } else if (d->hdr_too_big) {
+        log_info("%s: reject: header size exceeds header_size_limit=%lld from %s", id,
+                 d->hdr_limit, smtpd_client(s));
+        smtpd_reply(s, "552 5.3.4 Message header size exceeds limit");
     } else if (d->bare) {
         log_info("%s: reject: bare <%s> received from %s", id, d->bare == 'L' ? "LF" : "CR",
                  smtpd_client(s));

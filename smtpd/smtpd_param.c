@@ -1,8 +1,9 @@
 /* smtpd_param.c - ESMTP parameters of MAIL FROM and RCPT TO.
  *
  * MAIL: SIZE (RFC 1870), BODY (RFC 6152), RET and ENVID (RFC 3461), AUTH
- * (RFC 4954, accepted and ignored until AUTH exists). RCPT: NOTIFY and
- * ORCPT (RFC 3461). Each keyword is handled by an entry in a table; an
+ * (RFC 4954: accepted; the queue file records the SASL login itself).
+ * RCPT: NOTIFY and ORCPT (RFC 3461); decoded ENVID/ORCPT values with
+ * control characters are refused so they can never become header lines. Each keyword is handled by an entry in a table; an
  * unknown keyword is "555 5.5.4 Unsupported option". */
 #include "smtpd/smtpd.h"
 
@@ -128,6 +129,10 @@ static int rcpt_orcpt(struct smtpd_session *s, const char *v, void *arg)
     buf_t dec = BUF_INIT;
     if (ok && xtext_decode(semi + 1, &dec) < 0)
         ok = 0;
+    /* A decoded CR/LF could become a line of its own in a DSN. */
+    for (size_t i = 0; ok && i < dec.len; i++)
+        if ((unsigned char)dec.data[i] < 0x20 || (unsigned char)dec.data[i] == 0x7f)
+            ok = 0;
     buf_free(&dec);
     if (!ok) {
         smtpd_reply(s, "501 5.5.4 Error: Bad ORCPT parameter syntax");

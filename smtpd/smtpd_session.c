@@ -8,10 +8,11 @@
  * In DATA the bytes go to smtpd_data_feed() instead, which stops exactly at
  * the end-of-data mark so that commands after it are read as commands.
  *
- * STARTTLS (later): the handler will reply 220, then replace s->bev with
- * bufferevent_openssl_filter_new(base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
- * BEV_OPT_CLOSE_ON_FREE) and call session_wire() on the new one; unread
- * plaintext input must be discarded at that point (command injection). */
+ * STARTTLS (smtpd_tls.c) replaces s->bev with a TLS filter and discards
+ * the unread plaintext; the loop therefore looks s->bev up afresh on every
+ * round. While `waiting` (DNS, SASL, anvil, a TLS handshake) no input is
+ * processed; smtpd_wait_end() resumes, first re-running a command that
+ * asked for it with smtpd_redo_later(). */
 #include "smtpd/smtpd.h"
 
 #include <event2/buffer.h>
@@ -63,7 +64,7 @@ static void client_addr(struct smtpd_session *s, int fd)
     buf_free(&host);
 }
 
-static void session_wire(struct smtpd_session *s)
+void smtpd_session_wire(struct smtpd_session *s)
 {
     struct timeval tv = { (time_t)conf_int("smtpd_timeout"), 0 };
     bufferevent_setcb(s->bev, session_read, session_write, session_event, s);
@@ -77,10 +78,20 @@ struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd)
     struct smtpd_session *s = xcalloc(1, sizeof(*s));
     s->d = d;
     s->name = xstrdup("unknown");
+    s->redo_idx = -1;
     client_addr(s, fd);
     s->last_cmd = "CONNECT";
     qenv_init(&s->env);
-    s->bev = bufferevent_socket_new(d->srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (conf_bool("smtpd_tls_wrappermode")) {
+        if (smtpd_tls_wrap(s, fd) < 0) {
+            free(s->addr);
+            free(s->name);
+            free(s);
+            return NULL;
+        }
+    } else {
+        s->bev = bufferevent_socket_new(d->srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!s->bev) {
         log_warn("bufferevent_socket_new failed for %s", smtpd_client(s));
         close(fd);
@@ -90,9 +101,27 @@ struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd)
         return NULL;
     }
     log_info("connect from %s", smtpd_client(s));
-    session_wire(s);
-    smtpd_reply_line(s, "220 %s", conf_str("smtpd_banner"));
+    if (!s->tls_wrapper)
+        smtpd_session_wire(s);
+    smtpd_auth_reset(s);
+    smtpd_wait_begin(s); /* until the per-client limits said yes */
     return s;
+}
+
+/* Called once the connection may go on (anvil answered or was not asked):
+ * the greeting, or with smtpd_delay_reject=no the client restrictions'
+ * verdict in its place. */
+void smtpd_session_start(struct smtpd_session *s)
+{
+    if (s->closing)
+        return;
+    buf_t reply = BUF_INIT;
+    int rc = smtpd_restrict_connect(s, &reply);
+    if (rc == 1)
+        s->deny_text = buf_detach(&reply);
+    buf_free(&reply);
+    smtpd_reply_line(s, "220 %s", conf_str("smtpd_banner"));
+    smtpd_wait_end(s);
 }
 
 /* "disconnect from" statistics: name=ok or name=ok/total, Postfix style. */
@@ -127,10 +156,16 @@ void smtpd_session_free(struct smtpd_session *s)
         smtpd_data_abort(s);
     log_disconnect(s);
     smtpd_session_unlink(s);
+    smtpd_limit_disconnect(s);
+    smtpd_restrict_free(s);
+    smtpd_auth_free(s);
     bufferevent_free(s->bev);
+    smtpd_tls_free(s);
     if (s->sleep_ev)
         event_free(s->sleep_ev);
     qenv_free(&s->env);
+    free(s->redo_arg);
+    free(s->deny_text);
     free(s->helo);
     free(s->addr);
     free(s->name);
@@ -186,39 +221,13 @@ void smtpd_txn_reset(struct smtpd_session *s)
     s->have_mail = 0;
 }
 
-/* Split "VERB arg" and run the handler; count it for the statistics. */
-static void dispatch(struct smtpd_session *s, char *line)
-{
-    char *arg = line;
-    while (*arg && *arg != ' ')
-        arg++;
-    if (*arg)
-        *arg++ = '\0';
-    while (*arg == ' ')
-        arg++;
-    int idx = smtpd_cmd_lookup(line);
-    int slot = idx < 0 ? SMTPD_CMD_MAX : idx;
-    s->cmd_total[slot]++;
-    s->last_code = 0;
-    if (idx < 0) {
-        s->last_cmd = "UNKNOWN";
-        smtpd_reply(s, "500 5.5.2 Error: command not recognized");
-    } else {
-        s->last_cmd = smtpd_cmd_table[idx].name;
-        smtpd_cmd_table[idx].fn(s, arg);
-    }
-    if (s->last_code && s->last_code < 400)
-        s->cmd_ok[slot]++;
-}
-
-static void process_input(struct smtpd_session *s);
 
 static void wake_up(evutil_socket_t fd, short what, void *arg)
 {
     struct smtpd_session *s = arg;
     s->sleeping = 0;
     bufferevent_enable(s->bev, EV_WRITE);
-    process_input(s);
+    smtpd_process_input(s);
 }
 
 /* Past smtpd_soft_error_limit, hold the error reply back for
@@ -258,12 +267,16 @@ static void command_line(struct smtpd_session *s, char *line, size_t len)
     line[len] = '\0';
     if (log_verbose())
         log_debug("< %s: %s", smtpd_client(s), line);
+    if (s->state == SS_AUTH) {
+        smtpd_auth_line(s, line); /* base64 or "*": the SASL layer judges it */
+        return;
+    }
     if ((long long)len > conf_int("smtpd_command_line_limit")) {
         smtpd_reply(s, "500 5.5.2 Error: line too long");
     } else if (has_control(line, len)) {
         smtpd_reply(s, "500 5.5.2 Error: bad syntax");
     } else {
-        dispatch(s, line);
+        smtpd_cmd_dispatch(s, line);
     }
     if (!s->closing && s->errors >= conf_int("smtpd_hard_error_limit")) {
         log_warn("too many errors after %s from %s", s->last_cmd, smtpd_client(s));
@@ -273,14 +286,34 @@ static void command_line(struct smtpd_session *s, char *line, size_t len)
     error_sleep(s);
 }
 
+/* An over-long line ends a SASL exchange (a fresh SASL session forgets
+ * it); otherwise it is an ordinary syntax error. */
+static void line_too_long(struct smtpd_session *s)
+{
+    if (s->state == SS_AUTH) {
+        smtpd_auth_reset(s);
+        smtpd_reply(s, "500 5.5.6 Authentication exchange line is too long");
+    } else {
+        smtpd_reply(s, "500 5.5.2 Error: line too long");
+    }
+}
+
+static long long line_limit(const struct smtpd_session *s)
+{
+    return s->state == SS_AUTH ? conf_int("smtpd_sasl_max_line")
+                               : conf_int("smtpd_command_line_limit");
+}
+
 /* Command state: returns 1 if it consumed something and may be called again. */
 static int process_command(struct smtpd_session *s, struct evbuffer *in)
 {
     struct evbuffer_ptr pos = evbuffer_search(in, "\n", 1, NULL);
-    long long limit = conf_int("smtpd_command_line_limit");
+    long long limit = line_limit(s);
     if (pos.pos < 0) {
         if ((long long)evbuffer_get_length(in) > limit + 1) {
             evbuffer_drain(in, evbuffer_get_length(in));
+            if (s->state == SS_AUTH)
+                smtpd_auth_reset(s); /* the line is refused once it ends */
             s->state = SS_SKIP;
             return 1;
         }
@@ -289,7 +322,7 @@ static int process_command(struct smtpd_session *s, struct evbuffer *in)
     size_t len = (size_t)pos.pos + 1;
     if ((long long)len > limit + 2) {
         evbuffer_drain(in, len);
-        smtpd_reply(s, "500 5.5.2 Error: line too long");
+        line_too_long(s);
         return 1;
     }
     char *line = xmalloc(len + 1);
@@ -328,18 +361,19 @@ static int process_data(struct smtpd_session *s, struct evbuffer *in)
     return 1;
 }
 
-static void process_input(struct smtpd_session *s)
+void smtpd_process_input(struct smtpd_session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->bev);
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    while (!s->closing && !s->sleeping) {
-        if (evbuffer_get_length(out) > OUTPUT_PAUSE) {
+    while (!s->closing && !s->sleeping && !s->waiting) {
+        /* s->bev changes under STARTTLS: look it up every round. */
+        struct evbuffer *in = bufferevent_get_input(s->bev);
+        if (evbuffer_get_length(bufferevent_get_output(s->bev)) > OUTPUT_PAUSE) {
             s->paused = 1; /* resumed by session_write once drained */
             return;
         }
         int more = 0;
         switch (s->state) {
         case SS_CMD: more = process_command(s, in); break;
+        case SS_AUTH: more = process_command(s, in); break;
         case SS_SKIP: more = process_skip(s, in); break;
         case SS_DATA: more = process_data(s, in); break;
         }
@@ -348,13 +382,67 @@ static void process_input(struct smtpd_session *s)
     }
 }
 
+void smtpd_wait_begin(struct smtpd_session *s)
+{
+    s->waiting = 1;
+}
+
+void smtpd_redo_later(struct smtpd_session *s, const char *arg)
+{
+    int idx = smtpd_cmd_lookup(s->last_cmd);
+    if (idx < 0)
+        log_panic("smtpd_redo_later outside a command (%s)", s->last_cmd);
+    s->redo_idx = idx;
+    free(s->redo_arg);
+    s->redo_arg = xstrdup(arg);
+    s->waiting = 1;
+}
+
+/* Resume: re-run the command that waited (its statistics were counted the
+ * first time), then whatever the client pipelined behind it. */
+void smtpd_wait_end(struct smtpd_session *s)
+{
+    s->waiting = 0;
+    if (s->closing)
+        return; /* timed out meanwhile: the 421 was the last word */
+    if (s->redo_idx >= 0) {
+        int idx = s->redo_idx;
+        char *arg = s->redo_arg;
+        s->redo_idx = -1;
+        s->redo_arg = NULL;
+        s->last_code = 0;
+        smtpd_cmd_table[idx].fn(s, arg);
+        free(arg);
+        if (s->waiting)
+            return;
+        if (s->last_code && s->last_code < 400)
+            s->cmd_ok[idx]++;
+        error_sleep(s);
+    }
+    if (!s->paused)
+        smtpd_process_input(s);
+}
+
 static void session_read(struct bufferevent *bev, void *arg)
 {
     struct smtpd_session *s = arg;
     (void)bev;
-    if (s->paused || s->sleeping)
+    if (s->paused || s->sleeping || s->waiting)
         return;
-    process_input(s);
+    smtpd_process_input(s);
+}
+
+/* After STARTTLS the last reply may still sit in the socket bufferevent
+ * under the TLS filter: close only once that has gone out too. */
+static void underlying_write(struct bufferevent *u, void *arg)
+{
+    if (evbuffer_get_length(bufferevent_get_output(u)) == 0)
+        smtpd_session_free(arg);
+}
+
+static void underlying_event(struct bufferevent *u, short what, void *arg)
+{
+    smtpd_session_free(arg);
 }
 
 static void session_write(struct bufferevent *bev, void *arg)
@@ -363,12 +451,18 @@ static void session_write(struct bufferevent *bev, void *arg)
     if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
         return;
     if (s->closing) {
+        struct bufferevent *u = bufferevent_get_underlying(bev);
+        if (u && evbuffer_get_length(bufferevent_get_output(u)) != 0) {
+            bufferevent_setcb(u, NULL, underlying_write, underlying_event, s);
+            bufferevent_enable(u, EV_WRITE);
+            return;
+        }
         smtpd_session_free(s);
         return;
     }
     if (s->paused) {
         s->paused = 0;
-        process_input(s);
+        smtpd_process_input(s);
     }
 }
 
