@@ -1,0 +1,597 @@
+"""postino_harness - run the whole postino system for end-to-end tests.
+
+Three real peers, all on loopback with random free ports and temp dirs:
+  DnsServer  dnsmasq serving MX/A records (delivery's MX routing)
+  Sink       aiosmtpd receivers on 127.0.0.X:PORT with scripted answers
+  Postino    a config dir + spool, `postino start`, SMTP/CLI/log helpers
+Nothing here mocks postino: the tests talk to the real daemons.
+"""
+import email
+import email.policy
+import os
+import pwd
+import re
+import random
+import shutil
+import signal
+import smtplib
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+from aiosmtpd.controller import Controller
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("POSTINO_BIN") or os.path.join(REPO, "bin")
+DAEMONS = ("master", "smtpd", "qmgr", "delivery", "bounce")
+QID_RE = re.compile(r"\b[0-9A-Fa-f]{17}\b")
+MAIL_OWNER = "postino"
+
+
+# ---------------------------------------------------------------- utilities
+
+def free_port(kind=socket.SOCK_STREAM, host="127.0.0.1"):
+    """A port free on host (TCP or UDP); the kernel picks it."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def free_port_all(ips):
+    """A TCP port free on every one of ips (the sink listens on all)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            for ip in ips:
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind((ip, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port on %s" % (ips,))
+
+
+def wait_until(pred, timeout=10.0, interval=0.1, what="condition"):
+    """Poll pred() until it returns a true value; return it or raise."""
+    deadline = time.time() + timeout
+    while True:
+        val = pred()
+        if val:
+            return val
+        if time.time() >= deadline:
+            raise TimeoutError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def ensure_mail_owner():
+    """Daemons drop to mail_owner when started as root; create it if needed.
+    Returns None when fine, else a reason to skip."""
+    try:
+        pwd.getpwnam(MAIL_OWNER)
+        return None
+    except KeyError:
+        pass
+    if os.geteuid() != 0:
+        return "user %r missing and not root (run `make deps` as root)" % MAIL_OWNER
+    rc = subprocess.call(["useradd", "--system", "--home-dir", "/nonexistent",
+                          "--no-create-home", "--shell", "/usr/sbin/nologin", MAIL_OWNER])
+    return None if rc == 0 else "useradd %s failed (rc %d)" % (MAIL_OWNER, rc)
+
+
+def make_tmpdir(prefix):
+    """A temp dir the unprivileged mail owner can traverse (not pytest's 0700)."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+# ---------------------------------------------------------------- DNS
+
+def _dns_name(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        if label:
+            out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+def _dns_read_name(msg, off):
+    labels, jumped, end = [], False, off
+    while True:
+        ln = msg[off]
+        if ln & 0xC0 == 0xC0:
+            if not jumped:
+                end = off + 2
+            off = ((ln & 0x3F) << 8) | msg[off + 1]
+            jumped = True
+            continue
+        off += 1
+        if ln == 0:
+            break
+        labels.append(msg[off:off + ln].decode())
+        off += ln
+    return ".".join(labels), (end if jumped else off)
+
+
+QTYPES = {"A": 1, "MX": 15, "AAAA": 28, "TXT": 16}
+
+
+def dns_query(port, name, qtype="MX", server="127.0.0.1", timeout=1.0):
+    """Minimal DNS client: returns (rcode, answers). MX answers are
+    (pref, target), A answers are dotted quads."""
+    qid = random.randint(0, 65535)
+    pkt = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + _dns_name(name) + \
+        struct.pack(">HH", QTYPES[qtype], 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(pkt, (server, port))
+        msg, _ = s.recvfrom(4096)
+    _, flags, qd, an, _, _ = struct.unpack(">HHHHHH", msg[:12])
+    off = 12
+    for _ in range(qd):
+        _, off = _dns_read_name(msg, off)
+        off += 4
+    answers = []
+    for _ in range(an):
+        _, off = _dns_read_name(msg, off)
+        rtype, _, _, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
+        off += 10
+        rdata = msg[off:off + rdlen]
+        if rtype == 15:
+            pref = struct.unpack(">H", rdata[:2])[0]
+            target, _ = _dns_read_name(msg, off + 2)
+            answers.append((pref, target))
+        elif rtype == 1:
+            answers.append(socket.inet_ntoa(rdata))
+        off += rdlen
+    return flags & 0xF, answers
+
+
+class DnsServer:
+    """dnsmasq authoritative for the test names. records: tuples
+      ("mx", domain, target, pref)   ("a", name, ip)   ("nullmx", domain)"""
+
+    def __init__(self, workdir, records):
+        self.workdir = workdir
+        self.records = list(records)
+        self.port = None
+        self.proc = None
+
+    def _args(self):
+        args = []
+        for rec in self.records:
+            kind = rec[0]
+            if kind == "mx":
+                args.append("--mx-host=%s,%s,%d" % (rec[1], rec[2], rec[3]))
+            elif kind == "a":
+                args.append("--host-record=%s,%s" % (rec[1], rec[2]))
+            elif kind == "nullmx":
+                # RFC 7505: preference 0, root target (wire: 00 00 00)
+                args.append("--dns-rr=%s,15,000000" % rec[1])
+            else:
+                raise ValueError("unknown DNS record kind %r" % (kind,))
+        return args
+
+    def start(self):
+        last = None
+        for _ in range(5):  # the UDP port may be taken between probe and bind
+            self.port = free_port(socket.SOCK_DGRAM)
+            cmd = ["/usr/sbin/dnsmasq", "-k", "-p", str(self.port),
+                   "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
+                   "--no-hosts", "-C", "/dev/null", "--user=root", "--local=/test/",
+                   "--pid-file=" + os.path.join(self.workdir, "dnsmasq.pid"),
+                   "--log-facility=" + os.path.join(self.workdir, "dnsmasq.log")]
+            self.proc = subprocess.Popen(cmd + self._args(), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE)
+            try:
+                wait_until(self._answers, timeout=5, what="dnsmasq on %d" % self.port)
+                return self
+            except TimeoutError as e:
+                last = e
+                self.stop()
+        raise RuntimeError("dnsmasq did not start: %s" % last)
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            return False
+        try:
+            rcode, _ = dns_query(self.port, "probe.invalid.test", "A", timeout=0.3)
+            return rcode in (0, 3)
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---------------------------------------------------------------- SMTP sink
+
+class SinkMessage:
+    def __init__(self, ip, mail_from, rcpts, content):
+        self.ip = ip
+        # aiosmtpd keeps "<>" for the null sender; tests compare with "".
+        self.mail_from = "" if mail_from in ("<>", None) else mail_from
+        self.rcpts = list(rcpts)
+        self.content = content
+        self.msg = email.message_from_bytes(content, policy=email.policy.compat32)
+        self.time = time.time()
+
+    def __repr__(self):
+        return "<SinkMessage ip=%s from=<%s> to=%s id=%s>" % (
+            self.ip, self.mail_from, self.rcpts, self.msg.get("Message-ID"))
+
+
+class _Rule:
+    """Scripted answer for RCPT: the first len(replies) matching commands get
+    those replies in turn, then `forever` (None = accept)."""
+
+    def __init__(self, match, replies, forever):
+        self.match = match
+        self.replies = list(replies)
+        self.forever = forever
+
+    def applies(self, ip, rcpt):
+        if callable(self.match):
+            return self.match(ip, rcpt)
+        return rcpt.lower() == self.match.lower()
+
+    def next_reply(self):
+        if self.replies:
+            return self.replies.pop(0)
+        return self.forever
+
+
+class _Handler:
+    def __init__(self, sink, ip):
+        self.sink = sink
+        self.ip = ip
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.sink._rcpt_reply(self.ip, address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        if not envelope.rcpt_tos:
+            return "554 5.5.1 no valid recipients"
+        m = SinkMessage(self.ip, envelope.mail_from, envelope.rcpt_tos, envelope.content)
+        with self.sink.lock:
+            self.sink.messages.append(m)
+        return "250 2.0.0 Ok: sunk %d" % len(self.sink.messages)
+
+
+class Sink:
+    """aiosmtpd receivers on several loopback addresses, one port."""
+
+    def __init__(self, ips=("127.0.0.1",), port=None):
+        self.ips = list(ips)
+        self.port = port or free_port_all(self.ips)
+        self.lock = threading.Lock()
+        self.messages = []
+        self.rules = []
+        self.rcpt_log = []      # (ip, rcpt, reply) for every RCPT seen
+        self.controllers = {}
+
+    def start(self, ips=None):
+        for ip in (ips or self.ips):
+            if ip in self.controllers:
+                continue
+            c = Controller(_Handler(self, ip), hostname=ip, port=self.port,
+                           ready_timeout=5, decode_data=False,
+                           server_hostname="sink-%s.test" % ip, data_size_limit=0)
+            c.start()
+            self.controllers[ip] = c
+        return self
+
+    def stop(self, ips=None):
+        for ip in list(ips or self.controllers):
+            c = self.controllers.pop(ip, None)
+            if c:
+                c.stop()
+
+    def on_rcpt(self, match, replies=(), forever=None):
+        """match: address or callable(ip, rcpt). replies are used once each."""
+        with self.lock:
+            self.rules.append(_Rule(match, replies, forever))
+
+    def _rcpt_reply(self, ip, rcpt):
+        with self.lock:
+            reply = None
+            for r in self.rules:
+                if r.applies(ip, rcpt):
+                    reply = r.next_reply()
+                    break
+            self.rcpt_log.append((ip, rcpt, reply or "250"))
+            return reply
+
+    def received(self, pred=None):
+        with self.lock:
+            return [m for m in self.messages if pred is None or pred(m)]
+
+    def to(self, rcpt):
+        return self.received(lambda m: rcpt.lower() in (r.lower() for r in m.rcpts))
+
+    def wait_for(self, pred=None, count=1, timeout=20.0):
+        return wait_until(lambda: (lambda ms: ms if len(ms) >= count else None)(self.received(pred)),
+                          timeout=timeout, what="%d message(s) at the sink" % count)
+
+    def wait_to(self, rcpt, count=1, timeout=20.0):
+        return self.wait_for(lambda m: rcpt.lower() in (r.lower() for r in m.rcpts),
+                             count=count, timeout=timeout)
+
+
+def dsn_parts(msg):
+    """Parse an RFC 3464 report: returns (report_msg, per_recipient list of
+    dicts with lower-cased field names). Asserts the structure."""
+    assert msg.get_content_type() == "multipart/report", msg.get_content_type()
+    assert msg.get_param("report-type") == "delivery-status", msg.get_param("report-type")
+    status = [p for p in msg.walk() if p.get_content_type() == "message/delivery-status"]
+    assert len(status) == 1, "expected one message/delivery-status part"
+    part = status[0]
+    payload = part.get_payload()
+    if isinstance(payload, list):     # the email package parses it as header blocks
+        blocks = [dict((k.lower(), v) for k, v in b.items()) for b in payload]
+    else:
+        blocks = []
+        for chunk in re.split(r"\r?\n\r?\n", payload.strip()):
+            blocks.append(dict((k.strip().lower(), v.strip()) for k, v in
+                               (ln.split(":", 1) for ln in chunk.splitlines() if ":" in ln)))
+    return blocks[0] if blocks else {}, blocks[1:]
+
+
+# ---------------------------------------------------------------- postino
+
+class Postino:
+    """A postino instance in its own temp dir."""
+
+    def __init__(self, sink_port=25, dns_port=None, main=None, master_extra=(), smtpd_procs=2):
+        self.dir = make_tmpdir("postino-it-")
+        self.conf = os.path.join(self.dir, "conf")
+        self.spool = os.path.join(self.dir, "spool")
+        self.maillog = os.path.join(self.dir, "maillog")
+        os.mkdir(self.conf, 0o755)
+        self.port = free_port()
+        self.sink_port = sink_port
+        self.dns_port = dns_port
+        self.main = main or {}
+        self.master_extra = list(master_extra)
+        self.smtpd_procs = smtpd_procs
+        self.started = False
+        self.write_config()
+
+    # -- configuration
+    def main_cf(self):
+        p = {
+            "queue_directory": self.spool,
+            "maillog_file": self.maillog,
+            "myhostname": "postino.test",
+            "mydestination": "$myhostname, localhost",
+            "mynetworks": "127.0.0.0/8",
+            "smtp_port": str(self.sink_port),
+            "minimal_backoff_time": "1s",
+            "maximal_backoff_time": "2s",
+            "queue_run_delay": "1s",
+            "destination_suspend_time": "1s",
+            "smtp_connect_timeout": "2s",
+            "smtp_connection_cache_time_limit": "1s",
+        }
+        if self.dns_port:
+            p["dns_servers"] = "127.0.0.1:%d" % self.dns_port
+        p.update(self.main)
+        return "".join("%s = %s\n" % (k, v) for k, v in p.items() if v is not None)
+
+    def master_cf(self):
+        lines = ["127.0.0.1:%d inet n - n - %d smtpd" % (self.port, self.smtpd_procs),
+                 "qmgr unix - - n 300 1 qmgr",
+                 "smtp unix - - n - 2 delivery",
+                 "bounce unix - - n - 1 bounce"] + self.master_extra
+        return "\n".join(lines) + "\n"
+
+    def write_config(self):
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(self.main_cf())
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(self.master_cf())
+
+    def set(self, **params):
+        """Change main.cf parameters (takes effect on start or reload)."""
+        self.main.update({k: str(v) for k, v in params.items()})
+        self.write_config()
+
+    # -- CLI
+    def cli(self, *args, check=False, timeout=30):
+        cmd = [os.path.join(BIN, "postino"), "-c", self.conf] + [str(a) for a in args]
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout, text=True)
+        if check and r.returncode != 0:
+            raise AssertionError("%s -> rc %d\nstdout: %s\nstderr: %s" % (
+                " ".join(cmd), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def start(self, timeout=20):
+        self.cli("start", check=True, timeout=timeout)
+        self.started = True
+        self.wait_smtp(timeout)
+        return self
+
+    def wait_smtp(self, timeout=20):
+        def greets():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                    return s.recv(512).startswith(b"220")
+            except OSError:
+                return False
+        wait_until(greets, timeout=timeout, what="postino smtpd on port %d" % self.port)
+
+    def stop(self, timeout=20):
+        r = None
+        if self.started:
+            try:
+                r = self.cli("stop", timeout=timeout)
+            except subprocess.TimeoutExpired:
+                r = None
+        self.kill_all()
+        self.started = False
+        return r
+
+    # -- processes
+    def pids(self, names=DAEMONS):
+        """Processes of this instance: exe is <BIN>/<name> and the command
+        line names this instance's config dir, or the parent is such a master."""
+        cands = []
+        bindir = os.path.realpath(BIN)
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                exe = os.readlink("/proc/%s/exe" % pid).replace(" (deleted)", "")
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    cmdline = f.read()
+                with open("/proc/%s/stat" % pid) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if os.path.dirname(exe) != bindir:
+                continue
+            cands.append((os.path.basename(exe), int(pid), ppid, self.conf.encode() in cmdline))
+        ours = {pid for _, pid, _, mine in cands if mine}
+        found = {}
+        for name, pid, ppid, mine in cands:
+            if name in names and (mine or ppid in ours):
+                found.setdefault(name, []).append(pid)
+        return found
+
+    def kill(self, name, sig=signal.SIGKILL):
+        pids = self.pids((name,)).get(name, [])
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        return pids
+
+    def kill_all(self):
+        for _ in range(3):
+            procs = self.pids()
+            if not procs:
+                return
+            for pids in procs.values():
+                for p in pids:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.2)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- SMTP
+    def smtp(self, timeout=30):
+        s = smtplib.SMTP("127.0.0.1", self.port, timeout=timeout)
+        s.ehlo("client.test")
+        return s
+
+    @staticmethod
+    def make_message(mail_from, rcpts, body=None, subject="test", msgid=None, headers=None):
+        msgid = msgid or "<%s@it.postino.test>" % uuid.uuid4().hex
+        hdrs = ["From: <%s>" % (mail_from or "MAILER-DAEMON"),
+                "To: %s" % ", ".join("<%s>" % r for r in rcpts),
+                "Subject: %s" % subject, "Message-ID: %s" % msgid]
+        hdrs += list(headers or [])
+        text = "\r\n".join(hdrs) + "\r\n\r\n" + (body or "Hello from the postino tests.\r\n")
+        return text, msgid
+
+    def send(self, mail_from, rcpts, body=None, mail_options=(), rcpt_options=(),
+             subject="test", msgid=None, conn=None, raw=None):
+        """Send one message; returns the queue id from '250 ... queued as ID'.
+        Raises smtplib errors on rejections."""
+        if isinstance(rcpts, str):
+            rcpts = [rcpts]
+        text = raw
+        if text is None:
+            text, msgid = Postino.make_message(mail_from, rcpts, body, subject, msgid)
+        s = conn or self.smtp()
+        try:
+            code, resp = s.mail(mail_from, list(mail_options))
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, resp, mail_from)
+            ok = 0
+            for r in rcpts:
+                code, resp = s.rcpt(r, list(rcpt_options))
+                if code in (250, 251):
+                    ok += 1
+                elif len(rcpts) == 1:
+                    raise smtplib.SMTPRecipientsRefused({r: (code, resp)})
+            code, resp = s.data(text.encode() if isinstance(text, str) else text)
+            if code != 250:
+                raise smtplib.SMTPDataError(code, resp)
+            m = QID_RE.search(resp.decode(errors="replace"))
+            assert m, "no queue id in %r" % resp
+            return m.group(0)
+        finally:
+            if conn is None:
+                try:
+                    s.quit()
+                except smtplib.SMTPException:
+                    s.close()
+
+    # -- the log
+    def log(self):
+        try:
+            with open(self.maillog, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self, regex):
+        rx = re.compile(regex)
+        return [ln for ln in self.log().splitlines() if rx.search(ln)]
+
+    def wait_log(self, regex, count=1, timeout=20.0):
+        return wait_until(lambda: (lambda ls: ls if len(ls) >= count else None)(self.log_lines(regex)),
+                          timeout=timeout, what="%d log line(s) matching %r" % (count, regex))
+
+    def log_tail(self, n=80):
+        return "\n".join(self.log().splitlines()[-n:])
+
+    # -- the queue
+    def queue_list(self, check=True):
+        """Queue ids listed by `postino queue list` (with their output lines).
+        check=False: an error (qmgr not up yet) gives ([], stderr)."""
+        r = self.cli("queue", "list", check=check)
+        if r.returncode != 0:
+            return [], r.stderr
+        ids = []
+        for ln in r.stdout.splitlines():
+            m = QID_RE.search(ln)
+            if m and m.group(0) not in ids:
+                ids.append(m.group(0))
+        return ids, r.stdout
+
+    def queue_files(self):
+        out = []
+        qdir = os.path.join(self.spool, "queue")
+        for root, _, files in os.walk(qdir):
+            out += [f for f in files if QID_RE.fullmatch(f)]
+        return out
+
+    def wait_queue_empty(self, timeout=20.0):
+        wait_until(lambda: not self.queue_files(), timeout=timeout, what="an empty queue")
+
+    def wait_removed(self, qid, timeout=20.0):
+        self.wait_log(r"%s: removed" % qid, timeout=timeout)
