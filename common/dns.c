@@ -42,7 +42,6 @@ struct dns_req {
     dns_cb_t cb;
     void *arg;
     char *name;
-    const char *qtype;     /* for error texts: "MX", "A" */
     struct dns_result *res;
     size_t waiting;        /* address lookups outstanding */
     int any_temp;          /* some address lookup failed temporarily */
@@ -416,7 +415,6 @@ static void mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int 
 void dns_resolve_mx(struct dns_ctx *ctx, const char *domain, dns_cb_t cb, void *arg)
 {
     struct dns_req *req = req_new(ctx, domain, cb, arg);
-    req->qtype = "MX";
     ctx->queries++;
     ares_query(ctx->ch, domain, ns_c_in, ns_t_mx, mx_cb, req);
     dns_rearm(ctx);
@@ -425,6 +423,5 @@ void dns_resolve_mx(struct dns_ctx *ctx, const char *domain, dns_cb_t cb, void *
 void dns_resolve_host(struct dns_ctx *ctx, const char *host, dns_cb_t cb, void *arg)
 {
     struct dns_req *req = req_new(ctx, host, cb, arg);
-    req->qtype = "A";
     req_single_host(req);
 }

@@ -1,0 +1,236 @@
+/* delivery.c - the SMTP client delivery agent (logs as "smtp", like Postfix).
+ *
+ * qmgr keeps persistent connections to private/smtp and sends one
+ * request=deliver at a time per connection (proto.h); many connections,
+ * and therefore many deliveries, run at once in this one event loop. This
+ * file owns those connections: parse requests, start jobs, send replies,
+ * and the graceful stop (finish jobs, QUIT cached connections, exit). */
+#include "delivery/delivery.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/attr.h"
+#include "common/conf.h"
+#include "common/log.h"
+#include "common/proto.h"
+#include "common/server.h"
+
+struct dl_state dl;
+
+struct qconn {
+    struct bufferevent *bev;
+    struct event *again;  /* look at buffered requests after a job */
+    struct job *job;
+    int closing;          /* reply written, close when flushed */
+    struct qconn *prev, *next;
+};
+
+static struct qconn *qconns; /* all, so a clean exit can free them */
+
+static void qconn_free(struct qconn *qc)
+{
+    if (qc->prev)
+        qc->prev->next = qc->next;
+    else
+        qconns = qc->next;
+    if (qc->next)
+        qc->next->prev = qc->prev;
+    if (qc->job)
+        qc->job->qc = NULL;
+    bufferevent_free(qc->bev);
+    event_free(qc->again);
+    free(qc);
+}
+
+static void qconn_reply_fail(struct qconn *qc, const char *reason)
+{
+    attr_t a = ATTR_INIT;
+    attr_add(&a, "status", "fail");
+    attr_add(&a, "reason", reason);
+    attr_to_evbuffer(bufferevent_get_output(qc->bev), &a);
+    attr_free(&a);
+    qc->closing = 1;
+    bufferevent_disable(qc->bev, EV_READ);
+}
+
+/* Parse "rcpt" values strictly: qmgr is a peer daemon, not the network. */
+static size_t parse_idx(const char *id, const char *v)
+{
+    char *end;
+    unsigned long long n;
+    if (!v || !*v || *v == '-' || *v == '+')
+        log_panic("%s: malformed rcpt index \"%s\" from qmgr", id, v ? v : "");
+    n = strtoull(v, &end, 10);
+    if (*end)
+        log_panic("%s: malformed rcpt index \"%s\" from qmgr", id, v);
+    return (size_t)n;
+}
+
+static void qconn_request(struct qconn *qc, const attr_t *a)
+{
+    const char *proto = attr_get(a, "proto"), *req = attr_get(a, "request");
+    const char *id = attr_get(a, "queue_id"), *nh = attr_get(a, "nexthop"), *v;
+    struct job *job;
+    size_t pos = 0;
+
+    if (!proto || strcmp(proto, PROTO_VERSION) != 0) {
+        qconn_reply_fail(qc, "unsupported protocol version");
+        return;
+    }
+    if (!req || strcmp(req, "deliver") != 0) {
+        qconn_reply_fail(qc, "unknown request");
+        return;
+    }
+    if (!id || !qid_valid(id) || !nh || !*nh || !attr_get(a, "rcpt"))
+        log_panic("malformed deliver request from qmgr (queue_id=%s nexthop=%s)", id ? id : "",
+                  nh ? nh : "");
+    if (dl.srv->stopping) {
+        qconn_reply_fail(qc, "delivery agent is stopping");
+        return;
+    }
+    job = job_new(qc, id, nh);
+    while ((v = attr_next(a, "rcpt", &pos)) != NULL)
+        job_add_rcpt(job, parse_idx(id, v));
+    qc->job = job;
+    job_start(job);
+}
+
+static void qconn_process(struct qconn *qc)
+{
+    attr_t a = ATTR_INIT;
+    const char *err = NULL;
+    int rc;
+
+    while (!qc->job && !qc->closing) {
+        rc = attr_from_evbuffer(bufferevent_get_input(qc->bev), &a, &err);
+        if (rc == 0)
+            break;
+        if (rc < 0)
+            log_panic("malformed record from qmgr: %s", err ? err : "?");
+        qconn_request(qc, &a);
+    }
+    attr_free(&a);
+}
+
+static void qconn_read_cb(struct bufferevent *bev, void *arg)
+{
+    qconn_process(arg);
+}
+
+static void qconn_again_cb(evutil_socket_t fd, short what, void *arg)
+{
+    qconn_process(arg);
+}
+
+static void qconn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct qconn *qc = arg;
+    if (qc->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        qconn_free(qc);
+}
+
+static void qconn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct qconn *qc = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if (qc->job)
+            log_info("%s: qmgr connection closed during delivery", qc->job->id);
+        qconn_free(qc);
+    }
+}
+
+/* Replies still buffered are small: push them out before exiting (the
+ * bufferevent's output is frozen for direct evbuffer_write). */
+static void flush_now(struct qconn *qc)
+{
+    struct evbuffer *out = bufferevent_get_output(qc->bev);
+    size_t n = evbuffer_get_length(out);
+    if (n > 0 && write(bufferevent_getfd(qc->bev), evbuffer_pullup(out, -1), n) < 0)
+        log_warn("cannot send the last reply to qmgr: %m");
+}
+
+static void maybe_exit(void)
+{
+    if (dl.srv->stopping && dl.njobs == 0) {
+        cache_flush();
+        while (qconns) {
+            flush_now(qconns);
+            qconn_free(qconns);
+        }
+        dns_free(dl.dns);
+        dl.dns = NULL;
+        server_exit(dl.srv);
+    }
+}
+
+void qconn_job_done(struct job *job)
+{
+    struct qconn *qc = job->qc;
+    attr_t a = ATTR_INIT;
+    size_t k;
+    struct timeval zero = { 0, 0 };
+
+    if (qc) {
+        attr_add(&a, "status", "ok");
+        attr_add(&a, "queue_id", job->id);
+        for (k = 0; k < job->nres; k++) {
+            attr_addf(&a, "rcpt", "%zu", job->res[k].idx);
+            attr_add(&a, "result", qrcpt_status_name(job->res[k].status));
+            attr_add(&a, "dsn", job->res[k].dsn);
+            attr_add(&a, "reason", buf_str(&job->res[k].reason));
+        }
+        attr_add(&a, "dest", job->dest_fail ? "fail" : "ok");
+        attr_to_evbuffer(bufferevent_get_output(qc->bev), &a);
+        attr_free(&a);
+        qc->job = NULL;
+        /* A request may already be buffered: handle it from the loop. */
+        event_add(qc->again, &zero);
+    }
+    job_free(job);
+    maybe_exit();
+}
+
+static void on_accept(struct server *s, int fd, int idx)
+{
+    struct qconn *qc = xcalloc(1, sizeof(*qc));
+    qc->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    qc->again = evtimer_new(s->base, qconn_again_cb, qc);
+    qc->next = qconns;
+    if (qconns)
+        qconns->prev = qc;
+    qconns = qc;
+    bufferevent_setcb(qc->bev, qconn_read_cb, qconn_write_cb, qconn_event_cb, qc);
+    bufferevent_enable(qc->bev, EV_READ | EV_WRITE);
+}
+
+static void post_drop(struct server *s)
+{
+    buf_t err = BUF_INIT;
+    dl.srv = s;
+    dl.dns = dns_new(s->base, conf_str("dns_servers"), &err);
+    if (!dl.dns)
+        log_fatal("cannot set up DNS: %s", buf_str(&err));
+    buf_free(&err);
+}
+
+static void on_stop(struct server *s)
+{
+    server_stop_accepting(s);
+    maybe_exit();
+}
+
+int main(int argc, char **argv)
+{
+    static const struct server_hooks hooks = {
+        .post_drop = post_drop,
+        .on_accept = on_accept,
+        .on_stop = on_stop,
+    };
+    return server_main(argc, argv, "smtp", &hooks, &dl);
+}

@@ -1,0 +1,103 @@
+/* delivery.h - the SMTP client delivery agent: shared types of its parts.
+ *
+ *   delivery.c        main, qmgr connections, requests and replies
+ *   delivery_job.c    one job: queue file, nexthop, DNS, hosts, results, logs
+ *   delivery_sess.c   one SMTP connection: connect, I/O, timeouts, cache
+ *   delivery_proto.c  the SMTP dialogue: EHLO, MAIL, RCPT, DATA, content
+ *
+ * A job (one request from qmgr) owns at most one session at a time; a
+ * session outlives its job when it goes into the connection cache. */
+#ifndef POSTINO_DELIVERY_H
+#define POSTINO_DELIVERY_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "common/buf.h"
+#include "common/dns.h"
+#include "common/qfile.h"
+#include "common/smtp_reply.h"
+
+struct server;
+struct bufferevent;
+struct event;
+struct qconn;
+struct sess;
+
+/* Process-wide state. */
+struct dl_state {
+    struct server *srv;
+    struct dns_ctx *dns;
+    int njobs;            /* jobs in progress */
+    struct sess *cache;   /* idle sessions kept for reuse */
+};
+extern struct dl_state dl;
+
+/* Per-recipient outcome of a job. */
+struct rres {
+    size_t idx;           /* recipient index in the queue file */
+    int status;           /* enum qrcpt_status; QR_PENDING until known */
+    char dsn[16];
+    buf_t reason;
+    int accepted;         /* RCPT got 2xx in the current transaction */
+};
+
+struct target {
+    char *host;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+};
+
+struct job {
+    struct qconn *qc;     /* NULL once qmgr went away: no reply */
+    char id[QID_LEN + 1];
+    char *nexthop;        /* as requested: the connection cache key */
+    buf_t host;           /* domain for MX, or the host */
+    int port, mx;
+    struct qenv env;
+    int content_fd;
+    struct rres *res;
+    size_t nres;
+    double t_arrival, t_start, t_ready, t_end;
+    struct target *tg;    /* addresses to try, in order */
+    size_t ntg, itg;
+    struct sess *sess;
+    buf_t relay;          /* "host[ip]:port" or "none" */
+    buf_t lasterr;        /* why the last host failed */
+    char lastdsn[16];
+    int ever_ready;       /* some server completed the handshake */
+    int dest_fail;
+};
+
+/* How a session that never reached a transaction failed. */
+enum sess_fail { SF_NEXT, SF_BOUNCE, SF_FRESH };
+
+/* ---- delivery.c ---- */
+/* The job is finished: reply to qmgr (if still connected), free the job. */
+void qconn_job_done(struct job *job);
+
+/* ---- delivery_job.c ---- */
+struct job *job_new(struct qconn *qc, const char *id, const char *nexthop);
+void job_add_rcpt(struct job *job, size_t idx);
+void job_start(struct job *job);
+void job_free(struct job *job);
+/* Session callbacks. */
+void job_sess_ready(struct job *job);
+void job_sess_failed(struct job *job, int kind, const char *dsn, const char *reason);
+void job_tx_done(struct job *job);
+/* Set every pending recipient to the status implied by dsn. */
+void job_set_pending(struct job *job, const char *dsn, const char *reason);
+void job_set_rcpt(struct rres *r, const char *dsn, const char *reason);
+double dl_now(void);
+
+/* ---- delivery_sess.c ---- */
+void sess_connect(struct job *job, const struct target *t, int port);
+/* Take an idle cached session for key, or NULL. */
+struct sess *cache_take(const char *key);
+void sess_reuse(struct sess *s, struct job *job);
+/* Transaction over: cache the session when allowed, else QUIT. */
+void sess_release(struct sess *s);
+void cache_flush(void);
+const char *sess_relay(const struct sess *s);
+
+#endif

@@ -1,0 +1,286 @@
+/* delivery_job.c - one delivery job: read the queue file, find the hosts of
+ * the nexthop (MX or A/AAAA), try them in order, record each recipient's
+ * outcome in the queue file and the log, then let delivery.c reply. */
+#include "delivery/delivery_sess.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/conf.h"
+#include "common/log.h"
+#include "common/server.h"
+
+double dl_now(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+struct job *job_new(struct qconn *qc, const char *id, const char *nexthop)
+{
+    struct job *job = xcalloc(1, sizeof(*job));
+    job->qc = qc;
+    str_lcpy(job->id, id, sizeof(job->id));
+    job->nexthop = xstrdup(nexthop);
+    job->content_fd = -1;
+    job->t_start = dl_now();
+    buf_init(&job->host, 64);
+    buf_init(&job->relay, 64);
+    buf_init(&job->lasterr, 128);
+    buf_set(&job->relay, "none");
+    qenv_init(&job->env);
+    dl.njobs++;
+    return job;
+}
+
+void job_add_rcpt(struct job *job, size_t idx)
+{
+    job->res = xrealloc(job->res, (job->nres + 1) * sizeof(*job->res));
+    memset(&job->res[job->nres], 0, sizeof(*job->res));
+    job->res[job->nres].idx = idx;
+    job->res[job->nres].status = QR_PENDING;
+    buf_init(&job->res[job->nres].reason, 64);
+    job->nres++;
+}
+
+void job_free(struct job *job)
+{
+    size_t k;
+    for (k = 0; k < job->nres; k++)
+        buf_free(&job->res[k].reason);
+    free(job->res);
+    for (k = 0; k < job->ntg; k++)
+        free(job->tg[k].host);
+    free(job->tg);
+    if (job->content_fd >= 0)
+        close(job->content_fd);
+    qenv_free(&job->env);
+    buf_free(&job->host);
+    buf_free(&job->relay);
+    buf_free(&job->lasterr);
+    free(job->nexthop);
+    free(job);
+    dl.njobs--;
+}
+
+void job_set_rcpt(struct rres *r, const char *dsn, const char *reason)
+{
+    r->status = dsn[0] == '2' ? QR_SENT : dsn[0] == '5' ? QR_BOUNCED : QR_DEFERRED;
+    str_lcpy(r->dsn, dsn, sizeof(r->dsn));
+    buf_set(&r->reason, reason);
+}
+
+void job_set_pending(struct job *job, const char *dsn, const char *reason)
+{
+    size_t k;
+    for (k = 0; k < job->nres; k++)
+        if (job->res[k].status == QR_PENDING)
+            job_set_rcpt(&job->res[k], dsn, reason);
+}
+
+/* Postfix-style delay: "0" / "0.02" / "1.2" / "23". */
+static void fmt_delay(buf_t *out, double d)
+{
+    if (d < 0.005)
+        buf_puts(out, "0");
+    else if (d < 1)
+        buf_printf(out, "%.2f", d);
+    else if (d < 10)
+        buf_printf(out, "%.1f", d);
+    else
+        buf_printf(out, "%.0f", d);
+}
+
+static void log_rcpt(struct job *job, const struct rres *r)
+{
+    buf_t d = BUF_INIT;
+    double ready = job->t_ready > 0 ? job->t_ready : job->t_end;
+    fmt_delay(&d, job->t_end - job->t_arrival);
+    buf_puts(&d, ", delays=");
+    fmt_delay(&d, job->t_start - job->t_arrival);
+    buf_puts(&d, "/0/");
+    fmt_delay(&d, ready - job->t_start);
+    buf_putc(&d, '/');
+    fmt_delay(&d, job->t_end - ready);
+    log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)", job->id,
+             job->env.rcpt[r->idx].addr, buf_str(&job->relay), d.data, r->dsn,
+             qrcpt_status_name(r->status), buf_str(&r->reason));
+    buf_free(&d);
+}
+
+/* Record outcomes in the queue file (before qmgr hears of them), log. */
+static void job_finish(struct job *job)
+{
+    size_t k;
+    job->t_end = dl_now();
+    job_set_pending(job, "4.3.0", "internal error: no delivery outcome");
+    for (k = 0; k < job->nres; k++) {
+        struct rres *r = &job->res[k];
+        if (job->env.nrcpt > r->idx &&
+            qfile_append_result(dl.srv->spool, job->id, r->idx, r->status, r->dsn,
+                                buf_str(&job->relay), buf_str(&r->reason)) < 0)
+            log_warn("%s: cannot record result for recipient %zu: %s", job->id, r->idx,
+                     strerror(errno));
+        if (job->env.nrcpt > r->idx)
+            log_rcpt(job, r);
+    }
+    qconn_job_done(job);
+}
+
+/* ---- hosts ---- */
+
+static void job_try_next(struct job *job)
+{
+    long long limit = conf_int("smtp_mx_address_limit");
+    if (job->itg < job->ntg && (limit == 0 || (long long)job->itg < limit)) {
+        struct target *t = &job->tg[job->itg++];
+        sess_connect(job, t, job->port);
+        return;
+    }
+    /* Every host failed before a transaction. */
+    job->dest_fail = !job->ever_ready && job->lastdsn[0] != '5';
+    job_set_pending(job, job->lastdsn[0] ? job->lastdsn : "4.4.1",
+                    job->lasterr.len ? job->lasterr.data : "no usable host address");
+    job_finish(job);
+}
+
+static void job_dns_done(struct dns_result *res, void *arg)
+{
+    struct job *job = arg;
+    size_t h, a;
+
+    if (res->status != DNS_OK) {
+        static const char *const dsn[] = { "4.4.3", "5.4.4", "4.4.3", "5.1.10" };
+        job->dest_fail = res->status == DNS_TEMPFAIL;
+        job_set_pending(job, dsn[res->status], buf_str(&res->errtext));
+        dns_result_free(res);
+        job_finish(job);
+        return;
+    }
+    for (h = 0; h < res->nhosts; h++)
+        for (a = 0; a < res->hosts[h].naddr; a++) {
+            struct target *t;
+            job->tg = xrealloc(job->tg, (job->ntg + 1) * sizeof(*job->tg));
+            t = &job->tg[job->ntg++];
+            t->host = xstrdup(res->hosts[h].name);
+            t->ss = res->hosts[h].addr[a];
+            t->sslen = res->hosts[h].addrlen[a];
+        }
+    dns_result_free(res);
+    job_try_next(job);
+}
+
+/* "[host]", "[host]:port", "host:port" (no MX) or "domain" (MX). */
+static int nexthop_parse(struct job *job)
+{
+    const char *nh = job->nexthop, *colon;
+    char *end;
+    long port = conf_int("smtp_port");
+
+    job->mx = 0;
+    if (nh[0] == '[') {
+        const char *close = strchr(nh, ']');
+        if (!close || close == nh + 1)
+            return -1;
+        buf_append(&job->host, nh + 1, (size_t)(close - nh - 1));
+        colon = close[1] == ':' ? close + 1 : NULL;
+        if (close[1] && !colon)
+            return -1;
+        if (str_nieq(buf_str(&job->host), "ipv6:", 5))
+            buf_consume(&job->host, 5);
+    } else if ((colon = strrchr(nh, ':')) != NULL) {
+        buf_append(&job->host, nh, (size_t)(colon - nh));
+    } else {
+        buf_set(&job->host, nh);
+        job->mx = 1;
+    }
+    if (colon) {
+        port = strtol(colon + 1, &end, 10);
+        if (*end || port < 1 || port > 65535)
+            return -1;
+    }
+    job->port = (int)port;
+    return job->host.len ? 0 : -1;
+}
+
+/* Load the message, then reuse a cached connection or look up hosts. */
+void job_start(struct job *job)
+{
+    buf_t err = BUF_INIT;
+    long long len;
+    size_t k;
+
+    if (qfile_read(dl.srv->spool, job->id, &job->env, 0, &err) < 0 ||
+        (job->content_fd = qfile_open_content(dl.srv->spool, job->id, &len, &err)) < 0) {
+        log_warn("%s: cannot read queue file: %s", job->id, buf_str(&err));
+        job_set_pending(job, "4.3.0", "cannot read queue file");
+        buf_free(&err);
+        job_finish(job);
+        return;
+    }
+    buf_free(&err);
+    job->t_arrival = (double)job->env.arrival.tv_sec + job->env.arrival.tv_usec / 1e6;
+    for (k = 0; k < job->nres; k++)
+        if (job->res[k].idx >= job->env.nrcpt)
+            log_panic("%s: qmgr asked for recipient %zu of %zu", job->id, job->res[k].idx,
+                      job->env.nrcpt);
+    if (nexthop_parse(job) < 0) {
+        log_warn("%s: malformed nexthop \"%s\"", job->id, job->nexthop);
+        job_set_pending(job, "4.3.5", "malformed nexthop in the mail routing configuration");
+        job_finish(job);
+        return;
+    }
+    job_sess_failed(job, SF_FRESH, NULL, NULL);
+}
+
+/* Look up the hosts of the nexthop (a cache miss or a broken cached one). */
+static void job_resolve(struct job *job)
+{
+    if (job->mx)
+        dns_resolve_mx(dl.dns, buf_str(&job->host), job_dns_done, job);
+    else
+        dns_resolve_host(dl.dns, buf_str(&job->host), job_dns_done, job);
+}
+
+void job_sess_failed(struct job *job, int kind, const char *dsn, const char *reason)
+{
+    struct sess *s;
+    if (kind == SF_FRESH) {
+        /* Start, or a cached connection went bad: any other cached one? */
+        if ((s = cache_take(job->nexthop)) != NULL) {
+            sess_reuse(s, job);
+            return;
+        }
+        if (job->ntg == 0)
+            job_resolve(job);
+        else
+            job_try_next(job);
+        return;
+    }
+    buf_set(&job->lasterr, reason);
+    str_lcpy(job->lastdsn, dsn, sizeof(job->lastdsn));
+    if (kind == SF_BOUNCE) {
+        job_set_pending(job, dsn, reason);
+        job_finish(job);
+        return;
+    }
+    job_try_next(job);
+}
+
+void job_sess_ready(struct job *job)
+{
+    job->ever_ready = 1;
+    job->t_ready = dl_now();
+    buf_set(&job->relay, sess_relay(job->sess));
+    proto_start_tx(job->sess);
+}
+
+void job_tx_done(struct job *job)
+{
+    job_finish(job);
+}

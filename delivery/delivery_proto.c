@@ -1,0 +1,413 @@
+/* delivery_proto.c - the SMTP client dialogue (RFC 5321, 2920, 3461, 1870).
+ *
+ * Each reply is dispatched by the command it answers (a table, not a
+ * switch). With PIPELINING, MAIL, every RCPT and DATA go out in one write
+ * and the replies are matched in order; without it, one at a time. The
+ * content is streamed from the queue file in 64 KB chunks, dot-stuffed,
+ * with at most a few hundred KB buffered per connection. */
+#include "delivery/delivery_sess.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/addr.h"
+#include "common/alloc.h"
+#include "common/conf.h"
+#include "common/log.h"
+
+#define BODY_CHUNK 65536
+#define BODY_HIGH (4 * BODY_CHUNK)
+
+void proto_said(struct sess *s, int kind, buf_t *out)
+{
+    buf_printf(out, "host %s said: %s (in reply to %s command)", buf_str(&s->hostip),
+               buf_str(&s->rp.reply.text), sess_phase[kind].command);
+}
+
+static int reply_class(const struct sess *s)
+{
+    return s->rp.reply.code / 100;
+}
+
+/* The session could not be set up with this host (greeting, EHLO, HELO). */
+static int handshake_fail(struct sess *s, int kind, int refused)
+{
+    buf_t r = BUF_INIT;
+    char dsn[16];
+    struct job *job = s->job;
+    int permanent = reply_class(s) == 5;
+    int fkind = (permanent && !conf_bool("smtp_skip_5xx_greeting")) ? SF_BOUNCE : SF_NEXT;
+
+    if (refused)
+        buf_printf(&r, "host %s refused to talk to me: %s", buf_str(&s->hostip),
+                   buf_str(&s->rp.reply.text));
+    else
+        proto_said(s, kind, &r);
+    smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+    if (!permanent && dsn[0] != '4')
+        snprintf(dsn, sizeof(dsn), "4.0.0");
+    buf_set(&job->relay, buf_str(&s->relay));
+    s->job = NULL;
+    job->sess = NULL;
+    sess_free(s);
+    job_sess_failed(job, fkind, dsn, r.data);
+    buf_free(&r);
+    return -1;
+}
+
+static void send_ehlo(struct sess *s, const char *verb, int kind)
+{
+    buf_t cmd = BUF_INIT;
+    const char *helo = conf_str("smtp_helo_name");
+    buf_printf(&cmd, "%s %s\r\n", verb, *helo ? helo : "localhost");
+    sess_send(s, cmd.data, cmd.len);
+    sess_expect(s, kind, 0);
+    buf_free(&cmd);
+}
+
+static int on_greet(struct sess *s, size_t i)
+{
+    if (reply_class(s) != 2)
+        return handshake_fail(s, X_GREET, 1);
+    send_ehlo(s, "EHLO", X_EHLO);
+    return 0;
+}
+
+/* EHLO keywords we act on. */
+static void parse_ehlo(struct sess *s)
+{
+    char **lines = str_split(buf_str(&s->rp.reply.lines), "\n", NULL);
+    size_t k;
+    s->feat = 0;
+    s->size_limit = 0;
+    for (k = 1; lines[k]; k++) { /* line 0 is the server's name */
+        char *l = str_trim(lines[k]);
+        if (str_ieq(l, "PIPELINING"))
+            s->feat |= FEAT_PIPELINING;
+        else if (str_ieq(l, "8BITMIME"))
+            s->feat |= FEAT_8BITMIME;
+        else if (str_ieq(l, "DSN"))
+            s->feat |= FEAT_DSN;
+        else if (str_ieq(l, "STARTTLS"))
+            s->feat |= FEAT_STARTTLS;
+        else if (str_ieq(l, "ENHANCEDSTATUSCODES"))
+            s->feat |= FEAT_ENHANCED;
+        else if (str_nieq(l, "SIZE", 4) && (l[4] == '\0' || l[4] == ' ')) {
+            s->feat |= FEAT_SIZE;
+            s->size_limit = l[4] ? strtoll(l + 5, NULL, 10) : 0;
+            if (s->size_limit < 0)
+                s->size_limit = 0;
+        }
+    }
+    strv_free(lines);
+}
+
+static int on_ehlo(struct sess *s, size_t i)
+{
+    if (reply_class(s) == 5) {
+        send_ehlo(s, "HELO", X_HELO);
+        return 0;
+    }
+    if (reply_class(s) != 2)
+        return handshake_fail(s, X_EHLO, 0);
+    parse_ehlo(s);
+    job_sess_ready(s->job);
+    return -1;
+}
+
+static int on_helo(struct sess *s, size_t i)
+{
+    if (reply_class(s) != 2)
+        return handshake_fail(s, X_HELO, 0);
+    s->feat = 0;
+    s->size_limit = 0;
+    job_sess_ready(s->job);
+    return -1;
+}
+
+static int on_rset(struct sess *s, size_t i)
+{
+    buf_t r = BUF_INIT;
+    if (reply_class(s) == 2) {
+        buf_free(&r);
+        job_sess_ready(s->job);
+        return -1;
+    }
+    proto_said(s, X_RSET, &r);
+    sess_abort(s, "4.0.0", r.data); /* reused: the job connects afresh */
+    buf_free(&r);
+    return -1;
+}
+
+/* Result of a negative reply for one recipient. */
+static void rcpt_from_reply(struct sess *s, struct rres *rr, int kind)
+{
+    buf_t r = BUF_INIT;
+    char dsn[16];
+    smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+    proto_said(s, kind, &r);
+    job_set_rcpt(rr, dsn, r.data);
+    buf_free(&r);
+}
+
+static void send_rcpt(struct sess *s, size_t i)
+{
+    struct job *job = s->job;
+    const struct qrcpt *q = &job->env.rcpt[job->res[i].idx];
+    buf_t cmd = BUF_INIT;
+    buf_printf(&cmd, "RCPT TO:<%s>", q->addr);
+    if (s->feat & FEAT_DSN) {
+        if (q->notify) {
+            buf_puts(&cmd, " NOTIFY=");
+            notify_format(q->notify, &cmd);
+        }
+        if (q->orcpt && *q->orcpt)
+            buf_printf(&cmd, " ORCPT=%s", q->orcpt);
+    }
+    buf_puts(&cmd, "\r\n");
+    sess_send(s, cmd.data, cmd.len);
+    sess_expect(s, X_RCPT, i);
+    buf_free(&cmd);
+}
+
+static void send_data(struct sess *s)
+{
+    sess_send(s, "DATA\r\n", 6);
+    sess_expect(s, X_DATA, 0);
+}
+
+/* Non-pipelined: after MAIL or a RCPT reply, the next command. */
+static int next_step(struct sess *s)
+{
+    if (s->next_rcpt < s->job->nres) {
+        send_rcpt(s, s->next_rcpt++);
+        return 0;
+    }
+    if (s->naccepted == 0)
+        return sess_tx_end(s);
+    send_data(s);
+    return 0;
+}
+
+static int on_mail(struct sess *s, size_t i)
+{
+    if (reply_class(s) != 2) {
+        buf_t r = BUF_INIT;
+        char dsn[16];
+        smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+        proto_said(s, X_MAIL, &r);
+        job_set_pending(s->job, dsn, r.data);
+        buf_free(&r);
+        s->mail_failed = 1;
+        if (!(s->feat & FEAT_PIPELINING))
+            return sess_tx_end(s);
+        return 0;
+    }
+    return (s->feat & FEAT_PIPELINING) ? 0 : next_step(s);
+}
+
+static int on_rcpt(struct sess *s, size_t i)
+{
+    if (!s->mail_failed) {
+        if (reply_class(s) == 2) {
+            s->job->res[i].accepted = 1;
+            s->naccepted++;
+        } else {
+            rcpt_from_reply(s, &s->job->res[i], X_RCPT);
+        }
+    }
+    return (s->feat & FEAT_PIPELINING) ? 0 : next_step(s);
+}
+
+static int on_data(struct sess *s, size_t i)
+{
+    struct job *job = s->job;
+    if (s->rp.reply.code == 354 && (s->naccepted == 0 || s->mail_failed)) {
+        /* A broken pipelining server said "go ahead" anyway: end it. */
+        s->ignore_dot = 1;
+        sess_send(s, ".\r\n", 3);
+        sess_expect(s, X_DOT, 0);
+        return 0;
+    }
+    if (s->naccepted == 0 || s->mail_failed)
+        return sess_tx_end(s);
+    if (s->rp.reply.code != 354) {
+        size_t k;
+        for (k = 0; k < job->nres; k++)
+            if (job->res[k].accepted)
+                rcpt_from_reply(s, &job->res[k], X_DATA);
+        return sess_tx_end(s);
+    }
+    s->state = SS_BODY;
+    s->body_left = job->env.content_len;
+    s->body_off = job->env.content_off;
+    s->body_bol = 1;
+    s->body_last = '\n';
+    bufferevent_setwatermark(s->bev, EV_WRITE, BODY_CHUNK, 0);
+    proto_body_more(s);
+    return -1; /* the write callback continues */
+}
+
+static int on_dot(struct sess *s, size_t i)
+{
+    struct job *job = s->job;
+    size_t k;
+    if (s->ignore_dot)
+        return sess_tx_end(s);
+    s->nmsgs++;
+    for (k = 0; k < job->nres; k++) {
+        struct rres *rr = &job->res[k];
+        if (!rr->accepted || rr->status != QR_PENDING)
+            continue;
+        if (reply_class(s) == 2) {
+            char dsn[16];
+            smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+            job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
+        } else {
+            rcpt_from_reply(s, rr, X_DOT);
+        }
+    }
+    return sess_tx_end(s);
+}
+
+static int on_quit(struct sess *s, size_t i)
+{
+    sess_free(s);
+    return -1;
+}
+
+static int (*const handlers[X_COUNT])(struct sess *, size_t) = {
+    [X_GREET] = on_greet, [X_EHLO] = on_ehlo, [X_HELO] = on_helo,
+    [X_RSET] = on_rset,   [X_MAIL] = on_mail, [X_RCPT] = on_rcpt,
+    [X_DATA] = on_data,   [X_DOT] = on_dot,   [X_QUIT] = on_quit,
+};
+
+int proto_reply(struct sess *s)
+{
+    struct xwait w;
+    if (s->xhead >= s->xn)
+        log_panic("smtp: reply without a pending command");
+    w = s->xq[s->xhead++];
+    if (s->xhead < s->xn)
+        sess_arm(s, sess_phase[s->xq[s->xhead].kind].timeout_param);
+    else
+        evtimer_del(s->timer);
+    return handlers[w.kind](s, w.i);
+}
+
+static void append_xtext_param(buf_t *cmd, const char *name, const char *value)
+{
+    buf_printf(cmd, " %s=", name);
+    xtext_encode(value, cmd);
+}
+
+/* MAIL FROM with the parameters the server understands. */
+static void send_mail(struct sess *s)
+{
+    struct job *job = s->job;
+    buf_t cmd = BUF_INIT;
+    buf_printf(&cmd, "MAIL FROM:<%s>", job->env.sender ? job->env.sender : "");
+    if (s->feat & FEAT_SIZE)
+        buf_printf(&cmd, " SIZE=%lld", job->env.content_len);
+    if (s->feat & FEAT_DSN) {
+        if (job->env.ret == RET_FULL || job->env.ret == RET_HDRS)
+            buf_puts(&cmd, job->env.ret == RET_FULL ? " RET=FULL" : " RET=HDRS");
+        if (job->env.envid && *job->env.envid)
+            append_xtext_param(&cmd, "ENVID", job->env.envid);
+    }
+    buf_puts(&cmd, "\r\n");
+    sess_send(s, cmd.data, cmd.len);
+    sess_expect(s, X_MAIL, 0);
+    buf_free(&cmd);
+}
+
+void proto_start_tx(struct sess *s)
+{
+    struct job *job = s->job;
+    size_t k;
+
+    s->in_tx = 1;
+    s->mail_failed = s->ignore_dot = 0;
+    s->naccepted = s->next_rcpt = 0;
+    for (k = 0; k < job->nres; k++)
+        job->res[k].accepted = 0;
+    if (s->size_limit > 0 && job->env.content_len > s->size_limit) {
+        buf_t r = BUF_INIT;
+        buf_printf(&r, "message size exceeds remote limit: %lld bytes > %lld bytes of server %s",
+                   job->env.content_len, s->size_limit, buf_str(&s->hostip));
+        job_set_pending(job, "5.3.4", r.data);
+        buf_free(&r);
+        sess_tx_end(s);
+        return;
+    }
+    send_mail(s);
+    if (!(s->feat & FEAT_PIPELINING))
+        return;
+    for (k = 0; k < job->nres; k++)
+        send_rcpt(s, k);
+    s->next_rcpt = job->nres;
+    send_data(s);
+}
+
+/* Dot-stuff one chunk into out; tracks line starts across chunks. */
+static void stuff_chunk(struct sess *s, struct evbuffer *out, const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        const char *nl;
+        size_t seg;
+        if (s->body_bol && p[i] == '.')
+            evbuffer_add(out, ".", 1);
+        nl = memchr(p + i, '\n', n - i);
+        seg = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
+        evbuffer_add(out, p + i, seg);
+        s->body_bol = nl != NULL;
+        i += seg;
+    }
+    if (n)
+        s->body_last = (unsigned char)p[n - 1];
+}
+
+static int body_read_error(struct sess *s, int err)
+{
+    buf_t r = BUF_INIT;
+    buf_printf(&r, "error reading queue file: %s", err ? strerror(err) : "unexpected end of file");
+    log_warn("%s: %s", s->job->id, r.data);
+    /* The server got a partial message: never let it end with a dot. */
+    sess_abort(s, "4.3.0", r.data);
+    buf_free(&r);
+    return -1;
+}
+
+void proto_body_more(struct sess *s)
+{
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    char chunk[BODY_CHUNK];
+
+    while (s->body_left > 0 && evbuffer_get_length(out) < BODY_HIGH) {
+        size_t want = s->body_left < BODY_CHUNK ? (size_t)s->body_left : BODY_CHUNK;
+        ssize_t n = pread(s->job->content_fd, chunk, want, (off_t)s->body_off);
+        if (n <= 0) {
+            body_read_error(s, n < 0 ? errno : 0);
+            return;
+        }
+        stuff_chunk(s, out, chunk, (size_t)n);
+        s->body_left -= n;
+        s->body_off += n;
+    }
+    sess_arm(s, "smtp_data_xfer_timeout");
+    if (s->body_left > 0)
+        return;
+    if (s->body_last != '\n')
+        evbuffer_add(out, "\r\n", 2);
+    evbuffer_add(out, ".\r\n", 3);
+    bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+    s->state = SS_CMD;
+    sess_expect(s, X_DOT, 0);
+    sess_arm(s, "smtp_data_done_timeout");
+}

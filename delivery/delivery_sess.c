@@ -1,0 +1,319 @@
+/* delivery_sess.c - SMTP client connections: non-blocking connect, reading
+ * replies, per-phase timeouts, failure reporting, and the connection cache
+ * (idle sessions kept per nexthop for the next job, as Postfix's scache). */
+#include "delivery/delivery_sess.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "common/alloc.h"
+#include "common/conf.h"
+#include "common/ipc.h"
+#include "common/log.h"
+#include "common/server.h"
+
+const struct sess_phase sess_phase[X_COUNT] = {
+    [X_GREET] = { "smtp_helo_timeout", "receiving the initial server greeting", "CONNECT" },
+    [X_EHLO] = { "smtp_helo_timeout", "performing the EHLO handshake", "EHLO" },
+    [X_HELO] = { "smtp_helo_timeout", "performing the HELO handshake", "HELO" },
+    [X_RSET] = { "smtp_rset_timeout", "sending RSET", "RSET" },
+    [X_MAIL] = { "smtp_mail_timeout", "sending MAIL FROM", "MAIL FROM" },
+    [X_RCPT] = { "smtp_rcpt_timeout", "sending RCPT TO", "RCPT TO" },
+    [X_DATA] = { "smtp_data_init_timeout", "sending DATA command", "DATA" },
+    [X_DOT] = { "smtp_data_done_timeout",
+                "sending end of data -- message may be sent more than once", "end of DATA" },
+    [X_QUIT] = { "smtp_quit_timeout", "sending QUIT", "QUIT" },
+};
+
+const char *sess_relay(const struct sess *s)
+{
+    return buf_str(&s->relay);
+}
+
+void sess_arm(struct sess *s, const char *timeout_param)
+{
+    struct timeval tv = { (time_t)conf_int(timeout_param), 0 };
+    evtimer_add(s->timer, &tv);
+}
+
+void sess_expect(struct sess *s, int kind, size_t i)
+{
+    if (s->xhead == s->xn)
+        s->xhead = s->xn = 0;
+    s->xq = xgrow(s->xq, &s->xcap, s->xn + 1, sizeof(*s->xq));
+    s->xq[s->xn].kind = kind;
+    s->xq[s->xn].i = i;
+    if (s->xn++ == s->xhead)
+        sess_arm(s, sess_phase[kind].timeout_param);
+}
+
+void sess_send(struct sess *s, const char *data, size_t len)
+{
+    bufferevent_write(s->bev, data, len);
+}
+
+void sess_free(struct sess *s)
+{
+    struct sess **pp;
+    for (pp = &dl.cache; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    if (s->job && s->job->sess == s)
+        s->job->sess = NULL;
+    if (s->bev)
+        bufferevent_free(s->bev);
+    event_free(s->timer);
+    smtp_rparser_free(&s->rp);
+    buf_free(&s->relay);
+    buf_free(&s->hostip);
+    free(s->xq);
+    free(s->key);
+    free(s->host);
+    free(s);
+}
+
+/* What we were doing when the connection broke. */
+static const char *sess_doing(const struct sess *s)
+{
+    if (s->state == SS_BODY)
+        return "sending message body";
+    if (s->xhead < s->xn)
+        return sess_phase[s->xq[s->xhead].kind].doing;
+    return "sending message body";
+}
+
+int sess_abort(struct sess *s, const char *dsn, const char *reason)
+{
+    struct job *job = s->job;
+    int kind = s->reused ? SF_FRESH : SF_NEXT;
+    int in_tx = s->in_tx;
+
+    if (!job) {
+        sess_free(s);
+        return -1;
+    }
+    buf_set(&job->relay, s->connected ? buf_str(&s->relay) : "none");
+    s->job = NULL;
+    job->sess = NULL;
+    sess_free(s);
+    if (!in_tx) {
+        job_sess_failed(job, kind, dsn, reason);
+        return -1;
+    }
+    job_set_pending(job, dsn, reason);
+    job_tx_done(job);
+    return -1;
+}
+
+int sess_tx_end(struct sess *s)
+{
+    struct job *job = s->job;
+    s->in_tx = 0;
+    s->state = SS_IDLE;
+    s->job = NULL;
+    job->sess = NULL;
+    buf_set(&job->relay, buf_str(&s->relay));
+    evtimer_del(s->timer);
+    sess_release(s);
+    job_tx_done(job);
+    return -1;
+}
+
+static void sess_lost(struct sess *s, const char *what)
+{
+    buf_t r = BUF_INIT;
+    if (s->state == SS_CONNECT) {
+        int err = s->pending_errno ? s->pending_errno : EVUTIL_SOCKET_ERROR();
+        buf_printf(&r, "connect to %s: %s", buf_str(&s->relay),
+                   strcmp(what, "timeout") == 0 ? "Connection timed out" : strerror(err ? err : ECONNREFUSED));
+        sess_abort(s, "4.4.1", r.data);
+    } else if (s->state == SS_IDLE || s->state == SS_QUIT) {
+        sess_free(s);
+    } else {
+        buf_printf(&r, "%s with %s %s %s", strcmp(what, "timeout") == 0 ? "conversation" : "lost connection",
+                   buf_str(&s->hostip), strcmp(what, "timeout") == 0 ? "timed out while" : "while",
+                   sess_doing(s));
+        sess_abort(s, "4.4.2", r.data);
+    }
+    buf_free(&r);
+}
+
+static void sess_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sess *s = arg;
+    if (s->state == SS_IDLE || s->state == SS_QUIT) { /* cache expiry, QUIT done */
+        sess_free(s);
+        return;
+    }
+    sess_lost(s, s->pending_errno ? "error" : "timeout");
+}
+
+static void sess_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct sess *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_iovec v;
+    size_t used;
+    int rc;
+
+    while (evbuffer_peek(in, -1, NULL, &v, 1) > 0 && v.iov_len > 0) {
+        if (s->state == SS_IDLE || s->state == SS_QUIT || s->xhead == s->xn) {
+            /* Unsolicited text (e.g. 421 idle timeout): not worth keeping. */
+            if (s->job)
+                return (void)sess_abort(s, "4.5.0", "unexpected server reply");
+            sess_free(s);
+            return;
+        }
+        rc = smtp_rparser_feed(&s->rp, v.iov_base, v.iov_len, &used);
+        evbuffer_drain(in, used);
+        if (rc < 0) {
+            buf_t r = BUF_INIT;
+            buf_printf(&r, "conversation with %s failed: %s while %s", buf_str(&s->hostip),
+                       s->rp.err, sess_doing(s));
+            sess_abort(s, "4.5.0", r.data);
+            buf_free(&r);
+            return;
+        }
+        if (rc == 1 && proto_reply(s) < 0)
+            return;
+    }
+}
+
+static void sess_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct sess *s = arg;
+    if (s->state == SS_BODY)
+        proto_body_more(s);
+    else if (s->state == SS_QUIT)
+        sess_free(s);
+}
+
+static void sess_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct sess *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        /* Commands are written whole: Nagle would only add latency. */
+        (void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        s->connected = 1;
+        s->state = SS_CMD;
+        evtimer_del(s->timer);
+        sess_expect(s, X_GREET, 0);
+        bufferevent_enable(bev, EV_READ | EV_WRITE);
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        sess_lost(s, "error");
+}
+
+static struct sess *sess_new(const char *key, const char *host)
+{
+    struct sess *s = xcalloc(1, sizeof(*s));
+    s->key = xstrdup(key);
+    s->host = xstrdup(host);
+    buf_init(&s->relay, 64);
+    buf_init(&s->hostip, 64);
+    smtp_rparser_init(&s->rp);
+    s->timer = evtimer_new(dl.srv->base, sess_timer_cb, s);
+    s->state = SS_CONNECT;
+    return s;
+}
+
+void sess_connect(struct job *job, const struct target *t, int port)
+{
+    struct sess *s = sess_new(job->nexthop, t->host);
+    struct sockaddr_storage ss = t->ss;
+    buf_t ip = BUF_INIT;
+    struct timeval zero = { 0, 0 };
+
+    ipc_addr_text((const struct sockaddr *)&t->ss, &ip, NULL);
+    buf_printf(&s->hostip, "%s[%s]", t->host, buf_str(&ip));
+    buf_printf(&s->relay, "%s:%d", buf_str(&s->hostip), port);
+    buf_free(&ip);
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+    s->job = job;
+    job->sess = s;
+    s->bev = bufferevent_socket_new(dl.srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(s->bev, sess_read_cb, sess_write_cb, sess_event_cb, s);
+    if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&ss, (int)t->sslen) < 0) {
+        s->pending_errno = errno ? errno : ECONNREFUSED;
+        evtimer_add(s->timer, &zero); /* report from the loop, not re-entrantly */
+        return;
+    }
+    sess_arm(s, "smtp_connect_timeout");
+}
+
+/* ---- connection cache ---- */
+
+struct sess *cache_take(const char *key)
+{
+    struct sess **pp, *s;
+    for (pp = &dl.cache; (s = *pp) != NULL; pp = &s->next)
+        if (strcmp(s->key, key) == 0) {
+            *pp = s->next;
+            s->next = NULL;
+            evtimer_del(s->timer);
+            return s;
+        }
+    return NULL;
+}
+
+void sess_reuse(struct sess *s, struct job *job)
+{
+    s->job = job;
+    s->reused = 1;
+    s->state = SS_CMD;
+    job->sess = s;
+    sess_send(s, "RSET\r\n", 6);
+    sess_expect(s, X_RSET, 0);
+}
+
+static void sess_quit(struct sess *s)
+{
+    struct timeval tv = { 2, 0 };
+    s->state = SS_QUIT;
+    s->job = NULL;
+    bufferevent_write(s->bev, "QUIT\r\n", 6);
+    evtimer_add(s->timer, &tv); /* do not wait long for a slow peer */
+}
+
+void sess_release(struct sess *s)
+{
+    long long limit = conf_int("smtp_connection_reuse_count_limit");
+    struct timeval tv = { (time_t)conf_int("smtp_connection_cache_time_limit"), 0 };
+
+    s->reused = 0;
+    if (dl.srv->stopping || !conf_bool("smtp_connection_cache_on_demand") ||
+        (limit > 0 && s->nmsgs >= limit)) {
+        sess_quit(s);
+        return;
+    }
+    s->state = SS_IDLE;
+    s->next = dl.cache;
+    dl.cache = s;
+    evtimer_add(s->timer, &tv);
+}
+
+void cache_flush(void)
+{
+    struct sess *s;
+    while ((s = dl.cache) != NULL) {
+        dl.cache = s->next;
+        s->next = NULL;
+        /* Best effort goodbye without waiting: we are about to exit. */
+        (void)send(bufferevent_getfd(s->bev), "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
+        sess_free(s);
+    }
+}

@@ -1,0 +1,79 @@
+/* delivery_sess.h - one SMTP client connection (shared by delivery_sess.c,
+ * which does connections, I/O, timeouts and the cache, and
+ * delivery_proto.c, which speaks the dialogue). */
+#ifndef POSTINO_DELIVERY_SESS_H
+#define POSTINO_DELIVERY_SESS_H
+
+#include "delivery/delivery.h"
+
+/* What a reply we wait for answers; indexes sess_phase[]. */
+enum xkind { X_GREET, X_EHLO, X_HELO, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT, X_QUIT, X_COUNT };
+
+struct xwait {
+    int kind;
+    size_t i;             /* recipient position for X_RCPT */
+};
+
+struct sess_phase {
+    const char *timeout_param;
+    const char *doing;    /* "while <doing>" in error texts */
+    const char *command;  /* "(in reply to <command> command)" */
+};
+extern const struct sess_phase sess_phase[X_COUNT];
+
+enum sstate { SS_CONNECT, SS_CMD, SS_BODY, SS_IDLE, SS_QUIT };
+
+#define FEAT_PIPELINING 0x1
+#define FEAT_SIZE 0x2
+#define FEAT_8BITMIME 0x4
+#define FEAT_DSN 0x8
+#define FEAT_STARTTLS 0x10
+#define FEAT_ENHANCED 0x20
+
+struct sess {
+    struct bufferevent *bev;
+    struct event *timer;
+    char *key;            /* nexthop, for the connection cache */
+    char *host;
+    buf_t relay;          /* host[ip]:port */
+    buf_t hostip;         /* host[ip] */
+    int state;
+    int connected;        /* TCP connection established */
+    int reused;           /* taken from the cache for this job */
+    int pending_errno;    /* connect failed synchronously */
+    struct smtp_rparser rp;
+    int feat;
+    long long size_limit;
+    struct job *job;
+    struct xwait *xq;     /* replies expected, in order (RFC 2920) */
+    size_t xhead, xn, xcap;
+    int in_tx;            /* MAIL was sent */
+    int mail_failed, ignore_dot;
+    size_t naccepted, next_rcpt;
+    long long body_left, body_off;
+    int body_bol, body_last;
+    int nmsgs;            /* transactions completed on this connection */
+    struct sess *next;    /* cache list */
+};
+
+/* delivery_sess.c */
+void sess_expect(struct sess *s, int kind, size_t i);
+void sess_send(struct sess *s, const char *data, size_t len);
+void sess_arm(struct sess *s, const char *timeout_param);
+/* The peer or the connection failed: report and free. Returns -1. */
+int sess_abort(struct sess *s, const char *dsn, const char *reason);
+void sess_free(struct sess *s);
+/* Transaction over (results set): hand the job back. Returns -1. */
+int sess_tx_end(struct sess *s);
+
+/* delivery_proto.c */
+/* Handle one complete reply in s->rp.reply. 0: keep reading, -1: stop
+ * (the session was handed on or freed). */
+int proto_reply(struct sess *s);
+void proto_start_tx(struct sess *s);
+/* Output drained while sending the content: write more. */
+void proto_body_more(struct sess *s);
+/* "host H[ip] said: TEXT (in reply to CMD command)" */
+void proto_said(struct sess *s, int kind, buf_t *out);
+
+#endif
