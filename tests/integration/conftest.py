@@ -8,6 +8,7 @@ Default DNS zone (extend per test with @pytest.mark.dns(records)):
   nomail.test   null MX (RFC 7505)
 """
 import os
+import re
 import sys
 
 import pytest
@@ -79,6 +80,10 @@ def sink():
     s.stop()
 
 
+SANITIZER_RX = re.compile(r"ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer|"
+                          r"\]: panic: |AddressSanitizer:DEADLYSIGNAL")
+
+
 @pytest.fixture
 def postino_factory(request, postino_bin, dns, sink):
     """make(main={...}, start=True, **kw) -> Postino. Instances are stopped
@@ -96,13 +101,24 @@ def postino_factory(request, postino_bin, dns, sink):
     yield make
     failed = any(getattr(request.node, "rep_" + w, None) is not None and
                  getattr(request.node, "rep_" + w).failed for w in ("setup", "call"))
+    broken = []
     for p in made:
         p.stop()
+        # A daemon's sanitizer report or panic lands in the maillog (master
+        # points the children's stderr there): that fails the test even
+        # when the mail itself went through.
+        bad = [ln for ln in p.log().splitlines() if SANITIZER_RX.search(ln)]
+        if bad:
+            broken.append((p.dir, bad))
+            failed = True
         if failed:
             sys.stderr.write("\n==== maillog of %s (tail) ====\n%s\n" % (p.dir, p.log_tail(120)))
             sys.stderr.write("==== kept %s for inspection ====\n" % p.dir)
         else:
             p.cleanup()
+    if broken:
+        pytest.fail("daemon sanitizer report or panic in %s:\n%s" % (
+            broken[0][0], "\n".join(broken[0][1][:20])))
 
 
 @pytest.fixture
