@@ -11,9 +11,9 @@
 #   attr       attr_decode over consecutive records; encode/decode round trip
 #   conf       main.cf via conf_load_text, conf_parse_time/bool, master.cf
 #   reply      the SMTP client's reply parser (common/smtp_reply.c), fed in chunks
-#   smtpd_cmd  smtpd's MAIL FROM / RCPT TO parsing: addr_parse_path plus
-#              smtpd/smtpd_param.c's ESMTP parameter table (SIZE, BODY, RET,
-#              ENVID, NOTIFY, ORCPT) with replies captured instead of sent
+#   smtpd_cmd  smtpd's command parser, common/smtp_cmd.c: line checks, verb
+#              split, MAIL FROM / RCPT TO with their ESMTP parameters (SIZE,
+#              BODY, RET, ENVID, AUTH, NOTIFY, ORCPT) and the error replies
 #   qfile      qfile_read on arbitrary queue file contents in a temp spool
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
@@ -41,8 +41,6 @@ FUZZ_RUNFLAGS := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 FUZZ_COMMON_OBJ := $(COMMON_SRC:%.c=$(FUZZ_DIR)/%.o)
 FUZZ_LIB := $(FUZZ_DIR)/libpostino_fuzz.a
-# Extra objects per harness beyond libpostino (smtpd's parameter table).
-FUZZ_EXTRA_smtpd_cmd := $(FUZZ_DIR)/smtpd/smtpd_param.o
 
 .PHONY: fuzz fuzz-smoke fuzz-build $(FUZZ_NAMES:%=fuzz-%)
 
@@ -61,7 +59,6 @@ $(FUZZ_DIR)/fuzz/%.o: fuzz/%.c
 $(FUZZ_LIB): $(FUZZ_COMMON_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(FUZZ_BIN)/fuzz_smtpd_cmd: $(FUZZ_EXTRA_smtpd_cmd)
 $(FUZZ_BIN)/fuzz_%: $(FUZZ_DIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $(filter %.o,$^) $(FUZZ_LIB) $(LIBS)

@@ -1,13 +1,12 @@
-/* fuzz_smtpd_cmd.c - libFuzzer harness for smtpd's MAIL FROM / RCPT TO
- * parsing. smtpd has no session-free entry point for a command line, so
- * this runs the same steps smtpd_cmd.c runs (verb split, "FROM:"/"TO:",
- * addr_parse_path, then the real ESMTP parameter table of
- * smtpd/smtpd_param.c) on a bare session whose smtpd_reply() is captured
- * here instead of written to a socket. Each input line is one command.
- * Checked: every command gets exactly one reply, replies are single
- * printable lines (no reply injection), and accepted ENVID/ORCPT/NOTIFY
- * values are what the queue file and DSNs assume. */
-#include <stdarg.h>
+/* fuzz_smtpd_cmd.c - libFuzzer harness for smtpd's command parser,
+ * common/smtp_cmd.c: the very functions smtpd runs on every command line
+ * (line checks and verb split, MAIL FROM and RCPT TO with their ESMTP
+ * parameters), without a session. Each input line is one command; a tiny
+ * MAIL/RCPT/RSET state machine lets RCPT lines reach the parameter code.
+ * Checked beyond "no crash": every command gets exactly one reply, replies
+ * are single printable lines with a sane code (no reply injection), and
+ * accepted addresses and ENVID/ORCPT/NOTIFY values are what the queue file
+ * and the DSNs assume. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +15,13 @@
 #include "common/alloc.h"
 #include "common/log.h"
 #include "common/qfile.h"
-#include "smtpd/smtpd.h"
+#include "common/smtp_cmd.h"
+
+#define LINE_LIMIT 2048    /* smtpd_command_line_limit default */
+#define SIZE_LIMIT 10240000
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static buf_t replies = BUF_INIT;
-static int nreplies;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -31,133 +30,147 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* smtpd_session.c's smtpd_reply, minus the socket. */
-void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
+static buf_t reply = BUF_INIT;
+static int nreplies;
+
+static void say(const char *text)
 {
-    va_list ap;
-    buf_reset(&replies);
-    va_start(ap, fmt);
-    buf_vprintf(&replies, fmt, ap);
-    va_end(ap);
+    buf_set(&reply, text);
     nreplies++;
-    s->last_code = atoi(buf_str(&replies));
+}
+
+static void say_err(const struct smtp_cmd_reply *err)
+{
+    if (err->code < 400 || err->code > 599 || strlen(err->enh) < 5 ||
+        err->enh[0] != '0' + err->code / 100)
+        abort(); /* an error reply must be an error, with a matching class */
+    smtp_cmd_reply_format(err, &reply);
+    nreplies++;
 }
 
 static void check_reply(void)
 {
-    const char *r = buf_str(&replies);
-    if (nreplies != 1 || replies.len < 4 || r[0] < '2' || r[0] > '5' || r[3] != ' ')
+    const char *r = buf_str(&reply);
+    if (nreplies != 1 || reply.len < 4 || r[0] < '2' || r[0] > '5' || r[3] != ' ')
         abort();
-    for (size_t i = 0; i < replies.len; i++)
+    for (size_t i = 0; i < reply.len; i++)
         if ((unsigned char)r[i] < 0x20 || (unsigned char)r[i] == 0x7f)
             abort(); /* CR/LF in a reply would let a client forge replies */
 }
 
-static void do_mail(struct smtpd_session *s, const char *p)
+/* No control bytes (8-bit text is the address parser's call); ASCII only
+ * when ascii is set. */
+static void clean(const char *s, size_t max, int ascii)
 {
-    buf_t addr = BUF_INIT;
-    const char *params = "", *err = "Bad sender address syntax";
-    if (addr_parse_path(p, 1, 0, &addr, &params, &err) < 0) {
-        smtpd_reply(s, "501 5.1.7 %s", err);
-    } else {
-        qenv_set(&s->env.sender, buf_str(&addr));
-        if (smtpd_mail_params(s, params) < 0) {
-            qenv_free(&s->env);
-            qenv_init(&s->env);
-        } else {
-            s->have_mail = 1;
-            smtpd_reply(s, "250 2.1.0 Ok");
-        }
-    }
-    const char *envid = s->env.envid;
-    if (envid && (strlen(envid) == 0 || strlen(envid) > 100))
+    if (strlen(s) > max)
         abort();
-    for (; envid && *envid; envid++)
-        if (*envid < 0x20 || *envid > 0x7e)
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f ||
+            (ascii && (unsigned char)*s > 0x7e))
             abort();
-    buf_free(&addr);
 }
 
-static void check_rcpt_opts(const char *orcpt, int notify)
+static void do_mail(int *have_mail, const char *arg)
 {
-    if ((notify & NOTIFY_NEVER) && notify != NOTIFY_NEVER)
+    struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
+    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    if (*have_mail) {
+        say("503 5.5.1 Error: nested MAIL command");
+    } else if (smtp_cmd_mail(arg, SIZE_LIMIT, &m, &err) < 0) {
+        say_err(&err);
+    } else {
+        if (m.sender.len > 254 || (m.has_size && m.size > SIZE_LIMIT))
+            abort();
+        clean(buf_str(&m.sender), 254, 0);
+        if (m.envid)
+            clean(m.envid, 100, 1);
+        if (m.envid && !*m.envid)
+            abort();
+        *have_mail = 1;
+        say("250 2.1.0 Ok");
+    }
+    smtp_mail_args_free(&m);
+    smtp_cmd_reply_free(&err);
+}
+
+static void check_rcpt(const struct smtp_rcpt_args *r)
+{
+    if (r->addr.len == 0 || strchr(buf_str(&r->addr), '@') == NULL)
         abort();
-    if (orcpt == NULL)
+    clean(buf_str(&r->addr), 254 + strlen("@mx.fuzz.test"), 0);
+    if ((r->notify & NOTIFY_NEVER) && r->notify != NOTIFY_NEVER)
+        abort();
+    if (r->orcpt == NULL)
         return;
-    const char *semi = strchr(orcpt, ';');
+    const char *semi = strchr(r->orcpt, ';');
     buf_t dec = BUF_INIT;
-    if (semi == NULL || semi == orcpt || xtext_decode(semi + 1, &dec) < 0)
+    if (semi == NULL || semi == r->orcpt || xtext_decode(semi + 1, &dec) < 0)
         abort();
+    for (size_t i = 0; i < dec.len; i++)
+        if ((unsigned char)dec.data[i] < 0x20 || (unsigned char)dec.data[i] == 0x7f)
+            abort(); /* would become a line of its own in a DSN */
     buf_free(&dec);
 }
 
-static void do_rcpt(struct smtpd_session *s, const char *p)
+static void do_rcpt(int have_mail, const char *arg)
 {
-    buf_t addr = BUF_INIT, local = BUF_INIT, domain = BUF_INIT;
-    const char *params = "", *err = "Bad recipient address syntax";
-    char *orcpt = NULL;
-    int notify = 0;
-    if (addr_parse_path(p, 0, 0, &addr, &params, &err) < 0 || addr.len == 0) {
-        smtpd_reply(s, "501 5.1.3 %s", err);
-    } else if (!(addr_split(buf_str(&addr), &local, &domain) == 0 && domain.len > 0) &&
-               !str_ieq(buf_str(&addr), "postmaster")) {
-        smtpd_reply(s, "501 5.1.3 Bad recipient address syntax");
-    } else if (smtpd_rcpt_params(s, params, &orcpt, &notify) == 0) {
-        check_rcpt_opts(orcpt, notify);
-        if (s->env.nrcpt < 1000)
-            qenv_add_rcpt(&s->env, buf_str(&addr), orcpt, notify);
-        smtpd_reply(s, "250 2.1.5 Ok");
+    struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
+    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    if (!have_mail) {
+        say("503 5.5.1 Error: need MAIL command");
+    } else if (smtp_cmd_rcpt(arg, "mx.fuzz.test", &r, &err) < 0) {
+        say_err(&err);
+    } else {
+        check_rcpt(&r);
+        say("250 2.1.5 Ok");
     }
-    free(orcpt);
-    buf_free(&addr);
-    buf_free(&local);
-    buf_free(&domain);
+    smtp_rcpt_args_free(&r);
+    smtp_cmd_reply_free(&err);
 }
 
-/* smtpd_session.c's dispatch + smtpd_cmd.c's keyword checks. */
-static void command(struct smtpd_session *s, char *line)
+/* One line, as smtpd_cmd_dispatch() sees it. */
+static void command(int *have_mail, char *line, size_t len)
 {
-    char *arg = line;
-    while (*arg && *arg != ' ')
-        arg++;
-    if (*arg)
-        *arg++ = '\0';
-    while (*arg == ' ')
-        arg++;
+    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    char *verb = NULL, *arg = NULL;
     nreplies = 0;
-    if (str_ieq(line, "MAIL") && s->have_mail)
-        smtpd_reply(s, "503 5.5.1 Error: nested MAIL command");
-    else if (str_ieq(line, "MAIL") && str_nieq(arg, "FROM:", 5))
-        do_mail(s, arg + 5);
-    else if (str_ieq(line, "RCPT") && str_nieq(arg, "TO:", 3))
-        do_rcpt(s, arg + 3);
-    else if (str_ieq(line, "RSET")) {
-        qenv_free(&s->env);
-        qenv_init(&s->env);
-        s->have_mail = 0;
-        smtpd_reply(s, "250 2.0.0 Ok");
-    } else
-        smtpd_reply(s, "500 5.5.2 Error: command not recognized");
+    int idx = smtp_cmd_split(line, len, LINE_LIMIT, &verb, &arg, &err);
+    if (idx < -2 || idx >= SMTP_VERB_COUNT ||
+        (idx >= 0 && !str_ieq(verb, smtp_cmd_verb_name(idx))))
+        abort();
+    if (idx == -2) {
+        say_err(&err);
+    } else if (idx == SMTP_VERB_MAIL) {
+        do_mail(have_mail, arg);
+    } else if (idx == SMTP_VERB_RCPT) {
+        do_rcpt(*have_mail, arg);
+    } else if (idx == SMTP_VERB_RSET) {
+        *have_mail = 0;
+        say("250 2.0.0 Ok");
+    } else if (idx < 0)
+        say("500 5.5.2 Error: command not recognized");
+    else
+        say("250 2.0.0 Ok");
+    smtp_cmd_reply_free(&err);
     check_reply();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct smtpd_session s;
-    memset(&s, 0, sizeof(s));
-    qenv_init(&s.env);
-    char *text = xstrndup((const char *)data, size), *p = text;
-    while (*p) {
-        char *nl = strchr(p, '\n'), *next = nl ? nl + 1 : p + strlen(p);
-        if (nl) {
-            *nl = '\0';
-            if (nl > p && nl[-1] == '\r')
-                nl[-1] = '\0';
-        }
-        command(&s, p);
+    char *text = xmalloc(size + 1), *p = text, *end = text + size;
+    memcpy(text, data, size);
+    text[size] = '\0';
+    int have_mail = 0;
+    while (p < end) { /* NUL bytes stay inside lines, as smtpd reads them */
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *next = nl ? nl + 1 : end;
+        size_t len = (size_t)((nl ? nl : end) - p);
+        if (len && p[len - 1] == '\r')
+            len--;
+        p[len] = '\0';
+        command(&have_mail, p, len);
         p = next;
     }
-    qenv_free(&s.env);
     free(text);
     return 0;
 }

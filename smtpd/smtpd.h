@@ -5,8 +5,8 @@
  * streamed into the queue file). Parts:
  *   smtpd.c          main, accept, session list and limits
  *   smtpd_session.c  per-connection I/O, pipelined command loop, replies
- *   smtpd_cmd.c      the command table and HELO..HELP handlers
- *   smtpd_param.c    MAIL FROM / RCPT TO parameters (SIZE, DSN ...)
+ *   smtpd_cmd.c      the command table and HELO..HELP handlers (the
+ *                    syntax itself is parsed by common/smtp_cmd.c)
  *   smtpd_data.c     DATA: end-of-data detection, dot-unstuffing, queue file
  *   smtpd_check.c    networks, domains, access tables, address tricks
  *   smtpd_restrict.c Postfix restriction lists (smtpd_*_restrictions)
@@ -152,24 +152,17 @@ void smtpd_process_input(struct smtpd_session *s);
 
 /* smtpd_cmd.c */
 typedef void (*smtpd_cmd_fn)(struct smtpd_session *s, char *arg);
-struct smtpd_cmd {
-    const char *name;
-    smtpd_cmd_fn fn;
-};
-extern const struct smtpd_cmd smtpd_cmd_table[];
-/* Index into smtpd_cmd_table, or -1 when the verb is unknown. */
+/* Handlers indexed by enum smtp_verb (common/smtp_cmd.h). */
+extern const smtpd_cmd_fn smtpd_cmd_table[];
+/* enum smtp_verb of a verb, or -1 when the verb is unknown. */
 int smtpd_cmd_lookup(const char *verb);
-/* Run one command line ("VERB args", no CRLF, no control bytes) as if it
- * came from the client: the callable parser for tests and fuzzing. */
-void smtpd_cmd_dispatch(struct smtpd_session *s, char *line);
+/* Run one command line of len bytes (CR/LF removed, line[len] == 0) as
+ * if it came from the client: the length and control-byte checks, the
+ * verb split (common/smtp_cmd.c), then the handler. */
+void smtpd_cmd_dispatch(struct smtpd_session *s, char *line, size_t len);
 /* "NOQUEUE: reject: STAGE from client: reply; from=<> to=<> proto= helo=<>" */
 void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *reply,
                       const char *rcpt);
-
-/* smtpd_param.c: parse ESMTP parameters into the transaction. Each returns
- * 0, or -1 after sending the error reply. */
-int smtpd_mail_params(struct smtpd_session *s, const char *params);
-int smtpd_rcpt_params(struct smtpd_session *s, const char *params, char **orcpt, int *notify);
 
 /* smtpd_data.c */
 void smtpd_data_begin(struct smtpd_session *s);

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/addr.h"
 #include "common/alloc.h"
 #include "common/conf.h"
 #include "common/log.h"
+#include "common/smtp_cmd.h"
 
 static void cmd_helo(struct smtpd_session *s, char *arg);
 static void cmd_ehlo(struct smtpd_session *s, char *arg);
@@ -26,64 +26,66 @@ static void cmd_vrfy(struct smtpd_session *s, char *arg);
 static void cmd_help(struct smtpd_session *s, char *arg);
 static void cmd_notimpl(struct smtpd_session *s, char *arg);
 
-/* Order is also the order of the "disconnect from" statistics. */
-const struct smtpd_cmd smtpd_cmd_table[] = {
-    { "HELO", cmd_helo },
-    { "EHLO", cmd_ehlo },
-    { "STARTTLS", smtpd_tls_cmd },
-    { "AUTH", smtpd_auth_cmd },
-    { "MAIL", cmd_mail },
-    { "RCPT", cmd_rcpt },
-    { "DATA", cmd_data },
-    { "BDAT", cmd_notimpl },
-    { "RSET", cmd_rset },
-    { "NOOP", cmd_noop },
-    { "VRFY", cmd_vrfy },
-    { "EXPN", cmd_notimpl },
-    { "ETRN", cmd_notimpl },
-    { "TURN", cmd_notimpl },
-    { "ATRN", cmd_notimpl },
-    { "SEND", cmd_notimpl },
-    { "SOML", cmd_notimpl },
-    { "SAML", cmd_notimpl },
-    { "HELP", cmd_help },
-    { "QUIT", cmd_quit },
-    { NULL, NULL },
+/* Indexed by enum smtp_verb, which is also the order of the "disconnect
+ * from" statistics. */
+const smtpd_cmd_fn smtpd_cmd_table[SMTP_VERB_COUNT] = {
+    [SMTP_VERB_HELO] = cmd_helo,
+    [SMTP_VERB_EHLO] = cmd_ehlo,
+    [SMTP_VERB_STARTTLS] = smtpd_tls_cmd,
+    [SMTP_VERB_AUTH] = smtpd_auth_cmd,
+    [SMTP_VERB_MAIL] = cmd_mail,
+    [SMTP_VERB_RCPT] = cmd_rcpt,
+    [SMTP_VERB_DATA] = cmd_data,
+    [SMTP_VERB_BDAT] = cmd_notimpl,
+    [SMTP_VERB_RSET] = cmd_rset,
+    [SMTP_VERB_NOOP] = cmd_noop,
+    [SMTP_VERB_VRFY] = cmd_vrfy,
+    [SMTP_VERB_EXPN] = cmd_notimpl,
+    [SMTP_VERB_ETRN] = cmd_notimpl,
+    [SMTP_VERB_TURN] = cmd_notimpl,
+    [SMTP_VERB_ATRN] = cmd_notimpl,
+    [SMTP_VERB_SEND] = cmd_notimpl,
+    [SMTP_VERB_SOML] = cmd_notimpl,
+    [SMTP_VERB_SAML] = cmd_notimpl,
+    [SMTP_VERB_HELP] = cmd_help,
+    [SMTP_VERB_QUIT] = cmd_quit,
 };
 
 int smtpd_cmd_lookup(const char *verb)
 {
-    for (int i = 0; i < SMTPD_CMD_MAX && smtpd_cmd_table[i].name; i++)
-        if (str_ieq(verb, smtpd_cmd_table[i].name))
-            return i;
-    return -1;
+    return smtp_cmd_verb(verb);
 }
 
-/* Split "VERB arg" and run the handler; count it for the statistics. With
- * smtpd_delay_reject=no a client refused at connect gets only QUIT. */
-void smtpd_cmd_dispatch(struct smtpd_session *s, char *line)
+/* Send a parser's error reply. */
+static void reply_err(struct smtpd_session *s, const struct smtp_cmd_reply *err)
 {
-    char *arg = line;
-    while (*arg && *arg != ' ')
-        arg++;
-    if (*arg)
-        *arg++ = '\0';
-    while (*arg == ' ')
-        arg++;
-    int idx = smtpd_cmd_lookup(line);
+    smtpd_reply(s, "%d %s %s", err->code, err->enh, buf_str(&err->text));
+}
+
+/* Check and split the line, run the handler; count it for the statistics.
+ * With smtpd_delay_reject=no a client refused at connect (it got the
+ * restriction's reply as greeting) gets only QUIT, as in Postfix. */
+void smtpd_cmd_dispatch(struct smtpd_session *s, char *line, size_t len)
+{
+    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    char *verb, *arg;
+    int idx = smtp_cmd_split(line, len, (size_t)conf_int("smtpd_command_line_limit"), &verb,
+                             &arg, &err);
+    if (idx == -2) { /* not a command: counted nowhere, as before */
+        reply_err(s, &err);
+        smtp_cmd_reply_free(&err);
+        return;
+    }
     int slot = idx < 0 ? SMTPD_CMD_MAX : idx;
     s->cmd_total[slot]++;
     s->last_code = 0;
-    if (idx < 0) {
-        s->last_cmd = "UNKNOWN";
+    s->last_cmd = idx < 0 ? "UNKNOWN" : smtp_cmd_verb_name(idx);
+    if (idx < 0)
         smtpd_reply(s, "500 5.5.2 Error: command not recognized");
-    } else if (s->deny_text && smtpd_cmd_table[idx].fn != cmd_quit) {
-        s->last_cmd = smtpd_cmd_table[idx].name;
+    else if (s->deny_text && idx != SMTP_VERB_QUIT)
         smtpd_reply(s, "503 5.7.0 Error: access denied for %s", smtpd_client(s));
-    } else {
-        s->last_cmd = smtpd_cmd_table[idx].name;
-        smtpd_cmd_table[idx].fn(s, arg);
-    }
+    else
+        smtpd_cmd_table[idx](s, arg);
     if (s->redo_idx >= 0)
         return; /* counted when the command is run again */
     if (s->last_code && s->last_code < 400)
@@ -163,13 +165,6 @@ static void cmd_ehlo(struct smtpd_session *s, char *arg)
     smtpd_reply(s, "250 DSN");
 }
 
-/* "FROM:" / "TO:" prefix, case-insensitive; returns the text after it. */
-static char *after_keyword(char *arg, const char *kw)
-{
-    size_t n = strlen(kw);
-    return str_nieq(arg, kw, n) ? arg + n : NULL;
-}
-
 /* The sender passed its syntax checks: limits and sender restrictions.
  * 0 go on; -1 refused (replied) or waiting for an answer. */
 static int mail_checks(struct smtpd_session *s, const char *arg)
@@ -200,55 +195,42 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
         smtpd_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
         return;
     }
-    char *copy = xstrdup(arg); /* the parsers below may not keep arg intact */
-    char *p = after_keyword(arg, "FROM:");
-    buf_t addr = BUF_INIT;
-    const char *params = "", *err = "Bad sender address syntax";
-    if (!p) {
-        smtpd_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
-    } else if (addr_parse_path(p, 1, 0, &addr, &params, &err) < 0) {
-        smtpd_reply(s, "501 5.1.7 %s", err);
+    struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
+    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    if (smtp_cmd_mail(arg, conf_int("message_size_limit"), &m, &err) < 0) {
+        reply_err(s, &err);
+        smtpd_txn_reset(s);
     } else {
-        qenv_set(&s->env.sender, buf_str(&addr));
-        if (smtpd_mail_params(s, params) < 0 || mail_checks(s, copy) < 0) {
+        qenv_set(&s->env.sender, buf_str(&m.sender));
+        qenv_set(&s->env.envid, m.envid);
+        s->env.ret = m.ret;
+        if (mail_checks(s, arg) < 0) {
             smtpd_txn_reset(s);
         } else {
             s->have_mail = 1;
             smtpd_reply(s, "250 2.1.0 Ok");
         }
     }
-    buf_free(&addr);
-    free(copy);
+    smtp_mail_args_free(&m);
+    smtp_cmd_reply_free(&err);
 }
 
-/* RFC 5321 source route "<@a,@b:u@d>": the raw argument starts with "<@". */
-static int source_routed(const char *p)
+/* Recipient syntax, the recipient limit, then the ESMTP parameters (in
+ * this order: it decides which error a client sees). 0, or -1 replied. */
+static int rcpt_parse(struct smtpd_session *s, const char *arg, struct smtp_rcpt_args *r)
 {
-    while (*p == ' ')
-        p++;
-    return p[0] == '<' && p[1] == '@';
-}
-
-/* The recipient address as we will queue it, or -1 after a reply. */
-static int rcpt_address(struct smtpd_session *s, char *p, buf_t *addr, const char **params)
-{
-    const char *err = "Bad recipient address syntax";
-    if (addr_parse_path(p, 0, 0, addr, params, &err) < 0 || addr->len == 0) {
-        smtpd_reply(s, "501 5.1.3 %s", err);
-        return -1;
+    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    int rc = smtp_cmd_rcpt_addr(arg, smtpd_hostname(), r, &err);
+    if (rc == 0 && (long long)s->env.nrcpt >= conf_int("smtpd_recipient_limit")) {
+        smtpd_reply(s, "452 4.5.3 Error: too many recipients");
+        rc = 1;
+    } else if (rc == 0) {
+        rc = smtp_cmd_rcpt_params(r, &err);
     }
-    buf_t local = BUF_INIT, domain = BUF_INIT;
-    int has_domain = addr_split(buf_str(addr), &local, &domain) == 0 && domain.len > 0;
-    buf_free(&local);
-    buf_free(&domain);
-    if (has_domain)
-        return 0;
-    if (str_ieq(buf_str(addr), "postmaster")) {
-        buf_printf(addr, "@%s", smtpd_hostname());
-        return 0;
-    }
-    smtpd_reply(s, "501 5.1.3 Bad recipient address syntax");
-    return -1;
+    if (rc < 0)
+        reply_err(s, &err);
+    smtp_cmd_reply_free(&err);
+    return rc == 0 ? 0 : -1;
 }
 
 static void cmd_rcpt(struct smtpd_session *s, char *arg)
@@ -257,41 +239,23 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
         smtpd_reply(s, "503 5.5.1 Error: need MAIL command");
         return;
     }
-    char *copy = xstrdup(arg);
-    char *p = after_keyword(arg, "TO:");
-    if (!p) {
-        smtpd_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
-        free(copy);
-        return;
-    }
-    buf_t addr = BUF_INIT, reply = BUF_INIT;
-    int rc;
-    const char *params = "";
-    char *orcpt = NULL;
-    int notify = 0;
-    if (rcpt_address(s, p, &addr, &params) < 0)
+    struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
+    buf_t reply = BUF_INIT;
+    if (rcpt_parse(s, arg, &r) < 0)
         goto out;
-    if ((long long)s->env.nrcpt >= conf_int("smtpd_recipient_limit")) {
-        smtpd_reply(s, "452 4.5.3 Error: too many recipients");
-        goto out;
-    }
-    if (smtpd_rcpt_params(s, params, &orcpt, &notify) < 0)
-        goto out;
-    rc = smtpd_restrict_rcpt(s, buf_str(&addr), source_routed(p), &reply);
+    int rc = smtpd_restrict_rcpt(s, buf_str(&r.addr), r.source_routed, &reply);
     if (rc == 1)
         smtpd_reply(s, "%s", buf_str(&reply));
     if (rc == 0)
-        rc = smtpd_limit_event(s, SMTPD_EV_RCPT, copy);
+        rc = smtpd_limit_event(s, SMTPD_EV_RCPT, arg);
     if (rc == 2)
-        smtpd_redo_later(s, copy);
+        smtpd_redo_later(s, arg);
     if (rc != 0)
         goto out;
-    qenv_add_rcpt(&s->env, buf_str(&addr), orcpt, notify);
+    qenv_add_rcpt(&s->env, buf_str(&r.addr), r.orcpt, r.notify);
     smtpd_reply(s, "250 2.1.5 Ok");
 out:
-    free(copy);
-    free(orcpt);
-    buf_free(&addr);
+    smtp_rcpt_args_free(&r);
     buf_free(&reply);
 }
 

@@ -29,6 +29,7 @@
 #include "common/ipc.h"
 #include "common/log.h"
 #include "common/server.h"
+#include "common/smtp_cmd.h"
 
 #define OUTPUT_PAUSE 65536          /* stop reading commands above this */
 #define INPUT_HIGH (256 * 1024)     /* libevent stops reading above this */
@@ -110,17 +111,22 @@ struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd)
 
 /* Called once the connection may go on (anvil answered or was not asked):
  * the greeting, or with smtpd_delay_reject=no the client restrictions'
- * verdict in its place. */
+ * verdict in its place, as Postfix does: the client is told at once, with
+ * the restriction's own text (already logged as "NOQUEUE: reject: CONNECT
+ * from ..."), and every later command but QUIT gets a 503. */
 void smtpd_session_start(struct smtpd_session *s)
 {
     if (s->closing)
         return;
     buf_t reply = BUF_INIT;
     int rc = smtpd_restrict_connect(s, &reply);
-    if (rc == 1)
+    if (rc == 1) {
         s->deny_text = buf_detach(&reply);
+        smtpd_reply(s, "%s", s->deny_text); /* counts as an error */
+    } else {
+        smtpd_reply_line(s, "220 %s", conf_str("smtpd_banner"));
+    }
     buf_free(&reply);
-    smtpd_reply_line(s, "220 %s", conf_str("smtpd_banner"));
     smtpd_wait_end(s);
 }
 
@@ -132,8 +138,8 @@ static void log_disconnect(struct smtpd_session *s)
     for (int i = 0; i <= SMTPD_CMD_MAX; i++) {
         if (!s->cmd_total[i])
             continue;
-        const char *name = i < SMTPD_CMD_MAX && smtpd_cmd_table[i].name ? smtpd_cmd_table[i].name
-                                                                        : "unknown";
+        const char *name = i < SMTPD_CMD_MAX && smtp_cmd_verb_name(i) ? smtp_cmd_verb_name(i)
+                                                                       : "unknown";
         buf_putc(&b, ' ');
         for (const char *p = name; *p; p++)
             buf_putc(&b, (*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
@@ -247,17 +253,6 @@ static void error_sleep(struct smtpd_session *s)
     evtimer_add(s->sleep_ev, &tv);
 }
 
-/* NUL, bare CR or other control bytes in a command: refused, so that
- * nothing a client says can reach a header line or a log line as a line
- * break (HELO goes into Received:). */
-static int has_control(const char *line, size_t len)
-{
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
-            return 1;
-    return 0;
-}
-
 /* One complete command line (LF included) of len bytes. */
 static void command_line(struct smtpd_session *s, char *line, size_t len)
 {
@@ -271,13 +266,7 @@ static void command_line(struct smtpd_session *s, char *line, size_t len)
         smtpd_auth_line(s, line); /* base64 or "*": the SASL layer judges it */
         return;
     }
-    if ((long long)len > conf_int("smtpd_command_line_limit")) {
-        smtpd_reply(s, "500 5.5.2 Error: line too long");
-    } else if (has_control(line, len)) {
-        smtpd_reply(s, "500 5.5.2 Error: bad syntax");
-    } else {
-        smtpd_cmd_dispatch(s, line);
-    }
+    smtpd_cmd_dispatch(s, line, len);
     if (!s->closing && s->errors >= conf_int("smtpd_hard_error_limit")) {
         log_warn("too many errors after %s from %s", s->last_cmd, smtpd_client(s));
         smtpd_reply(s, "421 4.7.0 %s Error: too many errors", smtpd_hostname());
@@ -411,7 +400,7 @@ void smtpd_wait_end(struct smtpd_session *s)
         s->redo_idx = -1;
         s->redo_arg = NULL;
         s->last_code = 0;
-        smtpd_cmd_table[idx].fn(s, arg);
+        smtpd_cmd_table[idx](s, arg);
         free(arg);
         if (s->waiting)
             return;

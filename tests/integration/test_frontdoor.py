@@ -441,14 +441,50 @@ def test_delay_reject_no(front):
     assert r.cmd(b"RCPT TO:<x@example.org>\r\n").startswith(b"503")
     assert r.cmd(b"MAIL FROM:<good@b.test>\r\n").startswith(b"250")
     assert "NOQUEUE: reject: MAIL from unknown[127.0.0.1]: 554 5.7.1 <bad@b.test>" in d.logtext()
-    # a client refused at connect is told so and gets nothing but QUIT
-    d2 = front(smtpd_delay_reject="no", smtpd_client_restrictions="reject")
-    r = d2.raw()
-    assert r.recv_reply().startswith(b"220 ")
-    assert r.cmd(b"EHLO client.test\r\n").startswith(b"503 5.7.0 Error: access denied")
+
+
+def test_delay_reject_no_client_rejected_at_connect(front):
+    """smtpd_delay_reject=no: a client refused by smtpd_client_restrictions
+    is told at once, as Postfix does it: the restriction's reply (its own
+    text) takes the place of the 220 greeting, every later command but
+    QUIT gets "503 5.7.0 Error: access denied", and the log has Postfix's
+    "NOQUEUE: reject: CONNECT from" line."""
+    d0 = front()
+    t = d0.map("client", "127.0.0.1 REJECT go away, spammer\n")
+    d = front(expect_start=False, mynetworks=OUTSIDE, smtpd_delay_reject="no",
+              smtpd_client_restrictions="check_client_access " + t)
+    r = d.raw()
+    assert r.recv_reply() == \
+        b"554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: go away, spammer\r\n"
+    assert r.cmd(b"EHLO client.test\r\n") == \
+        b"503 5.7.0 Error: access denied for unknown[127.0.0.1]\r\n"
     assert r.cmd(b"MAIL FROM:<a@b.test>\r\n").startswith(b"503 5.7.0")
+    assert r.cmd(b"NOOP\r\n").startswith(b"503 5.7.0")
     assert r.cmd(b"QUIT\r\n").startswith(b"221")
-    assert "NOQUEUE: reject: CONNECT from unknown[127.0.0.1]: 554 5.7.1" in d2.logtext()
+    assert r.closed()
+    r.close()
+    time.sleep(0.2)
+    log = d.logtext()
+    assert ("NOQUEUE: reject: CONNECT from unknown[127.0.0.1]: 554 5.7.1 <unknown[127.0.0.1]>: "
+            "Client host rejected: go away, spammer; proto=SMTP\n") in log, log
+    assert "from=<" not in log.split("CONNECT from", 1)[1].split("\n", 1)[0]
+    assert log.count("NOQUEUE: reject:") == 1, log  # logged once, not per command
+    # a temporary verdict is passed on as it is; "reject" alone gives the default text
+    t2 = d0.map("client2", "127.0.0.1 DEFER busy\n")
+    d2 = front(expect_start=False, mynetworks=OUTSIDE, smtpd_delay_reject="no",
+               smtpd_client_restrictions="check_client_access " + t2)
+    r = d2.raw()
+    assert r.recv_reply() == b"450 4.7.1 <unknown[127.0.0.1]>: Client host rejected: busy\r\n"
+    r.close()
+    d3 = front(expect_start=False, smtpd_delay_reject="no", smtpd_client_restrictions="reject")
+    r = d3.raw()
+    assert r.recv_reply() == \
+        b"554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied\r\n"
+    assert r.cmd(b"QUIT\r\n").startswith(b"221")
+    r.close()
+    # a permitted client is greeted as usual and served
+    d4 = front(smtpd_delay_reject="no", smtpd_client_restrictions="permit_mynetworks, reject")
+    served(d4)
 
 
 def test_unknown_restriction_is_fatal(front):
