@@ -112,6 +112,18 @@ static int parse_line(struct smtp_rparser *p, const char *s, size_t len)
     return p->in_reply ? 0 : 1;
 }
 
+/* Control characters (a lone CR, ESC, ...) would end up in log lines and
+ * queue files: make them spaces, as NUL already is. */
+static void sanitize(buf_t *line)
+{
+    size_t i;
+    for (i = 0; i < line->len; i++) {
+        unsigned char c = (unsigned char)line->data[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            line->data[i] = ' ';
+    }
+}
+
 int smtp_rparser_feed(struct smtp_rparser *p, const char *data, size_t len, size_t *used)
 {
     size_t i;
@@ -135,6 +147,7 @@ int smtp_rparser_feed(struct smtp_rparser *p, const char *data, size_t len, size
             p->err = "reply line too long";
             return -1;
         }
+        sanitize(&p->line);
         rc = parse_line(p, p->line.data ? p->line.data : "", p->line.len);
         buf_reset(&p->line);
         if (rc < 0)

@@ -4,7 +4,8 @@
  * complete (possibly multi-line) reply at a time. It is written for
  * hostile servers: lines are limited to SMTP_REPLY_LINE_MAX bytes, a reply
  * to SMTP_REPLY_LINES_MAX lines, continuation lines must repeat the code;
- * NUL bytes are replaced and a bare LF ends a line like CRLF does. Any
+ * NUL and other control bytes (a lone CR, ESC) become spaces, and a bare
+ * LF ends a line like CRLF does. Any
  * violation is a protocol error: the caller gives up on the connection. */
 #ifndef POSTINO_SMTP_REPLY_H
 #define POSTINO_SMTP_REPLY_H

@@ -165,6 +165,11 @@ static void maybe_exit(void)
         }
         dns_free(dl.dns);
         dl.dns = NULL;
+        if (dl.tls_ctx)
+            SSL_CTX_free(dl.tls_ctx);
+        dl.tls_ctx = NULL;
+        buf_free(&dl.tls_err);
+        tls_policy_reset();
         server_exit(dl.srv);
     }
 }
@@ -209,6 +214,11 @@ static void on_accept(struct server *s, int fd, int idx)
     bufferevent_enable(qc->bev, EV_READ | EV_WRITE);
 }
 
+static void pre_drop(struct server *s)
+{
+    dl_tls_init();
+}
+
 static void post_drop(struct server *s)
 {
     buf_t err = BUF_INIT;
@@ -228,6 +238,7 @@ static void on_stop(struct server *s)
 int main(int argc, char **argv)
 {
     static const struct server_hooks hooks = {
+        .pre_drop = pre_drop,
         .post_drop = post_drop,
         .on_accept = on_accept,
         .on_stop = on_stop,

@@ -4,6 +4,7 @@
  *   delivery_job.c    one job: queue file, nexthop, DNS, hosts, results, logs
  *   delivery_sess.c   one SMTP connection: connect, I/O, timeouts, cache
  *   delivery_proto.c  the SMTP dialogue: EHLO, MAIL, RCPT, DATA, content
+ *   delivery_tls.c    STARTTLS: policy, handshake, certificate checks
  *
  * A job (one request from qmgr) owns at most one session at a time; a
  * session outlives its job when it goes into the connection cache. */
@@ -17,6 +18,7 @@
 #include "common/dns.h"
 #include "common/qfile.h"
 #include "common/smtp_reply.h"
+#include "common/tls.h"
 
 struct server;
 struct bufferevent;
@@ -30,6 +32,8 @@ struct dl_state {
     struct dns_ctx *dns;
     int njobs;            /* jobs in progress */
     struct sess *cache;   /* idle sessions kept for reuse */
+    SSL_CTX *tls_ctx;     /* client TLS context, NULL if it could not be built */
+    buf_t tls_err;        /* why tls_ctx is NULL */
 };
 extern struct dl_state dl;
 
@@ -51,7 +55,13 @@ struct target {
 struct job {
     struct qconn *qc;     /* NULL once qmgr went away: no reply */
     char id[QID_LEN + 1];
-    char *nexthop;        /* as requested: the connection cache key */
+    char *nexthop;        /* as requested */
+    char *cache_key;      /* "level;nexthop": a verify destination never
+                             reuses a connection made at a weaker level */
+    struct tls_policy tls;
+    int plain_retry;      /* may level, TLS handshake failed: next connect
+                             (the same host again) without STARTTLS */
+    buf_t tls_info;       /* "TLSv1.3:TLS_AES_256_GCM_SHA384" or "" */
     buf_t host;           /* domain for MX, or the host */
     int port, mx;
     struct qenv env;
@@ -99,5 +109,12 @@ void sess_reuse(struct sess *s, struct job *job);
 void sess_release(struct sess *s);
 void cache_flush(void);
 const char *sess_relay(const struct sess *s);
+const char *sess_tls_info(const struct sess *s);
+
+/* ---- delivery_tls.c ---- */
+/* Build the client TLS context (pre_drop: CA files may be root-only). */
+void dl_tls_init(void);
+/* Find the job's TLS policy and cache key; -1: deferred (results set). */
+int job_tls_policy(struct job *job);
 
 #endif

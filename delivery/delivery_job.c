@@ -32,6 +32,7 @@ struct job *job_new(struct qconn *qc, const char *id, const char *nexthop)
     buf_init(&job->host, 64);
     buf_init(&job->relay, 64);
     buf_init(&job->lasterr, 128);
+    buf_init(&job->tls_info, 48);
     buf_set(&job->relay, "none");
     qenv_init(&job->env);
     dl.njobs++;
@@ -63,6 +64,9 @@ void job_free(struct job *job)
     buf_free(&job->host);
     buf_free(&job->relay);
     buf_free(&job->lasterr);
+    buf_free(&job->tls_info);
+    tls_policy_free(&job->tls);
+    free(job->cache_key);
     free(job->nexthop);
     free(job);
     dl.njobs--;
@@ -107,9 +111,12 @@ static void log_rcpt(struct job *job, const struct rres *r)
     fmt_delay(&d, ready - job->t_start);
     buf_putc(&d, '/');
     fmt_delay(&d, job->t_end - ready);
-    log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)", job->id,
+    /* tls= goes after the status text: pflogsumm's to= pattern wants
+     * "dsn=..., status=" adjacent, and reads the reason up to ")". */
+    log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)%s%s", job->id,
              job->env.rcpt[r->idx].addr, buf_str(&job->relay), d.data, r->dsn,
-             qrcpt_status_name(r->status), buf_str(&r->reason));
+             qrcpt_status_name(r->status), buf_str(&r->reason),
+             job->tls_info.len ? ", tls=" : "", buf_str(&job->tls_info));
     buf_free(&d);
 }
 
@@ -235,6 +242,10 @@ void job_start(struct job *job)
         job_finish(job);
         return;
     }
+    if (job_tls_policy(job) < 0) {
+        job_finish(job);
+        return;
+    }
     job_sess_failed(job, SF_FRESH, NULL, NULL);
 }
 
@@ -252,7 +263,7 @@ void job_sess_failed(struct job *job, int kind, const char *dsn, const char *rea
     struct sess *s;
     if (kind == SF_FRESH) {
         /* Start, or a cached connection went bad: any other cached one? */
-        if ((s = cache_take(job->nexthop)) != NULL) {
+        if ((s = cache_take(job->cache_key)) != NULL) {
             sess_reuse(s, job);
             return;
         }
@@ -277,6 +288,7 @@ void job_sess_ready(struct job *job)
     job->ever_ready = 1;
     job->t_ready = dl_now();
     buf_set(&job->relay, sess_relay(job->sess));
+    buf_set(&job->tls_info, sess_tls_info(job->sess));
     proto_start_tx(job->sess);
 }
 

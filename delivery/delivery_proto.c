@@ -70,6 +70,11 @@ static void send_ehlo(struct sess *s, const char *verb, int kind)
     buf_free(&cmd);
 }
 
+void proto_send_ehlo(struct sess *s)
+{
+    send_ehlo(s, "EHLO", X_EHLO);
+}
+
 static int on_greet(struct sess *s, size_t i)
 {
     if (reply_class(s) != 2)
@@ -107,6 +112,16 @@ static void parse_ehlo(struct sess *s)
     strv_free(lines);
 }
 
+/* EHLO/HELO accepted: STARTTLS first if the policy says so. */
+static int handshake_done(struct sess *s)
+{
+    int rc = tls_after_ehlo(s);
+    if (rc != 0)
+        return rc > 0 ? 0 : -1;
+    job_sess_ready(s->job);
+    return -1;
+}
+
 static int on_ehlo(struct sess *s, size_t i)
 {
     if (reply_class(s) == 5) {
@@ -116,8 +131,7 @@ static int on_ehlo(struct sess *s, size_t i)
     if (reply_class(s) != 2)
         return handshake_fail(s, X_EHLO, 0);
     parse_ehlo(s);
-    job_sess_ready(s->job);
-    return -1;
+    return handshake_done(s);
 }
 
 static int on_helo(struct sess *s, size_t i)
@@ -126,8 +140,7 @@ static int on_helo(struct sess *s, size_t i)
         return handshake_fail(s, X_HELO, 0);
     s->feat = 0;
     s->size_limit = 0;
-    job_sess_ready(s->job);
-    return -1;
+    return handshake_done(s);
 }
 
 static int on_rset(struct sess *s, size_t i)
@@ -285,6 +298,7 @@ static int (*const handlers[X_COUNT])(struct sess *, size_t) = {
     [X_GREET] = on_greet, [X_EHLO] = on_ehlo, [X_HELO] = on_helo,
     [X_RSET] = on_rset,   [X_MAIL] = on_mail, [X_RCPT] = on_rcpt,
     [X_DATA] = on_data,   [X_DOT] = on_dot,   [X_QUIT] = on_quit,
+    [X_STARTTLS] = tls_on_starttls,
 };
 
 int proto_reply(struct sess *s)

@@ -30,11 +30,17 @@ const struct sess_phase sess_phase[X_COUNT] = {
     [X_DOT] = { "smtp_data_done_timeout",
                 "sending end of data -- message may be sent more than once", "end of DATA" },
     [X_QUIT] = { "smtp_quit_timeout", "sending QUIT", "QUIT" },
+    [X_STARTTLS] = { "smtp_starttls_timeout", "sending STARTTLS", "STARTTLS" },
 };
 
 const char *sess_relay(const struct sess *s)
 {
     return buf_str(&s->relay);
+}
+
+const char *sess_tls_info(const struct sess *s)
+{
+    return buf_str(&s->tls_info);
 }
 
 void sess_arm(struct sess *s, const char *timeout_param)
@@ -75,6 +81,7 @@ void sess_free(struct sess *s)
     smtp_rparser_free(&s->rp);
     buf_free(&s->relay);
     buf_free(&s->hostip);
+    buf_free(&s->tls_info);
     free(s->xq);
     free(s->key);
     free(s->host);
@@ -86,6 +93,8 @@ static const char *sess_doing(const struct sess *s)
 {
     if (s->state == SS_BODY)
         return "sending message body";
+    if (s->state == SS_TLS)
+        return "performing the TLS handshake";
     if (s->xhead < s->xn)
         return sess_phase[s->xq[s->xhead].kind].doing;
     return "sending message body";
@@ -154,6 +163,10 @@ static void sess_timer_cb(evutil_socket_t fd, short what, void *arg)
         sess_free(s);
         return;
     }
+    if (s->state == SS_TLS) {
+        tls_handshake_failed(s, "timeout");
+        return;
+    }
     sess_lost(s, s->pending_errno ? "error" : "timeout");
 }
 
@@ -200,6 +213,13 @@ static void sess_write_cb(struct bufferevent *bev, void *arg)
 static void sess_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct sess *s = arg;
+    if (s->state == SS_TLS) {
+        if (what & BEV_EVENT_CONNECTED)
+            tls_handshake_done(s);
+        else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+            tls_handshake_failed(s, "error");
+        return;
+    }
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1;
         /* Commands are written whole: Nagle would only add latency. */
@@ -215,6 +235,11 @@ static void sess_event_cb(struct bufferevent *bev, short what, void *arg)
         sess_lost(s, "error");
 }
 
+void sess_install_cbs(struct sess *s)
+{
+    bufferevent_setcb(s->bev, sess_read_cb, sess_write_cb, sess_event_cb, s);
+}
+
 static struct sess *sess_new(const char *key, const char *host)
 {
     struct sess *s = xcalloc(1, sizeof(*s));
@@ -222,6 +247,7 @@ static struct sess *sess_new(const char *key, const char *host)
     s->host = xstrdup(host);
     buf_init(&s->relay, 64);
     buf_init(&s->hostip, 64);
+    buf_init(&s->tls_info, 48);
     smtp_rparser_init(&s->rp);
     s->timer = evtimer_new(dl.srv->base, sess_timer_cb, s);
     s->state = SS_CONNECT;
@@ -230,7 +256,7 @@ static struct sess *sess_new(const char *key, const char *host)
 
 void sess_connect(struct job *job, const struct target *t, int port)
 {
-    struct sess *s = sess_new(job->nexthop, t->host);
+    struct sess *s = sess_new(job->cache_key, t->host);
     struct sockaddr_storage ss = t->ss;
     buf_t ip = BUF_INIT;
     struct timeval zero = { 0, 0 };
@@ -245,8 +271,11 @@ void sess_connect(struct job *job, const struct target *t, int port)
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
     s->job = job;
     job->sess = s;
+    s->tls_level = job->tls.level;
+    s->no_tls = job->plain_retry;
+    job->plain_retry = 0;
     s->bev = bufferevent_socket_new(dl.srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(s->bev, sess_read_cb, sess_write_cb, sess_event_cb, s);
+    sess_install_cbs(s);
     if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&ss, (int)t->sslen) < 0) {
         s->pending_errno = errno ? errno : ECONNREFUSED;
         evtimer_add(s->timer, &zero); /* report from the loop, not re-entrantly */
@@ -312,8 +341,10 @@ void cache_flush(void)
     while ((s = dl.cache) != NULL) {
         dl.cache = s->next;
         s->next = NULL;
-        /* Best effort goodbye without waiting: we are about to exit. */
-        (void)send(bufferevent_getfd(s->bev), "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
+        /* Best effort goodbye without waiting: we are about to exit
+         * (not through TLS: plaintext there would only be garbage). */
+        if (!s->ssl)
+            (void)send(bufferevent_getfd(s->bev), "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
         sess_free(s);
     }
 }

@@ -7,7 +7,8 @@
 #include "delivery/delivery.h"
 
 /* What a reply we wait for answers; indexes sess_phase[]. */
-enum xkind { X_GREET, X_EHLO, X_HELO, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT, X_QUIT, X_COUNT };
+enum xkind { X_GREET, X_EHLO, X_HELO, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT, X_QUIT, X_STARTTLS,
+             X_COUNT };
 
 struct xwait {
     int kind;
@@ -21,7 +22,7 @@ struct sess_phase {
 };
 extern const struct sess_phase sess_phase[X_COUNT];
 
-enum sstate { SS_CONNECT, SS_CMD, SS_BODY, SS_IDLE, SS_QUIT };
+enum sstate { SS_CONNECT, SS_CMD, SS_BODY, SS_IDLE, SS_QUIT, SS_TLS /* handshake */ };
 
 #define FEAT_PIPELINING 0x1
 #define FEAT_SIZE 0x2
@@ -53,6 +54,10 @@ struct sess {
     long long body_left, body_off;
     int body_bol, body_last;
     int nmsgs;            /* transactions completed on this connection */
+    int tls_level;        /* tls_level_t of the job that opened it */
+    int no_tls;           /* plaintext retry after a failed may-level handshake */
+    SSL *ssl;             /* owned by bev once the handshake started */
+    buf_t tls_info;       /* "TLSv1.3:cipher" once TLS is up, else "" */
     struct sess *next;    /* cache list */
 };
 
@@ -65,6 +70,8 @@ int sess_abort(struct sess *s, const char *dsn, const char *reason);
 void sess_free(struct sess *s);
 /* Transaction over (results set): hand the job back. Returns -1. */
 int sess_tx_end(struct sess *s);
+/* Set the session's callbacks on s->bev (again, after the TLS re-wrap). */
+void sess_install_cbs(struct sess *s);
 
 /* delivery_proto.c */
 /* Handle one complete reply in s->rp.reply. 0: keep reading, -1: stop
@@ -75,5 +82,17 @@ void proto_start_tx(struct sess *s);
 void proto_body_more(struct sess *s);
 /* "host H[ip] said: TEXT (in reply to CMD command)" */
 void proto_said(struct sess *s, int kind, buf_t *out);
+void proto_send_ehlo(struct sess *s);
+
+/* delivery_tls.c */
+/* After EHLO/HELO: 0 go on (plaintext or TLS up), 1 STARTTLS sent (keep
+ * reading), -1 the session was given up (TLS required, not offered). */
+int tls_after_ehlo(struct sess *s);
+/* The reply to STARTTLS (handlers[X_STARTTLS]). */
+int tls_on_starttls(struct sess *s, size_t i);
+/* Handshake finished (BEV_EVENT_CONNECTED in SS_TLS). */
+void tls_handshake_done(struct sess *s);
+/* Handshake failed or timed out ("timeout" or "error"). */
+void tls_handshake_failed(struct sess *s, const char *what);
 
 #endif

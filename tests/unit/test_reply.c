@@ -160,6 +160,32 @@ static void test_garbage(void **state)
     smtp_rparser_free(&p);
 }
 
+/* Lines longer than RFC 5321's 512 bytes are accepted up to the limit;
+ * control bytes never reach the reply text (it goes into logs). */
+static void test_long_and_control_bytes(void **state)
+{
+    struct smtp_rparser p;
+    size_t used;
+    buf_t b = BUF_INIT;
+    size_t i;
+    buf_puts(&b, "451 4.7.1 ");
+    for (i = 0; i < 600; i++)
+        buf_putc(&b, 'y');
+    buf_puts(&b, "\r\n");
+    smtp_rparser_init(&p);
+    assert_int_equal(smtp_rparser_feed(&p, b.data, b.len, &used), 1);
+    assert_int_equal(p.reply.text.len, 610);
+    assert_string_equal(p.reply.enh, "4.7.1");
+    assert_int_equal(feed(&p, "250 a\rb\x1b[31mc\x7f\td\r\n", &used), 1);
+    assert_string_equal(buf_str(&p.reply.text), "250 a b [31mc \td");
+    /* bare LF inside a multi-line reply */
+    assert_int_equal(feed(&p, "250-one\n250-two\r\n250 three\n", &used), 1);
+    assert_int_equal(p.reply.nlines, 3);
+    assert_string_equal(buf_str(&p.reply.lines), "one\ntwo\nthree");
+    smtp_rparser_free(&p);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -171,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_too_many_lines),
         cmocka_unit_test(test_enhanced_codes),
         cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_long_and_control_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

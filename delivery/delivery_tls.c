@@ -1,0 +1,230 @@
+/* delivery_tls.c - STARTTLS in the SMTP client (Postfix's smtp_tls_*).
+ *
+ * Levels (smtp_tls_security_level, per destination smtp_tls_policy_maps):
+ *   none     never STARTTLS
+ *   may      STARTTLS when offered; refused STARTTLS -> go on in plaintext;
+ *            failed handshake -> connect to the same host again without
+ *            TLS (Postfix does the same), so opportunistic TLS never
+ *            costs a delivery
+ *   encrypt  STARTTLS required (not offered: 4.7.4), certificate ignored
+ *   verify/secure  also a trusted chain matching the names of
+ *            tls_match_names (else 4.7.5 "Server certificate not ...")
+ * After the 220 to STARTTLS, whatever the server already sent behind it
+ * is thrown away before the handshake (the client side of CVE-2011-0411):
+ * it was not protected and must never be taken for a reply. The socket
+ * is then re-wrapped in a bufferevent_openssl; nothing blocks. */
+#include "delivery/delivery_sess.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/conf.h"
+#include "common/log.h"
+#include "common/server.h"
+
+void dl_tls_init(void)
+{
+    buf_init(&dl.tls_err, 64);
+    dl.tls_ctx = tls_client_ctx_new(&dl.tls_err);
+    /* Not fatal: plaintext and opportunistic delivery still work, and
+     * each mandatory-TLS message is deferred with this reason. */
+    if (!dl.tls_ctx)
+        log_warn("TLS client disabled: %s", buf_str(&dl.tls_err));
+}
+
+int job_tls_policy(struct job *job)
+{
+    buf_t err = BUF_INIT, key = BUF_INIT;
+    int rc = tls_client_policy(job->nexthop, &job->tls, &err);
+
+    if (rc < 0) {
+        log_warn("%s: TLS policy lookup for %s failed: %s", job->id, job->nexthop, buf_str(&err));
+        job_set_pending(job, "4.7.5", "TLS policy lookup error (see the log)");
+        job->tls.level = TLS_LEV_NONE;
+    }
+    buf_printf(&key, "%s;%s", tls_level_name(job->tls.level), job->nexthop);
+    free(job->cache_key);
+    job->cache_key = buf_detach(&key);
+    buf_free(&err);
+    return rc;
+}
+
+/* Give up on this host (the job tries the next one). Returns -1. */
+static int tls_fail(struct sess *s, const char *dsn, const char *reason)
+{
+    s->reused = 0; /* a fresh connection: try the next host, not the cache */
+    return sess_abort(s, dsn, reason);
+}
+
+int tls_after_ehlo(struct sess *s)
+{
+    buf_t r = BUF_INIT;
+    int mandatory = s->tls_level >= TLS_LEV_ENCRYPT;
+
+    if (s->ssl || s->tls_level == TLS_LEV_NONE || s->no_tls)
+        return 0;
+    if (!(s->feat & FEAT_STARTTLS) || !dl.tls_ctx) {
+        if (!mandatory)
+            return 0;
+        if (!dl.tls_ctx)
+            buf_printf(&r, "TLS is required, but our TLS engine is unavailable (%s)",
+                       buf_str(&dl.tls_err));
+        else
+            buf_printf(&r, "TLS is required, but was not offered by host %s", buf_str(&s->hostip));
+        tls_fail(s, dl.tls_ctx ? "4.7.4" : "4.7.5", r.data);
+        buf_free(&r);
+        return -1;
+    }
+    sess_send(s, "STARTTLS\r\n", 10);
+    sess_expect(s, X_STARTTLS, 0);
+    return 1;
+}
+
+/* Wrap the connection in TLS: drop what the server sent after its 220,
+ * move the socket into an openssl bufferevent, start the handshake. */
+static int tls_wrap(struct sess *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t junk = evbuffer_get_length(in);
+    int fd = fcntl(bufferevent_getfd(s->bev), F_DUPFD_CLOEXEC, 0);
+
+    if (junk > 0) {
+        log_warn("%s: discarding %zu byte(s) that %s sent after its reply to STARTTLS",
+                 s->job->id, junk, buf_str(&s->relay));
+        evbuffer_drain(in, junk);
+    }
+    if (fd < 0) {
+        buf_t r = BUF_INIT;
+        buf_printf(&r, "Cannot start TLS: %s", strerror(errno));
+        tls_fail(s, "4.7.5", r.data);
+        buf_free(&r);
+        return -1;
+    }
+    /* The plain bufferevent (and its descriptor) go; the dup stays. */
+    bufferevent_free(s->bev);
+    s->ssl = tls_client_ssl_new(dl.tls_ctx, s->host, (tls_level_t)s->tls_level);
+    s->bev = bufferevent_openssl_socket_new(dl.srv->base, fd, s->ssl, BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (!s->bev)
+        log_fatal("cannot create a TLS bufferevent (out of memory?)");
+    s->state = SS_TLS;
+    sess_install_cbs(s);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    sess_arm(s, "smtp_starttls_timeout");
+    return -1; /* the old input buffer is gone: stop reading it */
+}
+
+int tls_on_starttls(struct sess *s, size_t i)
+{
+    buf_t r = BUF_INIT;
+
+    if (s->rp.reply.code / 100 == 2)
+        return tls_wrap(s);
+    if (s->tls_level < TLS_LEV_ENCRYPT) {
+        /* Opportunistic: the server may refuse; carry on in plaintext. */
+        log_info("%s: host %s refused to start TLS: %s", s->job->id, buf_str(&s->hostip),
+                 buf_str(&s->rp.reply.text));
+        job_sess_ready(s->job);
+        return -1;
+    }
+    buf_printf(&r, "TLS is required, but host %s refused to start TLS: %s", buf_str(&s->hostip),
+               buf_str(&s->rp.reply.text));
+    tls_fail(s, "4.7.5", r.data);
+    buf_free(&r);
+    return -1;
+}
+
+/* libevent's queued OpenSSL errors (it takes them off OpenSSL's queue):
+ * all of them for the log, the first reason for the deferral text. */
+static void tls_error_text(struct sess *s, const char *what, buf_t *log, buf_t *brief)
+{
+    unsigned long e;
+    char tmp[256];
+
+    if (strcmp(what, "timeout") == 0) {
+        buf_puts(log, "timed out");
+        buf_puts(brief, "timed out");
+        return;
+    }
+    while ((e = bufferevent_get_openssl_error(s->bev)) != 0) {
+        if (ERR_GET_LIB(e) == 0) /* libevent's own marker, no text */
+            continue;
+        ERR_error_string_n(e, tmp, sizeof(tmp));
+        buf_printf(log, "%s%s", log->len ? "; " : "", tmp);
+        if (brief->len == 0 && ERR_reason_error_string(e))
+            buf_puts(brief, ERR_reason_error_string(e));
+    }
+    ERR_clear_error();
+    if (log->len == 0)
+        buf_puts(log, EVUTIL_SOCKET_ERROR() ? strerror(EVUTIL_SOCKET_ERROR())
+                                            : "connection closed by the server");
+    if (brief->len == 0)
+        buf_puts(brief, log->data);
+}
+
+void tls_handshake_failed(struct sess *s, const char *what)
+{
+    struct job *job = s->job;
+    buf_t why = BUF_INIT, brief = BUF_INIT, r = BUF_INIT;
+
+    tls_error_text(s, what, &why, &brief);
+    log_info("%s: SSL_connect error to %s: %s", job ? job->id : "-", buf_str(&s->relay), why.data);
+    if (job && s->tls_level < TLS_LEV_ENCRYPT) {
+        /* Postfix's may level: the same host again, in plaintext. */
+        log_info("%s: TLS handshake with %s failed; retrying without TLS", job->id,
+                 buf_str(&s->relay));
+        job->plain_retry = 1;
+        if (job->itg > 0)
+            job->itg--;
+    }
+    buf_printf(&r, "Cannot start TLS: handshake failure with %s: %s", buf_str(&s->hostip),
+               brief.data);
+    tls_fail(s, "4.7.5", r.data);
+    buf_free(&r);
+    buf_free(&brief);
+    buf_free(&why);
+}
+
+static void tls_note_session(struct sess *s)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    buf_reset(&s->tls_info);
+    buf_printf(&s->tls_info, "%s:%s", SSL_get_version(s->ssl), c ? SSL_CIPHER_get_name(c) : "none");
+}
+
+void tls_handshake_done(struct sess *s)
+{
+    struct job *job = s->job;
+    tls_trust_t trust = TLS_TRUST_ANONYMOUS;
+    buf_t why = BUF_INIT, r = BUF_INIT;
+
+    evtimer_del(s->timer);
+    if (tls_client_check(s->ssl, &job->tls, job->nexthop, s->host, buf_str(&s->relay), &trust,
+                         &why) < 0) {
+        log_info("%s: %s: %s", job->id, tls_check_status(trust), buf_str(&why));
+        buf_printf(&r, "%s: %s", tls_check_status(trust), buf_str(&why));
+        tls_fail(s, "4.7.5", r.data);
+        buf_free(&r);
+        buf_free(&why);
+        return;
+    }
+    buf_free(&why);
+    buf_free(&r);
+    if (conf_int("smtp_tls_loglevel") >= 1)
+        tls_log_established(s->ssl, trust, 0, buf_str(&s->relay));
+    tls_note_session(s);
+    /* RFC 3207: forget everything learnt before TLS, ask again. */
+    s->feat = 0;
+    s->size_limit = 0;
+    s->state = SS_CMD;
+    proto_send_ehlo(s);
+}
