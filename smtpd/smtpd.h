@@ -80,6 +80,7 @@ struct smtpd_session {
     int esmtp;              /* EHLO was used */
     enum smtpd_state state;
     int closing;            /* reply queued, close once output is flushed */
+    int skip_was_auth;      /* the line being skipped was an AUTH response */
     int paused;             /* too much unread output: stop processing */
     int sleeping;           /* past smtpd_soft_error_limit: reply delayed */
     struct event *sleep_ev;

@@ -301,7 +301,8 @@ static int process_command(struct smtpd_session *s, struct evbuffer *in)
     if (pos.pos < 0) {
         if ((long long)evbuffer_get_length(in) > limit + 1) {
             evbuffer_drain(in, evbuffer_get_length(in));
-            if (s->state == SS_AUTH)
+            s->skip_was_auth = s->state == SS_AUTH;
+            if (s->skip_was_auth)
                 smtpd_auth_reset(s); /* the line is refused once it ends */
             s->state = SS_SKIP;
             return 1;
@@ -331,7 +332,12 @@ static int process_skip(struct smtpd_session *s, struct evbuffer *in)
     }
     evbuffer_drain(in, (size_t)pos.pos + 1);
     s->state = SS_CMD;
-    smtpd_reply(s, "500 5.5.2 Error: line too long");
+    /* The same answer whether the line came in one read or several. */
+    if (s->skip_was_auth)
+        smtpd_reply(s, "500 5.5.6 Authentication exchange line is too long");
+    else
+        smtpd_reply(s, "500 5.5.2 Error: line too long");
+    s->skip_was_auth = 0;
     if (s->errors >= conf_int("smtpd_hard_error_limit")) {
         smtpd_reply(s, "421 4.7.0 %s Error: too many errors", smtpd_hostname());
         smtpd_close_after(s);
