@@ -166,13 +166,16 @@ int main(int argc, char **argv)
         return dispatch(&c, argc, argv);
     c.exe_dir = exe_dir();
     char *def = dir ? NULL : default_config_dir(c.exe_dir);
-    if (load_config(&c, dir ? dir : def) < 0)
-        return CLI_ERR;
+    int rc = load_config(&c, dir ? dir : def) < 0 ? CLI_ERR : -1;
     free(def);
-    if (mailq) {
+    if (rc == -1 && mailq) {
         /* argv[-1] is free to reuse: it held the last option or argv[0]. */
         argv[-1] = "list";
-        return cmd_queue_list(&c, argc + 1, argv - 1);
+        rc = cmd_queue_list(&c, argc + 1, argv - 1);
+    } else if (rc == -1) {
+        rc = dispatch(&c, argc, argv);
     }
-    return dispatch(&c, argc, argv);
+    free((char *)c.exe_dir);
+    free((char *)c.config_dir);
+    return rc;
 }
