@@ -27,9 +27,13 @@ static int control_connect(void)
     buf_t path = BUF_INIT;
     buf_printf(&path, "%s/%s", conf_str("queue_directory"), SOCK_CONTROL);
     int fd = ipc_connect_unix(path.data);
+    if (fd < 0 && (errno == EACCES || errno == EPERM))
+        cli_err("%s: permission denied (only root and the %s user and group may use the queue)",
+                path.data, conf_str("mail_owner"));
+    else if (fd < 0)
+        cli_err("cannot connect to the queue manager at %s: %s (is postino running?)", path.data,
+                strerror(errno));
     buf_free(&path);
-    if (fd < 0)
-        cli_err("cannot connect to the queue manager (is postino running?)");
     return fd;
 }
 

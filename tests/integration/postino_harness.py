@@ -258,6 +258,7 @@ class _Handler:
         self.ip = ip
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.sink.conn_id(session)
         reply = self.sink._rcpt_reply(self.ip, address)
         if reply:
             return reply
@@ -269,6 +270,7 @@ class _Handler:
         if not envelope.rcpt_tos:
             return "554 5.5.1 no valid recipients"
         m = SinkMessage(self.ip, envelope.mail_from, envelope.rcpt_tos, envelope.content)
+        m.conn = self.sink.conn_id(session)
         with self.sink.lock:
             self.sink.messages.append(m)
         return "250 2.0.0 Ok: sunk %d" % len(self.sink.messages)
@@ -285,6 +287,7 @@ class Sink:
         self.rules = []
         self.rcpt_log = []      # (ip, rcpt, reply) for every RCPT seen
         self.controllers = {}
+        self.conn_seq = 0       # SMTP sessions seen by MAIL/RCPT/DATA (see conn_id)
 
     def start(self, ips=None):
         for ip in (ips or self.ips):
@@ -317,6 +320,20 @@ class Sink:
                     break
             self.rcpt_log.append((ip, rcpt, reply or "250"))
             return reply
+
+    def conn_id(self, session):
+        """A number per SMTP connection (aiosmtpd makes one Session object
+        per connection; Python ids could be reused, so tag the object)."""
+        with self.lock:
+            n = getattr(session, "_postino_conn", None)
+            if n is None:
+                self.conn_seq += 1
+                n = session._postino_conn = self.conn_seq
+            return n
+
+    def connections(self, pred=None):
+        """Distinct connections that carried the messages matching pred."""
+        return {m.conn for m in self.received(pred)}
 
     def received(self, pred=None):
         with self.lock:
@@ -358,7 +375,8 @@ def dsn_parts(msg):
 class Postino:
     """A postino instance in its own temp dir."""
 
-    def __init__(self, sink_port=25, dns_port=None, main=None, master_extra=(), smtpd_procs=2):
+    def __init__(self, sink_port=25, dns_port=None, main=None, master_extra=(), smtpd_procs=2,
+                 smtpd_chroot=False):
         self.dir = make_tmpdir("postino-it-")
         self.conf = os.path.join(self.dir, "conf")
         self.spool = os.path.join(self.dir, "spool")
@@ -370,6 +388,7 @@ class Postino:
         self.main = main or {}
         self.master_extra = list(master_extra)
         self.smtpd_procs = smtpd_procs
+        self.smtpd_chroot = smtpd_chroot
         self.started = False
         self.write_config()
 
@@ -395,7 +414,8 @@ class Postino:
         return "".join("%s = %s\n" % (k, v) for k, v in p.items() if v is not None)
 
     def master_cf(self):
-        lines = ["127.0.0.1:%d inet n - n - %d smtpd" % (self.port, self.smtpd_procs),
+        lines = ["127.0.0.1:%d inet n - %s - %d smtpd" % (
+                     self.port, "y" if self.smtpd_chroot else "n", self.smtpd_procs),
                  "qmgr unix - - n 300 1 qmgr",
                  "smtp unix - - n - 2 delivery",
                  "bounce unix - - n - 1 bounce"] + self.master_extra
@@ -595,3 +615,67 @@ class Postino:
 
     def wait_removed(self, qid, timeout=20.0):
         self.wait_log(r"%s: removed" % qid, timeout=timeout)
+
+    # -- helpers for privilege, reload and admin tests (additive)
+    def cli_as(self, user, *args, group=None, timeout=30):
+        """Run the CLI as another user (tests run as root): setpriv drops
+        real/effective/saved ids and supplementary groups."""
+        pw = pwd.getpwnam(user)
+        cmd = ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid,
+               "--clear-groups", os.path.join(BIN, "postino"), "-c", self.conf] + \
+            [str(a) for a in args]
+        return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout, text=True)
+
+    def run_as_argv0(self, name, *args, timeout=30):
+        """Run the CLI under another program name (a symlink), e.g. mailq."""
+        link = os.path.join(self.dir, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(os.path.realpath(BIN), "postino"), link)
+        return subprocess.run([link, "-c", self.conf] + [str(a) for a in args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout, text=True)
+
+    def master_pid(self):
+        """The master's pid. A child between fork and exec also looks like
+        master: its parent is a master, so it is skipped."""
+        pids = self.pids(("master",)).get("master", [])
+        top = [p for p in pids if _ppid(p) not in pids]
+        return top[0] if len(top) == 1 else None
+
+    def child_pids(self):
+        """{pid: name} of every daemon of this instance but master."""
+        out = {}
+        for name, pids in self.pids(tuple(d for d in DAEMONS if d != "master")).items():
+            for p in pids:
+                out[p] = name
+        return out
+
+
+def _ppid(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def proc_ids(pid):
+    """(uids, gids) of a process: [real, effective, saved, fs] from /proc."""
+    uids = gids = None
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("Uid:"):
+                uids = [int(x) for x in ln.split()[1:]]
+            elif ln.startswith("Gid:"):
+                gids = [int(x) for x in ln.split()[1:]]
+    return uids, gids
+
+
+def smtp_port_accepts(port, timeout=2):
+    """True when something on 127.0.0.1:port greets with 220."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            return s.recv(512).startswith(b"220")
+    except OSError:
+        return False
