@@ -6,7 +6,8 @@
  *   private/bounce   bounce: notification requests from qmgr
  *   public/control   created by qmgr itself: the CLI's queue requests;
  *                    mode 0666, permission checked per request by SO_PEERCRED
- *                    (root and mail_owner may change the queue, others list)
+ *                    (root, mail_owner and members of its group may do
+ *                    everything; others nothing: status=fail reason=permission denied)
  * Every request carries proto=PROTO_VERSION; a peer that sees another
  * version answers status=fail reason=... and closes.
  *

@@ -33,6 +33,7 @@ struct qfile_w {
     long long flushed;      /* bytes already written to the file */
     long long content_off;
     long long content_len;
+    char *message_id;       /* appended at commit when set */
     int failed;             /* errno of the first write error, 0 = fine */
 };
 
@@ -381,6 +382,7 @@ static void w_free(struct qfile_w *w)
     buf_free(&w->path);
     buf_free(&w->buf);
     buf_free(&w->head);
+    free(w->message_id);
     free(w);
 }
 
@@ -460,6 +462,12 @@ int qfile_write(struct qfile_w *w, const void *data, size_t len)
     return 0;
 }
 
+void qfile_w_set_message_id(struct qfile_w *w, const char *id)
+{
+    free(w->message_id);
+    w->message_id = id && *id ? xstrdup(id) : NULL;
+}
+
 /* Fill the real content offset/length and size into the head bytes. */
 static void patch_head(struct qfile_w *w, char *head)
 {
@@ -474,6 +482,10 @@ static int w_finish(struct qfile_w *w)
 {
     if (w->failed)
         return -1;
+    /* After the content (whose length the preamble gives), as the first
+     * appended record: readers replay it like any later append. */
+    if (w->message_id)
+        put_rec(&w->buf, "message_id", w->message_id);
     if (w_flush(w) < 0)
         return -1;
     patch_head(w, w->head.data);

@@ -27,6 +27,11 @@
  *        warned=<unix time>     delay warning sent
  *        dsn_sent=<idx> <kind>  notification for idx sent (kind: failure,
  *                               delay, success) so a crash does not repeat it
+ *        message_id=<text>      the Message-ID header, written by
+ *                               qfile_commit when smtpd learnt it while
+ *                               streaming (qfile_w_set_message_id); read
+ *                               into env->message_id like the envelope
+ *                               record of the same name (last one wins)
  *
  * Completeness: the file is created 0600 under its final name; commit sets
  * mode 0700 (the owner execute bit, as Postfix does) BEFORE the single
@@ -70,6 +75,7 @@ struct qrcpt {
     char *reason;       /* remote text or local explanation */
     long long when;     /* time of the last result */
     int dsn_sent;       /* bit set of NOTIFY_* kinds already notified */
+    int deferrals;      /* number of "deferred" result records (attempts) */
 };
 
 struct qenv {
@@ -113,6 +119,11 @@ const char *qfile_w_id(const struct qfile_w *w);
 int qfile_write(struct qfile_w *w, const void *data, size_t len);
 /* Content bytes written so far. */
 long long qfile_w_size(const struct qfile_w *w);
+/* Record the message's Message-ID (learnt while streaming the content,
+ * after the envelope was written): qfile_commit writes it as an appended
+ * "message_id=" record right after the content, inside the same single
+ * fsync. Replaces an earlier call's value; NULL or "" clears it. */
+void qfile_w_set_message_id(struct qfile_w *w, const char *id);
 /* Flush, fix the preamble, set the completeness mark, fsync, close.
  * 0 = durable; -1 = failed, file removed, err set. Frees w either way. */
 int qfile_commit(struct qfile_w *w, buf_t *err);

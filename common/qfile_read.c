@@ -2,7 +2,7 @@
  *
  * qfile_read parses the envelope (up to the "content" marker), then jumps
  * over the content and replays the records appended since (results, hold,
- * warned, dsn_sent): the last one for a recipient wins. Parsing is strict
+ * warned, dsn_sent, message_id): the last one for a recipient wins. Parsing is strict
  * because every writer is another postino daemon: an unknown record is a
  * malformed file. Appends are one write(2) each with O_APPEND, no fsync:
  * losing the last result after a crash only means delivering again. */
@@ -218,6 +218,8 @@ static int app_result(struct rd *r, const char *v, size_t off)
     }
     q->status = status;
     q->when = t;
+    if (status == QR_DEFERRED)
+        q->deferrals++;
     rc = 0;
 out:
     free(line);
@@ -267,6 +269,7 @@ static int app_dsn_sent(struct rd *r, const char *v, size_t off)
 
 static const struct rec_def app_recs[] = {
     { "result", app_result, 0 },
+    { "message_id", env_str, offsetof(struct qenv, message_id) },
     { "hold", app_hold, 0 },
     { "warned", app_warned, 0 },
     { "dsn_sent", app_dsn_sent, 0 },

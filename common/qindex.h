@@ -31,6 +31,15 @@ struct qidx_rec {
 };
 
 struct qindex;
+
+/* Only one qmgr per spool: take an exclusive flock(2) on
+ * <spool>/index/lock (creating index/ and the file), retrying for up to
+ * wait_ms while another process (an orphaned qmgr) holds it. Writes our
+ * pid into the file. Returns the descriptor to keep open for the life of
+ * the process (close-on-exec), or -1 with err naming the holder's pid.
+ * Take it before qindex_open: an open after an unclean stop deletes the
+ * DB files another qmgr may still be using. */
+int qindex_lock(const char *spool, int wait_ms, buf_t *err);
 /* Callbacks must not modify the index (collect ids, act after the scan);
  * return nonzero to stop the scan. */
 typedef int (*qindex_cb)(const struct qidx_rec *rec, void *arg);

@@ -79,3 +79,26 @@ long long route_backoff(long long minimal, long long maximal, int attempts)
         b *= 2;
     return b > maximal ? maximal : b;
 }
+
+void route_rebuild_retry(const struct qenv *env, long long minimal, long long maximal,
+                         int *attempts, long long *next, const char **reason)
+{
+    long long last = 0;
+
+    *attempts = 0;
+    *next = 0;
+    *reason = NULL;
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        const struct qrcpt *r = &env->rcpt[i];
+        if (r->status == QR_SENT || r->status == QR_BOUNCED)
+            continue;
+        if (r->deferrals > *attempts)
+            *attempts = r->deferrals;
+        if (r->status == QR_DEFERRED && r->when >= last) {
+            last = r->when;
+            *reason = r->reason;
+        }
+    }
+    if (*attempts > 0)
+        *next = last + route_backoff(minimal, maximal, *attempts);
+}

@@ -7,6 +7,7 @@
 #define POSTINO_ROUTE_H
 
 #include "common/buf.h"
+#include "common/qfile.h"
 
 /* Split a transport_maps value "transport:nexthop" at the first ':'.
  * Empty transport -> "smtp"; empty nexthop -> domain. A value without ':'
@@ -23,6 +24,15 @@ int route_next_key(const char *domain, size_t *state, buf_t *key);
 
 /* minimal * 2^(attempts-1) capped at maximal (attempts < 1 counts as 1). */
 long long route_backoff(long long minimal, long long maximal, int attempts);
+
+/* Retry state of a message re-indexed from its queue file (index
+ * rebuild): *attempts = the most "deferred" result records any pending
+ * recipient has (one per round it took part in); *next = the latest
+ * result time of a pending recipient + route_backoff(attempts); *reason =
+ * the reason of that latest deferral (pointer into env) or NULL. A
+ * message never tried (no deferrals) is due at once: *next = 0. */
+void route_rebuild_retry(const struct qenv *env, long long minimal, long long maximal,
+                         int *attempts, long long *next, const char **reason);
 
 /* Is transport a safe socket name component ([a-z0-9_-]{1,32})? */
 int route_transport_valid(const char *t);

@@ -5,7 +5,6 @@
  * delivery; see qmgr.h for how the parts fit together. */
 #include "qmgr/qmgr.h"
 
-#include <pwd.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -81,10 +80,23 @@ static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
 
 static void qmgr_pre_drop(struct server *s)
 {
-    struct passwd *pw = getpwnam(conf_str("mail_owner"));
-
-    qmgr_g.owner_uid = pw ? pw->pw_uid : 0;
+    perm_init();
     route_init(); /* table paths may lie outside a chroot */
+}
+
+/* One qmgr per spool, before the control socket is replaced and before
+ * the index is opened (and maybe wiped): an orphaned qmgr whose master
+ * was killed may still run for a moment. Master restarts us with back-off
+ * when this is fatal. */
+static void qmgr_lock(void)
+{
+    buf_t err = BUF_INIT;
+
+    qmgr_g.lock_fd = qindex_lock(qmgr_g.spool, QMGR_LOCK_WAIT_MS, &err);
+    if (qmgr_g.lock_fd < 0)
+        log_fatal("%s; not starting a second one (stop the other, or wait for it to exit)",
+                  buf_str(&err));
+    buf_free(&err);
 }
 
 static void qmgr_post_drop(struct server *s)
@@ -97,6 +109,7 @@ static void qmgr_post_drop(struct server *s)
     qmgr_g.rcpt_limit = conf_int("qmgr_message_recipient_limit");
     if (s->nlisten < 1)
         log_warn("no private/qmgr socket passed (-s 0): no new-mail notifications");
+    qmgr_lock();
     control_init(); /* early: CLI requests queue up during a rebuild */
     index_startup();
     tick_ev = event_new(s->base, -1, EV_PERSIST, qmgr_tick, NULL);

@@ -37,6 +37,8 @@ enum qkind { QK_BOUNCE = 0, QK_DELAY, QK_SUCCESS };
 /* Seconds a transport's agent may be unreachable before its mail is
  * deferred ("mail transport unavailable"). */
 #define QMGR_AGENT_PATIENCE 60
+/* How long a starting qmgr waits for another one to release index/lock. */
+#define QMGR_LOCK_WAIT_MS 10000
 /* Index lease of a message in memory, so the due scan skips it. */
 #define QMGR_ACTIVE_LEASE (365LL * 86400)
 
@@ -83,6 +85,9 @@ struct qdest {
     struct qdest *hnext;
     struct qdest *bnext, *bprev; /* list of destinations with queued jobs */
     int busy;
+    size_t hpos;             /* position in the ready heap + 1; 0 = not in it */
+    int timed;               /* in the list of those waiting for a time */
+    struct qdest *tnext, *tprev;
 };
 
 struct qmgr_stats {
@@ -99,7 +104,10 @@ struct qmgr {
     long long active_limit;  /* qmgr_message_active_limit */
     long long rcpt_limit;    /* qmgr_message_recipient_limit */
     int stopping;
-    uid_t owner_uid;
+    uid_t owner_uid;         /* mail_owner (perm_init) */
+    gid_t owner_gid;         /* its primary group: members may manage the queue */
+    int owner_known;         /* mail_owner exists */
+    int lock_fd;             /* index/lock, held for qmgr's life */
 };
 
 extern struct qmgr qmgr_g;
@@ -146,6 +154,20 @@ void sched_cancel_msg(struct qmsg *m);
 void sched_unsuspend_all(void);
 void sched_tick(void);
 
+/* qmgr_ready.c */
+/* Re-evaluate whether d may take a job now (call after any change to its
+ * first job, inflight, retry_at or suspension). */
+void ready_update(struct qdest *d, double now);
+void ready_forget(struct qdest *d);
+/* The destination whose first job is oldest among those that may take
+ * one, or NULL. O(1). */
+struct qdest *ready_pick(void);
+/* Move destinations whose waiting time is over into the heap. */
+void ready_wake(double now);
+/* Set the per-destination concurrency; 1 when it changed (the caller then
+ * calls ready_update for every destination with queued jobs). */
+int ready_set_limit(int limit);
+
 /* qmgr_deliver.c */
 /* Start job on a connection to its transport. 0 started, -1 no agent. */
 int deliver_start(struct qjob *j);
@@ -173,6 +195,12 @@ void index_new_mail(const char *id);
 int index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
                       const char **err);
 void index_shutdown(void);
+
+/* qmgr_perm.c */
+/* Look up mail_owner (before privileges drop). */
+void perm_init(void);
+/* May the peer on this control connection use the queue at all? */
+int perm_may_manage(int fd);
 
 /* qmgr_control.c */
 void control_init(void);

@@ -1,8 +1,9 @@
 /* qmgr_control.c - the CLI's queue requests on public/control.
  *
- * The socket is world-connectable (0666); who may change the queue is
- * decided per request from SO_PEERCRED: root and mail_owner may, others
- * may only list and read stats. The CLI is a separate, untrusted program:
+ * The socket is world-connectable (0666); who may use it is decided per
+ * request from SO_PEERCRED (qmgr_perm.c): root, mail_owner and members of
+ * mail_owner's group may do everything, others nothing (not even list:
+ * "status=fail reason=permission denied"). The CLI is a separate, untrusted program:
  * bad input gets status=fail and the connection is closed, never a panic. */
 #include "qmgr/qmgr.h"
 
@@ -266,24 +267,25 @@ static int ctl_stats(const attr_t *req, struct evbuffer *out, const char **err)
 
 static const struct {
     const char *name;
-    int modifies;
     ctl_fn fn;
 } ctl_table[] = {
-    { "list", 0, ctl_list },       { "stats", 0, ctl_stats },
-    { "flush", 1, ctl_flush },     { "delete", 1, ctl_delete },
-    { "hold", 1, ctl_hold },       { "release", 1, ctl_release },
-    { "requeue", 1, ctl_requeue },
+    { "list", ctl_list },       { "stats", ctl_stats },     { "flush", ctl_flush },
+    { "delete", ctl_delete },   { "hold", ctl_hold },       { "release", ctl_release },
+    { "requeue", ctl_requeue },
 };
 
-static int may_modify(int fd)
+/* Checked before anything else, so an outsider learns nothing. */
+static int ctl_permitted(struct cconn *c)
 {
-    uid_t uid;
-    gid_t gid;
-    pid_t pid;
+    uid_t uid = (uid_t)-1;
+    int fd = bufferevent_getfd(c->bev);
 
-    if (ipc_peer_cred(fd, &uid, &gid, &pid) < 0)
-        return 0;
-    return uid == 0 || uid == qmgr_g.owner_uid || uid == geteuid();
+    if (perm_may_manage(fd))
+        return 1;
+    ipc_peer_cred(fd, &uid, NULL, NULL);
+    log_warn("control: request from uid %ld refused: not root, mail_owner or in its group",
+             (long)uid);
+    return 0;
 }
 
 /* Dispatch one request; -1 with *err when it fails. */
@@ -293,6 +295,10 @@ static int ctl_dispatch(struct cconn *c, const attr_t *req, const char **err)
     const char *name = attr_get(req, "request");
     struct evbuffer *out = bufferevent_get_output(c->bev);
 
+    if (!ctl_permitted(c)) {
+        *err = "permission denied";
+        return -1;
+    }
     if (proto == NULL || strcmp(proto, PROTO_VERSION) != 0) {
         *err = "unsupported protocol version";
         return -1;
@@ -300,10 +306,6 @@ static int ctl_dispatch(struct cconn *c, const attr_t *req, const char **err)
     for (size_t i = 0; name && i < sizeof(ctl_table) / sizeof(ctl_table[0]); i++) {
         if (strcmp(ctl_table[i].name, name) != 0)
             continue;
-        if (ctl_table[i].modifies && !may_modify(bufferevent_getfd(c->bev))) {
-            *err = "permission denied: only root and mail_owner may change the queue";
-            return -1;
-        }
         return ctl_table[i].fn(req, out, err);
     }
     *err = "unknown request";

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/conf.h"
 #include "common/log.h"
 #include "common/route.h"
 
@@ -81,8 +82,10 @@ static void adopt_incomplete(const char *id, const char *path)
     struct stat sb;
 
     if (stat(path, &sb) == 0 && time(NULL) - sb.st_mtime > STALE_INCOMPLETE) {
+        /* Not "ID: removed": that line means a message qmgr took is done. */
         if (unlink(path) == 0)
-            log_info("%s: removed incomplete queue file older than %ds", id, STALE_INCOMPLETE);
+            log_warn("%s: deleted an incomplete queue file older than %ds", id,
+                     STALE_INCOMPLETE);
     }
 }
 
@@ -104,7 +107,14 @@ static void adopt_file(const char *id, const char *path)
     } else if (!env.complete) {
         adopt_incomplete(id, path);
     } else {
-        index_put_env(&env, env.hold ? QS_HOLD : QS_DEFERRED, 0, 0, NULL);
+        /* Keep the back-off the lost index had: attempts and the next
+         * attempt come from the file's result records. */
+        int attempts;
+        long long next;
+        const char *reason;
+        route_rebuild_retry(&env, conf_int("minimal_backoff_time"),
+                            conf_int("maximal_backoff_time"), &attempts, &next, &reason);
+        index_put_env(&env, env.hold ? QS_HOLD : QS_DEFERRED, next, attempts, reason);
     }
     qenv_free(&env);
     buf_free(&err);

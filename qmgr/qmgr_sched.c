@@ -1,5 +1,8 @@
 /* qmgr_sched.c - destinations (transport + nexthop), their job FIFOs,
- * concurrency limits, suspension after dest=fail, and FIFO dispatch. */
+ * concurrency limits, suspension after dest=fail, and FIFO dispatch.
+ * Which destination goes next is kept by qmgr_ready.c: every change to a
+ * destination's queue, in-flight count or waiting time is reported to it
+ * with ready_update(). */
 #include "qmgr/qmgr.h"
 
 #include <stdlib.h>
@@ -114,6 +117,7 @@ static void job_enqueue(struct qjob *j)
     d->tail = j;
     d->queued++;
     busy_add(d);
+    ready_update(d, qmgr_now());
 }
 
 /* Put recipient idx into the message's open job for its destination. */
@@ -174,20 +178,6 @@ void sched_message(struct qmsg *m)
     sched_dispatch();
 }
 
-/* The busy destination whose first job is oldest and that may take one. */
-static struct qdest *dest_pick(double now, int limit)
-{
-    struct qdest *best = NULL;
-
-    for (struct qdest *d = busy_head; d; d = d->bnext) {
-        if (d->inflight >= limit || d->retry_at > now || dest_suspended(d))
-            continue;
-        if (best == NULL || d->head->seq < best->head->seq)
-            best = d;
-    }
-    return best;
-}
-
 static void dest_suspend(struct qdest *d, const char *reason);
 
 /* No delivery agent for this destination's transport right now. */
@@ -198,6 +188,7 @@ static void dest_unreachable(struct qdest *d, double now)
         d->unreach_since = now;
     else if (now - d->unreach_since > QMGR_AGENT_PATIENCE)
         dest_suspend(d, "mail transport unavailable");
+    ready_update(d, now);
 }
 
 static struct qjob *dest_pop(struct qdest *d)
@@ -222,6 +213,7 @@ static void dest_push_front(struct qdest *d, struct qjob *j)
         d->tail = j;
     d->queued++;
     busy_add(d);
+    ready_update(d, qmgr_now());
 }
 
 void sched_dispatch(void)
@@ -233,7 +225,11 @@ void sched_dispatch(void)
 
     if (qmgr_g.stopping)
         return;
-    while (qmgr_g.st.inflight < plimit && (d = dest_pick(now, dlimit)) != NULL) {
+    if (ready_set_limit(dlimit)) /* first call, or a new limit */
+        for (d = busy_head; d; d = d->bnext)
+            ready_update(d, now);
+    ready_wake(now);
+    while (qmgr_g.st.inflight < plimit && (d = ready_pick()) != NULL) {
         struct qjob *j = dest_pop(d);
         if (deliver_start(j) < 0) {
             dest_push_front(d, j);
@@ -243,6 +239,7 @@ void sched_dispatch(void)
         d->unreach_since = 0;
         d->inflight++;
         qmgr_g.st.inflight++;
+        ready_update(d, now);
     }
 }
 
@@ -254,12 +251,14 @@ static void dest_suspend(struct qdest *d, const char *reason)
     d->suspend_reason = xstrdup(reason && *reason ? reason : "destination unreachable");
     log_info("destination %s:%s suspended for %llds: %s", d->transport, d->nexthop,
              conf_int("destination_suspend_time"), d->suspend_reason);
+    ready_forget(d); /* out of the heap before its jobs go */
     while (d->head) {
         struct qjob *j = dest_pop(d);
         job_defer_suspended(j);
         finish_check(j->msg);
         job_free(j);
     }
+    ready_update(d, qmgr_now());
 }
 
 static const struct {
@@ -317,6 +316,7 @@ void sched_job_done(struct qjob *j, const attr_t *reply, const char *reason)
 
     d->inflight--;
     qmgr_g.st.inflight--;
+    ready_update(d, qmgr_now());
     m->jobs--;
     m->guard++;
     if (status && strcmp(status, "ok") == 0) {
@@ -372,19 +372,25 @@ void sched_cancel_msg(struct qmsg *m)
         }
         if (d->head == NULL)
             busy_del(d);
+        ready_update(d, qmgr_now()); /* its first job may have gone */
     }
 }
 
 void sched_unsuspend_all(void)
 {
+    double now = qmgr_now();
+
     for (size_t b = 0; b < DEST_HASH_SIZE; b++)
-        for (struct qdest *d = dest_hash[b]; d; d = d->hnext)
+        for (struct qdest *d = dest_hash[b]; d; d = d->hnext) {
             d->suspended_until = 0;
+            ready_update(d, now);
+        }
     sched_dispatch();
 }
 
 static void dest_free(struct qdest *d)
 {
+    ready_forget(d);
     while (d->head)
         job_free(dest_pop(d));
     free(d->key);

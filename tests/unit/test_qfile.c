@@ -202,6 +202,75 @@ static void test_appended(void **state)
     buf_free(&err);
 }
 
+/* A Message-ID learnt while streaming goes in as the first appended
+ * record: read back, content untouched, later appends still replayed. */
+static void test_message_id(void **state)
+{
+    struct qenv env, rd;
+    buf_t err = BUF_INIT;
+    const char *mid = "<weird id %41\n with space@example.com>";
+
+    fill_env(&env, 2);
+    qenv_set(&env.message_id, "<envelope@example.com>");
+    struct qfile_w *w = qfile_create(spool, &env, &err);
+    assert_non_null(w);
+    qfile_w_set_message_id(w, "<first@example.com>");
+    qfile_w_set_message_id(w, mid); /* the last call wins */
+    assert_int_equal(qfile_write(w, "abcdefghij", 10), 0);
+    assert_int_equal(qfile_commit(w, &err), 0);
+    check_content(env.id, 10);
+    assert_int_equal(qfile_append_result(spool, env.id, 1, QR_SENT, "2.0.0", "h", "ok"), 0);
+    assert_int_equal(qfile_read(spool, env.id, &rd, 0, &err), 0);
+    assert_string_equal(rd.message_id, mid);
+    assert_int_equal(rd.content_len, 10);
+    assert_int_equal(rd.rcpt[1].status, QR_SENT);
+    qenv_free(&rd);
+    qenv_free(&env);
+
+    /* Without the call nothing is appended: the envelope value stays. */
+    fill_env(&env, 1);
+    qenv_set(&env.message_id, "<envelope@example.com>");
+    w = qfile_create(spool, &env, &err);
+    qfile_w_set_message_id(w, "<dropped@example.com>");
+    qfile_w_set_message_id(w, NULL);
+    assert_int_equal(qfile_write(w, "abcdefghij", 10), 0);
+    assert_int_equal(qfile_commit(w, &err), 0);
+    assert_int_equal(qfile_read(spool, env.id, &rd, 0, &err), 0);
+    assert_string_equal(rd.message_id, "<envelope@example.com>");
+    qenv_free(&rd);
+    qenv_free(&env);
+
+    /* Aborted writers free it too (no leak under ASan). */
+    fill_env(&env, 1);
+    w = qfile_create(spool, &env, &err);
+    qfile_w_set_message_id(w, "<aborted@example.com>");
+    qfile_abort(w);
+    qenv_free(&env);
+    buf_free(&err);
+}
+
+/* Each deferred result counts as one attempt for its recipient. */
+static void test_deferrals(void **state)
+{
+    struct qenv env, rd;
+    char id[QID_LEN + 1];
+    buf_t err = BUF_INIT;
+
+    make_msg(&env, 2, 10, id);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(qfile_append_result(spool, id, 0, QR_DEFERRED, "4.0.0", "h", "later"), 0);
+    assert_int_equal(qfile_append_result(spool, id, 1, QR_DEFERRED, "4.0.0", "h", "later"), 0);
+    assert_int_equal(qfile_append_result(spool, id, 1, QR_SENT, "2.0.0", "h", "ok"), 0);
+    assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
+    assert_int_equal(rd.rcpt[0].deferrals, 3);
+    assert_int_equal(rd.rcpt[0].status, QR_DEFERRED);
+    assert_int_equal(rd.rcpt[1].deferrals, 1);
+    assert_int_equal(rd.rcpt[1].status, QR_SENT);
+    qenv_free(&rd);
+    qenv_free(&env);
+    buf_free(&err);
+}
+
 static void test_incomplete_and_abort(void **state)
 {
     struct qenv env, rd;
@@ -329,6 +398,8 @@ int main(void)
         cmocka_unit_test(test_empty_and_small),
         cmocka_unit_test(test_appended),
         cmocka_unit_test(test_incomplete_and_abort),
+        cmocka_unit_test(test_message_id),
+        cmocka_unit_test(test_deferrals),
         cmocka_unit_test(test_remove),
         cmocka_unit_test(test_write_error),
         cmocka_unit_test(test_qid),

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -222,12 +223,49 @@ static void test_clean_marker(void **state)
     assert_string_equal(qstate_name(QS_HOLD), "hold");
 }
 
+static double mono(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* One qmgr per spool: a second lock waits, then fails naming the holder. */
+static void test_lock(void **state)
+{
+    buf_t err = BUF_INIT, want = BUF_INIT;
+    int fd1 = qindex_lock(spool, 0, &err);
+
+    assert_true(fd1 >= 0);
+    double t0 = mono();
+    int fd2 = qindex_lock(spool, 300, &err); /* another open file: conflicts */
+    double waited = mono() - t0;
+    assert_int_equal(fd2, -1);
+    assert_true(waited >= 0.29 && waited < 3);
+    buf_printf(&want, "(pid %ld)", (long)getpid());
+    assert_non_null(strstr(buf_str(&err), "locked by another queue manager"));
+    assert_non_null(strstr(buf_str(&err), buf_str(&want)));
+    /* The index itself still opens for the holder. */
+    int clean;
+    struct qindex *qi = qindex_open(spool, &clean, &err);
+    assert_non_null(qi);
+    qindex_close(qi, 1);
+    close(fd1);
+    buf_reset(&err);
+    int fd3 = qindex_lock(spool, 0, &err);
+    assert_true(fd3 >= 0);
+    close(fd3);
+    buf_free(&err);
+    buf_free(&want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_del),
         cmocka_unit_test(test_scans),
         cmocka_unit_test(test_clean_marker),
+        cmocka_unit_test(test_lock),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -80,12 +80,56 @@ static void test_backoff(void **state)
     assert_int_equal(route_backoff(5000, 4000, 1), 4000);
 }
 
+/* Attempts and next attempt survive an index rebuild. */
+static void test_rebuild_retry(void **state)
+{
+    struct qenv env;
+    int att;
+    long long next;
+    const char *why;
+
+    qenv_init(&env);
+    qenv_add_rcpt(&env, "a@x.example", NULL, 0);
+    qenv_add_rcpt(&env, "b@x.example", NULL, 0);
+    qenv_add_rcpt(&env, "c@x.example", NULL, 0);
+    /* never tried: due at once */
+    route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
+    assert_int_equal(att, 0);
+    assert_int_equal(next, 0);
+    assert_null(why);
+    /* a: deferred 3 times, last at 1000; b: deferred once at 1200;
+     * c: deferred 5 times but since delivered: it does not count. */
+    env.rcpt[0].status = QR_DEFERRED;
+    env.rcpt[0].deferrals = 3;
+    env.rcpt[0].when = 1000;
+    qenv_set(&env.rcpt[0].reason, "old reason");
+    env.rcpt[1].status = QR_DEFERRED;
+    env.rcpt[1].deferrals = 1;
+    env.rcpt[1].when = 1200;
+    qenv_set(&env.rcpt[1].reason, "451 try later");
+    env.rcpt[2].status = QR_SENT;
+    env.rcpt[2].deferrals = 5;
+    env.rcpt[2].when = 5000;
+    route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
+    assert_int_equal(att, 3);
+    assert_int_equal(next, 1200 + 1200); /* last deferral + 300 * 2^2 */
+    assert_string_equal(why, "451 try later");
+    /* pending but only crashed/never answered: due at once */
+    env.rcpt[0].status = QR_PENDING;
+    env.rcpt[0].deferrals = 0;
+    env.rcpt[1].status = QR_BOUNCED;
+    route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
+    assert_int_equal(att, 0);
+    assert_int_equal(next, 0);
+    qenv_free(&env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_full), cmocka_unit_test(test_split_defaults),
         cmocka_unit_test(test_domain),     cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_backoff),     cmocka_unit_test(test_rebuild_retry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

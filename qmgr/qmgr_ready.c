@@ -1,0 +1,179 @@
+/* qmgr_ready.c - which destination gets the next free delivery slot.
+ *
+ * Dispatch wants, among the destinations that have queued jobs, free
+ * concurrency and no reason to wait, the one whose first job is oldest
+ * (FIFO across destinations). Scanning every busy destination for it made
+ * each dispatch O(destinations) (13 s of CPU for 100,000 jobs to 10,000
+ * domains). Instead:
+ *   - a binary min-heap keyed by the first job's sequence number holds
+ *     exactly the destinations that may take a job now: a pick is O(1),
+ *     an update O(log n);
+ *   - a "timed" list holds those that have work and room but must wait
+ *     for a time (agent unreachable: retry_at; suspended_until), with the
+ *     earliest wake-up remembered, so it is walked only when one is due.
+ * ready_update(d) is called after anything that changes d's first job,
+ * its in-flight count, retry_at or suspension (qmgr_sched.c does). */
+#include "qmgr/qmgr.h"
+
+#include <stdlib.h>
+
+#include "common/alloc.h"
+
+static struct qdest **heap;
+static size_t heap_n, heap_cap;
+static struct qdest *timed_head;
+static double timed_min;       /* earliest wake-up in the timed list */
+static int dest_limit = 1;     /* default_destination_concurrency_limit */
+
+static int before(const struct qdest *a, const struct qdest *b)
+{
+    return a->head->seq < b->head->seq;
+}
+
+static void heap_set(size_t i, struct qdest *d)
+{
+    heap[i] = d;
+    d->hpos = i + 1;
+}
+
+static void sift_up(size_t i)
+{
+    struct qdest *d = heap[i];
+
+    while (i > 0 && before(d, heap[(i - 1) / 2])) {
+        heap_set(i, heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(i, d);
+}
+
+static void sift_down(size_t i)
+{
+    struct qdest *d = heap[i];
+
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= heap_n)
+            break;
+        if (c + 1 < heap_n && before(heap[c + 1], heap[c]))
+            c++;
+        if (!before(heap[c], d))
+            break;
+        heap_set(i, heap[c]);
+        i = c;
+    }
+    heap_set(i, d);
+}
+
+static void heap_put(struct qdest *d)
+{
+    if (d->hpos) { /* already there: its first job may have changed */
+        sift_up(d->hpos - 1);
+        sift_down(d->hpos - 1);
+        return;
+    }
+    heap = xgrow(heap, &heap_cap, heap_n + 1, sizeof(*heap));
+    heap_set(heap_n++, d);
+    sift_up(heap_n - 1);
+}
+
+static void heap_del(struct qdest *d)
+{
+    size_t i = d->hpos;
+    struct qdest *moved;
+
+    if (i-- == 0)
+        return;
+    d->hpos = 0;
+    if (i == --heap_n)
+        return;
+    moved = heap[heap_n]; /* the last one fills the hole, then finds its place */
+    heap_set(i, moved);
+    sift_up(i);
+    sift_down(moved->hpos - 1);
+}
+
+static void timed_del(struct qdest *d)
+{
+    if (!d->timed)
+        return;
+    d->timed = 0;
+    if (d->tprev)
+        d->tprev->tnext = d->tnext;
+    else
+        timed_head = d->tnext;
+    if (d->tnext)
+        d->tnext->tprev = d->tprev;
+}
+
+static void timed_add(struct qdest *d, double wake)
+{
+    if (!d->timed) {
+        d->timed = 1;
+        d->tprev = NULL;
+        d->tnext = timed_head;
+        if (timed_head)
+            timed_head->tprev = d;
+        timed_head = d;
+    }
+    if (wake < timed_min || timed_min == 0)
+        timed_min = wake;
+}
+
+/* When d may be dispatched to again, or 0 when it need not wait. */
+static double dest_wake(const struct qdest *d, double now)
+{
+    double w = d->retry_at;
+
+    if ((double)d->suspended_until > w)
+        w = (double)d->suspended_until;
+    return w > now ? w : 0;
+}
+
+void ready_update(struct qdest *d, double now)
+{
+    double wake;
+
+    if (d->head == NULL || d->inflight >= dest_limit) {
+        heap_del(d); /* a job completion or a new job calls us again */
+        timed_del(d);
+    } else if ((wake = dest_wake(d, now)) > 0) {
+        heap_del(d);
+        timed_add(d, wake);
+    } else {
+        timed_del(d);
+        heap_put(d);
+    }
+}
+
+void ready_forget(struct qdest *d)
+{
+    heap_del(d);
+    timed_del(d);
+}
+
+struct qdest *ready_pick(void)
+{
+    return heap_n > 0 ? heap[0] : NULL;
+}
+
+void ready_wake(double now)
+{
+    struct qdest *d, *next;
+
+    if (timed_head == NULL || now < timed_min)
+        return;
+    timed_min = 0;
+    for (d = timed_head; d; d = next) {
+        next = d->tnext;
+        ready_update(d, now); /* re-adds with its wake-up if still waiting */
+    }
+}
+
+int ready_set_limit(int limit)
+{
+    if (limit == dest_limit)
+        return 0;
+    dest_limit = limit;
+    return 1;
+}
