@@ -478,7 +478,8 @@ static void patch_head(struct qfile_w *w, char *head)
     memcpy(head + w->size_off, num, 12);
 }
 
-static int w_finish(struct qfile_w *w)
+/* Everything of the commit but the flush to disk. */
+static int w_prepare(struct qfile_w *w)
 {
     if (w->failed)
         return -1;
@@ -493,24 +494,58 @@ static int w_finish(struct qfile_w *w)
         return w_fail(w);
     /* The completeness mark goes in before the one fsync that makes
      * content, mode and directory entry durable together. */
-    if (fchmod(w->fd, 0700) < 0 || fsync(w->fd) < 0)
-        return w_fail(w);
-    int fd = w->fd;
-    w->fd = -1;
-    if (close(fd) < 0)
+    if (fchmod(w->fd, 0700) < 0)
         return w_fail(w);
     return 0;
 }
 
-int qfile_commit(struct qfile_w *w, buf_t *err)
+/* The flush: touches only w->fd and w->failed, so it may run on another
+ * thread while the caller's loop goes on. */
+static void w_sync(struct qfile_w *w)
 {
-    int rc = w_finish(w);
+    if (w->fd < 0)
+        return;
+    if (fsync(w->fd) < 0 && !w->failed)
+        w->failed = errno ? errno : EIO;
+    if (close(w->fd) < 0 && !w->failed)
+        w->failed = errno ? errno : EIO;
+    w->fd = -1;
+}
+
+/* Report and free; a failed file is removed. */
+static int w_end(struct qfile_w *w, buf_t *err)
+{
+    int rc = w->failed ? -1 : 0;
     if (rc < 0) {
-        set_err(err, "queue file %s: %s", w->path.data, strerror(w->failed ? w->failed : EIO));
+        set_err(err, "queue file %s: %s", w->path.data, strerror(w->failed));
         unlink(w->path.data);
     }
     w_free(w);
     return rc;
+}
+
+int qfile_commit(struct qfile_w *w, buf_t *err)
+{
+    if (w_prepare(w) == 0)
+        w_sync(w);
+    return w_end(w, err);
+}
+
+int qfile_commit_begin(struct qfile_w *w, buf_t *err)
+{
+    if (w_prepare(w) == 0)
+        return 0;
+    return w_end(w, err);
+}
+
+void qfile_commit_sync(struct qfile_w *w)
+{
+    w_sync(w);
+}
+
+int qfile_commit_end(struct qfile_w *w, buf_t *err)
+{
+    return w_end(w, err);
 }
 
 void qfile_abort(struct qfile_w *w)

@@ -127,6 +127,18 @@ void qfile_w_set_message_id(struct qfile_w *w, const char *id);
 /* Flush, fix the preamble, set the completeness mark, fsync, close.
  * 0 = durable; -1 = failed, file removed, err set. Frees w either way. */
 int qfile_commit(struct qfile_w *w, buf_t *err);
+/* The same commit in three steps, for a caller whose event loop must go on
+ * while the disk flushes (smtpd runs the middle step on a worker thread, so
+ * several messages' fsyncs are in flight at once):
+ *   qfile_commit_begin  loop thread: flush, preamble, completeness mark;
+ *                       -1 = failed, file removed, w freed, err set
+ *   qfile_commit_sync   any thread: fsync and close (touches only w's fd
+ *                       and error state)
+ *   qfile_commit_end    loop thread: 0 = durable, -1 = failed (file
+ *                       removed, err set); frees w either way */
+int qfile_commit_begin(struct qfile_w *w, buf_t *err);
+void qfile_commit_sync(struct qfile_w *w);
+int qfile_commit_end(struct qfile_w *w, buf_t *err);
 /* Give up: close and unlink. Frees w. */
 void qfile_abort(struct qfile_w *w);
 

@@ -6,6 +6,7 @@
 #include "qmgr/qmgr.h"
 
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -71,8 +72,16 @@ static void qmgr_accept(struct server *s, int fd, int idx)
 
 static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
 {
+    static time_t last_scan;
+    time_t now = time(NULL);
     if (qmgr_g.stopping)
         return;
+    if (last_scan == 0)
+        last_scan = now; /* index_startup just scanned */
+    if (now - last_scan >= (time_t)conf_int("queue_run_delay")) {
+        last_scan = now;
+        index_rescan();
+    }
     index_pull_due();
     sched_tick();
     bounce_tick();

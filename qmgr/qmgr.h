@@ -180,6 +180,8 @@ void bounce_close(void);
 
 /* qmgr_index.c */
 void index_startup(void);
+/* Adopt queue files the index does not know (lost notifications). */
+void index_rescan(void);
 void index_build_rec(const struct qenv *env, int state, long long next, int attempts,
                      const char *reason, struct qidx_rec *rec);
 /* Put message state into the index from its in-memory envelope. */

@@ -89,9 +89,11 @@ static void adopt_incomplete(const char *id, const char *path)
     }
 }
 
-/* Put one queue file into the index unless it is there already. */
-static void adopt_file(const char *id, const char *path)
+/* Put one queue file into the index unless it is there already; 1 when
+ * it did. */
+static int adopt_file(const char *id, const char *path)
 {
+    int adopted = 0;
     struct qidx_rec rec;
     struct qenv env;
     buf_t err = BUF_INIT;
@@ -99,7 +101,7 @@ static void adopt_file(const char *id, const char *path)
     memset(&rec, 0, sizeof(rec));
     if (qindex_get(qmgr_g.qi, id, &rec) == 1) {
         qidx_rec_free(&rec);
-        return;
+        return 0;
     }
     qenv_init(&env);
     if (qfile_read(qmgr_g.spool, id, &env, 1, &err) < 0) {
@@ -115,32 +117,37 @@ static void adopt_file(const char *id, const char *path)
         route_rebuild_retry(&env, conf_int("minimal_backoff_time"),
                             conf_int("maximal_backoff_time"), &attempts, &next, &reason);
         index_put_env(&env, env.hold ? QS_HOLD : QS_DEFERRED, next, attempts, reason);
+        adopted = 1;
     }
     qenv_free(&env);
     buf_free(&err);
+    return adopted;
 }
 
-static void scan_subdir(const char *dir)
+static size_t scan_subdir(const char *dir)
 {
+    size_t adopted = 0;
     DIR *d = opendir(dir);
     struct dirent *e;
     buf_t path = BUF_INIT;
 
     if (d == NULL)
-        return;
+        return 0;
     while ((e = readdir(d)) != NULL) {
         if (!qid_valid(e->d_name))
             continue;
         buf_reset(&path);
         buf_printf(&path, "%s/%s", dir, e->d_name);
-        adopt_file(e->d_name, buf_str(&path));
+        adopted += (size_t)adopt_file(e->d_name, buf_str(&path));
     }
     closedir(d);
     buf_free(&path);
+    return adopted;
 }
 
-static void scan_spool(void)
+static size_t scan_spool(void)
 {
+    size_t adopted = 0;
     buf_t top = BUF_INIT, sub = BUF_INIT;
     DIR *d;
     struct dirent *e;
@@ -148,18 +155,31 @@ static void scan_spool(void)
     buf_printf(&top, "%s/queue", qmgr_g.spool);
     if ((d = opendir(buf_str(&top))) == NULL) {
         buf_free(&top);
-        return; /* no mail yet */
+        return 0; /* no mail yet */
     }
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
         buf_reset(&sub);
         buf_printf(&sub, "%s/%s", buf_str(&top), e->d_name);
-        scan_subdir(buf_str(&sub));
+        adopted += scan_subdir(buf_str(&sub));
     }
     closedir(d);
     buf_free(&top);
     buf_free(&sub);
+    return adopted;
+}
+
+/* The safety net for a lost notification: smtpd made a file durable but
+ * died (or lost its qmgr connection) before "request=new" arrived. Like
+ * Postfix's periodic scan of its incoming queue, every queue_run_delay
+ * the spool is read for files the index does not know (a readdir of the
+ * hashed directories; only unknown files are opened). */
+void index_rescan(void)
+{
+    size_t n = scan_spool();
+    if (n)
+        log_info("queue scan: found %zu message(s) qmgr had not been told about", n);
 }
 
 void index_startup(void)

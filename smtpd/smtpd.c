@@ -11,6 +11,7 @@
 
 #include "common/conf.h"
 #include "common/dns.h"
+#include "common/workq.h"
 #include "common/log.h"
 #include "common/server.h"
 
@@ -83,6 +84,9 @@ static void post_drop(struct server *srv)
     smtpd_notify_init(srv);
     smtpd_auth_post_drop(d);
     smtpd_limit_init(d);
+    /* Several fsyncs in flight at once: the filesystem commits them in
+     * one journal transaction (group commit). */
+    d->commitq = workq_new(srv->base, SMTPD_COMMIT_THREADS);
     d->dns = dns_new(srv->base, conf_str("dns_servers"), &err);
     if (!d->dns)
         log_warn("DNS set-up failed (%s): DNS restrictions answer 450", buf_str(&err));
@@ -97,6 +101,9 @@ static void on_stop(struct server *srv)
     server_stop_accepting(srv);
     while (d->sessions)
         smtpd_session_free(d->sessions);
+    /* Messages being flushed are finished (and qmgr told) before we go. */
+    workq_free(d->commitq);
+    d->commitq = NULL;
     smtpd_check_done();
     server_exit(srv);
 }

@@ -40,6 +40,8 @@ struct psasl_pool;
 struct psasl_session;
 struct anvil_client;
 struct smtpd_dns_req;
+struct smtpd_commit;
+struct workq;
 
 /* Where the input of a session goes next. */
 enum smtpd_state {
@@ -51,6 +53,7 @@ enum smtpd_state {
 
 #define SMTPD_CMD_MAX 32 /* command table entries (statistics slots) */
 #define SMTPD_DNS_CACHE 4 /* domains whose lookup result a session keeps */
+#define SMTPD_COMMIT_THREADS 8 /* queue-file fsyncs in flight per process */
 
 /* Per-process state. */
 struct smtpd {
@@ -62,6 +65,7 @@ struct smtpd {
     int tls_level;                  /* 0 none, 1 may, 2 encrypt */
     struct psasl_pool *sasl_pool;   /* NULL: AUTH off */
     struct anvil_client *anvil;
+    struct workq *commitq;          /* fsyncs of finished messages */
 };
 
 struct smtpd_dns_cache {
@@ -115,6 +119,7 @@ struct smtpd_session {
     int have_mail;
     struct qenv env;
     struct smtpd_data *data;
+    struct smtpd_commit *commit;    /* message being flushed, answer pending */
     /* Statistics for the "disconnect from" line. */
     unsigned cmd_ok[SMTPD_CMD_MAX + 1], cmd_total[SMTPD_CMD_MAX + 1];
 };
@@ -172,6 +177,8 @@ void smtpd_data_begin(struct smtpd_session *s);
 size_t smtpd_data_feed(struct smtpd_session *s, const unsigned char *p, size_t n);
 /* Client went away or session ends during DATA: remove the partial file. */
 void smtpd_data_abort(struct smtpd_session *s);
+/* The session goes away while its message is being flushed. */
+void smtpd_data_detach_commit(struct smtpd_session *s);
 
 /* smtpd_check.c */
 void smtpd_check_init(void);

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/workq.h"
 #include "common/conf.h"
 #include "common/log.h"
 #include "common/server.h"
@@ -316,6 +317,92 @@ void smtpd_data_begin(struct smtpd_session *s)
     smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
+/* "data=0/1" in the disconnect statistics: a DATA that ended in an error
+ * reply does not count as a success. */
+static void data_stats(struct smtpd_session *s)
+{
+    if (s->last_code >= 400) {
+        int slot = smtpd_cmd_lookup("DATA");
+        if (slot >= 0 && s->cmd_ok[slot] > 0)
+            s->cmd_ok[slot]--;
+    }
+}
+
+/* A message whose fsync runs on a worker thread. The session may go away
+ * meanwhile (s becomes NULL): the message is durable all the same and qmgr
+ * is told; the client, never told 250, may send it again (at least once). */
+struct smtpd_commit {
+    struct smtpd_session *s;
+    struct qfile_w *qf;
+    char id[QID_LEN + 1];
+    char *message_id;
+};
+
+static void commit_run(void *arg)
+{
+    struct smtpd_commit *c = arg;
+    qfile_commit_sync(c->qf);
+}
+
+static void commit_done(void *arg)
+{
+    struct smtpd_commit *c = arg;
+    struct smtpd_session *s = c->s;
+    buf_t err = BUF_INIT;
+    int rc = qfile_commit_end(c->qf, &err);
+    if (rc == 0) {
+        if (c->message_id)
+            log_info("%s: message-id=%s", c->id, c->message_id);
+        smtpd_notify_new(c->id);
+    } else {
+        log_warn("%s: queue file commit failed: %s", c->id, buf_str(&err));
+    }
+    if (s) {
+        s->commit = NULL;
+        if (rc == 0)
+            smtpd_reply(s, "250 2.0.0 Ok: queued as %s", c->id);
+        else
+            smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        data_stats(s);
+        smtpd_wait_end(s);
+    }
+    buf_free(&err);
+    free(c->message_id);
+    free(c);
+}
+
+/* The session goes away while its message is being flushed. */
+void smtpd_data_detach_commit(struct smtpd_session *s)
+{
+    if (s->commit) {
+        s->commit->s = NULL;
+        s->commit = NULL;
+    }
+}
+
+/* Make the file durable, then answer 250 (commit_done). The session reads
+ * no further commands until then, so pipelining stays in order. */
+static void data_commit(struct smtpd_session *s, struct smtpd_data *d, buf_t *err)
+{
+    struct qfile_w *qf = d->qf;
+    d->qf = NULL;
+    if (d->message_id)
+        qfile_w_set_message_id(qf, d->message_id);
+    if (qfile_commit_begin(qf, err) < 0) {
+        log_warn("%s: queue file commit failed: %s", s->env.id, buf_str(err));
+        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+        return;
+    }
+    struct smtpd_commit *c = xcalloc(1, sizeof(*c));
+    c->s = s;
+    c->qf = qf;
+    str_lcpy(c->id, s->env.id, sizeof(c->id));
+    c->message_id = d->message_id ? xstrdup(d->message_id) : NULL;
+    s->commit = c;
+    smtpd_wait_begin(s);
+    workq_submit(s->d->commitq, commit_run, commit_done, c);
+}
+
 /* Commit or discard, and answer the final dot. */
 static void data_finish(struct smtpd_session *s)
 {
@@ -338,23 +425,10 @@ static void data_finish(struct smtpd_session *s)
         log_warn("%s: queue file write error", id);
         smtpd_reply(s, "451 4.3.0 Error: queue file write error");
     } else {
-        struct qfile_w *qf = d->qf;
-        d->qf = NULL;
-        if (qfile_commit(qf, &err) == 0) {
-            if (d->message_id)
-                log_info("%s: message-id=%s", id, d->message_id);
-            smtpd_reply(s, "250 2.0.0 Ok: queued as %s", id);
-            smtpd_notify_new(id);
-        } else {
-            log_warn("%s: queue file commit failed: %s", id, buf_str(&err));
-            smtpd_reply(s, "451 4.3.0 Error: queue file write error");
-        }
+        data_commit(s, d, &err);
     }
-    if (s->last_code >= 400) { /* "data=0/1" in the disconnect statistics */
-        int slot = smtpd_cmd_lookup("DATA");
-        if (slot >= 0 && s->cmd_ok[slot] > 0)
-            s->cmd_ok[slot]--;
-    }
+    if (!s->commit)
+        data_stats(s);
     buf_free(&err);
     smtpd_txn_reset(s); /* aborts the file unless it was committed */
     s->state = SS_CMD;

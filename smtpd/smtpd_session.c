@@ -160,6 +160,7 @@ void smtpd_session_free(struct smtpd_session *s)
 {
     if (s->data)
         smtpd_data_abort(s);
+    smtpd_data_detach_commit(s);
     log_disconnect(s);
     smtpd_session_unlink(s);
     smtpd_limit_disconnect(s);

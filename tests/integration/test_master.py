@@ -20,7 +20,13 @@ DAEMON_CHILDREN = ("smtpd", "qmgr", "delivery", "bounce")
 
 
 def _relay(postino_factory, sink, start=True, **kw):
-    return postino_factory(main={"relayhost": "[127.0.0.1]:%d" % sink.port}, start=start, **kw)
+    p = postino_factory(main={"relayhost": "[127.0.0.1]:%d" % sink.port}, start=start, **kw)
+    if start:
+        # "postino start" returns once master has forked its children; a
+        # child may not have exec'd its program yet.
+        h.wait_until(lambda: set(p.child_pids().values()) >= set(DAEMON_CHILDREN), timeout=20,
+                     what="every daemon running")
+    return p
 
 
 def _send_via(p, port, rcpt):
