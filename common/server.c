@@ -109,10 +109,15 @@ static void load_config(const struct server_opts *o, char **ovr)
     if (log_open(logf) < 0)
         log_fatal("cannot open maillog_file \"%s\": %s", logf, strerror(errno));
     srv.config_dir = xstrdup(conf_str("config_directory"));
-    srv.spool = xstrdup(conf_str("queue_directory"));
-    if (chdir(srv.spool) < 0)
+    const char *spool = conf_str("queue_directory");
+    if (chdir(spool) < 0)
         log_fatal("queue_directory \"%s\": %s (create it or fix queue_directory in %s/main.cf)",
-                  srv.spool, strerror(errno), srv.config_dir);
+                  spool, strerror(errno), srv.config_dir);
+    /* From here on everything is relative to the spool, our working
+     * directory: once privileges are dropped the mail user then needs no
+     * search permission on the spool's parents (a checkout under a 0700
+     * home directory still runs). */
+    srv.spool = xstrdup(".");
 }
 
 static void take_listeners(int nsock)

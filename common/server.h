@@ -25,7 +25,7 @@ struct server {
     const char *service;      /* master.cf service name */
     const char *type;         /* "inet" or "unix" */
     const char *config_dir;
-    const char *spool;        /* queue_directory (absolute), or "" in chroot: "." */
+    const char *spool;        /* always ".": the daemon runs in queue_directory */
     int nlisten;
     int listen_fd[SERVER_MAX_LISTEN];
     struct event_base *base;
