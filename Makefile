@@ -74,7 +74,8 @@ $(LIBPOSTINO): $(COMMON_OBJ)
 DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev \
             libsasl2-modules sasl2-bin libevent-dev libc-ares-dev libcmocka-dev \
             python3-pytest python3-aiosmtpd python3-dkim swaks dnsmasq-base \
-            postfix pflogsumm openssl clang libclang-rt-14-dev nmap
+            postfix pflogsumm openssl clang libclang-rt-14-dev nmap \
+            libnet-ssleay-perl
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -113,6 +114,27 @@ test: deps
 bench: deps
 	$(MAKE) all
 	/usr/bin/python3 bench/bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the CLI into sbin (and
+# mailq into bin), the daemons into libexec/postino, /etc/postino/main.cf and
+# master.cf when they do not exist yet (never overwritten), the spool
+# directory. Needs the postino user (make deps creates it).
+PREFIX  ?= /usr/local
+SBINDIR := $(PREFIX)/sbin
+LIBEXECDIR := $(PREFIX)/libexec/postino
+CONFDIR ?= /etc/postino
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(CONFDIR)
+	install -m 755 $(BIN)/postino $(DESTDIR)$(SBINDIR)/postino
+	ln -sf $(SBINDIR)/postino $(DESTDIR)$(PREFIX)/bin/mailq
+	for p in $(PROGS); do install -m 755 $(BIN)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p; done
+	@if [ ! -e $(DESTDIR)$(CONFDIR)/main.cf ]; then \
+	  sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|' conf/dist/main.cf > $(DESTDIR)$(CONFDIR)/main.cf; \
+	  echo "install: wrote $(DESTDIR)$(CONFDIR)/main.cf"; fi
+	@if [ ! -e $(DESTDIR)$(CONFDIR)/master.cf ]; then \
+	  install -m 644 conf/dist/master.cf $(DESTDIR)$(CONFDIR)/master.cf; \
+	  echo "install: wrote $(DESTDIR)$(CONFDIR)/master.cf"; fi
+	install -d -m 755 $(DESTDIR)/var/spool/postino
 
 clean:
 	rm -rf build bin
