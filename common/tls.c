@@ -169,20 +169,29 @@ const char *tls_trust_name(tls_trust_t trust)
 
 /* ---- ciphers ---- */
 
+/* Each grade is the OpenSSL string in its tls_<grade>_cipherlist
+ * parameter (Postfix's names), so an admin can tighten a grade. */
 static const struct {
     const char *grade;
-    const char *list;
+    const char *param;
 } grades[] = {
-    { "high", "HIGH:!aNULL:!eNULL:!MD5:!RC4:!3DES:@STRENGTH" },
-    { "medium", "HIGH:MEDIUM:!aNULL:!eNULL:!MD5:!RC4:@STRENGTH" },
+    { "high", "tls_high_cipherlist" },
+    { "medium", "tls_medium_cipherlist" },
 };
 
 int tls_cipher_list(const char *grade, char *const *exclude, buf_t *out, buf_t *err)
 {
     buf_reset(out);
     for (size_t i = 0; i < sizeof(grades) / sizeof(grades[0]); i++)
-        if (str_ieq(grade, grades[i].grade))
-            buf_puts(out, grades[i].list);
+        if (str_ieq(grade, grades[i].grade)) {
+            const char *list = conf_str(grades[i].param);
+            if (list[0] == 0) {
+                buf_reset(err);
+                buf_printf(err, "cipher grade \"%s\": %s is empty", grade, grades[i].param);
+                return -1;
+            }
+            buf_puts(out, list);
+        }
     if (out->len == 0) {
         buf_reset(err);
         buf_printf(err, "unknown cipher grade \"%s\" (use high or medium)", grade);
@@ -193,24 +202,54 @@ int tls_cipher_list(const char *grade, char *const *exclude, buf_t *out, buf_t *
     return 0;
 }
 
-static int ctx_ciphers(SSL_CTX *ctx, const char *grade_param, const char *excl_param, buf_t *err)
+/* Both exclusion lists (the second: extra ones at mandatory levels, may be
+ * NULL), joined into one NULL-terminated vector. */
+static char **exclusions(const char *excl_param, const char *excl2_param)
 {
-    buf_t list = BUF_INIT, why = BUF_INIT;
-    char **excl = excl_param ? conf_list(excl_param) : NULL;
-    int rc = tls_cipher_list(conf_str(grade_param), excl, &list, &why);
+    char **a = conf_list(excl_param), **b = excl2_param ? conf_list(excl2_param) : NULL;
+    size_t na = 0, nb = 0;
+    while (a[na])
+        na++;
+    while (b && b[nb])
+        nb++;
+    a = xrealloc(a, (na + nb + 1) * sizeof(*a));
+    for (size_t i = 0; i < nb; i++)
+        a[na + i] = b[i];
+    a[na + nb] = NULL;
+    free(b); /* the strings moved into a */
+    return a;
+}
+
+/* The OpenSSL list for a grade parameter and its exclusions; err names
+ * the parameters. Checks that OpenSSL knows at least one cipher in it
+ * (on ctx, whose list it therefore sets). */
+static int cipher_string(SSL_CTX *ctx, const char *grade_param, const char *excl_param,
+                         const char *excl2_param, buf_t *list, buf_t *err)
+{
+    buf_t why = BUF_INIT;
+    char **excl = exclusions(excl_param, excl2_param);
+    int rc = tls_cipher_list(conf_str(grade_param), excl, list, &why);
     if (rc < 0) {
         buf_reset(err);
         buf_printf(err, "%s: %s", grade_param, buf_str(&why));
-    } else if (SSL_CTX_set_cipher_list(ctx, list.data) != 1) {
+    } else if (SSL_CTX_set_cipher_list(ctx, list->data) != 1) {
         buf_reset(err);
-        buf_printf(err, "%s/%s: no cipher left in \"%s\": ", grade_param,
-                   excl_param ? excl_param : "", list.data);
+        buf_printf(err, "%s/%s%s%s: no cipher left in \"%s\": ", grade_param, excl_param,
+                   excl2_param ? "/" : "", excl2_param ? excl2_param : "", list->data);
         tls_append_ssl_error(err);
         rc = -1;
     }
     strv_free(excl);
-    buf_free(&list);
     buf_free(&why);
+    return rc;
+}
+
+static int ctx_ciphers(SSL_CTX *ctx, const char *grade_param, const char *excl_param,
+                       const char *excl2_param, buf_t *err)
+{
+    buf_t list = BUF_INIT;
+    int rc = cipher_string(ctx, grade_param, excl_param, excl2_param, &list, err);
+    buf_free(&list);
     return rc;
 }
 
@@ -336,7 +375,9 @@ SSL_CTX *tls_server_ctx_new(int mandatory, buf_t *err)
     }
     if (server_keys(ctx, err) < 0
         || ctx_protocols(ctx, mandatory ? "smtpd_tls_mandatory_protocols" : "smtpd_tls_protocols", &p, err) < 0
-        || ctx_ciphers(ctx, "smtpd_tls_ciphers", "smtpd_tls_exclude_ciphers", err) < 0) {
+        || (mandatory ? ctx_ciphers(ctx, "smtpd_tls_mandatory_ciphers", "smtpd_tls_exclude_ciphers",
+                                    "smtpd_tls_mandatory_exclude_ciphers", err)
+                      : ctx_ciphers(ctx, "smtpd_tls_ciphers", "smtpd_tls_exclude_ciphers", NULL, err)) < 0) {
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -358,15 +399,22 @@ SSL *tls_server_ssl_new(SSL_CTX *ctx)
     return ssl;
 }
 
-/* The client context remembers both protocol ranges (may / mandatory). */
+/* The client context remembers both protocol ranges and both cipher
+ * lists (may / mandatory); each SSL gets those of its level. */
 struct client_protos {
     struct tls_protos may, mandatory;
+    char *may_ciphers, *mandatory_ciphers;
 };
 static int client_ex_index = -1;
 
 static void client_protos_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
                                long argl, void *argp)
 {
+    struct client_protos *cp = ptr;
+    if (cp) {
+        free(cp->may_ciphers);
+        free(cp->mandatory_ciphers);
+    }
     free(ptr);
 }
 
@@ -390,18 +438,18 @@ static int client_setup(SSL_CTX *ctx, struct client_protos *cp, buf_t *err)
     if (ctx_protocols(NULL, "smtp_tls_mandatory_protocols", &cp->mandatory, err) < 0
         || ctx_protocols(ctx, "smtp_tls_protocols", &cp->may, err) < 0)
         return -1;
-    /* No client cipher parameter is declared: use Postfix's default grade. */
+    /* The mandatory list is checked first; the may list stays on ctx. */
     buf_t list = BUF_INIT;
-    tls_cipher_list("medium", NULL, &list, err);
-    int ok = SSL_CTX_set_cipher_list(ctx, list.data) == 1;
-    buf_free(&list);
-    if (!ok) {
-        buf_reset(err);
-        buf_puts(err, "cannot set the client cipher list: ");
-        tls_append_ssl_error(err);
-        return -1;
+    int rc = cipher_string(ctx, "smtp_tls_mandatory_ciphers", "smtp_tls_exclude_ciphers",
+                           "smtp_tls_mandatory_exclude_ciphers", &list, err);
+    if (rc == 0) {
+        cp->mandatory_ciphers = buf_detach(&list);
+        rc = cipher_string(ctx, "smtp_tls_ciphers", "smtp_tls_exclude_ciphers", NULL, &list, err);
+        if (rc == 0)
+            cp->may_ciphers = buf_detach(&list);
     }
-    return 0;
+    buf_free(&list);
+    return rc;
 }
 
 SSL_CTX *tls_client_ctx_new(buf_t *err)
@@ -452,7 +500,11 @@ SSL *tls_client_ssl_new(SSL_CTX *ctx, const char *sni, tls_level_t level)
     struct client_protos *cp = client_ex_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx, client_ex_index);
     if (cp == NULL)
         log_panic("tls_client_ssl_new: context not made by tls_client_ctx_new");
-    tls_apply_protocols_ssl(ssl, level >= TLS_LEV_ENCRYPT ? &cp->mandatory : &cp->may);
+    int mandatory = level >= TLS_LEV_ENCRYPT;
+    tls_apply_protocols_ssl(ssl, mandatory ? &cp->mandatory : &cp->may);
+    /* Validated when the context was built: cannot fail here. */
+    if (SSL_set_cipher_list(ssl, mandatory ? cp->mandatory_ciphers : cp->may_ciphers) != 1)
+        log_panic("tls_client_ssl_new: cipher list rejected after validation");
     char name[256];
     if (sni_name(sni, name, sizeof(name)))
         SSL_set_tlsext_host_name(ssl, name);

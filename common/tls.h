@@ -11,11 +11,18 @@
  *   server: smtpd_tls_cert_file, smtpd_tls_key_file (default: the cert
  *           file), smtpd_tls_chain_files, smtpd_tls_protocols,
  *           smtpd_tls_mandatory_protocols, smtpd_tls_ciphers,
- *           smtpd_tls_exclude_ciphers
+ *           smtpd_tls_exclude_ciphers, smtpd_tls_mandatory_ciphers and
+ *           smtpd_tls_mandatory_exclude_ciphers (mandatory contexts; the
+ *           latter adds to smtpd_tls_exclude_ciphers, as in Postfix)
  *   client: smtp_tls_CAfile, smtp_tls_CApath, smtp_tls_cert_file,
  *           smtp_tls_key_file, smtp_tls_protocols (level may),
  *           smtp_tls_mandatory_protocols (encrypt and above),
- *           smtp_tls_security_level, smtp_tls_policy_maps
+ *           smtp_tls_security_level, smtp_tls_policy_maps,
+ *           smtp_tls_ciphers + smtp_tls_exclude_ciphers (level may),
+ *           smtp_tls_mandatory_ciphers + smtp_tls_exclude_ciphers +
+ *           smtp_tls_mandatory_exclude_ciphers (encrypt and above)
+ *   both:   tls_high_cipherlist, tls_medium_cipherlist (what the cipher
+ *           grades "high" and "medium" mean to OpenSSL)
  *
  * Errors are one line in `err` and name the file and the parameter, e.g.
  *   "smtpd_tls_key_file: private key /etc/k.pem does not match the
@@ -68,17 +75,20 @@ const char *tls_level_name(tls_level_t level);
 /* "Anonymous", "Untrusted", "Trusted", "Verified". */
 const char *tls_trust_name(tls_trust_t trust);
 
-/* Cipher grade "high"/"medium" + exclusions -> OpenSSL cipher string
+/* Cipher grade "high"/"medium" + exclusions -> OpenSSL cipher string:
+ * the value of tls_<grade>_cipherlist followed by ":!name" per exclusion
  * (TLS 1.2 and below; TLS 1.3 suites are always the OpenSSL defaults).
- * 0, or -1 with err for an unknown grade. */
+ * 0, or -1 with err for an unknown grade or an empty grade list. */
 int tls_cipher_list(const char *grade, char *const *exclude, buf_t *out, buf_t *err);
 
 /* ---- server (smtpd) ---- */
 
 /* Build the server context from the smtpd_tls_* parameters. Call BEFORE
  * dropping privileges (keys may be readable by root only). `mandatory`
- * selects smtpd_tls_mandatory_protocols instead of smtpd_tls_protocols
- * (use it for smtpd_tls_security_level=encrypt and wrapper mode).
+ * selects smtpd_tls_mandatory_protocols and smtpd_tls_mandatory_ciphers
+ * (plus smtpd_tls_mandatory_exclude_ciphers) instead of
+ * smtpd_tls_protocols and smtpd_tls_ciphers (use it for
+ * smtpd_tls_security_level=encrypt and wrapper mode).
  * Stateful session cache off, session tickets on (works across the N
  * smtpd processes without shared state: a client that comes back to
  * another process simply does a full handshake). NULL with err. */

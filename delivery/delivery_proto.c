@@ -75,10 +75,42 @@ void proto_send_ehlo(struct sess *s)
     send_ehlo(s, "EHLO", X_EHLO);
 }
 
+/* Does the first word of the reply (greeting or EHLO line 1) name us?
+ * Then the nexthop routes back to this very system (Postfix's check). */
+static int greets_as_me(const struct sess *s)
+{
+    const char *me = conf_str("myhostname"), *p = buf_str(&s->rp.reply.lines);
+    size_t n = strcspn(p, " \t\n"), mlen = strlen(me);
+    if (mlen > 0 && me[mlen - 1] == '.')
+        mlen--;
+    if (n > 0 && p[n - 1] == '.')
+        n--;
+    return mlen > 0 && n == mlen && str_nieq(p, me, n);
+}
+
+/* A mail loop: bounce (5.4.6, Postfix's words), say QUIT, close. */
+static int loop_fail(struct sess *s, const char *how)
+{
+    struct job *job = s->job;
+    buf_t r = BUF_INIT;
+    log_warn("%s: host %s %s my own hostname %s", job->id, buf_str(&s->relay), how,
+             conf_str("myhostname"));
+    buf_printf(&r, "mail for %s loops back to myself", job->nexthop);
+    buf_set(&job->relay, buf_str(&s->relay));
+    s->job = NULL;
+    job->sess = NULL;
+    sess_goodbye(s);
+    job_sess_failed(job, SF_BOUNCE, "5.4.6", r.data);
+    buf_free(&r);
+    return -1;
+}
+
 static int on_greet(struct sess *s, size_t i)
 {
     if (reply_class(s) != 2)
         return handshake_fail(s, X_GREET, 1);
+    if (greets_as_me(s))
+        return loop_fail(s, "greeted me with");
     send_ehlo(s, "EHLO", X_EHLO);
     return 0;
 }
@@ -130,6 +162,8 @@ static int on_ehlo(struct sess *s, size_t i)
     }
     if (reply_class(s) != 2)
         return handshake_fail(s, X_EHLO, 0);
+    if (greets_as_me(s))
+        return loop_fail(s, "replied to HELO/EHLO with");
     parse_ehlo(s);
     return handshake_done(s);
 }
@@ -138,6 +172,8 @@ static int on_helo(struct sess *s, size_t i)
 {
     if (reply_class(s) != 2)
         return handshake_fail(s, X_HELO, 0);
+    if (greets_as_me(s))
+        return loop_fail(s, "replied to HELO/EHLO with");
     s->feat = 0;
     s->size_limit = 0;
     return handshake_done(s);

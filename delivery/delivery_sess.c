@@ -314,8 +314,14 @@ static void sess_quit(struct sess *s)
     struct timeval tv = { 2, 0 };
     s->state = SS_QUIT;
     s->job = NULL;
+    s->xhead = s->xn = 0; /* any reply now is only the QUIT's: ignored */
     bufferevent_write(s->bev, "QUIT\r\n", 6);
     evtimer_add(s->timer, &tv); /* do not wait long for a slow peer */
+}
+
+void sess_goodbye(struct sess *s)
+{
+    sess_quit(s);
 }
 
 void sess_release(struct sess *s)

@@ -68,6 +68,9 @@ void sess_arm(struct sess *s, const char *timeout_param);
 /* The peer or the connection failed: report and free. Returns -1. */
 int sess_abort(struct sess *s, const char *dsn, const char *reason);
 void sess_free(struct sess *s);
+/* Detached from its job: send QUIT, close once it is written (or after
+ * 2 s), never cached. */
+void sess_goodbye(struct sess *s);
 /* Transaction over (results set): hand the job back. Returns -1. */
 int sess_tx_end(struct sess *s);
 /* Set the session's callbacks on s->bev (again, after the TLS re-wrap). */

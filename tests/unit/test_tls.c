@@ -473,6 +473,113 @@ static void test_policy_map(void **state)
     buf_free(&err);
 }
 
+/* ---- cipher grades and the *_ciphers parameters ---- */
+
+/* The TLS 1.2-and-below ciphers an SSL_CTX / SSL offers, ":"-joined. */
+static void cipher_names(STACK_OF(SSL_CIPHER) *sk, buf_t *out)
+{
+    buf_reset(out);
+    for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+        const char *n = SSL_CIPHER_get_name(sk_SSL_CIPHER_value(sk, i));
+        if (strncmp(n, "TLS_", 4) != 0) /* TLS 1.3 suites are not graded */
+            buf_printf(out, "%s%s", out->len ? ":" : "", n);
+    }
+}
+
+static void test_cipher_grades(void **state)
+{
+    buf_t out = BUF_INIT, err = BUF_INIT;
+    char *excl[] = { "AES128-SHA", "kRSA", NULL };
+    /* the grades are the tls_*_cipherlist values */
+    assert_int_equal(tls_cipher_list("medium", NULL, &out, &err), 0);
+    assert_string_equal(out.data, "HIGH:MEDIUM:!aNULL:!eNULL:!MD5:!RC4:@STRENGTH");
+    conf_set("tls_high_cipherlist", "ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert_int_equal(tls_cipher_list("HIGH", excl, &out, &err), 0);
+    assert_string_equal(out.data, "ECDHE-ECDSA-AES128-GCM-SHA256:!AES128-SHA:!kRSA");
+    conf_set("tls_medium_cipherlist", "");
+    assert_int_equal(tls_cipher_list("medium", NULL, &out, &err), -1);
+    assert_non_null(strstr(err.data, "tls_medium_cipherlist is empty"));
+    assert_int_equal(tls_cipher_list("export", NULL, &out, &err), -1);
+    assert_non_null(strstr(err.data, "unknown cipher grade \"export\""));
+    buf_free(&out);
+    buf_free(&err);
+}
+
+static void test_server_mandatory_ciphers(void **state)
+{
+    buf_t err = BUF_INIT, names = BUF_INIT;
+    conf_set("tls_high_cipherlist", "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384");
+    conf_set("smtpd_tls_mandatory_ciphers", "high");
+    conf_set("smtpd_tls_mandatory_exclude_ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384");
+    SSL_CTX *ctx = tls_server_ctx_new(1, &err);
+    if (ctx == NULL)
+        fail_msg("mandatory server ctx: %s", err.data);
+    cipher_names(SSL_CTX_get_ciphers(ctx), &names);
+    assert_string_equal(names.data, "ECDHE-ECDSA-AES128-GCM-SHA256");
+    SSL_CTX_free(ctx);
+    /* not mandatory: smtpd_tls_ciphers (medium), mandatory exclusions unused */
+    ctx = tls_server_ctx_new(0, &err);
+    assert_non_null(ctx);
+    cipher_names(SSL_CTX_get_ciphers(ctx), &names);
+    assert_non_null(strstr(names.data, "ECDHE-ECDSA-AES256-GCM-SHA384"));
+    assert_non_null(strstr(names.data, "ECDHE-RSA-AES128-SHA"));
+    SSL_CTX_free(ctx);
+    /* smtpd_tls_exclude_ciphers applies to mandatory contexts too */
+    conf_set("smtpd_tls_exclude_ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert_null(tls_server_ctx_new(1, &err));
+    assert_non_null(strstr(err.data, "smtpd_tls_mandatory_ciphers/smtpd_tls_exclude_ciphers/"
+                                     "smtpd_tls_mandatory_exclude_ciphers: no cipher left"));
+    conf_set("smtpd_tls_mandatory_ciphers", "low");
+    assert_null(tls_server_ctx_new(1, &err));
+    assert_non_null(strstr(err.data, "smtpd_tls_mandatory_ciphers: unknown cipher grade \"low\""));
+    buf_free(&err);
+    buf_free(&names);
+}
+
+/* The cipher the client and a TLS 1.2-only server agree on at a level. */
+static void negotiated(tls_level_t level, buf_t *summary)
+{
+    struct hs h;
+    handshake(&h, "mx.example.test", level);
+    assert_int_equal(h.cli_rc, 1);
+    tls_summary(h.c, summary);
+    hs_done(&h);
+}
+
+static void test_client_ciphers_by_level(void **state)
+{
+    buf_t s = BUF_INIT, err = BUF_INIT;
+    conf_set("smtpd_tls_protocols", "TLSv1.2");
+    /* the server prefers the strongest; the client's list decides */
+    conf_set("tls_high_cipherlist", "ECDHE-ECDSA-AES128-GCM-SHA256");
+    conf_set("smtp_tls_mandatory_ciphers", "high");
+    negotiated(TLS_LEV_MAY, &s);
+    assert_non_null(strstr(s.data, "ECDHE-ECDSA-AES256-GCM-SHA384"));
+    negotiated(TLS_LEV_ENCRYPT, &s);
+    assert_non_null(strstr(s.data, "ECDHE-ECDSA-AES128-GCM-SHA256"));
+    /* opportunistic grade and exclusions */
+    reset_conf(state);
+    conf_set("smtpd_tls_protocols", "TLSv1.2");
+    conf_set("smtp_tls_exclude_ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384");
+    conf_set("smtp_tls_mandatory_exclude_ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305");
+    negotiated(TLS_LEV_MAY, &s);
+    assert_null(strstr(s.data, "ECDHE-ECDSA-AES256-GCM-SHA384"));
+    negotiated(TLS_LEV_VERIFY, &s); /* handshake only: the name is judged later */
+    assert_null(strstr(s.data, "ECDHE-ECDSA-AES256-GCM-SHA384"));
+    assert_null(strstr(s.data, "ECDHE-ECDSA-CHACHA20-POLY1305"));
+    /* a list with nothing left is a configuration error naming the parameters */
+    conf_set("smtp_tls_mandatory_exclude_ciphers", "ALL");
+    assert_null(tls_client_ctx_new(&err));
+    assert_non_null(strstr(err.data, "smtp_tls_mandatory_ciphers/smtp_tls_exclude_ciphers/"
+                                     "smtp_tls_mandatory_exclude_ciphers: no cipher left"));
+    reset_conf(state);
+    conf_set("smtp_tls_ciphers", "bogus");
+    assert_null(tls_client_ctx_new(&err));
+    assert_non_null(strstr(err.data, "smtp_tls_ciphers: unknown cipher grade \"bogus\""));
+    buf_free(&s);
+    buf_free(&err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +592,9 @@ int main(void)
         cmocka_unit_test_setup(test_protocol_handshake, reset_conf),
         cmocka_unit_test_setup(test_key_errors, reset_conf),
         cmocka_unit_test_setup(test_policy_map, reset_conf),
+        cmocka_unit_test_setup(test_cipher_grades, reset_conf),
+        cmocka_unit_test_setup(test_server_mandatory_ciphers, reset_conf),
+        cmocka_unit_test_setup(test_client_ciphers_by_level, reset_conf),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
