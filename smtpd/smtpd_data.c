@@ -36,6 +36,8 @@ struct smtpd_data {
     int too_big, write_err;
     long long hdr_size, hdr_limit;
     int hdr_too_big;       /* header section past header_size_limit */
+    int hops;              /* the message's own Received:/Delivered-To: */
+    long long hop_limit;   /* hopcount_limit */
     enum bare_mode bare_mode;
     char bare;             /* first bare newline seen: 'L' or 'C' */
     buf_t out;             /* content not yet handed to qfile_write */
@@ -43,6 +45,13 @@ struct smtpd_data {
     buf_t hdr, msgid;
     char *message_id;
 };
+
+/* Content is no longer stored once the message is known to be refused:
+ * the rest is read to the end of data and dropped. */
+static int discarding(const struct smtpd_data *d)
+{
+    return d->too_big || d->write_err || d->bare || d->hdr_too_big || d->hops > d->hop_limit;
+}
 
 static void data_free(struct smtpd_session *s)
 {
@@ -90,6 +99,8 @@ static void header_line_done(struct smtpd_data *d)
         msgid_finish(d);
         if (!strchr(l, ':')) {
             d->in_headers = 0;
+        } else if (str_nieq(l, "Received:", 9) || str_nieq(l, "Delivered-To:", 13)) {
+            d->hops++; /* as Postfix cleanup counts hops: a loop ends here */
         } else if (str_nieq(l, "Message-ID:", 11)) {
             d->in_msgid = 1;
             buf_set(&d->msgid, l + 11);
@@ -102,8 +113,7 @@ static void header_line_done(struct smtpd_data *d)
 
 static void out_flush(struct smtpd_data *d)
 {
-    if (d->out.len && !d->too_big && !d->write_err && !d->bare && !d->hdr_too_big &&
-        qfile_write(d->qf, d->out.data, d->out.len) < 0)
+    if (d->out.len && !discarding(d) && qfile_write(d->qf, d->out.data, d->out.len) < 0)
         d->write_err = 1;
     buf_reset(&d->out);
 }
@@ -115,7 +125,7 @@ static void emit(struct smtpd_data *d, const void *p, size_t n)
         d->too_big = 1;
     if (d->in_headers && (d->hdr_size += (long long)n) > d->hdr_limit)
         d->hdr_too_big = 1;
-    if (d->too_big || d->write_err || d->bare || d->hdr_too_big)
+    if (discarding(d))
         return; /* keep reading to the end, store nothing more */
     buf_append(&d->out, p, n);
     if (d->out.len >= FLUSH_AT)
@@ -304,6 +314,7 @@ void smtpd_data_begin(struct smtpd_session *s)
     d->line_limit = conf_int("line_length_limit");
     d->size_limit = conf_int("message_size_limit");
     d->hdr_limit = conf_int("header_size_limit");
+    d->hop_limit = conf_int("hopcount_limit");
     d->bare_mode = bare_mode();
     if (d->bare_mode == BARE_REJECT && smtpd_check_bare_exempt(s->addr))
         d->bare_mode = BARE_NORMALIZE;
@@ -417,6 +428,11 @@ static void data_finish(struct smtpd_session *s)
         log_info("%s: reject: header size exceeds header_size_limit=%lld from %s", id,
                  d->hdr_limit, smtpd_client(s));
         smtpd_reply(s, "552 5.3.4 Message header size exceeds limit");
+    } else if (d->hops > d->hop_limit) {
+        log_info("%s: reject: END-OF-MESSAGE from %s: 554 5.4.0 Error: too many hops "
+                 "(%d Received:/Delivered-To: headers, hopcount_limit=%lld); from=<%s>", id,
+                 smtpd_client(s), d->hops, d->hop_limit, s->env.sender ? s->env.sender : "");
+        smtpd_reply(s, "554 5.4.0 Error: too many hops");
     } else if (d->bare) {
         log_info("%s: reject: bare <%s> received from %s", id, d->bare == 'L' ? "LF" : "CR",
                  smtpd_client(s));

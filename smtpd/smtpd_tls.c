@@ -16,6 +16,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -91,6 +92,22 @@ static void tls_established(struct smtpd_session *s)
     buf_free(&b);
 }
 
+/* libevent takes OpenSSL's error queue into the bufferevent: without
+ * this the log says "unknown OpenSSL error" instead of, say, "unsupported
+ * protocol" for a client below smtpd_tls_protocols. */
+static void handshake_error(struct bufferevent *bev, buf_t *why)
+{
+    unsigned long e, first = 0;
+    while ((e = bufferevent_get_openssl_error(bev)) != 0)
+        if (!first)
+            first = e;
+    const char *r = first ? ERR_reason_error_string(first) : NULL;
+    if (r)
+        buf_puts(why, r);
+    else
+        tls_append_ssl_error(why);
+}
+
 static void handshake_event(struct bufferevent *bev, short what, void *arg)
 {
     struct smtpd_session *s = arg;
@@ -116,7 +133,7 @@ static void handshake_event(struct bufferevent *bev, short what, void *arg)
     else if (what & BEV_EVENT_EOF)
         buf_puts(&why, "lost connection");
     else
-        tls_append_ssl_error(&why);
+        handshake_error(bev, &why);
     log_info("SSL_accept error from %s: %s", smtpd_client(s), why.len ? buf_str(&why) : "-1");
     log_info("lost connection after %s from %s", s->tls_wrapper ? "CONNECT" : "STARTTLS",
              smtpd_client(s));
