@@ -5,8 +5,10 @@
  * delivery; see qmgr.h for how the parts fit together. */
 #include "qmgr/qmgr.h"
 
+#include <fcntl.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -99,13 +101,25 @@ static void qmgr_pre_drop(struct server *s)
  * when this is fatal. */
 static void qmgr_lock(void)
 {
-    buf_t err = BUF_INIT;
+    buf_t err = BUF_INIT, path = BUF_INIT;
+    int fd;
 
     qmgr_g.lock_fd = qindex_lock(qmgr_g.spool, QMGR_LOCK_WAIT_MS, &err);
-    if (qmgr_g.lock_fd < 0)
-        log_fatal("%s; not starting a second one (stop the other, or wait for it to exit)",
-                  buf_str(&err));
-    buf_free(&err);
+    if (qmgr_g.lock_fd >= 0) {
+        buf_free(&err);
+        return;
+    }
+    /* qindex_lock fails for two reasons: the lock file cannot be made or
+     * opened (ownership, a read-only spool), or another qmgr holds it.
+     * If we can open the file now, it was the lock. */
+    buf_printf(&path, "%s/index/lock", qmgr_g.spool);
+    fd = open(buf_str(&path), O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        log_fatal("%s; %s/index must be writable by mail_owner %s (fix its ownership or mode)",
+                  buf_str(&err), conf_str("queue_directory"), conf_str("mail_owner"));
+    close(fd);
+    log_fatal("%s; not starting a second one (stop the other, or wait for it to exit)",
+              buf_str(&err));
 }
 
 static void qmgr_post_drop(struct server *s)

@@ -5,6 +5,7 @@
 #include "qmgr/qmgr.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -182,10 +183,26 @@ void index_rescan(void)
         log_info("queue scan: found %zu message(s) qmgr had not been told about", n);
 }
 
+/* No primary DB file yet: a brand-new spool (or one whose index was
+ * removed by hand), not an unclean stop. qindex_open cannot tell the two
+ * apart (both lack the clean marker), so look before it creates them. */
+static int index_is_new(void)
+{
+    buf_t p = BUF_INIT;
+    struct stat st;
+    int fresh;
+
+    buf_printf(&p, "%s/index/queue.db", qmgr_g.spool);
+    fresh = stat(buf_str(&p), &st) < 0 && errno == ENOENT;
+    buf_free(&p);
+    return fresh;
+}
+
 void index_startup(void)
 {
     buf_t err = BUF_INIT;
     int was_clean = 0;
+    int fresh = index_is_new();
 
     qmgr_g.qi = qindex_open(qmgr_g.spool, &was_clean, &err);
     if (qmgr_g.qi == NULL)
@@ -193,7 +210,10 @@ void index_startup(void)
                   qmgr_g.spool, buf_str(&err));
     buf_free(&err);
     if (!was_clean) {
-        log_info("queue index was not closed cleanly: rebuilding it from the queue files");
+        if (fresh)
+            log_info("queue index created");
+        else
+            log_info("queue index was not closed cleanly: rebuilding it from the queue files");
         if (qindex_clear(qmgr_g.qi) < 0)
             log_fatal("cannot clear the queue index under %s/index", qmgr_g.spool);
     }

@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("POSTINO_BIN") or os.path.join(REPO, "bin")
-DAEMONS = ("master", "smtpd", "qmgr", "delivery", "bounce")
+DAEMONS = ("master", "smtpd", "qmgr", "delivery", "bounce", "anvil")
 QID_RE = re.compile(r"\b[0-9A-Fa-f]{17}\b")
 MAIL_OWNER = "postino"
 
@@ -418,7 +418,12 @@ class Postino:
                      self.port, "y" if self.smtpd_chroot else "n", self.smtpd_procs),
                  "qmgr unix - - n 300 1 qmgr",
                  "smtp unix - - n - 2 delivery",
-                 "bounce unix - - n - 1 bounce"] + self.master_extra
+                 "bounce unix - - n - 1 bounce"]
+        # anvil counts per-client limits for smtpd; a test that brings its
+        # own anvil row keeps it (master.cf may not name a service twice).
+        if not any(ln.split()[:1] == ["anvil"] for ln in self.master_extra):
+            lines.append("anvil unix - - n - 1 anvil")
+        lines += self.master_extra
         return "\n".join(lines) + "\n"
 
     def write_config(self):
