@@ -332,17 +332,6 @@ int addr_next_param(const char **pp, buf_t *name, buf_t *value)
     return 1;
 }
 
-static int hexdig(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 int xtext_decode(const char *s, buf_t *out)
 {
     buf_reset(out);
@@ -355,8 +344,8 @@ int xtext_decode(const char *s, buf_t *out)
             buf_putc(out, c);
             continue;
         }
-        int h = p[1] ? hexdig((unsigned char)p[1]) : -1;
-        int l = h >= 0 && p[2] ? hexdig((unsigned char)p[2]) : -1;
+        int h = p[1] ? str_hexval((unsigned char)p[1]) : -1;
+        int l = h >= 0 && p[2] ? str_hexval((unsigned char)p[2]) : -1;
         if (h < 0 || l < 0 || (h == 0 && l == 0))
             return -1;
         buf_putc(out, h * 16 + l);

@@ -121,17 +121,6 @@ void attr_escape(buf_t *out, const char *value, size_t len)
     }
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int attr_unescape(buf_t *out, const char *s, size_t len)
 {
     buf_reserve(out, len);
@@ -142,7 +131,7 @@ int attr_unescape(buf_t *out, const char *s, size_t len)
         }
         if (i + 2 >= len)
             return -1;
-        int h = hexval((unsigned char)s[i + 1]), l = hexval((unsigned char)s[i + 2]);
+        int h = str_hexval((unsigned char)s[i + 1]), l = str_hexval((unsigned char)s[i + 2]);
         /* %00 would silently truncate a C string value. */
         if (h < 0 || l < 0 || (h == 0 && l == 0))
             return -1;

@@ -96,6 +96,17 @@ void buf_set(buf_t *b, const char *s)
     buf_puts(b, s);
 }
 
+void buf_setf(buf_t *b, const char *fmt, ...)
+{
+    if (b == NULL)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    buf_reset(b);
+    buf_vprintf(b, fmt, ap);
+    va_end(ap);
+}
+
 void buf_consume(buf_t *b, size_t n)
 {
     if (n >= b->len) {
@@ -154,6 +165,17 @@ char *str_lower(char *s)
     for (char *p = s; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     return s;
+}
+
+int str_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
 }
 
 int str_iendswith(const char *s, const char *suffix)

@@ -28,6 +28,9 @@ void buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2,
 void buf_vprintf(buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Replace contents. */
 void buf_set(buf_t *b, const char *s);
+/* Replace contents with formatted text; does nothing when b is NULL (for
+ * optional error-message arguments). */
+void buf_setf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drop the first n bytes. */
 void buf_consume(buf_t *b, size_t n);
 /* Truncate to n bytes (n <= len). */
@@ -45,6 +48,8 @@ int str_ieq(const char *a, const char *b);
 int str_nieq(const char *a, const char *b, size_t n);
 /* In-place ASCII lower-casing; returns s. */
 char *str_lower(char *s);
+/* Value of one hex digit (either case), or -1. */
+int str_hexval(int c);
 /* Does s end with suffix (case-insensitive)? */
 int str_iendswith(const char *s, const char *suffix);
 /* Strip leading and trailing white space in place; returns start. */

@@ -28,18 +28,6 @@ struct dict {
     time_t checked;    /* last time we looked for a rebuild */
 };
 
-static void set_err(buf_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(buf_t *err, const char *fmt, ...)
-{
-    if (err == NULL)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    buf_reset(err);
-    buf_vprintf(err, fmt, ap);
-    va_end(ap);
-}
-
 /* "hash:/path" or "/path" -> "/path"; NULL for another table type. */
 static const char *spec_path(const char *spec, buf_t *err)
 {
@@ -49,7 +37,7 @@ static const char *spec_path(const char *spec, buf_t *err)
         return spec;
     if ((size_t)(colon - spec) == 4 && strncmp(spec, "hash", 4) == 0)
         return colon + 1;
-    set_err(err, "unsupported lookup table type in \"%s\" (only hash: is supported)", spec);
+    buf_setf(err, "unsupported lookup table type in \"%s\" (only hash: is supported)", spec);
     return NULL;
 }
 
@@ -67,7 +55,7 @@ static int open_db(struct dict *d, buf_t *err)
     if (rc == 0)
         rc = d->db->open(d->db, NULL, d->dbpath, NULL, DB_HASH, DB_RDONLY, 0);
     if (rc != 0) {
-        set_err(err, "open table %s: %s", d->dbpath, rc > 0 ? strerror(rc) : db_strerror(rc));
+        buf_setf(err, "open table %s: %s", d->dbpath, rc > 0 ? strerror(rc) : db_strerror(rc));
         if (d->db)
             d->db->close(d->db, 0);
         d->db = NULL;
@@ -160,7 +148,7 @@ static int build_line(DB *db, char *line, const char *src, long lineno, buf_t *e
         return 0;
     size_t klen = strcspn(s, " \t");
     if (s[klen] == '\0') {
-        set_err(err, "%s, line %ld: expected \"key whitespace value\"", src, lineno);
+        buf_setf(err, "%s, line %ld: expected \"key whitespace value\"", src, lineno);
         return -1;
     }
     s[klen] = '\0';
@@ -175,7 +163,7 @@ static int build_line(DB *db, char *line, const char *src, long lineno, buf_t *e
         return 0;
     }
     if (rc != 0) {
-        set_err(err, "%s, line %ld: %s", src, lineno, db_strerror(rc));
+        buf_setf(err, "%s, line %ld: %s", src, lineno, db_strerror(rc));
         return -1;
     }
     return 0;
@@ -192,7 +180,7 @@ static int build_from(FILE *fp, DB *db, const char *src, buf_t *err)
         rc = build_line(db, line, src, lineno, err);
     }
     if (rc == 0 && ferror(fp)) {
-        set_err(err, "read %s: %s", src, strerror(errno));
+        buf_setf(err, "read %s: %s", src, strerror(errno));
         rc = -1;
     }
     free(line);
@@ -217,7 +205,7 @@ int dict_build(const char *spec, buf_t *err)
         return -1;
     FILE *fp = fopen(path, "re");
     if (fp == NULL) {
-        set_err(err, "open %s: %s", path, strerror(errno));
+        buf_setf(err, "open %s: %s", path, strerror(errno));
         return -1;
     }
     buf_t tmp = BUF_INIT, dst = BUF_INIT;
@@ -228,17 +216,17 @@ int dict_build(const char *spec, buf_t *err)
     if (rc == 0)
         rc = db->open(db, NULL, tmp.data, NULL, DB_HASH, DB_CREATE | DB_TRUNCATE, 0644);
     if (rc != 0) {
-        set_err(err, "create %s: %s", tmp.data, rc > 0 ? strerror(rc) : db_strerror(rc));
+        buf_setf(err, "create %s: %s", tmp.data, rc > 0 ? strerror(rc) : db_strerror(rc));
         rc = -1;
     } else {
         rc = build_from(fp, db, path, err);
     }
     if (db && db->close(db, 0) != 0 && rc == 0) {
-        set_err(err, "write %s: close failed", tmp.data);
+        buf_setf(err, "write %s: close failed", tmp.data);
         rc = -1;
     }
     if (rc == 0 && (sync_file(tmp.data) < 0 || rename(tmp.data, dst.data) < 0)) {
-        set_err(err, "install %s: %s", dst.data, strerror(errno));
+        buf_setf(err, "install %s: %s", dst.data, strerror(errno));
         rc = -1;
     }
     if (rc < 0)

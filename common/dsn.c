@@ -69,24 +69,13 @@ void dsn_safe_xtext(buf_t *out, const char *s, size_t len)
         xtext_enc(out, s, len);
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Decode xtext leniently (a malformed escape is kept literally): the
  * result is re-checked by dsn_safe_xtext anyway. */
 static void xtext_dec(buf_t *out, const char *s)
 {
     for (; *s; s++) {
         int h, l;
-        if (*s == '+' && (h = hexval(s[1])) >= 0 && (l = hexval(s[2])) >= 0) {
+        if (*s == '+' && (h = str_hexval(s[1])) >= 0 && (l = str_hexval(s[2])) >= 0) {
             buf_putc(out, h * 16 + l);
             s += 2;
         } else {

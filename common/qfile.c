@@ -211,18 +211,6 @@ void notify_format(int bits, buf_t *out)
 
 /* ---- writing ---- */
 
-static void set_err(buf_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(buf_t *err, const char *fmt, ...)
-{
-    if (err == NULL)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    buf_reset(err);
-    buf_vprintf(err, fmt, ap);
-    va_end(ap);
-}
-
 static int write_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
@@ -365,10 +353,10 @@ static int open_new(struct qfile_w *w, const char *spool, buf_t *err)
             if (errno == EEXIST)
                 continue;
         }
-        set_err(err, "create queue file %s: %s", w->path.data, strerror(errno));
+        buf_setf(err, "create queue file %s: %s", w->path.data, strerror(errno));
         return -1;
     }
-    set_err(err, "create queue file under %s/queue: no unique id after %d tries", spool,
+    buf_setf(err, "create queue file under %s/queue: no unique id after %d tries", spool,
             QFILE_CREATE_TRIES);
     return -1;
 }
@@ -403,7 +391,7 @@ struct qfile_w *qfile_create(const char *spool, struct qenv *env, buf_t *err)
     build_envelope(w, env);
     /* Written now so an uncommitted file can still be inspected. */
     if (w_flush(w) < 0) {
-        set_err(err, "write queue file %s: %s", w->path.data, strerror(w->failed));
+        buf_setf(err, "write queue file %s: %s", w->path.data, strerror(w->failed));
         unlink(w->path.data);
         w_free(w);
         return NULL;
@@ -517,7 +505,7 @@ static int w_end(struct qfile_w *w, buf_t *err)
 {
     int rc = w->failed ? -1 : 0;
     if (rc < 0) {
-        set_err(err, "queue file %s: %s", w->path.data, strerror(w->failed));
+        buf_setf(err, "queue file %s: %s", w->path.data, strerror(w->failed));
         unlink(w->path.data);
     }
     w_free(w);

@@ -29,18 +29,6 @@ struct rd {
     const char *why; /* static reason for a malformed record */
 };
 
-static void set_err(buf_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(buf_t *err, const char *fmt, ...)
-{
-    if (err == NULL)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    buf_reset(err);
-    buf_vprintf(err, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- small parsers ---- */
 
 static int parse_ll(const char *s, long long *out)
@@ -397,24 +385,24 @@ int qfile_read(const char *spool, const char *id, struct qenv *env, int allow_in
     int rc = -1;
     qenv_init(env);
     if (!qid_valid(id)) { /* ids may come from the command line */
-        set_err(err, "invalid queue id \"%s\"", id);
+        buf_setf(err, "invalid queue id \"%s\"", id);
         return -1;
     }
     qfile_path(spool, id, &path);
     FILE *fp = fopen(path.data, "re");
     if (fp == NULL || fstat(fileno(fp), &st) < 0) {
-        set_err(err, "%s: %s", path.data, strerror(errno));
+        buf_setf(err, "%s: %s", path.data, strerror(errno));
         goto done;
     }
     env->complete = (st.st_mode & S_IXUSR) != 0;
     if (!env->complete && !allow_incomplete) {
-        set_err(err, "%s: incomplete queue file", path.data);
+        buf_setf(err, "%s: incomplete queue file", path.data);
         goto done;
     }
     str_lcpy(env->id, id, sizeof(env->id));
     rc = read_fp(&r, fp, &st, allow_incomplete);
     if (rc < 0)
-        set_err(err, "%s: malformed queue file: %s", path.data,
+        buf_setf(err, "%s: malformed queue file: %s", path.data,
                    r.why ? r.why : "read error");
 done:
     if (fp)
@@ -435,17 +423,17 @@ int qfile_open_content(const char *spool, const char *id, long long *len, buf_t 
     char pre[QFILE_PREAMBLE_LEN];
     long long off;
     if (!qid_valid(id)) {
-        set_err(err, "invalid queue id \"%s\"", id);
+        buf_setf(err, "invalid queue id \"%s\"", id);
         return -1;
     }
     qfile_path(spool, id, &path);
     int fd = open(path.data, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, "%s: %s", path.data, strerror(errno));
+        buf_setf(err, "%s: %s", path.data, strerror(errno));
     } else if (pread(fd, pre, sizeof(pre), 0) != (ssize_t)sizeof(pre) ||
                parse_preamble(pre, &off, len) < 0 || off == 0 ||
                lseek(fd, (off_t)off, SEEK_SET) < 0) {
-        set_err(err, "%s: malformed or uncommitted queue file",
+        buf_setf(err, "%s: malformed or uncommitted queue file",
                        path.data);
         close(fd);
         fd = -1;
