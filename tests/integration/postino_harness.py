@@ -510,14 +510,18 @@ class Postino:
         return pids
 
     def kill_all(self):
+        """A crash of everything at once: every process is stopped first, so
+        no daemon can react to its master's death (the parent-death signal is
+        a SIGTERM, which would let qmgr close its index cleanly), then killed."""
         for _ in range(3):
             procs = self.pids()
             if not procs:
                 return
-            for pids in procs.values():
-                for p in pids:
+            every = [p for pids in procs.values() for p in pids]
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for p in every:
                     try:
-                        os.kill(p, signal.SIGKILL)
+                        os.kill(p, sig)
                     except ProcessLookupError:
                         pass
             time.sleep(0.2)
