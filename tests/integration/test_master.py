@@ -23,10 +23,22 @@ def _relay(postino_factory, sink, start=True, **kw):
     p = postino_factory(main={"relayhost": "[127.0.0.1]:%d" % sink.port}, start=start, **kw)
     if start:
         # "postino start" returns once master has forked its children; a
-        # child may not have exec'd its program yet.
-        h.wait_until(lambda: set(p.child_pids().values()) >= set(DAEMON_CHILDREN), timeout=20,
-                     what="every daemon running")
+        # child may not have exec'd its program or read main.cf yet (slow
+        # under ASan). A daemon that has dropped to the mail user is past
+        # its configuration: only then may a test break main.cf.
+        h.wait_until(lambda: _all_started(p), timeout=30, what="every daemon started")
     return p
+
+
+def _all_started(p):
+    kids = p.child_pids()
+    if not set(kids.values()) >= set(DAEMON_CHILDREN):
+        return False
+    owner = pwd.getpwnam("postino").pw_uid
+    try:
+        return all(h.proc_ids(pid)[0][1] == owner for pid in kids)
+    except OSError:
+        return False
 
 
 def _send_via(p, port, rcpt):
