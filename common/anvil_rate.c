@@ -18,6 +18,8 @@ struct owner_cnt {
     long n;
 };
 
+#define EVICT_SCAN 64 /* live entries skipped looking for one to evict */
+
 struct entry {
     char *ident;
     unsigned hash;
@@ -197,9 +199,19 @@ static struct entry *get(struct anvil_table *t, const char *ident, long long now
     unsigned h = hash_str(ident);
     struct entry *e = find(t, ident, h);
     if (e == NULL) {
-        if (t->size >= t->max_entries && t->tail) {
-            remove_entry(t, t->tail);
-            t->stats.evicted++;
+        if (t->size >= t->max_entries) {
+            /* Drop the least recently used client with no connection open:
+             * evicting a live one would reset its concurrency count and let
+             * it past smtpd_client_connection_count_limit. If the oldest
+             * entries are all live, grow instead (live entries are bounded
+             * by the connections smtpd accepts). */
+            struct entry *v = t->tail;
+            for (int k = 0; v && v->count > 0 && k < EVICT_SCAN; k++)
+                v = v->prev;
+            if (v && v->count == 0) {
+                remove_entry(t, v);
+                t->stats.evicted++;
+            }
         }
         if (t->size >= t->nbuckets)
             rehash(t);

@@ -58,9 +58,13 @@ int ipc_listen_unix(const char *path, int mode, int backlog)
         return -1;
     if (unlink(path) < 0 && errno != ENOENT)
         goto fail;
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0)
-        goto fail;
-    if (chmod(path, (mode_t)mode) < 0 || listen(fd, backlog) < 0)
+    /* The mode comes from the umask at bind time, not a chmod by name
+     * afterwards: the directory may be writable by the mail user, who must
+     * not be able to swap in a symlink for root to chmod. */
+    mode_t old = umask((mode_t)(~mode & 0777));
+    int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+    umask(old);
+    if (rc < 0 || listen(fd, backlog) < 0)
         goto fail;
     return fd;
 fail:;

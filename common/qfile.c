@@ -484,6 +484,15 @@ static int w_prepare(struct qfile_w *w)
      * content, mode and directory entry durable together. */
     if (fchmod(w->fd, 0700) < 0)
         return w_fail(w);
+    /* A file someone removed meanwhile (qmgr clears incomplete files left
+     * for an hour) would fsync fine and vanish: never acknowledge it. */
+    struct stat sb;
+    if (fstat(w->fd, &sb) < 0)
+        return w_fail(w);
+    if (sb.st_nlink == 0) {
+        errno = ENOENT;
+        return w_fail(w);
+    }
     return 0;
 }
 

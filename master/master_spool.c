@@ -98,7 +98,9 @@ static void make_hash_dirs(const char *queue)
         buf_reset(&p);
         buf_printf(&p, "%s/%02x", queue, i);
         if (mkdir(p.data, 0700) == 0) {
-            if (M.as_root && chown(p.data, M.owner_uid, M.owner_gid) < 0)
+            /* lchown: queue/ belongs to the mail user, who could swap the
+             * new directory for a symlink before root gets to it. */
+            if (M.as_root && lchown(p.data, M.owner_uid, M.owner_gid) < 0)
                 master_fatal("chown %s: %s", p.data, strerror(errno));
         } else if (errno != EEXIST) {
             master_fatal("create directory %s: %s", p.data, strerror(errno));

@@ -107,7 +107,8 @@ static int svc_listen(struct service *svc, const struct master_ent *e, buf_t *er
         buf_printf(err, "cannot listen on %s: %s", svc->sock_path, strerror(errno));
         return -1;
     }
-    if (M.as_root && chown(svc->sock_path, M.owner_uid, M.owner_gid) < 0) {
+    /* lchown: never follow a symlink the mail user may have put there. */
+    if (M.as_root && lchown(svc->sock_path, M.owner_uid, M.owner_gid) < 0) {
         buf_printf(err, "chown %s: %s", svc->sock_path, strerror(errno));
         close(fd);
         return -1;

@@ -67,7 +67,6 @@ struct qjob {
     size_t *rcpt;
     size_t n;
     unsigned long long seq;  /* arrival order, for FIFO dispatch */
-    int resent;              /* already re-sent after a stale connection */
     struct qjob *next;
 };
 
@@ -149,7 +148,6 @@ void sched_dispatch(void);
 /* A job came back. reply NULL: connection broke (reason given). */
 void sched_job_done(struct qjob *j, const attr_t *reply, const char *reason);
 /* A job sent on a stale pooled connection: put it back, unchanged. */
-void sched_job_requeue(struct qjob *j);
 void sched_cancel_msg(struct qmsg *m);
 void sched_unsuspend_all(void);
 void sched_tick(void);

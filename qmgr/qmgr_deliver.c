@@ -25,7 +25,6 @@ struct aconn {
     char *transport;
     struct qjob *job;
     unsigned uses;           /* jobs sent on this connection */
-    int got_bytes;           /* reply bytes seen for the current job */
     struct aconn *next, *prev;
 };
 
@@ -81,17 +80,15 @@ static void aconn_free(struct aconn *c)
 static void aconn_broken(struct aconn *c, const char *why)
 {
     struct qjob *j = c->job;
-    int stale = c->uses > 1 && !c->got_bytes;
 
     aconn_free(c);
     if (j == NULL)
-        return;
-    if (stale && !j->resent) {
-        /* An idle connection the agent had already closed: nothing was
-         * delivered, so simply send the job again on a fresh one. */
-        sched_job_requeue(j);
-        return;
-    }
+        return; /* an idle connection the agent closed: just forget it */
+    /* Mid-job, even on a reused connection with no reply yet, the agent may
+     * have delivered and recorded some recipients before it died. The
+     * crash path drops the message from memory and reloads it from its
+     * file shortly, so the recorded outcomes decide and nothing is sent
+     * twice; re-sending the job from memory could. */
     log_warn("%s: delivery agent %s: %s", j->msg->id, j->dest->transport, why);
     sched_job_done(j, NULL, "delivery agent crashed");
 }
@@ -103,7 +100,6 @@ static void aconn_read(struct bufferevent *bev, void *arg)
     const char *err = NULL;
     int r;
 
-    c->got_bytes = 1;
     while ((r = attr_from_evbuffer(bufferevent_get_input(bev), &reply, &err)) == 1) {
         struct qjob *j = c->job;
         const char *qid = attr_get(&reply, "queue_id");
@@ -194,7 +190,6 @@ int deliver_start(struct qjob *j)
         return -1;
     c->job = j;
     c->uses++;
-    c->got_bytes = 0;
     attr_add(&req, "proto", PROTO_VERSION);
     attr_add(&req, "request", "deliver");
     attr_add(&req, "queue_id", j->msg->id);

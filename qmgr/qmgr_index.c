@@ -18,6 +18,7 @@
 
 /* Incomplete files older than this were abandoned by a dead smtpd. */
 #define STALE_INCOMPLETE 3600
+#define RESCAN_MIN_AGE 60 /* seconds: younger complete files are being announced */
 /* Messages pulled from the index per tick (file reads are synchronous). */
 #define PULL_BATCH 2000
 
@@ -78,11 +79,9 @@ void index_put_env(const struct qenv *env, int state, long long next, int attemp
 }
 
 /* Remove an abandoned incomplete file; keep a young one (being written). */
-static void adopt_incomplete(const char *id, const char *path)
+static void adopt_incomplete(const char *id, const char *path, const struct stat *sb)
 {
-    struct stat sb;
-
-    if (stat(path, &sb) == 0 && time(NULL) - sb.st_mtime > STALE_INCOMPLETE) {
+    if (time(NULL) - sb->st_mtime > STALE_INCOMPLETE) {
         /* Not "ID: removed": that line means a message qmgr took is done. */
         if (unlink(path) == 0)
             log_warn("%s: deleted an incomplete queue file older than %ds", id,
@@ -91,24 +90,33 @@ static void adopt_incomplete(const char *id, const char *path)
 }
 
 /* Put one queue file into the index unless it is there already; 1 when
- * it did. */
-static int adopt_file(const char *id, const char *path)
+ * it did. min_age > 0 (the periodic rescan) leaves alone complete files
+ * younger than that: smtpd marks a file complete just before its fsync and
+ * tells qmgr right after, so a young file is announced, not lost. */
+static int adopt_file(const char *id, const char *path, long long min_age)
 {
     int adopted = 0;
     struct qidx_rec rec;
     struct qenv env;
+    struct stat sb;
     buf_t err = BUF_INIT;
 
+    if (stat(path, &sb) < 0)
+        return 0; /* delivered and removed meanwhile */
+    if (!(sb.st_mode & S_IXUSR)) {
+        adopt_incomplete(id, path, &sb);
+        return 0;
+    }
+    if (min_age > 0 && time(NULL) - sb.st_mtime < min_age)
+        return 0;
     memset(&rec, 0, sizeof(rec));
     if (qindex_get(qmgr_g.qi, id, &rec) == 1) {
         qidx_rec_free(&rec);
         return 0;
     }
     qenv_init(&env);
-    if (qfile_read(qmgr_g.spool, id, &env, 1, &err) < 0) {
+    if (qfile_read(qmgr_g.spool, id, &env, 0, &err) < 0) {
         log_warn("%s: unreadable queue file: %s", id, buf_str(&err));
-    } else if (!env.complete) {
-        adopt_incomplete(id, path);
     } else {
         /* Keep the back-off the lost index had: attempts and the next
          * attempt come from the file's result records. */
@@ -125,7 +133,7 @@ static int adopt_file(const char *id, const char *path)
     return adopted;
 }
 
-static size_t scan_subdir(const char *dir)
+static size_t scan_subdir(const char *dir, long long min_age)
 {
     size_t adopted = 0;
     DIR *d = opendir(dir);
@@ -139,14 +147,14 @@ static size_t scan_subdir(const char *dir)
             continue;
         buf_reset(&path);
         buf_printf(&path, "%s/%s", dir, e->d_name);
-        adopted += (size_t)adopt_file(e->d_name, buf_str(&path));
+        adopted += (size_t)adopt_file(e->d_name, buf_str(&path), min_age);
     }
     closedir(d);
     buf_free(&path);
     return adopted;
 }
 
-static size_t scan_spool(void)
+static size_t scan_spool(long long min_age)
 {
     size_t adopted = 0;
     buf_t top = BUF_INIT, sub = BUF_INIT;
@@ -163,7 +171,7 @@ static size_t scan_spool(void)
             continue;
         buf_reset(&sub);
         buf_printf(&sub, "%s/%s", buf_str(&top), e->d_name);
-        adopted += scan_subdir(buf_str(&sub));
+        adopted += scan_subdir(buf_str(&sub), min_age);
     }
     closedir(d);
     buf_free(&top);
@@ -178,7 +186,7 @@ static size_t scan_spool(void)
  * hashed directories; only unknown files are opened). */
 void index_rescan(void)
 {
-    size_t n = scan_spool();
+    size_t n = scan_spool(RESCAN_MIN_AGE);
     if (n)
         log_info("queue scan: found %zu message(s) qmgr had not been told about", n);
 }
@@ -217,7 +225,7 @@ void index_startup(void)
         if (qindex_clear(qmgr_g.qi) < 0)
             log_fatal("cannot clear the queue index under %s/index", qmgr_g.spool);
     }
-    scan_spool();
+    scan_spool(0);
     log_info("queue index: %zu messages", qindex_count(qmgr_g.qi));
     index_pull_due();
 }

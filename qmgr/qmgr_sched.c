@@ -338,15 +338,6 @@ void sched_job_done(struct qjob *j, const attr_t *reply, const char *reason)
     sched_dispatch();
 }
 
-void sched_job_requeue(struct qjob *j)
-{
-    j->dest->inflight--;
-    qmgr_g.st.inflight--;
-    j->resent = 1;
-    dest_push_front(j->dest, j);
-    sched_dispatch();
-}
-
 void sched_cancel_msg(struct qmsg *m)
 {
     for (struct qdest *d = busy_head, *dn; d; d = dn) {

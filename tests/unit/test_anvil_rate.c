@@ -148,16 +148,23 @@ static void test_cap(void **state)
     assert_int_equal(c.rate[ANVIL_EV_MSG], 0);
     anvil_table_lookup(t, "smtp:1", 5, &c);
     assert_int_equal(c.rate[ANVIL_EV_MSG], 2);
-    /* many more: still bounded, and the hash table keeps working */
+    /* Clients with connections open are never evicted (that would reset
+     * their concurrency count): the idle entries go, then the table grows
+     * with the live ones, and the hash table keeps working. */
     char id[32];
     for (int k = 0; k < 5000; k++) {
         snprintf(id, sizeof id, "smtp:10.0.%d.%d", k / 256, k % 256);
         anvil_table_connect(t, id, 7, 10 + k, NULL);
     }
-    assert_int_equal(anvil_table_size(t), 3);
+    assert_int_equal(anvil_table_size(t), 5000);
+    anvil_table_lookup(t, "smtp:10.0.0.0", 6000, &c); /* k = 0, the oldest */
+    assert_int_equal(c.count, 1);
     anvil_table_lookup(t, "smtp:10.0.19.135", 6000, &c); /* k = 4999 */
     assert_int_equal(c.count, 1);
-    assert_int_equal(anvil_table_release(t, 7), 3);
+    assert_int_equal(anvil_table_release(t, 7), 5000);
+    /* Idle again: the next new client evicts instead of growing. */
+    anvil_table_event(t, "smtp:new", ANVIL_EV_MSG, 6001, NULL);
+    assert_int_equal(anvil_table_size(t), 5000);
     anvil_table_free(t);
 
     t = anvil_table_new(W, 20000);
