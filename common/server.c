@@ -148,7 +148,7 @@ static void drop_privileges(int chroot_)
     gid_t gid = pw->pw_gid;
     if (chroot_) {
         if (chroot(srv.spool) < 0 || chdir("/") < 0)
-            log_fatal("chroot to %s: %s", srv.spool, strerror(errno));
+            log_fatal("chroot to %s: %s", conf_str("queue_directory"), strerror(errno));
         free((char *)srv.spool);
         srv.spool = xstrdup(".");
     }

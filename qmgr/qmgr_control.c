@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 #include "common/alloc.h"
+#include "common/conf.h"
 #include "common/ipc.h"
 #include "common/log.h"
 #include "common/proto.h"
@@ -391,9 +392,9 @@ void control_init(void)
     server_spool_path(qmgr_g.srv, SOCK_CONTROL, &path);
     listen_fd = ipc_listen_unix(buf_str(&path), 0666, 128);
     if (listen_fd < 0)
-        log_fatal("cannot create the control socket %s: %s (check the spool's public/ "
+        log_fatal("cannot create the control socket %s/%s: %s (check the spool's public/ "
                   "directory and its owner)",
-                  buf_str(&path), strerror(errno));
+                  conf_str("queue_directory"), SOCK_CONTROL, strerror(errno));
     listen_ev = event_new(qmgr_g.srv->base, listen_fd, EV_READ | EV_PERSIST, control_accept, NULL);
     event_add(listen_ev, NULL);
     buf_free(&path);

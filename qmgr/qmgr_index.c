@@ -215,7 +215,7 @@ void index_startup(void)
     qmgr_g.qi = qindex_open(qmgr_g.spool, &was_clean, &err);
     if (qmgr_g.qi == NULL)
         log_fatal("cannot open the queue index under %s/index: %s (check ownership and space)",
-                  qmgr_g.spool, buf_str(&err));
+                  conf_str("queue_directory"), buf_str(&err));
     buf_free(&err);
     if (!was_clean) {
         if (fresh)
@@ -223,7 +223,7 @@ void index_startup(void)
         else
             log_info("queue index was not closed cleanly: rebuilding it from the queue files");
         if (qindex_clear(qmgr_g.qi) < 0)
-            log_fatal("cannot clear the queue index under %s/index", qmgr_g.spool);
+            log_fatal("cannot clear the queue index under %s/index", conf_str("queue_directory"));
     }
     scan_spool(0);
     log_info("queue index: %zu messages", qindex_count(qmgr_g.qi));
