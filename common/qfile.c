@@ -211,10 +211,12 @@ void notify_format(int bits, buf_t *out)
 
 /* ---- writing ---- */
 
-static int write_all(int fd, const char *p, size_t n)
+/* Write all of p: at the file position (off < 0) or at offset off. A
+ * write that makes no progress is a full disk. */
+static int put_all(int fd, const char *p, size_t n, off_t off)
 {
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = off < 0 ? write(fd, p, n) : pwrite(fd, p, n, off);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -226,26 +228,8 @@ static int write_all(int fd, const char *p, size_t n)
         }
         p += w;
         n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int pwrite_all(int fd, const char *p, size_t n, off_t off)
-{
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (w == 0) {
-            errno = ENOSPC;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += w;
+        if (off >= 0)
+            off += w;
     }
     return 0;
 }
@@ -422,7 +406,7 @@ static int w_flush(struct qfile_w *w)
 {
     if (w->buf.len == 0)
         return 0;
-    if (write_all(w->fd, w->buf.data, w->buf.len) < 0)
+    if (put_all(w->fd, w->buf.data, w->buf.len, -1) < 0)
         return w_fail(w);
     w->flushed += (long long)w->buf.len;
     buf_reset(&w->buf);
@@ -441,7 +425,7 @@ int qfile_write(struct qfile_w *w, const void *data, size_t len)
     if (w_flush(w) < 0)
         return -1;
     if (len >= QFILE_BUFSIZE) { /* big chunk: no point copying it */
-        if (write_all(w->fd, data, len) < 0)
+        if (put_all(w->fd, data, len, -1) < 0)
             return w_fail(w);
         w->flushed += (long long)len;
         return 0;
@@ -478,7 +462,7 @@ static int w_prepare(struct qfile_w *w)
     if (w_flush(w) < 0)
         return -1;
     patch_head(w, w->head.data);
-    if (pwrite_all(w->fd, w->head.data, w->head.len, 0) < 0)
+    if (put_all(w->fd, w->head.data, w->head.len, 0) < 0)
         return w_fail(w);
     /* The completeness mark goes in before the one fsync that makes
      * content, mode and directory entry durable together. */

@@ -1,5 +1,5 @@
 /* tls_client.c - the delivery side's TLS decisions: which security level
- * a destination gets (smtp_tls_security_level, smtp_tls_policy_maps),
+ * applies to a destination (smtp_tls_security_level, smtp_tls_policy_maps),
  * which names its certificate must carry, and whether a finished
  * handshake meets the level, with reasons an admin understands. */
 #include "common/tls.h"

@@ -6,6 +6,7 @@ Three real peers, all on loopback with random free ports and temp dirs:
   Postino    a config dir + spool, `postino start`, SMTP/CLI/log helpers
 Nothing here mocks postino: the tests talk to the real daemons.
 """
+import asyncio
 import email
 import email.policy
 import os
@@ -349,6 +350,41 @@ class Sink:
     def wait_to(self, rcpt, count=1, timeout=20.0):
         return self.wait_for(lambda m: rcpt.lower() in (r.lower() for r in m.rcpts),
                              count=count, timeout=timeout)
+
+
+class AsyncServers:
+    """Raw asyncio TCP servers on several loopback addresses sharing one
+    port, run on a private event loop thread. Subclasses define
+    `async def session(self, key, script, reader, writer)`; `scripts` maps
+    key -> (address, script)."""
+
+    def __init__(self, port, scripts):
+        self.port = port
+        self.scripts = dict(scripts)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.servers = []
+
+    def start(self):
+        self.thread.start()
+        for key, (ip, script) in self.scripts.items():
+            fut = asyncio.run_coroutine_threadsafe(asyncio.start_server(
+                lambda r, w, k=key, sc=script: self.session(k, sc, r, w), ip, self.port,
+                reuse_address=True), self.loop)
+            self.servers.append(fut.result(5))
+        return self
+
+    def stop(self):
+        async def close():
+            for srv in self.servers:
+                srv.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
 
 def dsn_parts(msg):

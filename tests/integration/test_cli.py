@@ -1,6 +1,5 @@
 """The postino command against a running system: status exit codes, queue
 list (with the deferral reason), show, flush, delete."""
-import re
 
 import postino_harness as h
 

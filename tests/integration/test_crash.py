@@ -5,7 +5,6 @@ import os
 import random
 import signal
 import smtplib
-import socket
 import threading
 import time
 import uuid

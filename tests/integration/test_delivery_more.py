@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import socket
-import threading
 import time
 
 import pytest
@@ -23,7 +22,7 @@ SENDER = "s@sender.test"
 
 # ---------------------------------------------------------------- raw server
 
-class RawSmtp:
+class RawSmtp(h.AsyncServers):
     """Scripted SMTP servers: ip -> script dict with
       greet      bytes sent on connect (default "220 raw.test ESMTP")
       ehlo       EHLO keywords after the first line (list of str)
@@ -32,35 +31,11 @@ class RawSmtp:
     Every command line is recorded in self.lines[ip]."""
 
     def __init__(self, port, scripts):
-        self.port = port
-        self.scripts = dict(scripts)
+        # keyed by address: each script listens on its own 127.0.0.x
+        super().__init__(port, {ip: (ip, sc) for ip, sc in scripts.items()})
         self.lines = {ip: [] for ip in self.scripts}
         self.conns = {ip: 0 for ip in self.scripts}
         self.messages = {ip: 0 for ip in self.scripts}
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.servers = []
-
-    def start(self):
-        self.thread.start()
-        for ip, script in self.scripts.items():
-            fut = asyncio.run_coroutine_threadsafe(asyncio.start_server(
-                lambda r, w, ip=ip, s=script: self.session(ip, s, r, w), ip, self.port,
-                reuse_address=True), self.loop)
-            self.servers.append(fut.result(5))
-        return self
-
-    def stop(self):
-        async def close():
-            for s in self.servers:
-                s.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
     async def _stall(self, reader):
         # Answer nothing; wait for the client to give up (EOF) or 60 s.

@@ -18,7 +18,6 @@ import re
 import shutil
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest
@@ -110,7 +109,7 @@ class TLSSink(h.Sink):
             return [t for ip, rcpts, t in self.tls_seen if rcpt in rcpts]
 
 
-class JunkServer:
+class JunkServer(h.AsyncServers):
     """A raw SMTP server whose 220 to STARTTLS is followed, in the same
     write, by bytes that look like replies. They must be thrown away by
     the client; the dialogue then goes on under TLS. With badtls=True the
@@ -119,32 +118,12 @@ class JunkServer:
     INJECTED = b"250-PIPELINING\r\n250 injected\r\n"
 
     def __init__(self, ip, port, ctx, badtls=False):
-        self.ip, self.port, self.ctx, self.badtls = ip, port, ctx, badtls
+        super().__init__(port, {ip: (ip, None)})
+        self.ip, self.ctx, self.badtls = ip, ctx, badtls
         self.stall = False      # badtls: say 220, then nothing at all
         self.received = []      # (tls, commands) per finished message
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def start(self):
-        self.thread.start()
-        fut = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self.session, self.ip, self.port, reuse_address=True), self.loop)
-        self.server = fut.result(5)
-        return self
-
-    def stop(self):
-        async def close():
-            self.server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.server.wait_closed()
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-    async def session(self, reader, writer):
+    async def session(self, key, script, reader, writer):
         tls, cmds = False, []
         writer.write(b"220 mx.junk.test ESMTP\r\n")
         try:

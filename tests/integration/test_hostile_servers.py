@@ -9,7 +9,6 @@ the port P = smtp_port), an aiosmtpd receiver on 127.0.0.16."""
 import asyncio
 import os
 import re
-import threading
 
 import pytest
 
@@ -45,36 +44,12 @@ pytestmark = pytest.mark.dns(
     [("a", "good.test", GOOD_IP)])
 
 
-class HostileServer:
+class HostileServer(h.AsyncServers):
     """Raw SMTP servers, scripted per listening address."""
 
     def __init__(self, port):
-        self.port = port
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.servers = []
+        super().__init__(port, SCENARIOS)
         self.conns = {}
-
-    def start(self):
-        self.thread.start()
-        for name, (ip, script) in SCENARIOS.items():
-            fut = asyncio.run_coroutine_threadsafe(asyncio.start_server(
-                lambda r, w, s=script, n=name: self.session(n, s, r, w), ip, self.port,
-                reuse_address=True), self.loop)
-            self.servers.append(fut.result(5))
-        return self
-
-    def stop(self):
-        async def close():
-            for s in self.servers:
-                s.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
     async def session(self, name, script, reader, writer):
         self.conns[name] = self.conns.get(name, 0) + 1
