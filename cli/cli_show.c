@@ -80,6 +80,9 @@ static void show_envelope(const struct qenv *e, const char *path)
     printf("sender: %s\n", safe(e->sender && *e->sender ? e->sender : "<>"));
     show_opt("envid", e->envid);
     show_opt("ret", e->ret >= 0 && e->ret <= RET_HDRS ? rets[e->ret] : "?");
+    show_opt("body", qbody_name(e->body));
+    if (e->smtputf8)
+        printf("smtputf8: yes\n");
     if (e->hold)
         printf("state: hold\n");
     if (e->warned)

@@ -157,6 +157,14 @@ const char *qrcpt_status_name(int status)
     return names[status];
 }
 
+const char *qbody_name(int body)
+{
+    static const char *const names[] = { NULL, "7BIT", "8BITMIME", "BINARYMIME" };
+    if (body < QBODY_7BIT || body > QBODY_BINARYMIME)
+        return NULL;
+    return names[body];
+}
+
 static const struct {
     const char *name;
     int bit;
@@ -279,6 +287,10 @@ static void build_envelope(struct qfile_w *w, const struct qenv *env)
     put_opt(b, "envid", env->envid);
     if (env->ret == RET_FULL || env->ret == RET_HDRS)
         put_rec(b, "ret", env->ret == RET_FULL ? "FULL" : "HDRS");
+    if (qbody_name(env->body))
+        put_rec(b, "body", qbody_name(env->body));
+    if (env->smtputf8)
+        put_rec(b, "smtputf8", "1");
     for (size_t i = 0; i < env->nrcpt; i++) {
         const struct qrcpt *r = &env->rcpt[i];
         put_rec(b, "rcpt", r->addr ? r->addr : "");

@@ -13,6 +13,10 @@
  *        message_id=                    (optional, for logs)
  *        sender=<address, empty for the null sender>
  *        envid=, ret=FULL|HDRS          (optional, RFC 3461)
+ *        body=7BIT|8BITMIME|BINARYMIME  (optional, RFC 6152/3030: the
+ *                                       client's BODY= parameter)
+ *        smtputf8=1                     (optional, RFC 6531: the client
+ *                                       gave SMTPUTF8 on MAIL FROM)
  *        rcpt=<address>                 one per recipient, in order; the
  *        orcpt=<type;xtext>             optional, applies to the rcpt above
  *        notify=<NEVER | list of SUCCESS,FAILURE,DELAY>  optional, same
@@ -62,6 +66,9 @@
 #define RET_FULL 1
 #define RET_HDRS 2
 
+/* BODY= as the client declared it (RFC 1652/6152, RFC 3030). */
+enum qbody { QBODY_NONE = 0, QBODY_7BIT, QBODY_8BITMIME, QBODY_BINARYMIME };
+
 enum qrcpt_status { QR_PENDING = 0, QR_SENT, QR_DEFERRED, QR_BOUNCED };
 
 struct qrcpt {
@@ -87,6 +94,8 @@ struct qenv {
     char *sender;       /* "" for the null sender */
     char *envid;
     int ret;            /* RET_* */
+    int body;           /* enum qbody */
+    int smtputf8;       /* SMTPUTF8 was requested (RFC 6531) */
     struct qrcpt *rcpt;
     size_t nrcpt, rcpt_cap;
     /* From reading: */
@@ -164,6 +173,8 @@ int qfile_append_record(const char *spool, const char *id, const char *name, con
 int qfile_remove(const char *spool, const char *id);
 
 const char *qrcpt_status_name(int status);
+/* "7BIT", "8BITMIME", "BINARYMIME"; NULL for QBODY_NONE. */
+const char *qbody_name(int body);
 /* "NEVER" / "SUCCESS,FAILURE" <-> bits; parse returns -1 if malformed. */
 int notify_parse(const char *s, int *bits);
 void notify_format(int bits, buf_t *out);

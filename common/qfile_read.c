@@ -105,6 +105,27 @@ static int env_ret(struct rd *r, const char *v, size_t off)
     return 0;
 }
 
+static int env_body(struct rd *r, const char *v, size_t off)
+{
+    for (int b = QBODY_7BIT; b <= QBODY_BINARYMIME; b++)
+        if (strcmp(v, qbody_name(b)) == 0) {
+            r->env->body = b;
+            return 0;
+        }
+    r->why = "bad body";
+    return -1;
+}
+
+static int env_smtputf8(struct rd *r, const char *v, size_t off)
+{
+    if (strcmp(v, "1") != 0) {
+        r->why = "bad smtputf8";
+        return -1;
+    }
+    r->env->smtputf8 = 1;
+    return 0;
+}
+
 static int env_rcpt(struct rd *r, const char *v, size_t off)
 {
     if (unesc(r, v) < 0)
@@ -153,7 +174,7 @@ static const struct rec_def {
     STR(client_name), STR(client_addr), STR(helo), STR(proto),
     STR(sasl_method), STR(sasl_username), STR(message_id), STR(sender), STR(envid),
     { "ret", env_ret, 0 }, { "rcpt", env_rcpt, 0 }, { "orcpt", env_orcpt, 0 },
-    { "notify", env_notify, 0 },
+    { "notify", env_notify, 0 }, { "body", env_body, 0 }, { "smtputf8", env_smtputf8, 0 },
 };
 #undef STR
 

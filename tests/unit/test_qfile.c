@@ -45,6 +45,8 @@ static void fill_env(struct qenv *env, size_t nrcpt)
     qenv_set(&env->sender, "sender@example.com");
     qenv_set(&env->envid, "env%id\nx");
     env->ret = RET_HDRS;
+    env->body = QBODY_8BITMIME;
+    env->smtputf8 = 1;
     for (size_t i = 0; i < nrcpt; i++) {
         char addr[64], orcpt[80];
         snprintf(addr, sizeof(addr), "rcpt%zu@dom%zu.example", i, i % 7);
@@ -111,6 +113,8 @@ static void test_round_trip(void **state)
     assert_string_equal(rd.envid, "env%id\nx");
     assert_null(rd.sasl_username);
     assert_int_equal(rd.ret, RET_HDRS);
+    assert_int_equal(rd.body, QBODY_8BITMIME);
+    assert_int_equal(rd.smtputf8, 1);
     assert_int_equal(rd.arrival.tv_sec, env.arrival.tv_sec);
     assert_int_equal(rd.arrival.tv_usec, env.arrival.tv_usec);
     assert_int_equal(rd.nrcpt, 300);
