@@ -87,8 +87,9 @@ int tls_cipher_list(const char *grade, char *const *exclude, buf_t *out, buf_t *
  * dropping privileges (keys may be readable by root only). `mandatory`
  * selects smtpd_tls_mandatory_protocols and smtpd_tls_mandatory_ciphers
  * (plus smtpd_tls_mandatory_exclude_ciphers) instead of
- * smtpd_tls_protocols and smtpd_tls_ciphers (use it for
- * smtpd_tls_security_level=encrypt and wrapper mode).
+ * smtpd_tls_protocols and smtpd_tls_ciphers (smtpd uses it for
+ * smtpd_tls_security_level=encrypt, wrapper mode and the submission
+ * ports 587/465).
  * Stateful session cache off, session tickets on (works across the N
  * smtpd processes without shared state: a client that comes back to
  * another process simply does a full handshake). NULL with err. */

@@ -9,15 +9,26 @@
  * handshake may be taken as a command inside the TLS session - and the SMTP
  * state starts again from scratch (no HELO, no transaction, no AUTH). While
  * the handshake runs the session is `waiting`, so nothing is read as a
- * command. The handshake has its own timeout (smtpd_starttls_timeout). */
+ * command. The handshake has its own timeout (smtpd_starttls_timeout).
+ *
+ * Cipher grade: the mandatory settings (smtpd_tls_mandatory_ciphers,
+ * default high: forward secrecy and AEAD only) apply where TLS is required
+ * (encrypt, wrapper mode) and on the submission ports 587 and 465 even
+ * when TLS is only offered: mail programs all speak modern TLS, and a
+ * hand-written submission row without -o options should not be weaker.
+ * Everywhere else (port 25) smtpd_tls_ciphers (medium) keeps opportunistic
+ * TLS open to old MTAs, as Postfix does. */
 #include "smtpd/smtpd.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -41,6 +52,33 @@ static int level_parse(void)
               v);
 }
 
+/* Port of a listening socket, or -1 (not TCP, or getsockname failed). */
+static int listen_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
+/* Does this service listen on a submission port (587, RFC 6409; 465,
+ * RFC 8314)? Judged by the sockets master handed us, so "587",
+ * "0.0.0.0:587" and "[::]:587" rows are all recognised. */
+static int submission_service(const struct server *srv)
+{
+    for (int i = 0; srv && i < srv->nlisten; i++) {
+        int port = listen_port(srv->listen_fd[i]);
+        if (port == 587 || port == 465)
+            return 1;
+    }
+    return 0;
+}
+
 void smtpd_tls_pre_drop(struct smtpd *d)
 {
     int wrapper = conf_bool("smtpd_tls_wrappermode");
@@ -59,8 +97,8 @@ void smtpd_tls_pre_drop(struct smtpd *d)
                   wrapper ? "smtpd_tls_wrappermode=yes" : "smtpd_tls_security_level=encrypt");
     }
     buf_t err = BUF_INIT;
-    d->tls_ctx = (struct ssl_ctx_st *)tls_server_ctx_new(d->tls_level == LEVEL_ENCRYPT || wrapper,
-                                                         &err);
+    int mandatory = d->tls_level == LEVEL_ENCRYPT || wrapper || submission_service(d->srv);
+    d->tls_ctx = (struct ssl_ctx_st *)tls_server_ctx_new(mandatory, &err);
     if (!d->tls_ctx)
         log_fatal("TLS server set-up failed: %s", buf_str(&err));
     buf_free(&err);

@@ -492,7 +492,7 @@ static void test_cipher_grades(void **state)
     char *excl[] = { "AES128-SHA", "kRSA", NULL };
     /* the grades are the tls_*_cipherlist values */
     assert_int_equal(tls_cipher_list("medium", NULL, &out, &err), 0);
-    assert_string_equal(out.data, "HIGH:MEDIUM:!aNULL:!eNULL:!MD5:!RC4:@STRENGTH");
+    assert_string_equal(out.data, "HIGH:MEDIUM:!aNULL:!eNULL:!MD5:!RC4:!3DES:!IDEA:@STRENGTH");
     conf_set("tls_high_cipherlist", "ECDHE-ECDSA-AES128-GCM-SHA256");
     assert_int_equal(tls_cipher_list("HIGH", excl, &out, &err), 0);
     assert_string_equal(out.data, "ECDHE-ECDSA-AES128-GCM-SHA256:!AES128-SHA:!kRSA");
@@ -534,6 +534,49 @@ static void test_server_mandatory_ciphers(void **state)
     assert_non_null(strstr(err.data, "smtpd_tls_mandatory_ciphers: unknown cipher grade \"low\""));
     buf_free(&err);
     buf_free(&names);
+}
+
+/* The default grades (issue #7): where TLS is mandatory (submission) every
+ * TLS 1.2 suite has forward secrecy (ECDHE/DHE) and an AEAD cipher - no
+ * static RSA, no CBC, no HMAC-SHA1 (LUCKY13); the opportunistic grade
+ * (port 25) keeps static RSA and CBC but never NULL, anonymous, RC4, 3DES
+ * or IDEA. */
+static void test_default_grades(void **state)
+{
+    buf_t err = BUF_INIT;
+    SSL_CTX *ctx = tls_server_ctx_new(1, &err);
+    if (ctx == NULL)
+        fail_msg("mandatory server ctx: %s", err.data);
+    STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
+    int n12 = 0;
+    for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+        const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
+        if (strncmp(SSL_CIPHER_get_name(c), "TLS_", 4) == 0) /* TLS 1.3: not graded */
+            continue;
+        n12++;
+        int kx = SSL_CIPHER_get_kx_nid(c);
+        if ((kx != NID_kx_ecdhe && kx != NID_kx_dhe) || !SSL_CIPHER_is_aead(c)
+            || SSL_CIPHER_get_auth_nid(c) == NID_auth_null)
+            fail_msg("mandatory grade offers %s", SSL_CIPHER_get_name(c));
+    }
+    assert_true(n12 >= 4);
+    SSL_CTX_free(ctx);
+    ctx = tls_server_ctx_new(0, &err);
+    assert_non_null(ctx);
+    sk = SSL_CTX_get_ciphers(ctx);
+    int krsa = 0, cbc = 0;
+    for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+        const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
+        int enc = SSL_CIPHER_get_cipher_nid(c);
+        if (enc == NID_undef || enc == NID_rc4 || enc == NID_des_ede3_cbc || enc == NID_idea_cbc
+            || SSL_CIPHER_get_auth_nid(c) == NID_auth_null)
+            fail_msg("opportunistic grade offers %s", SSL_CIPHER_get_name(c));
+        krsa += SSL_CIPHER_get_kx_nid(c) == NID_kx_rsa;
+        cbc += !SSL_CIPHER_is_aead(c);
+    }
+    assert_true(krsa > 0 && cbc > 0); /* still broad for old MTAs */
+    SSL_CTX_free(ctx);
+    buf_free(&err);
 }
 
 /* The cipher the client and a TLS 1.2-only server agree on at a level. */
@@ -594,6 +637,7 @@ int main(void)
         cmocka_unit_test_setup(test_policy_map, reset_conf),
         cmocka_unit_test_setup(test_cipher_grades, reset_conf),
         cmocka_unit_test_setup(test_server_mandatory_ciphers, reset_conf),
+        cmocka_unit_test_setup(test_default_grades, reset_conf),
         cmocka_unit_test_setup(test_client_ciphers_by_level, reset_conf),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
