@@ -194,6 +194,20 @@ def test_utf8_domains_match_bytewise(smtpd_factory):
     assert "to=<x@bücher.test>" in log
 
 
+def test_unknown_domain_check_skips_u_labels(smtpd_factory, dns):
+    """reject_unknown_*_domain cannot look a U-label up (no IDNA): such a
+    domain is let through, not refused as unknown; ASCII ones are checked."""
+    d = smtpd_factory(dns_servers="127.0.0.1:%d" % dns.port,
+                      smtpd_recipient_restrictions="reject_unknown_recipient_domain",
+                      smtpd_sender_restrictions="reject_unknown_sender_domain")
+    r = session(d)
+    assert r.cmd("MAIL FROM:<a@exämple.test> SMTPUTF8\r\n".encode()).startswith(b"250")
+    assert r.cmd("RCPT TO:<x@bücher.test>\r\n".encode()).startswith(b"250 2.1.5")
+    assert r.cmd(b"RCPT TO:<x@example.test>\r\n").startswith(b"250 2.1.5")
+    rep = r.cmd(b"RCPT TO:<x@nowhere.test>\r\n")
+    assert rep.startswith(b"550 5.1.2"), rep
+
+
 def test_log_never_gets_raw_control_bytes(smtpd_factory):
     """Bytes a client may put in HELO (no UTF-8 rule there) are logged as '?'
     when they are not UTF-8 or are C1 controls; valid UTF-8 stays."""
