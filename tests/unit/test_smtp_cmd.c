@@ -384,6 +384,9 @@ static const struct rcpt_case rcpt_cases[] = {
       "RFC822;x+2By@example.org" },
     { "TO:<x@example.org> ORCPT=x-local-type;abc", NULL, "x@example.org", 0, 0,
       "x-local-type;abc" },
+    /* RFC 6533 utf-8-addr-xtext */
+    { "TO:<x@example.org> ORCPT=utf-8;r\\x{E9}ception@example.org", NULL, "x@example.org", 0, 0,
+      "utf-8;r\\x{E9}ception@example.org" },
     { "TO:<x@example.org> ORCPT=rfc822;a+0D+0AX-Injected:+201",
       "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL, 0, 0, NULL },
     { "TO:<x@example.org> ORCPT=rfc822;a+7F", "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL,
