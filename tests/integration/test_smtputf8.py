@@ -9,33 +9,19 @@ matching and what reaches the log. The whole system for the rest: Python's
 smtplib with the SMTPUTF8 option delivering to an SMTPUTF8 aiosmtpd sink,
 `postino queue show` of a deferred message, and the bounce of an SMTPUTF8
 message (message/global-delivery-status, queued and sent with SMTPUTF8)."""
-import re
-import smtplib
-import subprocess
 import os
+import re
+import subprocess
 
 import pytest
 
 import postino_harness as h
-from test_smtpd_protocol import Smtpd, session, wait_files
+# smtpd alone, started by hand (the fixture is shared, not copied)
+from test_smtpd_protocol import session, smtpd_factory, wait_files  # noqa: F401
 
 SENDER = "ünïcode@exämple.test"
 RCPT = "réception@example.test"
 MUST = b"553 5.6.7 Must declare SMTPUTF8 to send unicode address"
-
-
-@pytest.fixture
-def smtpd_factory():
-    started = []
-
-    def start(**params):
-        d = Smtpd({k: str(v) for k, v in params.items()})
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        d.stop()
 
 
 def _ehlo_keywords(r):
