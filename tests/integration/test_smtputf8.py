@@ -283,7 +283,10 @@ def test_queue_show_body_and_smtputf8(postino_factory, sink):
 
 
 def _mime_parts(content):
-    """(headers-bytes, body-bytes) of each part of a one-level multipart."""
+    """(headers-bytes, body-bytes) of each part of a one-level multipart.
+    By hand: Python's email package knows message/delivery-status but takes
+    message/global-delivery-status for an encapsulated message (the
+    per-message fields as its headers), and decodes UTF-8 lossily there."""
     head, body = content.split(b"\r\n\r\n", 1)
     m = re.search(rb'boundary="([^"]+)"', head)
     assert m, head
