@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/qfile.h"
+#include "common/utf8.h"
 
 static const char *const log_what[] = {
     "sender non-delivery notification",
@@ -168,6 +169,22 @@ static void build_report(struct job *j, const buf_t *content, long long orig_len
     dsn_build(&r, out);
 }
 
+/* Will the report hold 8-bit text (returned content, UTF-8 addresses or
+ * remote replies)? Then it is declared BODY=8BITMIME (RFC 6152). */
+static int report_8bit(const struct job *j, const buf_t *content)
+{
+    if (j->env.smtputf8 || (content->data && utf8_has_8bit(content->data, content->len)))
+        return 1;
+    for (size_t i = 0; i < j->nidx; i++) {
+        const struct qrcpt *r = &j->env.rcpt[j->idx[i]];
+        const char *texts[] = { r->addr, r->reason, r->relay };
+        for (size_t k = 0; k < sizeof texts / sizeof texts[0]; k++)
+            if (texts[k] && utf8_has_8bit(texts[k], strlen(texts[k])))
+                return 1;
+    }
+    return 0;
+}
+
 /* Create, write and commit the report's queue file. */
 static int queue_report(struct job *j, buf_t *err)
 {
@@ -185,6 +202,11 @@ static int queue_report(struct job *j, buf_t *err)
     qenv_set(&env.helo, "localhost");
     qenv_set(&env.proto, "bounce");
     qenv_add_rcpt(&env, j->env.sender, NULL, 0);
+    /* A report on SMTPUTF8 mail is itself SMTPUTF8 mail (RFC 6533): its
+     * recipient, the original sender, may be a UTF-8 address. */
+    env.smtputf8 = j->env.smtputf8;
+    if (report_8bit(j, &content))
+        env.body = QBODY_8BITMIME;
     struct qfile_w *w = qfile_create(j->spool, &env, err);
     if (w) {
         str_lcpy(j->new_id, qfile_w_id(w), sizeof j->new_id);

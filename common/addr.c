@@ -1,9 +1,11 @@
-/* addr.c - RFC 5321 paths, domains, ESMTP parameters and RFC 3461 xtext.
+/* addr.c - RFC 5321 paths, domains, ESMTP parameters and RFC 3461 xtext;
+ * RFC 6531 UTF-8 in local parts and domains (validated, never converted).
  *
  * These only check and split what a client sent; nothing here rewrites or
  * interprets an address beyond stripping an obsolete source route. */
 #include "common/addr.h"
 #include "common/alloc.h"
+#include "common/utf8.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -101,7 +103,7 @@ static int check_mailbox(const char *s, size_t n, const char **err)
     if (dlen > DOMAIN_MAX)
         return fail(err, "domain too long (more than 255 characters)");
     char *d = xstrndup(s + at + 1, dlen);
-    int ok = strlen(d) == dlen && addr_domain_valid(d);
+    int ok = strlen(d) == dlen && addr_domain_valid_utf8(d);
     free(d);
     return ok ? 0 : fail(err, "invalid domain");
 }
@@ -124,6 +126,23 @@ static long route_len(const char *s, size_t n, const char **err)
     if (!ok)
         return fail(err, "invalid source route");
     return (long)(colon - s) + 1;
+}
+
+/* RFC 6531 3.3: an address may hold UTF-8, strictly well-formed (RFC
+ * 3629) and without C0/C1 control characters; whether the client may send
+ * it (SMTPUTF8) is for the caller to decide. */
+static int check_utf8(const char *s, size_t n, const char **err)
+{
+    unsigned long cp;
+    for (size_t k = 0; k < n;) {
+        size_t len = utf8_decode(s + k, n - k, &cp);
+        if (len == 0)
+            return fail(err, "malformed UTF-8 in address");
+        if (utf8_is_control(cp))
+            return fail(err, "control character in address");
+        k += len;
+    }
+    return 0;
 }
 
 /* End of a bracketed path: index of the '>' matching s[0] == '<'. */
@@ -207,9 +226,8 @@ int addr_parse_path(const char *arg, int allow_null, int allow_bare, buf_t *addr
     }
     if (*rest != '\0' && *rest != ' ')
         return fail(err, "text after the address must be separated by a space");
-    for (size_t k = 0; k < n; k++)
-        if (is_ctl((unsigned char)body[k]))
-            return fail(err, "control character in address");
+    if (check_utf8(body, n, err) < 0)
+        return -1;
     if (path_body(body, n, allow_null, addr, err) < 0)
         return -1;
     while (*rest == ' ')
@@ -268,33 +286,58 @@ static int literal_valid(const char *d)
     return inet_pton(AF_INET, tmp, bin) == 1;
 }
 
-int addr_domain_valid(const char *domain)
+/* Letters, digits, hyphens (not first or last), at most 63 characters a
+ * label; with utf8, also any non-control non-ASCII character (a U-label,
+ * checked for form only: no IDNA tables here). */
+static int name_valid(const char *domain, int utf8)
 {
-    if (domain[0] == '[')
-        return literal_valid(domain);
     size_t n = strlen(domain), label = 0;
-    if (n == 0 || n > 253)
+    unsigned long cp;
+    if (n == 0 || n > (utf8 ? DOMAIN_MAX : 253))
         return 0;
-    for (size_t k = 0; k <= n; k++) {
+    for (size_t k = 0; k <= n;) {
         char c = domain[k];
         if (c == '.' || c == '\0') {
             if (label == 0 || label > 63 || domain[k - 1] == '-')
                 return 0;
             label = 0;
+            k++;
             continue;
         }
-        if (!isalnum((unsigned char)c) && c != '-')
+        size_t len = 1;
+        if ((unsigned char)c >= 0x80) {
+            len = utf8 ? utf8_decode(domain + k, n - k, &cp) : 0;
+            if (len == 0 || utf8_is_control(cp))
+                return 0;
+        } else if (!isalnum((unsigned char)c) && c != '-') {
             return 0;
-        if (c == '-' && label == 0)
+        } else if (c == '-' && label == 0) {
             return 0;
+        }
         label++;
+        k += len;
     }
     return 1;
 }
 
+int addr_domain_valid(const char *domain)
+{
+    return domain[0] == '[' ? literal_valid(domain) : name_valid(domain, 0);
+}
+
+int addr_domain_valid_utf8(const char *domain)
+{
+    return domain[0] == '[' ? literal_valid(domain) : name_valid(domain, 1);
+}
+
 int addr_domain_fqdn(const char *domain)
 {
-    return domain[0] != '[' && strchr(domain, '.') != NULL && addr_domain_valid(domain);
+    return domain[0] != '[' && strchr(domain, '.') != NULL && addr_domain_valid_utf8(domain);
+}
+
+int addr_is_ascii(const char *s)
+{
+    return !utf8_has_8bit(s, strlen(s));
 }
 
 int addr_next_param(const char **pp, buf_t *name, buf_t *value)

@@ -3,7 +3,13 @@
  * Layout follows Postfix's bounce messages so people and tools that read
  * those read ours: a text/plain explanation, a message/delivery-status
  * part, and the original message (or its headers). Every value that came
- * from the network goes through the dsn_safe_* helpers first. */
+ * from the network goes through the dsn_safe_* helpers first.
+ *
+ * For a message that was sent with SMTPUTF8 the report is RFC 6533's
+ * "global" form, which may carry UTF-8: message/global-delivery-status
+ * (UTF-8 addresses as "utf-8; " unitext), message/global or
+ * message/global-headers for the returned content, a utf-8 text part.
+ * Everything else keeps the RFC 3464 form. */
 #include "common/dsn.h"
 
 #include <stdio.h>
@@ -11,18 +17,24 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/utf8.h"
 
 #define FIELD_MAX 900   /* keep every generated line below 998 bytes */
 
 /* ---------------------------------------------------------------- helpers */
 
+/* At most max bytes (cut at a character boundary); UTF-8 kept, control
+ * characters and malformed bytes replaced. */
 static void safe_copy(buf_t *out, const char *s, size_t max, int repl)
 {
-    size_t n = 0;
-    for (; s && *s && (max == 0 || n < max); s++, n++) {
-        unsigned char c = (unsigned char)*s;
-        buf_putc(out, (c < 0x20 || c == 0x7f) ? repl : c);
+    size_t n = s ? strlen(s) : 0;
+    if (max && n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
     }
+    if (n)
+        utf8_sanitize(out, s, n, (char)repl);
 }
 
 void dsn_safe_addr(buf_t *out, const char *s, size_t max)
@@ -56,6 +68,34 @@ static void xtext_enc(buf_t *out, const char *s, size_t len)
         } else {
             buf_putc(out, c);
         }
+    }
+}
+
+/* RFC 6533 utf-8-addr-unitext: UTF-8 as is; SP, '+', '=', '\\' and
+ * controls (none reach here unreplaced) as \x{HH}. */
+static void unitext_enc(buf_t *out, const char *s)
+{
+    buf_t safe = BUF_INIT;
+    dsn_safe_addr(&safe, s, FIELD_MAX / 2);
+    for (size_t i = 0; i < safe.len; i++) {
+        unsigned char c = (unsigned char)safe.data[i];
+        if (c == ' ' || c == '+' || c == '=' || c == '\\')
+            buf_printf(out, "\\x{%02X}", c);
+        else
+            buf_putc(out, c);
+    }
+    buf_free(&safe);
+}
+
+/* "rfc822; addr", or for a UTF-8 address in a global report "utf-8; ..." */
+static void addr_field(const struct dsn_report *r, const char *addr, buf_t *out)
+{
+    if (r->env->smtputf8 && addr && utf8_has_8bit(addr, strlen(addr))) {
+        buf_puts(out, "utf-8; ");
+        unitext_enc(out, addr);
+    } else {
+        buf_puts(out, "rfc822; ");
+        dsn_safe_addr(out, addr, FIELD_MAX);
     }
 }
 
@@ -214,8 +254,8 @@ static void top_headers(const struct dsn_report *r, const char *boundary, buf_t 
     buf_putc(out, '@');
     dsn_safe_addr(out, r->myhostname, FIELD_MAX);
     buf_puts(out, ">\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
-    buf_printf(out, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-                    "\tboundary=\"%s\"\r\n", boundary);
+    buf_printf(out, "Content-Type: multipart/report; report-type=%sdelivery-status;\r\n"
+                    "\tboundary=\"%s\"\r\n", r->env->smtputf8 ? "global-" : "", boundary);
     buf_puts(out, "Content-Transfer-Encoding: 8bit\r\n\r\n"
                   "This is a MIME-encapsulated message.\r\n\r\n");
 }
@@ -257,7 +297,8 @@ static void text_intro(const struct dsn_report *r, buf_t *out)
 static void text_part(const struct dsn_report *r, const char *boundary, buf_t *out)
 {
     buf_printf(out, "--%s\r\nContent-Description: Notification\r\n"
-                    "Content-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
+                    "Content-Type: text/plain; charset=%s\r\n\r\n", boundary,
+               r->env->smtputf8 ? "utf-8" : "us-ascii");
     text_intro(r, out);
     for (size_t i = 0; i < r->nidx; i++) {
         const struct qrcpt *q = &r->env->rcpt[r->idx[i]];
@@ -284,8 +325,8 @@ static void message_fields(const struct dsn_report *r, buf_t *out)
     dsn_safe_addr(out, r->myhostname, FIELD_MAX);
     buf_puts(out, "\r\nX-Postino-Queue-ID: ");
     dsn_safe_addr(out, r->env->id, QID_LEN);
-    buf_puts(out, "\r\nX-Postino-Sender: rfc822; ");
-    dsn_safe_addr(out, r->env->sender, FIELD_MAX);
+    buf_puts(out, "\r\nX-Postino-Sender: ");
+    addr_field(r, r->env->sender, out);
     buf_puts(out, "\r\nArrival-Date: ");
     dsn_date(out, r->env->arrival.tv_sec);
     buf_puts(out, "\r\n");
@@ -323,8 +364,8 @@ static void rcpt_fields(const struct dsn_report *r, const struct qrcpt *q, buf_t
 {
     buf_t host = BUF_INIT;
     const char *reply = remote_reply(q->reason);
-    buf_puts(out, "\r\nFinal-Recipient: rfc822; ");
-    dsn_safe_addr(out, q->addr, FIELD_MAX);
+    buf_puts(out, "\r\nFinal-Recipient: ");
+    addr_field(r, q->addr, out);
     buf_puts(out, "\r\n");
     if (q->orcpt && *q->orcpt)
         orcpt_field(q->orcpt, out);
@@ -357,7 +398,8 @@ static void rcpt_fields(const struct dsn_report *r, const struct qrcpt *q, buf_t
 static void status_part(const struct dsn_report *r, const char *boundary, buf_t *out)
 {
     buf_printf(out, "--%s\r\nContent-Description: Delivery report\r\n"
-                    "Content-Type: message/delivery-status\r\n\r\n", boundary);
+                    "Content-Type: message/%sdelivery-status\r\n\r\n", boundary,
+               r->env->smtputf8 ? "global-" : "");
     message_fields(r, out);
     for (size_t i = 0; i < r->nidx; i++)
         rcpt_fields(r, &r->env->rcpt[r->idx[i]], out);
@@ -399,8 +441,11 @@ static void original_part(const struct dsn_report *r, const char *boundary, buf_
 
     if (r->kind != DSN_FAILURE)
         desc = full ? "Message" : "Message Headers";
+    const char *type = full ? "message/rfc822" : "text/rfc822-headers";
+    if (r->env->smtputf8)
+        type = full ? "message/global" : "message/global-headers";
     buf_printf(out, "--%s\r\nContent-Description: %s\r\nContent-Type: %s\r\n", boundary, desc,
-               full ? "message/rfc822" : "text/rfc822-headers");
+               type);
     if (has_8bit(r->content, len))
         buf_puts(out, "Content-Transfer-Encoding: 8bit\r\n");
     buf_puts(out, "\r\n");

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/utf8.h"
+
 #define LOG_LINE_MAX 4096
 
 static char log_prog[64] = "postino";
@@ -107,10 +109,9 @@ static void emit(int prio, const char *prefix, const char *fmt, va_list ap)
     size_t plen = strlen(prefix);
     copy(msg, sizeof(msg), prefix);
     vsnprintf(msg + plen, sizeof(msg) - plen, fmt, ap);
-    /* Never let control characters from the network split a log line. */
-    for (char *p = msg; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    /* Never let control characters from the network split a log line or
+     * reach a terminal (C1 and malformed UTF-8 too); UTF-8 text stays. */
+    utf8_sanitize_inplace(msg, '?');
     if (log_use_syslog) {
         syslog(prio, "%s", msg);
         errno = saved;

@@ -53,6 +53,7 @@ const struct param_def param_table[] = {
     L("smtpd_client_restrictions", "", "restrictions on the client"),
     L("smtpd_helo_restrictions", "", "restrictions on HELO/EHLO"),
     B("smtpd_helo_required", "no", "require HELO/EHLO before MAIL"),
+    B("smtputf8_enable", "yes", "offer SMTPUTF8 (RFC 6531): UTF-8 addresses with MAIL FROM ... SMTPUTF8"),
     /* TLS (OpenSSL), server side */
     S("smtpd_tls_security_level", "", "server TLS: none, may (offer STARTTLS), encrypt (require it)"),
     S("smtpd_tls_cert_file", "", "PEM server certificate (chain may follow it)"),

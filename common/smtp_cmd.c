@@ -2,7 +2,8 @@
  * unit tests and the fuzzer, which need it without a session).
  *
  * MAIL: SIZE (RFC 1870), BODY (RFC 6152), RET and ENVID (RFC 3461), AUTH
- * (RFC 4954: accepted; the queue file records the SASL login itself).
+ * (RFC 4954: accepted; the queue file records the SASL login itself),
+ * SMTPUTF8 (RFC 6531: without it a UTF-8 address gets 553 5.6.7).
  * RCPT: NOTIFY and ORCPT (RFC 3461). Decoded ENVID/ORCPT values with
  * control characters are refused so they can never become header lines of
  * a DSN. Each keyword is an entry in a table; an unknown one is "555 5.5.4
@@ -110,6 +111,7 @@ struct param_handler {
 struct mail_ctx {
     struct smtp_mail_args *m;
     long long size_limit;
+    int utf8_enable;
 };
 
 static int mail_size(const char *v, void *ctx, struct smtp_cmd_reply *err)
@@ -132,10 +134,10 @@ static int mail_body(const char *v, void *ctx, struct smtp_cmd_reply *err)
 {
     struct smtp_mail_args *m = ((struct mail_ctx *)ctx)->m;
     if (str_ieq(v, "7BIT"))
-        m->body = SMTP_BODY_7BIT;
+        m->body = QBODY_7BIT;
     else if (str_ieq(v, "8BITMIME"))
-        m->body = SMTP_BODY_8BITMIME;
-    else
+        m->body = QBODY_8BITMIME;
+    else /* BINARYMIME too: we offer no CHUNKING-only body type */
         return fail(err, 501, "5.5.4", "Error: Unsupported BODY parameter");
     return 0;
 }
@@ -176,12 +178,25 @@ static int mail_auth(const char *v, void *ctx, struct smtp_cmd_reply *err)
     return 0;
 }
 
+/* RFC 6531 3.4: a keyword without a value, once. */
+static int mail_smtputf8(const char *v, void *ctx, struct smtp_cmd_reply *err)
+{
+    struct mail_ctx *c = ctx;
+    if (!c->utf8_enable)
+        return fail(err, 555, "5.5.4", "Unsupported option: SMTPUTF8");
+    if (*v || c->m->smtputf8)
+        return fail(err, 501, "5.5.4", "Error: Bad SMTPUTF8 parameter syntax");
+    c->m->smtputf8 = 1;
+    return 0;
+}
+
 static const struct param_handler mail_params[] = {
     { "SIZE", mail_size },
     { "BODY", mail_body },
     { "RET", mail_ret },
     { "ENVID", mail_envid },
     { "AUTH", mail_auth },
+    { "SMTPUTF8", mail_smtputf8 },
     { NULL, NULL },
 };
 
@@ -265,8 +280,19 @@ void smtp_mail_args_free(struct smtp_mail_args *m)
     *m = z;
 }
 
-int smtp_cmd_mail(const char *arg, long long size_limit, struct smtp_mail_args *m,
-                  struct smtp_cmd_reply *err)
+/* A UTF-8 address is only for SMTPUTF8 transactions (RFC 6531 3.4);
+ * Postfix's reply text. */
+static int utf8_allowed(const char *addr, int utf8, struct smtp_cmd_reply *err)
+{
+    if (utf8 == SMTP_UTF8_DECLARED || addr_is_ascii(addr))
+        return 0;
+    if (utf8 == SMTP_UTF8_UNDECLARED)
+        return fail(err, 553, "5.6.7", "Must declare SMTPUTF8 to send unicode address");
+    return fail(err, 553, "5.6.7", "Unicode addresses are not supported here");
+}
+
+int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable,
+                  struct smtp_mail_args *m, struct smtp_cmd_reply *err)
 {
     smtp_mail_args_free(m);
     if (!str_nieq(arg, "FROM:", 5))
@@ -274,8 +300,12 @@ int smtp_cmd_mail(const char *arg, long long size_limit, struct smtp_mail_args *
     const char *params = "", *why = "Bad sender address syntax";
     if (addr_parse_path(arg + 5, 1, 0, &m->sender, &params, &why) < 0)
         return fail(err, 501, "5.1.7", "%s", why);
-    struct mail_ctx c = { m, size_limit };
-    return run_params(mail_params, params, &c, err);
+    struct mail_ctx c = { m, size_limit, utf8_enable };
+    if (run_params(mail_params, params, &c, err) < 0)
+        return -1;
+    int utf8 = !utf8_enable ? SMTP_UTF8_OFF
+               : m->smtputf8 ? SMTP_UTF8_DECLARED : SMTP_UTF8_UNDECLARED;
+    return utf8_allowed(buf_str(&m->sender), utf8, err);
 }
 
 /* ---- RCPT TO ---- */
@@ -296,8 +326,8 @@ static int source_routed(const char *p)
     return p[0] == '<' && p[1] == '@';
 }
 
-int smtp_cmd_rcpt_addr(const char *arg, const char *myhostname, struct smtp_rcpt_args *r,
-                       struct smtp_cmd_reply *err)
+int smtp_cmd_rcpt_addr(const char *arg, const char *myhostname, int utf8,
+                       struct smtp_rcpt_args *r, struct smtp_cmd_reply *err)
 {
     smtp_rcpt_args_free(r);
     r->params = "";
@@ -306,6 +336,8 @@ int smtp_cmd_rcpt_addr(const char *arg, const char *myhostname, struct smtp_rcpt
     const char *p = arg + 3, *why = "Bad recipient address syntax";
     if (addr_parse_path(p, 0, 0, &r->addr, &r->params, &why) < 0 || r->addr.len == 0)
         return fail(err, 501, "5.1.3", "%s", why);
+    if (utf8_allowed(buf_str(&r->addr), utf8, err) < 0)
+        return -1;
     r->source_routed = source_routed(p);
     buf_t local = BUF_INIT, domain = BUF_INIT;
     int has_domain = addr_split(buf_str(&r->addr), &local, &domain) == 0 && domain.len > 0;
@@ -325,10 +357,10 @@ int smtp_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtp_cmd_reply *err)
     return run_params(rcpt_params, r->params ? r->params : "", r, err);
 }
 
-int smtp_cmd_rcpt(const char *arg, const char *myhostname, struct smtp_rcpt_args *r,
+int smtp_cmd_rcpt(const char *arg, const char *myhostname, int utf8, struct smtp_rcpt_args *r,
                   struct smtp_cmd_reply *err)
 {
-    if (smtp_cmd_rcpt_addr(arg, myhostname, r, err) < 0)
+    if (smtp_cmd_rcpt_addr(arg, myhostname, utf8, r, err) < 0)
         return -1;
     return smtp_cmd_rcpt_params(r, err);
 }

@@ -1,5 +1,5 @@
 /* smtp_cmd.h - pure parsing of SMTP server commands (RFC 5321, 1870, 3461,
- * 4954, 6152): no session, no socket, no configuration lookups.
+ * 4954, 6152, 6531): no session, no socket, no configuration lookups.
  *
  * smtpd runs every command line through these functions; unit tests and
  * the fuzz harness call them directly. On a syntax error a function fills
@@ -49,27 +49,32 @@ const char *smtp_cmd_verb_name(int verb);
 int smtp_cmd_split(char *line, size_t len, size_t limit, char **verb, char **arg,
                    struct smtp_cmd_reply *err);
 
-/* BODY= values. */
-enum smtp_body { SMTP_BODY_NONE, SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
+/* What UTF-8 addresses (RFC 6531) a command may carry: none at all
+ * (smtputf8_enable = no), none because MAIL FROM did not say SMTPUTF8
+ * ("553 5.6.7 Must declare SMTPUTF8 to send unicode address"), or any. */
+enum smtp_utf8 { SMTP_UTF8_OFF, SMTP_UTF8_UNDECLARED, SMTP_UTF8_DECLARED };
 
 /* MAIL FROM: argument, parsed. Initialise with SMTP_MAIL_ARGS_INIT. */
 struct smtp_mail_args {
     buf_t sender;            /* without brackets; "" = null sender */
     int has_size;
     unsigned long long size; /* SIZE= (saturates at ULLONG_MAX) */
-    int body;                /* enum smtp_body */
+    int body;                /* BODY=: enum qbody (qfile.h), QBODY_NONE if not given */
     int ret;                 /* RET_NONE, RET_FULL, RET_HDRS (qfile.h) */
     char *envid;             /* decoded ENVID, printable ASCII, or NULL */
     int has_auth;            /* AUTH= given (value is not used) */
+    int smtputf8;            /* SMTPUTF8 given (RFC 6531) */
 };
-#define SMTP_MAIL_ARGS_INIT { BUF_INIT, 0, 0, SMTP_BODY_NONE, 0, NULL, 0 }
+#define SMTP_MAIL_ARGS_INIT { BUF_INIT, 0, 0, 0, 0, NULL, 0, 0 }
 void smtp_mail_args_free(struct smtp_mail_args *m);
 
 /* arg: what follows "MAIL " ("FROM:<a@b> SIZE=10"). size_limit: the
- * message_size_limit (0: none). Returns 0, or -1 with err set. m is
- * reset first; after -1 its contents are unspecified (free it). */
-int smtp_cmd_mail(const char *arg, long long size_limit, struct smtp_mail_args *m,
-                  struct smtp_cmd_reply *err);
+ * message_size_limit (0: none). utf8_enable: smtputf8_enable (without it
+ * SMTPUTF8 is an unsupported option). A UTF-8 sender needs SMTPUTF8.
+ * Returns 0, or -1 with err set. m is reset first; after -1 its contents
+ * are unspecified (free it). BODY=BINARYMIME is refused: not offered. */
+int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable,
+                  struct smtp_mail_args *m, struct smtp_cmd_reply *err);
 
 /* RCPT TO: argument, parsed. Initialise with SMTP_RCPT_ARGS_INIT. */
 struct smtp_rcpt_args {
@@ -83,14 +88,15 @@ struct smtp_rcpt_args {
 void smtp_rcpt_args_free(struct smtp_rcpt_args *r);
 
 /* The address part of arg (what follows "RCPT "): "TO:", the path, and a
- * bare "postmaster" qualified with @myhostname. Sets addr, source_routed
- * and params. Returns 0, or -1 with err set. */
-int smtp_cmd_rcpt_addr(const char *arg, const char *myhostname, struct smtp_rcpt_args *r,
-                       struct smtp_cmd_reply *err);
+ * bare "postmaster" qualified with @myhostname. A UTF-8 address needs
+ * utf8 == SMTP_UTF8_DECLARED (553 5.6.7 otherwise). Sets addr,
+ * source_routed and params. Returns 0, or -1 with err set. */
+int smtp_cmd_rcpt_addr(const char *arg, const char *myhostname, int utf8,
+                       struct smtp_rcpt_args *r, struct smtp_cmd_reply *err);
 /* The ESMTP parameters (r->params): NOTIFY, ORCPT. 0, or -1 with err. */
 int smtp_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtp_cmd_reply *err);
 /* Both of the above. */
-int smtp_cmd_rcpt(const char *arg, const char *myhostname, struct smtp_rcpt_args *r,
+int smtp_cmd_rcpt(const char *arg, const char *myhostname, int utf8, struct smtp_rcpt_args *r,
                   struct smtp_cmd_reply *err);
 
 #endif

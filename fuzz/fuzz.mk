@@ -13,7 +13,8 @@
 #   reply      the SMTP client's reply parser (common/smtp_reply.c), fed in chunks
 #   smtpd_cmd  smtpd's command parser, common/smtp_cmd.c: line checks, verb
 #              split, MAIL FROM / RCPT TO with their ESMTP parameters (SIZE,
-#              BODY, RET, ENVID, AUTH, NOTIFY, ORCPT) and the error replies
+#              BODY, RET, ENVID, AUTH, SMTPUTF8, NOTIFY, ORCPT) and the error
+#              replies; accepted addresses are strict UTF-8, ASCII without SMTPUTF8
 #   qfile      qfile_read on arbitrary queue file contents in a temp spool
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,

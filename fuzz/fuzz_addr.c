@@ -54,7 +54,7 @@ static void check_path(const char *arg, const buf_t *addr, const char *params)
     buf_t local = BUF_INIT, domain = BUF_INIT;
     if (addr_split(buf_str(addr), &local, &domain) == 0 && addr->len > 0) {
         /* addr_parse_path validated the domain; addr_split must agree. */
-        if (!addr_domain_valid(buf_str(&domain)))
+        if (!addr_domain_valid_utf8(buf_str(&domain)))
             abort();
         (void)addr_domain_fqdn(buf_str(&domain));
     }
@@ -96,6 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     check_params(s);
     (void)addr_domain_valid(s);
+    (void)addr_domain_valid_utf8(s);
     buf_t local = BUF_INIT, domain = BUF_INIT;
     (void)addr_split(s, &local, &domain);
     addr_domain(s, &domain);

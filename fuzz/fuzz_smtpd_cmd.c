@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/qfile.h"
 #include "common/smtp_cmd.h"
+#include "common/utf8.h"
 
 #define LINE_LIMIT 2048    /* smtpd_command_line_limit default */
 #define SIZE_LIMIT 10240000
@@ -70,33 +71,44 @@ static void clean(const char *s, size_t max, int ascii)
             abort();
 }
 
+/* An accepted address is well-formed UTF-8 without control characters,
+ * and pure ASCII unless the transaction declared SMTPUTF8. */
+static void utf8_ok(const buf_t *addr, int smtputf8)
+{
+    if (!utf8_valid_text(addr->data ? addr->data : "", addr->len) ||
+        (!smtputf8 && utf8_has_8bit(addr->data ? addr->data : "", addr->len)))
+        abort();
+}
+
 static void do_mail(int *have_mail, const char *arg)
 {
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
     if (*have_mail) {
         say("503 5.5.1 Error: nested MAIL command");
-    } else if (smtp_cmd_mail(arg, SIZE_LIMIT, &m, &err) < 0) {
+    } else if (smtp_cmd_mail(arg, SIZE_LIMIT, 1, &m, &err) < 0) {
         say_err(&err);
     } else {
         if (m.sender.len > 254 || (m.has_size && m.size > SIZE_LIMIT))
             abort();
         clean(buf_str(&m.sender), 254, 0);
+        utf8_ok(&m.sender, m.smtputf8);
         if (m.envid)
             clean(m.envid, 100, 1);
         if (m.envid && !*m.envid)
             abort();
-        *have_mail = 1;
+        *have_mail = m.smtputf8 ? 2 : 1;
         say("250 2.1.0 Ok");
     }
     smtp_mail_args_free(&m);
     smtp_cmd_reply_free(&err);
 }
 
-static void check_rcpt(const struct smtp_rcpt_args *r)
+static void check_rcpt(const struct smtp_rcpt_args *r, int smtputf8)
 {
     if (r->addr.len == 0 || strchr(buf_str(&r->addr), '@') == NULL)
         abort();
+    utf8_ok(&r->addr, smtputf8);
     clean(buf_str(&r->addr), 254 + strlen("@mx.fuzz.test"), 0);
     if ((r->notify & NOTIFY_NEVER) && r->notify != NOTIFY_NEVER)
         abort();
@@ -118,10 +130,12 @@ static void do_rcpt(int have_mail, const char *arg)
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
     if (!have_mail) {
         say("503 5.5.1 Error: need MAIL command");
-    } else if (smtp_cmd_rcpt(arg, "mx.fuzz.test", &r, &err) < 0) {
+    } else if (smtp_cmd_rcpt(arg, "mx.fuzz.test",
+                             have_mail == 2 ? SMTP_UTF8_DECLARED : SMTP_UTF8_UNDECLARED, &r,
+                             &err) < 0) {
         say_err(&err);
     } else {
-        check_rcpt(&r);
+        check_rcpt(&r, have_mail == 2);
         say("250 2.1.5 Ok");
     }
     smtp_rcpt_args_free(&r);

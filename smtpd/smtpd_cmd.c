@@ -161,6 +161,8 @@ static void cmd_ehlo(struct smtpd_session *s, char *arg)
     if (mechs && *mechs)
         smtpd_reply_line(s, "250-AUTH %s", mechs);
     smtpd_reply_line(s, "250-ENHANCEDSTATUSCODES");
+    if (conf_bool("smtputf8_enable"))
+        smtpd_reply_line(s, "250-SMTPUTF8");
     smtpd_reply_line(s, "250-8BITMIME");
     smtpd_reply(s, "250 DSN");
 }
@@ -197,13 +199,16 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
     }
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-    if (smtp_cmd_mail(arg, conf_int("message_size_limit"), &m, &err) < 0) {
+    if (smtp_cmd_mail(arg, conf_int("message_size_limit"), conf_bool("smtputf8_enable"), &m,
+                      &err) < 0) {
         reply_err(s, &err);
         smtpd_txn_reset(s);
     } else {
         qenv_set(&s->env.sender, buf_str(&m.sender));
         qenv_set(&s->env.envid, m.envid);
         s->env.ret = m.ret;
+        s->env.body = m.body;
+        s->env.smtputf8 = m.smtputf8;
         if (mail_checks(s, arg) < 0) {
             smtpd_txn_reset(s);
         } else {
@@ -220,7 +225,9 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
 static int rcpt_parse(struct smtpd_session *s, const char *arg, struct smtp_rcpt_args *r)
 {
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-    int rc = smtp_cmd_rcpt_addr(arg, smtpd_hostname(), r, &err);
+    int utf8 = !conf_bool("smtputf8_enable") ? SMTP_UTF8_OFF
+               : s->env.smtputf8 ? SMTP_UTF8_DECLARED : SMTP_UTF8_UNDECLARED;
+    int rc = smtp_cmd_rcpt_addr(arg, smtpd_hostname(), utf8, r, &err);
     if (rc == 0 && (long long)s->env.nrcpt >= conf_int("smtpd_recipient_limit")) {
         smtpd_reply(s, "452 4.5.3 Error: too many recipients");
         rc = 1;

@@ -244,9 +244,10 @@ static void fill_envelope(struct smtpd_session *s)
     qenv_set(&e->client_name, s->name);
     qenv_set(&e->client_addr, s->addr);
     qenv_set(&e->helo, s->helo ? s->helo : "");
-    /* Postfix's protocol names: ESMTP + S (TLS) + A (AUTH), RFC 3848 */
+    /* Postfix's protocol names: ESMTP + S (TLS) + A (AUTH), RFC 3848;
+     * UTF8SMTP for SMTPUTF8 mail (RFC 6531 4.3) */
     buf_t proto = BUF_INIT;
-    buf_puts(&proto, s->esmtp ? "ESMTP" : "SMTP");
+    buf_puts(&proto, !s->esmtp ? "SMTP" : e->smtputf8 ? "UTF8SMTP" : "ESMTP");
     if (s->tls)
         buf_putc(&proto, 'S');
     if (s->sasl_username && s->esmtp)

@@ -269,7 +269,10 @@ static enum smtpd_verdict unknown_domain(struct smtpd_rctx *c, enum smtpd_object
     addr_domain(addr, &domain);
     const char *d = buf_str(&domain);
     enum smtpd_verdict v = V_DUNNO;
-    if (!*d || d[0] == '[' || smtpd_check_local_domain(d))
+    /* A U-label domain would need IDNA (A-label) conversion before a DNS
+     * lookup, which postino does not do: not knowing is no reason to
+     * refuse, so it is not checked. */
+    if (!*d || d[0] == '[' || !addr_is_ascii(d) || smtpd_check_local_domain(d))
         goto out;
     int st = smtpd_dns_status(c->s, d);
     if (st < 0) {

@@ -219,8 +219,10 @@ class DnsServer:
 # ---------------------------------------------------------------- SMTP sink
 
 class SinkMessage:
-    def __init__(self, ip, mail_from, rcpts, content):
+    def __init__(self, ip, mail_from, rcpts, content, mail_options=(), smtputf8=False):
         self.ip = ip
+        self.mail_options = [o.upper() for o in mail_options]   # as the client sent them
+        self.smtputf8 = bool(smtputf8)                          # MAIL FROM had SMTPUTF8
         # aiosmtpd keeps "<>" for the null sender; tests compare with "".
         self.mail_from = "" if mail_from in ("<>", None) else mail_from
         self.rcpts = list(rcpts)
@@ -270,7 +272,8 @@ class _Handler:
     async def handle_DATA(self, server, session, envelope):
         if not envelope.rcpt_tos:
             return "554 5.5.1 no valid recipients"
-        m = SinkMessage(self.ip, envelope.mail_from, envelope.rcpt_tos, envelope.content)
+        m = SinkMessage(self.ip, envelope.mail_from, envelope.rcpt_tos, envelope.content,
+                        envelope.mail_options, getattr(envelope, "smtp_utf8", False))
         m.conn = self.sink.conn_id(session)
         with self.sink.lock:
             self.sink.messages.append(m)
@@ -278,10 +281,12 @@ class _Handler:
 
 
 class Sink:
-    """aiosmtpd receivers on several loopback addresses, one port."""
+    """aiosmtpd receivers on several loopback addresses, one port.
+    smtputf8=False: a receiver that does not offer SMTPUTF8 (RFC 6531)."""
 
-    def __init__(self, ips=("127.0.0.1",), port=None):
+    def __init__(self, ips=("127.0.0.1",), port=None, smtputf8=True):
         self.ips = list(ips)
+        self.smtputf8 = smtputf8
         self.port = port or free_port_all(self.ips)
         self.lock = threading.Lock()
         self.messages = []
@@ -296,7 +301,8 @@ class Sink:
                 continue
             c = Controller(_Handler(self, ip), hostname=ip, port=self.port,
                            ready_timeout=5, decode_data=False,
-                           server_hostname="sink-%s.test" % ip, data_size_limit=0)
+                           server_hostname="sink-%s.test" % ip, data_size_limit=0,
+                           enable_SMTPUTF8=self.smtputf8)
             c.start()
             self.controllers[ip] = c
         return self

@@ -64,6 +64,18 @@ static void test_paths(void **state)
         { "<a,b@c.d>", 0, 0, -1, NULL, NULL },
         { "<a@b@c.d>", 0, 0, -1, NULL, NULL },
         { "<a(b)@c.d>", 0, 0, -1, NULL, NULL },
+        /* RFC 6531: UTF-8 local parts and U-labels, strictly well-formed */
+        { "<j\xc3\xb6rg@b\xc3\xbc" "cher.example>", 0, 0, 0, "j\xc3\xb6rg@b\xc3\xbc" "cher.example", "" },
+        { "<\"j\xc3\xb6 rg\"@d.example>", 0, 0, 0, "\"j\xc3\xb6 rg\"@d.example", "" },
+        { "<\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.\xe5\x85\xac\xe5\x8f\xb8>", 0, 0, 0,
+          "\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.\xe5\x85\xac\xe5\x8f\xb8", "" },
+        { "<\xc0\xaf@b.c>", 0, 0, -1, NULL, NULL },           /* overlong */
+        { "<a@\xed\xa0\x80.c>", 0, 0, -1, NULL, NULL },      /* surrogate */
+        { "<\xf4\x90\x80\x80@b.c>", 0, 0, -1, NULL, NULL },  /* > U+10FFFF */
+        { "<a\xc3@b.c>", 0, 0, -1, NULL, NULL },               /* truncated */
+        { "<\xc2\x85@b.c>", 0, 0, -1, NULL, NULL },           /* C1 control */
+        { "<\"\xc2\x9b\"@b.c>", 0, 0, -1, NULL, NULL },       /* C1, quoted */
+        { "<a@\xc2\xa0.c>", 0, 0, 0, "a@\xc2\xa0.c", "" },   /* form only, no IDNA */
     };
     buf_t addr = BUF_INIT;
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
@@ -144,9 +156,33 @@ static void test_split_and_domains(void **state)
     };
     for (size_t k = 0; k < sizeof(doms) / sizeof(doms[0]); k++) {
         if (addr_domain_valid(doms[k].d) != doms[k].valid ||
+            addr_domain_valid_utf8(doms[k].d) != doms[k].valid ||
             addr_domain_fqdn(doms[k].d) != doms[k].fqdn)
             fail_msg("domain \"%s\"", doms[k].d);
     }
+    /* U-labels: valid only where UTF-8 is allowed; labels count characters */
+    static const struct { const char *d; int valid, fqdn; } udoms[] = {
+        { "b\xc3\xbc" "cher.example", 1, 1 }, { "\xc3\xa4", 1, 0 },
+        { "-\xc3\xa4.example", 0, 0 }, { "\xc3\xa4-.example", 0, 0 },
+        { "\xc3\xa4\xc3.example", 0, 0 }, { "\xed\xa0\x80.example", 0, 0 },
+        { "\xc2\x85.example", 0, 0 }, { "\xc3\xa4_b.example", 0, 0 },
+    };
+    for (size_t k = 0; k < sizeof(udoms) / sizeof(udoms[0]); k++) {
+        if (addr_domain_valid(udoms[k].d) || addr_domain_valid_utf8(udoms[k].d) != udoms[k].valid ||
+            addr_domain_fqdn(udoms[k].d) != udoms[k].fqdn)
+            fail_msg("UTF-8 domain \"%s\"", udoms[k].d);
+    }
+    char label[200] = "";
+    for (int k = 0; k < 63; k++)
+        strcat(label, "\xc3\xa4"); /* 63 characters, 126 bytes */
+    strcat(label, ".example");
+    assert_true(addr_domain_valid_utf8(label));
+    label[0] = '\0';
+    for (int k = 0; k < 64; k++)
+        strcat(label, "\xc3\xa4");
+    assert_false(addr_domain_valid_utf8(label));
+    assert_true(addr_is_ascii("a@b.example"));
+    assert_false(addr_is_ascii("a@b\xc3\xbc.example"));
     buf_free(&l);
     buf_free(&d);
 }

@@ -22,17 +22,21 @@ static void test_round_trip_escapes(void **state)
     attr_add(&a, "proto", "1");
     attr_add(&a, "reason", "50% off\nline2\r\ttab\x7f end");
     attr_add(&a, "empty", "");
+    attr_add(&a, "utf8", "r\xc3\xa9" "ception@b\xc3\xbc" "cher.example \xff\x80");
     attr_add_ll(&a, "count", -42);
     attr_addf(&a, "fmt", "%s-%d", "x", 7);
     buf_t enc = BUF_INIT;
     attr_encode(&a, &enc);
     assert_string_equal(enc.data, "proto=1\nreason=50%25 off%0Aline2%0D%09tab%7F end\n"
-                                  "empty=\ncount=-42\nfmt=x-7\n\n");
+                                  "empty=\nutf8=r\xc3\xa9" "ception@b\xc3\xbc" "cher.example \xff\x80\n"
+                                  "count=-42\nfmt=x-7\n\n");
     size_t used = 0;
     const char *err = NULL;
     assert_int_equal(attr_decode(enc.data, enc.len, &b, &used, &err), 1);
     assert_int_equal(used, enc.len);
-    assert_int_equal(b.n, 5);
+    assert_int_equal(b.n, 6);
+    /* bytes >= 0x80 pass through unescaped both ways */
+    assert_string_equal(attr_get(&b, "utf8"), "r\xc3\xa9" "ception@b\xc3\xbc" "cher.example \xff\x80");
     assert_string_equal(attr_get(&b, "reason"), "50% off\nline2\r\ttab\x7f end");
     assert_string_equal(attr_get(&b, "empty"), "");
     long long v = 0;

@@ -234,6 +234,67 @@ static void test_boundary_unique(void **state)
     buf_free(&f.out);
 }
 
+/* RFC 6533: a report on SMTPUTF8 mail is the global form and may carry
+ * UTF-8; the same message without SMTPUTF8 keeps the RFC 3464 types. */
+static void test_global(void **state)
+{
+    struct fixture f;
+    fixture_init(&f, DSN_FAILURE);
+    f.env.smtputf8 = 1;
+    f.env.sender = "s\xc3\xa9nder@exampl\xc3\xa9.com";
+    f.r[0].addr = "\"j\xc3\xb6 r+g=\\\"\"@b\xc3\xbc" "cher.example";
+    f.r[1].addr = "plain@example.net";
+    f.idx[1] = 1;
+    f.rep.nidx = 2;
+    dsn_build(&f.rep, &f.out);
+    const char *s = buf_str(&f.out);
+    assert_non_null(strstr(s, "Content-Type: multipart/report; report-type=global-delivery-status;"));
+    assert_true(has_line(s, "To: <s\xc3\xa9nder@exampl\xc3\xa9.com>"));
+    assert_true(has_line(s, "Content-Type: text/plain; charset=utf-8"));
+    assert_true(has_line(s, "Content-Type: message/global-delivery-status"));
+    assert_true(has_line(s, "X-Postino-Sender: utf-8; s\xc3\xa9nder@exampl\xc3\xa9.com"));
+    /* unitext: SP + = \\ escaped, UTF-8 kept */
+    assert_true(has_line(s, "Final-Recipient: utf-8; \"j\xc3\xb6\\x{20}r\\x{2B}g\\x{3D}\\x{5C}\"\"@b"
+                            "\xc3\xbc" "cher.example"));
+    assert_true(has_line(s, "Final-Recipient: rfc822; plain@example.net"));
+    assert_true(has_line(s, "Content-Type: message/global"));
+    assert_false(has_line(s, "Content-Type: message/delivery-status"));
+    assert_false(has_line(s, "Content-Type: message/rfc822"));
+    assert_crlf_only(s, f.out.len);
+    buf_free(&f.out);
+
+    fixture_init(&f, DSN_FAILURE);
+    f.env.smtputf8 = 1;
+    f.env.ret = RET_HDRS;
+    dsn_build(&f.rep, &f.out);
+    assert_true(has_line(buf_str(&f.out), "Content-Type: message/global-headers"));
+    assert_true(has_line(buf_str(&f.out), "Final-Recipient: rfc822; u1@example.net"));
+    buf_free(&f.out);
+
+    fixture_init(&f, DSN_FAILURE); /* no SMTPUTF8: RFC 3464 as before */
+    dsn_build(&f.rep, &f.out);
+    assert_non_null(strstr(buf_str(&f.out), "report-type=delivery-status;"));
+    assert_true(has_line(buf_str(&f.out), "Content-Type: text/plain; charset=us-ascii"));
+    assert_true(has_line(buf_str(&f.out), "Content-Type: message/delivery-status"));
+    assert_true(has_line(buf_str(&f.out), "X-Postino-Sender: rfc822; sender@example.com"));
+    buf_free(&f.out);
+}
+
+/* Text from remote replies keeps UTF-8 but loses C1 controls and
+ * malformed bytes, which a mail reader's terminal could act on. */
+static void test_utf8_sanitized(void **state)
+{
+    struct fixture f;
+    fixture_init(&f, DSN_FAILURE);
+    f.r[0].reason = "550 5.1.1 Empf\xc3\xa4nger \xc2\x9b[2J unbekannt \xff\xc0\xaf";
+    dsn_build(&f.rep, &f.out);
+    const char *s = buf_str(&f.out);
+    assert_true(has_line(s, "Diagnostic-Code: smtp; 550 5.1.1 Empf\xc3\xa4nger  [2J unbekannt   "));
+    assert_null(strstr(s, "\xc2\x9b"));
+    assert_null(strstr(s, "\xff"));
+    buf_free(&f.out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +305,8 @@ int main(void)
         cmocka_unit_test(test_expired_and_success),
         cmocka_unit_test(test_headers_only),
         cmocka_unit_test(test_boundary_unique),
+        cmocka_unit_test(test_global),
+        cmocka_unit_test(test_utf8_sanitized),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

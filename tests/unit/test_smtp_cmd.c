@@ -190,8 +190,8 @@ static const struct mail_case mail_cases[] = {
       NULL, 0 },
     { "FROM:<a@b.example> SIZE=1 SIZE=2", 0, NULL, "a@b.example", 2, 0, 0, NULL, 0 },
     /* BODY */
-    { "FROM:<a@b.example> BODY=7bit", 0, NULL, "a@b.example", NOSIZE, SMTP_BODY_7BIT, 0, NULL, 0 },
-    { "FROM:<a@b.example> BODY=8BITMIME", 0, NULL, "a@b.example", NOSIZE, SMTP_BODY_8BITMIME, 0,
+    { "FROM:<a@b.example> BODY=7bit", 0, NULL, "a@b.example", NOSIZE, QBODY_7BIT, 0, NULL, 0 },
+    { "FROM:<a@b.example> BODY=8BITMIME", 0, NULL, "a@b.example", NOSIZE, QBODY_8BITMIME, 0,
       NULL, 0 },
     { "FROM:<a@b.example> BODY=BINARYMIME", 0, "501 5.5.4 Error: Unsupported BODY parameter",
       NULL, 0, 0, 0, NULL, 0 },
@@ -232,14 +232,12 @@ static const struct mail_case mail_cases[] = {
     { "FROM:<a@b.example> AUTH=u+40b.example", 0, NULL, "a@b.example", NOSIZE, 0, 0, NULL, 1 },
     /* all together, any case, any order */
     { "FROM:<> SIZE=100 BODY=8BITMIME RET=HDRS ENVID=id+2B1 AUTH=<>", 1000, NULL, "", 100,
-      SMTP_BODY_8BITMIME, RET_HDRS, "id+1", 1 },
+      QBODY_8BITMIME, RET_HDRS, "id+1", 1 },
     { "FROM:<a@b.example>   envid=e1   Ret=Full   Body=7Bit  ", 0, NULL, "a@b.example", NOSIZE,
-      SMTP_BODY_7BIT, RET_FULL, "e1", 0 },
+      QBODY_7BIT, RET_FULL, "e1", 0 },
     /* unknown and malformed parameters; the first bad one decides */
     { "FROM:<a@b.example> FOO=bar", 0, "555 5.5.4 Unsupported option: FOO", NULL, 0, 0, 0, NULL,
       0 },
-    { "FROM:<a@b.example> SIZE=1 SMTPUTF8", 0, "555 5.5.4 Unsupported option: SMTPUTF8", NULL, 0,
-      0, 0, NULL, 0 },
     { "FROM:<a@b.example> X-Vendor-Thing=1", 0, "555 5.5.4 Unsupported option: X-Vendor-Thing",
       NULL, 0, 0, 0, NULL, 0 },
     { "FROM:<a@b.example> NOTIFY=NEVER", 0, "555 5.5.4 Unsupported option: NOTIFY", NULL, 0, 0, 0,
@@ -266,7 +264,7 @@ static const struct mail_case mail_cases[] = {
 static void check_mail(size_t i, const struct mail_case *c, struct smtp_mail_args *m)
 {
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-    int rc = smtp_cmd_mail(c->arg, c->limit, m, &err);
+    int rc = smtp_cmd_mail(c->arg, c->limit, 1, m, &err);
     if (c->reply) {
         if (rc != -1 || strcmp(reply_text(&err), c->reply) != 0)
             fail_msg("MAIL case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg, rc,
@@ -287,6 +285,7 @@ static void check_mail(size_t i, const struct mail_case *c, struct smtp_mail_arg
     else
         assert_null(m->envid);
     assert_int_equal(m->has_auth, c->auth);
+    assert_int_equal(m->smtputf8, 0);
 }
 
 static void test_mail(void **state)
@@ -306,10 +305,10 @@ static void test_mail_envid_length(void **state)
     buf_puts(&arg, "FROM:<a@b.example> ENVID=");
     for (int i = 0; i < 100; i++)
         buf_putc(&arg, 'e');
-    assert_int_equal(smtp_cmd_mail(buf_str(&arg), 0, &m, &err), 0);
+    assert_int_equal(smtp_cmd_mail(buf_str(&arg), 0, 1, &m, &err), 0);
     assert_int_equal(strlen(m.envid), 100);
     buf_putc(&arg, 'e');
-    assert_int_equal(smtp_cmd_mail(buf_str(&arg), 0, &m, &err), -1);
+    assert_int_equal(smtp_cmd_mail(buf_str(&arg), 0, 1, &m, &err), -1);
     assert_string_equal(reply_text(&err), "501 5.5.4 Error: Bad ENVID parameter syntax");
     smtp_mail_args_free(&m);
     smtp_cmd_reply_free(&err);
@@ -385,6 +384,9 @@ static const struct rcpt_case rcpt_cases[] = {
       "RFC822;x+2By@example.org" },
     { "TO:<x@example.org> ORCPT=x-local-type;abc", NULL, "x@example.org", 0, 0,
       "x-local-type;abc" },
+    /* RFC 6533 utf-8-addr-xtext */
+    { "TO:<x@example.org> ORCPT=utf-8;r\\x{E9}ception@example.org", NULL, "x@example.org", 0, 0,
+      "utf-8;r\\x{E9}ception@example.org" },
     { "TO:<x@example.org> ORCPT=rfc822;a+0D+0AX-Injected:+201",
       "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL, 0, 0, NULL },
     { "TO:<x@example.org> ORCPT=rfc822;a+7F", "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL,
@@ -417,7 +419,7 @@ static void test_rcpt(void **state)
     for (size_t i = 0; i < sizeof(rcpt_cases) / sizeof(rcpt_cases[0]); i++) {
         const struct rcpt_case *c = &rcpt_cases[i];
         struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-        int rc = smtp_cmd_rcpt(c->arg, HOST, &r, &err);
+        int rc = smtp_cmd_rcpt(c->arg, HOST, SMTP_UTF8_UNDECLARED, &r, &err);
         if (c->reply) {
             if (rc != -1 || strcmp(reply_text(&err), c->reply) != 0)
                 fail_msg("RCPT case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg,
@@ -444,12 +446,12 @@ static void test_rcpt_two_steps(void **state)
 {
     struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-    assert_int_equal(smtp_cmd_rcpt_addr("TO:<x@example.org> NOTIFY=BOGUS", HOST, &r, &err), 0);
+    assert_int_equal(smtp_cmd_rcpt_addr("TO:<x@example.org> NOTIFY=BOGUS", HOST, 0, &r, &err), 0);
     assert_string_equal(r.params, "NOTIFY=BOGUS");
     assert_int_equal(err.code, 0);
     assert_int_equal(smtp_cmd_rcpt_params(&r, &err), -1);
     assert_string_equal(reply_text(&err), "501 5.5.4 Error: Bad NOTIFY parameter syntax");
-    assert_int_equal(smtp_cmd_rcpt_addr("TO:<y@example.org>", HOST, &r, &err), 0);
+    assert_int_equal(smtp_cmd_rcpt_addr("TO:<y@example.org>", HOST, 0, &r, &err), 0);
     assert_int_equal(smtp_cmd_rcpt_params(&r, &err), 0);
     assert_int_equal(r.notify, 0);
     smtp_rcpt_args_free(&r);
@@ -464,14 +466,139 @@ static void test_orcpt_length(void **state)
     buf_puts(&arg, "TO:<x@example.org> ORCPT=rfc822;");
     while (arg.len < strlen("TO:<x@example.org> ORCPT=") + 500)
         buf_putc(&arg, 'o');
-    assert_int_equal(smtp_cmd_rcpt(buf_str(&arg), HOST, &r, &err), 0);
+    assert_int_equal(smtp_cmd_rcpt(buf_str(&arg), HOST, 0, &r, &err), 0);
     assert_int_equal(strlen(r.orcpt), 500);
     buf_putc(&arg, 'o');
-    assert_int_equal(smtp_cmd_rcpt(buf_str(&arg), HOST, &r, &err), -1);
+    assert_int_equal(smtp_cmd_rcpt(buf_str(&arg), HOST, 0, &r, &err), -1);
     assert_string_equal(reply_text(&err), "501 5.5.4 Error: Bad ORCPT parameter syntax");
     smtp_rcpt_args_free(&r);
     smtp_cmd_reply_free(&err);
     buf_free(&arg);
+}
+
+/* ---- SMTPUTF8 (RFC 6531) ---- */
+
+#define MUST "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
+#define NOTHERE "553 5.6.7 Unicode addresses are not supported here"
+
+struct utf8_mail_case {
+    const char *arg;
+    int enable;         /* smtputf8_enable */
+    const char *reply;  /* NULL: accepted */
+    const char *sender;
+    int smtputf8;
+};
+
+static const struct utf8_mail_case utf8_mail_cases[] = {
+    { "FROM:<a@b.example> SMTPUTF8", 1, NULL, "a@b.example", 1 },
+    { "FROM:<a@b.example> smtputf8 BODY=8BITMIME SIZE=1", 1, NULL, "a@b.example", 1 },
+    { "FROM:<> SMTPUTF8", 1, NULL, "", 1 },
+    { "FROM:<\xc3\xbc@b.example> SMTPUTF8", 1, NULL, "\xc3\xbc@b.example", 1 },
+    { "FROM:<a@\xc3\xa4.example> SMTPUTF8", 1, NULL, "a@\xc3\xa4.example", 1 },
+    { "FROM:<\"j\xc3\xb6 k\"@b.example> SMTPUTF8", 1, NULL, "\"j\xc3\xb6 k\"@b.example", 1 },
+    { "FROM:<\xe2\x9c\x93\xf0\x9f\x98\x80@\xe4\xbe\x8b.\xe6\xb5\x8b\xe8\xaf\x95> SMTPUTF8", 1,
+      NULL, "\xe2\x9c\x93\xf0\x9f\x98\x80@\xe4\xbe\x8b.\xe6\xb5\x8b\xe8\xaf\x95", 1 },
+    /* the parameter: no value, once */
+    { "FROM:<a@b.example> SMTPUTF8=yes", 1, "501 5.5.4 Error: Bad SMTPUTF8 parameter syntax", NULL,
+      0 },
+    { "FROM:<a@b.example> SMTPUTF8 SMTPUTF8", 1, "501 5.5.4 Error: Bad SMTPUTF8 parameter syntax",
+      NULL, 0 },
+    { "FROM:<a@b.example> SMTPUTF8=", 1, "501 5.5.4 Error: Bad parameter syntax", NULL, 0 },
+    /* a UTF-8 address needs the parameter; the first bad parameter still decides */
+    { "FROM:<\xc3\xbc@b.example>", 1, MUST, NULL, 0 },
+    { "FROM:<a@\xc3\xa4.example> BODY=8BITMIME", 1, MUST, NULL, 0 },
+    { "FROM:<\xc3\xbc@b.example> FOO", 1, "555 5.5.4 Unsupported option: FOO", NULL, 0 },
+    /* strict UTF-8: overlong, surrogates, > U+10FFFF, truncated, stray, C1 */
+    { "FROM:<\xc0\xaf@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL, 0 },
+    { "FROM:<\xe0\x80\xaf@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL,
+      0 },
+    { "FROM:<\xf0\x80\x80\xaf@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address",
+      NULL, 0 },
+    { "FROM:<\xed\xa0\x80@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL,
+      0 },
+    { "FROM:<a@\xed\xbf\xbf.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL,
+      0 },
+    { "FROM:<\xf4\x90\x80\x80@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address",
+      NULL, 0 },
+    { "FROM:<\xc3@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL, 0 },
+    { "FROM:<a\xbc@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL, 0 },
+    { "FROM:<\xfe@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL, 0 },
+    { "FROM:<\xc2\x85@b.example> SMTPUTF8", 1, "501 5.1.7 control character in address", NULL, 0 },
+    { "FROM:<\"\xc2\x9b\"@b.example> SMTPUTF8", 1, "501 5.1.7 control character in address", NULL,
+      0 },
+    { "FROM:<\xc0\xaf@b.example>", 1, "501 5.1.7 malformed UTF-8 in address", NULL, 0 },
+    /* U-labels: UTF-8 letters with LDH rules, no specials */
+    { "FROM:<a@-\xc3\xa4.example> SMTPUTF8", 1, "501 5.1.7 invalid domain", NULL, 0 },
+    { "FROM:<a@\xc3\xa4_.example> SMTPUTF8", 1, "501 5.1.7 invalid domain", NULL, 0 },
+    /* smtputf8_enable = no */
+    { "FROM:<a@b.example> SMTPUTF8", 0, "555 5.5.4 Unsupported option: SMTPUTF8", NULL, 0 },
+    { "FROM:<\xc3\xbc@b.example>", 0, NOTHERE, NULL, 0 },
+    { "FROM:<a@b.example> BODY=8BITMIME", 0, NULL, "a@b.example", 0 },
+};
+
+static void test_mail_smtputf8(void **state)
+{
+    struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
+    for (size_t i = 0; i < sizeof(utf8_mail_cases) / sizeof(utf8_mail_cases[0]); i++) {
+        const struct utf8_mail_case *c = &utf8_mail_cases[i];
+        struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+        int rc = smtp_cmd_mail(c->arg, 0, c->enable, &m, &err);
+        if (c->reply) {
+            if (rc != -1 || strcmp(reply_text(&err), c->reply) != 0)
+                fail_msg("case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg, rc,
+                         reply_text(&err), c->reply);
+        } else {
+            if (rc != 0)
+                fail_msg("case %zu \"%s\": refused with \"%s\"", i, c->arg, reply_text(&err));
+            assert_string_equal(buf_str(&m.sender), c->sender);
+            assert_int_equal(m.smtputf8, c->smtputf8);
+        }
+        smtp_cmd_reply_free(&err);
+    }
+    smtp_mail_args_free(&m);
+}
+
+struct utf8_rcpt_case {
+    const char *arg;
+    int mode;           /* enum smtp_utf8 */
+    const char *reply;  /* NULL: accepted */
+};
+
+static const struct utf8_rcpt_case utf8_rcpt_cases[] = {
+    { "TO:<x@example.org>", SMTP_UTF8_OFF, NULL },
+    { "TO:<x@example.org>", SMTP_UTF8_UNDECLARED, NULL },
+    { "TO:<x@example.org>", SMTP_UTF8_DECLARED, NULL },
+    { "TO:<r\xc3\xa9" "ception@example.org>", SMTP_UTF8_DECLARED, NULL },
+    { "TO:<x@b\xc3\xbc" "cher.example>", SMTP_UTF8_DECLARED, NULL },
+    { "TO:<r\xc3\xa9" "ception@example.org>", SMTP_UTF8_UNDECLARED, MUST },
+    { "TO:<x@b\xc3\xbc" "cher.example>", SMTP_UTF8_UNDECLARED, MUST },
+    { "TO:<r\xc3\xa9" "ception@example.org>", SMTP_UTF8_OFF, NOTHERE },
+    { "TO:<\xc0\xaf@example.org>", SMTP_UTF8_DECLARED, "501 5.1.3 malformed UTF-8 in address" },
+    { "TO:<x@\xed\xa0\x80.example>", SMTP_UTF8_DECLARED,
+      "501 5.1.3 malformed UTF-8 in address" },
+    { "TO:<\xc2\x80@example.org>", SMTP_UTF8_DECLARED, "501 5.1.3 control character in address" },
+    /* the syntax error comes first */
+    { "TO:<\xc0\xaf@example.org>", SMTP_UTF8_UNDECLARED, "501 5.1.3 malformed UTF-8 in address" },
+};
+
+static void test_rcpt_smtputf8(void **state)
+{
+    struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
+    for (size_t i = 0; i < sizeof(utf8_rcpt_cases) / sizeof(utf8_rcpt_cases[0]); i++) {
+        const struct utf8_rcpt_case *c = &utf8_rcpt_cases[i];
+        struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+        int rc = smtp_cmd_rcpt(c->arg, HOST, c->mode, &r, &err);
+        if (c->reply ? rc != -1 || strcmp(reply_text(&err), c->reply) != 0 : rc != 0)
+            fail_msg("case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg, rc,
+                     reply_text(&err), c->reply ? c->reply : "(accepted)");
+        if (!c->reply) { /* "TO:<" address ">" */
+            char *want = xstrndup(c->arg + 4, strlen(c->arg) - 5);
+            assert_string_equal(buf_str(&r.addr), want);
+            free(want);
+        }
+        smtp_cmd_reply_free(&err);
+    }
+    smtp_rcpt_args_free(&r);
 }
 
 int main(void)
@@ -485,6 +612,8 @@ int main(void)
         cmocka_unit_test(test_rcpt),
         cmocka_unit_test(test_rcpt_two_steps),
         cmocka_unit_test(test_orcpt_length),
+        cmocka_unit_test(test_mail_smtputf8),
+        cmocka_unit_test(test_rcpt_smtputf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
