@@ -25,7 +25,7 @@ WARN    := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototype
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS := $(CFLAGS) $(WARN) $(HARDEN) $(SANFLAGS) -D_GNU_SOURCE -I. -MMD -MP
 LDFLAGS_ALL := $(LDFLAGS) $(SANFLAGS) $(if $(SANFLAGS),,-pie -Wl,-z,relro -Wl,-z,now)
-LIBS    := -levent_openssl -levent -lssl -lcrypto -ldb -lsasl2 -lcares
+LIBS    := -levent_openssl -levent -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 
 COMMON_SRC := $(sort $(wildcard common/*.c))
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
@@ -71,7 +71,7 @@ $(LIBPOSTINO): $(COMMON_OBJ)
 
 # Debian packages needed to build, run and test. Idempotent: apt-get only
 # runs when something is missing.
-DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev \
+DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev libidn2-dev \
             libsasl2-modules sasl2-bin libevent-dev libc-ares-dev libcmocka-dev \
             python3-pytest python3-aiosmtpd python3-dkim swaks dnsmasq-base \
             postfix pflogsumm openssl clang libclang-rt-14-dev nmap \

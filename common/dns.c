@@ -9,6 +9,7 @@
 #include <ares.h>
 #include <arpa/nameser.h>
 #include <event2/event.h>
+#include <idn2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -412,16 +413,50 @@ static void mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int 
     req_lookup_addrs(req);
 }
 
+/* A domain with UTF-8 labels (from an SMTPUTF8 address) is looked up in
+ * its A-label form (IDNA2008, RFC 5891: "xn--..."). One that cannot be
+ * converted does not exist in the DNS: a permanent failure. Returns the
+ * request with the name to query in req->name, or NULL when it failed
+ * (the callback then runs with the error). */
+static struct dns_req *req_for_name(struct dns_ctx *ctx, const char *name, const char *type,
+                                    dns_cb_t cb, void *arg)
+{
+    const unsigned char *p;
+    char *alabel = NULL;
+    int rc;
+
+    for (p = (const unsigned char *)name; *p && *p < 0x80; p++)
+        ;
+    if (*p == '\0')
+        return req_new(ctx, name, cb, arg);
+    rc = idn2_to_ascii_8z(name, &alabel, IDN2_NONTRANSITIONAL);
+    if (rc != IDN2_OK) {
+        struct dns_req *req = req_new(ctx, name, cb, arg);
+        req->res->status = DNS_NOTFOUND;
+        buf_printf(&req->res->errtext,
+                   "Host or domain name not found. Name service error for name=%s type=%s: "
+                   "malformed international domain name (%s)", name, type, idn2_strerror(rc));
+        req_finish(req);
+        return NULL;
+    }
+    struct dns_req *req = req_new(ctx, alabel, cb, arg);
+    idn2_free(alabel);
+    return req;
+}
+
 void dns_resolve_mx(struct dns_ctx *ctx, const char *domain, dns_cb_t cb, void *arg)
 {
-    struct dns_req *req = req_new(ctx, domain, cb, arg);
+    struct dns_req *req = req_for_name(ctx, domain, "MX", cb, arg);
+    if (!req)
+        return;
     ctx->queries++;
-    ares_query(ctx->ch, domain, ns_c_in, ns_t_mx, mx_cb, req);
+    ares_query(ctx->ch, req->name, ns_c_in, ns_t_mx, mx_cb, req);
     dns_rearm(ctx);
 }
 
 void dns_resolve_host(struct dns_ctx *ctx, const char *host, dns_cb_t cb, void *arg)
 {
-    struct dns_req *req = req_new(ctx, host, cb, arg);
-    req_single_host(req);
+    struct dns_req *req = req_for_name(ctx, host, "A", cb, arg);
+    if (req)
+        req_single_host(req);
 }
