@@ -204,6 +204,9 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
         qenv_set(&s->env.sender, buf_str(&m.sender));
         qenv_set(&s->env.envid, m.envid);
         s->env.ret = m.ret;
+        s->env.body = m.body == SMTP_BODY_8BITMIME ? QBODY_8BITMIME
+                      : m.body == SMTP_BODY_7BIT   ? QBODY_7BIT
+                                                   : QBODY_NONE;
         if (mail_checks(s, arg) < 0) {
             smtpd_txn_reset(s);
         } else {
