@@ -219,12 +219,14 @@ class DnsServer:
 # ---------------------------------------------------------------- SMTP sink
 
 class SinkMessage:
-    def __init__(self, ip, mail_from, rcpts, content):
+    def __init__(self, ip, mail_from, rcpts, content, mail_options=(), smtputf8=False):
         self.ip = ip
         # aiosmtpd keeps "<>" for the null sender; tests compare with "".
         self.mail_from = "" if mail_from in ("<>", None) else mail_from
         self.rcpts = list(rcpts)
         self.content = content
+        self.mail_options = list(mail_options)   # MAIL FROM parameters, upper-cased
+        self.smtputf8 = smtputf8
         self.msg = email.message_from_bytes(content, policy=email.policy.compat32)
         self.time = time.time()
 
@@ -258,6 +260,14 @@ class _Handler:
         self.sink = sink
         self.ip = ip
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # The 5-argument hook replaces aiosmtpd's reply: apply the sink's
+        # per-address keyword changes (see Sink.set_ehlo).
+        session.host_name = hostname
+        hide, add = self.sink.ehlo_changes.get(self.ip, (set(), []))
+        out = [r for r in responses[:-1] if r[4:].split(" ")[0].upper() not in hide]
+        return out + ["250-%s" % k for k in add] + responses[-1:]
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.sink.conn_id(session)
         reply = self.sink._rcpt_reply(self.ip, address)
@@ -270,7 +280,8 @@ class _Handler:
     async def handle_DATA(self, server, session, envelope):
         if not envelope.rcpt_tos:
             return "554 5.5.1 no valid recipients"
-        m = SinkMessage(self.ip, envelope.mail_from, envelope.rcpt_tos, envelope.content)
+        m = SinkMessage(self.ip, envelope.mail_from, envelope.rcpt_tos, envelope.content,
+                        envelope.mail_options, envelope.smtp_utf8)
         m.conn = self.sink.conn_id(session)
         with self.sink.lock:
             self.sink.messages.append(m)
@@ -289,6 +300,7 @@ class Sink:
         self.rcpt_log = []      # (ip, rcpt, reply) for every RCPT seen
         self.controllers = {}
         self.conn_seq = 0       # SMTP sessions seen by MAIL/RCPT/DATA (see conn_id)
+        self.ehlo_changes = {}  # ip -> (keywords hidden, keywords added)
 
     def start(self, ips=None):
         for ip in (ips or self.ips):
@@ -296,7 +308,8 @@ class Sink:
                 continue
             c = Controller(_Handler(self, ip), hostname=ip, port=self.port,
                            ready_timeout=5, decode_data=False,
-                           server_hostname="sink-%s.test" % ip, data_size_limit=0)
+                           server_hostname="sink-%s.test" % ip, data_size_limit=0,
+                           enable_SMTPUTF8=True)
             c.start()
             self.controllers[ip] = c
         return self
@@ -306,6 +319,14 @@ class Sink:
             c = self.controllers.pop(ip, None)
             if c:
                 c.stop()
+
+    def set_ehlo(self, ip, hide=(), add=()):
+        """Change what the receiver on ip offers in its EHLO reply: hide
+        keywords (e.g. "8BITMIME", "SMTPUTF8") and add others (e.g.
+        "SIZE 10240000"). Every receiver offers 8BITMIME and SMTPUTF8 unless
+        told otherwise (hiding a keyword does not make aiosmtpd refuse it)."""
+        with self.lock:
+            self.ehlo_changes[ip] = ({k.upper() for k in hide}, list(add))
 
     def on_rcpt(self, match, replies=(), forever=None):
         """match: address or callable(ip, rcpt). replies are used once each."""
