@@ -36,13 +36,13 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/qp.h"
 
 #define LINE_CAP 1000    /* head of a line kept for parsing (998 + CRLF) */
 #define CT_CAP 2048      /* Content-Type text kept for parsing */
 #define CTE_CAP 128      /* Content-Transfer-Encoding text kept */
 #define BOUNDARY_MAX 200 /* RFC 2046 says 70; be lenient, but bounded */
 #define DEPTH_MAX 100
-#define QP_TEXT 75       /* characters before a soft break's "=" */
 
 enum { ACT_KEEP, ACT_QP, ACT_7BIT };
 enum { ENC_7BIT, ENC_8BIT, ENC_BINARY, ENC_QP, ENC_BASE64, ENC_OTHER };
@@ -89,9 +89,7 @@ struct mime7 {
     size_t nfr, frcap;
     size_t msg_depth;
     int too_deep;
-    /* quoted-printable encoder */
-    size_t col;
-    int pend_ws, pend_cr;
+    struct qp_enc qp;  /* the current leaf's encoder */
 };
 
 /* ---- small helpers ---- */
@@ -147,112 +145,6 @@ static int plan_get(const struct mime7 *m, size_t e)
 {
     size_t byte = e / 4;
     return byte < m->plan_cap ? (m->plan[byte] >> ((e % 4) * 2)) & 3 : ACT_KEEP;
-}
-
-/* ---- quoted-printable (RFC 2045 section 6.7) ---- */
-
-static void qp_reset(struct mime7 *m)
-{
-    m->col = 0;
-    m->pend_ws = m->pend_cr = 0;
-}
-
-/* Room for k more characters on this line, else a soft line break. */
-static void qp_room(struct mime7 *m, size_t k)
-{
-    if (m->col + k > QP_TEXT) {
-        buf_append(m->out, "=\r\n", 3);
-        m->col = 0;
-    }
-}
-
-static void qp_lit(struct mime7 *m, int c)
-{
-    qp_room(m, 1);
-    buf_putc(m->out, c);
-    m->col++;
-}
-
-static void qp_hex(struct mime7 *m, int c)
-{
-    static const char hx[] = "0123456789ABCDEF";
-    char t[3] = { '=', hx[(c >> 4) & 15], hx[c & 15] };
-    qp_room(m, 3);
-    buf_append(m->out, t, 3);
-    m->col += 3;
-}
-
-/* A space or tab waits for the next byte: before a line break it must be
- * encoded (rule 3), elsewhere it stays literal. */
-static void qp_ws(struct mime7 *m, int at_eol)
-{
-    if (!m->pend_ws)
-        return;
-    if (at_eol)
-        qp_hex(m, m->pend_ws);
-    else
-        qp_lit(m, m->pend_ws);
-    m->pend_ws = 0;
-}
-
-static void qp_newline(struct mime7 *m)
-{
-    qp_ws(m, 1);
-    buf_append(m->out, "\r\n", 2);
-    m->col = 0;
-}
-
-/* CRLF (and a bare LF) is a hard line break; a bare CR is data (=0D). */
-static void qp_byte(struct mime7 *m, unsigned char c)
-{
-    if (m->pend_cr) {
-        m->pend_cr = 0;
-        if (c == '\n') {
-            qp_newline(m);
-            return;
-        }
-        qp_ws(m, 0);
-        qp_hex(m, '\r');
-    }
-    if (c == '\r') {
-        m->pend_cr = 1;
-    } else if (c == '\n') {
-        qp_newline(m);
-    } else if (c == ' ' || c == '\t') {
-        qp_ws(m, 0);
-        m->pend_ws = c;
-    } else {
-        qp_ws(m, 0);
-        if (c >= 33 && c <= 126 && c != '=')
-            qp_lit(m, c);
-        else
-            qp_hex(m, c);
-    }
-}
-
-static void qp_encode(struct mime7 *m, const char *p, size_t n)
-{
-    size_t i;
-    buf_reserve(m->out, n + n / 2);
-    for (i = 0; i < n; i++)
-        qp_byte(m, (unsigned char)p[i]);
-}
-
-/* End of the part. At a boundary the last line ended with LF and nothing
- * is pending; at the end of the content a last line without a line break
- * ends with a soft break, so decoding gives back exactly the input. */
-static void qp_end(struct mime7 *m)
-{
-    if (m->pend_cr) {
-        qp_ws(m, 0);
-        qp_hex(m, '\r');
-        m->pend_cr = 0;
-    }
-    qp_ws(m, 1);
-    if (m->col > 0) {
-        buf_append(m->out, "=\r\n", 3);
-        m->col = 0;
-    }
 }
 
 /* ---- header field values (RFC 2045 tokens, RFC 5322 comments) ---- */
@@ -543,7 +435,7 @@ static void body_begin(struct mime7 *m)
     } else {
         m->st = ST_LEAF;
         m->leaf8 = 0;
-        qp_reset(m);
+        qp_enc_init(&m->qp);
     }
 }
 
@@ -553,7 +445,7 @@ static void leaf_end(struct mime7 *m)
     int act = ACT_KEEP;
     if (m->convert) {
         if (plan_get(m, m->ent) == ACT_QP)
-            qp_end(m);
+            qp_enc_end(&m->qp, m->out);
         return;
     }
     if (m->leaf8) {
@@ -574,7 +466,7 @@ static void leaf_end(struct mime7 *m)
 static void body_bytes(struct mime7 *m, const char *p, size_t n)
 {
     if (m->st == ST_LEAF && m->convert && plan_get(m, m->ent) == ACT_QP) {
-        qp_encode(m, p, n);
+        qp_enc_feed(&m->qp, p, n, m->out);
         return;
     }
     if (!m->convert && has8(p, n)) {
@@ -683,7 +575,7 @@ static void pass_begin(struct mime7 *m)
     m->msg_depth = 0;
     m->too_deep = 0;
     m->last = 0;
-    qp_reset(m);
+    qp_enc_init(&m->qp);
     ent_begin(m, 1, 0);
 }
 

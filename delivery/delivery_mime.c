@@ -43,8 +43,7 @@ static struct dm *dm_get(struct job *job)
 {
     if (!job->mime) {
         job->mime = xcalloc(1, sizeof(*job->mime));
-        job->mime->conv_len = -1;
-        buf_init(&job->mime->out, 1024);
+        job->mime->conv_len = -1; /* out grows only when converting */
     }
     return job->mime;
 }
