@@ -5,6 +5,7 @@
  *   delivery_sess.c   one SMTP connection: connect, I/O, timeouts, cache
  *   delivery_proto.c  the SMTP dialogue: EHLO, MAIL, RCPT, DATA, content
  *   delivery_tls.c    STARTTLS: policy, handshake, certificate checks
+ *   delivery_mime.c   8BITMIME and SMTPUTF8: parameters, 7-bit conversion
  *
  * A job (one request from qmgr) owns at most one session at a time; a
  * session outlives its job when it goes into the connection cache. */
@@ -25,6 +26,7 @@ struct bufferevent;
 struct event;
 struct qconn;
 struct sess;
+struct dm;
 
 /* Process-wide state. */
 struct dl_state {
@@ -77,6 +79,7 @@ struct job {
     char lastdsn[16];
     int ever_ready;       /* some server completed the handshake */
     int dest_fail;
+    struct dm *mime;      /* delivery_mime.c state, NULL until needed */
 };
 
 /* How a session that never reached a transaction failed. */

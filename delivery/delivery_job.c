@@ -60,6 +60,7 @@ void job_free(struct job *job)
     free(job->tg);
     if (job->content_fd >= 0)
         close(job->content_fd);
+    dm_free(job);
     qenv_free(&job->env);
     buf_free(&job->host);
     buf_free(&job->relay);

@@ -134,6 +134,12 @@ static void parse_ehlo(struct sess *s)
             s->feat |= FEAT_STARTTLS;
         else if (str_ieq(l, "ENHANCEDSTATUSCODES"))
             s->feat |= FEAT_ENHANCED;
+        else if (str_ieq(l, "SMTPUTF8"))
+            s->feat |= FEAT_SMTPUTF8;
+        else if (str_ieq(l, "CHUNKING"))
+            s->feat |= FEAT_CHUNKING;
+        else if (str_ieq(l, "BINARYMIME"))
+            s->feat |= FEAT_BINARYMIME;
         else if (str_nieq(l, "SIZE", 4) && (l[4] == '\0' || l[4] == ' ')) {
             s->feat |= FEAT_SIZE;
             s->size_limit = l[4] ? strtoll(l + 5, NULL, 10) : 0;
@@ -363,7 +369,8 @@ static void send_mail(struct sess *s)
     buf_t cmd = BUF_INIT;
     buf_printf(&cmd, "MAIL FROM:<%s>", job->env.sender ? job->env.sender : "");
     if (s->feat & FEAT_SIZE)
-        buf_printf(&cmd, " SIZE=%lld", job->env.content_len);
+        buf_printf(&cmd, " SIZE=%lld", dm_size(job));
+    dm_mail_params(s, &cmd);
     if (s->feat & FEAT_DSN) {
         if (job->env.ret == RET_FULL || job->env.ret == RET_HDRS)
             buf_puts(&cmd, job->env.ret == RET_FULL ? " RET=FULL" : " RET=HDRS");
@@ -386,10 +393,14 @@ void proto_start_tx(struct sess *s)
     s->naccepted = s->next_rcpt = 0;
     for (k = 0; k < job->nres; k++)
         job->res[k].accepted = 0;
-    if (s->size_limit > 0 && job->env.content_len > s->size_limit) {
+    if (dm_prepare(s) < 0) {
+        sess_tx_end(s);
+        return;
+    }
+    if (s->size_limit > 0 && dm_size(job) > s->size_limit) {
         buf_t r = BUF_INIT;
         buf_printf(&r, "message size exceeds remote limit: %lld bytes > %lld bytes of server %s",
-                   job->env.content_len, s->size_limit, buf_str(&s->hostip));
+                   dm_size(job), s->size_limit, buf_str(&s->hostip));
         job_set_pending(job, "5.3.4", r.data);
         buf_free(&r);
         sess_tx_end(s);
@@ -442,17 +453,26 @@ void proto_body_more(struct sess *s)
     while (s->body_left > 0 && evbuffer_get_length(out) < BODY_HIGH) {
         size_t want = s->body_left < BODY_CHUNK ? (size_t)s->body_left : BODY_CHUNK;
         ssize_t n = pread(s->job->content_fd, chunk, want, (off_t)s->body_off);
+        const char *p;
+        size_t len = (size_t)n;
         if (n <= 0) {
             body_read_error(s, n < 0 ? errno : 0);
             return;
         }
-        stuff_chunk(s, out, chunk, (size_t)n);
+        p = dm_body_filter(s->job, chunk, &len); /* 7-bit conversion, if any */
+        stuff_chunk(s, out, p, len);
         s->body_left -= n;
         s->body_off += n;
     }
     sess_arm(s, "smtp_data_xfer_timeout");
     if (s->body_left > 0)
         return;
+    {
+        size_t len;
+        const char *p = dm_body_end(s->job, &len);
+        if (len)
+            stuff_chunk(s, out, p, len);
+    }
     if (s->body_last != '\n')
         evbuffer_add(out, "\r\n", 2);
     evbuffer_add(out, ".\r\n", 3);

@@ -30,6 +30,9 @@ enum sstate { SS_CONNECT, SS_CMD, SS_BODY, SS_IDLE, SS_QUIT, SS_TLS /* handshake
 #define FEAT_DSN 0x8
 #define FEAT_STARTTLS 0x10
 #define FEAT_ENHANCED 0x20
+#define FEAT_SMTPUTF8 0x40
+#define FEAT_CHUNKING 0x80
+#define FEAT_BINARYMIME 0x100
 
 struct sess {
     struct bufferevent *bev;
@@ -86,6 +89,21 @@ void proto_body_more(struct sess *s);
 /* "host H[ip] said: TEXT (in reply to CMD command)" */
 void proto_said(struct sess *s, int kind, buf_t *out);
 void proto_send_ehlo(struct sess *s);
+
+/* delivery_mime.c */
+/* Before MAIL FROM: BODY=/SMTPUTF8 for this server, and 7-bit conversion
+ * or refusal for one without 8BITMIME. 0: go on; -1: every pending
+ * recipient has its result (bounced or deferred), no transaction. */
+int dm_prepare(struct sess *s);
+/* Append " BODY=8BITMIME" and/or " SMTPUTF8" as dm_prepare decided. */
+void dm_mail_params(struct sess *s, buf_t *cmd);
+/* Content length as it will be sent (converted or not). */
+long long dm_size(const struct job *job);
+/* The content on its way to the dot-stuffing: p itself, or the converted
+ * bytes (*n updated); dm_body_end gives what is left at the end. */
+const char *dm_body_filter(struct job *job, const char *p, size_t *n);
+const char *dm_body_end(struct job *job, size_t *n);
+void dm_free(struct job *job);
 
 /* delivery_tls.c */
 /* After EHLO/HELO: 0 go on (plaintext or TLS up), 1 STARTTLS sent (keep

@@ -16,6 +16,8 @@
 #              BODY, RET, ENVID, AUTH, SMTPUTF8, NOTIFY, ORCPT) and the error
 #              replies; accepted addresses are strict UTF-8, ASCII without SMTPUTF8
 #   qfile      qfile_read on arbitrary queue file contents in a temp spool
+#   mime7      the 8-bit to 7-bit MIME converter: whole vs chunked scan and
+#              conversion give the same result; converted output is 7 bit
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
@@ -28,7 +30,7 @@ FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 60
 FUZZ_DIR   := build/fuzz
 FUZZ_BIN   := $(FUZZ_DIR)/bin
-FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile
+FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
               -fno-omit-frame-pointer
 # Others' code: the project's warnings, but a clang-only warning in a file

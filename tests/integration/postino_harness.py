@@ -260,6 +260,14 @@ class _Handler:
         self.sink = sink
         self.ip = ip
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # The 5-argument hook replaces aiosmtpd's reply: apply the sink's
+        # per-address keyword changes (see Sink.set_ehlo).
+        session.host_name = hostname
+        hide, add = self.sink.ehlo_changes.get(self.ip, (set(), []))
+        out = [r for r in responses[:-1] if r[4:].split(" ")[0].upper() not in hide]
+        return out + ["250-%s" % k for k in add] + responses[-1:]
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.sink.conn_id(session)
         reply = self.sink._rcpt_reply(self.ip, address)
@@ -294,6 +302,7 @@ class Sink:
         self.rcpt_log = []      # (ip, rcpt, reply) for every RCPT seen
         self.controllers = {}
         self.conn_seq = 0       # SMTP sessions seen by MAIL/RCPT/DATA (see conn_id)
+        self.ehlo_changes = {}  # ip -> (keywords hidden, keywords added)
 
     def start(self, ips=None):
         for ip in (ips or self.ips):
@@ -312,6 +321,14 @@ class Sink:
             c = self.controllers.pop(ip, None)
             if c:
                 c.stop()
+
+    def set_ehlo(self, ip, hide=(), add=()):
+        """Change what the receiver on ip offers in its EHLO reply: hide
+        keywords (e.g. "8BITMIME", "SMTPUTF8") and add others (e.g.
+        "SIZE 10240000"). Every receiver offers 8BITMIME and SMTPUTF8 unless
+        told otherwise (hiding a keyword does not make aiosmtpd refuse it)."""
+        with self.lock:
+            self.ehlo_changes[ip] = ({k.upper() for k in hide}, list(add))
 
     def on_rcpt(self, match, replies=(), forever=None):
         """match: address or callable(ip, rcpt). replies are used once each."""
