@@ -429,6 +429,44 @@ def dsn_parts(msg):
     return blocks[0] if blocks else {}, blocks[1:]
 
 
+def mime_parts(content):
+    """(headers-bytes, body-bytes) of each part of a one-level multipart.
+    By hand: Python's email package knows message/delivery-status but takes
+    message/global-delivery-status for an encapsulated message (the
+    per-message fields as its headers), and decodes UTF-8 lossily there."""
+    head, body = content.split(b"\r\n\r\n", 1)
+    m = re.search(rb'boundary="([^"]+)"', head)
+    assert m, head
+    sep = b"--" + m.group(1)
+    chunks = body.split(sep)
+    parts = []
+    for c in chunks[1:]:
+        if c.startswith(b"--"):
+            break
+        ph, pb = c.lstrip(b"\r\n").split(b"\r\n\r\n", 1)
+        parts.append((ph, pb))
+    return head, parts
+
+
+def dsn_fields(block):
+    out = {}
+    for ln in block.decode("utf-8").split("\r\n"):
+        if ":" in ln:
+            k, v = ln.split(":", 1)
+            out[k.strip().lower()] = v.strip()
+    return out
+
+
+def global_dsn_parts(content):
+    """Like dsn_parts for an RFC 6533 report (message/global-delivery-status),
+    from the raw bytes: (per-message fields, per-recipient field dicts)."""
+    _, parts = mime_parts(content)
+    status = [pb for ph, pb in parts if b"message/global-delivery-status" in ph]
+    assert len(status) == 1, "expected one message/global-delivery-status part"
+    blocks = [b for b in status[0].split(b"\r\n\r\n") if b.strip()]
+    return dsn_fields(blocks[0]), [dsn_fields(b) for b in blocks[1:]]
+
+
 # ---------------------------------------------------------------- postino
 
 class Postino:

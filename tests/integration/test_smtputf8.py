@@ -282,34 +282,6 @@ def test_queue_show_body_and_smtputf8(postino_factory, sink):
     assert SENDER in listing and RCPT in listing, listing
 
 
-def _mime_parts(content):
-    """(headers-bytes, body-bytes) of each part of a one-level multipart.
-    By hand: Python's email package knows message/delivery-status but takes
-    message/global-delivery-status for an encapsulated message (the
-    per-message fields as its headers), and decodes UTF-8 lossily there."""
-    head, body = content.split(b"\r\n\r\n", 1)
-    m = re.search(rb'boundary="([^"]+)"', head)
-    assert m, head
-    sep = b"--" + m.group(1)
-    chunks = body.split(sep)
-    parts = []
-    for c in chunks[1:]:
-        if c.startswith(b"--"):
-            break
-        ph, pb = c.lstrip(b"\r\n").split(b"\r\n\r\n", 1)
-        parts.append((ph, pb))
-    return head, parts
-
-
-def _fields(block):
-    out = {}
-    for ln in block.decode("utf-8").split("\r\n"):
-        if ":" in ln:
-            k, v = ln.split(":", 1)
-            out[k.strip().lower()] = v.strip()
-    return out
-
-
 def test_bounce_of_smtputf8_message_is_global(postino_factory, sink):
     p = _relay(postino_factory, sink)
     gone = "nöbody@example.test"
@@ -321,14 +293,14 @@ def test_bounce_of_smtputf8_message_is_global(postino_factory, sink):
     msg = bounce.msg
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "global-delivery-status"
-    head, parts = _mime_parts(bounce.content)
+    head, parts = h.mime_parts(bounce.content)
     assert ("To: <%s>" % SENDER).encode() in head
     types = [re.search(rb"Content-Type: ([^;\r\n]+)", ph).group(1).decode() for ph, _ in parts]
     assert types == ["text/plain", "message/global-delivery-status", "message/global"], types
     assert b"charset=utf-8" in parts[0][0]
     assert ("<%s>" % gone).encode() in parts[0][1]
     blocks = [b for b in parts[1][1].split(b"\r\n\r\n") if b.strip()]
-    per_msg, per_rcpt = _fields(blocks[0]), [_fields(b) for b in blocks[1:]]
+    per_msg, per_rcpt = h.dsn_fields(blocks[0]), [h.dsn_fields(b) for b in blocks[1:]]
     assert per_msg["reporting-mta"] == "dns; postino.test"
     assert len(per_rcpt) == 1
     assert per_rcpt[0]["final-recipient"] == "utf-8; " + gone, per_rcpt
@@ -353,3 +325,28 @@ def test_bounce_of_ascii_message_unchanged(postino_factory, sink):
     types = [x.get_content_type() for x in bounce.msg.get_payload()]
     assert types == ["text/plain", "message/delivery-status", "message/rfc822"], types
     assert not bounce.smtputf8
+
+
+@pytest.mark.dns([("mx", "xn--bcher-kva.test", "mx.xn--bcher-kva.test", 10),
+                  ("a", "mx.xn--bcher-kva.test", "127.0.0.3")])
+def test_international_domain_routed_by_its_a_label(postino_factory, sink):
+    """The MX of bücher.test is looked up as xn--bcher-kva.test (IDNA2008);
+    the address itself goes out in UTF-8 with SMTPUTF8."""
+    p = postino_factory()
+    rcpt = "jürgen@bücher.test"
+    qid = p.send(SENDER, rcpt, raw=_utf8_message(SENDER, rcpt),
+                 mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    m = sink.wait_to(rcpt)[0]
+    assert m.ip == "127.0.0.3", m.ip
+    assert m.smtputf8, m.mail_options
+    p.wait_removed(qid)
+
+
+def test_unconvertible_international_domain_bounces(postino_factory, sink):
+    """A UTF-8 domain that is no valid IDNA2008 name cannot exist in the DNS:
+    the recipient bounces at once instead of being retried."""
+    p = postino_factory()
+    rcpt = "x@a\u2190\u0301b.test"          # a combining mark after a symbol
+    qid = p.send(SENDER, rcpt, raw=_utf8_message(SENDER, rcpt),
+                 mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    p.wait_log(r"%s: to=<.*status=bounced \(.*malformed international domain name" % qid)
