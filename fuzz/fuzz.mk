@@ -15,6 +15,9 @@
 #              split, MAIL FROM / RCPT TO with their ESMTP parameters (SIZE,
 #              BODY, RET, ENVID, AUTH, NOTIFY, ORCPT) and the error replies
 #   qfile      qfile_read on arbitrary queue file contents in a temp spool
+#   smtpd_data smtpd's DATA/BDAT content parser (smtpd/smtpd_dataparse.c),
+#              fed whole, byte by byte and in 1..7-byte pieces: the outcomes
+#              must be identical (end of data, content, every verdict)
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
@@ -27,7 +30,7 @@ FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 60
 FUZZ_DIR   := build/fuzz
 FUZZ_BIN   := $(FUZZ_DIR)/bin
-FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile
+FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile smtpd_data
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
               -fno-omit-frame-pointer
 # Others' code: the project's warnings, but a clang-only warning in a file
@@ -64,6 +67,9 @@ $(FUZZ_BIN)/fuzz_%: $(FUZZ_DIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $(filter %.o,$^) $(FUZZ_LIB) $(LIBS)
 
 .SECONDARY: $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz/fuzz_%.o)
+
+# Harnesses of a daemon's own module link that module too.
+$(FUZZ_BIN)/fuzz_smtpd_data: $(FUZZ_DIR)/smtpd/smtpd_dataparse.o
 
 fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_BIN)/fuzz_%)
 

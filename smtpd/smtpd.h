@@ -7,7 +7,9 @@
  *   smtpd_session.c  per-connection I/O, pipelined command loop, replies
  *   smtpd_cmd.c      the command table and HELO..HELP handlers (the
  *                    syntax itself is parsed by common/smtp_cmd.c)
- *   smtpd_data.c     DATA: end-of-data detection, dot-unstuffing, queue file
+ *   smtpd_data.c     DATA and BDAT content into the queue file, the commit
+ *   smtpd_dataparse.c the content parser (end of data, dots, bare CR/LF,
+ *                    NUL, header scan): bytes in, content and verdicts out
  *   smtpd_check.c    networks, domains, access tables, address tricks
  *   smtpd_restrict.c Postfix restriction lists (smtpd_*_restrictions)
  *   smtpd_rules.c    the restrictions themselves (permit_mynetworks ...)
@@ -171,9 +173,13 @@ void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *re
                       const char *rcpt);
 
 /* smtpd_data.c */
+/* DATA: open the queue file and answer 354 (or the error). */
 void smtpd_data_begin(struct smtpd_session *s);
-/* Feed content bytes; returns bytes consumed. When the end of data was
- * seen, finishes the message (reply sent) and sets state back to SS_CMD. */
+/* Open the queue file and the content parser (bdat: no dot handling).
+ * 0, or -1 after a log line (the caller answers 451). */
+int smtpd_data_open(struct smtpd_session *s, int bdat);
+/* Feed content bytes; returns bytes consumed. DATA: when the end of data
+ * was seen, finishes the message (reply sent) and sets state to SS_CMD. */
 size_t smtpd_data_feed(struct smtpd_session *s, const unsigned char *p, size_t n);
 /* Client went away or session ends during DATA: remove the partial file. */
 void smtpd_data_abort(struct smtpd_session *s);
