@@ -160,6 +160,10 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
 
 void smtpd_data_begin(struct smtpd_session *s)
 {
+    if (s->bdat_state) { /* RFC 3030: never both in one transaction */
+        smtpd_reply(s, "503 5.5.1 Error: DATA after BDAT");
+        return;
+    }
     if (smtpd_data_open(s, 0) < 0) {
         smtpd_reply(s, "451 4.3.0 Error: queue file write error");
         return;
@@ -316,4 +320,19 @@ static void data_finish(struct smtpd_session *s)
         data_stats(s, verb);
     smtpd_txn_reset(s); /* aborts the file unless it was committed */
     s->state = SS_CMD;
+}
+
+int smtpd_data_chunk_refused(struct smtpd_session *s)
+{
+    dataparse_flush(&s->data->p); /* a write error shows now, not later */
+    if (!data_refused(s))
+        return 0;
+    smtpd_data_abort(s);
+    return 1;
+}
+
+void smtpd_data_last(struct smtpd_session *s)
+{
+    dataparse_end(&s->data->p);
+    data_finish(s);
 }
