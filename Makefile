@@ -4,6 +4,7 @@
 #   make test       build and run the unit and integration tests
 #   make test SANITIZE=1   the same under ASan+UBSan (separate build dir)
 #   make bench      side-by-side benchmark against Postfix
+#   make bench-dataparse  micro-benchmark of smtpd's content parser
 #   make deps       apt-get what is missing (idempotent)
 
 CC      ?= cc
@@ -49,13 +50,15 @@ $(BIN)/postino: $(CLI_OBJ) $(LIBPOSTINO) | $(BIN)
 PROG_BINS := $(addprefix $(BIN)/,$(PROGS) postino)
 
 # Unit tests: tests/unit/test_<module>.c, each linked against libpostino + cmocka
+# (and a daemon's own module when it tests one, listed below)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBPOSTINO)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LIBPOSTINO) $(LIBS) -lcmocka
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) $(LIBPOSTINO) $(LIBS) -lcmocka
+$(BUILD)/tests/test_smtpd_dataparse: $(BUILD)/smtpd/smtpd_dataparse.o
 
-.PHONY: all run test unit integration bench deps clean fuzz install
+.PHONY: all run test unit integration bench bench-dataparse deps clean fuzz install
 all: $(PROG_BINS)
 
 $(BIN):
@@ -114,6 +117,13 @@ test: deps
 bench: deps
 	$(MAKE) all
 	/usr/bin/python3 bench/bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
+
+# Micro-benchmark of smtpd's DATA/BDAT content parser (MB/s, asserts nothing)
+bench-dataparse: $(BUILD)/bench/dataparse_bench
+	$(BUILD)/bench/dataparse_bench
+$(BUILD)/bench/dataparse_bench: $(BUILD)/bench/dataparse_bench.o \
+		$(BUILD)/smtpd/smtpd_dataparse.o $(LIBPOSTINO)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) $(LIBPOSTINO) $(LIBS)
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the CLI into sbin (and
 # mailq into bin), the daemons into libexec/postino, /etc/postino/main.cf and

@@ -18,6 +18,9 @@
 #   qfile      qfile_read on arbitrary queue file contents in a temp spool
 #   mime7      the 8-bit to 7-bit MIME converter: whole vs chunked scan and
 #              conversion give the same result; converted output is 7 bit
+#   smtpd_data smtpd's DATA/BDAT content parser (smtpd/smtpd_dataparse.c),
+#              fed whole, byte by byte and in 1..7-byte pieces: the outcomes
+#              must be identical (end of data, content, every verdict)
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
@@ -30,7 +33,7 @@ FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 60
 FUZZ_DIR   := build/fuzz
 FUZZ_BIN   := $(FUZZ_DIR)/bin
-FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7
+FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7 smtpd_data
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
               -fno-omit-frame-pointer
 # Others' code: the project's warnings, but a clang-only warning in a file
@@ -67,6 +70,9 @@ $(FUZZ_BIN)/fuzz_%: $(FUZZ_DIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $(filter %.o,$^) $(FUZZ_LIB) $(LIBS)
 
 .SECONDARY: $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz/fuzz_%.o)
+
+# Harnesses of a daemon's own module link that module too.
+$(FUZZ_BIN)/fuzz_smtpd_data: $(FUZZ_DIR)/smtpd/smtpd_dataparse.o
 
 fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_BIN)/fuzz_%)
 

@@ -7,7 +7,10 @@
  *   smtpd_session.c  per-connection I/O, pipelined command loop, replies
  *   smtpd_cmd.c      the command table and HELO..HELP handlers (the
  *                    syntax itself is parsed by common/smtp_cmd.c)
- *   smtpd_data.c     DATA: end-of-data detection, dot-unstuffing, queue file
+ *   smtpd_data.c     DATA and BDAT content into the queue file, the commit
+ *   smtpd_dataparse.c the content parser (end of data, dots, bare CR/LF,
+ *                    NUL, header scan): bytes in, content and verdicts out
+ *   smtpd_bdat.c     CHUNKING (RFC 3030): BDAT chunks
  *   smtpd_check.c    networks, domains, access tables, address tricks
  *   smtpd_restrict.c Postfix restriction lists (smtpd_*_restrictions)
  *   smtpd_rules.c    the restrictions themselves (permit_mynetworks ...)
@@ -31,6 +34,7 @@
 
 struct server;
 struct bufferevent;
+struct evbuffer;
 struct event;
 struct smtpd_data;
 struct dns_ctx;
@@ -48,6 +52,7 @@ enum smtpd_state {
     SS_CMD,     /* command lines */
     SS_SKIP,    /* discarding the rest of an over-long command line */
     SS_DATA,    /* message content until CRLF.CRLF */
+    SS_BDAT,    /* the octets of a BDAT chunk */
     SS_AUTH,    /* SASL responses (one line each) */
 };
 
@@ -120,6 +125,15 @@ struct smtpd_session {
     struct qenv env;
     struct smtpd_data *data;
     struct smtpd_commit *commit;    /* message being flushed, answer pending */
+    /* BDAT: the chunk being read (smtpd_bdat.c) ... */
+    long long bdat_size;    /* its announced size */
+    long long bdat_left;    /* its octets still to come */
+    int bdat_last;          /* it is the LAST */
+    int bdat_discard;       /* it was refused when announced: drop its octets */
+    /* ... and the transaction (reset with it). */
+    int bdat_state;         /* 0 no BDAT yet, 1 chunks stored, 2 failed */
+    int bdat_fail_code;     /* reply code of the chunk that failed */
+    long long bdat_octets;  /* octets announced so far */
     /* Statistics for the "disconnect from" line. */
     unsigned cmd_ok[SMTPD_CMD_MAX + 1], cmd_total[SMTPD_CMD_MAX + 1];
 };
@@ -171,14 +185,28 @@ void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *re
                       const char *rcpt);
 
 /* smtpd_data.c */
+/* DATA: open the queue file and answer 354 (or the error). */
 void smtpd_data_begin(struct smtpd_session *s);
-/* Feed content bytes; returns bytes consumed. When the end of data was
- * seen, finishes the message (reply sent) and sets state back to SS_CMD. */
+/* Open the queue file and the content parser (bdat: no dot handling).
+ * 0, or -1 after a log line (the caller answers 451). */
+int smtpd_data_open(struct smtpd_session *s, int bdat);
+/* Feed content bytes; returns bytes consumed. DATA: when the end of data
+ * was seen, finishes the message (reply sent) and sets state to SS_CMD. */
 size_t smtpd_data_feed(struct smtpd_session *s, const unsigned char *p, size_t n);
+/* BDAT, after a chunk: if the content so far is refused (a verdict of the
+ * parser, or a write error), answer that, drop the file, return 1. */
+int smtpd_data_chunk_refused(struct smtpd_session *s);
+/* BDAT LAST: finish the content; commit (250 once durable) or refuse. */
+void smtpd_data_last(struct smtpd_session *s);
 /* Client went away or session ends during DATA: remove the partial file. */
 void smtpd_data_abort(struct smtpd_session *s);
 /* The session goes away while its message is being flushed. */
 void smtpd_data_detach_commit(struct smtpd_session *s);
+
+/* smtpd_bdat.c */
+void smtpd_bdat_cmd(struct smtpd_session *s, char *arg);
+/* SS_BDAT: consume chunk octets from the input; 1 when it made progress. */
+int smtpd_bdat_input(struct smtpd_session *s, struct evbuffer *in);
 
 /* smtpd_check.c */
 void smtpd_check_init(void);

@@ -36,7 +36,7 @@ const smtpd_cmd_fn smtpd_cmd_table[SMTP_VERB_COUNT] = {
     [SMTP_VERB_MAIL] = cmd_mail,
     [SMTP_VERB_RCPT] = cmd_rcpt,
     [SMTP_VERB_DATA] = cmd_data,
-    [SMTP_VERB_BDAT] = cmd_notimpl,
+    [SMTP_VERB_BDAT] = smtpd_bdat_cmd,
     [SMTP_VERB_RSET] = cmd_rset,
     [SMTP_VERB_NOOP] = cmd_noop,
     [SMTP_VERB_VRFY] = cmd_vrfy,
@@ -164,6 +164,7 @@ static void cmd_ehlo(struct smtpd_session *s, char *arg)
     if (conf_bool("smtputf8_enable"))
         smtpd_reply_line(s, "250-SMTPUTF8");
     smtpd_reply_line(s, "250-8BITMIME");
+    smtpd_reply_line(s, "250-CHUNKING");
     smtpd_reply(s, "250 DSN");
 }
 
@@ -246,6 +247,10 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
         smtpd_reply(s, "503 5.5.1 Error: need MAIL command");
         return;
     }
+    if (s->bdat_state) { /* the envelope is in the queue file already */
+        smtpd_reply(s, "503 5.5.1 Error: RCPT after BDAT");
+        return;
+    }
     struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
     buf_t reply = BUF_INIT;
     if (rcpt_parse(s, arg, &r) < 0)
@@ -316,8 +321,8 @@ static void cmd_vrfy(struct smtpd_session *s, char *arg)
 
 static void cmd_help(struct smtpd_session *s, char *arg)
 {
-    smtpd_reply(s, "214 2.0.0 Commands: HELO EHLO STARTTLS AUTH MAIL RCPT DATA RSET NOOP "
-                   "QUIT VRFY HELP");
+    smtpd_reply(s, "214 2.0.0 Commands: HELO EHLO STARTTLS AUTH MAIL RCPT DATA BDAT RSET "
+                   "NOOP QUIT VRFY HELP");
 }
 
 static void cmd_notimpl(struct smtpd_session *s, char *arg)

@@ -6,7 +6,8 @@
  * the RFC 2920 batching. Handlers finish all their side effects (queue file
  * writes) before returning, so the next pipelined command always sees them.
  * In DATA the bytes go to smtpd_data_feed() instead, which stops exactly at
- * the end-of-data mark so that commands after it are read as commands.
+ * the end-of-data mark so that commands after it are read as commands; a
+ * BDAT chunk's octets are counted off by smtpd_bdat_input().
  *
  * STARTTLS (smtpd_tls.c) replaces s->bev with a TLS filter and discards
  * the unread plaintext; the loop therefore looks s->bev up afresh on every
@@ -226,6 +227,9 @@ void smtpd_txn_reset(struct smtpd_session *s)
     qenv_free(&s->env);
     qenv_init(&s->env);
     s->have_mail = 0;
+    s->bdat_state = 0;
+    s->bdat_fail_code = 0;
+    s->bdat_octets = 0;
 }
 
 
@@ -372,6 +376,7 @@ void smtpd_process_input(struct smtpd_session *s)
         case SS_AUTH: more = process_command(s, in); break;
         case SS_SKIP: more = process_skip(s, in); break;
         case SS_DATA: more = process_data(s, in); break;
+        case SS_BDAT: more = smtpd_bdat_input(s, in); break;
         }
         if (!more)
             break;

@@ -511,7 +511,8 @@ def test_bare_lf_keep(smtpd_factory):
     r = data_session(d)
     assert r.cmd(b"a\nb\n.\nc\r\n.\r\n").startswith(b"250 2.0.0")
     body = d.content(wait_files(d, 1)[0])
-    assert body.endswith(b"\r\na\nb\n\nc\r\n")
+    # kept as sent: after a bare LF the dot is content, not a stuffing dot
+    assert body.endswith(b"\r\na\nb\n.\nc\r\n")
 
 
 def test_long_lines_split(smtpd_factory):
@@ -523,11 +524,50 @@ def test_long_lines_split(smtpd_factory):
     assert tail == b"y" * 1000 + b"\r\n" + b"y" * 1000 + b"\r\n" + b"y" * 500 + b"\r\n"
 
 
-def test_nul_in_data_kept(smtpd):
-    r = data_session(smtpd)
-    assert r.cmd(b"a\x00b\xff\r\n.\r\n").startswith(b"250 2.0.0")
-    body = smtpd.content(wait_files(smtpd, 1)[0])
-    assert body.endswith(b"\r\na\x00b\xff\r\n")
+@pytest.mark.parametrize("mode", ["normalize", "no"])
+def test_nul_in_data_stripped(smtpd_factory, mode):
+    d = smtpd_factory(smtpd_forbid_bare_newline=mode)
+    r = data_session(d)
+    # a NUL is a content byte for the end-of-data mark: "\r\n\0.\r\n" is
+    # not the end, and the stored line is "." (dot-stuffed when relayed)
+    assert r.cmd(b"a\x00b\xff\r\n\x00.\r\n\x00\x00\r\nz\r\n.\r\n").startswith(b"250 2.0.0")
+    body = d.content(wait_files(d, 1)[0])
+    assert body.endswith(b"\r\nab\xff\r\n.\r\n\r\nz\r\n") and b"\x00" not in body
+
+
+def test_nul_in_data_reject(smtpd_factory):
+    d = smtpd_factory(smtpd_forbid_bare_newline="reject", mynetworks="10.0.0.0/8",
+                      smtpd_forbid_bare_newline_exclusions="")
+    r = data_session(d)
+    assert r.cmd(b"Subject: n\r\n\r\na\x00b\r\n.\r\n") == b"550 5.6.0 Error: NUL byte received\r\n"
+    assert re.search(r": reject: NUL byte received from unknown\[127\.0\.0\.1\]", d.logtext())
+    # the session goes on; a clean message is accepted
+    assert r.cmd(b"MAIL FROM:<a@b.c>\r\n").startswith(b"250")
+    assert r.cmd(b"RCPT TO:<x@example.org>\r\n").startswith(b"250")
+    assert r.cmd(b"DATA\r\n").startswith(b"354")
+    assert r.cmd(b"Subject: n\r\n\r\nab\r\n.\r\n").startswith(b"250 2.0.0")
+    assert len(wait_files(d, 1)) == 1
+
+
+@pytest.mark.parametrize("piece", [0, 7])
+def test_header_scan_split_independent(smtpd_factory, piece):
+    """A header line whose ':' lies past byte 1000, then more hops than
+    hopcount_limit: refused whether the client sends it in one write or in
+    7-byte pieces (the split must not decide what counts, issue 7 item 9)."""
+    d = smtpd_factory(hopcount_limit=2)
+    r = data_session(d)
+    r.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    msg = (b"Subject: s\r\n" + b"X" * 1001 + b": v\r\n" +
+           b"Received: a\r\nReceived: b\r\nDelivered-To: c@example.org\r\n"
+           b"\r\nbody\r\n.\r\n")
+    if piece:
+        for i in range(0, len(msg), piece):
+            r.send(msg[i:i + piece])
+            time.sleep(0.002)
+    else:
+        r.send(msg)
+    assert r.recv_reply() == b"554 5.4.0 Error: too many hops\r\n"
+    assert d.queue_files() == []
 
 
 def test_large_message_streams(smtpd):
