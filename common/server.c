@@ -38,7 +38,7 @@ static struct server srv;
 static const struct server_hooks *hooks;
 static struct listener listeners[SERVER_MAX_LISTEN];
 static struct event *backoff_ev, *wakeup_ev, *parent_ev;
-static struct event *sig_ev[3];
+static struct event *sig_ev[4];
 static pid_t parent_pid;
 static int term_signals;         /* SIGTERM/SIGINT received */
 static const char *config_dir;   /* -c, for a reload in place */
@@ -222,11 +222,13 @@ static void reload_in_place(void)
     hooks->on_reload(&srv);
 }
 
-static void on_reload_signal(void)
+/* SIGHUP: stay and read main.cf again, or SIGQUIT (or SIGHUP to a
+ * daemon that cannot): finish the work in hand and go. */
+static void on_reload_signal(int sig)
 {
     if (srv.stopping)
         return;     /* already on its way out */
-    if (hooks->on_reload) {
+    if (sig == SIGHUP && hooks->on_reload) {
         log_debug("reload: reading %s/main.cf again", config_dir);
         reload_in_place();
         return;
@@ -241,8 +243,8 @@ static void on_reload_signal(void)
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
-    if (sig == SIGHUP) {
-        on_reload_signal();
+    if (sig == SIGHUP || sig == SIGQUIT) {
+        on_reload_signal((int)sig);
         return;
     }
     if (term_signals++ > 0) {
@@ -313,7 +315,8 @@ static void arm_events(const struct server_opts *o)
     sig_ev[0] = evsignal_new(srv.base, SIGTERM, on_signal, NULL);
     sig_ev[1] = evsignal_new(srv.base, SIGINT, on_signal, NULL);
     sig_ev[2] = evsignal_new(srv.base, SIGHUP, on_signal, NULL);
-    for (int k = 0; k < 3; k++)
+    sig_ev[3] = evsignal_new(srv.base, SIGQUIT, on_signal, NULL);
+    for (int k = 0; k < 4; k++)
         event_add(sig_ev[k], NULL);
     backoff_ev = evtimer_new(srv.base, rearm_accept, NULL);
     for (int k = 0; hooks->on_accept && k < srv.nlisten; k++) {
@@ -337,7 +340,7 @@ static void arm_events(const struct server_opts *o)
 static void free_events(void)
 {
     struct event **all[] = { &backoff_ev, &wakeup_ev, &parent_ev, &sig_ev[0], &sig_ev[1],
-                             &sig_ev[2] };
+                             &sig_ev[2], &sig_ev[3] };
     for (size_t k = 0; k < sizeof(all) / sizeof(all[0]); k++) {
         if (*all[k])
             event_free(*all[k]);
@@ -363,11 +366,12 @@ int server_main(int argc, char **argv, const char *progname, const struct server
     srv.ctx = ctx;
     parent_pid = getppid();
     log_init(progname);
-    /* A SIGHUP before the handler is armed waits (master sends it blocked
-     * already; this covers a daemon started some other way). */
+    /* A reload before the handlers are armed waits (master starts us with
+     * these blocked already; this covers a daemon started another way). */
     sigset_t hup;
     sigemptyset(&hup);
     sigaddset(&hup, SIGHUP);
+    sigaddset(&hup, SIGQUIT);
     sigprocmask(SIG_BLOCK, &hup, NULL);
     char **ovr = parse_args(argc, argv, &o);
     log_set_verbose(o.verbose);

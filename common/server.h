@@ -15,17 +15,19 @@
  * calls post_drop and runs the loop. A daemon may also be run by hand
  * without master (nsock 0) for debugging.
  *
- * Signals from master:
+ * Signals from master ("postino reload" sends each daemon one of the last
+ * two, depending on whether master keeps it):
  *   SIGTERM, SIGINT  stop: on_stop (a second one: leave at once).
- *   SIGHUP           "postino reload" happened. A daemon with on_reload
- *                    stays: main.cf (and -o) is read again, then on_reload
- *                    runs. Any other daemon retires: on_retire stops
- *                    accepting and finishes the work it has (the listener
- *                    is master's, so nothing queued on it is lost), or,
- *                    without on_retire, on_stop. master starts its
- *                    replacement at once, and a SIGTERM still stops it.
- * master blocks SIGHUP across exec; server_main unblocks it once the
- * handler is in place, so a reload during start-up is never lost. */
+ *   SIGQUIT          retire: on_retire stops accepting and finishes the
+ *                    work it has (the listener is master's, so nothing
+ *                    queued on it is lost), or, without on_retire,
+ *                    on_stop. master starts the replacement at once, and
+ *                    a SIGTERM still stops a retiring daemon.
+ *   SIGHUP           reload in place: main.cf (and -o) is read again, then
+ *                    on_reload runs. A daemon without on_reload retires.
+ * master blocks SIGHUP and SIGQUIT across exec; server_main unblocks them
+ * once the handlers are in place, so a reload during start-up is never
+ * lost. */
 #ifndef POSTINO_SERVER_H
 #define POSTINO_SERVER_H
 
@@ -43,7 +45,7 @@ struct server {
     int listen_fd[SERVER_MAX_LISTEN];
     struct event_base *base;
     int stopping;             /* not accepting: stopping or retiring */
-    int retiring;             /* SIGHUP: finishing its work before exit */
+    int retiring;             /* SIGQUIT: finishing its work before exit */
     int reloaded;             /* -R: started to replace a daemon a reload
                                  retired (start-up news is not news) */
     void *ctx;                /* the daemon's own state */
@@ -61,8 +63,9 @@ struct server_hooks {
     void (*on_stop)(struct server *s);
     /* SIGHUP, daemon stays: main.cf was read again (optional). */
     void (*on_reload)(struct server *s);
-    /* SIGHUP, daemon goes: stop accepting (server_stop_accepting), serve
-     * what was accepted, then server_exit (optional; default on_stop). */
+    /* SIGQUIT (or SIGHUP without on_reload), daemon goes: stop accepting
+     * (server_stop_accepting), serve what was accepted, then server_exit
+     * (optional; default on_stop). */
     void (*on_retire)(struct server *s);
     /* Periodic timer every `wakeup` seconds (master.cf wakeup or
      * server_main's -w); optional. */

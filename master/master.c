@@ -269,10 +269,10 @@ static int startup_same(char *saved[NSTARTUP])
     return same;
 }
 
-/* SIGHUP: read both files again; every daemon gets SIGHUP and either
- * re-reads main.cf where it is (anvil: its counters survive) or retires,
- * finishing what it has while its replacement takes over the listener,
- * which master keeps open. One log line, here. */
+/* SIGHUP: read both files again; each daemon either re-reads main.cf
+ * where it is (SIGHUP; anvil, so its counters survive) or retires
+ * (SIGQUIT), finishing what it has while its replacement takes over the
+ * listener, which master keeps open. One log line, here. */
 static void on_reload(int sig)
 {
     if (M.stopping)

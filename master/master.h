@@ -100,9 +100,9 @@ void master_fill(struct service *svc);
 void master_fill_all(void);
 void master_reap(void);
 void master_signal_children(int sig);
-/* Reload: SIGHUP to every child. Children of an in_place service stay;
- * all others become retired (they finish their work and exit, and their
- * replacements start at once; unix services wait for them). */
+/* Reload: children of an in_place service get SIGHUP and stay; all
+ * others get SIGQUIT and become retired (they finish their work and exit,
+ * and their replacements start at once; unix services wait for them). */
 void master_reload_children(void);
 int master_child_count(void);
 

@@ -69,8 +69,8 @@ static char **child_argv(const struct service *svc)
 
 /* In the child between fork and exec: a clean process image. Signals
  * arrive blocked (spawn_one): master's handlers would otherwise run here
- * and report the child's signal to master's own loop. SIGHUP stays
- * blocked across exec until the daemon can handle a reload (server.c). */
+ * and report the child's signal to master's own loop. SIGHUP and SIGQUIT
+ * stay blocked across exec until the daemon can handle a reload (server.c). */
 static void child_exec(const struct service *svc)
 {
     for (int sig = 1; sig < NSIG; sig++)
@@ -78,6 +78,7 @@ static void child_exec(const struct service *svc)
     sigset_t hup;
     sigemptyset(&hup);
     sigaddset(&hup, SIGHUP);
+    sigaddset(&hup, SIGQUIT);
     sigprocmask(SIG_SETMASK, &hup, NULL);
     /* Only effective while the child keeps our credentials, but it makes
      * non-root children follow a master killed with -9. */
@@ -175,7 +176,7 @@ static void log_status(const struct child *c, int status)
     const char *path = c->svc->path;
     /* A child we told to stop (stop, reload) is not worth a warning. */
     int asked = (M.stopping || c->retired) && WIFSIGNALED(status) &&
-                (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGHUP);
+                (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGQUIT);
     if (WIFSIGNALED(status) && !asked)
         log_warn("process %s pid %ld killed by signal %d", path, (long)c->pid, WTERMSIG(status));
     else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
@@ -247,13 +248,15 @@ void master_reload_children(void)
     for (struct child *c = M.children; c; c = c->next) {
         if (c->retired)
             continue;
+        int sig = SIGHUP;
         if (!c->svc->in_place) {
+            sig = SIGQUIT;
             c->svc->reloaded++;
             c->retired = 1;
             c->svc->nlive--;
             c->svc->nretired++;
         }
-        if (kill(c->pid, SIGHUP) < 0 && errno != ESRCH)
+        if (kill(c->pid, sig) < 0 && errno != ESRCH)
             log_warn("kill %ld: %s", (long)c->pid, strerror(errno));
     }
 }

@@ -138,7 +138,7 @@ static void on_stop(struct server *srv)
     finish(d);
 }
 
-/* SIGHUP (reload): accept nothing more, serve the sessions we have. */
+/* Retired by a reload: accept nothing more, serve the sessions we have. */
 static void on_retire(struct server *srv)
 {
     struct smtpd *d = srv->ctx;

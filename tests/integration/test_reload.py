@@ -212,3 +212,32 @@ def test_smtpd_reconnects_to_a_restarted_anvil_quietly(postino_factory, sink):
     assert second.startswith("421") and "too many connections" in second, \
         "the limit was not enforced right after anvil came back: %r" % second
     assert not p.log_lines(r"anvil service"), p.log_lines(r"anvil service")
+
+
+def test_reload_restarts_anvil_when_its_row_changes(postino_factory, sink):
+    """A changed master.cf row is the one reason to restart anvil on a
+    reload: the new one runs with it, and the smtpd that had sessions on
+    the old one neither warns nor drops them."""
+    p = postino_factory(main=_limits_on(sink, smtpd_client_connection_rate_limit=100),
+                        smtpd_procs=1)
+    held = h.wait_until(lambda: _session(p.port), timeout=20, what="a session")
+    held.ehlo("held.test")
+    old = {pid for pid, n in p.child_pids().items() if n == "anvil"}
+    p.master_extra.append("anvil unix - - n - 1 anvil -o anvil_rate_time_unit=1800s")
+    p.write_config()
+    p.cli("reload", check=True)
+    h.wait_until(lambda: {pid for pid, n in p.child_pids().items() if n == "anvil"} - old,
+                 timeout=20, what="a new anvil for the new master.cf row")
+    assert not {pid for pid, n in p.child_pids().items() if n == "anvil"} & old
+    qid = p.send(SENDER, "held-anvil@example.test", conn=held)
+    held.quit()
+    s, line = _greeting(p.port)
+    s.close()
+    assert line.startswith("220"), line
+    sink.wait_to("held-anvil@example.test")
+    p.wait_removed(qid)
+    p.stop()
+    assert p.log_lines(r"anvil\[\d+\]: statistics: max connection rate \d+/1800s"), \
+        "the new anvil does not run with its new row"
+    assert not p.log_lines(r"anvil service"), p.log_lines(r"anvil service")
+    assert not p.log_lines(r": (warning|error): "), p.log_lines(r": (warning|error): ")

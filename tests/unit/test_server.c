@@ -1,7 +1,8 @@
 /* test_server.c - the daemon skeleton run for real in a child process: a
  * listening socket on fd 3, -o overrides, accept events, wakeup timer,
  * SIGTERM shutdown with exit status 0, fatal exit on bad options, and
- * SIGHUP: a reload in place (main.cf read again, -o kept) or a retirement. */
+ * SIGHUP and SIGQUIT: a reload in place (main.cf read again, -o kept) or
+ * a retirement. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -239,6 +240,25 @@ static void test_sighup_retires(void **state)
     assert_int_equal(WEXITSTATUS(status), 40);
 }
 
+/* A daemon that can reload in place still retires on SIGQUIT: master
+ * replaces it when its master.cf row changed. */
+static void test_sigquit_retires_reloadable(void **state)
+{
+    int port;
+    int lfd = listener(&port);
+    const char *const none[] = { NULL };
+    struct server_hooks h = { .on_accept = on_accept_reload, .on_reload = on_reload,
+                              .on_retire = on_retire };
+    pid_t pid = start_hooks(lfd, none, &h);
+    close(lfd);
+    talk_until(port, "300 20 0\n");
+    assert_int_equal(kill(pid, SIGQUIT), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 40);
+}
+
 /* Without on_reload or on_retire a reload stops the daemon like SIGTERM;
  * a SIGHUP sent before the handler is armed waits for it (blocked). */
 static void test_sighup_default_stops(void **state)
@@ -249,6 +269,7 @@ static void test_sighup_default_stops(void **state)
     sigset_t hup, old;
     sigemptyset(&hup);
     sigaddset(&hup, SIGHUP);
+    sigaddset(&hup, SIGQUIT);
     sigprocmask(SIG_BLOCK, &hup, &old);     /* as master spawns */
     pid_t pid = start(lfd, none);
     sigprocmask(SIG_SETMASK, &old, NULL);
@@ -294,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_fatal_options),
         cmocka_unit_test(test_sighup_reload_in_place),
         cmocka_unit_test(test_sighup_retires),
+        cmocka_unit_test(test_sigquit_retires_reloadable),
         cmocka_unit_test(test_sighup_default_stops),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
