@@ -17,7 +17,12 @@
  *   closed, since the stream cannot be resynchronised).
  * When an smtpd connection closes, the concurrent connections it reported
  * are released: that smtpd is gone, and so are its clients.
- * Rates use a fixed window per client (see common/anvil_rate.h). */
+ * Rates use a fixed window per client (see common/anvil_rate.h).
+ *
+ * A reload does not restart anvil (master keeps it unless its master.cf
+ * row or a start-up parameter changed): the counters are what the limits
+ * are made of, and every smtpd, old or new, keeps its connection. A new
+ * anvil_rate_time_unit applies to windows opened from then on. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -174,6 +179,16 @@ static void post_drop(struct server *s)
     anvil_timers_start(s, table);
 }
 
+static void on_reload(struct server *s)
+{
+    long long w = conf_int("anvil_rate_time_unit") * 1000;
+    if (w == anvil_table_window(table))
+        return;
+    anvil_table_set_window(table, w);
+    anvil_timers_stop();
+    anvil_timers_start(s, table);
+}
+
 static void on_stop(struct server *s)
 {
     server_stop_accepting(s);
@@ -188,6 +203,7 @@ int main(int argc, char **argv)
 {
     static const struct server_hooks hooks = {
         .post_drop = post_drop, .on_accept = on_accept, .on_stop = on_stop,
+        .on_reload = on_reload,
     };
     int rc = server_main(argc, argv, "anvil", &hooks, NULL);
     anvil_table_free(table);

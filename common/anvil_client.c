@@ -225,12 +225,31 @@ static void on_read(struct bufferevent *bev, void *arg)
     attr_free(&r);
 }
 
+/* The service closed a connection with nothing outstanding (anvil was
+ * restarted: a reload that changed its master.cf row, or a crash): no
+ * request is lost, so say nothing and connect again with the next one;
+ * only a failure to do so is an outage. master holds the listener, so a
+ * new anvil that is still starting takes the request from its queue. */
+static void quiet_close(struct anvil_client *ac)
+{
+    log_debug("anvil service %s closed an idle connection; reconnecting on demand", ac->path);
+    bufferevent_free(ac->bev);
+    ac->bev = NULL;
+    event_del(ac->timeout_ev);
+    ac->retry_at = 0;
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct anvil_client *ac = arg;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        go_down(ac, (what & BEV_EVENT_EOF) ? "connection closed"
-                                           : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    if (ac->qlen == 0 && !ac->warned) {
+        quiet_close(ac);
+        return;
+    }
+    go_down(ac, (what & BEV_EVENT_EOF) ? "connection closed"
+                                       : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
 /* ---- requests ---- */

@@ -164,6 +164,14 @@ void qenv_set(char **field, const char *value); /* replace a string field */
 /* Open the queue file read-only positioned at the content; *len = content
  * length. Returns fd or -1. */
 int qfile_open_content(const char *spool, const char *id, long long *len, buf_t *err);
+/* A delivery agent holds a shared flock(2) on the file (its content
+ * descriptor) while it works on the message. A queue manager started
+ * meanwhile (a reload replaces qmgr while the old agents finish their
+ * jobs) sees that with qfile_busy and leaves the message alone for now,
+ * as Postfix's qmgr skips a message "still being delivered".
+ * qfile_busy: 1 held, 0 free, -1 cannot tell (errno; the file may be gone). */
+int qfile_lock_shared(int fd);
+int qfile_busy(const char *spool, const char *id);
 
 /* ---- updates (delivery, qmgr, bounce; O_APPEND, one write each) ---- */
 int qfile_append_result(const char *spool, const char *id, size_t idx, int status,

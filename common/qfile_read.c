@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <stdarg.h>
 #include <time.h>
@@ -461,6 +462,29 @@ int qfile_open_content(const char *spool, const char *id, long long *len, buf_t 
     }
     buf_free(&path);
     return fd;
+}
+
+int qfile_lock_shared(int fd)
+{
+    while (flock(fd, LOCK_SH) < 0)
+        if (errno != EINTR)
+            return -1;
+    return 0;
+}
+
+int qfile_busy(const char *spool, const char *id)
+{
+    buf_t path = BUF_INIT;
+    qfile_path(spool, id, &path);
+    int fd = open(path.data, O_RDONLY | O_CLOEXEC);
+    buf_free(&path);
+    if (fd < 0)
+        return -1;
+    int busy = 0;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+        busy = errno == EWOULDBLOCK ? 1 : -1;
+    close(fd);  /* releases our probe lock, if we got it */
+    return busy;
 }
 
 /* ---- updates ---- */

@@ -38,13 +38,16 @@ static struct server srv;
 static const struct server_hooks *hooks;
 static struct listener listeners[SERVER_MAX_LISTEN];
 static struct event *backoff_ev, *wakeup_ev, *parent_ev;
-static struct event *sig_ev[2];
+static struct event *sig_ev[4];
 static pid_t parent_pid;
+static int term_signals;         /* SIGTERM/SIGINT received */
+static const char *config_dir;   /* -c, for a reload in place */
+static char **overrides;         /* -o name=value, applied after each load */
 
 static void usage(const char *prog)
 {
     log_fatal("usage: %s [-c config_dir] [-n service] [-t inet|unix] [-s nsock] [-u] [-r] "
-              "[-v] [-w seconds] [-o name=value]...", prog);
+              "[-v] [-R] [-w seconds] [-o name=value]...", prog);
 }
 
 static int opt_num(const char *prog, const char *s, int max)
@@ -76,7 +79,7 @@ static char **parse_args(int argc, char **argv, struct server_opts *o)
     size_t novr = 0;
     int c;
     optind = 1;
-    while ((c = getopt(argc, argv, "c:n:t:s:urvo:w:")) != -1) {
+    while ((c = getopt(argc, argv, "c:n:t:s:urvRo:w:")) != -1) {
         switch (c) {
         case 'c': o->config_dir = optarg; break;
         case 'n': srv.service = optarg; break;
@@ -85,6 +88,7 @@ static char **parse_args(int argc, char **argv, struct server_opts *o)
         case 'u': o->drop = 1; break;
         case 'r': o->chroot_ = 1; break;
         case 'v': o->verbose++; break;
+        case 'R': srv.reloaded = 1; break;
         case 'o': ovr[novr++] = optarg; break;
         case 'w': o->wakeup = opt_num(argv[0], optarg, 1000000); break;
         default: usage(argv[0]);
@@ -103,6 +107,8 @@ static void load_config(const struct server_opts *o, char **ovr)
     buf_free(&err);
     for (char **p = ovr; *p; p++)
         apply_override(*p);
+    config_dir = o->config_dir;
+    overrides = ovr;
     log_set_syslog_name(conf_str("syslog_name"));
     log_set_hostname(conf_str("myhostname"));
     const char *logf = conf_str("maillog_file");
@@ -195,9 +201,53 @@ static void do_stop(void)
     server_exit(&srv);
 }
 
+/* main.cf again, as at start-up. master keeps a daemon in place only when
+ * nothing it applied at start-up (log target, mail_owner, master.cf row)
+ * changed, so only ordinary parameters are new here. A main.cf that
+ * cannot be read now (a chroot, a mode the mail user may not read) keeps
+ * the old values: the daemon goes on as it was. */
+static void reload_in_place(void)
+{
+    buf_t err = BUF_INIT;
+    if (conf_load(config_dir, &err) < 0) {
+        log_warn("reload: %s; keeping the previous settings until a restart", buf_str(&err));
+        buf_free(&err);
+        return;
+    }
+    buf_free(&err);
+    for (char **p = overrides; p && *p; p++)
+        apply_override(*p);
+    log_set_syslog_name(conf_str("syslog_name"));
+    log_set_hostname(conf_str("myhostname"));
+    hooks->on_reload(&srv);
+}
+
+/* SIGHUP: stay and read main.cf again, or SIGQUIT (or SIGHUP to a
+ * daemon that cannot): finish the work in hand and go. */
+static void on_reload_signal(int sig)
+{
+    if (srv.stopping)
+        return;     /* already on its way out */
+    if (sig == SIGHUP && hooks->on_reload) {
+        log_debug("reload: reading %s/main.cf again", config_dir);
+        reload_in_place();
+        return;
+    }
+    log_debug("reload: retiring");
+    srv.retiring = 1;
+    if (hooks->on_retire)
+        hooks->on_retire(&srv);
+    else
+        do_stop();
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
-    if (srv.stopping) {
+    if (sig == SIGHUP || sig == SIGQUIT) {
+        on_reload_signal((int)sig);
+        return;
+    }
+    if (term_signals++ > 0) {
         /* A second signal: the daemon is taking too long, leave now. */
         log_info("signal %d again: exiting now", (int)sig);
         event_base_loopbreak(srv.base);
@@ -262,10 +312,11 @@ static void on_parent_check(evutil_socket_t fd, short what, void *arg)
 static void arm_events(const struct server_opts *o)
 {
     signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
     sig_ev[0] = evsignal_new(srv.base, SIGTERM, on_signal, NULL);
     sig_ev[1] = evsignal_new(srv.base, SIGINT, on_signal, NULL);
-    for (int k = 0; k < 2; k++)
+    sig_ev[2] = evsignal_new(srv.base, SIGHUP, on_signal, NULL);
+    sig_ev[3] = evsignal_new(srv.base, SIGQUIT, on_signal, NULL);
+    for (int k = 0; k < 4; k++)
         event_add(sig_ev[k], NULL);
     backoff_ev = evtimer_new(srv.base, rearm_accept, NULL);
     for (int k = 0; hooks->on_accept && k < srv.nlisten; k++) {
@@ -288,7 +339,8 @@ static void arm_events(const struct server_opts *o)
 
 static void free_events(void)
 {
-    struct event **all[] = { &backoff_ev, &wakeup_ev, &parent_ev, &sig_ev[0], &sig_ev[1] };
+    struct event **all[] = { &backoff_ev, &wakeup_ev, &parent_ev, &sig_ev[0], &sig_ev[1],
+                             &sig_ev[2], &sig_ev[3] };
     for (size_t k = 0; k < sizeof(all) / sizeof(all[0]); k++) {
         if (*all[k])
             event_free(*all[k]);
@@ -314,10 +366,16 @@ int server_main(int argc, char **argv, const char *progname, const struct server
     srv.ctx = ctx;
     parent_pid = getppid();
     log_init(progname);
+    /* A reload before the handlers are armed waits (master starts us with
+     * these blocked already; this covers a daemon started another way). */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigaddset(&hup, SIGQUIT);
+    sigprocmask(SIG_BLOCK, &hup, NULL);
     char **ovr = parse_args(argc, argv, &o);
     log_set_verbose(o.verbose);
     load_config(&o, ovr);
-    free(ovr);
     take_listeners(o.nsock);
     if (hooks->pre_drop)
         hooks->pre_drop(&srv);
@@ -329,8 +387,11 @@ int server_main(int argc, char **argv, const char *progname, const struct server
     arm_events(&o);
     if (hooks->post_drop)
         hooks->post_drop(&srv);
+    sigprocmask(SIG_UNBLOCK, &hup, NULL);
     int rc = event_base_dispatch(srv.base) < 0 ? 1 : 0;
     free_events();
+    free(overrides);
+    overrides = NULL;
     event_base_free(srv.base);
     srv.base = NULL;
     return rc;

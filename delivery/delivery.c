@@ -4,7 +4,14 @@
  * request=deliver at a time per connection (proto.h); many connections,
  * and therefore many deliveries, run at once in this one event loop. This
  * file owns those connections: parse requests, start jobs, send replies,
- * and the graceful stop (finish jobs, QUIT cached connections, exit). */
+ * and the graceful stop (finish jobs, QUIT cached connections, exit).
+ *
+ * Retiring on a reload, the agent accepts no new qmgr connection but keeps
+ * serving the ones it has until qmgr hangs up (qmgr retires too and does
+ * so at once): closing an idle connection itself could cross a request
+ * qmgr is sending, which qmgr would have to take for a crash. It leaves
+ * once idle with no connection left, or DL_RETIRE_LINGER seconds after
+ * the reload when idle. */
 #include "delivery/delivery.h"
 
 #include <event2/buffer.h>
@@ -12,6 +19,7 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -22,6 +30,11 @@
 #include "common/server.h"
 
 struct dl_state dl;
+
+#define DL_RETIRE_LINGER 10
+
+static void maybe_exit(void);
+static struct event *linger_ev;
 
 struct qconn {
     struct bufferevent *bev;
@@ -72,6 +85,18 @@ static size_t parse_idx(const char *id, const char *v)
     return (size_t)n;
 }
 
+/* Has qmgr hung up behind the request just read? Then it is a request of
+ * a qmgr that a reload replaced while the connection waited in the
+ * listener's queue: nobody reads the reply, and the next qmgr schedules
+ * the message itself, so running it would deliver it twice. (libevent
+ * reads data and end-of-file in separate passes: the EOF is still
+ * pending in the kernel here.) */
+static int qmgr_gone(struct qconn *qc)
+{
+    char c;
+    return recv(bufferevent_getfd(qc->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 static void qconn_request(struct qconn *qc, const attr_t *a)
 {
     const char *proto = attr_get(a, "proto"), *req = attr_get(a, "request");
@@ -90,8 +115,13 @@ static void qconn_request(struct qconn *qc, const attr_t *a)
     if (!id || !qid_valid(id) || !nh || !*nh || !attr_get(a, "rcpt"))
         log_panic("malformed deliver request from qmgr (queue_id=%s nexthop=%s)", id ? id : "",
                   nh ? nh : "");
-    if (dl.srv->stopping) {
+    if (dl.srv->stopping && !dl.draining) {
         qconn_reply_fail(qc, "delivery agent is stopping");
+        return;
+    }
+    if (qmgr_gone(qc)) {
+        log_debug("%s: request of a qmgr that has gone: not delivering", id);
+        qconn_reply_fail(qc, "qmgr went away");
         return;
     }
     job = job_new(qc, id, nh);
@@ -131,17 +161,23 @@ static void qconn_again_cb(evutil_socket_t fd, short what, void *arg)
 static void qconn_write_cb(struct bufferevent *bev, void *arg)
 {
     struct qconn *qc = arg;
-    if (qc->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (qc->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
         qconn_free(qc);
+        maybe_exit();
+    }
 }
 
+/* A qmgr that went away mid-job (a reload replaces it) gets no reply; the
+ * outcome is in the queue file and the log all the same, and the next
+ * qmgr leaves the message alone while the job holds its lock. */
 static void qconn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct qconn *qc = arg;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         if (qc->job)
-            log_info("%s: qmgr connection closed during delivery", qc->job->id);
+            log_debug("%s: qmgr connection closed during delivery", qc->job->id);
         qconn_free(qc);
+        maybe_exit();
     }
 }
 
@@ -157,7 +193,10 @@ static void flush_now(struct qconn *qc)
 
 static void maybe_exit(void)
 {
-    if (dl.srv->stopping && dl.njobs == 0) {
+    if (dl.srv->stopping && dl.njobs == 0 && (!dl.draining || qconns == NULL)) {
+        if (linger_ev)
+            event_free(linger_ev);
+        linger_ev = NULL;
         cache_flush();
         while (qconns) {
             flush_now(qconns);
@@ -231,7 +270,27 @@ static void post_drop(struct server *s)
 
 static void on_stop(struct server *s)
 {
+    dl.draining = 0;
     server_stop_accepting(s);
+    maybe_exit();
+}
+
+static void linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+    dl.draining = 0;
+    maybe_exit();
+}
+
+static void on_retire(struct server *s)
+{
+    struct timeval tv = { DL_RETIRE_LINGER, 0 };
+    dl.draining = 1;
+    server_stop_accepting(s);
+    linger_ev = evtimer_new(s->base, linger_cb, NULL);
+    if (linger_ev)
+        evtimer_add(linger_ev, &tv);
+    else
+        dl.draining = 0;
     maybe_exit();
 }
 
@@ -242,6 +301,7 @@ int main(int argc, char **argv)
         .post_drop = post_drop,
         .on_accept = on_accept,
         .on_stop = on_stop,
+        .on_retire = on_retire,
     };
     return server_main(argc, argv, "smtp", &hooks, &dl);
 }

@@ -33,6 +33,7 @@ struct dl_state {
     struct server *srv;
     struct dns_ctx *dns;
     int njobs;            /* jobs in progress */
+    int draining;         /* retiring: serve qmgr until it hangs up */
     struct sess *cache;   /* idle sessions kept for reuse */
     SSL_CTX *tls_ctx;     /* client TLS context, NULL if it could not be built */
     buf_t tls_err;        /* why tls_ctx is NULL */

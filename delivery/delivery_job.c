@@ -232,6 +232,10 @@ void job_start(struct job *job)
         return;
     }
     buf_free(&err);
+    /* Held until job_free closes the descriptor: a qmgr that starts while
+     * this job runs (a reload) leaves the message alone until then. */
+    if (qfile_lock_shared(job->content_fd) < 0)
+        log_warn("%s: cannot lock the queue file: %s", job->id, strerror(errno));
     job->t_arrival = (double)job->env.arrival.tv_sec + job->env.arrival.tv_usec / 1e6;
     for (k = 0; k < job->nres; k++)
         if (job->res[k].idx >= job->env.nrcpt)

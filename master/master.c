@@ -247,6 +247,32 @@ static void on_stop(int sig)
     check_stopped();
 }
 
+/* What a daemon applies once, before it drops privileges: a daemon that
+ * reloads in place can keep running only while these stay the same. */
+static const char *const startup_params[] = { "mail_owner", "maillog_file", "syslog_name" };
+#define NSTARTUP (sizeof(startup_params) / sizeof(startup_params[0]))
+
+static void startup_save(char *saved[NSTARTUP])
+{
+    for (size_t k = 0; k < NSTARTUP; k++)
+        saved[k] = xstrdup(conf_str(startup_params[k]));
+}
+
+/* 1 when every saved value is still the same; frees them. */
+static int startup_same(char *saved[NSTARTUP])
+{
+    int same = 1;
+    for (size_t k = 0; k < NSTARTUP; k++) {
+        same = same && strcmp(saved[k], conf_str(startup_params[k])) == 0;
+        free(saved[k]);
+    }
+    return same;
+}
+
+/* SIGHUP: read both files again; each daemon either re-reads main.cf
+ * where it is (SIGHUP; anvil, so its counters survive) or retires
+ * (SIGQUIT), finishing what it has while its replacement takes over the
+ * listener, which master keeps open. One log line, here. */
 static void on_reload(int sig)
 {
     if (M.stopping)
@@ -254,18 +280,21 @@ static void on_reload(int sig)
     struct master_ent *ents = NULL;
     size_t n = 0;
     buf_t err = BUF_INIT;
+    char *saved[NSTARTUP];
+    startup_save(saved);
     if (conf_load(M.config_dir, &err) < 0 || conf_master_load(M.config_dir, &ents, &n, &err) < 0) {
         log_error("reload: %s; keeping the old configuration", buf_str(&err));
         buf_free(&err);
+        startup_same(saved);
         return;
     }
     buf_free(&err);
     if (strcmp(conf_str("queue_directory"), M.queue_dir) != 0)
         log_warn("reload: queue_directory changed to %s; it takes effect only after a restart",
                  conf_str("queue_directory"));
-    master_services_reload(ents, n);
+    master_services_reload(ents, n, startup_same(saved));
     conf_master_free(ents, n);
-    master_retire_children();
+    master_reload_children();
     for (struct service *svc = M.services; svc; svc = svc->next) {
         if (svc->timer)
             event_del(svc->timer);

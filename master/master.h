@@ -37,6 +37,8 @@ struct service {
     int delay;               /* current back-off in seconds (0: none) */
     int waiting;             /* back-off timer armed */
     int removed;             /* dropped from master.cf by a reload */
+    int in_place;            /* this reload: children stay and re-read main.cf */
+    int reloaded;            /* children still to start in place of retired ones */
     struct event *timer;
 };
 
@@ -86,8 +88,10 @@ void master_pid_unlink(void);
  * skipped. Returns the number of services created. */
 int master_services_create(const struct master_ent *ents, size_t n, int fatal_errors);
 /* Reload: apply a new master.cf table, keeping sockets of unchanged
- * services (same name, type and private flag). */
-void master_services_reload(const struct master_ent *ents, size_t n);
+ * services (same name, type and private flag). startup_same: the
+ * parameters a daemon applies only at start-up did not change, so a
+ * daemon that can reload in place (anvil) may keep running. */
+void master_services_reload(const struct master_ent *ents, size_t n, int startup_same);
 void master_services_close(void);
 void master_service_free(struct service *svc);
 
@@ -96,8 +100,10 @@ void master_fill(struct service *svc);
 void master_fill_all(void);
 void master_reap(void);
 void master_signal_children(int sig);
-/* Every child of the current configuration becomes retired and gets SIGTERM. */
-void master_retire_children(void);
+/* Reload: children of an in_place service get SIGHUP and stay; all
+ * others get SIGQUIT and become retired (they finish their work and exit,
+ * and their replacements start at once; unix services wait for them). */
+void master_reload_children(void);
 int master_child_count(void);
 
 #endif

@@ -29,7 +29,7 @@ static double since(const struct timespec *t)
     return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-/* argv: command -c DIR -n SERVICE -t TYPE -s 1 [-u] [-r] [-w N] [-v] args... */
+/* argv: command -c DIR -n SERVICE -t TYPE -s 1 [-u] [-r] [-w N] [-v] [-R] args... */
 static char **child_argv(const struct service *svc)
 {
     const struct master_ent *e = &svc->ent;
@@ -59,20 +59,27 @@ static char **child_argv(const struct service *svc)
     }
     if (M.verbose)
         av[n++] = "-v";
+    if (svc->reloaded > 0)
+        av[n++] = "-R";
     for (size_t i = 1; i < nargs; i++)
         av[n++] = e->argv[i];
     av[n] = NULL;
     return av;
 }
 
-/* In the child between fork and exec: a clean process image. */
+/* In the child between fork and exec: a clean process image. Signals
+ * arrive blocked (spawn_one): master's handlers would otherwise run here
+ * and report the child's signal to master's own loop. SIGHUP and SIGQUIT
+ * stay blocked across exec until the daemon can handle a reload (server.c). */
 static void child_exec(const struct service *svc)
 {
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
     for (int sig = 1; sig < NSIG; sig++)
         signal(sig, SIG_DFL);
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigaddset(&hup, SIGQUIT);
+    sigprocmask(SIG_SETMASK, &hup, NULL);
     /* Only effective while the child keeps our credentials, but it makes
      * non-root children follow a master killed with -9. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -117,13 +124,18 @@ static void arm_backoff(struct service *svc)
 
 static int spawn_one(struct service *svc)
 {
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
     pid_t pid = fork();
-    if (pid < 0) {
-        log_warn("fork for %s: %s", svc->path, strerror(errno));
-        return -1;
-    }
     if (pid == 0)
         child_exec(svc);
+    int e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        log_warn("fork for %s: %s", svc->path, strerror(e));
+        return -1;
+    }
     struct child *c = xcalloc(1, sizeof(*c));
     c->pid = pid;
     c->svc = svc;
@@ -131,6 +143,8 @@ static int spawn_one(struct service *svc)
     c->next = M.children;
     M.children = c;
     svc->nlive++;
+    if (svc->reloaded > 0)
+        svc->reloaded--;
     log_debug("spawned %s pid %ld for service %s/%s", svc->path, (long)pid, svc->ent.service,
               svc->ent.type);
     return 0;
@@ -161,7 +175,8 @@ static void log_status(const struct child *c, int status)
 {
     const char *path = c->svc->path;
     /* A child we told to stop (stop, reload) is not worth a warning. */
-    int asked = (M.stopping || c->retired) && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM;
+    int asked = (M.stopping || c->retired) && WIFSIGNALED(status) &&
+                (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGQUIT);
     if (WIFSIGNALED(status) && !asked)
         log_warn("process %s pid %ld killed by signal %d", path, (long)c->pid, WTERMSIG(status));
     else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
@@ -228,15 +243,21 @@ void master_signal_children(int sig)
             log_warn("kill %ld: %s", (long)c->pid, strerror(errno));
 }
 
-void master_retire_children(void)
+void master_reload_children(void)
 {
     for (struct child *c = M.children; c; c = c->next) {
         if (c->retired)
             continue;
-        c->retired = 1;
-        c->svc->nlive--;
-        c->svc->nretired++;
-        kill(c->pid, SIGTERM);
+        int sig = SIGHUP;
+        if (!c->svc->in_place) {
+            sig = SIGQUIT;
+            c->svc->reloaded++;
+            c->retired = 1;
+            c->svc->nlive--;
+            c->svc->nretired++;
+        }
+        if (kill(c->pid, sig) < 0 && errno != ESRCH)
+            log_warn("kill %ld: %s", (long)c->pid, strerror(errno));
     }
 }
 

@@ -57,6 +57,36 @@ static int same_key(const struct master_ent *a, const struct master_ent *b)
            (!is_unix(a) || a->private_ == b->private_);
 }
 
+/* Daemons whose state lives only in their memory and that can take a new
+ * main.cf without a restart: anvil's counters are what per-client limits
+ * are made of, and a reload must not forget them. */
+static const char *const reload_in_place[] = { "anvil" };
+
+static int same_argv(char *const *a, char *const *b)
+{
+    size_t k = 0;
+    for (; a[k] && b[k]; k++)
+        if (strcmp(a[k], b[k]) != 0)
+            return 0;
+    return a[k] == NULL && b[k] == NULL;
+}
+
+/* May the children of old stay across a reload that brings new? The same
+ * master.cf row, a daemon from the table above, and no chroot (main.cf
+ * must be readable where the daemon runs). */
+static int can_stay(const struct master_ent *old, const struct master_ent *new)
+{
+    if (old->argv == NULL || new->argv == NULL || new->argv[0] == NULL ||
+        old->unpriv != new->unpriv || old->chroot || new->chroot ||
+        old->wakeup != new->wakeup || old->maxproc != new->maxproc ||
+        !same_argv(old->argv, new->argv))
+        return 0;
+    for (size_t k = 0; k < sizeof(reload_in_place) / sizeof(reload_in_place[0]); k++)
+        if (strcmp(new->argv[0], reload_in_place[k]) == 0)
+            return 1;
+    return 0;
+}
+
 /* Settings that may change on reload without touching the socket. */
 static void svc_configure(struct service *svc, const struct master_ent *e)
 {
@@ -185,6 +215,7 @@ static struct service *svc_find(const struct master_ent *e)
 static void svc_remove(struct service *svc)
 {
     svc->removed = 1;
+    svc->in_place = 0;
     svc->target = 0;
     if (svc->fd >= 0)
         close(svc->fd);
@@ -193,7 +224,7 @@ static void svc_remove(struct service *svc)
         unlink(svc->sock_path);
 }
 
-void master_services_reload(const struct master_ent *ents, size_t n)
+void master_services_reload(const struct master_ent *ents, size_t n, int startup_same)
 {
     int *keep = xcalloc(n ? n : 1, sizeof(int));
     struct service *old = M.services;
@@ -205,6 +236,7 @@ void master_services_reload(const struct master_ent *ents, size_t n)
             if (!keep[i] && same_key(&svc->ent, &ents[i])) {
                 keep[i] = 1;
                 found = 1;
+                svc->in_place = startup_same && can_stay(&svc->ent, &ents[i]);
                 svc_configure(svc, &ents[i]);
             }
         }

@@ -151,7 +151,11 @@ static void qmgr_stop(struct server *s)
     bounce_close();
     index_shutdown();
     route_close();
-    log_info("stopped");
+    /* A reload replaces qmgr as a matter of course: not worth a line. */
+    if (s->retiring)
+        log_debug("retired");
+    else
+        log_info("stopped");
     server_exit(s);
 }
 

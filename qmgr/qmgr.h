@@ -118,8 +118,10 @@ double qmgr_now(void);
 int msg_room(void);
 struct qmsg *msg_find(const char *id);
 /* Take message id into memory and schedule it. attempts: from the index.
- * Logs the "from=" line. Returns 0, or -1 (file gone/bad: logged). */
-int msg_activate(const char *id, int attempts);
+ * Logs the "from=" line. check_busy: first make sure no delivery agent
+ * still works on it (qfile_busy; new mail cannot be). Returns 0, or -1
+ * (file gone/bad: logged). */
+int msg_activate(const char *id, int attempts, int check_busy);
 void msg_free(struct qmsg *m);
 void msg_set_reason(struct qmsg *m, const char *reason);
 /* Record the round outcome of recipient idx (also in memory's qrcpt). */

@@ -226,7 +226,12 @@ void index_startup(void)
             log_fatal("cannot clear the queue index under %s/index", conf_str("queue_directory"));
     }
     scan_spool(0);
-    log_info("queue index: %zu messages", qindex_count(qmgr_g.qi));
+    /* After a reload this is the same queue manager as far as anyone can
+     * tell: master's "reload" line says it all. */
+    if (qmgr_g.srv->reloaded)
+        log_debug("queue index: %zu messages", qindex_count(qmgr_g.qi));
+    else
+        log_info("queue index: %zu messages", qindex_count(qmgr_g.qi));
     index_pull_due();
 }
 
@@ -261,7 +266,7 @@ void index_pull_due(void)
     qindex_scan_due(qmgr_g.qi, (long long)time(NULL), due_cb, &c);
     for (size_t i = 0; i < c.n; i++) {
         /* Over the recipient limit: leave the rest due for the next tick. */
-        if (msg_room() && msg_activate(c.ids[i], c.attempts[i]) < 0)
+        if (msg_room() && msg_activate(c.ids[i], c.attempts[i], 1) < 0)
             qindex_del(qmgr_g.qi, c.ids[i]); /* file gone: forget it */
         free(c.ids[i]);
     }
@@ -277,7 +282,7 @@ void index_new_mail(const char *id)
     if (msg_find(id))
         return;
     if (msg_room()) {
-        msg_activate(id, 0);
+        msg_activate(id, 0, 0);
         return;
     }
     /* Memory is full: index it as incoming; the due scan takes it later. */

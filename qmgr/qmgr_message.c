@@ -4,6 +4,7 @@
 
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "common/alloc.h"
 #include "common/log.h"
@@ -82,13 +83,30 @@ static const char *sender_text(const struct qmsg *m)
     return m->env.sender ? m->env.sender : "";
 }
 
-int msg_activate(const char *id, int attempts)
+/* A delivery agent of the previous qmgr (before a reload) still works on
+ * the message: its outcome is not in the file yet, so sending it again
+ * now could deliver it twice. Look again in a second. (busy was asked
+ * before the file was read: an agent appends its results before it lets
+ * go, so a file read after a free probe has them.) */
+static int still_delivered(struct qmsg *m, int attempts, int busy)
+{
+    if (!busy)
+        return 0;
+    log_debug("%s: skipped, still being delivered", m->id);
+    index_put_env(&m->env, QS_ACTIVE, (long long)time(NULL) + 1, attempts, NULL);
+    qenv_free(&m->env);
+    free(m);
+    return 1;
+}
+
+int msg_activate(const char *id, int attempts, int check_busy)
 {
     struct qmsg *m;
     buf_t err = BUF_INIT;
 
     if (msg_find(id) != NULL)
         return 0;
+    int busy = check_busy && qfile_busy(qmgr_g.spool, id) == 1;
     m = xcalloc(1, sizeof(*m));
     qenv_init(&m->env);
     if (qfile_read(qmgr_g.spool, id, &m->env, 0, &err) < 0) {
@@ -100,6 +118,8 @@ int msg_activate(const char *id, int attempts)
     }
     buf_free(&err);
     str_lcpy(m->id, id, sizeof(m->id));
+    if (still_delivered(m, attempts, busy))
+        return 0;
     m->attempts = attempts;
     m->active_since = qmgr_now();
     m->rr = xcalloc(m->env.nrcpt ? m->env.nrcpt : 1, 1);

@@ -2,12 +2,20 @@
  *
  * server_main() does configuration, privileges and the event loop; this file
  * only turns accepted descriptors into sessions and enforces the per-process
- * session limit (smtpd_client_connection_limit). */
+ * session limit (smtpd_client_connection_limit).
+ *
+ * On a reload the process retires: it stops accepting (the listener is
+ * master's and stays open, so connections not yet accepted wait there for
+ * the new processes) and serves every session it has to its end, then
+ * exits. Closing an accepted session instead would reset a client that
+ * did nothing wrong. */
 #include "smtpd/smtpd.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "common/conf.h"
 #include "common/dns.h"
@@ -53,6 +61,13 @@ static void on_accept(struct server *srv, int fd, int idx)
     smtpd_limit_connect(s); /* greets once the per-client limits allow */
 }
 
+static void finish(struct smtpd *d);
+
+static void retire_done(evutil_socket_t fd, short what, void *arg)
+{
+    finish(arg);
+}
+
 void smtpd_session_unlink(struct smtpd_session *s)
 {
     struct smtpd *d = s->d;
@@ -64,6 +79,13 @@ void smtpd_session_unlink(struct smtpd_session *s)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
     d->nsessions--;
+    /* The last session of a retiring process: leave, from the loop (the
+     * session is still being freed). */
+    if (d->srv->retiring && d->nsessions == 0 && d->sessions == NULL) {
+        struct timeval now = { 0, 0 };
+        if (event_base_once(d->srv->base, -1, EV_TIMEOUT, retire_done, d, &now) < 0)
+            finish(d);
+    }
 }
 
 /* Keys and the SASL configuration may be readable by root only. */
@@ -93,6 +115,18 @@ static void post_drop(struct server *srv)
     buf_free(&err);
 }
 
+/* Messages being flushed are finished (and qmgr told) before we go. */
+static void finish(struct smtpd *d)
+{
+    if (d->finished)
+        return;
+    d->finished = 1;
+    workq_free(d->commitq);
+    d->commitq = NULL;
+    smtpd_check_done();
+    server_exit(d->srv);
+}
+
 /* SIGTERM: leave no half-written queue file behind (the client was never
  * told 250, so it will retry), then leave the loop. */
 static void on_stop(struct server *srv)
@@ -101,11 +135,16 @@ static void on_stop(struct server *srv)
     server_stop_accepting(srv);
     while (d->sessions)
         smtpd_session_free(d->sessions);
-    /* Messages being flushed are finished (and qmgr told) before we go. */
-    workq_free(d->commitq);
-    d->commitq = NULL;
-    smtpd_check_done();
-    server_exit(srv);
+    finish(d);
+}
+
+/* Retired by a reload: accept nothing more, serve the sessions we have. */
+static void on_retire(struct server *srv)
+{
+    struct smtpd *d = srv->ctx;
+    server_stop_accepting(srv);
+    if (d->sessions == NULL)
+        finish(d);
 }
 
 int main(int argc, char **argv)
@@ -115,6 +154,7 @@ int main(int argc, char **argv)
         .post_drop = post_drop,
         .on_accept = on_accept,
         .on_stop = on_stop,
+        .on_retire = on_retire,
     };
     memset(&smtpd_state, 0, sizeof(smtpd_state));
     int rc = server_main(argc, argv, "smtpd", &hooks, &smtpd_state);

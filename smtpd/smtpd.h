@@ -71,6 +71,7 @@ struct smtpd {
     struct psasl_pool *sasl_pool;   /* NULL: AUTH off */
     struct anvil_client *anvil;
     struct workq *commitq;          /* fsyncs of finished messages */
+    int finished;                   /* commits drained, leaving the loop */
 };
 
 struct smtpd_dns_cache {
