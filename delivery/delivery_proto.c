@@ -3,8 +3,10 @@
  * Each reply is dispatched by the command it answers (a table, not a
  * switch). With PIPELINING, MAIL, every RCPT and DATA go out in one write
  * and the replies are matched in order; without it, one at a time. The
- * content is streamed from the queue file in 64 KB chunks, dot-stuffed,
- * with at most a few hundred KB buffered per connection. */
+ * content is streamed from the queue file in 64 KB chunks through the
+ * dotstuff encoder (line ends made CRLF, dots stuffed: nothing in it can
+ * pass for an end of data), with at most a few hundred KB buffered per
+ * connection. */
 #include "delivery/delivery_sess.h"
 
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include "common/addr.h"
 #include "common/alloc.h"
 #include "common/conf.h"
+#include "common/dotstuff.h"
 #include "common/log.h"
 
 #define BODY_CHUNK 65536
@@ -295,8 +298,7 @@ static int on_data(struct sess *s, size_t i)
     s->state = SS_BODY;
     s->body_left = job->env.content_len;
     s->body_off = job->env.content_off;
-    s->body_bol = 1;
-    s->body_last = '\n';
+    dotstuff_init(&s->stuff);
     bufferevent_setwatermark(s->bev, EV_WRITE, BODY_CHUNK, 0);
     proto_body_more(s);
     return -1; /* the write callback continues */
@@ -404,23 +406,17 @@ void proto_start_tx(struct sess *s)
     send_data(s);
 }
 
-/* Dot-stuff one chunk into out; tracks line starts across chunks. */
-static void stuff_chunk(struct sess *s, struct evbuffer *out, const char *p, size_t n)
+/* Encode one chunk straight into the output buffer (no copy). */
+static void body_put(struct sess *s, struct evbuffer *out, const char *p, size_t n, int last)
 {
-    size_t i = 0;
-    while (i < n) {
-        const char *nl;
-        size_t seg;
-        if (s->body_bol && p[i] == '.')
-            evbuffer_add(out, ".", 1);
-        nl = memchr(p + i, '\n', n - i);
-        seg = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
-        evbuffer_add(out, p + i, seg);
-        s->body_bol = nl != NULL;
-        i += seg;
-    }
-    if (n)
-        s->body_last = (unsigned char)p[n - 1];
+    struct evbuffer_iovec v;
+    size_t room = last ? dotstuff_finish_bound(&s->stuff) : dotstuff_bound(&s->stuff, n);
+    if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) < 1 || v.iov_len < room)
+        log_fatal("cannot buffer message content (out of memory)");
+    v.iov_len = last ? dotstuff_finish(&s->stuff, v.iov_base)
+                     : dotstuff_chunk(&s->stuff, p, n, v.iov_base);
+    if (evbuffer_commit_space(out, &v, 1) < 0)
+        log_panic("smtp: evbuffer_commit_space failed");
 }
 
 static int body_read_error(struct sess *s, int err)
@@ -446,16 +442,14 @@ void proto_body_more(struct sess *s)
             body_read_error(s, n < 0 ? errno : 0);
             return;
         }
-        stuff_chunk(s, out, chunk, (size_t)n);
+        body_put(s, out, chunk, (size_t)n, 0);
         s->body_left -= n;
         s->body_off += n;
     }
     sess_arm(s, "smtp_data_xfer_timeout");
     if (s->body_left > 0)
         return;
-    if (s->body_last != '\n')
-        evbuffer_add(out, "\r\n", 2);
-    evbuffer_add(out, ".\r\n", 3);
+    body_put(s, out, NULL, 0, 1); /* [CRLF] "." CRLF */
     bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
     s->state = SS_CMD;
     sess_expect(s, X_DOT, 0);

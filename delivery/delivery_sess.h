@@ -4,6 +4,7 @@
 #ifndef POSTINO_DELIVERY_SESS_H
 #define POSTINO_DELIVERY_SESS_H
 
+#include "common/dotstuff.h"
 #include "delivery/delivery.h"
 
 /* What a reply we wait for answers; indexes sess_phase[]. */
@@ -52,7 +53,7 @@ struct sess {
     int mail_failed, ignore_dot;
     size_t naccepted, next_rcpt;
     long long body_left, body_off;
-    int body_bol, body_last;
+    struct dotstuff stuff; /* the content encoder's state */
     int nmsgs;            /* transactions completed on this connection */
     int tls_level;        /* tls_level_t of the job that opened it */
     int no_tls;           /* plaintext retry after a failed may-level handshake */
