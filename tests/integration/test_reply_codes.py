@@ -33,7 +33,8 @@ SENDER = "s@sender.test"
 W, SILENT, CLOSE, DATA, OK = "wrong", "silence", "close", "data", "ok"
 
 # name -> (ip, options); options: pipelining (default True), starttls,
-# broken {point: (kind, bytes)}, want (regex for the deferral reason), dsn.
+# broken {point: (kind, bytes)}, want (regex for the deferral reason), dsn,
+# after_ok (instead of AFTER_OK).
 SCENARIOS = {
     "data250": ("127.0.1.1", dict(broken={"DATA": (W, b"250 2.0.0 Ok\r\n")},
                                   want=r"said: 250 2\.0\.0 Ok \(in reply to DATA command\); "
@@ -91,7 +92,11 @@ SCENARIOS = {
                                          r"protocol error: expected 220")),
     "greetextra": ("127.0.1.21", dict(
         broken={"greet": (W, b"220 mx ready\r\n250 2.0.0 Ok\r\n")},
-        want=r"said: 250 2\.0\.0 Ok \(before our EHLO command was sent\); protocol error")),
+        # (should the two lines arrive in two reads, the shifted replies
+        # still end in a protocol error, at DATA)
+        want=r"said: 250 2\.0\.0 Ok \(before our EHLO command was sent\); protocol error|"
+             r"\(in reply to DATA command\); protocol error: expected 354",
+        after_ok={"EHLO", "MAIL", "RCPT", "DATA", "QUIT"})),
     "ehlo220": ("127.0.1.22", dict(broken={"EHLO": (W, b"220 mx ready\r\n")},
                                    want=r"said: 220 mx ready \(in reply to EHLO command\); "
                                         r"protocol error: expected 250")),
@@ -318,6 +323,7 @@ def test_wrong_success_replies_never_count(postino_factory, mx):
                 failures.append("%s: not the expected deferral: %s" % (name, line))
     ids, listing = p.queue_list()
     for name, (qid, rcpts, _) in sent.items():
+        opts = SCENARIOS[name][1]
         if qid not in ids:
             failures.append("%s: %s is not in the queue any more" % (name, qid))
         for r in rcpts:
@@ -328,7 +334,7 @@ def test_wrong_success_replies_never_count(postino_factory, mx):
         if not any(c["wrong"] for c in conns):
             failures.append("%s: the receiver never gave its wrong answer" % name)
         for c in conns:
-            if c["wrong"] and not set(c["after"]) <= AFTER_OK[c["wrong"]]:
+            if c["wrong"] and not set(c["after"]) <= opts.get("after_ok", AFTER_OK[c["wrong"]]):
                 failures.append("%s: connection used after the wrong answer at %s: %s"
                                 % (name, c["wrong"], c["after"]))
     assert not failures, "\n".join(failures)
