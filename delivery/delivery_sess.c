@@ -20,7 +20,8 @@
 #include "common/server.h"
 
 const struct sess_phase sess_phase[X_COUNT] = {
-    [X_GREET] = { "smtp_helo_timeout", "receiving the initial server greeting", "CONNECT", { 220 } },
+    [X_GREET] = { "smtp_helo_timeout", "receiving the initial server greeting", "CONNECT",
+                  { 220 } },
     [X_EHLO] = { "smtp_helo_timeout", "performing the EHLO handshake", "EHLO", { 250 } },
     [X_HELO] = { "smtp_helo_timeout", "performing the HELO handshake", "HELO", { 250 } },
     [X_RSET] = { "smtp_rset_timeout", "sending RSET", "RSET", { 250 } },
