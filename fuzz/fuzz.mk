@@ -15,6 +15,8 @@
 #              split, MAIL FROM / RCPT TO with their ESMTP parameters (SIZE,
 #              BODY, RET, ENVID, AUTH, NOTIFY, ORCPT) and the error replies
 #   qfile      qfile_read on arbitrary queue file contents in a temp spool
+#   dotstuff   the delivery agent's DATA encoder: whole vs chunked, no lenient
+#              end of data in the output, unstuffs to the normalised input
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
@@ -27,7 +29,7 @@ FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 60
 FUZZ_DIR   := build/fuzz
 FUZZ_BIN   := $(FUZZ_DIR)/bin
-FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile
+FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile dotstuff
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
               -fno-omit-frame-pointer
 # Others' code: the project's warnings, but a clang-only warning in a file
