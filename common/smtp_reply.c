@@ -56,6 +56,25 @@ void smtp_reply_dsn(const struct smtp_reply *r, char *out, size_t size)
         snprintf(out, size, "%d.0.0", r->code >= 200 && r->code < 600 ? r->code / 100 : 4);
 }
 
+enum smtp_verdict smtp_reply_verdict(int code, const short *ok)
+{
+    for (; *ok; ok++)
+        if (*ok == code)
+            return SMTP_V_OK;
+    if (code >= 400 && code < 500)
+        return SMTP_V_TEMP;
+    if (code >= 500 && code < 600)
+        return SMTP_V_PERM;
+    return SMTP_V_PROTO;
+}
+
+void smtp_reply_ok_text(const short *ok, buf_t *out)
+{
+    size_t k;
+    for (k = 0; ok[k]; k++)
+        buf_printf(out, "%s%d", k == 0 ? "" : ok[k + 1] ? ", " : " or ", ok[k]);
+}
+
 /* Start a new reply from its first line. */
 static void reply_begin(struct smtp_reply *r, int code, const char *rest)
 {

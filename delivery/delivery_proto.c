@@ -2,9 +2,17 @@
  *
  * Each reply is dispatched by the command it answers (a table, not a
  * switch). With PIPELINING, MAIL, every RCPT and DATA go out in one write
- * and the replies are matched in order; without it, one at a time. The
- * content is streamed from the queue file in 64 KB chunks, dot-stuffed,
- * with at most a few hundred KB buffered per connection. */
+ * and the replies are matched in order; without it, one at a time.
+ *
+ * Only the reply codes RFC 5321 4.3.2 names as success for a command count
+ * as success (sess_phase[].ok: 354 to DATA, 250 to end of data, ...). Any
+ * other 2xx/3xx is a protocol error - a "250" to DATA means the content was
+ * never sent - and a 421 means the server is going away: both drop the
+ * connection on the spot (no QUIT, never cached, nothing more read from
+ * it, so no later reply is matched to the wrong command) and defer what
+ * is still open. The content is streamed from the queue file in 64 KB
+ * chunks through the dotstuff encoder, with at most a few hundred KB
+ * buffered per connection. */
 #include "delivery/delivery_sess.h"
 
 #include <errno.h>
@@ -18,6 +26,7 @@
 #include "common/addr.h"
 #include "common/alloc.h"
 #include "common/conf.h"
+#include "common/dotstuff.h"
 #include "common/log.h"
 
 #define BODY_CHUNK 65536
@@ -301,11 +310,12 @@ static int on_data(struct sess *s, size_t i)
     s->state = SS_BODY;
     s->body_left = job->env.content_len;
     s->body_off = job->env.content_off;
-    s->body_bol = 1;
-    s->body_last = '\n';
+    dotstuff_init(&s->stuff);
     bufferevent_setwatermark(s->bev, EV_WRITE, BODY_CHUNK, 0);
-    proto_body_more(s);
-    return -1; /* the write callback continues */
+    /* The write callback sends the rest. Anything the server says from
+     * now until the end of the content is read at once: no reply is due,
+     * so it can only be a protocol error. */
+    return proto_body_more(s);
 }
 
 static int on_dot(struct sess *s, size_t i)
@@ -343,9 +353,54 @@ static int (*const handlers[X_COUNT])(struct sess *, size_t) = {
     [X_STARTTLS] = tls_on_starttls,
 };
 
+/* A reply this command does not allow (or one that came before the
+ * command was sent): the server did not do what we asked, whatever it
+ * claims. Drop the connection, defer; the log says what the server did. */
+static int proto_violation(struct sess *s, int kind)
+{
+    buf_t r = BUF_INIT, ok = BUF_INIT;
+    const char *cmd = sess_phase[kind].command, *id = s->job ? s->job->id : "-";
+
+    smtp_reply_ok_text(sess_phase[kind].ok, &ok);
+    if (s->premature) {
+        buf_printf(&r, "host %s said: %s (before our %s command was sent); protocol error: "
+                   "the server must wait for the command", buf_str(&s->hostip),
+                   buf_str(&s->rp.reply.text), cmd);
+        log_warn("%s: protocol error: host %s sent a reply before our %s command; "
+                 "connection dropped", id, buf_str(&s->relay), cmd);
+    } else {
+        proto_said(s, kind, &r);
+        buf_printf(&r, "; protocol error: expected %s", ok.data);
+        log_warn("%s: protocol error: host %s replied %d to %s (expected %s); "
+                 "connection dropped", id, buf_str(&s->relay), s->rp.reply.code, cmd,
+                 ok.data);
+    }
+    if (kind == X_STARTTLS)
+        tls_plain_retry(s);
+    sess_abort(s, "4.5.0", r.data);
+    buf_free(&ok);
+    buf_free(&r);
+    return -1;
+}
+
+/* 421: the server closes the connection (RFC 5321 3.8). Whatever else the
+ * reply would mean here, everything still open is deferred with its text
+ * and the connection is dropped - never cached, never read again. */
+static int proto_closing(struct sess *s, int kind)
+{
+    buf_t r = BUF_INIT;
+    char dsn[16];
+    smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn)); /* 4.x.x: class checked */
+    proto_said(s, kind, &r);
+    sess_abort(s, dsn, r.data);
+    buf_free(&r);
+    return -1;
+}
+
 int proto_reply(struct sess *s)
 {
     struct xwait w;
+    int code = s->rp.reply.code;
     if (s->xhead >= s->xn)
         log_panic("smtp: reply without a pending command");
     w = s->xq[s->xhead++];
@@ -353,6 +408,13 @@ int proto_reply(struct sess *s)
         sess_arm(s, sess_phase[s->xq[s->xhead].kind].timeout_param);
     else
         evtimer_del(s->timer);
+    if (w.kind == X_QUIT)
+        return handlers[w.kind](s, w.i);
+    if (s->premature || smtp_reply_verdict(code, sess_phase[w.kind].ok) == SMTP_V_PROTO)
+        return proto_violation(s, w.kind);
+    /* A 421 greeting or EHLO/HELO reply already ends the session there. */
+    if (code == 421 && w.kind != X_GREET && w.kind != X_EHLO && w.kind != X_HELO)
+        return proto_closing(s, w.kind);
     return handlers[w.kind](s, w.i);
 }
 
@@ -415,23 +477,17 @@ void proto_start_tx(struct sess *s)
     send_data(s);
 }
 
-/* Dot-stuff one chunk into out; tracks line starts across chunks. */
-static void stuff_chunk(struct sess *s, struct evbuffer *out, const char *p, size_t n)
+/* Encode one chunk straight into the output buffer (no copy). */
+static void body_put(struct sess *s, struct evbuffer *out, const char *p, size_t n, int last)
 {
-    size_t i = 0;
-    while (i < n) {
-        const char *nl;
-        size_t seg;
-        if (s->body_bol && p[i] == '.')
-            evbuffer_add(out, ".", 1);
-        nl = memchr(p + i, '\n', n - i);
-        seg = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
-        evbuffer_add(out, p + i, seg);
-        s->body_bol = nl != NULL;
-        i += seg;
-    }
-    if (n)
-        s->body_last = (unsigned char)p[n - 1];
+    struct evbuffer_iovec v;
+    size_t room = last ? dotstuff_finish_bound(&s->stuff) : dotstuff_bound(&s->stuff, n);
+    if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) < 1 || v.iov_len < room)
+        log_fatal("cannot buffer message content (out of memory)");
+    v.iov_len = last ? dotstuff_finish(&s->stuff, v.iov_base)
+                     : dotstuff_chunk(&s->stuff, p, n, v.iov_base);
+    if (evbuffer_commit_space(out, &v, 1) < 0)
+        log_panic("smtp: evbuffer_commit_space failed");
 }
 
 static int body_read_error(struct sess *s, int err)
@@ -445,7 +501,7 @@ static int body_read_error(struct sess *s, int err)
     return -1;
 }
 
-void proto_body_more(struct sess *s)
+int proto_body_more(struct sess *s)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
     char chunk[BODY_CHUNK];
@@ -453,31 +509,25 @@ void proto_body_more(struct sess *s)
     while (s->body_left > 0 && evbuffer_get_length(out) < BODY_HIGH) {
         size_t want = s->body_left < BODY_CHUNK ? (size_t)s->body_left : BODY_CHUNK;
         ssize_t n = pread(s->job->content_fd, chunk, want, (off_t)s->body_off);
-        const char *p;
+        if (n <= 0)
+            return body_read_error(s, n < 0 ? errno : 0);
         size_t len = (size_t)n;
-        if (n <= 0) {
-            body_read_error(s, n < 0 ? errno : 0);
-            return;
-        }
-        p = dm_body_filter(s->job, chunk, &len); /* 7-bit conversion, if any */
-        stuff_chunk(s, out, p, len);
+        const char *p = dm_body_filter(s->job, chunk, &len); /* 7-bit conversion, if any */
+        body_put(s, out, p, len, 0);
         s->body_left -= n;
         s->body_off += n;
     }
     sess_arm(s, "smtp_data_xfer_timeout");
     if (s->body_left > 0)
-        return;
-    {
-        size_t len;
-        const char *p = dm_body_end(s->job, &len);
-        if (len)
-            stuff_chunk(s, out, p, len);
-    }
-    if (s->body_last != '\n')
-        evbuffer_add(out, "\r\n", 2);
-    evbuffer_add(out, ".\r\n", 3);
+        return 0;
+    size_t len;
+    const char *p = dm_body_end(s->job, &len);
+    if (len)
+        body_put(s, out, p, len, 0);
+    body_put(s, out, NULL, 0, 1); /* [CRLF] "." CRLF */
     bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
     s->state = SS_CMD;
     sess_expect(s, X_DOT, 0);
     sess_arm(s, "smtp_data_done_timeout");
+    return 0;
 }

@@ -20,17 +20,19 @@
 #include "common/server.h"
 
 const struct sess_phase sess_phase[X_COUNT] = {
-    [X_GREET] = { "smtp_helo_timeout", "receiving the initial server greeting", "CONNECT" },
-    [X_EHLO] = { "smtp_helo_timeout", "performing the EHLO handshake", "EHLO" },
-    [X_HELO] = { "smtp_helo_timeout", "performing the HELO handshake", "HELO" },
-    [X_RSET] = { "smtp_rset_timeout", "sending RSET", "RSET" },
-    [X_MAIL] = { "smtp_mail_timeout", "sending MAIL FROM", "MAIL FROM" },
-    [X_RCPT] = { "smtp_rcpt_timeout", "sending RCPT TO", "RCPT TO" },
-    [X_DATA] = { "smtp_data_init_timeout", "sending DATA command", "DATA" },
+    [X_GREET] = { "smtp_helo_timeout", "receiving the initial server greeting", "CONNECT",
+                  { 220 } },
+    [X_EHLO] = { "smtp_helo_timeout", "performing the EHLO handshake", "EHLO", { 250 } },
+    [X_HELO] = { "smtp_helo_timeout", "performing the HELO handshake", "HELO", { 250 } },
+    [X_RSET] = { "smtp_rset_timeout", "sending RSET", "RSET", { 250 } },
+    [X_MAIL] = { "smtp_mail_timeout", "sending MAIL FROM", "MAIL FROM", { 250 } },
+    [X_RCPT] = { "smtp_rcpt_timeout", "sending RCPT TO", "RCPT TO", { 250, 251 } },
+    [X_DATA] = { "smtp_data_init_timeout", "sending DATA command", "DATA", { 354 } },
     [X_DOT] = { "smtp_data_done_timeout",
-                "sending end of data -- message may be sent more than once", "end of DATA" },
-    [X_QUIT] = { "smtp_quit_timeout", "sending QUIT", "QUIT" },
-    [X_STARTTLS] = { "smtp_starttls_timeout", "sending STARTTLS", "STARTTLS" },
+                "sending end of data -- message may be sent more than once", "end of DATA",
+                { 250 } },
+    [X_QUIT] = { "smtp_quit_timeout", "sending QUIT", "QUIT", { 0 } },
+    [X_STARTTLS] = { "smtp_starttls_timeout", "sending STARTTLS", "STARTTLS", { 220 } },
 };
 
 const char *sess_relay(const struct sess *s)
@@ -51,8 +53,14 @@ void sess_arm(struct sess *s, const char *timeout_param)
 
 void sess_expect(struct sess *s, int kind, size_t i)
 {
-    if (s->xhead == s->xn)
+    if (s->xhead == s->xn) {
+        /* A synchronisation point (RFC 2920 3.1): every earlier reply is
+         * in, so bytes already here were sent before this command was -
+         * they answer nothing and must not be taken for its reply. */
+        if (s->bev && evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+            s->premature = 1;
         s->xhead = s->xn = 0;
+    }
     s->xq = xgrow(s->xq, &s->xcap, s->xn + 1, sizeof(*s->xq));
     s->xq[s->xn].kind = kind;
     s->xq[s->xn].i = i;
@@ -180,9 +188,16 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
 
     while (evbuffer_peek(in, -1, NULL, &v, 1) > 0 && v.iov_len > 0) {
         if (s->state == SS_IDLE || s->state == SS_QUIT || s->xhead == s->xn) {
-            /* Unsolicited text (e.g. 421 idle timeout): not worth keeping. */
-            if (s->job)
-                return (void)sess_abort(s, "4.5.0", "unexpected server reply");
+            /* Unsolicited text (e.g. 421 idle timeout, or a reply in the
+             * middle of the content): not worth keeping; never a reply. */
+            if (s->job) {
+                buf_t r = BUF_INIT;
+                buf_printf(&r, "protocol error: host %s sent an unexpected reply while %s",
+                           buf_str(&s->hostip), sess_doing(s));
+                sess_abort(s, "4.5.0", r.data);
+                buf_free(&r);
+                return;
+            }
             sess_free(s);
             return;
         }
@@ -205,7 +220,7 @@ static void sess_write_cb(struct bufferevent *bev, void *arg)
 {
     struct sess *s = arg;
     if (s->state == SS_BODY)
-        proto_body_more(s);
+        (void)proto_body_more(s);
     else if (s->state == SS_QUIT)
         sess_free(s);
 }

@@ -4,6 +4,7 @@
 #ifndef POSTINO_DELIVERY_SESS_H
 #define POSTINO_DELIVERY_SESS_H
 
+#include "common/dotstuff.h"
 #include "delivery/delivery.h"
 
 /* What a reply we wait for answers; indexes sess_phase[]. */
@@ -19,6 +20,8 @@ struct sess_phase {
     const char *timeout_param;
     const char *doing;    /* "while <doing>" in error texts */
     const char *command;  /* "(in reply to <command> command)" */
+    short ok[3];          /* the only replies that mean success, 0-ended
+                             (RFC 5321 4.3.2, 3207); empty: any (QUIT) */
 };
 extern const struct sess_phase sess_phase[X_COUNT];
 
@@ -53,9 +56,10 @@ struct sess {
     size_t xhead, xn, xcap;
     int in_tx;            /* MAIL was sent */
     int mail_failed, ignore_dot;
+    int premature;        /* the server spoke before our last command */
     size_t naccepted, next_rcpt;
     long long body_left, body_off;
-    int body_bol, body_last;
+    struct dotstuff stuff; /* the content encoder's state */
     int nmsgs;            /* transactions completed on this connection */
     int tls_level;        /* tls_level_t of the job that opened it */
     int no_tls;           /* plaintext retry after a failed may-level handshake */
@@ -84,8 +88,9 @@ void sess_install_cbs(struct sess *s);
  * (the session was handed on or freed). */
 int proto_reply(struct sess *s);
 void proto_start_tx(struct sess *s);
-/* Output drained while sending the content: write more. */
-void proto_body_more(struct sess *s);
+/* Output drained while sending the content: write more. 0, or -1 when
+ * the session was given up (queue file read error). */
+int proto_body_more(struct sess *s);
 /* "host H[ip] said: TEXT (in reply to CMD command)" */
 void proto_said(struct sess *s, int kind, buf_t *out);
 void proto_send_ehlo(struct sess *s);
@@ -115,5 +120,8 @@ int tls_on_starttls(struct sess *s, size_t i);
 void tls_handshake_done(struct sess *s);
 /* Handshake failed or timed out ("timeout" or "error"). */
 void tls_handshake_failed(struct sess *s, const char *what);
+/* STARTTLS went wrong at an opportunistic level: the job's next connection
+ * goes to the same host again, without STARTTLS. */
+void tls_plain_retry(struct sess *s);
 
 #endif

@@ -2,10 +2,11 @@
  *
  * Levels (smtp_tls_security_level, per destination smtp_tls_policy_maps):
  *   none     never STARTTLS
- *   may      STARTTLS when offered; refused STARTTLS -> go on in plaintext;
- *            failed handshake -> connect to the same host again without
- *            TLS (Postfix does the same), so opportunistic TLS never
- *            costs a delivery
+ *   may      STARTTLS when offered; refused STARTTLS (4xx/5xx other than
+ *            421) -> go on in plaintext; failed handshake or a reply to
+ *            STARTTLS that is not 220 nor 4xx/5xx -> connect to the same
+ *            host again without TLS (Postfix does the same for the
+ *            handshake), so opportunistic TLS never costs a delivery
  *   encrypt  STARTTLS required (not offered: 4.7.4), certificate ignored
  *   verify/secure  also a trusted chain matching the names of
  *            tls_match_names (else 4.7.5 "Server certificate not ...")
@@ -127,7 +128,7 @@ int tls_on_starttls(struct sess *s, size_t i)
 {
     buf_t r = BUF_INIT;
 
-    if (s->rp.reply.code / 100 == 2)
+    if (s->rp.reply.code == 220) /* nothing else gets here but 4xx/5xx */
         return tls_wrap(s);
     if (s->tls_level < TLS_LEV_ENCRYPT) {
         /* Opportunistic: the server may refuse; carry on in plaintext. */
@@ -171,6 +172,18 @@ static void tls_error_text(struct sess *s, const char *what, buf_t *log, buf_t *
         buf_puts(brief, log->data);
 }
 
+void tls_plain_retry(struct sess *s)
+{
+    struct job *job = s->job;
+    if (!job || s->tls_level >= TLS_LEV_ENCRYPT)
+        return;
+    /* Postfix's may level: the same host again, in plaintext. */
+    log_info("%s: STARTTLS with %s failed; retrying without TLS", job->id, buf_str(&s->relay));
+    job->plain_retry = 1;
+    if (job->itg > 0)
+        job->itg--;
+}
+
 void tls_handshake_failed(struct sess *s, const char *what)
 {
     struct job *job = s->job;
@@ -178,14 +191,7 @@ void tls_handshake_failed(struct sess *s, const char *what)
 
     tls_error_text(s, what, &why, &brief);
     log_info("%s: SSL_connect error to %s: %s", job ? job->id : "-", buf_str(&s->relay), why.data);
-    if (job && s->tls_level < TLS_LEV_ENCRYPT) {
-        /* Postfix's may level: the same host again, in plaintext. */
-        log_info("%s: TLS handshake with %s failed; retrying without TLS", job->id,
-                 buf_str(&s->relay));
-        job->plain_retry = 1;
-        if (job->itg > 0)
-            job->itg--;
-    }
+    tls_plain_retry(s);
     buf_printf(&r, "Cannot start TLS: handshake failure with %s: %s", buf_str(&s->hostip),
                brief.data);
     tls_fail(s, "4.7.5", r.data);

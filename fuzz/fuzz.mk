@@ -21,6 +21,8 @@
 #   smtpd_data smtpd's DATA/BDAT content parser (smtpd/smtpd_dataparse.c),
 #              fed whole, byte by byte and in 1..7-byte pieces: the outcomes
 #              must be identical (end of data, content, every verdict)
+#   dotstuff   the delivery agent's DATA encoder: whole vs chunked, no lenient
+#              end of data in the output, unstuffs to the normalised input
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
@@ -33,7 +35,7 @@ FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 60
 FUZZ_DIR   := build/fuzz
 FUZZ_BIN   := $(FUZZ_DIR)/bin
-FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7 smtpd_data
+FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7 smtpd_data dotstuff
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
               -fno-omit-frame-pointer
 # Others' code: the project's warnings, but a clang-only warning in a file

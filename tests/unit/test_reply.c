@@ -186,6 +186,40 @@ static void test_long_and_control_bytes(void **state)
     buf_free(&b);
 }
 
+/* Only the codes a command allows count as success; every other 2xx/3xx
+ * (250 to DATA, 354 to end of data, 220 to MAIL...) is a protocol error,
+ * whatever its class would suggest. */
+static void test_verdict(void **state)
+{
+    static const short data[] = { 354, 0 }, rcpt[] = { 250, 251, 0 }, greet[] = { 220, 0 };
+    static const short none[] = { 0 };
+    static const struct {
+        int code;
+        const short *ok;
+        enum smtp_verdict want;
+    } cases[] = {
+        { 354, data, SMTP_V_OK },     { 250, data, SMTP_V_PROTO },  { 220, data, SMTP_V_PROTO },
+        { 251, data, SMTP_V_PROTO },  { 334, data, SMTP_V_PROTO },  { 421, data, SMTP_V_TEMP },
+        { 451, data, SMTP_V_TEMP },   { 554, data, SMTP_V_PERM },   { 150, data, SMTP_V_PROTO },
+        { 250, rcpt, SMTP_V_OK },     { 251, rcpt, SMTP_V_OK },     { 252, rcpt, SMTP_V_PROTO },
+        { 354, rcpt, SMTP_V_PROTO },  { 550, rcpt, SMTP_V_PERM },   { 220, greet, SMTP_V_OK },
+        { 250, greet, SMTP_V_PROTO }, { 554, greet, SMTP_V_PERM },  { 221, none, SMTP_V_PROTO },
+        { 0, data, SMTP_V_PROTO },    { 600, data, SMTP_V_PROTO },
+    };
+    size_t k;
+    buf_t t = BUF_INIT;
+    for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++)
+        if (smtp_reply_verdict(cases[k].code, cases[k].ok) != cases[k].want)
+            fail_msg("code %d: verdict %d, want %d", cases[k].code,
+                     smtp_reply_verdict(cases[k].code, cases[k].ok), cases[k].want);
+    smtp_reply_ok_text(data, &t);
+    assert_string_equal(buf_str(&t), "354");
+    buf_reset(&t);
+    smtp_reply_ok_text(rcpt, &t);
+    assert_string_equal(buf_str(&t), "250 or 251");
+    buf_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +232,7 @@ int main(void)
         cmocka_unit_test(test_enhanced_codes),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_long_and_control_bytes),
+        cmocka_unit_test(test_verdict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,121 @@
+/* fuzz_dotstuff.c - libFuzzer harness for common/dotstuff.c, the encoder
+ * the delivery agent runs over message content a client sent us. The
+ * input (byte 0 picks the chunk sizes) is encoded whole and in chunks: the
+ * outputs must be identical, fit the advertised bounds, use CRLF only,
+ * hold no end of data a lenient receiver (with or without dropping NULs)
+ * could see before the final one, and unstuff to the input with its line
+ * ends made CRLF. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/dotstuff.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void encode(const char *in, size_t n, size_t step, buf_t *out)
+{
+    struct dotstuff st;
+    size_t off = 0, k, room, w;
+    char *tmp;
+    dotstuff_init(&st);
+    buf_reset(out);
+    while (off < n) {
+        k = n - off < step ? n - off : step;
+        room = dotstuff_bound(&st, k);
+        tmp = malloc(room + 1); /* exact size: ASan sees an overrun */
+        w = dotstuff_chunk(&st, in + off, k, tmp);
+        if (w > room)
+            abort();
+        buf_append(out, tmp, w);
+        free(tmp);
+        off += k;
+    }
+    room = dotstuff_finish_bound(&st);
+    tmp = malloc(room);
+    w = dotstuff_finish(&st, tmp);
+    if (w > room)
+        abort();
+    buf_append(out, tmp, w);
+    free(tmp);
+}
+
+static void check_safe(const buf_t *o)
+{
+    size_t i;
+    const char *p = o->data;
+    buf_t s = BUF_INIT;
+    for (i = 0; i < o->len; i++)
+        if ((p[i] == '\r' && (i + 1 == o->len || p[i + 1] != '\n')) ||
+            (p[i] == '\n' && (i == 0 || p[i - 1] != '\r')))
+            abort();
+    for (int strip = 0; strip < 2; strip++) {
+        buf_reset(&s);
+        buf_putc(&s, '\n');
+        for (i = 0; i < o->len; i++)
+            if (!strip || p[i] != '\0')
+                buf_putc(&s, p[i]);
+        for (i = 0; i + 2 < s.len; i++) {
+            const char *q = s.data + i;
+            if ((q[0] == '\r' || q[0] == '\n') && q[1] == '.' && (q[2] == '\r' || q[2] == '\n') &&
+                i + 3 + (q[2] == '\r') != s.len)
+                abort();
+        }
+    }
+    buf_free(&s);
+}
+
+/* Unstuffed, the output is the input with CRLF line ends (and one added
+ * at the end when it had none). */
+static void check_roundtrip(const char *in, size_t n, const buf_t *o)
+{
+    buf_t norm = BUF_INIT, back = BUF_INIT;
+    size_t i, start = 0;
+    int after_cr = 0;
+    for (i = 0; i < n; i++) {
+        if (in[i] == '\n' && after_cr) {
+            after_cr = 0;
+            continue;
+        }
+        after_cr = in[i] == '\r';
+        if (in[i] == '\r' || in[i] == '\n')
+            buf_append(&norm, "\r\n", 2);
+        else
+            buf_putc(&norm, in[i]);
+    }
+    if (n > 0 && in[n - 1] != '\r' && in[n - 1] != '\n')
+        buf_append(&norm, "\r\n", 2);
+    for (i = 0; i + 3 < o->len; i++) { /* all but the final ".\r\n" */
+        if (i == start && o->data[i] == '.')
+            continue;
+        buf_putc(&back, o->data[i]);
+        if (o->data[i] == '\n')
+            start = i + 1;
+    }
+    if (back.len != norm.len || (norm.len && memcmp(back.data, norm.data, norm.len) != 0))
+        abort();
+    buf_free(&norm);
+    buf_free(&back);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const size_t steps[] = { 1, 2, 3, 5, 7, 64, 4096 };
+    buf_t whole = BUF_INIT, split = BUF_INIT;
+    const char *in;
+    size_t n;
+    if (size < 1)
+        return 0;
+    in = (const char *)data + 1;
+    n = size - 1;
+    encode(in, n, n ? n : 1, &whole);
+    encode(in, n, steps[data[0] % (sizeof(steps) / sizeof(steps[0]))], &split);
+    if (whole.len != split.len || memcmp(whole.data, split.data, whole.len) != 0)
+        abort();
+    check_safe(&whole);
+    check_roundtrip(in, n, &whole);
+    buf_free(&whole);
+    buf_free(&split);
+    return 0;
+}
