@@ -255,7 +255,9 @@ def test_lenient_next_hop_sees_one_message(postino_factory, mode):
         if mode != "reject":
             assert len(accepted) == len(VARIANTS), refused
         for r in LENIENT_RCPTS:
-            p.wait_log(r"to=<%s>, .*status=sent" % re.escape(r), count=len(accepted), timeout=60)
+            if accepted:   # in reject mode smtpd may refuse every variant
+                p.wait_log(r"to=<%s>, .*status=sent" % re.escape(r), count=len(accepted),
+                           timeout=60)
         p.wait_queue_empty(timeout=30)
         failures = []
         for ip, txs in mx.tx.items():
