@@ -11,10 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/route.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "qmgr/qmgr_route.h"
 
 /* Incomplete files older than this were abandoned by a dead smtpd. */
 #define STALE_INCOMPLETE 3600
