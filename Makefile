@@ -26,39 +26,77 @@ WARN    := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototype
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS := $(CFLAGS) $(WARN) $(HARDEN) $(SANFLAGS) -D_GNU_SOURCE -I. -MMD -MP
 LDFLAGS_ALL := $(LDFLAGS) $(SANFLAGS) $(if $(SANFLAGS),,-pie -Wl,-z,relro -Wl,-z,now)
-LIBS    := -levent_openssl -levent -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
+# What each program links, and nothing more: master runs as root and carries
+# no SASL, c-ares, Berkeley DB or OpenSSL.
+EV_LIBS     := -levent
+master_LIBS := $(EV_LIBS)
+anvil_LIBS  := $(EV_LIBS)
+bounce_LIBS := $(EV_LIBS)
+qmgr_LIBS   := $(EV_LIBS) -ldb
+smtpd_LIBS  := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
+delivery_LIBS := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lcares -lidn2
+cli_LIBS    := $(EV_LIBS) -ldb
+# Unit tests and benchmarks may touch any layer of common/.
+LIBS        := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 
-COMMON_SRC := $(sort $(wildcard common/*.c))
-COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
-LIBPOSTINO := $(BUILD)/libpostino.a
+# common/ is three layers, each a static library (see common/README):
+#   util  plain utility: memory, buffers, logging, records, sockets, workers
+#   mail  mail-system knowledge: configuration, queue files, addresses, DSN
+#   glue  wrappers of outside libraries: TLS, SASL, DNS, Berkeley DB tables
+LAYERS := util mail glue
+define layer_rule
+$(1)_LSRC := $$(sort $$(wildcard common/$(1)/*.c))
+$(1)_LOBJ := $$($(1)_LSRC:%.c=$$(BUILD)/%.o)
+LIB_$(1) := $$(BUILD)/common/lib$(1).a
+$$(LIB_$(1)): $$($(1)_LOBJ)
+	@mkdir -p $$(dir $$@)
+	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach l,$(LAYERS),$(eval $(call layer_rule,$(l))))
+COMMON_SRC := $(foreach l,$(LAYERS),$($(l)_LSRC))
+# Link order: a layer may use the ones after it.
+COMMON_LIBS := $(LIB_glue) $(LIB_mail) $(LIB_util)
 
-# Each program: directory with <prog>.c + <prog>_*.c
-PROGS := master smtpd qmgr delivery bounce $(if $(wildcard anvil/*.c),anvil)
+# Each program: a directory with <prog>.c (main) + <prog>_*.c. The parts
+# other than main form lib<prog>.a, which the program and its unit tests
+# (tests/unit/<prog>/) link.
+PROGS := master smtpd qmgr delivery bounce anvil cli
 define prog_rule
+$(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
-$(1)_OBJ := $$($(1)_SRC:%.c=$$(BUILD)/%.o)
-$$(BIN)/$(1): $$($(1)_OBJ) $$(LIBPOSTINO) | $$(BIN)
-	$$(CC) $$(LDFLAGS_ALL) -o $$@ $$($(1)_OBJ) $$(LIBPOSTINO) $$(LIBS)
+$(1)_PSRC := $$(filter-out $$($(1)_MAIN),$$($(1)_SRC))
+$(1)_POBJ := $$($(1)_PSRC:%.c=$$(BUILD)/%.o)
+LIB_PROG_$(1) := $$(BUILD)/$(1)/lib$(1).a
+$$(LIB_PROG_$(1)): $$($(1)_POBJ)
+	@mkdir -p $$(dir $$@)
+	rm -f $$@ && ar rcs $$@ $$^
+$$(BIN)/$(if $(filter cli,$(1)),postino,$(1)): $$(BUILD)/$$($(1)_MAIN:%.c=%.o) $$(LIB_PROG_$(1)) $$(COMMON_LIBS) | $$(BIN)
+	$$(CC) $$(LDFLAGS_ALL) -o $$@ $$(BUILD)/$$($(1)_MAIN:%.c=%.o) $$(LIB_PROG_$(1)) $$(COMMON_LIBS) $$($(1)_LIBS)
 endef
 $(foreach p,$(PROGS),$(eval $(call prog_rule,$(p))))
 
-CLI_SRC := $(sort $(wildcard cli/*.c))
-CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
-$(BIN)/postino: $(CLI_OBJ) $(LIBPOSTINO) | $(BIN)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJ) $(LIBPOSTINO) $(LIBS)
+DAEMONS := $(filter-out cli,$(PROGS))
+PROG_BINS := $(addprefix $(BIN)/,$(DAEMONS) postino)
 
-PROG_BINS := $(addprefix $(BIN)/,$(PROGS) postino)
-
-# Unit tests: tests/unit/test_<module>.c, each linked against libpostino + cmocka
-# (and a daemon's own module when it tests one, listed below)
-UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+# Unit tests (cmocka): tests/unit/test_<module>.c for common/, and
+# tests/unit/<prog>/test_<part>.c for a program's parts, linked against
+# lib<prog>.a. A test may name more libraries below.
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c tests/unit/*/test_*.c))
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBPOSTINO)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) $(LIBPOSTINO) $(LIBS) -lcmocka
-$(BUILD)/tests/test_smtpd_dataparse: $(BUILD)/smtpd/smtpd_dataparse.o
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) $(COMMON_LIBS) $(LIBS) -lcmocka
+define unit_prog_rule
+$$(BUILD)/tests/$(1)/%: $$(BUILD)/tests/unit/$(1)/%.o $$(LIB_PROG_$(1)) $$(COMMON_LIBS)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(LDFLAGS_ALL) -o $$@ $$(filter %.o %.a,$$^) $$(COMMON_LIBS) $$(LIBS) -lcmocka
+endef
+$(foreach p,$(PROGS),$(eval $(call unit_prog_rule,$(p))))
+# anvil's test also drives smtpd's anvil client against the real table
+$(BUILD)/tests/anvil/test_anvil: $(LIB_PROG_smtpd)
 
-.PHONY: all run test unit integration bench bench-dataparse deps clean fuzz install
+.DEFAULT_GOAL := all
+.PHONY: all run test unit integration bench bench-dataparse deps clean fuzz install format
 all: $(PROG_BINS)
 
 $(BIN):
@@ -67,10 +105,6 @@ $(BIN):
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
-
-$(LIBPOSTINO): $(COMMON_OBJ)
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
 
 # Debian packages needed to build, run and test. Idempotent: apt-get only
 # runs when something is missing.
@@ -121,9 +155,8 @@ bench: deps
 # Micro-benchmark of smtpd's DATA/BDAT content parser (MB/s, asserts nothing)
 bench-dataparse: $(BUILD)/bench/dataparse_bench
 	$(BUILD)/bench/dataparse_bench
-$(BUILD)/bench/dataparse_bench: $(BUILD)/bench/dataparse_bench.o \
-		$(BUILD)/smtpd/smtpd_dataparse.o $(LIBPOSTINO)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) $(LIBPOSTINO) $(LIBS)
+$(BUILD)/bench/dataparse_bench: $(BUILD)/bench/dataparse_bench.o $(LIB_PROG_smtpd) $(COMMON_LIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) $(COMMON_LIBS) $(LIBS)
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the CLI into sbin (and
 # mailq into bin), the daemons into libexec/postino, /etc/postino/main.cf and
@@ -137,7 +170,7 @@ install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(CONFDIR)
 	install -m 755 $(BIN)/postino $(DESTDIR)$(SBINDIR)/postino
 	ln -sf $(SBINDIR)/postino $(DESTDIR)$(PREFIX)/bin/mailq
-	for p in $(PROGS); do install -m 755 $(BIN)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p; done
+	for p in $(DAEMONS); do install -m 755 $(BIN)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p; done
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/main.cf ]; then \
 	  sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|' conf/dist/main.cf > $(DESTDIR)$(CONFDIR)/main.cf; \
 	  echo "install: wrote $(DESTDIR)$(CONFDIR)/main.cf"; fi

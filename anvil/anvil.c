@@ -17,7 +17,7 @@
  *   closed, since the stream cannot be resynchronised).
  * When an smtpd connection closes, the concurrent connections it reported
  * are released: that smtpd is gone, and so are its clients.
- * Rates use a fixed window per client (see common/anvil_rate.h).
+ * Rates use a fixed window per client (see anvil/anvil_rate.h).
  *
  * A reload does not restart anvil (master keeps it unless its master.cf
  * row or a start-up parameter changed): the counters are what the limits
@@ -32,12 +32,12 @@
 #include <unistd.h>
 
 #include "anvil/anvil.h"
-#include "common/alloc.h"
-#include "common/anvil_rate.h"
-#include "common/attr.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/server.h"
+#include "common/util/alloc.h"
+#include "anvil/anvil_rate.h"
+#include "common/util/attr.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
 
 /* A peer with this much unread output is not reading its replies. */
 #define ANVIL_OUTPUT_MAX (1024 * 1024)

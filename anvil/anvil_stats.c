@@ -6,9 +6,9 @@
 #include <time.h>
 
 #include "anvil/anvil.h"
-#include "common/anvil_rate.h"
-#include "common/log.h"
-#include "common/server.h"
+#include "anvil/anvil_rate.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
 
 static struct event *expire_ev, *stats_ev;
 

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/buf.h"
+#include "common/util/buf.h"
 #include "smtpd/smtpd_dataparse.h"
 
 #define TOTAL (32u << 20) /* bytes of content per input shape */

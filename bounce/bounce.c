@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/buf.h"
-#include "common/log.h"
-#include "common/server.h"
+#include "common/util/alloc.h"
+#include "common/util/buf.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
 
 struct bconn {
     struct server *srv;

@@ -3,7 +3,7 @@
 #ifndef POSTINO_BOUNCE_H
 #define POSTINO_BOUNCE_H
 
-#include "common/attr.h"
+#include "common/util/attr.h"
 
 /* Handle one request record from qmgr (proto.h) and fill the reply.
  * Returns 0 to keep the connection, -1 to close it after the reply

@@ -12,13 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/dsn.h"
-#include "common/log.h"
-#include "common/proto.h"
-#include "common/qfile.h"
-#include "common/utf8.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/mail/dsn.h"
+#include "common/util/log.h"
+#include "common/mail/proto.h"
+#include "common/mail/qfile.h"
+#include "common/util/utf8.h"
 
 static const char *const log_what[] = {
     "sender non-delivery notification",

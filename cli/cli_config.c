@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/buf.h"
-#include "common/conf.h"
-#include "common/dict.h"
+#include "common/util/buf.h"
+#include "common/mail/conf.h"
+#include "common/glue/dict.h"
 
 static int param_known(const char *name)
 {

@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/buf.h"
-#include "common/conf.h"
+#include "common/util/buf.h"
+#include "common/mail/conf.h"
 
 static void pid_path(buf_t *out)
 {

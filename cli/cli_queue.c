@@ -12,13 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/attr.h"
-#include "common/buf.h"
-#include "common/conf.h"
-#include "common/dsn.h"
-#include "common/ipc.h"
-#include "common/proto.h"
-#include "common/qfile.h"
+#include "common/util/attr.h"
+#include "common/util/buf.h"
+#include "common/mail/conf.h"
+#include "common/mail/dsn.h"
+#include "common/util/ipc.h"
+#include "common/mail/proto.h"
+#include "common/mail/qfile.h"
 
 #define CONTROL_TIMEOUT_MS 60000
 

@@ -9,10 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/buf.h"
-#include "common/conf.h"
-#include "common/dsn.h"
-#include "common/qfile.h"
+#include "common/util/buf.h"
+#include "common/mail/conf.h"
+#include "common/mail/dsn.h"
+#include "common/mail/qfile.h"
 
 static void show_time(const char *label, long long t)
 {

@@ -12,10 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/buf.h"
-#include "common/conf.h"
-#include "common/log.h"
+#include "common/util/alloc.h"
+#include "common/util/buf.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
 
 struct command {
     const char *name;

@@ -22,12 +22,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/attr.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/proto.h"
-#include "common/server.h"
+#include "common/util/alloc.h"
+#include "common/util/attr.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/mail/proto.h"
+#include "common/mail/server.h"
 
 struct dl_state dl;
 

@@ -15,11 +15,11 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#include "common/buf.h"
-#include "common/dns.h"
-#include "common/qfile.h"
-#include "common/smtp_reply.h"
-#include "common/tls.h"
+#include "common/util/buf.h"
+#include "common/glue/dns.h"
+#include "common/mail/qfile.h"
+#include "delivery/delivery_reply.h"
+#include "common/glue/tls.h"
 
 struct server;
 struct bufferevent;

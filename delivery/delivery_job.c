@@ -9,10 +9,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/server.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
 
 double dl_now(void)
 {

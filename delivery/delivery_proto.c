@@ -23,11 +23,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/addr.h"
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/dotstuff.h"
-#include "common/log.h"
+#include "common/mail/addr.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "delivery/delivery_dotstuff.h"
+#include "common/util/log.h"
 
 #define BODY_CHUNK 65536
 #define BODY_HIGH (4 * BODY_CHUNK)

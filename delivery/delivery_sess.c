@@ -13,11 +13,11 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/ipc.h"
-#include "common/log.h"
-#include "common/server.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/ipc.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
 
 const struct sess_phase sess_phase[X_COUNT] = {
     [X_GREET] = { "smtp_helo_timeout", "receiving the initial server greeting", "CONNECT",

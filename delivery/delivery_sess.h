@@ -4,7 +4,7 @@
 #ifndef POSTINO_DELIVERY_SESS_H
 #define POSTINO_DELIVERY_SESS_H
 
-#include "common/dotstuff.h"
+#include "delivery/delivery_dotstuff.h"
 #include "delivery/delivery.h"
 
 /* What a reply we wait for answers; indexes sess_phase[]. */

@@ -27,10 +27,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/server.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
 
 void dl_tls_init(void)
 {

@@ -10,8 +10,8 @@
 #              addr_split, addr_domain_valid, xtext decode/encode round trip
 #   attr       attr_decode over consecutive records; encode/decode round trip
 #   conf       main.cf via conf_load_text, conf_parse_time/bool, master.cf
-#   reply      the SMTP client's reply parser (common/smtp_reply.c), fed in chunks
-#   smtpd_cmd  smtpd's command parser, common/smtp_cmd.c: line checks, verb
+#   reply      the SMTP client's reply parser (delivery/delivery_reply.c), fed in chunks
+#   smtpd_cmd  smtpd's command parser, smtpd/smtpd_cmdparse.c: line checks, verb
 #              split, MAIL FROM / RCPT TO with their ESMTP parameters (SIZE,
 #              BODY, RET, ENVID, AUTH, SMTPUTF8, NOTIFY, ORCPT) and the error
 #              replies; accepted addresses are strict UTF-8, ASCII without SMTPUTF8
@@ -48,15 +48,12 @@ FUZZ_LDFLAGS  := $(FUZZ_SAN) -fsanitize=fuzzer
 FUZZ_RUNFLAGS := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 FUZZ_COMMON_OBJ := $(COMMON_SRC:%.c=$(FUZZ_DIR)/%.o)
-FUZZ_LIB := $(FUZZ_DIR)/libpostino_fuzz.a
+FUZZ_LIB := $(FUZZ_DIR)/libcommon_fuzz.a
 
 .PHONY: fuzz fuzz-smoke fuzz-build $(FUZZ_NAMES:%=fuzz-%)
 
-$(FUZZ_DIR)/common/%.o: common/%.c
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_LIBFLAGS) -c -o $@ $<
-
-$(FUZZ_DIR)/smtpd/%.o: smtpd/%.c
+# common/ and the programs' parts (the fuzz/ rule below is more specific)
+$(FUZZ_DIR)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_LIBFLAGS) -c -o $@ $<
 
@@ -73,8 +70,12 @@ $(FUZZ_BIN)/fuzz_%: $(FUZZ_DIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 
 .SECONDARY: $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz/fuzz_%.o)
 
-# Harnesses of a daemon's own module link that module too.
+# Harnesses of a program's own part link that part too.
 $(FUZZ_BIN)/fuzz_smtpd_data: $(FUZZ_DIR)/smtpd/smtpd_dataparse.o
+$(FUZZ_BIN)/fuzz_smtpd_cmd: $(FUZZ_DIR)/smtpd/smtpd_cmdparse.o
+$(FUZZ_BIN)/fuzz_reply: $(FUZZ_DIR)/delivery/delivery_reply.o
+$(FUZZ_BIN)/fuzz_dotstuff: $(FUZZ_DIR)/delivery/delivery_dotstuff.o
+$(FUZZ_BIN)/fuzz_mime7: $(FUZZ_DIR)/delivery/delivery_mime7.o $(FUZZ_DIR)/delivery/delivery_qp.o
 
 fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_BIN)/fuzz_%)
 

@@ -1,4 +1,4 @@
-/* fuzz_dotstuff.c - libFuzzer harness for common/dotstuff.c, the encoder
+/* fuzz_dotstuff.c - libFuzzer harness for delivery/delivery_dotstuff.c, the encoder
  * the delivery agent runs over message content a client sent us. The
  * input (byte 0 picks the chunk sizes) is encoded whole and in chunks: the
  * outputs must be identical, fit the advertised bounds, use CRLF only,
@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/buf.h"
-#include "common/dotstuff.h"
+#include "common/util/buf.h"
+#include "delivery/delivery_dotstuff.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,9 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
-#include "common/qfile.h"
+#include "common/util/alloc.h"
+#include "common/util/log.h"
+#include "common/mail/qfile.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -1,4 +1,4 @@
-/* fuzz_reply.c - libFuzzer harness for common/smtp_reply.c, the parser the
+/* fuzz_reply.c - libFuzzer harness for delivery/delivery_reply.c, the parser the
  * delivery agent runs over whatever a remote (possibly hostile) SMTP
  * server sends. The input is parsed twice, all at once and one byte at a
  * time: the replies and the final verdict must be the same, because TCP
@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
-#include "common/smtp_reply.h"
+#include "common/util/alloc.h"
+#include "common/util/log.h"
+#include "delivery/delivery_reply.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

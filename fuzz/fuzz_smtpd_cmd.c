@@ -1,5 +1,5 @@
 /* fuzz_smtpd_cmd.c - libFuzzer harness for smtpd's command parser,
- * common/smtp_cmd.c: the very functions smtpd runs on every command line
+ * smtpd/smtpd_cmdparse.c: the very functions smtpd runs on every command line
  * (line checks and verb split, MAIL FROM and RCPT TO with their ESMTP
  * parameters), without a session. Each input line is one command; a tiny
  * MAIL/RCPT/RSET state machine lets RCPT lines reach the parameter code.
@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/addr.h"
-#include "common/alloc.h"
-#include "common/log.h"
-#include "common/qfile.h"
-#include "common/smtp_cmd.h"
-#include "common/utf8.h"
+#include "common/mail/addr.h"
+#include "common/util/alloc.h"
+#include "common/util/log.h"
+#include "common/mail/qfile.h"
+#include "smtpd/smtpd_cmdparse.h"
+#include "common/util/utf8.h"
 
 #define LINE_LIMIT 2048    /* smtpd_command_line_limit default */
 #define SIZE_LIMIT 10240000

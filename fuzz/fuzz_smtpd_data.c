@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/buf.h"
-#include "common/log.h"
+#include "common/util/buf.h"
+#include "common/util/log.h"
 #include "smtpd/smtpd_dataparse.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

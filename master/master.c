@@ -24,9 +24,9 @@
 
 #include <event2/event.h>
 
-#include "common/alloc.h"
-#include "common/buf.h"
-#include "common/log.h"
+#include "common/util/alloc.h"
+#include "common/util/buf.h"
+#include "common/util/log.h"
 
 struct master M = { .pid_fd = -1, .report_fd = -1, .log_is_stderr = 1, .log_fd = -1 };
 

@@ -10,7 +10,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "common/conf.h"
+#include "common/mail/conf.h"
 
 #define MASTER_VERSION "0.1"
 /* maxproc per service is capped so a default_process_limit of 100 does not

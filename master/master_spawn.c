@@ -18,9 +18,9 @@
 
 #include <event2/event.h>
 
-#include "common/alloc.h"
-#include "common/buf.h"
-#include "common/log.h"
+#include "common/util/alloc.h"
+#include "common/util/buf.h"
+#include "common/util/log.h"
 
 static double since(const struct timespec *t)
 {

@@ -17,9 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/buf.h"
-#include "common/log.h"
+#include "common/util/alloc.h"
+#include "common/util/buf.h"
+#include "common/util/log.h"
 
 /* Which directories, their mode, and whether mail_owner owns them. */
 static const struct spool_dir {

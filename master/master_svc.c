@@ -14,10 +14,10 @@
 
 #include <event2/event.h>
 
-#include "common/alloc.h"
-#include "common/buf.h"
-#include "common/ipc.h"
-#include "common/log.h"
+#include "common/util/alloc.h"
+#include "common/util/buf.h"
+#include "common/util/ipc.h"
+#include "common/util/log.h"
 
 static char **strv_dup(char *const *v)
 {

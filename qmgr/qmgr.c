@@ -14,10 +14,10 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/proto.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/mail/proto.h"
 
 struct qmgr qmgr_g;
 

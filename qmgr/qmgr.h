@@ -12,11 +12,11 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <sys/types.h>
-#include "common/attr.h"
-#include "common/buf.h"
-#include "common/qfile.h"
-#include "common/qindex.h"
-#include "common/server.h"
+#include "common/util/attr.h"
+#include "common/util/buf.h"
+#include "common/mail/qfile.h"
+#include "qmgr/qmgr_qindex.h"
+#include "common/mail/server.h"
 
 /* Recipient state within the current round. */
 enum qrr {

@@ -12,10 +12,10 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "common/alloc.h"
-#include "common/ipc.h"
-#include "common/log.h"
-#include "common/proto.h"
+#include "common/util/alloc.h"
+#include "common/util/ipc.h"
+#include "common/util/log.h"
+#include "common/mail/proto.h"
 
 /* How long a request may wait for the bounce daemon to come up. */
 #define BOUNCE_CONNECT_PATIENCE 30

@@ -15,10 +15,10 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "common/alloc.h"
-#include "common/ipc.h"
-#include "common/log.h"
-#include "common/proto.h"
+#include "common/util/alloc.h"
+#include "common/util/ipc.h"
+#include "common/util/log.h"
+#include "common/mail/proto.h"
 
 struct aconn {
     struct bufferevent *bev;

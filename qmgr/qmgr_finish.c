@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/route.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "qmgr/qmgr_route.h"
 
 static const int kind_notify[] = {
     [QK_BOUNCE] = NOTIFY_FAILURE, [QK_DELAY] = NOTIFY_DELAY, [QK_SUCCESS] = NOTIFY_SUCCESS,

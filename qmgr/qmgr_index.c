@@ -11,10 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/route.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "qmgr/qmgr_route.h"
 
 /* Incomplete files older than this were abandoned by a dead smtpd. */
 #define STALE_INCOMPLETE 3600
@@ -279,8 +279,17 @@ void index_new_mail(const char *id)
     struct qenv env;
     buf_t err = BUF_INIT;
 
+    struct qidx_rec known;
+
+    /* Already known: the start-up scan or the rescan found the file before
+     * smtpd's notice arrived. It is in memory or indexed with its retry
+     * time; taking it for new would try a deferred message again at once. */
     if (msg_find(id))
         return;
+    if (qindex_get(qmgr_g.qi, id, &known) == 1) {
+        qidx_rec_free(&known);
+        return;
+    }
     if (msg_room()) {
         msg_activate(id, 0, 0);
         return;

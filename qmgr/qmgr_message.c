@@ -6,8 +6,8 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "common/alloc.h"
-#include "common/log.h"
+#include "common/util/alloc.h"
+#include "common/util/log.h"
 
 #define MSG_HASH_SIZE 4096
 

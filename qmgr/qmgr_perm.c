@@ -23,10 +23,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/ipc.h"
-#include "common/log.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/ipc.h"
+#include "common/util/log.h"
 
 #define PERM_MAX_GROUPS 1024
 

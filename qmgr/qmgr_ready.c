@@ -17,7 +17,7 @@
 
 #include <stdlib.h>
 
-#include "common/alloc.h"
+#include "common/util/alloc.h"
 
 static struct qdest **heap;
 static size_t heap_n, heap_cap;

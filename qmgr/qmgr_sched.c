@@ -9,9 +9,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
 
 #define DEST_HASH_SIZE 4096
 

@@ -17,11 +17,11 @@
 
 #include <event2/event.h>
 
-#include "common/conf.h"
-#include "common/dns.h"
-#include "common/workq.h"
-#include "common/log.h"
-#include "common/server.h"
+#include "common/mail/conf.h"
+#include "common/glue/dns.h"
+#include "common/util/workq.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
 
 static struct smtpd smtpd_state;
 

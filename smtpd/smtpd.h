@@ -6,7 +6,7 @@
  *   smtpd.c          main, accept, session list and limits
  *   smtpd_session.c  per-connection I/O, pipelined command loop, replies
  *   smtpd_cmd.c      the command table and HELO..HELP handlers (the
- *                    syntax itself is parsed by common/smtp_cmd.c)
+ *                    syntax itself is parsed by smtpd/smtpd_cmdparse.c)
  *   smtpd_data.c     DATA and BDAT content into the queue file, the commit
  *   smtpd_dataparse.c the content parser (end of data, dots, bare CR/LF,
  *                    NUL, header scan): bytes in, content and verdicts out
@@ -29,8 +29,8 @@
 
 #include <stddef.h>
 
-#include "common/buf.h"
-#include "common/qfile.h"
+#include "common/util/buf.h"
+#include "common/mail/qfile.h"
 
 struct server;
 struct bufferevent;
@@ -173,13 +173,13 @@ void smtpd_process_input(struct smtpd_session *s);
 
 /* smtpd_cmd.c */
 typedef void (*smtpd_cmd_fn)(struct smtpd_session *s, char *arg);
-/* Handlers indexed by enum smtp_verb (common/smtp_cmd.h). */
+/* Handlers indexed by enum smtp_verb (smtpd/smtpd_cmdparse.h). */
 extern const smtpd_cmd_fn smtpd_cmd_table[];
 /* enum smtp_verb of a verb, or -1 when the verb is unknown. */
 int smtpd_cmd_lookup(const char *verb);
 /* Run one command line of len bytes (CR/LF removed, line[len] == 0) as
  * if it came from the client: the length and control-byte checks, the
- * verb split (common/smtp_cmd.c), then the handler. */
+ * verb split (smtpd/smtpd_cmdparse.c), then the handler. */
 void smtpd_cmd_dispatch(struct smtpd_session *s, char *line, size_t len);
 /* "NOQUEUE: reject: STAGE from client: reply; from=<> to=<> proto= helo=<>" */
 void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *reply,

@@ -14,11 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/sasl.h"
-#include "common/server.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/glue/sasl.h"
+#include "common/mail/server.h"
 
 #define SASL_THREADS 2
 

@@ -22,9 +22,9 @@
 #include <event2/buffer.h>
 #include <limits.h>
 
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/smtp_cmd.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "smtpd/smtpd_cmdparse.h"
 
 enum { BDAT_NONE, BDAT_STORING, BDAT_FAILED };
 

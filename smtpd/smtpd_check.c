@@ -12,12 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/addr.h"
-#include "common/alloc.h"
-#include "common/cidr.h"
-#include "common/conf.h"
-#include "common/dict.h"
-#include "common/log.h"
+#include "common/mail/addr.h"
+#include "common/util/alloc.h"
+#include "common/mail/cidr.h"
+#include "common/mail/conf.h"
+#include "common/glue/dict.h"
+#include "common/util/log.h"
 
 #define TABLES_MAX 32
 

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/smtp_cmd.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "smtpd/smtpd_cmdparse.h"
 
 static void cmd_helo(struct smtpd_session *s, char *arg);
 static void cmd_ehlo(struct smtpd_session *s, char *arg);

@@ -14,12 +14,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/alloc.h"
-#include "common/workq.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/server.h"
-#include "common/smtp_cmd.h"
+#include "common/util/alloc.h"
+#include "common/util/workq.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
+#include "smtpd/smtpd_cmdparse.h"
 #include "smtpd/smtpd_dataparse.h"
 
 struct smtpd_data {

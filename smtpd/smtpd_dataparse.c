@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
+#include "common/util/alloc.h"
 
 #define FLUSH_AT 65536
 

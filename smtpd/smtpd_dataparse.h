@@ -20,7 +20,7 @@
 
 #include <stddef.h>
 
-#include "common/buf.h"
+#include "common/util/buf.h"
 
 enum dataparse_bare { DP_BARE_NORMALIZE, DP_BARE_REJECT, DP_BARE_KEEP };
 

@@ -11,10 +11,10 @@
 
 #include <stdlib.h>
 
-#include "common/anvil_client.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/server.h"
+#include "smtpd/smtpd_anvil.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
 
 static const struct {
     enum anvil_event anvil_ev;

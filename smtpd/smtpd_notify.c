@@ -17,10 +17,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "common/attr.h"
-#include "common/log.h"
-#include "common/proto.h"
-#include "common/server.h"
+#include "common/util/attr.h"
+#include "common/util/log.h"
+#include "common/mail/proto.h"
+#include "common/mail/server.h"
 
 #define BACKLOG_MAX (1024 * 1024)
 #define RETRY_MIN 1

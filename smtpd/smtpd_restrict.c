@@ -17,10 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/dns.h"
-#include "common/log.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/glue/dns.h"
+#include "common/util/log.h"
 
 struct relem {
     const struct smtpd_rule *rule;   /* NULL: warn_if_reject */

@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/addr.h"
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/dict.h"
-#include "common/dns.h"
-#include "common/log.h"
+#include "common/mail/addr.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/glue/dict.h"
+#include "common/glue/dns.h"
+#include "common/util/log.h"
 
 static const char *const obj_label[] = {
     [OBJ_CLIENT] = "Client host rejected",

@@ -25,12 +25,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/ipc.h"
-#include "common/log.h"
-#include "common/server.h"
-#include "common/smtp_cmd.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/ipc.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
+#include "smtpd/smtpd_cmdparse.h"
 
 #define OUTPUT_PAUSE 65536          /* stop reading commands above this */
 #define INPUT_HIGH (256 * 1024)     /* libevent stops reading above this */

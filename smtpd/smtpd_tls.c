@@ -31,11 +31,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/alloc.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/server.h"
-#include "common/tls.h"
+#include "common/util/alloc.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
+#include "common/glue/tls.h"
 
 enum { LEVEL_NONE, LEVEL_MAY, LEVEL_ENCRYPT };
 

@@ -71,7 +71,7 @@ def wait_until(pred, timeout=10.0, interval=0.1, what="condition"):
 
 def ensure_mail_owner():
     """Daemons drop to mail_owner when started as root; create it if needed.
-    Returns None when fine, else a reason to skip."""
+    Returns None when fine, else why the suite cannot run."""
     try:
         pwd.getpwnam(MAIL_OWNER)
         return None

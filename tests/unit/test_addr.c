@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/addr.h"
+#include "common/mail/addr.h"
 
 struct path_case {
     const char *arg;

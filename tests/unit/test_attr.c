@@ -14,7 +14,7 @@
 
 #include <event2/buffer.h>
 
-#include "common/attr.h"
+#include "common/util/attr.h"
 
 static void test_round_trip_escapes(void **state)
 {

@@ -9,9 +9,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "common/buf.h"
-#include "common/cidr.h"
-#include "common/conf.h"
+#include "common/util/buf.h"
+#include "common/mail/cidr.h"
+#include "common/mail/conf.h"
 
 static int in(const char *net, const char *addr)
 {

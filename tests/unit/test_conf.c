@@ -13,8 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/conf.h"
-#include "common/log.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
 
 static char tmpdir[] = "/tmp/postino-test-conf-XXXXXX";
 

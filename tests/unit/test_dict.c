@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/buf.h"
-#include "common/dict.h"
+#include "common/util/buf.h"
+#include "common/glue/dict.h"
 
 static char dir[64];
 

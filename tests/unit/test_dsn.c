@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/alloc.h"
-#include "common/buf.h"
-#include "common/dsn.h"
-#include "common/qfile.h"
+#include "common/util/alloc.h"
+#include "common/util/buf.h"
+#include "common/mail/dsn.h"
+#include "common/mail/qfile.h"
 
 static const char content[] =
     "Received: from x by y\r\n"

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/ipc.h"
+#include "common/util/ipc.h"
 
 static void test_split(void **state)
 {

@@ -17,8 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/buf.h"
-#include "common/qfile.h"
+#include "common/util/buf.h"
+#include "common/mail/qfile.h"
 
 static char spool[64];
 

@@ -21,10 +21,10 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "common/buf.h"
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/sasl.h"
+#include "common/util/buf.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/glue/sasl.h"
 
 #define REALM "example.test"
 #define USER "alice"

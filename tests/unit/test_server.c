@@ -20,9 +20,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/server.h"
+#include "common/mail/conf.h"
+#include "common/util/log.h"
+#include "common/mail/server.h"
 
 static char tmpdir[] = "/tmp/postino-test-server-XXXXXX";
 static int wakeups;

@@ -20,10 +20,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "common/buf.h"
-#include "common/conf.h"
-#include "common/dict.h"
-#include "common/tls.h"
+#include "common/util/buf.h"
+#include "common/mail/conf.h"
+#include "common/glue/dict.h"
+#include "common/glue/tls.h"
 
 static char dir[64];
 static char path_ca[128], path_crt[128], path_key[128], path_chain[128], path_self[128], path_other[128];

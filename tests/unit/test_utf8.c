@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-#include "common/utf8.h"
+#include "common/util/utf8.h"
 
 struct dec_case {
     const char *s;

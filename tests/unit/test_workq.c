@@ -12,7 +12,7 @@
 
 #include <event2/event.h>
 
-#include "common/workq.h"
+#include "common/util/workq.h"
 
 static pthread_t loop_thread;
 static atomic_int ran, concurrent, max_concurrent;

@@ -1,0 +1,22 @@
+/* dict.h - lookup tables in Berkeley DB (hash:), built from text like postmap.
+ *
+ * A table is named "hash:/path/name"; the data lives in "/path/name.db".
+ * Text source: "key value..." per line, '#' comments, blank lines skipped,
+ * key lower-cased, value the rest of the line trimmed. Lookups are exact
+ * (case-insensitive on the key); callers try domain/parent variants. */
+#ifndef POSTINO_DICT_H
+#define POSTINO_DICT_H
+
+#include "common/util/buf.h"
+
+struct dict;
+/* Open read-only. NULL with err. Type must be "hash". */
+struct dict *dict_open(const char *spec, buf_t *err);
+/* 1 found (value set), 0 not found, -1 error. */
+int dict_lookup(struct dict *d, const char *key, buf_t *value);
+void dict_close(struct dict *d);
+/* Build <path>.db from the text file <path> (spec "hash:/path" or plain
+ * path), atomically (temp file + rename). 0 or -1 with err naming line. */
+int dict_build(const char *spec, buf_t *err);
+
+#endif

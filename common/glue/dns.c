@@ -1,0 +1,462 @@
+/* dns.c - c-ares on a libevent loop: MX with A/AAAA fallback, host lookups.
+ *
+ * c-ares tells us which sockets it wants watched (ARES_OPT_SOCK_STATE_CB);
+ * we mirror that with libevent events and drive retransmissions with one
+ * timer set from ares_timeout(). Results are always delivered from a
+ * fresh loop iteration so callers never see re-entrant callbacks. */
+#include "common/glue/dns.h"
+
+#include <ares.h>
+#include <arpa/nameser.h>
+#include <event2/event.h>
+#include <idn2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/util/alloc.h"
+#include "common/util/log.h"
+
+#define DNS_TIMEOUT_MS 3000
+#define DNS_TRIES 2
+
+struct dns_sock {
+    int fd;
+    struct event *ev;
+    struct dns_sock *next;
+};
+
+struct dns_ctx {
+    struct event_base *base;
+    ares_channel ch;
+    struct dns_sock *socks;
+    struct event *timer;
+    int queries;     /* c-ares queries in flight */
+    int requests;    /* dns_resolve_* requests not yet delivered */
+    int destroying;
+};
+
+struct dns_req {
+    struct dns_ctx *ctx;
+    dns_cb_t cb;
+    void *arg;
+    char *name;
+    struct dns_result *res;
+    size_t waiting;        /* address lookups outstanding */
+    int any_temp;          /* some address lookup failed temporarily */
+    char *failed_host;     /* first host whose addresses failed */
+};
+
+struct dns_hreq {          /* one address lookup for res->hosts[idx] */
+    struct dns_req *req;
+    size_t idx;
+};
+
+static void dns_rearm(struct dns_ctx *ctx)
+{
+    struct timeval maxtv = { 1, 0 }, tv, *tvp;
+    if (ctx->queries <= 0) {
+        evtimer_del(ctx->timer);
+        return;
+    }
+    tvp = ares_timeout(ctx->ch, &maxtv, &tv);
+    evtimer_add(ctx->timer, tvp);
+}
+
+static void dns_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct dns_ctx *ctx = arg;
+    ares_process_fd(ctx->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    dns_rearm(ctx);
+}
+
+static void dns_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct dns_ctx *ctx = arg;
+    ares_process_fd(ctx->ch, (what & EV_READ) ? fd : ARES_SOCKET_BAD,
+                    (what & EV_WRITE) ? fd : ARES_SOCKET_BAD);
+    dns_rearm(ctx);
+}
+
+/* c-ares: start/stop watching a socket. */
+static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writable)
+{
+    struct dns_ctx *ctx = data;
+    struct dns_sock **pp, *s;
+    short what = (short)((readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
+
+    for (pp = &ctx->socks; (s = *pp) != NULL; pp = &s->next)
+        if (s->fd == fd)
+            break;
+    if (s) {
+        event_free(s->ev);
+        s->ev = NULL;
+        if (!what) {
+            *pp = s->next;
+            free(s);
+            return;
+        }
+    } else {
+        if (!what)
+            return;
+        s = xcalloc(1, sizeof(*s));
+        s->fd = fd;
+        s->next = ctx->socks;
+        ctx->socks = s;
+    }
+    s->ev = event_new(ctx->base, fd, what | EV_PERSIST, dns_io_cb, ctx);
+    event_add(s->ev, NULL);
+}
+
+struct dns_ctx *dns_new(struct event_base *base, const char *servers, buf_t *err)
+{
+    static int lib_done;
+    struct ares_options o;
+    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES, rc;
+    struct dns_ctx *ctx = xcalloc(1, sizeof(*ctx));
+    char lookups[] = "b";
+
+    if (!lib_done && (rc = ares_library_init(ARES_LIB_INIT_ALL)) != ARES_SUCCESS) {
+        buf_printf(err, "c-ares init: %s", ares_strerror(rc));
+        free(ctx);
+        return NULL;
+    }
+    lib_done = 1;
+    memset(&o, 0, sizeof(o));
+    o.sock_state_cb = dns_sock_state;
+    o.sock_state_cb_data = ctx;
+    o.timeout = DNS_TIMEOUT_MS;
+    o.tries = DNS_TRIES;
+    if (servers && *servers) {
+        /* Explicit servers (tests, split horizon): DNS only, no hosts file. */
+        o.lookups = lookups;
+        mask |= ARES_OPT_LOOKUPS;
+    }
+    ctx->base = base;
+    if ((rc = ares_init_options(&ctx->ch, &o, mask)) != ARES_SUCCESS) {
+        buf_printf(err, "c-ares init: %s", ares_strerror(rc));
+        free(ctx);
+        return NULL;
+    }
+    if (servers && *servers && (rc = ares_set_servers_ports_csv(ctx->ch, servers)) != ARES_SUCCESS) {
+        buf_printf(err, "dns_servers = %s: %s (use ip or ip:port, comma separated)", servers,
+                   ares_strerror(rc));
+        ares_destroy(ctx->ch);
+        free(ctx);
+        return NULL;
+    }
+    ctx->timer = evtimer_new(base, dns_timer_cb, ctx);
+    srandom((unsigned)(time(NULL) ^ getpid()));
+    return ctx;
+}
+
+void dns_free(struct dns_ctx *ctx)
+{
+    struct dns_sock *s;
+    if (!ctx)
+        return;
+    ctx->destroying = 1;
+    ares_destroy(ctx->ch);
+    while ((s = ctx->socks) != NULL) {
+        ctx->socks = s->next;
+        if (s->ev)
+            event_free(s->ev);
+        free(s);
+    }
+    event_free(ctx->timer);
+    free(ctx);
+}
+
+int dns_pending(const struct dns_ctx *ctx)
+{
+    return ctx->requests;
+}
+
+void dns_result_free(struct dns_result *res)
+{
+    size_t i;
+    if (!res)
+        return;
+    for (i = 0; i < res->nhosts; i++) {
+        free(res->hosts[i].name);
+        free(res->hosts[i].addr);
+        free(res->hosts[i].addrlen);
+    }
+    free(res->hosts);
+    buf_free(&res->errtext);
+    free(res);
+}
+
+static struct dns_req *req_new(struct dns_ctx *ctx, const char *name, dns_cb_t cb, void *arg)
+{
+    struct dns_req *req = xcalloc(1, sizeof(*req));
+    req->ctx = ctx;
+    req->cb = cb;
+    req->arg = arg;
+    req->name = xstrdup(name);
+    req->res = xcalloc(1, sizeof(*req->res));
+    buf_init(&req->res->errtext, 128);
+    ctx->requests++;
+    return req;
+}
+
+static void req_free(struct dns_req *req)
+{
+    free(req->name);
+    free(req->failed_host);
+    dns_result_free(req->res);
+    free(req);
+}
+
+static void req_deliver_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct dns_req *req = arg;
+    struct dns_result *res = req->res;
+    req->res = NULL;
+    req->ctx->requests--;
+    req->cb(res, req->arg);
+    req_free(req);
+}
+
+/* Hand the result to the caller from a fresh loop iteration. */
+static void req_finish(struct dns_req *req)
+{
+    struct timeval zero = { 0, 0 };
+    if (req->ctx->destroying) {
+        req->ctx->requests--;
+        req_free(req);
+        return;
+    }
+    if (event_base_once(req->ctx->base, -1, EV_TIMEOUT, req_deliver_cb, req, &zero) < 0)
+        log_panic("dns: cannot schedule a result callback");
+}
+
+static void req_fail(struct dns_req *req, int status, const char *name, const char *type)
+{
+    req->res->status = status;
+    buf_reset(&req->res->errtext);
+    buf_printf(&req->res->errtext,
+               "Host or domain name not found. Name service error for name=%s type=%s: %s", name,
+               type, status == DNS_TEMPFAIL ? "Host not found, try again" : "Host not found");
+    req_finish(req);
+}
+
+static int ares_status_kind(int status)
+{
+    return (status == ARES_ENOTFOUND || status == ARES_ENODATA) ? DNS_NOTFOUND : DNS_TEMPFAIL;
+}
+
+/* All address lookups are done: keep hosts with addresses. */
+static void req_addrs_done(struct dns_req *req)
+{
+    struct dns_result *res = req->res;
+    size_t i, n = 0;
+    for (i = 0; i < res->nhosts; i++) {
+        if (res->hosts[i].naddr == 0) {
+            free(res->hosts[i].name);
+            free(res->hosts[i].addr);
+            free(res->hosts[i].addrlen);
+            continue;
+        }
+        res->hosts[n++] = res->hosts[i];
+    }
+    res->nhosts = n;
+    if (n == 0) {
+        req_fail(req, req->any_temp ? DNS_TEMPFAIL : DNS_NOTFOUND,
+                 req->failed_host ? req->failed_host : req->name, "A");
+        return;
+    }
+    res->status = DNS_OK;
+    req_finish(req);
+}
+
+static void addr_cb(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
+{
+    struct dns_hreq *h = arg;
+    struct dns_req *req = h->req;
+    struct dns_host *host = &req->res->hosts[h->idx];
+    struct ares_addrinfo_node *n;
+    size_t cap = 0;
+
+    req->ctx->queries--;
+    free(h);
+    if (status == ARES_SUCCESS && ai) {
+        for (n = ai->nodes; n; n = n->ai_next) {
+            if ((n->ai_family != AF_INET && n->ai_family != AF_INET6) ||
+                n->ai_addrlen > sizeof(struct sockaddr_storage))
+                continue;
+            host->addr = xgrow(host->addr, &cap, host->naddr + 1, sizeof(*host->addr));
+            host->addrlen = xrealloc(host->addrlen, cap * sizeof(*host->addrlen));
+            memset(&host->addr[host->naddr], 0, sizeof(*host->addr));
+            memcpy(&host->addr[host->naddr], n->ai_addr, n->ai_addrlen);
+            host->addrlen[host->naddr++] = n->ai_addrlen;
+        }
+    } else {
+        if (ares_status_kind(status) == DNS_TEMPFAIL)
+            req->any_temp = 1;
+        if (!req->failed_host)
+            req->failed_host = xstrdup(host->name);
+    }
+    if (ai)
+        ares_freeaddrinfo(ai);
+    if (--req->waiting == 0)
+        req_addrs_done(req);
+}
+
+/* Look up A and AAAA for every host in req->res. */
+static void req_lookup_addrs(struct dns_req *req)
+{
+    struct ares_addrinfo_hints hints;
+    size_t i, n = req->res->nhosts;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    req->waiting = n + 1; /* +1: callbacks may run inside ares_getaddrinfo */
+    for (i = 0; i < n; i++) {
+        struct dns_hreq *h = xmalloc(sizeof(*h));
+        h->req = req;
+        h->idx = i;
+        req->ctx->queries++;
+        ares_getaddrinfo(req->ctx->ch, req->res->hosts[i].name, NULL, &hints, addr_cb, h);
+    }
+    if (--req->waiting == 0)
+        req_addrs_done(req);
+    else
+        dns_rearm(req->ctx);
+}
+
+static void req_single_host(struct dns_req *req)
+{
+    req->res->hosts = xcalloc(1, sizeof(*req->res->hosts));
+    req->res->hosts[0].name = xstrdup(req->name);
+    req->res->nhosts = 1;
+    req_lookup_addrs(req);
+}
+
+static int mx_cmp(const void *a, const void *b)
+{
+    const struct dns_host *x = a, *y = b;
+    return x->pref - y->pref;
+}
+
+/* Sort by preference, then shuffle each run of equal preference. */
+static void mx_order(struct dns_host *h, size_t n)
+{
+    size_t i, j, k;
+    qsort(h, n, sizeof(*h), mx_cmp);
+    for (i = 0; i < n; i = j) {
+        for (j = i + 1; j < n && h[j].pref == h[i].pref; j++)
+            ;
+        for (k = j - 1; k > i; k--) {
+            size_t r = i + (size_t)random() % (k - i + 1);
+            struct dns_host t = h[k];
+            h[k] = h[r];
+            h[r] = t;
+        }
+    }
+}
+
+/* Parsed MX records -> hosts; returns 1 for a null MX (RFC 7505). */
+static int mx_hosts(struct dns_req *req, struct ares_mx_reply *mx)
+{
+    struct ares_mx_reply *m;
+    size_t n = 0, cap = 0;
+    struct dns_result *res = req->res;
+
+    if (mx && !mx->next && (mx->host[0] == '\0' || strcmp(mx->host, ".") == 0))
+        return 1;
+    for (m = mx; m; m = m->next) {
+        if (m->host[0] == '\0' || strcmp(m->host, ".") == 0)
+            continue;
+        res->hosts = xgrow(res->hosts, &cap, n + 1, sizeof(*res->hosts));
+        memset(&res->hosts[n], 0, sizeof(res->hosts[n]));
+        res->hosts[n].name = xstrdup(m->host);
+        res->hosts[n].pref = m->priority;
+        n++;
+    }
+    res->nhosts = n;
+    mx_order(res->hosts, n);
+    return 0;
+}
+
+static void mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    struct dns_req *req = arg;
+    struct ares_mx_reply *mx = NULL;
+
+    req->ctx->queries--;
+    if (status == ARES_SUCCESS)
+        status = ares_parse_mx_reply(abuf, alen, &mx);
+    if (status == ARES_ENODATA) {
+        req_single_host(req);  /* no MX: the domain's own addresses */
+        return;
+    }
+    if (status != ARES_SUCCESS) {
+        req_fail(req, status == ARES_ENOTFOUND ? DNS_NOTFOUND : DNS_TEMPFAIL, req->name, "MX");
+        return;
+    }
+    if (mx_hosts(req, mx)) {
+        ares_free_data(mx);
+        req->res->status = DNS_NULLMX;
+        buf_printf(&req->res->errtext, "Domain %s does not accept mail (nullMX)", req->name);
+        req_finish(req);
+        return;
+    }
+    ares_free_data(mx);
+    if (req->res->nhosts == 0) {
+        req_single_host(req);
+        return;
+    }
+    req_lookup_addrs(req);
+}
+
+/* A domain with UTF-8 labels (from an SMTPUTF8 address) is looked up in
+ * its A-label form (IDNA2008, RFC 5891: "xn--..."). One that cannot be
+ * converted does not exist in the DNS: a permanent failure. Returns the
+ * request with the name to query in req->name, or NULL when it failed
+ * (the callback then runs with the error). */
+static struct dns_req *req_for_name(struct dns_ctx *ctx, const char *name, const char *type,
+                                    dns_cb_t cb, void *arg)
+{
+    const unsigned char *p;
+    char *alabel = NULL;
+    int rc;
+
+    for (p = (const unsigned char *)name; *p && *p < 0x80; p++)
+        ;
+    if (*p == '\0')
+        return req_new(ctx, name, cb, arg);
+    rc = idn2_to_ascii_8z(name, &alabel, IDN2_NONTRANSITIONAL);
+    if (rc != IDN2_OK) {
+        struct dns_req *req = req_new(ctx, name, cb, arg);
+        req->res->status = DNS_NOTFOUND;
+        buf_printf(&req->res->errtext,
+                   "Host or domain name not found. Name service error for name=%s type=%s: "
+                   "malformed international domain name (%s)", name, type, idn2_strerror(rc));
+        req_finish(req);
+        return NULL;
+    }
+    struct dns_req *req = req_new(ctx, alabel, cb, arg);
+    idn2_free(alabel);
+    return req;
+}
+
+void dns_resolve_mx(struct dns_ctx *ctx, const char *domain, dns_cb_t cb, void *arg)
+{
+    struct dns_req *req = req_for_name(ctx, domain, "MX", cb, arg);
+    if (!req)
+        return;
+    ctx->queries++;
+    ares_query(ctx->ch, req->name, ns_c_in, ns_t_mx, mx_cb, req);
+    dns_rearm(ctx);
+}
+
+void dns_resolve_host(struct dns_ctx *ctx, const char *host, dns_cb_t cb, void *arg)
+{
+    struct dns_req *req = req_for_name(ctx, host, "A", cb, arg);
+    if (req)
+        req_single_host(req);
+}
