@@ -32,7 +32,7 @@ const struct param_def param_table[] = {
     S("mail_owner", "postino", "unprivileged user the daemons run as when started by root"),
     S("maillog_file", "", "log file (empty: syslog; /dev/stderr: standard error)"),
     S("syslog_name", "postino", "program name prefix in log lines"),
-    S("syslog_facility", "mail", "syslog facility"),
+    S("syslog_facility", "mail", "syslog facility when logging to syslog: mail, user, daemon, local0..local7, ..."),
     I("default_process_limit", "100", 1, 10000, "default maxproc for master.cf services"),
     /* smtpd */
     I("message_size_limit", "10240000", 0, LLONG_MAX, "maximal message size in bytes (0: no limit)"),
