@@ -17,7 +17,7 @@ const struct param_def param_table[] = {
     /* Identity */
     S("myhostname", "", "Internet hostname of this mail system (default: the system's FQDN)"),
     S("mydomain", "", "Internet domain name of this mail system (default: $myhostname minus its first label)"),
-    S("myorigin", "$myhostname", "domain appended to locally posted mail without a domain"),
+    S("myorigin", "$myhostname", "domain appended to an address without one (RCPT TO:<postmaster>)"),
     L("mydestination", "$myhostname, localhost.$mydomain, localhost", "domains this machine is final destination for"),
     L("mynetworks", "127.0.0.0/8 [::1]/128", "trusted client networks that may relay"),
     L("relay_domains", "", "domains (other than mydestination) we accept mail for from anyone"),
