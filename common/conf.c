@@ -309,12 +309,22 @@ static int check_facility(const char *s, buf_t *why)
     return -1;
 }
 
+/* Postfix also knows "dovecot"; saying so beats using Cyrus silently. */
+static int check_sasl_type(const char *s, buf_t *why)
+{
+    if (strcmp(s, "cyrus") == 0)
+        return 0;
+    buf_printf(why, "unsupported SASL type \"%s\" (only cyrus is supported)", s);
+    return -1;
+}
+
 static const struct {
     const char *name;
     int (*check)(const char *s, buf_t *why);
 } word_params[] = {
     { "smtpd_forbid_bare_newline", check_bare_newline },
     { "syslog_facility", check_facility },
+    { "smtpd_sasl_type", check_sasl_type },
 };
 
 int conf_validate_value(size_t i, const char *s, buf_t *why)

@@ -89,7 +89,7 @@ const struct param_def param_table[] = {
     T("smtpd_starttls_timeout", "300s", 1, 3600, 's', "timeout for the server TLS handshake"),
     /* SMTP AUTH (Cyrus SASL) */
     B("smtpd_sasl_auth_enable", "no", "offer SMTP AUTH"),
-    S("smtpd_sasl_type", "cyrus", "SASL implementation (cyrus)"),
+    S("smtpd_sasl_type", "cyrus", "SASL implementation: cyrus (the only one; anything else is a configuration error)"),
     S("smtpd_sasl_path", "smtpd", "Cyrus SASL application name (smtpd.conf)"),
     S("cyrus_sasl_config_path", "", "directory searched for smtpd.conf (empty: Cyrus default)"),
     L("smtpd_sasl_security_options", "noanonymous", "SASL mechanism restrictions without TLS"),

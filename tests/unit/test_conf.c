@@ -119,6 +119,9 @@ static void test_errors(void **state)
         { "syslog_name = x\nsyslog_facility = local8\n",
           "line 2: parameter \"syslog_facility\": invalid syslog facility \"local8\" (use "
           "mail, user, daemon, local0 .. local7, or another name from syslog.conf)" },
+        { "smtpd_sasl_type = dovecot\n",
+          "line 1: parameter \"smtpd_sasl_type\": unsupported SASL type \"dovecot\" (only "
+          "cyrus is supported)" },
         { "  indented = 1\n", "line 1: continuation line (starting with white space) "
                               "without a parameter before it" },
         { "bad-name = 1\n", "line 1: invalid parameter name \"bad-name\"" },
