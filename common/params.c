@@ -143,9 +143,7 @@ const struct param_def param_table[] = {
     B("smtp_skip_5xx_greeting", "yes", "try the next MX host when one greets with 5xx"),
     B("disable_mime_output_conversion", "no", "send 8-bit mail as it is to servers without 8BITMIME (no conversion to 7 bit)"),
     /* bounce */
-    S("bounce_notice_recipient", "postmaster", "who gets notices about undeliverable bounces"),
     I("bounce_size_limit", "50000", 1, 100000000, "maximal original message bytes returned in a bounce"),
-    S("double_bounce_sender", "double-bounce", "sender of notices to the postmaster"),
     /* misc */
 };
 
