@@ -57,6 +57,8 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBPOSTINO)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) $(LIBPOSTINO) $(LIBS) -lcmocka
 $(BUILD)/tests/test_smtpd_dataparse: $(BUILD)/smtpd/smtpd_dataparse.o
+# test_params reads the program sources to see which parameters are used
+$(BUILD)/tests/unit/test_params.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 
 .PHONY: all run test unit integration bench bench-dataparse deps clean fuzz install
 all: $(PROG_BINS)
