@@ -94,6 +94,8 @@ endef
 $(foreach p,$(PROGS),$(eval $(call unit_prog_rule,$(p))))
 # anvil's test also drives smtpd's anvil client against the real table
 $(BUILD)/tests/anvil/test_anvil: $(LIB_PROG_smtpd)
+# test_params reads the program sources to see which parameters are used
+$(BUILD)/tests/unit/test_params.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 
 .DEFAULT_GOAL := all
 .PHONY: all run test unit integration bench bench-dataparse deps clean fuzz install format

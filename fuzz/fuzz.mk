@@ -23,6 +23,14 @@
 #              must be identical (end of data, content, every verdict)
 #   dotstuff   the delivery agent's DATA encoder: whole vs chunked, no lenient
 #              end of data in the output, unstuffs to the normalised input
+#   sasl_b64   the strict base64 of SMTP AUTH (common/glue/sasl_b64.c): accepted
+#              exactly when RFC 4648 text, exact output length, round trips
+#   cidr       network lists (common/mail/cidr.c): line 1 a client address, the
+#              rest a mynetworks value; match/validate agree with each element
+#   dict       the table-file loader (common/glue/dict.c, "postino map build")
+#              into a temp Berkeley DB, checked against a model of the
+#              source syntax: every accepted key is found with its value,
+#              a bad line fails the build naming that line
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
@@ -35,7 +43,8 @@ FUZZ_CC    ?= clang
 FUZZ_TIME  ?= 60
 FUZZ_DIR   := build/fuzz
 FUZZ_BIN   := $(FUZZ_DIR)/bin
-FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7 smtpd_data dotstuff
+FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7 smtpd_data dotstuff \
+              sasl_b64 cidr dict
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
               -fno-omit-frame-pointer
 # Others' code: the project's warnings, but a clang-only warning in a file

@@ -116,6 +116,7 @@ static void load_config(struct master_ent **ents, size_t *n)
         master_fatal("queue_directory \"%s\" must be an absolute path", q);
     M.queue_dir = xstrdup(q);
     log_set_syslog_name(conf_str("syslog_name"));
+    log_set_facility(log_facility_code(conf_str("syslog_facility")));
     if (*conf_str("myhostname"))
         log_set_hostname(conf_str("myhostname"));
 }
@@ -249,7 +250,8 @@ static void on_stop(int sig)
 
 /* What a daemon applies once, before it drops privileges: a daemon that
  * reloads in place can keep running only while these stay the same. */
-static const char *const startup_params[] = { "mail_owner", "maillog_file", "syslog_name" };
+static const char *const startup_params[] = { "mail_owner", "maillog_file", "syslog_name",
+                                               "syslog_facility" };
 #define NSTARTUP (sizeof(startup_params) / sizeof(startup_params[0]))
 
 static void startup_save(char *saved[NSTARTUP])

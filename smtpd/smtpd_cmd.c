@@ -228,7 +228,8 @@ static int rcpt_parse(struct smtpd_session *s, const char *arg, struct smtp_rcpt
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
     int utf8 = !conf_bool("smtputf8_enable") ? SMTP_UTF8_OFF
                : s->env.smtputf8 ? SMTP_UTF8_DECLARED : SMTP_UTF8_UNDECLARED;
-    int rc = smtp_cmd_rcpt_addr(arg, smtpd_hostname(), utf8, r, &err);
+    const char *origin = conf_str("myorigin"); /* as Postfix's append_at_myorigin */
+    int rc = smtp_cmd_rcpt_addr(arg, *origin ? origin : smtpd_hostname(), utf8, r, &err);
     if (rc == 0 && (long long)s->env.nrcpt >= conf_int("smtpd_recipient_limit")) {
         smtpd_reply(s, "452 4.5.3 Error: too many recipients");
         rc = 1;

@@ -326,7 +326,7 @@ static int source_routed(const char *p)
     return p[0] == '<' && p[1] == '@';
 }
 
-int smtp_cmd_rcpt_addr(const char *arg, const char *myhostname, int utf8,
+int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8,
                        struct smtp_rcpt_args *r, struct smtp_cmd_reply *err)
 {
     smtp_rcpt_args_free(r);
@@ -346,7 +346,7 @@ int smtp_cmd_rcpt_addr(const char *arg, const char *myhostname, int utf8,
     if (has_domain)
         return 0;
     if (str_ieq(buf_str(&r->addr), "postmaster")) {
-        buf_printf(&r->addr, "@%s", myhostname);
+        buf_printf(&r->addr, "@%s", origin);
         return 0;
     }
     return fail(err, 501, "5.1.3", "Bad recipient address syntax");
@@ -357,10 +357,10 @@ int smtp_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtp_cmd_reply *err)
     return run_params(rcpt_params, r->params ? r->params : "", r, err);
 }
 
-int smtp_cmd_rcpt(const char *arg, const char *myhostname, int utf8, struct smtp_rcpt_args *r,
+int smtp_cmd_rcpt(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
                   struct smtp_cmd_reply *err)
 {
-    if (smtp_cmd_rcpt_addr(arg, myhostname, utf8, r, err) < 0)
+    if (smtp_cmd_rcpt_addr(arg, origin, utf8, r, err) < 0)
         return -1;
     return smtp_cmd_rcpt_params(r, err);
 }

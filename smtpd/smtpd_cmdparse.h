@@ -88,15 +88,15 @@ struct smtp_rcpt_args {
 void smtp_rcpt_args_free(struct smtp_rcpt_args *r);
 
 /* The address part of arg (what follows "RCPT "): "TO:", the path, and a
- * bare "postmaster" qualified with @myhostname. A UTF-8 address needs
- * utf8 == SMTP_UTF8_DECLARED (553 5.6.7 otherwise). Sets addr,
- * source_routed and params. Returns 0, or -1 with err set. */
-int smtp_cmd_rcpt_addr(const char *arg, const char *myhostname, int utf8,
+ * bare "postmaster" qualified with @origin (smtpd passes $myorigin). A
+ * UTF-8 address needs utf8 == SMTP_UTF8_DECLARED (553 5.6.7 otherwise).
+ * Sets addr, source_routed and params. Returns 0, or -1 with err set. */
+int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8,
                        struct smtp_rcpt_args *r, struct smtp_cmd_reply *err);
 /* The ESMTP parameters (r->params): NOTIFY, ORCPT. 0, or -1 with err. */
 int smtp_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtp_cmd_reply *err);
 /* Both of the above. */
-int smtp_cmd_rcpt(const char *arg, const char *myhostname, int utf8, struct smtp_rcpt_args *r,
+int smtp_cmd_rcpt(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
                   struct smtp_cmd_reply *err);
 
 #endif

@@ -140,9 +140,15 @@ void dict_close(struct dict *d)
 
 /* ---- building ---- */
 
-/* One source line into the table. 0 ok (or skipped), -1 malformed. */
-static int build_line(DB *db, char *line, const char *src, long lineno, buf_t *err)
+/* One source line (len bytes) into the table. 0 ok (or skipped), -1
+ * malformed. A NUL byte would silently cut the line short (or hide it as
+ * blank), so it makes the line malformed. */
+static int build_line(DB *db, char *line, size_t len, const char *src, long lineno, buf_t *err)
 {
+    if (memchr(line, '\0', len)) {
+        buf_setf(err, "%s, line %ld: NUL byte in line", src, lineno);
+        return -1;
+    }
     char *s = str_trim(line);
     if (*s == '\0' || *s == '#')
         return 0;
@@ -175,9 +181,10 @@ static int build_from(FILE *fp, DB *db, const char *src, buf_t *err)
     size_t cap = 0;
     long lineno = 0;
     int rc = 0;
-    while (rc == 0 && getline(&line, &cap, fp) >= 0) {
+    ssize_t n;
+    while (rc == 0 && (n = getline(&line, &cap, fp)) >= 0) {
         lineno++;
-        rc = build_line(db, line, src, lineno, err);
+        rc = build_line(db, line, (size_t)n, src, lineno, err);
     }
     if (rc == 0 && ferror(fp)) {
         buf_setf(err, "read %s: %s", src, strerror(errno));

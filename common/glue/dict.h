@@ -2,7 +2,8 @@
  *
  * A table is named "hash:/path/name"; the data lives in "/path/name.db".
  * Text source: "key value..." per line, '#' comments, blank lines skipped,
- * key lower-cased, value the rest of the line trimmed. Lookups are exact
+ * key lower-cased, value the rest of the line trimmed; a line without a
+ * value or with a NUL byte fails the build. Lookups are exact
  * (case-insensitive on the key); callers try domain/parent variants. */
 #ifndef POSTINO_DICT_H
 #define POSTINO_DICT_H

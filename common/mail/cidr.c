@@ -8,6 +8,21 @@
 
 #include "common/mail/conf.h"
 
+static const unsigned char v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+/* A client address ::ffff:a.b.c.d is matched as IPv4 (cidr_addr_bytes),
+ * so a v4-mapped network of 96 bits or more becomes the IPv4 network it
+ * maps; otherwise it could never hold the address it names. */
+static void unmap_v4(struct cidr *c)
+{
+    if (c->family != AF_INET6 || c->bits < 96 || memcmp(c->a, v4_mapped, 12) != 0)
+        return;
+    memmove(c->a, c->a + 12, 4);
+    memset(c->a + 4, 0, 12);
+    c->family = AF_INET;
+    c->bits -= 96;
+}
+
 int cidr_parse(const char *s, struct cidr *c)
 {
     char host[128];
@@ -38,6 +53,7 @@ int cidr_parse(const char *s, struct cidr *c)
             return -1;
         c->bits = (int)b;
     }
+    unmap_v4(c);
     return 0;
 }
 
@@ -61,8 +77,7 @@ int cidr_addr_bytes(const char *addr, unsigned char a[16])
         return AF_INET;
     if (inet_pton(AF_INET6, addr, a) != 1)
         return -1;
-    static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-    if (memcmp(a, mapped, 12) == 0) {
+    if (memcmp(a, v4_mapped, 12) == 0) {
         memmove(a, a + 12, 4);
         memset(a + 4, 0, 12);
         return AF_INET;

@@ -14,7 +14,8 @@ struct cidr {
 };
 
 /* Parse "1.2.3.4", "10.0.0.0/8", "[::1]/128", "[2001:db8::]/32", "::1".
- * Returns 0 or -1. */
+ * A v4-mapped network of at least 96 bits ("[::ffff:10.0.0.0]/104") is
+ * stored as the IPv4 network it maps (10.0.0.0/8). Returns 0 or -1. */
 int cidr_parse(const char *s, struct cidr *c);
 /* Client address text to bytes; v4-mapped IPv6 counts as IPv4. Returns
  * AF_INET, AF_INET6, or -1 when addr is not a numeric address. */

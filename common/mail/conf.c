@@ -291,6 +291,42 @@ static int check_range(const struct param_def *d, long long v, const char *s, bu
     return -1;
 }
 
+/* Text parameters that take one of a fixed set of words. */
+static int check_bare_newline(const char *s, buf_t *why)
+{
+    if (strcmp(s, "normalize") == 0 || strcmp(s, "reject") == 0 || strcmp(s, "no") == 0)
+        return 0;
+    buf_printf(why, "invalid value \"%s\" (use normalize, reject or no)", s);
+    return -1;
+}
+
+static int check_facility(const char *s, buf_t *why)
+{
+    if (log_facility_code(s) >= 0)
+        return 0;
+    buf_printf(why, "invalid syslog facility \"%s\" (use mail, user, daemon, local0 .. "
+               "local7, or another name from syslog.conf)", s);
+    return -1;
+}
+
+/* Postfix also knows "dovecot"; saying so beats using Cyrus silently. */
+static int check_sasl_type(const char *s, buf_t *why)
+{
+    if (strcmp(s, "cyrus") == 0)
+        return 0;
+    buf_printf(why, "unsupported SASL type \"%s\" (only cyrus is supported)", s);
+    return -1;
+}
+
+static const struct {
+    const char *name;
+    int (*check)(const char *s, buf_t *why);
+} word_params[] = {
+    { "smtpd_forbid_bare_newline", check_bare_newline },
+    { "syslog_facility", check_facility },
+    { "smtpd_sasl_type", check_sasl_type },
+};
+
 int conf_validate_value(size_t i, const char *s, buf_t *why)
 {
     const struct param_def *d = &param_table[i];
@@ -317,11 +353,9 @@ int conf_validate_value(size_t i, const char *s, buf_t *why)
     default:
         break;
     }
-    if (strcmp(d->name, "smtpd_forbid_bare_newline") == 0 && strcmp(s, "normalize") != 0 &&
-        strcmp(s, "reject") != 0 && strcmp(s, "no") != 0) {
-        buf_printf(why, "invalid value \"%s\" (use normalize, reject or no)", s);
-        return -1;
-    }
+    for (size_t k = 0; k < sizeof(word_params) / sizeof(word_params[0]); k++)
+        if (strcmp(d->name, word_params[k].name) == 0)
+            return word_params[k].check(s, why);
     return 0;
 }
 

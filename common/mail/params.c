@@ -17,7 +17,7 @@ const struct param_def param_table[] = {
     /* Identity */
     S("myhostname", "", "Internet hostname of this mail system (default: the system's FQDN)"),
     S("mydomain", "", "Internet domain name of this mail system (default: $myhostname minus its first label)"),
-    S("myorigin", "$myhostname", "domain appended to locally posted mail without a domain"),
+    S("myorigin", "$myhostname", "domain appended to an address without one (RCPT TO:<postmaster>)"),
     L("mydestination", "$myhostname, localhost.$mydomain, localhost", "domains this machine is final destination for"),
     L("mynetworks", "127.0.0.0/8 [::1]/128", "trusted client networks that may relay"),
     L("relay_domains", "", "domains (other than mydestination) we accept mail for from anyone"),
@@ -32,7 +32,7 @@ const struct param_def param_table[] = {
     S("mail_owner", "postino", "unprivileged user the daemons run as when started by root"),
     S("maillog_file", "", "log file (empty: syslog; /dev/stderr: standard error)"),
     S("syslog_name", "postino", "program name prefix in log lines"),
-    S("syslog_facility", "mail", "syslog facility"),
+    S("syslog_facility", "mail", "syslog facility when logging to syslog: mail, user, daemon, local0..local7, ..."),
     I("default_process_limit", "100", 1, 10000, "default maxproc for master.cf services"),
     /* smtpd */
     I("message_size_limit", "10240000", 0, LLONG_MAX, "maximal message size in bytes (0: no limit)"),
@@ -89,7 +89,7 @@ const struct param_def param_table[] = {
     T("smtpd_starttls_timeout", "300s", 1, 3600, 's', "timeout for the server TLS handshake"),
     /* SMTP AUTH (Cyrus SASL) */
     B("smtpd_sasl_auth_enable", "no", "offer SMTP AUTH"),
-    S("smtpd_sasl_type", "cyrus", "SASL implementation (cyrus)"),
+    S("smtpd_sasl_type", "cyrus", "SASL implementation: cyrus (the only one; anything else is a configuration error)"),
     S("smtpd_sasl_path", "smtpd", "Cyrus SASL application name (smtpd.conf)"),
     S("cyrus_sasl_config_path", "", "directory searched for smtpd.conf (empty: Cyrus default)"),
     L("smtpd_sasl_security_options", "noanonymous", "SASL mechanism restrictions without TLS"),
@@ -143,9 +143,7 @@ const struct param_def param_table[] = {
     B("smtp_skip_5xx_greeting", "yes", "try the next MX host when one greets with 5xx"),
     B("disable_mime_output_conversion", "no", "send 8-bit mail as it is to servers without 8BITMIME (no conversion to 7 bit)"),
     /* bounce */
-    S("bounce_notice_recipient", "postmaster", "who gets notices about undeliverable bounces"),
     I("bounce_size_limit", "50000", 1, 100000000, "maximal original message bytes returned in a bounce"),
-    S("double_bounce_sender", "double-bounce", "sender of notices to the postmaster"),
     /* misc */
 };
 

@@ -111,6 +111,7 @@ static void load_config(const struct server_opts *o, char **ovr)
     overrides = ovr;
     log_set_syslog_name(conf_str("syslog_name"));
     log_set_hostname(conf_str("myhostname"));
+    log_set_facility(log_facility_code(conf_str("syslog_facility")));
     const char *logf = conf_str("maillog_file");
     if (log_open(logf) < 0)
         log_fatal("cannot open maillog_file \"%s\": %s", logf, strerror(errno));

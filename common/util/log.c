@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@ static char log_sysname[64] = "postino";
 static char log_host[256] = "localhost";
 static int log_fd = 2;
 static int log_use_syslog;
+static int log_facility = LOG_MAIL;
 static int log_level_verbose;
 
 static void copy(char *dst, size_t size, const char *src)
@@ -62,6 +64,31 @@ void log_set_hostname(const char *host)
     copy(log_host, sizeof(log_host), tmp);
 }
 
+int log_facility_code(const char *name)
+{
+    static const struct {
+        const char *name;
+        int code;
+    } fac[] = {
+        { "auth", LOG_AUTH },     { "authpriv", LOG_AUTHPRIV }, { "cron", LOG_CRON },
+        { "daemon", LOG_DAEMON }, { "ftp", LOG_FTP },           { "kern", LOG_KERN },
+        { "lpr", LOG_LPR },       { "mail", LOG_MAIL },         { "news", LOG_NEWS },
+        { "syslog", LOG_SYSLOG }, { "user", LOG_USER },         { "uucp", LOG_UUCP },
+        { "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 },     { "local2", LOG_LOCAL2 },
+        { "local3", LOG_LOCAL3 }, { "local4", LOG_LOCAL4 },     { "local5", LOG_LOCAL5 },
+        { "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+    };
+    for (size_t i = 0; name && i < sizeof(fac) / sizeof(fac[0]); i++)
+        if (strcasecmp(name, fac[i].name) == 0)
+            return fac[i].code;
+    return -1;
+}
+
+void log_set_facility(int facility)
+{
+    log_facility = facility;
+}
+
 int log_open(const char *target)
 {
     if (target == NULL || *target == '\0' || strcmp(target, "syslog") == 0) {
@@ -69,7 +96,7 @@ int log_open(const char *target)
         snprintf(ident, sizeof(ident), "%s/%s", log_sysname, log_prog);
         static char ident_keep[160];
         copy(ident_keep, sizeof(ident_keep), ident);
-        openlog(ident_keep, LOG_PID | LOG_NDELAY, LOG_MAIL);
+        openlog(ident_keep, LOG_PID | LOG_NDELAY, log_facility);
         log_use_syslog = 1;
         return 0;
     }

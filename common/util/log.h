@@ -2,7 +2,8 @@
  *
  * Lines have Postfix's shape so pflogsumm and existing tooling work:
  *   "Nov 26 16:34:58 myhost postino/smtpd[123]: 4A1B...: from=<a@b>, ..."
- * Destinations: syslog (facility mail), a file opened O_APPEND before the
+ * Destinations: syslog (facility syslog_facility, default mail), a file
+ * opened O_APPEND before the
  * daemon drops privileges, or stderr. Before log_open() everything goes to
  * stderr. warn/error/fatal/panic add Postfix's "warning: ", "error: ",
  * "fatal: ", "panic: " prefixes. */
@@ -16,6 +17,12 @@
 void log_init(const char *progname);
 void log_set_syslog_name(const char *name);
 void log_set_hostname(const char *host);
+/* syslog facility code (LOG_MAIL, LOG_LOCAL0, ...) for a name as in
+ * syslog.conf: auth, authpriv, cron, daemon, ftp, kern, lpr, mail, news,
+ * syslog, user, uucp, local0 .. local7 (any case). -1 for anything else. */
+int log_facility_code(const char *name);
+/* The facility log_open uses for syslog from now on (default LOG_MAIL). */
+void log_set_facility(int facility);
 /* target: "" or "syslog" -> syslog; "/dev/stderr" or "-" -> stderr;
  * anything else -> that file, opened O_APPEND|O_CREAT (mode 0644).
  * Returns 0, or -1 with errno set (and logging stays where it was). */

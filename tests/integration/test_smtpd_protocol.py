@@ -403,6 +403,18 @@ def test_mail_rcpt_parameters(smtpd):
     assert "notify=NEVER\n" in env
 
 
+def test_bare_postmaster_gets_myorigin(smtpd_factory):
+    """RCPT TO:<postmaster> is qualified with $myorigin, as Postfix does."""
+    d = smtpd_factory(myorigin="example.org")
+    r = session(d)
+    assert r.cmd(b"MAIL FROM:<a@b.c>\r\n").startswith(b"250")
+    assert r.cmd(b"RCPT TO:<Postmaster>\r\n").startswith(b"250 2.1.5")
+    assert r.cmd(b"DATA\r\n").startswith(b"354")
+    assert r.cmd(b"hi\r\n.\r\n").startswith(b"250 2.0.0")
+    env = d.envelope(wait_files(d, 1)[0])
+    assert "rcpt=Postmaster@example.org\n" in env, env
+
+
 # ---------------------------------------------------------------- relay control
 
 def test_relay_denied_for_outsider(smtpd_factory):

@@ -81,6 +81,20 @@ static void test_v4_mapped(void **state)
     assert_int_equal(cidr_addr_bytes("::ffff:10.0.0.5", a), AF_INET);
     assert_true(in("10.0.0.0/8", "::ffff:10.0.0.5"));
     assert_int_equal(cidr_addr_bytes("unknown", a), -1);
+    /* A v4-mapped network of 96 bits or more is the IPv4 network it maps,
+     * so it holds the addresses it names (found by fuzz_cidr). */
+    struct cidr c;
+    assert_int_equal(cidr_parse("[::ffff:10.0.0.0]/104", &c), 0);
+    assert_int_equal(c.family, AF_INET);
+    assert_int_equal(c.bits, 8);
+    assert_true(in("::ffff:10.0.0.5", "::ffff:10.0.0.5"));
+    assert_true(in("::ffff:10.0.0.5", "10.0.0.5"));
+    assert_true(in("[::ffff:10.0.0.0]/104", "10.1.2.3"));
+    assert_true(in("[::ffff:0.0.0.0]/96", "192.0.2.1"));
+    assert_false(in("[::ffff:10.0.0.0]/104", "11.0.0.1"));
+    /* shorter prefixes stay IPv6 (as [::]/0 does) */
+    assert_int_equal(cidr_parse("[::ffff:0:0]/95", &c), 0);
+    assert_int_equal(c.family, AF_INET6);
     assert_int_equal(cidr_addr_bytes("", a), -1);
 }
 

@@ -116,6 +116,12 @@ static void test_errors(void **state)
         { "smtpd_forbid_bare_newline = sometimes\n",
           "line 1: parameter \"smtpd_forbid_bare_newline\": invalid value \"sometimes\" "
           "(use normalize, reject or no)" },
+        { "syslog_name = x\nsyslog_facility = local8\n",
+          "line 2: parameter \"syslog_facility\": invalid syslog facility \"local8\" (use "
+          "mail, user, daemon, local0 .. local7, or another name from syslog.conf)" },
+        { "smtpd_sasl_type = dovecot\n",
+          "line 1: parameter \"smtpd_sasl_type\": unsupported SASL type \"dovecot\" (only "
+          "cyrus is supported)" },
         { "  indented = 1\n", "line 1: continuation line (starting with white space) "
                               "without a parameter before it" },
         { "bad-name = 1\n", "line 1: invalid parameter name \"bad-name\"" },
@@ -205,6 +211,10 @@ static void test_override_and_time(void **state)
     assert_int_equal(conf_override("smtpd_helo_required", "true", &err), 0);
     assert_int_equal(conf_bool("smtpd_helo_required"), 1);
     assert_true(conf_is_set("smtpd_helo_required"));
+    assert_int_equal(conf_override("syslog_facility", "local3", &err), 0);
+    assert_int_equal(conf_override("syslog_facility", "bogus", &err), -1);
+    assert_non_null(strstr(err.data, "parameter \"syslog_facility\": invalid syslog facility"));
+    assert_string_equal(conf_str("syslog_facility"), "local3");
     long long t;
     assert_int_equal(conf_parse_time("3", 'h', &t, NULL), 0);
     assert_int_equal(t, 3 * 3600);

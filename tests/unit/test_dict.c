@@ -111,11 +111,38 @@ static void test_errors(void **state)
     buf_free(&path);
 }
 
+/* A NUL byte in a source line is refused with its line number; it used
+ * to cut the value short (or hide the line) silently (found by fuzz_dict). */
+static void test_nul_byte(void **state)
+{
+    static const char text[] = "good.example ok\nnul.example a\0b\n";
+    buf_t spec = BUF_INIT, err = BUF_INIT, want = BUF_INIT;
+    buf_printf(&spec, "%s/nul", dir);
+    FILE *fp = fopen(spec.data, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(text, 1, sizeof(text) - 1, fp), sizeof(text) - 1);
+    fclose(fp);
+    assert_int_equal(dict_build(spec.data, &err), -1);
+    buf_printf(&want, "%s/nul, line 2: NUL byte in line", dir);
+    assert_string_equal(err.data, want.data);
+    /* a line that starts with NUL is not skipped as blank either */
+    fp = fopen(spec.data, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite("\0x y\n", 1, 5, fp), 5);
+    fclose(fp);
+    assert_int_equal(dict_build(spec.data, &err), -1);
+    assert_non_null(strstr(err.data, "line 1: NUL byte"));
+    buf_free(&spec);
+    buf_free(&err);
+    buf_free(&want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_lookup),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_nul_byte),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
