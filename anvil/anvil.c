@@ -108,7 +108,7 @@ static void reject_stream(struct aconn *c, const char *err)
     attr_add(&reply, "status", "fail");
     attr_add(&reply, "reason", "malformed record");
     attr_to_evbuffer(bufferevent_get_output(c->bev), &reply);
-    attr_free(&reply);
+    attr_destroy(&reply);
     start_closing(c);
 }
 
@@ -137,8 +137,8 @@ static void on_read(struct bufferevent *bev, void *arg)
             start_closing(c);
         }
     }
-    attr_free(&req);
-    attr_free(&reply);
+    attr_destroy(&req);
+    attr_destroy(&reply);
     if (c->closing) {
         evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
         on_write(bev, c);

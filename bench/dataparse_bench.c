@@ -56,7 +56,7 @@ static double run_once(const buf_t *in, int dot)
     if (!dot)
         dataparse_end(&d);
     dataparse_flush(&d);
-    dataparse_free(&d);
+    dataparse_destroy(&d);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 }
@@ -80,6 +80,6 @@ int main(void)
         }
         printf("%-22s %8.0f MB/s\n", shapes[s].name, (double)in.len / best / 1e6);
     }
-    buf_free(&in);
+    buf_destroy(&in);
     return sink_bytes == 0;
 }

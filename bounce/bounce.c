@@ -53,8 +53,8 @@ static void on_read(struct bufferevent *bev, void *arg)
             c->closing = 1;
         attr_to_evbuffer(bufferevent_get_output(bev), &reply);
     }
-    attr_free(&req);
-    attr_free(&reply);
+    attr_destroy(&req);
+    attr_destroy(&reply);
     if (c->closing)
         on_write(bev, c);
 }

@@ -46,7 +46,7 @@ static void reply_fail(attr_t *reply, const char *fmt, ...)
     attr_add(reply, "status", "fail");
     attr_add(reply, "reason", buf_str(&b));
     log_error("request from qmgr failed: %s", buf_str(&b)); /* qmgr retries later */
-    buf_free(&b);
+    buf_destroy(&b);
 }
 
 static int parse_index(const char *s, size_t *out)
@@ -92,7 +92,7 @@ static void mark_sent(struct job *j)
         if (qfile_append_record(j->spool, j->env.id, "dsn_sent", val.data) < 0)
             log_warn("%s: cannot record dsn_sent: %s", j->env.id, strerror(errno));
     }
-    buf_free(&val);
+    buf_destroy(&val);
 }
 
 /* The original is itself a notification: never answer it (no loops). */
@@ -113,7 +113,7 @@ static void null_sender(struct job *j)
     }
     log_warn("%s: undeliverable notification for null sender: notice to postmaster (%s)",
              j->env.id, what.data);
-    buf_free(&what);
+    buf_destroy(&what);
     mark_sent(j);
 }
 
@@ -218,10 +218,10 @@ static int queue_report(struct job *j, buf_t *err)
             rc = qfile_commit(w, err);
         }
     }
-    qenv_free(&env);
+    qenv_destroy(&env);
 out:
-    buf_free(&content);
-    buf_free(&msg);
+    buf_destroy(&content);
+    buf_destroy(&msg);
     return rc;
 }
 
@@ -254,7 +254,7 @@ static int run_job(struct job *j, const attr_t *req, attr_t *reply)
         attr_add(reply, "status", "ok");
         attr_add(reply, "queue_id", j->new_id);
     }
-    buf_free(&err);
+    buf_destroy(&err);
     return rc;
 }
 
@@ -277,7 +277,7 @@ int bounce_request(const char *spool, const attr_t *req, attr_t *reply)
     }
     qenv_init(&j.env);
     run_job(&j, req, reply);
-    qenv_free(&j.env);
+    qenv_destroy(&j.env);
     free(j.idx);
     return 0;
 }

@@ -68,8 +68,8 @@ static int map_build(int argc, char **argv)
         cli_err("%s", buf_str(&err));
         rc = CLI_ERR;
     }
-    buf_free(&spec);
-    buf_free(&err);
+    buf_destroy(&spec);
+    buf_destroy(&err);
     return rc;
 }
 
@@ -93,9 +93,9 @@ static int map_query(int argc, char **argv)
         }
         dict_close(d);
     }
-    buf_free(&spec);
-    buf_free(&err);
-    buf_free(&value);
+    buf_destroy(&spec);
+    buf_destroy(&err);
+    buf_destroy(&value);
     return rc;
 }
 

@@ -31,7 +31,7 @@ int cli_master_running(pid_t *pid)
 
     pid_path(&path);
     int fd = open(path.data, O_RDONLY | O_CLOEXEC);
-    buf_free(&path);
+    buf_destroy(&path);
     if (fd < 0)
         return 0;
     ssize_t n = read(fd, text, sizeof text - 1);
@@ -91,7 +91,7 @@ int cmd_start(struct cli *c, int argc, char **argv)
         cli_err("cannot execute %s: %s (check daemon_directory)", path.data, strerror(errno));
         _exit(CLI_ERR);
     }
-    buf_free(&path);
+    buf_destroy(&path);
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
             return CLI_ERR;
@@ -118,7 +118,7 @@ int cmd_start_fg(struct cli *c, int argc, char **argv)
     fflush(NULL);
     execv(path.data, av);
     cli_err("cannot execute %s: %s (check daemon_directory)", path.data, strerror(errno));
-    buf_free(&path);
+    buf_destroy(&path);
     return CLI_ERR;
 }
 
@@ -190,7 +190,7 @@ int cmd_check(struct cli *c, int argc, char **argv)
         return cli_usage("check");
     if (conf_master_load(c->config_dir, &ents, &n, &err) < 0) {
         cli_err("%s", buf_str(&err));
-        buf_free(&err);
+        buf_destroy(&err);
         return CLI_ERR;
     }
     for (size_t i = 0; i < n; i++) {
@@ -207,7 +207,7 @@ int cmd_check(struct cli *c, int argc, char **argv)
         rc = CLI_ERR;
     }
     conf_master_free(ents, n);
-    buf_free(&err);
-    buf_free(&path);
+    buf_destroy(&err);
+    buf_destroy(&path);
     return rc;
 }

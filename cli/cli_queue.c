@@ -33,7 +33,7 @@ static int control_connect(void)
     else if (fd < 0)
         cli_err("cannot connect to the queue manager at %s: %s (is postino running?)", path.data,
                 strerror(errno));
-    buf_free(&path);
+    buf_destroy(&path);
     return fd;
 }
 
@@ -72,7 +72,7 @@ static int control_call(const attr_t *req, attr_t *reply)
     }
     if (fd >= 0)
         close(fd);
-    buf_free(&in);
+    buf_destroy(&in);
     return rc;
 }
 
@@ -152,7 +152,7 @@ int cmd_queue_list(struct cli *c, int argc, char **argv)
     int rc = CLI_ERR, fd;
 
     if (list_parse(argc, argv, &req) < 0) {
-        attr_free(&req);
+        attr_destroy(&req);
         return cli_usage("queue");
     }
     if ((fd = control_send(&req)) >= 0) {
@@ -177,9 +177,9 @@ int cmd_queue_list(struct cli *c, int argc, char **argv)
     else if (rc == CLI_OK)
         printf("-- %lld Kbytes in %ld Request%s.\n", (tot.bytes + 1023) / 1024, tot.count,
                tot.count == 1 ? "" : "s");
-    attr_free(&req);
-    attr_free(&rec);
-    buf_free(&in);
+    attr_destroy(&req);
+    attr_destroy(&rec);
+    buf_destroy(&in);
     return rc;
 }
 
@@ -191,8 +191,8 @@ static int cmd_flush(struct cli *c, int argc, char **argv)
     int rc = argc == 1 ? control_call(&req, &reply) : -2;
     if (rc == 0)
         printf("postino: %s message(s) flushed\n", attr_get_def(&reply, "count", "0"));
-    attr_free(&req);
-    attr_free(&reply);
+    attr_destroy(&req);
+    attr_destroy(&reply);
     return rc == -2 ? cli_usage("queue") : rc == 0 ? CLI_OK : CLI_ERR;
 }
 
@@ -203,8 +203,8 @@ static int cmd_stats(struct cli *c, int argc, char **argv)
     int rc = argc == 1 ? control_call(&req, &reply) : -2;
     for (size_t i = 0; rc == 0 && i < sizeof fields / sizeof fields[0]; i++)
         printf("%-10s %s\n", fields[i], attr_get_def(&reply, fields[i], "0"));
-    attr_free(&req);
-    attr_free(&reply);
+    attr_destroy(&req);
+    attr_destroy(&reply);
     return rc == -2 ? cli_usage("queue") : rc == 0 ? CLI_OK : CLI_ERR;
 }
 
@@ -247,8 +247,8 @@ static int cmd_change(struct cli *c, int argc, char **argv, const char *done)
         printf("postino: %s message(s) %s\n", attr_get_def(&reply, "count", "0"), done);
         rc = CLI_OK;
     }
-    attr_free(&req);
-    attr_free(&reply);
+    attr_destroy(&req);
+    attr_destroy(&reply);
     return rc;
 }
 

@@ -60,7 +60,7 @@ static void show_rcpt(const struct qrcpt *r, size_t i)
     if (r->dsn_sent)
         printf("  notified: %s%s%s\n", r->dsn_sent & NOTIFY_FAILURE ? "failure " : "",
                r->dsn_sent & NOTIFY_DELAY ? "delay " : "", r->dsn_sent & NOTIFY_SUCCESS ? "success" : "");
-    buf_free(&nb);
+    buf_destroy(&nb);
 }
 
 static void show_envelope(const struct qenv *e, const char *path)
@@ -102,7 +102,7 @@ static int show_content(const char *spool, const char *id)
     int fd = qfile_open_content(spool, id, &left, &err);
     if (fd < 0) {
         cli_err("%s: %s", id, buf_str(&err));
-        buf_free(&err);
+        buf_destroy(&err);
         return CLI_ERR;
     }
     printf("*** MESSAGE CONTENTS %s ***\n", id);
@@ -119,7 +119,7 @@ static int show_content(const char *spool, const char *id)
     }
     close(fd);
     printf("*** END OF MESSAGE ***\n");
-    buf_free(&err);
+    buf_destroy(&err);
     return CLI_OK;
 }
 
@@ -144,8 +144,8 @@ int cmd_queue_show(struct cli *c, int argc, char **argv)
         show_envelope(&env, path.data);
         rc = show_content(spool, argv[1]);
     }
-    qenv_free(&env);
-    buf_free(&err);
-    buf_free(&path);
+    qenv_destroy(&env);
+    buf_destroy(&err);
+    buf_destroy(&path);
     return rc;
 }

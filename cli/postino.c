@@ -98,7 +98,7 @@ static char *default_config_dir(const char *exe)
             buf_set(&b, real);
         return buf_detach(&b);
     }
-    buf_free(&b);
+    buf_destroy(&b);
     return xstrdup("/etc/postino");
 }
 
@@ -113,10 +113,10 @@ static int load_config(struct cli *c, const char *dir)
     c->config_dir = xstrdup(real);
     if (conf_load(c->config_dir, &err) < 0) {
         cli_err("%s", buf_str(&err));
-        buf_free(&err);
+        buf_destroy(&err);
         return -1;
     }
-    buf_free(&err);
+    buf_destroy(&err);
     if (*conf_str("daemon_directory") == 0)
         conf_set("daemon_directory", c->exe_dir);
     return 0;

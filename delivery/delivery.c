@@ -67,7 +67,7 @@ static void qconn_reply_fail(struct qconn *qc, const char *reason)
     attr_add(&a, "status", "fail");
     attr_add(&a, "reason", reason);
     attr_to_evbuffer(bufferevent_get_output(qc->bev), &a);
-    attr_free(&a);
+    attr_destroy(&a);
     qc->closing = 1;
     bufferevent_disable(qc->bev, EV_READ);
 }
@@ -145,7 +145,7 @@ static void qconn_process(struct qconn *qc)
             log_panic("malformed record from qmgr: %s", err ? err : "?");
         qconn_request(qc, &a);
     }
-    attr_free(&a);
+    attr_destroy(&a);
 }
 
 static void qconn_read_cb(struct bufferevent *bev, void *arg)
@@ -207,7 +207,7 @@ static void maybe_exit(void)
         if (dl.tls_ctx)
             SSL_CTX_free(dl.tls_ctx);
         dl.tls_ctx = NULL;
-        buf_free(&dl.tls_err);
+        buf_destroy(&dl.tls_err);
         tls_policy_reset();
         server_exit(dl.srv);
     }
@@ -231,7 +231,7 @@ void qconn_job_done(struct job *job)
         }
         attr_add(&a, "dest", job->dest_fail ? "fail" : "ok");
         attr_to_evbuffer(bufferevent_get_output(qc->bev), &a);
-        attr_free(&a);
+        attr_destroy(&a);
         qc->job = NULL;
         /* A request may already be buffered: handle it from the loop. */
         event_add(qc->again, &zero);
@@ -265,7 +265,7 @@ static void post_drop(struct server *s)
     dl.dns = dns_new(s->base, conf_str("dns_servers"), &err);
     if (!dl.dns)
         log_fatal("cannot set up DNS: %s", buf_str(&err));
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void on_stop(struct server *s)

@@ -53,7 +53,7 @@ void job_free(struct job *job)
 {
     size_t k;
     for (k = 0; k < job->nres; k++)
-        buf_free(&job->res[k].reason);
+        buf_destroy(&job->res[k].reason);
     free(job->res);
     for (k = 0; k < job->ntg; k++)
         free(job->tg[k].host);
@@ -61,12 +61,12 @@ void job_free(struct job *job)
     if (job->content_fd >= 0)
         close(job->content_fd);
     dm_free(job);
-    qenv_free(&job->env);
-    buf_free(&job->host);
-    buf_free(&job->relay);
-    buf_free(&job->lasterr);
-    buf_free(&job->tls_info);
-    tls_policy_free(&job->tls);
+    qenv_destroy(&job->env);
+    buf_destroy(&job->host);
+    buf_destroy(&job->relay);
+    buf_destroy(&job->lasterr);
+    buf_destroy(&job->tls_info);
+    tls_policy_destroy(&job->tls);
     free(job->cache_key);
     free(job->nexthop);
     free(job);
@@ -118,7 +118,7 @@ static void log_rcpt(struct job *job, const struct rres *r)
              job->env.rcpt[r->idx].addr, buf_str(&job->relay), d.data, r->dsn,
              qrcpt_status_name(r->status), buf_str(&r->reason),
              job->tls_info.len ? ", tls=" : "", buf_str(&job->tls_info));
-    buf_free(&d);
+    buf_destroy(&d);
 }
 
 /* Record outcomes in the queue file (before qmgr hears of them), log. */
@@ -227,11 +227,11 @@ void job_start(struct job *job)
         (job->content_fd = qfile_open_content(dl.srv->spool, job->id, &len, &err)) < 0) {
         log_warn("%s: cannot read queue file: %s", job->id, buf_str(&err));
         job_set_pending(job, "4.3.0", "cannot read queue file");
-        buf_free(&err);
+        buf_destroy(&err);
         job_finish(job);
         return;
     }
-    buf_free(&err);
+    buf_destroy(&err);
     /* Held until job_free closes the descriptor: a qmgr that starts while
      * this job runs (a reload) leaves the message alone until then. */
     if (qfile_lock_shared(job->content_fd) < 0)

@@ -53,7 +53,7 @@ void dm_free(struct job *job)
     if (!job->mime)
         return;
     mime7_free(job->mime->m7);
-    buf_free(&job->mime->out);
+    buf_destroy(&job->mime->out);
     free(job->mime);
     job->mime = NULL;
 }
@@ -137,7 +137,7 @@ static int refuse(struct sess *s, const char *dsn, const char *fmt, ...)
     buf_vprintf(&r, fmt, ap);
     va_end(ap);
     job_set_pending(s->job, dsn, r.data);
-    buf_free(&r);
+    buf_destroy(&r);
     return -1;
 }
 

@@ -591,7 +591,7 @@ void mime7_free(struct mime7 *m)
 {
     if (!m)
         return;
-    buf_free(&m->ct);
+    buf_destroy(&m->ct);
     free(m->plan);
     free(m->fr);
     free(m);

@@ -65,7 +65,7 @@ static int handshake_fail(struct sess *s, int kind, int refused)
     job->sess = NULL;
     sess_free(s);
     job_sess_failed(job, fkind, dsn, r.data);
-    buf_free(&r);
+    buf_destroy(&r);
     return -1;
 }
 
@@ -76,7 +76,7 @@ static void send_ehlo(struct sess *s, const char *verb, int kind)
     buf_printf(&cmd, "%s %s\r\n", verb, *helo ? helo : "localhost");
     sess_send(s, cmd.data, cmd.len);
     sess_expect(s, kind, 0);
-    buf_free(&cmd);
+    buf_destroy(&cmd);
 }
 
 void proto_send_ehlo(struct sess *s)
@@ -110,7 +110,7 @@ static int loop_fail(struct sess *s, const char *how)
     job->sess = NULL;
     sess_goodbye(s);
     job_sess_failed(job, SF_BOUNCE, "5.4.6", r.data);
-    buf_free(&r);
+    buf_destroy(&r);
     return -1;
 }
 
@@ -198,13 +198,13 @@ static int on_rset(struct sess *s, size_t i)
 {
     buf_t r = BUF_INIT;
     if (reply_class(s) == 2) {
-        buf_free(&r);
+        buf_destroy(&r);
         job_sess_ready(s->job);
         return -1;
     }
     proto_said(s, X_RSET, &r);
     sess_abort(s, "4.0.0", r.data); /* reused: the job connects afresh */
-    buf_free(&r);
+    buf_destroy(&r);
     return -1;
 }
 
@@ -216,7 +216,7 @@ static void rcpt_from_reply(struct sess *s, struct rres *rr, int kind)
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
     proto_said(s, kind, &r);
     job_set_rcpt(rr, dsn, r.data);
-    buf_free(&r);
+    buf_destroy(&r);
 }
 
 static void send_rcpt(struct sess *s, size_t i)
@@ -236,7 +236,7 @@ static void send_rcpt(struct sess *s, size_t i)
     buf_puts(&cmd, "\r\n");
     sess_send(s, cmd.data, cmd.len);
     sess_expect(s, X_RCPT, i);
-    buf_free(&cmd);
+    buf_destroy(&cmd);
 }
 
 static void send_data(struct sess *s)
@@ -266,7 +266,7 @@ static int on_mail(struct sess *s, size_t i)
         smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
         proto_said(s, X_MAIL, &r);
         job_set_pending(s->job, dsn, r.data);
-        buf_free(&r);
+        buf_destroy(&r);
         s->mail_failed = 1;
         if (!(s->feat & FEAT_PIPELINING))
             return sess_tx_end(s);
@@ -378,8 +378,8 @@ static int proto_violation(struct sess *s, int kind)
     if (kind == X_STARTTLS)
         tls_plain_retry(s);
     sess_abort(s, "4.5.0", r.data);
-    buf_free(&ok);
-    buf_free(&r);
+    buf_destroy(&ok);
+    buf_destroy(&r);
     return -1;
 }
 
@@ -393,7 +393,7 @@ static int proto_closing(struct sess *s, int kind)
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn)); /* 4.x.x: class checked */
     proto_said(s, kind, &r);
     sess_abort(s, dsn, r.data);
-    buf_free(&r);
+    buf_destroy(&r);
     return -1;
 }
 
@@ -442,7 +442,7 @@ static void send_mail(struct sess *s)
     buf_puts(&cmd, "\r\n");
     sess_send(s, cmd.data, cmd.len);
     sess_expect(s, X_MAIL, 0);
-    buf_free(&cmd);
+    buf_destroy(&cmd);
 }
 
 void proto_start_tx(struct sess *s)
@@ -464,7 +464,7 @@ void proto_start_tx(struct sess *s)
         buf_printf(&r, "message size exceeds remote limit: %lld bytes > %lld bytes of server %s",
                    dm_size(job), s->size_limit, buf_str(&s->hostip));
         job_set_pending(job, "5.3.4", r.data);
-        buf_free(&r);
+        buf_destroy(&r);
         sess_tx_end(s);
         return;
     }
@@ -497,7 +497,7 @@ static int body_read_error(struct sess *s, int err)
     log_warn("%s: %s", s->job->id, r.data);
     /* The server got a partial message: never let it end with a dot. */
     sess_abort(s, "4.3.0", r.data);
-    buf_free(&r);
+    buf_destroy(&r);
     return -1;
 }
 

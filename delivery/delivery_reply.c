@@ -17,11 +17,11 @@ void smtp_rparser_init(struct smtp_rparser *p)
     buf_init(&p->reply.lines, 256);
 }
 
-void smtp_rparser_free(struct smtp_rparser *p)
+void smtp_rparser_destroy(struct smtp_rparser *p)
 {
-    buf_free(&p->line);
-    buf_free(&p->reply.text);
-    buf_free(&p->reply.lines);
+    buf_destroy(&p->line);
+    buf_destroy(&p->reply.text);
+    buf_destroy(&p->reply.lines);
 }
 
 int smtp_rparser_pending(const struct smtp_rparser *p)

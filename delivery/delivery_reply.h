@@ -34,7 +34,7 @@ struct smtp_rparser {
 };
 
 void smtp_rparser_init(struct smtp_rparser *p);
-void smtp_rparser_free(struct smtp_rparser *p);
+void smtp_rparser_destroy(struct smtp_rparser *p);
 /* Consume bytes from data[0..len). Returns 1 when a complete reply is in
  * p->reply (*used bytes consumed; feed the rest again after handling it),
  * 0 when all bytes were consumed and more are needed, -1 on a protocol

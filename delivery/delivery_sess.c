@@ -86,10 +86,10 @@ void sess_free(struct sess *s)
     if (s->bev)
         bufferevent_free(s->bev);
     event_free(s->timer);
-    smtp_rparser_free(&s->rp);
-    buf_free(&s->relay);
-    buf_free(&s->hostip);
-    buf_free(&s->tls_info);
+    smtp_rparser_destroy(&s->rp);
+    buf_destroy(&s->relay);
+    buf_destroy(&s->hostip);
+    buf_destroy(&s->tls_info);
     free(s->xq);
     free(s->key);
     free(s->host);
@@ -161,7 +161,7 @@ static void sess_lost(struct sess *s, const char *what)
                    sess_doing(s));
         sess_abort(s, "4.4.2", r.data);
     }
-    buf_free(&r);
+    buf_destroy(&r);
 }
 
 static void sess_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -195,7 +195,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
                 buf_printf(&r, "protocol error: host %s sent an unexpected reply while %s",
                            buf_str(&s->hostip), sess_doing(s));
                 sess_abort(s, "4.5.0", r.data);
-                buf_free(&r);
+                buf_destroy(&r);
                 return;
             }
             sess_free(s);
@@ -208,7 +208,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
             buf_printf(&r, "conversation with %s failed: %s while %s", buf_str(&s->hostip),
                        s->rp.err, sess_doing(s));
             sess_abort(s, "4.5.0", r.data);
-            buf_free(&r);
+            buf_destroy(&r);
             return;
         }
         if (rc == 1 && proto_reply(s) < 0)
@@ -279,7 +279,7 @@ void sess_connect(struct job *job, const struct target *t, int port)
     ipc_addr_text((const struct sockaddr *)&t->ss, &ip, NULL);
     buf_printf(&s->hostip, "%s[%s]", t->host, buf_str(&ip));
     buf_printf(&s->relay, "%s:%d", buf_str(&s->hostip), port);
-    buf_free(&ip);
+    buf_destroy(&ip);
     if (ss.ss_family == AF_INET)
         ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
     else

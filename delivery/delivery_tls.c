@@ -55,7 +55,7 @@ int job_tls_policy(struct job *job)
     buf_printf(&key, "%s;%s", tls_level_name(job->tls.level), job->nexthop);
     free(job->cache_key);
     job->cache_key = buf_detach(&key);
-    buf_free(&err);
+    buf_destroy(&err);
     return rc;
 }
 
@@ -82,7 +82,7 @@ int tls_after_ehlo(struct sess *s)
         else
             buf_printf(&r, "TLS is required, but was not offered by host %s", buf_str(&s->hostip));
         tls_fail(s, dl.tls_ctx ? "4.7.4" : "4.7.5", r.data);
-        buf_free(&r);
+        buf_destroy(&r);
         return -1;
     }
     sess_send(s, "STARTTLS\r\n", 10);
@@ -107,7 +107,7 @@ static int tls_wrap(struct sess *s)
         buf_t r = BUF_INIT;
         buf_printf(&r, "Cannot start TLS: %s", strerror(errno));
         tls_fail(s, "4.7.5", r.data);
-        buf_free(&r);
+        buf_destroy(&r);
         return -1;
     }
     /* The plain bufferevent (and its descriptor) go; the dup stays. */
@@ -140,7 +140,7 @@ int tls_on_starttls(struct sess *s, size_t i)
     buf_printf(&r, "TLS is required, but host %s refused to start TLS: %s", buf_str(&s->hostip),
                buf_str(&s->rp.reply.text));
     tls_fail(s, "4.7.5", r.data);
-    buf_free(&r);
+    buf_destroy(&r);
     return -1;
 }
 
@@ -195,9 +195,9 @@ void tls_handshake_failed(struct sess *s, const char *what)
     buf_printf(&r, "Cannot start TLS: handshake failure with %s: %s", buf_str(&s->hostip),
                brief.data);
     tls_fail(s, "4.7.5", r.data);
-    buf_free(&r);
-    buf_free(&brief);
-    buf_free(&why);
+    buf_destroy(&r);
+    buf_destroy(&brief);
+    buf_destroy(&why);
 }
 
 static void tls_note_session(struct sess *s)
@@ -219,12 +219,12 @@ void tls_handshake_done(struct sess *s)
         log_info("%s: %s: %s", job->id, tls_check_status(trust), buf_str(&why));
         buf_printf(&r, "%s: %s", tls_check_status(trust), buf_str(&why));
         tls_fail(s, "4.7.5", r.data);
-        buf_free(&r);
-        buf_free(&why);
+        buf_destroy(&r);
+        buf_destroy(&why);
         return;
     }
-    buf_free(&why);
-    buf_free(&r);
+    buf_destroy(&why);
+    buf_destroy(&r);
     if (conf_int("smtp_tls_loglevel") >= 1)
         tls_log_established(s->ssl, trust, 0, buf_str(&s->relay));
     tls_note_session(s);

@@ -35,10 +35,10 @@ static void check_params(const char *params)
                 abort();
         buf_t dec = BUF_INIT;
         (void)xtext_decode(buf_str(&value), &dec); /* as ENVID / ORCPT do */
-        buf_free(&dec);
+        buf_destroy(&dec);
     }
-    buf_free(&name);
-    buf_free(&value);
+    buf_destroy(&name);
+    buf_destroy(&value);
 }
 
 /* A successfully parsed path: length, characters, domain, params. */
@@ -58,8 +58,8 @@ static void check_path(const char *arg, const buf_t *addr, const char *params)
             abort();
         (void)addr_domain_fqdn(buf_str(&domain));
     }
-    buf_free(&local);
-    buf_free(&domain);
+    buf_destroy(&local);
+    buf_destroy(&domain);
     check_params(params);
 }
 
@@ -78,9 +78,9 @@ static void check_xtext(const char *s)
             memcmp(buf_str(&d1), buf_str(&d2), d1.len) != 0)
             abort();
     }
-    buf_free(&d1);
-    buf_free(&e);
-    buf_free(&d2);
+    buf_destroy(&d1);
+    buf_destroy(&e);
+    buf_destroy(&d2);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -101,9 +101,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)addr_split(s, &local, &domain);
     addr_domain(s, &domain);
     check_xtext(s);
-    buf_free(&local);
-    buf_free(&domain);
-    buf_free(&addr);
+    buf_destroy(&local);
+    buf_destroy(&domain);
+    buf_destroy(&addr);
     free(s);
     return 0;
 }

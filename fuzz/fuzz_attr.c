@@ -52,8 +52,8 @@ static void round_trip(const attr_t *a)
         (void)attr_get_ll(a, a->v[i].name, &v);
     }
 out:
-    attr_free(&b);
-    buf_free(&enc);
+    attr_destroy(&b);
+    buf_destroy(&enc);
 }
 
 /* attr_escape / attr_unescape on the raw bytes (cut at a NUL: values are
@@ -71,8 +71,8 @@ static void escape_round_trip(const char *s, size_t n)
             abort();
     buf_reset(&u);
     (void)attr_unescape(&u, s, len);
-    buf_free(&e);
-    buf_free(&u);
+    buf_destroy(&e);
+    buf_destroy(&u);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         round_trip(&a);
         off += used;
     }
-    attr_free(&a);
+    attr_destroy(&a);
     escape_round_trip(d, size);
     free(d);
     return 0;

@@ -115,7 +115,7 @@ static int check_element(const char *el, int fam, const unsigned char *a, const 
         abort();
     }
     check_prefix(&c, seed, nseed);
-    buf_free(&text);
+    buf_destroy(&text);
     return fam >= 0 && cidr_match(&c, fam, a);
 }
 
@@ -152,7 +152,7 @@ static int check_addr(const char *addr, unsigned char a[16])
         buf_printf(&text, "[%s]/128", addr);
         must_hold(buf_str(&text), fam, a);
     }
-    buf_free(&text);
+    buf_destroy(&text);
     return fam;
 }
 
@@ -185,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (rc < 0 && (strstr(buf_str(&err), first_bad) == NULL || strstr(buf_str(&err), param) == NULL))
         abort();
-    buf_free(&err);
+    buf_destroy(&err);
     strv_free(v);
     free(addr);
     free(list);

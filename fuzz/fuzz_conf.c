@@ -53,7 +53,7 @@ static void fuzz_master(const char *text)
     } else if (err.len == 0) {
         abort(); /* an error must tell the admin what to fix */
     }
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -73,6 +73,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
     (void)conf_parse_bool(s, &b);
     free(s);
-    buf_free(&err);
+    buf_destroy(&err);
     return 0;
 }

@@ -150,7 +150,7 @@ static void model_build(struct model *m, const char *d, size_t size)
     }
 }
 
-static void model_free(struct model *m)
+static void model_destroy(struct model *m)
 {
     for (size_t i = 0; i < m->n; i++) {
         free(m->e[i].key);
@@ -185,7 +185,7 @@ static void check_lookup(struct dict *d, const char *key, const struct entry *wa
     int r = dict_lookup(d, key, &v);
     if (want == NULL ? r != 0 : (r != 1 || v.len != want->vlen || memcmp(v.data, want->val, v.len)))
         abort();
-    buf_free(&v);
+    buf_destroy(&v);
 }
 
 /* Every record in the database is one the model accepted. */
@@ -230,11 +230,11 @@ static void check_success(const struct model *m)
         buf_t other = BUF_INIT;
         buf_printf(&other, "%s.x", e->key);
         check_lookup(d, buf_str(&other), model_find(m, other.data, other.len));
-        buf_free(&other);
+        buf_destroy(&other);
     }
     dict_close(d);
     check_walk(m);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -252,8 +252,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_failure(&m, &err);
     else
         check_success(&m);
-    model_free(&m);
-    buf_free(&err);
+    model_destroy(&m);
+    buf_destroy(&err);
     /* Nothing of this input stays behind (a crash leaves only the dir). */
     unlink(buf_str(&src));
     unlink(buf_str(&dbfile));

@@ -63,7 +63,7 @@ static void check_safe(const buf_t *o)
                 abort();
         }
     }
-    buf_free(&s);
+    buf_destroy(&s);
 }
 
 /* Unstuffed, the output is the input with CRLF line ends (and one added
@@ -95,8 +95,8 @@ static void check_roundtrip(const char *in, size_t n, const buf_t *o)
     }
     if (back.len != norm.len || (norm.len && memcmp(back.data, norm.data, norm.len) != 0))
         abort();
-    buf_free(&norm);
-    buf_free(&back);
+    buf_destroy(&norm);
+    buf_destroy(&back);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -115,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     check_safe(&whole);
     check_roundtrip(in, n, &whole);
-    buf_free(&whole);
-    buf_free(&split);
+    buf_destroy(&whole);
+    buf_destroy(&split);
     return 0;
 }

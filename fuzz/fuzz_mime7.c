@@ -66,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (i = 0; i < whole.len; i++)
             if ((unsigned char)whole.data[i] & 0x80)
                 abort();
-    buf_free(&whole);
-    buf_free(&piece);
+    buf_destroy(&whole);
+    buf_destroy(&piece);
     return 0;
 }

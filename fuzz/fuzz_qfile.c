@@ -36,7 +36,7 @@ static void cleanup(void)
     buf_printf(&dir, "%s/queue", spool);
     rmdir(buf_str(&dir));
     rmdir(spool);
-    buf_free(&dir);
+    buf_destroy(&dir);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -56,7 +56,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     buf_printf(&dir, "/%s", xy);
     if (mkdir(buf_str(&dir), 0700) < 0)
         log_fatal("mkdir %s: %s", buf_str(&dir), strerror(errno));
-    buf_free(&dir);
+    buf_destroy(&dir);
     atexit(cleanup);
     return 0;
 }
@@ -99,11 +99,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (err.len == 0) {
         abort();
     }
-    qenv_free(&env);
+    qenv_destroy(&env);
     /* The same bytes as an uncommitted file (qmgr's start-up scan). */
     if (chmod(buf_str(&qpath), 0600) == 0 && qfile_read(spool, qid, &env, 1, &err) == 0)
         check_env(&env, size);
-    qenv_free(&env);
-    buf_free(&err);
+    qenv_destroy(&env);
+    buf_destroy(&err);
     return 0;
 }

@@ -64,7 +64,7 @@ static int parse(const char *d, size_t size, size_t step, buf_t *out)
         off += used;
     }
     buf_printf(out, "rc=%d pending=%d\n", rc < 0 ? -1 : 0, rc < 0 ? 0 : smtp_rparser_pending(&p));
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
     return rc;
 }
 
@@ -78,8 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (whole.len != bytes.len || memcmp(buf_str(&whole), buf_str(&bytes), whole.len) != 0)
         abort();
     (void)smtp_enh_code_len(buf_str(&whole), '2');
-    buf_free(&whole);
-    buf_free(&bytes);
+    buf_destroy(&whole);
+    buf_destroy(&bytes);
     free(d);
     return 0;
 }

@@ -98,9 +98,9 @@ static void check_decode(const char *d, size_t size)
         (n && memcmp(again.data, out.data + PREFIX_LEN, n) != 0))
         abort();
 out:
-    buf_free(&out);
-    buf_free(&enc);
-    buf_free(&again);
+    buf_destroy(&out);
+    buf_destroy(&enc);
+    buf_destroy(&again);
 }
 
 static void check_encode(const char *d, size_t size)
@@ -114,8 +114,8 @@ static void check_encode(const char *d, size_t size)
     if (psasl_b64_decode(enc.data, enc.len, &dec) != 0 || dec.len != size ||
         (size && memcmp(dec.data, d, size) != 0))
         abort();
-    buf_free(&enc);
-    buf_free(&dec);
+    buf_destroy(&enc);
+    buf_destroy(&dec);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

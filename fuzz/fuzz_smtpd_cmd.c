@@ -100,8 +100,8 @@ static void do_mail(int *have_mail, const char *arg)
         *have_mail = m.smtputf8 ? 2 : 1;
         say("250 2.1.0 Ok");
     }
-    smtp_mail_args_free(&m);
-    smtp_cmd_reply_free(&err);
+    smtp_mail_args_destroy(&m);
+    smtp_cmd_reply_destroy(&err);
 }
 
 static void check_rcpt(const struct smtp_rcpt_args *r, int smtputf8)
@@ -121,7 +121,7 @@ static void check_rcpt(const struct smtp_rcpt_args *r, int smtputf8)
     for (size_t i = 0; i < dec.len; i++)
         if ((unsigned char)dec.data[i] < 0x20 || (unsigned char)dec.data[i] == 0x7f)
             abort(); /* would become a line of its own in a DSN */
-    buf_free(&dec);
+    buf_destroy(&dec);
 }
 
 static void do_rcpt(int have_mail, const char *arg)
@@ -138,8 +138,8 @@ static void do_rcpt(int have_mail, const char *arg)
         check_rcpt(&r, have_mail == 2);
         say("250 2.1.5 Ok");
     }
-    smtp_rcpt_args_free(&r);
-    smtp_cmd_reply_free(&err);
+    smtp_rcpt_args_destroy(&r);
+    smtp_cmd_reply_destroy(&err);
 }
 
 /* One line, as smtpd_cmd_dispatch() sees it. */
@@ -165,7 +165,7 @@ static void command(int *have_mail, char *line, size_t len)
         say("500 5.5.2 Error: command not recognized");
     else
         say("250 2.0.0 Ok");
-    smtp_cmd_reply_free(&err);
+    smtp_cmd_reply_destroy(&err);
     check_reply();
 }
 

@@ -83,12 +83,12 @@ static void run(const struct dataparse_config *cf, const uint8_t *p, size_t n, i
     o->verdict = dataparse_verdict(&d);
     o->message_id = d.message_id;
     d.message_id = NULL;
-    dataparse_free(&d);
+    dataparse_destroy(&d);
 }
 
-static void outcome_free(struct outcome *o)
+static void outcome_destroy(struct outcome *o)
 {
-    buf_free(&o->content);
+    buf_destroy(&o->content);
     free(o->message_id);
 }
 
@@ -172,8 +172,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int mode = 1; mode <= 2; mode++) {
         run(&cf, p, n, mode, seed, &o);
         same(&whole, &o);
-        outcome_free(&o);
+        outcome_destroy(&o);
     }
-    outcome_free(&whole);
+    outcome_destroy(&whole);
     return 0;
 }

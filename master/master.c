@@ -110,7 +110,7 @@ static void load_config(struct master_ent **ents, size_t *n)
     buf_reset(&err);
     if (conf_master_load(M.config_dir, ents, n, &err) < 0)
         master_fatal("%s", buf_str(&err));
-    buf_free(&err);
+    buf_destroy(&err);
     const char *q = conf_str("queue_directory");
     if (*q != '/')
         master_fatal("queue_directory \"%s\" must be an absolute path", q);
@@ -286,11 +286,11 @@ static void on_reload(int sig)
     startup_save(saved);
     if (conf_load(M.config_dir, &err) < 0 || conf_master_load(M.config_dir, &ents, &n, &err) < 0) {
         log_error("reload: %s; keeping the old configuration", buf_str(&err));
-        buf_free(&err);
+        buf_destroy(&err);
         startup_same(saved);
         return;
     }
-    buf_free(&err);
+    buf_destroy(&err);
     if (strcmp(conf_str("queue_directory"), M.queue_dir) != 0)
         log_warn("reload: queue_directory changed to %s; it takes effect only after a restart",
                  conf_str("queue_directory"));

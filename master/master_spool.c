@@ -106,7 +106,7 @@ static void make_hash_dirs(const char *queue)
             master_fatal("create directory %s: %s", p.data, strerror(errno));
         }
     }
-    buf_free(&p);
+    buf_destroy(&p);
 }
 
 void master_spool_setup(void)
@@ -121,7 +121,7 @@ void master_spool_setup(void)
         if (strcmp(spool_dirs[i].name, "queue") == 0)
             make_hash_dirs(p.data);
     }
-    buf_free(&p);
+    buf_destroy(&p);
 }
 
 /* Read the pid a running master wrote, for the error message. */

@@ -38,7 +38,7 @@ static void ent_copy(struct master_ent *dst, const struct master_ent *src)
     dst->argv = strv_dup(src->argv);
 }
 
-static void ent_free(struct master_ent *e)
+static void ent_destroy(struct master_ent *e)
 {
     free(e->service);
     free(e->type);
@@ -90,7 +90,7 @@ static int can_stay(const struct master_ent *old, const struct master_ent *new)
 /* Settings that may change on reload without touching the socket. */
 static void svc_configure(struct service *svc, const struct master_ent *e)
 {
-    ent_free(&svc->ent);
+    ent_destroy(&svc->ent);
     ent_copy(&svc->ent, e);
     if (e->argv == NULL || e->argv[0] == NULL)
         log_panic("master.cf line %d: service %s without a command", e->line, e->service);
@@ -165,7 +165,7 @@ void master_service_free(struct service *svc)
         event_free(svc->timer);
     if (svc->fd >= 0)
         close(svc->fd);
-    ent_free(&svc->ent);
+    ent_destroy(&svc->ent);
     free(svc->path);
     free(svc->sock_path);
     free(svc);
@@ -197,7 +197,7 @@ int master_services_create(const struct master_ent *ents, size_t n, int fatal_er
         svc_append(svc);
         made++;
     }
-    buf_free(&err);
+    buf_destroy(&err);
     return made;
 }
 

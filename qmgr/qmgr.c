@@ -43,7 +43,7 @@ static void notify_read(struct bufferevent *bev, void *arg)
         const char *id = attr_get(&rec, "queue_id");
         if (proto == NULL || strcmp(proto, PROTO_VERSION) != 0 || req == NULL ||
             strcmp(req, "new") != 0 || id == NULL || !qid_valid(id)) {
-            attr_free(&rec);
+            attr_destroy(&rec);
             notify_drop(bev, "malformed request (want proto=" PROTO_VERSION
                              " request=new queue_id=ID)");
             return;
@@ -51,7 +51,7 @@ static void notify_read(struct bufferevent *bev, void *arg)
         if (!qmgr_g.stopping)
             index_new_mail(id);
     }
-    attr_free(&rec);
+    attr_destroy(&rec);
     if (r < 0)
         notify_drop(bev, err ? err : "malformed record");
 }
@@ -106,7 +106,7 @@ static void qmgr_lock(void)
 
     qmgr_g.lock_fd = qindex_lock(qmgr_g.spool, QMGR_LOCK_WAIT_MS, &err);
     if (qmgr_g.lock_fd >= 0) {
-        buf_free(&err);
+        buf_destroy(&err);
         return;
     }
     /* qindex_lock fails for two reasons: the lock file cannot be made or

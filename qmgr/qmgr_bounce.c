@@ -81,13 +81,13 @@ static void bounce_new_id(const char *newid)
         return;
     memset(&rec, 0, sizeof(rec));
     if (qindex_get(qmgr_g.qi, newid, &rec) == 1) {
-        qidx_rec_free(&rec);
+        qidx_rec_destroy(&rec);
         return;
     }
     qfile_path(qmgr_g.spool, newid, &path);
     if (stat(buf_str(&path), &sb) == 0)
         index_new_mail(newid);
-    buf_free(&path);
+    buf_destroy(&path);
 }
 
 static void bconn_read(struct bufferevent *bev, void *arg)
@@ -114,7 +114,7 @@ static void bconn_read(struct bufferevent *bev, void *arg)
             bounce_new_id(newid);
         breq_done(q, ok);
     }
-    attr_free(&reply);
+    attr_destroy(&reply);
     if (r < 0) {
         bconn_drop(err ? err : "bad reply");
         return;
@@ -143,10 +143,10 @@ static int bconn_open(void)
                      strerror(errno));
             last_warn = time(NULL);
         }
-        buf_free(&path);
+        buf_destroy(&path);
         return -1;
     }
-    buf_free(&path);
+    buf_destroy(&path);
     ipc_nonblock(fd, 1);
     ipc_cloexec(fd, 1);
     bconn = bufferevent_socket_new(qmgr_g.srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -169,7 +169,7 @@ static void bounce_kick(void)
     for (size_t i = 0; i < bhead->n; i++)
         attr_add_ll(&req, "rcpt", (long long)bhead->idx[i]);
     attr_to_evbuffer(bufferevent_get_output(bconn), &req);
-    attr_free(&req);
+    attr_destroy(&req);
     bbusy = 1;
 }
 

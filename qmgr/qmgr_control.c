@@ -45,7 +45,7 @@ static void reply_ok(struct evbuffer *out, size_t count)
     attr_add(&r, "status", "ok");
     attr_add_ll(&r, "count", (long long)count);
     attr_to_evbuffer(out, &r);
-    attr_free(&r);
+    attr_destroy(&r);
 }
 
 static int collect_cb(const struct qidx_rec *rec, void *arg)
@@ -57,7 +57,7 @@ static int collect_cb(const struct qidx_rec *rec, void *arg)
     return 0;
 }
 
-static void idlist_free(struct idlist *l)
+static void idlist_destroy(struct idlist *l)
 {
     for (size_t i = 0; i < l->n; i++)
         free(l->ids[i]);
@@ -75,7 +75,7 @@ static int ctl_each(const attr_t *req, struct evbuffer *out, const char **err,
         return -1;
     for (size_t i = 0; i < l.n; i++)
         count += (size_t)fn(l.ids[i]);
-    idlist_free(&l);
+    idlist_destroy(&l);
     reply_ok(out, count);
     index_pull_due();
     return 0;
@@ -95,7 +95,7 @@ static int rec_update(const char *id, int from_hold, int state, long long next)
         rec.next_attempt = next;
         changed = qindex_put(qmgr_g.qi, &rec) == 0;
     }
-    qidx_rec_free(&rec);
+    qidx_rec_destroy(&rec);
     return changed;
 }
 
@@ -146,7 +146,7 @@ static int do_release(const char *id)
     struct qidx_rec rec;
     memset(&rec, 0, sizeof(rec));
     int held = qindex_get(qmgr_g.qi, id, &rec) == 1 && rec.state == QS_HOLD;
-    qidx_rec_free(&rec);
+    qidx_rec_destroy(&rec);
     if (!held || qfile_append_record(qmgr_g.spool, id, "hold", "0") < 0)
         return 0;
     return rec_update(id, 1, QS_DEFERRED, 0);
@@ -195,7 +195,7 @@ static int ctl_flush(const attr_t *req, struct evbuffer *out, const char **err)
     qindex_scan_all(qmgr_g.qi, flush_cb, &l);
     for (size_t i = 0; i < l.n; i++)
         count += (size_t)do_requeue(l.ids[i]);
-    idlist_free(&l);
+    idlist_destroy(&l);
     sched_unsuspend_all();
     reply_ok(out, count);
     index_pull_due();
@@ -221,7 +221,7 @@ static int list_cb(const struct qidx_rec *rec, void *arg)
         attr_add(&r, "rcpt", rec->rcpts[i]);
     attr_add(&r, "reason", rec->reason ? rec->reason : "");
     attr_to_evbuffer(c->out, &r);
-    attr_free(&r);
+    attr_destroy(&r);
     c->count++;
     return 0;
 }
@@ -236,7 +236,7 @@ static int ctl_list(const attr_t *req, struct evbuffer *out, const char **err)
     attr_add(&r, "end", "1");
     attr_add_ll(&r, "count", (long long)c.count);
     attr_to_evbuffer(out, &r);
-    attr_free(&r);
+    attr_destroy(&r);
     return 0;
 }
 
@@ -262,7 +262,7 @@ static int ctl_stats(const attr_t *req, struct evbuffer *out, const char **err)
     attr_add_ll(&r, "hold", (long long)n[QS_HOLD]);
     attr_add_ll(&r, "total", (long long)(n[0] + n[1] + n[2] + n[3]));
     attr_to_evbuffer(out, &r);
-    attr_free(&r);
+    attr_destroy(&r);
     return 0;
 }
 
@@ -326,7 +326,7 @@ static void cconn_fail(struct cconn *c, const char *why)
     attr_add(&r, "status", "fail");
     attr_add(&r, "reason", why);
     attr_to_evbuffer(bufferevent_get_output(c->bev), &r);
-    attr_free(&r);
+    attr_destroy(&r);
     c->closing = 1;
     bufferevent_disable(c->bev, EV_READ);
 }
@@ -349,7 +349,7 @@ static void cconn_read(struct bufferevent *bev, void *arg)
         if (ctl_dispatch(c, &req, &err) < 0)
             cconn_fail(c, err ? err : "request failed");
     }
-    attr_free(&req);
+    attr_destroy(&req);
 }
 
 static void cconn_write(struct bufferevent *bev, void *arg)
@@ -397,8 +397,8 @@ void control_init(void)
                   conf_str("queue_directory"), SOCK_CONTROL, strerror(errno));
     listen_ev = event_new(qmgr_g.srv->base, listen_fd, EV_READ | EV_PERSIST, control_accept, NULL);
     event_add(listen_ev, NULL);
-    buf_free(&path);
-    buf_free(&dir);
+    buf_destroy(&path);
+    buf_destroy(&dir);
 }
 
 void control_close(void)

@@ -110,17 +110,17 @@ static void aconn_read(struct bufferevent *bev, void *arg)
         }
         c->job = NULL; /* idle again before the scheduler looks for one */
         sched_job_done(j, &reply, NULL);
-        attr_free(&reply);
+        attr_destroy(&reply);
         return; /* one job per connection: nothing else can be pending */
     }
     if (r == 0) {
-        attr_free(&reply);
+        attr_destroy(&reply);
         return;
     }
     if (r < 0)
         log_error("delivery agent %s: malformed reply: %s; dropping connection", c->transport,
                   err ? err : "?");
-    attr_free(&reply);
+    attr_destroy(&reply);
     aconn_broken(c, "bad reply");
 }
 
@@ -142,9 +142,9 @@ static struct aconn *aconn_new(const char *transport)
 
     buf_printf(&rel, "%s/%s", SOCK_PRIVATE_DIR, transport);
     server_spool_path(qmgr_g.srv, buf_str(&rel), &path);
-    buf_free(&rel);
+    buf_destroy(&rel);
     if (transport_down(transport)) {
-        buf_free(&path);
+        buf_destroy(&path);
         return NULL;
     }
     fd = ipc_connect_unix(buf_str(&path));
@@ -155,10 +155,10 @@ static struct aconn *aconn_new(const char *transport)
                      strerror(errno));
             last_warn = time(NULL);
         }
-        buf_free(&path);
+        buf_destroy(&path);
         return NULL;
     }
-    buf_free(&path);
+    buf_destroy(&path);
     ipc_nonblock(fd, 1);
     ipc_cloexec(fd, 1);
     c = xcalloc(1, sizeof(*c));
@@ -197,7 +197,7 @@ int deliver_start(struct qjob *j)
     for (size_t i = 0; i < j->n; i++)
         attr_add_ll(&req, "rcpt", (long long)j->rcpt[i]);
     attr_to_evbuffer(bufferevent_get_output(c->bev), &req);
-    attr_free(&req);
+    attr_destroy(&req);
     return 0;
 }
 

@@ -64,7 +64,7 @@ void index_build_rec(const struct qenv *env, int state, long long next, int atte
             rec->domains = strv_add(rec->domains, &nd, buf_str(&dom));
     }
     rec->reason = reason ? xstrdup(reason) : NULL;
-    buf_free(&dom);
+    buf_destroy(&dom);
 }
 
 void index_put_env(const struct qenv *env, int state, long long next, int attempts,
@@ -75,7 +75,7 @@ void index_put_env(const struct qenv *env, int state, long long next, int attemp
     index_build_rec(env, state, next, attempts, reason, &rec);
     if (qindex_put(qmgr_g.qi, &rec) < 0)
         log_warn("%s: cannot update the queue index", env->id);
-    qidx_rec_free(&rec);
+    qidx_rec_destroy(&rec);
 }
 
 /* Remove an abandoned incomplete file; keep a young one (being written). */
@@ -111,7 +111,7 @@ static int adopt_file(const char *id, const char *path, long long min_age)
         return 0;
     memset(&rec, 0, sizeof(rec));
     if (qindex_get(qmgr_g.qi, id, &rec) == 1) {
-        qidx_rec_free(&rec);
+        qidx_rec_destroy(&rec);
         return 0;
     }
     qenv_init(&env);
@@ -128,8 +128,8 @@ static int adopt_file(const char *id, const char *path, long long min_age)
         index_put_env(&env, env.hold ? QS_HOLD : QS_DEFERRED, next, attempts, reason);
         adopted = 1;
     }
-    qenv_free(&env);
-    buf_free(&err);
+    qenv_destroy(&env);
+    buf_destroy(&err);
     return adopted;
 }
 
@@ -150,7 +150,7 @@ static size_t scan_subdir(const char *dir, long long min_age)
         adopted += (size_t)adopt_file(e->d_name, buf_str(&path), min_age);
     }
     closedir(d);
-    buf_free(&path);
+    buf_destroy(&path);
     return adopted;
 }
 
@@ -163,7 +163,7 @@ static size_t scan_spool(long long min_age)
 
     buf_printf(&top, "%s/queue", qmgr_g.spool);
     if ((d = opendir(buf_str(&top))) == NULL) {
-        buf_free(&top);
+        buf_destroy(&top);
         return 0; /* no mail yet */
     }
     while ((e = readdir(d)) != NULL) {
@@ -174,8 +174,8 @@ static size_t scan_spool(long long min_age)
         adopted += scan_subdir(buf_str(&sub), min_age);
     }
     closedir(d);
-    buf_free(&top);
-    buf_free(&sub);
+    buf_destroy(&top);
+    buf_destroy(&sub);
     return adopted;
 }
 
@@ -202,7 +202,7 @@ static int index_is_new(void)
 
     buf_printf(&p, "%s/index/queue.db", qmgr_g.spool);
     fresh = stat(buf_str(&p), &st) < 0 && errno == ENOENT;
-    buf_free(&p);
+    buf_destroy(&p);
     return fresh;
 }
 
@@ -216,7 +216,7 @@ void index_startup(void)
     if (qmgr_g.qi == NULL)
         log_fatal("cannot open the queue index under %s/index: %s (check ownership and space)",
                   conf_str("queue_directory"), buf_str(&err));
-    buf_free(&err);
+    buf_destroy(&err);
     if (!was_clean) {
         if (fresh)
             log_info("queue index created");
@@ -287,7 +287,7 @@ void index_new_mail(const char *id)
     if (msg_find(id))
         return;
     if (qindex_get(qmgr_g.qi, id, &known) == 1) {
-        qidx_rec_free(&known);
+        qidx_rec_destroy(&known);
         return;
     }
     if (msg_room()) {
@@ -300,8 +300,8 @@ void index_new_mail(const char *id)
         index_put_env(&env, env.hold ? QS_HOLD : QS_INCOMING, 0, 0, NULL);
     else
         log_warn("%s: cannot read queue file: %s", id, buf_str(&err));
-    qenv_free(&env);
-    buf_free(&err);
+    qenv_destroy(&env);
+    buf_destroy(&err);
 }
 
 static void shutdown_one(struct qmsg *m, void *arg)
@@ -352,7 +352,7 @@ static int sel_ids(const attr_t *req, struct sel_ctx *c, const char **err)
         if (qindex_get(qmgr_g.qi, id, &rec) != 1)
             continue;
         int stop = sel_cb(&rec, c);
-        qidx_rec_free(&rec);
+        qidx_rec_destroy(&rec);
         if (stop)
             break;
     }
@@ -379,7 +379,7 @@ int index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *
         if (d.len > 0)
             str_lower(d.data);
         qindex_scan_domain(qmgr_g.qi, buf_str(&d), sel_cb, &c);
-        buf_free(&d);
+        buf_destroy(&d);
         return 0;
     }
     if (need_selector && !c.sender && !(all && strcmp(all, "1") == 0)) {

@@ -47,7 +47,7 @@ void msg_free(struct qmsg *m)
     msg_unlink(m);
     qmgr_g.st.active--;
     qmgr_g.st.rcpts -= m->env.nrcpt;
-    qenv_free(&m->env);
+    qenv_destroy(&m->env);
     free(m->rr);
     free(m->reason);
     free(m);
@@ -94,7 +94,7 @@ static int still_delivered(struct qmsg *m, int attempts, int busy)
         return 0;
     log_debug("%s: skipped, still being delivered", m->id);
     index_put_env(&m->env, QS_ACTIVE, (long long)time(NULL) + 1, attempts, NULL);
-    qenv_free(&m->env);
+    qenv_destroy(&m->env);
     free(m);
     return 1;
 }
@@ -111,12 +111,12 @@ int msg_activate(const char *id, int attempts, int check_busy)
     qenv_init(&m->env);
     if (qfile_read(qmgr_g.spool, id, &m->env, 0, &err) < 0) {
         log_warn("%s: cannot read queue file: %s", id, buf_str(&err));
-        buf_free(&err);
-        qenv_free(&m->env);
+        buf_destroy(&err);
+        qenv_destroy(&m->env);
         free(m);
         return -1;
     }
-    buf_free(&err);
+    buf_destroy(&err);
     str_lcpy(m->id, id, sizeof(m->id));
     if (still_delivered(m, attempts, busy))
         return 0;
@@ -180,7 +180,7 @@ void msg_log_status(const struct qmsg *m, size_t idx, const char *relay, const c
     fmt_delays(m, &d, 0, 0);
     log_info("%s: to=<%s>, relay=%s, %s, dsn=%s, status=%s (%s)", m->id, m->env.rcpt[idx].addr,
              relay, buf_str(&d), dsn, status, reason ? reason : "");
-    buf_free(&d);
+    buf_destroy(&d);
 }
 
 void msg_rcpt_done(struct qmsg *m, size_t idx, int rr, const char *dsn, const char *reason)

@@ -142,7 +142,7 @@ static int decode(const char *id, const void *data, size_t len, struct qidx_rec 
     out->domains = get_strv(&r);
     if (r.bad || r.left != 0) {
         log_error("queue index: malformed record for %s", id);
-        qidx_rec_free(out);
+        qidx_rec_destroy(out);
         return -1;
     }
     if (out->sender == NULL)
@@ -150,7 +150,7 @@ static int decode(const char *id, const void *data, size_t len, struct qidx_rec 
     return 0;
 }
 
-void qidx_rec_free(struct qidx_rec *rec)
+void qidx_rec_destroy(struct qidx_rec *rec)
 {
     free(rec->sender);
     free(rec->reason);
@@ -234,7 +234,7 @@ static void remove_db_files(struct qindex *qi)
         if (unlink(p.data) < 0 && errno != ENOENT)
             log_warn("cannot remove %s: %m", p.data);
     }
-    buf_free(&p);
+    buf_destroy(&p);
 }
 
 static size_t count_records(DB *db)
@@ -292,14 +292,14 @@ struct qindex *qindex_open(const char *spool, int *was_clean, buf_t *err)
     if (open_env(qi, e) < 0)
         goto fail;
     qi->count = count_records(qi->queue);
-    buf_free(&marker);
-    buf_free(&dummy);
+    buf_destroy(&marker);
+    buf_destroy(&dummy);
     return qi;
 fail:
     close_all(qi, DB_NOSYNC);
-    buf_free(&qi->dir);
-    buf_free(&marker);
-    buf_free(&dummy);
+    buf_destroy(&qi->dir);
+    buf_destroy(&marker);
+    buf_destroy(&dummy);
     free(qi);
     return NULL;
 }
@@ -313,7 +313,7 @@ static void write_marker(struct qindex *qi)
         log_warn("cannot write %s: %m (the index will be rebuilt at next start)", p.data);
     if (fd >= 0)
         close(fd);
-    buf_free(&p);
+    buf_destroy(&p);
 }
 
 void qindex_close(struct qindex *qi, int clean)
@@ -335,7 +335,7 @@ void qindex_close(struct qindex *qi, int clean)
     /* The marker only after the data is on disk, or it would lie. */
     if (clean && ok)
         write_marker(qi);
-    buf_free(&qi->dir);
+    buf_destroy(&qi->dir);
     free(qi);
 }
 
@@ -446,7 +446,7 @@ int qindex_put(struct qindex *qi, const struct qidx_rec *rec)
         return -1;
     if (found) {
         int rc = del_secondaries(qi, &old);
-        qidx_rec_free(&old);
+        qidx_rec_destroy(&old);
         if (rc < 0)
             return -1;
     }
@@ -456,7 +456,7 @@ int qindex_put(struct qindex *qi, const struct qidx_rec *rec)
     dbt_set(&k, rec->id, QID_LEN);
     dbt_set(&d, b.data, b.len);
     int rc = qi->queue->put(qi->queue, NULL, &k, &d, 0);
-    buf_free(&b);
+    buf_destroy(&b);
     if (rc != 0)
         return db_fail("put", rc);
     if (!found)
@@ -471,7 +471,7 @@ int qindex_del(struct qindex *qi, const char *id)
     if (found <= 0)
         return found;
     int rc = del_secondaries(qi, &old);
-    qidx_rec_free(&old);
+    qidx_rec_destroy(&old);
     DBT k;
     dbt_set(&k, id, QID_LEN);
     int drc = qi->queue->del(qi->queue, NULL, &k, 0);
@@ -492,7 +492,7 @@ static int visit(struct qindex *qi, const char *id, qindex_cb cb, void *arg)
     if (found <= 0)
         return found; /* stale secondary entry: skip */
     int stop = cb(&rec, arg);
-    qidx_rec_free(&rec);
+    qidx_rec_destroy(&rec);
     return stop ? 1 : 0;
 }
 
@@ -572,7 +572,7 @@ int qindex_scan_all(struct qindex *qi, qindex_cb cb, void *arg)
         if (decode(id, d.data, d.size, &rec) < 0)
             continue;
         res = cb(&rec, arg) ? 1 : 0;
-        qidx_rec_free(&rec);
+        qidx_rec_destroy(&rec);
     }
     c->close(c);
     if (rc != 0 && rc != DB_NOTFOUND)

@@ -58,7 +58,7 @@ int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg);
 int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void *arg);
 int qindex_scan_all(struct qindex *qi, qindex_cb cb, void *arg);
 size_t qindex_count(struct qindex *qi);
-void qidx_rec_free(struct qidx_rec *rec); /* frees the strings, not rec */
+void qidx_rec_destroy(struct qidx_rec *rec); /* frees the strings, not rec */
 const char *qstate_name(int state);
 
 #endif

@@ -62,7 +62,7 @@ int qindex_lock(const char *spool, int wait_ms, buf_t *err)
         if (fd >= 0)
             lock_note_pid(fd);
     }
-    buf_free(&dir);
-    buf_free(&path);
+    buf_destroy(&dir);
+    buf_destroy(&path);
     return fd;
 }

@@ -30,7 +30,7 @@ void route_init(void)
         route_maps[route_nmaps++] = d;
     }
     strv_free(list);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 void route_close(void)
@@ -57,7 +57,7 @@ static int route_lookup(const char *domain, buf_t *value)
             found = r > 0;
         }
     }
-    buf_free(&key);
+    buf_destroy(&key);
     return found;
 }
 
@@ -78,8 +78,8 @@ void route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop)
     buf_set(transport, "smtp");
     buf_set(nexthop, relay && *relay ? relay : buf_str(&domain));
 done:
-    buf_free(&domain);
-    buf_free(&value);
+    buf_destroy(&domain);
+    buf_destroy(&value);
 }
 
 /* ---- pure helpers: transport_maps values, lookup keys, back-off ---- */

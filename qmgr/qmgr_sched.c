@@ -47,7 +47,7 @@ static struct qdest *dest_get(const char *transport, const char *nexthop)
         d->hnext = dest_hash[b];
         dest_hash[b] = d;
     }
-    buf_free(&key);
+    buf_destroy(&key);
     return d;
 }
 
@@ -97,7 +97,7 @@ static void job_defer_suspended(struct qjob *j)
     for (size_t i = 0; i < j->n; i++)
         msg_defer_rcpt(j->msg, j->rcpt[i], "4.4.1", buf_str(&why));
     j->msg->jobs--;
-    buf_free(&why);
+    buf_destroy(&why);
 }
 
 static void job_enqueue(struct qjob *j)
@@ -130,8 +130,8 @@ static struct qjob *job_add_rcpt(struct qmsg *m, size_t idx, struct qjob *made)
 
     route_rcpt(m->env.rcpt[idx].addr, &tr, &nh);
     d = dest_get(buf_str(&tr), buf_str(&nh));
-    buf_free(&tr);
-    buf_free(&nh);
+    buf_destroy(&tr);
+    buf_destroy(&nh);
     j = d->building;
     if (j == NULL || j->n >= limit) {
         j = xcalloc(1, sizeof(*j));

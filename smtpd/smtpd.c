@@ -112,7 +112,7 @@ static void post_drop(struct server *srv)
     d->dns = dns_new(srv->base, conf_str("dns_servers"), &err);
     if (!d->dns)
         log_warn("DNS set-up failed (%s): DNS restrictions answer 450", buf_str(&err));
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 /* Messages being flushed are finished (and qmgr told) before we go. */

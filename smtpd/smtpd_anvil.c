@@ -222,7 +222,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         if (handle_reply(ac, &r) < 0)
             break;
     }
-    attr_free(&r);
+    attr_destroy(&r);
 }
 
 /* The service closed a connection with nothing outstanding (anvil was
@@ -304,7 +304,7 @@ static void send_request(struct anvil_client *ac, const char *request, enum anvi
     attr_add(&a, "request", request);
     attr_addf(&a, "ident", "%s:%s", service, addr);
     attr_to_evbuffer(bufferevent_get_output(ac->bev), &a);
-    attr_free(&a);
+    attr_destroy(&a);
     if (ac->qlen == 1)
         arm_timeout(ac);
 }

@@ -29,7 +29,7 @@ void smtpd_auth_pre_drop(struct smtpd *d)
     buf_t err = BUF_INIT;
     if (psasl_init(&err) < 0)
         log_fatal("SASL set-up failed: %s", buf_str(&err));
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 void smtpd_auth_post_drop(struct smtpd *d)
@@ -62,7 +62,7 @@ void smtpd_auth_free(struct smtpd_session *s)
     if (s->auth_delay_ev)
         event_free(s->auth_delay_ev);
     s->auth_delay_ev = NULL;
-    buf_free(&s->auth_reply);
+    buf_destroy(&s->auth_reply);
     free(s->sasl_method);
     free(s->sasl_username);
     s->sasl_method = s->sasl_username = NULL;
@@ -123,7 +123,7 @@ static void auth_done(struct psasl_session *ss, const struct psasl_result *r, vo
         buf_printf(&b, "535 5.7.8 Error: authentication failed: %s",
                    r->reason ? r->reason : "authentication failure");
         fail_later(s, buf_str(&b));
-        buf_free(&b);
+        buf_destroy(&b);
         return;
     case PSASL_TEMPFAIL:
         log_warn("%s: SASL %s authentication problem: %s", smtpd_client(s),

@@ -32,7 +32,7 @@ static void validate_list(const char *param)
     buf_t err = BUF_INIT;
     if (cidr_list_validate(param, &err) < 0)
         log_fatal("%s", buf_str(&err));
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 void smtpd_check_init(void)
@@ -80,8 +80,8 @@ int smtpd_check_tricky(const char *addr)
     buf_t local = BUF_INIT, domain = BUF_INIT;
     int bad = addr_split(addr, &local, &domain) < 0 || domain.len == 0 ||
               strpbrk(buf_str(&local), "@%!") != NULL;
-    buf_free(&local);
-    buf_free(&domain);
+    buf_destroy(&local);
+    buf_destroy(&domain);
     return bad;
 }
 
@@ -94,10 +94,10 @@ struct dict *smtpd_table(const char *spec)
     struct dict *d = dict_open(spec, &err);
     if (!d) {
         log_warn("%s: table lookup problem: %s", spec, buf_str(&err));
-        buf_free(&err);
+        buf_destroy(&err);
         return NULL;
     }
-    buf_free(&err);
+    buf_destroy(&err);
     if (ntables == TABLES_MAX)
         log_fatal("more than %d different lookup tables in the smtpd restrictions", TABLES_MAX);
     tables[ntables].spec = xstrdup(spec);
@@ -144,8 +144,8 @@ int smtpd_access_addr(struct dict *t, const char *addr, buf_t *value)
             try_key(t, buf_str(&local), value, &rc);
         }
     }
-    buf_free(&local);
-    buf_free(&domain);
+    buf_destroy(&local);
+    buf_destroy(&domain);
     return rc;
 }
 

@@ -73,7 +73,7 @@ void smtpd_cmd_dispatch(struct smtpd_session *s, char *line, size_t len)
                              &arg, &err);
     if (idx == -2) { /* not a command: counted nowhere, as before */
         reply_err(s, &err);
-        smtp_cmd_reply_free(&err);
+        smtp_cmd_reply_destroy(&err);
         return;
     }
     int slot = idx < 0 ? SMTPD_CMD_MAX : idx;
@@ -105,7 +105,7 @@ void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *re
     if (s->helo)
         buf_printf(&b, " helo=<%s>", s->helo);
     log_info("%s", buf_str(&b));
-    buf_free(&b);
+    buf_destroy(&b);
 }
 
 static int set_helo(struct smtpd_session *s, const char *verb, char *arg)
@@ -124,7 +124,7 @@ static int set_helo(struct smtpd_session *s, const char *verb, char *arg)
     } else if (rc == 1) {
         smtpd_reply(s, "%s", buf_str(&reply));
     }
-    buf_free(&reply);
+    buf_destroy(&reply);
     if (rc != 0) {
         free(s->helo);
         s->helo = old;
@@ -176,7 +176,7 @@ static int mail_checks(struct smtpd_session *s, const char *arg)
     int rc = smtpd_restrict_mail(s, &reply);
     if (rc == 1)
         smtpd_reply(s, "%s", buf_str(&reply));
-    buf_free(&reply);
+    buf_destroy(&reply);
     if (rc == 0)
         rc = smtpd_limit_event(s, SMTPD_EV_MSG, arg);
     if (rc == 2)
@@ -217,8 +217,8 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
             smtpd_reply(s, "250 2.1.0 Ok");
         }
     }
-    smtp_mail_args_free(&m);
-    smtp_cmd_reply_free(&err);
+    smtp_mail_args_destroy(&m);
+    smtp_cmd_reply_destroy(&err);
 }
 
 /* Recipient syntax, the recipient limit, then the ESMTP parameters (in
@@ -238,7 +238,7 @@ static int rcpt_parse(struct smtpd_session *s, const char *arg, struct smtp_rcpt
     }
     if (rc < 0)
         reply_err(s, &err);
-    smtp_cmd_reply_free(&err);
+    smtp_cmd_reply_destroy(&err);
     return rc == 0 ? 0 : -1;
 }
 
@@ -268,8 +268,8 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
     qenv_add_rcpt(&s->env, buf_str(&r.addr), r.orcpt, r.notify);
     smtpd_reply(s, "250 2.1.5 Ok");
 out:
-    smtp_rcpt_args_free(&r);
-    buf_free(&reply);
+    smtp_rcpt_args_destroy(&r);
+    buf_destroy(&reply);
 }
 
 static void cmd_data(struct smtpd_session *s, char *arg)

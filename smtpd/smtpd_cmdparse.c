@@ -28,9 +28,9 @@ static const char *const verb_names[SMTP_VERB_COUNT] = {
     "VRFY", "EXPN", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "HELP", "QUIT",
 };
 
-void smtp_cmd_reply_free(struct smtp_cmd_reply *r)
+void smtp_cmd_reply_destroy(struct smtp_cmd_reply *r)
 {
-    buf_free(&r->text);
+    buf_destroy(&r->text);
     r->code = 0;
     r->enh[0] = '\0';
 }
@@ -167,7 +167,7 @@ static int mail_envid(const char *v, void *ctx, struct smtp_cmd_reply *err)
             ok = 0;
     if (ok)
         m->envid = xstrdup(buf_str(&dec));
-    buf_free(&dec);
+    buf_destroy(&dec);
     return ok ? 0 : fail(err, 501, "5.5.4", "Error: Bad ENVID parameter syntax");
 }
 
@@ -227,7 +227,7 @@ static int rcpt_orcpt(const char *v, void *ctx, struct smtp_cmd_reply *err)
     for (size_t i = 0; ok && i < dec.len; i++)
         if ((unsigned char)dec.data[i] < 0x20 || (unsigned char)dec.data[i] == 0x7f)
             ok = 0;
-    buf_free(&dec);
+    buf_destroy(&dec);
     if (!ok)
         return fail(err, 501, "5.5.4", "Error: Bad ORCPT parameter syntax");
     r->orcpt = xstrdup(v);
@@ -265,16 +265,16 @@ static int run_params(const struct param_handler *tab, const char *params, void 
             h++;
         rc = h->name ? h->fn(buf_str(&value), ctx, err) : unknown_param(&name, err);
     }
-    buf_free(&name);
-    buf_free(&value);
+    buf_destroy(&name);
+    buf_destroy(&value);
     return rc;
 }
 
 /* ---- MAIL FROM ---- */
 
-void smtp_mail_args_free(struct smtp_mail_args *m)
+void smtp_mail_args_destroy(struct smtp_mail_args *m)
 {
-    buf_free(&m->sender);
+    buf_destroy(&m->sender);
     free(m->envid);
     struct smtp_mail_args z = SMTP_MAIL_ARGS_INIT;
     *m = z;
@@ -294,7 +294,7 @@ static int utf8_allowed(const char *addr, int utf8, struct smtp_cmd_reply *err)
 int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable,
                   struct smtp_mail_args *m, struct smtp_cmd_reply *err)
 {
-    smtp_mail_args_free(m);
+    smtp_mail_args_destroy(m);
     if (!str_nieq(arg, "FROM:", 5))
         return fail(err, 501, "5.5.4", "Syntax: MAIL FROM:<address>");
     const char *params = "", *why = "Bad sender address syntax";
@@ -310,9 +310,9 @@ int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable,
 
 /* ---- RCPT TO ---- */
 
-void smtp_rcpt_args_free(struct smtp_rcpt_args *r)
+void smtp_rcpt_args_destroy(struct smtp_rcpt_args *r)
 {
-    buf_free(&r->addr);
+    buf_destroy(&r->addr);
     free(r->orcpt);
     struct smtp_rcpt_args z = SMTP_RCPT_ARGS_INIT;
     *r = z;
@@ -329,7 +329,7 @@ static int source_routed(const char *p)
 int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8,
                        struct smtp_rcpt_args *r, struct smtp_cmd_reply *err)
 {
-    smtp_rcpt_args_free(r);
+    smtp_rcpt_args_destroy(r);
     r->params = "";
     if (!str_nieq(arg, "TO:", 3))
         return fail(err, 501, "5.5.4", "Syntax: RCPT TO:<address>");
@@ -341,8 +341,8 @@ int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8,
     r->source_routed = source_routed(p);
     buf_t local = BUF_INIT, domain = BUF_INIT;
     int has_domain = addr_split(buf_str(&r->addr), &local, &domain) == 0 && domain.len > 0;
-    buf_free(&local);
-    buf_free(&domain);
+    buf_destroy(&local);
+    buf_destroy(&domain);
     if (has_domain)
         return 0;
     if (str_ieq(buf_str(&r->addr), "postmaster")) {

@@ -30,7 +30,7 @@ struct smtp_cmd_reply {
     buf_t text;
 };
 #define SMTP_CMD_REPLY_INIT { 0, "", BUF_INIT }
-void smtp_cmd_reply_free(struct smtp_cmd_reply *r);
+void smtp_cmd_reply_destroy(struct smtp_cmd_reply *r);
 /* The whole reply line (no CRLF) into out (replaced). */
 void smtp_cmd_reply_format(const struct smtp_cmd_reply *r, buf_t *out);
 
@@ -66,7 +66,7 @@ struct smtp_mail_args {
     int smtputf8;            /* SMTPUTF8 given (RFC 6531) */
 };
 #define SMTP_MAIL_ARGS_INIT { BUF_INIT, 0, 0, 0, 0, NULL, 0, 0 }
-void smtp_mail_args_free(struct smtp_mail_args *m);
+void smtp_mail_args_destroy(struct smtp_mail_args *m);
 
 /* arg: what follows "MAIL " ("FROM:<a@b> SIZE=10"). size_limit: the
  * message_size_limit (0: none). utf8_enable: smtputf8_enable (without it
@@ -85,7 +85,7 @@ struct smtp_rcpt_args {
     char *orcpt;             /* "addr-type;xtext" as given, or NULL */
 };
 #define SMTP_RCPT_ARGS_INIT { BUF_INIT, 0, NULL, 0, NULL }
-void smtp_rcpt_args_free(struct smtp_rcpt_args *r);
+void smtp_rcpt_args_destroy(struct smtp_rcpt_args *r);
 
 /* The address part of arg (what follows "RCPT "): "TO:", the path, and a
  * bare "postmaster" qualified with @origin (smtpd passes $myorigin). A

@@ -32,7 +32,7 @@ struct smtpd_data {
 static void data_free(struct smtpd_session *s)
 {
     struct smtpd_data *d = s->data;
-    dataparse_free(&d->p);
+    dataparse_destroy(&d->p);
     free(d);
     s->data = NULL;
 }
@@ -85,7 +85,7 @@ static void fill_envelope(struct smtpd_session *s)
     if (s->sasl_username && s->esmtp)
         buf_putc(&proto, 'A');
     qenv_set(&e->proto, buf_str(&proto));
-    buf_free(&proto);
+    buf_destroy(&proto);
     if (s->sasl_username) {
         qenv_set(&e->sasl_method, s->sasl_method);
         qenv_set(&e->sasl_username, s->sasl_username);
@@ -130,7 +130,7 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
     struct qfile_w *qf = qfile_create(s->d->srv->spool, &s->env, &err);
     if (!qf) {
         log_warn("%s: queue file create failed: %s", smtpd_client(s), buf_str(&err));
-        buf_free(&err);
+        buf_destroy(&err);
         return -1;
     }
     if (s->sasl_username)
@@ -154,8 +154,8 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
     received_header(s, &rh);
     if (qfile_write(qf, rh.data, rh.len) < 0)
         d->write_err = 1;
-    buf_free(&rh);
-    buf_free(&err);
+    buf_destroy(&rh);
+    buf_destroy(&err);
     return 0;
 }
 
@@ -224,7 +224,7 @@ static void commit_done(void *arg)
         data_stats(s, c->verb);
         smtpd_wait_end(s);
     }
-    buf_free(&err);
+    buf_destroy(&err);
     free(c->message_id);
     free(c);
 }
@@ -250,7 +250,7 @@ static void data_commit(struct smtpd_session *s, struct smtpd_data *d, int verb)
     if (qfile_commit_begin(qf, &err) < 0) {
         log_warn("%s: queue file commit failed: %s", s->env.id, buf_str(&err));
         smtpd_reply(s, "451 4.3.0 Error: queue file write error");
-        buf_free(&err);
+        buf_destroy(&err);
         return;
     }
     struct smtpd_commit *c = xcalloc(1, sizeof(*c));

@@ -42,11 +42,11 @@ void dataparse_init(struct dataparse *d, const struct dataparse_config *cf,
     d->hl = HL_START;
 }
 
-void dataparse_free(struct dataparse *d)
+void dataparse_destroy(struct dataparse *d)
 {
-    buf_free(&d->obuf);
-    buf_free(&d->hdr);
-    buf_free(&d->msgid);
+    buf_destroy(&d->obuf);
+    buf_destroy(&d->hdr);
+    buf_destroy(&d->msgid);
     free(d->message_id);
     d->message_id = NULL;
 }

@@ -80,7 +80,7 @@ struct dataparse {
 
 void dataparse_init(struct dataparse *d, const struct dataparse_config *cf,
                     dataparse_out_fn out, void *out_arg);
-void dataparse_free(struct dataparse *d);
+void dataparse_destroy(struct dataparse *d);
 /* Feed n bytes. Returns the bytes consumed: all of them, except in DATA
  * mode when the end of data was seen (d->done set; the bytes after the
  * mark are not consumed). Nothing may be fed once done. */

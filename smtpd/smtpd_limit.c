@@ -48,7 +48,7 @@ void smtpd_limit_init(struct smtpd *d)
     buf_t path = BUF_INIT;
     server_spool_path(d->srv, ANVIL_SOCK, &path);
     d->anvil = anvil_client_new(d->srv->base, buf_str(&path));
-    buf_free(&path);
+    buf_destroy(&path);
 }
 
 static void warn_limit(struct smtpd_session *s, enum anvil_limit l, long value)

@@ -114,7 +114,7 @@ static void notify_connect(void)
         log_fatal("qmgr socket path too long: %s (use a shorter queue_directory)",
                   buf_str(&path));
     memcpy(sun.sun_path, path.data, path.len);
-    buf_free(&path);
+    buf_destroy(&path);
     nt.bev = bufferevent_socket_new(nt.srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(nt.bev, on_read, on_write, on_event, NULL);
     bufferevent_enable(nt.bev, EV_READ | EV_WRITE);
@@ -150,7 +150,7 @@ void smtpd_notify_new(const char *queue_id)
         buf_reset(&nt.unsent);
     }
     attr_encode(&a, &nt.unsent);
-    attr_free(&a);
+    attr_destroy(&a);
     if (nt.connected)
         flush_unsent();
     else if (!nt.bev)

@@ -89,7 +89,7 @@ static enum smtpd_verdict unauth_dest(struct smtpd_rctx *c, const char *code, co
     addr_domain(c->rcpt, &domain);
     int tricky = c->source_routed || smtpd_check_tricky(c->rcpt);
     int ours = !tricky && smtpd_check_local_domain(buf_str(&domain));
-    buf_free(&domain);
+    buf_destroy(&domain);
     if (ours)
         return V_DUNNO;
     buf_reset(c->reply);
@@ -183,7 +183,7 @@ static enum smtpd_verdict check_access(struct smtpd_rctx *c, enum smtpd_object o
     } else if (rc > 0) {
         verdict = access_action(c, obj, table, v.data);
     }
-    buf_free(&v);
+    buf_destroy(&v);
     return verdict;
 }
 
@@ -215,7 +215,7 @@ static int addr_fqdn(const char *addr)
     addr_domain(addr, &domain);
     int ok = addr_domain_fqdn(buf_str(&domain)) ||
              (domain.data && domain.data[0] == '[' && addr_domain_valid(domain.data));
-    buf_free(&domain);
+    buf_destroy(&domain);
     return ok;
 }
 
@@ -289,8 +289,8 @@ static enum smtpd_verdict unknown_domain(struct smtpd_rctx *c, enum smtpd_object
         v = V_REJECT;
     }
 out:
-    buf_free(&domain);
-    buf_free(&text);
+    buf_destroy(&domain);
+    buf_destroy(&text);
     return v;
 }
 
@@ -328,8 +328,8 @@ static int sender_owners(const char *sender, buf_t *owners)
             rc = dict_lookup(t, buf_str(&key), owners);
     }
     strv_free(maps);
-    buf_free(&domain);
-    buf_free(&key);
+    buf_destroy(&domain);
+    buf_destroy(&key);
     return rc;
 }
 
@@ -361,8 +361,8 @@ static enum smtpd_verdict r_login_mismatch(struct smtpd_rctx *c, const char *t)
         smtpd_reject_obj(c, OBJ_SENDER, "553", "5.7.1", "not logged in");
         v = V_REJECT;
     }
-    buf_free(&owners);
-    buf_free(&text);
+    buf_destroy(&owners);
+    buf_destroy(&text);
     return v;
 }
 

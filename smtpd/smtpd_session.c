@@ -63,7 +63,7 @@ static void client_addr(struct smtpd_session *s, int fd)
         s->addr_v6 = ss.ss_family == AF_INET6 && strchr(buf_str(&host), ':') != NULL;
     }
     s->addr = xstrdup(host.len ? buf_str(&host) : "unknown");
-    buf_free(&host);
+    buf_destroy(&host);
 }
 
 void smtpd_session_wire(struct smtpd_session *s)
@@ -127,7 +127,7 @@ void smtpd_session_start(struct smtpd_session *s)
     } else {
         smtpd_reply_line(s, "220 %s", conf_str("smtpd_banner"));
     }
-    buf_free(&reply);
+    buf_destroy(&reply);
     smtpd_wait_end(s);
 }
 
@@ -154,7 +154,7 @@ static void log_disconnect(struct smtpd_session *s)
     if (ok != total)
         buf_printf(&b, "/%u", total);
     log_info("disconnect from %s%s", smtpd_client(s), buf_str(&b));
-    buf_free(&b);
+    buf_destroy(&b);
 }
 
 void smtpd_session_free(struct smtpd_session *s)
@@ -171,7 +171,7 @@ void smtpd_session_free(struct smtpd_session *s)
     smtpd_tls_free(s);
     if (s->sleep_ev)
         event_free(s->sleep_ev);
-    qenv_free(&s->env);
+    qenv_destroy(&s->env);
     free(s->redo_arg);
     free(s->deny_text);
     free(s->helo);
@@ -190,7 +190,7 @@ static void reply_v(struct smtpd_session *s, int count, const char *fmt, va_list
         log_debug("> %s: %s", smtpd_client(s), buf_str(&b));
     buf_append(&b, "\r\n", 2);
     bufferevent_write(s->bev, b.data, b.len);
-    buf_free(&b);
+    buf_destroy(&b);
     if (count) {
         s->last_code = code;
         if (code >= 400)
@@ -224,7 +224,7 @@ void smtpd_txn_reset(struct smtpd_session *s)
 {
     if (s->data)
         smtpd_data_abort(s);
-    qenv_free(&s->env);
+    qenv_destroy(&s->env);
     qenv_init(&s->env);
     s->have_mail = 0;
     s->bdat_state = 0;

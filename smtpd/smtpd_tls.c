@@ -101,7 +101,7 @@ void smtpd_tls_pre_drop(struct smtpd *d)
     d->tls_ctx = (struct ssl_ctx_st *)tls_server_ctx_new(mandatory, &err);
     if (!d->tls_ctx)
         log_fatal("TLS server set-up failed: %s", buf_str(&err));
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 int smtpd_tls_offer(const struct smtpd_session *s)
@@ -127,7 +127,7 @@ static void tls_established(struct smtpd_session *s)
     tls_received_text(s->ssl, &b);
     free(s->tls_received);
     s->tls_received = buf_detach(&b);
-    buf_free(&b);
+    buf_destroy(&b);
 }
 
 /* libevent takes OpenSSL's error queue into the bufferevent: without
@@ -175,7 +175,7 @@ static void handshake_event(struct bufferevent *bev, short what, void *arg)
     log_info("SSL_accept error from %s: %s", smtpd_client(s), why.len ? buf_str(&why) : "-1");
     log_info("lost connection after %s from %s", s->tls_wrapper ? "CONNECT" : "STARTTLS",
              smtpd_client(s));
-    buf_free(&why);
+    buf_destroy(&why);
     smtpd_session_free(s);
 }
 

@@ -105,7 +105,7 @@ static void maybe_reopen(struct dict *d)
         log_warn("%s (keeping the previous table)", err.data);
         d->db = old;
     }
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 int dict_lookup(struct dict *d, const char *key, buf_t *value)
@@ -239,7 +239,7 @@ int dict_build(const char *spec, buf_t *err)
     if (rc < 0)
         unlink(tmp.data);
     fclose(fp);
-    buf_free(&tmp);
-    buf_free(&dst);
+    buf_destroy(&tmp);
+    buf_destroy(&dst);
     return rc;
 }

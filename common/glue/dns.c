@@ -185,7 +185,7 @@ void dns_result_free(struct dns_result *res)
         free(res->hosts[i].addrlen);
     }
     free(res->hosts);
-    buf_free(&res->errtext);
+    buf_destroy(&res->errtext);
     free(res);
 }
 

@@ -172,7 +172,7 @@ static int set_security(sasl_conn_t *conn, unsigned tls_ssf)
     unsigned flags;
     if (psasl_security_flags(param, &flags, &err) != 0)
         log_warn("%s; ignoring that option", buf_str(&err)); /* validated at init */
-    buf_free(&err);
+    buf_destroy(&err);
     sasl_security_properties_t sp;
     memset(&sp, 0, sizeof(sp));
     sp.min_ssf = 0;
@@ -241,11 +241,11 @@ void psasl_session_destroy(struct psasl_session *ss)
     psasl_pool_detach(ss->pool);
     sasl_dispose(&ss->conn);
     free(ss->mechlist);
-    buf_free(&ss->input);
-    buf_free(&ss->challenge);
-    buf_free(&ss->username);
-    buf_free(&ss->reason);
-    buf_free(&ss->detail);
+    buf_destroy(&ss->input);
+    buf_destroy(&ss->challenge);
+    buf_destroy(&ss->username);
+    buf_destroy(&ss->reason);
+    buf_destroy(&ss->detail);
     free(ss);
 }
 

@@ -137,7 +137,7 @@ static int ctx_protocols(SSL_CTX *ctx, const char *param, struct tls_protos *p, 
     } else if (ctx) {
         tls_apply_protocols(ctx, p);
     }
-    buf_free(&why);
+    buf_destroy(&why);
     return rc;
 }
 
@@ -240,7 +240,7 @@ static int cipher_string(SSL_CTX *ctx, const char *grade_param, const char *excl
         rc = -1;
     }
     strv_free(excl);
-    buf_free(&why);
+    buf_destroy(&why);
     return rc;
 }
 
@@ -249,7 +249,7 @@ static int ctx_ciphers(SSL_CTX *ctx, const char *grade_param, const char *excl_p
 {
     buf_t list = BUF_INIT;
     int rc = cipher_string(ctx, grade_param, excl_param, excl2_param, &list, err);
-    buf_free(&list);
+    buf_destroy(&list);
     return rc;
 }
 
@@ -448,7 +448,7 @@ static int client_setup(SSL_CTX *ctx, struct client_protos *cp, buf_t *err)
         if (rc == 0)
             cp->may_ciphers = buf_detach(&list);
     }
-    buf_free(&list);
+    buf_destroy(&list);
     return rc;
 }
 
@@ -528,7 +528,7 @@ void tls_received_text(SSL *ssl, buf_t *out)
     buf_t s = BUF_INIT;
     tls_summary(ssl, &s);
     buf_printf(out, "(using %s)", s.data);
-    buf_free(&s);
+    buf_destroy(&s);
 }
 
 void tls_log_established(SSL *ssl, tls_trust_t trust, int is_server, const char *peer)
@@ -537,5 +537,5 @@ void tls_log_established(SSL *ssl, tls_trust_t trust, int is_server, const char 
     tls_summary(ssl, &s);
     log_info("%s TLS connection established %s %s: %s", tls_trust_name(trust),
              is_server ? "from" : "to", peer, s.data);
-    buf_free(&s);
+    buf_destroy(&s);
 }

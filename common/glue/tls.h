@@ -121,7 +121,7 @@ struct tls_policy {
  * table entry / unopenable table (caller defers with 4.7.5). Tables are
  * opened once and kept (a rebuilt table is noticed by dict.c). */
 int tls_client_policy(const char *nexthop, struct tls_policy *out, buf_t *err);
-void tls_policy_free(struct tls_policy *p);
+void tls_policy_destroy(struct tls_policy *p);
 /* Close cached policy tables (reload, tests). */
 void tls_policy_reset(void);
 

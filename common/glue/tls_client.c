@@ -44,10 +44,10 @@ static struct dict *policy_table(const char *spec, buf_t *err)
     if (d == NULL) {
         buf_reset(err);
         buf_printf(err, "smtp_tls_policy_maps: %s", buf_str(&why));
-        buf_free(&why);
+        buf_destroy(&why);
         return NULL;
     }
-    buf_free(&why);
+    buf_destroy(&why);
     tables = xgrow(tables, &captables, ntables + 1, sizeof(*tables));
     tables[ntables].spec = xstrdup(spec);
     tables[ntables].d = d;
@@ -119,14 +119,14 @@ int tls_client_policy(const char *nexthop, struct tls_policy *out, buf_t *err)
     if (rc > 0)
         rc = policy_parse(nexthop, val.data, out, err);
     strv_free(specs);
-    buf_free(&val);
-    buf_free(&key);
+    buf_destroy(&val);
+    buf_destroy(&key);
     if (rc < 0)
-        tls_policy_free(out);
+        tls_policy_destroy(out);
     return rc < 0 ? -1 : 0;
 }
 
-void tls_policy_free(struct tls_policy *p)
+void tls_policy_destroy(struct tls_policy *p)
 {
     strv_free(p->match);
     p->match = NULL;
@@ -280,7 +280,7 @@ tls_trust_t tls_peer_trust(SSL *ssl, char *const *names, const char *peer, buf_t
             join_names(names, w);
         }
     }
-    buf_free(&tmp);
+    buf_destroy(&tmp);
     return t;
 }
 

@@ -269,7 +269,7 @@ void addr_domain(const char *addr, buf_t *out)
     buf_t local = BUF_INIT;
     if (addr_split(addr, &local, out) < 0)
         buf_reset(out);
-    buf_free(&local);
+    buf_destroy(&local);
 }
 
 static int literal_valid(const char *d)

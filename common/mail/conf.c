@@ -39,7 +39,7 @@ static void state_init(struct conf_state *st)
     st->file = xstrdup("main.cf");
 }
 
-static void state_free(struct conf_state *st)
+static void state_destroy(struct conf_state *st)
 {
     if (st->pv == NULL)
         return;
@@ -129,7 +129,7 @@ static size_t expand_braced(buf_t *out, const char *p, int depth)
     buf_t v = BUF_INIT;
     expand_name(&v, p + 1, nlen, depth);
     int nonempty = v.len > 0;
-    buf_free(&v);
+    buf_destroy(&v);
     if ((op == '?') == nonempty) {
         char *text = xstrndup(p + start, k - 1 - start);
         conf_expand(out, text, depth + 1);
@@ -200,7 +200,7 @@ static const char *value_of(size_t i, int depth)
     if (p->exp == NULL)
         p->exp = buf_detach(&v);
     else
-        buf_free(&v);
+        buf_destroy(&v);
     return p->exp;
 }
 
@@ -250,7 +250,7 @@ int conf_parse_time(const char *s, char default_unit, long long *out, buf_t *err
             mult = units[k].mult;
     int bad = mult == 0 || n == 0 || !isdigit((unsigned char)num.data[0]) ||
               parse_ll(num.data, &v) < 0 || v > LLONG_MAX / mult;
-    buf_free(&num);
+    buf_destroy(&num);
     if (bad) {
         if (err) {
             buf_reset(err);
@@ -438,7 +438,7 @@ static void resolve_path(size_t i)
     }
     struct pval *p = &cs.pv[i];
     set_raw(i, abs.data, p->line, p->set);
-    buf_free(&abs);
+    buf_destroy(&abs);
 }
 
 int conf_override(const char *name, const char *value, buf_t *err)
@@ -466,10 +466,10 @@ int conf_override(const char *name, const char *value, buf_t *err)
         cache_flush();
         buf_set(err, "");
         buf_printf(err, "parameter \"%s\": %s", name, why.data);
-        buf_free(&why);
+        buf_destroy(&why);
         return -1;
     }
-    buf_free(&why);
+    buf_destroy(&why);
     free(old.raw);
     resolve_path((size_t)i);
     return 0;
@@ -491,7 +491,7 @@ static int validate_all(buf_t *err)
         buf_printf(err, "parameter \"%s\": %s", param_table[i].name, why.data);
         rc = -1;
     }
-    buf_free(&why);
+    buf_destroy(&why);
     return rc;
 }
 
@@ -539,11 +539,11 @@ static int load_state(const char *absdir, char *file, const char *text, buf_t *e
     for (size_t i = 0; rc == 0 && i < param_count; i++)
         resolve_path(i);
     if (rc < 0) {
-        state_free(&cs);
+        state_destroy(&cs);
         cs = old;
         return -1;
     }
-    state_free(&old);
+    state_destroy(&old);
     return 0;
 }
 
@@ -553,7 +553,7 @@ int conf_load(const char *dir, buf_t *err)
     conf_absdir(dir, &abs);
     buf_printf(&f, "%s/main.cf", abs.data);
     int rc = load_state(abs.data, buf_detach(&f), NULL, err);
-    buf_free(&abs);
+    buf_destroy(&abs);
     return rc;
 }
 
@@ -571,9 +571,9 @@ int conf_load_text(const char *text, size_t len, const char *filename, buf_t *er
     conf_absdir(slash == filename ? "/" : dir.len ? dir.data : ".", &abs);
     buf_append(&t, text, len);
     int rc = load_state(abs.data, xstrdup(filename), buf_str(&t), err);
-    buf_free(&dir);
-    buf_free(&abs);
-    buf_free(&t);
+    buf_destroy(&dir);
+    buf_destroy(&abs);
+    buf_destroy(&t);
     return rc;
 }
 

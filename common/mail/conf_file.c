@@ -151,7 +151,7 @@ int conf_parse_main(const char *path, buf_t *err)
     int rc = conf_read_file(path, &text, err);
     if (rc == 0)
         rc = conf_parse_main_text(path, buf_str(&text), err);
-    buf_free(&text);
+    buf_destroy(&text);
     return rc < 0 ? -1 : 0;
 }
 
@@ -171,7 +171,7 @@ int conf_parse_main_text(const char *path, const char *text, buf_t *err)
         if ((rc = main_line(path, l.data, line, err)) < 0)
             break;
     }
-    buf_free(&l);
+    buf_destroy(&l);
     return rc;
 }
 
@@ -232,7 +232,7 @@ static int check_override(const char *arg, buf_t *why)
             buf_printf(why, "-o %s: %s", arg, r.data);
             rc = -1;
         }
-        buf_free(&r);
+        buf_destroy(&r);
     }
     free(name);
     return rc;
@@ -319,8 +319,8 @@ int conf_master_parse_text(const char *path, const char *text, struct master_ent
             rc = -1;
         }
     }
-    buf_free(&l);
-    buf_free(&why);
+    buf_destroy(&l);
+    buf_destroy(&why);
     if (rc < 0) {
         conf_master_free(ents, n);
         return -1;
@@ -341,9 +341,9 @@ int conf_master_load(const char *dir, struct master_ent **out, size_t *count, bu
     else if (rc > 0)
         rc = conf_master_parse_text("(built-in master.cf)", conf_master_default, out, count,
                                     err);
-    buf_free(&abs);
-    buf_free(&path);
-    buf_free(&text);
+    buf_destroy(&abs);
+    buf_destroy(&path);
+    buf_destroy(&text);
     return rc;
 }
 

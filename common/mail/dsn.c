@@ -84,7 +84,7 @@ static void unitext_enc(buf_t *out, const char *s)
         else
             buf_putc(out, c);
     }
-    buf_free(&safe);
+    buf_destroy(&safe);
 }
 
 /* "rfc822; addr", or for a UTF-8 address in a global report "utf-8; ..." */
@@ -214,7 +214,7 @@ static void relay_host(buf_t *out, const char *relay)
     buf_t tmp = BUF_INIT;
     buf_append(&tmp, relay, n);
     dsn_safe_addr(out, buf_str(&tmp), FIELD_MAX);
-    buf_free(&tmp);
+    buf_destroy(&tmp);
 }
 
 static void duration(buf_t *out, long long secs)
@@ -356,8 +356,8 @@ static void orcpt_field(const char *orcpt, buf_t *out)
     buf_puts(out, "; ");
     dsn_safe_xtext(out, addr.data, addr.len);
     buf_puts(out, "\r\n");
-    buf_free(&type);
-    buf_free(&addr);
+    buf_destroy(&type);
+    buf_destroy(&addr);
 }
 
 static void rcpt_fields(const struct dsn_report *r, const struct qrcpt *q, buf_t *out)
@@ -392,7 +392,7 @@ static void rcpt_fields(const struct dsn_report *r, const struct qrcpt *q, buf_t
         dsn_date(out, r->retry_until);
         buf_puts(out, "\r\n");
     }
-    buf_free(&host);
+    buf_destroy(&host);
 }
 
 static void status_part(const struct dsn_report *r, const char *boundary, buf_t *out)
@@ -482,5 +482,5 @@ void dsn_build(const struct dsn_report *r, buf_t *out)
     status_part(r, boundary.data, out);
     original_part(r, boundary.data, out);
     buf_printf(out, "--%s--\r\n", boundary.data);
-    buf_free(&boundary);
+    buf_destroy(&boundary);
 }

@@ -108,7 +108,7 @@ void qenv_init(struct qenv *env)
     env->ret = RET_NONE;
 }
 
-static void qrcpt_free(struct qrcpt *r)
+static void qrcpt_destroy(struct qrcpt *r)
 {
     free(r->addr);
     free(r->orcpt);
@@ -117,7 +117,7 @@ static void qrcpt_free(struct qrcpt *r)
     free(r->reason);
 }
 
-void qenv_free(struct qenv *env)
+void qenv_destroy(struct qenv *env)
 {
     char **strs[] = { &env->client_name, &env->client_addr, &env->helo, &env->proto,
                       &env->sasl_method, &env->sasl_username, &env->message_id,
@@ -125,7 +125,7 @@ void qenv_free(struct qenv *env)
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (size_t i = 0; i < env->nrcpt; i++)
-        qrcpt_free(&env->rcpt[i]);
+        qrcpt_destroy(&env->rcpt[i]);
     free(env->rcpt);
     qenv_init(env);
 }
@@ -363,9 +363,9 @@ static void w_free(struct qfile_w *w)
 {
     if (w->fd >= 0)
         close(w->fd);
-    buf_free(&w->path);
-    buf_free(&w->buf);
-    buf_free(&w->head);
+    buf_destroy(&w->path);
+    buf_destroy(&w->buf);
+    buf_destroy(&w->head);
     free(w->message_id);
     free(w);
 }

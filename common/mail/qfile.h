@@ -157,7 +157,7 @@ void qfile_abort(struct qfile_w *w);
 int qfile_read(const char *spool, const char *id, struct qenv *env, int allow_incomplete,
                buf_t *err);
 void qenv_init(struct qenv *env);
-void qenv_free(struct qenv *env);
+void qenv_destroy(struct qenv *env);
 /* Add a recipient to an envelope being built (copies strings). */
 struct qrcpt *qenv_add_rcpt(struct qenv *env, const char *addr, const char *orcpt, int notify);
 void qenv_set(char **field, const char *value); /* replace a string field */

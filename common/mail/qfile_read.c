@@ -431,11 +431,11 @@ done:
         fclose(fp);
     if (rc < 0) {
         int complete = env->complete;
-        qenv_free(env);
+        qenv_destroy(env);
         env->complete = complete;
     }
-    buf_free(&r.tmp);
-    buf_free(&path);
+    buf_destroy(&r.tmp);
+    buf_destroy(&path);
     return rc;
 }
 
@@ -460,7 +460,7 @@ int qfile_open_content(const char *spool, const char *id, long long *len, buf_t 
         close(fd);
         fd = -1;
     }
-    buf_free(&path);
+    buf_destroy(&path);
     return fd;
 }
 
@@ -477,7 +477,7 @@ int qfile_busy(const char *spool, const char *id)
     buf_t path = BUF_INIT;
     qfile_path(spool, id, &path);
     int fd = open(path.data, O_RDONLY | O_CLOEXEC);
-    buf_free(&path);
+    buf_destroy(&path);
     if (fd < 0)
         return -1;
     int busy = 0;
@@ -500,7 +500,7 @@ static int append_line(const char *spool, const char *id, const buf_t *line)
     buf_t path = BUF_INIT;
     qfile_path(spool, id, &path);
     int fd = open(path.data, O_WRONLY | O_APPEND | O_CLOEXEC);
-    buf_free(&path);
+    buf_destroy(&path);
     if (fd < 0)
         return -1;
     ssize_t w;
@@ -548,7 +548,7 @@ int qfile_append_result(const char *spool, const char *id, size_t idx, int statu
         attr_escape(&line, reason, strlen(reason));
     buf_putc(&line, '\n');
     int rc = append_line(spool, id, &line);
-    buf_free(&line);
+    buf_destroy(&line);
     return rc;
 }
 
@@ -561,7 +561,7 @@ int qfile_append_record(const char *spool, const char *id, const char *name, con
         attr_escape(&line, value, strlen(value));
     buf_putc(&line, '\n');
     int rc = append_line(spool, id, &line);
-    buf_free(&line);
+    buf_destroy(&line);
     return rc;
 }
 
@@ -576,6 +576,6 @@ int qfile_remove(const char *spool, const char *id)
     int rc = unlink(path.data);
     if (rc < 0 && errno == ENOENT)
         rc = 0;
-    buf_free(&path);
+    buf_destroy(&path);
     return rc;
 }

@@ -68,7 +68,7 @@ static void apply_override(const char *arg)
     buf_t err = BUF_INIT;
     if (conf_override(name, eq + 1, &err) < 0)
         log_fatal("-o %s: %s", arg, err.data);
-    buf_free(&err);
+    buf_destroy(&err);
     free(name);
 }
 
@@ -104,7 +104,7 @@ static void load_config(const struct server_opts *o, char **ovr)
     buf_t err = BUF_INIT;
     if (conf_load(o->config_dir, &err) < 0)
         log_fatal("%s", err.data);
-    buf_free(&err);
+    buf_destroy(&err);
     for (char **p = ovr; *p; p++)
         apply_override(*p);
     config_dir = o->config_dir;
@@ -212,10 +212,10 @@ static void reload_in_place(void)
     buf_t err = BUF_INIT;
     if (conf_load(config_dir, &err) < 0) {
         log_warn("reload: %s; keeping the previous settings until a restart", buf_str(&err));
-        buf_free(&err);
+        buf_destroy(&err);
         return;
     }
-    buf_free(&err);
+    buf_destroy(&err);
     for (char **p = overrides; p && *p; p++)
         apply_override(*p);
     log_set_syslog_name(conf_str("syslog_name"));

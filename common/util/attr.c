@@ -31,7 +31,7 @@ void attr_clear(attr_t *a)
     a->n = 0;
 }
 
-void attr_free(attr_t *a)
+void attr_destroy(attr_t *a)
 {
     attr_clear(a);
     free(a->v);
@@ -208,7 +208,7 @@ static int parse_line(const char *line, size_t llen, attr_t *out, const char **e
         return set_err(err, "invalid attribute name");
     buf_t v = BUF_INIT;
     if (attr_unescape(&v, eq + 1, llen - nlen - 1) < 0) {
-        buf_free(&v);
+        buf_destroy(&v);
         return set_err(err, "bad %XX escape in value");
     }
     if (v.data == NULL)
@@ -289,7 +289,7 @@ int attr_write_fd(int fd, const attr_t *a)
             break;
         }
     }
-    buf_free(&b);
+    buf_destroy(&b);
     return rc;
 }
 
@@ -353,5 +353,5 @@ void attr_to_evbuffer(struct evbuffer *outbuf, const attr_t *a)
     buf_t b = BUF_INIT;
     attr_encode(a, &b);
     evbuffer_add(outbuf, b.data, b.len);
-    buf_free(&b);
+    buf_destroy(&b);
 }

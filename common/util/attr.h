@@ -32,7 +32,7 @@ typedef struct attr {
 
 void attr_init(attr_t *a);
 void attr_clear(attr_t *a); /* drop all pairs, keep allocation */
-void attr_free(attr_t *a);
+void attr_destroy(attr_t *a);
 void attr_add(attr_t *a, const char *name, const char *value);
 void attr_addf(attr_t *a, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

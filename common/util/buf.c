@@ -17,7 +17,7 @@ void buf_init(buf_t *b, size_t initial)
     buf_reserve(b, initial ? initial : 64);
 }
 
-void buf_free(buf_t *b)
+void buf_destroy(buf_t *b)
 {
     free(b->data);
     b->data = NULL;

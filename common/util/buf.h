@@ -18,7 +18,7 @@ typedef struct buf {
 #define BUF_INIT { NULL, 0, 0 }
 
 void buf_init(buf_t *b, size_t initial);
-void buf_free(buf_t *b);
+void buf_destroy(buf_t *b);
 void buf_reset(buf_t *b);
 void buf_reserve(buf_t *b, size_t extra);
 void buf_append(buf_t *b, const void *p, size_t n);

@@ -131,7 +131,7 @@ static void drop(struct conn *c, const char *why)
         attr_add(&r, "status", "fail");
         attr_add(&r, "reason", why);
         attr_to_evbuffer(bufferevent_get_output(c->bev), &r);
-        attr_free(&r);
+        attr_destroy(&r);
     }
     start_close(c, why);
 }
@@ -169,7 +169,7 @@ static void process(struct conn *c)
         if (v == CONN_HOLD)
             c->held = 1;
     }
-    attr_free(&rec);
+    attr_destroy(&rec);
     if (!c->dead && c->closing)
         drain_input(c);
     leave(c);

@@ -183,7 +183,7 @@ int ipc_listen_inet(const char *hostport, int backlog, buf_t *err)
         buf_set(err, "");
         buf_printf(err, "invalid listen address \"%s\" (use host:port, [v6]:port or port)",
                    hostport);
-        buf_free(&host);
+        buf_destroy(&host);
         return -1;
     }
     const char *h = buf_str(&host);
@@ -201,7 +201,7 @@ int ipc_listen_inet(const char *hostport, int backlog, buf_t *err)
         buf_set(err, "");
         buf_printf(err, "listen address \"%s\": %s (use a numeric address)", hostport,
                    gai_strerror(gai));
-        buf_free(&host);
+        buf_destroy(&host);
         return -1;
     }
     int fd = bind_listen(res->ai_addr, res->ai_addrlen, backlog);
@@ -210,7 +210,7 @@ int ipc_listen_inet(const char *hostport, int backlog, buf_t *err)
         buf_printf(err, "cannot listen on %s: %s", hostport, strerror(errno));
     }
     freeaddrinfo(res);
-    buf_free(&host);
+    buf_destroy(&host);
     return fd;
 }
 

@@ -93,7 +93,7 @@ static void test_paths(void **state)
             assert_non_null(err);
         }
     }
-    buf_free(&addr);
+    buf_destroy(&addr);
 }
 
 static void test_length_limits(void **state)
@@ -128,8 +128,8 @@ static void test_length_limits(void **state)
     buf_reset(&arg);
     buf_printf(&arg, "<%.*s@%.*s.%.*s.%.*s>", 64, local, 63, label, 63, label, 61, label);
     assert_int_equal(addr_parse_path(arg.data, 0, 0, &addr, &params, &err), 0);
-    buf_free(&arg);
-    buf_free(&addr);
+    buf_destroy(&arg);
+    buf_destroy(&addr);
 }
 
 static void test_split_and_domains(void **state)
@@ -183,8 +183,8 @@ static void test_split_and_domains(void **state)
     assert_false(addr_domain_valid_utf8(label));
     assert_true(addr_is_ascii("a@b.example"));
     assert_false(addr_is_ascii("a@b\xc3\xbc.example"));
-    buf_free(&l);
-    buf_free(&d);
+    buf_destroy(&l);
+    buf_destroy(&d);
 }
 
 static void test_params(void **state)
@@ -209,8 +209,8 @@ static void test_params(void **state)
     }
     const char *e = "   ";
     assert_int_equal(addr_next_param(&e, &n, &v), 0);
-    buf_free(&n);
-    buf_free(&v);
+    buf_destroy(&n);
+    buf_destroy(&v);
 }
 
 static void test_xtext(void **state)
@@ -237,8 +237,8 @@ static void test_xtext(void **state)
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++)
         if (xtext_decode(bad[k], &dec) != -1)
             fail_msg("xtext \"%s\" accepted", bad[k]);
-    buf_free(&enc);
-    buf_free(&dec);
+    buf_destroy(&enc);
+    buf_destroy(&dec);
 }
 
 int main(void)

@@ -46,9 +46,9 @@ static void test_round_trip_escapes(void **state)
     assert_int_equal(attr_get_ll(&b, "absent", &v), -1);
     assert_null(attr_get(&b, "absent"));
     assert_string_equal(attr_get_def(&b, "absent", "dflt"), "dflt");
-    buf_free(&enc);
-    attr_free(&a);
-    attr_free(&b);
+    buf_destroy(&enc);
+    attr_destroy(&a);
+    attr_destroy(&b);
 }
 
 static void test_repeated_names_and_two_records(void **state)
@@ -65,7 +65,7 @@ static void test_repeated_names_and_two_records(void **state)
     assert_int_equal(attr_decode(in + used, strlen(in) - used, &a, &used, NULL), 1);
     assert_int_equal(a.n, 1);
     assert_string_equal(attr_get(&a, "next"), "1");
-    attr_free(&a);
+    attr_destroy(&a);
 }
 
 static void test_partial_input(void **state)
@@ -77,7 +77,7 @@ static void test_partial_input(void **state)
         assert_int_equal(attr_decode(in, n, &a, &used, NULL), 0);
     assert_int_equal(attr_decode(in, strlen(in), &a, &used, NULL), 1);
     assert_string_equal(attr_get(&a, "b"), "2A");
-    attr_free(&a);
+    attr_destroy(&a);
 }
 
 static void test_malformed(void **state)
@@ -107,7 +107,7 @@ static void test_malformed(void **state)
         assert_non_null(err);
         assert_int_equal(a.n, 0);
     }
-    attr_free(&a);
+    attr_destroy(&a);
 }
 
 static void test_limits(void **state)
@@ -145,8 +145,8 @@ static void test_limits(void **state)
     buf_puts(&in, "\n");
     assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), 1);
     assert_int_equal(a.n, ATTR_COUNT_MAX);
-    buf_free(&in);
-    attr_free(&a);
+    buf_destroy(&in);
+    attr_destroy(&a);
 }
 
 static void test_fd_round_trip(void **state)
@@ -174,9 +174,9 @@ static void test_fd_round_trip(void **state)
     close(sv[0]);
     assert_int_equal(attr_read_fd(sv[1], &inbuf, &b, 1000, &err), -1);
     close(sv[1]);
-    buf_free(&inbuf);
-    attr_free(&a);
-    attr_free(&b);
+    buf_destroy(&inbuf);
+    attr_destroy(&a);
+    attr_destroy(&b);
 }
 
 static void test_evbuffer(void **state)
@@ -213,8 +213,8 @@ static void test_evbuffer(void **state)
     }
     assert_int_equal(r, -1);
     evbuffer_free(eb);
-    attr_free(&a);
-    attr_free(&b);
+    attr_destroy(&a);
+    attr_destroy(&b);
 }
 
 int main(void)

@@ -115,7 +115,7 @@ static void test_list(void **state)
     conf_set("mynetworks", "");
     assert_false(cidr_list_match("mynetworks", "127.0.0.1"));
     assert_int_equal(cidr_list_validate("mynetworks", &err), 0);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 int main(void)

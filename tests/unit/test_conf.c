@@ -70,7 +70,7 @@ static void test_expansion_continuation_comments(void **state)
     /* lazy: a later change shows through $names */
     conf_set("myhostname", "other.example.org");
     assert_string_equal(conf_str("myorigin"), "other.example.org");
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_loop_and_defaults(void **state)
@@ -86,7 +86,7 @@ static void test_loop_and_defaults(void **state)
     assert_int_equal(conf_int("maximal_queue_lifetime"), 5 * 86400);
     assert_int_equal(conf_bool("smtpd_delay_reject"), 1);
     assert_false(conf_is_set("myhostname"));
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 struct bad_case {
@@ -136,8 +136,8 @@ static void test_errors(void **state)
         if (rc != -1 || strcmp(err.data, want.data) != 0)
             fail_msg("case %zu: rc=%d\n got: %s\nwant: %s", k, rc, buf_str(&err), want.data);
     }
-    buf_free(&err);
-    buf_free(&want);
+    buf_destroy(&err);
+    buf_destroy(&want);
 }
 
 static void test_failed_reload_keeps_old(void **state)
@@ -146,7 +146,7 @@ static void test_failed_reload_keeps_old(void **state)
     assert_int_equal(load("myhostname = keep.example\n", &err), 0);
     assert_int_equal(load("myhostname = new.example\nsmtpd_timeout = x\n", &err), -1);
     assert_string_equal(conf_str("myhostname"), "keep.example");
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_unknown_warns(void **state)
@@ -169,7 +169,7 @@ static void test_unknown_warns(void **state)
              "warning: %s/main.cf, line 2: unknown parameter \"no_such_thing\" (ignored)", tmpdir);
     if (strstr(text, want) == NULL)
         fail_msg("log: %s", text);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_relative_paths(void **state)
@@ -194,8 +194,8 @@ static void test_relative_paths(void **state)
     assert_int_equal(conf_load(".", &err), 0);
     assert_string_equal(conf_str("config_directory"), tmpdir);
     assert_int_equal(chdir(cwd), 0);
-    buf_free(&err);
-    buf_free(&want);
+    buf_destroy(&err);
+    buf_destroy(&want);
 }
 
 static void test_override_and_time(void **state)
@@ -236,7 +236,7 @@ static void test_override_and_time(void **state)
     assert_non_null(strstr(out, "smtpd_timeout = 2m\n"));
     assert_null(strstr(out, "message_size_limit"));
     free(out);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_master_cf(void **state)
@@ -269,7 +269,7 @@ static void test_master_cf(void **state)
     assert_int_equal(e[2].maxproc, 0);
     assert_string_equal(e[2].argv[1], "-v");
     conf_master_free(e, n);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_master_errors(void **state)
@@ -305,8 +305,8 @@ static void test_master_errors(void **state)
         if (rc != -1 || strcmp(buf_str(&err), want.data) != 0)
             fail_msg("case %zu: rc=%d\n got: %s\nwant: %s", k, rc, buf_str(&err), want.data);
     }
-    buf_free(&err);
-    buf_free(&want);
+    buf_destroy(&err);
+    buf_destroy(&want);
 }
 
 static void test_master_default(void **state)
@@ -329,7 +329,7 @@ static void test_master_default(void **state)
         assert_int_equal(n, 5);
         conf_master_free(e, n);
     }
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static int setup(void **state)

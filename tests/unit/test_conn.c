@@ -54,7 +54,7 @@ static enum conn_verdict on_record(struct conn *c, const attr_t *rec, void *arg,
     attr_add(&r, "status", "ok");
     attr_add(&r, "n", s->last);
     conn_send(c, &r);
-    attr_free(&r);
+    attr_destroy(&r);
     if (s->close_after && s->records == s->close_after)
         conn_close(c);
     return (s->hold_first && s->records == 1) ? CONN_HOLD : CONN_OK;
@@ -147,7 +147,7 @@ static void test_framing_across_writes(void **state)
     take(&out, 0);
     assert_string_equal(buf_str(&out), "status=ok\nn=abc\n\nstatus=ok\nn=2\n\n");
     assert_true(seen.drained >= 1);
-    buf_free(&out);
+    buf_destroy(&out);
     stop();
 }
 
@@ -169,7 +169,7 @@ static void check_dropped(const char *input, const char *reason_part)
     spin(20);
     assert_int_equal(seen.closed, 1);
     assert_non_null(seen.close_why);
-    buf_free(&out);
+    buf_destroy(&out);
     stop();
 }
 
@@ -190,7 +190,7 @@ static void test_handler_refusal_dropped(void **state)
     assert_int_equal(seen.records, 2);  /* the third is never applied */
     assert_non_null(strstr(buf_str(&out), "status=ok\nn=1\n\n"));
     assert_non_null(strstr(buf_str(&out), "reason=record marked bad"));
-    buf_free(&out);
+    buf_destroy(&out);
     stop();
 }
 
@@ -202,7 +202,7 @@ static void test_client_end_sends_nothing_back(void **state)
     put("bad=1\n\n");
     assert_int_equal(take(&out, 1), 1);
     assert_string_equal(buf_str(&out), "");
-    buf_free(&out);
+    buf_destroy(&out);
     stop();
 }
 
@@ -218,7 +218,7 @@ static void test_hold_and_resume(void **state)
     assert_int_equal(seen.records, 1); /* from the loop, not inside the call */
     spin(20);
     assert_int_equal(seen.records, 2);
-    buf_free(&out);
+    buf_destroy(&out);
     stop();
 }
 
@@ -237,7 +237,7 @@ static void test_close_after_last_reply(void **state)
     spin(20);
     assert_int_equal(seen.closed, 1);
     assert_null(seen.close_why);
-    buf_free(&out);
+    buf_destroy(&out);
     stop();
 }
 

@@ -79,10 +79,10 @@ static void test_build_lookup(void **state)
     buf_t plain = BUF_INIT;
     buf_printf(&plain, "%s/transport", dir);
     assert_int_equal(dict_build(plain.data, &err), 0);
-    buf_free(&plain);
-    buf_free(&spec);
-    buf_free(&err);
-    buf_free(&val);
+    buf_destroy(&plain);
+    buf_destroy(&spec);
+    buf_destroy(&err);
+    buf_destroy(&val);
 }
 
 static void test_errors(void **state)
@@ -106,9 +106,9 @@ static void test_errors(void **state)
     assert_non_null(strstr(err.data, "nonexistent"));
     assert_null(dict_open("btree:/etc/x", &err));
     assert_non_null(strstr(err.data, "hash"));
-    buf_free(&spec);
-    buf_free(&err);
-    buf_free(&path);
+    buf_destroy(&spec);
+    buf_destroy(&err);
+    buf_destroy(&path);
 }
 
 /* A NUL byte in a source line is refused with its line number; it used
@@ -132,9 +132,9 @@ static void test_nul_byte(void **state)
     fclose(fp);
     assert_int_equal(dict_build(spec.data, &err), -1);
     assert_non_null(strstr(err.data, "line 1: NUL byte"));
-    buf_free(&spec);
-    buf_free(&err);
-    buf_free(&want);
+    buf_destroy(&spec);
+    buf_destroy(&err);
+    buf_destroy(&want);
 }
 
 int main(void)

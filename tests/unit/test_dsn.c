@@ -108,7 +108,7 @@ static void test_structure(void **state)
     assert_true(has_line(s, "body line 1"));
     assert_false(has_line(s, "Will-Retry-Until:"));
     assert_crlf_only(s, f.out.len);
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 }
 
 static void test_injection(void **state)
@@ -135,7 +135,7 @@ static void test_injection(void **state)
     assert_true(has_line(s, "Original-Envelope-Id: id+0D+0AX-Injected:+201"));
     assert_true(has_line(s, "Original-Recipient: rfc822; a+0D+0AX-Injected:+203@b"));
     assert_true(has_line(s, "Subject: Delayed Mail (still being retried)"));
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 }
 
 static void test_xtext(void **state)
@@ -152,7 +152,7 @@ static void test_xtext(void **state)
     buf_reset(&b);
     dsn_safe_addr(&b, "a\nb", 0);
     assert_string_equal(buf_str(&b), "a?b");
-    buf_free(&b);
+    buf_destroy(&b);
 }
 
 static void test_notify(void **state)
@@ -188,7 +188,7 @@ static void test_expired_and_success(void **state)
     assert_true(has_line(buf_str(&f.out), "Status: 4.4.7"));
     assert_false(has_line(buf_str(&f.out), "Remote-MTA:"));
     assert_true(has_line(buf_str(&f.out), "Diagnostic-Code: X-Postino; connect to x"));
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 
     fixture_init(&f, DSN_SUCCESS);
     f.idx[0] = 2;
@@ -196,7 +196,7 @@ static void test_expired_and_success(void **state)
     assert_true(has_line(buf_str(&f.out), "Action: delivered"));
     assert_true(has_line(buf_str(&f.out), "Status: 2.0.0"));
     assert_true(has_line(buf_str(&f.out), "Subject: Successful Mail Delivery Report"));
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 }
 
 static void test_headers_only(void **state)
@@ -208,7 +208,7 @@ static void test_headers_only(void **state)
     assert_true(has_line(buf_str(&f.out), "Content-Type: text/rfc822-headers"));
     assert_true(has_line(buf_str(&f.out), "Subject: hello"));
     assert_false(has_line(buf_str(&f.out), "body line 1"));
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 
     /* Too large: only a prefix was read, so only its headers go back. */
     fixture_init(&f, DSN_FAILURE);
@@ -219,7 +219,7 @@ static void test_headers_only(void **state)
     assert_true(has_line(buf_str(&f.out), "Received: from x by y"));
     assert_false(has_line(buf_str(&f.out), "From: a@example.com"));
     assert_crlf_only(f.out.data, f.out.len);
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 }
 
 static void test_boundary_unique(void **state)
@@ -231,7 +231,7 @@ static void test_boundary_unique(void **state)
     f.rep.content_len = f.rep.orig_len = sizeof tricky - 1;
     dsn_build(&f.rep, &f.out);
     assert_non_null(strstr(buf_str(&f.out), "boundary=\"65A1B2C3D4E5F0002.1700000300/mx.postino.test.x\""));
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 }
 
 /* RFC 6533: a report on SMTPUTF8 mail is the global form and may carry
@@ -261,7 +261,7 @@ static void test_global(void **state)
     assert_false(has_line(s, "Content-Type: message/delivery-status"));
     assert_false(has_line(s, "Content-Type: message/rfc822"));
     assert_crlf_only(s, f.out.len);
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 
     fixture_init(&f, DSN_FAILURE);
     f.env.smtputf8 = 1;
@@ -269,7 +269,7 @@ static void test_global(void **state)
     dsn_build(&f.rep, &f.out);
     assert_true(has_line(buf_str(&f.out), "Content-Type: message/global-headers"));
     assert_true(has_line(buf_str(&f.out), "Final-Recipient: rfc822; u1@example.net"));
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 
     fixture_init(&f, DSN_FAILURE); /* no SMTPUTF8: RFC 3464 as before */
     dsn_build(&f.rep, &f.out);
@@ -277,7 +277,7 @@ static void test_global(void **state)
     assert_true(has_line(buf_str(&f.out), "Content-Type: text/plain; charset=us-ascii"));
     assert_true(has_line(buf_str(&f.out), "Content-Type: message/delivery-status"));
     assert_true(has_line(buf_str(&f.out), "X-Postino-Sender: rfc822; sender@example.com"));
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 }
 
 /* Text from remote replies keeps UTF-8 but loses C1 controls and
@@ -292,7 +292,7 @@ static void test_utf8_sanitized(void **state)
     assert_true(has_line(s, "Diagnostic-Code: smtp; 550 5.1.1 Empf\xc3\xa4nger  [2J unbekannt   "));
     assert_null(strstr(s, "\xc2\x9b"));
     assert_null(strstr(s, "\xff"));
-    buf_free(&f.out);
+    buf_destroy(&f.out);
 }
 
 int main(void)

@@ -42,7 +42,7 @@ static void test_split(void **state)
         if (rc == 0 && (strcmp(buf_str(&host), cases[k].host) != 0 || port != cases[k].port))
             fail_msg("\"%s\": %s %d", cases[k].in, buf_str(&host), port);
     }
-    buf_free(&host);
+    buf_destroy(&host);
 }
 
 static int bound_port(int fd)
@@ -107,8 +107,8 @@ static void test_listen_inet(void **state)
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++)
         if (ipc_listen_inet(bad[k], 10, &err) != -1)
             fail_msg("listened on \"%s\"", bad[k]);
-    buf_free(&err);
-    buf_free(&host);
+    buf_destroy(&err);
+    buf_destroy(&host);
 }
 
 static void test_unix(void **state)

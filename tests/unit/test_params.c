@@ -52,7 +52,7 @@ static int set_has(const struct strset *s, const char *str)
     return 0;
 }
 
-static void set_free(struct strset *s)
+static void set_destroy(struct strset *s)
 {
     for (size_t i = 0; i < s->n; i++)
         free(s->v[i]);
@@ -131,7 +131,7 @@ static void scan_c(const char *text, size_t len, struct strset *set)
             p++;
         }
     }
-    buf_free(&lit);
+    buf_destroy(&lit);
 }
 
 /* ---- the source tree ---- */
@@ -175,7 +175,7 @@ static int visit(const char *path, const struct stat *st, int type, struct FTW *
         buf_append(&text, chunk, n);
     fclose(fp);
     scan_c(buf_str(&text), text.len, &literals);
-    buf_free(&text);
+    buf_destroy(&text);
     files_scanned++;
     return FTW_CONTINUE;
 }
@@ -206,7 +206,7 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    set_free(&literals);
+    set_destroy(&literals);
     return 0;
 }
 
@@ -233,7 +233,7 @@ static void test_scanner(void **state)
     assert_false(set_has(&s, "in_line_comment"));
     assert_false(set_has(&s, "smtp_"));
     assert_int_equal(s.n, 5);
-    set_free(&s);
+    set_destroy(&s);
 }
 
 /* The walk found the programs: a name only the tests use is not read. */
@@ -296,7 +296,7 @@ static void test_every_parameter_read(void **state)
     if (unread.len)
         fail_msg("parameters declared in params.c that no program reads:%s "
                  "(read them where they matter, or remove them)", buf_str(&unread));
-    buf_free(&unread);
+    buf_destroy(&unread);
 }
 
 int main(void)

@@ -76,7 +76,7 @@ static void make_msg(struct qenv *env, size_t nrcpt, size_t len, char id[QID_LEN
     assert_int_equal(qfile_w_size(w), (long long)len);
     assert_int_equal(qfile_commit(w, &err), 0);
     str_lcpy(id, env->id, QID_LEN + 1);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void check_content(const char *id, size_t len)
@@ -96,7 +96,7 @@ static void check_content(const char *id, size_t len)
     for (size_t k = 0; k < len; k++)
         assert_int_equal(data[k], (char)('a' + k % 26));
     free(data);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_round_trip(void **state)
@@ -131,9 +131,9 @@ static void test_round_trip(void **state)
     }
     assert_int_equal(rd.content_len, 200000);
     check_content(id, 200000);
-    qenv_free(&rd);
-    qenv_free(&env);
-    buf_free(&err);
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
+    buf_destroy(&err);
 }
 
 static void test_empty_and_small(void **state)
@@ -144,8 +144,8 @@ static void test_empty_and_small(void **state)
     make_msg(&env, 1, 0, id);
     assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
     assert_int_equal(rd.content_len, 0);
-    qenv_free(&rd);
-    qenv_free(&env);
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
     make_msg(&env, 1, 4096, id);
     assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
     assert_int_equal(rd.content_len, 4096);
@@ -157,10 +157,10 @@ static void test_empty_and_small(void **state)
     assert_int_equal(stat(path.data, &st), 0);
     assert_int_equal((long long)st.st_size, rd.content_off + 4096);
     assert_int_equal(st.st_mode & 0777, 0700);
-    qenv_free(&rd);
-    qenv_free(&env);
-    buf_free(&path);
-    buf_free(&err);
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
+    buf_destroy(&path);
+    buf_destroy(&err);
 }
 
 static void test_appended(void **state)
@@ -195,17 +195,17 @@ static void test_appended(void **state)
     assert_int_equal(rd.warned, 12345);
     assert_int_equal(rd.content_len, 5000);
     check_content(id, 5000);
-    qenv_free(&rd);
+    qenv_destroy(&rd);
     /* An unknown record makes the file malformed; a bad index too. */
     assert_int_equal(qfile_append_record(spool, id, "bogus", "1"), 0);
     assert_int_equal(qfile_read(spool, id, &rd, 0, &err), -1);
     assert_non_null(strstr(err.data, "malformed"));
-    qenv_free(&env);
+    qenv_destroy(&env);
     make_msg(&env, 3, 10, id);
     assert_int_equal(qfile_append_result(spool, id, 3, QR_SENT, "2.0.0", "x", "y"), 0);
     assert_int_equal(qfile_read(spool, id, &rd, 0, &err), -1);
-    qenv_free(&env);
-    buf_free(&err);
+    qenv_destroy(&env);
+    buf_destroy(&err);
 }
 
 /* A Message-ID learnt while streaming goes in as the first appended
@@ -230,8 +230,8 @@ static void test_message_id(void **state)
     assert_string_equal(rd.message_id, mid);
     assert_int_equal(rd.content_len, 10);
     assert_int_equal(rd.rcpt[1].status, QR_SENT);
-    qenv_free(&rd);
-    qenv_free(&env);
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
 
     /* Without the call nothing is appended: the envelope value stays. */
     fill_env(&env, 1);
@@ -243,16 +243,16 @@ static void test_message_id(void **state)
     assert_int_equal(qfile_commit(w, &err), 0);
     assert_int_equal(qfile_read(spool, env.id, &rd, 0, &err), 0);
     assert_string_equal(rd.message_id, "<envelope@example.com>");
-    qenv_free(&rd);
-    qenv_free(&env);
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
 
     /* Aborted writers free it too (no leak under ASan). */
     fill_env(&env, 1);
     w = qfile_create(spool, &env, &err);
     qfile_w_set_message_id(w, "<aborted@example.com>");
     qfile_abort(w);
-    qenv_free(&env);
-    buf_free(&err);
+    qenv_destroy(&env);
+    buf_destroy(&err);
 }
 
 /* Each deferred result counts as one attempt for its recipient. */
@@ -272,9 +272,9 @@ static void test_deferrals(void **state)
     assert_int_equal(rd.rcpt[0].status, QR_DEFERRED);
     assert_int_equal(rd.rcpt[1].deferrals, 1);
     assert_int_equal(rd.rcpt[1].status, QR_SENT);
-    qenv_free(&rd);
-    qenv_free(&env);
-    buf_free(&err);
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
+    buf_destroy(&err);
 }
 
 static void test_incomplete_and_abort(void **state)
@@ -290,7 +290,7 @@ static void test_incomplete_and_abort(void **state)
     assert_int_equal(qfile_read(spool, env.id, &rd, 1, &err), 0);
     assert_false(rd.complete);
     assert_int_equal(rd.nrcpt, 2);
-    qenv_free(&rd);
+    qenv_destroy(&rd);
     long long len;
     assert_int_equal(qfile_open_content(spool, env.id, &len, &err), -1);
     qfile_path(spool, env.id, &path);
@@ -299,9 +299,9 @@ static void test_incomplete_and_abort(void **state)
     assert_int_equal(access(path.data, F_OK), -1);
     assert_int_equal(qfile_read(spool, env.id, &rd, 1, &err), -1);
     assert_int_equal(qfile_remove(spool, env.id), 0); /* ENOENT is fine */
-    qenv_free(&env);
-    buf_free(&err);
-    buf_free(&path);
+    qenv_destroy(&env);
+    buf_destroy(&err);
+    buf_destroy(&path);
 }
 
 static void test_remove(void **state)
@@ -313,8 +313,8 @@ static void test_remove(void **state)
     assert_int_equal(qfile_remove(spool, id), 0);
     assert_int_equal(qfile_read(spool, id, &rd, 1, &err), -1);
     assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", "x", "y"), -1);
-    qenv_free(&env);
-    buf_free(&err);
+    qenv_destroy(&env);
+    buf_destroy(&err);
 }
 
 /* A write error (here: the file size limit, as a stand-in for a full
@@ -342,9 +342,9 @@ static void test_write_error(void **state)
     assert_true(strlen(err.data) > 0);
     assert_int_equal(access(path.data, F_OK), -1);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
-    qenv_free(&env);
-    buf_free(&err);
-    buf_free(&path);
+    qenv_destroy(&env);
+    buf_destroy(&err);
+    buf_destroy(&path);
 }
 
 static void test_qid(void **state)
@@ -378,7 +378,7 @@ static void test_qid(void **state)
     assert_int_equal(qfile_read(spool, "../../../etc/pass", &rd, 1, &err), -1);
     assert_non_null(strstr(err.data, "invalid queue id"));
     assert_int_equal(qfile_remove(spool, "../x"), -1);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_notify(void **state)
@@ -394,7 +394,7 @@ static void test_notify(void **state)
     notify_format(NOTIFY_FAILURE | NOTIFY_SUCCESS, &b);
     assert_string_equal(buf_str(&b), "SUCCESS,FAILURE");
     assert_string_equal(qrcpt_status_name(QR_DEFERRED), "deferred");
-    buf_free(&b);
+    buf_destroy(&b);
 }
 
 int main(void)

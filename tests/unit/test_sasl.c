@@ -102,7 +102,7 @@ static int group_setup(void **state)
     int rc = psasl_init(&err);
     if (rc != 0)
         fprintf(stderr, "psasl_init: %s\n", buf_str(&err));
-    buf_free(&err);
+    buf_destroy(&err);
     return rc;
 }
 
@@ -214,7 +214,7 @@ static const char *plain_response(const char *user, const char *pass, buf_t *out
     buf_putc(&raw, 0);
     buf_puts(&raw, pass);
     b64(raw.data, raw.len, out);
-    buf_free(&raw);
+    buf_destroy(&raw);
     return buf_str(out);
 }
 
@@ -259,7 +259,7 @@ static void test_plain_initial_ok(void **state)
     assert_int_equal(do_start(c, ss, &w, "plain", plain_response(USER, PASS, &r)), PSASL_OK);
     assert_string_equal(w.user, USER "@" REALM); /* Cyrus adds the realm */
     assert_string_equal(w.mech, "PLAIN");
-    buf_free(&r);
+    buf_destroy(&r);
     psasl_session_free(ss);
 }
 
@@ -276,7 +276,7 @@ static void test_plain_wrong_password(void **state)
     assert_int_equal(do_start(c, ss, &w, "PLAIN", plain_response("bob", PASS, &r)), PSASL_FAIL);
     /* and a correct retry on the same session still works */
     assert_int_equal(do_start(c, ss, &w, "PLAIN", plain_response(USER, PASS, &r)), PSASL_OK);
-    buf_free(&r);
+    buf_destroy(&r);
     psasl_session_free(ss);
 }
 
@@ -290,7 +290,7 @@ static void test_plain_without_initial(void **state)
     assert_string_equal(w.challenge, ""); /* "334 " */
     assert_int_equal(do_step(c, ss, &w, plain_response(USER, PASS, &r)), PSASL_OK);
     assert_string_equal(w.user, USER "@" REALM); /* Cyrus adds the realm */
-    buf_free(&r);
+    buf_destroy(&r);
     psasl_session_free(ss);
 }
 
@@ -309,7 +309,7 @@ static void test_login_two_steps(void **state)
     assert_int_equal(do_step(c, ss, &w, buf_str(&r)), PSASL_OK);
     assert_string_equal(w.user, USER "@" REALM); /* Cyrus adds the realm */
     assert_string_equal(w.mech, "LOGIN");
-    buf_free(&r);
+    buf_destroy(&r);
     psasl_session_free(ss);
 }
 
@@ -324,7 +324,7 @@ static void test_login_wrong_password(void **state)
     assert_string_equal(w.challenge, "UGFzc3dvcmQ6");
     b64("nope", 4, &r);
     assert_int_equal(do_step(c, ss, &w, buf_str(&r)), PSASL_FAIL);
-    buf_free(&r);
+    buf_destroy(&r);
     psasl_session_free(ss);
 }
 
@@ -341,7 +341,7 @@ static void test_cancel(void **state)
     assert_string_equal(w.challenge, "VXNlcm5hbWU6");
     assert_int_equal(do_step(c, ss, &w, "*"), PSASL_CANCELLED);
     assert_int_equal(do_start(c, ss, &w, "PLAIN", plain_response(USER, PASS, &r)), PSASL_OK);
-    buf_free(&r);
+    buf_destroy(&r);
     psasl_session_free(ss);
 }
 
@@ -386,7 +386,7 @@ static void test_empty_initial_response(void **state)
     struct psasl_session *s2 = new_session(c, 0);
     psasl_status_t st = do_start(c, s2, &w, "PLAIN", "=");
     assert_int_equal(st, PSASL_FAIL);
-    buf_free(&r);
+    buf_destroy(&r);
     psasl_session_free(s2);
     psasl_session_free(ss);
 }
@@ -429,7 +429,7 @@ static void test_noplaintext(void **state)
     assert_false(has_mech(psasl_mechanisms(ss), "PLAIN"));
     assert_false(has_mech(psasl_mechanisms(ss), "LOGIN"));
     psasl_session_free(ss);
-    buf_free(&r);
+    buf_destroy(&r);
 }
 
 static void test_cram_md5(void **state)
@@ -452,9 +452,9 @@ static void test_cram_md5(void **state)
     assert_int_equal(do_step(c, ss, &w, buf_str(&out)), PSASL_OK);
     assert_string_equal(w.user, USER "@" REALM); /* Cyrus adds the realm */
     assert_string_equal(w.mech, "CRAM-MD5");
-    buf_free(&chal);
-    buf_free(&resp);
-    buf_free(&out);
+    buf_destroy(&chal);
+    buf_destroy(&resp);
+    buf_destroy(&out);
     psasl_session_free(ss);
 }
 
@@ -484,7 +484,7 @@ static void test_free_while_busy(void **state)
     for (int i = 0; i < 8; i++)
         assert_int_equal(w[i].done, 0);
     assert_int_equal(wx.done, 0);
-    buf_free(&r);
+    buf_destroy(&r);
 }
 
 /* The callback frees its own session (smtpd dropping the client). */
@@ -505,7 +505,7 @@ static void test_free_in_callback(void **state)
     loop_until(c, &w.done, 1);
     assert_int_equal(w.done, 1);
     assert_int_equal(w.st, PSASL_OK);
-    buf_free(&r);
+    buf_destroy(&r);
 }
 
 /* Many sessions in flight at once across the worker threads. */
@@ -531,8 +531,8 @@ static void test_concurrent_sessions(void **state)
         assert_int_equal(w[i].st, i % 3 ? PSASL_OK : PSASL_FAIL);
         psasl_session_free(ss[i]);
     }
-    buf_free(&good);
-    buf_free(&bad);
+    buf_destroy(&good);
+    buf_destroy(&bad);
 }
 
 /* Random client text as mechanism, initial response and steps: every call
@@ -563,7 +563,7 @@ static void test_random_input(void **state)
         else
             do_start(c, ss, &w, mechs[i % 4], i % 5 ? line : NULL);
         assert_true(w.st >= PSASL_OK && w.st <= PSASL_NOMECH);
-        buf_free(&enc);
+        buf_destroy(&enc);
     }
     psasl_session_free(ss);
 }
@@ -585,7 +585,7 @@ static void test_security_flags(void **state)
     assert_int_equal(psasl_security_flags("smtpd_sasl_security_options", &f, &err), -1);
     assert_non_null(strstr(buf_str(&err), "\"bogus\""));
     assert_non_null(strstr(buf_str(&err), "smtpd_sasl_security_options"));
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_base64(void **state)
@@ -611,7 +611,7 @@ static void test_base64(void **state)
         assert_int_equal(psasl_b64_decode(bad[i], strlen(bad[i]), &out), -1);
         assert_string_equal(buf_str(&out), "keep"); /* nothing appended on error */
     }
-    buf_free(&out);
+    buf_destroy(&out);
 }
 
 int main(void)

@@ -178,7 +178,7 @@ static void handshake(struct hs *h, const char *sni, tls_level_t level)
     if (h->cli_rc != 1)
         shutdown(h->fd[1], SHUT_RDWR); /* unblock the server */
     pthread_join(h->th, NULL);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void hs_done(struct hs *h)
@@ -215,8 +215,8 @@ static void test_may_handshake(void **state)
     assert_non_null(strstr(why.data, "untrusted issuer /CN=Test CA"));
     tls_log_established(h.c, t, 0, "mx.example.test[127.0.0.1]:25");
     hs_done(&h);
-    buf_free(&s);
-    buf_free(&why);
+    buf_destroy(&s);
+    buf_destroy(&why);
 }
 
 static void test_no_sni_for_ip(void **state)
@@ -263,7 +263,7 @@ static void test_verify_names(void **state)
     assert_int_equal(tls_client_check(h.c, &enc, "other.test", "x", peer, &t, &why), 0);
     assert_int_equal(t, TLS_TRUST_TRUSTED);
     hs_done(&h);
-    buf_free(&why);
+    buf_destroy(&why);
 }
 
 static void test_untrusted(void **state)
@@ -294,7 +294,7 @@ static void test_untrusted(void **state)
     assert_string_equal(why.data, "certificate verification failed for mx.example.test[127.0.0.2]:25: "
                                   "untrusted issuer /CN=Test CA");
     hs_done(&h);
-    buf_free(&why);
+    buf_destroy(&why);
 }
 
 static void test_chain_file(void **state)
@@ -311,7 +311,7 @@ static void test_chain_file(void **state)
     struct tls_policy verify = { TLS_LEV_VERIFY, NULL };
     assert_int_equal(tls_client_check(h.c, &verify, "example.test", "mx.example.test", "p", NULL, &why), 0);
     hs_done(&h);
-    buf_free(&why);
+    buf_destroy(&why);
 }
 
 static void test_protocol_parse(void **state)
@@ -340,7 +340,7 @@ static void test_protocol_parse(void **state)
     assert_non_null(strstr(err.data, "\"TLSv9\""));
     assert_int_equal(tls_parse_protocols(">=TLSv1.3, <=TLSv1.2", &p, &err), -1);
     assert_non_null(strstr(err.data, "no usable TLS protocol"));
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_protocol_handshake(void **state)
@@ -374,7 +374,7 @@ static void test_protocol_handshake(void **state)
     tls_summary(h.c, &s);
     assert_null(strstr(s.data, "ECDHE-ECDSA-AES256-GCM-SHA384"));
     hs_done(&h);
-    buf_free(&s);
+    buf_destroy(&s);
 }
 
 static void expect_server_error(const char *want1, const char *want2)
@@ -384,7 +384,7 @@ static void expect_server_error(const char *want1, const char *want2)
     assert_null(ctx);
     if (!strstr(err.data, want1) || (want2 && !strstr(err.data, want2)))
         fail_msg("error \"%s\" lacks \"%s\"/\"%s\"", err.data, want1, want2 ? want2 : "");
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_key_errors(void **state)
@@ -415,8 +415,8 @@ static void test_key_errors(void **state)
     buf_t err = BUF_INIT;
     assert_null(tls_client_ctx_new(&err));
     assert_non_null(strstr(err.data, "smtp_tls_CAfile: cannot open "));
-    buf_free(&err);
-    buf_free(&missing);
+    buf_destroy(&err);
+    buf_destroy(&missing);
 }
 
 static void test_policy_map(void **state)
@@ -445,7 +445,7 @@ static void test_policy_map(void **state)
     char **names = tls_match_names(&p, "example.com", "mx.example.com");
     assert_string_equal(names[0], ".example.com");
     strv_free(names);
-    tls_policy_free(&p);
+    tls_policy_destroy(&p);
     assert_int_equal(tls_client_policy("mx.sub.parent.test", &p, &err), 0);
     assert_int_equal(p.level, TLS_LEV_VERIFY);
     assert_null(p.match);
@@ -468,9 +468,9 @@ static void test_policy_map(void **state)
     conf_set("smtp_tls_security_level", "paranoid");
     assert_int_equal(tls_client_policy("unlisted.test", &p, &err), -1);
     assert_non_null(strstr(err.data, "smtp_tls_security_level"));
-    buf_free(&spec);
-    buf_free(&hspec);
-    buf_free(&err);
+    buf_destroy(&spec);
+    buf_destroy(&hspec);
+    buf_destroy(&err);
 }
 
 /* ---- cipher grades and the *_ciphers parameters ---- */
@@ -501,8 +501,8 @@ static void test_cipher_grades(void **state)
     assert_non_null(strstr(err.data, "tls_medium_cipherlist is empty"));
     assert_int_equal(tls_cipher_list("export", NULL, &out, &err), -1);
     assert_non_null(strstr(err.data, "unknown cipher grade \"export\""));
-    buf_free(&out);
-    buf_free(&err);
+    buf_destroy(&out);
+    buf_destroy(&err);
 }
 
 static void test_server_mandatory_ciphers(void **state)
@@ -532,8 +532,8 @@ static void test_server_mandatory_ciphers(void **state)
     conf_set("smtpd_tls_mandatory_ciphers", "low");
     assert_null(tls_server_ctx_new(1, &err));
     assert_non_null(strstr(err.data, "smtpd_tls_mandatory_ciphers: unknown cipher grade \"low\""));
-    buf_free(&err);
-    buf_free(&names);
+    buf_destroy(&err);
+    buf_destroy(&names);
 }
 
 /* The default grades (issue #7): where TLS is mandatory (submission) every
@@ -576,7 +576,7 @@ static void test_default_grades(void **state)
     }
     assert_true(krsa > 0 && cbc > 0); /* still broad for old MTAs */
     SSL_CTX_free(ctx);
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 /* The cipher the client and a TLS 1.2-only server agree on at a level. */
@@ -619,8 +619,8 @@ static void test_client_ciphers_by_level(void **state)
     conf_set("smtp_tls_ciphers", "bogus");
     assert_null(tls_client_ctx_new(&err));
     assert_non_null(strstr(err.data, "smtp_tls_ciphers: unknown cipher grade \"bogus\""));
-    buf_free(&s);
-    buf_free(&err);
+    buf_destroy(&s);
+    buf_destroy(&err);
 }
 
 int main(void)

@@ -78,7 +78,7 @@ static void test_sanitize(void **state)
     char s[] = "x\xed\xa0\x80y\xc2\x85z\tq\xe2\x82";
     utf8_sanitize_inplace(s, '?');
     assert_string_equal(s, "x???y?z?q??");
-    buf_free(&b);
+    buf_destroy(&b);
 }
 
 int main(void)

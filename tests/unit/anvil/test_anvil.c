@@ -204,7 +204,7 @@ static int req(struct anvil_table *t, unsigned long owner, attr_t *reply, const 
     for (; kv[0]; kv += 2)
         attr_add(&a, kv[0], kv[1]);
     int rc = anvil_table_request(t, owner, &a, reply, 100);
-    attr_free(&a);
+    attr_destroy(&a);
     return rc;
 }
 
@@ -252,7 +252,7 @@ static void test_protocol(void **state)
     longid[4] = ':';
     assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "message", "ident", longid), -1);
     assert_int_equal(anvil_table_size(t), 1);
-    attr_free(&r);
+    attr_destroy(&r);
     anvil_table_free(t);
 }
 
@@ -302,7 +302,7 @@ static void test_cidr(void **state)
     conf_set("smtpd_client_event_limit_exceptions", "$mynetworks");
     assert_true(anvil_client_exempt("127.0.0.1"));
     assert_false(anvil_client_exempt("192.0.2.1"));
-    buf_free(&err);
+    buf_destroy(&err);
 }
 
 static void test_limits(void **state)
@@ -376,8 +376,8 @@ static void tsrv_read(struct bufferevent *bev, void *arg)
         anvil_table_request(s->t, s->owners[k], &rq, &rp, 0);
         attr_to_evbuffer(bufferevent_get_output(bev), &rp);
     }
-    attr_free(&rq);
-    attr_free(&rp);
+    attr_destroy(&rq);
+    attr_destroy(&rp);
 }
 
 static void tsrv_event(struct bufferevent *bev, short what, void *arg)

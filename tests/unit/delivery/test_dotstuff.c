@@ -113,7 +113,7 @@ static void check_safe(const buf_t *o)
                 assert_true(i + 3 + (q[2] == '\r') == s.len);
         }
     }
-    buf_free(&s);
+    buf_destroy(&s);
 }
 
 /* Unstuffed the way a strict receiver does (the end mark dropped, one
@@ -147,8 +147,8 @@ static void check_roundtrip(const char *in, size_t n, const buf_t *o)
     assert_int_equal(back.len, norm.len);
     if (norm.len)
         assert_memory_equal(back.data, norm.data, norm.len);
-    buf_free(&norm);
-    buf_free(&back);
+    buf_destroy(&norm);
+    buf_destroy(&back);
 }
 
 static void check_all(const char *in, size_t n, const size_t *cuts, size_t ncuts)
@@ -166,8 +166,8 @@ static void check_all(const char *in, size_t n, const size_t *cuts, size_t ncuts
     }
     check_safe(&got);
     check_roundtrip(in, n, &got);
-    buf_free(&want);
-    buf_free(&got);
+    buf_destroy(&want);
+    buf_destroy(&got);
 }
 
 /* Every 1-, 2- and 3-chunk split. */
@@ -252,7 +252,7 @@ static void test_smuggling_sequences(void **state)
         assert_int_equal(got.len, cases[k].on);
         assert_memory_equal(got.data, cases[k].out, got.len);
     }
-    buf_free(&got);
+    buf_destroy(&got);
 }
 
 /* Random content over the interesting bytes, random chunkings (1..7-byte

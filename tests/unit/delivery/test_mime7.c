@@ -115,7 +115,7 @@ static void test_seven_bit_untouched(void **state)
     /* without 8bit labels even a forced conversion copies every byte */
     assert_int_equal(convert(plain, &out), 0);
     assert_string_equal(out.data, plain);
-    buf_free(&out);
+    buf_destroy(&out);
 }
 
 static void test_non_mime_text(void **state)
@@ -127,7 +127,7 @@ static void test_non_mime_text(void **state)
     buf_t out = BUF_INIT;
     assert_int_equal(convert(msg, &out), MIME7_BODY8);
     assert_string_equal(out.data, want);
-    buf_free(&out);
+    buf_destroy(&out);
 }
 
 static void test_cte_replaced_in_place(void **state)
@@ -141,7 +141,7 @@ static void test_cte_replaced_in_place(void **state)
     buf_t out = BUF_INIT;
     assert_int_equal(convert(msg, &out), MIME7_BODY8);
     assert_string_equal(out.data, want);
-    buf_free(&out);
+    buf_destroy(&out);
 }
 
 static void test_qp_rules(void **state)
@@ -153,7 +153,7 @@ static void test_qp_rules(void **state)
     buf_t out = BUF_INIT;
     assert_int_equal(convert(msg, &out), MIME7_BODY8);
     assert_string_equal(out.data, want);
-    buf_free(&out);
+    buf_destroy(&out);
 }
 
 static void test_long_lines_soft_breaks(void **state)
@@ -177,10 +177,10 @@ static void test_long_lines_soft_breaks(void **state)
     part_body(&out, "Content-Type", &dec);
     assert_int_equal(dec.len, body.len);
     assert_memory_equal(dec.data, body.data, body.len);
-    buf_free(&msg);
-    buf_free(&out);
-    buf_free(&dec);
-    buf_free(&body);
+    buf_destroy(&msg);
+    buf_destroy(&out);
+    buf_destroy(&dec);
+    buf_destroy(&body);
 }
 
 /* ---- structure ---- */
@@ -230,8 +230,8 @@ static void test_multipart_nested(void **state)
     assert_non_null(strstr(out.data, "Content-Transfer-Encoding: base64\r\n\r\nAAECAwQ=\r\n"));
     assert_non_null(strstr(out.data, "--inner  \r\nContent-Type: text/plain\r\n\r\nPART4 plain\r\n"));
     assert_non_null(strstr(out.data, "--outer (x)--\r\nepilogue\r\n"));
-    buf_free(&out);
-    buf_free(&dec);
+    buf_destroy(&out);
+    buf_destroy(&dec);
 }
 
 static void test_digest_and_outer_boundary(void **state)
@@ -254,8 +254,8 @@ static void test_digest_and_outer_boundary(void **state)
     assert_string_equal(dec.data, "not a message \xc2\xa7");
     part_body(&out, "--o\r\nContent-Type: text/plain", &dec);
     assert_string_equal(dec.data, "after \xc2\xa9");
-    buf_free(&out);
-    buf_free(&dec);
+    buf_destroy(&out);
+    buf_destroy(&dec);
 }
 
 static void test_structure_corners(void **state)
@@ -279,8 +279,8 @@ static void test_structure_corners(void **state)
                      MIME7_BODY8);
     part_body_to(&out, "--o\r\nContent-Type: text/plain", "\r\n--o--", &dec);
     assert_string_equal(dec.data, "\xe9\r\n--i\r\nz=1 ");
-    buf_free(&out);
-    buf_free(&dec);
+    buf_destroy(&out);
+    buf_destroy(&dec);
 }
 
 /* ---- chunking ---- */
@@ -311,8 +311,8 @@ static void check_splits(const char *msg)
         assert_memory_equal(piece.data, whole.data, whole.len);
         mime7_free(m);
     }
-    buf_free(&whole);
-    buf_free(&piece);
+    buf_destroy(&whole);
+    buf_destroy(&piece);
 }
 
 static void test_every_split_same_output(void **state)
@@ -332,7 +332,7 @@ static void test_every_split_same_output(void **state)
         buf_puts(&longmsg, i == 998 ? "\r" : "\xc3\xa4");
     buf_puts(&longmsg, "\r\n--zz\r\n\r\ntail \xc3\xa4\r\n--zz--\r\n");
     check_splits(longmsg.data);
-    buf_free(&longmsg);
+    buf_destroy(&longmsg);
 }
 
 /* ---- what cannot be converted ---- */
@@ -393,7 +393,7 @@ static void test_unconvertible(void **state)
     buf_puts(&deep, "\r\n\xe9\r\n");
     assert_int_equal(scan(deep.data, &why), MIME7_BODY8 | MIME7_STUCK);
     assert_non_null(strstr(why, "nesting"));
-    buf_free(&deep);
+    buf_destroy(&deep);
 }
 
 /* 8-bit headers are left alone (SMTPUTF8 sessions), bodies converted. */
@@ -406,7 +406,7 @@ static void test_hdr8_passes_through(void **state)
     assert_string_equal(out.data, "Subject: \xc3\xa9t\xc3\xa9\r\nMIME-Version: 1.0\r\n"
                                   "Content-Type: text/plain; charset=utf-8\r\n"
                                   "Content-Transfer-Encoding: quoted-printable\r\n\r\n=C3=A9\r\n");
-    buf_free(&out);
+    buf_destroy(&out);
 }
 
 /* A pseudo-random leaf decodes back to exactly its bytes. */
@@ -445,13 +445,13 @@ static void test_random_leaf_round_trip(void **state)
              * delimiter's CRLF: it must come back too */
             assert_int_equal(dec.len, want.len);
             assert_memory_equal(dec.data, want.data, want.len);
-            buf_free(&want);
+            buf_destroy(&want);
         }
         check_splits(msg.data);
-        buf_free(&body);
-        buf_free(&msg);
-        buf_free(&out);
-        buf_free(&dec);
+        buf_destroy(&body);
+        buf_destroy(&msg);
+        buf_destroy(&out);
+        buf_destroy(&dec);
     }
 }
 

@@ -36,7 +36,7 @@ static void assert_enc(const char *in, const char *want)
         enc(in, step, &out);
         assert_string_equal(buf_str(&out), want);
     }
-    buf_free(&out);
+    buf_destroy(&out);
 }
 
 static void test_rules(void **state)
@@ -75,8 +75,8 @@ static void test_soft_breaks(void **state)
     }
     /* exactly 75 characters, then "=" */
     assert_memory_equal(out.data + 75, "=\r\n", 3);
-    buf_free(&in);
-    buf_free(&out);
+    buf_destroy(&in);
+    buf_destroy(&out);
 }
 
 int main(void)

@@ -28,7 +28,7 @@ static void test_single_line(void **state)
     assert_string_equal(buf_str(&p.reply.text), "250 2.0.0 Ok: queued as ABC");
     smtp_reply_dsn(&p.reply, dsn, sizeof(dsn));
     assert_string_equal(dsn, "2.0.0");
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
 }
 
 static void test_multi_line_and_split_feed(void **state)
@@ -54,7 +54,7 @@ static void test_multi_line_and_split_feed(void **state)
     assert_int_equal(feed(&p, s + off, &used), 1);
     assert_int_equal(p.reply.code, 221);
     assert_int_equal(p.reply.nlines, 1);
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
 }
 
 static void test_mismatched_codes(void **state)
@@ -66,7 +66,7 @@ static void test_mismatched_codes(void **state)
     assert_non_null(p.err);
     /* once broken, always broken */
     assert_int_equal(feed(&p, "250 ok\r\n", &used), -1);
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
 }
 
 static void test_overlong_line(void **state)
@@ -81,14 +81,14 @@ static void test_overlong_line(void **state)
     smtp_rparser_init(&p);
     assert_int_equal(smtp_rparser_feed(&p, b.data, b.len, &used), -1);
     assert_string_equal(p.err, "reply line too long");
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
     /* exactly at the limit is fine */
     buf_truncate(&b, SMTP_REPLY_LINE_MAX);
     buf_puts(&b, "\r\n");
     smtp_rparser_init(&p);
     assert_int_equal(smtp_rparser_feed(&p, b.data, b.len, &used), 1);
-    smtp_rparser_free(&p);
-    buf_free(&b);
+    smtp_rparser_destroy(&p);
+    buf_destroy(&b);
 }
 
 static void test_missing_final_line(void **state)
@@ -99,7 +99,7 @@ static void test_missing_final_line(void **state)
     assert_int_equal(feed(&p, "250-one\r\n250-two\r\n", &used), 0);
     assert_int_equal(used, 18);
     assert_true(smtp_rparser_pending(&p));
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
 }
 
 static void test_too_many_lines(void **state)
@@ -111,7 +111,7 @@ static void test_too_many_lines(void **state)
     for (i = 0; i < SMTP_REPLY_LINES_MAX + 5 && rc == 0; i++)
         rc = feed(&p, "250-x\r\n", &used);
     assert_int_equal(rc, -1);
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
 }
 
 static void test_enhanced_codes(void **state)
@@ -134,7 +134,7 @@ static void test_enhanced_codes(void **state)
     assert_string_equal(p.reply.enh, "");
     assert_int_equal(smtp_enh_code_len("2.10.100 x", '2'), 8);
     assert_int_equal(smtp_enh_code_len("2.1 x", '2'), 0);
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
 }
 
 static void test_garbage(void **state)
@@ -147,17 +147,17 @@ static void test_garbage(void **state)
     assert_int_equal(p.reply.code, 220);
     assert_string_equal(buf_str(&p.reply.text), "220 a b");
     assert_int_equal(feed(&p, "hello there\r\n", &used), -1);
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
     smtp_rparser_init(&p);
     assert_int_equal(feed(&p, "25\r\n", &used), -1);
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
     smtp_rparser_init(&p);
     assert_int_equal(feed(&p, "250x\r\n", &used), -1);
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
     smtp_rparser_init(&p);
     assert_int_equal(feed(&p, "250\r\n", &used), 1); /* bare code is legal */
     assert_int_equal(p.reply.code, 250);
-    smtp_rparser_free(&p);
+    smtp_rparser_destroy(&p);
 }
 
 /* Lines longer than RFC 5321's 512 bytes are accepted up to the limit;
@@ -182,8 +182,8 @@ static void test_long_and_control_bytes(void **state)
     assert_int_equal(feed(&p, "250-one\n250-two\r\n250 three\n", &used), 1);
     assert_int_equal(p.reply.nlines, 3);
     assert_string_equal(buf_str(&p.reply.lines), "one\ntwo\nthree");
-    smtp_rparser_free(&p);
-    buf_free(&b);
+    smtp_rparser_destroy(&p);
+    buf_destroy(&b);
 }
 
 /* Only the codes a command allows count as success; every other 2xx/3xx
@@ -217,7 +217,7 @@ static void test_verdict(void **state)
     buf_reset(&t);
     smtp_reply_ok_text(rcpt, &t);
     assert_string_equal(buf_str(&t), "250 or 251");
-    buf_free(&t);
+    buf_destroy(&t);
 }
 
 int main(void)

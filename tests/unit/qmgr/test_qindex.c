@@ -66,7 +66,7 @@ static struct qindex *open_idx(int expect_clean)
     struct qindex *qi = qindex_open(spool, &clean, &err);
     assert_non_null(qi);
     assert_int_equal(clean, expect_clean);
-    buf_free(&err);
+    buf_destroy(&err);
     return qi;
 }
 
@@ -89,7 +89,7 @@ static void test_put_get_del(void **state)
     assert_string_equal(out.rcpts[2], "we ird\n@x.example");
     assert_null(out.rcpts[3]);
     assert_string_equal(out.domains[1], "Y.example");
-    qidx_rec_free(&out);
+    qidx_rec_destroy(&out);
     /* replace: same id, new values, count unchanged */
     r.reason = NULL;
     r.sender = "";
@@ -100,7 +100,7 @@ static void test_put_get_del(void **state)
     assert_null(out.reason);
     assert_string_equal(out.sender, "");
     assert_int_equal(out.state, QS_ACTIVE);
-    qidx_rec_free(&out);
+    qidx_rec_destroy(&out);
     assert_int_equal(qindex_del(qi, r.id), 0);
     assert_int_equal(qindex_count(qi), 0);
     assert_int_equal(qindex_get(qi, r.id, &out), 0);
@@ -203,7 +203,7 @@ static void test_clean_marker(void **state)
     mkrec(&r, 3, 0, 0);
     assert_int_equal(qindex_get(qi, r.id, &out), 1);
     assert_int_equal(out.next_attempt, 3);
-    qidx_rec_free(&out);
+    qidx_rec_destroy(&out);
     qindex_close(qi, 0); /* crash-like: marker not written */
     qi = open_idx(0);
     assert_int_equal(qindex_count(qi), 0); /* caller rebuilds */
@@ -255,8 +255,8 @@ static void test_lock(void **state)
     int fd3 = qindex_lock(spool, 0, &err);
     assert_true(fd3 >= 0);
     close(fd3);
-    buf_free(&err);
-    buf_free(&want);
+    buf_destroy(&err);
+    buf_destroy(&want);
 }
 
 int main(void)

@@ -18,8 +18,8 @@ static void test_split_full(void **state)
     assert_int_equal(route_split("relay:mx.example.net", "example.com", &t, &n), 0);
     assert_string_equal(buf_str(&t), "relay");
     assert_string_equal(buf_str(&n), "mx.example.net");
-    buf_free(&t);
-    buf_free(&n);
+    buf_destroy(&t);
+    buf_destroy(&n);
 }
 
 static void test_split_defaults(void **state)
@@ -36,8 +36,8 @@ static void test_split_defaults(void **state)
     assert_string_equal(buf_str(&n), "example.com");
     /* a transport that could escape private/ is refused */
     assert_int_equal(route_split("../x:host", "example.com", &t, &n), -1);
-    buf_free(&t);
-    buf_free(&n);
+    buf_destroy(&t);
+    buf_destroy(&n);
 }
 
 static void test_domain(void **state)
@@ -50,7 +50,7 @@ static void test_domain(void **state)
     assert_string_equal(buf_str(&d), "x.org");
     route_domain("postmaster", &d);
     assert_string_equal(buf_str(&d), "");
-    buf_free(&d);
+    buf_destroy(&d);
 }
 
 static void test_keys(void **state)
@@ -66,7 +66,7 @@ static void test_keys(void **state)
     assert_int_equal(route_next_key("a.b.example.com", &st, &k), 0);
     st = 0;
     assert_int_equal(route_next_key("", &st, &k), 0);
-    buf_free(&k);
+    buf_destroy(&k);
 }
 
 static void test_backoff(void **state)
@@ -121,7 +121,7 @@ static void test_rebuild_retry(void **state)
     route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
     assert_int_equal(att, 0);
     assert_int_equal(next, 0);
-    qenv_free(&env);
+    qenv_destroy(&env);
 }
 
 int main(void)

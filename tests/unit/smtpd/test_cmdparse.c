@@ -84,7 +84,7 @@ static void test_split(void **state)
             assert_string_equal(verb, c->verb);
             assert_string_equal(arg, c->arg);
         }
-        smtp_cmd_reply_free(&err);
+        smtp_cmd_reply_destroy(&err);
         free(line);
     }
 }
@@ -108,7 +108,7 @@ static void test_line_length(void **state)
     line[7] = '\n';
     assert_int_equal(smtp_cmd_split(line, LIMIT + 1, LIMIT, &verb, &arg, &err), -2);
     assert_string_equal(reply_text(&err), "500 5.5.2 Error: line too long");
-    smtp_cmd_reply_free(&err);
+    smtp_cmd_reply_destroy(&err);
 }
 
 static void test_verb_names(void **state)
@@ -269,7 +269,7 @@ static void check_mail(size_t i, const struct mail_case *c, struct smtp_mail_arg
         if (rc != -1 || strcmp(reply_text(&err), c->reply) != 0)
             fail_msg("MAIL case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg, rc,
                      reply_text(&err), c->reply);
-        smtp_cmd_reply_free(&err);
+        smtp_cmd_reply_destroy(&err);
         return;
     }
     if (rc != 0)
@@ -294,7 +294,7 @@ static void test_mail(void **state)
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
     for (size_t i = 0; i < sizeof(mail_cases) / sizeof(mail_cases[0]); i++)
         check_mail(i, &mail_cases[i], &m);
-    smtp_mail_args_free(&m);
+    smtp_mail_args_destroy(&m);
 }
 
 static void test_mail_envid_length(void **state)
@@ -310,9 +310,9 @@ static void test_mail_envid_length(void **state)
     buf_putc(&arg, 'e');
     assert_int_equal(smtp_cmd_mail(buf_str(&arg), 0, 1, &m, &err), -1);
     assert_string_equal(reply_text(&err), "501 5.5.4 Error: Bad ENVID parameter syntax");
-    smtp_mail_args_free(&m);
-    smtp_cmd_reply_free(&err);
-    buf_free(&arg);
+    smtp_mail_args_destroy(&m);
+    smtp_cmd_reply_destroy(&err);
+    buf_destroy(&arg);
 }
 
 /* ---- RCPT TO ---- */
@@ -424,7 +424,7 @@ static void test_rcpt(void **state)
             if (rc != -1 || strcmp(reply_text(&err), c->reply) != 0)
                 fail_msg("RCPT case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg,
                          rc, reply_text(&err), c->reply);
-            smtp_cmd_reply_free(&err);
+            smtp_cmd_reply_destroy(&err);
             continue;
         }
         if (rc != 0)
@@ -437,7 +437,7 @@ static void test_rcpt(void **state)
         else
             assert_null(r.orcpt);
     }
-    smtp_rcpt_args_free(&r);
+    smtp_rcpt_args_destroy(&r);
 }
 
 /* smtpd checks the recipient limit between the address and the
@@ -454,8 +454,8 @@ static void test_rcpt_two_steps(void **state)
     assert_int_equal(smtp_cmd_rcpt_addr("TO:<y@example.org>", HOST, 0, &r, &err), 0);
     assert_int_equal(smtp_cmd_rcpt_params(&r, &err), 0);
     assert_int_equal(r.notify, 0);
-    smtp_rcpt_args_free(&r);
-    smtp_cmd_reply_free(&err);
+    smtp_rcpt_args_destroy(&r);
+    smtp_cmd_reply_destroy(&err);
 }
 
 static void test_orcpt_length(void **state)
@@ -471,9 +471,9 @@ static void test_orcpt_length(void **state)
     buf_putc(&arg, 'o');
     assert_int_equal(smtp_cmd_rcpt(buf_str(&arg), HOST, 0, &r, &err), -1);
     assert_string_equal(reply_text(&err), "501 5.5.4 Error: Bad ORCPT parameter syntax");
-    smtp_rcpt_args_free(&r);
-    smtp_cmd_reply_free(&err);
-    buf_free(&arg);
+    smtp_rcpt_args_destroy(&r);
+    smtp_cmd_reply_destroy(&err);
+    buf_destroy(&arg);
 }
 
 /* ---- SMTPUTF8 (RFC 6531) ---- */
@@ -553,9 +553,9 @@ static void test_mail_smtputf8(void **state)
             assert_string_equal(buf_str(&m.sender), c->sender);
             assert_int_equal(m.smtputf8, c->smtputf8);
         }
-        smtp_cmd_reply_free(&err);
+        smtp_cmd_reply_destroy(&err);
     }
-    smtp_mail_args_free(&m);
+    smtp_mail_args_destroy(&m);
 }
 
 struct utf8_rcpt_case {
@@ -596,9 +596,9 @@ static void test_rcpt_smtputf8(void **state)
             assert_string_equal(buf_str(&r.addr), want);
             free(want);
         }
-        smtp_cmd_reply_free(&err);
+        smtp_cmd_reply_destroy(&err);
     }
-    smtp_rcpt_args_free(&r);
+    smtp_rcpt_args_destroy(&r);
 }
 
 int main(void)

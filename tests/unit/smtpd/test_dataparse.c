@@ -64,12 +64,12 @@ static void run(const struct dataparse_config *cf, const char *in, size_t n, siz
     o->verdict = dataparse_verdict(&d);
     o->message_id = d.message_id;
     d.message_id = NULL;
-    dataparse_free(&d);
+    dataparse_destroy(&d);
 }
 
-static void outcome_free(struct outcome *o)
+static void outcome_destroy(struct outcome *o)
 {
-    buf_free(&o->content);
+    buf_destroy(&o->content);
     free(o->message_id);
 }
 
@@ -103,7 +103,7 @@ static void check_splits(const struct dataparse_config *cf, const char *in, size
         struct outcome o;
         run(cf, in, n, sizes[i], &o);
         assert_same(whole, &o);
-        outcome_free(&o);
+        outcome_destroy(&o);
     }
 }
 
@@ -146,8 +146,8 @@ static void test_header_colon_past_1000(void **state)
         assert_string_equal(o.message_id, "<m@b.test>");
         assert_true(o.done);
         assert_int_equal(o.used, in.len);
-        outcome_free(&o);
-        buf_free(&in);
+        outcome_destroy(&o);
+        buf_destroy(&in);
     }
 }
 
@@ -168,8 +168,8 @@ static void test_long_message_id(void **state)
     expect(&cf, in.data, in.len, NULL, 0, &o);
     assert_non_null(o.message_id);
     assert_int_equal(strlen(o.message_id), DP_HDR_KEEP - 1); /* leading blank trimmed */
-    outcome_free(&o);
-    buf_free(&in);
+    outcome_destroy(&o);
+    buf_destroy(&in);
 }
 
 /* header_size_limit counts the header section to its empty line. */
@@ -185,7 +185,7 @@ static void test_header_size_limit(void **state)
     expect(&cf, in.data, in.len, NULL, 0, &o);
     assert_int_equal(o.hdr_size, 1322);
     assert_int_equal(o.verdict, DP_HDR_TOO_BIG);
-    outcome_free(&o);
+    outcome_destroy(&o);
     /* the same bytes in the body do not count */
     buf_reset(&in);
     buf_puts(&in, "Subject: s\r\n\r\n");
@@ -195,8 +195,8 @@ static void test_header_size_limit(void **state)
     expect(&cf, in.data, in.len, NULL, 0, &o);
     assert_int_equal(o.hdr_size, 14);
     assert_int_equal(o.verdict, DP_OK);
-    outcome_free(&o);
-    buf_free(&in);
+    outcome_destroy(&o);
+    buf_destroy(&in);
 }
 
 /* Header lines as Postfix's cleanup tells them apart: a name, optional
@@ -208,21 +208,21 @@ static void test_header_classification(void **state)
     expect(&cf, S("Received : a\r\nreceived:b\r\n\tfolded\r\nDELIVERED-TO: c\r\n"
                   "X-Received: no\r\n\r\nReceived: body\r\n.\r\n"), NULL, 0, &o);
     assert_int_equal(o.hops, 3);
-    outcome_free(&o);
+    outcome_destroy(&o);
     expect(&cf, S("Received: a\r\nnot a header: x\r\nReceived: b\r\n.\r\n"), NULL, 0, &o);
     assert_int_equal(o.hops, 1);
-    outcome_free(&o);
+    outcome_destroy(&o);
     expect(&cf, S("Received: a\r\n:x\r\nReceived: b\r\n.\r\n"), NULL, 0, &o);
     assert_int_equal(o.hops, 1);
-    outcome_free(&o);
+    outcome_destroy(&o);
     /* a line of NULs only is stored as an empty line: the body follows */
     expect(&cf, S("Received: a\r\n\0\0\r\nReceived: b\r\n.\r\n"),
            S("Received: a\r\n\r\nReceived: b\r\n"), &o);
     assert_int_equal(o.hops, 1);
-    outcome_free(&o);
+    outcome_destroy(&o);
     expect(&cf, S("Message-ID : \r\n  <x@y>  \r\nSubject: s\r\n.\r\n"), NULL, 0, &o);
     assert_string_equal(o.message_id, "<x@y>");
-    outcome_free(&o);
+    outcome_destroy(&o);
 }
 
 /* ---- item 2: dots ---- */
@@ -232,18 +232,18 @@ static void test_dot_unstuffing_after_crlf_only(void **state)
     struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     expect(&cf, S("..a\r\n...\r\n.b\r\nend\r\n.\r\nNEXT"), S(".a\r\n..\r\nb\r\nend\r\n"), &o);
-    outcome_free(&o);
+    outcome_destroy(&o);
     /* after a bare LF or CR the dot is content, in every mode */
     expect(&cf, S("a\n..b\r..c\r\n.\r\n"), S("a\r\n..b\r\n..c\r\n"), &o);
-    outcome_free(&o);
+    outcome_destroy(&o);
     cf.bare = DP_BARE_KEEP;
     expect(&cf, S("a\n..b\r..c\n.\r.\r\n.\r\n"), S("a\n..b\r..c\n.\r.\r\n"), &o);
-    outcome_free(&o);
+    outcome_destroy(&o);
     cf.bare = DP_BARE_REJECT;
     expect(&cf, S("a\n..b\r\n.\r\n"), S("a\r\n..b\r\n"), &o);
     assert_int_equal(o.verdict, DP_BARE);
     assert_int_equal(o.bare, 'L');
-    outcome_free(&o);
+    outcome_destroy(&o);
 }
 
 static void test_first_line_dot_ends(void **state)
@@ -253,7 +253,7 @@ static void test_first_line_dot_ends(void **state)
     expect(&cf, S(".\r\nQUIT\r\n"), S(""), &o);
     assert_true(o.done);
     assert_int_equal(o.used, 3);
-    outcome_free(&o);
+    outcome_destroy(&o);
 }
 
 /* Only CR LF "." CR LF ends the data: every SEC Consult variant and their
@@ -275,14 +275,14 @@ static void test_end_of_data_only_crlf_dot_crlf(void **state)
             expect(&cf, in.data, in.len, NULL, 0, &o);
             assert_false(o.done);
             assert_int_equal(o.used, in.len);
-            outcome_free(&o);
+            outcome_destroy(&o);
             buf_puts(&in, ".\r\nafter");
             expect(&cf, in.data, in.len, NULL, 0, &o);
             assert_true(o.done);
             assert_int_equal(o.used, in.len - 5);
             assert_null(memchr(o.content.data, '\0', o.content.len));
-            outcome_free(&o);
-            buf_free(&in);
+            outcome_destroy(&o);
+            buf_destroy(&in);
         }
     }
 }
@@ -296,19 +296,19 @@ static void test_nul(void **state)
     expect(&cf, S("a\0b\r\n\0.\r\n.\0\r\n\0\r\n.\r\n"), S("ab\r\n.\r\n\r\n\r\n"), &o);
     assert_int_equal(o.verdict, DP_OK);
     assert_int_equal(o.nul, 0);
-    outcome_free(&o);
+    outcome_destroy(&o);
     cf.bare = DP_BARE_KEEP;
     expect(&cf, S("a\0b\r\n.\r\n"), S("ab\r\n"), &o);
     assert_int_equal(o.verdict, DP_OK);
-    outcome_free(&o);
+    outcome_destroy(&o);
     cf.bare = DP_BARE_REJECT;
     expect(&cf, S("a\0b\r\n.\r\n"), S("ab\r\n"), &o);
     assert_int_equal(o.verdict, DP_NUL);
-    outcome_free(&o);
+    outcome_destroy(&o);
     /* CR NUL LF is a bare CR, then a bare LF: never a CRLF */
     cf.bare = DP_BARE_NORMALIZE;
     expect(&cf, S("a\r\0\nb\r\n.\r\n"), S("a\r\n\r\nb\r\n"), &o);
-    outcome_free(&o);
+    outcome_destroy(&o);
 }
 
 /* ---- bare CR/LF, long lines, size ---- */
@@ -318,11 +318,11 @@ static void test_bare_newlines(void **state)
     struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     expect(&cf, S("a\nb\rc\r\r\nd\r\n.\r\n"), S("a\r\nb\r\nc\r\n\r\nd\r\n"), &o);
-    outcome_free(&o);
+    outcome_destroy(&o);
     cf.bare = DP_BARE_REJECT;
     expect(&cf, S("a\rb\nc\r\n.\r\n"), NULL, 0, &o);
     assert_int_equal(o.bare, 'C');
-    outcome_free(&o);
+    outcome_destroy(&o);
 }
 
 static void test_long_lines_and_size(void **state)
@@ -331,17 +331,17 @@ static void test_long_lines_and_size(void **state)
     struct outcome o;
     cf.line_limit = 4;
     expect(&cf, S("abcdefghij\r\nabcd\r\n.\r\n"), S("abcd\r\nefgh\r\nij\r\nabcd\r\n"), &o);
-    outcome_free(&o);
+    outcome_destroy(&o);
     cf.line_limit = 2048;
     cf.size_limit = 10;
     expect(&cf, S("0123456789\r\n.\r\n"), NULL, 0, &o);
     assert_int_equal(o.size, 12);
     assert_int_equal(o.verdict, DP_TOO_BIG);
-    outcome_free(&o);
+    outcome_destroy(&o);
     cf.size_limit = 12;
     expect(&cf, S("0123456789\r\n.\r\n"), NULL, 0, &o);
     assert_int_equal(o.verdict, DP_OK);
-    outcome_free(&o);
+    outcome_destroy(&o);
 }
 
 /* ---- BDAT mode ---- */
@@ -354,16 +354,16 @@ static void test_bdat_mode(void **state)
     expect(&cf, S("Subject: b\r\n\r\n..x\r\n.\r\n.y"), S("Subject: b\r\n\r\n..x\r\n.\r\n.y\r\n"),
            &o);
     assert_true(o.done);
-    outcome_free(&o);
+    outcome_destroy(&o);
     /* a final bare CR is a line end */
     expect(&cf, S("a\r"), S("a\r\n"), &o);
-    outcome_free(&o);
+    outcome_destroy(&o);
     expect(&cf, S(""), S(""), &o);
-    outcome_free(&o);
+    outcome_destroy(&o);
     cf.bare = DP_BARE_REJECT;
     expect(&cf, S("a\r\nb\0"), S("a\r\nb\r\n"), &o);
     assert_int_equal(o.verdict, DP_NUL);
-    outcome_free(&o);
+    outcome_destroy(&o);
 }
 
 /* A pseudo-random mix of the interesting bytes: the whole input and its
@@ -387,7 +387,7 @@ static void test_random_splits_agree(void **state)
                 cf.hdr_limit = 64;
                 cf.hop_limit = 1;
                 check_splits(&cf, in, n, &o);
-                outcome_free(&o);
+                outcome_destroy(&o);
             }
         }
     }
