@@ -35,11 +35,8 @@ static void job_done(void *arg)
 struct psasl_pool *psasl_pool_new(struct event_base *base, int nthreads)
 {
     struct psasl_pool *p = xcalloc(1, sizeof(*p));
-    if (nthreads < 1)
-        nthreads = 1;
-    if (nthreads > POOL_MAX_THREADS)
-        nthreads = POOL_MAX_THREADS;
-    p->wq = workq_new(base, nthreads);
+    /* workq makes it at least 1 */
+    p->wq = workq_new(base, nthreads > POOL_MAX_THREADS ? POOL_MAX_THREADS : nthreads);
     return p;
 }
 
