@@ -1,17 +1,18 @@
-/* anvil_rate.c - per-client counters for the anvil service: a hash table
- * with an LRU list (for expiry and the size cap), fixed rate windows per
- * client, and concurrent counts kept per owner so a vanished smtpd's
- * connections can be released. No I/O here: the daemon (anvil/) and the
- * unit tests drive it with their own clock. */
+/* anvil_rate.c - per-client counters for the anvil service: entries in a
+ * common/util/htable by ident and on an LRU TAILQ (for expiry and the size
+ * cap), fixed rate windows per client, and concurrent counts kept per
+ * owner so a vanished smtpd's connections can be released. No I/O here:
+ * the daemon (anvil/) and the unit tests drive it with their own clock. */
 #include "anvil/anvil_rate.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "common/util/alloc.h"
 #include "common/util/buf.h"
+#include "common/util/htable.h"
 #include "common/util/log.h"
-#include "common/mail/proto.h"
 
 struct owner_cnt {
     unsigned long owner;
@@ -19,12 +20,12 @@ struct owner_cnt {
 };
 
 #define EVICT_SCAN 64 /* live entries skipped looking for one to evict */
+#define TABLE_EXPECTED 1024
 
 struct entry {
+    struct hlink hash;          /* t->by_ident */
+    TAILQ_ENTRY(entry) lru;     /* t->lru, first = most recently used */
     char *ident;
-    unsigned hash;
-    struct entry *hnext;        /* hash chain */
-    struct entry *prev, *next;  /* LRU list, head = most recently used */
     long long touched;          /* last use: LRU order and expiry */
     long long window_start;
     long count;
@@ -33,28 +34,21 @@ struct entry {
     size_t nowners, owners_cap;
 };
 
+TAILQ_HEAD(entry_list, entry);
+
 struct anvil_table {
-    struct entry **buckets;
-    size_t nbuckets;
-    struct entry *head, *tail;
-    size_t size, max_entries;
+    struct htable by_ident;
+    struct entry_list lru;
+    size_t max_entries;
     long long window;
     struct anvil_stats stats;
 };
 
-static unsigned hash_str(const char *s)
-{
-    unsigned h = 2166136261u;  /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
 struct anvil_table *anvil_table_new(long long window_ms, size_t max_entries)
 {
     struct anvil_table *t = xcalloc(1, sizeof *t);
-    t->nbuckets = 1024;
-    t->buckets = xcalloc(t->nbuckets, sizeof *t->buckets);
+    htable_init(&t->by_ident, TABLE_EXPECTED);
+    TAILQ_INIT(&t->lru);
     t->max_entries = max_entries ? max_entries : ANVIL_DEFAULT_MAX_ENTRIES;
     t->window = window_ms > 0 ? window_ms : 1;
     return t;
@@ -71,11 +65,12 @@ void anvil_table_free(struct anvil_table *t)
 {
     if (t == NULL)
         return;
-    for (struct entry *e = t->head, *n; e; e = n) {
-        n = e->next;
+    struct entry *e;
+    while ((e = TAILQ_FIRST(&t->lru)) != NULL) {
+        TAILQ_REMOVE(&t->lru, e, lru);
         entry_free(e);
     }
-    free(t->buckets);
+    htable_destroy(&t->by_ident);
     free(t);
 }
 
@@ -91,7 +86,7 @@ long long anvil_table_window(const struct anvil_table *t)
 
 size_t anvil_table_size(const struct anvil_table *t)
 {
-    return t->size;
+    return htable_count(&t->by_ident);
 }
 
 const struct anvil_stats *anvil_table_stats(const struct anvil_table *t)
@@ -104,74 +99,48 @@ void anvil_table_stats_reset(struct anvil_table *t)
     memset(&t->stats, 0, sizeof t->stats);
 }
 
-/* ---- LRU list and hash chains ---- */
-
-static void lru_unlink(struct anvil_table *t, struct entry *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        t->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        t->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void lru_push_front(struct anvil_table *t, struct entry *e)
-{
-    e->prev = NULL;
-    e->next = t->head;
-    if (t->head)
-        t->head->prev = e;
-    t->head = e;
-    if (t->tail == NULL)
-        t->tail = e;
-}
+/* ---- the index and the LRU list ---- */
 
 static void touch(struct anvil_table *t, struct entry *e, long long now)
 {
     e->touched = now;
-    if (t->head != e) {
-        lru_unlink(t, e);
-        lru_push_front(t, e);
+    if (TAILQ_FIRST(&t->lru) != e) {
+        TAILQ_REMOVE(&t->lru, e, lru);
+        TAILQ_INSERT_HEAD(&t->lru, e, lru);
     }
 }
 
-static struct entry *find(const struct anvil_table *t, const char *ident, unsigned h)
+static struct entry *find(const struct anvil_table *t, const char *ident)
 {
-    for (struct entry *e = t->buckets[h % t->nbuckets]; e; e = e->hnext)
-        if (e->hash == h && strcmp(e->ident, ident) == 0)
+    unsigned h = htable_hash_str(ident);
+    for (struct hlink *l = htable_first(&t->by_ident, h); l; l = htable_next(l, h)) {
+        struct entry *e = HTABLE_ENTRY(l, struct entry, hash);
+        if (strcmp(e->ident, ident) == 0)
             return e;
+    }
     return NULL;
 }
 
 static void remove_entry(struct anvil_table *t, struct entry *e)
 {
-    struct entry **pp = &t->buckets[e->hash % t->nbuckets];
-    while (*pp != e) {
-        if (*pp == NULL)
-            log_panic("anvil: entry %s missing from its hash chain", e->ident);
-        pp = &(*pp)->hnext;
-    }
-    *pp = e->hnext;
-    lru_unlink(t, e);
-    t->size--;
+    htable_remove(&t->by_ident, &e->hash);
+    TAILQ_REMOVE(&t->lru, e, lru);
     entry_free(e);
 }
 
-static void rehash(struct anvil_table *t)
+static struct entry *add_entry(struct anvil_table *t, const char *ident, long long now)
 {
-    size_t n = t->nbuckets * 2;
-    struct entry **b = xcalloc(n, sizeof *b);
-    for (struct entry *e = t->head; e; e = e->next) {
-        e->hnext = b[e->hash % n];
-        b[e->hash % n] = e;
+    struct entry *e = xcalloc(1, sizeof *e);
+    e->ident = xstrdup(ident);
+    e->window_start = now;
+    htable_insert(&t->by_ident, &e->hash, htable_hash_str(ident));
+    TAILQ_INSERT_HEAD(&t->lru, e, lru);
+    size_t size = htable_count(&t->by_ident);
+    if (size > t->stats.max_size) {
+        t->stats.max_size = size;
+        t->stats.max_size_at = now;
     }
-    free(t->buckets);
-    t->buckets = b;
-    t->nbuckets = n;
+    return e;
 }
 
 static void note_max(struct anvil_max *m, long value, const char *ident, long long now)
@@ -192,41 +161,32 @@ static void roll_window(const struct anvil_table *t, struct entry *e, long long 
     }
 }
 
+/* Full: drop the least recently used client with no connection open.
+ * Evicting a live one would reset its concurrency count and let it past
+ * smtpd_client_connection_count_limit; if the oldest entries are all
+ * live, the table grows instead (live entries are bounded by the
+ * connections smtpd accepts). */
+static void make_room(struct anvil_table *t)
+{
+    if (htable_count(&t->by_ident) < t->max_entries)
+        return;
+    struct entry *v = TAILQ_LAST(&t->lru, entry_list);
+    for (int k = 0; v && v->count > 0 && k < EVICT_SCAN; k++)
+        v = TAILQ_PREV(v, entry_list, lru);
+    if (v && v->count == 0) {
+        remove_entry(t, v);
+        t->stats.evicted++;
+    }
+}
+
 /* Entry for ident, created when missing (dropping the oldest when full);
  * touched and with its window rolled. */
 static struct entry *get(struct anvil_table *t, const char *ident, long long now)
 {
-    unsigned h = hash_str(ident);
-    struct entry *e = find(t, ident, h);
+    struct entry *e = find(t, ident);
     if (e == NULL) {
-        if (t->size >= t->max_entries) {
-            /* Drop the least recently used client with no connection open:
-             * evicting a live one would reset its concurrency count and let
-             * it past smtpd_client_connection_count_limit. If the oldest
-             * entries are all live, grow instead (live entries are bounded
-             * by the connections smtpd accepts). */
-            struct entry *v = t->tail;
-            for (int k = 0; v && v->count > 0 && k < EVICT_SCAN; k++)
-                v = v->prev;
-            if (v && v->count == 0) {
-                remove_entry(t, v);
-                t->stats.evicted++;
-            }
-        }
-        if (t->size >= t->nbuckets)
-            rehash(t);
-        e = xcalloc(1, sizeof *e);
-        e->ident = xstrdup(ident);
-        e->hash = h;
-        e->window_start = now;
-        e->hnext = t->buckets[h % t->nbuckets];
-        t->buckets[h % t->nbuckets] = e;
-        lru_push_front(t, e);
-        t->size++;
-        if (t->size > t->stats.max_size) {
-            t->stats.max_size = t->size;
-            t->stats.max_size_at = now;
-        }
+        make_room(t);
+        e = add_entry(t, ident, now);
     }
     touch(t, e, now);
     roll_window(t, e, now);
@@ -277,7 +237,7 @@ void anvil_table_connect(struct anvil_table *t, const char *ident, unsigned long
 long anvil_table_disconnect(struct anvil_table *t, const char *ident, unsigned long owner,
                             long long now)
 {
-    struct entry *e = find(t, ident, hash_str(ident));
+    struct entry *e = find(t, ident);
     if (e == NULL)
         return 0;
     struct owner_cnt *o = owner_slot(e, owner, 0);
@@ -306,7 +266,7 @@ long anvil_table_event(struct anvil_table *t, const char *ident, enum anvil_even
 void anvil_table_lookup(struct anvil_table *t, const char *ident, long long now,
                         struct anvil_counts *out)
 {
-    struct entry *e = find(t, ident, hash_str(ident));
+    struct entry *e = find(t, ident);
     if (e)
         roll_window(t, e, now);
     fill(e, out);
@@ -315,7 +275,8 @@ void anvil_table_lookup(struct anvil_table *t, const char *ident, long long now,
 long anvil_table_release(struct anvil_table *t, unsigned long owner)
 {
     long released = 0;
-    for (struct entry *e = t->head; e; e = e->next) {
+    struct entry *e;
+    TAILQ_FOREACH(e, &t->lru, lru) {
         struct owner_cnt *o = owner_slot(e, owner, 0);
         if (o == NULL)
             continue;
@@ -329,9 +290,9 @@ long anvil_table_release(struct anvil_table *t, unsigned long owner)
 size_t anvil_table_expire(struct anvil_table *t, long long now)
 {
     size_t n = 0;
-    struct entry *e = t->tail;
+    struct entry *e = TAILQ_LAST(&t->lru, entry_list);
     while (e && now - e->touched >= t->window) {
-        struct entry *prev = e->prev;
+        struct entry *prev = TAILQ_PREV(e, entry_list, lru);
         if (e->count == 0 && now - e->window_start >= t->window) {
             remove_entry(t, e);
             n++;
@@ -401,14 +362,6 @@ static const struct {
     { "lookup", do_lookup },
 };
 
-static int refuse(attr_t *reply, const char *why)
-{
-    attr_clear(reply);
-    attr_add(reply, "status", "fail");
-    attr_add(reply, "reason", why);
-    return -1;
-}
-
 static const char *ident_problem(const char *ident)
 {
     if (ident == NULL || *ident == '\0')
@@ -421,32 +374,42 @@ static const char *ident_problem(const char *ident)
     return NULL;
 }
 
-int anvil_table_request(struct anvil_table *t, unsigned long owner, const attr_t *req,
-                        attr_t *reply, long long now)
+static int find_handler(const char *name)
+{
+    for (size_t k = 0; k < sizeof handlers / sizeof handlers[0]; k++)
+        if (strcmp(handlers[k].name, name) == 0)
+            return (int)k;
+    return -1;
+}
+
+enum anvil_req_result anvil_table_request(struct anvil_table *t, unsigned long owner,
+                                          const attr_t *req, attr_t *reply, long long now,
+                                          const char **why)
 {
     attr_clear(reply);
-    const char *proto = attr_get(req, "proto");
-    if (proto == NULL || strcmp(proto, PROTO_VERSION) != 0)
-        return refuse(reply, "unsupported or missing protocol version (want proto=" PROTO_VERSION ")");
+    *why = NULL;
     const char *name = attr_get(req, "request");
-    if (name == NULL)
-        return refuse(reply, "missing request");
+    if (name == NULL) {
+        *why = "missing request";
+        return ANVIL_REQ_MALFORMED;
+    }
     if (strcmp(name, "status") == 0) {
         attr_add(reply, "status", "ok");
-        attr_add_ll(reply, "size", (long long)t->size);
-        return 0;
+        attr_add_ll(reply, "size", (long long)anvil_table_size(t));
+        return ANVIL_REQ_OK;
+    }
+    int k = find_handler(name);
+    if (k < 0) {
+        *why = "unknown request";
+        attr_add(reply, "status", "fail");
+        attr_add(reply, "reason", *why);
+        return ANVIL_REQ_REFUSED;
     }
     const char *ident = attr_get(req, "ident");
-    const char *why = ident_problem(ident);
-    if (why)
-        return refuse(reply, why);
-    for (size_t k = 0; k < sizeof handlers / sizeof handlers[0]; k++) {
-        if (strcmp(handlers[k].name, name) == 0) {
-            struct req_ctx r = { t, ident, owner, now, reply };
-            attr_add(reply, "status", "ok");
-            handlers[k].fn(&r);
-            return 0;
-        }
-    }
-    return refuse(reply, "unknown request");
+    if ((*why = ident_problem(ident)) != NULL)
+        return ANVIL_REQ_MALFORMED;
+    struct req_ctx r = { t, ident, owner, now, reply };
+    attr_add(reply, "status", "ok");
+    handlers[k].fn(&r);
+    return ANVIL_REQ_OK;
 }

@@ -75,11 +75,22 @@ size_t anvil_table_size(const struct anvil_table *t);
 const struct anvil_stats *anvil_table_stats(const struct anvil_table *t);
 void anvil_table_stats_reset(struct anvil_table *t);
 
+/* What a request record came to. */
+enum anvil_req_result {
+    ANVIL_REQ_OK,        /* applied; reply is status=ok ... */
+    ANVIL_REQ_REFUSED,   /* understood and declined (an unknown request):
+                            reply is status=fail reason=*why */
+    ANVIL_REQ_MALFORMED, /* a field missing or malformed (*why says which):
+                            nothing applied, no reply; the peer is dropped */
+};
+
 /* The service protocol (see anvil/anvil.c): apply one request record from
- * owner and build the reply record (cleared first). Returns 0, or -1 when
- * the request was refused (reply is status=fail reason=...). */
-int anvil_table_request(struct anvil_table *t, unsigned long owner, const attr_t *req,
-                        attr_t *reply, long long now);
+ * owner and build the reply record (cleared first). *why is a static
+ * reason unless the result is ANVIL_REQ_OK. The proto= check is the
+ * connection's (common/util/conn). */
+enum anvil_req_result anvil_table_request(struct anvil_table *t, unsigned long owner,
+                                          const attr_t *req, attr_t *reply, long long now,
+                                          const char **why);
 
 
 #endif

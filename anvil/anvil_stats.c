@@ -1,4 +1,4 @@
-/* anvil_stats.c - housekeeping of the anvil table: idle entries expire
+/* anvil_stats.c - the table's clock and its housekeeping: idle entries expire
  * (memory stays bounded by the active clients) and, every
  * ANVIL_STATUS_UPDATE_SECS, the maxima are logged in Postfix's shape:
  *   statistics: max connection count 3 for (smtp:127.0.0.1) at Nov 26 16:34:58 */
@@ -11,6 +11,13 @@
 #include "common/mail/server.h"
 
 static struct event *expire_ev, *stats_ev;
+
+long long anvil_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Wall-clock text for a table time (monotonic ms). */
 static void when_text(long long at, long long now, char *out, size_t size)

@@ -26,8 +26,7 @@ static void check_params(const char *params)
 {
     buf_t name = BUF_INIT, value = BUF_INIT;
     const char *p = params;
-    int r;
-    while ((r = addr_next_param(&p, &name, &value)) == 1) {
+    while (addr_next_param(&p, &name, &value) == ADDR_PARAM_FOUND) {
         if (name.len == 0)
             abort();
         for (size_t i = 0; i < value.len; i++)

@@ -37,11 +37,11 @@ static void round_trip(const attr_t *a)
     size_t used = 0;
     const char *err = NULL;
     attr_encode(a, &enc);
-    int r = attr_decode(enc.data, enc.len, &b, &used, &err);
+    enum attr_decoded r = attr_decode(enc.data, enc.len, &b, &used, &err);
     /* Escaping can triple a line: only then may the limit reject it. */
-    if (r == -1 && err && strcmp(err, "line too long") == 0)
+    if (r == ATTR_MALFORMED && err && strcmp(err, "line too long") == 0)
         goto out;
-    if (r != 1 || used != enc.len || !attr_equal(a, &b))
+    if (r != ATTR_DECODED || used != enc.len || !attr_equal(a, &b))
         abort();
     /* Lookups agree with the pairs. */
     for (size_t i = 0; i < a->n; i++) {
@@ -85,10 +85,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (off < size) {
         size_t used = 0;
         const char *err = NULL;
-        int r = attr_decode(d + off, size - off, &a, &used, &err);
-        if (r < 0 && err == NULL)
+        enum attr_decoded r = attr_decode(d + off, size - off, &a, &used, &err);
+        if (r == ATTR_MALFORMED && err == NULL)
             abort();
-        if (r <= 0)
+        if (r != ATTR_DECODED)
             break;
         if (used == 0 || used > size - off || a.n == 0 || a.n > ATTR_COUNT_MAX)
             abort();

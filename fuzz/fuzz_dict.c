@@ -182,8 +182,9 @@ static void check_failure(const struct model *m, const buf_t *err)
 static void check_lookup(struct dict *d, const char *key, const struct entry *want)
 {
     buf_t v = BUF_INIT;
-    int r = dict_lookup(d, key, &v);
-    if (want == NULL ? r != 0 : (r != 1 || v.len != want->vlen || memcmp(v.data, want->val, v.len)))
+    enum dict_result r = dict_lookup(d, key, &v);
+    if (want == NULL ? r != DICT_NOTFOUND
+                     : (r != DICT_FOUND || v.len != want->vlen || memcmp(v.data, want->val, v.len)))
         abort();
     buf_destroy(&v);
 }

@@ -4,7 +4,13 @@
  * build writes <path>.db.tmp and renames it over <path>.db, so a daemon
  * never sees a half-built table; an open table notices the rename (new
  * inode, checked at most once a second) and reopens itself, so a rebuilt
- * table takes effect without a reload. */
+ * table takes effect without a reload.
+ *
+ * One process opens each table once: the open tables are kept in a list
+ * by file name, dict_open of a table already open returns the same handle
+ * with one more reference, and dict_close drops one (the last closes the
+ * database). smtpd's restrictions, its sender login maps and the TLS
+ * policy all look in the same handle, and a rebuild is noticed once. */
 #include "common/glue/dict.h"
 #include "common/util/alloc.h"
 #include "common/util/log.h"
@@ -16,17 +22,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 struct dict {
+    LIST_ENTRY(dict) link; /* open_tables */
+    int refs;              /* dict_open calls not yet dict_close'd */
     DB *db;
     char *dbpath;      /* "<path>.db" */
     ino_t ino;         /* of the open file, to notice a rebuild */
     dev_t dev;
     time_t checked;    /* last time we looked for a rebuild */
 };
+
+/* Every table open in this process (loop thread only, like the rest). */
+static LIST_HEAD(, dict) open_tables = LIST_HEAD_INITIALIZER(open_tables);
 
 /* "hash:/path" or "/path" -> "/path"; NULL for another table type. */
 static const char *spec_path(const char *spec, buf_t *err)
@@ -70,20 +82,38 @@ static int open_db(struct dict *d, buf_t *err)
     return 0;
 }
 
+/* The open table whose file is dbpath, or NULL. */
+static struct dict *find_open(const char *dbpath)
+{
+    struct dict *d;
+    LIST_FOREACH(d, &open_tables, link)
+        if (strcmp(d->dbpath, dbpath) == 0)
+            return d;
+    return NULL;
+}
+
 struct dict *dict_open(const char *spec, buf_t *err)
 {
     const char *path = spec_path(spec, err);
     if (path == NULL)
         return NULL;
-    struct dict *d = xcalloc(1, sizeof(*d));
     buf_t p = BUF_INIT;
     buf_printf(&p, "%s.db", path);
+    struct dict *d = find_open(buf_str(&p));
+    if (d) {
+        buf_destroy(&p);
+        d->refs++;
+        return d;
+    }
+    d = xcalloc(1, sizeof(*d));
     d->dbpath = buf_detach(&p);
     if (open_db(d, err) < 0) {
         free(d->dbpath);
         free(d);
         return NULL;
     }
+    d->refs = 1;
+    LIST_INSERT_HEAD(&open_tables, d, link);
     return d;
 }
 
@@ -108,7 +138,7 @@ static void maybe_reopen(struct dict *d)
     buf_destroy(&err);
 }
 
-int dict_lookup(struct dict *d, const char *key, buf_t *value)
+enum dict_result dict_lookup(struct dict *d, const char *key, buf_t *value)
 {
     DBT k, v;
     maybe_reopen(d);
@@ -118,20 +148,21 @@ int dict_lookup(struct dict *d, const char *key, buf_t *value)
     int rc = d->db->get(d->db, NULL, &k, &v, 0);
     free(lk);
     if (rc == DB_NOTFOUND)
-        return 0;
+        return DICT_NOTFOUND;
     if (rc != 0) {
         log_error("table %s: lookup \"%s\": %s", d->dbpath, key, db_strerror(rc));
-        return -1;
+        return DICT_ERROR;
     }
     buf_reset(value);
     buf_append(value, v.data, v.size);
-    return 1;
+    return DICT_FOUND;
 }
 
 void dict_close(struct dict *d)
 {
-    if (d == NULL)
+    if (d == NULL || --d->refs > 0)
         return;
+    LIST_REMOVE(d, link);
     if (d->db)
         d->db->close(d->db, 0);
     free(d->dbpath);

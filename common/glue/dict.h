@@ -11,10 +11,21 @@
 #include "common/util/buf.h"
 
 struct dict;
-/* Open read-only. NULL with err. Type must be "hash". */
+
+/* What a lookup found. The values are those of the former int result, so
+ * "rc > 0" still means found while callers move to the names. */
+enum dict_result {
+    DICT_ERROR = -1,   /* the table could not be read (logged) */
+    DICT_NOTFOUND = 0,
+    DICT_FOUND = 1,    /* value set */
+};
+
+/* Open read-only. NULL with err. Type must be "hash". A table already open
+ * in this process (the same file, "hash:/p" or "/p") is shared: the same
+ * handle comes back with one more reference. Loop thread only. */
 struct dict *dict_open(const char *spec, buf_t *err);
-/* 1 found (value set), 0 not found, -1 error. */
-int dict_lookup(struct dict *d, const char *key, buf_t *value);
+enum dict_result dict_lookup(struct dict *d, const char *key, buf_t *value);
+/* Drop one reference; the last one closes the table. */
 void dict_close(struct dict *d);
 /* Build <path>.db from the text file <path> (spec "hash:/path" or plain
  * path), atomically (temp file + rename). 0 or -1 with err naming line. */

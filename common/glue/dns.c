@@ -12,6 +12,7 @@
 #include <idn2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,15 +24,15 @@
 #define DNS_TRIES 2
 
 struct dns_sock {
+    LIST_ENTRY(dns_sock) link;
     int fd;
     struct event *ev;
-    struct dns_sock *next;
 };
 
 struct dns_ctx {
     struct event_base *base;
     ares_channel ch;
-    struct dns_sock *socks;
+    LIST_HEAD(, dns_sock) socks; /* the sockets c-ares wants watched */
     struct event *timer;
     int queries;     /* c-ares queries in flight */
     int requests;    /* dns_resolve_* requests not yet delivered */
@@ -84,17 +85,17 @@ static void dns_io_cb(evutil_socket_t fd, short what, void *arg)
 static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writable)
 {
     struct dns_ctx *ctx = data;
-    struct dns_sock **pp, *s;
+    struct dns_sock *s;
     short what = (short)((readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
 
-    for (pp = &ctx->socks; (s = *pp) != NULL; pp = &s->next)
+    LIST_FOREACH(s, &ctx->socks, link)
         if (s->fd == fd)
             break;
     if (s) {
         event_free(s->ev);
         s->ev = NULL;
         if (!what) {
-            *pp = s->next;
+            LIST_REMOVE(s, link);
             free(s);
             return;
         }
@@ -103,8 +104,7 @@ static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writa
             return;
         s = xcalloc(1, sizeof(*s));
         s->fd = fd;
-        s->next = ctx->socks;
-        ctx->socks = s;
+        LIST_INSERT_HEAD(&ctx->socks, s, link);
     }
     s->ev = event_new(ctx->base, fd, what | EV_PERSIST, dns_io_cb, ctx);
     event_add(s->ev, NULL);
@@ -118,6 +118,7 @@ struct dns_ctx *dns_new(struct event_base *base, const char *servers, buf_t *err
     struct dns_ctx *ctx = xcalloc(1, sizeof(*ctx));
     char lookups[] = "b";
 
+    LIST_INIT(&ctx->socks);
     if (!lib_done && (rc = ares_library_init(ARES_LIB_INIT_ALL)) != ARES_SUCCESS) {
         buf_printf(err, "c-ares init: %s", ares_strerror(rc));
         free(ctx);
@@ -159,8 +160,8 @@ void dns_free(struct dns_ctx *ctx)
         return;
     ctx->destroying = 1;
     ares_destroy(ctx->ch);
-    while ((s = ctx->socks) != NULL) {
-        ctx->socks = s->next;
+    while ((s = LIST_FIRST(&ctx->socks)) != NULL) {
+        LIST_REMOVE(s, link);
         if (s->ev)
             event_free(s->ev);
         free(s);
@@ -233,7 +234,8 @@ static void req_finish(struct dns_req *req)
         log_panic("dns: cannot schedule a result callback");
 }
 
-static void req_fail(struct dns_req *req, int status, const char *name, const char *type)
+static void req_fail(struct dns_req *req, enum dns_status status, const char *name,
+                     const char *type)
 {
     req->res->status = status;
     buf_reset(&req->res->errtext);
@@ -243,7 +245,7 @@ static void req_fail(struct dns_req *req, int status, const char *name, const ch
     req_finish(req);
 }
 
-static int ares_status_kind(int status)
+static enum dns_status ares_status_kind(int status)
 {
     return (status == ARES_ENOTFOUND || status == ARES_ENODATA) ? DNS_NOTFOUND : DNS_TEMPFAIL;
 }

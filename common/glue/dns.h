@@ -32,7 +32,7 @@ struct dns_host {
 };
 
 struct dns_result {
-    int status;                   /* enum dns_status */
+    enum dns_status status;
     /* Postfix-style explanation when status != DNS_OK, e.g. "Host or
      * domain name not found. Name service error for name=nx.test type=MX:
      * Host not found" */

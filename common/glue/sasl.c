@@ -221,7 +221,7 @@ struct psasl_session *psasl_session_new(struct psasl_pool *p, const char *local_
     ss->conn = conn;
     ss->mechlist = list_mechs(conn);
     ss->max_line = (size_t)conf_int("smtpd_sasl_max_line");
-    ss->state = PSASL_JS_IDLE;
+    workq_job_init(&ss->job, NULL, NULL, ss); /* run and done: sasl_pool.c */
     psasl_pool_attach(p);
     return ss;
 }
@@ -236,7 +236,7 @@ int psasl_busy(const struct psasl_session *ss)
     return ss->busy;
 }
 
-void psasl_session_destroy(struct psasl_session *ss)
+void psasl_session_free_now(struct psasl_session *ss)
 {
     psasl_pool_detach(ss->pool);
     sasl_dispose(&ss->conn);
@@ -254,6 +254,6 @@ void psasl_session_free(struct psasl_session *ss)
     if (ss == NULL)
         return;
     if (psasl_pool_release(ss->pool, ss))
-        psasl_session_destroy(ss);
+        psasl_session_free_now(ss);
     /* else a worker holds it or its result waits: reclaimed at hand-back */
 }

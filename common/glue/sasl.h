@@ -9,7 +9,7 @@
  *      with err (a configuration problem).
  *   2. psasl_pool_new(base, n) once per event loop (post_drop): n worker
  *      threads run the Cyrus calls that can block (saslauthd, PAM, LDAP)
- *      and hand results back to the loop through an eventfd.
+ *      and hand results back to the loop (util/workq).
  *   3. psasl_session_new() per SMTP session (again after STARTTLS, with the
  *      TLS cipher strength: RFC 4954 forgets the SASL state there anyway).
  *      psasl_mechanisms() gives the text for the EHLO "AUTH ..." line.

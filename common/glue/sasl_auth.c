@@ -175,7 +175,7 @@ void psasl_job_run(struct psasl_session *ss)
 void psasl_job_deliver(struct psasl_session *ss)
 {
     if (ss->dead) {
-        psasl_session_destroy(ss);
+        psasl_session_free_now(ss);
         return;
     }
     ss->busy = 0;

@@ -55,23 +55,22 @@ static struct dict *policy_table(const char *spec, buf_t *err)
     return d;
 }
 
-/* Look key up in every table; 1 found (value set), 0 not, -1 error. */
-static int policy_find(char **specs, const char *key, buf_t *value, buf_t *err)
+/* Look key up in every table (DICT_ERROR with err). */
+static enum dict_result policy_find(char **specs, const char *key, buf_t *value, buf_t *err)
 {
     for (char **s = specs; *s; s++) {
         struct dict *d = policy_table(*s, err);
         if (d == NULL)
-            return -1;
-        int rc = dict_lookup(d, key, value);
-        if (rc < 0) {
+            return DICT_ERROR;
+        enum dict_result found = dict_lookup(d, key, value);
+        if (found == DICT_ERROR) {
             buf_reset(err);
             buf_printf(err, "smtp_tls_policy_maps: %s: lookup of \"%s\" failed", *s, key);
-            return -1;
         }
-        if (rc > 0)
-            return 1;
+        if (found != DICT_NOTFOUND)
+            return found;
     }
-    return 0;
+    return DICT_NOTFOUND;
 }
 
 /* "LEVEL [match=a:b] [other=...]" -> policy. */
@@ -110,13 +109,15 @@ int tls_client_policy(const char *nexthop, struct tls_policy *out, buf_t *err)
     }
     char **specs = conf_list("smtp_tls_policy_maps");
     buf_t val = BUF_INIT, key = BUF_INIT;
-    int rc = policy_find(specs, nexthop, &val, err);
+    enum dict_result found = policy_find(specs, nexthop, &val, err);
     /* A domain also matches ".parent" entries, like Postfix's tables. */
-    for (const char *p = strchr(nexthop, '.'); rc == 0 && nexthop[0] != '[' && p; p = strchr(p + 1, '.')) {
+    for (const char *p = strchr(nexthop, '.');
+         found == DICT_NOTFOUND && nexthop[0] != '[' && p; p = strchr(p + 1, '.')) {
         buf_set(&key, p);
-        rc = policy_find(specs, key.data, &val, err);
+        found = policy_find(specs, key.data, &val, err);
     }
-    if (rc > 0)
+    int rc = found == DICT_ERROR ? -1 : 0;
+    if (found == DICT_FOUND)
         rc = policy_parse(nexthop, val.data, out, err);
     strv_free(specs);
     buf_destroy(&val);

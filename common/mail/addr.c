@@ -340,20 +340,20 @@ int addr_is_ascii(const char *s)
     return !utf8_has_8bit(s, strlen(s));
 }
 
-int addr_next_param(const char **pp, buf_t *name, buf_t *value)
+enum addr_param addr_next_param(const char **pp, buf_t *name, buf_t *value)
 {
     const char *p = *pp;
     while (*p == ' ')
         p++;
     if (*p == '\0') {
         *pp = p;
-        return 0;
+        return ADDR_PARAM_END;
     }
     size_t k = 0;
     while (isalnum((unsigned char)p[k]) || (k > 0 && p[k] == '-'))
         k++;
     if (k == 0)
-        return -1;
+        return ADDR_PARAM_MALFORMED;
     buf_reset(name);
     buf_append(name, p, k);
     buf_reset(value);
@@ -365,14 +365,14 @@ int addr_next_param(const char **pp, buf_t *name, buf_t *value)
         while (p[v] >= 33 && p[v] <= 126 && p[v] != '=')
             v++;
         if (v == 0)
-            return -1;
+            return ADDR_PARAM_MALFORMED;
         buf_append(value, p, v);
         p += v;
     }
     if (*p != '\0' && *p != ' ')
-        return -1;
+        return ADDR_PARAM_MALFORMED;
     *pp = p;
-    return 1;
+    return ADDR_PARAM_FOUND;
 }
 
 int xtext_decode(const char *s, buf_t *out)

@@ -37,9 +37,14 @@ int addr_domain_valid_utf8(const char *domain);
 int addr_domain_fqdn(const char *domain);
 /* No byte >= 0x80 in s (an address that needs no SMTPUTF8)? */
 int addr_is_ascii(const char *s);
-/* Parse next "NAME=VALUE" / "NAME" from a parameter string. Returns 1 with
- * name and value (value "" if none), 0 at end, -1 malformed. *p advances. */
-int addr_next_param(const char **p, buf_t *name, buf_t *value);
+/* What addr_next_param found (the values of its former int result). */
+enum addr_param {
+    ADDR_PARAM_MALFORMED = -1,
+    ADDR_PARAM_END = 0,
+    ADDR_PARAM_FOUND = 1, /* name and value set (value "" if none) */
+};
+/* Parse next "NAME=VALUE" / "NAME" from a parameter string; *p advances. */
+enum addr_param addr_next_param(const char **p, buf_t *name, buf_t *value);
 
 /* RFC 3461 xtext: "+XX" escapes. decode replaces out and returns -1 when
  * malformed (also for +00); encode appends to out. */

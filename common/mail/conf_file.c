@@ -58,19 +58,19 @@ static void append_trimmed(buf_t *out, const char *s, size_t n)
     buf_append(out, s, n);
 }
 
-int conf_next_line(struct conf_reader *r, buf_t *out, int *line)
+enum conf_line conf_next_line(struct conf_reader *r, buf_t *out, int *line)
 {
     const char *s;
     size_t n;
     buf_reset(out);
     for (;;) {
         if (!phys_line(r, &s, &n))
-            return 0;
+            return CONF_LINE_END;
         if (ignorable(s, n))
             continue;
         *line = r->lineno;
         if (isspace((unsigned char)s[0]))
-            return -1;
+            return CONF_LINE_ORPHAN;
         append_trimmed(out, s, n);
         break;
     }
@@ -87,19 +87,19 @@ int conf_next_line(struct conf_reader *r, buf_t *out, int *line)
         }
         append_trimmed(out, s, n);
     }
-    return 1;
+    return CONF_LINE_OK;
 }
 
-int conf_read_file(const char *path, buf_t *text, buf_t *err)
+enum conf_read conf_read_file(const char *path, buf_t *text, buf_t *err)
 {
     FILE *fp = fopen(path, "r");
     buf_reset(text);
     if (fp == NULL) {
         if (errno == ENOENT)
-            return 1;
+            return CONF_READ_MISSING;
         buf_reset(err);
         buf_printf(err, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
+        return CONF_READ_ERROR;
     }
     char chunk[8192];
     size_t n;
@@ -110,10 +110,10 @@ int conf_read_file(const char *path, buf_t *text, buf_t *err)
     if (bad || memchr(buf_str(text), '\0', text->len)) {
         buf_reset(err);
         buf_printf(err, "%s: read error or NUL byte in file", path);
-        return -1;
+        return CONF_READ_ERROR;
     }
     buf_reserve(text, 0);
-    return 0;
+    return CONF_READ_OK;
 }
 
 static int valid_param_name(const char *s)
@@ -148,20 +148,24 @@ static int main_line(const char *path, char *l, int line, buf_t *err)
 int conf_parse_main(const char *path, buf_t *err)
 {
     buf_t text = BUF_INIT;
-    int rc = conf_read_file(path, &text, err);
-    if (rc == 0)
+    int rc = 0;
+    enum conf_read got = conf_read_file(path, &text, err);
+    if (got == CONF_READ_ERROR)
+        rc = -1;
+    else if (got == CONF_READ_OK)
         rc = conf_parse_main_text(path, buf_str(&text), err);
     buf_destroy(&text);
-    return rc < 0 ? -1 : 0;
+    return rc;
 }
 
 int conf_parse_main_text(const char *path, const char *text, buf_t *err)
 {
     buf_t l = BUF_INIT;
     struct conf_reader r = { text, 0 };
-    int line = 0, got, rc = 0;
-    while ((got = conf_next_line(&r, &l, &line)) != 0) {
-        if (got < 0) {
+    int line = 0, rc = 0;
+    enum conf_line got;
+    while ((got = conf_next_line(&r, &l, &line)) != CONF_LINE_END) {
+        if (got == CONF_LINE_ORPHAN) {
             buf_reset(err);
             buf_printf(err, "%s, line %d: continuation line (starting with white space) "
                        "without a parameter before it", path, line);
@@ -297,10 +301,11 @@ int conf_master_parse_text(const char *path, const char *text, struct master_ent
     buf_t l = BUF_INIT, why = BUF_INIT;
     struct master_ent *ents = NULL;
     size_t n = 0, cap = 0;
-    int line = 0, got, rc = 0;
-    while (rc == 0 && (got = conf_next_line(&r, &l, &line)) != 0) {
+    int line = 0, rc = 0;
+    enum conf_line got;
+    while (rc == 0 && (got = conf_next_line(&r, &l, &line)) != CONF_LINE_END) {
         buf_reset(&why);
-        if (got < 0) {
+        if (got == CONF_LINE_ORPHAN) {
             buf_puts(&why, "continuation line (starting with white space) without a service");
         } else {
             ents = xgrow(ents, &cap, n + 1, sizeof(*ents));
@@ -335,10 +340,11 @@ int conf_master_load(const char *dir, struct master_ent **out, size_t *count, bu
     buf_t abs = BUF_INIT, path = BUF_INIT, text = BUF_INIT;
     conf_absdir(dir, &abs);
     buf_printf(&path, "%s/master.cf", abs.data);
-    int rc = conf_read_file(path.data, &text, err);
-    if (rc == 0)
+    int rc = -1;
+    enum conf_read got = conf_read_file(path.data, &text, err);
+    if (got == CONF_READ_OK)
         rc = conf_master_parse_text(path.data, text.data, out, count, err);
-    else if (rc > 0)
+    else if (got == CONF_READ_MISSING)
         rc = conf_master_parse_text("(built-in master.cf)", conf_master_default, out, count,
                                     err);
     buf_destroy(&abs);

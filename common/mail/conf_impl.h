@@ -11,12 +11,20 @@ struct conf_reader {
     const char *p;     /* next unread byte */
     int lineno;        /* physical lines consumed so far */
 };
-/* Returns 1 with the trimmed logical line in out and its first physical
- * line number in *line; 0 at the end; -1 for a continuation line with
- * nothing to continue (*line set). */
-int conf_next_line(struct conf_reader *r, buf_t *out, int *line);
-/* Read a whole file; 0, 1 when missing (ENOENT), -1 with err. */
-int conf_read_file(const char *path, buf_t *text, buf_t *err);
+enum conf_line {
+    CONF_LINE_ORPHAN = -1, /* a continuation line with nothing to continue */
+    CONF_LINE_END = 0,
+    CONF_LINE_OK = 1,      /* the trimmed logical line is in out */
+};
+/* The next logical line; *line is its first physical line number. */
+enum conf_line conf_next_line(struct conf_reader *r, buf_t *out, int *line);
+enum conf_read {
+    CONF_READ_ERROR = -1, /* err set */
+    CONF_READ_OK = 0,
+    CONF_READ_MISSING = 1, /* ENOENT */
+};
+/* Read a whole file. */
+enum conf_read conf_read_file(const char *path, buf_t *text, buf_t *err);
 
 long conf_param_index(const char *name);
 void conf_expand(buf_t *out, const char *s, int depth);

@@ -169,9 +169,14 @@ int qfile_open_content(const char *spool, const char *id, long long *len, buf_t 
  * meanwhile (a reload replaces qmgr while the old agents finish their
  * jobs) sees that with qfile_busy and leaves the message alone for now,
  * as Postfix's qmgr skips a message "still being delivered".
- * qfile_busy: 1 held, 0 free, -1 cannot tell (errno; the file may be gone). */
+ * (The values are those of qfile_busy's former int result.) */
+enum qfile_lock_state {
+    QFILE_BUSY_UNKNOWN = -1, /* cannot tell (errno; the file may be gone) */
+    QFILE_BUSY_FREE = 0,
+    QFILE_BUSY_HELD = 1,
+};
 int qfile_lock_shared(int fd);
-int qfile_busy(const char *spool, const char *id);
+enum qfile_lock_state qfile_busy(const char *spool, const char *id);
 
 /* ---- updates (delivery, qmgr, bounce; O_APPEND, one write each) ---- */
 int qfile_append_result(const char *spool, const char *id, size_t idx, int status,

@@ -472,17 +472,17 @@ int qfile_lock_shared(int fd)
     return 0;
 }
 
-int qfile_busy(const char *spool, const char *id)
+enum qfile_lock_state qfile_busy(const char *spool, const char *id)
 {
     buf_t path = BUF_INIT;
     qfile_path(spool, id, &path);
     int fd = open(path.data, O_RDONLY | O_CLOEXEC);
     buf_destroy(&path);
     if (fd < 0)
-        return -1;
-    int busy = 0;
+        return QFILE_BUSY_UNKNOWN;
+    enum qfile_lock_state busy = QFILE_BUSY_FREE;
     if (flock(fd, LOCK_EX | LOCK_NB) < 0)
-        busy = errno == EWOULDBLOCK ? 1 : -1;
+        busy = errno == EWOULDBLOCK ? QFILE_BUSY_HELD : QFILE_BUSY_UNKNOWN;
     close(fd);  /* releases our probe lock, if we got it */
     return busy;
 }

@@ -159,29 +159,36 @@ static int set_err(const char **err, const char *why)
     return -1;
 }
 
-/* Find the end of the record without allocating: returns 1 with *end (just
- * past the empty line), 0 when incomplete, -1 when a limit is broken. */
-static int record_scan(const char *data, size_t len, size_t *end, const char **err)
+static enum attr_decoded malformed(const char **err, const char *why)
+{
+    set_err(err, why);
+    return ATTR_MALFORMED;
+}
+
+/* Find the end of the record without allocating: ATTR_DECODED with *end
+ * (just past the empty line), or incomplete, or a limit is broken. */
+static enum attr_decoded record_scan(const char *data, size_t len, size_t *end,
+                                     const char **err)
 {
     size_t pos = 0, lines = 0;
     if (len > 0 && data[0] == '\n')
-        return set_err(err, "empty record");
+        return malformed(err, "empty record");
     while (pos < len) {
         const char *nl = memchr(data + pos, '\n', len - pos);
         size_t llen = nl ? (size_t)(nl - (data + pos)) : len - pos;
         if (llen > ATTR_LINE_MAX)
-            return set_err(err, "line too long");
+            return malformed(err, "line too long");
         if (nl == NULL)
-            return 0;
+            return ATTR_INCOMPLETE;
         if (llen == 0) {
             *end = pos + 1;
-            return 1;
+            return ATTR_DECODED;
         }
         if (++lines > ATTR_COUNT_MAX)
-            return set_err(err, "too many attributes");
+            return malformed(err, "too many attributes");
         pos += llen + 1;
     }
-    return 0;
+    return ATTR_INCOMPLETE;
 }
 
 static int name_valid(const char *s, size_t n)
@@ -217,11 +224,12 @@ static int parse_line(const char *line, size_t llen, attr_t *out, const char **e
     return 0;
 }
 
-int attr_decode(const char *data, size_t len, attr_t *out, size_t *used, const char **err)
+enum attr_decoded attr_decode(const char *data, size_t len, attr_t *out, size_t *used,
+                              const char **err)
 {
     size_t end = 0;
-    int r = record_scan(data, len, &end, err);
-    if (r <= 0)
+    enum attr_decoded r = record_scan(data, len, &end, err);
+    if (r != ATTR_DECODED)
         return r;
     attr_clear(out);
     size_t pos = 0;
@@ -230,12 +238,12 @@ int attr_decode(const char *data, size_t len, attr_t *out, size_t *used, const c
         size_t llen = (size_t)(nl - (data + pos));
         if (parse_line(data + pos, llen, out, err) < 0) {
             attr_clear(out);
-            return -1;
+            return ATTR_MALFORMED;
         }
         pos += llen + 1;
     }
     *used = end;
-    return 1;
+    return ATTR_DECODED;
 }
 
 static long long now_ms(void)
@@ -299,12 +307,12 @@ int attr_read_fd(int fd, buf_t *inbuf, attr_t *out, int timeout_ms, const char *
     char chunk[16384];
     for (;;) {
         size_t used = 0;
-        int r = attr_decode(buf_str(inbuf), inbuf->len, out, &used, err);
-        if (r < 0) {
+        enum attr_decoded r = attr_decode(buf_str(inbuf), inbuf->len, out, &used, err);
+        if (r == ATTR_MALFORMED) {
             errno = EPROTO;
             return -1;
         }
-        if (r > 0) {
+        if (r == ATTR_DECODED) {
             buf_consume(inbuf, used);
             return 0;
         }
@@ -323,27 +331,27 @@ int attr_read_fd(int fd, buf_t *inbuf, attr_t *out, int timeout_ms, const char *
     }
 }
 
-int attr_from_evbuffer(struct evbuffer *in, attr_t *out, const char **err)
+enum attr_decoded attr_from_evbuffer(struct evbuffer *in, attr_t *out, const char **err)
 {
     size_t len = evbuffer_get_length(in);
     if (len == 0)
-        return 0;
+        return ATTR_INCOMPLETE;
     char first;
     if (evbuffer_copyout(in, &first, 1) == 1 && first == '\n')
-        return set_err(err, "empty record");
+        return malformed(err, "empty record");
     struct evbuffer_ptr p = evbuffer_search(in, "\n\n", 2, NULL);
     if (p.pos < 0) {
         if (len > (size_t)ATTR_LINE_MAX * 4)
-            return set_err(err, "record too long");
-        return 0;
+            return malformed(err, "record too long");
+        return ATTR_INCOMPLETE;
     }
     size_t rlen = (size_t)p.pos + 2;
     const char *data = (const char *)evbuffer_pullup(in, (ssize_t)rlen);
     size_t used = 0;
-    int r = attr_decode(data, rlen, out, &used, err);
-    if (r == 1)
+    enum attr_decoded r = attr_decode(data, rlen, out, &used, err);
+    if (r == ATTR_DECODED)
         evbuffer_drain(in, used);
-    else if (r == 0)
+    else if (r == ATTR_INCOMPLETE)
         log_panic("attr_from_evbuffer: record end found but not decoded");
     return r;
 }

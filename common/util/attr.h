@@ -48,10 +48,18 @@ const char *attr_next(const attr_t *a, const char *name, size_t *pos);
 
 /* Append the encoded record (including the final empty line) to out. */
 void attr_encode(const attr_t *a, buf_t *out);
-/* Decode one record from data[0..len). Returns 1 and sets *used when a
- * whole record was decoded into out (cleared first), 0 when more data is
- * needed, -1 when malformed (*err set to a static reason). */
-int attr_decode(const char *data, size_t len, attr_t *out, size_t *used, const char **err);
+/* What decoding found. The values are those of the former int result
+ * (callers that compare with 0 keep working while they move to the names). */
+enum attr_decoded {
+    ATTR_MALFORMED = -1, /* *err set to a static reason */
+    ATTR_INCOMPLETE = 0, /* more data needed */
+    ATTR_DECODED = 1,    /* a whole record */
+};
+
+/* Decode one record from data[0..len) into out (cleared first); on
+ * ATTR_DECODED *used is its length. */
+enum attr_decoded attr_decode(const char *data, size_t len, attr_t *out, size_t *used,
+                              const char **err);
 
 /* Escape/unescape one value (also used by the queue file). */
 void attr_escape(buf_t *out, const char *value, size_t len);
@@ -64,10 +72,10 @@ int attr_unescape(buf_t *out, const char *s, size_t len);
 int attr_write_fd(int fd, const attr_t *a);
 int attr_read_fd(int fd, buf_t *inbuf, attr_t *out, int timeout_ms, const char **err);
 
-/* libevent glue: decode one record from an evbuffer, draining it. Same
- * return values as attr_decode. (struct evbuffer from event2/buffer.h) */
+/* libevent glue: decode one record from an evbuffer, draining it (as
+ * attr_decode). (struct evbuffer from event2/buffer.h) */
 struct evbuffer;
-int attr_from_evbuffer(struct evbuffer *in, attr_t *out, const char **err);
+enum attr_decoded attr_from_evbuffer(struct evbuffer *in, attr_t *out, const char **err);
 void attr_to_evbuffer(struct evbuffer *outbuf, const attr_t *a);
 
 #endif

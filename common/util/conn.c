@@ -37,7 +37,7 @@ struct conn {
     const char *close_why;    /* why the close started (static) */
 };
 
-static void destroy(struct conn *c)
+static void free_now(struct conn *c)
 {
     bufferevent_free(c->bev); /* BEV_OPT_CLOSE_ON_FREE closes the fd */
     event_free(c->again);
@@ -55,7 +55,7 @@ static void enter(struct conn *c)
 static int leave(struct conn *c)
 {
     if (--c->depth == 0 && c->dead) {
-        destroy(c);
+        free_now(c);
         return 0;
     }
     return !c->dead;
@@ -69,7 +69,7 @@ void conn_free(struct conn *c)
     c->finished = 1;
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     if (c->depth == 0)
-        destroy(c);
+        free_now(c);
 }
 
 /* The end: tell the owner once, then free. */
@@ -148,10 +148,10 @@ static void process(struct conn *c)
     enter(c);
     while (!c->dead && !c->held && !c->closing) {
         const char *why = NULL;
-        int rc = attr_from_evbuffer(bufferevent_get_input(c->bev), &rec, &why);
-        if (rc == 0)
+        enum attr_decoded rc = attr_from_evbuffer(bufferevent_get_input(c->bev), &rec, &why);
+        if (rc == ATTR_INCOMPLETE)
             break;
-        if (rc < 0) {
+        if (rc == ATTR_MALFORMED) {
             drop(c, why ? why : "undecodable record");
             break;
         }

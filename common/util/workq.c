@@ -1,5 +1,10 @@
-/* workq.c - worker threads for blocking file work, results handed back to
- * the libevent loop through an eventfd. */
+/* workq.c - worker threads for blocking work, results handed back to the
+ * libevent loop through an eventfd (see workq.h).
+ *
+ * Two queues under one mutex: todo (jobs waiting for a worker) and
+ * finished (jobs whose done() is due). The loop takes finished jobs one at
+ * a time, so a done() that posts, cancels or frees other jobs finds both
+ * queues consistent. */
 #include "common/util/workq.h"
 #include "common/util/alloc.h"
 #include "common/util/log.h"
@@ -17,15 +22,7 @@
 
 #define WORKQ_MAX_THREADS 64
 
-struct job {
-    workq_fn run, done;
-    void *arg;
-    struct job *next;
-};
-
-struct jobq {
-    struct job *head, *tail;
-};
+TAILQ_HEAD(jobq, workq_job);
 
 struct workq {
     struct event_base *base;
@@ -40,30 +37,21 @@ struct workq {
     pthread_t threads[WORKQ_MAX_THREADS];
 };
 
-static void jq_push(struct jobq *q, struct job *j)
+void workq_job_init(struct workq_job *j, workq_fn run, workq_fn done, void *arg)
 {
-    j->next = NULL;
-    if (q->tail)
-        q->tail->next = j;
-    else
-        q->head = j;
-    q->tail = j;
+    *j = (struct workq_job)WORKQ_JOB_INIT;
+    j->run = run;
+    j->done = done;
+    j->arg = arg;
 }
 
-static struct job *jq_pop(struct jobq *q)
-{
-    struct job *j = q->head;
-    if (j) {
-        q->head = j->next;
-        if (q->head == NULL)
-            q->tail = NULL;
-    }
-    return j;
-}
-
-static void poke(struct workq *q)
+/* Under q->mu: j is finished, wake the loop. EAGAIN would mean the
+ * counter is already non-zero: the loop wakes anyway. */
+static void finish_locked(struct workq *q, struct workq_job *j)
 {
     uint64_t one = 1;
+    j->state = WORKQ_DONE;
+    TAILQ_INSERT_TAIL(&q->finished, j, link);
     while (write(q->efd, &one, sizeof(one)) < 0 && errno == EINTR)
         ;
 }
@@ -73,34 +61,47 @@ static void *worker(void *arg)
     struct workq *q = arg;
     pthread_mutex_lock(&q->mu);
     for (;;) {
-        struct job *j;
-        while ((j = jq_pop(&q->todo)) == NULL && !q->stopping)
+        struct workq_job *j;
+        while ((j = TAILQ_FIRST(&q->todo)) == NULL && !q->stopping)
             pthread_cond_wait(&q->cv, &q->mu);
         if (j == NULL)
-            break;
+            break; /* stopping, and the todo list is empty */
+        TAILQ_REMOVE(&q->todo, j, link);
+        j->state = WORKQ_RUNNING;
         pthread_mutex_unlock(&q->mu);
         j->run(j->arg);
         pthread_mutex_lock(&q->mu);
-        jq_push(&q->finished, j);
-        poke(q);
+        finish_locked(q, j);
     }
     pthread_mutex_unlock(&q->mu);
     return NULL;
 }
 
+/* Loop thread: the next finished job, idle again, or NULL. */
+static struct workq_job *take_finished(struct workq *q)
+{
+    pthread_mutex_lock(&q->mu);
+    struct workq_job *j = TAILQ_FIRST(&q->finished);
+    if (j) {
+        TAILQ_REMOVE(&q->finished, j, link);
+        j->state = WORKQ_IDLE;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return j;
+}
+
 /* Loop thread: hand every finished job to its done() callback. */
 static void drain_finished(struct workq *q)
 {
-    for (;;) {
-        pthread_mutex_lock(&q->mu);
-        struct job *j = jq_pop(&q->finished);
-        pthread_mutex_unlock(&q->mu);
-        if (j == NULL)
-            return;
+    struct workq_job *j;
+    while ((j = take_finished(q)) != NULL) {
+        workq_fn done = j->done;
+        void *arg = j->arg;
         q->pending--;
-        if (j->done)
-            j->done(j->arg);
-        free(j);
+        if (j->owned)
+            free(j);
+        if (done)
+            done(arg); /* may post j again, or free its owner */
     }
 }
 
@@ -112,6 +113,22 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     drain_finished(arg);
 }
 
+/* Workers must never take the daemon's signals (libevent's handlers run
+ * on the loop thread): they start with every signal blocked. */
+static void start_threads(struct workq *q, int n)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (int i = 0; i < n; i++) {
+        int rc = pthread_create(&q->threads[i], NULL, worker, q);
+        if (rc != 0)
+            log_fatal("workq: pthread_create: %s", strerror(rc));
+        q->nthreads++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 struct workq *workq_new(struct event_base *base, int nthreads)
 {
     struct workq *q = xcalloc(1, sizeof(*q));
@@ -120,39 +137,60 @@ struct workq *workq_new(struct event_base *base, int nthreads)
     if (nthreads > WORKQ_MAX_THREADS)
         nthreads = WORKQ_MAX_THREADS;
     q->base = base;
+    TAILQ_INIT(&q->todo);
+    TAILQ_INIT(&q->finished);
     q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (q->efd < 0)
         log_fatal("workq: eventfd: %s", strerror(errno));
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
     q->ev = event_new(base, q->efd, EV_READ | EV_PERSIST, on_wake, q);
-    event_add(q->ev, NULL);
-    /* Workers must never take the daemon's signals (libevent's handlers
-     * run on the loop thread). */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    for (int i = 0; i < nthreads; i++) {
-        int rc = pthread_create(&q->threads[i], NULL, worker, q);
-        if (rc != 0)
-            log_fatal("workq: pthread_create: %s", strerror(rc));
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    q->nthreads = nthreads;
+    if (q->ev == NULL || event_add(q->ev, NULL) != 0)
+        log_fatal("workq: cannot register the wake-up event");
+    start_threads(q, nthreads);
     return q;
+}
+
+void workq_post(struct workq *q, struct workq_job *j)
+{
+    pthread_mutex_lock(&q->mu);
+    if (j->state != WORKQ_IDLE)
+        log_panic("workq: job posted while it is still in the pool");
+    q->pending++;
+    if (j->run == NULL) {
+        finish_locked(q, j); /* nothing to run: done() on the next turn */
+    } else {
+        j->state = WORKQ_QUEUED;
+        TAILQ_INSERT_TAIL(&q->todo, j, link);
+        pthread_cond_signal(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
 }
 
 void workq_submit(struct workq *q, workq_fn run, workq_fn done, void *arg)
 {
-    struct job *j = xcalloc(1, sizeof(*j));
-    j->run = run;
-    j->done = done;
-    j->arg = arg;
-    q->pending++;
+    struct workq_job *j = xmalloc(sizeof(*j));
+    workq_job_init(j, run, done, arg);
+    j->owned = 1;
+    workq_post(q, j);
+}
+
+int workq_cancel(struct workq *q, struct workq_job *j)
+{
+    int out = 1;
     pthread_mutex_lock(&q->mu);
-    jq_push(&q->todo, j);
-    pthread_cond_signal(&q->cv);
+    if (j->state == WORKQ_QUEUED)
+        TAILQ_REMOVE(&q->todo, j, link);
+    else if (j->state == WORKQ_DONE)
+        TAILQ_REMOVE(&q->finished, j, link);
+    if (j->state == WORKQ_RUNNING) {
+        out = 0;
+    } else if (j->state != WORKQ_IDLE) {
+        j->state = WORKQ_IDLE;
+        q->pending--;
+    }
     pthread_mutex_unlock(&q->mu);
+    return out;
 }
 
 int workq_pending(const struct workq *q)

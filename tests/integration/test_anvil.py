@@ -2,8 +2,9 @@
 it: the listening UNIX socket private/anvil on fd 3, `-n anvil -t unix -s 1`.
 Two client connections play two smtpd processes and speak the record
 protocol (common/attr.h): counts, rates, release of a vanished smtpd's
-connections, the fixed rate window (anvil_rate_time_unit = 2s), refusal of
-malformed requests without harm to the daemon, and the statistics line."""
+connections, the fixed rate window (anvil_rate_time_unit = 2s), malformed
+requests refused and their peer dropped without harm to the daemon or other
+peers, and the statistics line."""
 import os
 import signal
 import socket
@@ -189,25 +190,45 @@ def test_rates_and_window(anvil):
 
 
 @pytest.mark.parametrize("pairs,reason", [
-    ([("request", "connect"), ("ident", IDENT)], "protocol"),
-    ([("proto", "2"), ("request", "connect"), ("ident", IDENT)], "protocol"),
+    ([("request", "connect"), ("ident", IDENT)], "proto"),
+    ([("proto", "2"), ("request", "connect"), ("ident", IDENT)], "proto"),
     ([("proto", "1"), ("ident", IDENT)], "request"),
-    ([("proto", "1"), ("request", "explode"), ("ident", IDENT)], "unknown"),
     ([("proto", "1"), ("request", "connect")], "ident"),
     ([("proto", "1"), ("request", "connect"), ("ident", "")], "ident"),
     ([("proto", "1"), ("request", "message"), ("ident", "no-colon")], "ident"),
     ([("proto", "1"), ("request", "message"), ("ident", "smtp:" + "x" * 400)], "ident"),
 ])
-def test_bad_requests_refused_connection_kept(anvil, pairs, reason):
+def test_malformed_request_answered_then_closed(anvil, pairs, reason):
+    """A record from a peer daemon that lacks what every request needs is
+    malformed (common/util/conn.h): answered status=fail, nothing of it
+    counted, that peer dropped; the daemon and other peers go on."""
+    keeper = Peer(anvil.path)
+    assert keeper.req("connect")["count"] == "1"
     p = Peer(anvil.path)
     p.send_raw(encode(pairs))
     r = p.read_record()
     assert r["status"] == "fail" and reason in r["reason"]
+    assert p.read_record() is None
+    p.close()
+    assert anvil.alive()
+    assert keeper.req("lookup") == {"status": "ok", "count": "1", "rate": "1", "message_rate": "0",
+                                    "recipient_rate": "0", "auth_rate": "0", "auth_fail_rate": "0"}
+    keeper.close()
+    assert eventually(lambda: "malformed record from client connection" in anvil.log())
+    assert "dropping the connection" in anvil.log()
+
+
+def test_unknown_request_refused_connection_kept(anvil):
+    p = Peer(anvil.path)
+    p.send_raw(encode([("proto", "1"), ("request", "explode"), ("ident", IDENT)]))
+    r = p.read_record()
+    assert r["status"] == "fail" and "unknown" in r["reason"]
     # same connection still served, and nothing was counted
     assert p.req("lookup") == {"status": "ok", "count": "0", "rate": "0", "message_rate": "0",
                                "recipient_rate": "0", "auth_rate": "0", "auth_fail_rate": "0"}
     p.close()
     assert anvil.alive()
+    assert "refused request from client connection" in anvil.log()
 
 
 @pytest.mark.parametrize("garbage", [

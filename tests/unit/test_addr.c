@@ -195,20 +195,20 @@ static void test_params(void **state)
         { "SIZE", "1000" }, { "BODY", "8BITMIME" }, { "SMTPUTF8", "" }, { "X-FOO", "a+2Bb" },
     };
     for (int k = 0; k < 4; k++) {
-        assert_int_equal(addr_next_param(&p, &n, &v), 1);
+        assert_int_equal(addr_next_param(&p, &n, &v), ADDR_PARAM_FOUND);
         assert_string_equal(n.data, want[k][0]);
         assert_string_equal(buf_str(&v), want[k][1]);
     }
-    assert_int_equal(addr_next_param(&p, &n, &v), 0);
+    assert_int_equal(addr_next_param(&p, &n, &v), ADDR_PARAM_END);
     static const char *bad[] = { "=x", "SIZE=", "SIZE==1", "SI_ZE=1", "-X=1", "A=b=c",
                                  "A=\x01", "A=\xc3\xa9" };
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
         const char *q = bad[k];
-        if (addr_next_param(&q, &n, &v) != -1)
+        if (addr_next_param(&q, &n, &v) != ADDR_PARAM_MALFORMED)
             fail_msg("param \"%s\" accepted", bad[k]);
     }
     const char *e = "   ";
-    assert_int_equal(addr_next_param(&e, &n, &v), 0);
+    assert_int_equal(addr_next_param(&e, &n, &v), ADDR_PARAM_END);
     buf_destroy(&n);
     buf_destroy(&v);
 }

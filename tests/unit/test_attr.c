@@ -32,7 +32,7 @@ static void test_round_trip_escapes(void **state)
                                   "count=-42\nfmt=x-7\n\n");
     size_t used = 0;
     const char *err = NULL;
-    assert_int_equal(attr_decode(enc.data, enc.len, &b, &used, &err), 1);
+    assert_int_equal(attr_decode(enc.data, enc.len, &b, &used, &err), ATTR_DECODED);
     assert_int_equal(used, enc.len);
     assert_int_equal(b.n, 6);
     /* bytes >= 0x80 pass through unescaped both ways */
@@ -56,13 +56,13 @@ static void test_repeated_names_and_two_records(void **state)
     const char *in = "request=deliver\nrcpt=0\nrcpt=1\nx=y\nrcpt=5\n\nnext=1\n\n";
     attr_t a = ATTR_INIT;
     size_t used = 0, pos = 0;
-    assert_int_equal(attr_decode(in, strlen(in), &a, &used, NULL), 1);
+    assert_int_equal(attr_decode(in, strlen(in), &a, &used, NULL), ATTR_DECODED);
     const char *want[] = { "0", "1", "5" };
     for (int k = 0; k < 3; k++)
         assert_string_equal(attr_next(&a, "rcpt", &pos), want[k]);
     assert_null(attr_next(&a, "rcpt", &pos));
     assert_string_equal(attr_get(&a, "rcpt"), "0");
-    assert_int_equal(attr_decode(in + used, strlen(in) - used, &a, &used, NULL), 1);
+    assert_int_equal(attr_decode(in + used, strlen(in) - used, &a, &used, NULL), ATTR_DECODED);
     assert_int_equal(a.n, 1);
     assert_string_equal(attr_get(&a, "next"), "1");
     attr_destroy(&a);
@@ -74,8 +74,8 @@ static void test_partial_input(void **state)
     attr_t a = ATTR_INIT;
     size_t used = 0;
     for (size_t n = 0; n < strlen(in); n++)
-        assert_int_equal(attr_decode(in, n, &a, &used, NULL), 0);
-    assert_int_equal(attr_decode(in, strlen(in), &a, &used, NULL), 1);
+        assert_int_equal(attr_decode(in, n, &a, &used, NULL), ATTR_INCOMPLETE);
+    assert_int_equal(attr_decode(in, strlen(in), &a, &used, NULL), ATTR_DECODED);
     assert_string_equal(attr_get(&a, "b"), "2A");
     attr_destroy(&a);
 }
@@ -97,12 +97,12 @@ static void test_malformed(void **state)
     };
     attr_t a = ATTR_INIT;
     size_t u0;
-    assert_int_equal(attr_decode("a=x\0y\n\n", 7, &a, &u0, NULL), -1);
+    assert_int_equal(attr_decode("a=x\0y\n\n", 7, &a, &u0, NULL), ATTR_MALFORMED);
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
         size_t used = 0;
         const char *err = NULL;
-        int r = attr_decode(bad[k], strlen(bad[k]), &a, &used, &err);
-        if (r != -1)
+        enum attr_decoded r = attr_decode(bad[k], strlen(bad[k]), &a, &used, &err);
+        if (r != ATTR_MALFORMED)
             fail_msg("accepted malformed record %zu: %s", k, bad[k]);
         assert_non_null(err);
         assert_int_equal(a.n, 0);
@@ -121,29 +121,29 @@ static void test_limits(void **state)
     buf_t in = BUF_INIT;
     buf_append(&in, name, 64);
     buf_puts(&in, "=1\n\n");
-    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), 1);
+    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), ATTR_DECODED);
     buf_reset(&in);
     buf_append(&in, name, 65);
     buf_puts(&in, "=1\n\n");
-    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), -1);
+    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), ATTR_MALFORMED);
     /* over-long line, even before it is complete */
     buf_reset(&in);
     buf_puts(&in, "v=");
     for (int k = 0; k < ATTR_LINE_MAX; k++)
         buf_putc(&in, 'x');
-    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), -1);
+    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), ATTR_MALFORMED);
     /* too many attributes */
     buf_reset(&in);
     for (int k = 0; k <= ATTR_COUNT_MAX; k++)
         buf_puts(&in, "r=1\n");
     buf_puts(&in, "\n");
-    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), -1);
+    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), ATTR_MALFORMED);
     /* exactly the maximum is fine */
     buf_reset(&in);
     for (int k = 0; k < ATTR_COUNT_MAX; k++)
         buf_puts(&in, "r=1\n");
     buf_puts(&in, "\n");
-    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), 1);
+    assert_int_equal(attr_decode(in.data, in.len, &a, &used, &err), ATTR_DECODED);
     assert_int_equal(a.n, ATTR_COUNT_MAX);
     buf_destroy(&in);
     attr_destroy(&a);
@@ -188,30 +188,30 @@ static void test_evbuffer(void **state)
     attr_add(&a, "reason", "a\nb");
     attr_to_evbuffer(eb, &a);
     evbuffer_add(eb, "x=1\n", 4);
-    assert_int_equal(attr_from_evbuffer(eb, &b, &err), 1);
+    assert_int_equal(attr_from_evbuffer(eb, &b, &err), ATTR_DECODED);
     assert_string_equal(attr_get(&b, "reason"), "a\nb");
     assert_int_equal(evbuffer_get_length(eb), 4);
-    assert_int_equal(attr_from_evbuffer(eb, &b, &err), 0);
+    assert_int_equal(attr_from_evbuffer(eb, &b, &err), ATTR_INCOMPLETE);
     evbuffer_add(eb, "\n", 1);
-    assert_int_equal(attr_from_evbuffer(eb, &b, &err), 1);
+    assert_int_equal(attr_from_evbuffer(eb, &b, &err), ATTR_DECODED);
     assert_string_equal(attr_get(&b, "x"), "1");
-    assert_int_equal(attr_from_evbuffer(eb, &b, &err), 0);
+    assert_int_equal(attr_from_evbuffer(eb, &b, &err), ATTR_INCOMPLETE);
     evbuffer_add(eb, "\nx=1\n\n", 6);
-    assert_int_equal(attr_from_evbuffer(eb, &b, &err), -1);
+    assert_int_equal(attr_from_evbuffer(eb, &b, &err), ATTR_MALFORMED);
     evbuffer_drain(eb, evbuffer_get_length(eb));
     evbuffer_add(eb, "bad\n\n", 5);
-    assert_int_equal(attr_from_evbuffer(eb, &b, &err), -1);
+    assert_int_equal(attr_from_evbuffer(eb, &b, &err), ATTR_MALFORMED);
     evbuffer_drain(eb, evbuffer_get_length(eb));
     /* endless garbage without a record end */
     char junk[4096];
     memset(junk, 'a', sizeof(junk));
     junk[sizeof(junk) - 1] = '\n';
-    int r = 0;
-    for (int k = 0; k < 100 && r == 0; k++) {
+    enum attr_decoded r = ATTR_INCOMPLETE;
+    for (int k = 0; k < 100 && r == ATTR_INCOMPLETE; k++) {
         evbuffer_add(eb, junk, sizeof(junk));
         r = attr_from_evbuffer(eb, &b, &err);
     }
-    assert_int_equal(r, -1);
+    assert_int_equal(r, ATTR_MALFORMED);
     evbuffer_free(eb);
     attr_destroy(&a);
     attr_destroy(&b);

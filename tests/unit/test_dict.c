@@ -1,4 +1,5 @@
-/* test_dict.c - hash: tables: build from text, lookup, errors, rebuild. */
+/* test_dict.c - hash: tables: build from text, lookup, errors, rebuild,
+ * one shared handle per table in a process. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +8,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -137,12 +140,74 @@ static void test_nul_byte(void **state)
     buf_destroy(&want);
 }
 
+/* Descriptors of this process open on path. */
+static int fds_on(const char *path)
+{
+    DIR *dp = opendir("/proc/self/fd");
+    assert_non_null(dp);
+    char link[PATH_MAX + 32], target[PATH_MAX];
+    int n = 0;
+    for (struct dirent *e; (e = readdir(dp)) != NULL;) {
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, target, sizeof(target) - 1);
+        if (len < 0)
+            continue;
+        target[len] = '\0';
+        n += strcmp(target, path) == 0;
+    }
+    closedir(dp);
+    return n;
+}
+
+/* smtpd's restrictions, its login maps and the TLS policy may name the same
+ * table: one open database, shared until the last holder closes it, and a
+ * rebuild is seen by every holder. */
+static void test_shared_handle(void **state)
+{
+    buf_t spec = BUF_INIT, plain = BUF_INIT, err = BUF_INIT, val = BUF_INIT, db = BUF_INIT;
+    write_text("access", "a.example OK\n", &spec);
+    assert_int_equal(dict_build(spec.data, &err), 0);
+    buf_printf(&plain, "%s/access", dir);
+    buf_printf(&db, "%s/access.db", dir);
+    struct dict *d1 = dict_open(spec.data, &err);
+    struct dict *d2 = dict_open(plain.data, &err); /* "/path" is "hash:/path" */
+    struct dict *d3 = dict_open(spec.data, &err);
+    assert_non_null(d1);
+    assert_ptr_equal(d1, d2);
+    assert_ptr_equal(d1, d3);
+    assert_int_equal(fds_on(db.data), 1);
+    dict_close(d1);
+    dict_close(d3);
+    /* the last holder still looks up, and sees a rebuild */
+    assert_int_equal(dict_lookup(d2, "a.example", &val), DICT_FOUND);
+    assert_string_equal(val.data, "OK");
+    write_text("access", "b.example REJECT\n", &spec);
+    assert_int_equal(dict_build(spec.data, &err), 0);
+    sleep(1);
+    assert_int_equal(dict_lookup(d2, "a.example", &val), DICT_NOTFOUND);
+    assert_int_equal(dict_lookup(d2, "b.example", &val), DICT_FOUND);
+    assert_int_equal(fds_on(db.data), 1);
+    dict_close(d2);
+    assert_int_equal(fds_on(db.data), 0); /* the last reference closed it */
+    /* and opening it again works from scratch */
+    d1 = dict_open(spec.data, &err);
+    assert_non_null(d1);
+    assert_int_equal(dict_lookup(d1, "b.example", &val), DICT_FOUND);
+    dict_close(d1);
+    buf_destroy(&spec);
+    buf_destroy(&plain);
+    buf_destroy(&err);
+    buf_destroy(&val);
+    buf_destroy(&db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_lookup),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_shared_handle),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

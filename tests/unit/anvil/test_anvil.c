@@ -1,15 +1,13 @@
 /* test_anvil.c - anvil's counting (windows, expiry, the size cap,
  * per-owner release), its request protocol, the CIDR matcher and limit
  * decisions, and the non-blocking client against a real in-process
- * service (a UNIX socket in a temp dir served by anvil_table_request). */
+ * service (a UNIX socket in a temp dir served by anvil_serve.c). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +17,7 @@
 #include <unistd.h>
 
 #include "smtpd/smtpd_anvil.h"
+#include "anvil/anvil.h"
 #include "anvil/anvil_rate.h"
 #include "common/mail/cidr.h"
 #include "common/mail/conf.h"
@@ -198,13 +197,19 @@ static void test_stats(void **state)
 }
 
 /* Run one request record given as "name=value" pairs. */
-static int req(struct anvil_table *t, unsigned long owner, attr_t *reply, const char *const *kv)
+static enum anvil_req_result req(struct anvil_table *t, unsigned long owner, attr_t *reply,
+                                 const char *const *kv)
 {
     attr_t a = ATTR_INIT;
+    const char *why = "unset";
     for (; kv[0]; kv += 2)
         attr_add(&a, kv[0], kv[1]);
-    int rc = anvil_table_request(t, owner, &a, reply, 100);
+    enum anvil_req_result rc = anvil_table_request(t, owner, &a, reply, 100, &why);
     attr_destroy(&a);
+    if (rc == ANVIL_REQ_OK)
+        assert_null(why);
+    else
+        assert_true(why != NULL && *why != '\0');
     return rc;
 }
 
@@ -214,43 +219,52 @@ static void test_protocol(void **state)
 {
     struct anvil_table *t = anvil_table_new(W, 100);
     attr_t r = ATTR_INIT;
-    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "connect", "ident", "smtp:1.2.3.4"), 0);
+    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "connect", "ident", "smtp:1.2.3.4"),
+                     ANVIL_REQ_OK);
     assert_string_equal(attr_get(&r, "status"), "ok");
     assert_string_equal(attr_get(&r, "count"), "1");
     assert_string_equal(attr_get(&r, "rate"), "1");
-    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "auth_fail", "ident", "smtp:1.2.3.4"), 0);
+    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "auth_fail", "ident", "smtp:1.2.3.4"),
+                     ANVIL_REQ_OK);
     assert_string_equal(attr_get(&r, "rate"), "1");
-    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "auth", "ident", "smtp:1.2.3.4"), 0);
+    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "auth", "ident", "smtp:1.2.3.4"),
+                     ANVIL_REQ_OK);
     assert_string_equal(attr_get(&r, "rate"), "1");
     assert_string_equal(attr_get(&r, "auth_fail_rate"), "1");
-    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "lookup", "ident", "smtp:1.2.3.4"), 0);
+    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "lookup", "ident", "smtp:1.2.3.4"),
+                     ANVIL_REQ_OK);
     assert_string_equal(attr_get(&r, "count"), "1");
     assert_string_equal(attr_get(&r, "message_rate"), "0");
     assert_string_equal(attr_get(&r, "auth_rate"), "1");
-    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "disconnect", "ident", "smtp:1.2.3.4"), 0);
+    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "disconnect", "ident", "smtp:1.2.3.4"),
+                     ANVIL_REQ_OK);
     assert_string_equal(attr_get(&r, "status"), "ok");
     assert_string_equal(attr_get(&r, "count"), "0");
+    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "status"), ANVIL_REQ_OK);
+    assert_string_equal(attr_get(&r, "size"), "1");
 
+    /* declined: answered, the connection goes on */
+    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "explode", "ident", "smtp:1.2.3.4"),
+                     ANVIL_REQ_REFUSED);
+    assert_string_equal(attr_get(&r, "status"), "fail");
+    assert_string_equal(attr_get(&r, "reason"), "unknown request");
+    /* malformed: nothing applied, the server drops the peer */
     static const char *const bad[][8] = { /* NULL-terminated pairs */
-        { "request", "connect", "ident", "smtp:1.2.3.4", NULL, NULL },    /* no proto */
-        { "proto", "2", "request", "connect", "ident", "smtp:1.2.3.4" },  /* wrong proto */
         { "proto", "1", "ident", "smtp:1.2.3.4", NULL, NULL },            /* no request */
-        { "proto", "1", "request", "explode", "ident", "smtp:1.2.3.4" },
         { "proto", "1", "request", "connect", NULL, NULL },
         { "proto", "1", "request", "connect", "ident", "" },
         { "proto", "1", "request", "connect", "ident", "1.2.3.4" },
         { "proto", "1", "request", "connect", "ident", "smtp:" },
+        { "proto", "1", "request", "connect", "ident", ":1.2.3.4" },
     };
-    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
-        assert_int_equal(req(t, 1, &r, bad[k]), -1);
-        assert_string_equal(attr_get(&r, "status"), "fail");
-        assert_non_null(attr_get(&r, "reason"));
-    }
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+        assert_int_equal(req(t, 1, &r, bad[k]), ANVIL_REQ_MALFORMED);
     char longid[ANVIL_IDENT_MAX + 10];
     memset(longid, 'x', sizeof longid - 1);
     longid[sizeof longid - 1] = '\0';
     longid[4] = ':';
-    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "message", "ident", longid), -1);
+    assert_int_equal(REQ(t, 1, &r, "proto", "1", "request", "message", "ident", longid),
+                     ANVIL_REQ_MALFORMED);
     assert_int_equal(anvil_table_size(t), 1);
     attr_destroy(&r);
     anvil_table_free(t);
@@ -346,60 +360,21 @@ static void test_limits(void **state)
 
 /* ---- the client against a real in-process service ---- */
 
+/* anvil's own serving code (anvil_serve.c) on a listener of the test's. */
 struct tsrv {
     struct event_base *base;
     char path[256];
     int lfd;
     struct event *lev;
     struct anvil_table *t;
-    struct bufferevent *conns[8];
-    unsigned long owners[8];
-    int nconns;
 };
-
-static void tsrv_drop(struct tsrv *s, int k)
-{
-    anvil_table_release(s->t, s->owners[k]);
-    bufferevent_free(s->conns[k]);
-    s->conns[k] = NULL;
-}
-
-static void tsrv_read(struct bufferevent *bev, void *arg)
-{
-    struct tsrv *s = arg;
-    attr_t rq = ATTR_INIT, rp = ATTR_INIT;
-    const char *err;
-    int k = 0;
-    while (s->conns[k] != bev)
-        k++;
-    while (attr_from_evbuffer(bufferevent_get_input(bev), &rq, &err) == 1) {
-        anvil_table_request(s->t, s->owners[k], &rq, &rp, 0);
-        attr_to_evbuffer(bufferevent_get_output(bev), &rp);
-    }
-    attr_destroy(&rq);
-    attr_destroy(&rp);
-}
-
-static void tsrv_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct tsrv *s = arg;
-    for (int k = 0; k < s->nconns; k++)
-        if (s->conns[k] == bev)
-            tsrv_drop(s, k);
-}
 
 static void tsrv_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct tsrv *s = arg;
     int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
-        return;
-    assert_true(s->nconns < 8);
-    int k = s->nconns++;
-    s->owners[k] = (unsigned long)k + 1;
-    s->conns[k] = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(s->conns[k], tsrv_read, NULL, tsrv_event, s);
-    bufferevent_enable(s->conns[k], EV_READ | EV_WRITE);
+    if (fd >= 0)
+        anvil_serve_accept(s->base, fd, s->t);
 }
 
 static void tsrv_start(struct tsrv *s)
@@ -414,10 +389,7 @@ static void tsrv_start(struct tsrv *s)
 /* The service dies: listener and connections gone. */
 static void tsrv_stop(struct tsrv *s)
 {
-    for (int k = 0; k < s->nconns; k++)
-        if (s->conns[k])
-            tsrv_drop(s, k);
-    s->nconns = 0;
+    anvil_serve_close_all();
     event_free(s->lev);
     close(s->lfd);
     unlink(s->path);
