@@ -10,11 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "common/util/alloc.h"
+#include "common/util/conn.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
@@ -25,49 +24,36 @@ static struct event *tick_ev;
 
 /* ---- notifications from smtpd and bounce ---- */
 
-static void notify_drop(struct bufferevent *bev, const char *why)
+/* One "proto=1 request=new queue_id=ID" record per new queue file. */
+static enum conn_verdict notify_record(struct conn *c, const attr_t *rec, void *arg,
+                                       const char **why)
 {
-    log_error("notification connection: %s; dropping it", why);
-    bufferevent_free(bev);
-}
+    const char *req = attr_get(rec, "request");
+    const char *id = attr_get(rec, "queue_id");
 
-static void notify_read(struct bufferevent *bev, void *arg)
-{
-    attr_t rec = ATTR_INIT;
-    const char *err = NULL;
-    int r;
-
-    while ((r = attr_from_evbuffer(bufferevent_get_input(bev), &rec, &err)) == 1) {
-        const char *proto = attr_get(&rec, "proto");
-        const char *req = attr_get(&rec, "request");
-        const char *id = attr_get(&rec, "queue_id");
-        if (proto == NULL || strcmp(proto, PROTO_VERSION) != 0 || req == NULL ||
-            strcmp(req, "new") != 0 || id == NULL || !qid_valid(id)) {
-            attr_destroy(&rec);
-            notify_drop(bev, "malformed request (want proto=" PROTO_VERSION
-                             " request=new queue_id=ID)");
-            return;
-        }
-        if (!qmgr_g.stopping)
-            index_new_mail(id);
+    if (req == NULL || strcmp(req, "new") != 0) {
+        *why = "unknown request (want request=new)";
+        return CONN_DROP;
     }
-    attr_destroy(&rec);
-    if (r < 0)
-        notify_drop(bev, err ? err : "malformed record");
-}
-
-static void notify_event(struct bufferevent *bev, short what, void *arg)
-{
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        bufferevent_free(bev);
+    if (id == NULL || !qid_valid(id)) {
+        *why = "missing or malformed queue_id";
+        return CONN_DROP;
+    }
+    if (!qmgr_g.stopping)
+        index_new_mail(id);
+    return CONN_OK;
 }
 
 static void qmgr_accept(struct server *s, int fd, int idx)
 {
-    struct bufferevent *bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    static const struct conn_ops ops = { .on_record = notify_record };
+    static const struct conn_cfg cfg = {
+        .peer = SOCK_QMGR " client",
+        .proto = PROTO_VERSION,
+        .serving = 1,
+    };
 
-    bufferevent_setcb(bev, notify_read, NULL, notify_event, NULL);
-    bufferevent_enable(bev, EV_READ);
+    conn_new(s->base, fd, &cfg, &ops, NULL);
 }
 
 /* ---- timers and life cycle ---- */

@@ -147,7 +147,9 @@ void route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop);
 /* qmgr_sched.c */
 void sched_message(struct qmsg *m);
 void sched_dispatch(void);
-/* A job came back. reply NULL: connection broke (reason given). */
+/* Does an agent's reply fit job j (else it is malformed)? */
+int sched_reply_matches(const struct qjob *j, const attr_t *reply);
+/* A job came back (reply checked by sched_reply_matches). reply NULL: connection broke (reason given). */
 void sched_job_done(struct qjob *j, const attr_t *reply, const char *reason);
 /* A job sent on a stale pooled connection: put it back, unchanged. */
 void sched_cancel_msg(struct qmsg *m);

@@ -13,20 +13,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "common/util/alloc.h"
+#include "common/util/conn.h"
 #include "common/mail/conf.h"
 #include "common/util/ipc.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
-
-struct cconn {
-    struct bufferevent *bev;
-    int closing;            /* close once the reply is written */
-};
 
 struct idlist {
     char **ids;
@@ -275,11 +269,11 @@ static const struct {
     { "requeue", ctl_requeue },
 };
 
-/* Checked before anything else, so an outsider learns nothing. */
-static int ctl_permitted(struct cconn *c)
+/* Checked before the request is looked at, so an outsider learns nothing. */
+static int ctl_permitted(struct conn *c)
 {
     uid_t uid = (uid_t)-1;
-    int fd = bufferevent_getfd(c->bev);
+    int fd = conn_fd(c);
 
     if (perm_may_manage(fd))
         return 1;
@@ -290,96 +284,59 @@ static int ctl_permitted(struct cconn *c)
 }
 
 /* Dispatch one request; -1 with *err when it fails. */
-static int ctl_dispatch(struct cconn *c, const attr_t *req, const char **err)
+static int ctl_dispatch(struct conn *c, const attr_t *req, const char **err)
 {
-    const char *proto = attr_get(req, "proto");
     const char *name = attr_get(req, "request");
-    struct evbuffer *out = bufferevent_get_output(c->bev);
 
     if (!ctl_permitted(c)) {
         *err = "permission denied";
         return -1;
     }
-    if (proto == NULL || strcmp(proto, PROTO_VERSION) != 0) {
-        *err = "unsupported protocol version";
-        return -1;
-    }
     for (size_t i = 0; name && i < sizeof(ctl_table) / sizeof(ctl_table[0]); i++) {
         if (strcmp(ctl_table[i].name, name) != 0)
             continue;
-        return ctl_table[i].fn(req, out, err);
+        return ctl_table[i].fn(req, conn_output(c), err);
     }
     *err = "unknown request";
     return -1;
 }
 
-static void cconn_free(struct cconn *c)
+/* A request qmgr declines (not a malformed one: conn handles those) gets
+ * "status=fail reason=WHY", and the connection ends after it. */
+static enum conn_verdict ctl_record(struct conn *c, const attr_t *req, void *arg,
+                                    const char **why)
 {
-    bufferevent_free(c->bev);
-    free(c);
-}
-
-static void cconn_fail(struct cconn *c, const char *why)
-{
-    attr_t r = ATTR_INIT;
-
-    attr_add(&r, "status", "fail");
-    attr_add(&r, "reason", why);
-    attr_to_evbuffer(bufferevent_get_output(c->bev), &r);
-    attr_destroy(&r);
-    c->closing = 1;
-    bufferevent_disable(c->bev, EV_READ);
-}
-
-static void cconn_read(struct bufferevent *bev, void *arg)
-{
-    struct cconn *c = arg;
-    attr_t req = ATTR_INIT;
     const char *err = NULL;
-    int r;
 
-    while (!c->closing &&
-           (r = attr_from_evbuffer(bufferevent_get_input(bev), &req, &err)) != 0) {
-        if (r < 0) {
-            log_warn("control: malformed request: %s", err ? err : "?");
-            cconn_fail(c, err ? err : "malformed request");
-            break;
-        }
-        err = NULL;
-        if (ctl_dispatch(c, &req, &err) < 0)
-            cconn_fail(c, err ? err : "request failed");
+    if (ctl_dispatch(c, req, &err) < 0) {
+        attr_t r = ATTR_INIT;
+        attr_add(&r, "status", "fail");
+        attr_add(&r, "reason", err ? err : "request failed");
+        conn_send(c, &r);
+        attr_destroy(&r);
+        conn_close(c);
     }
-    attr_destroy(&req);
-}
-
-static void cconn_write(struct bufferevent *bev, void *arg)
-{
-    struct cconn *c = arg;
-
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        cconn_free(c);
-}
-
-static void cconn_event(struct bufferevent *bev, short what, void *arg)
-{
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        cconn_free(arg);
+    return CONN_OK;
 }
 
 static void control_accept(evutil_socket_t fd, short what, void *arg)
 {
+    static const struct conn_ops ops = { .on_record = ctl_record };
+    struct conn_cfg cfg = { .proto = PROTO_VERSION, .serving = 1 };
     int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    struct cconn *c;
+    uid_t uid = (uid_t)-1;
+    buf_t peer = BUF_INIT;
 
     if (cfd < 0) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
             log_warn("control: accept: %s", strerror(errno));
         return;
     }
-    c = xcalloc(1, sizeof(*c));
-    c->bev = bufferevent_socket_new(qmgr_g.srv->base, cfd, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(c->bev, cconn_read, cconn_write, cconn_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    ipc_peer_cred(cfd, &uid, NULL, NULL);
+    buf_printf(&peer, "control client uid %ld", (long)uid);
+    cfg.peer = buf_str(&peer);
+    conn_new(qmgr_g.srv->base, cfd, &cfg, &ops, NULL);
+    buf_destroy(&peer);
 }
 
 void control_init(void)

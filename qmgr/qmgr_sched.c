@@ -5,6 +5,7 @@
  * with ready_update(). */
 #include "qmgr/qmgr.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -276,27 +277,61 @@ static int result_rr(const char *s)
     return -1;
 }
 
-/* Walk the rcpt/result/dsn/reason quadruples; returns the first deferral
- * reason (for a suspension) or NULL. Unreported recipients: crashed. */
+static int idx_is(const char *s, size_t want)
+{
+    char *end;
+    unsigned long long v;
+
+    if (*s < '0' || *s > '9')
+        return 0;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    return errno == 0 && *end == '\0' && v == (unsigned long long)want;
+}
+
+/* Is p the start of a well-formed quadruple for recipient want? */
+static int quad_ok(const attr_t *reply, size_t p, size_t want)
+{
+    const struct attr_pair *v = reply->v;
+
+    return p + 3 < reply->n && idx_is(v[p].value, want) && strcmp(v[p + 1].name, "result") == 0 &&
+           result_rr(v[p + 1].value) >= 0 && strcmp(v[p + 2].name, "dsn") == 0 &&
+           strcmp(v[p + 3].name, "reason") == 0;
+}
+
+/* A status=ok reply reports the job's recipients, in the job's order, as
+ * rcpt/result/dsn/reason quadruples; it may stop short (the rest count as
+ * crashed), nothing else. Any other status carries just a reason. */
+int sched_reply_matches(const struct qjob *j, const attr_t *reply)
+{
+    const char *status = attr_get(reply, "status");
+    size_t k = 0;
+
+    if (status == NULL || strcmp(status, "ok") != 0)
+        return 1;
+    for (size_t p = 0; p < reply->n; p++) {
+        if (strcmp(reply->v[p].name, "rcpt") != 0)
+            continue;
+        if (k >= j->n || !quad_ok(reply, p, j->rcpt[k]))
+            return 0;
+        k++;
+        p += 3;
+    }
+    return 1;
+}
+
+/* Walk the quadruples (sched_reply_matches checked them); returns the
+ * first deferral reason (for a suspension) or NULL. Unreported
+ * recipients: crashed. */
 static const char *job_apply_reply(struct qjob *j, const attr_t *reply)
 {
     const char *first_defer = NULL;
     size_t k = 0;
 
-    for (size_t p = 0; p < reply->n; p++) {
-        const struct attr_pair *a = &reply->v[p];
-        if (strcmp(a->name, "rcpt") != 0)
+    for (size_t p = 0; p < reply->n && k < j->n; p++) {
+        if (strcmp(reply->v[p].name, "rcpt") != 0)
             continue;
-        if (p + 3 >= reply->n || k >= j->n)
-            break;
-        long long idx = strtoll(a->value, NULL, 10);
         int rr = result_rr(reply->v[p + 1].value);
-        if (idx != (long long)j->rcpt[k] || rr < 0 || strcmp(reply->v[p + 1].name, "result") ||
-            strcmp(reply->v[p + 2].name, "dsn") || strcmp(reply->v[p + 3].name, "reason")) {
-            log_error("%s: malformed reply from delivery agent %s", j->msg->id,
-                      j->dest->transport);
-            break;
-        }
         const char *reason = reply->v[p + 3].value;
         if (rr == RR_DEFERRED && first_defer == NULL)
             first_defer = reason;
