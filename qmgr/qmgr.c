@@ -40,7 +40,7 @@ static enum conn_verdict notify_record(struct conn *c, const attr_t *rec, void *
         return CONN_DROP;
     }
     if (!qmgr_g.stopping)
-        index_new_mail(id);
+        qmgr_index_new_mail(id);
     return CONN_OK;
 }
 
@@ -65,20 +65,20 @@ static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
     if (qmgr_g.stopping)
         return;
     if (last_scan == 0)
-        last_scan = now; /* index_startup just scanned */
+        last_scan = now; /* qmgr_index_startup just scanned */
     if (now - last_scan >= (time_t)conf_int("queue_run_delay")) {
         last_scan = now;
-        index_rescan();
+        qmgr_index_rescan();
     }
-    index_pull_due();
-    sched_tick();
-    bounce_tick();
+    qmgr_index_pull_due();
+    qmgr_sched_tick();
+    qmgr_bounce_tick();
 }
 
 static void qmgr_pre_drop(struct server *s)
 {
-    perm_init();
-    route_init(); /* table paths may lie outside a chroot */
+    qmgr_perm_init();
+    qmgr_route_init(); /* table paths may lie outside a chroot */
 }
 
 /* One qmgr per spool, before the control socket is replaced and before
@@ -119,8 +119,8 @@ static void qmgr_post_drop(struct server *s)
     if (s->nlisten < 1)
         log_warn("no private/qmgr socket passed (-s 0): no new-mail notifications");
     qmgr_lock();
-    control_init(); /* early: CLI requests queue up during a rebuild */
-    index_startup();
+    qmgr_control_init(); /* early: CLI requests queue up during a rebuild */
+    qmgr_index_startup();
     tick_ev = event_new(s->base, -1, EV_PERSIST, qmgr_tick, NULL);
     event_add(tick_ev, &one);
 }
@@ -132,11 +132,11 @@ static void qmgr_stop(struct server *s)
     if (tick_ev)
         event_free(tick_ev);
     tick_ev = NULL;
-    control_close();
-    deliver_close_all();
-    bounce_close();
-    index_shutdown();
-    route_close();
+    qmgr_control_close();
+    qmgr_deliver_close_all();
+    qmgr_bounce_close();
+    qmgr_index_shutdown();
+    qmgr_route_close();
     /* A reload replaces qmgr as a matter of course: not worth a line. */
     if (s->retiring)
         log_debug("retired");

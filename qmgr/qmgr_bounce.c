@@ -17,7 +17,7 @@
 #define BOUNCE_CONNECT_PATIENCE 30
 
 struct breq {
-    struct qmsg *msg;
+    struct qmgr_msg *msg;
     int kind;
     size_t *idx;
     size_t n;
@@ -45,7 +45,7 @@ static struct breq *breq_pop(void)
 
 static void breq_done(struct breq *r, int ok)
 {
-    finish_notify_done(r->msg, r->kind, r->idx, r->n, ok);
+    qmgr_finish_notify_done(r->msg, r->kind, r->idx, r->n, ok);
     free(r->idx);
     free(r);
 }
@@ -74,7 +74,7 @@ static void bounce_new_id(const char *newid)
     buf_t path = BUF_INIT;
     struct stat sb;
 
-    if (!qid_valid(newid) || msg_find(newid))
+    if (!qid_valid(newid) || qmgr_msg_find(newid))
         return;
     memset(&rec, 0, sizeof(rec));
     if (qindex_get(qmgr_g.qi, newid, &rec) == 1) {
@@ -83,7 +83,7 @@ static void bounce_new_id(const char *newid)
     }
     qfile_path(qmgr_g.spool, newid, &path);
     if (stat(buf_str(&path), &sb) == 0)
-        index_new_mail(newid);
+        qmgr_index_new_mail(newid);
     buf_destroy(&path);
 }
 
@@ -136,7 +136,7 @@ static void bounce_kick(void)
     if (bbusy || bhead == NULL || (bconn && conn_closing(bconn)))
         return;
     if (bconn == NULL && bconn_open() < 0)
-        return; /* bounce_tick retries, and gives up on old requests */
+        return; /* qmgr_bounce_tick retries, and gives up on old requests */
     attr_add(&req, "proto", PROTO_VERSION);
     attr_add(&req, "request", kind_request[bhead->kind]);
     attr_add(&req, "queue_id", bhead->msg->id);
@@ -147,7 +147,7 @@ static void bounce_kick(void)
     bbusy = 1;
 }
 
-void bounce_request(struct qmsg *m, int kind, const size_t *idx, size_t n)
+void qmgr_bounce_request(struct qmgr_msg *m, int kind, const size_t *idx, size_t n)
 {
     struct breq *r = xcalloc(1, sizeof(*r));
 
@@ -165,7 +165,7 @@ void bounce_request(struct qmsg *m, int kind, const size_t *idx, size_t n)
     bounce_kick();
 }
 
-void bounce_tick(void)
+void qmgr_bounce_tick(void)
 {
     time_t now = time(NULL);
 
@@ -176,7 +176,7 @@ void bounce_tick(void)
     bounce_kick();
 }
 
-void bounce_close(void)
+void qmgr_bounce_close(void)
 {
     conn_free(bconn); /* no callback */
     bconn = NULL;

@@ -65,13 +65,13 @@ static int ctl_each(const attr_t *req, struct evbuffer *out, const char **err,
     struct idlist l = { NULL, 0, 0 };
     size_t count = 0;
 
-    if (index_scan_select(req, 1, collect_cb, &l, err) < 0)
+    if (qmgr_index_scan_select(req, 1, collect_cb, &l, err) < 0)
         return -1;
     for (size_t i = 0; i < l.n; i++)
         count += (size_t)fn(l.ids[i]);
     idlist_destroy(&l);
     reply_ok(out, count);
-    index_pull_due();
+    qmgr_index_pull_due();
     return 0;
 }
 
@@ -95,13 +95,13 @@ static int rec_update(const char *id, int from_hold, int state, long long next)
 
 static int do_delete(const char *id)
 {
-    struct qmsg *m = msg_find(id);
+    struct qmgr_msg *m = qmgr_msg_find(id);
 
     if (m) {
         if (!m->deleted) {
             m->deleted = 1;
-            sched_cancel_msg(m);
-            finish_check(m); /* removes it once in-flight jobs are back */
+            qmgr_sched_cancel_msg(m);
+            qmgr_finish_check(m); /* removes it once in-flight jobs are back */
         }
         return 1;
     }
@@ -113,14 +113,14 @@ static int do_delete(const char *id)
 
 static int do_hold(const char *id)
 {
-    struct qmsg *m = msg_find(id);
+    struct qmgr_msg *m = qmgr_msg_find(id);
 
     if (qfile_append_record(qmgr_g.spool, id, "hold", "1") < 0)
         return 0;
     if (m) {
         m->held = m->env.hold = 1;
-        sched_cancel_msg(m);
-        finish_check(m);
+        qmgr_sched_cancel_msg(m);
+        qmgr_finish_check(m);
         return 1;
     }
     return rec_update(id, 0, QS_HOLD, 0);
@@ -128,7 +128,7 @@ static int do_hold(const char *id)
 
 static int do_release(const char *id)
 {
-    struct qmsg *m = msg_find(id);
+    struct qmgr_msg *m = qmgr_msg_find(id);
 
     if (m) {
         if (!m->held)
@@ -148,7 +148,7 @@ static int do_release(const char *id)
 
 static int do_requeue(const char *id)
 {
-    if (msg_find(id))
+    if (qmgr_msg_find(id))
         return 0; /* already being delivered */
     return rec_update(id, 0, QS_DEFERRED, 0);
 }
@@ -170,7 +170,7 @@ static int ctl_release(const attr_t *req, struct evbuffer *out, const char **err
 
 static int ctl_requeue(const attr_t *req, struct evbuffer *out, const char **err)
 {
-    sched_unsuspend_all();
+    qmgr_sched_unsuspend_all();
     return ctl_each(req, out, err, do_requeue);
 }
 
@@ -190,9 +190,9 @@ static int ctl_flush(const attr_t *req, struct evbuffer *out, const char **err)
     for (size_t i = 0; i < l.n; i++)
         count += (size_t)do_requeue(l.ids[i]);
     idlist_destroy(&l);
-    sched_unsuspend_all();
+    qmgr_sched_unsuspend_all();
     reply_ok(out, count);
-    index_pull_due();
+    qmgr_index_pull_due();
     return 0;
 }
 
@@ -207,7 +207,7 @@ static int list_cb(const struct qidx_rec *rec, void *arg)
     attr_t r = ATTR_INIT;
 
     attr_add(&r, "queue_id", rec->id);
-    attr_add(&r, "state", qstate_name(rec->state));
+    attr_add(&r, "state", qidx_state_name(rec->state));
     attr_add_ll(&r, "size", rec->size);
     attr_add_ll(&r, "arrival", rec->arrival);
     attr_add(&r, "sender", rec->sender ? rec->sender : "");
@@ -225,7 +225,7 @@ static int ctl_list(const attr_t *req, struct evbuffer *out, const char **err)
     struct list_ctx c = { out, 0 };
     attr_t r = ATTR_INIT;
 
-    if (index_scan_select(req, 0, list_cb, &c, err) < 0)
+    if (qmgr_index_scan_select(req, 0, list_cb, &c, err) < 0)
         return -1;
     attr_add(&r, "end", "1");
     attr_add_ll(&r, "count", (long long)c.count);
@@ -275,7 +275,7 @@ static int ctl_permitted(struct conn *c)
     uid_t uid = (uid_t)-1;
     int fd = conn_fd(c);
 
-    if (perm_may_manage(fd))
+    if (qmgr_perm_may_manage(fd))
         return 1;
     ipc_peer_cred(fd, &uid, NULL, NULL);
     log_warn("control: request from uid %ld refused: not root, mail_owner or in its group",
@@ -339,7 +339,7 @@ static void control_accept(evutil_socket_t fd, short what, void *arg)
     buf_destroy(&peer);
 }
 
-void control_init(void)
+void qmgr_control_init(void)
 {
     buf_t path = BUF_INIT, dir = BUF_INIT;
 
@@ -358,7 +358,7 @@ void control_init(void)
     buf_destroy(&dir);
 }
 
-void control_close(void)
+void qmgr_control_close(void)
 {
     if (listen_ev)
         event_free(listen_ev);

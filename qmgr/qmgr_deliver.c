@@ -21,7 +21,7 @@
 struct aconn {
     struct conn *conn;
     char *transport;
-    struct qjob *job;
+    struct qmgr_job *job;
     unsigned uses;           /* jobs sent on this connection */
     LIST_ENTRY(aconn) link;
 };
@@ -81,7 +81,7 @@ static const char *broken_why(const char *why)
 static void aconn_closed(struct conn *conn, const char *why, void *arg)
 {
     struct aconn *c = arg;
-    struct qjob *j = c->job;
+    struct qmgr_job *j = c->job;
 
     aconn_forget(c);
     if (j == NULL)
@@ -92,7 +92,7 @@ static void aconn_closed(struct conn *conn, const char *why, void *arg)
      * file shortly, so the recorded outcomes decide and nothing is sent
      * twice; re-sending the job from memory could. */
     log_warn("%s: delivery agent %s: %s", j->msg->id, j->dest->transport, broken_why(why));
-    sched_job_done(j, NULL, "delivery agent crashed");
+    qmgr_sched_job_done(j, NULL, "delivery agent crashed");
 }
 
 /* The agent's reply to the job in flight. One that does not match that
@@ -102,7 +102,7 @@ static enum conn_verdict aconn_record(struct conn *conn, const attr_t *reply, vo
                                       const char **why)
 {
     struct aconn *c = arg;
-    struct qjob *j = c->job;
+    struct qmgr_job *j = c->job;
     const char *qid = attr_get(reply, "queue_id");
 
     if (j == NULL) {
@@ -113,12 +113,12 @@ static enum conn_verdict aconn_record(struct conn *conn, const attr_t *reply, vo
         *why = "a reply for another message";
         return CONN_DROP;
     }
-    if (!sched_reply_matches(j, reply)) {
+    if (!qmgr_sched_reply_matches(j, reply)) {
         *why = "recipient results that do not match the job";
         return CONN_DROP;
     }
     c->job = NULL; /* idle again before the scheduler looks for one */
-    sched_job_done(j, reply, NULL);
+    qmgr_sched_job_done(j, reply, NULL);
     return CONN_OK;
 }
 
@@ -167,7 +167,7 @@ static struct aconn *aconn_idle(const char *transport)
     return NULL;
 }
 
-int deliver_start(struct qjob *j)
+int qmgr_deliver_start(struct qmgr_job *j)
 {
     struct aconn *c = aconn_idle(j->dest->transport);
     attr_t req = ATTR_INIT;
@@ -187,7 +187,7 @@ int deliver_start(struct qjob *j)
     return 0;
 }
 
-void deliver_close_all(void)
+void qmgr_deliver_close_all(void)
 {
     struct aconn *c;
 

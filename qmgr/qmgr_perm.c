@@ -30,7 +30,7 @@
 
 #define PERM_MAX_GROUPS 1024
 
-void perm_init(void)
+void qmgr_perm_init(void)
 {
     struct passwd *pw = getpwnam(conf_str("mail_owner"));
 
@@ -88,7 +88,7 @@ static int user_in_group(uid_t uid, gid_t pgid, gid_t gid)
     return 0;
 }
 
-int perm_may_manage(int fd)
+int qmgr_perm_may_manage(int fd)
 {
     uid_t uid;
     gid_t gid;

@@ -160,7 +160,7 @@ void qidx_rec_destroy(struct qidx_rec *rec)
     rec->rcpts = rec->domains = NULL;
 }
 
-const char *qstate_name(int state)
+const char *qidx_state_name(int state)
 {
     static const char *const names[] = { "incoming", "active", "deferred", "hold" };
     return state >= 0 && state <= QS_HOLD ? names[state] : "unknown";

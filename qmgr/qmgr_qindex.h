@@ -15,11 +15,11 @@
 #include "common/util/buf.h"
 #include "common/mail/qfile.h"
 
-enum qstate { QS_INCOMING = 0, QS_ACTIVE, QS_DEFERRED, QS_HOLD };
+enum qidx_state { QS_INCOMING = 0, QS_ACTIVE, QS_DEFERRED, QS_HOLD };
 
 struct qidx_rec {
     char id[QID_LEN + 1];
-    int state;               /* enum qstate */
+    int state;               /* enum qidx_state */
     long long arrival;       /* unix seconds */
     long long next_attempt;  /* unix seconds; 0 = now */
     int attempts;
@@ -59,6 +59,6 @@ int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void
 int qindex_scan_all(struct qindex *qi, qindex_cb cb, void *arg);
 size_t qindex_count(struct qindex *qi);
 void qidx_rec_destroy(struct qidx_rec *rec); /* frees the strings, not rec */
-const char *qstate_name(int state);
+const char *qidx_state_name(int state);
 
 #endif

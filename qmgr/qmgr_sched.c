@@ -2,7 +2,7 @@
  * concurrency limits, suspension after dest=fail, and FIFO dispatch.
  * Which destination goes next is kept by qmgr_ready.c: every change to a
  * destination's queue, in-flight count or waiting time is reported to it
- * with ready_update(). */
+ * with qmgr_ready_update(). */
 #include "qmgr/qmgr.h"
 
 #include <errno.h>
@@ -16,8 +16,8 @@
 
 #define DEST_HASH_SIZE 4096
 
-static struct qdest *dest_hash[DEST_HASH_SIZE];
-static struct qdest *busy_head;       /* destinations with queued jobs */
+static struct qmgr_dest *dest_hash[DEST_HASH_SIZE];
+static struct qmgr_dest *busy_head;       /* destinations with queued jobs */
 static unsigned long long job_seq;
 
 static unsigned dest_bucket(const char *key)
@@ -29,10 +29,10 @@ static unsigned dest_bucket(const char *key)
     return h % DEST_HASH_SIZE;
 }
 
-static struct qdest *dest_get(const char *transport, const char *nexthop)
+static struct qmgr_dest *dest_get(const char *transport, const char *nexthop)
 {
     buf_t key = BUF_INIT;
-    struct qdest *d;
+    struct qmgr_dest *d;
     unsigned b;
 
     buf_printf(&key, "%s\n%s", transport, nexthop);
@@ -52,7 +52,7 @@ static struct qdest *dest_get(const char *transport, const char *nexthop)
     return d;
 }
 
-static void busy_add(struct qdest *d)
+static void busy_add(struct qmgr_dest *d)
 {
     if (d->busy)
         return;
@@ -64,7 +64,7 @@ static void busy_add(struct qdest *d)
     busy_head = d;
 }
 
-static void busy_del(struct qdest *d)
+static void busy_del(struct qmgr_dest *d)
 {
     if (!d->busy)
         return;
@@ -77,33 +77,33 @@ static void busy_del(struct qdest *d)
         d->bnext->bprev = d->bprev;
 }
 
-static void job_free(struct qjob *j)
+static void job_free(struct qmgr_job *j)
 {
     free(j->rcpt);
     free(j);
 }
 
-static int dest_suspended(const struct qdest *d)
+static int dest_suspended(const struct qmgr_dest *d)
 {
     return d->suspended_until > (long long)time(NULL);
 }
 
 /* Defer a job that cannot go out because its destination is suspended. */
-static void job_defer_suspended(struct qjob *j)
+static void job_defer_suspended(struct qmgr_job *j)
 {
     buf_t why = BUF_INIT;
 
     buf_printf(&why, "delivery temporarily suspended: %s",
                j->dest->suspend_reason ? j->dest->suspend_reason : "destination unreachable");
     for (size_t i = 0; i < j->n; i++)
-        msg_defer_rcpt(j->msg, j->rcpt[i], "4.4.1", buf_str(&why));
+        qmgr_msg_defer_rcpt(j->msg, j->rcpt[i], "4.4.1", buf_str(&why));
     j->msg->jobs--;
     buf_destroy(&why);
 }
 
-static void job_enqueue(struct qjob *j)
+static void job_enqueue(struct qmgr_job *j)
 {
-    struct qdest *d = j->dest;
+    struct qmgr_dest *d = j->dest;
 
     if (dest_suspended(d)) {
         job_defer_suspended(j);
@@ -118,18 +118,18 @@ static void job_enqueue(struct qjob *j)
     d->tail = j;
     d->queued++;
     busy_add(d);
-    ready_update(d, qmgr_now());
+    qmgr_ready_update(d, qmgr_now());
 }
 
 /* Put recipient idx into the message's open job for its destination. */
-static struct qjob *job_add_rcpt(struct qmsg *m, size_t idx, struct qjob *made)
+static struct qmgr_job *job_add_rcpt(struct qmgr_msg *m, size_t idx, struct qmgr_job *made)
 {
     buf_t tr = BUF_INIT, nh = BUF_INIT;
     size_t limit = (size_t)conf_int("default_destination_recipient_limit");
-    struct qdest *d;
-    struct qjob *j;
+    struct qmgr_dest *d;
+    struct qmgr_job *j;
 
-    route_rcpt(m->env.rcpt[idx].addr, &tr, &nh);
+    qmgr_route_rcpt(m->env.rcpt[idx].addr, &tr, &nh);
     d = dest_get(buf_str(&tr), buf_str(&nh));
     buf_destroy(&tr);
     buf_destroy(&nh);
@@ -151,9 +151,9 @@ static struct qjob *job_add_rcpt(struct qmsg *m, size_t idx, struct qjob *made)
     return made;
 }
 
-void sched_message(struct qmsg *m)
+void qmgr_sched_message(struct qmgr_msg *m)
 {
-    struct qjob *made = NULL, *next;
+    struct qmgr_job *made = NULL, *next;
 
     m->guard++;
     for (size_t i = 0; i < m->env.nrcpt; i++) {
@@ -163,7 +163,7 @@ void sched_message(struct qmsg *m)
         made = job_add_rcpt(m, i, made);
     }
     /* Reverse the chain so jobs enter the FIFOs in recipient order. */
-    struct qjob *rev = NULL;
+    struct qmgr_job *rev = NULL;
     for (; made; made = next) {
         next = made->next;
         made->dest->building = NULL;
@@ -175,26 +175,26 @@ void sched_message(struct qmsg *m)
         job_enqueue(rev);
     }
     m->guard--;
-    finish_check(m);
-    sched_dispatch();
+    qmgr_finish_check(m);
+    qmgr_sched_dispatch();
 }
 
-static void dest_suspend(struct qdest *d, const char *reason);
+static void dest_suspend(struct qmgr_dest *d, const char *reason);
 
 /* No delivery agent for this destination's transport right now. */
-static void dest_unreachable(struct qdest *d, double now)
+static void dest_unreachable(struct qmgr_dest *d, double now)
 {
     d->retry_at = now + 1; /* master will (re)start the agent */
     if (d->unreach_since == 0)
         d->unreach_since = now;
     else if (now - d->unreach_since > QMGR_AGENT_PATIENCE)
         dest_suspend(d, "mail transport unavailable");
-    ready_update(d, now);
+    qmgr_ready_update(d, now);
 }
 
-static struct qjob *dest_pop(struct qdest *d)
+static struct qmgr_job *dest_pop(struct qmgr_dest *d)
 {
-    struct qjob *j = d->head;
+    struct qmgr_job *j = d->head;
 
     d->head = j->next;
     if (d->head == NULL) {
@@ -206,7 +206,7 @@ static struct qjob *dest_pop(struct qdest *d)
     return j;
 }
 
-static void dest_push_front(struct qdest *d, struct qjob *j)
+static void dest_push_front(struct qmgr_dest *d, struct qmgr_job *j)
 {
     j->next = d->head;
     d->head = j;
@@ -214,25 +214,25 @@ static void dest_push_front(struct qdest *d, struct qjob *j)
         d->tail = j;
     d->queued++;
     busy_add(d);
-    ready_update(d, qmgr_now());
+    qmgr_ready_update(d, qmgr_now());
 }
 
-void sched_dispatch(void)
+void qmgr_sched_dispatch(void)
 {
     int dlimit = (int)conf_int("default_destination_concurrency_limit");
     size_t plimit = (size_t)conf_int("default_process_concurrency");
     double now = qmgr_now();
-    struct qdest *d;
+    struct qmgr_dest *d;
 
     if (qmgr_g.stopping)
         return;
-    if (ready_set_limit(dlimit)) /* first call, or a new limit */
+    if (qmgr_ready_set_limit(dlimit)) /* first call, or a new limit */
         for (d = busy_head; d; d = d->bnext)
-            ready_update(d, now);
-    ready_wake(now);
-    while (qmgr_g.st.inflight < plimit && (d = ready_pick()) != NULL) {
-        struct qjob *j = dest_pop(d);
-        if (deliver_start(j) < 0) {
+            qmgr_ready_update(d, now);
+    qmgr_ready_wake(now);
+    while (qmgr_g.st.inflight < plimit && (d = qmgr_ready_pick()) != NULL) {
+        struct qmgr_job *j = dest_pop(d);
+        if (qmgr_deliver_start(j) < 0) {
             dest_push_front(d, j);
             dest_unreachable(d, now);
             continue;
@@ -240,26 +240,26 @@ void sched_dispatch(void)
         d->unreach_since = 0;
         d->inflight++;
         qmgr_g.st.inflight++;
-        ready_update(d, now);
+        qmgr_ready_update(d, now);
     }
 }
 
 /* dest=fail: leave the destination alone and defer what waits for it. */
-static void dest_suspend(struct qdest *d, const char *reason)
+static void dest_suspend(struct qmgr_dest *d, const char *reason)
 {
     d->suspended_until = (long long)time(NULL) + conf_int("destination_suspend_time");
     free(d->suspend_reason);
     d->suspend_reason = xstrdup(reason && *reason ? reason : "destination unreachable");
     log_info("destination %s:%s suspended for %llds: %s", d->transport, d->nexthop,
              conf_int("destination_suspend_time"), d->suspend_reason);
-    ready_forget(d); /* out of the heap before its jobs go */
+    qmgr_ready_forget(d); /* out of the heap before its jobs go */
     while (d->head) {
-        struct qjob *j = dest_pop(d);
+        struct qmgr_job *j = dest_pop(d);
         job_defer_suspended(j);
-        finish_check(j->msg);
+        qmgr_finish_check(j->msg);
         job_free(j);
     }
-    ready_update(d, qmgr_now());
+    qmgr_ready_update(d, qmgr_now());
 }
 
 static const struct {
@@ -302,7 +302,7 @@ static int quad_ok(const attr_t *reply, size_t p, size_t want)
 /* A status=ok reply reports the job's recipients, in the job's order, as
  * rcpt/result/dsn/reason quadruples; it may stop short (the rest count as
  * crashed), nothing else. Any other status carries just a reason. */
-int sched_reply_matches(const struct qjob *j, const attr_t *reply)
+int qmgr_sched_reply_matches(const struct qmgr_job *j, const attr_t *reply)
 {
     const char *status = attr_get(reply, "status");
     size_t k = 0;
@@ -320,10 +320,10 @@ int sched_reply_matches(const struct qjob *j, const attr_t *reply)
     return 1;
 }
 
-/* Walk the quadruples (sched_reply_matches checked them); returns the
+/* Walk the quadruples (qmgr_sched_reply_matches checked them); returns the
  * first deferral reason (for a suspension) or NULL. Unreported
  * recipients: crashed. */
-static const char *job_apply_reply(struct qjob *j, const attr_t *reply)
+static const char *job_apply_reply(struct qmgr_job *j, const attr_t *reply)
 {
     const char *first_defer = NULL;
     size_t k = 0;
@@ -335,23 +335,23 @@ static const char *job_apply_reply(struct qjob *j, const attr_t *reply)
         const char *reason = reply->v[p + 3].value;
         if (rr == RR_DEFERRED && first_defer == NULL)
             first_defer = reason;
-        msg_rcpt_done(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason);
+        qmgr_msg_rcpt_done(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason);
         p += 3;
     }
     for (; k < j->n; k++)
-        msg_rcpt_done(j->msg, j->rcpt[k], RR_CRASH, NULL, "delivery agent reply incomplete");
+        qmgr_msg_rcpt_done(j->msg, j->rcpt[k], RR_CRASH, NULL, "delivery agent reply incomplete");
     return first_defer;
 }
 
-void sched_job_done(struct qjob *j, const attr_t *reply, const char *reason)
+void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *reason)
 {
-    struct qmsg *m = j->msg;
-    struct qdest *d = j->dest;
+    struct qmgr_msg *m = j->msg;
+    struct qmgr_dest *d = j->dest;
     const char *status = reply ? attr_get(reply, "status") : NULL;
 
     d->inflight--;
     qmgr_g.st.inflight--;
-    ready_update(d, qmgr_now());
+    qmgr_ready_update(d, qmgr_now());
     m->jobs--;
     m->guard++;
     if (status && strcmp(status, "ok") == 0) {
@@ -365,21 +365,21 @@ void sched_job_done(struct qjob *j, const attr_t *reply, const char *reason)
         if (reply)
             log_warn("%s: delivery agent %s refused the job: %s", m->id, d->transport, why);
         for (size_t k = 0; k < j->n; k++)
-            msg_rcpt_done(m, j->rcpt[k], rr, "4.3.0", why);
+            qmgr_msg_rcpt_done(m, j->rcpt[k], rr, "4.3.0", why);
     }
     job_free(j);
     m->guard--;
-    finish_check(m);
-    sched_dispatch();
+    qmgr_finish_check(m);
+    qmgr_sched_dispatch();
 }
 
-void sched_cancel_msg(struct qmsg *m)
+void qmgr_sched_cancel_msg(struct qmgr_msg *m)
 {
-    for (struct qdest *d = busy_head, *dn; d; d = dn) {
+    for (struct qmgr_dest *d = busy_head, *dn; d; d = dn) {
         dn = d->bnext;
-        struct qjob **pp = &d->head, *prev = NULL;
+        struct qmgr_job **pp = &d->head, *prev = NULL;
         while (*pp) {
-            struct qjob *j = *pp;
+            struct qmgr_job *j = *pp;
             if (j->msg != m) {
                 prev = j;
                 pp = &j->next;
@@ -398,25 +398,25 @@ void sched_cancel_msg(struct qmsg *m)
         }
         if (d->head == NULL)
             busy_del(d);
-        ready_update(d, qmgr_now()); /* its first job may have gone */
+        qmgr_ready_update(d, qmgr_now()); /* its first job may have gone */
     }
 }
 
-void sched_unsuspend_all(void)
+void qmgr_sched_unsuspend_all(void)
 {
     double now = qmgr_now();
 
     for (size_t b = 0; b < DEST_HASH_SIZE; b++)
-        for (struct qdest *d = dest_hash[b]; d; d = d->hnext) {
+        for (struct qmgr_dest *d = dest_hash[b]; d; d = d->hnext) {
             d->suspended_until = 0;
-            ready_update(d, now);
+            qmgr_ready_update(d, now);
         }
-    sched_dispatch();
+    qmgr_sched_dispatch();
 }
 
-static void dest_free(struct qdest *d)
+static void dest_free(struct qmgr_dest *d)
 {
-    ready_forget(d);
+    qmgr_ready_forget(d);
     while (d->head)
         job_free(dest_pop(d));
     free(d->key);
@@ -430,9 +430,9 @@ static void dest_free(struct qdest *d)
 static void dest_sweep(void)
 {
     for (size_t b = 0; b < DEST_HASH_SIZE; b++) {
-        struct qdest **pp = &dest_hash[b];
+        struct qmgr_dest **pp = &dest_hash[b];
         while (*pp) {
-            struct qdest *d = *pp;
+            struct qmgr_dest *d = *pp;
             if (!d->busy && d->inflight == 0 && !dest_suspended(d)) {
                 *pp = d->hnext;
                 dest_free(d);
@@ -443,11 +443,11 @@ static void dest_sweep(void)
     }
 }
 
-void sched_tick(void)
+void qmgr_sched_tick(void)
 {
     static unsigned ticks;
 
     if (++ticks % 60 == 0)
         dest_sweep();
-    sched_dispatch();
+    qmgr_sched_dispatch();
 }

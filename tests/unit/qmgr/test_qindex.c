@@ -220,7 +220,7 @@ static void test_clean_marker(void **state)
     qi = open_idx(1);
     assert_int_equal(qindex_count(qi), 0);
     qindex_close(qi, 1);
-    assert_string_equal(qstate_name(QS_HOLD), "hold");
+    assert_string_equal(qidx_state_name(QS_HOLD), "hold");
 }
 
 static double mono(void)
