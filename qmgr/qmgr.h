@@ -1,9 +1,9 @@
 /* qmgr.h - the queue manager's internal interfaces (shared by the qmgr/ sources).
  *
  * One process, one event loop, one global state (struct qmgr). Messages
- * in memory (struct qmgr_msg) are split per destination into jobs (struct
- * qjob) that wait in their destination's FIFO (struct qmgr_dest) until a
- * delivery-agent connection is free. A "round" is one pass over a
+ * in memory (struct qmgr_msg) are split per destination into jobs
+ * (struct qmgr_job) that wait in their destination's FIFO (struct
+ * qmgr_dest) until a delivery-agent connection is free. A "round" is one pass over a
  * message's pending recipients; when every recipient of the round has an
  * outcome, qmgr_finish decides: notify, defer, expire or remove. */
 #ifndef POSTINO_QMGR_H
@@ -11,9 +11,11 @@
 
 #include <stddef.h>
 #include <stdlib.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 #include "common/util/attr.h"
 #include "common/util/buf.h"
+#include "common/util/htable.h"
 #include "common/mail/qfile.h"
 #include "qmgr/qmgr_qindex.h"
 #include "common/mail/server.h"
@@ -58,7 +60,7 @@ struct qmgr_msg {
     int guard;               /* > 0: being scheduled, do not finish yet */
     int finishing;           /* round over, notifications under way */
     char *reason;            /* last deferral reason */
-    struct qmgr_msg *hnext;
+    struct hlink hlink;      /* in the table of messages in memory, by id */
 };
 
 struct qmgr_job {
@@ -67,13 +69,16 @@ struct qmgr_job {
     size_t *rcpt;
     size_t n;
     unsigned long long seq;  /* arrival order, for FIFO dispatch */
-    struct qmgr_job *next;
+    TAILQ_ENTRY(qmgr_job) link; /* in its destination's FIFO, or the
+                                   message's jobs while it is scheduled */
 };
+
+TAILQ_HEAD(qmgr_jobq, qmgr_job);
 
 struct qmgr_dest {
     char *key;               /* "transport\nnexthop" */
     char *transport, *nexthop;
-    struct qmgr_job *head, *tail;
+    struct qmgr_jobq jobs;   /* FIFO of queued jobs */
     size_t queued;
     int inflight;
     long long suspended_until;
@@ -81,12 +86,12 @@ struct qmgr_dest {
     double retry_at;         /* agent unreachable: do not dispatch before */
     double unreach_since;    /* agent unreachable since (0: reachable) */
     struct qmgr_job *building;   /* open job of the message being scheduled */
-    struct qmgr_dest *hnext;
-    struct qmgr_dest *bnext, *bprev; /* list of destinations with queued jobs */
-    int busy;
+    struct hlink hlink;      /* in the table of destinations, by key */
+    int busy;                /* in the list of destinations with queued jobs */
+    LIST_ENTRY(qmgr_dest) blink;
     size_t hpos;             /* position in the ready heap + 1; 0 = not in it */
     int timed;               /* in the list of those waiting for a time */
-    struct qmgr_dest *tnext, *tprev;
+    LIST_ENTRY(qmgr_dest) tlink;
 };
 
 struct qmgr_stats {

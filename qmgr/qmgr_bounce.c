@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -22,7 +23,7 @@ struct breq {
     size_t *idx;
     size_t n;
     time_t queued;
-    struct breq *next;
+    STAILQ_ENTRY(breq) link;
 };
 
 static const char *const kind_request[] = {
@@ -30,16 +31,14 @@ static const char *const kind_request[] = {
 };
 
 static struct conn *bconn;
-static struct breq *bhead, *btail;
-static int bbusy;              /* bhead was sent, awaiting the reply */
+static STAILQ_HEAD(, breq) breqs = STAILQ_HEAD_INITIALIZER(breqs);
+static int bbusy;              /* the first was sent, awaiting the reply */
 
 static struct breq *breq_pop(void)
 {
-    struct breq *r = bhead;
+    struct breq *r = STAILQ_FIRST(&breqs);
 
-    bhead = r->next;
-    if (bhead == NULL)
-        btail = NULL;
+    STAILQ_REMOVE_HEAD(&breqs, link);
     return r;
 }
 
@@ -131,17 +130,18 @@ static int bconn_open(void)
 
 static void bounce_kick(void)
 {
+    struct breq *r = STAILQ_FIRST(&breqs);
     attr_t req = ATTR_INIT;
 
-    if (bbusy || bhead == NULL || (bconn && conn_closing(bconn)))
+    if (bbusy || r == NULL || (bconn && conn_closing(bconn)))
         return;
     if (bconn == NULL && bconn_open() < 0)
         return; /* qmgr_bounce_tick retries, and gives up on old requests */
     attr_add(&req, "proto", PROTO_VERSION);
-    attr_add(&req, "request", kind_request[bhead->kind]);
-    attr_add(&req, "queue_id", bhead->msg->id);
-    for (size_t i = 0; i < bhead->n; i++)
-        attr_add_ll(&req, "rcpt", (long long)bhead->idx[i]);
+    attr_add(&req, "request", kind_request[r->kind]);
+    attr_add(&req, "queue_id", r->msg->id);
+    for (size_t i = 0; i < r->n; i++)
+        attr_add_ll(&req, "rcpt", (long long)r->idx[i]);
     conn_send(bconn, &req);
     attr_destroy(&req);
     bbusy = 1;
@@ -157,21 +157,19 @@ void qmgr_bounce_request(struct qmgr_msg *m, int kind, const size_t *idx, size_t
     memcpy(r->idx, idx, n * sizeof(*idx));
     r->n = n;
     r->queued = time(NULL);
-    if (btail)
-        btail->next = r;
-    else
-        bhead = r;
-    btail = r;
+    STAILQ_INSERT_TAIL(&breqs, r, link);
     bounce_kick();
 }
 
 void qmgr_bounce_tick(void)
 {
     time_t now = time(NULL);
+    struct breq *r;
 
     /* Without a bounce daemon, requests fail after a while so their
      * messages are deferred (and retried) instead of sitting in memory. */
-    while (!bbusy && bconn == NULL && bhead && now - bhead->queued > BOUNCE_CONNECT_PATIENCE)
+    while (!bbusy && bconn == NULL && (r = STAILQ_FIRST(&breqs)) != NULL &&
+           now - r->queued > BOUNCE_CONNECT_PATIENCE)
         breq_done(breq_pop(), 0);
     bounce_kick();
 }
@@ -181,7 +179,7 @@ void qmgr_bounce_close(void)
     conn_free(bconn); /* no callback */
     bconn = NULL;
     bbusy = 0;
-    while (bhead) {
+    while (!STAILQ_EMPTY(&breqs)) {
         struct breq *r = breq_pop();
         free(r->idx);
         free(r);

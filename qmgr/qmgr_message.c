@@ -9,42 +9,31 @@
 #include "common/util/alloc.h"
 #include "common/util/log.h"
 
-#define MSG_HASH_SIZE 4096
-
-static struct qmgr_msg *msg_hash[MSG_HASH_SIZE];
-
-static unsigned msg_bucket(const char *id)
-{
-    unsigned h = 5381;
-
-    for (; *id; id++)
-        h = h * 33 + (unsigned char)*id;
-    return h % MSG_HASH_SIZE;
-}
+/* The messages in memory, by queue id. */
+static struct htable msgs;
 
 struct qmgr_msg *qmgr_msg_find(const char *id)
 {
-    for (struct qmgr_msg *m = msg_hash[msg_bucket(id)]; m; m = m->hnext)
+    unsigned h = htable_hash_str(id);
+
+    for (struct hlink *l = htable_first(&msgs, h); l; l = htable_next(l, h)) {
+        struct qmgr_msg *m = HTABLE_ENTRY(l, struct qmgr_msg, hlink);
         if (strcmp(m->id, id) == 0)
             return m;
+    }
     return NULL;
 }
 
-static void msg_unlink(struct qmgr_msg *m)
+static void msg_link(struct qmgr_msg *m)
 {
-    struct qmgr_msg **pp = &msg_hash[msg_bucket(m->id)];
-
-    for (; *pp; pp = &(*pp)->hnext) {
-        if (*pp == m) {
-            *pp = m->hnext;
-            return;
-        }
-    }
+    if (msgs.nb == 0)
+        htable_init(&msgs, 1024);
+    htable_insert(&msgs, &m->hlink, htable_hash_str(m->id));
 }
 
 void qmgr_msg_free(struct qmgr_msg *m)
 {
-    msg_unlink(m);
+    htable_remove(&msgs, &m->hlink);
     qmgr_g.st.active--;
     qmgr_g.st.rcpts -= m->env.nrcpt;
     qenv_destroy(&m->env);
@@ -61,13 +50,10 @@ int qmgr_msg_room(void)
 
 void qmgr_msg_foreach(void (*fn)(struct qmgr_msg *m, void *arg), void *arg)
 {
-    for (size_t b = 0; b < MSG_HASH_SIZE; b++) {
-        struct qmgr_msg *next;
-        for (struct qmgr_msg *m = msg_hash[b]; m; m = next) {
-            next = m->hnext; /* fn may free m */
-            fn(m, arg);
-        }
-    }
+    struct hlink *l, *next;
+
+    HTABLE_EACH(&msgs, l, next) /* fn may free the message */
+        fn(HTABLE_ENTRY(l, struct qmgr_msg, hlink), arg);
 }
 
 void qmgr_msg_set_reason(struct qmgr_msg *m, const char *reason)
@@ -123,8 +109,7 @@ int qmgr_msg_activate(const char *id, int attempts, int check_busy)
     m->attempts = attempts;
     m->active_since = qmgr_now();
     m->rr = xcalloc(m->env.nrcpt ? m->env.nrcpt : 1, 1);
-    m->hnext = msg_hash[msg_bucket(id)];
-    msg_hash[msg_bucket(id)] = m;
+    msg_link(m);
     qmgr_g.st.active++;
     qmgr_g.st.rcpts += m->env.nrcpt;
     /* Like Postfix: logged each time the message enters the active queue. */

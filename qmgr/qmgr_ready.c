@@ -21,13 +21,13 @@
 
 static struct qmgr_dest **heap;
 static size_t heap_n, heap_cap;
-static struct qmgr_dest *timed_head;
+static LIST_HEAD(, qmgr_dest) timed = LIST_HEAD_INITIALIZER(timed);
 static double timed_min;       /* earliest wake-up in the timed list */
 static int dest_limit = 1;     /* default_destination_concurrency_limit */
 
 static int before(const struct qmgr_dest *a, const struct qmgr_dest *b)
 {
-    return a->head->seq < b->head->seq;
+    return TAILQ_FIRST(&a->jobs)->seq < TAILQ_FIRST(&b->jobs)->seq;
 }
 
 static void heap_set(size_t i, struct qmgr_dest *d)
@@ -98,23 +98,14 @@ static void timed_del(struct qmgr_dest *d)
     if (!d->timed)
         return;
     d->timed = 0;
-    if (d->tprev)
-        d->tprev->tnext = d->tnext;
-    else
-        timed_head = d->tnext;
-    if (d->tnext)
-        d->tnext->tprev = d->tprev;
+    LIST_REMOVE(d, tlink);
 }
 
 static void timed_add(struct qmgr_dest *d, double wake)
 {
     if (!d->timed) {
         d->timed = 1;
-        d->tprev = NULL;
-        d->tnext = timed_head;
-        if (timed_head)
-            timed_head->tprev = d;
-        timed_head = d;
+        LIST_INSERT_HEAD(&timed, d, tlink);
     }
     if (wake < timed_min || timed_min == 0)
         timed_min = wake;
@@ -134,7 +125,7 @@ void qmgr_ready_update(struct qmgr_dest *d, double now)
 {
     double wake;
 
-    if (d->head == NULL || d->inflight >= dest_limit) {
+    if (TAILQ_EMPTY(&d->jobs) || d->inflight >= dest_limit) {
         heap_del(d); /* a job completion or a new job calls us again */
         timed_del(d);
     } else if ((wake = dest_wake(d, now)) > 0) {
@@ -161,11 +152,11 @@ void qmgr_ready_wake(double now)
 {
     struct qmgr_dest *d, *next;
 
-    if (timed_head == NULL || now < timed_min)
+    if (LIST_EMPTY(&timed) || now < timed_min)
         return;
     timed_min = 0;
-    for (d = timed_head; d; d = next) {
-        next = d->tnext;
+    for (d = LIST_FIRST(&timed); d; d = next) {
+        next = LIST_NEXT(d, tlink);
         qmgr_ready_update(d, now); /* re-adds with its wake-up if still waiting */
     }
 }

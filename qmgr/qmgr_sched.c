@@ -14,39 +14,39 @@
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 
-#define DEST_HASH_SIZE 4096
-
-static struct qmgr_dest *dest_hash[DEST_HASH_SIZE];
-static struct qmgr_dest *busy_head;       /* destinations with queued jobs */
+/* Every destination qmgr knows, by "transport\nnexthop". */
+static struct htable dests;
+/* Those with queued jobs. */
+static LIST_HEAD(, qmgr_dest) busy = LIST_HEAD_INITIALIZER(busy);
 static unsigned long long job_seq;
 
-static unsigned dest_bucket(const char *key)
+static struct qmgr_dest *dest_find(const char *key, unsigned h)
 {
-    unsigned h = 5381;
-
-    for (; *key; key++)
-        h = h * 33 + (unsigned char)*key;
-    return h % DEST_HASH_SIZE;
+    for (struct hlink *l = htable_first(&dests, h); l; l = htable_next(l, h)) {
+        struct qmgr_dest *d = HTABLE_ENTRY(l, struct qmgr_dest, hlink);
+        if (strcmp(d->key, key) == 0)
+            return d;
+    }
+    return NULL;
 }
 
 static struct qmgr_dest *dest_get(const char *transport, const char *nexthop)
 {
     buf_t key = BUF_INIT;
     struct qmgr_dest *d;
-    unsigned b;
+    unsigned h;
 
     buf_printf(&key, "%s\n%s", transport, nexthop);
-    b = dest_bucket(buf_str(&key));
-    for (d = dest_hash[b]; d; d = d->hnext)
-        if (strcmp(d->key, buf_str(&key)) == 0)
-            break;
-    if (d == NULL) {
+    h = htable_hash_str(buf_str(&key));
+    if ((d = dest_find(buf_str(&key), h)) == NULL) {
         d = xcalloc(1, sizeof(*d));
         d->key = buf_detach(&key);
         d->transport = xstrdup(transport);
         d->nexthop = xstrdup(nexthop);
-        d->hnext = dest_hash[b];
-        dest_hash[b] = d;
+        TAILQ_INIT(&d->jobs);
+        if (dests.nb == 0)
+            htable_init(&dests, 1024);
+        htable_insert(&dests, &d->hlink, h);
     }
     buf_destroy(&key);
     return d;
@@ -57,11 +57,7 @@ static void busy_add(struct qmgr_dest *d)
     if (d->busy)
         return;
     d->busy = 1;
-    d->bprev = NULL;
-    d->bnext = busy_head;
-    if (busy_head)
-        busy_head->bprev = d;
-    busy_head = d;
+    LIST_INSERT_HEAD(&busy, d, blink);
 }
 
 static void busy_del(struct qmgr_dest *d)
@@ -69,12 +65,7 @@ static void busy_del(struct qmgr_dest *d)
     if (!d->busy)
         return;
     d->busy = 0;
-    if (d->bprev)
-        d->bprev->bnext = d->bnext;
-    else
-        busy_head = d->bnext;
-    if (d->bnext)
-        d->bnext->bprev = d->bprev;
+    LIST_REMOVE(d, blink);
 }
 
 static void job_free(struct qmgr_job *j)
@@ -110,19 +101,15 @@ static void job_enqueue(struct qmgr_job *j)
         job_free(j);
         return;
     }
-    j->next = NULL;
-    if (d->tail)
-        d->tail->next = j;
-    else
-        d->head = j;
-    d->tail = j;
+    TAILQ_INSERT_TAIL(&d->jobs, j, link);
     d->queued++;
     busy_add(d);
     qmgr_ready_update(d, qmgr_now());
 }
 
-/* Put recipient idx into the message's open job for its destination. */
-static struct qmgr_job *job_add_rcpt(struct qmgr_msg *m, size_t idx, struct qmgr_job *made)
+/* Put recipient idx into the message's open job for its destination; a
+ * new job goes to the end of made. */
+static void job_add_rcpt(struct qmgr_msg *m, size_t idx, struct qmgr_jobq *made)
 {
     buf_t tr = BUF_INIT, nh = BUF_INIT;
     size_t limit = (size_t)conf_int("default_destination_recipient_limit");
@@ -140,39 +127,33 @@ static struct qmgr_job *job_add_rcpt(struct qmgr_msg *m, size_t idx, struct qmgr
         j->dest = d;
         j->rcpt = xcalloc(limit, sizeof(*j->rcpt));
         j->seq = ++job_seq;
-        j->next = made; /* chain of jobs made for this message */
+        TAILQ_INSERT_TAIL(made, j, link);
         d->building = j;
-        made = j;
         m->jobs++;
     }
     j->rcpt[j->n++] = idx;
     m->rr[idx] = RR_WAIT;
     m->waiting++;
-    return made;
 }
 
 void qmgr_sched_message(struct qmgr_msg *m)
 {
-    struct qmgr_job *made = NULL, *next;
+    struct qmgr_jobq made = TAILQ_HEAD_INITIALIZER(made);
+    struct qmgr_job *j;
 
     m->guard++;
     for (size_t i = 0; i < m->env.nrcpt; i++) {
         int st = m->env.rcpt[i].status;
         if (st == QR_SENT || st == QR_BOUNCED)
             continue;
-        made = job_add_rcpt(m, i, made);
+        job_add_rcpt(m, i, &made);
     }
-    /* Reverse the chain so jobs enter the FIFOs in recipient order. */
-    struct qmgr_job *rev = NULL;
-    for (; made; made = next) {
-        next = made->next;
-        made->dest->building = NULL;
-        made->next = rev;
-        rev = made;
-    }
-    for (; rev; rev = next) {
-        next = rev->next;
-        job_enqueue(rev);
+    /* Into the FIFOs in recipient order, once every job is complete. */
+    TAILQ_FOREACH(j, &made, link)
+        j->dest->building = NULL;
+    while ((j = TAILQ_FIRST(&made)) != NULL) {
+        TAILQ_REMOVE(&made, j, link);
+        job_enqueue(j);
     }
     m->guard--;
     qmgr_finish_check(m);
@@ -194,24 +175,18 @@ static void dest_unreachable(struct qmgr_dest *d, double now)
 
 static struct qmgr_job *dest_pop(struct qmgr_dest *d)
 {
-    struct qmgr_job *j = d->head;
+    struct qmgr_job *j = TAILQ_FIRST(&d->jobs);
 
-    d->head = j->next;
-    if (d->head == NULL) {
-        d->tail = NULL;
+    TAILQ_REMOVE(&d->jobs, j, link);
+    if (TAILQ_EMPTY(&d->jobs))
         busy_del(d);
-    }
     d->queued--;
-    j->next = NULL;
     return j;
 }
 
 static void dest_push_front(struct qmgr_dest *d, struct qmgr_job *j)
 {
-    j->next = d->head;
-    d->head = j;
-    if (d->tail == NULL)
-        d->tail = j;
+    TAILQ_INSERT_HEAD(&d->jobs, j, link);
     d->queued++;
     busy_add(d);
     qmgr_ready_update(d, qmgr_now());
@@ -227,7 +202,7 @@ void qmgr_sched_dispatch(void)
     if (qmgr_g.stopping)
         return;
     if (qmgr_ready_set_limit(dlimit)) /* first call, or a new limit */
-        for (d = busy_head; d; d = d->bnext)
+        LIST_FOREACH(d, &busy, blink)
             qmgr_ready_update(d, now);
     qmgr_ready_wake(now);
     while (qmgr_g.st.inflight < plimit && (d = qmgr_ready_pick()) != NULL) {
@@ -253,7 +228,7 @@ static void dest_suspend(struct qmgr_dest *d, const char *reason)
     log_info("destination %s:%s suspended for %llds: %s", d->transport, d->nexthop,
              conf_int("destination_suspend_time"), d->suspend_reason);
     qmgr_ready_forget(d); /* out of the heap before its jobs go */
-    while (d->head) {
+    while (!TAILQ_EMPTY(&d->jobs)) {
         struct qmgr_job *j = dest_pop(d);
         job_defer_suspended(j);
         qmgr_finish_check(j->msg);
@@ -373,32 +348,36 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
     qmgr_sched_dispatch();
 }
 
+/* Take m's queued jobs out of d's FIFO. */
+static void dest_cancel_msg(struct qmgr_dest *d, struct qmgr_msg *m)
+{
+    struct qmgr_job *j, *next;
+
+    for (j = TAILQ_FIRST(&d->jobs); j; j = next) {
+        next = TAILQ_NEXT(j, link);
+        if (j->msg != m)
+            continue;
+        TAILQ_REMOVE(&d->jobs, j, link);
+        d->queued--;
+        for (size_t k = 0; k < j->n; k++) {
+            m->rr[j->rcpt[k]] = RR_CANCEL;
+            m->waiting--;
+        }
+        m->jobs--;
+        job_free(j);
+    }
+    if (TAILQ_EMPTY(&d->jobs))
+        busy_del(d);
+    qmgr_ready_update(d, qmgr_now()); /* its first job may have gone */
+}
+
 void qmgr_sched_cancel_msg(struct qmgr_msg *m)
 {
-    for (struct qmgr_dest *d = busy_head, *dn; d; d = dn) {
-        dn = d->bnext;
-        struct qmgr_job **pp = &d->head, *prev = NULL;
-        while (*pp) {
-            struct qmgr_job *j = *pp;
-            if (j->msg != m) {
-                prev = j;
-                pp = &j->next;
-                continue;
-            }
-            *pp = j->next;
-            if (d->tail == j)
-                d->tail = prev;
-            d->queued--;
-            for (size_t k = 0; k < j->n; k++) {
-                m->rr[j->rcpt[k]] = RR_CANCEL;
-                m->waiting--;
-            }
-            m->jobs--;
-            job_free(j);
-        }
-        if (d->head == NULL)
-            busy_del(d);
-        qmgr_ready_update(d, qmgr_now()); /* its first job may have gone */
+    struct qmgr_dest *d, *next;
+
+    for (d = LIST_FIRST(&busy); d; d = next) {
+        next = LIST_NEXT(d, blink);
+        dest_cancel_msg(d, m);
     }
 }
 
@@ -406,18 +385,20 @@ void qmgr_sched_unsuspend_all(void)
 {
     double now = qmgr_now();
 
-    for (size_t b = 0; b < DEST_HASH_SIZE; b++)
-        for (struct qmgr_dest *d = dest_hash[b]; d; d = d->hnext) {
-            d->suspended_until = 0;
-            qmgr_ready_update(d, now);
-        }
+    struct hlink *l, *next;
+
+    HTABLE_EACH(&dests, l, next) {
+        struct qmgr_dest *d = HTABLE_ENTRY(l, struct qmgr_dest, hlink);
+        d->suspended_until = 0;
+        qmgr_ready_update(d, now);
+    }
     qmgr_sched_dispatch();
 }
 
 static void dest_free(struct qmgr_dest *d)
 {
     qmgr_ready_forget(d);
-    while (d->head)
+    while (!TAILQ_EMPTY(&d->jobs))
         job_free(dest_pop(d));
     free(d->key);
     free(d->transport);
@@ -429,16 +410,13 @@ static void dest_free(struct qmgr_dest *d)
 /* Forget idle destinations (not busy, nothing in flight, not suspended). */
 static void dest_sweep(void)
 {
-    for (size_t b = 0; b < DEST_HASH_SIZE; b++) {
-        struct qmgr_dest **pp = &dest_hash[b];
-        while (*pp) {
-            struct qmgr_dest *d = *pp;
-            if (!d->busy && d->inflight == 0 && !dest_suspended(d)) {
-                *pp = d->hnext;
-                dest_free(d);
-            } else {
-                pp = &d->hnext;
-            }
+    struct hlink *l, *next;
+
+    HTABLE_EACH(&dests, l, next) {
+        struct qmgr_dest *d = HTABLE_ENTRY(l, struct qmgr_dest, hlink);
+        if (!d->busy && d->inflight == 0 && !dest_suspended(d)) {
+            htable_remove(&dests, l);
+            dest_free(d);
         }
     }
 }
