@@ -130,7 +130,7 @@ int qmgr_msg_activate(const char *id, int attempts, int check_busy);
 void qmgr_msg_free(struct qmgr_msg *m);
 void qmgr_msg_set_reason(struct qmgr_msg *m, const char *reason);
 /* Record the round outcome of recipient idx (also in memory's qrcpt). */
-void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, int rr, const char *dsn,
+void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const char *dsn,
                         const char *reason);
 /* Append a deferred result and log it, for recipients qmgr defers itself. */
 void qmgr_msg_defer_rcpt(struct qmgr_msg *m, size_t idx, const char *dsn, const char *reason);
@@ -142,7 +142,8 @@ void qmgr_msg_foreach(void (*fn)(struct qmgr_msg *m, void *arg), void *arg);
 /* qmgr_finish.c */
 /* Called whenever a recipient/job/notification completes. */
 void qmgr_finish_check(struct qmgr_msg *m);
-void qmgr_finish_notify_done(struct qmgr_msg *m, int kind, const size_t *idx, size_t n, int ok);
+void qmgr_finish_notify_done(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx,
+                             size_t n, int ok);
 
 /* qmgr_route.c */
 void qmgr_route_init(void);
@@ -183,7 +184,7 @@ int qmgr_deliver_start(struct qmgr_job *j);
 void qmgr_deliver_close_all(void);
 
 /* qmgr_bounce.c */
-void qmgr_bounce_request(struct qmgr_msg *m, int kind, const size_t *idx, size_t n);
+void qmgr_bounce_request(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx, size_t n);
 void qmgr_bounce_tick(void);
 void qmgr_bounce_close(void);
 

@@ -19,7 +19,7 @@
 
 struct breq {
     struct qmgr_msg *msg;
-    int kind;
+    enum qmgr_kind kind;
     size_t *idx;
     size_t n;
     time_t queued;
@@ -76,7 +76,7 @@ static void bounce_new_id(const char *newid)
     if (!qid_valid(newid) || qmgr_msg_find(newid))
         return;
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, newid, &rec) == 1) {
+    if (qindex_get(qmgr_g.qi, newid, &rec) == QIDX_FOUND) {
         qidx_rec_destroy(&rec);
         return;
     }
@@ -147,7 +147,7 @@ static void bounce_kick(void)
     bbusy = 1;
 }
 
-void qmgr_bounce_request(struct qmgr_msg *m, int kind, const size_t *idx, size_t n)
+void qmgr_bounce_request(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx, size_t n)
 {
     struct breq *r = xcalloc(1, sizeof(*r));
 

@@ -82,7 +82,7 @@ static int rec_update(const char *id, int from_hold, int state, long long next)
     int changed = 0;
 
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, id, &rec) != 1)
+    if (qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
         return 0;
     if ((rec.state == QS_HOLD) == from_hold) {
         rec.state = state;
@@ -139,7 +139,7 @@ static int do_release(const char *id)
     }
     struct qidx_rec rec;
     memset(&rec, 0, sizeof(rec));
-    int held = qindex_get(qmgr_g.qi, id, &rec) == 1 && rec.state == QS_HOLD;
+    int held = qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND && rec.state == QS_HOLD;
     qidx_rec_destroy(&rec);
     if (!held || qfile_append_record(qmgr_g.spool, id, "hold", "0") < 0)
         return 0;

@@ -67,7 +67,7 @@ static void msg_expire(struct qmgr_msg *m)
 }
 
 /* Recipients wanting a notice of kind; returns the count (idx filled). */
-static size_t collect(const struct qmgr_msg *m, int kind, size_t *idx)
+static size_t collect(const struct qmgr_msg *m, enum qmgr_kind kind, size_t *idx)
 {
     size_t n = 0;
 
@@ -134,7 +134,7 @@ void qmgr_finish_check(struct qmgr_msg *m)
         msg_expire(m);
     idx = xcalloc(m->env.nrcpt ? m->env.nrcpt : 1, sizeof(*idx));
     m->notify_pending = 1; /* hold off finish_final while requesting */
-    for (int k = QK_BOUNCE; k <= QK_SUCCESS; k++) {
+    for (enum qmgr_kind k = QK_BOUNCE; k <= QK_SUCCESS; k++) {
         if (k == QK_DELAY && !want_delay_warning(m, now))
             continue;
         size_t n = collect(m, k, idx);
@@ -148,7 +148,8 @@ void qmgr_finish_check(struct qmgr_msg *m)
         finish_final(m);
 }
 
-void qmgr_finish_notify_done(struct qmgr_msg *m, int kind, const size_t *idx, size_t n, int ok)
+void qmgr_finish_notify_done(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx,
+                             size_t n, int ok)
 {
     if (ok) {
         for (size_t i = 0; i < n; i++)

@@ -110,7 +110,7 @@ static int adopt_file(const char *id, const char *path, long long min_age)
     if (min_age > 0 && time(NULL) - sb.st_mtime < min_age)
         return 0;
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, id, &rec) == 1) {
+    if (qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND) {
         qidx_rec_destroy(&rec);
         return 0;
     }
@@ -286,7 +286,7 @@ void qmgr_index_new_mail(const char *id)
      * time; taking it for new would try a deferred message again at once. */
     if (qmgr_msg_find(id))
         return;
-    if (qindex_get(qmgr_g.qi, id, &known) == 1) {
+    if (qindex_get(qmgr_g.qi, id, &known) == QIDX_FOUND) {
         qidx_rec_destroy(&known);
         return;
     }
@@ -349,7 +349,7 @@ static int sel_ids(const attr_t *req, struct sel_ctx *c, const char **err)
             return -1;
         }
         memset(&rec, 0, sizeof(rec));
-        if (qindex_get(qmgr_g.qi, id, &rec) != 1)
+        if (qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
             continue;
         int stop = sel_cb(&rec, c);
         qidx_rec_destroy(&rec);

@@ -168,7 +168,8 @@ void qmgr_msg_log_status(const struct qmgr_msg *m, size_t idx, const char *relay
     buf_destroy(&d);
 }
 
-void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, int rr, const char *dsn, const char *reason)
+void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const char *dsn,
+                        const char *reason)
 {
     static const int to_status[] = {
         [RR_SENT] = QR_SENT, [RR_BOUNCED] = QR_BOUNCED, [RR_DEFERRED] = QR_DEFERRED,

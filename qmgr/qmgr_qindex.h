@@ -51,7 +51,10 @@ struct qindex *qindex_open(const char *spool, int *was_clean, buf_t *err);
 void qindex_close(struct qindex *qi, int clean);
 int qindex_clear(struct qindex *qi);
 int qindex_put(struct qindex *qi, const struct qidx_rec *rec);   /* insert or replace */
-int qindex_get(struct qindex *qi, const char *id, struct qidx_rec *out); /* 1 found, 0 not, -1 err */
+/* QIDX_FOUND: *out holds the record (qidx_rec_destroy it); QIDX_FAILED:
+ * a Berkeley DB error (logged) or an undecodable record. */
+enum qidx_lookup { QIDX_FOUND, QIDX_MISSING, QIDX_FAILED };
+enum qidx_lookup qindex_get(struct qindex *qi, const char *id, struct qidx_rec *out);
 int qindex_del(struct qindex *qi, const char *id);
 /* Records with next_attempt <= now (any state but HOLD), oldest first. */
 int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg);

@@ -239,17 +239,18 @@ static void dest_suspend(struct qmgr_dest *d, const char *reason)
 
 static const struct {
     const char *name;
-    int rr;
+    enum qmgr_rr rr;
 } result_map[] = {
     { "sent", RR_SENT }, { "deferred", RR_DEFERRED }, { "bounced", RR_BOUNCED },
 };
 
-static int result_rr(const char *s)
+/* The outcome a result= names; RR_NONE for none we know. */
+static enum qmgr_rr result_rr(const char *s)
 {
     for (size_t i = 0; s && i < sizeof(result_map) / sizeof(result_map[0]); i++)
         if (strcmp(s, result_map[i].name) == 0)
             return result_map[i].rr;
-    return -1;
+    return RR_NONE;
 }
 
 static int idx_is(const char *s, size_t want)
@@ -270,7 +271,7 @@ static int quad_ok(const attr_t *reply, size_t p, size_t want)
     const struct attr_pair *v = reply->v;
 
     return p + 3 < reply->n && idx_is(v[p].value, want) && strcmp(v[p + 1].name, "result") == 0 &&
-           result_rr(v[p + 1].value) >= 0 && strcmp(v[p + 2].name, "dsn") == 0 &&
+           result_rr(v[p + 1].value) != RR_NONE && strcmp(v[p + 2].name, "dsn") == 0 &&
            strcmp(v[p + 3].name, "reason") == 0;
 }
 
@@ -306,7 +307,7 @@ static const char *job_apply_reply(struct qmgr_job *j, const attr_t *reply)
     for (size_t p = 0; p < reply->n && k < j->n; p++) {
         if (strcmp(reply->v[p].name, "rcpt") != 0)
             continue;
-        int rr = result_rr(reply->v[p + 1].value);
+        enum qmgr_rr rr = result_rr(reply->v[p + 1].value);
         const char *reason = reply->v[p + 3].value;
         if (rr == RR_DEFERRED && first_defer == NULL)
             first_defer = reason;
@@ -336,7 +337,7 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
             dest_suspend(d, why ? why : m->reason);
     } else {
         const char *why = reply ? attr_get_def(reply, "reason", "delivery agent failed") : reason;
-        int rr = reply ? RR_DEFERRED : RR_CRASH;
+        enum qmgr_rr rr = reply ? RR_DEFERRED : RR_CRASH;
         if (reply)
             log_warn("%s: delivery agent %s refused the job: %s", m->id, d->transport, why);
         for (size_t k = 0; k < j->n; k++)
