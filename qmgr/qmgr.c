@@ -10,11 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "common/util/alloc.h"
+#include "common/util/conn.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
@@ -25,49 +24,36 @@ static struct event *tick_ev;
 
 /* ---- notifications from smtpd and bounce ---- */
 
-static void notify_drop(struct bufferevent *bev, const char *why)
+/* One "proto=1 request=new queue_id=ID" record per new queue file. */
+static enum conn_verdict notify_record(struct conn *c, const attr_t *rec, void *arg,
+                                       const char **why)
 {
-    log_error("notification connection: %s; dropping it", why);
-    bufferevent_free(bev);
-}
+    const char *req = attr_get(rec, "request");
+    const char *id = attr_get(rec, "queue_id");
 
-static void notify_read(struct bufferevent *bev, void *arg)
-{
-    attr_t rec = ATTR_INIT;
-    const char *err = NULL;
-    int r;
-
-    while ((r = attr_from_evbuffer(bufferevent_get_input(bev), &rec, &err)) == 1) {
-        const char *proto = attr_get(&rec, "proto");
-        const char *req = attr_get(&rec, "request");
-        const char *id = attr_get(&rec, "queue_id");
-        if (proto == NULL || strcmp(proto, PROTO_VERSION) != 0 || req == NULL ||
-            strcmp(req, "new") != 0 || id == NULL || !qid_valid(id)) {
-            attr_destroy(&rec);
-            notify_drop(bev, "malformed request (want proto=" PROTO_VERSION
-                             " request=new queue_id=ID)");
-            return;
-        }
-        if (!qmgr_g.stopping)
-            index_new_mail(id);
+    if (req == NULL || strcmp(req, "new") != 0) {
+        *why = "unknown request (want request=new)";
+        return CONN_DROP;
     }
-    attr_destroy(&rec);
-    if (r < 0)
-        notify_drop(bev, err ? err : "malformed record");
-}
-
-static void notify_event(struct bufferevent *bev, short what, void *arg)
-{
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        bufferevent_free(bev);
+    if (id == NULL || !qid_valid(id)) {
+        *why = "missing or malformed queue_id";
+        return CONN_DROP;
+    }
+    if (!qmgr_g.stopping)
+        qmgr_index_new_mail(id);
+    return CONN_OK;
 }
 
 static void qmgr_accept(struct server *s, int fd, int idx)
 {
-    struct bufferevent *bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    static const struct conn_ops ops = { .on_record = notify_record };
+    static const struct conn_cfg cfg = {
+        .peer = SOCK_QMGR " client",
+        .proto = PROTO_VERSION,
+        .serving = 1,
+    };
 
-    bufferevent_setcb(bev, notify_read, NULL, notify_event, NULL);
-    bufferevent_enable(bev, EV_READ);
+    conn_new(s->base, fd, &cfg, &ops, NULL);
 }
 
 /* ---- timers and life cycle ---- */
@@ -79,20 +65,20 @@ static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
     if (qmgr_g.stopping)
         return;
     if (last_scan == 0)
-        last_scan = now; /* index_startup just scanned */
+        last_scan = now; /* qmgr_index_startup just scanned */
     if (now - last_scan >= (time_t)conf_int("queue_run_delay")) {
         last_scan = now;
-        index_rescan();
+        qmgr_index_rescan();
     }
-    index_pull_due();
-    sched_tick();
-    bounce_tick();
+    qmgr_index_pull_due();
+    qmgr_sched_tick();
+    qmgr_bounce_tick();
 }
 
 static void qmgr_pre_drop(struct server *s)
 {
-    perm_init();
-    route_init(); /* table paths may lie outside a chroot */
+    qmgr_perm_init();
+    qmgr_route_init(); /* table paths may lie outside a chroot */
 }
 
 /* One qmgr per spool, before the control socket is replaced and before
@@ -133,8 +119,8 @@ static void qmgr_post_drop(struct server *s)
     if (s->nlisten < 1)
         log_warn("no private/qmgr socket passed (-s 0): no new-mail notifications");
     qmgr_lock();
-    control_init(); /* early: CLI requests queue up during a rebuild */
-    index_startup();
+    qmgr_control_init(); /* early: CLI requests queue up during a rebuild */
+    qmgr_index_startup();
     tick_ev = event_new(s->base, -1, EV_PERSIST, qmgr_tick, NULL);
     event_add(tick_ev, &one);
 }
@@ -146,11 +132,11 @@ static void qmgr_stop(struct server *s)
     if (tick_ev)
         event_free(tick_ev);
     tick_ev = NULL;
-    control_close();
-    deliver_close_all();
-    bounce_close();
-    index_shutdown();
-    route_close();
+    qmgr_control_close();
+    qmgr_deliver_close_all();
+    qmgr_bounce_close();
+    qmgr_index_shutdown();
+    qmgr_route_close();
     /* A reload replaces qmgr as a matter of course: not worth a line. */
     if (s->retiring)
         log_debug("retired");

@@ -1,9 +1,9 @@
 /* qmgr.h - the queue manager's internal interfaces (shared by the qmgr/ sources).
  *
  * One process, one event loop, one global state (struct qmgr). Messages
- * in memory (struct qmsg) are split per destination into jobs (struct
- * qjob) that wait in their destination's FIFO (struct qdest) until a
- * delivery-agent connection is free. A "round" is one pass over a
+ * in memory (struct qmgr_msg) are split per destination into jobs
+ * (struct qmgr_job) that wait in their destination's FIFO (struct
+ * qmgr_dest) until a delivery-agent connection is free. A "round" is one pass over a
  * message's pending recipients; when every recipient of the round has an
  * outcome, qmgr_finish decides: notify, defer, expire or remove. */
 #ifndef POSTINO_QMGR_H
@@ -11,15 +11,17 @@
 
 #include <stddef.h>
 #include <stdlib.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 #include "common/util/attr.h"
 #include "common/util/buf.h"
+#include "common/util/htable.h"
 #include "common/mail/qfile.h"
 #include "qmgr/qmgr_qindex.h"
 #include "common/mail/server.h"
 
 /* Recipient state within the current round. */
-enum qrr {
+enum qmgr_rr {
     RR_NONE = 0,   /* not part of this round (final before it started) */
     RR_WAIT,       /* in a queued or in-flight job */
     RR_SENT,
@@ -30,7 +32,7 @@ enum qrr {
 };
 
 /* Notification kinds (request= names in qmgr_bounce.c). */
-enum qkind { QK_BOUNCE = 0, QK_DELAY, QK_SUCCESS };
+enum qmgr_kind { QK_BOUNCE = 0, QK_DELAY, QK_SUCCESS };
 
 /* Seconds before retrying recipients whose delivery agent crashed. */
 #define QMGR_CRASH_RETRY 5
@@ -42,12 +44,12 @@ enum qkind { QK_BOUNCE = 0, QK_DELAY, QK_SUCCESS };
 /* Index lease of a message in memory, so the due scan skips it. */
 #define QMGR_ACTIVE_LEASE (365LL * 86400)
 
-struct qdest;
+struct qmgr_dest;
 
-struct qmsg {
+struct qmgr_msg {
     char id[QID_LEN + 1];
     struct qenv env;
-    unsigned char *rr;       /* enum qrr per recipient */
+    unsigned char *rr;       /* enum qmgr_rr per recipient */
     size_t waiting;          /* recipients in RR_WAIT */
     int attempts;            /* previous deferrals (from the index) */
     double active_since;     /* when qmgr took it (for delays=) */
@@ -58,35 +60,38 @@ struct qmsg {
     int guard;               /* > 0: being scheduled, do not finish yet */
     int finishing;           /* round over, notifications under way */
     char *reason;            /* last deferral reason */
-    struct qmsg *hnext;
+    struct hlink hlink;      /* in the table of messages in memory, by id */
 };
 
-struct qjob {
-    struct qmsg *msg;
-    struct qdest *dest;
+struct qmgr_job {
+    struct qmgr_msg *msg;
+    struct qmgr_dest *dest;
     size_t *rcpt;
     size_t n;
     unsigned long long seq;  /* arrival order, for FIFO dispatch */
-    struct qjob *next;
+    TAILQ_ENTRY(qmgr_job) link; /* in its destination's FIFO, or the
+                                   message's jobs while it is scheduled */
 };
 
-struct qdest {
+TAILQ_HEAD(qmgr_jobq, qmgr_job);
+
+struct qmgr_dest {
     char *key;               /* "transport\nnexthop" */
     char *transport, *nexthop;
-    struct qjob *head, *tail;
+    struct qmgr_jobq jobs;   /* FIFO of queued jobs */
     size_t queued;
     int inflight;
     long long suspended_until;
     char *suspend_reason;
     double retry_at;         /* agent unreachable: do not dispatch before */
     double unreach_since;    /* agent unreachable since (0: reachable) */
-    struct qjob *building;   /* open job of the message being scheduled */
-    struct qdest *hnext;
-    struct qdest *bnext, *bprev; /* list of destinations with queued jobs */
-    int busy;
+    struct qmgr_job *building;   /* open job of the message being scheduled */
+    struct hlink hlink;      /* in the table of destinations, by key */
+    int busy;                /* in the list of destinations with queued jobs */
+    LIST_ENTRY(qmgr_dest) blink;
     size_t hpos;             /* position in the ready heap + 1; 0 = not in it */
     int timed;               /* in the list of those waiting for a time */
-    struct qdest *tnext, *tprev;
+    LIST_ENTRY(qmgr_dest) tlink;
 };
 
 struct qmgr_stats {
@@ -103,7 +108,7 @@ struct qmgr {
     long long active_limit;  /* qmgr_message_active_limit */
     long long rcpt_limit;    /* qmgr_message_recipient_limit */
     int stopping;
-    uid_t owner_uid;         /* mail_owner (perm_init) */
+    uid_t owner_uid;         /* mail_owner (qmgr_perm_init) */
     gid_t owner_gid;         /* its primary group: members may manage the queue */
     int owner_known;         /* mail_owner exists */
     int lock_fd;             /* index/lock, held for qmgr's life */
@@ -115,97 +120,102 @@ double qmgr_now(void);
 
 /* qmgr_message.c */
 /* Room for another message in memory (message and recipient limits)? */
-int msg_room(void);
-struct qmsg *msg_find(const char *id);
+int qmgr_msg_room(void);
+struct qmgr_msg *qmgr_msg_find(const char *id);
 /* Take message id into memory and schedule it. attempts: from the index.
  * Logs the "from=" line. check_busy: first make sure no delivery agent
  * still works on it (qfile_busy; new mail cannot be). Returns 0, or -1
  * (file gone/bad: logged). */
-int msg_activate(const char *id, int attempts, int check_busy);
-void msg_free(struct qmsg *m);
-void msg_set_reason(struct qmsg *m, const char *reason);
+int qmgr_msg_activate(const char *id, int attempts, int check_busy);
+void qmgr_msg_free(struct qmgr_msg *m);
+void qmgr_msg_set_reason(struct qmgr_msg *m, const char *reason);
 /* Record the round outcome of recipient idx (also in memory's qrcpt). */
-void msg_rcpt_done(struct qmsg *m, size_t idx, int rr, const char *dsn, const char *reason);
+void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const char *dsn,
+                        const char *reason);
 /* Append a deferred result and log it, for recipients qmgr defers itself. */
-void msg_defer_rcpt(struct qmsg *m, size_t idx, const char *dsn, const char *reason);
-void msg_log_status(const struct qmsg *m, size_t idx, const char *relay, const char *dsn,
-                    const char *status, const char *reason);
+void qmgr_msg_defer_rcpt(struct qmgr_msg *m, size_t idx, const char *dsn, const char *reason);
+void qmgr_msg_log_status(const struct qmgr_msg *m, size_t idx, const char *relay, const char *dsn,
+                         const char *status, const char *reason);
 /* Iterate over every message in memory. */
-void msg_foreach(void (*fn)(struct qmsg *m, void *arg), void *arg);
+void qmgr_msg_foreach(void (*fn)(struct qmgr_msg *m, void *arg), void *arg);
 
 /* qmgr_finish.c */
 /* Called whenever a recipient/job/notification completes. */
-void finish_check(struct qmsg *m);
-void finish_notify_done(struct qmsg *m, int kind, const size_t *idx, size_t n, int ok);
+void qmgr_finish_check(struct qmgr_msg *m);
+void qmgr_finish_notify_done(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx,
+                             size_t n, int ok);
 
 /* qmgr_route.c */
-void route_init(void);
-void route_close(void);
+void qmgr_route_init(void);
+void qmgr_route_close(void);
 /* transport and nexthop for recipient address. */
-void route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop);
+void qmgr_route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop);
 
 /* qmgr_sched.c */
-void sched_message(struct qmsg *m);
-void sched_dispatch(void);
-/* A job came back. reply NULL: connection broke (reason given). */
-void sched_job_done(struct qjob *j, const attr_t *reply, const char *reason);
+void qmgr_sched_message(struct qmgr_msg *m);
+void qmgr_sched_dispatch(void);
+/* Does an agent's reply fit job j (else it is malformed)? */
+int qmgr_sched_reply_matches(const struct qmgr_job *j, const attr_t *reply);
+/* A job came back (reply checked by qmgr_sched_reply_matches). reply
+ * NULL: connection broke (reason given). */
+void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *reason);
 /* A job sent on a stale pooled connection: put it back, unchanged. */
-void sched_cancel_msg(struct qmsg *m);
-void sched_unsuspend_all(void);
-void sched_tick(void);
+void qmgr_sched_cancel_msg(struct qmgr_msg *m);
+void qmgr_sched_unsuspend_all(void);
+void qmgr_sched_tick(void);
 
 /* qmgr_ready.c */
 /* Re-evaluate whether d may take a job now (call after any change to its
  * first job, inflight, retry_at or suspension). */
-void ready_update(struct qdest *d, double now);
-void ready_forget(struct qdest *d);
+void qmgr_ready_update(struct qmgr_dest *d, double now);
+void qmgr_ready_forget(struct qmgr_dest *d);
 /* The destination whose first job is oldest among those that may take
  * one, or NULL. O(1). */
-struct qdest *ready_pick(void);
+struct qmgr_dest *qmgr_ready_pick(void);
 /* Move destinations whose waiting time is over into the heap. */
-void ready_wake(double now);
+void qmgr_ready_wake(double now);
 /* Set the per-destination concurrency; 1 when it changed (the caller then
- * calls ready_update for every destination with queued jobs). */
-int ready_set_limit(int limit);
+ * calls qmgr_ready_update for every destination with queued jobs). */
+int qmgr_ready_set_limit(int limit);
 
 /* qmgr_deliver.c */
 /* Start job on a connection to its transport. 0 started, -1 no agent. */
-int deliver_start(struct qjob *j);
-void deliver_close_all(void);
+int qmgr_deliver_start(struct qmgr_job *j);
+void qmgr_deliver_close_all(void);
 
 /* qmgr_bounce.c */
-void bounce_request(struct qmsg *m, int kind, const size_t *idx, size_t n);
-void bounce_tick(void);
-void bounce_close(void);
+void qmgr_bounce_request(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx, size_t n);
+void qmgr_bounce_tick(void);
+void qmgr_bounce_close(void);
 
 /* qmgr_index.c */
-void index_startup(void);
+void qmgr_index_startup(void);
 /* Adopt queue files the index does not know (lost notifications). */
-void index_rescan(void);
-void index_build_rec(const struct qenv *env, int state, long long next, int attempts,
-                     const char *reason, struct qidx_rec *rec);
+void qmgr_index_rescan(void);
+void qmgr_index_build_rec(const struct qenv *env, int state, long long next, int attempts,
+                          const char *reason, struct qidx_rec *rec);
 /* Put message state into the index from its in-memory envelope. */
-void index_put_env(const struct qenv *env, int state, long long next, int attempts,
-                   const char *reason);
+void qmgr_index_put_env(const struct qenv *env, int state, long long next, int attempts,
+                        const char *reason);
 /* Pull due messages into memory while below the active limit. */
-void index_pull_due(void);
+void qmgr_index_pull_due(void);
 /* A notification "new" for a queue file. */
-void index_new_mail(const char *id);
+void qmgr_index_new_mail(const char *id);
 /* Scan the index records a control request selects: queue_id=ID...,
  * domain=D, sender=S, all=1 (and state=S as a filter). need_selector:
  * fail (-1, *err) when the request names none. */
-int index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
-                      const char **err);
-void index_shutdown(void);
+int qmgr_index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
+                           const char **err);
+void qmgr_index_shutdown(void);
 
 /* qmgr_perm.c */
 /* Look up mail_owner (before privileges drop). */
-void perm_init(void);
+void qmgr_perm_init(void);
 /* May the peer on this control connection use the queue at all? */
-int perm_may_manage(int fd);
+int qmgr_perm_may_manage(int fd);
 
 /* qmgr_control.c */
-void control_init(void);
-void control_close(void);
+void qmgr_control_init(void);
+void qmgr_control_close(void);
 
 #endif

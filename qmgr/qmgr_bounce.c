@@ -5,15 +5,12 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 #include <time.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-
 #include "common/util/alloc.h"
-#include "common/util/ipc.h"
+#include "common/util/conn.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
 
@@ -21,53 +18,52 @@
 #define BOUNCE_CONNECT_PATIENCE 30
 
 struct breq {
-    struct qmsg *msg;
-    int kind;
+    struct qmgr_msg *msg;
+    enum qmgr_kind kind;
     size_t *idx;
     size_t n;
     time_t queued;
-    struct breq *next;
+    STAILQ_ENTRY(breq) link;
 };
 
 static const char *const kind_request[] = {
     [QK_BOUNCE] = "bounce", [QK_DELAY] = "delay", [QK_SUCCESS] = "success",
 };
 
-static struct bufferevent *bconn;
-static struct breq *bhead, *btail;
-static int bbusy;              /* bhead was sent, awaiting the reply */
+static struct conn *bconn;
+static STAILQ_HEAD(, breq) breqs = STAILQ_HEAD_INITIALIZER(breqs);
+static int bbusy;              /* the first was sent, awaiting the reply */
 
 static struct breq *breq_pop(void)
 {
-    struct breq *r = bhead;
+    struct breq *r = STAILQ_FIRST(&breqs);
 
-    bhead = r->next;
-    if (bhead == NULL)
-        btail = NULL;
+    STAILQ_REMOVE_HEAD(&breqs, link);
     return r;
 }
 
 static void breq_done(struct breq *r, int ok)
 {
-    finish_notify_done(r->msg, r->kind, r->idx, r->n, ok);
+    qmgr_finish_notify_done(r->msg, r->kind, r->idx, r->n, ok);
     free(r->idx);
     free(r);
 }
 
 static void bounce_kick(void);
 
-static void bconn_drop(const char *why)
+/* The connection is over (bounce closed it, or it sent garbage and conn
+ * said so): the request in flight failed; the next one opens a new
+ * connection. */
+static void bconn_closed(struct conn *c, const char *why, void *arg)
 {
-    if (bconn) {
-        bufferevent_free(bconn);
-        bconn = NULL;
-    }
+    bconn = NULL;
     if (bbusy) {
         bbusy = 0;
         struct breq *r = breq_pop();
-        log_warn("%s: bounce service: %s", r->msg->id, why);
+        log_warn("%s: bounce service: connection lost", r->msg->id);
         breq_done(r, 0);
     }
+    bounce_kick();
 }
 
 /* A notice was queued as NEWID: take it unless already known. */
@@ -77,103 +73,81 @@ static void bounce_new_id(const char *newid)
     buf_t path = BUF_INIT;
     struct stat sb;
 
-    if (!qid_valid(newid) || msg_find(newid))
+    if (!qid_valid(newid) || qmgr_msg_find(newid))
         return;
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, newid, &rec) == 1) {
+    if (qindex_get(qmgr_g.qi, newid, &rec) == QIDX_FOUND) {
         qidx_rec_destroy(&rec);
         return;
     }
     qfile_path(qmgr_g.spool, newid, &path);
     if (stat(buf_str(&path), &sb) == 0)
-        index_new_mail(newid);
+        qmgr_index_new_mail(newid);
     buf_destroy(&path);
 }
 
-static void bconn_read(struct bufferevent *bev, void *arg)
+/* The answer to the request in flight: status=ok (queue_id=NEWID when a
+ * notice was queued) or status=fail reason=WHY. */
+static enum conn_verdict bconn_record(struct conn *c, const attr_t *reply, void *arg,
+                                      const char **why)
 {
-    attr_t reply = ATTR_INIT;
-    const char *err = NULL;
-    int r;
-
-    while ((r = attr_from_evbuffer(bufferevent_get_input(bev), &reply, &err)) == 1) {
-        if (!bbusy) {
-            log_error("bounce service: unexpected reply; dropping connection");
-            r = -1;
-            break;
-        }
-        const char *status = attr_get(&reply, "status");
-        int ok = status && strcmp(status, "ok") == 0;
-        struct breq *q = breq_pop();
-        bbusy = 0;
-        if (!ok)
-            log_warn("%s: bounce %s request failed: %s", q->msg->id, kind_request[q->kind],
-                     attr_get_def(&reply, "reason", "no reason given"));
-        const char *newid = attr_get(&reply, "queue_id");
-        if (ok && newid && *newid)
-            bounce_new_id(newid);
-        breq_done(q, ok);
+    if (!bbusy) {
+        *why = "a reply to no request";
+        return CONN_DROP;
     }
-    attr_destroy(&reply);
-    if (r < 0) {
-        bconn_drop(err ? err : "bad reply");
-        return;
-    }
+    const char *status = attr_get(reply, "status");
+    int ok = status && strcmp(status, "ok") == 0;
+    struct breq *q = breq_pop();
+    bbusy = 0;
+    if (!ok)
+        log_warn("%s: bounce %s request failed: %s", q->msg->id, kind_request[q->kind],
+                 attr_get_def(reply, "reason", "no reason given"));
+    const char *newid = attr_get(reply, "queue_id");
+    if (ok && newid && *newid)
+        bounce_new_id(newid);
+    breq_done(q, ok);
     bounce_kick();
-}
-
-static void bconn_event(struct bufferevent *bev, short what, void *arg)
-{
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        bconn_drop("connection lost");
-    bounce_kick();
+    return CONN_OK;
 }
 
 static int bconn_open(void)
 {
+    static const struct conn_ops ops = { .on_record = bconn_record, .on_close = bconn_closed };
+    static const struct conn_cfg cfg = { .peer = "bounce service" };
     static time_t last_warn;
     buf_t path = BUF_INIT;
-    int fd;
 
     server_spool_path(qmgr_g.srv, SOCK_BOUNCE, &path);
-    fd = ipc_connect_unix(buf_str(&path));
-    if (fd < 0) {
-        if (time(NULL) - last_warn >= 10) {
-            log_warn("connect to %s: %s (bounce service not running?)", buf_str(&path),
-                     strerror(errno));
-            last_warn = time(NULL);
-        }
-        buf_destroy(&path);
-        return -1;
+    bconn = conn_connect_unix(qmgr_g.srv->base, buf_str(&path), &cfg, &ops, NULL);
+    if (bconn == NULL && time(NULL) - last_warn >= 10) {
+        log_warn("connect to %s: %s (bounce service not running?)", buf_str(&path),
+                 strerror(errno));
+        last_warn = time(NULL);
     }
     buf_destroy(&path);
-    ipc_nonblock(fd, 1);
-    ipc_cloexec(fd, 1);
-    bconn = bufferevent_socket_new(qmgr_g.srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(bconn, bconn_read, NULL, bconn_event, NULL);
-    bufferevent_enable(bconn, EV_READ | EV_WRITE);
-    return 0;
+    return bconn ? 0 : -1;
 }
 
 static void bounce_kick(void)
 {
+    struct breq *r = STAILQ_FIRST(&breqs);
     attr_t req = ATTR_INIT;
 
-    if (bbusy || bhead == NULL)
+    if (bbusy || r == NULL || (bconn && conn_closing(bconn)))
         return;
     if (bconn == NULL && bconn_open() < 0)
-        return; /* bounce_tick retries, and gives up on old requests */
+        return; /* qmgr_bounce_tick retries, and gives up on old requests */
     attr_add(&req, "proto", PROTO_VERSION);
-    attr_add(&req, "request", kind_request[bhead->kind]);
-    attr_add(&req, "queue_id", bhead->msg->id);
-    for (size_t i = 0; i < bhead->n; i++)
-        attr_add_ll(&req, "rcpt", (long long)bhead->idx[i]);
-    attr_to_evbuffer(bufferevent_get_output(bconn), &req);
+    attr_add(&req, "request", kind_request[r->kind]);
+    attr_add(&req, "queue_id", r->msg->id);
+    for (size_t i = 0; i < r->n; i++)
+        attr_add_ll(&req, "rcpt", (long long)r->idx[i]);
+    conn_send(bconn, &req);
     attr_destroy(&req);
     bbusy = 1;
 }
 
-void bounce_request(struct qmsg *m, int kind, const size_t *idx, size_t n)
+void qmgr_bounce_request(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx, size_t n)
 {
     struct breq *r = xcalloc(1, sizeof(*r));
 
@@ -183,32 +157,29 @@ void bounce_request(struct qmsg *m, int kind, const size_t *idx, size_t n)
     memcpy(r->idx, idx, n * sizeof(*idx));
     r->n = n;
     r->queued = time(NULL);
-    if (btail)
-        btail->next = r;
-    else
-        bhead = r;
-    btail = r;
+    STAILQ_INSERT_TAIL(&breqs, r, link);
     bounce_kick();
 }
 
-void bounce_tick(void)
+void qmgr_bounce_tick(void)
 {
     time_t now = time(NULL);
+    struct breq *r;
 
     /* Without a bounce daemon, requests fail after a while so their
      * messages are deferred (and retried) instead of sitting in memory. */
-    while (!bbusy && bconn == NULL && bhead && now - bhead->queued > BOUNCE_CONNECT_PATIENCE)
+    while (!bbusy && bconn == NULL && (r = STAILQ_FIRST(&breqs)) != NULL &&
+           now - r->queued > BOUNCE_CONNECT_PATIENCE)
         breq_done(breq_pop(), 0);
     bounce_kick();
 }
 
-void bounce_close(void)
+void qmgr_bounce_close(void)
 {
-    if (bconn)
-        bufferevent_free(bconn);
+    conn_free(bconn); /* no callback */
     bconn = NULL;
     bbusy = 0;
-    while (bhead) {
+    while (!STAILQ_EMPTY(&breqs)) {
         struct breq *r = breq_pop();
         free(r->idx);
         free(r);

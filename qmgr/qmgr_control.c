@@ -13,20 +13,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "common/util/alloc.h"
+#include "common/util/conn.h"
 #include "common/mail/conf.h"
 #include "common/util/ipc.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
-
-struct cconn {
-    struct bufferevent *bev;
-    int closing;            /* close once the reply is written */
-};
 
 struct idlist {
     char **ids;
@@ -71,13 +65,13 @@ static int ctl_each(const attr_t *req, struct evbuffer *out, const char **err,
     struct idlist l = { NULL, 0, 0 };
     size_t count = 0;
 
-    if (index_scan_select(req, 1, collect_cb, &l, err) < 0)
+    if (qmgr_index_scan_select(req, 1, collect_cb, &l, err) < 0)
         return -1;
     for (size_t i = 0; i < l.n; i++)
         count += (size_t)fn(l.ids[i]);
     idlist_destroy(&l);
     reply_ok(out, count);
-    index_pull_due();
+    qmgr_index_pull_due();
     return 0;
 }
 
@@ -88,7 +82,7 @@ static int rec_update(const char *id, int from_hold, int state, long long next)
     int changed = 0;
 
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, id, &rec) != 1)
+    if (qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
         return 0;
     if ((rec.state == QS_HOLD) == from_hold) {
         rec.state = state;
@@ -101,13 +95,13 @@ static int rec_update(const char *id, int from_hold, int state, long long next)
 
 static int do_delete(const char *id)
 {
-    struct qmsg *m = msg_find(id);
+    struct qmgr_msg *m = qmgr_msg_find(id);
 
     if (m) {
         if (!m->deleted) {
             m->deleted = 1;
-            sched_cancel_msg(m);
-            finish_check(m); /* removes it once in-flight jobs are back */
+            qmgr_sched_cancel_msg(m);
+            qmgr_finish_check(m); /* removes it once in-flight jobs are back */
         }
         return 1;
     }
@@ -119,14 +113,14 @@ static int do_delete(const char *id)
 
 static int do_hold(const char *id)
 {
-    struct qmsg *m = msg_find(id);
+    struct qmgr_msg *m = qmgr_msg_find(id);
 
     if (qfile_append_record(qmgr_g.spool, id, "hold", "1") < 0)
         return 0;
     if (m) {
         m->held = m->env.hold = 1;
-        sched_cancel_msg(m);
-        finish_check(m);
+        qmgr_sched_cancel_msg(m);
+        qmgr_finish_check(m);
         return 1;
     }
     return rec_update(id, 0, QS_HOLD, 0);
@@ -134,7 +128,7 @@ static int do_hold(const char *id)
 
 static int do_release(const char *id)
 {
-    struct qmsg *m = msg_find(id);
+    struct qmgr_msg *m = qmgr_msg_find(id);
 
     if (m) {
         if (!m->held)
@@ -145,7 +139,7 @@ static int do_release(const char *id)
     }
     struct qidx_rec rec;
     memset(&rec, 0, sizeof(rec));
-    int held = qindex_get(qmgr_g.qi, id, &rec) == 1 && rec.state == QS_HOLD;
+    int held = qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND && rec.state == QS_HOLD;
     qidx_rec_destroy(&rec);
     if (!held || qfile_append_record(qmgr_g.spool, id, "hold", "0") < 0)
         return 0;
@@ -154,7 +148,7 @@ static int do_release(const char *id)
 
 static int do_requeue(const char *id)
 {
-    if (msg_find(id))
+    if (qmgr_msg_find(id))
         return 0; /* already being delivered */
     return rec_update(id, 0, QS_DEFERRED, 0);
 }
@@ -176,7 +170,7 @@ static int ctl_release(const attr_t *req, struct evbuffer *out, const char **err
 
 static int ctl_requeue(const attr_t *req, struct evbuffer *out, const char **err)
 {
-    sched_unsuspend_all();
+    qmgr_sched_unsuspend_all();
     return ctl_each(req, out, err, do_requeue);
 }
 
@@ -196,9 +190,9 @@ static int ctl_flush(const attr_t *req, struct evbuffer *out, const char **err)
     for (size_t i = 0; i < l.n; i++)
         count += (size_t)do_requeue(l.ids[i]);
     idlist_destroy(&l);
-    sched_unsuspend_all();
+    qmgr_sched_unsuspend_all();
     reply_ok(out, count);
-    index_pull_due();
+    qmgr_index_pull_due();
     return 0;
 }
 
@@ -213,7 +207,7 @@ static int list_cb(const struct qidx_rec *rec, void *arg)
     attr_t r = ATTR_INIT;
 
     attr_add(&r, "queue_id", rec->id);
-    attr_add(&r, "state", qstate_name(rec->state));
+    attr_add(&r, "state", qidx_state_name(rec->state));
     attr_add_ll(&r, "size", rec->size);
     attr_add_ll(&r, "arrival", rec->arrival);
     attr_add(&r, "sender", rec->sender ? rec->sender : "");
@@ -231,7 +225,7 @@ static int ctl_list(const attr_t *req, struct evbuffer *out, const char **err)
     struct list_ctx c = { out, 0 };
     attr_t r = ATTR_INIT;
 
-    if (index_scan_select(req, 0, list_cb, &c, err) < 0)
+    if (qmgr_index_scan_select(req, 0, list_cb, &c, err) < 0)
         return -1;
     attr_add(&r, "end", "1");
     attr_add_ll(&r, "count", (long long)c.count);
@@ -275,13 +269,13 @@ static const struct {
     { "requeue", ctl_requeue },
 };
 
-/* Checked before anything else, so an outsider learns nothing. */
-static int ctl_permitted(struct cconn *c)
+/* Checked before the request is looked at, so an outsider learns nothing. */
+static int ctl_permitted(struct conn *c)
 {
     uid_t uid = (uid_t)-1;
-    int fd = bufferevent_getfd(c->bev);
+    int fd = conn_fd(c);
 
-    if (perm_may_manage(fd))
+    if (qmgr_perm_may_manage(fd))
         return 1;
     ipc_peer_cred(fd, &uid, NULL, NULL);
     log_warn("control: request from uid %ld refused: not root, mail_owner or in its group",
@@ -290,99 +284,62 @@ static int ctl_permitted(struct cconn *c)
 }
 
 /* Dispatch one request; -1 with *err when it fails. */
-static int ctl_dispatch(struct cconn *c, const attr_t *req, const char **err)
+static int ctl_dispatch(struct conn *c, const attr_t *req, const char **err)
 {
-    const char *proto = attr_get(req, "proto");
     const char *name = attr_get(req, "request");
-    struct evbuffer *out = bufferevent_get_output(c->bev);
 
     if (!ctl_permitted(c)) {
         *err = "permission denied";
         return -1;
     }
-    if (proto == NULL || strcmp(proto, PROTO_VERSION) != 0) {
-        *err = "unsupported protocol version";
-        return -1;
-    }
     for (size_t i = 0; name && i < sizeof(ctl_table) / sizeof(ctl_table[0]); i++) {
         if (strcmp(ctl_table[i].name, name) != 0)
             continue;
-        return ctl_table[i].fn(req, out, err);
+        return ctl_table[i].fn(req, conn_output(c), err);
     }
     *err = "unknown request";
     return -1;
 }
 
-static void cconn_free(struct cconn *c)
+/* A request qmgr declines (not a malformed one: conn handles those) gets
+ * "status=fail reason=WHY", and the connection ends after it. */
+static enum conn_verdict ctl_record(struct conn *c, const attr_t *req, void *arg,
+                                    const char **why)
 {
-    bufferevent_free(c->bev);
-    free(c);
-}
-
-static void cconn_fail(struct cconn *c, const char *why)
-{
-    attr_t r = ATTR_INIT;
-
-    attr_add(&r, "status", "fail");
-    attr_add(&r, "reason", why);
-    attr_to_evbuffer(bufferevent_get_output(c->bev), &r);
-    attr_destroy(&r);
-    c->closing = 1;
-    bufferevent_disable(c->bev, EV_READ);
-}
-
-static void cconn_read(struct bufferevent *bev, void *arg)
-{
-    struct cconn *c = arg;
-    attr_t req = ATTR_INIT;
     const char *err = NULL;
-    int r;
 
-    while (!c->closing &&
-           (r = attr_from_evbuffer(bufferevent_get_input(bev), &req, &err)) != 0) {
-        if (r < 0) {
-            log_warn("control: malformed request: %s", err ? err : "?");
-            cconn_fail(c, err ? err : "malformed request");
-            break;
-        }
-        err = NULL;
-        if (ctl_dispatch(c, &req, &err) < 0)
-            cconn_fail(c, err ? err : "request failed");
+    if (ctl_dispatch(c, req, &err) < 0) {
+        attr_t r = ATTR_INIT;
+        attr_add(&r, "status", "fail");
+        attr_add(&r, "reason", err ? err : "request failed");
+        conn_send(c, &r);
+        attr_destroy(&r);
+        conn_close(c);
     }
-    attr_destroy(&req);
-}
-
-static void cconn_write(struct bufferevent *bev, void *arg)
-{
-    struct cconn *c = arg;
-
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        cconn_free(c);
-}
-
-static void cconn_event(struct bufferevent *bev, short what, void *arg)
-{
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        cconn_free(arg);
+    return CONN_OK;
 }
 
 static void control_accept(evutil_socket_t fd, short what, void *arg)
 {
+    static const struct conn_ops ops = { .on_record = ctl_record };
+    struct conn_cfg cfg = { .proto = PROTO_VERSION, .serving = 1 };
     int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    struct cconn *c;
+    uid_t uid = (uid_t)-1;
+    buf_t peer = BUF_INIT;
 
     if (cfd < 0) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
             log_warn("control: accept: %s", strerror(errno));
         return;
     }
-    c = xcalloc(1, sizeof(*c));
-    c->bev = bufferevent_socket_new(qmgr_g.srv->base, cfd, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(c->bev, cconn_read, cconn_write, cconn_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    ipc_peer_cred(cfd, &uid, NULL, NULL);
+    buf_printf(&peer, "control client uid %ld", (long)uid);
+    cfg.peer = buf_str(&peer);
+    conn_new(qmgr_g.srv->base, cfd, &cfg, &ops, NULL);
+    buf_destroy(&peer);
 }
 
-void control_init(void)
+void qmgr_control_init(void)
 {
     buf_t path = BUF_INIT, dir = BUF_INIT;
 
@@ -401,7 +358,7 @@ void control_init(void)
     buf_destroy(&dir);
 }
 
-void control_close(void)
+void qmgr_control_close(void)
 {
     if (listen_ev)
         event_free(listen_ev);

@@ -1,34 +1,33 @@
 /* qmgr_deliver.c - the pool of persistent connections to delivery agents
  * (private/<transport>), one job per connection at a time.
  *
- * Connecting is a blocking connect(2) to a local socket: fast, and it
- * fails at once when the agent is not running (dispatch retries later).
+ * The connections are common/util/conn ones. Connecting to a local socket
+ * completes or fails at once (the agent is not running: dispatch retries
+ * later).
  * A connection that breaks mid-job means the agent died: the job's
  * recipients stay pending in the file and are retried soon. */
 #include "qmgr/qmgr.h"
 
 #include <errno.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-
 #include "common/util/alloc.h"
-#include "common/util/ipc.h"
+#include "common/util/conn.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
 
 struct aconn {
-    struct bufferevent *bev;
+    struct conn *conn;
     char *transport;
-    struct qjob *job;
+    struct qmgr_job *job;
     unsigned uses;           /* jobs sent on this connection */
-    struct aconn *next, *prev;
+    LIST_ENTRY(aconn) link;
 };
 
-static struct aconn *conns;  /* every connection; idle ones have job NULL */
+/* Every connection; idle ones have job NULL. */
+static LIST_HEAD(, aconn) conns = LIST_HEAD_INITIALIZER(conns);
 
 /* Transports whose agent could not be reached: skip connecting to them
  * for a second, so a missing agent costs one connect(2) per second, not
@@ -63,25 +62,28 @@ static void transport_mark_down(const char *t)
     down[slot].until = now + 1;
 }
 
-static void aconn_free(struct aconn *c)
+/* Forget c; its connection is the caller's to free (or already gone). */
+static void aconn_forget(struct aconn *c)
 {
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    bufferevent_free(c->bev);
+    LIST_REMOVE(c, link);
     free(c->transport);
     free(c);
 }
 
-/* The connection is gone; what happens to its job depends on why. */
-static void aconn_broken(struct aconn *c, const char *why)
+/* conn says "connection closed" where the agent hung up; in the middle of
+ * a job that has always been logged as below. */
+static const char *broken_why(const char *why)
 {
-    struct qjob *j = c->job;
+    return why == NULL || strcmp(why, "connection closed") == 0 ? "connection closed mid-job" : why;
+}
 
-    aconn_free(c);
+/* The connection is over; what happens to its job depends on why. */
+static void aconn_closed(struct conn *conn, const char *why, void *arg)
+{
+    struct aconn *c = arg;
+    struct qmgr_job *j = c->job;
+
+    aconn_forget(c);
     if (j == NULL)
         return; /* an idle connection the agent closed: just forget it */
     /* Mid-job, even on a reused connection with no reply yet, the agent may
@@ -89,99 +91,83 @@ static void aconn_broken(struct aconn *c, const char *why)
      * crash path drops the message from memory and reloads it from its
      * file shortly, so the recorded outcomes decide and nothing is sent
      * twice; re-sending the job from memory could. */
-    log_warn("%s: delivery agent %s: %s", j->msg->id, j->dest->transport, why);
-    sched_job_done(j, NULL, "delivery agent crashed");
+    log_warn("%s: delivery agent %s: %s", j->msg->id, j->dest->transport, broken_why(why));
+    qmgr_sched_job_done(j, NULL, "delivery agent crashed");
 }
 
-static void aconn_read(struct bufferevent *bev, void *arg)
+/* The agent's reply to the job in flight. One that does not match that
+ * job is malformed: the connection is dropped and the job takes the crash
+ * path above (nothing of the reply is applied). */
+static enum conn_verdict aconn_record(struct conn *conn, const attr_t *reply, void *arg,
+                                      const char **why)
 {
     struct aconn *c = arg;
-    attr_t reply = ATTR_INIT;
-    const char *err = NULL;
-    int r;
+    struct qmgr_job *j = c->job;
+    const char *qid = attr_get(reply, "queue_id");
 
-    while ((r = attr_from_evbuffer(bufferevent_get_input(bev), &reply, &err)) == 1) {
-        struct qjob *j = c->job;
-        const char *qid = attr_get(&reply, "queue_id");
-        if (j == NULL || (qid && strcmp(qid, j->msg->id) != 0)) {
-            log_error("delivery agent %s: unexpected reply (queue_id=%s); dropping connection",
-                      c->transport, qid ? qid : "");
-            break;
-        }
-        c->job = NULL; /* idle again before the scheduler looks for one */
-        sched_job_done(j, &reply, NULL);
-        attr_destroy(&reply);
-        return; /* one job per connection: nothing else can be pending */
+    if (j == NULL) {
+        *why = "a reply to no job";
+        return CONN_DROP;
     }
-    if (r == 0) {
-        attr_destroy(&reply);
-        return;
+    if (qid && strcmp(qid, j->msg->id) != 0) {
+        *why = "a reply for another message";
+        return CONN_DROP;
     }
-    if (r < 0)
-        log_error("delivery agent %s: malformed reply: %s; dropping connection", c->transport,
-                  err ? err : "?");
-    attr_destroy(&reply);
-    aconn_broken(c, "bad reply");
-}
-
-static void aconn_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct aconn *c = arg;
-
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        aconn_broken(c, (what & BEV_EVENT_EOF) ? "connection closed mid-job"
-                                                : strerror(EVUTIL_SOCKET_ERROR()));
+    if (!qmgr_sched_reply_matches(j, reply)) {
+        *why = "recipient results that do not match the job";
+        return CONN_DROP;
+    }
+    c->job = NULL; /* idle again before the scheduler looks for one */
+    qmgr_sched_job_done(j, reply, NULL);
+    return CONN_OK;
 }
 
 static struct aconn *aconn_new(const char *transport)
 {
+    static const struct conn_ops ops = { .on_record = aconn_record, .on_close = aconn_closed };
     static time_t last_warn;
-    buf_t rel = BUF_INIT, path = BUF_INIT;
+    buf_t rel = BUF_INIT, path = BUF_INIT, peer = BUF_INIT;
+    struct conn_cfg cfg = { 0 };
     struct aconn *c;
-    int fd;
 
+    if (transport_down(transport))
+        return NULL;
     buf_printf(&rel, "%s/%s", SOCK_PRIVATE_DIR, transport);
     server_spool_path(qmgr_g.srv, buf_str(&rel), &path);
-    buf_destroy(&rel);
-    if (transport_down(transport)) {
-        buf_destroy(&path);
-        return NULL;
-    }
-    fd = ipc_connect_unix(buf_str(&path));
-    if (fd < 0) {
+    buf_printf(&peer, "delivery agent %s", transport);
+    cfg.peer = buf_str(&peer);
+    c = xcalloc(1, sizeof(*c));
+    c->conn = conn_connect_unix(qmgr_g.srv->base, buf_str(&path), &cfg, &ops, c);
+    if (c->conn == NULL) {
         transport_mark_down(transport);
         if (time(NULL) - last_warn >= 10) {
             log_warn("connect to %s: %s (delivery agent not running?)", buf_str(&path),
                      strerror(errno));
             last_warn = time(NULL);
         }
-        buf_destroy(&path);
-        return NULL;
+        free(c);
+        c = NULL;
+    } else {
+        c->transport = xstrdup(transport);
+        LIST_INSERT_HEAD(&conns, c, link);
     }
+    buf_destroy(&rel);
     buf_destroy(&path);
-    ipc_nonblock(fd, 1);
-    ipc_cloexec(fd, 1);
-    c = xcalloc(1, sizeof(*c));
-    c->bev = bufferevent_socket_new(qmgr_g.srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    c->transport = xstrdup(transport);
-    bufferevent_setcb(c->bev, aconn_read, NULL, aconn_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    c->next = conns;
-    if (conns)
-        conns->prev = c;
-    conns = c;
+    buf_destroy(&peer);
     return c;
 }
 
 static struct aconn *aconn_idle(const char *transport)
 {
-    for (struct aconn *c = conns; c; c = c->next)
-        if (c->job == NULL && strcmp(c->transport, transport) == 0)
+    struct aconn *c;
+
+    LIST_FOREACH(c, &conns, link)
+        if (c->job == NULL && !conn_closing(c->conn) && strcmp(c->transport, transport) == 0)
             return c;
     return NULL;
 }
 
-int deliver_start(struct qjob *j)
+int qmgr_deliver_start(struct qmgr_job *j)
 {
     struct aconn *c = aconn_idle(j->dest->transport);
     attr_t req = ATTR_INIT;
@@ -196,13 +182,17 @@ int deliver_start(struct qjob *j)
     attr_add(&req, "nexthop", j->dest->nexthop);
     for (size_t i = 0; i < j->n; i++)
         attr_add_ll(&req, "rcpt", (long long)j->rcpt[i]);
-    attr_to_evbuffer(bufferevent_get_output(c->bev), &req);
+    conn_send(c->conn, &req);
     attr_destroy(&req);
     return 0;
 }
 
-void deliver_close_all(void)
+void qmgr_deliver_close_all(void)
 {
-    while (conns)
-        aconn_free(conns);
+    struct aconn *c;
+
+    while ((c = LIST_FIRST(&conns)) != NULL) {
+        conn_free(c->conn);
+        aconn_forget(c);
+    }
 }

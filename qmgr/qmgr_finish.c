@@ -16,22 +16,22 @@ static const int kind_notify[] = {
     [QK_BOUNCE] = NOTIFY_FAILURE, [QK_DELAY] = NOTIFY_DELAY, [QK_SUCCESS] = NOTIFY_SUCCESS,
 };
 
-static int rcpt_pending(const struct qmsg *m, size_t i)
+static int rcpt_pending(const struct qmgr_msg *m, size_t i)
 {
     int st = m->env.rcpt[i].status;
     return st != QR_SENT && st != QR_BOUNCED;
 }
 
-static void msg_remove(struct qmsg *m)
+static void msg_remove(struct qmgr_msg *m)
 {
     if (qfile_remove(qmgr_g.spool, m->id) < 0)
         log_warn("%s: cannot remove queue file", m->id);
     qindex_del(qmgr_g.qi, m->id);
     log_info("%s: removed", m->id);
-    msg_free(m);
+    qmgr_msg_free(m);
 }
 
-static int msg_expired(const struct qmsg *m, long long now)
+static int msg_expired(const struct qmgr_msg *m, long long now)
 {
     const char *lt = m->env.sender && *m->env.sender ? "maximal_queue_lifetime"
                                                      : "bounce_queue_lifetime";
@@ -39,7 +39,7 @@ static int msg_expired(const struct qmsg *m, long long now)
 }
 
 /* Only crashed/cancelled recipients are pending: not a real deferral. */
-static int only_crashed(const struct qmsg *m)
+static int only_crashed(const struct qmgr_msg *m)
 {
     for (size_t i = 0; i < m->env.nrcpt; i++)
         if (rcpt_pending(m, i) && m->rr[i] != RR_CRASH && m->rr[i] != RR_CANCEL)
@@ -47,7 +47,7 @@ static int only_crashed(const struct qmsg *m)
     return 1;
 }
 
-static void msg_expire(struct qmsg *m)
+static void msg_expire(struct qmgr_msg *m)
 {
     log_info("%s: from=<%s>, status=expired, returned to sender", m->id,
              m->env.sender ? m->env.sender : "");
@@ -67,7 +67,7 @@ static void msg_expire(struct qmsg *m)
 }
 
 /* Recipients wanting a notice of kind; returns the count (idx filled). */
-static size_t collect(const struct qmsg *m, int kind, size_t *idx)
+static size_t collect(const struct qmgr_msg *m, enum qmgr_kind kind, size_t *idx)
 {
     size_t n = 0;
 
@@ -83,14 +83,14 @@ static size_t collect(const struct qmsg *m, int kind, size_t *idx)
     return n;
 }
 
-static int want_delay_warning(const struct qmsg *m, long long now)
+static int want_delay_warning(const struct qmgr_msg *m, long long now)
 {
     long long dwt = conf_int("delay_warning_time");
 
     return dwt > 0 && m->env.warned == 0 && now - (long long)m->env.arrival.tv_sec >= dwt;
 }
 
-static void finish_final(struct qmsg *m)
+static void finish_final(struct qmgr_msg *m)
 {
     long long now = (long long)time(NULL);
     int pending = 0;
@@ -102,20 +102,20 @@ static void finish_final(struct qmsg *m)
         return;
     }
     if (m->held) {
-        index_put_env(&m->env, QS_HOLD, 0, m->attempts, m->reason);
+        qmgr_index_put_env(&m->env, QS_HOLD, 0, m->attempts, m->reason);
     } else if (pending && only_crashed(m) && !m->notify_failed) {
-        index_put_env(&m->env, QS_DEFERRED, now + QMGR_CRASH_RETRY, m->attempts, m->reason);
+        qmgr_index_put_env(&m->env, QS_DEFERRED, now + QMGR_CRASH_RETRY, m->attempts, m->reason);
     } else {
         int att = m->attempts + 1;
-        long long b = route_backoff(conf_int("minimal_backoff_time"),
-                                    conf_int("maximal_backoff_time"), att);
-        index_put_env(&m->env, QS_DEFERRED, now + b, att,
-                      m->reason ? m->reason : "notification failed");
+        long long b = qmgr_route_backoff(conf_int("minimal_backoff_time"),
+                                         conf_int("maximal_backoff_time"), att);
+        qmgr_index_put_env(&m->env, QS_DEFERRED, now + b, att,
+                           m->reason ? m->reason : "notification failed");
     }
-    msg_free(m);
+    qmgr_msg_free(m);
 }
 
-void finish_check(struct qmsg *m)
+void qmgr_finish_check(struct qmgr_msg *m)
 {
     long long now = (long long)time(NULL);
     size_t *idx;
@@ -134,13 +134,13 @@ void finish_check(struct qmsg *m)
         msg_expire(m);
     idx = xcalloc(m->env.nrcpt ? m->env.nrcpt : 1, sizeof(*idx));
     m->notify_pending = 1; /* hold off finish_final while requesting */
-    for (int k = QK_BOUNCE; k <= QK_SUCCESS; k++) {
+    for (enum qmgr_kind k = QK_BOUNCE; k <= QK_SUCCESS; k++) {
         if (k == QK_DELAY && !want_delay_warning(m, now))
             continue;
         size_t n = collect(m, k, idx);
         if (n > 0) {
             m->notify_pending++;
-            bounce_request(m, k, idx, n);
+            qmgr_bounce_request(m, k, idx, n);
         }
     }
     free(idx);
@@ -148,7 +148,8 @@ void finish_check(struct qmsg *m)
         finish_final(m);
 }
 
-void finish_notify_done(struct qmsg *m, int kind, const size_t *idx, size_t n, int ok)
+void qmgr_finish_notify_done(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx,
+                             size_t n, int ok)
 {
     if (ok) {
         for (size_t i = 0; i < n; i++)

@@ -38,8 +38,8 @@ static int strv_has(char **v, size_t n, const char *s)
     return 0;
 }
 
-void index_build_rec(const struct qenv *env, int state, long long next, int attempts,
-                     const char *reason, struct qidx_rec *rec)
+void qmgr_index_build_rec(const struct qenv *env, int state, long long next, int attempts,
+                          const char *reason, struct qidx_rec *rec)
 {
     size_t nr = 0, nd = 0;
     buf_t dom = BUF_INIT;
@@ -59,7 +59,7 @@ void index_build_rec(const struct qenv *env, int state, long long next, int atte
         if (r->status == QR_SENT || r->status == QR_BOUNCED)
             continue;
         rec->rcpts = strv_add(rec->rcpts, &nr, r->addr);
-        route_domain(r->addr, &dom);
+        qmgr_route_domain(r->addr, &dom);
         if (!strv_has(rec->domains, nd, buf_str(&dom)))
             rec->domains = strv_add(rec->domains, &nd, buf_str(&dom));
     }
@@ -67,12 +67,12 @@ void index_build_rec(const struct qenv *env, int state, long long next, int atte
     buf_destroy(&dom);
 }
 
-void index_put_env(const struct qenv *env, int state, long long next, int attempts,
-                   const char *reason)
+void qmgr_index_put_env(const struct qenv *env, int state, long long next, int attempts,
+                        const char *reason)
 {
     struct qidx_rec rec;
 
-    index_build_rec(env, state, next, attempts, reason, &rec);
+    qmgr_index_build_rec(env, state, next, attempts, reason, &rec);
     if (qindex_put(qmgr_g.qi, &rec) < 0)
         log_warn("%s: cannot update the queue index", env->id);
     qidx_rec_destroy(&rec);
@@ -110,7 +110,7 @@ static int adopt_file(const char *id, const char *path, long long min_age)
     if (min_age > 0 && time(NULL) - sb.st_mtime < min_age)
         return 0;
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, id, &rec) == 1) {
+    if (qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND) {
         qidx_rec_destroy(&rec);
         return 0;
     }
@@ -123,9 +123,9 @@ static int adopt_file(const char *id, const char *path, long long min_age)
         int attempts;
         long long next;
         const char *reason;
-        route_rebuild_retry(&env, conf_int("minimal_backoff_time"),
-                            conf_int("maximal_backoff_time"), &attempts, &next, &reason);
-        index_put_env(&env, env.hold ? QS_HOLD : QS_DEFERRED, next, attempts, reason);
+        qmgr_route_rebuild_retry(&env, conf_int("minimal_backoff_time"),
+                                 conf_int("maximal_backoff_time"), &attempts, &next, &reason);
+        qmgr_index_put_env(&env, env.hold ? QS_HOLD : QS_DEFERRED, next, attempts, reason);
         adopted = 1;
     }
     qenv_destroy(&env);
@@ -184,7 +184,7 @@ static size_t scan_spool(long long min_age)
  * Postfix's periodic scan of its incoming queue, every queue_run_delay
  * the spool is read for files the index does not know (a readdir of the
  * hashed directories; only unknown files are opened). */
-void index_rescan(void)
+void qmgr_index_rescan(void)
 {
     size_t n = scan_spool(RESCAN_MIN_AGE);
     if (n)
@@ -206,7 +206,7 @@ static int index_is_new(void)
     return fresh;
 }
 
-void index_startup(void)
+void qmgr_index_startup(void)
 {
     buf_t err = BUF_INIT;
     int was_clean = 0;
@@ -232,7 +232,7 @@ void index_startup(void)
         log_debug("queue index: %zu messages", qindex_count(qmgr_g.qi));
     else
         log_info("queue index: %zu messages", qindex_count(qmgr_g.qi));
-    index_pull_due();
+    qmgr_index_pull_due();
 }
 
 struct due_ctx {
@@ -245,19 +245,19 @@ static int due_cb(const struct qidx_rec *rec, void *arg)
 {
     struct due_ctx *c = arg;
 
-    if (rec->state == QS_HOLD || msg_find(rec->id))
+    if (rec->state == QS_HOLD || qmgr_msg_find(rec->id))
         return 0;
     c->ids[c->n] = xstrdup(rec->id);
     c->attempts[c->n] = rec->attempts;
     return ++c->n >= c->max;
 }
 
-void index_pull_due(void)
+void qmgr_index_pull_due(void)
 {
     struct due_ctx c;
     long long room = qmgr_g.active_limit - (long long)qmgr_g.st.active;
 
-    if (!msg_room() || qmgr_g.stopping)
+    if (!qmgr_msg_room() || qmgr_g.stopping)
         return;
     c.max = room > PULL_BATCH ? PULL_BATCH : (size_t)room;
     c.n = 0;
@@ -266,7 +266,7 @@ void index_pull_due(void)
     qindex_scan_due(qmgr_g.qi, (long long)time(NULL), due_cb, &c);
     for (size_t i = 0; i < c.n; i++) {
         /* Over the recipient limit: leave the rest due for the next tick. */
-        if (msg_room() && msg_activate(c.ids[i], c.attempts[i], 1) < 0)
+        if (qmgr_msg_room() && qmgr_msg_activate(c.ids[i], c.attempts[i], 1) < 0)
             qindex_del(qmgr_g.qi, c.ids[i]); /* file gone: forget it */
         free(c.ids[i]);
     }
@@ -274,7 +274,7 @@ void index_pull_due(void)
     free(c.attempts);
 }
 
-void index_new_mail(const char *id)
+void qmgr_index_new_mail(const char *id)
 {
     struct qenv env;
     buf_t err = BUF_INIT;
@@ -284,37 +284,37 @@ void index_new_mail(const char *id)
     /* Already known: the start-up scan or the rescan found the file before
      * smtpd's notice arrived. It is in memory or indexed with its retry
      * time; taking it for new would try a deferred message again at once. */
-    if (msg_find(id))
+    if (qmgr_msg_find(id))
         return;
-    if (qindex_get(qmgr_g.qi, id, &known) == 1) {
+    if (qindex_get(qmgr_g.qi, id, &known) == QIDX_FOUND) {
         qidx_rec_destroy(&known);
         return;
     }
-    if (msg_room()) {
-        msg_activate(id, 0, 0);
+    if (qmgr_msg_room()) {
+        qmgr_msg_activate(id, 0, 0);
         return;
     }
     /* Memory is full: index it as incoming; the due scan takes it later. */
     qenv_init(&env);
     if (qfile_read(qmgr_g.spool, id, &env, 0, &err) == 0)
-        index_put_env(&env, env.hold ? QS_HOLD : QS_INCOMING, 0, 0, NULL);
+        qmgr_index_put_env(&env, env.hold ? QS_HOLD : QS_INCOMING, 0, 0, NULL);
     else
         log_warn("%s: cannot read queue file: %s", id, buf_str(&err));
     qenv_destroy(&env);
     buf_destroy(&err);
 }
 
-static void shutdown_one(struct qmsg *m, void *arg)
+static void shutdown_one(struct qmgr_msg *m, void *arg)
 {
     /* Due again at the next start (the lease would hide it for a year). */
-    index_put_env(&m->env, m->env.hold ? QS_HOLD : QS_ACTIVE, 0, m->attempts, m->reason);
+    qmgr_index_put_env(&m->env, m->env.hold ? QS_HOLD : QS_ACTIVE, 0, m->attempts, m->reason);
 }
 
-void index_shutdown(void)
+void qmgr_index_shutdown(void)
 {
     if (qmgr_g.qi == NULL)
         return;
-    msg_foreach(shutdown_one, NULL);
+    qmgr_msg_foreach(shutdown_one, NULL);
     qindex_close(qmgr_g.qi, 1);
     qmgr_g.qi = NULL;
 }
@@ -331,7 +331,7 @@ static int sel_cb(const struct qidx_rec *rec, void *arg)
 
     if (c->sender && strcmp(c->sender, rec->sender ? rec->sender : "") != 0)
         return 0;
-    if (c->state && strcmp(c->state, qstate_name(rec->state)) != 0)
+    if (c->state && strcmp(c->state, qidx_state_name(rec->state)) != 0)
         return 0;
     return c->cb(rec, c->arg);
 }
@@ -349,7 +349,7 @@ static int sel_ids(const attr_t *req, struct sel_ctx *c, const char **err)
             return -1;
         }
         memset(&rec, 0, sizeof(rec));
-        if (qindex_get(qmgr_g.qi, id, &rec) != 1)
+        if (qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
             continue;
         int stop = sel_cb(&rec, c);
         qidx_rec_destroy(&rec);
@@ -359,8 +359,8 @@ static int sel_ids(const attr_t *req, struct sel_ctx *c, const char **err)
     return 0;
 }
 
-int index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
-                      const char **err)
+int qmgr_index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
+                           const char **err)
 {
     struct sel_ctx c = { cb, arg, attr_get(req, "sender"), attr_get(req, "state") };
     const char *domain = attr_get(req, "domain");

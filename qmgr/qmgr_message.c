@@ -9,42 +9,31 @@
 #include "common/util/alloc.h"
 #include "common/util/log.h"
 
-#define MSG_HASH_SIZE 4096
+/* The messages in memory, by queue id. */
+static struct htable msgs;
 
-static struct qmsg *msg_hash[MSG_HASH_SIZE];
-
-static unsigned msg_bucket(const char *id)
+struct qmgr_msg *qmgr_msg_find(const char *id)
 {
-    unsigned h = 5381;
+    unsigned h = htable_hash_str(id);
 
-    for (; *id; id++)
-        h = h * 33 + (unsigned char)*id;
-    return h % MSG_HASH_SIZE;
-}
-
-struct qmsg *msg_find(const char *id)
-{
-    for (struct qmsg *m = msg_hash[msg_bucket(id)]; m; m = m->hnext)
+    for (struct hlink *l = htable_first(&msgs, h); l; l = htable_next(l, h)) {
+        struct qmgr_msg *m = HTABLE_ENTRY(l, struct qmgr_msg, hlink);
         if (strcmp(m->id, id) == 0)
             return m;
+    }
     return NULL;
 }
 
-static void msg_unlink(struct qmsg *m)
+static void msg_link(struct qmgr_msg *m)
 {
-    struct qmsg **pp = &msg_hash[msg_bucket(m->id)];
-
-    for (; *pp; pp = &(*pp)->hnext) {
-        if (*pp == m) {
-            *pp = m->hnext;
-            return;
-        }
-    }
+    if (msgs.nb == 0)
+        htable_init(&msgs, 1024);
+    htable_insert(&msgs, &m->hlink, htable_hash_str(m->id));
 }
 
-void msg_free(struct qmsg *m)
+void qmgr_msg_free(struct qmgr_msg *m)
 {
-    msg_unlink(m);
+    htable_remove(&msgs, &m->hlink);
     qmgr_g.st.active--;
     qmgr_g.st.rcpts -= m->env.nrcpt;
     qenv_destroy(&m->env);
@@ -53,24 +42,21 @@ void msg_free(struct qmsg *m)
     free(m);
 }
 
-int msg_room(void)
+int qmgr_msg_room(void)
 {
     return (long long)qmgr_g.st.active < qmgr_g.active_limit &&
            (long long)qmgr_g.st.rcpts < qmgr_g.rcpt_limit;
 }
 
-void msg_foreach(void (*fn)(struct qmsg *m, void *arg), void *arg)
+void qmgr_msg_foreach(void (*fn)(struct qmgr_msg *m, void *arg), void *arg)
 {
-    for (size_t b = 0; b < MSG_HASH_SIZE; b++) {
-        struct qmsg *next;
-        for (struct qmsg *m = msg_hash[b]; m; m = next) {
-            next = m->hnext; /* fn may free m */
-            fn(m, arg);
-        }
-    }
+    struct hlink *l, *next;
+
+    HTABLE_EACH(&msgs, l, next) /* fn may free the message */
+        fn(HTABLE_ENTRY(l, struct qmgr_msg, hlink), arg);
 }
 
-void msg_set_reason(struct qmsg *m, const char *reason)
+void qmgr_msg_set_reason(struct qmgr_msg *m, const char *reason)
 {
     if (reason == NULL)
         return;
@@ -78,7 +64,7 @@ void msg_set_reason(struct qmsg *m, const char *reason)
     m->reason = xstrdup(reason);
 }
 
-static const char *sender_text(const struct qmsg *m)
+static const char *sender_text(const struct qmgr_msg *m)
 {
     return m->env.sender ? m->env.sender : "";
 }
@@ -88,23 +74,23 @@ static const char *sender_text(const struct qmsg *m)
  * now could deliver it twice. Look again in a second. (busy was asked
  * before the file was read: an agent appends its results before it lets
  * go, so a file read after a free probe has them.) */
-static int still_delivered(struct qmsg *m, int attempts, int busy)
+static int still_delivered(struct qmgr_msg *m, int attempts, int busy)
 {
     if (!busy)
         return 0;
     log_debug("%s: skipped, still being delivered", m->id);
-    index_put_env(&m->env, QS_ACTIVE, (long long)time(NULL) + 1, attempts, NULL);
+    qmgr_index_put_env(&m->env, QS_ACTIVE, (long long)time(NULL) + 1, attempts, NULL);
     qenv_destroy(&m->env);
     free(m);
     return 1;
 }
 
-int msg_activate(const char *id, int attempts, int check_busy)
+int qmgr_msg_activate(const char *id, int attempts, int check_busy)
 {
-    struct qmsg *m;
+    struct qmgr_msg *m;
     buf_t err = BUF_INIT;
 
-    if (msg_find(id) != NULL)
+    if (qmgr_msg_find(id) != NULL)
         return 0;
     int busy = check_busy && qfile_busy(qmgr_g.spool, id) == 1;
     m = xcalloc(1, sizeof(*m));
@@ -123,21 +109,20 @@ int msg_activate(const char *id, int attempts, int check_busy)
     m->attempts = attempts;
     m->active_since = qmgr_now();
     m->rr = xcalloc(m->env.nrcpt ? m->env.nrcpt : 1, 1);
-    m->hnext = msg_hash[msg_bucket(id)];
-    msg_hash[msg_bucket(id)] = m;
+    msg_link(m);
     qmgr_g.st.active++;
     qmgr_g.st.rcpts += m->env.nrcpt;
     /* Like Postfix: logged each time the message enters the active queue. */
     log_info("%s: from=<%s>, size=%lld, nrcpt=%zu (queue active)", id, sender_text(m),
                  m->env.content_len, m->env.nrcpt);
     if (m->env.hold) {
-        index_put_env(&m->env, QS_HOLD, 0, attempts, NULL);
-        msg_free(m);
+        qmgr_index_put_env(&m->env, QS_HOLD, 0, attempts, NULL);
+        qmgr_msg_free(m);
         return 0;
     }
-    index_put_env(&m->env, QS_ACTIVE, (long long)m->active_since + QMGR_ACTIVE_LEASE,
-                  attempts, NULL);
-    sched_message(m);
+    qmgr_index_put_env(&m->env, QS_ACTIVE, (long long)m->active_since + QMGR_ACTIVE_LEASE,
+                       attempts, NULL);
+    qmgr_sched_message(m);
     return 0;
 }
 
@@ -154,7 +139,7 @@ static void fmt_secs(buf_t *out, double x)
         buf_putc(out, '0');
 }
 
-static void fmt_delays(const struct qmsg *m, buf_t *out, double conn, double xfer)
+static void fmt_delays(const struct qmgr_msg *m, buf_t *out, double conn, double xfer)
 {
     double now = qmgr_now();
     double arr = (double)m->env.arrival.tv_sec + m->env.arrival.tv_usec / 1e6;
@@ -172,8 +157,8 @@ static void fmt_delays(const struct qmsg *m, buf_t *out, double conn, double xfe
     fmt_secs(out, xfer);
 }
 
-void msg_log_status(const struct qmsg *m, size_t idx, const char *relay, const char *dsn,
-                    const char *status, const char *reason)
+void qmgr_msg_log_status(const struct qmgr_msg *m, size_t idx, const char *relay, const char *dsn,
+                         const char *status, const char *reason)
 {
     buf_t d = BUF_INIT;
 
@@ -183,7 +168,8 @@ void msg_log_status(const struct qmsg *m, size_t idx, const char *relay, const c
     buf_destroy(&d);
 }
 
-void msg_rcpt_done(struct qmsg *m, size_t idx, int rr, const char *dsn, const char *reason)
+void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const char *dsn,
+                        const char *reason)
 {
     static const int to_status[] = {
         [RR_SENT] = QR_SENT, [RR_BOUNCED] = QR_BOUNCED, [RR_DEFERRED] = QR_DEFERRED,
@@ -201,15 +187,15 @@ void msg_rcpt_done(struct qmsg *m, size_t idx, int rr, const char *dsn, const ch
         qenv_set(&r->reason, reason ? reason : "");
     }
     if (rr == RR_DEFERRED || rr == RR_CRASH)
-        msg_set_reason(m, reason);
+        qmgr_msg_set_reason(m, reason);
 }
 
-void msg_defer_rcpt(struct qmsg *m, size_t idx, const char *dsn, const char *reason)
+void qmgr_msg_defer_rcpt(struct qmgr_msg *m, size_t idx, const char *dsn, const char *reason)
 {
     if (qfile_append_result(qmgr_g.spool, m->id, idx, QR_DEFERRED, dsn, "none", reason) < 0)
         log_warn("%s: cannot append result for recipient %zu", m->id, idx);
-    msg_log_status(m, idx, "none", dsn, "deferred", reason);
-    msg_rcpt_done(m, idx, RR_DEFERRED, dsn, reason);
+    qmgr_msg_log_status(m, idx, "none", dsn, "deferred", reason);
+    qmgr_msg_rcpt_done(m, idx, RR_DEFERRED, dsn, reason);
 }
 
 double qmgr_now(void)

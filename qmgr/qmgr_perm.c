@@ -30,7 +30,7 @@
 
 #define PERM_MAX_GROUPS 1024
 
-void perm_init(void)
+void qmgr_perm_init(void)
 {
     struct passwd *pw = getpwnam(conf_str("mail_owner"));
 
@@ -54,24 +54,27 @@ static int list_has(const char *s, unsigned long want)
     return 0;
 }
 
-/* 1 in group, 0 not, -1 unknown (no /proc, or the pid now names another user). */
-static int proc_in_group(pid_t pid, uid_t uid, gid_t gid)
+enum membership { IN_GROUP, NOT_IN_GROUP, MEMBERSHIP_UNKNOWN };
+
+/* Unknown: no /proc, or the pid now names another user. */
+static enum membership proc_in_group(pid_t pid, uid_t uid, gid_t gid)
 {
     char path[64], line[4096];
-    int uid_ok = 0, found = -1;
+    int uid_ok = 0;
+    enum membership found = MEMBERSHIP_UNKNOWN;
     FILE *fp;
 
     snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
     if (pid <= 0 || (fp = fopen(path, "re")) == NULL)
-        return -1;
+        return MEMBERSHIP_UNKNOWN;
     while (fgets(line, sizeof(line), fp)) {
         if (strncmp(line, "Uid:", 4) == 0)
             uid_ok = strtoul(line + 4, NULL, 10) == (unsigned long)uid;
         else if (strncmp(line, "Groups:", 7) == 0)
-            found = list_has(line + 7, (unsigned long)gid);
+            found = list_has(line + 7, (unsigned long)gid) ? IN_GROUP : NOT_IN_GROUP;
     }
     fclose(fp);
-    return uid_ok ? found : -1;
+    return uid_ok ? found : MEMBERSHIP_UNKNOWN;
 }
 
 static int user_in_group(uid_t uid, gid_t pgid, gid_t gid)
@@ -88,12 +91,12 @@ static int user_in_group(uid_t uid, gid_t pgid, gid_t gid)
     return 0;
 }
 
-int perm_may_manage(int fd)
+int qmgr_perm_may_manage(int fd)
 {
     uid_t uid;
     gid_t gid;
     pid_t pid;
-    int r;
+    enum membership r;
 
     if (ipc_peer_cred(fd, &uid, &gid, &pid) < 0)
         return 0;
@@ -103,7 +106,7 @@ int perm_may_manage(int fd)
         return 0;
     if (gid == qmgr_g.owner_gid)
         return 1;
-    if ((r = proc_in_group(pid, uid, qmgr_g.owner_gid)) >= 0)
-        return r;
+    if ((r = proc_in_group(pid, uid, qmgr_g.owner_gid)) != MEMBERSHIP_UNKNOWN)
+        return r == IN_GROUP;
     return user_in_group(uid, gid, qmgr_g.owner_gid);
 }

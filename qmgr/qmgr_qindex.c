@@ -160,7 +160,7 @@ void qidx_rec_destroy(struct qidx_rec *rec)
     rec->rcpts = rec->domains = NULL;
 }
 
-const char *qstate_name(int state)
+const char *qidx_state_name(int state)
 {
     static const char *const names[] = { "incoming", "active", "deferred", "hold" };
     return state >= 0 && state <= QS_HOLD ? names[state] : "unknown";
@@ -359,23 +359,25 @@ size_t qindex_count(struct qindex *qi)
 
 /* ---- records and secondaries ---- */
 
-static int get_raw(struct qindex *qi, const char *id, struct qidx_rec *out)
+static enum qidx_lookup get_raw(struct qindex *qi, const char *id, struct qidx_rec *out)
 {
     DBT k, d;
     dbt_set(&k, id, strlen(id));
     dbt_set(&d, NULL, 0);
     int rc = qi->queue->get(qi->queue, NULL, &k, &d, 0);
     if (rc == DB_NOTFOUND)
-        return 0;
-    if (rc != 0)
-        return db_fail("get", rc);
-    return decode(id, d.data, d.size, out) < 0 ? -1 : 1;
+        return QIDX_MISSING;
+    if (rc != 0) {
+        db_fail("get", rc);
+        return QIDX_FAILED;
+    }
+    return decode(id, d.data, d.size, out) < 0 ? QIDX_FAILED : QIDX_FOUND;
 }
 
-int qindex_get(struct qindex *qi, const char *id, struct qidx_rec *out)
+enum qidx_lookup qindex_get(struct qindex *qi, const char *id, struct qidx_rec *out)
 {
     if (!qid_valid(id))
-        return 0;
+        return QIDX_MISSING;
     return get_raw(qi, id, out);
 }
 
@@ -441,10 +443,10 @@ int qindex_put(struct qindex *qi, const struct qidx_rec *rec)
     struct qidx_rec old;
     if (!qid_valid(rec->id))
         log_panic("qindex_put: bad queue id \"%s\"", rec->id);
-    int found = get_raw(qi, rec->id, &old);
-    if (found < 0)
+    enum qidx_lookup found = get_raw(qi, rec->id, &old);
+    if (found == QIDX_FAILED)
         return -1;
-    if (found) {
+    if (found == QIDX_FOUND) {
         int rc = del_secondaries(qi, &old);
         qidx_rec_destroy(&old);
         if (rc < 0)
@@ -459,7 +461,7 @@ int qindex_put(struct qindex *qi, const struct qidx_rec *rec)
     buf_destroy(&b);
     if (rc != 0)
         return db_fail("put", rc);
-    if (!found)
+    if (found == QIDX_MISSING)
         qi->count++;
     return put_secondaries(qi, rec);
 }
@@ -467,9 +469,9 @@ int qindex_put(struct qindex *qi, const struct qidx_rec *rec)
 int qindex_del(struct qindex *qi, const char *id)
 {
     struct qidx_rec old;
-    int found = qid_valid(id) ? get_raw(qi, id, &old) : 0;
-    if (found <= 0)
-        return found;
+    enum qidx_lookup found = qid_valid(id) ? get_raw(qi, id, &old) : QIDX_MISSING;
+    if (found != QIDX_FOUND)
+        return found == QIDX_FAILED ? -1 : 0;
     int rc = del_secondaries(qi, &old);
     qidx_rec_destroy(&old);
     DBT k;
@@ -484,16 +486,18 @@ int qindex_del(struct qindex *qi, const char *id)
 
 /* ---- scans ---- */
 
-/* Look the id up and hand it to the callback; 1 = stop, -1 = error. */
-static int visit(struct qindex *qi, const char *id, qindex_cb cb, void *arg)
+enum visit { VISIT_NEXT, VISIT_STOP, VISIT_FAILED };
+
+/* Look the id up and hand it to the callback. */
+static enum visit visit(struct qindex *qi, const char *id, qindex_cb cb, void *arg)
 {
     struct qidx_rec rec;
-    int found = get_raw(qi, id, &rec);
-    if (found <= 0)
-        return found; /* stale secondary entry: skip */
+    enum qidx_lookup found = get_raw(qi, id, &rec);
+    if (found != QIDX_FOUND) /* missing: a stale secondary entry, skip it */
+        return found == QIDX_FAILED ? VISIT_FAILED : VISIT_NEXT;
     int stop = cb(&rec, arg);
     qidx_rec_destroy(&rec);
-    return stop ? 1 : 0;
+    return stop ? VISIT_STOP : VISIT_NEXT;
 }
 
 int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg)
@@ -502,7 +506,8 @@ int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg)
     DBT k, d;
     char id[QID_LEN + 1];
     unsigned char limit[8];
-    int rc = qi->due->cursor(qi->due, NULL, &c, 0), res = 0;
+    int rc = qi->due->cursor(qi->due, NULL, &c, 0);
+    enum visit res = VISIT_NEXT;
     if (rc != 0)
         return db_fail("cursor", rc);
     unsigned long long lim = now > 0 ? (unsigned long long)now : 0;
@@ -510,7 +515,7 @@ int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg)
         limit[i] = (unsigned char)(lim & 0xff);
     dbt_set(&k, NULL, 0);
     dbt_set(&d, NULL, 0);
-    while (res == 0 && (rc = c->get(c, &k, &d, DB_NEXT)) == 0) {
+    while (res == VISIT_NEXT && (rc = c->get(c, &k, &d, DB_NEXT)) == 0) {
         if (k.size != DUE_KEY_LEN)
             continue;
         if (memcmp(k.data, limit, 8) > 0)
@@ -522,7 +527,7 @@ int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg)
     c->close(c);
     if (rc != 0 && rc != DB_NOTFOUND)
         return db_fail("due scan", rc);
-    return res < 0 ? -1 : 0;
+    return res == VISIT_FAILED ? -1 : 0;
 }
 
 int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void *arg)
@@ -531,14 +536,15 @@ int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void
     DBT k, d;
     char id[QID_LEN + 1];
     char *dom = str_lower(xstrdup(domain));
-    int rc = qi->domain->cursor(qi->domain, NULL, &c, 0), res = 0;
+    int rc = qi->domain->cursor(qi->domain, NULL, &c, 0);
+    enum visit res = VISIT_NEXT;
     if (rc != 0) {
         free(dom);
         return db_fail("cursor", rc);
     }
     dbt_set(&k, dom, strlen(dom));
     dbt_set(&d, NULL, 0);
-    for (rc = c->get(c, &k, &d, DB_SET); rc == 0 && res == 0;
+    for (rc = c->get(c, &k, &d, DB_SET); rc == 0 && res == VISIT_NEXT;
          rc = c->get(c, &k, &d, DB_NEXT_DUP)) {
         if (d.size != QID_LEN)
             continue;
@@ -550,7 +556,7 @@ int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void
     free(dom);
     if (rc != 0 && rc != DB_NOTFOUND)
         return db_fail("domain scan", rc);
-    return res < 0 ? -1 : 0;
+    return res == VISIT_FAILED ? -1 : 0;
 }
 
 int qindex_scan_all(struct qindex *qi, qindex_cb cb, void *arg)

@@ -15,11 +15,11 @@
 #include "common/util/buf.h"
 #include "common/mail/qfile.h"
 
-enum qstate { QS_INCOMING = 0, QS_ACTIVE, QS_DEFERRED, QS_HOLD };
+enum qidx_state { QS_INCOMING = 0, QS_ACTIVE, QS_DEFERRED, QS_HOLD };
 
 struct qidx_rec {
     char id[QID_LEN + 1];
-    int state;               /* enum qstate */
+    int state;               /* enum qidx_state */
     long long arrival;       /* unix seconds */
     long long next_attempt;  /* unix seconds; 0 = now */
     int attempts;
@@ -51,7 +51,10 @@ struct qindex *qindex_open(const char *spool, int *was_clean, buf_t *err);
 void qindex_close(struct qindex *qi, int clean);
 int qindex_clear(struct qindex *qi);
 int qindex_put(struct qindex *qi, const struct qidx_rec *rec);   /* insert or replace */
-int qindex_get(struct qindex *qi, const char *id, struct qidx_rec *out); /* 1 found, 0 not, -1 err */
+/* QIDX_FOUND: *out holds the record (qidx_rec_destroy it); QIDX_FAILED:
+ * a Berkeley DB error (logged) or an undecodable record. */
+enum qidx_lookup { QIDX_FOUND, QIDX_MISSING, QIDX_FAILED };
+enum qidx_lookup qindex_get(struct qindex *qi, const char *id, struct qidx_rec *out);
 int qindex_del(struct qindex *qi, const char *id);
 /* Records with next_attempt <= now (any state but HOLD), oldest first. */
 int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg);
@@ -59,6 +62,6 @@ int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void
 int qindex_scan_all(struct qindex *qi, qindex_cb cb, void *arg);
 size_t qindex_count(struct qindex *qi);
 void qidx_rec_destroy(struct qidx_rec *rec); /* frees the strings, not rec */
-const char *qstate_name(int state);
+const char *qidx_state_name(int state);
 
 #endif

@@ -11,7 +11,7 @@
  *   - a "timed" list holds those that have work and room but must wait
  *     for a time (agent unreachable: retry_at; suspended_until), with the
  *     earliest wake-up remembered, so it is walked only when one is due.
- * ready_update(d) is called after anything that changes d's first job,
+ * qmgr_ready_update(d) is called after anything that changes d's first job,
  * its in-flight count, retry_at or suspension (qmgr_sched.c does). */
 #include "qmgr/qmgr.h"
 
@@ -19,18 +19,18 @@
 
 #include "common/util/alloc.h"
 
-static struct qdest **heap;
+static struct qmgr_dest **heap;
 static size_t heap_n, heap_cap;
-static struct qdest *timed_head;
+static LIST_HEAD(, qmgr_dest) timed = LIST_HEAD_INITIALIZER(timed);
 static double timed_min;       /* earliest wake-up in the timed list */
 static int dest_limit = 1;     /* default_destination_concurrency_limit */
 
-static int before(const struct qdest *a, const struct qdest *b)
+static int before(const struct qmgr_dest *a, const struct qmgr_dest *b)
 {
-    return a->head->seq < b->head->seq;
+    return TAILQ_FIRST(&a->jobs)->seq < TAILQ_FIRST(&b->jobs)->seq;
 }
 
-static void heap_set(size_t i, struct qdest *d)
+static void heap_set(size_t i, struct qmgr_dest *d)
 {
     heap[i] = d;
     d->hpos = i + 1;
@@ -38,7 +38,7 @@ static void heap_set(size_t i, struct qdest *d)
 
 static void sift_up(size_t i)
 {
-    struct qdest *d = heap[i];
+    struct qmgr_dest *d = heap[i];
 
     while (i > 0 && before(d, heap[(i - 1) / 2])) {
         heap_set(i, heap[(i - 1) / 2]);
@@ -49,7 +49,7 @@ static void sift_up(size_t i)
 
 static void sift_down(size_t i)
 {
-    struct qdest *d = heap[i];
+    struct qmgr_dest *d = heap[i];
 
     for (;;) {
         size_t c = 2 * i + 1;
@@ -65,7 +65,7 @@ static void sift_down(size_t i)
     heap_set(i, d);
 }
 
-static void heap_put(struct qdest *d)
+static void heap_put(struct qmgr_dest *d)
 {
     if (d->hpos) { /* already there: its first job may have changed */
         sift_up(d->hpos - 1);
@@ -77,10 +77,10 @@ static void heap_put(struct qdest *d)
     sift_up(heap_n - 1);
 }
 
-static void heap_del(struct qdest *d)
+static void heap_del(struct qmgr_dest *d)
 {
     size_t i = d->hpos;
-    struct qdest *moved;
+    struct qmgr_dest *moved;
 
     if (i-- == 0)
         return;
@@ -93,35 +93,26 @@ static void heap_del(struct qdest *d)
     sift_down(moved->hpos - 1);
 }
 
-static void timed_del(struct qdest *d)
+static void timed_del(struct qmgr_dest *d)
 {
     if (!d->timed)
         return;
     d->timed = 0;
-    if (d->tprev)
-        d->tprev->tnext = d->tnext;
-    else
-        timed_head = d->tnext;
-    if (d->tnext)
-        d->tnext->tprev = d->tprev;
+    LIST_REMOVE(d, tlink);
 }
 
-static void timed_add(struct qdest *d, double wake)
+static void timed_add(struct qmgr_dest *d, double wake)
 {
     if (!d->timed) {
         d->timed = 1;
-        d->tprev = NULL;
-        d->tnext = timed_head;
-        if (timed_head)
-            timed_head->tprev = d;
-        timed_head = d;
+        LIST_INSERT_HEAD(&timed, d, tlink);
     }
     if (wake < timed_min || timed_min == 0)
         timed_min = wake;
 }
 
 /* When d may be dispatched to again, or 0 when it need not wait. */
-static double dest_wake(const struct qdest *d, double now)
+static double dest_wake(const struct qmgr_dest *d, double now)
 {
     double w = d->retry_at;
 
@@ -130,11 +121,11 @@ static double dest_wake(const struct qdest *d, double now)
     return w > now ? w : 0;
 }
 
-void ready_update(struct qdest *d, double now)
+void qmgr_ready_update(struct qmgr_dest *d, double now)
 {
     double wake;
 
-    if (d->head == NULL || d->inflight >= dest_limit) {
+    if (TAILQ_EMPTY(&d->jobs) || d->inflight >= dest_limit) {
         heap_del(d); /* a job completion or a new job calls us again */
         timed_del(d);
     } else if ((wake = dest_wake(d, now)) > 0) {
@@ -146,31 +137,31 @@ void ready_update(struct qdest *d, double now)
     }
 }
 
-void ready_forget(struct qdest *d)
+void qmgr_ready_forget(struct qmgr_dest *d)
 {
     heap_del(d);
     timed_del(d);
 }
 
-struct qdest *ready_pick(void)
+struct qmgr_dest *qmgr_ready_pick(void)
 {
     return heap_n > 0 ? heap[0] : NULL;
 }
 
-void ready_wake(double now)
+void qmgr_ready_wake(double now)
 {
-    struct qdest *d, *next;
+    struct qmgr_dest *d, *next;
 
-    if (timed_head == NULL || now < timed_min)
+    if (LIST_EMPTY(&timed) || now < timed_min)
         return;
     timed_min = 0;
-    for (d = timed_head; d; d = next) {
-        next = d->tnext;
-        ready_update(d, now); /* re-adds with its wake-up if still waiting */
+    for (d = LIST_FIRST(&timed); d; d = next) {
+        next = LIST_NEXT(d, tlink);
+        qmgr_ready_update(d, now); /* re-adds with its wake-up if still waiting */
     }
 }
 
-int ready_set_limit(int limit)
+int qmgr_ready_set_limit(int limit)
 {
     if (limit == dest_limit)
         return 0;

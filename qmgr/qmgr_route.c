@@ -16,7 +16,7 @@
 static struct dict **route_maps;
 static size_t route_nmaps;
 
-void route_init(void)
+void qmgr_route_init(void)
 {
     char **list = conf_list("transport_maps");
     buf_t err = BUF_INIT;
@@ -33,7 +33,7 @@ void route_init(void)
     buf_destroy(&err);
 }
 
-void route_close(void)
+void qmgr_route_close(void)
 {
     for (size_t i = 0; i < route_nmaps; i++)
         dict_close(route_maps[i]);
@@ -50,7 +50,7 @@ static int route_lookup(const char *domain, buf_t *value)
 
     for (size_t i = 0; i < route_nmaps && !found; i++) {
         size_t state = 0;
-        while (!found && route_next_key(domain, &state, &key)) {
+        while (!found && qmgr_route_next_key(domain, &state, &key)) {
             int r = dict_lookup(route_maps[i], buf_str(&key), value);
             if (r < 0)
                 log_warn("transport_maps: lookup of \"%s\" failed", buf_str(&key));
@@ -61,16 +61,16 @@ static int route_lookup(const char *domain, buf_t *value)
     return found;
 }
 
-void route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop)
+void qmgr_route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop)
 {
     buf_t domain = BUF_INIT, value = BUF_INIT;
     const char *relay = conf_str("relayhost");
 
-    route_domain(addr, &domain);
+    qmgr_route_domain(addr, &domain);
     if (domain.len == 0)
         buf_set(&domain, conf_str("myhostname"));
     if (domain.len > 0 && route_lookup(buf_str(&domain), &value)) {
-        if (route_split(buf_str(&value), buf_str(&domain), transport, nexthop) == 0)
+        if (qmgr_route_split(buf_str(&value), buf_str(&domain), transport, nexthop) == 0)
             goto done;
         log_warn("transport_maps: bad value \"%s\" for %s; using the default route",
                  buf_str(&value), buf_str(&domain));
@@ -84,7 +84,7 @@ done:
 
 /* ---- pure helpers: transport_maps values, lookup keys, back-off ---- */
 
-int route_transport_valid(const char *t)
+int qmgr_route_transport_valid(const char *t)
 {
     size_t n = strlen(t);
 
@@ -98,7 +98,7 @@ int route_transport_valid(const char *t)
     return 1;
 }
 
-int route_split(const char *value, const char *domain, buf_t *transport, buf_t *nexthop)
+int qmgr_route_split(const char *value, const char *domain, buf_t *transport, buf_t *nexthop)
 {
     const char *colon = strchr(value, ':');
 
@@ -115,10 +115,10 @@ int route_split(const char *value, const char *domain, buf_t *transport, buf_t *
     str_lower(transport->data);
     if (nexthop->len == 0)
         buf_set(nexthop, domain);
-    return route_transport_valid(buf_str(transport)) ? 0 : -1;
+    return qmgr_route_transport_valid(buf_str(transport)) ? 0 : -1;
 }
 
-void route_domain(const char *addr, buf_t *out)
+void qmgr_route_domain(const char *addr, buf_t *out)
 {
     const char *at = strrchr(addr, '@');
 
@@ -130,7 +130,7 @@ void route_domain(const char *addr, buf_t *out)
         str_lower(out->data);
 }
 
-int route_next_key(const char *domain, size_t *state, buf_t *key)
+int qmgr_route_next_key(const char *domain, size_t *state, buf_t *key)
 {
     size_t pos = *state;
     size_t len = strlen(domain);
@@ -149,7 +149,7 @@ int route_next_key(const char *domain, size_t *state, buf_t *key)
     return 1;
 }
 
-long long route_backoff(long long minimal, long long maximal, int attempts)
+long long qmgr_route_backoff(long long minimal, long long maximal, int attempts)
 {
     long long b = minimal;
 
@@ -160,8 +160,8 @@ long long route_backoff(long long minimal, long long maximal, int attempts)
     return b > maximal ? maximal : b;
 }
 
-void route_rebuild_retry(const struct qenv *env, long long minimal, long long maximal,
-                         int *attempts, long long *next, const char **reason)
+void qmgr_route_rebuild_retry(const struct qenv *env, long long minimal, long long maximal,
+                              int *attempts, long long *next, const char **reason)
 {
     long long last = 0;
 
@@ -180,5 +180,5 @@ void route_rebuild_retry(const struct qenv *env, long long minimal, long long ma
         }
     }
     if (*attempts > 0)
-        *next = last + route_backoff(minimal, maximal, *attempts);
+        *next = last + qmgr_route_backoff(minimal, maximal, *attempts);
 }

@@ -1,12 +1,14 @@
 """qmgr: who may use the control socket, one qmgr per spool (index/lock),
-retry state that survives an index rebuild, and exactly one "removed" line
-per finished message. Everything runs against the real daemons."""
+retry state that survives an index rebuild, exactly one "removed" line per
+finished message, and what qmgr does with a peer daemon's garbage. Everything runs against the real daemons."""
 import fcntl
 import grp
 import os
 import pwd
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import postino_harness as h
@@ -197,3 +199,110 @@ def test_removed_logged_once(postino_factory, sink):
         lines = p.log_lines(r"%s: removed" % qid)
         assert len(lines) == 1, (qid, lines)
     assert not p.queue_files() or set(p.queue_files()).isdisjoint({sent, bounced, deleted, expired})
+
+
+def _unix_exchange(path, data):
+    """Send data on a UNIX socket and read everything until qmgr closes."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(20)
+        s.connect(path)
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out.decode()
+            out += chunk
+
+
+class FakeAgent:
+    """Stands at private/<name> as a delivery agent: answers the n-th job
+    with replies[n] (a function of the request record) and waits for qmgr
+    to hang up; after the last one it hangs up itself."""
+
+    def __init__(self, p, name, replies):
+        self.path = os.path.join(p.spool, "private", name)
+        self.replies = list(replies)
+        self.requests = []
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(self.path)
+        os.chmod(self.path, 0o666)
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        for n, reply in enumerate(self.replies):
+            c, _ = self.sock.accept()
+            with c:
+                c.settimeout(30)
+                data = b""
+                while b"\n\n" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                req = dict(ln.split("=", 1) for ln in data.decode().split("\n\n")[0].splitlines())
+                self.requests.append(req)
+                c.sendall(reply(req).encode())
+                if n == len(self.replies) - 1:
+                    return
+                try:
+                    while c.recv(65536):
+                        pass
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_peer_daemon_garbage(postino_factory, sink):
+    """One policy for a malformed record from another daemon (conn): qmgr
+    logs it, answers status=fail where it serves, drops that peer, applies
+    nothing of it, and goes on."""
+    p = postino_factory(start=False, main={"relayhost": "[127.0.0.1]:%d" % sink.port,
+                                           "minimal_backoff_time": "1h",
+                                           "maximal_backoff_time": "1h"})
+    tfile = os.path.join(p.conf, "transport")
+    _write_transport(p, tfile, "fake:")
+    p.set(transport_maps="hash:" + tfile)
+    p.start()
+    # the new-mail listener (private/qmgr) and the control socket
+    out = _unix_exchange(os.path.join(p.spool, "private", "qmgr"),
+                         b"proto=1\nrequest=bogus\nqueue_id=x\n\n")
+    assert "status=fail" in out and "reason=unknown request" in out, out
+    p.wait_log(r"qmgr\[\d+\]: error: malformed record from private/qmgr client: unknown "
+               r"request \(want request=new\); dropping the connection")
+    out = _unix_exchange(os.path.join(p.spool, "public", "control"), b"request=list\n\n")
+    assert "status=fail" in out and "proto" in out, out
+    p.wait_log(r"qmgr\[\d+\]: error: malformed record from control client uid 0: missing or "
+               r"unsupported proto version; dropping the connection")
+
+    # a delivery agent whose reply does not fit the job: the crash path
+    # (deferred, retried soon), then a good reply is taken as before
+    bad_id = lambda r: "status=ok\nqueue_id=%s\n\n" % ("0" * len(r["queue_id"]))
+    bad_rcpt = lambda r: ("status=ok\nqueue_id=%s\nrcpt=7\nresult=sent\ndsn=2.0.0\n"
+                          "reason=ok\ndest=ok\n\n" % r["queue_id"])
+    good = lambda r: ("status=ok\nqueue_id=%s\nrcpt=0\nresult=deferred\ndsn=4.0.0\n"
+                      "reason=fake agent says later\ndest=ok\n\n" % r["queue_id"])
+    agent = FakeAgent(p, "fake", [bad_id, bad_rcpt, good])
+    try:
+        qid = p.send(SENDER, "user@never.test")
+        p.wait_log(r"qmgr\[\d+\]: error: malformed record from delivery agent fake: a reply "
+                   r"for another message; dropping the connection")
+        p.wait_log(r"qmgr\[\d+\]: warning: %s: delivery agent fake: a reply for another "
+                   r"message" % qid)
+        p.wait_log(r"qmgr\[\d+\]: error: malformed record from delivery agent fake: recipient "
+                   r"results that do not match the job; dropping the connection", timeout=30)
+        h.wait_until(lambda: "fake agent says later" in p.queue_list()[1], timeout=20,
+                     what="the good reply's deferral reason in the queue listing")
+        assert [r["queue_id"] for r in agent.requests] == [qid] * 3, agent.requests
+    finally:
+        agent.close()
+    assert qid in p.queue_files()
+    # and qmgr is still the same one, serving
+    assert len(p.log_lines(r"qmgr\[\d+\]: queue index:")) == 1
+    sink_qid = p.send(SENDER, "alive@example.test")
+    sink.wait_to("alive@example.test")
+    p.wait_removed(sink_qid)

@@ -77,7 +77,7 @@ static void test_put_get_del(void **state)
     mkrec(&r, 1, QS_DEFERRED, 500);
     assert_int_equal(qindex_put(qi, &r), 0);
     assert_int_equal(qindex_count(qi), 1);
-    assert_int_equal(qindex_get(qi, r.id, &out), 1);
+    assert_int_equal(qindex_get(qi, r.id, &out), QIDX_FOUND);
     assert_string_equal(out.id, r.id);
     assert_int_equal(out.state, QS_DEFERRED);
     assert_int_equal(out.arrival, 1001);
@@ -96,14 +96,14 @@ static void test_put_get_del(void **state)
     r.state = QS_ACTIVE;
     assert_int_equal(qindex_put(qi, &r), 0);
     assert_int_equal(qindex_count(qi), 1);
-    assert_int_equal(qindex_get(qi, r.id, &out), 1);
+    assert_int_equal(qindex_get(qi, r.id, &out), QIDX_FOUND);
     assert_null(out.reason);
     assert_string_equal(out.sender, "");
     assert_int_equal(out.state, QS_ACTIVE);
     qidx_rec_destroy(&out);
     assert_int_equal(qindex_del(qi, r.id), 0);
     assert_int_equal(qindex_count(qi), 0);
-    assert_int_equal(qindex_get(qi, r.id, &out), 0);
+    assert_int_equal(qindex_get(qi, r.id, &out), QIDX_MISSING);
     assert_int_equal(qindex_del(qi, r.id), 0);
     qindex_close(qi, 0);
 }
@@ -201,7 +201,7 @@ static void test_clean_marker(void **state)
     assert_int_equal(qindex_count(qi), 5);
     struct qidx_rec out;
     mkrec(&r, 3, 0, 0);
-    assert_int_equal(qindex_get(qi, r.id, &out), 1);
+    assert_int_equal(qindex_get(qi, r.id, &out), QIDX_FOUND);
     assert_int_equal(out.next_attempt, 3);
     qidx_rec_destroy(&out);
     qindex_close(qi, 0); /* crash-like: marker not written */
@@ -211,7 +211,7 @@ static void test_clean_marker(void **state)
     assert_int_equal(qindex_put(qi, &r), 0);
     assert_int_equal(qindex_clear(qi), 0);
     assert_int_equal(qindex_count(qi), 0);
-    assert_int_equal(qindex_get(qi, r.id, &out), 0);
+    assert_int_equal(qindex_get(qi, r.id, &out), QIDX_MISSING);
     struct collect c;
     scan_due(qi, 1 << 30, 0, &c);
     assert_int_equal(c.n, 0);
@@ -220,7 +220,7 @@ static void test_clean_marker(void **state)
     qi = open_idx(1);
     assert_int_equal(qindex_count(qi), 0);
     qindex_close(qi, 1);
-    assert_string_equal(qstate_name(QS_HOLD), "hold");
+    assert_string_equal(qidx_state_name(QS_HOLD), "hold");
 }
 
 static double mono(void)

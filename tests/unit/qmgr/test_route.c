@@ -12,10 +12,10 @@ static void test_split_full(void **state)
 {
     buf_t t = BUF_INIT, n = BUF_INIT;
 
-    assert_int_equal(route_split("smtp:[127.0.0.1]:2526", "example.com", &t, &n), 0);
+    assert_int_equal(qmgr_route_split("smtp:[127.0.0.1]:2526", "example.com", &t, &n), 0);
     assert_string_equal(buf_str(&t), "smtp");
     assert_string_equal(buf_str(&n), "[127.0.0.1]:2526");
-    assert_int_equal(route_split("relay:mx.example.net", "example.com", &t, &n), 0);
+    assert_int_equal(qmgr_route_split("relay:mx.example.net", "example.com", &t, &n), 0);
     assert_string_equal(buf_str(&t), "relay");
     assert_string_equal(buf_str(&n), "mx.example.net");
     buf_destroy(&t);
@@ -26,16 +26,16 @@ static void test_split_defaults(void **state)
 {
     buf_t t = BUF_INIT, n = BUF_INIT;
 
-    assert_int_equal(route_split(":[10.0.0.1]", "example.com", &t, &n), 0);
+    assert_int_equal(qmgr_route_split(":[10.0.0.1]", "example.com", &t, &n), 0);
     assert_string_equal(buf_str(&t), "smtp");
     assert_string_equal(buf_str(&n), "[10.0.0.1]");
-    assert_int_equal(route_split("lmtp:", "example.com", &t, &n), 0);
+    assert_int_equal(qmgr_route_split("lmtp:", "example.com", &t, &n), 0);
     assert_string_equal(buf_str(&t), "lmtp");
     assert_string_equal(buf_str(&n), "example.com");
-    assert_int_equal(route_split("smtp", "example.com", &t, &n), 0);
+    assert_int_equal(qmgr_route_split("smtp", "example.com", &t, &n), 0);
     assert_string_equal(buf_str(&n), "example.com");
     /* a transport that could escape private/ is refused */
-    assert_int_equal(route_split("../x:host", "example.com", &t, &n), -1);
+    assert_int_equal(qmgr_route_split("../x:host", "example.com", &t, &n), -1);
     buf_destroy(&t);
     buf_destroy(&n);
 }
@@ -44,11 +44,11 @@ static void test_domain(void **state)
 {
     buf_t d = BUF_INIT;
 
-    route_domain("User@Example.COM", &d);
+    qmgr_route_domain("User@Example.COM", &d);
     assert_string_equal(buf_str(&d), "example.com");
-    route_domain("\"a@b\"@x.org", &d);
+    qmgr_route_domain("\"a@b\"@x.org", &d);
     assert_string_equal(buf_str(&d), "x.org");
-    route_domain("postmaster", &d);
+    qmgr_route_domain("postmaster", &d);
     assert_string_equal(buf_str(&d), "");
     buf_destroy(&d);
 }
@@ -60,24 +60,24 @@ static void test_keys(void **state)
     const char *want[] = { "a.b.example.com", ".b.example.com", ".example.com", ".com" };
 
     for (size_t i = 0; i < 4; i++) {
-        assert_int_equal(route_next_key("a.b.example.com", &st, &k), 1);
+        assert_int_equal(qmgr_route_next_key("a.b.example.com", &st, &k), 1);
         assert_string_equal(buf_str(&k), want[i]);
     }
-    assert_int_equal(route_next_key("a.b.example.com", &st, &k), 0);
+    assert_int_equal(qmgr_route_next_key("a.b.example.com", &st, &k), 0);
     st = 0;
-    assert_int_equal(route_next_key("", &st, &k), 0);
+    assert_int_equal(qmgr_route_next_key("", &st, &k), 0);
     buf_destroy(&k);
 }
 
 static void test_backoff(void **state)
 {
-    assert_int_equal(route_backoff(300, 4000, 0), 300);
-    assert_int_equal(route_backoff(300, 4000, 1), 300);
-    assert_int_equal(route_backoff(300, 4000, 2), 600);
-    assert_int_equal(route_backoff(300, 4000, 4), 2400);
-    assert_int_equal(route_backoff(300, 4000, 5), 4000);
-    assert_int_equal(route_backoff(300, 4000, 1000), 4000);
-    assert_int_equal(route_backoff(5000, 4000, 1), 4000);
+    assert_int_equal(qmgr_route_backoff(300, 4000, 0), 300);
+    assert_int_equal(qmgr_route_backoff(300, 4000, 1), 300);
+    assert_int_equal(qmgr_route_backoff(300, 4000, 2), 600);
+    assert_int_equal(qmgr_route_backoff(300, 4000, 4), 2400);
+    assert_int_equal(qmgr_route_backoff(300, 4000, 5), 4000);
+    assert_int_equal(qmgr_route_backoff(300, 4000, 1000), 4000);
+    assert_int_equal(qmgr_route_backoff(5000, 4000, 1), 4000);
 }
 
 /* Attempts and next attempt survive an index rebuild. */
@@ -93,7 +93,7 @@ static void test_rebuild_retry(void **state)
     qenv_add_rcpt(&env, "b@x.example", NULL, 0);
     qenv_add_rcpt(&env, "c@x.example", NULL, 0);
     /* never tried: due at once */
-    route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
+    qmgr_route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
     assert_int_equal(att, 0);
     assert_int_equal(next, 0);
     assert_null(why);
@@ -110,7 +110,7 @@ static void test_rebuild_retry(void **state)
     env.rcpt[2].status = QR_SENT;
     env.rcpt[2].deferrals = 5;
     env.rcpt[2].when = 5000;
-    route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
+    qmgr_route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
     assert_int_equal(att, 3);
     assert_int_equal(next, 1200 + 1200); /* last deferral + 300 * 2^2 */
     assert_string_equal(why, "451 try later");
@@ -118,7 +118,7 @@ static void test_rebuild_retry(void **state)
     env.rcpt[0].status = QR_PENDING;
     env.rcpt[0].deferrals = 0;
     env.rcpt[1].status = QR_BOUNCED;
-    route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
+    qmgr_route_rebuild_retry(&env, 300, 4000, &att, &next, &why);
     assert_int_equal(att, 0);
     assert_int_equal(next, 0);
     qenv_destroy(&env);
