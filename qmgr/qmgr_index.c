@@ -290,6 +290,16 @@ void qmgr_index_new_mail(const char *id)
         qidx_rec_destroy(&known);
         return;
     }
+    /* Already finished: a qmgr that started meanwhile (a reload) found the
+     * file in its scan, delivered it and removed it before the notice came.
+     * Nothing is wrong, and nothing to say above debug level. */
+    qfile_path(qmgr_g.spool, id, &err);
+    if (access(buf_str(&err), F_OK) < 0 && errno == ENOENT) {
+        log_debug("%s: notice of new mail that is already gone", id);
+        buf_destroy(&err);
+        return;
+    }
+    buf_reset(&err);
     if (qmgr_msg_room()) {
         qmgr_msg_activate(id, 0, 0);
         return;
