@@ -42,7 +42,7 @@ struct ssl_st;
 struct ssl_ctx_st;
 struct psasl_pool;
 struct psasl_session;
-struct anvil_client;
+struct smtpd_anvil;
 struct smtpd_dns_req;
 struct smtpd_commit;
 struct workq;
@@ -69,7 +69,7 @@ struct smtpd {
     struct ssl_ctx_st *tls_ctx;     /* NULL: no TLS configured */
     int tls_level;                  /* 0 none, 1 may, 2 encrypt */
     struct psasl_pool *sasl_pool;   /* NULL: AUTH off */
-    struct anvil_client *anvil;
+    struct smtpd_anvil *anvil;
     struct workq *commitq;          /* fsyncs of finished messages */
     int finished;                   /* commits drained, leaving the loop */
 };
@@ -119,7 +119,7 @@ struct smtpd_session {
     /* Per-client limits. */
     int anvil_counted;      /* told anvil about this connection */
     int anvil_exempt;
-    int limit_verdict[3];   /* per smtpd_limit_ev: 0 none, else 1 + enum anvil_limit */
+    int limit_verdict[3];   /* per smtpd_limit_ev: 0 none, else 1 + enum smtpd_anvil_limit */
     int limit_pending;      /* the smtpd_limit_ev anvil is asked about */
     /* The mail transaction. */
     int have_mail;

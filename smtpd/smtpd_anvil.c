@@ -23,12 +23,12 @@
 #include "common/mail/proto.h"
 
 struct pending {
-    anvil_client_cb cb;
+    smtpd_anvil_cb cb;
     void *arg;
     enum anvil_event ev;   /* whose rate "rate" in the reply is */
 };
 
-struct anvil_client {
+struct smtpd_anvil {
     struct event_base *base;
     char *path;
     char *peer;                   /* "anvil service PATH", for conn's logs */
@@ -46,15 +46,15 @@ struct anvil_client {
 static void on_fail(evutil_socket_t fd, short what, void *arg);
 static void on_timeout(evutil_socket_t fd, short what, void *arg);
 
-struct anvil_client *anvil_client_new(struct event_base *base, const char *path)
+struct smtpd_anvil *smtpd_anvil_new(struct event_base *base, const char *path)
 {
-    struct anvil_client *ac = xcalloc(1, sizeof *ac);
+    struct smtpd_anvil *ac = xcalloc(1, sizeof *ac);
     ac->base = base;
     ac->path = xstrdup(path);
     buf_t peer = BUF_INIT;
     buf_printf(&peer, "anvil service %s", path);
     ac->peer = buf_detach(&peer);
-    ac->retry_secs = ANVIL_CLIENT_RETRY_SECS;
+    ac->retry_secs = SMTPD_ANVIL_RETRY_SECS;
     ac->fail_ev = event_new(base, -1, 0, on_fail, ac);
     ac->timeout_ev = event_new(base, -1, 0, on_timeout, ac);
     if (ac->fail_ev == NULL || ac->timeout_ev == NULL)
@@ -62,7 +62,7 @@ struct anvil_client *anvil_client_new(struct event_base *base, const char *path)
     return ac;
 }
 
-void anvil_client_free(struct anvil_client *ac)
+void smtpd_anvil_free(struct smtpd_anvil *ac)
 {
     if (ac == NULL)
         return;
@@ -76,19 +76,19 @@ void anvil_client_free(struct anvil_client *ac)
     free(ac);
 }
 
-void anvil_client_set_retry(struct anvil_client *ac, int secs)
+void smtpd_anvil_set_retry(struct smtpd_anvil *ac, int secs)
 {
     ac->retry_secs = secs < 0 ? 0 : secs;
 }
 
-int anvil_client_up(const struct anvil_client *ac)
+int smtpd_anvil_up(const struct smtpd_anvil *ac)
 {
     return ac->conn != NULL;
 }
 
 /* ---- the FIFO ---- */
 
-static void q_push(struct anvil_client *ac, anvil_client_cb cb, void *arg, enum anvil_event ev)
+static void q_push(struct smtpd_anvil *ac, smtpd_anvil_cb cb, void *arg, enum anvil_event ev)
 {
     if (ac->qlen == ac->qcap) {
         size_t ncap = ac->qcap ? ac->qcap * 2 : 16;
@@ -104,7 +104,7 @@ static void q_push(struct anvil_client *ac, anvil_client_cb cb, void *arg, enum 
     ac->qlen++;
 }
 
-static struct pending q_pop(struct anvil_client *ac)
+static struct pending q_pop(struct smtpd_anvil *ac)
 {
     struct pending p = ac->q[ac->qhead];
     ac->qhead = (ac->qhead + 1) % ac->qcap;
@@ -112,7 +112,7 @@ static struct pending q_pop(struct anvil_client *ac)
     return p;
 }
 
-void anvil_client_cancel(struct anvil_client *ac, void *arg)
+void smtpd_anvil_cancel(struct smtpd_anvil *ac, void *arg)
 {
     for (size_t k = 0; k < ac->qlen; k++) {
         struct pending *p = &ac->q[(ac->qhead + k) % ac->qcap];
@@ -126,7 +126,7 @@ void anvil_client_cancel(struct anvil_client *ac, void *arg)
 /* Complete every pending request with zero counters. */
 static void on_fail(evutil_socket_t fd, short what, void *arg)
 {
-    struct anvil_client *ac = arg;
+    struct smtpd_anvil *ac = arg;
     struct anvil_counts c;
     memset(&c, 0, sizeof c);
     c.unavailable = 1;
@@ -143,7 +143,7 @@ static void on_fail(evutil_socket_t fd, short what, void *arg)
 
 /* The connection is given up (conn_free: safe inside its callbacks, and
  * a connection that is already closing just stops). */
-static void go_down(struct anvil_client *ac, const char *why)
+static void go_down(struct smtpd_anvil *ac, const char *why)
 {
     conn_free(ac->conn);
     ac->conn = NULL;
@@ -159,14 +159,14 @@ static void go_down(struct anvil_client *ac, const char *why)
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
-    struct anvil_client *ac = arg;
+    struct smtpd_anvil *ac = arg;
     if (ac->conn && ac->qlen > 0)
         go_down(ac, "no reply in time");
 }
 
-static void arm_timeout(struct anvil_client *ac)
+static void arm_timeout(struct smtpd_anvil *ac)
 {
-    struct timeval tv = { ANVIL_CLIENT_TIMEOUT_SECS, 0 };
+    struct timeval tv = { SMTPD_ANVIL_TIMEOUT_SECS, 0 };
     event_add(ac->timeout_ev, &tv);
 }
 
@@ -191,7 +191,7 @@ static void parse_counts(const attr_t *r, enum anvil_event ev, struct anvil_coun
  * complete fail-open. */
 static enum conn_verdict on_record(struct conn *c, const attr_t *r, void *arg, const char **why)
 {
-    struct anvil_client *ac = arg;
+    struct smtpd_anvil *ac = arg;
     const char *status = attr_get(r, "status");
     if (ac->qlen == 0 || status == NULL) {
         *why = ac->qlen == 0 ? "reply to no request" : "reply without a status";
@@ -225,7 +225,7 @@ static enum conn_verdict on_record(struct conn *c, const attr_t *r, void *arg, c
  * request is lost, so say nothing and connect again with the next one;
  * only a failure to do so is an outage. master holds the listener, so a
  * new anvil that is still starting takes the request from its queue. */
-static void quiet_close(struct anvil_client *ac)
+static void quiet_close(struct smtpd_anvil *ac)
 {
     log_debug("anvil service %s closed an idle connection; reconnecting on demand", ac->path);
     event_del(ac->timeout_ev);
@@ -234,7 +234,7 @@ static void quiet_close(struct anvil_client *ac)
 
 static void on_close(struct conn *c, const char *why, void *arg)
 {
-    struct anvil_client *ac = arg;
+    struct smtpd_anvil *ac = arg;
     if (c == ac->dropped)
         ac->dropped = NULL;
     if (c != ac->conn)
@@ -253,7 +253,7 @@ static const struct conn_ops anvil_ops = { on_record, on_close, NULL };
 
 /* UNIX sockets connect or fail at once, even non-blocking (EAGAIN when
  * the backlog is full: treated as down), so this never waits. */
-static int try_connect(struct anvil_client *ac)
+static int try_connect(struct smtpd_anvil *ac)
 {
     struct conn_cfg cfg = { .peer = ac->peer };
     ac->conn = conn_connect_unix(ac->base, ac->path, &cfg, &anvil_ops, ac);
@@ -267,8 +267,8 @@ static int try_connect(struct anvil_client *ac)
     return 0;
 }
 
-static void send_request(struct anvil_client *ac, const char *request, enum anvil_event ev,
-                         const char *service, const char *addr, anvil_client_cb cb, void *arg)
+static void send_request(struct smtpd_anvil *ac, const char *request, enum anvil_event ev,
+                         const char *service, const char *addr, smtpd_anvil_cb cb, void *arg)
 {
     /* Reconnect only once the failures of the last outage are delivered,
      * so replies and pending entries stay paired. */
@@ -289,27 +289,27 @@ static void send_request(struct anvil_client *ac, const char *request, enum anvi
         arm_timeout(ac);
 }
 
-void anvil_client_connect(struct anvil_client *ac, const char *service, const char *addr,
-                          anvil_client_cb cb, void *arg)
+void smtpd_anvil_connect(struct smtpd_anvil *ac, const char *service, const char *addr,
+                         smtpd_anvil_cb cb, void *arg)
 {
     send_request(ac, "connect", ANVIL_EV_CONN, service, addr, cb, arg);
 }
 
-void anvil_client_disconnect(struct anvil_client *ac, const char *service, const char *addr)
+void smtpd_anvil_disconnect(struct smtpd_anvil *ac, const char *service, const char *addr)
 {
     send_request(ac, "disconnect", ANVIL_EV_CONN, service, addr, NULL, NULL);
 }
 
-void anvil_client_event(struct anvil_client *ac, enum anvil_event ev, const char *service,
-                        const char *addr, anvil_client_cb cb, void *arg)
+void smtpd_anvil_event(struct smtpd_anvil *ac, enum anvil_event ev, const char *service,
+                       const char *addr, smtpd_anvil_cb cb, void *arg)
 {
     if ((unsigned)ev >= ANVIL_EV_N)
-        log_panic("anvil_client_event: bad event %d", (int)ev);
+        log_panic("smtpd_anvil_event: bad event %d", (int)ev);
     send_request(ac, anvil_event_request(ev), ev, service, addr, cb, arg);
 }
 
-void anvil_client_lookup(struct anvil_client *ac, const char *service, const char *addr,
-                         anvil_client_cb cb, void *arg)
+void smtpd_anvil_lookup(struct smtpd_anvil *ac, const char *service, const char *addr,
+                        smtpd_anvil_cb cb, void *arg)
 {
     send_request(ac, "lookup", ANVIL_EV_CONN, service, addr, cb, arg);
 }
@@ -317,47 +317,48 @@ void anvil_client_lookup(struct anvil_client *ac, const char *service, const cha
 /* ---- decisions ---- */
 
 static const char *const limit_params[] = {
-    [ANVIL_LIMIT_NONE] = "",
-    [ANVIL_LIMIT_CONN_COUNT] = "smtpd_client_connection_count_limit",
-    [ANVIL_LIMIT_CONN_RATE] = "smtpd_client_connection_rate_limit",
-    [ANVIL_LIMIT_MSG_RATE] = "smtpd_client_message_rate_limit",
-    [ANVIL_LIMIT_RCPT_RATE] = "smtpd_client_recipient_rate_limit",
-    [ANVIL_LIMIT_AUTH_RATE] = "smtpd_client_auth_rate_limit",
-    [ANVIL_LIMIT_AUTH_FAIL] = "smtpd_client_auth_failure_limit",
+    [SMTPD_ANVIL_LIMIT_NONE] = "",
+    [SMTPD_ANVIL_LIMIT_CONN_COUNT] = "smtpd_client_connection_count_limit",
+    [SMTPD_ANVIL_LIMIT_CONN_RATE] = "smtpd_client_connection_rate_limit",
+    [SMTPD_ANVIL_LIMIT_MSG_RATE] = "smtpd_client_message_rate_limit",
+    [SMTPD_ANVIL_LIMIT_RCPT_RATE] = "smtpd_client_recipient_rate_limit",
+    [SMTPD_ANVIL_LIMIT_AUTH_RATE] = "smtpd_client_auth_rate_limit",
+    [SMTPD_ANVIL_LIMIT_AUTH_FAIL] = "smtpd_client_auth_failure_limit",
 };
 
-const char *anvil_limit_param(enum anvil_limit l)
+const char *smtpd_anvil_limit_param(enum smtpd_anvil_limit l)
 {
     return (unsigned)l < sizeof limit_params / sizeof limit_params[0] ? limit_params[l] : "";
 }
 
 /* value > limit (or >= for failures), with 0 meaning "no limit". */
-static int over(enum anvil_limit l, long value)
+static int over(enum smtpd_anvil_limit l, long value)
 {
     long long lim = conf_int(limit_params[l]);
     if (lim <= 0)
         return 0;
-    return l == ANVIL_LIMIT_AUTH_FAIL ? value >= lim : value > lim;
+    return l == SMTPD_ANVIL_LIMIT_AUTH_FAIL ? value >= lim : value > lim;
 }
 
-enum anvil_limit anvil_limit_exceeded(enum anvil_event ev, const struct anvil_counts *c)
+enum smtpd_anvil_limit smtpd_anvil_limit_exceeded(enum anvil_event ev,
+                                                  const struct anvil_counts *c)
 {
     static const struct {
         enum anvil_event ev;
-        enum anvil_limit limit;
+        enum smtpd_anvil_limit limit;
         int count;      /* compare the concurrent count, not a rate */
         int rate;       /* else: which rate */
     } rules[] = {
-        { ANVIL_EV_CONN, ANVIL_LIMIT_CONN_COUNT, 1, 0 },
-        { ANVIL_EV_CONN, ANVIL_LIMIT_CONN_RATE, 0, ANVIL_EV_CONN },
-        { ANVIL_EV_MSG, ANVIL_LIMIT_MSG_RATE, 0, ANVIL_EV_MSG },
-        { ANVIL_EV_RCPT, ANVIL_LIMIT_RCPT_RATE, 0, ANVIL_EV_RCPT },
-        { ANVIL_EV_AUTH, ANVIL_LIMIT_AUTH_RATE, 0, ANVIL_EV_AUTH },
-        { ANVIL_EV_AUTH, ANVIL_LIMIT_AUTH_FAIL, 0, ANVIL_EV_AUTH_FAIL },
-        { ANVIL_EV_AUTH_FAIL, ANVIL_LIMIT_AUTH_FAIL, 0, ANVIL_EV_AUTH_FAIL },
+        { ANVIL_EV_CONN, SMTPD_ANVIL_LIMIT_CONN_COUNT, 1, 0 },
+        { ANVIL_EV_CONN, SMTPD_ANVIL_LIMIT_CONN_RATE, 0, ANVIL_EV_CONN },
+        { ANVIL_EV_MSG, SMTPD_ANVIL_LIMIT_MSG_RATE, 0, ANVIL_EV_MSG },
+        { ANVIL_EV_RCPT, SMTPD_ANVIL_LIMIT_RCPT_RATE, 0, ANVIL_EV_RCPT },
+        { ANVIL_EV_AUTH, SMTPD_ANVIL_LIMIT_AUTH_RATE, 0, ANVIL_EV_AUTH },
+        { ANVIL_EV_AUTH, SMTPD_ANVIL_LIMIT_AUTH_FAIL, 0, ANVIL_EV_AUTH_FAIL },
+        { ANVIL_EV_AUTH_FAIL, SMTPD_ANVIL_LIMIT_AUTH_FAIL, 0, ANVIL_EV_AUTH_FAIL },
     };
     if (c->unavailable)
-        return ANVIL_LIMIT_NONE;
+        return SMTPD_ANVIL_LIMIT_NONE;
     for (size_t k = 0; k < sizeof rules / sizeof rules[0]; k++) {
         if (rules[k].ev != ev)
             continue;
@@ -365,10 +366,10 @@ enum anvil_limit anvil_limit_exceeded(enum anvil_event ev, const struct anvil_co
         if (over(rules[k].limit, v))
             return rules[k].limit;
     }
-    return ANVIL_LIMIT_NONE;
+    return SMTPD_ANVIL_LIMIT_NONE;
 }
 
-int anvil_client_exempt(const char *addr)
+int smtpd_anvil_exempt(const char *addr)
 {
     return cidr_list_match("smtpd_client_event_limit_exceptions", addr);
 }
