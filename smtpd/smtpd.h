@@ -28,6 +28,7 @@
 #define POSTINO_SMTPD_H
 
 #include <stddef.h>
+#include <sys/queue.h>
 
 #include "common/util/buf.h"
 #include "common/mail/qfile.h"
@@ -63,7 +64,7 @@ enum smtpd_state {
 /* Per-process state. */
 struct smtpd {
     struct server *srv;
-    struct smtpd_session *sessions; /* doubly linked list */
+    LIST_HEAD(, smtpd_session) sessions;
     size_t nsessions;
     struct dns_ctx *dns;
     struct ssl_ctx_st *tls_ctx;     /* NULL: no TLS configured */
@@ -81,7 +82,7 @@ struct smtpd_dns_cache {
 
 struct smtpd_session {
     struct smtpd *d;
-    struct smtpd_session *prev, *next;
+    LIST_ENTRY(smtpd_session) link; /* in d->sessions */
     struct bufferevent *bev;
     char *name;             /* client host name ("unknown": no rDNS yet) */
     char *addr;             /* client address text */
@@ -241,8 +242,8 @@ int smtpd_restrict_helo(struct smtpd_session *s, buf_t *reply);
 int smtpd_restrict_mail(struct smtpd_session *s, buf_t *reply);
 int smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt, int source_routed,
                         buf_t *reply);
-/* Forget cached lookups / cancel a running one (session end). */
-void smtpd_restrict_free(struct smtpd_session *s);
+/* Session end: forget cached lookups, cancel a running one. */
+void smtpd_restrict_release(struct smtpd_session *s);
 
 /* smtpd_tls.c */
 void smtpd_tls_pre_drop(struct smtpd *d);
@@ -253,7 +254,8 @@ void smtpd_tls_cmd(struct smtpd_session *s, char *arg);
 /* Is STARTTLS offered now? Must TLS come before MAIL/AUTH? */
 int smtpd_tls_offer(const struct smtpd_session *s);
 int smtpd_tls_required(const struct smtpd_session *s);
-void smtpd_tls_free(struct smtpd_session *s);
+/* Session end: what the session holds for TLS (the SSL goes with s->bev). */
+void smtpd_tls_release(struct smtpd_session *s);
 
 /* smtpd_auth.c */
 void smtpd_auth_pre_drop(struct smtpd *d);
@@ -265,7 +267,8 @@ void smtpd_auth_cmd(struct smtpd_session *s, char *arg);
 void smtpd_auth_line(struct smtpd_session *s, char *line);
 /* New SASL session after TLS (and at start). */
 void smtpd_auth_reset(struct smtpd_session *s);
-void smtpd_auth_free(struct smtpd_session *s);
+/* Session end: the SASL session, the failure-delay timer, the names. */
+void smtpd_auth_release(struct smtpd_session *s);
 
 /* smtpd_limit.c: per-client limits through anvil. smtpd_limit_event
  * returns 0 when the command may go on, 1 when a limit was hit (replied),

@@ -54,7 +54,7 @@ void smtpd_auth_reset(struct smtpd_session *s)
     s->sasl = psasl_session_new(s->d->sasl_pool, NULL, NULL, ssf);
 }
 
-void smtpd_auth_free(struct smtpd_session *s)
+void smtpd_auth_release(struct smtpd_session *s)
 {
     if (s->sasl)
         psasl_session_free(s->sasl);

@@ -223,7 +223,7 @@ int smtpd_dns_status(struct smtpd_session *s, const char *domain)
     return -1;
 }
 
-void smtpd_restrict_free(struct smtpd_session *s)
+void smtpd_restrict_release(struct smtpd_session *s)
 {
     if (s->dns_req)
         s->dns_req->s = NULL; /* the callback only frees the request */

@@ -165,10 +165,10 @@ void smtpd_session_free(struct smtpd_session *s)
     log_disconnect(s);
     smtpd_session_unlink(s);
     smtpd_limit_disconnect(s);
-    smtpd_restrict_free(s);
-    smtpd_auth_free(s);
+    smtpd_restrict_release(s);
+    smtpd_auth_release(s);
     bufferevent_free(s->bev);
-    smtpd_tls_free(s);
+    smtpd_tls_release(s);
     if (s->sleep_ev)
         event_free(s->sleep_ev);
     qenv_destroy(&s->env);

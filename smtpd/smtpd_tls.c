@@ -241,7 +241,7 @@ void smtpd_tls_cmd(struct smtpd_session *s, char *arg)
     tls_wire_handshake(s);
 }
 
-void smtpd_tls_free(struct smtpd_session *s)
+void smtpd_tls_release(struct smtpd_session *s)
 {
     free(s->tls_info);
     free(s->tls_received);
