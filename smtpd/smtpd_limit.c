@@ -94,7 +94,8 @@ static void on_event(const struct anvil_counts *c, void *arg)
     if (l != SMTPD_ANVIL_LIMIT_NONE)
         warn_limit(s, l,
                    l == SMTPD_ANVIL_LIMIT_AUTH_FAIL ? c->rate[ANVIL_EV_AUTH_FAIL] : c->rate[aev]);
-    s->limit_verdict[ev] = 1 + (int)l;
+    s->limit_verdict[ev] = (int)l;
+    s->limit_answered[ev] = 1;
     smtpd_wait_end(s);
 }
 
@@ -116,22 +117,22 @@ static void limit_reply(struct smtpd_session *s, enum smtpd_anvil_limit l)
     }
 }
 
-int smtpd_limit_event(struct smtpd_session *s, int ev, const char *arg)
+enum smtpd_outcome smtpd_limit_event(struct smtpd_session *s, int ev, const char *arg)
 {
-    if (s->limit_verdict[ev]) { /* the answer to our question: consume it */
-        enum smtpd_anvil_limit l = (enum smtpd_anvil_limit)(s->limit_verdict[ev] - 1);
-        s->limit_verdict[ev] = 0;
+    if (s->limit_answered[ev]) { /* the answer to our question: consume it */
+        enum smtpd_anvil_limit l = (enum smtpd_anvil_limit)s->limit_verdict[ev];
+        s->limit_answered[ev] = 0;
         if (l == SMTPD_ANVIL_LIMIT_NONE)
-            return 0;
+            return SMTPD_PASS;
         limit_reply(s, l);
-        return 1;
+        return SMTPD_REFUSED;
     }
     if (s->anvil_exempt || !s->d->anvil ||
         (conf_int(evmap[ev].param) == 0 && (!evmap[ev].param2 || conf_int(evmap[ev].param2) == 0)))
-        return 0;
+        return SMTPD_PASS;
     s->limit_pending = ev;
     smtpd_anvil_event(s->d->anvil, evmap[ev].anvil_ev, service(s), s->addr, on_event, s);
-    return 2;
+    return SMTPD_LATER;
 }
 
 void smtpd_limit_auth_failed(struct smtpd_session *s)
