@@ -8,7 +8,6 @@ connection dropped, and nothing of it is applied."""
 import glob
 import os
 import re
-import socket
 import time
 
 import postino_harness as h
@@ -161,37 +160,14 @@ def test_bounce_identity_null_sender_mailer_daemon(postino_factory, sink):
     p.wait_removed(qid)
 
 
-class _BouncePeer:
-    """A connection to private/bounce, speaking as qmgr does."""
-
-    def __init__(self, p):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(os.path.join(p.spool, "private", "bounce"))
-        self.inbuf = b""
-
-    def ask(self, record):
-        """Send one raw record; the reply as a dict, or None at EOF."""
-        self.sock.sendall(record)
-        while b"\n\n" not in self.inbuf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.inbuf += chunk
-        rec, self.inbuf = self.inbuf.split(b"\n\n", 1)
-        return dict(ln.split("=", 1) for ln in rec.decode().split("\n"))
-
-    def at_eof(self):
-        """The daemon closed its end (after the last reply)."""
-        return self.inbuf == b"" and self.sock.recv(1) == b""
-
-    def close(self):
-        self.sock.close()
+def _bounce_peer(p):
+    """A connection to private/bounce, as qmgr keeps one."""
+    return h.RecordPeer(os.path.join(p.spool, "private", "bounce"))
 
 
 def _dropped(p, record, why):
     """record gets status=fail naming why, then the connection ends."""
-    b = _BouncePeer(p)
+    b = _bounce_peer(p)
     try:
         r = b.ask(record)
         assert r is not None and r["status"] == "fail" and why in r["reason"], r
@@ -213,7 +189,7 @@ def test_bounce_drops_malformed_request(postino_factory, sink):
     _dropped(p, b"proto=1\nrequest=bounce\nqueue_id=%s\nrcpt=0\nrcpt=7\n\n" % qid.encode(),
              "recipient index")
     # A request bounce declines is no malformed one: answered, connection kept.
-    b = _BouncePeer(p)
+    b = _bounce_peer(p)
     try:
         r = b.ask(b"proto=1\nrequest=nonsense\nqueue_id=%s\n\n" % qid.encode())
         assert r["status"] == "fail" and "unknown request" in r["reason"], r

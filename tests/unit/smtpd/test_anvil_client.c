@@ -10,19 +10,16 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <event2/event.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/util/buf.h"
-#include "common/util/ipc.h"
 #include "common/util/log.h"
 #include "smtpd/smtpd_anvil.h"
+#include "tests/unit/smtpd/scripted_peer.h"
 
 static struct event_base *base;
 static char dir[64], path[128], logpath[128];
@@ -40,69 +37,24 @@ static void on_counts(const struct anvil_counts *c, void *arg)
     r->c[r->n++] = *c;
 }
 
-static void spin(int ms)
-{
-    struct timeval tv = { 0, ms * 1000 };
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
-}
-
 static void run_until(struct result *r, int n)
 {
     for (int k = 0; k < 500 && r->n < n; k++)
-        spin(10);
+        peer_spin(base, 10);
     assert_int_equal(r->n, n);
 }
 
-/* The client's connection, seen from the service's end (blocking). */
 static int take_peer(void)
 {
-    for (int k = 0; k < 500; k++) {
-        int fd = accept(lfd, NULL, NULL);
-        if (fd >= 0)
-            return fd;
-        spin(10);
-    }
-    fail_msg("the client did not connect");
-    return -1;
-}
-
-/* Read until one whole record ("\n\n") or EOF: 0, 1 on EOF, -1 when
- * nothing more comes for a few seconds. */
-static int read_record(int fd, buf_t *got)
-{
-    char b[1024];
-    int idle = 0;
-    while (got->len < 2 || strcmp(got->data + got->len - 2, "\n\n") != 0) {
-        struct pollfd p = { fd, POLLIN, 0 };
-        spin(5);
-        if (poll(&p, 1, 20) <= 0) {
-            if (++idle > 200)
-                return -1;
-            continue;
-        }
-        ssize_t n = read(fd, b, sizeof b);
-        if (n <= 0)
-            return 1;
-        buf_append(got, b, (size_t)n);
-    }
-    return 0;
-}
-
-static void put(int fd, const char *s)
-{
-    assert_int_equal(write(fd, s, strlen(s)), (ssize_t)strlen(s));
+    int fd = peer_accept(base, lfd);
+    if (fd < 0)
+        fail_msg("the client did not connect");
+    return fd;
 }
 
 static int logged(const char *what)
 {
-    char b[8192];
-    FILE *f = fopen(logpath, "r");
-    size_t n = f ? fread(b, 1, sizeof b - 1, f) : 0;
-    if (f)
-        fclose(f);
-    b[n] = '\0';
-    return strstr(b, what) != NULL;
+    return peer_logged(logpath, what);
 }
 
 static int setup(void **state)
@@ -111,10 +63,8 @@ static int setup(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/anvil", dir);
     snprintf(logpath, sizeof logpath, "%s/log", dir);
-    assert_int_equal(log_open(logpath), 0);
-    lfd = ipc_listen_unix(path, 0600, 16);
+    lfd = peer_listen(path, logpath);
     assert_true(lfd >= 0);
-    ipc_nonblock(lfd, 1);
     base = event_base_new();
     return 0;
 }
@@ -136,9 +86,9 @@ static int ask(struct smtpd_anvil *ac, struct result *r, const char *answer)
     buf_t got = BUF_INIT;
     smtpd_anvil_connect(ac, "smtp", "192.0.2.1", on_counts, r);
     int fd = take_peer();
-    assert_int_equal(read_record(fd, &got), 0);
+    assert_int_equal(peer_read_until(base, fd, &got, "\n\n"), PEER_READ_DONE);
     assert_non_null(strstr(buf_str(&got), "request=connect\n"));
-    put(fd, answer);
+    assert_int_equal(peer_put(fd, answer), 0);
     buf_destroy(&got);
     return fd;
 }
@@ -147,10 +97,10 @@ static int ask(struct smtpd_anvil *ac, struct result *r, const char *answer)
 static void assert_dropped(struct smtpd_anvil *ac, int fd)
 {
     buf_t rest = BUF_INIT;
-    assert_int_equal(read_record(fd, &rest), 1);
+    assert_int_equal(peer_read_until(base, fd, &rest, "\n\n"), PEER_READ_EOF);
     assert_false(smtpd_anvil_up(ac));
     close(fd);
-    spin(20);
+    peer_spin(base, 20);
     buf_destroy(&rest);
 }
 

@@ -8,8 +8,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <event2/event.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,10 +16,10 @@
 #include <unistd.h>
 
 #include "common/util/buf.h"
-#include "common/util/ipc.h"
 #include "common/util/log.h"
 #include "common/mail/server.h"
 #include "smtpd/smtpd.h"
+#include "tests/unit/smtpd/scripted_peer.h"
 
 #define MANY 40000 /* more than a UNIX socket buffer holds */
 
@@ -30,64 +28,19 @@ static struct server srv;
 static char dir[64], path[128], logpath[128];
 static int lfd = -1;
 
-static void spin(int ms)
-{
-    struct timeval tv = { 0, ms * 1000 };
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
-}
-
-/* The notifier's connection, seen from qmgr's end (blocking). The first
- * reconnect after a failure waits for the retry timer (1 s). */
+/* The notifier's connection, seen from qmgr's end. The first reconnect
+ * after a failure waits for the retry timer (1 s). */
 static int take_peer(void)
 {
-    for (int k = 0; k < 500; k++) {
-        int fd = accept(lfd, NULL, NULL);
-        if (fd >= 0)
-            return fd;
-        spin(10);
-    }
-    fail_msg("smtpd did not connect");
-    return -1;
+    int fd = peer_accept(base, lfd);
+    if (fd < 0)
+        fail_msg("smtpd did not connect");
+    return fd;
 }
 
-/* Read until got ends with `until`, or EOF (1), or a quiet spell (-1). */
-static int read_until(int fd, buf_t *got, const char *until)
+static enum peer_read read_until(int fd, buf_t *got, const char *until)
 {
-    char b[65536];
-    size_t ul = strlen(until);
-    int idle = 0;
-    while (got->len < ul || strcmp(got->data + got->len - ul, until) != 0) {
-        struct pollfd p = { fd, POLLIN, 0 };
-        spin(1);
-        if (poll(&p, 1, 10) <= 0) {
-            if (++idle > 300)
-                return -1;
-            continue;
-        }
-        ssize_t n = read(fd, b, sizeof b);
-        if (n <= 0)
-            return 1;
-        buf_append(got, b, (size_t)n);
-        idle = 0;
-    }
-    return 0;
-}
-
-static void put(int fd, const char *s)
-{
-    assert_int_equal(write(fd, s, strlen(s)), (ssize_t)strlen(s));
-}
-
-static int logged(const char *what)
-{
-    char b[8192];
-    FILE *f = fopen(logpath, "r");
-    size_t n = f ? fread(b, 1, sizeof b - 1, f) : 0;
-    if (f)
-        fclose(f);
-    b[n] = '\0';
-    return strstr(b, what) != NULL;
+    return peer_read_until(base, fd, got, until);
 }
 
 static const char *id(int k)
@@ -114,10 +67,8 @@ static int setup(void **state)
     assert_int_equal(mkdir(priv, 0700), 0);
     snprintf(path, sizeof path, "%s/private/qmgr", dir);
     snprintf(logpath, sizeof logpath, "%s/log", dir);
-    assert_int_equal(log_open(logpath), 0);
-    lfd = ipc_listen_unix(path, 0600, 16);
+    lfd = peer_listen(path, logpath);
     assert_true(lfd >= 0);
-    ipc_nonblock(lfd, 1);
     base = event_base_new();
     srv.base = base;
     srv.spool = dir;
@@ -144,29 +95,29 @@ static void test_refusal_and_malformed_answer(void **state)
     buf_t got = BUF_INIT;
     smtpd_notify_new(id(1));
     int fd = take_peer();
-    assert_int_equal(read_until(fd, &got, "\n\n"), 0);
+    assert_int_equal(read_until(fd, &got, "\n\n"), PEER_READ_DONE);
     assert_string_equal(buf_str(&got), rec(1));
-    put(fd, "status=fail\nreason=unsupported protocol version\n\n");
-    spin(50);
-    assert_true(logged("qmgr refused a notification: unsupported protocol version"));
+    assert_int_equal(peer_put(fd, "status=fail\nreason=unsupported protocol version\n\n"), 0);
+    peer_spin(base, 50);
+    assert_true(peer_logged(logpath, "qmgr refused a notification: unsupported protocol version"));
     smtpd_notify_new(id(2));
     buf_reset(&got);
-    assert_int_equal(read_until(fd, &got, "\n\n"), 0);
+    assert_int_equal(read_until(fd, &got, "\n\n"), PEER_READ_DONE);
     assert_string_equal(buf_str(&got), rec(2));
-    put(fd, "status=ok\n\n");
+    assert_int_equal(peer_put(fd, "status=ok\n\n"), 0);
     buf_reset(&got);
-    assert_int_equal(read_until(fd, &got, "\n\n"), 1); /* dropped: EOF */
-    assert_true(logged("malformed record from qmgr: unexpected record"));
+    assert_int_equal(read_until(fd, &got, "\n\n"), PEER_READ_EOF); /* dropped: EOF */
+    assert_true(peer_logged(logpath, "malformed record from qmgr: unexpected record"));
     close(fd);
-    spin(50);
+    peer_spin(base, 50);
     /* the next notification connects again */
     smtpd_notify_new(id(3));
     fd = take_peer();
     buf_reset(&got);
-    assert_int_equal(read_until(fd, &got, "\n\n"), 0);
+    assert_int_equal(read_until(fd, &got, "\n\n"), PEER_READ_DONE);
     assert_string_equal(buf_str(&got), rec(3));
     close(fd);
-    spin(50);
+    peer_spin(base, 50);
     buf_destroy(&got);
 }
 
@@ -178,15 +129,15 @@ static void test_unwritten_records_resent(void **state)
     buf_t got = BUF_INIT;
     smtpd_notify_new(id(100));
     int fd = take_peer();
-    assert_int_equal(read_until(fd, &got, "\n\n"), 0);
+    assert_int_equal(read_until(fd, &got, "\n\n"), PEER_READ_DONE);
     assert_string_equal(buf_str(&got), rec(100));
     for (int k = 101; k <= 100 + MANY; k++)
         smtpd_notify_new(id(k));
-    spin(50);
+    peer_spin(base, 50);
     close(fd); /* unread data: a reset for the writer */
     fd = take_peer();
     buf_reset(&got);
-    assert_int_equal(read_until(fd, &got, rec(100 + MANY)), 0);
+    assert_int_equal(read_until(fd, &got, rec(100 + MANY)), PEER_READ_DONE);
     /* a run of whole records, consecutive, ending with the last */
     const char *p = buf_str(&got);
     int first = (int)strtol(strstr(p, "queue_id=") + 9, NULL, 16);
@@ -199,7 +150,7 @@ static void test_unwritten_records_resent(void **state)
     }
     assert_int_equal(*p, '\0');
     close(fd);
-    spin(50);
+    peer_spin(base, 50);
     buf_destroy(&got);
 }
 
