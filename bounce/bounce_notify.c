@@ -16,7 +16,6 @@
 #include "common/mail/conf.h"
 #include "common/mail/dsn.h"
 #include "common/util/log.h"
-#include "common/mail/proto.h"
 #include "common/mail/qfile.h"
 #include "common/util/utf8.h"
 
@@ -63,17 +62,15 @@ static int parse_index(const char *s, size_t *out)
 }
 
 /* Collect the requested recipients that want this kind of report.
- * Returns -1 (with reason in err) for a bad index from qmgr. */
-static int select_rcpts(struct job *j, const attr_t *req, buf_t *err)
+ * Returns -1 for an index qmgr cannot have meant (a malformed request). */
+static int select_rcpts(struct job *j, const attr_t *req)
 {
     size_t pos = 0, idx;
     const char *v;
     j->idx = xcalloc(j->env.nrcpt + 1, sizeof *j->idx);
     while ((v = attr_next(req, "rcpt", &pos)) != NULL) {
-        if (parse_index(v, &idx) < 0 || idx >= j->env.nrcpt) {
-            buf_printf(err, "bad recipient index \"%s\"", v);
+        if (parse_index(v, &idx) < 0 || idx >= j->env.nrcpt)
             return -1;
-        }
         struct qrcpt *r = &j->env.rcpt[idx];
         if (!dsn_rcpt_wants(r, j->kind))
             continue;
@@ -225,59 +222,66 @@ out:
     return rc;
 }
 
-static int run_job(struct job *j, const attr_t *req, attr_t *reply)
+/* The report for the selected recipients (none: nothing to send). */
+static void notify(struct job *j, attr_t *reply)
+{
+    buf_t err = BUF_INIT;
+    const char *id = j->env.id;
+    if (j->nidx > 0 && j->env.sender[0] == 0) {
+        null_sender(j);
+    } else if (j->nidx > 0) {
+        if (queue_report(j, &err) < 0) {
+            reply_fail(reply, "%s: cannot queue %s: %s", id, log_what[j->kind], buf_str(&err));
+            buf_destroy(&err);
+            return;
+        }
+        mark_sent(j);
+        log_info("%s: %s: %s", id, log_what[j->kind], j->new_id);
+    }
+    attr_add(reply, "status", "ok");
+    attr_add(reply, "queue_id", j->new_id);
+    buf_destroy(&err);
+}
+
+static enum conn_verdict run_job(struct job *j, const attr_t *req, attr_t *reply,
+                                 const char **why)
 {
     buf_t err = BUF_INIT;
     const char *id = attr_get(req, "queue_id");
-    int rc = -1;
+    enum conn_verdict v = CONN_OK;
 
-    if (!id || !qid_valid(id))
-        reply_fail(reply, "bad queue_id \"%s\"", id ? id : "");
-    else if (qfile_read(j->spool, id, &j->env, 0, &err) < 0)
+    if (!id || !qid_valid(id)) {
+        *why = "missing or invalid queue_id";
+        v = CONN_DROP;
+    } else if (qfile_read(j->spool, id, &j->env, 0, &err) < 0) {
         reply_fail(reply, "%s: %s", id, err.data ? err.data : "cannot read queue file");
-    else if (select_rcpts(j, req, &err) < 0)
-        reply_fail(reply, "%s: %s", id, err.data);
-    else
-        rc = 0;
-    if (rc == 0 && j->nidx > 0 && j->env.sender[0] == 0) {
-        null_sender(j);
-    } else if (rc == 0 && j->nidx > 0) {
-        if (queue_report(j, &err) < 0) {
-            reply_fail(reply, "%s: cannot queue %s: %s", id, log_what[j->kind], buf_str(&err));
-            rc = -1;
-        } else {
-            mark_sent(j);
-            log_info("%s: %s: %s", id, log_what[j->kind], j->new_id);
-        }
-    }
-    if (rc == 0) {
-        attr_add(reply, "status", "ok");
-        attr_add(reply, "queue_id", j->new_id);
+    } else if (select_rcpts(j, req) < 0) {
+        *why = "recipient index out of range";
+        v = CONN_DROP;
+    } else {
+        notify(j, reply);
     }
     buf_destroy(&err);
-    return rc;
+    return v;
 }
 
-int bounce_request(const char *spool, const attr_t *req, attr_t *reply)
+enum conn_verdict bounce_notify_request(const char *spool, const attr_t *req, attr_t *reply,
+                                        const char **why)
 {
-    const char *proto = attr_get(req, "proto");
     struct job j;
+    enum conn_verdict v;
 
     attr_clear(reply);
-    if (proto && strcmp(proto, PROTO_VERSION) != 0) {
-        reply_fail(reply, "unsupported protocol version \"%s\"", proto);
-        return -1;
-    }
     memset(&j, 0, sizeof j);
     j.spool = spool;
     j.kind = dsn_kind_from_request(attr_get(req, "request"));
     if (j.kind < 0) {
         reply_fail(reply, "unknown request \"%s\"", attr_get_def(req, "request", ""));
-        return 0;
+        return CONN_OK;
     }
     qenv_init(&j.env);
-    run_job(&j, req, reply);
+    v = run_job(&j, req, reply, why);
     qenv_destroy(&j.env);
     free(j.idx);
-    return 0;
+    return v;
 }

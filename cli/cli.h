@@ -5,10 +5,12 @@
 
 #include <sys/types.h>
 
-/* Exit statuses: 0 ok, 1 error, 2 usage error. */
-#define CLI_OK 0
-#define CLI_ERR 1
-#define CLI_USAGE 2
+/* Exit statuses (what every command returns). */
+enum cli_status {
+    CLI_OK = 0,     /* done */
+    CLI_ERR = 1,    /* failed (said why on stderr) */
+    CLI_USAGE = 2,  /* not understood (usage printed) */
+};
 
 struct cli {
     const char *config_dir;   /* absolute */
@@ -27,16 +29,16 @@ int cli_usage(const char *cmd);
 /* Is master running? 1 yes (*pid set), 0 no. */
 int cli_master_running(pid_t *pid);
 
-int cmd_start(struct cli *c, int argc, char **argv);
-int cmd_start_fg(struct cli *c, int argc, char **argv);
-int cmd_stop(struct cli *c, int argc, char **argv);
-int cmd_reload(struct cli *c, int argc, char **argv);
-int cmd_status(struct cli *c, int argc, char **argv);
-int cmd_check(struct cli *c, int argc, char **argv);
-int cmd_queue(struct cli *c, int argc, char **argv);
-int cmd_queue_list(struct cli *c, int argc, char **argv);
-int cmd_queue_show(struct cli *c, int argc, char **argv);
-int cmd_config(struct cli *c, int argc, char **argv);
-int cmd_map(struct cli *c, int argc, char **argv);
+int cli_cmd_start(struct cli *c, int argc, char **argv);
+int cli_cmd_start_fg(struct cli *c, int argc, char **argv);
+int cli_cmd_stop(struct cli *c, int argc, char **argv);
+int cli_cmd_reload(struct cli *c, int argc, char **argv);
+int cli_cmd_status(struct cli *c, int argc, char **argv);
+int cli_cmd_check(struct cli *c, int argc, char **argv);
+int cli_cmd_queue(struct cli *c, int argc, char **argv);
+int cli_cmd_queue_list(struct cli *c, int argc, char **argv);
+int cli_cmd_queue_show(struct cli *c, int argc, char **argv);
+int cli_cmd_config(struct cli *c, int argc, char **argv);
+int cli_cmd_map(struct cli *c, int argc, char **argv);
 
 #endif

@@ -18,7 +18,7 @@ static int param_known(const char *name)
     return 0;
 }
 
-int cmd_config(struct cli *c, int argc, char **argv)
+int cli_cmd_config(struct cli *c, int argc, char **argv)
 {
     int ch, nondefault = 0, value_only = 0, rc = CLI_OK;
     optind = 0;
@@ -99,7 +99,7 @@ static int map_query(int argc, char **argv)
     return rc;
 }
 
-int cmd_map(struct cli *c, int argc, char **argv)
+int cli_cmd_map(struct cli *c, int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "build") == 0)
         return map_build(argc, argv);

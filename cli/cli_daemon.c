@@ -66,7 +66,7 @@ static void master_argv(struct cli *c, const char *path, int daemon, char *av[6]
     av[n] = NULL;
 }
 
-int cmd_start(struct cli *c, int argc, char **argv)
+int cli_cmd_start(struct cli *c, int argc, char **argv)
 {
     pid_t pid;
     buf_t path = BUF_INIT;
@@ -101,7 +101,7 @@ int cmd_start(struct cli *c, int argc, char **argv)
     return CLI_ERR;
 }
 
-int cmd_start_fg(struct cli *c, int argc, char **argv)
+int cli_cmd_start_fg(struct cli *c, int argc, char **argv)
 {
     pid_t pid;
     buf_t path = BUF_INIT;
@@ -137,7 +137,7 @@ static int signal_master(const char *cmd, int argc, int sig, pid_t *pid)
     return CLI_OK;
 }
 
-int cmd_stop(struct cli *c, int argc, char **argv)
+int cli_cmd_stop(struct cli *c, int argc, char **argv)
 {
     pid_t pid, again;
     int rc = signal_master("stop", argc, SIGTERM, &pid);
@@ -155,7 +155,7 @@ int cmd_stop(struct cli *c, int argc, char **argv)
     return CLI_ERR;
 }
 
-int cmd_reload(struct cli *c, int argc, char **argv)
+int cli_cmd_reload(struct cli *c, int argc, char **argv)
 {
     pid_t pid;
     int rc = signal_master("reload", argc, SIGHUP, &pid);
@@ -164,7 +164,7 @@ int cmd_reload(struct cli *c, int argc, char **argv)
     return rc;
 }
 
-int cmd_status(struct cli *c, int argc, char **argv)
+int cli_cmd_status(struct cli *c, int argc, char **argv)
 {
     pid_t pid;
     if (argc != 1)
@@ -179,7 +179,7 @@ int cmd_status(struct cli *c, int argc, char **argv)
 
 /* main.cf was loaded already (or we would not be here); check master.cf
  * and that every program it names exists in daemon_directory. */
-int cmd_check(struct cli *c, int argc, char **argv)
+int cli_cmd_check(struct cli *c, int argc, char **argv)
 {
     struct master_ent *ents = NULL;
     size_t n = 0;

@@ -1,7 +1,10 @@
 /* cli_queue.c - "postino queue ...": list, show, flush, stats and the
  * changes (delete, hold, release, requeue). Everything but "show" is a
  * request to qmgr on public/control (qmgr owns the index); "show" reads
- * the queue file directly, like postcat. */
+ * the queue file directly, like postcat. The request and its replies are
+ * blocking (a command, not an event loop); a malformed reply gets the
+ * daemons' policy (conn.h) in a command's terms: nothing of it is used,
+ * the command says so and fails. */
 #include "cli/cli.h"
 
 #include <errno.h>
@@ -49,14 +52,21 @@ static int control_send(const attr_t *req)
     return fd;
 }
 
+static void malformed(const char *why)
+{
+    cli_err("malformed reply from the queue manager: %s", why);
+}
+
 static int control_read(int fd, buf_t *in, attr_t *rec)
 {
     const char *err = NULL;
-    if (attr_read_fd(fd, in, rec, CONTROL_TIMEOUT_MS, &err) < 0) {
-        cli_err("no valid reply from the queue manager: %s", err ? err : strerror(errno));
-        return -1;
-    }
-    return 0;
+    if (attr_read_fd(fd, in, rec, CONTROL_TIMEOUT_MS, &err) == 0)
+        return 0;
+    if (errno == EPROTO)
+        malformed(err ? err : "undecodable record");
+    else
+        cli_err("no reply from the queue manager: %s", err ? err : strerror(errno));
+    return -1;
 }
 
 /* One request, one reply record; status=fail is reported here. */
@@ -65,10 +75,13 @@ static int control_call(const attr_t *req, attr_t *reply)
     buf_t in = BUF_INIT;
     int fd = control_send(req), rc = -1;
     if (fd >= 0 && control_read(fd, &in, reply) == 0) {
-        if (strcmp(attr_get_def(reply, "status", ""), "ok") == 0)
+        const char *status = attr_get(reply, "status");
+        if (status && strcmp(status, "ok") == 0)
             rc = 0;
-        else
+        else if (status && strcmp(status, "fail") == 0)
             cli_err("%s", attr_get_def(reply, "reason", "request failed"));
+        else
+            malformed("no status");
     }
     if (fd >= 0)
         close(fd);
@@ -144,7 +157,7 @@ static int list_parse(int argc, char **argv, attr_t *req)
     return 0;
 }
 
-int cmd_queue_list(struct cli *c, int argc, char **argv)
+int cli_cmd_queue_list(struct cli *c, int argc, char **argv)
 {
     attr_t req = new_request("list"), rec = ATTR_INIT;
     buf_t in = BUF_INIT;
@@ -163,6 +176,10 @@ int cmd_queue_list(struct cli *c, int argc, char **argv)
             }
             if (attr_get(&rec, "status") && !attr_get(&rec, "queue_id")) {
                 cli_err("%s", attr_get_def(&rec, "reason", "list failed"));
+                break;
+            }
+            if (!attr_get(&rec, "queue_id")) {
+                malformed("a listed message without a queue_id");
                 break;
             }
             if (tot.count == 0)
@@ -187,66 +204,65 @@ int cmd_queue_list(struct cli *c, int argc, char **argv)
 
 static int cmd_flush(struct cli *c, int argc, char **argv)
 {
+    if (argc != 1)
+        return cli_usage("queue");
     attr_t req = new_request("flush"), reply = ATTR_INIT;
-    int rc = argc == 1 ? control_call(&req, &reply) : -2;
+    int rc = control_call(&req, &reply);
     if (rc == 0)
         printf("postino: %s message(s) flushed\n", attr_get_def(&reply, "count", "0"));
     attr_destroy(&req);
     attr_destroy(&reply);
-    return rc == -2 ? cli_usage("queue") : rc == 0 ? CLI_OK : CLI_ERR;
+    return rc == 0 ? CLI_OK : CLI_ERR;
 }
 
 static int cmd_stats(struct cli *c, int argc, char **argv)
 {
     static const char *const fields[] = { "incoming", "active", "deferred", "hold", "total" };
+    if (argc != 1)
+        return cli_usage("queue");
     attr_t req = new_request("stats"), reply = ATTR_INIT;
-    int rc = argc == 1 ? control_call(&req, &reply) : -2;
+    int rc = control_call(&req, &reply);
     for (size_t i = 0; rc == 0 && i < sizeof fields / sizeof fields[0]; i++)
         printf("%-10s %s\n", fields[i], attr_get_def(&reply, fields[i], "0"));
     attr_destroy(&req);
     attr_destroy(&reply);
-    return rc == -2 ? cli_usage("queue") : rc == 0 ? CLI_OK : CLI_ERR;
+    return rc == 0 ? CLI_OK : CLI_ERR;
 }
 
-/* Selection for delete/hold/release/requeue: IDs | -d D | -s S | ALL. */
+/* Selection for delete/hold/release/requeue: IDs | -d D | -s S | ALL.
+ * CLI_USAGE and CLI_ERR are reported already. */
 static int change_parse(int argc, char **argv, attr_t *req)
 {
     int ch, nsel = 0;
     optind = 0;
     while ((ch = getopt(argc, argv, "+d:s:")) != -1) {
         if (ch != 'd' && ch != 's')
-            return -1;
+            return cli_usage("queue");
         attr_add(req, ch == 'd' ? "domain" : "sender", optarg);
         nsel++;
     }
     if (optind == argc - 1 && strcmp(argv[optind], "ALL") == 0 && nsel == 0) {
         attr_add(req, "all", "1");
-        return 0;
+        return CLI_OK;
     }
     for (int i = optind; i < argc; i++, nsel++) {
         if (!qid_valid(argv[i])) {
             cli_err("invalid queue id: %s", argv[i]);
-            return -2;
+            return CLI_ERR;
         }
         attr_add(req, "queue_id", argv[i]);
     }
-    return nsel > 0 ? 0 : -1;
+    return nsel > 0 ? CLI_OK : cli_usage("queue");
 }
 
 static int cmd_change(struct cli *c, int argc, char **argv, const char *done)
 {
     attr_t req = new_request(argv[0]), reply = ATTR_INIT;
     int rc = change_parse(argc, argv, &req);
-    if (rc == -1)
-        rc = cli_usage("queue");
-    else if (rc == -2)
+    if (rc == CLI_OK && control_call(&req, &reply) < 0)
         rc = CLI_ERR;
-    else if (control_call(&req, &reply) < 0)
-        rc = CLI_ERR;
-    else {
+    else if (rc == CLI_OK)
         printf("postino: %s message(s) %s\n", attr_get_def(&reply, "count", "0"), done);
-        rc = CLI_OK;
-    }
     attr_destroy(&req);
     attr_destroy(&reply);
     return rc;
@@ -261,12 +277,12 @@ static const struct {
     const char *name;
     cli_fn fn;
 } queue_cmds[] = {
-    { "list", cmd_queue_list },     { "show", cmd_queue_show },   { "flush", cmd_flush },
+    { "list", cli_cmd_queue_list },     { "show", cli_cmd_queue_show },   { "flush", cmd_flush },
     { "stats", cmd_stats },         { "delete", cmd_delete },     { "hold", cmd_hold },
     { "release", cmd_release },     { "requeue", cmd_requeue },
 };
 
-int cmd_queue(struct cli *c, int argc, char **argv)
+int cli_cmd_queue(struct cli *c, int argc, char **argv)
 {
     if (argc < 2)
         return cli_usage("queue");

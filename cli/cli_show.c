@@ -123,7 +123,7 @@ static int show_content(const char *spool, const char *id)
     return CLI_OK;
 }
 
-int cmd_queue_show(struct cli *c, int argc, char **argv)
+int cli_cmd_queue_show(struct cli *c, int argc, char **argv)
 {
     struct qenv env;
     buf_t err = BUF_INIT, path = BUF_INIT;

@@ -24,16 +24,16 @@ struct command {
 };
 
 static const struct command commands[] = {
-    { "start", cmd_start, "start                      start the mail system (in the background)" },
-    { "start-fg", cmd_start_fg, "start-fg                   run the mail system in the foreground" },
-    { "stop", cmd_stop, "stop                       stop the mail system (waits up to 60 s)" },
-    { "reload", cmd_reload, "reload                     re-read the configuration (SIGHUP to master)" },
-    { "status", cmd_status, "status                     is the mail system running?" },
-    { "check", cmd_check, "check                      check main.cf and master.cf" },
-    { "queue", cmd_queue, "queue list [-d DOMAIN] [-s SENDER] [ID...] | show ID | flush | stats\n"
+    { "start", cli_cmd_start, "start                      start the mail system (in the background)" },
+    { "start-fg", cli_cmd_start_fg, "start-fg                   run the mail system in the foreground" },
+    { "stop", cli_cmd_stop, "stop                       stop the mail system (waits up to 60 s)" },
+    { "reload", cli_cmd_reload, "reload                     re-read the configuration (SIGHUP to master)" },
+    { "status", cli_cmd_status, "status                     is the mail system running?" },
+    { "check", cli_cmd_check, "check                      check main.cf and master.cf" },
+    { "queue", cli_cmd_queue, "queue list [-d DOMAIN] [-s SENDER] [ID...] | show ID | flush | stats\n"
                           "       postino queue delete|hold|release|requeue ID...|-d DOMAIN|-s SENDER|ALL" },
-    { "config", cmd_config, "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
-    { "map", cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
+    { "config", cli_cmd_config, "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
+    { "map", cli_cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
     { "help", NULL, "help                       this list" },
 };
 
@@ -171,7 +171,7 @@ int main(int argc, char **argv)
     if (rc == -1 && mailq) {
         /* argv[-1] is free to reuse: it held the last option or argv[0]. */
         argv[-1] = "list";
-        rc = cmd_queue_list(&c, argc + 1, argv - 1);
+        rc = cli_cmd_queue_list(&c, argc + 1, argv - 1);
     } else if (rc == -1) {
         rc = dispatch(&c, argc, argv);
     }

@@ -28,11 +28,18 @@
 #include "common/util/buf.h"
 #include "common/util/log.h"
 
-struct master M = { .pid_fd = -1, .report_fd = -1, .log_is_stderr = 1, .log_fd = -1 };
+struct master master_state = {
+    .pid_fd = -1,
+    .report_fd = -1,
+    .log_is_stderr = 1,
+    .log_fd = -1,
+    .services = TAILQ_HEAD_INITIALIZER(master_state.services),
+    .children = LIST_HEAD_INITIALIZER(master_state.children),
+};
 
 static const char *syslog_name(void)
 {
-    return M.config_dir ? conf_str("syslog_name") : "postino";
+    return master_state.config_dir ? conf_str("syslog_name") : "postino";
 }
 
 /* Configuration and environment errors: one plain line for the operator
@@ -46,10 +53,10 @@ void master_fatal(const char *fmt, ...)
     va_end(ap);
     buf_t line = BUF_INIT;
     buf_printf(&line, "%s/master: fatal: %s\n", syslog_name(), buf_str(&msg));
-    int fd = M.report_fd >= 0 ? M.report_fd : 2;
+    int fd = master_state.report_fd >= 0 ? master_state.report_fd : 2;
     ssize_t w = write(fd, line.data, line.len);
     (void)w;
-    if (M.log_is_stderr && M.report_fd < 0)
+    if (master_state.log_is_stderr && master_state.report_fd < 0)
         exit(1);
     log_fatal("%s", buf_str(&msg));
 }
@@ -68,9 +75,9 @@ static void parse_args(int argc, char **argv)
         if (ch == 'c')
             dir = optarg;
         else if (ch == 'd')
-            M.daemonize = 1;
+            master_state.daemonize = 1;
         else if (ch == 'v')
-            M.verbose++;
+            master_state.verbose++;
         else
             usage();
     }
@@ -82,7 +89,7 @@ static void parse_args(int argc, char **argv)
                 strerror(errno));
         exit(1);
     }
-    M.config_dir = xstrdup(real);
+    master_state.config_dir = xstrdup(real);
 }
 
 /* daemon_directory, default: where this program lives. */
@@ -90,7 +97,7 @@ static void find_daemon_dir(void)
 {
     const char *d = conf_str("daemon_directory");
     if (*d) {
-        M.daemon_dir = xstrdup(d);
+        master_state.daemon_dir = xstrdup(d);
         return;
     }
     char exe[PATH_MAX];
@@ -99,22 +106,22 @@ static void find_daemon_dir(void)
         master_fatal("readlink /proc/self/exe: %s (set daemon_directory in main.cf)",
                      strerror(errno));
     exe[n] = '\0';
-    M.daemon_dir = xstrdup(dirname(exe));
+    master_state.daemon_dir = xstrdup(dirname(exe));
 }
 
 static void load_config(struct master_ent **ents, size_t *n)
 {
     buf_t err = BUF_INIT;
-    if (conf_load(M.config_dir, &err) < 0)
+    if (conf_load(master_state.config_dir, &err) < 0)
         master_fatal("%s", buf_str(&err));
     buf_reset(&err);
-    if (conf_master_load(M.config_dir, ents, n, &err) < 0)
+    if (conf_master_load(master_state.config_dir, ents, n, &err) < 0)
         master_fatal("%s", buf_str(&err));
     buf_destroy(&err);
     const char *q = conf_str("queue_directory");
     if (*q != '/')
         master_fatal("queue_directory \"%s\" must be an absolute path", q);
-    M.queue_dir = xstrdup(q);
+    master_state.queue_dir = xstrdup(q);
     log_set_syslog_name(conf_str("syslog_name"));
     log_set_facility(log_facility_code(conf_str("syslog_facility")));
     if (*conf_str("myhostname"))
@@ -130,7 +137,7 @@ static void open_log(void)
     if (*t == '\0' || strcmp(t, "syslog") == 0 || to_stderr) {
         if (log_open(t) < 0)
             master_fatal("cannot open log: %s", strerror(errno));
-        M.log_is_stderr = to_stderr && !M.daemonize;
+        master_state.log_is_stderr = to_stderr && !master_state.daemonize;
         return;
     }
     int fd = open(t, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -142,8 +149,8 @@ static void open_log(void)
         fd = high;
     }
     log_set_fd(fd);
-    M.log_fd = fd;
-    M.log_is_stderr = 0;
+    master_state.log_fd = fd;
+    master_state.log_is_stderr = 0;
 }
 
 /* 0, 1 and 2 must be open so no socket or file ever lands on them. */
@@ -198,7 +205,7 @@ static void daemonize(void)
         wait_ready(p[0], pid);
     }
     close(p[0]);
-    M.report_fd = p[1];
+    master_state.report_fd = p[1];
     setsid();
     int nul = open("/dev/null", O_RDWR);
     if (nul < 0)
@@ -211,12 +218,12 @@ static void daemonize(void)
 
 static void report_ready(void)
 {
-    if (M.report_fd < 0)
+    if (master_state.report_fd < 0)
         return;
-    ssize_t w = write(M.report_fd, "ready\n", 6);
+    ssize_t w = write(master_state.report_fd, "ready\n", 6);
     (void)w;
-    close(M.report_fd);
-    M.report_fd = -1;
+    close(master_state.report_fd);
+    master_state.report_fd = -1;
 }
 
 /* ---- signals ---- */
@@ -230,21 +237,21 @@ static void kill_cb(evutil_socket_t fd, short what, void *arg)
 
 static void check_stopped(void)
 {
-    if (M.stopping && M.children == NULL)
-        event_base_loopbreak(M.base);
+    if (master_state.stopping && LIST_EMPTY(&master_state.children))
+        event_base_loopbreak(master_state.base);
 }
 
 static void on_stop(int sig)
 {
-    if (M.stopping)
+    if (master_state.stopping)
         return;
     log_info("terminating on signal %d", sig);
-    M.stopping = 1;
+    master_state.stopping = 1;
     master_services_close();
     master_signal_children(SIGTERM);
-    M.kill_timer = evtimer_new(M.base, kill_cb, NULL);
+    master_state.kill_timer = evtimer_new(master_state.base, kill_cb, NULL);
     struct timeval tv = { MASTER_STOP_GRACE, 0 };
-    evtimer_add(M.kill_timer, &tv);
+    evtimer_add(master_state.kill_timer, &tv);
     check_stopped();
 }
 
@@ -277,34 +284,35 @@ static int startup_same(char *saved[NSTARTUP])
  * listener, which master keeps open. One log line, here. */
 static void on_reload(int sig)
 {
-    if (M.stopping)
+    if (master_state.stopping)
         return;
     struct master_ent *ents = NULL;
     size_t n = 0;
     buf_t err = BUF_INIT;
     char *saved[NSTARTUP];
     startup_save(saved);
-    if (conf_load(M.config_dir, &err) < 0 || conf_master_load(M.config_dir, &ents, &n, &err) < 0) {
+    if (conf_load(master_state.config_dir, &err) < 0 || conf_master_load(master_state.config_dir, &ents, &n, &err) < 0) {
         log_error("reload: %s; keeping the old configuration", buf_str(&err));
         buf_destroy(&err);
         startup_same(saved);
         return;
     }
     buf_destroy(&err);
-    if (strcmp(conf_str("queue_directory"), M.queue_dir) != 0)
+    if (strcmp(conf_str("queue_directory"), master_state.queue_dir) != 0)
         log_warn("reload: queue_directory changed to %s; it takes effect only after a restart",
                  conf_str("queue_directory"));
     master_services_reload(ents, n, startup_same(saved));
     conf_master_free(ents, n);
     master_reload_children();
-    for (struct service *svc = M.services; svc; svc = svc->next) {
+    struct master_service *svc;
+    TAILQ_FOREACH(svc, &master_state.services, link) {
         if (svc->timer)
             event_del(svc->timer);
         svc->waiting = 0;
         svc->delay = 0;
     }
     master_fill_all();
-    log_info("reload -- version %s, configuration %s", MASTER_VERSION, M.config_dir);
+    log_info("reload -- version %s, configuration %s", MASTER_VERSION, master_state.config_dir);
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -320,13 +328,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 
 static void setup_events(void)
 {
-    M.base = event_base_new();
-    if (M.base == NULL)
+    master_state.base = event_base_new();
+    if (master_state.base == NULL)
         master_fatal("cannot create the event base");
     signal(SIGPIPE, SIG_IGN);
     static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-        struct event *ev = evsignal_new(M.base, sigs[i], signal_cb, NULL);
+        struct event *ev = evsignal_new(master_state.base, sigs[i], signal_cb, NULL);
         if (ev == NULL || evsignal_add(ev, NULL) < 0)
             master_fatal("cannot watch signal %d", sigs[i]);
     }
@@ -340,23 +348,23 @@ int main(int argc, char **argv)
     struct master_ent *ents = NULL;
     size_t nents = 0;
     load_config(&ents, &nents);
-    log_set_verbose(M.verbose);
+    log_set_verbose(master_state.verbose);
     find_daemon_dir();
     master_lookup_owner();
-    if (M.daemonize)
+    if (master_state.daemonize)
         daemonize();
     open_log();
     master_spool_setup();
     master_pid_lock();
-    if (chdir(M.queue_dir) < 0)
-        master_fatal("chdir %s: %s", M.queue_dir, strerror(errno));
+    if (chdir(master_state.queue_dir) < 0)
+        master_fatal("chdir %s: %s", master_state.queue_dir, strerror(errno));
     setup_events();
     master_services_create(ents, nents, 1);
     conf_master_free(ents, nents);
     master_fill_all();
-    log_info("daemon started -- version %s, configuration %s", MASTER_VERSION, M.config_dir);
+    log_info("daemon started -- version %s, configuration %s", MASTER_VERSION, master_state.config_dir);
     report_ready();
-    event_base_dispatch(M.base);
+    event_base_dispatch(master_state.base);
     /* Stopped: every child has been reaped. */
     master_pid_unlink();
     return 0;

@@ -7,6 +7,7 @@
 #ifndef POSTINO_MASTER_H
 #define POSTINO_MASTER_H
 
+#include <sys/queue.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -25,8 +26,8 @@
 struct event;
 struct event_base;
 
-struct service {
-    struct service *next;
+struct master_service {
+    TAILQ_ENTRY(master_service) link;   /* master.cf order */
     struct master_ent ent;   /* deep copy, owned */
     char *path;              /* <daemon_directory>/<command> */
     char *sock_path;         /* unix: absolute socket path; NULL for inet */
@@ -42,10 +43,10 @@ struct service {
     struct event *timer;
 };
 
-struct child {
-    struct child *next;
+struct master_child {
+    LIST_ENTRY(master_child) link;
     pid_t pid;
-    struct service *svc;
+    struct master_service *svc;
     struct timespec start;   /* CLOCK_MONOTONIC */
     int retired;
 };
@@ -67,11 +68,12 @@ struct master {
     int stopping;
     struct event_base *base;
     struct event *kill_timer;
-    struct service *services;
-    struct child *children;
+    TAILQ_HEAD(, master_service) services;
+    LIST_HEAD(, master_child) children;
 };
 
-extern struct master M;
+/* The one supervisor (master.c). */
+extern struct master master_state;
 
 /* master.c */
 void master_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -93,10 +95,10 @@ int master_services_create(const struct master_ent *ents, size_t n, int fatal_er
  * daemon that can reload in place (anvil) may keep running. */
 void master_services_reload(const struct master_ent *ents, size_t n, int startup_same);
 void master_services_close(void);
-void master_service_free(struct service *svc);
+void master_service_free(struct master_service *svc);
 
 /* master_spawn.c */
-void master_fill(struct service *svc);
+void master_fill(struct master_service *svc);
 void master_fill_all(void);
 void master_reap(void);
 void master_signal_children(int sig);

@@ -30,7 +30,7 @@ static double since(const struct timespec *t)
 }
 
 /* argv: command -c DIR -n SERVICE -t TYPE -s 1 [-u] [-r] [-w N] [-v] [-R] args... */
-static char **child_argv(const struct service *svc)
+static char **child_argv(const struct master_service *svc)
 {
     const struct master_ent *e = &svc->ent;
     size_t nargs = 0;
@@ -42,7 +42,7 @@ static char **child_argv(const struct service *svc)
     snprintf(wake, sizeof(wake), "%d", e->wakeup);
     av[n++] = e->argv[0];
     av[n++] = "-c";
-    av[n++] = M.config_dir;
+    av[n++] = master_state.config_dir;
     av[n++] = "-n";
     av[n++] = e->service;
     av[n++] = "-t";
@@ -57,7 +57,7 @@ static char **child_argv(const struct service *svc)
         av[n++] = "-w";
         av[n++] = xstrdup(wake);
     }
-    if (M.verbose)
+    if (master_state.verbose)
         av[n++] = "-v";
     if (svc->reloaded > 0)
         av[n++] = "-R";
@@ -71,7 +71,7 @@ static char **child_argv(const struct service *svc)
  * arrive blocked (spawn_one): master's handlers would otherwise run here
  * and report the child's signal to master's own loop. SIGHUP and SIGQUIT
  * stay blocked across exec until the daemon can handle a reload (server.c). */
-static void child_exec(const struct service *svc)
+static void child_exec(const struct master_service *svc)
 {
     for (int sig = 1; sig < NSIG; sig++)
         signal(sig, SIG_DFL);
@@ -86,8 +86,8 @@ static void child_exec(const struct service *svc)
     closelog();     /* its socket could sit on fd 3 */
     /* A detached master has /dev/null as stderr: let a child's errors from
      * before it opens the log (bad main.cf after an edit) reach the log. */
-    if (M.daemonize && M.log_fd >= 0)
-        dup2(M.log_fd, 2);
+    if (master_state.daemonize && master_state.log_fd >= 0)
+        dup2(master_state.log_fd, 2);
     if (svc->fd != 3 && dup2(svc->fd, 3) < 0)
         log_fatal("%s: dup2 listener: %s", svc->path, strerror(errno));
     if (fcntl(3, F_SETFD, 0) < 0)
@@ -104,25 +104,25 @@ static void child_exec(const struct service *svc)
 
 static void backoff_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct service *svc = arg;
+    struct master_service *svc = arg;
     svc->waiting = 0;
     master_fill(svc);
 }
 
-static void arm_backoff(struct service *svc)
+static void arm_backoff(struct master_service *svc)
 {
     svc->delay = svc->delay ? svc->delay * 2 : 1;
     if (svc->delay > MASTER_BACKOFF_MAX)
         svc->delay = MASTER_BACKOFF_MAX;
     log_warn("%s: back-off %d seconds", svc->path, svc->delay);
     if (svc->timer == NULL)
-        svc->timer = evtimer_new(M.base, backoff_cb, svc);
+        svc->timer = evtimer_new(master_state.base, backoff_cb, svc);
     struct timeval tv = { svc->delay, 0 };
     evtimer_add(svc->timer, &tv);
     svc->waiting = 1;
 }
 
-static int spawn_one(struct service *svc)
+static int spawn_one(struct master_service *svc)
 {
     sigset_t all, old;
     sigfillset(&all);
@@ -136,12 +136,11 @@ static int spawn_one(struct service *svc)
         log_warn("fork for %s: %s", svc->path, strerror(e));
         return -1;
     }
-    struct child *c = xcalloc(1, sizeof(*c));
+    struct master_child *c = xcalloc(1, sizeof(*c));
     c->pid = pid;
     c->svc = svc;
     clock_gettime(CLOCK_MONOTONIC, &c->start);
-    c->next = M.children;
-    M.children = c;
+    LIST_INSERT_HEAD(&master_state.children, c, link);
     svc->nlive++;
     if (svc->reloaded > 0)
         svc->reloaded--;
@@ -152,9 +151,9 @@ static int spawn_one(struct service *svc)
 
 /* Start processes until the service has its target. A unix service counts
  * its retired children too: two qmgr processes must never overlap. */
-void master_fill(struct service *svc)
+void master_fill(struct master_service *svc)
 {
-    if (M.stopping || svc->removed || svc->waiting || svc->fd < 0)
+    if (master_state.stopping || svc->removed || svc->waiting || svc->fd < 0)
         return;
     int unix_svc = strcmp(svc->ent.type, "unix") == 0;
     while (svc->nlive + (unix_svc ? svc->nretired : 0) < svc->target) {
@@ -167,15 +166,16 @@ void master_fill(struct service *svc)
 
 void master_fill_all(void)
 {
-    for (struct service *svc = M.services; svc; svc = svc->next)
+    struct master_service *svc;
+    TAILQ_FOREACH(svc, &master_state.services, link)
         master_fill(svc);
 }
 
-static void log_status(const struct child *c, int status)
+static void log_status(const struct master_child *c, int status)
 {
     const char *path = c->svc->path;
     /* A child we told to stop (stop, reload) is not worth a warning. */
-    int asked = (M.stopping || c->retired) && WIFSIGNALED(status) &&
+    int asked = (master_state.stopping || c->retired) && WIFSIGNALED(status) &&
                 (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGQUIT);
     if (WIFSIGNALED(status) && !asked)
         log_warn("process %s pid %ld killed by signal %d", path, (long)c->pid, WTERMSIG(status));
@@ -188,27 +188,25 @@ static void log_status(const struct child *c, int status)
 /* Unlink the services the last reload removed once their last child is gone. */
 static void drop_dead_services(void)
 {
-    struct service **pp = &M.services;
-    while (*pp) {
-        struct service *svc = *pp;
+    struct master_service *svc, *next;
+    for (svc = TAILQ_FIRST(&master_state.services); svc; svc = next) {
+        next = TAILQ_NEXT(svc, link);
         if (svc->removed && svc->nlive == 0 && svc->nretired == 0) {
-            *pp = svc->next;
+            TAILQ_REMOVE(&master_state.services, svc, link);
             master_service_free(svc);
-        } else {
-            pp = &svc->next;
         }
     }
 }
 
-static void child_gone(struct child *c, int status)
+static void child_gone(struct master_child *c, int status)
 {
-    struct service *svc = c->svc;
+    struct master_service *svc = c->svc;
     log_status(c, status);
     if (c->retired) {
         svc->nretired--;
     } else {
         svc->nlive--;
-        if (!M.stopping && !svc->removed && !svc->waiting) {
+        if (!master_state.stopping && !svc->removed && !svc->waiting) {
             if (since(&c->start) < MASTER_QUICK_DEATH)
                 arm_backoff(svc);
             else
@@ -224,13 +222,13 @@ void master_reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        struct child **pp = &M.children;
-        while (*pp && (*pp)->pid != pid)
-            pp = &(*pp)->next;
-        if (*pp == NULL)
+        struct master_child *c;
+        LIST_FOREACH(c, &master_state.children, link)
+            if (c->pid == pid)
+                break;
+        if (c == NULL)
             continue;   /* not ours (cannot happen: master forks only children) */
-        struct child *c = *pp;
-        *pp = c->next;
+        LIST_REMOVE(c, link);
         child_gone(c, status);
     }
     drop_dead_services();
@@ -238,14 +236,16 @@ void master_reap(void)
 
 void master_signal_children(int sig)
 {
-    for (struct child *c = M.children; c; c = c->next)
+    struct master_child *c;
+    LIST_FOREACH(c, &master_state.children, link)
         if (kill(c->pid, sig) < 0 && errno != ESRCH)
             log_warn("kill %ld: %s", (long)c->pid, strerror(errno));
 }
 
 void master_reload_children(void)
 {
-    for (struct child *c = M.children; c; c = c->next) {
+    struct master_child *c;
+    LIST_FOREACH(c, &master_state.children, link) {
         if (c->retired)
             continue;
         int sig = SIGHUP;
@@ -264,7 +264,8 @@ void master_reload_children(void)
 int master_child_count(void)
 {
     int n = 0;
-    for (struct child *c = M.children; c; c = c->next)
+    struct master_child *c;
+    LIST_FOREACH(c, &master_state.children, link)
         n++;
     return n;
 }

@@ -36,10 +36,10 @@ static const struct spool_dir {
 
 void master_lookup_owner(void)
 {
-    M.as_root = (getuid() == 0);
-    if (!M.as_root) {
-        M.owner_uid = getuid();
-        M.owner_gid = getgid();
+    master_state.as_root = (getuid() == 0);
+    if (!master_state.as_root) {
+        master_state.owner_uid = getuid();
+        master_state.owner_gid = getgid();
         return;
     }
     const char *owner = conf_str("mail_owner");
@@ -48,8 +48,8 @@ void master_lookup_owner(void)
         master_fatal("mail_owner \"%s\": no such user (create it, or run make deps)", owner);
     if (pw->pw_uid == 0)
         master_fatal("mail_owner \"%s\" must not be root (use an unprivileged user)", owner);
-    M.owner_uid = pw->pw_uid;
-    M.owner_gid = pw->pw_gid;
+    master_state.owner_uid = pw->pw_uid;
+    master_state.owner_gid = pw->pw_gid;
 }
 
 /* mkdir -p for the queue directory itself (its parents may be missing). */
@@ -79,9 +79,9 @@ static void fix_dir(const char *path, mode_t mode, int owned)
         master_fatal("stat %s: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode))
         master_fatal("%s: not a directory (remove it, or change queue_directory)", path);
-    if (M.as_root) {
-        uid_t uid = owned ? M.owner_uid : 0;
-        gid_t gid = owned ? M.owner_gid : 0;
+    if (master_state.as_root) {
+        uid_t uid = owned ? master_state.owner_uid : 0;
+        gid_t gid = owned ? master_state.owner_gid : 0;
         if ((st.st_uid != uid || st.st_gid != gid) && chown(path, uid, gid) < 0)
             master_fatal("chown %s: %s", path, strerror(errno));
     }
@@ -100,7 +100,7 @@ static void make_hash_dirs(const char *queue)
         if (mkdir(p.data, 0700) == 0) {
             /* lchown: queue/ belongs to the mail user, who could swap the
              * new directory for a symlink before root gets to it. */
-            if (M.as_root && lchown(p.data, M.owner_uid, M.owner_gid) < 0)
+            if (master_state.as_root && lchown(p.data, master_state.owner_uid, master_state.owner_gid) < 0)
                 master_fatal("chown %s: %s", p.data, strerror(errno));
         } else if (errno != EEXIST) {
             master_fatal("create directory %s: %s", p.data, strerror(errno));
@@ -111,12 +111,12 @@ static void make_hash_dirs(const char *queue)
 
 void master_spool_setup(void)
 {
-    mkdir_parents(M.queue_dir, 0755);
-    fix_dir(M.queue_dir, 0755, 0);
+    mkdir_parents(master_state.queue_dir, 0755);
+    fix_dir(master_state.queue_dir, 0755, 0);
     buf_t p = BUF_INIT;
     for (size_t i = 0; i < sizeof(spool_dirs) / sizeof(spool_dirs[0]); i++) {
         buf_reset(&p);
-        buf_printf(&p, "%s/%s", M.queue_dir, spool_dirs[i].name);
+        buf_printf(&p, "%s/%s", master_state.queue_dir, spool_dirs[i].name);
         fix_dir(p.data, spool_dirs[i].mode, spool_dirs[i].owned);
         if (strcmp(spool_dirs[i].name, "queue") == 0)
             make_hash_dirs(p.data);
@@ -139,29 +139,29 @@ static long read_pid(int fd)
 void master_pid_lock(void)
 {
     buf_t p = BUF_INIT;
-    buf_printf(&p, "%s/pid/master.pid", M.queue_dir);
-    M.pid_path = buf_detach(&p);
-    int fd = open(M.pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    buf_printf(&p, "%s/pid/master.pid", master_state.queue_dir);
+    master_state.pid_path = buf_detach(&p);
+    int fd = open(master_state.pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
-        master_fatal("open %s: %s", M.pid_path, strerror(errno));
+        master_fatal("open %s: %s", master_state.pid_path, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         if (errno == EWOULDBLOCK)
             master_fatal("the mail system is already running (pid %ld)", read_pid(fd));
-        master_fatal("lock %s: %s", M.pid_path, strerror(errno));
+        master_fatal("lock %s: %s", master_state.pid_path, strerror(errno));
     }
     char text[32];
     int n = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
     if (ftruncate(fd, 0) < 0 || pwrite(fd, text, (size_t)n, 0) != n)
-        master_fatal("write %s: %s", M.pid_path, strerror(errno));
-    M.pid_fd = fd;
+        master_fatal("write %s: %s", master_state.pid_path, strerror(errno));
+    master_state.pid_fd = fd;
 }
 
 void master_pid_unlink(void)
 {
-    if (M.pid_fd < 0)
+    if (master_state.pid_fd < 0)
         return;
-    if (unlink(M.pid_path) < 0 && errno != ENOENT)
-        log_warn("remove %s: %s", M.pid_path, strerror(errno));
-    close(M.pid_fd);
-    M.pid_fd = -1;
+    if (unlink(master_state.pid_path) < 0 && errno != ENOENT)
+        log_warn("remove %s: %s", master_state.pid_path, strerror(errno));
+    close(master_state.pid_fd);
+    master_state.pid_fd = -1;
 }

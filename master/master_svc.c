@@ -88,14 +88,14 @@ static int can_stay(const struct master_ent *old, const struct master_ent *new)
 }
 
 /* Settings that may change on reload without touching the socket. */
-static void svc_configure(struct service *svc, const struct master_ent *e)
+static void svc_configure(struct master_service *svc, const struct master_ent *e)
 {
     ent_destroy(&svc->ent);
     ent_copy(&svc->ent, e);
     if (e->argv == NULL || e->argv[0] == NULL)
         log_panic("master.cf line %d: service %s without a command", e->line, e->service);
     buf_t p = BUF_INIT;
-    buf_printf(&p, "%s/%s", M.daemon_dir, e->argv[0]);
+    buf_printf(&p, "%s/%s", master_state.daemon_dir, e->argv[0]);
     free(svc->path);
     svc->path = buf_detach(&p);
     long long limit = e->maxproc > 0 ? e->maxproc : conf_int("default_process_limit");
@@ -125,12 +125,12 @@ static int listen_inet(const struct master_ent *e, buf_t *err, int wait)
 }
 
 /* Create the listener; returns fd or -1 with err. */
-static int svc_listen(struct service *svc, const struct master_ent *e, buf_t *err, int wait)
+static int svc_listen(struct master_service *svc, const struct master_ent *e, buf_t *err, int wait)
 {
     if (!is_unix(e))
         return listen_inet(e, err, wait);
     buf_t p = BUF_INIT;
-    buf_printf(&p, "%s/%s/%s", M.queue_dir, e->private_ ? "private" : "public", e->service);
+    buf_printf(&p, "%s/%s/%s", master_state.queue_dir, e->private_ ? "private" : "public", e->service);
     svc->sock_path = buf_detach(&p);
     int fd = ipc_listen_unix(svc->sock_path, e->private_ ? 0600 : 0666, MASTER_LISTEN_BACKLOG);
     if (fd < 0) {
@@ -138,7 +138,7 @@ static int svc_listen(struct service *svc, const struct master_ent *e, buf_t *er
         return -1;
     }
     /* lchown: never follow a symlink the mail user may have put there. */
-    if (M.as_root && lchown(svc->sock_path, M.owner_uid, M.owner_gid) < 0) {
+    if (master_state.as_root && lchown(svc->sock_path, master_state.owner_uid, master_state.owner_gid) < 0) {
         buf_printf(err, "chown %s: %s", svc->sock_path, strerror(errno));
         close(fd);
         return -1;
@@ -146,9 +146,9 @@ static int svc_listen(struct service *svc, const struct master_ent *e, buf_t *er
     return fd;
 }
 
-static struct service *svc_new(const struct master_ent *e, buf_t *err, int wait)
+static struct master_service *svc_new(const struct master_ent *e, buf_t *err, int wait)
 {
-    struct service *svc = xcalloc(1, sizeof(*svc));
+    struct master_service *svc = xcalloc(1, sizeof(*svc));
     svc->fd = -1;
     svc_configure(svc, e);
     svc->fd = svc_listen(svc, e, err, wait);
@@ -159,7 +159,7 @@ static struct service *svc_new(const struct master_ent *e, buf_t *err, int wait)
     return svc;
 }
 
-void master_service_free(struct service *svc)
+void master_service_free(struct master_service *svc)
 {
     if (svc->timer)
         event_free(svc->timer);
@@ -171,30 +171,22 @@ void master_service_free(struct service *svc)
     free(svc);
 }
 
-static void svc_append(struct service *svc)
-{
-    struct service **pp = &M.services;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = svc;
-}
-
 int master_services_create(const struct master_ent *ents, size_t n, int fatal_errors)
 {
     int made = 0;
     buf_t err = BUF_INIT;
     for (size_t i = 0; i < n; i++) {
         buf_reset(&err);
-        struct service *svc = svc_new(&ents[i], &err, fatal_errors);
+        struct master_service *svc = svc_new(&ents[i], &err, fatal_errors);
         if (svc == NULL) {
             if (fatal_errors)
-                master_fatal("%s/master.cf, line %d: service %s/%s: %s", M.config_dir,
+                master_fatal("%s/master.cf, line %d: service %s/%s: %s", master_state.config_dir,
                              ents[i].line, ents[i].service, ents[i].type, buf_str(&err));
-            log_error("%s/master.cf, line %d: service %s/%s: %s (service skipped)", M.config_dir,
+            log_error("%s/master.cf, line %d: service %s/%s: %s (service skipped)", master_state.config_dir,
                       ents[i].line, ents[i].service, ents[i].type, buf_str(&err));
             continue;
         }
-        svc_append(svc);
+        TAILQ_INSERT_TAIL(&master_state.services, svc, link);
         made++;
     }
     buf_destroy(&err);
@@ -202,9 +194,10 @@ int master_services_create(const struct master_ent *ents, size_t n, int fatal_er
 }
 
 /* Find a live service with the same key as e. */
-static struct service *svc_find(const struct master_ent *e)
+static struct master_service *svc_find(const struct master_ent *e)
 {
-    for (struct service *svc = M.services; svc; svc = svc->next)
+    struct master_service *svc;
+    TAILQ_FOREACH(svc, &master_state.services, link)
         if (!svc->removed && same_key(&svc->ent, e))
             return svc;
     return NULL;
@@ -212,7 +205,7 @@ static struct service *svc_find(const struct master_ent *e)
 
 /* A service gone from master.cf: close its listener at once; the struct
  * lives until its last child is reaped. */
-static void svc_remove(struct service *svc)
+static void svc_remove(struct master_service *svc)
 {
     svc->removed = 1;
     svc->in_place = 0;
@@ -227,8 +220,8 @@ static void svc_remove(struct service *svc)
 void master_services_reload(const struct master_ent *ents, size_t n, int startup_same)
 {
     int *keep = xcalloc(n ? n : 1, sizeof(int));
-    struct service *old = M.services;
-    for (struct service *svc = old; svc; svc = svc->next) {
+    struct master_service *svc;
+    TAILQ_FOREACH(svc, &master_state.services, link) {
         if (svc->removed)
             continue;
         int found = 0;
@@ -251,7 +244,8 @@ void master_services_reload(const struct master_ent *ents, size_t n, int startup
 
 void master_services_close(void)
 {
-    for (struct service *svc = M.services; svc; svc = svc->next) {
+    struct master_service *svc;
+    TAILQ_FOREACH(svc, &master_state.services, link) {
         if (svc->timer)
             event_del(svc->timer);
         svc->waiting = 0;

@@ -53,10 +53,7 @@ static void on_accept(struct server *srv, int fd, int idx)
     struct smtpd_session *s = smtpd_session_new(d, fd);
     if (!s)
         return;
-    s->next = d->sessions;
-    if (d->sessions)
-        d->sessions->prev = s;
-    d->sessions = s;
+    LIST_INSERT_HEAD(&d->sessions, s, link);
     d->nsessions++;
     smtpd_limit_connect(s); /* greets once the per-client limits allow */
 }
@@ -71,17 +68,11 @@ static void retire_done(evutil_socket_t fd, short what, void *arg)
 void smtpd_session_unlink(struct smtpd_session *s)
 {
     struct smtpd *d = s->d;
-    if (s->prev)
-        s->prev->next = s->next;
-    else if (d->sessions == s)
-        d->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
+    LIST_REMOVE(s, link);
     d->nsessions--;
     /* The last session of a retiring process: leave, from the loop (the
      * session is still being freed). */
-    if (d->srv->retiring && d->nsessions == 0 && d->sessions == NULL) {
+    if (d->srv->retiring && LIST_EMPTY(&d->sessions)) {
         struct timeval now = { 0, 0 };
         if (event_base_once(d->srv->base, -1, EV_TIMEOUT, retire_done, d, &now) < 0)
             finish(d);
@@ -133,8 +124,8 @@ static void on_stop(struct server *srv)
 {
     struct smtpd *d = srv->ctx;
     server_stop_accepting(srv);
-    while (d->sessions)
-        smtpd_session_free(d->sessions);
+    while (!LIST_EMPTY(&d->sessions))
+        smtpd_session_free(LIST_FIRST(&d->sessions));
     finish(d);
 }
 
@@ -143,7 +134,7 @@ static void on_retire(struct server *srv)
 {
     struct smtpd *d = srv->ctx;
     server_stop_accepting(srv);
-    if (d->sessions == NULL)
+    if (LIST_EMPTY(&d->sessions))
         finish(d);
 }
 
@@ -157,6 +148,7 @@ int main(int argc, char **argv)
         .on_retire = on_retire,
     };
     memset(&smtpd_state, 0, sizeof(smtpd_state));
+    LIST_INIT(&smtpd_state.sessions);
     int rc = server_main(argc, argv, "smtpd", &hooks, &smtpd_state);
     return rc;
 }

@@ -28,6 +28,7 @@
 #define POSTINO_SMTPD_H
 
 #include <stddef.h>
+#include <sys/queue.h>
 
 #include "common/util/buf.h"
 #include "common/mail/qfile.h"
@@ -42,7 +43,7 @@ struct ssl_st;
 struct ssl_ctx_st;
 struct psasl_pool;
 struct psasl_session;
-struct anvil_client;
+struct smtpd_anvil;
 struct smtpd_dns_req;
 struct smtpd_commit;
 struct workq;
@@ -56,6 +57,28 @@ enum smtpd_state {
     SS_AUTH,    /* SASL responses (one line each) */
 };
 
+/* What a check ahead of a command's effect decides (restrictions,
+ * per-client limits). */
+enum smtpd_outcome {
+    SMTPD_PASS,     /* nothing against it: go on */
+    SMTPD_REFUSED,  /* refused (the function says where the reply is) */
+    SMTPD_LATER,    /* an answer is awaited: the caller calls
+                       smtpd_redo_later and returns */
+};
+
+/* STARTTLS offered or required (smtpd_tls_security_level). */
+enum smtpd_tls_level { SMTPD_TLS_NONE, SMTPD_TLS_MAY, SMTPD_TLS_ENCRYPT };
+
+/* A BDAT transaction (RFC 3030), reset with the transaction. */
+enum smtpd_bdat_state {
+    SMTPD_BDAT_NONE,     /* no BDAT yet */
+    SMTPD_BDAT_STORING,  /* chunks stored */
+    SMTPD_BDAT_FAILED,   /* a chunk failed: the rest is dropped */
+};
+
+/* A table lookup: nothing found, found (value set), or the table failed. */
+enum smtpd_lookup { SMTPD_LOOKUP_NONE, SMTPD_LOOKUP_FOUND, SMTPD_LOOKUP_ERROR };
+
 #define SMTPD_CMD_MAX 32 /* command table entries (statistics slots) */
 #define SMTPD_DNS_CACHE 4 /* domains whose lookup result a session keeps */
 #define SMTPD_COMMIT_THREADS 8 /* queue-file fsyncs in flight per process */
@@ -63,13 +86,13 @@ enum smtpd_state {
 /* Per-process state. */
 struct smtpd {
     struct server *srv;
-    struct smtpd_session *sessions; /* doubly linked list */
+    LIST_HEAD(, smtpd_session) sessions;
     size_t nsessions;
     struct dns_ctx *dns;
     struct ssl_ctx_st *tls_ctx;     /* NULL: no TLS configured */
-    int tls_level;                  /* 0 none, 1 may, 2 encrypt */
+    enum smtpd_tls_level tls_level;
     struct psasl_pool *sasl_pool;   /* NULL: AUTH off */
-    struct anvil_client *anvil;
+    struct smtpd_anvil *anvil;
     struct workq *commitq;          /* fsyncs of finished messages */
     int finished;                   /* commits drained, leaving the loop */
 };
@@ -81,7 +104,7 @@ struct smtpd_dns_cache {
 
 struct smtpd_session {
     struct smtpd *d;
-    struct smtpd_session *prev, *next;
+    LIST_ENTRY(smtpd_session) link; /* in d->sessions */
     struct bufferevent *bev;
     char *name;             /* client host name ("unknown": no rDNS yet) */
     char *addr;             /* client address text */
@@ -119,7 +142,8 @@ struct smtpd_session {
     /* Per-client limits. */
     int anvil_counted;      /* told anvil about this connection */
     int anvil_exempt;
-    int limit_verdict[3];   /* per smtpd_limit_ev: 0 none, else 1 + enum anvil_limit */
+    int limit_answered[3];  /* per smtpd_limit_ev: anvil's answer is in ... */
+    int limit_verdict[3];   /* ... (enum smtpd_anvil_limit), to be consumed */
     int limit_pending;      /* the smtpd_limit_ev anvil is asked about */
     /* The mail transaction. */
     int have_mail;
@@ -132,7 +156,7 @@ struct smtpd_session {
     int bdat_last;          /* it is the LAST */
     int bdat_discard;       /* it was refused when announced: drop its octets */
     /* ... and the transaction (reset with it). */
-    int bdat_state;         /* 0 no BDAT yet, 1 chunks stored, 2 failed */
+    enum smtpd_bdat_state bdat_state;
     int bdat_fail_code;     /* reply code of the chunk that failed */
     long long bdat_octets;  /* octets announced so far */
     /* Statistics for the "disconnect from" line. */
@@ -225,24 +249,26 @@ int smtpd_check_tricky(const char *addr);
 struct dict *smtpd_table(const char *spec);
 /* Close the cached tables (process end). */
 void smtpd_check_done(void);
+/* One key in an open table. */
+enum smtpd_lookup smtpd_lookup(struct dict *t, const char *key, buf_t *value);
 /* Postfix access-table lookup order for an address: "user@domain",
- * "domain", parent domains, "user@". The null sender is "<>". Returns
- * 1 found (value set), 0 not found, -1 table error. */
-int smtpd_access_addr(struct dict *t, const char *addr, buf_t *value);
+ * "domain", parent domains, "user@". The null sender is "<>". */
+enum smtpd_lookup smtpd_access_addr(struct dict *t, const char *addr, buf_t *value);
 /* Client: host name (when known), address, then shorter prefixes. */
-int smtpd_access_client(struct dict *t, const char *name, const char *addr, buf_t *value);
+enum smtpd_lookup smtpd_access_client(struct dict *t, const char *name, const char *addr,
+                                      buf_t *value);
 
-/* smtpd_restrict.c: the restriction lists. Each stage returns 0 (go on),
- * 1 (rejected: reply holds the full reply text, already logged) or 2
- * (a lookup is running: the caller calls smtpd_redo_later and returns). */
+/* smtpd_restrict.c: the restriction lists. SMTPD_REFUSED: reply holds
+ * the full reply text (already logged), the caller sends it;
+ * SMTPD_LATER: a lookup runs. connect never says LATER. */
 void smtpd_restrict_init(void);
-int smtpd_restrict_connect(struct smtpd_session *s, buf_t *reply);
-int smtpd_restrict_helo(struct smtpd_session *s, buf_t *reply);
-int smtpd_restrict_mail(struct smtpd_session *s, buf_t *reply);
-int smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt, int source_routed,
-                        buf_t *reply);
-/* Forget cached lookups / cancel a running one (session end). */
-void smtpd_restrict_free(struct smtpd_session *s);
+enum smtpd_outcome smtpd_restrict_connect(struct smtpd_session *s, buf_t *reply);
+enum smtpd_outcome smtpd_restrict_helo(struct smtpd_session *s, buf_t *reply);
+enum smtpd_outcome smtpd_restrict_mail(struct smtpd_session *s, buf_t *reply);
+enum smtpd_outcome smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt,
+                                       int source_routed, buf_t *reply);
+/* Session end: forget cached lookups, cancel a running one. */
+void smtpd_restrict_release(struct smtpd_session *s);
 
 /* smtpd_tls.c */
 void smtpd_tls_pre_drop(struct smtpd *d);
@@ -253,7 +279,8 @@ void smtpd_tls_cmd(struct smtpd_session *s, char *arg);
 /* Is STARTTLS offered now? Must TLS come before MAIL/AUTH? */
 int smtpd_tls_offer(const struct smtpd_session *s);
 int smtpd_tls_required(const struct smtpd_session *s);
-void smtpd_tls_free(struct smtpd_session *s);
+/* Session end: what the session holds for TLS (the SSL goes with s->bev). */
+void smtpd_tls_release(struct smtpd_session *s);
 
 /* smtpd_auth.c */
 void smtpd_auth_pre_drop(struct smtpd *d);
@@ -265,17 +292,18 @@ void smtpd_auth_cmd(struct smtpd_session *s, char *arg);
 void smtpd_auth_line(struct smtpd_session *s, char *line);
 /* New SASL session after TLS (and at start). */
 void smtpd_auth_reset(struct smtpd_session *s);
-void smtpd_auth_free(struct smtpd_session *s);
+/* Session end: the SASL session, the failure-delay timer, the names. */
+void smtpd_auth_release(struct smtpd_session *s);
 
-/* smtpd_limit.c: per-client limits through anvil. smtpd_limit_event
- * returns 0 when the command may go on, 1 when a limit was hit (replied),
- * 2 when anvil was asked: the caller calls smtpd_redo_later and the
- * command runs again with the answer (which is then consumed). */
+/* smtpd_limit.c: per-client limits through anvil. smtpd_limit_event:
+ * SMTPD_REFUSED when a limit was hit (replied already); SMTPD_LATER
+ * when anvil was asked: the command runs again with the answer (which
+ * is then consumed). */
 enum smtpd_limit_ev { SMTPD_EV_MSG, SMTPD_EV_RCPT, SMTPD_EV_AUTH, SMTPD_EV_N };
 void smtpd_limit_init(struct smtpd *d);
 /* New connection: greets (or refuses) when anvil answered. */
 void smtpd_limit_connect(struct smtpd_session *s);
-int smtpd_limit_event(struct smtpd_session *s, int ev, const char *arg);
+enum smtpd_outcome smtpd_limit_event(struct smtpd_session *s, int ev, const char *arg);
 void smtpd_limit_disconnect(struct smtpd_session *s);
 /* Count a failed AUTH (no answer needed). */
 void smtpd_limit_auth_failed(struct smtpd_session *s);

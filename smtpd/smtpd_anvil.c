@@ -1,39 +1,39 @@
 /* smtpd_anvil.c - smtpd's non-blocking client of the anvil service.
- * One persistent connection; a FIFO of pending callbacks matches the
- * in-order replies. Fails open: when anvil cannot be reached, requests
- * complete with zero counters (deferred to the event loop so a caller
- * never sees its callback run inside its own request call). */
+ * One persistent connection (common/util/conn); a FIFO of pending
+ * callbacks matches the in-order replies. Fails open: when anvil cannot be
+ * reached, requests complete with zero counters (deferred to the event
+ * loop so a caller never sees its callback run inside its own request
+ * call). A malformed reply (undecodable, without a status, or a reply to
+ * no request) drops the connection like an outage. */
 #include "smtpd/smtpd_anvil.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/util/alloc.h"
 #include "common/util/attr.h"
 #include "common/util/buf.h"
+#include "common/util/conn.h"
 #include "common/mail/cidr.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
 
 struct pending {
-    anvil_client_cb cb;
+    smtpd_anvil_cb cb;
     void *arg;
     enum anvil_event ev;   /* whose rate "rate" in the reply is */
 };
 
-struct anvil_client {
+struct smtpd_anvil {
     struct event_base *base;
     char *path;
-    struct bufferevent *bev;      /* NULL while down */
+    char *peer;                   /* "anvil service PATH", for conn's logs */
+    struct conn *conn;            /* NULL while down */
+    struct conn *dropped;         /* malformed peer: conn closes it */
     struct pending *q;            /* ring buffer */
     size_t qhead, qlen, qcap;
     struct event *fail_ev;        /* completes pending requests fail-open */
@@ -46,12 +46,15 @@ struct anvil_client {
 static void on_fail(evutil_socket_t fd, short what, void *arg);
 static void on_timeout(evutil_socket_t fd, short what, void *arg);
 
-struct anvil_client *anvil_client_new(struct event_base *base, const char *path)
+struct smtpd_anvil *smtpd_anvil_new(struct event_base *base, const char *path)
 {
-    struct anvil_client *ac = xcalloc(1, sizeof *ac);
+    struct smtpd_anvil *ac = xcalloc(1, sizeof *ac);
     ac->base = base;
     ac->path = xstrdup(path);
-    ac->retry_secs = ANVIL_CLIENT_RETRY_SECS;
+    buf_t peer = BUF_INIT;
+    buf_printf(&peer, "anvil service %s", path);
+    ac->peer = buf_detach(&peer);
+    ac->retry_secs = SMTPD_ANVIL_RETRY_SECS;
     ac->fail_ev = event_new(base, -1, 0, on_fail, ac);
     ac->timeout_ev = event_new(base, -1, 0, on_timeout, ac);
     if (ac->fail_ev == NULL || ac->timeout_ev == NULL)
@@ -59,32 +62,33 @@ struct anvil_client *anvil_client_new(struct event_base *base, const char *path)
     return ac;
 }
 
-void anvil_client_free(struct anvil_client *ac)
+void smtpd_anvil_free(struct smtpd_anvil *ac)
 {
     if (ac == NULL)
         return;
-    if (ac->bev)
-        bufferevent_free(ac->bev);
+    conn_free(ac->conn);
+    conn_free(ac->dropped);
     event_free(ac->fail_ev);
     event_free(ac->timeout_ev);
     free(ac->q);
     free(ac->path);
+    free(ac->peer);
     free(ac);
 }
 
-void anvil_client_set_retry(struct anvil_client *ac, int secs)
+void smtpd_anvil_set_retry(struct smtpd_anvil *ac, int secs)
 {
     ac->retry_secs = secs < 0 ? 0 : secs;
 }
 
-int anvil_client_up(const struct anvil_client *ac)
+int smtpd_anvil_up(const struct smtpd_anvil *ac)
 {
-    return ac->bev != NULL;
+    return ac->conn != NULL;
 }
 
 /* ---- the FIFO ---- */
 
-static void q_push(struct anvil_client *ac, anvil_client_cb cb, void *arg, enum anvil_event ev)
+static void q_push(struct smtpd_anvil *ac, smtpd_anvil_cb cb, void *arg, enum anvil_event ev)
 {
     if (ac->qlen == ac->qcap) {
         size_t ncap = ac->qcap ? ac->qcap * 2 : 16;
@@ -100,7 +104,7 @@ static void q_push(struct anvil_client *ac, anvil_client_cb cb, void *arg, enum 
     ac->qlen++;
 }
 
-static struct pending q_pop(struct anvil_client *ac)
+static struct pending q_pop(struct smtpd_anvil *ac)
 {
     struct pending p = ac->q[ac->qhead];
     ac->qhead = (ac->qhead + 1) % ac->qcap;
@@ -108,7 +112,7 @@ static struct pending q_pop(struct anvil_client *ac)
     return p;
 }
 
-void anvil_client_cancel(struct anvil_client *ac, void *arg)
+void smtpd_anvil_cancel(struct smtpd_anvil *ac, void *arg)
 {
     for (size_t k = 0; k < ac->qlen; k++) {
         struct pending *p = &ac->q[(ac->qhead + k) % ac->qcap];
@@ -122,27 +126,27 @@ void anvil_client_cancel(struct anvil_client *ac, void *arg)
 /* Complete every pending request with zero counters. */
 static void on_fail(evutil_socket_t fd, short what, void *arg)
 {
-    struct anvil_client *ac = arg;
+    struct smtpd_anvil *ac = arg;
     struct anvil_counts c;
     memset(&c, 0, sizeof c);
     c.unavailable = 1;
     /* Only what is queued now: a callback may queue more, which then
      * waits for its own (re)scheduled pass. */
-    for (size_t n = ac->qlen; n > 0 && ac->bev == NULL; n--) {
+    for (size_t n = ac->qlen; n > 0 && ac->conn == NULL; n--) {
         struct pending p = q_pop(ac);
         if (p.cb)
             p.cb(&c, p.arg);
     }
-    if (ac->qlen > 0 && ac->bev == NULL)
+    if (ac->qlen > 0 && ac->conn == NULL)
         event_active(ac->fail_ev, EV_TIMEOUT, 0);
 }
 
-static void go_down(struct anvil_client *ac, const char *why)
+/* The connection is given up (conn_free: safe inside its callbacks, and
+ * a connection that is already closing just stops). */
+static void go_down(struct smtpd_anvil *ac, const char *why)
 {
-    if (ac->bev) {
-        bufferevent_free(ac->bev);
-        ac->bev = NULL;
-    }
+    conn_free(ac->conn);
+    ac->conn = NULL;
     event_del(ac->timeout_ev);
     ac->retry_at = time(NULL) + ac->retry_secs;
     if (!ac->warned)
@@ -155,14 +159,14 @@ static void go_down(struct anvil_client *ac, const char *why)
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
-    struct anvil_client *ac = arg;
-    if (ac->bev && ac->qlen > 0)
+    struct smtpd_anvil *ac = arg;
+    if (ac->conn && ac->qlen > 0)
         go_down(ac, "no reply in time");
 }
 
-static void arm_timeout(struct anvil_client *ac)
+static void arm_timeout(struct smtpd_anvil *ac)
 {
-    struct timeval tv = { ANVIL_CLIENT_TIMEOUT_SECS, 0 };
+    struct timeval tv = { SMTPD_ANVIL_TIMEOUT_SECS, 0 };
     event_add(ac->timeout_ev, &tv);
 }
 
@@ -181,48 +185,39 @@ static void parse_counts(const attr_t *r, enum anvil_event ev, struct anvil_coun
         c->rate[ev] = (long)v;
 }
 
-/* One reply: the answer to the oldest pending request. 0 or -1 (drop). */
-static int handle_reply(struct anvil_client *ac, const attr_t *r)
+/* One reply: the answer to the oldest pending request. A reply to no
+ * request or without a status is malformed (conn.h: dropped, logged):
+ * the client goes down as in any outage, and the pending requests
+ * complete fail-open. */
+static enum conn_verdict on_record(struct conn *c, const attr_t *r, void *arg, const char **why)
 {
-    if (ac->qlen == 0) {
-        go_down(ac, "reply without a request (protocol mismatch?)");
-        return -1;
+    struct smtpd_anvil *ac = arg;
+    const char *status = attr_get(r, "status");
+    if (ac->qlen == 0 || status == NULL) {
+        *why = ac->qlen == 0 ? "reply to no request" : "reply without a status";
+        conn_free(ac->dropped);
+        ac->dropped = c; /* conn closes it, then on_close forgets it */
+        ac->conn = NULL;
+        go_down(ac, *why);
+        return CONN_DROP;
     }
     struct pending p = q_pop(ac);
-    struct anvil_counts c;
-    const char *status = attr_get_def(r, "status", "");
+    struct anvil_counts cnt;
     if (strcmp(status, "ok") == 0) {
-        parse_counts(r, p.ev, &c);
+        parse_counts(r, p.ev, &cnt);
     } else {
         log_warn("anvil service %s refused a request: %s", ac->path,
                  attr_get_def(r, "reason", "(no reason)"));
-        memset(&c, 0, sizeof c);
-        c.unavailable = 1;
+        memset(&cnt, 0, sizeof cnt);
+        cnt.unavailable = 1;
     }
     if (ac->qlen > 0)
         arm_timeout(ac);
     else
         event_del(ac->timeout_ev);
     if (p.cb)
-        p.cb(&c, p.arg);
-    return 0;
-}
-
-static void on_read(struct bufferevent *bev, void *arg)
-{
-    struct anvil_client *ac = arg;
-    attr_t r = ATTR_INIT;
-    const char *err = NULL;
-    int rc;
-    while (ac->bev == bev && (rc = attr_from_evbuffer(bufferevent_get_input(bev), &r, &err)) != 0) {
-        if (rc < 0) {
-            go_down(ac, err ? err : "malformed reply");
-            break;
-        }
-        if (handle_reply(ac, &r) < 0)
-            break;
-    }
-    attr_destroy(&r);
+        p.cb(&cnt, p.arg);
+    return CONN_OK;
 }
 
 /* The service closed a connection with nothing outstanding (anvil was
@@ -230,72 +225,57 @@ static void on_read(struct bufferevent *bev, void *arg)
  * request is lost, so say nothing and connect again with the next one;
  * only a failure to do so is an outage. master holds the listener, so a
  * new anvil that is still starting takes the request from its queue. */
-static void quiet_close(struct anvil_client *ac)
+static void quiet_close(struct smtpd_anvil *ac)
 {
     log_debug("anvil service %s closed an idle connection; reconnecting on demand", ac->path);
-    bufferevent_free(ac->bev);
-    ac->bev = NULL;
     event_del(ac->timeout_ev);
     ac->retry_at = 0;
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
+static void on_close(struct conn *c, const char *why, void *arg)
 {
-    struct anvil_client *ac = arg;
-    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
-        return;
+    struct smtpd_anvil *ac = arg;
+    if (c == ac->dropped)
+        ac->dropped = NULL;
+    if (c != ac->conn)
+        return; /* one given up already */
+    ac->conn = NULL; /* conn frees it after this call */
     if (ac->qlen == 0 && !ac->warned) {
         quiet_close(ac);
         return;
     }
-    go_down(ac, (what & BEV_EVENT_EOF) ? "connection closed"
-                                       : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    go_down(ac, why ? why : "connection closed");
 }
+
+static const struct conn_ops anvil_ops = { on_record, on_close, NULL };
 
 /* ---- requests ---- */
 
 /* UNIX sockets connect or fail at once, even non-blocking (EAGAIN when
  * the backlog is full: treated as down), so this never waits. */
-static int try_connect(struct anvil_client *ac)
+static int try_connect(struct smtpd_anvil *ac)
 {
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
-    if (str_lcpy(sun.sun_path, ac->path, sizeof sun.sun_path) >= sizeof sun.sun_path) {
-        go_down(ac, "socket path too long");
+    struct conn_cfg cfg = { .peer = ac->peer };
+    ac->conn = conn_connect_unix(ac->base, ac->path, &cfg, &anvil_ops, ac);
+    if (ac->conn == NULL) {
+        go_down(ac, errno == ENAMETOOLONG ? "socket path too long" : strerror(errno));
         return -1;
     }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        go_down(ac, strerror(e));
-        return -1;
-    }
-    ac->bev = bufferevent_socket_new(ac->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (ac->bev == NULL) {
-        close(fd);
-        go_down(ac, "out of resources");
-        return -1;
-    }
-    bufferevent_setcb(ac->bev, on_read, NULL, on_event, ac);
-    bufferevent_enable(ac->bev, EV_READ | EV_WRITE);
     if (ac->warned)
         log_info("anvil service %s: connected again", ac->path);
     ac->warned = 0;
     return 0;
 }
 
-static void send_request(struct anvil_client *ac, const char *request, enum anvil_event ev,
-                         const char *service, const char *addr, anvil_client_cb cb, void *arg)
+static void send_request(struct smtpd_anvil *ac, const char *request, enum anvil_event ev,
+                         const char *service, const char *addr, smtpd_anvil_cb cb, void *arg)
 {
     /* Reconnect only once the failures of the last outage are delivered,
      * so replies and pending entries stay paired. */
-    if (ac->bev == NULL && ac->qlen == 0 && time(NULL) >= ac->retry_at)
+    if (ac->conn == NULL && ac->qlen == 0 && time(NULL) >= ac->retry_at)
         try_connect(ac);
     q_push(ac, cb, arg, ev);
-    if (ac->bev == NULL) {
+    if (ac->conn == NULL) {
         event_active(ac->fail_ev, EV_TIMEOUT, 0);
         return;
     }
@@ -303,33 +283,33 @@ static void send_request(struct anvil_client *ac, const char *request, enum anvi
     attr_add(&a, "proto", PROTO_VERSION);
     attr_add(&a, "request", request);
     attr_addf(&a, "ident", "%s:%s", service, addr);
-    attr_to_evbuffer(bufferevent_get_output(ac->bev), &a);
+    conn_send(ac->conn, &a);
     attr_destroy(&a);
     if (ac->qlen == 1)
         arm_timeout(ac);
 }
 
-void anvil_client_connect(struct anvil_client *ac, const char *service, const char *addr,
-                          anvil_client_cb cb, void *arg)
+void smtpd_anvil_connect(struct smtpd_anvil *ac, const char *service, const char *addr,
+                         smtpd_anvil_cb cb, void *arg)
 {
     send_request(ac, "connect", ANVIL_EV_CONN, service, addr, cb, arg);
 }
 
-void anvil_client_disconnect(struct anvil_client *ac, const char *service, const char *addr)
+void smtpd_anvil_disconnect(struct smtpd_anvil *ac, const char *service, const char *addr)
 {
     send_request(ac, "disconnect", ANVIL_EV_CONN, service, addr, NULL, NULL);
 }
 
-void anvil_client_event(struct anvil_client *ac, enum anvil_event ev, const char *service,
-                        const char *addr, anvil_client_cb cb, void *arg)
+void smtpd_anvil_event(struct smtpd_anvil *ac, enum anvil_event ev, const char *service,
+                       const char *addr, smtpd_anvil_cb cb, void *arg)
 {
     if ((unsigned)ev >= ANVIL_EV_N)
-        log_panic("anvil_client_event: bad event %d", (int)ev);
+        log_panic("smtpd_anvil_event: bad event %d", (int)ev);
     send_request(ac, anvil_event_request(ev), ev, service, addr, cb, arg);
 }
 
-void anvil_client_lookup(struct anvil_client *ac, const char *service, const char *addr,
-                         anvil_client_cb cb, void *arg)
+void smtpd_anvil_lookup(struct smtpd_anvil *ac, const char *service, const char *addr,
+                        smtpd_anvil_cb cb, void *arg)
 {
     send_request(ac, "lookup", ANVIL_EV_CONN, service, addr, cb, arg);
 }
@@ -337,47 +317,48 @@ void anvil_client_lookup(struct anvil_client *ac, const char *service, const cha
 /* ---- decisions ---- */
 
 static const char *const limit_params[] = {
-    [ANVIL_LIMIT_NONE] = "",
-    [ANVIL_LIMIT_CONN_COUNT] = "smtpd_client_connection_count_limit",
-    [ANVIL_LIMIT_CONN_RATE] = "smtpd_client_connection_rate_limit",
-    [ANVIL_LIMIT_MSG_RATE] = "smtpd_client_message_rate_limit",
-    [ANVIL_LIMIT_RCPT_RATE] = "smtpd_client_recipient_rate_limit",
-    [ANVIL_LIMIT_AUTH_RATE] = "smtpd_client_auth_rate_limit",
-    [ANVIL_LIMIT_AUTH_FAIL] = "smtpd_client_auth_failure_limit",
+    [SMTPD_ANVIL_LIMIT_NONE] = "",
+    [SMTPD_ANVIL_LIMIT_CONN_COUNT] = "smtpd_client_connection_count_limit",
+    [SMTPD_ANVIL_LIMIT_CONN_RATE] = "smtpd_client_connection_rate_limit",
+    [SMTPD_ANVIL_LIMIT_MSG_RATE] = "smtpd_client_message_rate_limit",
+    [SMTPD_ANVIL_LIMIT_RCPT_RATE] = "smtpd_client_recipient_rate_limit",
+    [SMTPD_ANVIL_LIMIT_AUTH_RATE] = "smtpd_client_auth_rate_limit",
+    [SMTPD_ANVIL_LIMIT_AUTH_FAIL] = "smtpd_client_auth_failure_limit",
 };
 
-const char *anvil_limit_param(enum anvil_limit l)
+const char *smtpd_anvil_limit_param(enum smtpd_anvil_limit l)
 {
     return (unsigned)l < sizeof limit_params / sizeof limit_params[0] ? limit_params[l] : "";
 }
 
 /* value > limit (or >= for failures), with 0 meaning "no limit". */
-static int over(enum anvil_limit l, long value)
+static int over(enum smtpd_anvil_limit l, long value)
 {
     long long lim = conf_int(limit_params[l]);
     if (lim <= 0)
         return 0;
-    return l == ANVIL_LIMIT_AUTH_FAIL ? value >= lim : value > lim;
+    return l == SMTPD_ANVIL_LIMIT_AUTH_FAIL ? value >= lim : value > lim;
 }
 
-enum anvil_limit anvil_limit_exceeded(enum anvil_event ev, const struct anvil_counts *c)
+enum smtpd_anvil_limit smtpd_anvil_limit_exceeded(enum anvil_event ev,
+                                                  const struct anvil_counts *c)
 {
     static const struct {
         enum anvil_event ev;
-        enum anvil_limit limit;
+        enum smtpd_anvil_limit limit;
         int count;      /* compare the concurrent count, not a rate */
         int rate;       /* else: which rate */
     } rules[] = {
-        { ANVIL_EV_CONN, ANVIL_LIMIT_CONN_COUNT, 1, 0 },
-        { ANVIL_EV_CONN, ANVIL_LIMIT_CONN_RATE, 0, ANVIL_EV_CONN },
-        { ANVIL_EV_MSG, ANVIL_LIMIT_MSG_RATE, 0, ANVIL_EV_MSG },
-        { ANVIL_EV_RCPT, ANVIL_LIMIT_RCPT_RATE, 0, ANVIL_EV_RCPT },
-        { ANVIL_EV_AUTH, ANVIL_LIMIT_AUTH_RATE, 0, ANVIL_EV_AUTH },
-        { ANVIL_EV_AUTH, ANVIL_LIMIT_AUTH_FAIL, 0, ANVIL_EV_AUTH_FAIL },
-        { ANVIL_EV_AUTH_FAIL, ANVIL_LIMIT_AUTH_FAIL, 0, ANVIL_EV_AUTH_FAIL },
+        { ANVIL_EV_CONN, SMTPD_ANVIL_LIMIT_CONN_COUNT, 1, 0 },
+        { ANVIL_EV_CONN, SMTPD_ANVIL_LIMIT_CONN_RATE, 0, ANVIL_EV_CONN },
+        { ANVIL_EV_MSG, SMTPD_ANVIL_LIMIT_MSG_RATE, 0, ANVIL_EV_MSG },
+        { ANVIL_EV_RCPT, SMTPD_ANVIL_LIMIT_RCPT_RATE, 0, ANVIL_EV_RCPT },
+        { ANVIL_EV_AUTH, SMTPD_ANVIL_LIMIT_AUTH_RATE, 0, ANVIL_EV_AUTH },
+        { ANVIL_EV_AUTH, SMTPD_ANVIL_LIMIT_AUTH_FAIL, 0, ANVIL_EV_AUTH_FAIL },
+        { ANVIL_EV_AUTH_FAIL, SMTPD_ANVIL_LIMIT_AUTH_FAIL, 0, ANVIL_EV_AUTH_FAIL },
     };
     if (c->unavailable)
-        return ANVIL_LIMIT_NONE;
+        return SMTPD_ANVIL_LIMIT_NONE;
     for (size_t k = 0; k < sizeof rules / sizeof rules[0]; k++) {
         if (rules[k].ev != ev)
             continue;
@@ -385,10 +366,10 @@ enum anvil_limit anvil_limit_exceeded(enum anvil_event ev, const struct anvil_co
         if (over(rules[k].limit, v))
             return rules[k].limit;
     }
-    return ANVIL_LIMIT_NONE;
+    return SMTPD_ANVIL_LIMIT_NONE;
 }
 
-int anvil_client_exempt(const char *addr)
+int smtpd_anvil_exempt(const char *addr)
 {
     return cidr_list_match("smtpd_client_event_limit_exceptions", addr);
 }

@@ -54,7 +54,7 @@ void smtpd_auth_reset(struct smtpd_session *s)
     s->sasl = psasl_session_new(s->d->sasl_pool, NULL, NULL, ssf);
 }
 
-void smtpd_auth_free(struct smtpd_session *s)
+void smtpd_auth_release(struct smtpd_session *s)
 {
     if (s->sasl)
         psasl_session_free(s->sasl);
@@ -170,12 +170,12 @@ void smtpd_auth_cmd(struct smtpd_session *s, char *arg)
     if (*initial)
         *initial++ = '\0';
     initial = str_trim(initial);
-    int rc = *mech ? smtpd_limit_event(s, SMTPD_EV_AUTH, copy) : 1;
+    enum smtpd_outcome rc = *mech ? smtpd_limit_event(s, SMTPD_EV_AUTH, copy) : SMTPD_REFUSED;
     if (!*mech)
         smtpd_reply(s, "501 5.5.4 Syntax: AUTH mechanism");
-    else if (rc == 2)
+    else if (rc == SMTPD_LATER)
         smtpd_redo_later(s, copy);
-    else if (rc == 0) {
+    else if (rc == SMTPD_PASS) {
         smtpd_wait_begin(s);
         psasl_start(s->sasl, mech, *initial ? initial : NULL, auth_done, s);
     }

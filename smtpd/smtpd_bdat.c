@@ -26,8 +26,6 @@
 #include "common/util/log.h"
 #include "smtpd/smtpd_cmdparse.h"
 
-enum { BDAT_NONE, BDAT_STORING, BDAT_FAILED };
-
 static int is_blank(char c)
 {
     return c == ' ' || c == '\t';
@@ -70,7 +68,7 @@ static void chunk_failed(struct smtpd_session *s)
         smtpd_txn_reset(s);
     } else {
         smtpd_data_abort(s);
-        s->bdat_state = BDAT_FAILED;
+        s->bdat_state = SMTPD_BDAT_FAILED;
         s->bdat_fail_code = s->last_code;
     }
 }
@@ -87,7 +85,7 @@ static int chunk_accepted(struct smtpd_session *s)
         smtpd_reply(s, "503 5.5.1 Error: need RCPT command");
         return 0;
     }
-    if (s->bdat_state == BDAT_FAILED) {
+    if (s->bdat_state == SMTPD_BDAT_FAILED) {
         if (s->bdat_fail_code / 100 == 4)
             smtpd_reply(s, "451 4.0.0 Discarded %lld bytes after earlier error", s->bdat_size);
         else
@@ -109,7 +107,7 @@ static int chunk_accepted(struct smtpd_session *s)
         chunk_failed(s);
         return 0;
     }
-    s->bdat_state = BDAT_STORING;
+    s->bdat_state = SMTPD_BDAT_STORING;
     return 1;
 }
 

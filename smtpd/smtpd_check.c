@@ -115,18 +115,25 @@ void smtpd_check_done(void)
     ntables = 0;
 }
 
-/* Try one key; a table error ends the search. */
-static int try_key(struct dict *t, const char *key, buf_t *value, int *rc)
+/* dict_lookup: 1 found, 0 not found, -1 table error. */
+enum smtpd_lookup smtpd_lookup(struct dict *t, const char *key, buf_t *value)
 {
-    *rc = dict_lookup(t, key, value);
-    return *rc != 0;
+    int rc = dict_lookup(t, key, value);
+    return rc > 0 ? SMTPD_LOOKUP_FOUND : rc == 0 ? SMTPD_LOOKUP_NONE : SMTPD_LOOKUP_ERROR;
 }
 
-int smtpd_access_addr(struct dict *t, const char *addr, buf_t *value)
+/* Try one key; found or a table error ends the search. */
+static int try_key(struct dict *t, const char *key, buf_t *value, enum smtpd_lookup *rc)
 {
-    int rc = 0;
+    *rc = smtpd_lookup(t, key, value);
+    return *rc != SMTPD_LOOKUP_NONE;
+}
+
+enum smtpd_lookup smtpd_access_addr(struct dict *t, const char *addr, buf_t *value)
+{
+    enum smtpd_lookup rc = SMTPD_LOOKUP_NONE;
     if (!*addr)
-        return dict_lookup(t, "<>", value);
+        return smtpd_lookup(t, "<>", value);
     if (try_key(t, addr, value, &rc))
         return rc;
     buf_t local = BUF_INIT, domain = BUF_INIT;
@@ -134,12 +141,13 @@ int smtpd_access_addr(struct dict *t, const char *addr, buf_t *value)
         /* "domain", then parents "example.com" and ".example.com" */
         const char *d = buf_str(&domain);
         if (!try_key(t, d, value, &rc)) {
-            for (const char *p = strchr(d, '.'); p && rc == 0; p = strchr(p + 1, '.')) {
+            for (const char *p = strchr(d, '.'); p && rc == SMTPD_LOOKUP_NONE;
+                 p = strchr(p + 1, '.')) {
                 if (!try_key(t, p + 1, value, &rc))
                     try_key(t, p, value, &rc);
             }
         }
-        if (rc == 0) {
+        if (rc == SMTPD_LOOKUP_NONE) {
             buf_putc(&local, '@');
             try_key(t, buf_str(&local), value, &rc);
         }
@@ -149,9 +157,10 @@ int smtpd_access_addr(struct dict *t, const char *addr, buf_t *value)
     return rc;
 }
 
-int smtpd_access_client(struct dict *t, const char *name, const char *addr, buf_t *value)
+enum smtpd_lookup smtpd_access_client(struct dict *t, const char *name, const char *addr,
+                                      buf_t *value)
 {
-    int rc = 0;
+    enum smtpd_lookup rc = SMTPD_LOOKUP_NONE;
     if (strcmp(name, "unknown") != 0 && try_key(t, name, value, &rc))
         return rc;
     char *a = xstrdup(addr);

@@ -118,14 +118,13 @@ static int set_helo(struct smtpd_session *s, const char *verb, char *arg)
     char *old = s->helo;
     s->helo = xstrdup(arg);
     buf_t reply = BUF_INIT;
-    int rc = smtpd_restrict_helo(s, &reply);
-    if (rc == 2) {
+    enum smtpd_outcome rc = smtpd_restrict_helo(s, &reply);
+    if (rc == SMTPD_LATER)
         smtpd_redo_later(s, arg);
-    } else if (rc == 1) {
+    else if (rc == SMTPD_REFUSED)
         smtpd_reply(s, "%s", buf_str(&reply));
-    }
     buf_destroy(&reply);
-    if (rc != 0) {
+    if (rc != SMTPD_PASS) {
         free(s->helo);
         s->helo = old;
         return -1;
@@ -173,15 +172,15 @@ static void cmd_ehlo(struct smtpd_session *s, char *arg)
 static int mail_checks(struct smtpd_session *s, const char *arg)
 {
     buf_t reply = BUF_INIT;
-    int rc = smtpd_restrict_mail(s, &reply);
-    if (rc == 1)
+    enum smtpd_outcome rc = smtpd_restrict_mail(s, &reply);
+    if (rc == SMTPD_REFUSED)
         smtpd_reply(s, "%s", buf_str(&reply));
     buf_destroy(&reply);
-    if (rc == 0)
+    if (rc == SMTPD_PASS)
         rc = smtpd_limit_event(s, SMTPD_EV_MSG, arg);
-    if (rc == 2)
+    if (rc == SMTPD_LATER)
         smtpd_redo_later(s, arg);
-    return rc == 0 ? 0 : -1;
+    return rc == SMTPD_PASS ? 0 : -1;
 }
 
 static void cmd_mail(struct smtpd_session *s, char *arg)
@@ -248,7 +247,7 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
         smtpd_reply(s, "503 5.5.1 Error: need MAIL command");
         return;
     }
-    if (s->bdat_state) { /* the envelope is in the queue file already */
+    if (s->bdat_state != SMTPD_BDAT_NONE) { /* the envelope is in the queue file already */
         smtpd_reply(s, "503 5.5.1 Error: RCPT after BDAT");
         return;
     }
@@ -256,14 +255,14 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
     buf_t reply = BUF_INIT;
     if (rcpt_parse(s, arg, &r) < 0)
         goto out;
-    int rc = smtpd_restrict_rcpt(s, buf_str(&r.addr), r.source_routed, &reply);
-    if (rc == 1)
+    enum smtpd_outcome rc = smtpd_restrict_rcpt(s, buf_str(&r.addr), r.source_routed, &reply);
+    if (rc == SMTPD_REFUSED)
         smtpd_reply(s, "%s", buf_str(&reply));
-    if (rc == 0)
+    if (rc == SMTPD_PASS)
         rc = smtpd_limit_event(s, SMTPD_EV_RCPT, arg);
-    if (rc == 2)
+    if (rc == SMTPD_LATER)
         smtpd_redo_later(s, arg);
-    if (rc != 0)
+    if (rc != SMTPD_PASS)
         goto out;
     qenv_add_rcpt(&s->env, buf_str(&r.addr), r.orcpt, r.notify);
     smtpd_reply(s, "250 2.1.5 Ok");

@@ -161,7 +161,7 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
 
 void smtpd_data_begin(struct smtpd_session *s)
 {
-    if (s->bdat_state) { /* RFC 3030: never both in one transaction */
+    if (s->bdat_state != SMTPD_BDAT_NONE) { /* RFC 3030: never both in one transaction */
         smtpd_reply(s, "503 5.5.1 Error: DATA after BDAT");
         return;
     }

@@ -4,7 +4,7 @@
  * file asks and decides. Nothing blocks: the session waits (reads no
  * command) until anvil answers, and the command that asked is then run
  * again and consumes the stored verdict. anvil being down never stops
- * mail (anvil_client answers "unavailable", which exceeds nothing).
+ * mail (smtpd_anvil answers "unavailable", which exceeds nothing).
  * Clients in smtpd_client_event_limit_exceptions (default $mynetworks) and
  * limits set to 0 cost no anvil round trip at all. */
 #include "smtpd/smtpd.h"
@@ -28,13 +28,13 @@ static const struct {
 
 /* Postfix's warning texts, by limit. */
 static const char *const limit_what[] = {
-    [ANVIL_LIMIT_NONE] = "",
-    [ANVIL_LIMIT_CONN_COUNT] = "Connection concurrency limit exceeded",
-    [ANVIL_LIMIT_CONN_RATE] = "Connection rate limit exceeded",
-    [ANVIL_LIMIT_MSG_RATE] = "Message delivery request rate limit exceeded",
-    [ANVIL_LIMIT_RCPT_RATE] = "Recipient address rate limit exceeded",
-    [ANVIL_LIMIT_AUTH_RATE] = "AUTH command rate limit exceeded",
-    [ANVIL_LIMIT_AUTH_FAIL] = "AUTH failure limit exceeded",
+    [SMTPD_ANVIL_LIMIT_NONE] = "",
+    [SMTPD_ANVIL_LIMIT_CONN_COUNT] = "Connection concurrency limit exceeded",
+    [SMTPD_ANVIL_LIMIT_CONN_RATE] = "Connection rate limit exceeded",
+    [SMTPD_ANVIL_LIMIT_MSG_RATE] = "Message delivery request rate limit exceeded",
+    [SMTPD_ANVIL_LIMIT_RCPT_RATE] = "Recipient address rate limit exceeded",
+    [SMTPD_ANVIL_LIMIT_AUTH_RATE] = "AUTH command rate limit exceeded",
+    [SMTPD_ANVIL_LIMIT_AUTH_FAIL] = "AUTH failure limit exceeded",
 };
 
 static const char *service(const struct smtpd_session *s)
@@ -47,11 +47,11 @@ void smtpd_limit_init(struct smtpd *d)
 {
     buf_t path = BUF_INIT;
     server_spool_path(d->srv, ANVIL_SOCK, &path);
-    d->anvil = anvil_client_new(d->srv->base, buf_str(&path));
+    d->anvil = smtpd_anvil_new(d->srv->base, buf_str(&path));
     buf_destroy(&path);
 }
 
-static void warn_limit(struct smtpd_session *s, enum anvil_limit l, long value)
+static void warn_limit(struct smtpd_session *s, enum smtpd_anvil_limit l, long value)
 {
     log_warn("%s: %ld from %s for service %s", limit_what[l], value, smtpd_client(s),
              service(s));
@@ -60,12 +60,12 @@ static void warn_limit(struct smtpd_session *s, enum anvil_limit l, long value)
 static void on_connect(const struct anvil_counts *c, void *arg)
 {
     struct smtpd_session *s = arg;
-    enum anvil_limit l = anvil_limit_exceeded(ANVIL_EV_CONN, c);
-    if (l == ANVIL_LIMIT_NONE) {
+    enum smtpd_anvil_limit l = smtpd_anvil_limit_exceeded(ANVIL_EV_CONN, c);
+    if (l == SMTPD_ANVIL_LIMIT_NONE) {
         smtpd_session_start(s);
         return;
     }
-    warn_limit(s, l, l == ANVIL_LIMIT_CONN_COUNT ? c->count : c->rate[ANVIL_EV_CONN]);
+    warn_limit(s, l, l == SMTPD_ANVIL_LIMIT_CONN_COUNT ? c->count : c->rate[ANVIL_EV_CONN]);
     s->waiting = 0;
     smtpd_reply(s, "421 4.7.0 %s Error: too many connections from %s", smtpd_hostname(),
                 s->addr);
@@ -74,7 +74,7 @@ static void on_connect(const struct anvil_counts *c, void *arg)
 
 void smtpd_limit_connect(struct smtpd_session *s)
 {
-    s->anvil_exempt = anvil_client_exempt(s->addr);
+    s->anvil_exempt = smtpd_anvil_exempt(s->addr);
     if (s->anvil_exempt || !s->d->anvil ||
         (conf_int("smtpd_client_connection_count_limit") == 0 &&
          conf_int("smtpd_client_connection_rate_limit") == 0)) {
@@ -82,7 +82,7 @@ void smtpd_limit_connect(struct smtpd_session *s)
         return;
     }
     s->anvil_counted = 1;
-    anvil_client_connect(s->d->anvil, service(s), s->addr, on_connect, s);
+    smtpd_anvil_connect(s->d->anvil, service(s), s->addr, on_connect, s);
 }
 
 static void on_event(const struct anvil_counts *c, void *arg)
@@ -90,23 +90,25 @@ static void on_event(const struct anvil_counts *c, void *arg)
     struct smtpd_session *s = arg;
     int ev = s->limit_pending;
     enum anvil_event aev = evmap[ev].anvil_ev;
-    enum anvil_limit l = anvil_limit_exceeded(aev, c);
-    if (l != ANVIL_LIMIT_NONE)
-        warn_limit(s, l, l == ANVIL_LIMIT_AUTH_FAIL ? c->rate[ANVIL_EV_AUTH_FAIL] : c->rate[aev]);
-    s->limit_verdict[ev] = 1 + (int)l;
+    enum smtpd_anvil_limit l = smtpd_anvil_limit_exceeded(aev, c);
+    if (l != SMTPD_ANVIL_LIMIT_NONE)
+        warn_limit(s, l,
+                   l == SMTPD_ANVIL_LIMIT_AUTH_FAIL ? c->rate[ANVIL_EV_AUTH_FAIL] : c->rate[aev]);
+    s->limit_verdict[ev] = (int)l;
+    s->limit_answered[ev] = 1;
     smtpd_wait_end(s);
 }
 
-static void limit_reply(struct smtpd_session *s, enum anvil_limit l)
+static void limit_reply(struct smtpd_session *s, enum smtpd_anvil_limit l)
 {
     switch (l) {
-    case ANVIL_LIMIT_MSG_RATE:
+    case SMTPD_ANVIL_LIMIT_MSG_RATE:
         smtpd_reply(s, "450 4.7.1 Error: too much mail from %s", s->addr);
         break;
-    case ANVIL_LIMIT_RCPT_RATE:
+    case SMTPD_ANVIL_LIMIT_RCPT_RATE:
         smtpd_reply(s, "452 4.5.3 Error: too many recipients from %s", s->addr);
         break;
-    case ANVIL_LIMIT_AUTH_FAIL:
+    case SMTPD_ANVIL_LIMIT_AUTH_FAIL:
         smtpd_reply(s, "503 5.7.0 Error: too many AUTH failures from %s", s->addr);
         break;
     default:
@@ -115,37 +117,37 @@ static void limit_reply(struct smtpd_session *s, enum anvil_limit l)
     }
 }
 
-int smtpd_limit_event(struct smtpd_session *s, int ev, const char *arg)
+enum smtpd_outcome smtpd_limit_event(struct smtpd_session *s, int ev, const char *arg)
 {
-    if (s->limit_verdict[ev]) { /* the answer to our question: consume it */
-        enum anvil_limit l = (enum anvil_limit)(s->limit_verdict[ev] - 1);
-        s->limit_verdict[ev] = 0;
-        if (l == ANVIL_LIMIT_NONE)
-            return 0;
+    if (s->limit_answered[ev]) { /* the answer to our question: consume it */
+        enum smtpd_anvil_limit l = (enum smtpd_anvil_limit)s->limit_verdict[ev];
+        s->limit_answered[ev] = 0;
+        if (l == SMTPD_ANVIL_LIMIT_NONE)
+            return SMTPD_PASS;
         limit_reply(s, l);
-        return 1;
+        return SMTPD_REFUSED;
     }
     if (s->anvil_exempt || !s->d->anvil ||
         (conf_int(evmap[ev].param) == 0 && (!evmap[ev].param2 || conf_int(evmap[ev].param2) == 0)))
-        return 0;
+        return SMTPD_PASS;
     s->limit_pending = ev;
-    anvil_client_event(s->d->anvil, evmap[ev].anvil_ev, service(s), s->addr, on_event, s);
-    return 2;
+    smtpd_anvil_event(s->d->anvil, evmap[ev].anvil_ev, service(s), s->addr, on_event, s);
+    return SMTPD_LATER;
 }
 
 void smtpd_limit_auth_failed(struct smtpd_session *s)
 {
     if (s->anvil_exempt || !s->d->anvil || conf_int("smtpd_client_auth_failure_limit") == 0)
         return;
-    anvil_client_event(s->d->anvil, ANVIL_EV_AUTH_FAIL, service(s), s->addr, NULL, NULL);
+    smtpd_anvil_event(s->d->anvil, ANVIL_EV_AUTH_FAIL, service(s), s->addr, NULL, NULL);
 }
 
 void smtpd_limit_disconnect(struct smtpd_session *s)
 {
     if (!s->d->anvil)
         return;
-    anvil_client_cancel(s->d->anvil, s);
+    smtpd_anvil_cancel(s->d->anvil, s);
     if (s->anvil_counted)
-        anvil_client_disconnect(s->d->anvil, service(s), s->addr);
+        smtpd_anvil_disconnect(s->d->anvil, service(s), s->addr);
     s->anvil_counted = 0;
 }

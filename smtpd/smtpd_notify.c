@@ -1,23 +1,21 @@
 /* smtpd_notify.c - tell qmgr about new queue files, without blocking.
  *
- * One persistent, non-blocking connection to private/qmgr. Each committed
- * message becomes a "proto=1 request=new queue_id=ID" record. Records stay
- * in `inflight` until the socket buffer has taken them all; if the
- * connection breaks they are sent again after a reconnect (qmgr treats a
- * repeated id as known). Losing a notification is not fatal - qmgr scans
- * the spool when it starts - so the backlog is bounded and the oldest
- * records are dropped when qmgr stays away for long. */
+ * One persistent connection to private/qmgr (common/util/conn). Each
+ * committed message becomes a "proto=1 request=new queue_id=ID" record.
+ * Records stay in `sent` until the connection has written them all
+ * (on_drained); if the connection breaks first they are sent again after
+ * a reconnect (qmgr treats a repeated id as known). Losing a notification
+ * is not fatal - qmgr scans the spool - so the backlog is bounded and the
+ * oldest records are dropped when qmgr stays away for long. qmgr answers
+ * a notification only to refuse it; anything else from it is malformed. */
 #include "smtpd/smtpd.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 #include "common/util/attr.h"
+#include "common/util/conn.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
 #include "common/mail/server.h"
@@ -28,16 +26,13 @@
 
 static struct {
     struct server *srv;
-    struct bufferevent *bev;
-    int connected;
+    struct conn *conn;     /* NULL while not connected */
     buf_t unsent;          /* encoded records waiting for a connection */
-    size_t inflight;       /* bytes handed to bev not yet written */
-    buf_t sent;            /* copy of those bytes, resent after a failure */
+    buf_t sent;            /* handed to conn, not yet all written: resent
+                              after a failure */
     struct event *retry;
     int retry_secs;
 } nt;
-
-static void notify_connect(void);
 
 static void schedule_retry(void)
 {
@@ -48,86 +43,78 @@ static void schedule_retry(void)
     nt.retry_secs = nt.retry_secs * 2 > RETRY_MAX ? RETRY_MAX : nt.retry_secs * 2;
 }
 
-static void drop_connection(void)
+/* Unconfirmed records go back in front of the backlog. */
+static void requeue_sent(void)
 {
-    if (nt.bev)
-        bufferevent_free(nt.bev);
-    nt.bev = NULL;
-    nt.connected = 0;
-    /* Unconfirmed records go back in front of the backlog. */
-    if (nt.sent.len) {
-        buf_append(&nt.sent, nt.unsent.data, nt.unsent.len);
-        buf_set(&nt.unsent, "");
-        buf_append(&nt.unsent, nt.sent.data, nt.sent.len);
-        buf_reset(&nt.sent);
-    }
-    schedule_retry();
+    if (nt.sent.len == 0)
+        return;
+    buf_append(&nt.sent, nt.unsent.data, nt.unsent.len);
+    buf_set(&nt.unsent, "");
+    buf_append(&nt.unsent, nt.sent.data, nt.sent.len);
+    buf_reset(&nt.sent);
 }
 
 static void flush_unsent(void)
 {
-    if (!nt.connected || nt.unsent.len == 0)
+    if (!nt.conn || nt.unsent.len == 0)
         return;
     buf_append(&nt.sent, nt.unsent.data, nt.unsent.len);
-    bufferevent_write(nt.bev, nt.unsent.data, nt.unsent.len);
+    conn_send_raw(nt.conn, nt.unsent.data, nt.unsent.len);
     buf_reset(&nt.unsent);
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static enum conn_verdict on_record(struct conn *c, const attr_t *rec, void *arg,
+                                   const char **why)
 {
-    /* qmgr does not answer notifications except to refuse a protocol
-     * version; log that once and drop the bytes. */
-    struct evbuffer *in = bufferevent_get_input(bev);
-    log_warn("unexpected data from qmgr (%zu bytes); protocol mismatch?",
-             evbuffer_get_length(in));
-    evbuffer_drain(in, evbuffer_get_length(in));
-}
-
-static void on_write(struct bufferevent *bev, void *arg)
-{
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        buf_reset(&nt.sent);
-}
-
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-    if (what & BEV_EVENT_CONNECTED) {
-        nt.connected = 1;
-        nt.retry_secs = RETRY_MIN;
-        flush_unsent();
-        return;
+    if (strcmp(attr_get_def(rec, "status", ""), "fail") != 0) {
+        *why = "unexpected record (qmgr answers a notification only to refuse it)";
+        return CONN_DROP;
     }
-    if (log_verbose())
-        log_debug("qmgr notification connection closed (%s)",
-                  (what & BEV_EVENT_EOF) ? "eof" : strerror(errno));
-    drop_connection();
+    /* qmgr refused one (a protocol version it does not speak): it closes
+     * the connection next, and the records are sent again later. */
+    log_warn("qmgr refused a notification: %s", attr_get_def(rec, "reason", "(no reason)"));
+    return CONN_OK;
 }
+
+static void on_drained(struct conn *c, void *arg)
+{
+    buf_reset(&nt.sent);
+}
+
+static void on_close(struct conn *c, const char *why, void *arg)
+{
+    if (log_verbose())
+        log_debug("qmgr notification connection closed (%s)", why ? why : "by us");
+    nt.conn = NULL;
+    requeue_sent();
+    schedule_retry();
+}
+
+static const struct conn_ops notify_ops = { on_record, on_close, on_drained };
 
 static void notify_connect(void)
 {
-    struct sockaddr_un sun;
+    static const struct conn_cfg cfg = { .peer = "qmgr" };
     buf_t path = BUF_INIT;
     server_spool_path(nt.srv, SOCK_QMGR, &path);
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    if (path.len >= sizeof(sun.sun_path))
+    nt.conn = conn_connect_unix(nt.srv->base, buf_str(&path), &cfg, &notify_ops, NULL);
+    if (!nt.conn && errno == ENAMETOOLONG)
         log_fatal("qmgr socket path too long: %s (use a shorter queue_directory)",
                   buf_str(&path));
-    memcpy(sun.sun_path, path.data, path.len);
+    if (!nt.conn && log_verbose())
+        log_debug("connect to %s: %s", SOCK_QMGR, strerror(errno));
     buf_destroy(&path);
-    nt.bev = bufferevent_socket_new(nt.srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(nt.bev, on_read, on_write, on_event, NULL);
-    bufferevent_enable(nt.bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(nt.bev, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        if (log_verbose())
-            log_debug("connect to %s: %s", SOCK_QMGR, strerror(errno));
-        drop_connection();
+    if (!nt.conn) {
+        schedule_retry();
+        return;
     }
+    nt.retry_secs = RETRY_MIN;
+    flush_unsent();
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
-    if (!nt.bev)
+    if (!nt.conn)
         notify_connect();
 }
 
@@ -151,8 +138,8 @@ void smtpd_notify_new(const char *queue_id)
     }
     attr_encode(&a, &nt.unsent);
     attr_destroy(&a);
-    if (nt.connected)
+    if (nt.conn)
         flush_unsent();
-    else if (!nt.bev)
+    else
         notify_connect();
 }

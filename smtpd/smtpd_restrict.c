@@ -122,47 +122,48 @@ static enum smtpd_verdict list_eval(struct rlist *l, struct smtpd_rctx *c)
     return V_DUNNO;
 }
 
-/* Lists first..last in order; 0 ok, 1 rejected (logged), 2 pending. */
-static int eval_range(struct smtpd_session *s, int first, int last, const char *rcpt,
+/* Lists first..last in order; a rejection is logged. */
+static enum smtpd_outcome eval_range(struct smtpd_session *s, int first, int last, const char *rcpt,
                       int source_routed, buf_t *reply)
 {
     struct smtpd_rctx c = { s, NULL, OBJ_CLIENT, rcpt, source_routed, reply };
     for (int i = first; i <= last; i++) {
         enum smtpd_verdict v = list_eval(&lists[i], &c);
         if (v == V_PENDING)
-            return 2;
+            return SMTPD_LATER;
         if (v == V_REJECT) {
             smtpd_log_reject(s, stage_of(&c), buf_str(reply), rcpt);
-            return 1;
+            return SMTPD_REFUSED;
         }
     }
-    return 0;
+    return SMTPD_PASS;
 }
 
-int smtpd_restrict_connect(struct smtpd_session *s, buf_t *reply)
+enum smtpd_outcome smtpd_restrict_connect(struct smtpd_session *s, buf_t *reply)
 {
     if (conf_bool("smtpd_delay_reject"))
-        return 0;
-    /* No DNS restriction applies to the client; pending cannot happen. */
-    return eval_range(s, L_CLIENT, L_CLIENT, NULL, 0, reply) == 1;
+        return SMTPD_PASS;
+    /* No DNS restriction applies to the client; LATER cannot happen. */
+    return eval_range(s, L_CLIENT, L_CLIENT, NULL, 0, reply) == SMTPD_REFUSED ? SMTPD_REFUSED
+                                                                              : SMTPD_PASS;
 }
 
-int smtpd_restrict_helo(struct smtpd_session *s, buf_t *reply)
+enum smtpd_outcome smtpd_restrict_helo(struct smtpd_session *s, buf_t *reply)
 {
     if (conf_bool("smtpd_delay_reject"))
-        return 0;
+        return SMTPD_PASS;
     return eval_range(s, L_HELO, L_HELO, NULL, 0, reply);
 }
 
-int smtpd_restrict_mail(struct smtpd_session *s, buf_t *reply)
+enum smtpd_outcome smtpd_restrict_mail(struct smtpd_session *s, buf_t *reply)
 {
     if (conf_bool("smtpd_delay_reject"))
-        return 0;
+        return SMTPD_PASS;
     return eval_range(s, L_SENDER, L_SENDER, NULL, 0, reply);
 }
 
-int smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt, int source_routed,
-                        buf_t *reply)
+enum smtpd_outcome smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt,
+                                       int source_routed, buf_t *reply)
 {
     int first = conf_bool("smtpd_delay_reject") ? L_CLIENT : L_RELAY;
     return eval_range(s, first, L_RCPT, rcpt, source_routed, reply);
@@ -223,7 +224,7 @@ int smtpd_dns_status(struct smtpd_session *s, const char *domain)
     return -1;
 }
 
-void smtpd_restrict_free(struct smtpd_session *s)
+void smtpd_restrict_release(struct smtpd_session *s)
 {
     if (s->dns_req)
         s->dns_req->s = NULL; /* the callback only frees the request */

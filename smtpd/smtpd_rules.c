@@ -165,22 +165,22 @@ static enum smtpd_verdict check_access(struct smtpd_rctx *c, enum smtpd_object o
     if (!t)
         return config_error(c);
     buf_t v = BUF_INIT;
-    int rc = 0;
+    enum smtpd_lookup rc = SMTPD_LOOKUP_NONE;
     switch (obj) {
     case OBJ_CLIENT: rc = smtpd_access_client(t, c->s->name, c->s->addr, &v); break;
     case OBJ_HELO:
-        rc = c->s->helo ? smtpd_access_addr(t, c->s->helo, &v) : 0;
+        rc = c->s->helo ? smtpd_access_addr(t, c->s->helo, &v) : SMTPD_LOOKUP_NONE;
         break;
     case OBJ_SENDER:
-        rc = c->s->env.sender ? smtpd_access_addr(t, c->s->env.sender, &v) : 0;
+        rc = c->s->env.sender ? smtpd_access_addr(t, c->s->env.sender, &v) : SMTPD_LOOKUP_NONE;
         break;
-    case OBJ_RCPT: rc = c->rcpt ? smtpd_access_addr(t, c->rcpt, &v) : 0; break;
+    case OBJ_RCPT: rc = c->rcpt ? smtpd_access_addr(t, c->rcpt, &v) : SMTPD_LOOKUP_NONE; break;
     }
     enum smtpd_verdict verdict = V_DUNNO;
-    if (rc < 0) {
+    if (rc == SMTPD_LOOKUP_ERROR) {
         log_warn("%s: table lookup problem", table);
         verdict = config_error(c);
-    } else if (rc > 0) {
+    } else if (rc == SMTPD_LOOKUP_FOUND) {
         verdict = access_action(c, obj, table, v.data);
     }
     buf_destroy(&v);
@@ -309,23 +309,23 @@ static enum smtpd_verdict r_unknown_rcpt(struct smtpd_rctx *c, const char *t)
 /* ---- SASL login vs. sender ---- */
 
 /* Owners of sender in smtpd_sender_login_maps ("full address", then
- * "@domain"): 1 found (owners set), 0 none, -1 table problem. */
-static int sender_owners(const char *sender, buf_t *owners)
+ * "@domain"). */
+static enum smtpd_lookup sender_owners(const char *sender, buf_t *owners)
 {
     char **maps = conf_list("smtpd_sender_login_maps");
     buf_t domain = BUF_INIT, key = BUF_INIT;
     addr_domain(sender, &domain);
     buf_printf(&key, "@%s", buf_str(&domain));
-    int rc = 0;
-    for (size_t i = 0; maps[i] && rc == 0; i++) {
+    enum smtpd_lookup rc = SMTPD_LOOKUP_NONE;
+    for (size_t i = 0; maps[i] && rc == SMTPD_LOOKUP_NONE; i++) {
         struct dict *t = smtpd_table(maps[i]);
         if (!t) {
-            rc = -1;
+            rc = SMTPD_LOOKUP_ERROR;
             break;
         }
-        rc = dict_lookup(t, sender, owners);
-        if (rc == 0 && domain.len)
-            rc = dict_lookup(t, buf_str(&key), owners);
+        rc = smtpd_lookup(t, sender, owners);
+        if (rc == SMTPD_LOOKUP_NONE && domain.len)
+            rc = smtpd_lookup(t, buf_str(&key), owners);
     }
     strv_free(maps);
     buf_destroy(&domain);
@@ -349,15 +349,15 @@ static enum smtpd_verdict r_login_mismatch(struct smtpd_rctx *c, const char *t)
     if (!snd || !*snd)
         return V_DUNNO;
     buf_t owners = BUF_INIT, text = BUF_INIT;
-    int rc = sender_owners(snd, &owners);
+    enum smtpd_lookup rc = sender_owners(snd, &owners);
     enum smtpd_verdict v = V_DUNNO;
-    if (rc < 0) {
+    if (rc == SMTPD_LOOKUP_ERROR) {
         v = config_error(c);
-    } else if (login && (rc == 0 || !owner_listed(buf_str(&owners), login))) {
+    } else if (login && (rc == SMTPD_LOOKUP_NONE || !owner_listed(buf_str(&owners), login))) {
         buf_printf(&text, "not owned by user %s", login);
         smtpd_reject_obj(c, OBJ_SENDER, "553", "5.7.1", buf_str(&text));
         v = V_REJECT;
-    } else if (!login && rc > 0) {
+    } else if (!login && rc == SMTPD_LOOKUP_FOUND) {
         smtpd_reject_obj(c, OBJ_SENDER, "553", "5.7.1", "not logged in");
         v = V_REJECT;
     }

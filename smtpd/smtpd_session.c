@@ -120,8 +120,7 @@ void smtpd_session_start(struct smtpd_session *s)
     if (s->closing)
         return;
     buf_t reply = BUF_INIT;
-    int rc = smtpd_restrict_connect(s, &reply);
-    if (rc == 1) {
+    if (smtpd_restrict_connect(s, &reply) == SMTPD_REFUSED) {
         s->deny_text = buf_detach(&reply);
         smtpd_reply(s, "%s", s->deny_text); /* counts as an error */
     } else {
@@ -165,10 +164,10 @@ void smtpd_session_free(struct smtpd_session *s)
     log_disconnect(s);
     smtpd_session_unlink(s);
     smtpd_limit_disconnect(s);
-    smtpd_restrict_free(s);
-    smtpd_auth_free(s);
+    smtpd_restrict_release(s);
+    smtpd_auth_release(s);
     bufferevent_free(s->bev);
-    smtpd_tls_free(s);
+    smtpd_tls_release(s);
     if (s->sleep_ev)
         event_free(s->sleep_ev);
     qenv_destroy(&s->env);
@@ -227,7 +226,7 @@ void smtpd_txn_reset(struct smtpd_session *s)
     qenv_destroy(&s->env);
     qenv_init(&s->env);
     s->have_mail = 0;
-    s->bdat_state = 0;
+    s->bdat_state = SMTPD_BDAT_NONE;
     s->bdat_fail_code = 0;
     s->bdat_octets = 0;
 }

@@ -37,17 +37,15 @@
 #include "common/mail/server.h"
 #include "common/glue/tls.h"
 
-enum { LEVEL_NONE, LEVEL_MAY, LEVEL_ENCRYPT };
-
-static int level_parse(void)
+static enum smtpd_tls_level level_parse(void)
 {
     const char *v = conf_str("smtpd_tls_security_level");
     if (!*v || str_ieq(v, "none"))
-        return LEVEL_NONE;
+        return SMTPD_TLS_NONE;
     if (str_ieq(v, "may"))
-        return LEVEL_MAY;
+        return SMTPD_TLS_MAY;
     if (str_ieq(v, "encrypt"))
-        return LEVEL_ENCRYPT;
+        return SMTPD_TLS_ENCRYPT;
     log_fatal("parameter smtpd_tls_security_level: unknown level \"%s\" (use none, may or encrypt)",
               v);
 }
@@ -83,13 +81,13 @@ void smtpd_tls_pre_drop(struct smtpd *d)
 {
     int wrapper = conf_bool("smtpd_tls_wrappermode");
     d->tls_level = level_parse();
-    if (d->tls_level == LEVEL_NONE && !wrapper)
+    if (d->tls_level == SMTPD_TLS_NONE && !wrapper)
         return;
     if (!*conf_str("smtpd_tls_cert_file") && !*conf_str("smtpd_tls_chain_files")) {
-        if (d->tls_level == LEVEL_MAY && !wrapper) {
+        if (d->tls_level == SMTPD_TLS_MAY && !wrapper) {
             log_warn("smtpd_tls_security_level=may but no smtpd_tls_cert_file or "
                      "smtpd_tls_chain_files: STARTTLS not offered");
-            d->tls_level = LEVEL_NONE;
+            d->tls_level = SMTPD_TLS_NONE;
             return;
         }
         log_fatal("%s needs a certificate: set smtpd_tls_cert_file and smtpd_tls_key_file "
@@ -97,7 +95,7 @@ void smtpd_tls_pre_drop(struct smtpd *d)
                   wrapper ? "smtpd_tls_wrappermode=yes" : "smtpd_tls_security_level=encrypt");
     }
     buf_t err = BUF_INIT;
-    int mandatory = d->tls_level == LEVEL_ENCRYPT || wrapper || submission_service(d->srv);
+    int mandatory = d->tls_level == SMTPD_TLS_ENCRYPT || wrapper || submission_service(d->srv);
     d->tls_ctx = (struct ssl_ctx_st *)tls_server_ctx_new(mandatory, &err);
     if (!d->tls_ctx)
         log_fatal("TLS server set-up failed: %s", buf_str(&err));
@@ -111,7 +109,7 @@ int smtpd_tls_offer(const struct smtpd_session *s)
 
 int smtpd_tls_required(const struct smtpd_session *s)
 {
-    return s->d->tls_level == LEVEL_ENCRYPT && !s->tls;
+    return s->d->tls_level == SMTPD_TLS_ENCRYPT && !s->tls;
 }
 
 /* Handshake done: remember what the Received: header and logs say. */
@@ -241,7 +239,7 @@ void smtpd_tls_cmd(struct smtpd_session *s, char *arg)
     tls_wire_handshake(s);
 }
 
-void smtpd_tls_free(struct smtpd_session *s)
+void smtpd_tls_release(struct smtpd_session *s)
 {
     free(s->tls_info);
     free(s->tls_received);

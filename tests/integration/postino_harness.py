@@ -410,6 +410,40 @@ class AsyncServers:
         self.thread.join(5)
 
 
+class RecordPeer:
+    """One connection to a daemon's UNIX socket, speaking the record
+    protocol between daemons (common/util/attr.h) as its usual peer does:
+    raw records out, reply records in."""
+
+    def __init__(self, path, timeout=10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.inbuf = b""
+
+    def read_record(self):
+        """The next record as a dict, or None at EOF."""
+        while b"\n\n" not in self.inbuf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.inbuf += chunk
+        rec, self.inbuf = self.inbuf.split(b"\n\n", 1)
+        return dict(ln.split("=", 1) for ln in rec.decode().split("\n"))
+
+    def ask(self, record):
+        """Send one raw record (bytes); the reply, or None at EOF."""
+        self.sock.sendall(record)
+        return self.read_record()
+
+    def at_eof(self):
+        """The daemon closed its end after its last reply."""
+        return self.inbuf == b"" and self.sock.recv(1) == b""
+
+    def close(self):
+        self.sock.close()
+
+
 def dsn_parts(msg):
     """Parse an RFC 3464 report: returns (report_msg, per_recipient list of
     dicts with lower-cased field names). Asserts the structure."""

@@ -1,5 +1,10 @@
 """The postino command against a running system: status exit codes, queue
-list (with the deferral reason), show, flush, delete."""
+list (with the deferral reason), show, flush, delete; and against a queue
+manager that answers wrongly: the command says the reply was malformed,
+uses nothing of it and fails."""
+import os
+import socket
+import threading
 
 import postino_harness as h
 
@@ -47,3 +52,55 @@ def test_queue_list_flush_delete(postino_factory, sink):
     ids, out = p.queue_list()
     assert not ids, out
     assert not sink.to("doomed@example.test")
+
+
+class _FakeControl:
+    """public/control answering every request with one scripted reply."""
+
+    def __init__(self, spool, reply):
+        os.makedirs(os.path.join(spool, "public"), exist_ok=True)
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(os.path.join(spool, "public", "control"))
+        self.lsock.listen(4)
+        self.reply = reply
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            with conn:
+                got = b""
+                while b"\n\n" not in got:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+                conn.sendall(self.reply)
+
+    def close(self):
+        self.lsock.shutdown(socket.SHUT_RDWR)
+        self.lsock.close()
+
+
+def test_malformed_control_reply(postino_factory):
+    p = postino_factory(start=False)
+    cases = [
+        (("queue", "stats"), b"incoming=1\ntotal=1\n\n", "no status"),
+        (("queue", "flush"), b"status=ok\nno equals sign\n\n", "line without"),
+        (("queue", "list"), b"state=active\nsize=10\n\n", "without a queue_id"),
+    ]
+    for args, reply, why in cases:
+        fake = _FakeControl(p.spool, reply)
+        try:
+            r = p.cli(*args)
+        finally:
+            fake.close()
+            os.unlink(os.path.join(p.spool, "public", "control"))
+        assert r.returncode == 1, (args, r.returncode, r.stdout, r.stderr)
+        assert "postino: malformed reply from the queue manager: " in r.stderr, (args, r.stderr)
+        assert why in r.stderr, (args, r.stderr)
+        assert "total" not in r.stdout and "Queue ID" not in r.stdout, (args, r.stdout)

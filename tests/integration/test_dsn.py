@@ -2,7 +2,11 @@
 delay warnings, NOTIFY=SUCCESS, ENVID/ORCPT carried into the report,
 RET=HDRS vs RET=FULL, and the envelope/header identity of a bounce (null
 sender, From: MAILER-DAEMON). Reports are parsed with Python's email
-package; the sink is a real aiosmtpd receiver."""
+package; the sink is a real aiosmtpd receiver. Last, the bounce daemon's
+side of its protocol with qmgr: a malformed request is refused and its
+connection dropped, and nothing of it is applied."""
+import glob
+import os
 import re
 import time
 
@@ -154,3 +158,49 @@ def test_bounce_identity_null_sender_mailer_daemon(postino_factory, sink):
     assert dsn.msg["Auto-Submitted"] is None or \
         dsn.msg["Auto-Submitted"].strip().lower().startswith("auto-replied")
     p.wait_removed(qid)
+
+
+def _bounce_peer(p):
+    """A connection to private/bounce, as qmgr keeps one."""
+    return h.RecordPeer(os.path.join(p.spool, "private", "bounce"))
+
+
+def _dropped(p, record, why):
+    """record gets status=fail naming why, then the connection ends."""
+    b = _bounce_peer(p)
+    try:
+        r = b.ask(record)
+        assert r is not None and r["status"] == "fail" and why in r["reason"], r
+        assert b.at_eof(), "the connection stays after a malformed request"
+    finally:
+        b.close()
+    p.wait_log(r"bounce\[\d+\]: error: malformed record from qmgr: .*%s.*; dropping the "
+               r"connection" % re.escape(why))
+
+
+def test_bounce_drops_malformed_request(postino_factory, sink):
+    p = _relay(postino_factory, sink)
+    rcpt = "later@example.test"
+    sink.on_rcpt(rcpt, forever="451 4.3.0 not yet, try later")
+    qid = p.send(SENDER, rcpt, subject="kept deferred")
+    p.wait_log(r"%s: to=<%s>, .*status=deferred" % (qid, rcpt))
+    _dropped(p, b"request=bounce\nqueue_id=%s\nrcpt=0\n\n" % qid.encode(), "proto")
+    _dropped(p, b"proto=1\nrequest=bounce\nrcpt=0\n\n", "queue_id")
+    _dropped(p, b"proto=1\nrequest=bounce\nqueue_id=%s\nrcpt=0\nrcpt=7\n\n" % qid.encode(),
+             "recipient index")
+    # A request bounce declines is no malformed one: answered, connection kept.
+    b = _bounce_peer(p)
+    try:
+        r = b.ask(b"proto=1\nrequest=nonsense\nqueue_id=%s\n\n" % qid.encode())
+        assert r["status"] == "fail" and "unknown request" in r["reason"], r
+        r = b.ask(b"proto=1\nrequest=nonsense\nqueue_id=%s\n\n" % qid.encode())
+        assert r is not None and r["status"] == "fail", r
+    finally:
+        b.close()
+    # Nothing of the dropped requests was applied: no report, no dsn_sent.
+    time.sleep(1)
+    assert not p.log_lines(r"%s: sender non-delivery notification" % qid)
+    assert not _dsns(sink)
+    path, = glob.glob(os.path.join(p.spool, "queue", "*", qid))
+    with open(path, "rb") as f:
+        assert b"dsn_sent" not in f.read()

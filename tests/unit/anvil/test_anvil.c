@@ -307,15 +307,15 @@ static void test_cidr(void **state)
     buf_t err = BUF_INIT;
     conf_set("smtpd_client_event_limit_exceptions", "10.0.0.0/8, [2001:db8::]/32 hash:/x");
     assert_int_equal(cidr_list_validate("smtpd_client_event_limit_exceptions", &err), 0);
-    assert_true(anvil_client_exempt("10.9.8.7"));
-    assert_true(anvil_client_exempt("2001:db8::5"));
-    assert_false(anvil_client_exempt("192.0.2.1"));
+    assert_true(smtpd_anvil_exempt("10.9.8.7"));
+    assert_true(smtpd_anvil_exempt("2001:db8::5"));
+    assert_false(smtpd_anvil_exempt("192.0.2.1"));
     conf_set("smtpd_client_event_limit_exceptions", "10.0.0.0/8 bogus/3");
     assert_int_equal(cidr_list_validate("smtpd_client_event_limit_exceptions", &err), -1);
     assert_non_null(strstr(buf_str(&err), "bogus/3"));
     conf_set("smtpd_client_event_limit_exceptions", "$mynetworks");
-    assert_true(anvil_client_exempt("127.0.0.1"));
-    assert_false(anvil_client_exempt("192.0.2.1"));
+    assert_true(smtpd_anvil_exempt("127.0.0.1"));
+    assert_false(smtpd_anvil_exempt("192.0.2.1"));
     buf_destroy(&err);
 }
 
@@ -331,31 +331,32 @@ static void test_limits(void **state)
     conf_set("smtpd_client_auth_failure_limit", "2");
     c.count = 2;
     c.rate[ANVIL_EV_CONN] = 1000;
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_CONN, &c), ANVIL_LIMIT_NONE);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_CONN, &c), SMTPD_ANVIL_LIMIT_NONE);
     c.count = 3;
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_CONN, &c), ANVIL_LIMIT_CONN_COUNT);
-    assert_string_equal(anvil_limit_param(ANVIL_LIMIT_CONN_COUNT),
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_CONN, &c), SMTPD_ANVIL_LIMIT_CONN_COUNT);
+    assert_string_equal(smtpd_anvil_limit_param(SMTPD_ANVIL_LIMIT_CONN_COUNT),
                         "smtpd_client_connection_count_limit");
     conf_set("smtpd_client_connection_rate_limit", "999");
     c.count = 1;
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_CONN, &c), ANVIL_LIMIT_CONN_RATE);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_CONN, &c), SMTPD_ANVIL_LIMIT_CONN_RATE);
     c.rate[ANVIL_EV_MSG] = 5;
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_MSG, &c), ANVIL_LIMIT_NONE);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_MSG, &c), SMTPD_ANVIL_LIMIT_NONE);
     c.rate[ANVIL_EV_MSG] = 6;
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_MSG, &c), ANVIL_LIMIT_MSG_RATE);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_MSG, &c), SMTPD_ANVIL_LIMIT_MSG_RATE);
     c.rate[ANVIL_EV_RCPT] = 1000000;
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_RCPT, &c), ANVIL_LIMIT_NONE);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_RCPT, &c), SMTPD_ANVIL_LIMIT_NONE);
     c.rate[ANVIL_EV_AUTH] = 1;
     c.rate[ANVIL_EV_AUTH_FAIL] = 1;
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_AUTH, &c), ANVIL_LIMIT_NONE);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_AUTH, &c), SMTPD_ANVIL_LIMIT_NONE);
     c.rate[ANVIL_EV_AUTH_FAIL] = 2;
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_AUTH, &c), ANVIL_LIMIT_AUTH_FAIL);
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_AUTH_FAIL, &c), ANVIL_LIMIT_AUTH_FAIL);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_AUTH, &c), SMTPD_ANVIL_LIMIT_AUTH_FAIL);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_AUTH_FAIL, &c),
+                     SMTPD_ANVIL_LIMIT_AUTH_FAIL);
     c.rate[ANVIL_EV_AUTH] = 4;
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_AUTH, &c), ANVIL_LIMIT_AUTH_RATE);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_AUTH, &c), SMTPD_ANVIL_LIMIT_AUTH_RATE);
     c.unavailable = 1; /* fail open */
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_AUTH, &c), ANVIL_LIMIT_NONE);
-    assert_int_equal(anvil_limit_exceeded(ANVIL_EV_MSG, &c), ANVIL_LIMIT_NONE);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_AUTH, &c), SMTPD_ANVIL_LIMIT_NONE);
+    assert_int_equal(smtpd_anvil_limit_exceeded(ANVIL_EV_MSG, &c), SMTPD_ANVIL_LIMIT_NONE);
 }
 
 /* ---- the client against a real in-process service ---- */
@@ -439,14 +440,14 @@ static void test_client_counts(void **state)
     tsrv_start(&s);
     struct result r = { 0 };
     struct result *a = &r, *b = &r, *x = &r;
-    struct anvil_client *ac = anvil_client_new(s.base, s.path);
-    anvil_client_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
-    anvil_client_connect(ac, "smtp", "192.0.2.1", on_counts, &b);
-    anvil_client_event(ac, ANVIL_EV_MSG, "smtp", "192.0.2.1", on_counts, &a);
-    anvil_client_event(ac, ANVIL_EV_AUTH, "smtp", "192.0.2.1", on_counts, &b);
+    struct smtpd_anvil *ac = smtpd_anvil_new(s.base, s.path);
+    smtpd_anvil_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
+    smtpd_anvil_connect(ac, "smtp", "192.0.2.1", on_counts, &b);
+    smtpd_anvil_event(ac, ANVIL_EV_MSG, "smtp", "192.0.2.1", on_counts, &a);
+    smtpd_anvil_event(ac, ANVIL_EV_AUTH, "smtp", "192.0.2.1", on_counts, &b);
     assert_int_equal(r.n, 0); /* never from inside the call */
     run_until(s.base, &r, 4);
-    assert_true(anvil_client_up(ac));
+    assert_true(smtpd_anvil_up(ac));
     assert_ptr_equal(r.arg[0], &a);
     assert_int_equal(r.c[0].count, 1);
     assert_int_equal(r.c[1].count, 2);
@@ -456,17 +457,17 @@ static void test_client_counts(void **state)
     assert_int_equal(r.c[2].rate[ANVIL_EV_MSG], 1);
     assert_int_equal(r.c[3].rate[ANVIL_EV_AUTH], 1);
     /* a cancelled callback is skipped, the FIFO stays in step */
-    anvil_client_disconnect(ac, "smtp", "192.0.2.1");
-    anvil_client_lookup(ac, "smtp", "192.0.2.1", on_counts, &x);
-    anvil_client_cancel(ac, &x);
-    anvil_client_lookup(ac, "smtp", "192.0.2.1", on_counts, &b);
+    smtpd_anvil_disconnect(ac, "smtp", "192.0.2.1");
+    smtpd_anvil_lookup(ac, "smtp", "192.0.2.1", on_counts, &x);
+    smtpd_anvil_cancel(ac, &x);
+    smtpd_anvil_lookup(ac, "smtp", "192.0.2.1", on_counts, &b);
     run_until(s.base, &r, 5);
     assert_ptr_equal(r.arg[4], &b);
     assert_int_equal(r.c[4].count, 1);
     assert_int_equal(r.c[4].rate[ANVIL_EV_CONN], 2);
     assert_int_equal(r.c[4].rate[ANVIL_EV_MSG], 1);
     assert_int_equal(r.c[4].unavailable, 0);
-    anvil_client_free(ac);
+    smtpd_anvil_free(ac);
     tsrv_stop(&s);
     event_base_free(s.base);
     rmdir(dir);
@@ -479,36 +480,36 @@ static void test_client_fail_open(void **state)
     make_tmp(dir, sizeof dir, &s);
     struct result r = { 0 };
     struct result *a = &r;
-    struct anvil_client *ac = anvil_client_new(s.base, s.path);
-    anvil_client_set_retry(ac, 0);
+    struct smtpd_anvil *ac = smtpd_anvil_new(s.base, s.path);
+    smtpd_anvil_set_retry(ac, 0);
     /* nobody listens */
-    anvil_client_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
-    anvil_client_event(ac, ANVIL_EV_RCPT, "smtp", "192.0.2.1", on_counts, &a);
+    smtpd_anvil_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
+    smtpd_anvil_event(ac, ANVIL_EV_RCPT, "smtp", "192.0.2.1", on_counts, &a);
     assert_int_equal(r.n, 0);
     run_until(s.base, &r, 2);
     assert_int_equal(r.c[0].unavailable, 1);
     assert_int_equal(r.c[0].count, 0);
     assert_int_equal(r.c[1].unavailable, 1);
-    assert_false(anvil_client_up(ac));
+    assert_false(smtpd_anvil_up(ac));
     /* the service comes up: the next request reconnects */
     tsrv_start(&s);
-    anvil_client_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
+    smtpd_anvil_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
     run_until(s.base, &r, 3);
     assert_int_equal(r.c[2].unavailable, 0);
     assert_int_equal(r.c[2].count, 1);
     /* it dies: what is pending or new completes fail-open */
     tsrv_stop(&s);
-    anvil_client_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
+    smtpd_anvil_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
     run_until(s.base, &r, 4);
     assert_int_equal(r.c[3].unavailable, 1);
     /* and back again, with its counts released by the restart */
     tsrv_start(&s);
     run_until(s.base, &r, 4);
-    anvil_client_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
+    smtpd_anvil_connect(ac, "smtp", "192.0.2.1", on_counts, &a);
     run_until(s.base, &r, 5);
     assert_int_equal(r.c[4].unavailable, 0);
     assert_int_equal(r.c[4].count, 1);
-    anvil_client_free(ac);
+    smtpd_anvil_free(ac);
     tsrv_stop(&s);
     event_base_free(s.base);
     rmdir(dir);
