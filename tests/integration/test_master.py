@@ -218,7 +218,7 @@ def test_privilege_separation_from_proc(postino_factory, sink):
     def all_dropped():
         return all(h.proc_ids(pid)[0] == [uid] * 4 for pid in children)
     try:
-        h.wait_until(all_dropped, timeout=5, what="every daemon running as %s" % h.MAIL_OWNER)
+        h.wait_until(all_dropped, timeout=20, what="every daemon running as %s" % h.MAIL_OWNER)
     except TimeoutError:
         pass                            # the loop below says which one
     for pid, name in children.items():
