@@ -30,6 +30,7 @@ finish within --timeout seconds. Both MTAs are stopped and the sinks
 killed on every path out (finally blocks, SIGTERM handler).
 """
 import argparse
+import statistics
 import os
 import platform
 import shutil
@@ -334,18 +335,28 @@ def bench_one(make_mta, root, args):
 
 
 def report(args, results):
+    """results: name -> list of (accept s, e2e s), one per round. The
+    headline is the median round of each MTA (machines are noisy), and the
+    ratio of those medians; every round is printed too."""
     n = args.messages
     print()
     print("machine: %s" % machine())
-    print("load: %d messages of %d bytes over %d sessions" % (n, args.size, args.sessions))
-    print("%-8s %12s %14s %12s %14s" % ("MTA", "accept s", "accepted/s", "e2e s", "end-to-end/s"))
-    for name, (ta, te) in results.items():
-        print("%-8s %12.2f %14.0f %12.2f %14.0f" % (name, ta, n / ta, te, n / te))
-    if "postino" in results and "postfix" in results:
-        (pa, pe), (fa, fe) = results["postino"], results["postfix"]
-        print("accepted: postino %.0f msg/s, postfix %.0f msg/s, ratio %.2f"
+    print("load: %d messages of %d bytes over %d sessions, %d round(s)"
+          % (n, args.size, args.sessions, args.rounds))
+    print("%-8s %5s %12s %14s %12s %14s" % ("MTA", "round", "accept s", "accepted/s", "e2e s",
+                                            "end-to-end/s"))
+    for name, rounds in results.items():
+        for i, (ta, te) in enumerate(rounds, 1):
+            print("%-8s %5d %12.2f %14.0f %12.2f %14.0f" % (name, i, ta, n / ta, te, n / te))
+    med = {name: (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds))
+           for name, rounds in results.items()}
+    for name, (ta, te) in med.items():
+        print("%-8s %5s %12.2f %14.0f %12.2f %14.0f" % (name, "med", ta, n / ta, te, n / te))
+    if "postino" in med and "postfix" in med:
+        (pa, pe), (fa, fe) = med["postino"], med["postfix"]
+        print("accepted (median): postino %.0f msg/s, postfix %.0f msg/s, ratio %.2f"
               % (n / pa, n / fa, fa / pa))
-        print("end-to-end: postino %.0f msg/s, postfix %.0f msg/s, ratio %.2f"
+        print("end-to-end (median): postino %.0f msg/s, postfix %.0f msg/s, ratio %.2f"
               % (n / pe, n / fe, fe / pe))
 
 
@@ -357,6 +368,8 @@ def parse_args():
     ap.add_argument("--sessions", type=int, default=20, help="parallel SMTP connections")
     ap.add_argument("--timeout", type=int, default=600, help="seconds allowed per MTA run")
     ap.add_argument("--only", choices=["postino", "postfix"], help="measure one MTA only")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per MTA, taken in turns; the median is reported")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     return ap.parse_args()
 
@@ -376,11 +389,14 @@ def main():
     results = {}
     ok = False
     try:
-        if args.only in (None, "postino"):
-            results["postino"] = bench_one(
-                lambda r, sp: Postino(r, args.bin, sp), root, args)
-        if args.only in (None, "postfix"):
-            results["postfix"] = bench_one(Postfix, root, args)
+        for i in range(args.rounds):
+            for name, make in (("postino", lambda r, sp: Postino(r, args.bin, sp)),
+                               ("postfix", Postfix)):
+                if args.only in (None, name):
+                    rdir = os.path.join(root, "%s-%d" % (name, i + 1))
+                    os.mkdir(rdir)
+                    os.chmod(rdir, 0o755)
+                    results.setdefault(name, []).append(bench_one(make, rdir, args))
         ok = True
     except (BenchError, subprocess.TimeoutExpired) as e:
         sys.stderr.write("bench: FAILED: %s\n" % e)
