@@ -22,7 +22,8 @@
 #              fed whole, byte by byte and in 1..7-byte pieces: the outcomes
 #              must be identical (end of data, content, every verdict)
 #   dotstuff   the delivery agent's DATA encoder: whole vs chunked, no lenient
-#              end of data in the output, unstuffs to the normalised input
+#              end of data in the output, unstuffs to the normalised input,
+#              which is what its BDAT encoder (common/crlf.c) gives
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
