@@ -33,6 +33,10 @@ const struct sess_phase sess_phase[X_COUNT] = {
                 { 250 } },
     [X_QUIT] = { "smtp_quit_timeout", "sending QUIT", "QUIT", { 0 } },
     [X_STARTTLS] = { "smtp_starttls_timeout", "sending STARTTLS", "STARTTLS", { 220 } },
+    [X_BDAT] = { "smtp_data_xfer_timeout", "sending message body", "BDAT", { 250 } },
+    [X_BDAT_LAST] = { "smtp_data_done_timeout",
+                      "sending end of data -- message may be sent more than once", "BDAT LAST",
+                      { 250 } },
 };
 
 const char *sess_relay(const struct sess *s)
@@ -87,6 +91,8 @@ void sess_free(struct sess *s)
         bufferevent_free(s->bev);
     event_free(s->timer);
     smtp_rparser_free(&s->rp);
+    if (s->bd.tmp)
+        evbuffer_free(s->bd.tmp);
     buf_free(&s->relay);
     buf_free(&s->hostip);
     buf_free(&s->tls_info);
@@ -220,7 +226,7 @@ static void sess_write_cb(struct bufferevent *bev, void *arg)
 {
     struct sess *s = arg;
     if (s->state == SS_BODY)
-        (void)proto_body_more(s);
+        (void)(s->bd.on ? bdat_more(s) : proto_body_more(s));
     else if (s->state == SS_QUIT)
         sess_free(s);
 }
