@@ -91,7 +91,7 @@ static void same(const buf_t *want, const buf_t *got, const char *what, const si
                  size_t ncuts)
 {
     size_t k;
-    if (want->len == got->len && memcmp(want->data, got->data, want->len) == 0)
+    if (want->len == got->len && (want->len == 0 || memcmp(want->data, got->data, want->len) == 0))
         return;
     print_error("split at");
     for (k = 0; k < ncuts; k++)
