@@ -184,6 +184,24 @@ static void sess_timer_cb(evutil_socket_t fd, short what, void *arg)
     sess_lost(s, s->pending_errno ? "error" : "timeout");
 }
 
+/* A BDAT transaction waiting for more replies, after a read: acknowledge
+ * what came now instead of after the delayed-ACK timer (40 ms on Linux).
+ * The server often sends the MAIL/RCPT replies and, once its commit is
+ * done, the reply to LAST in two writes; with Nagle on its side the second
+ * waits for our ACK, and over DATA our content would have carried that ACK
+ * at once, over BDAT we have nothing more to send. Measured: without this,
+ * BDAT to postino's and Postfix's smtpd was 25-70% slower than DATA. */
+static void sess_quickack(struct sess *s)
+{
+#ifdef TCP_QUICKACK
+    int one = 1;
+    if (s->bd.on && s->in_tx && s->xhead < s->xn)
+        (void)setsockopt(bufferevent_getfd(s->bev), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+#else
+    (void)s;
+#endif
+}
+
 static void sess_read_cb(struct bufferevent *bev, void *arg)
 {
     struct sess *s = arg;
@@ -220,6 +238,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
         if (rc == 1 && proto_reply(s) < 0)
             return;
     }
+    sess_quickack(s);
 }
 
 static void sess_write_cb(struct bufferevent *bev, void *arg)
