@@ -46,6 +46,30 @@ def make_postino(root, bindir, next_port, name, extra):
     return p
 
 
+def cpu_seconds(pidfile, comm):
+    """CPU time (user + system) of the children of the master in pidfile
+    whose command name is comm."""
+    try:
+        with open(pidfile) as f:
+            master = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0.0
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if name == comm and int(fields[1]) == master:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def carried_by(log):
     """How B received the mail: commands counted in its disconnect lines."""
     n = {"bdat": 0, "data": 0}
@@ -81,6 +105,9 @@ def run_one(args, size, messages, chunking):
         m = argparse.Namespace(sessions=args.sessions, messages=messages, size=size,
                                timeout=args.timeout)
         _, t_e2e = bench.measure(a, sink, m)
+        # the agents that did the hop, and B's smtpd at its other end
+        cpu = (cpu_seconds(os.path.join(a.dir, "spool", "pid", "master.pid"), "delivery"),
+               cpu_seconds(os.path.join(b.dir, "spool", "pid", "master.pid"), "smtpd"))
     except bench.BenchError:
         for p in (a, b):
             if p is not None:
@@ -96,7 +123,7 @@ def run_one(args, size, messages, chunking):
         print("bdat_bench: files kept in %s" % root)
     else:
         shutil.rmtree(root, ignore_errors=True)
-    return messages / t_e2e, cmds
+    return messages / t_e2e, cmds, [1e6 * c / messages for c in cpu]
 
 
 def parse_args():
@@ -127,24 +154,31 @@ def main():
             for r in range(args.rounds):
                 # alternate which goes first, so drift hits both alike
                 for chunking in ((True, False) if r % 2 == 0 else (False, True)):
-                    rate, cmds = run_one(args, size, messages, chunking)
+                    rate, cmds, cpu = run_one(args, size, messages, chunking)
                     key = (size, "BDAT" if chunking else "DATA")
-                    results.setdefault(key, []).append(rate)
-                    print("size %6d  %s  round %d: %7.0f msg/s end-to-end  (B got bdat=%d "
-                          "data=%d)" % (size, key[1], r + 1, rate, cmds["bdat"], cmds["data"]),
-                          flush=True)
+                    results.setdefault(key, []).append((rate, cpu[0], cpu[1]))
+                    print("size %6d  %s  round %d: %7.0f msg/s end-to-end, CPU per message: "
+                          "A delivery %5.0f us, B smtpd %5.0f us  (B got bdat=%d data=%d)"
+                          % (size, key[1], r + 1, rate, cpu[0], cpu[1], cmds["bdat"],
+                             cmds["data"]), flush=True)
     except (bench.BenchError, KeyboardInterrupt) as e:
         sys.stderr.write("bdat_bench: FAILED: %s\n" % e)
         return 1
     print()
     print("machine: %s" % bench.machine())
     print("receiver B: %s" % args.receiver)
-    print("%8s %9s %10s %10s %7s" % ("size", "messages", "BDAT msg/s", "DATA msg/s", "ratio"))
+    print("%8s %9s %8s | %10s %10s %6s | %-17s | %-17s" % (
+        "size", "messages", "", "msg/s", "", "ratio", "A delivery us/msg", "B smtpd us/msg"))
     for size, messages in sizes:
-        bd = statistics.median(results[(size, "BDAT")])
-        da = statistics.median(results[(size, "DATA")])
-        print("%8d %9d %10.0f %10.0f %7.3f" % (size, messages, bd, da, bd / da))
-    print("(medians of %d rounds; ratio > 1: BDAT faster)" % args.rounds)
+        med = {}
+        for cmd in ("BDAT", "DATA"):
+            rows = results[(size, cmd)]
+            med[cmd] = [statistics.median(row[k] for row in rows) for k in range(3)]
+        b, d = med["BDAT"], med["DATA"]
+        print("%8d %9d %8s | %10.0f %10.0f %6.3f | %8.0f %8.0f | %8.0f %8.0f" % (
+            size, messages, "BDAT/DATA", b[0], d[0], b[0] / d[0], b[1], d[1], b[2], d[2]))
+    print("(medians of %d rounds; msg/s end to end, ratio > 1: BDAT faster; CPU time of "
+          "A's delivery agents and of B's smtpd per message)" % args.rounds)
     return 0
 
 

@@ -18,8 +18,12 @@ when no recipient was accepted (beyond the first pipelined chunk); a
 receiver without CHUNKING, or smtp_chunking_enable = no, gets DATA; and a
 second postino takes BDAT from the first."""
 import asyncio
+import os
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 
 import pytest
 
@@ -28,7 +32,7 @@ import postino_harness as h
 SENDER = "s@sender.test"
 
 # name -> (ip, options). Options: chunking (True), pipelining (True),
-# eightbit (True: offer 8BITMIME), withhold (send no reply before the first
+# eightbit (True: offer 8BITMIME), starttls (offer it), withhold (send no reply before the first
 # chunk or DATA has been read: only a client that puts the chunk in the
 # same flight as MAIL and RCPT gets an answer), rcpt (reply to every RCPT),
 # chunk {n or "LAST": reply} (scripted while the scenario is broken: n is
@@ -42,6 +46,7 @@ SCENARIOS = {
     "data": ("127.0.3.3", dict(chunking=False)),
     "pipe7": ("127.0.3.4", dict(eightbit=False)),
     "data7": ("127.0.3.5", dict(chunking=False, eightbit=False)),
+    "pipetls": ("127.0.3.6", dict(starttls=True)),
     # refused chunks
     "mid452": ("127.0.3.10", dict(chunk={2: b"452 4.3.1 Insufficient system storage\r\n"},
                                   status="deferred", dsn="4.3.1",
@@ -96,18 +101,20 @@ pytestmark = pytest.mark.dns([("a", "%s.bdat.test" % n, ip) for n, (ip, _) in SC
 class ChunkMX(h.AsyncServers):
     """DATA and BDAT receiver; scripted chunk replies while not `fixed`."""
 
-    def __init__(self, port, scenarios):
+    def __init__(self, port, scenarios, tls_ctx):
         super().__init__(port, scenarios)
+        self.tls_ctx = tls_ctx
         self.fixed = set()
         self.conns = {}     # name -> [conn dict]
         self.messages = {}  # name -> [(via, rcpts, content)] answered 250
 
     async def session(self, name, opts, reader, writer):
-        conn = {"chunks": [], "data": 0, "unasked": [], "wrong": False, "after_fail": []}
+        conn = {"chunks": [], "data": 0, "unasked": [], "wrong": False, "after_fail": [],
+                "tls": False}
         self.conns.setdefault(name, []).append(conn)
         try:
             await self._converse(name, opts, conn, reader, writer)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             writer.close()
@@ -145,8 +152,15 @@ class ChunkMX(h.AsyncServers):
                 reply(b"250-%s.bdat.test\r\n" % name.encode() +
                       (b"250-PIPELINING\r\n" if pipelining else b"") +
                       (b"250-CHUNKING\r\n" if opts.get("chunking", True) else b"") +
+                      (b"250-STARTTLS\r\n" if opts.get("starttls") and not conn["tls"]
+                       else b"") +
                       (b"250-8BITMIME\r\n" if opts.get("eightbit", True) else b"") +
                       b"250 SIZE 100000000\r\n")
+            elif verb == b"STARTTLS":
+                writer.write(b"220 2.0.0 Ready to start TLS\r\n")
+                await writer.drain()
+                await writer.start_tls(self.tls_ctx)
+                conn["tls"] = True
             elif verb == b"MAIL":
                 tx = {"rcpts": [], "content": b"", "failed": None}
                 # (per transaction: a cached connection sees the fix too)
@@ -232,10 +246,22 @@ async def _dot_content(reader):
         out.append(line[1:] if line.startswith(b".") else line)
 
 
+@pytest.fixture(scope="module")
+def tls_ctx():
+    d = h.make_tmpdir("postino-bdat-")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem",
+                    "-out", "c.pem", "-days", "2", "-subj", "/CN=mx.bdat.test"], cwd=d, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.path.join(d, "c.pem"), os.path.join(d, "k.pem"))
+    yield ctx
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture
-def mx():
+def mx(tls_ctx):
     port = h.free_port_all([ip for ip, _ in SCENARIOS.values()])
-    srv = ChunkMX(port, SCENARIOS).start()
+    srv = ChunkMX(port, SCENARIOS, tls_ctx).start()
     yield srv
     srv.stop()
 
@@ -329,12 +355,13 @@ def _normalised(content):
 # ---------------------------------------------------------------- tests
 
 def test_same_bytes_as_data(postino_factory, mx):
-    """One message to five receivers: over BDAT pipelined (the first chunk
+    """One message to six receivers: over BDAT pipelined (the first chunk
     in the MAIL/RCPT flight: that receiver answers nothing before it),
-    over BDAT one chunk at a time, over DATA, and converted to 7 bit over
-    BDAT and over DATA. The bytes stored are the same each way."""
+    over BDAT one chunk at a time, over DATA, converted to 7 bit over BDAT
+    and over DATA, and over BDAT in TLS. The bytes stored are the same each
+    way."""
     p = _postino(postino_factory, mx.port, smtpd_forbid_bare_newline="no")
-    names = ["pipe", "lock", "data", "pipe7", "data7"]
+    names = ["pipe", "lock", "data", "pipe7", "data7", "pipetls"]
     rcpts = ["u@%s.bdat.test" % n for n in names]
     r = _bdat_submit(p.port, rcpts, TRICKY)
     assert b"queued as" in r, r
@@ -346,11 +373,14 @@ def test_same_bytes_as_data(postino_factory, mx):
         assert len(got[n]) == 1, (n, len(got[n]))
     via = {n: got[n][0][0] for n in names}
     assert via == {"pipe": "BDAT", "lock": "BDAT", "data": "DATA", "pipe7": "BDAT",
-                   "data7": "DATA"}, via
+                   "data7": "DATA", "pipetls": "BDAT"}, via
     content = {n: got[n][0][2] for n in names}
     assert _strip_received(content["data"]) == _normalised(TRICKY)
     assert content["pipe"] == content["data"]
     assert content["lock"] == content["data"]
+    assert content["pipetls"] == content["data"]
+    assert mx.conns["pipetls"][0]["tls"]
+    assert ", tls=TLS" in _outcome(p, "u@pipetls.bdat.test")
     # 7 bit: converted alike, whichever command carries it
     assert content["pipe7"] == content["data7"]
     assert all(b < 0x80 for b in content["pipe7"])
