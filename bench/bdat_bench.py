@@ -112,6 +112,7 @@ def run_one(args, size, messages, chunking):
         for p in (a, b):
             if p is not None:
                 sys.stderr.write("--- last lines of %s ---\n%s" % (p.log, bench.tail(p.log)))
+        print("bdat_bench: files kept in %s" % root)
         raise
     finally:
         for p in (a, b):
