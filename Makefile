@@ -5,6 +5,7 @@
 #   make test SANITIZE=1   the same under ASan+UBSan (separate build dir)
 #   make bench      side-by-side benchmark against Postfix
 #   make bench-dataparse  micro-benchmark of smtpd's content parser
+#   make bench-bdat the delivery agent sending BDAT vs DATA (smtp_chunking_enable)
 #   make deps       apt-get what is missing (idempotent)
 
 CC      ?= cc
@@ -98,7 +99,7 @@ $(BUILD)/tests/anvil/test_anvil: $(LIB_PROG_smtpd)
 $(BUILD)/tests/unit/test_params.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit integration bench bench-dataparse deps clean fuzz install format
+.PHONY: all run test unit integration bench bench-dataparse bench-bdat deps clean fuzz install format
 all: $(PROG_BINS)
 
 $(BIN):
@@ -153,6 +154,12 @@ test: deps
 bench: deps
 	$(MAKE) all
 	/usr/bin/python3 bench/bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
+
+# BDAT vs DATA from postino's delivery agent to a second postino (medians;
+# BENCH_ARGS="--receiver postfix" for Postfix's smtpd; see bench/bdat_bench.py)
+bench-bdat: deps
+	$(MAKE) all
+	/usr/bin/python3 bench/bdat_bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
 
 # Micro-benchmark of smtpd's DATA/BDAT content parser (MB/s, asserts nothing)
 bench-dataparse: $(BUILD)/bench/dataparse_bench

@@ -2,7 +2,8 @@
  *
  * Each reply is dispatched by the command it answers (a table, not a
  * switch). With PIPELINING, MAIL, every RCPT and DATA go out in one write
- * and the replies are matched in order; without it, one at a time.
+ * and the replies are matched in order; without it, one at a time. To a
+ * server that offers CHUNKING, BDAT takes DATA's place (delivery_bdat.c).
  *
  * Only the reply codes RFC 5321 4.3.2 names as success for a command count
  * as success (sess_phase[].ok: 354 to DATA, 250 to end of data, ...). Any
@@ -28,9 +29,6 @@
 #include "common/mail/conf.h"
 #include "delivery/delivery_dotstuff.h"
 #include "common/util/log.h"
-
-#define BODY_CHUNK 65536
-#define BODY_HIGH (4 * BODY_CHUNK)
 
 void proto_said(struct sess *s, int kind, buf_t *out)
 {
@@ -209,7 +207,7 @@ static int on_rset(struct sess *s, size_t i)
 }
 
 /* Result of a negative reply for one recipient. */
-static void rcpt_from_reply(struct sess *s, struct rres *rr, int kind)
+void proto_rcpt_failed(struct sess *s, struct rres *rr, int kind)
 {
     buf_t r = BUF_INIT;
     char dsn[16];
@@ -254,6 +252,8 @@ static int next_step(struct sess *s)
     }
     if (s->naccepted == 0)
         return sess_tx_end(s);
+    if (s->bd.on)
+        return bdat_begin(s);
     send_data(s);
     return 0;
 }
@@ -282,10 +282,14 @@ static int on_rcpt(struct sess *s, size_t i)
             s->job->res[i].accepted = 1;
             s->naccepted++;
         } else {
-            rcpt_from_reply(s, &s->job->res[i], X_RCPT);
+            proto_rcpt_failed(s, &s->job->res[i], X_RCPT);
         }
     }
-    return (s->feat & FEAT_PIPELINING) ? 0 : next_step(s);
+    if (!(s->feat & FEAT_PIPELINING))
+        return next_step(s);
+    if (s->bd.on && i + 1 == s->job->nres) /* the last RCPT reply */
+        return bdat_envelope_done(s);
+    return 0;
 }
 
 static int on_data(struct sess *s, size_t i)
@@ -304,7 +308,7 @@ static int on_data(struct sess *s, size_t i)
         size_t k;
         for (k = 0; k < job->nres; k++)
             if (job->res[k].accepted)
-                rcpt_from_reply(s, &job->res[k], X_DATA);
+                proto_rcpt_failed(s, &job->res[k], X_DATA);
         return sess_tx_end(s);
     }
     s->state = SS_BODY;
@@ -334,7 +338,7 @@ static int on_dot(struct sess *s, size_t i)
             smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
             job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
         } else {
-            rcpt_from_reply(s, rr, X_DOT);
+            proto_rcpt_failed(s, rr, X_DOT);
         }
     }
     return sess_tx_end(s);
@@ -350,7 +354,7 @@ static int (*const handlers[X_COUNT])(struct sess *, size_t) = {
     [X_GREET] = on_greet, [X_EHLO] = on_ehlo, [X_HELO] = on_helo,
     [X_RSET] = on_rset,   [X_MAIL] = on_mail, [X_RCPT] = on_rcpt,
     [X_DATA] = on_data,   [X_DOT] = on_dot,   [X_QUIT] = on_quit,
-    [X_STARTTLS] = tls_on_starttls,
+    [X_STARTTLS] = tls_on_starttls, [X_BDAT] = bdat_on_chunk, [X_BDAT_LAST] = bdat_on_last,
 };
 
 /* A reply this command does not allow (or one that came before the
@@ -410,6 +414,8 @@ int proto_reply(struct sess *s)
         evtimer_del(s->timer);
     if (w.kind == X_QUIT)
         return handlers[w.kind](s, w.i);
+    if ((w.kind == X_BDAT || w.kind == X_BDAT_LAST) && bdat_early(s, w.i))
+        s->premature = 1;
     if (s->premature || smtp_reply_verdict(code, sess_phase[w.kind].ok) == SMTP_V_PROTO)
         return proto_violation(s, w.kind);
     /* A 421 greeting or EHLO/HELO reply already ends the session there. */
@@ -452,6 +458,7 @@ void proto_start_tx(struct sess *s)
 
     s->in_tx = 1;
     s->mail_failed = s->ignore_dot = 0;
+    s->bd.on = bdat_wanted(s);
     s->naccepted = s->next_rcpt = 0;
     for (k = 0; k < job->nres; k++)
         job->res[k].accepted = 0;
@@ -474,7 +481,10 @@ void proto_start_tx(struct sess *s)
     for (k = 0; k < job->nres; k++)
         send_rcpt(s, k);
     s->next_rcpt = job->nres;
-    send_data(s);
+    if (s->bd.on)
+        (void)bdat_begin(s); /* the first chunk goes in the same flight */
+    else
+        send_data(s);
 }
 
 /* Encode one chunk straight into the output buffer (no copy). */
@@ -490,7 +500,7 @@ static void body_put(struct sess *s, struct evbuffer *out, const char *p, size_t
         log_panic("smtp: evbuffer_commit_space failed");
 }
 
-static int body_read_error(struct sess *s, int err)
+int proto_body_read_error(struct sess *s, int err)
 {
     buf_t r = BUF_INIT;
     buf_printf(&r, "error reading queue file: %s", err ? strerror(err) : "unexpected end of file");
@@ -510,7 +520,7 @@ int proto_body_more(struct sess *s)
         size_t want = s->body_left < BODY_CHUNK ? (size_t)s->body_left : BODY_CHUNK;
         ssize_t n = pread(s->job->content_fd, chunk, want, (off_t)s->body_off);
         if (n <= 0)
-            return body_read_error(s, n < 0 ? errno : 0);
+            return proto_body_read_error(s, n < 0 ? errno : 0);
         size_t len = (size_t)n;
         const char *p = dm_body_filter(s->job, chunk, &len); /* 7-bit conversion, if any */
         body_put(s, out, p, len, 0);

@@ -33,6 +33,10 @@ const struct sess_phase sess_phase[X_COUNT] = {
                 { 250 } },
     [X_QUIT] = { "smtp_quit_timeout", "sending QUIT", "QUIT", { 0 } },
     [X_STARTTLS] = { "smtp_starttls_timeout", "sending STARTTLS", "STARTTLS", { 220 } },
+    [X_BDAT] = { "smtp_data_xfer_timeout", "sending message body", "BDAT", { 250 } },
+    [X_BDAT_LAST] = { "smtp_data_done_timeout",
+                      "sending end of data -- message may be sent more than once", "BDAT LAST",
+                      { 250 } },
 };
 
 const char *sess_relay(const struct sess *s)
@@ -87,6 +91,8 @@ void sess_free(struct sess *s)
         bufferevent_free(s->bev);
     event_free(s->timer);
     smtp_rparser_destroy(&s->rp);
+    if (s->bd.tmp)
+        evbuffer_free(s->bd.tmp);
     buf_destroy(&s->relay);
     buf_destroy(&s->hostip);
     buf_destroy(&s->tls_info);
@@ -178,6 +184,26 @@ static void sess_timer_cb(evutil_socket_t fd, short what, void *arg)
     sess_lost(s, s->pending_errno ? "error" : "timeout");
 }
 
+/* All of a BDAT transaction has left our buffer and replies are still
+ * due, after a read: acknowledge what came now, not after the delayed-ACK
+ * timer (40 ms on Linux). A server often sends the MAIL/RCPT replies (or a
+ * chunk's) and, once its commit is done, the reply to LAST in two writes;
+ * with Nagle on its side the second waits for our ACK. Over DATA our
+ * content carries that ACK at once, and so does our next chunk while there
+ * is one; after LAST we have nothing more to send. Measured: without this,
+ * BDAT to postino's and Postfix's smtpd was 30-63% slower than DATA. */
+static void sess_quickack(struct sess *s)
+{
+#ifdef TCP_QUICKACK
+    int one = 1;
+    if (s->bd.on && s->bd.last_sent && s->in_tx && s->xhead < s->xn &&
+        evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+        (void)setsockopt(bufferevent_getfd(s->bev), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+#else
+    (void)s;
+#endif
+}
+
 static void sess_read_cb(struct bufferevent *bev, void *arg)
 {
     struct sess *s = arg;
@@ -214,13 +240,14 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
         if (rc == 1 && proto_reply(s) < 0)
             return;
     }
+    sess_quickack(s);
 }
 
 static void sess_write_cb(struct bufferevent *bev, void *arg)
 {
     struct sess *s = arg;
     if (s->state == SS_BODY)
-        (void)proto_body_more(s);
+        (void)(s->bd.on ? bdat_more(s) : proto_body_more(s));
     else if (s->state == SS_QUIT)
         sess_free(s);
 }

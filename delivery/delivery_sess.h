@@ -4,16 +4,19 @@
 #ifndef POSTINO_DELIVERY_SESS_H
 #define POSTINO_DELIVERY_SESS_H
 
+#include "delivery/delivery_crlf.h"
 #include "delivery/delivery_dotstuff.h"
 #include "delivery/delivery.h"
 
 /* What a reply we wait for answers; indexes sess_phase[]. */
 enum xkind { X_GREET, X_EHLO, X_HELO, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT, X_QUIT, X_STARTTLS,
-             X_COUNT };
+             X_BDAT, X_BDAT_LAST, X_COUNT };
 
 struct xwait {
     int kind;
-    size_t i;             /* recipient position for X_RCPT */
+    size_t i;             /* recipient position for X_RCPT; for X_BDAT and
+                             X_BDAT_LAST where the chunk ends in the octets
+                             of chunks queued (struct bdat.queued) */
 };
 
 struct sess_phase {
@@ -36,6 +39,25 @@ enum sstate { SS_CONNECT, SS_CMD, SS_BODY, SS_IDLE, SS_QUIT, SS_TLS /* handshake
 #define FEAT_SMTPUTF8 0x40
 #define FEAT_CHUNKING 0x80
 #define FEAT_BINARYMIME 0x100
+
+/* Content is read from the queue file BODY_CHUNK bytes at a time; at most
+ * about BODY_HIGH bytes of it wait in a connection's output buffer. */
+#define BODY_CHUNK 65536
+#define BODY_HIGH (4 * BODY_CHUNK)
+
+/* Content as BDAT chunks (RFC 3030), delivery_bdat.c. */
+struct bdat {
+    int on;               /* this transaction sends BDAT, not DATA */
+    int go;               /* chunks after the first may go: the envelope was
+                             answered and a recipient accepted */
+    int stop;             /* no more chunks (the transaction failed) */
+    int failed;           /* a chunk was refused: its reply gave the results */
+    int last_sent;        /* BDAT ... LAST is queued */
+    size_t nchunks;
+    size_t queued;        /* octets of chunks, with their BDAT lines, queued */
+    struct crlf enc;      /* the content encoder's state */
+    struct evbuffer *tmp; /* the chunk being encoded */
+};
 
 struct sess {
     struct bufferevent *bev;
@@ -60,6 +82,7 @@ struct sess {
     size_t naccepted, next_rcpt;
     long long body_left, body_off;
     struct dotstuff stuff; /* the content encoder's state */
+    struct bdat bd;
     int nmsgs;            /* transactions completed on this connection */
     int tls_level;        /* tls_level_t of the job that opened it */
     int no_tls;           /* plaintext retry after a failed may-level handshake */
@@ -94,6 +117,30 @@ int proto_body_more(struct sess *s);
 /* "host H[ip] said: TEXT (in reply to CMD command)" */
 void proto_said(struct sess *s, int kind, buf_t *out);
 void proto_send_ehlo(struct sess *s);
+/* rr failed with the reply in s->rp.reply to the command of kind. */
+void proto_rcpt_failed(struct sess *s, struct rres *rr, int kind);
+/* The queue file could not be read while sending content: give the
+ * session up (never ending the content). Returns -1. */
+int proto_body_read_error(struct sess *s, int err);
+
+/* delivery_bdat.c */
+/* Does this transaction send BDAT? (the server offers CHUNKING and
+ * smtp_chunking_enable allows it) */
+int bdat_wanted(const struct sess *s);
+/* Start the content: the first chunk goes at once (pipelined behind the
+ * envelope, or after it was accepted). 0, or -1: the session is gone. */
+int bdat_begin(struct sess *s);
+/* Pipelined: every RCPT reply is in; more chunks go only when a recipient
+ * was accepted. 0, or -1: the session is gone. */
+int bdat_envelope_done(struct sess *s);
+/* Queue the chunks that may go now (the write callback, SS_BODY). */
+int bdat_more(struct sess *s);
+/* A reply to the chunk that ends at end, while its octets are still in our
+ * output buffer: the server cannot have read them. */
+int bdat_early(const struct sess *s, size_t end);
+/* The replies to a chunk and to the LAST chunk (handlers[]). */
+int bdat_on_chunk(struct sess *s, size_t end);
+int bdat_on_last(struct sess *s, size_t end);
 
 /* delivery_mime.c */
 /* Before MAIL FROM: BODY=/SMTPUTF8 for this server, and 7-bit conversion

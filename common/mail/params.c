@@ -141,6 +141,7 @@ const struct param_def param_table[] = {
     T("smtp_connection_cache_time_limit", "2s", 1, 3600, 's', "how long an idle cached connection is kept"),
     I("smtp_connection_reuse_count_limit", "100", 0, 1000000, "messages per connection (0: no limit)"),
     B("smtp_skip_5xx_greeting", "yes", "try the next MX host when one greets with 5xx"),
+    B("smtp_chunking_enable", "yes", "send content with BDAT (RFC 3030 CHUNKING) to servers that offer it, else DATA"),
     B("disable_mime_output_conversion", "no", "send 8-bit mail as it is to servers without 8BITMIME (no conversion to 7 bit)"),
     /* bounce */
     I("bounce_size_limit", "50000", 1, 100000000, "maximal original message bytes returned in a bounce"),
