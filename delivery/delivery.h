@@ -93,7 +93,10 @@ void qconn_job_done(struct job *job);
 /* ---- delivery_job.c ---- */
 struct job *job_new(struct qconn *qc, const char *id, const char *nexthop);
 void job_add_rcpt(struct job *job, size_t idx);
-void job_start(struct job *job);
+/* Read the queue file and start. -1 when the request names a recipient
+ * the message does not have (*why says so; the job is the caller's to
+ * free, nothing was recorded); else 0 (the job may be finished already). */
+int job_start(struct job *job, const char **why);
 void job_free(struct job *job);
 /* Session callbacks. */
 void job_sess_ready(struct job *job);

@@ -216,12 +216,21 @@ static int nexthop_parse(struct job *job)
     return job->host.len ? 0 : -1;
 }
 
+/* Does qmgr ask for recipients the message has? */
+static int rcpts_exist(const struct job *job)
+{
+    size_t k;
+    for (k = 0; k < job->nres; k++)
+        if (job->res[k].idx >= job->env.nrcpt)
+            return 0;
+    return 1;
+}
+
 /* Load the message, then reuse a cached connection or look up hosts. */
-void job_start(struct job *job)
+int job_start(struct job *job, const char **why)
 {
     buf_t err = BUF_INIT;
     long long len;
-    size_t k;
 
     if (qfile_read(dl.srv->spool, job->id, &job->env, 0, &err) < 0 ||
         (job->content_fd = qfile_open_content(dl.srv->spool, job->id, &len, &err)) < 0) {
@@ -229,29 +238,30 @@ void job_start(struct job *job)
         job_set_pending(job, "4.3.0", "cannot read queue file");
         buf_destroy(&err);
         job_finish(job);
-        return;
+        return 0;
     }
     buf_destroy(&err);
+    if (!rcpts_exist(job)) {
+        *why = "recipient index out of range";
+        return -1;
+    }
     /* Held until job_free closes the descriptor: a qmgr that starts while
      * this job runs (a reload) leaves the message alone until then. */
     if (qfile_lock_shared(job->content_fd) < 0)
         log_warn("%s: cannot lock the queue file: %s", job->id, strerror(errno));
     job->t_arrival = (double)job->env.arrival.tv_sec + job->env.arrival.tv_usec / 1e6;
-    for (k = 0; k < job->nres; k++)
-        if (job->res[k].idx >= job->env.nrcpt)
-            log_panic("%s: qmgr asked for recipient %zu of %zu", job->id, job->res[k].idx,
-                      job->env.nrcpt);
     if (nexthop_parse(job) < 0) {
         log_warn("%s: malformed nexthop \"%s\"", job->id, job->nexthop);
         job_set_pending(job, "4.3.5", "malformed nexthop in the mail routing configuration");
         job_finish(job);
-        return;
+        return 0;
     }
     if (job_tls_policy(job) < 0) {
         job_finish(job);
-        return;
+        return 0;
     }
     job_sess_failed(job, SF_FRESH, NULL, NULL);
+    return 0;
 }
 
 /* Look up the hosts of the nexthop (a cache miss or a broken cached one). */
