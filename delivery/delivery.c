@@ -13,7 +13,7 @@
  * serving the ones it has until qmgr hangs up (qmgr retires too and does
  * so at once): closing an idle connection itself could cross a request
  * qmgr is sending, which qmgr would have to take for a crash. It leaves
- * once idle with no connection left, or DL_RETIRE_LINGER seconds after
+ * once idle with no connection left, or DLV_RETIRE_LINGER seconds after
  * the reload when idle. */
 #include "delivery/delivery.h"
 
@@ -33,9 +33,9 @@
 #include "common/mail/proto.h"
 #include "common/mail/server.h"
 
-struct dl_state dl;
+struct dlv_state dlv_g;
 
-#define DL_RETIRE_LINGER 10
+#define DLV_RETIRE_LINGER 10
 
 static void maybe_exit(void);
 static struct event *linger_ev;
@@ -43,17 +43,17 @@ static struct event *linger_ev;
  * teardown frees the connection the request came on). */
 static int in_request;
 
-struct qconn {
+struct dlv_qconn {
     struct conn *conn;
-    struct job *job;      /* the request being served, NULL when idle */
-    LIST_ENTRY(qconn) link;
+    struct dlv_job *job;      /* the request being served, NULL when idle */
+    LIST_ENTRY(dlv_qconn) link;
 };
 
 /* All, so a clean exit can free them. */
-static LIST_HEAD(, qconn) qconns = LIST_HEAD_INITIALIZER(qconns);
+static LIST_HEAD(, dlv_qconn) qconns = LIST_HEAD_INITIALIZER(qconns);
 
 /* A request we understand but decline: say why, then hang up. */
-static void qconn_decline(struct qconn *qc, const char *reason)
+static void qconn_decline(struct dlv_qconn *qc, const char *reason)
 {
     attr_t a = ATTR_INIT;
     attr_add(&a, "status", "fail");
@@ -83,7 +83,7 @@ static int parse_idx(const char *v, size_t *out)
  * the message itself, so running it would deliver it twice. (libevent
  * reads data and end-of-file in separate passes: the EOF is still
  * pending in the kernel here.) */
-static int qmgr_gone(struct qconn *qc)
+static int qmgr_gone(struct dlv_qconn *qc)
 {
     char c;
     return recv(conn_fd(qc->conn), &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
@@ -105,10 +105,10 @@ static const char *deliver_malformed(const attr_t *a)
 
 /* Start the job of a deliver request. A recipient index that is no
  * number, or names no recipient of the message, makes it malformed. */
-static enum conn_verdict qconn_deliver(struct qconn *qc, const attr_t *a, const char **why)
+static enum conn_verdict qconn_deliver(struct dlv_qconn *qc, const attr_t *a, const char **why)
 {
     const char *id = attr_get(a, "queue_id"), *v;
-    struct job *job;
+    struct dlv_job *job;
     size_t pos = 0, idx;
 
     if (qmgr_gone(qc)) {
@@ -116,19 +116,19 @@ static enum conn_verdict qconn_deliver(struct qconn *qc, const attr_t *a, const 
         qconn_decline(qc, "qmgr went away");
         return CONN_OK;
     }
-    job = job_new(qc, id, attr_get(a, "nexthop"));
+    job = dlv_job_new(qc, id, attr_get(a, "nexthop"));
     while ((v = attr_next(a, "rcpt", &pos)) != NULL) {
         if (parse_idx(v, &idx) < 0) {
             *why = "malformed recipient index";
-            job_free(job);
+            dlv_job_free(job);
             return CONN_DROP;
         }
-        job_add_rcpt(job, idx);
+        dlv_job_add_rcpt(job, idx);
     }
     qc->job = job;
-    if (job_start(job, why) < 0) {
+    if (dlv_job_start(job, why) < 0) {
         qc->job = NULL;
-        job_free(job);
+        dlv_job_free(job);
         return CONN_DROP;
     }
     /* The job may be over already (an unreadable queue file...). */
@@ -136,11 +136,11 @@ static enum conn_verdict qconn_deliver(struct qconn *qc, const attr_t *a, const 
 }
 
 /* One request from qmgr; the connection holds further ones while its
- * job runs (conn_resume in qconn_job_done). */
+ * job runs (conn_resume in dlv_qconn_job_done). */
 static enum conn_verdict qconn_record(struct conn *c, const attr_t *a, void *arg,
                                       const char **why)
 {
-    struct qconn *qc = arg;
+    struct dlv_qconn *qc = arg;
     const char *req = attr_get(a, "request");
     enum conn_verdict v = CONN_OK;
 
@@ -150,7 +150,7 @@ static enum conn_verdict qconn_record(struct conn *c, const attr_t *a, void *arg
     }
     if ((*why = deliver_malformed(a)) != NULL)
         return CONN_DROP;
-    if (dl.srv->stopping && !dl.draining) {
+    if (dlv_g.srv->stopping && !dlv_g.draining) {
         qconn_decline(qc, "delivery agent is stopping");
         return CONN_OK;
     }
@@ -166,7 +166,7 @@ static enum conn_verdict qconn_record(struct conn *c, const attr_t *a, void *arg
  * qmgr leaves the message alone while the job holds its lock. */
 static void qconn_closed(struct conn *c, const char *why, void *arg)
 {
-    struct qconn *qc = arg;
+    struct dlv_qconn *qc = arg;
     if (qc->job) {
         log_debug("%s: qmgr connection closed during delivery", qc->job->id);
         qc->job->qc = NULL;
@@ -178,7 +178,7 @@ static void qconn_closed(struct conn *c, const char *why, void *arg)
 
 /* Replies still buffered are small: push them out before exiting (the
  * bufferevent's output is frozen for direct evbuffer_write). */
-static void flush_now(struct qconn *qc)
+static void flush_now(struct dlv_qconn *qc)
 {
     struct evbuffer *out = conn_output(qc->conn);
     size_t n = evbuffer_get_length(out);
@@ -188,7 +188,7 @@ static void flush_now(struct qconn *qc)
 
 static void qconn_free_all(void)
 {
-    struct qconn *qc;
+    struct dlv_qconn *qc;
     while ((qc = LIST_FIRST(&qconns)) != NULL) {
         flush_now(qc);
         if (qc->job)
@@ -201,27 +201,27 @@ static void qconn_free_all(void)
 
 static void maybe_exit(void)
 {
-    if (in_request == 0 && dl.srv->stopping && dl.njobs == 0 &&
-        (!dl.draining || LIST_EMPTY(&qconns))) {
+    if (in_request == 0 && dlv_g.srv->stopping && dlv_g.njobs == 0 &&
+        (!dlv_g.draining || LIST_EMPTY(&qconns))) {
         if (linger_ev)
             event_free(linger_ev);
         linger_ev = NULL;
-        cache_flush();
+        dlv_cache_flush();
         qconn_free_all();
-        dns_free(dl.dns);
-        dl.dns = NULL;
-        if (dl.tls_ctx)
-            SSL_CTX_free(dl.tls_ctx);
-        dl.tls_ctx = NULL;
-        buf_destroy(&dl.tls_err);
+        dns_free(dlv_g.dns);
+        dlv_g.dns = NULL;
+        if (dlv_g.tls_ctx)
+            SSL_CTX_free(dlv_g.tls_ctx);
+        dlv_g.tls_ctx = NULL;
+        buf_destroy(&dlv_g.tls_err);
         tls_policy_reset();
-        server_exit(dl.srv);
+        server_exit(dlv_g.srv);
     }
 }
 
-void qconn_job_done(struct job *job)
+void dlv_qconn_job_done(struct dlv_job *job)
 {
-    struct qconn *qc = job->qc;
+    struct dlv_qconn *qc = job->qc;
     attr_t a = ATTR_INIT;
     size_t k;
 
@@ -240,7 +240,7 @@ void qconn_job_done(struct job *job)
         qc->job = NULL;
         conn_resume(qc->conn); /* a request may already be buffered */
     }
-    job_free(job);
+    dlv_job_free(job);
     maybe_exit();
 }
 
@@ -248,49 +248,49 @@ static void on_accept(struct server *s, int fd, int idx)
 {
     static const struct conn_ops ops = { .on_record = qconn_record, .on_close = qconn_closed };
     static const struct conn_cfg cfg = { .peer = "qmgr", .proto = PROTO_VERSION, .serving = 1 };
-    struct qconn *qc = xcalloc(1, sizeof(*qc));
+    struct dlv_qconn *qc = xcalloc(1, sizeof(*qc));
     LIST_INSERT_HEAD(&qconns, qc, link);
     qc->conn = conn_new(s->base, fd, &cfg, &ops, qc);
 }
 
 static void pre_drop(struct server *s)
 {
-    dl_tls_init();
+    dlv_tls_init();
 }
 
 static void post_drop(struct server *s)
 {
     buf_t err = BUF_INIT;
-    dl.srv = s;
-    dl.dns = dns_new(s->base, conf_str("dns_servers"), &err);
-    if (!dl.dns)
+    dlv_g.srv = s;
+    dlv_g.dns = dns_new(s->base, conf_str("dns_servers"), &err);
+    if (!dlv_g.dns)
         log_fatal("cannot set up DNS: %s", buf_str(&err));
     buf_destroy(&err);
 }
 
 static void on_stop(struct server *s)
 {
-    dl.draining = 0;
+    dlv_g.draining = 0;
     server_stop_accepting(s);
     maybe_exit();
 }
 
 static void linger_cb(evutil_socket_t fd, short what, void *arg)
 {
-    dl.draining = 0;
+    dlv_g.draining = 0;
     maybe_exit();
 }
 
 static void on_retire(struct server *s)
 {
-    struct timeval tv = { DL_RETIRE_LINGER, 0 };
-    dl.draining = 1;
+    struct timeval tv = { DLV_RETIRE_LINGER, 0 };
+    dlv_g.draining = 1;
     server_stop_accepting(s);
     linger_ev = evtimer_new(s->base, linger_cb, NULL);
     if (linger_ev)
         evtimer_add(linger_ev, &tv);
     else
-        dl.draining = 0;
+        dlv_g.draining = 0;
     maybe_exit();
 }
 
@@ -303,5 +303,5 @@ int main(int argc, char **argv)
         .on_stop = on_stop,
         .on_retire = on_retire,
     };
-    return server_main(argc, argv, "smtp", &hooks, &dl);
+    return server_main(argc, argv, "smtp", &hooks, &dlv_g);
 }

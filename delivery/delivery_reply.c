@@ -29,7 +29,7 @@ int smtp_rparser_pending(const struct smtp_rparser *p)
     return p->in_reply || p->line.len > 0;
 }
 
-size_t smtp_enh_code_len(const char *s, int cls)
+size_t smtp_reply_enh_code_len(const char *s, int cls)
 {
     /* class "." 1*3digit "." 1*3digit, RFC 3463 */
     size_t i = 0, n;
@@ -84,7 +84,7 @@ static void reply_begin(struct smtp_reply *r, int code, const char *rest)
     r->nlines = 0;
     buf_reset(&r->text);
     buf_reset(&r->lines);
-    n = smtp_enh_code_len(rest, '0' + code / 100);
+    n = smtp_reply_enh_code_len(rest, '0' + code / 100);
     if (n > 0 && n < sizeof(r->enh)) {
         memcpy(r->enh, rest, n);
         r->enh[n] = '\0';

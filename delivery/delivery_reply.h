@@ -59,6 +59,6 @@ void smtp_reply_ok_text(const short *ok, buf_t *out);
 
 /* Does s start with an enhanced status code of class cls ('2','4','5')?
  * Returns its length (without the following space) or 0. */
-size_t smtp_enh_code_len(const char *s, int cls);
+size_t smtp_reply_enh_code_len(const char *s, int cls);
 
 #endif

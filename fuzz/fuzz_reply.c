@@ -29,7 +29,8 @@ static void record(const struct smtp_reply *r, buf_t *out)
         abort();
     if (r->text.len > (size_t)r->nlines * (SMTP_REPLY_LINE_MAX + 1))
         abort();
-    if (r->enh[0] && (r->enh[0] != '0' + r->code / 100 || smtp_enh_code_len(r->enh, r->enh[0]) == 0))
+    if (r->enh[0] &&
+        (r->enh[0] != '0' + r->code / 100 || smtp_reply_enh_code_len(r->enh, r->enh[0]) == 0))
         abort();
     smtp_reply_dsn(r, dsn, sizeof(dsn));
     if (strlen(dsn) < 5 || dsn[1] != '.')
@@ -77,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     parse(d, size, 1, &bytes);
     if (whole.len != bytes.len || memcmp(buf_str(&whole), buf_str(&bytes), whole.len) != 0)
         abort();
-    (void)smtp_enh_code_len(buf_str(&whole), '2');
+    (void)smtp_reply_enh_code_len(buf_str(&whole), '2');
     buf_destroy(&whole);
     buf_destroy(&bytes);
     free(d);

@@ -132,8 +132,8 @@ static void test_enhanced_codes(void **state)
     assert_string_equal(dsn, "5.0.0");
     assert_int_equal(feed(&p, "421 4.7.0123 too many digits\r\n", &used), 1);
     assert_string_equal(p.reply.enh, "");
-    assert_int_equal(smtp_enh_code_len("2.10.100 x", '2'), 8);
-    assert_int_equal(smtp_enh_code_len("2.1 x", '2'), 0);
+    assert_int_equal(smtp_reply_enh_code_len("2.10.100 x", '2'), 8);
+    assert_int_equal(smtp_reply_enh_code_len("2.1 x", '2'), 0);
     smtp_rparser_destroy(&p);
 }
 
