@@ -13,6 +13,7 @@
 #define POSTINO_DELIVERY_H
 
 #include <stddef.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "common/util/buf.h"
@@ -34,7 +35,7 @@ struct dlv_state {
     struct dns_ctx *dns;
     int njobs;            /* jobs in progress */
     int draining;         /* retiring: serve qmgr until it hangs up */
-    struct dlv_sess *cache;   /* idle sessions kept for reuse */
+    LIST_HEAD(, dlv_sess) cache; /* idle sessions kept for reuse, newest first */
     SSL_CTX *tls_ctx;     /* client TLS context, NULL if it could not be built */
     buf_t tls_err;        /* why tls_ctx is NULL */
 };
@@ -43,7 +44,7 @@ extern struct dlv_state dlv_g;
 /* Per-recipient outcome of a job. */
 struct dlv_rres {
     size_t idx;           /* recipient index in the queue file */
-    int status;           /* enum qrcpt_status; QR_PENDING until known */
+    enum qrcpt_status status; /* QR_PENDING until known */
     char dsn[16];
     buf_t reason;
     int accepted;         /* RCPT got 2xx in the current transaction */
@@ -100,7 +101,8 @@ int dlv_job_start(struct dlv_job *job, const char **why);
 void dlv_job_free(struct dlv_job *job);
 /* Session callbacks. */
 void dlv_job_sess_ready(struct dlv_job *job);
-void dlv_job_sess_failed(struct dlv_job *job, int kind, const char *dsn, const char *reason);
+void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const char *dsn,
+                         const char *reason);
 void dlv_job_tx_done(struct dlv_job *job);
 /* Set every pending recipient to the status implied by dsn. */
 void dlv_job_set_pending(struct dlv_job *job, const char *dsn, const char *reason);

@@ -273,7 +273,7 @@ static void job_resolve(struct dlv_job *job)
         dns_resolve_host(dlv_g.dns, buf_str(&job->host), job_dns_done, job);
 }
 
-void dlv_job_sess_failed(struct dlv_job *job, int kind, const char *dsn, const char *reason)
+void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const char *dsn, const char *reason)
 {
     struct dlv_sess *s;
     if (kind == SF_FRESH) {

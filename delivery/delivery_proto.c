@@ -30,7 +30,7 @@
 #include "delivery/delivery_dotstuff.h"
 #include "common/util/log.h"
 
-void dlv_proto_said(struct dlv_sess *s, int kind, buf_t *out)
+void dlv_proto_said(struct dlv_sess *s, enum dlv_xkind kind, buf_t *out)
 {
     buf_printf(out, "host %s said: %s (in reply to %s command)", buf_str(&s->hostip),
                buf_str(&s->rp.reply.text), dlv_phase[kind].command);
@@ -42,13 +42,13 @@ static int reply_class(const struct dlv_sess *s)
 }
 
 /* The session could not be set up with this host (greeting, EHLO, HELO). */
-static int handshake_fail(struct dlv_sess *s, int kind, int refused)
+static int handshake_fail(struct dlv_sess *s, enum dlv_xkind kind, int refused)
 {
     buf_t r = BUF_INIT;
     char dsn[16];
     struct dlv_job *job = s->job;
     int permanent = reply_class(s) == 5;
-    int fkind = (permanent && !conf_bool("smtp_skip_5xx_greeting")) ? SF_BOUNCE : SF_NEXT;
+    enum dlv_sess_fail fkind = (permanent && !conf_bool("smtp_skip_5xx_greeting")) ? SF_BOUNCE : SF_NEXT;
 
     if (refused)
         buf_printf(&r, "host %s refused to talk to me: %s", buf_str(&s->hostip),
@@ -67,7 +67,7 @@ static int handshake_fail(struct dlv_sess *s, int kind, int refused)
     return -1;
 }
 
-static void send_ehlo(struct dlv_sess *s, const char *verb, int kind)
+static void send_ehlo(struct dlv_sess *s, const char *verb, enum dlv_xkind kind)
 {
     buf_t cmd = BUF_INIT;
     const char *helo = conf_str("smtp_helo_name");
@@ -160,9 +160,11 @@ static void parse_ehlo(struct dlv_sess *s)
 /* EHLO/HELO accepted: STARTTLS first if the policy says so. */
 static int handshake_done(struct dlv_sess *s)
 {
-    int rc = dlv_tls_after_ehlo(s);
-    if (rc != 0)
-        return rc > 0 ? 0 : -1;
+    enum dlv_starttls st = dlv_tls_after_ehlo(s);
+    if (st == DLV_STARTTLS_SENT)
+        return 0;
+    if (st == DLV_STARTTLS_GAVE_UP)
+        return -1;
     dlv_job_sess_ready(s->job);
     return -1;
 }
@@ -207,7 +209,7 @@ static int on_rset(struct dlv_sess *s, size_t i)
 }
 
 /* Result of a negative reply for one recipient. */
-void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, int kind)
+void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xkind kind)
 {
     buf_t r = BUF_INIT;
     char dsn[16];
@@ -361,7 +363,7 @@ static int (*const handlers[X_COUNT])(struct dlv_sess *, size_t) = {
 /* A reply this command does not allow (or one that came before the
  * command was sent): the server did not do what we asked, whatever it
  * claims. Drop the connection, defer; the log says what the server did. */
-static int proto_violation(struct dlv_sess *s, int kind)
+static int proto_violation(struct dlv_sess *s, enum dlv_xkind kind)
 {
     buf_t r = BUF_INIT, ok = BUF_INIT;
     const char *cmd = dlv_phase[kind].command, *id = s->job ? s->job->id : "-";
@@ -391,7 +393,7 @@ static int proto_violation(struct dlv_sess *s, int kind)
 /* 421: the server closes the connection (RFC 5321 3.8). Whatever else the
  * reply would mean here, everything still open is deferred with its text
  * and the connection is dropped - never cached, never read again. */
-static int proto_closing(struct dlv_sess *s, int kind)
+static int proto_closing(struct dlv_sess *s, enum dlv_xkind kind)
 {
     buf_t r = BUF_INIT;
     char dsn[16];

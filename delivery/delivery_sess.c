@@ -55,7 +55,7 @@ void dlv_sess_arm(struct dlv_sess *s, const char *timeout_param)
     evtimer_add(s->timer, &tv);
 }
 
-void dlv_sess_expect(struct dlv_sess *s, int kind, size_t i)
+void dlv_sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i)
 {
     if (s->xhead == s->xn) {
         /* A synchronisation point (RFC 2920 3.1): every earlier reply is
@@ -79,12 +79,8 @@ void dlv_sess_send(struct dlv_sess *s, const char *data, size_t len)
 
 void dlv_sess_free(struct dlv_sess *s)
 {
-    struct dlv_sess **pp;
-    for (pp = &dlv_g.cache; *pp; pp = &(*pp)->next)
-        if (*pp == s) {
-            *pp = s->next;
-            break;
-        }
+    if (s->cached)
+        LIST_REMOVE(s, cache_link);
     if (s->job && s->job->sess == s)
         s->job->sess = NULL;
     if (s->bev)
@@ -117,7 +113,7 @@ static const char *sess_doing(const struct dlv_sess *s)
 int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason)
 {
     struct dlv_job *job = s->job;
-    int kind = s->reused ? SF_FRESH : SF_NEXT;
+    enum dlv_sess_fail kind = s->reused ? SF_FRESH : SF_NEXT;
     int in_tx = s->in_tx;
 
     if (!job) {
@@ -210,7 +206,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer_iovec v;
     size_t used;
-    int rc;
+    enum smtp_rparser_result rc;
 
     while (evbuffer_peek(in, -1, NULL, &v, 1) > 0 && v.iov_len > 0) {
         if (s->state == SS_IDLE || s->state == SS_QUIT || s->xhead == s->xn) {
@@ -229,7 +225,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
         }
         rc = smtp_rparser_feed(&s->rp, v.iov_base, v.iov_len, &used);
         evbuffer_drain(in, used);
-        if (rc < 0) {
+        if (rc == SMTP_RP_ERROR) {
             buf_t r = BUF_INIT;
             buf_printf(&r, "conversation with %s failed: %s while %s", buf_str(&s->hostip),
                        s->rp.err, sess_doing(s));
@@ -237,7 +233,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
             buf_destroy(&r);
             return;
         }
-        if (rc == 1 && dlv_proto_reply(s) < 0)
+        if (rc == SMTP_RP_REPLY && dlv_proto_reply(s) < 0)
             return;
     }
     sess_quickack(s);
@@ -330,11 +326,11 @@ void dlv_sess_connect(struct dlv_job *job, const struct dlv_target *t, int port)
 
 struct dlv_sess *dlv_cache_take(const char *key)
 {
-    struct dlv_sess **pp, *s;
-    for (pp = &dlv_g.cache; (s = *pp) != NULL; pp = &s->next)
+    struct dlv_sess *s;
+    LIST_FOREACH(s, &dlv_g.cache, cache_link)
         if (strcmp(s->key, key) == 0) {
-            *pp = s->next;
-            s->next = NULL;
+            LIST_REMOVE(s, cache_link);
+            s->cached = 0;
             evtimer_del(s->timer);
             return s;
         }
@@ -378,17 +374,15 @@ void dlv_sess_release(struct dlv_sess *s)
         return;
     }
     s->state = SS_IDLE;
-    s->next = dlv_g.cache;
-    dlv_g.cache = s;
+    LIST_INSERT_HEAD(&dlv_g.cache, s, cache_link);
+    s->cached = 1;
     evtimer_add(s->timer, &tv);
 }
 
 void dlv_cache_flush(void)
 {
     struct dlv_sess *s;
-    while ((s = dlv_g.cache) != NULL) {
-        dlv_g.cache = s->next;
-        s->next = NULL;
+    while ((s = LIST_FIRST(&dlv_g.cache)) != NULL) {
         /* Best effort goodbye without waiting: we are about to exit
          * (not through TLS: plaintext there would only be garbage). */
         if (!s->ssl)

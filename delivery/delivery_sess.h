@@ -13,7 +13,7 @@ enum dlv_xkind { X_GREET, X_EHLO, X_HELO, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT,
              X_BDAT, X_BDAT_LAST, X_COUNT };
 
 struct dlv_xwait {
-    int kind;
+    enum dlv_xkind kind;
     size_t i;             /* recipient position for X_RCPT; for X_BDAT and
                              X_BDAT_LAST where the chunk ends in the octets
                              of chunks queued (struct dlv_bdat.queued) */
@@ -66,7 +66,7 @@ struct dlv_sess {
     char *host;
     buf_t relay;          /* host[ip]:port */
     buf_t hostip;         /* host[ip] */
-    int state;
+    enum dlv_sstate state;
     int connected;        /* TCP connection established */
     int reused;           /* taken from the cache for this job */
     int pending_errno;    /* connect failed synchronously */
@@ -84,15 +84,16 @@ struct dlv_sess {
     struct dotstuff stuff; /* the content encoder's state */
     struct dlv_bdat bd;
     int nmsgs;            /* transactions completed on this connection */
-    int tls_level;        /* tls_level_t of the job that opened it */
+    tls_level_t tls_level; /* of the job that opened it */
     int no_tls;           /* plaintext retry after a failed may-level handshake */
     SSL *ssl;             /* owned by bev once the handshake started */
     buf_t tls_info;       /* "TLSv1.3:cipher" once TLS is up, else "" */
-    struct dlv_sess *next;    /* cache list */
+    int cached;           /* in dlv_g.cache */
+    LIST_ENTRY(dlv_sess) cache_link;
 };
 
 /* delivery_sess.c */
-void dlv_sess_expect(struct dlv_sess *s, int kind, size_t i);
+void dlv_sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i);
 void dlv_sess_send(struct dlv_sess *s, const char *data, size_t len);
 void dlv_sess_arm(struct dlv_sess *s, const char *timeout_param);
 /* The peer or the connection failed: report and free. Returns -1. */
@@ -115,10 +116,10 @@ void dlv_proto_start_tx(struct dlv_sess *s);
  * the session was given up (queue file read error). */
 int dlv_proto_body_more(struct dlv_sess *s);
 /* "host H[ip] said: TEXT (in reply to CMD command)" */
-void dlv_proto_said(struct dlv_sess *s, int kind, buf_t *out);
+void dlv_proto_said(struct dlv_sess *s, enum dlv_xkind kind, buf_t *out);
 void dlv_proto_send_ehlo(struct dlv_sess *s);
 /* rr failed with the reply in s->rp.reply to the command of kind. */
-void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, int kind);
+void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xkind kind);
 /* The queue file could not be read while sending content: give the
  * session up (never ending the content). Returns -1. */
 int dlv_proto_body_read_error(struct dlv_sess *s, int err);
@@ -159,9 +160,13 @@ const char *dlv_mime_body_end(struct dlv_job *job, size_t *n);
 void dlv_mime_free(struct dlv_mime *d);
 
 /* delivery_tls.c */
-/* After EHLO/HELO: 0 go on (plaintext or TLS up), 1 STARTTLS sent (keep
- * reading), -1 the session was given up (TLS required, not offered). */
-int dlv_tls_after_ehlo(struct dlv_sess *s);
+/* What dlv_tls_after_ehlo did after EHLO/HELO. */
+enum dlv_starttls {
+    DLV_STARTTLS_NONE,   /* go on: plaintext, or TLS is up already */
+    DLV_STARTTLS_SENT,   /* STARTTLS sent: keep reading */
+    DLV_STARTTLS_GAVE_UP /* the session was given up (TLS required, not offered) */
+};
+enum dlv_starttls dlv_tls_after_ehlo(struct dlv_sess *s);
 /* The reply to STARTTLS (handlers[X_STARTTLS]). */
 int dlv_tls_on_starttls(struct dlv_sess *s, size_t i);
 /* Handshake finished (BEV_EVENT_CONNECTED in SS_TLS). */

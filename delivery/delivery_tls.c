@@ -66,16 +66,16 @@ static int starttls_fail(struct dlv_sess *s, const char *dsn, const char *reason
     return dlv_sess_abort(s, dsn, reason);
 }
 
-int dlv_tls_after_ehlo(struct dlv_sess *s)
+enum dlv_starttls dlv_tls_after_ehlo(struct dlv_sess *s)
 {
     buf_t r = BUF_INIT;
     int mandatory = s->tls_level >= TLS_LEV_ENCRYPT;
 
     if (s->ssl || s->tls_level == TLS_LEV_NONE || s->no_tls)
-        return 0;
+        return DLV_STARTTLS_NONE;
     if (!(s->feat & FEAT_STARTTLS) || !dlv_g.tls_ctx) {
         if (!mandatory)
-            return 0;
+            return DLV_STARTTLS_NONE;
         if (!dlv_g.tls_ctx)
             buf_printf(&r, "TLS is required, but our TLS engine is unavailable (%s)",
                        buf_str(&dlv_g.tls_err));
@@ -83,11 +83,11 @@ int dlv_tls_after_ehlo(struct dlv_sess *s)
             buf_printf(&r, "TLS is required, but was not offered by host %s", buf_str(&s->hostip));
         starttls_fail(s, dlv_g.tls_ctx ? "4.7.4" : "4.7.5", r.data);
         buf_destroy(&r);
-        return -1;
+        return DLV_STARTTLS_GAVE_UP;
     }
     dlv_sess_send(s, "STARTTLS\r\n", 10);
     dlv_sess_expect(s, X_STARTTLS, 0);
-    return 1;
+    return DLV_STARTTLS_SENT;
 }
 
 /* Wrap the connection in TLS: drop what the server sent after its 220,
@@ -112,7 +112,7 @@ static int starttls_wrap(struct dlv_sess *s)
     }
     /* The plain bufferevent (and its descriptor) go; the dup stays. */
     bufferevent_free(s->bev);
-    s->ssl = tls_client_ssl_new(dlv_g.tls_ctx, s->host, (tls_level_t)s->tls_level);
+    s->ssl = tls_client_ssl_new(dlv_g.tls_ctx, s->host, s->tls_level);
     s->bev = bufferevent_openssl_socket_new(dlv_g.srv->base, fd, s->ssl, BUFFEREVENT_SSL_CONNECTING,
                                             BEV_OPT_CLOSE_ON_FREE);
     if (!s->bev)

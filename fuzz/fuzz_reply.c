@@ -43,28 +43,29 @@ static void record(const struct smtp_reply *r, buf_t *out)
 }
 
 /* Feed data in pieces of at most step bytes; returns the final status
- * (-1 error, 0 need more) and the replies in out. */
-static int parse(const char *d, size_t size, size_t step, buf_t *out)
+ * (an error, or more needed) and the replies in out. */
+static enum smtp_rparser_result parse(const char *d, size_t size, size_t step, buf_t *out)
 {
     struct smtp_rparser p;
     size_t off = 0;
-    int rc = 0;
+    enum smtp_rparser_result rc = SMTP_RP_MORE;
     smtp_rparser_init(&p);
     while (off < size) {
         size_t n = size - off < step ? size - off : step, used = 0;
         rc = smtp_rparser_feed(&p, d + off, n, &used);
-        if (rc < 0) {
-            if (p.err == NULL || smtp_rparser_feed(&p, d, size, &used) != -1)
+        if (rc == SMTP_RP_ERROR) {
+            if (p.err == NULL || smtp_rparser_feed(&p, d, size, &used) != SMTP_RP_ERROR)
                 abort(); /* must say why, and stay failed */
             break;
         }
-        if (used > n || (rc == 0 && used != n) || (rc == 1 && used == 0))
+        if (used > n || (rc == SMTP_RP_MORE && used != n) || (rc == SMTP_RP_REPLY && used == 0))
             abort();
-        if (rc == 1)
+        if (rc == SMTP_RP_REPLY)
             record(&p.reply, out);
         off += used;
     }
-    buf_printf(out, "rc=%d pending=%d\n", rc < 0 ? -1 : 0, rc < 0 ? 0 : smtp_rparser_pending(&p));
+    buf_printf(out, "rc=%d pending=%d\n", rc == SMTP_RP_ERROR ? -1 : 0,
+               rc == SMTP_RP_ERROR ? 0 : smtp_rparser_pending(&p));
     smtp_rparser_destroy(&p);
     return rc;
 }
