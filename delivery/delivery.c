@@ -3,86 +3,78 @@
  * qmgr keeps persistent connections to private/smtp and sends one
  * request=deliver at a time per connection (proto.h); many connections,
  * and therefore many deliveries, run at once in this one event loop. This
- * file owns those connections: parse requests, start jobs, send replies,
- * and the graceful stop (finish jobs, QUIT cached connections, exit).
+ * file owns those connections (common/util/conn: framing, the proto
+ * check, the close after the last reply and the one policy for a
+ * malformed request live there): check requests, start jobs, send
+ * replies, and the graceful stop (finish jobs, QUIT cached connections,
+ * exit). A connection holds further requests while its job runs.
  *
  * Retiring on a reload, the agent accepts no new qmgr connection but keeps
  * serving the ones it has until qmgr hangs up (qmgr retires too and does
  * so at once): closing an idle connection itself could cross a request
  * qmgr is sending, which qmgr would have to take for a crash. It leaves
- * once idle with no connection left, or DL_RETIRE_LINGER seconds after
+ * once idle with no connection left, or DLV_RETIRE_LINGER seconds after
  * the reload when idle. */
 #include "delivery/delivery.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/util/alloc.h"
 #include "common/util/attr.h"
+#include "common/util/conn.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
 #include "common/mail/server.h"
 
-struct dl_state dl;
+struct dlv_state dlv_g;
 
-#define DL_RETIRE_LINGER 10
+#define DLV_RETIRE_LINGER 10
 
 static void maybe_exit(void);
 static struct event *linger_ev;
+/* > 0 while a request is handled: maybe_exit waits for its end (the
+ * teardown frees the connection the request came on). */
+static int in_request;
 
-struct qconn {
-    struct bufferevent *bev;
-    struct event *again;  /* look at buffered requests after a job */
-    struct job *job;
-    int closing;          /* reply written, close when flushed */
-    struct qconn *prev, *next;
+struct dlv_qconn {
+    struct conn *conn;
+    struct dlv_job *job;      /* the request being served, NULL when idle */
+    LIST_ENTRY(dlv_qconn) link;
 };
 
-static struct qconn *qconns; /* all, so a clean exit can free them */
+/* All, so a clean exit can free them. */
+static LIST_HEAD(, dlv_qconn) qconns = LIST_HEAD_INITIALIZER(qconns);
 
-static void qconn_free(struct qconn *qc)
-{
-    if (qc->prev)
-        qc->prev->next = qc->next;
-    else
-        qconns = qc->next;
-    if (qc->next)
-        qc->next->prev = qc->prev;
-    if (qc->job)
-        qc->job->qc = NULL;
-    bufferevent_free(qc->bev);
-    event_free(qc->again);
-    free(qc);
-}
-
-static void qconn_reply_fail(struct qconn *qc, const char *reason)
+/* A request we understand but decline: say why, then hang up. */
+static void qconn_decline(struct dlv_qconn *qc, const char *reason)
 {
     attr_t a = ATTR_INIT;
     attr_add(&a, "status", "fail");
     attr_add(&a, "reason", reason);
-    attr_to_evbuffer(bufferevent_get_output(qc->bev), &a);
+    conn_send(qc->conn, &a);
     attr_destroy(&a);
-    qc->closing = 1;
-    bufferevent_disable(qc->bev, EV_READ);
+    conn_close(qc->conn);
 }
 
-/* Parse "rcpt" values strictly: qmgr is a peer daemon, not the network. */
-static size_t parse_idx(const char *id, const char *v)
+/* A "rcpt" value, strictly: qmgr is a peer daemon, not the network. */
+static int parse_idx(const char *v, size_t *out)
 {
     char *end;
     unsigned long long n;
-    if (!v || !*v || *v == '-' || *v == '+')
-        log_panic("%s: malformed rcpt index \"%s\" from qmgr", id, v ? v : "");
+    if (!v || *v < '0' || *v > '9')
+        return -1;
     n = strtoull(v, &end, 10);
     if (*end)
-        log_panic("%s: malformed rcpt index \"%s\" from qmgr", id, v);
-    return (size_t)n;
+        return -1;
+    *out = (size_t)n;
+    return 0;
 }
 
 /* Has qmgr hung up behind the request just read? Then it is a request of
@@ -91,134 +83,147 @@ static size_t parse_idx(const char *id, const char *v)
  * the message itself, so running it would deliver it twice. (libevent
  * reads data and end-of-file in separate passes: the EOF is still
  * pending in the kernel here.) */
-static int qmgr_gone(struct qconn *qc)
+static int qmgr_gone(struct dlv_qconn *qc)
 {
     char c;
-    return recv(bufferevent_getfd(qc->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    return recv(conn_fd(qc->conn), &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
-static void qconn_request(struct qconn *qc, const attr_t *a)
+/* What is wrong with a deliver request (its recipients aside), or NULL. */
+static const char *deliver_malformed(const attr_t *a)
 {
-    const char *proto = attr_get(a, "proto"), *req = attr_get(a, "request");
-    const char *id = attr_get(a, "queue_id"), *nh = attr_get(a, "nexthop"), *v;
-    struct job *job;
-    size_t pos = 0;
+    const char *id = attr_get(a, "queue_id"), *nh = attr_get(a, "nexthop");
 
-    if (!proto || strcmp(proto, PROTO_VERSION) != 0) {
-        qconn_reply_fail(qc, "unsupported protocol version");
-        return;
-    }
-    if (!req || strcmp(req, "deliver") != 0) {
-        qconn_reply_fail(qc, "unknown request");
-        return;
-    }
-    if (!id || !qid_valid(id) || !nh || !*nh || !attr_get(a, "rcpt"))
-        log_panic("malformed deliver request from qmgr (queue_id=%s nexthop=%s)", id ? id : "",
-                  nh ? nh : "");
-    if (dl.srv->stopping && !dl.draining) {
-        qconn_reply_fail(qc, "delivery agent is stopping");
-        return;
-    }
+    if (!id || !qid_valid(id))
+        return "missing or malformed queue_id";
+    if (!nh || !*nh)
+        return "missing nexthop";
+    if (!attr_get(a, "rcpt"))
+        return "no recipients";
+    return NULL;
+}
+
+/* Start the job of a deliver request. A recipient index that is no
+ * number, or names no recipient of the message, makes it malformed. */
+static enum conn_verdict qconn_deliver(struct dlv_qconn *qc, const attr_t *a, const char **why)
+{
+    const char *id = attr_get(a, "queue_id"), *v;
+    struct dlv_job *job;
+    size_t pos = 0, idx;
+
     if (qmgr_gone(qc)) {
         log_debug("%s: request of a qmgr that has gone: not delivering", id);
-        qconn_reply_fail(qc, "qmgr went away");
-        return;
+        qconn_decline(qc, "qmgr went away");
+        return CONN_OK;
     }
-    job = job_new(qc, id, nh);
-    while ((v = attr_next(a, "rcpt", &pos)) != NULL)
-        job_add_rcpt(job, parse_idx(id, v));
+    job = dlv_job_new(qc, id, attr_get(a, "nexthop"));
+    while ((v = attr_next(a, "rcpt", &pos)) != NULL) {
+        if (parse_idx(v, &idx) < 0) {
+            *why = "malformed recipient index";
+            dlv_job_free(job);
+            return CONN_DROP;
+        }
+        dlv_job_add_rcpt(job, idx);
+    }
     qc->job = job;
-    job_start(job);
-}
-
-static void qconn_process(struct qconn *qc)
-{
-    attr_t a = ATTR_INIT;
-    const char *err = NULL;
-    int rc;
-
-    while (!qc->job && !qc->closing) {
-        rc = attr_from_evbuffer(bufferevent_get_input(qc->bev), &a, &err);
-        if (rc == 0)
-            break;
-        if (rc < 0)
-            log_panic("malformed record from qmgr: %s", err ? err : "?");
-        qconn_request(qc, &a);
+    if (dlv_job_start(job, why) < 0) {
+        qc->job = NULL;
+        dlv_job_free(job);
+        return CONN_DROP;
     }
-    attr_destroy(&a);
+    /* The job may be over already (an unreadable queue file...). */
+    return qc->job ? CONN_HOLD : CONN_OK;
 }
 
-static void qconn_read_cb(struct bufferevent *bev, void *arg)
+/* One request from qmgr; the connection holds further ones while its
+ * job runs (conn_resume in dlv_qconn_job_done). */
+static enum conn_verdict qconn_record(struct conn *c, const attr_t *a, void *arg,
+                                      const char **why)
 {
-    qconn_process(arg);
-}
+    struct dlv_qconn *qc = arg;
+    const char *req = attr_get(a, "request");
+    enum conn_verdict v = CONN_OK;
 
-static void qconn_again_cb(evutil_socket_t fd, short what, void *arg)
-{
-    qconn_process(arg);
-}
-
-static void qconn_write_cb(struct bufferevent *bev, void *arg)
-{
-    struct qconn *qc = arg;
-    if (qc->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-        qconn_free(qc);
-        maybe_exit();
+    if (!req || strcmp(req, "deliver") != 0) {
+        qconn_decline(qc, "unknown request");
+        return CONN_OK;
     }
+    if ((*why = deliver_malformed(a)) != NULL)
+        return CONN_DROP;
+    if (dlv_g.srv->stopping && !dlv_g.draining) {
+        qconn_decline(qc, "delivery agent is stopping");
+        return CONN_OK;
+    }
+    in_request++;
+    v = qconn_deliver(qc, a, why);
+    in_request--;
+    maybe_exit();
+    return v;
 }
 
 /* A qmgr that went away mid-job (a reload replaces it) gets no reply; the
  * outcome is in the queue file and the log all the same, and the next
  * qmgr leaves the message alone while the job holds its lock. */
-static void qconn_event_cb(struct bufferevent *bev, short what, void *arg)
+static void qconn_closed(struct conn *c, const char *why, void *arg)
 {
-    struct qconn *qc = arg;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-        if (qc->job)
-            log_debug("%s: qmgr connection closed during delivery", qc->job->id);
-        qconn_free(qc);
-        maybe_exit();
+    struct dlv_qconn *qc = arg;
+    if (qc->job) {
+        log_debug("%s: qmgr connection closed during delivery", qc->job->id);
+        qc->job->qc = NULL;
     }
+    LIST_REMOVE(qc, link);
+    free(qc);
+    maybe_exit();
 }
 
 /* Replies still buffered are small: push them out before exiting (the
  * bufferevent's output is frozen for direct evbuffer_write). */
-static void flush_now(struct qconn *qc)
+static void flush_now(struct dlv_qconn *qc)
 {
-    struct evbuffer *out = bufferevent_get_output(qc->bev);
+    struct evbuffer *out = conn_output(qc->conn);
     size_t n = evbuffer_get_length(out);
-    if (n > 0 && write(bufferevent_getfd(qc->bev), evbuffer_pullup(out, -1), n) < 0)
+    if (n > 0 && write(conn_fd(qc->conn), evbuffer_pullup(out, -1), n) < 0)
         log_warn("cannot send the last reply to qmgr: %m");
+}
+
+static void qconn_free_all(void)
+{
+    struct dlv_qconn *qc;
+    while ((qc = LIST_FIRST(&qconns)) != NULL) {
+        flush_now(qc);
+        if (qc->job)
+            qc->job->qc = NULL;
+        conn_free(qc->conn); /* no on_close */
+        LIST_REMOVE(qc, link);
+        free(qc);
+    }
 }
 
 static void maybe_exit(void)
 {
-    if (dl.srv->stopping && dl.njobs == 0 && (!dl.draining || qconns == NULL)) {
+    if (in_request == 0 && dlv_g.srv->stopping && dlv_g.njobs == 0 &&
+        (!dlv_g.draining || LIST_EMPTY(&qconns))) {
         if (linger_ev)
             event_free(linger_ev);
         linger_ev = NULL;
-        cache_flush();
-        while (qconns) {
-            flush_now(qconns);
-            qconn_free(qconns);
-        }
-        dns_free(dl.dns);
-        dl.dns = NULL;
-        if (dl.tls_ctx)
-            SSL_CTX_free(dl.tls_ctx);
-        dl.tls_ctx = NULL;
-        buf_destroy(&dl.tls_err);
+        dlv_cache_flush();
+        qconn_free_all();
+        dns_free(dlv_g.dns);
+        dlv_g.dns = NULL;
+        if (dlv_g.tls_ctx)
+            SSL_CTX_free(dlv_g.tls_ctx);
+        dlv_g.tls_ctx = NULL;
+        buf_destroy(&dlv_g.tls_err);
         tls_policy_reset();
-        server_exit(dl.srv);
+        server_exit(dlv_g.srv);
     }
 }
 
-void qconn_job_done(struct job *job)
+void dlv_qconn_job_done(struct dlv_job *job)
 {
-    struct qconn *qc = job->qc;
+    struct dlv_qconn *qc = job->qc;
     attr_t a = ATTR_INIT;
     size_t k;
-    struct timeval zero = { 0, 0 };
 
     if (qc) {
         attr_add(&a, "status", "ok");
@@ -230,67 +235,62 @@ void qconn_job_done(struct job *job)
             attr_add(&a, "reason", buf_str(&job->res[k].reason));
         }
         attr_add(&a, "dest", job->dest_fail ? "fail" : "ok");
-        attr_to_evbuffer(bufferevent_get_output(qc->bev), &a);
+        conn_send(qc->conn, &a);
         attr_destroy(&a);
         qc->job = NULL;
-        /* A request may already be buffered: handle it from the loop. */
-        event_add(qc->again, &zero);
+        conn_resume(qc->conn); /* a request may already be buffered */
     }
-    job_free(job);
+    dlv_job_free(job);
     maybe_exit();
 }
 
 static void on_accept(struct server *s, int fd, int idx)
 {
-    struct qconn *qc = xcalloc(1, sizeof(*qc));
-    qc->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    qc->again = evtimer_new(s->base, qconn_again_cb, qc);
-    qc->next = qconns;
-    if (qconns)
-        qconns->prev = qc;
-    qconns = qc;
-    bufferevent_setcb(qc->bev, qconn_read_cb, qconn_write_cb, qconn_event_cb, qc);
-    bufferevent_enable(qc->bev, EV_READ | EV_WRITE);
+    static const struct conn_ops ops = { .on_record = qconn_record, .on_close = qconn_closed };
+    static const struct conn_cfg cfg = { .peer = "qmgr", .proto = PROTO_VERSION, .serving = 1 };
+    struct dlv_qconn *qc = xcalloc(1, sizeof(*qc));
+    LIST_INSERT_HEAD(&qconns, qc, link);
+    qc->conn = conn_new(s->base, fd, &cfg, &ops, qc);
 }
 
 static void pre_drop(struct server *s)
 {
-    dl_tls_init();
+    dlv_tls_init();
 }
 
 static void post_drop(struct server *s)
 {
     buf_t err = BUF_INIT;
-    dl.srv = s;
-    dl.dns = dns_new(s->base, conf_str("dns_servers"), &err);
-    if (!dl.dns)
+    dlv_g.srv = s;
+    dlv_g.dns = dns_new(s->base, conf_str("dns_servers"), &err);
+    if (!dlv_g.dns)
         log_fatal("cannot set up DNS: %s", buf_str(&err));
     buf_destroy(&err);
 }
 
 static void on_stop(struct server *s)
 {
-    dl.draining = 0;
+    dlv_g.draining = 0;
     server_stop_accepting(s);
     maybe_exit();
 }
 
 static void linger_cb(evutil_socket_t fd, short what, void *arg)
 {
-    dl.draining = 0;
+    dlv_g.draining = 0;
     maybe_exit();
 }
 
 static void on_retire(struct server *s)
 {
-    struct timeval tv = { DL_RETIRE_LINGER, 0 };
-    dl.draining = 1;
+    struct timeval tv = { DLV_RETIRE_LINGER, 0 };
+    dlv_g.draining = 1;
     server_stop_accepting(s);
     linger_ev = evtimer_new(s->base, linger_cb, NULL);
     if (linger_ev)
         evtimer_add(linger_ev, &tv);
     else
-        dl.draining = 0;
+        dlv_g.draining = 0;
     maybe_exit();
 }
 
@@ -303,5 +303,5 @@ int main(int argc, char **argv)
         .on_stop = on_stop,
         .on_retire = on_retire,
     };
-    return server_main(argc, argv, "smtp", &hooks, &dl);
+    return server_main(argc, argv, "smtp", &hooks, &dlv_g);
 }

@@ -13,6 +13,7 @@
 #define POSTINO_DELIVERY_H
 
 #include <stddef.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "common/util/buf.h"
@@ -24,39 +25,39 @@
 struct server;
 struct bufferevent;
 struct event;
-struct qconn;
-struct sess;
-struct dm;
+struct dlv_qconn;
+struct dlv_sess;
+struct dlv_mime;
 
 /* Process-wide state. */
-struct dl_state {
+struct dlv_state {
     struct server *srv;
     struct dns_ctx *dns;
     int njobs;            /* jobs in progress */
     int draining;         /* retiring: serve qmgr until it hangs up */
-    struct sess *cache;   /* idle sessions kept for reuse */
+    LIST_HEAD(, dlv_sess) cache; /* idle sessions kept for reuse, newest first */
     SSL_CTX *tls_ctx;     /* client TLS context, NULL if it could not be built */
     buf_t tls_err;        /* why tls_ctx is NULL */
 };
-extern struct dl_state dl;
+extern struct dlv_state dlv_g;
 
 /* Per-recipient outcome of a job. */
-struct rres {
+struct dlv_rres {
     size_t idx;           /* recipient index in the queue file */
-    int status;           /* enum qrcpt_status; QR_PENDING until known */
+    enum qrcpt_status status; /* QR_PENDING until known */
     char dsn[16];
     buf_t reason;
     int accepted;         /* RCPT got 2xx in the current transaction */
 };
 
-struct target {
+struct dlv_target {
     char *host;
     struct sockaddr_storage ss;
     socklen_t sslen;
 };
 
-struct job {
-    struct qconn *qc;     /* NULL once qmgr went away: no reply */
+struct dlv_job {
+    struct dlv_qconn *qc;     /* NULL once qmgr went away: no reply */
     char id[QID_LEN + 1];
     char *nexthop;        /* as requested */
     char *cache_key;      /* "level;nexthop": a verify destination never
@@ -69,56 +70,60 @@ struct job {
     int port, mx;
     struct qenv env;
     int content_fd;
-    struct rres *res;
+    struct dlv_rres *res;
     size_t nres;
     double t_arrival, t_start, t_ready, t_end;
-    struct target *tg;    /* addresses to try, in order */
+    struct dlv_target *tg;    /* addresses to try, in order */
     size_t ntg, itg;
-    struct sess *sess;
+    struct dlv_sess *sess;
     buf_t relay;          /* "host[ip]:port" or "none" */
     buf_t lasterr;        /* why the last host failed */
     char lastdsn[16];
     int ever_ready;       /* some server completed the handshake */
     int dest_fail;
-    struct dm *mime;      /* delivery_mime.c state, NULL until needed */
+    struct dlv_mime *mime;      /* delivery_mime.c state, NULL until needed */
 };
 
 /* How a session that never reached a transaction failed. */
-enum sess_fail { SF_NEXT, SF_BOUNCE, SF_FRESH };
+enum dlv_sess_fail { SF_NEXT, SF_BOUNCE, SF_FRESH };
 
 /* ---- delivery.c ---- */
 /* The job is finished: reply to qmgr (if still connected), free the job. */
-void qconn_job_done(struct job *job);
+void dlv_qconn_job_done(struct dlv_job *job);
 
 /* ---- delivery_job.c ---- */
-struct job *job_new(struct qconn *qc, const char *id, const char *nexthop);
-void job_add_rcpt(struct job *job, size_t idx);
-void job_start(struct job *job);
-void job_free(struct job *job);
+struct dlv_job *dlv_job_new(struct dlv_qconn *qc, const char *id, const char *nexthop);
+void dlv_job_add_rcpt(struct dlv_job *job, size_t idx);
+/* Read the queue file and start. -1 when the request names a recipient
+ * the message does not have (*why says so; the job is the caller's to
+ * free, nothing was recorded); else 0 (the job may be finished already). */
+int dlv_job_start(struct dlv_job *job, const char **why);
+void dlv_job_free(struct dlv_job *job);
 /* Session callbacks. */
-void job_sess_ready(struct job *job);
-void job_sess_failed(struct job *job, int kind, const char *dsn, const char *reason);
-void job_tx_done(struct job *job);
+void dlv_job_sess_ready(struct dlv_job *job);
+void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const char *dsn,
+                         const char *reason);
+void dlv_job_tx_done(struct dlv_job *job);
 /* Set every pending recipient to the status implied by dsn. */
-void job_set_pending(struct job *job, const char *dsn, const char *reason);
-void job_set_rcpt(struct rres *r, const char *dsn, const char *reason);
-double dl_now(void);
+void dlv_job_set_pending(struct dlv_job *job, const char *dsn, const char *reason);
+void dlv_job_set_rcpt(struct dlv_rres *r, const char *dsn, const char *reason);
+double dlv_now(void);
 
 /* ---- delivery_sess.c ---- */
-void sess_connect(struct job *job, const struct target *t, int port);
+void dlv_sess_connect(struct dlv_job *job, const struct dlv_target *t, int port);
 /* Take an idle cached session for key, or NULL. */
-struct sess *cache_take(const char *key);
-void sess_reuse(struct sess *s, struct job *job);
+struct dlv_sess *dlv_cache_take(const char *key);
+void dlv_sess_reuse(struct dlv_sess *s, struct dlv_job *job);
 /* Transaction over: cache the session when allowed, else QUIT. */
-void sess_release(struct sess *s);
-void cache_flush(void);
-const char *sess_relay(const struct sess *s);
-const char *sess_tls_info(const struct sess *s);
+void dlv_sess_release(struct dlv_sess *s);
+void dlv_cache_flush(void);
+const char *dlv_sess_relay(const struct dlv_sess *s);
+const char *dlv_sess_tls_info(const struct dlv_sess *s);
 
 /* ---- delivery_tls.c ---- */
 /* Build the client TLS context (pre_drop: CA files may be root-only). */
-void dl_tls_init(void);
+void dlv_tls_init(void);
 /* Find the job's TLS policy and cache key; -1: deferred (results set). */
-int job_tls_policy(struct job *job);
+int dlv_job_tls_policy(struct dlv_job *job);
 
 #endif

@@ -18,7 +18,7 @@
  * PIPELINING the first chunk goes after the envelope was accepted and
  * each chunk waits for the reply to the one before.
  *
- * Replies: every chunk must be answered 250 (sess_phase[].ok); the RCPT
+ * Replies: every chunk must be answered 250 (dlv_phase[].ok); the RCPT
  * replies decide which recipients are in, the reply to LAST gives their
  * results as the end of DATA does. A 4xx/5xx to an earlier chunk fails the
  * accepted recipients with that reply and no more chunks are sent; the
@@ -38,26 +38,26 @@
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 
-int bdat_wanted(const struct sess *s)
+int dlv_bdat_wanted(const struct dlv_sess *s)
 {
     return (s->feat & FEAT_CHUNKING) && conf_bool("smtp_chunking_enable");
 }
 
 /* The transaction can no longer deliver anything. */
-static int tx_dead(const struct sess *s)
+static int tx_dead(const struct dlv_sess *s)
 {
     return s->mail_failed || s->naccepted == 0 || s->bd.failed;
 }
 
-static void stop_streaming(struct sess *s)
+static void stop_streaming(struct dlv_sess *s)
 {
     bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
     s->state = SS_CMD;
 }
 
-static int may_send(const struct sess *s)
+static int may_send(const struct dlv_sess *s)
 {
-    const struct bdat *b = &s->bd;
+    const struct dlv_bdat *b = &s->bd;
     if (b->stop || b->last_sent)
         return 0;
     if (!(s->feat & FEAT_PIPELINING))
@@ -67,7 +67,7 @@ static int may_send(const struct sess *s)
 }
 
 /* Encode n content bytes onto the chunk being built (no copy). */
-static void encode(struct sess *s, const char *p, size_t n)
+static void encode(struct dlv_sess *s, const char *p, size_t n)
 {
     struct evbuffer_iovec v;
     size_t room = crlf_bound(n);
@@ -81,11 +81,11 @@ static void encode(struct sess *s, const char *p, size_t n)
 }
 
 /* The end of the content: the converter's rest, the final CRLF. */
-static void encode_end(struct sess *s)
+static void encode_end(struct dlv_sess *s)
 {
     char fin[CRLF_FINISH_MAX];
     size_t len, w;
-    const char *p = dm_body_end(s->job, &len);
+    const char *p = dlv_mime_body_end(s->job, &len);
     encode(s, p, len);
     w = crlf_finish(&s->bd.enc, fin);
     if (w)
@@ -93,7 +93,7 @@ static void encode_end(struct sess *s)
 }
 
 /* "BDAT <size>[ LAST]" and the chunk, into the output together. */
-static void queue_chunk(struct sess *s, int last)
+static void queue_chunk(struct dlv_sess *s, int last)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
     size_t size = evbuffer_get_length(s->bd.tmp);
@@ -104,11 +104,11 @@ static void queue_chunk(struct sess *s, int last)
     s->bd.queued += (size_t)n + size;
     s->bd.nchunks++;
     s->bd.last_sent = last;
-    sess_expect(s, last ? X_BDAT_LAST : X_BDAT, s->bd.queued);
+    dlv_sess_expect(s, last ? X_BDAT_LAST : X_BDAT, s->bd.queued);
 }
 
 /* Read, encode and queue the next chunk. 0, or -1: the session is gone. */
-static int send_chunk(struct sess *s)
+static int send_chunk(struct dlv_sess *s)
 {
     char chunk[BODY_CHUNK];
     int last;
@@ -118,9 +118,9 @@ static int send_chunk(struct sess *s)
         size_t len;
         const char *p;
         if (n <= 0)
-            return proto_body_read_error(s, n < 0 ? errno : 0);
+            return dlv_proto_body_read_error(s, n < 0 ? errno : 0);
         len = (size_t)n;
-        p = dm_body_filter(s->job, chunk, &len); /* 7-bit conversion, if any */
+        p = dlv_mime_body_filter(s->job, chunk, &len); /* 7-bit conversion, if any */
         encode(s, p, len);
         s->body_left -= n;
         s->body_off += n;
@@ -133,7 +133,7 @@ static int send_chunk(struct sess *s)
     return 0;
 }
 
-int bdat_more(struct sess *s)
+int dlv_bdat_more(struct dlv_sess *s)
 {
     int sent = 0;
     while (may_send(s)) {
@@ -148,13 +148,13 @@ int bdat_more(struct sess *s)
         bufferevent_setwatermark(s->bev, EV_WRITE, BODY_CHUNK, 0);
     }
     if (sent)
-        sess_arm(s, sess_phase[s->xq[s->xhead].kind].timeout_param);
+        dlv_sess_arm(s, dlv_phase[s->xq[s->xhead].kind].timeout_param);
     return 0;
 }
 
-int bdat_begin(struct sess *s)
+int dlv_bdat_begin(struct dlv_sess *s)
 {
-    struct bdat *b = &s->bd;
+    struct dlv_bdat *b = &s->bd;
     b->go = !(s->feat & FEAT_PIPELINING); /* lock step: the envelope is in */
     b->stop = b->failed = b->last_sent = 0;
     b->nchunks = b->queued = 0;
@@ -163,10 +163,10 @@ int bdat_begin(struct sess *s)
         b->tmp = evbuffer_new();
     s->body_left = s->job->env.content_len;
     s->body_off = s->job->env.content_off;
-    return bdat_more(s);
+    return dlv_bdat_more(s);
 }
 
-int bdat_envelope_done(struct sess *s)
+int dlv_bdat_envelope_done(struct dlv_sess *s)
 {
     if (tx_dead(s)) {
         /* Nobody to send it to: the first chunk's reply ends it. */
@@ -175,49 +175,49 @@ int bdat_envelope_done(struct sess *s)
         return 0;
     }
     s->bd.go = 1;
-    return bdat_more(s);
+    return dlv_bdat_more(s);
 }
 
-int bdat_early(const struct sess *s, size_t end)
+int dlv_bdat_early(const struct dlv_sess *s, size_t end)
 {
     size_t unsent = evbuffer_get_length(bufferevent_get_output(s->bev));
     return unsent > s->bd.queued || s->bd.queued - unsent < end;
 }
 
-int bdat_on_chunk(struct sess *s, size_t end)
+int dlv_bdat_on_chunk(struct dlv_sess *s, size_t end)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     size_t k;
     if (!tx_dead(s) && s->rp.reply.code / 100 != 2) {
         for (k = 0; k < job->nres; k++)
             if (job->res[k].accepted && job->res[k].status == QR_PENDING)
-                proto_rcpt_failed(s, &job->res[k], X_BDAT);
+                dlv_proto_rcpt_failed(s, &job->res[k], X_BDAT);
         s->bd.failed = s->bd.stop = 1;
         stop_streaming(s);
     }
     if (s->bd.stop) /* the rest of the chunks sent are answered: done */
-        return s->xhead == s->xn ? sess_tx_end(s) : 0;
-    return bdat_more(s);
+        return s->xhead == s->xn ? dlv_sess_tx_end(s) : 0;
+    return dlv_bdat_more(s);
 }
 
-int bdat_on_last(struct sess *s, size_t end)
+int dlv_bdat_on_last(struct dlv_sess *s, size_t end)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     size_t k;
     if (tx_dead(s))
-        return sess_tx_end(s);
+        return dlv_sess_tx_end(s);
     s->nmsgs++;
     for (k = 0; k < job->nres; k++) {
-        struct rres *rr = &job->res[k];
+        struct dlv_rres *rr = &job->res[k];
         if (!rr->accepted || rr->status != QR_PENDING)
             continue;
         if (s->rp.reply.code / 100 == 2) {
             char dsn[16];
             smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
-            job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
+            dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
         } else {
-            proto_rcpt_failed(s, rr, X_BDAT_LAST);
+            dlv_proto_rcpt_failed(s, rr, X_BDAT_LAST);
         }
     }
-    return sess_tx_end(s);
+    return dlv_sess_tx_end(s);
 }

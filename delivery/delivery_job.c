@@ -14,32 +14,32 @@
 #include "common/util/log.h"
 #include "common/mail/server.h"
 
-double dl_now(void)
+double dlv_now(void)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
-struct job *job_new(struct qconn *qc, const char *id, const char *nexthop)
+struct dlv_job *dlv_job_new(struct dlv_qconn *qc, const char *id, const char *nexthop)
 {
-    struct job *job = xcalloc(1, sizeof(*job));
+    struct dlv_job *job = xcalloc(1, sizeof(*job));
     job->qc = qc;
     str_lcpy(job->id, id, sizeof(job->id));
     job->nexthop = xstrdup(nexthop);
     job->content_fd = -1;
-    job->t_start = dl_now();
+    job->t_start = dlv_now();
     buf_init(&job->host, 64);
     buf_init(&job->relay, 64);
     buf_init(&job->lasterr, 128);
     buf_init(&job->tls_info, 48);
     buf_set(&job->relay, "none");
     qenv_init(&job->env);
-    dl.njobs++;
+    dlv_g.njobs++;
     return job;
 }
 
-void job_add_rcpt(struct job *job, size_t idx)
+void dlv_job_add_rcpt(struct dlv_job *job, size_t idx)
 {
     job->res = xrealloc(job->res, (job->nres + 1) * sizeof(*job->res));
     memset(&job->res[job->nres], 0, sizeof(*job->res));
@@ -49,7 +49,7 @@ void job_add_rcpt(struct job *job, size_t idx)
     job->nres++;
 }
 
-void job_free(struct job *job)
+void dlv_job_free(struct dlv_job *job)
 {
     size_t k;
     for (k = 0; k < job->nres; k++)
@@ -60,7 +60,7 @@ void job_free(struct job *job)
     free(job->tg);
     if (job->content_fd >= 0)
         close(job->content_fd);
-    dm_free(job);
+    dlv_mime_free(job->mime);
     qenv_destroy(&job->env);
     buf_destroy(&job->host);
     buf_destroy(&job->relay);
@@ -70,22 +70,22 @@ void job_free(struct job *job)
     free(job->cache_key);
     free(job->nexthop);
     free(job);
-    dl.njobs--;
+    dlv_g.njobs--;
 }
 
-void job_set_rcpt(struct rres *r, const char *dsn, const char *reason)
+void dlv_job_set_rcpt(struct dlv_rres *r, const char *dsn, const char *reason)
 {
     r->status = dsn[0] == '2' ? QR_SENT : dsn[0] == '5' ? QR_BOUNCED : QR_DEFERRED;
     str_lcpy(r->dsn, dsn, sizeof(r->dsn));
     buf_set(&r->reason, reason);
 }
 
-void job_set_pending(struct job *job, const char *dsn, const char *reason)
+void dlv_job_set_pending(struct dlv_job *job, const char *dsn, const char *reason)
 {
     size_t k;
     for (k = 0; k < job->nres; k++)
         if (job->res[k].status == QR_PENDING)
-            job_set_rcpt(&job->res[k], dsn, reason);
+            dlv_job_set_rcpt(&job->res[k], dsn, reason);
 }
 
 /* Postfix-style delay: "0" / "0.02" / "1.2" / "23". */
@@ -101,7 +101,7 @@ static void fmt_delay(buf_t *out, double d)
         buf_printf(out, "%.0f", d);
 }
 
-static void log_rcpt(struct job *job, const struct rres *r)
+static void log_rcpt(struct dlv_job *job, const struct dlv_rres *r)
 {
     buf_t d = BUF_INIT;
     double ready = job->t_ready > 0 ? job->t_ready : job->t_end;
@@ -122,57 +122,57 @@ static void log_rcpt(struct job *job, const struct rres *r)
 }
 
 /* Record outcomes in the queue file (before qmgr hears of them), log. */
-static void job_finish(struct job *job)
+static void job_finish(struct dlv_job *job)
 {
     size_t k;
-    job->t_end = dl_now();
-    job_set_pending(job, "4.3.0", "internal error: no delivery outcome");
+    job->t_end = dlv_now();
+    dlv_job_set_pending(job, "4.3.0", "internal error: no delivery outcome");
     for (k = 0; k < job->nres; k++) {
-        struct rres *r = &job->res[k];
+        struct dlv_rres *r = &job->res[k];
         if (job->env.nrcpt > r->idx &&
-            qfile_append_result(dl.srv->spool, job->id, r->idx, r->status, r->dsn,
+            qfile_append_result(dlv_g.srv->spool, job->id, r->idx, r->status, r->dsn,
                                 buf_str(&job->relay), buf_str(&r->reason)) < 0)
             log_warn("%s: cannot record result for recipient %zu: %s", job->id, r->idx,
                      strerror(errno));
         if (job->env.nrcpt > r->idx)
             log_rcpt(job, r);
     }
-    qconn_job_done(job);
+    dlv_qconn_job_done(job);
 }
 
 /* ---- hosts ---- */
 
-static void job_try_next(struct job *job)
+static void job_try_next(struct dlv_job *job)
 {
     long long limit = conf_int("smtp_mx_address_limit");
     if (job->itg < job->ntg && (limit == 0 || (long long)job->itg < limit)) {
-        struct target *t = &job->tg[job->itg++];
-        sess_connect(job, t, job->port);
+        struct dlv_target *t = &job->tg[job->itg++];
+        dlv_sess_connect(job, t, job->port);
         return;
     }
     /* Every host failed before a transaction. */
     job->dest_fail = !job->ever_ready && job->lastdsn[0] != '5';
-    job_set_pending(job, job->lastdsn[0] ? job->lastdsn : "4.4.1",
+    dlv_job_set_pending(job, job->lastdsn[0] ? job->lastdsn : "4.4.1",
                     job->lasterr.len ? job->lasterr.data : "no usable host address");
     job_finish(job);
 }
 
 static void job_dns_done(struct dns_result *res, void *arg)
 {
-    struct job *job = arg;
+    struct dlv_job *job = arg;
     size_t h, a;
 
     if (res->status != DNS_OK) {
         static const char *const dsn[] = { "4.4.3", "5.4.4", "4.4.3", "5.1.10" };
         job->dest_fail = res->status == DNS_TEMPFAIL;
-        job_set_pending(job, dsn[res->status], buf_str(&res->errtext));
+        dlv_job_set_pending(job, dsn[res->status], buf_str(&res->errtext));
         dns_result_free(res);
         job_finish(job);
         return;
     }
     for (h = 0; h < res->nhosts; h++)
         for (a = 0; a < res->hosts[h].naddr; a++) {
-            struct target *t;
+            struct dlv_target *t;
             job->tg = xrealloc(job->tg, (job->ntg + 1) * sizeof(*job->tg));
             t = &job->tg[job->ntg++];
             t->host = xstrdup(res->hosts[h].name);
@@ -184,7 +184,7 @@ static void job_dns_done(struct dns_result *res, void *arg)
 }
 
 /* "[host]", "[host]:port", "host:port" (no MX) or "domain" (MX). */
-static int nexthop_parse(struct job *job)
+static int nexthop_parse(struct dlv_job *job)
 {
     const char *nh = job->nexthop, *colon;
     char *end;
@@ -216,60 +216,70 @@ static int nexthop_parse(struct job *job)
     return job->host.len ? 0 : -1;
 }
 
+/* Does qmgr ask for recipients the message has? */
+static int rcpts_exist(const struct dlv_job *job)
+{
+    size_t k;
+    for (k = 0; k < job->nres; k++)
+        if (job->res[k].idx >= job->env.nrcpt)
+            return 0;
+    return 1;
+}
+
 /* Load the message, then reuse a cached connection or look up hosts. */
-void job_start(struct job *job)
+int dlv_job_start(struct dlv_job *job, const char **why)
 {
     buf_t err = BUF_INIT;
     long long len;
-    size_t k;
 
-    if (qfile_read(dl.srv->spool, job->id, &job->env, 0, &err) < 0 ||
-        (job->content_fd = qfile_open_content(dl.srv->spool, job->id, &len, &err)) < 0) {
+    if (qfile_read(dlv_g.srv->spool, job->id, &job->env, 0, &err) < 0 ||
+        (job->content_fd = qfile_open_content(dlv_g.srv->spool, job->id, &len, &err)) < 0) {
         log_warn("%s: cannot read queue file: %s", job->id, buf_str(&err));
-        job_set_pending(job, "4.3.0", "cannot read queue file");
+        dlv_job_set_pending(job, "4.3.0", "cannot read queue file");
         buf_destroy(&err);
         job_finish(job);
-        return;
+        return 0;
     }
     buf_destroy(&err);
-    /* Held until job_free closes the descriptor: a qmgr that starts while
+    if (!rcpts_exist(job)) {
+        *why = "recipient index out of range";
+        return -1;
+    }
+    /* Held until dlv_job_free closes the descriptor: a qmgr that starts while
      * this job runs (a reload) leaves the message alone until then. */
     if (qfile_lock_shared(job->content_fd) < 0)
         log_warn("%s: cannot lock the queue file: %s", job->id, strerror(errno));
     job->t_arrival = (double)job->env.arrival.tv_sec + job->env.arrival.tv_usec / 1e6;
-    for (k = 0; k < job->nres; k++)
-        if (job->res[k].idx >= job->env.nrcpt)
-            log_panic("%s: qmgr asked for recipient %zu of %zu", job->id, job->res[k].idx,
-                      job->env.nrcpt);
     if (nexthop_parse(job) < 0) {
         log_warn("%s: malformed nexthop \"%s\"", job->id, job->nexthop);
-        job_set_pending(job, "4.3.5", "malformed nexthop in the mail routing configuration");
+        dlv_job_set_pending(job, "4.3.5", "malformed nexthop in the mail routing configuration");
         job_finish(job);
-        return;
+        return 0;
     }
-    if (job_tls_policy(job) < 0) {
+    if (dlv_job_tls_policy(job) < 0) {
         job_finish(job);
-        return;
+        return 0;
     }
-    job_sess_failed(job, SF_FRESH, NULL, NULL);
+    dlv_job_sess_failed(job, SF_FRESH, NULL, NULL);
+    return 0;
 }
 
 /* Look up the hosts of the nexthop (a cache miss or a broken cached one). */
-static void job_resolve(struct job *job)
+static void job_resolve(struct dlv_job *job)
 {
     if (job->mx)
-        dns_resolve_mx(dl.dns, buf_str(&job->host), job_dns_done, job);
+        dns_resolve_mx(dlv_g.dns, buf_str(&job->host), job_dns_done, job);
     else
-        dns_resolve_host(dl.dns, buf_str(&job->host), job_dns_done, job);
+        dns_resolve_host(dlv_g.dns, buf_str(&job->host), job_dns_done, job);
 }
 
-void job_sess_failed(struct job *job, int kind, const char *dsn, const char *reason)
+void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const char *dsn, const char *reason)
 {
-    struct sess *s;
+    struct dlv_sess *s;
     if (kind == SF_FRESH) {
         /* Start, or a cached connection went bad: any other cached one? */
-        if ((s = cache_take(job->cache_key)) != NULL) {
-            sess_reuse(s, job);
+        if ((s = dlv_cache_take(job->cache_key)) != NULL) {
+            dlv_sess_reuse(s, job);
             return;
         }
         if (job->ntg == 0)
@@ -281,23 +291,23 @@ void job_sess_failed(struct job *job, int kind, const char *dsn, const char *rea
     buf_set(&job->lasterr, reason);
     str_lcpy(job->lastdsn, dsn, sizeof(job->lastdsn));
     if (kind == SF_BOUNCE) {
-        job_set_pending(job, dsn, reason);
+        dlv_job_set_pending(job, dsn, reason);
         job_finish(job);
         return;
     }
     job_try_next(job);
 }
 
-void job_sess_ready(struct job *job)
+void dlv_job_sess_ready(struct dlv_job *job)
 {
     job->ever_ready = 1;
-    job->t_ready = dl_now();
-    buf_set(&job->relay, sess_relay(job->sess));
-    buf_set(&job->tls_info, sess_tls_info(job->sess));
-    proto_start_tx(job->sess);
+    job->t_ready = dlv_now();
+    buf_set(&job->relay, dlv_sess_relay(job->sess));
+    buf_set(&job->tls_info, dlv_sess_tls_info(job->sess));
+    dlv_proto_start_tx(job->sess);
 }
 
-void job_tx_done(struct job *job)
+void dlv_job_tx_done(struct dlv_job *job)
 {
     job_finish(job);
 }

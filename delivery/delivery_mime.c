@@ -1,6 +1,6 @@
 /* delivery_mime.c - 8BITMIME and SMTPUTF8 on the way out (RFC 6152, 6531).
  *
- * Before MAIL FROM, for the server at hand, dm_prepare decides:
+ * Before MAIL FROM, for the server at hand, dlv_mime_prepare decides:
  *   - SMTPUTF8: sent when the client asked for it and the server offers
  *     it. When the server does not, a message that needs it (a non-ASCII
  *     envelope address or header) bounces 5.6.7, as in Postfix; one that
@@ -31,7 +31,7 @@
 
 #define SCAN_CHUNK 65536
 
-struct dm {
+struct dlv_mime {
     struct mime7 *m7;   /* the scan, once made */
     long long conv_len; /* length of the converted content, -1 unknown */
     int convert;        /* this transaction sends the converted form */
@@ -39,7 +39,7 @@ struct dm {
     buf_t out;          /* converted bytes of the current chunk */
 };
 
-static struct dm *dm_get(struct job *job)
+static struct dlv_mime *dm_get(struct dlv_job *job)
 {
     if (!job->mime) {
         job->mime = xcalloc(1, sizeof(*job->mime));
@@ -48,14 +48,13 @@ static struct dm *dm_get(struct job *job)
     return job->mime;
 }
 
-void dm_free(struct job *job)
+void dlv_mime_free(struct dlv_mime *d)
 {
-    if (!job->mime)
+    if (!d)
         return;
-    mime7_free(job->mime->m7);
-    buf_destroy(&job->mime->out);
-    free(job->mime);
-    job->mime = NULL;
+    mime7_free(d->m7);
+    buf_destroy(&d->out);
+    free(d);
 }
 
 static int non_ascii(const char *s)
@@ -67,7 +66,7 @@ static int non_ascii(const char *s)
 }
 
 /* Does the envelope of this delivery need SMTPUTF8? */
-static int envelope_utf8(const struct job *job)
+static int envelope_utf8(const struct dlv_job *job)
 {
     size_t k;
     if (non_ascii(job->env.sender))
@@ -79,7 +78,7 @@ static int envelope_utf8(const struct job *job)
 }
 
 /* One pass of m over the content; with out, add up the output's length. */
-static int content_pass(struct job *job, struct mime7 *m, buf_t *out, long long *outlen)
+static int content_pass(struct dlv_job *job, struct mime7 *m, buf_t *out, long long *outlen)
 {
     char *chunk = xmalloc(SCAN_CHUNK);
     long long off = job->env.content_off, left = job->env.content_len;
@@ -113,7 +112,7 @@ static int content_pass(struct job *job, struct mime7 *m, buf_t *out, long long 
 }
 
 /* Scan the content once per job. NULL when the file cannot be read. */
-static struct mime7 *dm_scan(struct job *job, struct dm *d)
+static struct mime7 *dm_scan(struct dlv_job *job, struct dlv_mime *d)
 {
     if (!d->m7) {
         struct mime7 *m = mime7_new();
@@ -127,30 +126,30 @@ static struct mime7 *dm_scan(struct job *job, struct dm *d)
 }
 
 /* No transaction with this server: every pending recipient gets dsn. */
-static int refuse(struct sess *s, const char *dsn, const char *fmt, ...)
+static int refuse(struct dlv_sess *s, const char *dsn, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int refuse(struct sess *s, const char *dsn, const char *fmt, ...)
+static int refuse(struct dlv_sess *s, const char *dsn, const char *fmt, ...)
 {
     buf_t r = BUF_INIT;
     va_list ap;
     va_start(ap, fmt);
     buf_vprintf(&r, fmt, ap);
     va_end(ap);
-    job_set_pending(s->job, dsn, r.data);
+    dlv_job_set_pending(s->job, dsn, r.data);
     buf_destroy(&r);
     return -1;
 }
 
-static int read_failed(struct sess *s)
+static int read_failed(struct dlv_sess *s)
 {
-    job_set_pending(s->job, "4.3.0", "error reading queue file");
+    dlv_job_set_pending(s->job, "4.3.0", "error reading queue file");
     return -1;
 }
 
 /* A server without 8BITMIME: send as is, convert, or refuse. */
-static int prepare_7bit(struct sess *s, struct dm *d)
+static int prepare_7bit(struct dlv_sess *s, struct dlv_mime *d)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     struct mime7 *m;
     int r;
 
@@ -183,7 +182,7 @@ static int prepare_7bit(struct sess *s, struct dm *d)
 
 /* SMTPUTF8 requested, not offered: 0 when the message is all ASCII (it
  * goes without), -1 when it needs SMTPUTF8 (or the file is unreadable). */
-static int prepare_no_utf8(struct sess *s, struct dm *d)
+static int prepare_no_utf8(struct dlv_sess *s, struct dlv_mime *d)
 {
     struct mime7 *m;
     if (!envelope_utf8(s->job)) {
@@ -196,10 +195,10 @@ static int prepare_no_utf8(struct sess *s, struct dm *d)
                   buf_str(&s->hostip));
 }
 
-int dm_prepare(struct sess *s)
+int dlv_mime_prepare(struct dlv_sess *s)
 {
-    struct job *job = s->job;
-    struct dm *d = dm_get(job);
+    struct dlv_job *job = s->job;
+    struct dlv_mime *d = dm_get(job);
 
     d->convert = d->body8 = d->utf8 = 0;
     if (job->env.smtputf8 && (s->feat & FEAT_SMTPUTF8))
@@ -213,23 +212,23 @@ int dm_prepare(struct sess *s)
     return prepare_7bit(s, d);
 }
 
-void dm_mail_params(struct sess *s, buf_t *cmd)
+void dlv_mime_mail_params(struct dlv_sess *s, buf_t *cmd)
 {
-    const struct dm *d = s->job->mime;
+    const struct dlv_mime *d = s->job->mime;
     if (d && d->body8)
         buf_puts(cmd, " BODY=8BITMIME");
     if (d && d->utf8)
         buf_puts(cmd, " SMTPUTF8");
 }
 
-long long dm_size(const struct job *job)
+long long dlv_mime_size(const struct dlv_job *job)
 {
     return job->mime && job->mime->convert ? job->mime->conv_len : job->env.content_len;
 }
 
-const char *dm_body_filter(struct job *job, const char *p, size_t *n)
+const char *dlv_mime_body_filter(struct dlv_job *job, const char *p, size_t *n)
 {
-    struct dm *d = job->mime;
+    struct dlv_mime *d = job->mime;
     if (!d || !d->convert)
         return p;
     buf_reset(&d->out);
@@ -238,9 +237,9 @@ const char *dm_body_filter(struct job *job, const char *p, size_t *n)
     return d->out.data;
 }
 
-const char *dm_body_end(struct job *job, size_t *n)
+const char *dlv_mime_body_end(struct dlv_job *job, size_t *n)
 {
-    struct dm *d = job->mime;
+    struct dlv_mime *d = job->mime;
     *n = 0;
     if (!d || !d->convert)
         return NULL;

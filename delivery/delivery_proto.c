@@ -6,7 +6,7 @@
  * server that offers CHUNKING, BDAT takes DATA's place (delivery_bdat.c).
  *
  * Only the reply codes RFC 5321 4.3.2 names as success for a command count
- * as success (sess_phase[].ok: 354 to DATA, 250 to end of data, ...). Any
+ * as success (dlv_phase[].ok: 354 to DATA, 250 to end of data, ...). Any
  * other 2xx/3xx is a protocol error - a "250" to DATA means the content was
  * never sent - and a 421 means the server is going away: both drop the
  * connection on the spot (no QUIT, never cached, nothing more read from
@@ -30,61 +30,61 @@
 #include "delivery/delivery_dotstuff.h"
 #include "common/util/log.h"
 
-void proto_said(struct sess *s, int kind, buf_t *out)
+void dlv_proto_said(struct dlv_sess *s, enum dlv_xkind kind, buf_t *out)
 {
     buf_printf(out, "host %s said: %s (in reply to %s command)", buf_str(&s->hostip),
-               buf_str(&s->rp.reply.text), sess_phase[kind].command);
+               buf_str(&s->rp.reply.text), dlv_phase[kind].command);
 }
 
-static int reply_class(const struct sess *s)
+static int reply_class(const struct dlv_sess *s)
 {
     return s->rp.reply.code / 100;
 }
 
 /* The session could not be set up with this host (greeting, EHLO, HELO). */
-static int handshake_fail(struct sess *s, int kind, int refused)
+static int handshake_fail(struct dlv_sess *s, enum dlv_xkind kind, int refused)
 {
     buf_t r = BUF_INIT;
     char dsn[16];
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     int permanent = reply_class(s) == 5;
-    int fkind = (permanent && !conf_bool("smtp_skip_5xx_greeting")) ? SF_BOUNCE : SF_NEXT;
+    enum dlv_sess_fail fkind = (permanent && !conf_bool("smtp_skip_5xx_greeting")) ? SF_BOUNCE : SF_NEXT;
 
     if (refused)
         buf_printf(&r, "host %s refused to talk to me: %s", buf_str(&s->hostip),
                    buf_str(&s->rp.reply.text));
     else
-        proto_said(s, kind, &r);
+        dlv_proto_said(s, kind, &r);
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
     if (!permanent && dsn[0] != '4')
         snprintf(dsn, sizeof(dsn), "4.0.0");
     buf_set(&job->relay, buf_str(&s->relay));
     s->job = NULL;
     job->sess = NULL;
-    sess_free(s);
-    job_sess_failed(job, fkind, dsn, r.data);
+    dlv_sess_free(s);
+    dlv_job_sess_failed(job, fkind, dsn, r.data);
     buf_destroy(&r);
     return -1;
 }
 
-static void send_ehlo(struct sess *s, const char *verb, int kind)
+static void send_ehlo(struct dlv_sess *s, const char *verb, enum dlv_xkind kind)
 {
     buf_t cmd = BUF_INIT;
     const char *helo = conf_str("smtp_helo_name");
     buf_printf(&cmd, "%s %s\r\n", verb, *helo ? helo : "localhost");
-    sess_send(s, cmd.data, cmd.len);
-    sess_expect(s, kind, 0);
+    dlv_sess_send(s, cmd.data, cmd.len);
+    dlv_sess_expect(s, kind, 0);
     buf_destroy(&cmd);
 }
 
-void proto_send_ehlo(struct sess *s)
+void dlv_proto_send_ehlo(struct dlv_sess *s)
 {
     send_ehlo(s, "EHLO", X_EHLO);
 }
 
 /* Does the first word of the reply (greeting or EHLO line 1) name us?
  * Then the nexthop routes back to this very system (Postfix's check). */
-static int greets_as_me(const struct sess *s)
+static int greets_as_me(const struct dlv_sess *s)
 {
     const char *me = conf_str("myhostname"), *p = buf_str(&s->rp.reply.lines);
     size_t n = strcspn(p, " \t\n"), mlen = strlen(me);
@@ -96,9 +96,9 @@ static int greets_as_me(const struct sess *s)
 }
 
 /* A mail loop: bounce (5.4.6, Postfix's words), say QUIT, close. */
-static int loop_fail(struct sess *s, const char *how)
+static int loop_fail(struct dlv_sess *s, const char *how)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     buf_t r = BUF_INIT;
     log_warn("%s: host %s %s my own hostname %s", job->id, buf_str(&s->relay), how,
              conf_str("myhostname"));
@@ -106,13 +106,13 @@ static int loop_fail(struct sess *s, const char *how)
     buf_set(&job->relay, buf_str(&s->relay));
     s->job = NULL;
     job->sess = NULL;
-    sess_goodbye(s);
-    job_sess_failed(job, SF_BOUNCE, "5.4.6", r.data);
+    dlv_sess_goodbye(s);
+    dlv_job_sess_failed(job, SF_BOUNCE, "5.4.6", r.data);
     buf_destroy(&r);
     return -1;
 }
 
-static int on_greet(struct sess *s, size_t i)
+static int on_greet(struct dlv_sess *s, size_t i)
 {
     if (reply_class(s) != 2)
         return handshake_fail(s, X_GREET, 1);
@@ -123,7 +123,7 @@ static int on_greet(struct sess *s, size_t i)
 }
 
 /* EHLO keywords we act on. */
-static void parse_ehlo(struct sess *s)
+static void parse_ehlo(struct dlv_sess *s)
 {
     char **lines = str_split(buf_str(&s->rp.reply.lines), "\n", NULL);
     size_t k;
@@ -158,16 +158,18 @@ static void parse_ehlo(struct sess *s)
 }
 
 /* EHLO/HELO accepted: STARTTLS first if the policy says so. */
-static int handshake_done(struct sess *s)
+static int handshake_done(struct dlv_sess *s)
 {
-    int rc = tls_after_ehlo(s);
-    if (rc != 0)
-        return rc > 0 ? 0 : -1;
-    job_sess_ready(s->job);
+    enum dlv_starttls st = dlv_tls_after_ehlo(s);
+    if (st == DLV_STARTTLS_SENT)
+        return 0;
+    if (st == DLV_STARTTLS_GAVE_UP)
+        return -1;
+    dlv_job_sess_ready(s->job);
     return -1;
 }
 
-static int on_ehlo(struct sess *s, size_t i)
+static int on_ehlo(struct dlv_sess *s, size_t i)
 {
     if (reply_class(s) == 5) {
         send_ehlo(s, "HELO", X_HELO);
@@ -181,7 +183,7 @@ static int on_ehlo(struct sess *s, size_t i)
     return handshake_done(s);
 }
 
-static int on_helo(struct sess *s, size_t i)
+static int on_helo(struct dlv_sess *s, size_t i)
 {
     if (reply_class(s) != 2)
         return handshake_fail(s, X_HELO, 0);
@@ -192,34 +194,34 @@ static int on_helo(struct sess *s, size_t i)
     return handshake_done(s);
 }
 
-static int on_rset(struct sess *s, size_t i)
+static int on_rset(struct dlv_sess *s, size_t i)
 {
     buf_t r = BUF_INIT;
     if (reply_class(s) == 2) {
         buf_destroy(&r);
-        job_sess_ready(s->job);
+        dlv_job_sess_ready(s->job);
         return -1;
     }
-    proto_said(s, X_RSET, &r);
-    sess_abort(s, "4.0.0", r.data); /* reused: the job connects afresh */
+    dlv_proto_said(s, X_RSET, &r);
+    dlv_sess_abort(s, "4.0.0", r.data); /* reused: the job connects afresh */
     buf_destroy(&r);
     return -1;
 }
 
 /* Result of a negative reply for one recipient. */
-void proto_rcpt_failed(struct sess *s, struct rres *rr, int kind)
+void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xkind kind)
 {
     buf_t r = BUF_INIT;
     char dsn[16];
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
-    proto_said(s, kind, &r);
-    job_set_rcpt(rr, dsn, r.data);
+    dlv_proto_said(s, kind, &r);
+    dlv_job_set_rcpt(rr, dsn, r.data);
     buf_destroy(&r);
 }
 
-static void send_rcpt(struct sess *s, size_t i)
+static void send_rcpt(struct dlv_sess *s, size_t i)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     const struct qrcpt *q = &job->env.rcpt[job->res[i].idx];
     buf_t cmd = BUF_INIT;
     buf_printf(&cmd, "RCPT TO:<%s>", q->addr);
@@ -232,84 +234,84 @@ static void send_rcpt(struct sess *s, size_t i)
             buf_printf(&cmd, " ORCPT=%s", q->orcpt);
     }
     buf_puts(&cmd, "\r\n");
-    sess_send(s, cmd.data, cmd.len);
-    sess_expect(s, X_RCPT, i);
+    dlv_sess_send(s, cmd.data, cmd.len);
+    dlv_sess_expect(s, X_RCPT, i);
     buf_destroy(&cmd);
 }
 
-static void send_data(struct sess *s)
+static void send_data(struct dlv_sess *s)
 {
-    sess_send(s, "DATA\r\n", 6);
-    sess_expect(s, X_DATA, 0);
+    dlv_sess_send(s, "DATA\r\n", 6);
+    dlv_sess_expect(s, X_DATA, 0);
 }
 
 /* Non-pipelined: after MAIL or a RCPT reply, the next command. */
-static int next_step(struct sess *s)
+static int next_step(struct dlv_sess *s)
 {
     if (s->next_rcpt < s->job->nres) {
         send_rcpt(s, s->next_rcpt++);
         return 0;
     }
     if (s->naccepted == 0)
-        return sess_tx_end(s);
+        return dlv_sess_tx_end(s);
     if (s->bd.on)
-        return bdat_begin(s);
+        return dlv_bdat_begin(s);
     send_data(s);
     return 0;
 }
 
-static int on_mail(struct sess *s, size_t i)
+static int on_mail(struct dlv_sess *s, size_t i)
 {
     if (reply_class(s) != 2) {
         buf_t r = BUF_INIT;
         char dsn[16];
         smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
-        proto_said(s, X_MAIL, &r);
-        job_set_pending(s->job, dsn, r.data);
+        dlv_proto_said(s, X_MAIL, &r);
+        dlv_job_set_pending(s->job, dsn, r.data);
         buf_destroy(&r);
         s->mail_failed = 1;
         if (!(s->feat & FEAT_PIPELINING))
-            return sess_tx_end(s);
+            return dlv_sess_tx_end(s);
         return 0;
     }
     return (s->feat & FEAT_PIPELINING) ? 0 : next_step(s);
 }
 
-static int on_rcpt(struct sess *s, size_t i)
+static int on_rcpt(struct dlv_sess *s, size_t i)
 {
     if (!s->mail_failed) {
         if (reply_class(s) == 2) {
             s->job->res[i].accepted = 1;
             s->naccepted++;
         } else {
-            proto_rcpt_failed(s, &s->job->res[i], X_RCPT);
+            dlv_proto_rcpt_failed(s, &s->job->res[i], X_RCPT);
         }
     }
     if (!(s->feat & FEAT_PIPELINING))
         return next_step(s);
     if (s->bd.on && i + 1 == s->job->nres) /* the last RCPT reply */
-        return bdat_envelope_done(s);
+        return dlv_bdat_envelope_done(s);
     return 0;
 }
 
-static int on_data(struct sess *s, size_t i)
+static int on_data(struct dlv_sess *s, size_t i)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     if (s->rp.reply.code == 354 && (s->naccepted == 0 || s->mail_failed)) {
         /* A broken pipelining server said "go ahead" anyway: end it. */
         s->ignore_dot = 1;
-        sess_send(s, ".\r\n", 3);
-        sess_expect(s, X_DOT, 0);
+        dlv_sess_send(s, ".\r\n", 3);
+        dlv_sess_expect(s, X_DOT, 0);
         return 0;
     }
     if (s->naccepted == 0 || s->mail_failed)
-        return sess_tx_end(s);
+        return dlv_sess_tx_end(s);
     if (s->rp.reply.code != 354) {
         size_t k;
         for (k = 0; k < job->nres; k++)
             if (job->res[k].accepted)
-                proto_rcpt_failed(s, &job->res[k], X_DATA);
-        return sess_tx_end(s);
+                dlv_proto_rcpt_failed(s, &job->res[k], X_DATA);
+        return dlv_sess_tx_end(s);
     }
     s->state = SS_BODY;
     s->body_left = job->env.content_len;
@@ -319,53 +321,54 @@ static int on_data(struct sess *s, size_t i)
     /* The write callback sends the rest. Anything the server says from
      * now until the end of the content is read at once: no reply is due,
      * so it can only be a protocol error. */
-    return proto_body_more(s);
+    return dlv_proto_body_more(s);
 }
 
-static int on_dot(struct sess *s, size_t i)
+static int on_dot(struct dlv_sess *s, size_t i)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     size_t k;
     if (s->ignore_dot)
-        return sess_tx_end(s);
+        return dlv_sess_tx_end(s);
     s->nmsgs++;
     for (k = 0; k < job->nres; k++) {
-        struct rres *rr = &job->res[k];
+        struct dlv_rres *rr = &job->res[k];
         if (!rr->accepted || rr->status != QR_PENDING)
             continue;
         if (reply_class(s) == 2) {
             char dsn[16];
             smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
-            job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
+            dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
         } else {
-            proto_rcpt_failed(s, rr, X_DOT);
+            dlv_proto_rcpt_failed(s, rr, X_DOT);
         }
     }
-    return sess_tx_end(s);
+    return dlv_sess_tx_end(s);
 }
 
-static int on_quit(struct sess *s, size_t i)
+static int on_quit(struct dlv_sess *s, size_t i)
 {
-    sess_free(s);
+    dlv_sess_free(s);
     return -1;
 }
 
-static int (*const handlers[X_COUNT])(struct sess *, size_t) = {
+static int (*const handlers[X_COUNT])(struct dlv_sess *, size_t) = {
     [X_GREET] = on_greet, [X_EHLO] = on_ehlo, [X_HELO] = on_helo,
     [X_RSET] = on_rset,   [X_MAIL] = on_mail, [X_RCPT] = on_rcpt,
     [X_DATA] = on_data,   [X_DOT] = on_dot,   [X_QUIT] = on_quit,
-    [X_STARTTLS] = tls_on_starttls, [X_BDAT] = bdat_on_chunk, [X_BDAT_LAST] = bdat_on_last,
+    [X_STARTTLS] = dlv_tls_on_starttls, [X_BDAT] = dlv_bdat_on_chunk,
+    [X_BDAT_LAST] = dlv_bdat_on_last,
 };
 
 /* A reply this command does not allow (or one that came before the
  * command was sent): the server did not do what we asked, whatever it
  * claims. Drop the connection, defer; the log says what the server did. */
-static int proto_violation(struct sess *s, int kind)
+static int proto_violation(struct dlv_sess *s, enum dlv_xkind kind)
 {
     buf_t r = BUF_INIT, ok = BUF_INIT;
-    const char *cmd = sess_phase[kind].command, *id = s->job ? s->job->id : "-";
+    const char *cmd = dlv_phase[kind].command, *id = s->job ? s->job->id : "-";
 
-    smtp_reply_ok_text(sess_phase[kind].ok, &ok);
+    smtp_reply_ok_text(dlv_phase[kind].ok, &ok);
     if (s->premature) {
         buf_printf(&r, "host %s said: %s (before our %s command was sent); protocol error: "
                    "the server must wait for the command", buf_str(&s->hostip),
@@ -373,15 +376,15 @@ static int proto_violation(struct sess *s, int kind)
         log_warn("%s: protocol error: host %s sent a reply before our %s command; "
                  "connection dropped", id, buf_str(&s->relay), cmd);
     } else {
-        proto_said(s, kind, &r);
+        dlv_proto_said(s, kind, &r);
         buf_printf(&r, "; protocol error: expected %s", ok.data);
         log_warn("%s: protocol error: host %s replied %d to %s (expected %s); "
                  "connection dropped", id, buf_str(&s->relay), s->rp.reply.code, cmd,
                  ok.data);
     }
     if (kind == X_STARTTLS)
-        tls_plain_retry(s);
-    sess_abort(s, "4.5.0", r.data);
+        dlv_tls_plain_retry(s);
+    dlv_sess_abort(s, "4.5.0", r.data);
     buf_destroy(&ok);
     buf_destroy(&r);
     return -1;
@@ -390,33 +393,33 @@ static int proto_violation(struct sess *s, int kind)
 /* 421: the server closes the connection (RFC 5321 3.8). Whatever else the
  * reply would mean here, everything still open is deferred with its text
  * and the connection is dropped - never cached, never read again. */
-static int proto_closing(struct sess *s, int kind)
+static int proto_closing(struct dlv_sess *s, enum dlv_xkind kind)
 {
     buf_t r = BUF_INIT;
     char dsn[16];
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn)); /* 4.x.x: class checked */
-    proto_said(s, kind, &r);
-    sess_abort(s, dsn, r.data);
+    dlv_proto_said(s, kind, &r);
+    dlv_sess_abort(s, dsn, r.data);
     buf_destroy(&r);
     return -1;
 }
 
-int proto_reply(struct sess *s)
+int dlv_proto_reply(struct dlv_sess *s)
 {
-    struct xwait w;
+    struct dlv_xwait w;
     int code = s->rp.reply.code;
     if (s->xhead >= s->xn)
         log_panic("smtp: reply without a pending command");
     w = s->xq[s->xhead++];
     if (s->xhead < s->xn)
-        sess_arm(s, sess_phase[s->xq[s->xhead].kind].timeout_param);
+        dlv_sess_arm(s, dlv_phase[s->xq[s->xhead].kind].timeout_param);
     else
         evtimer_del(s->timer);
     if (w.kind == X_QUIT)
         return handlers[w.kind](s, w.i);
-    if ((w.kind == X_BDAT || w.kind == X_BDAT_LAST) && bdat_early(s, w.i))
+    if ((w.kind == X_BDAT || w.kind == X_BDAT_LAST) && dlv_bdat_early(s, w.i))
         s->premature = 1;
-    if (s->premature || smtp_reply_verdict(code, sess_phase[w.kind].ok) == SMTP_V_PROTO)
+    if (s->premature || smtp_reply_verdict(code, dlv_phase[w.kind].ok) == SMTP_V_PROTO)
         return proto_violation(s, w.kind);
     /* A 421 greeting or EHLO/HELO reply already ends the session there. */
     if (code == 421 && w.kind != X_GREET && w.kind != X_EHLO && w.kind != X_HELO)
@@ -431,14 +434,14 @@ static void append_xtext_param(buf_t *cmd, const char *name, const char *value)
 }
 
 /* MAIL FROM with the parameters the server understands. */
-static void send_mail(struct sess *s)
+static void send_mail(struct dlv_sess *s)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     buf_t cmd = BUF_INIT;
     buf_printf(&cmd, "MAIL FROM:<%s>", job->env.sender ? job->env.sender : "");
     if (s->feat & FEAT_SIZE)
-        buf_printf(&cmd, " SIZE=%lld", dm_size(job));
-    dm_mail_params(s, &cmd);
+        buf_printf(&cmd, " SIZE=%lld", dlv_mime_size(job));
+    dlv_mime_mail_params(s, &cmd);
     if (s->feat & FEAT_DSN) {
         if (job->env.ret == RET_FULL || job->env.ret == RET_HDRS)
             buf_puts(&cmd, job->env.ret == RET_FULL ? " RET=FULL" : " RET=HDRS");
@@ -446,33 +449,33 @@ static void send_mail(struct sess *s)
             append_xtext_param(&cmd, "ENVID", job->env.envid);
     }
     buf_puts(&cmd, "\r\n");
-    sess_send(s, cmd.data, cmd.len);
-    sess_expect(s, X_MAIL, 0);
+    dlv_sess_send(s, cmd.data, cmd.len);
+    dlv_sess_expect(s, X_MAIL, 0);
     buf_destroy(&cmd);
 }
 
-void proto_start_tx(struct sess *s)
+void dlv_proto_start_tx(struct dlv_sess *s)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     size_t k;
 
     s->in_tx = 1;
     s->mail_failed = s->ignore_dot = 0;
-    s->bd.on = bdat_wanted(s);
+    s->bd.on = dlv_bdat_wanted(s);
     s->naccepted = s->next_rcpt = 0;
     for (k = 0; k < job->nres; k++)
         job->res[k].accepted = 0;
-    if (dm_prepare(s) < 0) {
-        sess_tx_end(s);
+    if (dlv_mime_prepare(s) < 0) {
+        dlv_sess_tx_end(s);
         return;
     }
-    if (s->size_limit > 0 && dm_size(job) > s->size_limit) {
+    if (s->size_limit > 0 && dlv_mime_size(job) > s->size_limit) {
         buf_t r = BUF_INIT;
         buf_printf(&r, "message size exceeds remote limit: %lld bytes > %lld bytes of server %s",
-                   dm_size(job), s->size_limit, buf_str(&s->hostip));
-        job_set_pending(job, "5.3.4", r.data);
+                   dlv_mime_size(job), s->size_limit, buf_str(&s->hostip));
+        dlv_job_set_pending(job, "5.3.4", r.data);
         buf_destroy(&r);
-        sess_tx_end(s);
+        dlv_sess_tx_end(s);
         return;
     }
     send_mail(s);
@@ -482,13 +485,13 @@ void proto_start_tx(struct sess *s)
         send_rcpt(s, k);
     s->next_rcpt = job->nres;
     if (s->bd.on)
-        (void)bdat_begin(s); /* the first chunk goes in the same flight */
+        (void)dlv_bdat_begin(s); /* the first chunk goes in the same flight */
     else
         send_data(s);
 }
 
 /* Encode one chunk straight into the output buffer (no copy). */
-static void body_put(struct sess *s, struct evbuffer *out, const char *p, size_t n, int last)
+static void body_put(struct dlv_sess *s, struct evbuffer *out, const char *p, size_t n, int last)
 {
     struct evbuffer_iovec v;
     size_t room = last ? dotstuff_finish_bound(&s->stuff) : dotstuff_bound(&s->stuff, n);
@@ -500,18 +503,18 @@ static void body_put(struct sess *s, struct evbuffer *out, const char *p, size_t
         log_panic("smtp: evbuffer_commit_space failed");
 }
 
-int proto_body_read_error(struct sess *s, int err)
+int dlv_proto_body_read_error(struct dlv_sess *s, int err)
 {
     buf_t r = BUF_INIT;
     buf_printf(&r, "error reading queue file: %s", err ? strerror(err) : "unexpected end of file");
     log_warn("%s: %s", s->job->id, r.data);
     /* The server got a partial message: never let it end with a dot. */
-    sess_abort(s, "4.3.0", r.data);
+    dlv_sess_abort(s, "4.3.0", r.data);
     buf_destroy(&r);
     return -1;
 }
 
-int proto_body_more(struct sess *s)
+int dlv_proto_body_more(struct dlv_sess *s)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
     char chunk[BODY_CHUNK];
@@ -520,24 +523,24 @@ int proto_body_more(struct sess *s)
         size_t want = s->body_left < BODY_CHUNK ? (size_t)s->body_left : BODY_CHUNK;
         ssize_t n = pread(s->job->content_fd, chunk, want, (off_t)s->body_off);
         if (n <= 0)
-            return proto_body_read_error(s, n < 0 ? errno : 0);
+            return dlv_proto_body_read_error(s, n < 0 ? errno : 0);
         size_t len = (size_t)n;
-        const char *p = dm_body_filter(s->job, chunk, &len); /* 7-bit conversion, if any */
+        const char *p = dlv_mime_body_filter(s->job, chunk, &len); /* 7-bit conversion, if any */
         body_put(s, out, p, len, 0);
         s->body_left -= n;
         s->body_off += n;
     }
-    sess_arm(s, "smtp_data_xfer_timeout");
+    dlv_sess_arm(s, "smtp_data_xfer_timeout");
     if (s->body_left > 0)
         return 0;
     size_t len;
-    const char *p = dm_body_end(s->job, &len);
+    const char *p = dlv_mime_body_end(s->job, &len);
     if (len)
         body_put(s, out, p, len, 0);
     body_put(s, out, NULL, 0, 1); /* [CRLF] "." CRLF */
     bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
     s->state = SS_CMD;
-    sess_expect(s, X_DOT, 0);
-    sess_arm(s, "smtp_data_done_timeout");
+    dlv_sess_expect(s, X_DOT, 0);
+    dlv_sess_arm(s, "smtp_data_done_timeout");
     return 0;
 }

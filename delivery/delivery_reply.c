@@ -29,7 +29,7 @@ int smtp_rparser_pending(const struct smtp_rparser *p)
     return p->in_reply || p->line.len > 0;
 }
 
-size_t smtp_enh_code_len(const char *s, int cls)
+size_t smtp_reply_enh_code_len(const char *s, int cls)
 {
     /* class "." 1*3digit "." 1*3digit, RFC 3463 */
     size_t i = 0, n;
@@ -84,16 +84,16 @@ static void reply_begin(struct smtp_reply *r, int code, const char *rest)
     r->nlines = 0;
     buf_reset(&r->text);
     buf_reset(&r->lines);
-    n = smtp_enh_code_len(rest, '0' + code / 100);
+    n = smtp_reply_enh_code_len(rest, '0' + code / 100);
     if (n > 0 && n < sizeof(r->enh)) {
         memcpy(r->enh, rest, n);
         r->enh[n] = '\0';
     }
 }
 
-/* One complete line (CR/LF stripped). 1 = reply complete, 0 = more lines
- * follow, -1 = protocol error. */
-static int parse_line(struct smtp_rparser *p, const char *s, size_t len)
+/* One complete line (CR/LF stripped): the reply is complete, more lines
+ * follow, or a protocol error. */
+static enum smtp_rparser_result parse_line(struct smtp_rparser *p, const char *s, size_t len)
 {
     struct smtp_reply *r = &p->reply;
     int code;
@@ -102,23 +102,23 @@ static int parse_line(struct smtp_rparser *p, const char *s, size_t len)
     if (len < 3 || !isdigit((unsigned char)s[0]) || !isdigit((unsigned char)s[1]) ||
         !isdigit((unsigned char)s[2]) || s[0] < '1' || s[0] > '5') {
         p->err = "malformed reply line";
-        return -1;
+        return SMTP_RP_ERROR;
     }
     sep = len > 3 ? s[3] : ' ';
     if (sep != ' ' && sep != '-') {
         p->err = "malformed reply line";
-        return -1;
+        return SMTP_RP_ERROR;
     }
     code = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
     if (!p->in_reply)
         reply_begin(r, code, len > 4 ? s + 4 : "");
     else if (code != r->code) {
         p->err = "reply code changed in a multi-line reply";
-        return -1;
+        return SMTP_RP_ERROR;
     }
     if (++r->nlines > SMTP_REPLY_LINES_MAX) {
         p->err = "too many lines in reply";
-        return -1;
+        return SMTP_RP_ERROR;
     }
     if (r->text.len)
         buf_putc(&r->text, ' ');
@@ -128,7 +128,7 @@ static int parse_line(struct smtp_rparser *p, const char *s, size_t len)
     if (len > 4)
         buf_append(&r->lines, s + 4, len - 4);
     p->in_reply = (sep == '-');
-    return p->in_reply ? 0 : 1;
+    return p->in_reply ? SMTP_RP_MORE : SMTP_RP_REPLY;
 }
 
 /* Control characters (a lone CR, ESC, ...) would end up in log lines and
@@ -143,19 +143,20 @@ static void sanitize(buf_t *line)
     }
 }
 
-int smtp_rparser_feed(struct smtp_rparser *p, const char *data, size_t len, size_t *used)
+enum smtp_rparser_result smtp_rparser_feed(struct smtp_rparser *p, const char *data, size_t len,
+                                           size_t *used)
 {
     size_t i;
-    int rc;
+    enum smtp_rparser_result rc;
 
     if (p->err)
-        return -1;
+        return SMTP_RP_ERROR;
     for (i = 0; i < len; i++) {
         char c = data[i];
         if (c != '\n') {
             if (p->line.len > SMTP_REPLY_LINE_MAX) { /* room for the CR */
                 p->err = "reply line too long";
-                return -1;
+                return SMTP_RP_ERROR;
             }
             buf_putc(&p->line, c == '\0' ? ' ' : c);
             continue;
@@ -164,18 +165,16 @@ int smtp_rparser_feed(struct smtp_rparser *p, const char *data, size_t len, size
             buf_truncate(&p->line, p->line.len - 1);
         if (p->line.len > SMTP_REPLY_LINE_MAX) {
             p->err = "reply line too long";
-            return -1;
+            return SMTP_RP_ERROR;
         }
         sanitize(&p->line);
         rc = parse_line(p, p->line.data ? p->line.data : "", p->line.len);
         buf_reset(&p->line);
-        if (rc < 0)
-            return -1;
-        if (rc == 1) {
+        if (rc != SMTP_RP_MORE) {
             *used = i + 1;
-            return 1;
+            return rc;
         }
     }
     *used = len;
-    return 0;
+    return SMTP_RP_MORE;
 }

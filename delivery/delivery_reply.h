@@ -30,16 +30,23 @@ struct smtp_rparser {
     buf_t line;      /* current partial line */
     struct smtp_reply reply;
     int in_reply;    /* continuation lines seen, final line pending */
-    const char *err; /* static reason after a -1 */
+    const char *err; /* static reason after SMTP_RP_ERROR */
+};
+
+/* What smtp_rparser_feed found. */
+enum smtp_rparser_result {
+    SMTP_RP_MORE,    /* all bytes consumed, more are needed */
+    SMTP_RP_REPLY,   /* a complete reply is in p->reply (*used bytes consumed;
+                        feed the rest again after handling it) */
+    SMTP_RP_ERROR,   /* protocol error: p->err says why; the parser must not
+                        be used any more */
 };
 
 void smtp_rparser_init(struct smtp_rparser *p);
 void smtp_rparser_destroy(struct smtp_rparser *p);
-/* Consume bytes from data[0..len). Returns 1 when a complete reply is in
- * p->reply (*used bytes consumed; feed the rest again after handling it),
- * 0 when all bytes were consumed and more are needed, -1 on a protocol
- * error (p->err set; the parser must not be used any more). */
-int smtp_rparser_feed(struct smtp_rparser *p, const char *data, size_t len, size_t *used);
+/* Consume bytes from data[0..len). */
+enum smtp_rparser_result smtp_rparser_feed(struct smtp_rparser *p, const char *data, size_t len,
+                                           size_t *used);
 /* Is a reply partly received (useful to report "lost connection" vs
  * "missing final line")? */
 int smtp_rparser_pending(const struct smtp_rparser *p);
@@ -59,6 +66,6 @@ void smtp_reply_ok_text(const short *ok, buf_t *out);
 
 /* Does s start with an enhanced status code of class cls ('2','4','5')?
  * Returns its length (without the following space) or 0. */
-size_t smtp_enh_code_len(const char *s, int cls);
+size_t smtp_reply_enh_code_len(const char *s, int cls);
 
 #endif

@@ -19,7 +19,7 @@
 #include "common/util/log.h"
 #include "common/mail/server.h"
 
-const struct sess_phase sess_phase[X_COUNT] = {
+const struct dlv_phase dlv_phase[X_COUNT] = {
     [X_GREET] = { "smtp_helo_timeout", "receiving the initial server greeting", "CONNECT",
                   { 220 } },
     [X_EHLO] = { "smtp_helo_timeout", "performing the EHLO handshake", "EHLO", { 250 } },
@@ -39,23 +39,23 @@ const struct sess_phase sess_phase[X_COUNT] = {
                       { 250 } },
 };
 
-const char *sess_relay(const struct sess *s)
+const char *dlv_sess_relay(const struct dlv_sess *s)
 {
     return buf_str(&s->relay);
 }
 
-const char *sess_tls_info(const struct sess *s)
+const char *dlv_sess_tls_info(const struct dlv_sess *s)
 {
     return buf_str(&s->tls_info);
 }
 
-void sess_arm(struct sess *s, const char *timeout_param)
+void dlv_sess_arm(struct dlv_sess *s, const char *timeout_param)
 {
     struct timeval tv = { (time_t)conf_int(timeout_param), 0 };
     evtimer_add(s->timer, &tv);
 }
 
-void sess_expect(struct sess *s, int kind, size_t i)
+void dlv_sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i)
 {
     if (s->xhead == s->xn) {
         /* A synchronisation point (RFC 2920 3.1): every earlier reply is
@@ -69,22 +69,18 @@ void sess_expect(struct sess *s, int kind, size_t i)
     s->xq[s->xn].kind = kind;
     s->xq[s->xn].i = i;
     if (s->xn++ == s->xhead)
-        sess_arm(s, sess_phase[kind].timeout_param);
+        dlv_sess_arm(s, dlv_phase[kind].timeout_param);
 }
 
-void sess_send(struct sess *s, const char *data, size_t len)
+void dlv_sess_send(struct dlv_sess *s, const char *data, size_t len)
 {
     bufferevent_write(s->bev, data, len);
 }
 
-void sess_free(struct sess *s)
+void dlv_sess_free(struct dlv_sess *s)
 {
-    struct sess **pp;
-    for (pp = &dl.cache; *pp; pp = &(*pp)->next)
-        if (*pp == s) {
-            *pp = s->next;
-            break;
-        }
+    if (s->cached)
+        LIST_REMOVE(s, cache_link);
     if (s->job && s->job->sess == s)
         s->job->sess = NULL;
     if (s->bev)
@@ -103,82 +99,82 @@ void sess_free(struct sess *s)
 }
 
 /* What we were doing when the connection broke. */
-static const char *sess_doing(const struct sess *s)
+static const char *sess_doing(const struct dlv_sess *s)
 {
     if (s->state == SS_BODY)
         return "sending message body";
     if (s->state == SS_TLS)
         return "performing the TLS handshake";
     if (s->xhead < s->xn)
-        return sess_phase[s->xq[s->xhead].kind].doing;
+        return dlv_phase[s->xq[s->xhead].kind].doing;
     return "sending message body";
 }
 
-int sess_abort(struct sess *s, const char *dsn, const char *reason)
+int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason)
 {
-    struct job *job = s->job;
-    int kind = s->reused ? SF_FRESH : SF_NEXT;
+    struct dlv_job *job = s->job;
+    enum dlv_sess_fail kind = s->reused ? SF_FRESH : SF_NEXT;
     int in_tx = s->in_tx;
 
     if (!job) {
-        sess_free(s);
+        dlv_sess_free(s);
         return -1;
     }
     buf_set(&job->relay, s->connected ? buf_str(&s->relay) : "none");
     s->job = NULL;
     job->sess = NULL;
-    sess_free(s);
+    dlv_sess_free(s);
     if (!in_tx) {
-        job_sess_failed(job, kind, dsn, reason);
+        dlv_job_sess_failed(job, kind, dsn, reason);
         return -1;
     }
-    job_set_pending(job, dsn, reason);
-    job_tx_done(job);
+    dlv_job_set_pending(job, dsn, reason);
+    dlv_job_tx_done(job);
     return -1;
 }
 
-int sess_tx_end(struct sess *s)
+int dlv_sess_tx_end(struct dlv_sess *s)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     s->in_tx = 0;
     s->state = SS_IDLE;
     s->job = NULL;
     job->sess = NULL;
     buf_set(&job->relay, buf_str(&s->relay));
     evtimer_del(s->timer);
-    sess_release(s);
-    job_tx_done(job);
+    dlv_sess_release(s);
+    dlv_job_tx_done(job);
     return -1;
 }
 
-static void sess_lost(struct sess *s, const char *what)
+static void sess_lost(struct dlv_sess *s, const char *what)
 {
     buf_t r = BUF_INIT;
     if (s->state == SS_CONNECT) {
         int err = s->pending_errno ? s->pending_errno : EVUTIL_SOCKET_ERROR();
         buf_printf(&r, "connect to %s: %s", buf_str(&s->relay),
                    strcmp(what, "timeout") == 0 ? "Connection timed out" : strerror(err ? err : ECONNREFUSED));
-        sess_abort(s, "4.4.1", r.data);
+        dlv_sess_abort(s, "4.4.1", r.data);
     } else if (s->state == SS_IDLE || s->state == SS_QUIT) {
-        sess_free(s);
+        dlv_sess_free(s);
     } else {
         buf_printf(&r, "%s with %s %s %s", strcmp(what, "timeout") == 0 ? "conversation" : "lost connection",
                    buf_str(&s->hostip), strcmp(what, "timeout") == 0 ? "timed out while" : "while",
                    sess_doing(s));
-        sess_abort(s, "4.4.2", r.data);
+        dlv_sess_abort(s, "4.4.2", r.data);
     }
     buf_destroy(&r);
 }
 
 static void sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct sess *s = arg;
+    struct dlv_sess *s = arg;
     if (s->state == SS_IDLE || s->state == SS_QUIT) { /* cache expiry, QUIT done */
-        sess_free(s);
+        dlv_sess_free(s);
         return;
     }
     if (s->state == SS_TLS) {
-        tls_handshake_failed(s, "timeout");
+        dlv_tls_handshake_failed(s, "timeout");
         return;
     }
     sess_lost(s, s->pending_errno ? "error" : "timeout");
@@ -192,7 +188,7 @@ static void sess_timer_cb(evutil_socket_t fd, short what, void *arg)
  * content carries that ACK at once, and so does our next chunk while there
  * is one; after LAST we have nothing more to send. Measured: without this,
  * BDAT to postino's and Postfix's smtpd was 30-63% slower than DATA. */
-static void sess_quickack(struct sess *s)
+static void sess_quickack(struct dlv_sess *s)
 {
 #ifdef TCP_QUICKACK
     int one = 1;
@@ -206,11 +202,11 @@ static void sess_quickack(struct sess *s)
 
 static void sess_read_cb(struct bufferevent *bev, void *arg)
 {
-    struct sess *s = arg;
+    struct dlv_sess *s = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer_iovec v;
     size_t used;
-    int rc;
+    enum smtp_rparser_result rc;
 
     while (evbuffer_peek(in, -1, NULL, &v, 1) > 0 && v.iov_len > 0) {
         if (s->state == SS_IDLE || s->state == SS_QUIT || s->xhead == s->xn) {
@@ -220,24 +216,24 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
                 buf_t r = BUF_INIT;
                 buf_printf(&r, "protocol error: host %s sent an unexpected reply while %s",
                            buf_str(&s->hostip), sess_doing(s));
-                sess_abort(s, "4.5.0", r.data);
+                dlv_sess_abort(s, "4.5.0", r.data);
                 buf_destroy(&r);
                 return;
             }
-            sess_free(s);
+            dlv_sess_free(s);
             return;
         }
         rc = smtp_rparser_feed(&s->rp, v.iov_base, v.iov_len, &used);
         evbuffer_drain(in, used);
-        if (rc < 0) {
+        if (rc == SMTP_RP_ERROR) {
             buf_t r = BUF_INIT;
             buf_printf(&r, "conversation with %s failed: %s while %s", buf_str(&s->hostip),
                        s->rp.err, sess_doing(s));
-            sess_abort(s, "4.5.0", r.data);
+            dlv_sess_abort(s, "4.5.0", r.data);
             buf_destroy(&r);
             return;
         }
-        if (rc == 1 && proto_reply(s) < 0)
+        if (rc == SMTP_RP_REPLY && dlv_proto_reply(s) < 0)
             return;
     }
     sess_quickack(s);
@@ -245,21 +241,21 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
 
 static void sess_write_cb(struct bufferevent *bev, void *arg)
 {
-    struct sess *s = arg;
+    struct dlv_sess *s = arg;
     if (s->state == SS_BODY)
-        (void)(s->bd.on ? bdat_more(s) : proto_body_more(s));
+        (void)(s->bd.on ? dlv_bdat_more(s) : dlv_proto_body_more(s));
     else if (s->state == SS_QUIT)
-        sess_free(s);
+        dlv_sess_free(s);
 }
 
 static void sess_event_cb(struct bufferevent *bev, short what, void *arg)
 {
-    struct sess *s = arg;
+    struct dlv_sess *s = arg;
     if (s->state == SS_TLS) {
         if (what & BEV_EVENT_CONNECTED)
-            tls_handshake_done(s);
+            dlv_tls_handshake_done(s);
         else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-            tls_handshake_failed(s, "error");
+            dlv_tls_handshake_failed(s, "error");
         return;
     }
     if (what & BEV_EVENT_CONNECTED) {
@@ -269,7 +265,7 @@ static void sess_event_cb(struct bufferevent *bev, short what, void *arg)
         s->connected = 1;
         s->state = SS_CMD;
         evtimer_del(s->timer);
-        sess_expect(s, X_GREET, 0);
+        dlv_sess_expect(s, X_GREET, 0);
         bufferevent_enable(bev, EV_READ | EV_WRITE);
         return;
     }
@@ -277,28 +273,28 @@ static void sess_event_cb(struct bufferevent *bev, short what, void *arg)
         sess_lost(s, "error");
 }
 
-void sess_install_cbs(struct sess *s)
+void dlv_sess_install_cbs(struct dlv_sess *s)
 {
     bufferevent_setcb(s->bev, sess_read_cb, sess_write_cb, sess_event_cb, s);
 }
 
-static struct sess *sess_new(const char *key, const char *host)
+static struct dlv_sess *sess_new(const char *key, const char *host)
 {
-    struct sess *s = xcalloc(1, sizeof(*s));
+    struct dlv_sess *s = xcalloc(1, sizeof(*s));
     s->key = xstrdup(key);
     s->host = xstrdup(host);
     buf_init(&s->relay, 64);
     buf_init(&s->hostip, 64);
     buf_init(&s->tls_info, 48);
     smtp_rparser_init(&s->rp);
-    s->timer = evtimer_new(dl.srv->base, sess_timer_cb, s);
+    s->timer = evtimer_new(dlv_g.srv->base, sess_timer_cb, s);
     s->state = SS_CONNECT;
     return s;
 }
 
-void sess_connect(struct job *job, const struct target *t, int port)
+void dlv_sess_connect(struct dlv_job *job, const struct dlv_target *t, int port)
 {
-    struct sess *s = sess_new(job->cache_key, t->host);
+    struct dlv_sess *s = sess_new(job->cache_key, t->host);
     struct sockaddr_storage ss = t->ss;
     buf_t ip = BUF_INIT;
     struct timeval zero = { 0, 0 };
@@ -316,42 +312,42 @@ void sess_connect(struct job *job, const struct target *t, int port)
     s->tls_level = job->tls.level;
     s->no_tls = job->plain_retry;
     job->plain_retry = 0;
-    s->bev = bufferevent_socket_new(dl.srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    sess_install_cbs(s);
+    s->bev = bufferevent_socket_new(dlv_g.srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    dlv_sess_install_cbs(s);
     if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&ss, (int)t->sslen) < 0) {
         s->pending_errno = errno ? errno : ECONNREFUSED;
         evtimer_add(s->timer, &zero); /* report from the loop, not re-entrantly */
         return;
     }
-    sess_arm(s, "smtp_connect_timeout");
+    dlv_sess_arm(s, "smtp_connect_timeout");
 }
 
 /* ---- connection cache ---- */
 
-struct sess *cache_take(const char *key)
+struct dlv_sess *dlv_cache_take(const char *key)
 {
-    struct sess **pp, *s;
-    for (pp = &dl.cache; (s = *pp) != NULL; pp = &s->next)
+    struct dlv_sess *s;
+    LIST_FOREACH(s, &dlv_g.cache, cache_link)
         if (strcmp(s->key, key) == 0) {
-            *pp = s->next;
-            s->next = NULL;
+            LIST_REMOVE(s, cache_link);
+            s->cached = 0;
             evtimer_del(s->timer);
             return s;
         }
     return NULL;
 }
 
-void sess_reuse(struct sess *s, struct job *job)
+void dlv_sess_reuse(struct dlv_sess *s, struct dlv_job *job)
 {
     s->job = job;
     s->reused = 1;
     s->state = SS_CMD;
     job->sess = s;
-    sess_send(s, "RSET\r\n", 6);
-    sess_expect(s, X_RSET, 0);
+    dlv_sess_send(s, "RSET\r\n", 6);
+    dlv_sess_expect(s, X_RSET, 0);
 }
 
-static void sess_quit(struct sess *s)
+static void sess_quit(struct dlv_sess *s)
 {
     struct timeval tv = { 2, 0 };
     s->state = SS_QUIT;
@@ -361,38 +357,36 @@ static void sess_quit(struct sess *s)
     evtimer_add(s->timer, &tv); /* do not wait long for a slow peer */
 }
 
-void sess_goodbye(struct sess *s)
+void dlv_sess_goodbye(struct dlv_sess *s)
 {
     sess_quit(s);
 }
 
-void sess_release(struct sess *s)
+void dlv_sess_release(struct dlv_sess *s)
 {
     long long limit = conf_int("smtp_connection_reuse_count_limit");
     struct timeval tv = { (time_t)conf_int("smtp_connection_cache_time_limit"), 0 };
 
     s->reused = 0;
-    if (dl.srv->stopping || !conf_bool("smtp_connection_cache_on_demand") ||
+    if (dlv_g.srv->stopping || !conf_bool("smtp_connection_cache_on_demand") ||
         (limit > 0 && s->nmsgs >= limit)) {
         sess_quit(s);
         return;
     }
     s->state = SS_IDLE;
-    s->next = dl.cache;
-    dl.cache = s;
+    LIST_INSERT_HEAD(&dlv_g.cache, s, cache_link);
+    s->cached = 1;
     evtimer_add(s->timer, &tv);
 }
 
-void cache_flush(void)
+void dlv_cache_flush(void)
 {
-    struct sess *s;
-    while ((s = dl.cache) != NULL) {
-        dl.cache = s->next;
-        s->next = NULL;
+    struct dlv_sess *s;
+    while ((s = LIST_FIRST(&dlv_g.cache)) != NULL) {
         /* Best effort goodbye without waiting: we are about to exit
          * (not through TLS: plaintext there would only be garbage). */
         if (!s->ssl)
             (void)send(bufferevent_getfd(s->bev), "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
-        sess_free(s);
+        dlv_sess_free(s);
     }
 }

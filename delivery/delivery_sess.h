@@ -8,27 +8,27 @@
 #include "delivery/delivery_dotstuff.h"
 #include "delivery/delivery.h"
 
-/* What a reply we wait for answers; indexes sess_phase[]. */
-enum xkind { X_GREET, X_EHLO, X_HELO, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT, X_QUIT, X_STARTTLS,
+/* What a reply we wait for answers; indexes dlv_phase[]. */
+enum dlv_xkind { X_GREET, X_EHLO, X_HELO, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT, X_QUIT, X_STARTTLS,
              X_BDAT, X_BDAT_LAST, X_COUNT };
 
-struct xwait {
-    int kind;
+struct dlv_xwait {
+    enum dlv_xkind kind;
     size_t i;             /* recipient position for X_RCPT; for X_BDAT and
                              X_BDAT_LAST where the chunk ends in the octets
-                             of chunks queued (struct bdat.queued) */
+                             of chunks queued (struct dlv_bdat.queued) */
 };
 
-struct sess_phase {
+struct dlv_phase {
     const char *timeout_param;
     const char *doing;    /* "while <doing>" in error texts */
     const char *command;  /* "(in reply to <command> command)" */
     short ok[3];          /* the only replies that mean success, 0-ended
                              (RFC 5321 4.3.2, 3207); empty: any (QUIT) */
 };
-extern const struct sess_phase sess_phase[X_COUNT];
+extern const struct dlv_phase dlv_phase[X_COUNT];
 
-enum sstate { SS_CONNECT, SS_CMD, SS_BODY, SS_IDLE, SS_QUIT, SS_TLS /* handshake */ };
+enum dlv_sstate { SS_CONNECT, SS_CMD, SS_BODY, SS_IDLE, SS_QUIT, SS_TLS /* handshake */ };
 
 #define FEAT_PIPELINING 0x1
 #define FEAT_SIZE 0x2
@@ -46,7 +46,7 @@ enum sstate { SS_CONNECT, SS_CMD, SS_BODY, SS_IDLE, SS_QUIT, SS_TLS /* handshake
 #define BODY_HIGH (4 * BODY_CHUNK)
 
 /* Content as BDAT chunks (RFC 3030), delivery_bdat.c. */
-struct bdat {
+struct dlv_bdat {
     int on;               /* this transaction sends BDAT, not DATA */
     int go;               /* chunks after the first may go: the envelope was
                              answered and a recipient accepted */
@@ -59,22 +59,22 @@ struct bdat {
     struct evbuffer *tmp; /* the chunk being encoded */
 };
 
-struct sess {
+struct dlv_sess {
     struct bufferevent *bev;
     struct event *timer;
     char *key;            /* nexthop, for the connection cache */
     char *host;
     buf_t relay;          /* host[ip]:port */
     buf_t hostip;         /* host[ip] */
-    int state;
+    enum dlv_sstate state;
     int connected;        /* TCP connection established */
     int reused;           /* taken from the cache for this job */
     int pending_errno;    /* connect failed synchronously */
     struct smtp_rparser rp;
     int feat;
     long long size_limit;
-    struct job *job;
-    struct xwait *xq;     /* replies expected, in order (RFC 2920) */
+    struct dlv_job *job;
+    struct dlv_xwait *xq;     /* replies expected, in order (RFC 2920) */
     size_t xhead, xn, xcap;
     int in_tx;            /* MAIL was sent */
     int mail_failed, ignore_dot;
@@ -82,93 +82,99 @@ struct sess {
     size_t naccepted, next_rcpt;
     long long body_left, body_off;
     struct dotstuff stuff; /* the content encoder's state */
-    struct bdat bd;
+    struct dlv_bdat bd;
     int nmsgs;            /* transactions completed on this connection */
-    int tls_level;        /* tls_level_t of the job that opened it */
+    tls_level_t tls_level; /* of the job that opened it */
     int no_tls;           /* plaintext retry after a failed may-level handshake */
     SSL *ssl;             /* owned by bev once the handshake started */
     buf_t tls_info;       /* "TLSv1.3:cipher" once TLS is up, else "" */
-    struct sess *next;    /* cache list */
+    int cached;           /* in dlv_g.cache */
+    LIST_ENTRY(dlv_sess) cache_link;
 };
 
 /* delivery_sess.c */
-void sess_expect(struct sess *s, int kind, size_t i);
-void sess_send(struct sess *s, const char *data, size_t len);
-void sess_arm(struct sess *s, const char *timeout_param);
+void dlv_sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i);
+void dlv_sess_send(struct dlv_sess *s, const char *data, size_t len);
+void dlv_sess_arm(struct dlv_sess *s, const char *timeout_param);
 /* The peer or the connection failed: report and free. Returns -1. */
-int sess_abort(struct sess *s, const char *dsn, const char *reason);
-void sess_free(struct sess *s);
+int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason);
+void dlv_sess_free(struct dlv_sess *s);
 /* Detached from its job: send QUIT, close once it is written (or after
  * 2 s), never cached. */
-void sess_goodbye(struct sess *s);
+void dlv_sess_goodbye(struct dlv_sess *s);
 /* Transaction over (results set): hand the job back. Returns -1. */
-int sess_tx_end(struct sess *s);
+int dlv_sess_tx_end(struct dlv_sess *s);
 /* Set the session's callbacks on s->bev (again, after the TLS re-wrap). */
-void sess_install_cbs(struct sess *s);
+void dlv_sess_install_cbs(struct dlv_sess *s);
 
 /* delivery_proto.c */
 /* Handle one complete reply in s->rp.reply. 0: keep reading, -1: stop
  * (the session was handed on or freed). */
-int proto_reply(struct sess *s);
-void proto_start_tx(struct sess *s);
+int dlv_proto_reply(struct dlv_sess *s);
+void dlv_proto_start_tx(struct dlv_sess *s);
 /* Output drained while sending the content: write more. 0, or -1 when
  * the session was given up (queue file read error). */
-int proto_body_more(struct sess *s);
+int dlv_proto_body_more(struct dlv_sess *s);
 /* "host H[ip] said: TEXT (in reply to CMD command)" */
-void proto_said(struct sess *s, int kind, buf_t *out);
-void proto_send_ehlo(struct sess *s);
+void dlv_proto_said(struct dlv_sess *s, enum dlv_xkind kind, buf_t *out);
+void dlv_proto_send_ehlo(struct dlv_sess *s);
 /* rr failed with the reply in s->rp.reply to the command of kind. */
-void proto_rcpt_failed(struct sess *s, struct rres *rr, int kind);
+void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xkind kind);
 /* The queue file could not be read while sending content: give the
  * session up (never ending the content). Returns -1. */
-int proto_body_read_error(struct sess *s, int err);
+int dlv_proto_body_read_error(struct dlv_sess *s, int err);
 
 /* delivery_bdat.c */
 /* Does this transaction send BDAT? (the server offers CHUNKING and
  * smtp_chunking_enable allows it) */
-int bdat_wanted(const struct sess *s);
+int dlv_bdat_wanted(const struct dlv_sess *s);
 /* Start the content: the first chunk goes at once (pipelined behind the
  * envelope, or after it was accepted). 0, or -1: the session is gone. */
-int bdat_begin(struct sess *s);
+int dlv_bdat_begin(struct dlv_sess *s);
 /* Pipelined: every RCPT reply is in; more chunks go only when a recipient
  * was accepted. 0, or -1: the session is gone. */
-int bdat_envelope_done(struct sess *s);
+int dlv_bdat_envelope_done(struct dlv_sess *s);
 /* Queue the chunks that may go now (the write callback, SS_BODY). */
-int bdat_more(struct sess *s);
+int dlv_bdat_more(struct dlv_sess *s);
 /* A reply to the chunk that ends at end, while its octets are still in our
  * output buffer: the server cannot have read them. */
-int bdat_early(const struct sess *s, size_t end);
+int dlv_bdat_early(const struct dlv_sess *s, size_t end);
 /* The replies to a chunk and to the LAST chunk (handlers[]). */
-int bdat_on_chunk(struct sess *s, size_t end);
-int bdat_on_last(struct sess *s, size_t end);
+int dlv_bdat_on_chunk(struct dlv_sess *s, size_t end);
+int dlv_bdat_on_last(struct dlv_sess *s, size_t end);
 
 /* delivery_mime.c */
 /* Before MAIL FROM: BODY=/SMTPUTF8 for this server, and 7-bit conversion
  * or refusal for one without 8BITMIME. 0: go on; -1: every pending
  * recipient has its result (bounced or deferred), no transaction. */
-int dm_prepare(struct sess *s);
-/* Append " BODY=8BITMIME" and/or " SMTPUTF8" as dm_prepare decided. */
-void dm_mail_params(struct sess *s, buf_t *cmd);
+int dlv_mime_prepare(struct dlv_sess *s);
+/* Append " BODY=8BITMIME" and/or " SMTPUTF8" as dlv_mime_prepare decided. */
+void dlv_mime_mail_params(struct dlv_sess *s, buf_t *cmd);
 /* Content length as it will be sent (converted or not). */
-long long dm_size(const struct job *job);
+long long dlv_mime_size(const struct dlv_job *job);
 /* The content on its way to the dot-stuffing: p itself, or the converted
- * bytes (*n updated); dm_body_end gives what is left at the end. */
-const char *dm_body_filter(struct job *job, const char *p, size_t *n);
-const char *dm_body_end(struct job *job, size_t *n);
-void dm_free(struct job *job);
+ * bytes (*n updated); dlv_mime_body_end gives what is left at the end. */
+const char *dlv_mime_body_filter(struct dlv_job *job, const char *p, size_t *n);
+const char *dlv_mime_body_end(struct dlv_job *job, size_t *n);
+/* Free the job's 8BITMIME/SMTPUTF8 state (NULL: nothing). */
+void dlv_mime_free(struct dlv_mime *d);
 
 /* delivery_tls.c */
-/* After EHLO/HELO: 0 go on (plaintext or TLS up), 1 STARTTLS sent (keep
- * reading), -1 the session was given up (TLS required, not offered). */
-int tls_after_ehlo(struct sess *s);
+/* What dlv_tls_after_ehlo did after EHLO/HELO. */
+enum dlv_starttls {
+    DLV_STARTTLS_NONE,   /* go on: plaintext, or TLS is up already */
+    DLV_STARTTLS_SENT,   /* STARTTLS sent: keep reading */
+    DLV_STARTTLS_GAVE_UP /* the session was given up (TLS required, not offered) */
+};
+enum dlv_starttls dlv_tls_after_ehlo(struct dlv_sess *s);
 /* The reply to STARTTLS (handlers[X_STARTTLS]). */
-int tls_on_starttls(struct sess *s, size_t i);
+int dlv_tls_on_starttls(struct dlv_sess *s, size_t i);
 /* Handshake finished (BEV_EVENT_CONNECTED in SS_TLS). */
-void tls_handshake_done(struct sess *s);
+void dlv_tls_handshake_done(struct dlv_sess *s);
 /* Handshake failed or timed out ("timeout" or "error"). */
-void tls_handshake_failed(struct sess *s, const char *what);
+void dlv_tls_handshake_failed(struct dlv_sess *s, const char *what);
 /* STARTTLS went wrong at an opportunistic level: the job's next connection
  * goes to the same host again, without STARTTLS. */
-void tls_plain_retry(struct sess *s);
+void dlv_tls_plain_retry(struct dlv_sess *s);
 
 #endif

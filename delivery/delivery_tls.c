@@ -32,24 +32,24 @@
 #include "common/util/log.h"
 #include "common/mail/server.h"
 
-void dl_tls_init(void)
+void dlv_tls_init(void)
 {
-    buf_init(&dl.tls_err, 64);
-    dl.tls_ctx = tls_client_ctx_new(&dl.tls_err);
+    buf_init(&dlv_g.tls_err, 64);
+    dlv_g.tls_ctx = tls_client_ctx_new(&dlv_g.tls_err);
     /* Not fatal: plaintext and opportunistic delivery still work, and
      * each mandatory-TLS message is deferred with this reason. */
-    if (!dl.tls_ctx)
-        log_warn("TLS client disabled: %s", buf_str(&dl.tls_err));
+    if (!dlv_g.tls_ctx)
+        log_warn("TLS client disabled: %s", buf_str(&dlv_g.tls_err));
 }
 
-int job_tls_policy(struct job *job)
+int dlv_job_tls_policy(struct dlv_job *job)
 {
     buf_t err = BUF_INIT, key = BUF_INIT;
     int rc = tls_client_policy(job->nexthop, &job->tls, &err);
 
     if (rc < 0) {
         log_warn("%s: TLS policy lookup for %s failed: %s", job->id, job->nexthop, buf_str(&err));
-        job_set_pending(job, "4.7.5", "TLS policy lookup error (see the log)");
+        dlv_job_set_pending(job, "4.7.5", "TLS policy lookup error (see the log)");
         job->tls.level = TLS_LEV_NONE;
     }
     buf_printf(&key, "%s;%s", tls_level_name(job->tls.level), job->nexthop);
@@ -60,39 +60,39 @@ int job_tls_policy(struct job *job)
 }
 
 /* Give up on this host (the job tries the next one). Returns -1. */
-static int tls_fail(struct sess *s, const char *dsn, const char *reason)
+static int starttls_fail(struct dlv_sess *s, const char *dsn, const char *reason)
 {
     s->reused = 0; /* a fresh connection: try the next host, not the cache */
-    return sess_abort(s, dsn, reason);
+    return dlv_sess_abort(s, dsn, reason);
 }
 
-int tls_after_ehlo(struct sess *s)
+enum dlv_starttls dlv_tls_after_ehlo(struct dlv_sess *s)
 {
     buf_t r = BUF_INIT;
     int mandatory = s->tls_level >= TLS_LEV_ENCRYPT;
 
     if (s->ssl || s->tls_level == TLS_LEV_NONE || s->no_tls)
-        return 0;
-    if (!(s->feat & FEAT_STARTTLS) || !dl.tls_ctx) {
+        return DLV_STARTTLS_NONE;
+    if (!(s->feat & FEAT_STARTTLS) || !dlv_g.tls_ctx) {
         if (!mandatory)
-            return 0;
-        if (!dl.tls_ctx)
+            return DLV_STARTTLS_NONE;
+        if (!dlv_g.tls_ctx)
             buf_printf(&r, "TLS is required, but our TLS engine is unavailable (%s)",
-                       buf_str(&dl.tls_err));
+                       buf_str(&dlv_g.tls_err));
         else
             buf_printf(&r, "TLS is required, but was not offered by host %s", buf_str(&s->hostip));
-        tls_fail(s, dl.tls_ctx ? "4.7.4" : "4.7.5", r.data);
+        starttls_fail(s, dlv_g.tls_ctx ? "4.7.4" : "4.7.5", r.data);
         buf_destroy(&r);
-        return -1;
+        return DLV_STARTTLS_GAVE_UP;
     }
-    sess_send(s, "STARTTLS\r\n", 10);
-    sess_expect(s, X_STARTTLS, 0);
-    return 1;
+    dlv_sess_send(s, "STARTTLS\r\n", 10);
+    dlv_sess_expect(s, X_STARTTLS, 0);
+    return DLV_STARTTLS_SENT;
 }
 
 /* Wrap the connection in TLS: drop what the server sent after its 220,
  * move the socket into an openssl bufferevent, start the handshake. */
-static int tls_wrap(struct sess *s)
+static int starttls_wrap(struct dlv_sess *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     size_t junk = evbuffer_get_length(in);
@@ -106,47 +106,47 @@ static int tls_wrap(struct sess *s)
     if (fd < 0) {
         buf_t r = BUF_INIT;
         buf_printf(&r, "Cannot start TLS: %s", strerror(errno));
-        tls_fail(s, "4.7.5", r.data);
+        starttls_fail(s, "4.7.5", r.data);
         buf_destroy(&r);
         return -1;
     }
     /* The plain bufferevent (and its descriptor) go; the dup stays. */
     bufferevent_free(s->bev);
-    s->ssl = tls_client_ssl_new(dl.tls_ctx, s->host, (tls_level_t)s->tls_level);
-    s->bev = bufferevent_openssl_socket_new(dl.srv->base, fd, s->ssl, BUFFEREVENT_SSL_CONNECTING,
+    s->ssl = tls_client_ssl_new(dlv_g.tls_ctx, s->host, s->tls_level);
+    s->bev = bufferevent_openssl_socket_new(dlv_g.srv->base, fd, s->ssl, BUFFEREVENT_SSL_CONNECTING,
                                             BEV_OPT_CLOSE_ON_FREE);
     if (!s->bev)
         log_fatal("cannot create a TLS bufferevent (out of memory?)");
     s->state = SS_TLS;
-    sess_install_cbs(s);
+    dlv_sess_install_cbs(s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-    sess_arm(s, "smtp_starttls_timeout");
+    dlv_sess_arm(s, "smtp_starttls_timeout");
     return -1; /* the old input buffer is gone: stop reading it */
 }
 
-int tls_on_starttls(struct sess *s, size_t i)
+int dlv_tls_on_starttls(struct dlv_sess *s, size_t i)
 {
     buf_t r = BUF_INIT;
 
     if (s->rp.reply.code == 220) /* nothing else gets here but 4xx/5xx */
-        return tls_wrap(s);
+        return starttls_wrap(s);
     if (s->tls_level < TLS_LEV_ENCRYPT) {
         /* Opportunistic: the server may refuse; carry on in plaintext. */
         log_info("%s: host %s refused to start TLS: %s", s->job->id, buf_str(&s->hostip),
                  buf_str(&s->rp.reply.text));
-        job_sess_ready(s->job);
+        dlv_job_sess_ready(s->job);
         return -1;
     }
     buf_printf(&r, "TLS is required, but host %s refused to start TLS: %s", buf_str(&s->hostip),
                buf_str(&s->rp.reply.text));
-    tls_fail(s, "4.7.5", r.data);
+    starttls_fail(s, "4.7.5", r.data);
     buf_destroy(&r);
     return -1;
 }
 
 /* libevent's queued OpenSSL errors (it takes them off OpenSSL's queue):
  * all of them for the log, the first reason for the deferral text. */
-static void tls_error_text(struct sess *s, const char *what, buf_t *log, buf_t *brief)
+static void handshake_error_text(struct dlv_sess *s, const char *what, buf_t *log, buf_t *brief)
 {
     unsigned long e;
     char tmp[256];
@@ -172,9 +172,9 @@ static void tls_error_text(struct sess *s, const char *what, buf_t *log, buf_t *
         buf_puts(brief, log->data);
 }
 
-void tls_plain_retry(struct sess *s)
+void dlv_tls_plain_retry(struct dlv_sess *s)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     if (!job || s->tls_level >= TLS_LEV_ENCRYPT)
         return;
     /* Postfix's may level: the same host again, in plaintext. */
@@ -184,32 +184,32 @@ void tls_plain_retry(struct sess *s)
         job->itg--;
 }
 
-void tls_handshake_failed(struct sess *s, const char *what)
+void dlv_tls_handshake_failed(struct dlv_sess *s, const char *what)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     buf_t why = BUF_INIT, brief = BUF_INIT, r = BUF_INIT;
 
-    tls_error_text(s, what, &why, &brief);
+    handshake_error_text(s, what, &why, &brief);
     log_info("%s: SSL_connect error to %s: %s", job ? job->id : "-", buf_str(&s->relay), why.data);
-    tls_plain_retry(s);
+    dlv_tls_plain_retry(s);
     buf_printf(&r, "Cannot start TLS: handshake failure with %s: %s", buf_str(&s->hostip),
                brief.data);
-    tls_fail(s, "4.7.5", r.data);
+    starttls_fail(s, "4.7.5", r.data);
     buf_destroy(&r);
     buf_destroy(&brief);
     buf_destroy(&why);
 }
 
-static void tls_note_session(struct sess *s)
+static void note_session(struct dlv_sess *s)
 {
     const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
     buf_reset(&s->tls_info);
     buf_printf(&s->tls_info, "%s:%s", SSL_get_version(s->ssl), c ? SSL_CIPHER_get_name(c) : "none");
 }
 
-void tls_handshake_done(struct sess *s)
+void dlv_tls_handshake_done(struct dlv_sess *s)
 {
-    struct job *job = s->job;
+    struct dlv_job *job = s->job;
     tls_trust_t trust = TLS_TRUST_ANONYMOUS;
     buf_t why = BUF_INIT, r = BUF_INIT;
 
@@ -218,7 +218,7 @@ void tls_handshake_done(struct sess *s)
                          &why) < 0) {
         log_info("%s: %s: %s", job->id, tls_check_status(trust), buf_str(&why));
         buf_printf(&r, "%s: %s", tls_check_status(trust), buf_str(&why));
-        tls_fail(s, "4.7.5", r.data);
+        starttls_fail(s, "4.7.5", r.data);
         buf_destroy(&r);
         buf_destroy(&why);
         return;
@@ -227,10 +227,10 @@ void tls_handshake_done(struct sess *s)
     buf_destroy(&r);
     if (conf_int("smtp_tls_loglevel") >= 1)
         tls_log_established(s->ssl, trust, 0, buf_str(&s->relay));
-    tls_note_session(s);
+    note_session(s);
     /* RFC 3207: forget everything learnt before TLS, ask again. */
     s->feat = 0;
     s->size_limit = 0;
     s->state = SS_CMD;
-    proto_send_ehlo(s);
+    dlv_proto_send_ehlo(s);
 }

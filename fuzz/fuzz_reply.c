@@ -29,7 +29,8 @@ static void record(const struct smtp_reply *r, buf_t *out)
         abort();
     if (r->text.len > (size_t)r->nlines * (SMTP_REPLY_LINE_MAX + 1))
         abort();
-    if (r->enh[0] && (r->enh[0] != '0' + r->code / 100 || smtp_enh_code_len(r->enh, r->enh[0]) == 0))
+    if (r->enh[0] &&
+        (r->enh[0] != '0' + r->code / 100 || smtp_reply_enh_code_len(r->enh, r->enh[0]) == 0))
         abort();
     smtp_reply_dsn(r, dsn, sizeof(dsn));
     if (strlen(dsn) < 5 || dsn[1] != '.')
@@ -42,28 +43,29 @@ static void record(const struct smtp_reply *r, buf_t *out)
 }
 
 /* Feed data in pieces of at most step bytes; returns the final status
- * (-1 error, 0 need more) and the replies in out. */
-static int parse(const char *d, size_t size, size_t step, buf_t *out)
+ * (an error, or more needed) and the replies in out. */
+static enum smtp_rparser_result parse(const char *d, size_t size, size_t step, buf_t *out)
 {
     struct smtp_rparser p;
     size_t off = 0;
-    int rc = 0;
+    enum smtp_rparser_result rc = SMTP_RP_MORE;
     smtp_rparser_init(&p);
     while (off < size) {
         size_t n = size - off < step ? size - off : step, used = 0;
         rc = smtp_rparser_feed(&p, d + off, n, &used);
-        if (rc < 0) {
-            if (p.err == NULL || smtp_rparser_feed(&p, d, size, &used) != -1)
+        if (rc == SMTP_RP_ERROR) {
+            if (p.err == NULL || smtp_rparser_feed(&p, d, size, &used) != SMTP_RP_ERROR)
                 abort(); /* must say why, and stay failed */
             break;
         }
-        if (used > n || (rc == 0 && used != n) || (rc == 1 && used == 0))
+        if (used > n || (rc == SMTP_RP_MORE && used != n) || (rc == SMTP_RP_REPLY && used == 0))
             abort();
-        if (rc == 1)
+        if (rc == SMTP_RP_REPLY)
             record(&p.reply, out);
         off += used;
     }
-    buf_printf(out, "rc=%d pending=%d\n", rc < 0 ? -1 : 0, rc < 0 ? 0 : smtp_rparser_pending(&p));
+    buf_printf(out, "rc=%d pending=%d\n", rc == SMTP_RP_ERROR ? -1 : 0,
+               rc == SMTP_RP_ERROR ? 0 : smtp_rparser_pending(&p));
     smtp_rparser_destroy(&p);
     return rc;
 }
@@ -77,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     parse(d, size, 1, &bytes);
     if (whole.len != bytes.len || memcmp(buf_str(&whole), buf_str(&bytes), whole.len) != 0)
         abort();
-    (void)smtp_enh_code_len(buf_str(&whole), '2');
+    (void)smtp_reply_enh_code_len(buf_str(&whole), '2');
     buf_destroy(&whole);
     buf_destroy(&bytes);
     free(d);

@@ -444,6 +444,19 @@ class RecordPeer:
         self.sock.close()
 
 
+def record_dropped(path, record, why):
+    """Send record on a fresh connection to the daemon at path: it must
+    answer status=fail with a reason naming why, then hang up (the one
+    policy for a malformed record, common/util/conn.h)."""
+    peer = RecordPeer(path)
+    try:
+        r = peer.ask(record)
+        assert r is not None and r["status"] == "fail" and why in r["reason"], r
+        assert peer.at_eof(), "the connection stays after a malformed record"
+    finally:
+        peer.close()
+
+
 def dsn_parts(msg):
     """Parse an RFC 3464 report: returns (report_msg, per_recipient list of
     dicts with lower-cased field names). Asserts the structure."""

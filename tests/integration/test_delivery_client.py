@@ -308,3 +308,54 @@ def test_connect_timeout(postino_factory):
         for c in fillers:
             c.close()
         lst.close()
+
+
+# ------------------------------------------------- qmgr's malformed requests
+
+def _agent_dropped(p, record, why):
+    """The agent answers record with status=fail naming why and hangs up,
+    and logs the one line for a malformed record (common/util/conn)."""
+    h.record_dropped(os.path.join(p.spool, "private", "smtp"), record, why)
+    return p.wait_log(r"postino/smtp\[\d+\]: error: malformed record from qmgr: .*%s.*; "
+                      r"dropping the connection" % re.escape(why))[-1]
+
+
+def test_malformed_request_drops_qmgr_not_the_agent(postino_factory, sink):
+    """A request qmgr could not have meant is a peer's fault, not a broken
+    invariant of the agent: that connection is dropped, nothing of the
+    request is run or recorded, and the agent goes on serving."""
+    p = postino_factory(main={"relayhost": "[127.0.0.1]:%d" % sink.port,
+                              "minimal_backoff_time": "1h", "maximal_backoff_time": "1h"})
+    rcpt = "later@example.test"
+    sink.on_rcpt(rcpt, forever="451 4.3.0 not yet, try later")
+    qid = p.send(SENDER, rcpt, subject="kept deferred")
+    first = _line(p, rcpt, "deferred")
+    q = qid.encode()
+    lines = [
+        _agent_dropped(p, b"request=deliver\nqueue_id=%s\nnexthop=x\nrcpt=0\n\n" % q, "proto"),
+        _agent_dropped(p, b"proto=1\nrequest=deliver\nnexthop=x\nrcpt=0\n\n", "queue_id"),
+        _agent_dropped(p, b"proto=1\nrequest=deliver\nqueue_id=%s\nrcpt=0\n\n" % q, "nexthop"),
+        _agent_dropped(p, b"proto=1\nrequest=deliver\nqueue_id=%s\nnexthop=x\n\n" % q,
+                       "no recipients"),
+        _agent_dropped(p, b"proto=1\nrequest=deliver\nqueue_id=%s\nnexthop=x\nrcpt=-1\n\n" % q,
+                       "recipient index"),
+        _agent_dropped(p, b"proto=1\nrequest=deliver\nqueue_id=%s\nnexthop=[127.0.0.1]:%d\n"
+                       b"rcpt=0\nrcpt=7\n\n" % (q, sink.port), "recipient index out of range"),
+    ]
+    # A request the agent declines is no malformed one: answered, then closed.
+    a = h.RecordPeer(os.path.join(p.spool, "private", "smtp"))
+    try:
+        r = a.ask(b"proto=1\nrequest=nonsense\n\n")
+        assert r is not None and r["status"] == "fail" and "unknown request" in r["reason"], r
+        assert a.at_eof()
+    finally:
+        a.close()
+    # Nothing was run: no second attempt, no result appended.
+    assert len(p.log_lines(r"%s: to=<%s>" % (qid, re.escape(rcpt)))) == 1
+    assert not p.log_lines(r"postino/smtp\[\d+\]: (panic|fatal)")
+    # The agents are still the ones that logged it, and deliver.
+    assert all(os.path.exists("/proc/%d" % _pid(ln)) for ln in lines + [first]), lines
+    assert not p.log_lines(r"master\[\d+\]: warning: process \S+ pid \d+ (exit|killed)")
+    p.send(SENDER, "alive@example.test")
+    sink.wait_to("alive@example.test")
+    _line(p, "alive@example.test", "sent")
