@@ -202,22 +202,7 @@ int dlv_bdat_on_chunk(struct dlv_sess *s, size_t end)
 
 int dlv_bdat_on_last(struct dlv_sess *s, size_t end)
 {
-    struct dlv_job *job = s->job;
-    size_t k;
     if (tx_dead(s))
         return dlv_sess_tx_end(s);
-    s->nmsgs++;
-    for (k = 0; k < job->nres; k++) {
-        struct dlv_rres *rr = &job->res[k];
-        if (!rr->accepted || rr->status != QR_PENDING)
-            continue;
-        if (s->rp.reply.code / 100 == 2) {
-            char dsn[16];
-            smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
-            dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
-        } else {
-            dlv_proto_rcpt_failed(s, rr, X_BDAT_LAST);
-        }
-    }
-    return dlv_sess_tx_end(s);
+    return dlv_proto_final_reply(s, X_BDAT_LAST);
 }

@@ -324,12 +324,12 @@ static int on_data(struct dlv_sess *s, size_t i)
     return dlv_proto_body_more(s);
 }
 
-static int on_dot(struct dlv_sess *s, size_t i)
+/* The final reply of a transaction (end of DATA, BDAT LAST) gives each
+ * accepted recipient still pending its result; then the job goes back. */
+int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind)
 {
     struct dlv_job *job = s->job;
     size_t k;
-    if (s->ignore_dot)
-        return dlv_sess_tx_end(s);
     s->nmsgs++;
     for (k = 0; k < job->nres; k++) {
         struct dlv_rres *rr = &job->res[k];
@@ -340,10 +340,17 @@ static int on_dot(struct dlv_sess *s, size_t i)
             smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
             dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
         } else {
-            dlv_proto_rcpt_failed(s, rr, X_DOT);
+            dlv_proto_rcpt_failed(s, rr, kind);
         }
     }
     return dlv_sess_tx_end(s);
+}
+
+static int on_dot(struct dlv_sess *s, size_t i)
+{
+    if (s->ignore_dot)
+        return dlv_sess_tx_end(s);
+    return dlv_proto_final_reply(s, X_DOT);
 }
 
 static int on_quit(struct dlv_sess *s, size_t i)

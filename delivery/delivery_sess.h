@@ -120,6 +120,9 @@ void dlv_proto_said(struct dlv_sess *s, enum dlv_xkind kind, buf_t *out);
 void dlv_proto_send_ehlo(struct dlv_sess *s);
 /* rr failed with the reply in s->rp.reply to the command of kind. */
 void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xkind kind);
+/* The final reply (end of DATA, BDAT LAST) to every pending accepted
+ * recipient; hands the job back. Returns -1. */
+int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind);
 /* The queue file could not be read while sending content: give the
  * session up (never ending the content). Returns -1. */
 int dlv_proto_body_read_error(struct dlv_sess *s, int err);
