@@ -67,7 +67,9 @@ static void on_stop(struct server *s)
 int main(int argc, char **argv)
 {
     static const struct server_hooks hooks = {
-        .post_drop = post_drop, .on_accept = on_accept, .on_stop = on_stop,
+        .post_drop = post_drop,
+        .on_accept = on_accept,
+        .on_stop = on_stop,
         .on_reload = on_reload,
     };
     int rc = server_main(argc, argv, "anvil", &hooks, NULL);

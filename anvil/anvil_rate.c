@@ -19,14 +19,14 @@ struct owner_cnt {
     long n;
 };
 
-#define EVICT_SCAN 64 /* live entries skipped looking for one to evict */
+#define EVICT_SCAN     64 /* live entries skipped looking for one to evict */
 #define TABLE_EXPECTED 1024
 
 struct entry {
-    struct hlink hash;          /* t->by_ident */
-    TAILQ_ENTRY(entry) lru;     /* t->lru, first = most recently used */
+    struct hlink hash;      /* t->by_ident */
+    TAILQ_ENTRY(entry) lru; /* t->lru, first = most recently used */
     char *ident;
-    long long touched;          /* last use: LRU order and expiry */
+    long long touched; /* last use: LRU order and expiry */
     long long window_start;
     long count;
     long rate[ANVIL_EV_N];
@@ -250,8 +250,8 @@ long anvil_table_disconnect(struct anvil_table *t, const char *ident, unsigned l
     return e->count;
 }
 
-long anvil_table_event(struct anvil_table *t, const char *ident, enum anvil_event ev,
-                       long long now, struct anvil_counts *out)
+long anvil_table_event(struct anvil_table *t, const char *ident, enum anvil_event ev, long long now,
+                       struct anvil_counts *out)
 {
     if ((unsigned)ev >= ANVIL_EV_N)
         log_panic("anvil_table_event: bad event %d", (int)ev);
@@ -276,7 +276,8 @@ long anvil_table_release(struct anvil_table *t, unsigned long owner)
 {
     long released = 0;
     struct entry *e;
-    TAILQ_FOREACH(e, &t->lru, lru) {
+    TAILQ_FOREACH(e, &t->lru, lru)
+    {
         struct owner_cnt *o = owner_slot(e, owner, 0);
         if (o == NULL)
             continue;
@@ -338,10 +339,22 @@ static void do_rate(struct req_ctx *r, enum anvil_event ev)
         attr_add_ll(r->reply, anvil_rate_attr(ANVIL_EV_AUTH_FAIL), c.rate[ANVIL_EV_AUTH_FAIL]);
 }
 
-static void do_message(struct req_ctx *r) { do_rate(r, ANVIL_EV_MSG); }
-static void do_recipient(struct req_ctx *r) { do_rate(r, ANVIL_EV_RCPT); }
-static void do_auth(struct req_ctx *r) { do_rate(r, ANVIL_EV_AUTH); }
-static void do_auth_fail(struct req_ctx *r) { do_rate(r, ANVIL_EV_AUTH_FAIL); }
+static void do_message(struct req_ctx *r)
+{
+    do_rate(r, ANVIL_EV_MSG);
+}
+static void do_recipient(struct req_ctx *r)
+{
+    do_rate(r, ANVIL_EV_RCPT);
+}
+static void do_auth(struct req_ctx *r)
+{
+    do_rate(r, ANVIL_EV_AUTH);
+}
+static void do_auth_fail(struct req_ctx *r)
+{
+    do_rate(r, ANVIL_EV_AUTH_FAIL);
+}
 
 static void do_lookup(struct req_ctx *r)
 {
@@ -356,9 +369,9 @@ static const struct {
     const char *name;
     void (*fn)(struct req_ctx *r);
 } handlers[] = {
-    { "connect", do_connect },     { "disconnect", do_disconnect },
-    { "message", do_message },     { "recipient", do_recipient },
-    { "auth", do_auth },           { "auth_fail", do_auth_fail },
+    { "connect", do_connect }, { "disconnect", do_disconnect },
+    { "message", do_message }, { "recipient", do_recipient },
+    { "auth", do_auth },       { "auth_fail", do_auth_fail },
     { "lookup", do_lookup },
 };
 

@@ -24,9 +24,7 @@
 #include "common/mail/anvil_proto.h"
 #include "common/util/attr.h"
 
-
 #define ANVIL_DEFAULT_MAX_ENTRIES 100000
-
 
 /* A statistics maximum: value, whose, when (ms, caller's clock). */
 struct anvil_max {
@@ -36,11 +34,11 @@ struct anvil_max {
 };
 
 struct anvil_stats {
-    struct anvil_max count;              /* max concurrent connections */
-    struct anvil_max rate[ANVIL_EV_N];   /* max rate per event */
-    size_t max_size;                     /* max table size */
+    struct anvil_max count;            /* max concurrent connections */
+    struct anvil_max rate[ANVIL_EV_N]; /* max rate per event */
+    size_t max_size;                   /* max table size */
     long long max_size_at;
-    size_t evicted;                      /* entries dropped because full */
+    size_t evicted; /* entries dropped because full */
 };
 
 struct anvil_table;
@@ -60,8 +58,8 @@ long anvil_table_disconnect(struct anvil_table *t, const char *ident, unsigned l
                             long long now);
 /* Count one event; returns its rate in the current window (including it).
  * Fills out when not NULL. */
-long anvil_table_event(struct anvil_table *t, const char *ident, enum anvil_event ev,
-                       long long now, struct anvil_counts *out);
+long anvil_table_event(struct anvil_table *t, const char *ident, enum anvil_event ev, long long now,
+                       struct anvil_counts *out);
 /* Current counters without counting anything (zeros for unknown idents). */
 void anvil_table_lookup(struct anvil_table *t, const char *ident, long long now,
                         struct anvil_counts *out);
@@ -91,6 +89,5 @@ enum anvil_req_result {
 enum anvil_req_result anvil_table_request(struct anvil_table *t, unsigned long owner,
                                           const attr_t *req, attr_t *reply, long long now,
                                           const char **why);
-
 
 #endif

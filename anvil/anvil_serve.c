@@ -30,8 +30,7 @@ struct anvil_peer {
 static LIST_HEAD(, anvil_peer) peers = LIST_HEAD_INITIALIZER(peers);
 static unsigned long next_owner = 1;
 
-static enum conn_verdict on_record(struct conn *c, const attr_t *req, void *arg,
-                                   const char **why)
+static enum conn_verdict on_record(struct conn *c, const attr_t *req, void *arg, const char **why)
 {
     struct anvil_peer *p = arg;
     attr_t reply = ATTR_INIT;
@@ -73,7 +72,10 @@ void anvil_serve_accept(struct event_base *base, int fd, struct anvil_table *t)
     p->table = t;
     snprintf(name, sizeof(name), "client connection %lu", p->owner);
     struct conn_cfg cfg = {
-        .peer = name, .proto = PROTO_VERSION, .serving = 1, .output_max = ANVIL_OUTPUT_MAX,
+        .peer = name,
+        .proto = PROTO_VERSION,
+        .serving = 1,
+        .output_max = ANVIL_OUTPUT_MAX,
     };
     LIST_INSERT_HEAD(&peers, p, link);
     p->conn = conn_new(base, fd, &cfg, &peer_ops, p);

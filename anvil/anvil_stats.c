@@ -42,8 +42,8 @@ void anvil_stats_log(struct anvil_table *t, long long now)
         if (st->rate[k].value == 0)
             continue;
         when_text(st->rate[k].at, now, when, sizeof when);
-        log_info("statistics: max %s rate %ld/%llds for (%s) at %s", ev_label[k],
-                 st->rate[k].value, unit, st->rate[k].ident, when);
+        log_info("statistics: max %s rate %ld/%llds for (%s) at %s", ev_label[k], st->rate[k].value,
+                 unit, st->rate[k].ident, when);
     }
     if (st->count.value > 0) {
         when_text(st->count.at, now, when, sizeof when);
@@ -55,8 +55,7 @@ void anvil_stats_log(struct anvil_table *t, long long now)
         log_info("statistics: max cache size %zu at %s", st->max_size, when);
     }
     if (st->evicted > 0)
-        log_warn("statistics: %zu client entries dropped because the table was full",
-                 st->evicted);
+        log_warn("statistics: %zu client entries dropped because the table was full", st->evicted);
     anvil_table_stats_reset(t);
 }
 

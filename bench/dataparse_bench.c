@@ -14,8 +14,8 @@
 #include "common/util/buf.h"
 #include "smtpd/smtpd_dataparse.h"
 
-#define TOTAL (32u << 20) /* bytes of content per input shape */
-#define READ 16384
+#define TOTAL  (32u << 20) /* bytes of content per input shape */
+#define READ   16384
 #define ROUNDS 7
 
 static size_t sink_bytes;
@@ -63,7 +63,11 @@ static double run_once(const buf_t *in, int dot)
 
 int main(void)
 {
-    static const struct { const char *name; size_t width; int dot; } shapes[] = {
+    static const struct {
+        const char *name;
+        size_t width;
+        int dot;
+    } shapes[] = {
         { "DATA, 76-byte lines", 76, 1 },
         { "DATA, 998-byte lines", 998, 1 },
         { "DATA, 10-byte lines", 10, 1 },

@@ -9,8 +9,7 @@
 #include "common/mail/proto.h"
 #include "common/mail/server.h"
 
-static enum conn_verdict on_record(struct conn *c, const attr_t *req, void *arg,
-                                   const char **why)
+static enum conn_verdict on_record(struct conn *c, const attr_t *req, void *arg, const char **why)
 {
     struct server *s = arg;
     attr_t reply = ATTR_INIT;

@@ -108,8 +108,8 @@ static void null_sender(struct job *j)
         buf_puts(&what, ": ");
         dsn_safe_text(&what, r->reason ? r->reason : "unknown reason", 500);
     }
-    log_warn("%s: undeliverable notification for null sender: notice to postmaster (%s)",
-             j->env.id, what.data);
+    log_warn("%s: undeliverable notification for null sender: notice to postmaster (%s)", j->env.id,
+             what.data);
     buf_destroy(&what);
     mark_sent(j);
 }
@@ -126,7 +126,8 @@ static int read_content(struct job *j, buf_t *content, long long *orig_len, buf_
         want = conf_int("bounce_size_limit");
     buf_reserve(content, (size_t)want + 1);
     while ((long long)content->len < want) {
-        ssize_t n = read(fd, content->data + content->len, (size_t)(want - (long long)content->len));
+        ssize_t n =
+            read(fd, content->data + content->len, (size_t)(want - (long long)content->len));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -243,8 +244,7 @@ static void notify(struct job *j, attr_t *reply)
     buf_destroy(&err);
 }
 
-static enum conn_verdict run_job(struct job *j, const attr_t *req, attr_t *reply,
-                                 const char **why)
+static enum conn_verdict run_job(struct job *j, const attr_t *req, attr_t *reply, const char **why)
 {
     buf_t err = BUF_INIT;
     const char *id = attr_get(req, "queue_id");

@@ -7,14 +7,14 @@
 
 /* Exit statuses (what every command returns). */
 enum cli_status {
-    CLI_OK = 0,     /* done */
-    CLI_ERR = 1,    /* failed (said why on stderr) */
-    CLI_USAGE = 2,  /* not understood (usage printed) */
+    CLI_OK = 0,    /* done */
+    CLI_ERR = 1,   /* failed (said why on stderr) */
+    CLI_USAGE = 2, /* not understood (usage printed) */
 };
 
 struct cli {
-    const char *config_dir;   /* absolute */
-    const char *exe_dir;      /* directory of the postino executable */
+    const char *config_dir; /* absolute */
+    const char *exe_dir;    /* directory of the postino executable */
     int verbose;
 };
 

@@ -268,17 +268,29 @@ static int cmd_change(struct cli *c, int argc, char **argv, const char *done)
     return rc;
 }
 
-static int cmd_delete(struct cli *c, int argc, char **argv) { return cmd_change(c, argc, argv, "deleted"); }
-static int cmd_hold(struct cli *c, int argc, char **argv) { return cmd_change(c, argc, argv, "held"); }
-static int cmd_release(struct cli *c, int argc, char **argv) { return cmd_change(c, argc, argv, "released"); }
-static int cmd_requeue(struct cli *c, int argc, char **argv) { return cmd_change(c, argc, argv, "requeued"); }
+static int cmd_delete(struct cli *c, int argc, char **argv)
+{
+    return cmd_change(c, argc, argv, "deleted");
+}
+static int cmd_hold(struct cli *c, int argc, char **argv)
+{
+    return cmd_change(c, argc, argv, "held");
+}
+static int cmd_release(struct cli *c, int argc, char **argv)
+{
+    return cmd_change(c, argc, argv, "released");
+}
+static int cmd_requeue(struct cli *c, int argc, char **argv)
+{
+    return cmd_change(c, argc, argv, "requeued");
+}
 
 static const struct {
     const char *name;
     cli_fn fn;
 } queue_cmds[] = {
-    { "list", cli_cmd_queue_list },     { "show", cli_cmd_queue_show },   { "flush", cmd_flush },
-    { "stats", cmd_stats },         { "delete", cmd_delete },     { "hold", cmd_hold },
+    { "list", cli_cmd_queue_list }, { "show", cli_cmd_queue_show }, { "flush", cmd_flush },
+    { "stats", cmd_stats },         { "delete", cmd_delete },       { "hold", cmd_hold },
     { "release", cmd_release },     { "requeue", cmd_requeue },
 };
 

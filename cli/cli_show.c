@@ -59,7 +59,8 @@ static void show_rcpt(const struct qrcpt *r, size_t i)
     printf("\n");
     if (r->dsn_sent)
         printf("  notified: %s%s%s\n", r->dsn_sent & NOTIFY_FAILURE ? "failure " : "",
-               r->dsn_sent & NOTIFY_DELAY ? "delay " : "", r->dsn_sent & NOTIFY_SUCCESS ? "success" : "");
+               r->dsn_sent & NOTIFY_DELAY ? "delay " : "",
+               r->dsn_sent & NOTIFY_SUCCESS ? "success" : "");
     buf_destroy(&nb);
 }
 

@@ -20,19 +20,24 @@
 struct command {
     const char *name;
     cli_fn fn;
-    const char *usage;   /* one line, after "postino " */
+    const char *usage; /* one line, after "postino " */
 };
 
 static const struct command commands[] = {
-    { "start", cli_cmd_start, "start                      start the mail system (in the background)" },
-    { "start-fg", cli_cmd_start_fg, "start-fg                   run the mail system in the foreground" },
+    { "start", cli_cmd_start,
+      "start                      start the mail system (in the background)" },
+    { "start-fg", cli_cmd_start_fg,
+      "start-fg                   run the mail system in the foreground" },
     { "stop", cli_cmd_stop, "stop                       stop the mail system (waits up to 60 s)" },
-    { "reload", cli_cmd_reload, "reload                     re-read the configuration (SIGHUP to master)" },
+    { "reload", cli_cmd_reload,
+      "reload                     re-read the configuration (SIGHUP to master)" },
     { "status", cli_cmd_status, "status                     is the mail system running?" },
     { "check", cli_cmd_check, "check                      check main.cf and master.cf" },
-    { "queue", cli_cmd_queue, "queue list [-d DOMAIN] [-s SENDER] [ID...] | show ID | flush | stats\n"
-                          "       postino queue delete|hold|release|requeue ID...|-d DOMAIN|-s SENDER|ALL" },
-    { "config", cli_cmd_config, "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
+    { "queue", cli_cmd_queue,
+      "queue list [-d DOMAIN] [-s SENDER] [ID...] | show ID | flush | stats\n"
+      "       postino queue delete|hold|release|requeue ID...|-d DOMAIN|-s SENDER|ALL" },
+    { "config", cli_cmd_config,
+      "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
     { "map", cli_cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
     { "help", NULL, "help                       this list" },
 };

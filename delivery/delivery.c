@@ -45,7 +45,7 @@ static int in_request;
 
 struct dlv_qconn {
     struct conn *conn;
-    struct dlv_job *job;      /* the request being served, NULL when idle */
+    struct dlv_job *job; /* the request being served, NULL when idle */
     LIST_ENTRY(dlv_qconn) link;
 };
 
@@ -137,8 +137,7 @@ static enum conn_verdict qconn_deliver(struct dlv_qconn *qc, const attr_t *a, co
 
 /* One request from qmgr; the connection holds further ones while its
  * job runs (conn_resume in dlv_qconn_job_done). */
-static enum conn_verdict qconn_record(struct conn *c, const attr_t *a, void *arg,
-                                      const char **why)
+static enum conn_verdict qconn_record(struct conn *c, const attr_t *a, void *arg, const char **why)
 {
     struct dlv_qconn *qc = arg;
     const char *req = attr_get(a, "request");

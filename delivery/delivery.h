@@ -33,21 +33,21 @@ struct dlv_mime;
 struct dlv_state {
     struct server *srv;
     struct dns_ctx *dns;
-    int njobs;            /* jobs in progress */
-    int draining;         /* retiring: serve qmgr until it hangs up */
+    int njobs;                   /* jobs in progress */
+    int draining;                /* retiring: serve qmgr until it hangs up */
     LIST_HEAD(, dlv_sess) cache; /* idle sessions kept for reuse, newest first */
-    SSL_CTX *tls_ctx;     /* client TLS context, NULL if it could not be built */
-    buf_t tls_err;        /* why tls_ctx is NULL */
+    SSL_CTX *tls_ctx;            /* client TLS context, NULL if it could not be built */
+    buf_t tls_err;               /* why tls_ctx is NULL */
 };
 extern struct dlv_state dlv_g;
 
 /* Per-recipient outcome of a job. */
 struct dlv_rres {
-    size_t idx;           /* recipient index in the queue file */
+    size_t idx;               /* recipient index in the queue file */
     enum qrcpt_status status; /* QR_PENDING until known */
     char dsn[16];
     buf_t reason;
-    int accepted;         /* RCPT got 2xx in the current transaction */
+    int accepted; /* RCPT got 2xx in the current transaction */
 };
 
 struct dlv_target {
@@ -57,31 +57,31 @@ struct dlv_target {
 };
 
 struct dlv_job {
-    struct dlv_qconn *qc;     /* NULL once qmgr went away: no reply */
+    struct dlv_qconn *qc; /* NULL once qmgr went away: no reply */
     char id[QID_LEN + 1];
-    char *nexthop;        /* as requested */
-    char *cache_key;      /* "level;nexthop": a verify destination never
+    char *nexthop;   /* as requested */
+    char *cache_key; /* "level;nexthop": a verify destination never
                              reuses a connection made at a weaker level */
     struct tls_policy tls;
-    int plain_retry;      /* may level, TLS handshake failed: next connect
+    int plain_retry; /* may level, TLS handshake failed: next connect
                              (the same host again) without STARTTLS */
-    buf_t tls_info;       /* "TLSv1.3:TLS_AES_256_GCM_SHA384" or "" */
-    buf_t host;           /* domain for MX, or the host */
+    buf_t tls_info;  /* "TLSv1.3:TLS_AES_256_GCM_SHA384" or "" */
+    buf_t host;      /* domain for MX, or the host */
     int port, mx;
     struct qenv env;
     int content_fd;
     struct dlv_rres *res;
     size_t nres;
     double t_arrival, t_start, t_ready, t_end;
-    struct dlv_target *tg;    /* addresses to try, in order */
+    struct dlv_target *tg; /* addresses to try, in order */
     size_t ntg, itg;
     struct dlv_sess *sess;
-    buf_t relay;          /* "host[ip]:port" or "none" */
-    buf_t lasterr;        /* why the last host failed */
+    buf_t relay;   /* "host[ip]:port" or "none" */
+    buf_t lasterr; /* why the last host failed */
     char lastdsn[16];
-    int ever_ready;       /* some server completed the handshake */
+    int ever_ready; /* some server completed the handshake */
     int dest_fail;
-    struct dlv_mime *mime;      /* delivery_mime.c state, NULL until needed */
+    struct dlv_mime *mime; /* delivery_mime.c state, NULL until needed */
 };
 
 /* How a session that never reached a transaction failed. */

@@ -32,7 +32,7 @@ size_t crlf_chunk(struct crlf *st, const char *in, size_t n, char *out)
     if (n == 0)
         return 0;
     if (st->cr && in[0] == '\n')
-        i = run = 1;              /* the LF of a CRLF split by the chunk: sent */
+        i = run = 1; /* the LF of a CRLF split by the chunk: sent */
     st->cr = 0;
     cr_at = find(in, i, n, '\r');
     lf_at = find(in, i, n, '\n');
@@ -45,7 +45,7 @@ size_t crlf_chunk(struct crlf *st, const char *in, size_t n, char *out)
         if (e == n)
             break;
         if (in[e] == '\r' && e + 1 < n && in[e + 1] == '\n') {
-            i = e + 2;            /* CRLF: stays in the copy run */
+            i = e + 2; /* CRLF: stays in the copy run */
             continue;
         }
         /* A bare LF, a bare CR, or a CR that ends the chunk: CRLF. */

@@ -18,8 +18,8 @@
 #include <stddef.h>
 
 struct crlf {
-    int bol;        /* the output so far is empty or ends with CRLF */
-    int cr;         /* the last byte was a CR, already sent as CRLF: an LF
+    int bol; /* the output so far is empty or ends with CRLF */
+    int cr;  /* the last byte was a CR, already sent as CRLF: an LF
                        next is its own, not a new line */
 };
 

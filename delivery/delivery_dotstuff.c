@@ -57,7 +57,7 @@ static size_t line_start(struct dotstuff *st, const char *in, size_t i, size_t n
     size_t j = i;
     while (j < n && in[j] == '\0')
         j++;
-    if (j == n) {                 /* the line is NULs so far: hold them */
+    if (j == n) { /* the line is NULs so far: hold them */
         memcpy(out + *o, in + *run, i - *run);
         *o += i - *run;
         st->nuls += n - i;
@@ -70,7 +70,7 @@ static size_t line_start(struct dotstuff *st, const char *in, size_t i, size_t n
         if (in[j] == '.')
             out[(*o)++] = '.';
         *o += put_nuls(st, out + *o);
-        *run = i;                 /* this line's NULs and dot follow */
+        *run = i; /* this line's NULs and dot follow */
     }
     st->bol = 0;
     return j;
@@ -101,7 +101,7 @@ size_t dotstuff_chunk(struct dotstuff *st, const char *in, size_t n, char *out)
             break;
         st->bol = 1;
         if (in[e] == '\r' && e + 1 < n && in[e + 1] == '\n') {
-            i = e + 2;            /* CRLF: stays in the copy run */
+            i = e + 2; /* CRLF: stays in the copy run */
             continue;
         }
         /* A bare LF, a bare CR, or a CR that ends the chunk: CRLF. */

@@ -23,10 +23,10 @@
 #include <stddef.h>
 
 struct dotstuff {
-    int bol;        /* nothing but held NULs seen of the current line */
-    int cr;         /* the last byte was a CR, already sent as CRLF: an LF
+    int bol;     /* nothing but held NULs seen of the current line */
+    int cr;      /* the last byte was a CR, already sent as CRLF: an LF
                        next is its own, not a new line */
-    size_t nuls;    /* NULs held at the start of the line (see dotstuff.c) */
+    size_t nuls; /* NULs held at the start of the line (see dotstuff.c) */
 };
 
 void dotstuff_init(struct dotstuff *st);

@@ -116,8 +116,8 @@ static void log_rcpt(struct dlv_job *job, const struct dlv_rres *r)
      * "dsn=..., status=" adjacent, and reads the reason up to ")". */
     log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)%s%s", job->id,
              job->env.rcpt[r->idx].addr, buf_str(&job->relay), d.data, r->dsn,
-             qrcpt_status_name(r->status), buf_str(&r->reason),
-             job->tls_info.len ? ", tls=" : "", buf_str(&job->tls_info));
+             qrcpt_status_name(r->status), buf_str(&r->reason), job->tls_info.len ? ", tls=" : "",
+             buf_str(&job->tls_info));
     buf_destroy(&d);
 }
 
@@ -153,7 +153,7 @@ static void job_try_next(struct dlv_job *job)
     /* Every host failed before a transaction. */
     job->dest_fail = !job->ever_ready && job->lastdsn[0] != '5';
     dlv_job_set_pending(job, job->lastdsn[0] ? job->lastdsn : "4.4.1",
-                    job->lasterr.len ? job->lasterr.data : "no usable host address");
+                        job->lasterr.len ? job->lasterr.data : "no usable host address");
     job_finish(job);
 }
 
@@ -273,7 +273,8 @@ static void job_resolve(struct dlv_job *job)
         dns_resolve_host(dlv_g.dns, buf_str(&job->host), job_dns_done, job);
 }
 
-void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const char *dsn, const char *reason)
+void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const char *dsn,
+                         const char *reason)
 {
     struct dlv_sess *s;
     if (kind == SF_FRESH) {

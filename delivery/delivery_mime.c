@@ -159,15 +159,17 @@ static int prepare_7bit(struct dlv_sess *s, struct dlv_mime *d)
         return read_failed(s);
     r = mime7_result(m);
     if ((r & MIME7_HDR8) && !d->utf8)
-        return refuse(s, "5.6.3", "conversion to 7 bit required but not possible: host %s does "
+        return refuse(s, "5.6.3",
+                      "conversion to 7 bit required but not possible: host %s does "
                       "not offer 8BITMIME and the message has 8-bit data in a header",
                       buf_str(&s->hostip));
     if (!(r & MIME7_BODY8))
         return 0; /* 7-bit content: as it is */
     if (r & MIME7_STUCK)
-        return refuse(s, "5.6.3", "conversion to 7 bit required but not possible: host %s does "
-                      "not offer 8BITMIME and the message has %s", buf_str(&s->hostip),
-                      mime7_why(m));
+        return refuse(s, "5.6.3",
+                      "conversion to 7 bit required but not possible: host %s does "
+                      "not offer 8BITMIME and the message has %s",
+                      buf_str(&s->hostip), mime7_why(m));
     if (d->conv_len < 0) {
         long long len = 0;
         mime7_convert_begin(m);

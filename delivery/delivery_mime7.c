@@ -38,11 +38,11 @@
 #include "common/util/alloc.h"
 #include "delivery/delivery_qp.h"
 
-#define LINE_CAP 1000    /* head of a line kept for parsing (998 + CRLF) */
-#define CT_CAP 2048      /* Content-Type text kept for parsing */
-#define CTE_CAP 128      /* Content-Transfer-Encoding text kept */
-#define BOUNDARY_MAX 200 /* RFC 2046 says 70; be lenient, but bounded */
-#define DEPTH_MAX 100
+#define LINE_CAP     1000 /* head of a line kept for parsing (998 + CRLF) */
+#define CT_CAP       2048 /* Content-Type text kept for parsing */
+#define CTE_CAP      128  /* Content-Transfer-Encoding text kept */
+#define BOUNDARY_MAX 200  /* RFC 2046 says 70; be lenient, but bounded */
+#define DEPTH_MAX    100
 
 enum { ACT_KEEP, ACT_QP, ACT_7BIT };
 enum { ENC_7BIT, ENC_8BIT, ENC_BINARY, ENC_QP, ENC_BASE64, ENC_OTHER };
@@ -53,29 +53,29 @@ enum { H_NONE, H_OTHER, H_CT, H_CTE };
 struct frame {
     char boundary[BOUNDARY_MAX + 1];
     size_t blen;
-    int digest;        /* multipart/digest: parts default to message/rfc822 */
-    size_t msg_depth;  /* nested messages outside this multipart */
+    int digest;       /* multipart/digest: parts default to message/rfc822 */
+    size_t msg_depth; /* nested messages outside this multipart */
 };
 
 struct mime7 {
-    int convert;       /* 0 scan, 1 convert */
+    int convert; /* 0 scan, 1 convert */
     buf_t *out;
-    int last;          /* last byte emitted as is (0: none yet) */
+    int last; /* last byte emitted as is (0: none yet) */
     int result;
     const char *why;
     unsigned char *plan; /* ACT_* per entity, two bits each */
     size_t plan_cap;
-    size_t nent;       /* entities seen in this pass */
+    size_t nent; /* entities seen in this pass */
     /* line assembly */
     char line[LINE_CAP];
     size_t llen;
-    int in_long;       /* the line outgrew LINE_CAP: its head was parsed */
+    int in_long; /* the line outgrew LINE_CAP: its head was parsed */
     /* the current entity */
     int st;
     size_t ent;
-    int msg_level;     /* the header block of a message (not of a part) */
+    int msg_level; /* the header block of a message (not of a part) */
     int in_digest;
-    int hdr, drop;     /* the header field being read; drop its bytes */
+    int hdr, drop; /* the header field being read; drop its bytes */
     int saw_ct, saw_cte, saw_mv, cte_done;
     buf_t ct;
     char cte[CTE_CAP];
@@ -89,7 +89,7 @@ struct mime7 {
     size_t nfr, frcap;
     size_t msg_depth;
     int too_deep;
-    struct qp_enc qp;  /* the current leaf's encoder */
+    struct qp_enc qp; /* the current leaf's encoder */
 };
 
 /* ---- small helpers ---- */
@@ -241,7 +241,8 @@ static void ct_boundary(struct mime7 *m, struct lex *x)
         else
             vlen = lex_token(x, val, sizeof(val));
         if (alen == 8 && str_ieq(attr, "boundary")) {
-            while (vlen > 0 && vlen <= BOUNDARY_MAX && (val[vlen - 1] == ' ' || val[vlen - 1] == '\t'))
+            while (vlen > 0 && vlen <= BOUNDARY_MAX &&
+                   (val[vlen - 1] == ' ' || val[vlen - 1] == '\t'))
                 val[--vlen] = '\0';
             if (vlen > 0 && vlen <= BOUNDARY_MAX) {
                 memcpy(m->bnd, val, vlen + 1);
@@ -331,7 +332,7 @@ static void ent_begin(struct mime7 *m, int msg_level, int in_digest)
 static void put_cte(struct mime7 *m)
 {
     emit_field(m, plan_get(m, m->ent) == ACT_QP ? "Content-Transfer-Encoding: quoted-printable\r\n"
-                                           : "Content-Transfer-Encoding: 7bit\r\n");
+                                                : "Content-Transfer-Encoding: 7bit\r\n");
     m->cte_done = 1;
 }
 
@@ -452,7 +453,8 @@ static void leaf_end(struct mime7 *m)
         if (m->kind == K_MESSAGE7)
             stuck(m, "8-bit data in a message/partial or message/external-body part");
         else if (enc_is_transform(m->enc))
-            stuck(m, "8-bit data in a part that claims a quoted-printable, base64 or other encoding");
+            stuck(m,
+                  "8-bit data in a part that claims a quoted-printable, base64 or other encoding");
         else
             act = ACT_QP;
     } else if (m->enc == ENC_8BIT || m->enc == ENC_BINARY) {

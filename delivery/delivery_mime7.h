@@ -28,7 +28,7 @@
 #include "common/util/buf.h"
 
 /* What the scan found (bits of mime7_result). */
-#define MIME7_HDR8 0x1  /* 8-bit bytes in a header (message or MIME part) */
+#define MIME7_HDR8  0x1 /* 8-bit bytes in a header (message or MIME part) */
 #define MIME7_BODY8 0x2 /* 8-bit bytes outside the headers */
 #define MIME7_STUCK 0x4 /* 8-bit content that cannot be converted (why) */
 

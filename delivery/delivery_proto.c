@@ -48,7 +48,8 @@ static int handshake_fail(struct dlv_sess *s, enum dlv_xkind kind, int refused)
     char dsn[16];
     struct dlv_job *job = s->job;
     int permanent = reply_class(s) == 5;
-    enum dlv_sess_fail fkind = (permanent && !conf_bool("smtp_skip_5xx_greeting")) ? SF_BOUNCE : SF_NEXT;
+    enum dlv_sess_fail fkind =
+        (permanent && !conf_bool("smtp_skip_5xx_greeting")) ? SF_BOUNCE : SF_NEXT;
 
     if (refused)
         buf_printf(&r, "host %s refused to talk to me: %s", buf_str(&s->hostip),
@@ -360,11 +361,12 @@ static int on_quit(struct dlv_sess *s, size_t i)
 }
 
 static int (*const handlers[X_COUNT])(struct dlv_sess *, size_t) = {
-    [X_GREET] = on_greet, [X_EHLO] = on_ehlo, [X_HELO] = on_helo,
-    [X_RSET] = on_rset,   [X_MAIL] = on_mail, [X_RCPT] = on_rcpt,
-    [X_DATA] = on_data,   [X_DOT] = on_dot,   [X_QUIT] = on_quit,
-    [X_STARTTLS] = dlv_tls_on_starttls, [X_BDAT] = dlv_bdat_on_chunk,
-    [X_BDAT_LAST] = dlv_bdat_on_last,
+    [X_GREET] = on_greet,         [X_EHLO] = on_ehlo,
+    [X_HELO] = on_helo,           [X_RSET] = on_rset,
+    [X_MAIL] = on_mail,           [X_RCPT] = on_rcpt,
+    [X_DATA] = on_data,           [X_DOT] = on_dot,
+    [X_QUIT] = on_quit,           [X_STARTTLS] = dlv_tls_on_starttls,
+    [X_BDAT] = dlv_bdat_on_chunk, [X_BDAT_LAST] = dlv_bdat_on_last,
 };
 
 /* A reply this command does not allow (or one that came before the
@@ -377,17 +379,19 @@ static int proto_violation(struct dlv_sess *s, enum dlv_xkind kind)
 
     smtp_reply_ok_text(dlv_phase[kind].ok, &ok);
     if (s->premature) {
-        buf_printf(&r, "host %s said: %s (before our %s command was sent); protocol error: "
-                   "the server must wait for the command", buf_str(&s->hostip),
-                   buf_str(&s->rp.reply.text), cmd);
+        buf_printf(&r,
+                   "host %s said: %s (before our %s command was sent); protocol error: "
+                   "the server must wait for the command",
+                   buf_str(&s->hostip), buf_str(&s->rp.reply.text), cmd);
         log_warn("%s: protocol error: host %s sent a reply before our %s command; "
-                 "connection dropped", id, buf_str(&s->relay), cmd);
+                 "connection dropped",
+                 id, buf_str(&s->relay), cmd);
     } else {
         dlv_proto_said(s, kind, &r);
         buf_printf(&r, "; protocol error: expected %s", ok.data);
         log_warn("%s: protocol error: host %s replied %d to %s (expected %s); "
-                 "connection dropped", id, buf_str(&s->relay), s->rp.reply.code, cmd,
-                 ok.data);
+                 "connection dropped",
+                 id, buf_str(&s->relay), s->rp.reply.code, cmd, ok.data);
     }
     if (kind == X_STARTTLS)
         dlv_tls_plain_retry(s);
@@ -504,8 +508,8 @@ static void body_put(struct dlv_sess *s, struct evbuffer *out, const char *p, si
     size_t room = last ? dotstuff_finish_bound(&s->stuff) : dotstuff_bound(&s->stuff, n);
     if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) < 1 || v.iov_len < room)
         log_fatal("cannot buffer message content (out of memory)");
-    v.iov_len = last ? dotstuff_finish(&s->stuff, v.iov_base)
-                     : dotstuff_chunk(&s->stuff, p, n, v.iov_base);
+    v.iov_len =
+        last ? dotstuff_finish(&s->stuff, v.iov_base) : dotstuff_chunk(&s->stuff, p, n, v.iov_base);
     if (evbuffer_commit_space(out, &v, 1) < 0)
         log_panic("smtp: evbuffer_commit_space failed");
 }

@@ -11,9 +11,9 @@
 #include "common/util/buf.h"
 
 struct qp_enc {
-    size_t col;      /* characters on the current output line */
-    int pend_ws;     /* a space or tab waiting for the next byte */
-    int pend_cr;     /* a CR waiting: line break or data? */
+    size_t col;  /* characters on the current output line */
+    int pend_ws; /* a space or tab waiting for the next byte */
+    int pend_cr; /* a CR waiting: line break or data? */
 };
 
 void qp_enc_init(struct qp_enc *q);

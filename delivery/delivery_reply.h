@@ -13,21 +13,21 @@
 #include <stddef.h>
 #include "common/util/buf.h"
 
-#define SMTP_REPLY_LINE_MAX 2048
+#define SMTP_REPLY_LINE_MAX  2048
 #define SMTP_REPLY_LINES_MAX 100
 
 struct smtp_reply {
-    int code;        /* 3-digit reply code */
-    char enh[16];    /* enhanced status code "5.1.1" from the first line, or "" */
-    buf_t text;      /* all lines, CR/LF removed, joined with one space:
+    int code;     /* 3-digit reply code */
+    char enh[16]; /* enhanced status code "5.1.1" from the first line, or "" */
+    buf_t text;   /* all lines, CR/LF removed, joined with one space:
                         "250-first 250 2.0.0 last" (Postfix log style) */
-    buf_t lines;     /* the lines after the code and separator, joined with
+    buf_t lines;  /* the lines after the code and separator, joined with
                         '\n' (for EHLO keyword parsing) */
     int nlines;
 };
 
 struct smtp_rparser {
-    buf_t line;      /* current partial line */
+    buf_t line; /* current partial line */
     struct smtp_reply reply;
     int in_reply;    /* continuation lines seen, final line pending */
     const char *err; /* static reason after SMTP_RP_ERROR */
@@ -35,10 +35,10 @@ struct smtp_rparser {
 
 /* What smtp_rparser_feed found. */
 enum smtp_rparser_result {
-    SMTP_RP_MORE,    /* all bytes consumed, more are needed */
-    SMTP_RP_REPLY,   /* a complete reply is in p->reply (*used bytes consumed;
+    SMTP_RP_MORE,  /* all bytes consumed, more are needed */
+    SMTP_RP_REPLY, /* a complete reply is in p->reply (*used bytes consumed;
                         feed the rest again after handling it) */
-    SMTP_RP_ERROR,   /* protocol error: p->err says why; the parser must not
+    SMTP_RP_ERROR, /* protocol error: p->err says why; the parser must not
                         be used any more */
 };
 

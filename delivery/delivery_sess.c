@@ -20,7 +20,9 @@
 #include "common/mail/server.h"
 
 const struct dlv_phase dlv_phase[X_COUNT] = {
-    [X_GREET] = { "smtp_helo_timeout", "receiving the initial server greeting", "CONNECT",
+    [X_GREET] = { "smtp_helo_timeout",
+                  "receiving the initial server greeting",
+                  "CONNECT",
                   { 220 } },
     [X_EHLO] = { "smtp_helo_timeout", "performing the EHLO handshake", "EHLO", { 250 } },
     [X_HELO] = { "smtp_helo_timeout", "performing the HELO handshake", "HELO", { 250 } },
@@ -29,13 +31,15 @@ const struct dlv_phase dlv_phase[X_COUNT] = {
     [X_RCPT] = { "smtp_rcpt_timeout", "sending RCPT TO", "RCPT TO", { 250, 251 } },
     [X_DATA] = { "smtp_data_init_timeout", "sending DATA command", "DATA", { 354 } },
     [X_DOT] = { "smtp_data_done_timeout",
-                "sending end of data -- message may be sent more than once", "end of DATA",
+                "sending end of data -- message may be sent more than once",
+                "end of DATA",
                 { 250 } },
     [X_QUIT] = { "smtp_quit_timeout", "sending QUIT", "QUIT", { 0 } },
     [X_STARTTLS] = { "smtp_starttls_timeout", "sending STARTTLS", "STARTTLS", { 220 } },
     [X_BDAT] = { "smtp_data_xfer_timeout", "sending message body", "BDAT", { 250 } },
     [X_BDAT_LAST] = { "smtp_data_done_timeout",
-                      "sending end of data -- message may be sent more than once", "BDAT LAST",
+                      "sending end of data -- message may be sent more than once",
+                      "BDAT LAST",
                       { 250 } },
 };
 
@@ -153,12 +157,14 @@ static void sess_lost(struct dlv_sess *s, const char *what)
     if (s->state == SS_CONNECT) {
         int err = s->pending_errno ? s->pending_errno : EVUTIL_SOCKET_ERROR();
         buf_printf(&r, "connect to %s: %s", buf_str(&s->relay),
-                   strcmp(what, "timeout") == 0 ? "Connection timed out" : strerror(err ? err : ECONNREFUSED));
+                   strcmp(what, "timeout") == 0 ? "Connection timed out"
+                                                : strerror(err ? err : ECONNREFUSED));
         dlv_sess_abort(s, "4.4.1", r.data);
     } else if (s->state == SS_IDLE || s->state == SS_QUIT) {
         dlv_sess_free(s);
     } else {
-        buf_printf(&r, "%s with %s %s %s", strcmp(what, "timeout") == 0 ? "conversation" : "lost connection",
+        buf_printf(&r, "%s with %s %s %s",
+                   strcmp(what, "timeout") == 0 ? "conversation" : "lost connection",
                    buf_str(&s->hostip), strcmp(what, "timeout") == 0 ? "timed out while" : "while",
                    sess_doing(s));
         dlv_sess_abort(s, "4.4.2", r.data);
@@ -328,12 +334,12 @@ struct dlv_sess *dlv_cache_take(const char *key)
 {
     struct dlv_sess *s;
     LIST_FOREACH(s, &dlv_g.cache, cache_link)
-        if (strcmp(s->key, key) == 0) {
-            LIST_REMOVE(s, cache_link);
-            s->cached = 0;
-            evtimer_del(s->timer);
-            return s;
-        }
+    if (strcmp(s->key, key) == 0) {
+        LIST_REMOVE(s, cache_link);
+        s->cached = 0;
+        evtimer_del(s->timer);
+        return s;
+    }
     return NULL;
 }
 

@@ -9,21 +9,34 @@
 #include "delivery/delivery.h"
 
 /* What a reply we wait for answers; indexes dlv_phase[]. */
-enum dlv_xkind { X_GREET, X_EHLO, X_HELO, X_RSET, X_MAIL, X_RCPT, X_DATA, X_DOT, X_QUIT, X_STARTTLS,
-             X_BDAT, X_BDAT_LAST, X_COUNT };
+enum dlv_xkind {
+    X_GREET,
+    X_EHLO,
+    X_HELO,
+    X_RSET,
+    X_MAIL,
+    X_RCPT,
+    X_DATA,
+    X_DOT,
+    X_QUIT,
+    X_STARTTLS,
+    X_BDAT,
+    X_BDAT_LAST,
+    X_COUNT
+};
 
 struct dlv_xwait {
     enum dlv_xkind kind;
-    size_t i;             /* recipient position for X_RCPT; for X_BDAT and
+    size_t i; /* recipient position for X_RCPT; for X_BDAT and
                              X_BDAT_LAST where the chunk ends in the octets
                              of chunks queued (struct dlv_bdat.queued) */
 };
 
 struct dlv_phase {
     const char *timeout_param;
-    const char *doing;    /* "while <doing>" in error texts */
-    const char *command;  /* "(in reply to <command> command)" */
-    short ok[3];          /* the only replies that mean success, 0-ended
+    const char *doing;   /* "while <doing>" in error texts */
+    const char *command; /* "(in reply to <command> command)" */
+    short ok[3];         /* the only replies that mean success, 0-ended
                              (RFC 5321 4.3.2, 3207); empty: any (QUIT) */
 };
 extern const struct dlv_phase dlv_phase[X_COUNT];
@@ -31,28 +44,28 @@ extern const struct dlv_phase dlv_phase[X_COUNT];
 enum dlv_sstate { SS_CONNECT, SS_CMD, SS_BODY, SS_IDLE, SS_QUIT, SS_TLS /* handshake */ };
 
 #define FEAT_PIPELINING 0x1
-#define FEAT_SIZE 0x2
-#define FEAT_8BITMIME 0x4
-#define FEAT_DSN 0x8
-#define FEAT_STARTTLS 0x10
-#define FEAT_ENHANCED 0x20
-#define FEAT_SMTPUTF8 0x40
-#define FEAT_CHUNKING 0x80
+#define FEAT_SIZE       0x2
+#define FEAT_8BITMIME   0x4
+#define FEAT_DSN        0x8
+#define FEAT_STARTTLS   0x10
+#define FEAT_ENHANCED   0x20
+#define FEAT_SMTPUTF8   0x40
+#define FEAT_CHUNKING   0x80
 #define FEAT_BINARYMIME 0x100
 
 /* Content is read from the queue file BODY_CHUNK bytes at a time; at most
  * about BODY_HIGH bytes of it wait in a connection's output buffer. */
 #define BODY_CHUNK 65536
-#define BODY_HIGH (4 * BODY_CHUNK)
+#define BODY_HIGH  (4 * BODY_CHUNK)
 
 /* Content as BDAT chunks (RFC 3030), delivery_bdat.c. */
 struct dlv_bdat {
-    int on;               /* this transaction sends BDAT, not DATA */
-    int go;               /* chunks after the first may go: the envelope was
+    int on;        /* this transaction sends BDAT, not DATA */
+    int go;        /* chunks after the first may go: the envelope was
                              answered and a recipient accepted */
-    int stop;             /* no more chunks (the transaction failed) */
-    int failed;           /* a chunk was refused: its reply gave the results */
-    int last_sent;        /* BDAT ... LAST is queued */
+    int stop;      /* no more chunks (the transaction failed) */
+    int failed;    /* a chunk was refused: its reply gave the results */
+    int last_sent; /* BDAT ... LAST is queued */
     size_t nchunks;
     size_t queued;        /* octets of chunks, with their BDAT lines, queued */
     struct crlf enc;      /* the content encoder's state */
@@ -62,33 +75,33 @@ struct dlv_bdat {
 struct dlv_sess {
     struct bufferevent *bev;
     struct event *timer;
-    char *key;            /* nexthop, for the connection cache */
+    char *key; /* nexthop, for the connection cache */
     char *host;
-    buf_t relay;          /* host[ip]:port */
-    buf_t hostip;         /* host[ip] */
+    buf_t relay;  /* host[ip]:port */
+    buf_t hostip; /* host[ip] */
     enum dlv_sstate state;
-    int connected;        /* TCP connection established */
-    int reused;           /* taken from the cache for this job */
-    int pending_errno;    /* connect failed synchronously */
+    int connected;     /* TCP connection established */
+    int reused;        /* taken from the cache for this job */
+    int pending_errno; /* connect failed synchronously */
     struct smtp_rparser rp;
     int feat;
     long long size_limit;
     struct dlv_job *job;
-    struct dlv_xwait *xq;     /* replies expected, in order (RFC 2920) */
+    struct dlv_xwait *xq; /* replies expected, in order (RFC 2920) */
     size_t xhead, xn, xcap;
-    int in_tx;            /* MAIL was sent */
+    int in_tx; /* MAIL was sent */
     int mail_failed, ignore_dot;
-    int premature;        /* the server spoke before our last command */
+    int premature; /* the server spoke before our last command */
     size_t naccepted, next_rcpt;
     long long body_left, body_off;
     struct dotstuff stuff; /* the content encoder's state */
     struct dlv_bdat bd;
-    int nmsgs;            /* transactions completed on this connection */
+    int nmsgs;             /* transactions completed on this connection */
     tls_level_t tls_level; /* of the job that opened it */
-    int no_tls;           /* plaintext retry after a failed may-level handshake */
-    SSL *ssl;             /* owned by bev once the handshake started */
-    buf_t tls_info;       /* "TLSv1.3:cipher" once TLS is up, else "" */
-    int cached;           /* in dlv_g.cache */
+    int no_tls;            /* plaintext retry after a failed may-level handshake */
+    SSL *ssl;              /* owned by bev once the handshake started */
+    buf_t tls_info;        /* "TLSv1.3:cipher" once TLS is up, else "" */
+    int cached;            /* in dlv_g.cache */
     LIST_ENTRY(dlv_sess) cache_link;
 };
 

@@ -99,8 +99,8 @@ static int starttls_wrap(struct dlv_sess *s)
     int fd = fcntl(bufferevent_getfd(s->bev), F_DUPFD_CLOEXEC, 0);
 
     if (junk > 0) {
-        log_warn("%s: discarding %zu byte(s) that %s sent after its reply to STARTTLS",
-                 s->job->id, junk, buf_str(&s->relay));
+        log_warn("%s: discarding %zu byte(s) that %s sent after its reply to STARTTLS", s->job->id,
+                 junk, buf_str(&s->relay));
         evbuffer_drain(in, junk);
     }
     if (fd < 0) {

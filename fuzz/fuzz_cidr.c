@@ -183,7 +183,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = cidr_list_validate(param, &err);
     if ((rc < 0) != (bad > 0))
         abort();
-    if (rc < 0 && (strstr(buf_str(&err), first_bad) == NULL || strstr(buf_str(&err), param) == NULL))
+    if (rc < 0 &&
+        (strstr(buf_str(&err), first_bad) == NULL || strstr(buf_str(&err), param) == NULL))
         abort();
     buf_destroy(&err);
     strv_free(v);

@@ -37,8 +37,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
  * lookup in the alphabet, not as the decoder's ranges. */
 static int value_of(unsigned char c)
 {
-    static const char alpha[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const char *p = c ? memchr(alpha, c, sizeof(alpha) - 1) : NULL;
     return p ? (int)(p - alpha) : -1;
 }

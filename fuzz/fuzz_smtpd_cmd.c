@@ -18,7 +18,7 @@
 #include "smtpd/smtpd_cmdparse.h"
 #include "common/util/utf8.h"
 
-#define LINE_LIMIT 2048    /* smtpd_command_line_limit default */
+#define LINE_LIMIT 2048 /* smtpd_command_line_limit default */
 #define SIZE_LIMIT 10240000
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -149,8 +149,7 @@ static void command(int *have_mail, char *line, size_t len)
     char *verb = NULL, *arg = NULL;
     nreplies = 0;
     int idx = smtp_cmd_split(line, len, LINE_LIMIT, &verb, &arg, &err);
-    if (idx < -2 || idx >= SMTP_VERB_COUNT ||
-        (idx >= 0 && !str_ieq(verb, smtp_cmd_verb_name(idx))))
+    if (idx < -2 || idx >= SMTP_VERB_COUNT || (idx >= 0 && !str_ieq(verb, smtp_cmd_verb_name(idx))))
         abort();
     if (idx == -2) {
         say_err(&err);

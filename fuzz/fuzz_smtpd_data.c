@@ -98,8 +98,7 @@ static void same(const struct outcome *a, const struct outcome *b)
         (a->content.len && memcmp(a->content.data, b->content.data, a->content.len)) ||
         a->hops != b->hops || a->nul != b->nul || a->bare != b->bare || a->size != b->size ||
         a->hdr_size != b->hdr_size || a->verdict != b->verdict ||
-        !a->message_id != !b->message_id ||
-        (a->message_id && strcmp(a->message_id, b->message_id)))
+        !a->message_id != !b->message_id || (a->message_id && strcmp(a->message_id, b->message_id)))
         abort();
 }
 
@@ -143,10 +142,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t seed = data[1];
     const uint8_t *p = data + 2;
     size_t n = size - 2;
-    struct dataparse_config cf = { .dot = !(flags & 1), .line_limit = 2048,
-                                   .size_limit = 0, .hdr_limit = 102400, .hop_limit = 50 };
-    static const enum dataparse_bare modes[4] = { DP_BARE_NORMALIZE, DP_BARE_REJECT,
-                                                  DP_BARE_KEEP, DP_BARE_NORMALIZE };
+    struct dataparse_config cf = { .dot = !(flags & 1),
+                                   .line_limit = 2048,
+                                   .size_limit = 0,
+                                   .hdr_limit = 102400,
+                                   .hop_limit = 50 };
+    static const enum dataparse_bare modes[4] = { DP_BARE_NORMALIZE, DP_BARE_REJECT, DP_BARE_KEEP,
+                                                  DP_BARE_NORMALIZE };
     cf.bare = modes[(flags >> 1) & 3];
     if (flags & 8)
         cf.line_limit = 1 + (flags >> 4); /* 1..16: splits everywhere */

@@ -182,11 +182,12 @@ static void wait_ready(int rfd, pid_t child)
         if (got.len >= 6 && strcmp(got.data + got.len - 6, "ready\n") == 0)
             exit(0);
     }
-    waitpid(child, NULL, 0);    /* it is exiting: do not leave a zombie */
+    waitpid(child, NULL, 0); /* it is exiting: do not leave a zombie */
     if (got.len)
         fputs(got.data, stderr);
     else
-        fprintf(stderr, "postino/master: fatal: master (pid %ld) exited during start-up; see the log\n",
+        fprintf(stderr,
+                "postino/master: fatal: master (pid %ld) exited during start-up; see the log\n",
                 (long)child);
     exit(1);
 }
@@ -258,7 +259,7 @@ static void on_stop(int sig)
 /* What a daemon applies once, before it drops privileges: a daemon that
  * reloads in place can keep running only while these stay the same. */
 static const char *const startup_params[] = { "mail_owner", "maillog_file", "syslog_name",
-                                               "syslog_facility" };
+                                              "syslog_facility" };
 #define NSTARTUP (sizeof(startup_params) / sizeof(startup_params[0]))
 
 static void startup_save(char *saved[NSTARTUP])
@@ -291,7 +292,8 @@ static void on_reload(int sig)
     buf_t err = BUF_INIT;
     char *saved[NSTARTUP];
     startup_save(saved);
-    if (conf_load(master_state.config_dir, &err) < 0 || conf_master_load(master_state.config_dir, &ents, &n, &err) < 0) {
+    if (conf_load(master_state.config_dir, &err) < 0 ||
+        conf_master_load(master_state.config_dir, &ents, &n, &err) < 0) {
         log_error("reload: %s; keeping the old configuration", buf_str(&err));
         buf_destroy(&err);
         startup_same(saved);
@@ -305,7 +307,8 @@ static void on_reload(int sig)
     conf_master_free(ents, n);
     master_reload_children();
     struct master_service *svc;
-    TAILQ_FOREACH(svc, &master_state.services, link) {
+    TAILQ_FOREACH(svc, &master_state.services, link)
+    {
         if (svc->timer)
             event_del(svc->timer);
         svc->waiting = 0;
@@ -362,7 +365,8 @@ int main(int argc, char **argv)
     master_services_create(ents, nents, 1);
     conf_master_free(ents, nents);
     master_fill_all();
-    log_info("daemon started -- version %s, configuration %s", MASTER_VERSION, master_state.config_dir);
+    log_info("daemon started -- version %s, configuration %s", MASTER_VERSION,
+             master_state.config_dir);
     report_ready();
     event_base_dispatch(master_state.base);
     /* Stopped: every child has been reaped. */

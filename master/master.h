@@ -16,30 +16,30 @@
 #define MASTER_VERSION "0.1"
 /* maxproc per service is capped so a default_process_limit of 100 does not
  * fork a hundred event-driven daemons that each serve many clients. */
-#define MASTER_PROC_CAP 10
-#define MASTER_BACKOFF_MAX 60   /* seconds */
-#define MASTER_QUICK_DEATH 10   /* a child dying sooner than this backs off */
-#define MASTER_STOP_GRACE 10    /* seconds between SIGTERM and SIGKILL on stop */
+#define MASTER_PROC_CAP       10
+#define MASTER_BACKOFF_MAX    60 /* seconds */
+#define MASTER_QUICK_DEATH    10 /* a child dying sooner than this backs off */
+#define MASTER_STOP_GRACE     10 /* seconds between SIGTERM and SIGKILL on stop */
 #define MASTER_LISTEN_BACKLOG 1024
-#define MASTER_BIND_WAIT 8      /* seconds a start waits for a port in use */
+#define MASTER_BIND_WAIT      8 /* seconds a start waits for a port in use */
 
 struct event;
 struct event_base;
 
 struct master_service {
-    TAILQ_ENTRY(master_service) link;   /* master.cf order */
-    struct master_ent ent;   /* deep copy, owned */
-    char *path;              /* <daemon_directory>/<command> */
-    char *sock_path;         /* unix: absolute socket path; NULL for inet */
-    int fd;                  /* listening socket, -1 once closed */
-    int target;              /* processes to keep running */
-    int nlive;               /* children of the current configuration */
-    int nretired;            /* children told to exit by a reload */
-    int delay;               /* current back-off in seconds (0: none) */
-    int waiting;             /* back-off timer armed */
-    int removed;             /* dropped from master.cf by a reload */
-    int in_place;            /* this reload: children stay and re-read main.cf */
-    int reloaded;            /* children still to start in place of retired ones */
+    TAILQ_ENTRY(master_service) link; /* master.cf order */
+    struct master_ent ent;            /* deep copy, owned */
+    char *path;                       /* <daemon_directory>/<command> */
+    char *sock_path;                  /* unix: absolute socket path; NULL for inet */
+    int fd;                           /* listening socket, -1 once closed */
+    int target;                       /* processes to keep running */
+    int nlive;                        /* children of the current configuration */
+    int nretired;                     /* children told to exit by a reload */
+    int delay;                        /* current back-off in seconds (0: none) */
+    int waiting;                      /* back-off timer armed */
+    int removed;                      /* dropped from master.cf by a reload */
+    int in_place;                     /* this reload: children stay and re-read main.cf */
+    int reloaded;                     /* children still to start in place of retired ones */
     struct event *timer;
 };
 
@@ -47,24 +47,24 @@ struct master_child {
     LIST_ENTRY(master_child) link;
     pid_t pid;
     struct master_service *svc;
-    struct timespec start;   /* CLOCK_MONOTONIC */
+    struct timespec start; /* CLOCK_MONOTONIC */
     int retired;
 };
 
 struct master {
-    char *config_dir;        /* absolute */
-    char *queue_dir;         /* absolute, fixed for the life of the master */
+    char *config_dir; /* absolute */
+    char *queue_dir;  /* absolute, fixed for the life of the master */
     char *daemon_dir;
     int verbose;
     int daemonize;
-    int as_root;             /* started by root: chown spool, -u works */
-    uid_t owner_uid;         /* mail_owner (or the current user) */
+    int as_root;     /* started by root: chown spool, -u works */
+    uid_t owner_uid; /* mail_owner (or the current user) */
     gid_t owner_gid;
     int pid_fd;
     char *pid_path;
-    int report_fd;           /* -d: pipe to the waiting parent, else -1 */
-    int log_is_stderr;       /* fatal errors are already on stderr */
-    int log_fd;              /* maillog_file descriptor, -1 for syslog/stderr */
+    int report_fd;     /* -d: pipe to the waiting parent, else -1 */
+    int log_is_stderr; /* fatal errors are already on stderr */
+    int log_fd;        /* maillog_file descriptor, -1 for syslog/stderr */
     int stopping;
     struct event_base *base;
     struct event *kill_timer;

@@ -83,7 +83,7 @@ static void child_exec(const struct master_service *svc)
     /* Only effective while the child keeps our credentials, but it makes
      * non-root children follow a master killed with -9. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    closelog();     /* its socket could sit on fd 3 */
+    closelog(); /* its socket could sit on fd 3 */
     /* A detached master has /dev/null as stderr: let a child's errors from
      * before it opens the log (bad main.cf after an edit) reach the log. */
     if (master_state.daemonize && master_state.log_fd >= 0)
@@ -168,7 +168,7 @@ void master_fill_all(void)
 {
     struct master_service *svc;
     TAILQ_FOREACH(svc, &master_state.services, link)
-        master_fill(svc);
+    master_fill(svc);
 }
 
 static void log_status(const struct master_child *c, int status)
@@ -224,10 +224,10 @@ void master_reap(void)
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         struct master_child *c;
         LIST_FOREACH(c, &master_state.children, link)
-            if (c->pid == pid)
-                break;
+        if (c->pid == pid)
+            break;
         if (c == NULL)
-            continue;   /* not ours (cannot happen: master forks only children) */
+            continue; /* not ours (cannot happen: master forks only children) */
         LIST_REMOVE(c, link);
         child_gone(c, status);
     }
@@ -238,14 +238,15 @@ void master_signal_children(int sig)
 {
     struct master_child *c;
     LIST_FOREACH(c, &master_state.children, link)
-        if (kill(c->pid, sig) < 0 && errno != ESRCH)
-            log_warn("kill %ld: %s", (long)c->pid, strerror(errno));
+    if (kill(c->pid, sig) < 0 && errno != ESRCH)
+        log_warn("kill %ld: %s", (long)c->pid, strerror(errno));
 }
 
 void master_reload_children(void)
 {
     struct master_child *c;
-    LIST_FOREACH(c, &master_state.children, link) {
+    LIST_FOREACH(c, &master_state.children, link)
+    {
         if (c->retired)
             continue;
         int sig = SIGHUP;
@@ -266,6 +267,6 @@ int master_child_count(void)
     int n = 0;
     struct master_child *c;
     LIST_FOREACH(c, &master_state.children, link)
-        n++;
+    n++;
     return n;
 }

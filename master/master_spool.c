@@ -25,13 +25,10 @@
 static const struct spool_dir {
     const char *name;
     mode_t mode;
-    int owned;      /* 1: mail_owner owns it (when root) */
+    int owned; /* 1: mail_owner owns it (when root) */
 } spool_dirs[] = {
-    { "queue", 0700, 1 },
-    { "private", 0700, 1 },
-    { "public", 0710, 1 },
-    { "index", 0700, 1 },
-    { "pid", 0755, 0 },
+    { "queue", 0700, 1 }, { "private", 0700, 1 }, { "public", 0710, 1 },
+    { "index", 0700, 1 }, { "pid", 0755, 0 },
 };
 
 void master_lookup_owner(void)
@@ -100,7 +97,8 @@ static void make_hash_dirs(const char *queue)
         if (mkdir(p.data, 0700) == 0) {
             /* lchown: queue/ belongs to the mail user, who could swap the
              * new directory for a symlink before root gets to it. */
-            if (master_state.as_root && lchown(p.data, master_state.owner_uid, master_state.owner_gid) < 0)
+            if (master_state.as_root &&
+                lchown(p.data, master_state.owner_uid, master_state.owner_gid) < 0)
                 master_fatal("chown %s: %s", p.data, strerror(errno));
         } else if (errno != EEXIST) {
             master_fatal("create directory %s: %s", p.data, strerror(errno));

@@ -77,9 +77,8 @@ static int same_argv(char *const *a, char *const *b)
 static int can_stay(const struct master_ent *old, const struct master_ent *new)
 {
     if (old->argv == NULL || new->argv == NULL || new->argv[0] == NULL ||
-        old->unpriv != new->unpriv || old->chroot || new->chroot ||
-        old->wakeup != new->wakeup || old->maxproc != new->maxproc ||
-        !same_argv(old->argv, new->argv))
+        old->unpriv != new->unpriv || old->chroot || new->chroot || old->wakeup != new->wakeup ||
+        old->maxproc != new->maxproc || !same_argv(old->argv, new->argv))
         return 0;
     for (size_t k = 0; k < sizeof(reload_in_place) / sizeof(reload_in_place[0]); k++)
         if (strcmp(new->argv[0], reload_in_place[k]) == 0)
@@ -130,7 +129,8 @@ static int svc_listen(struct master_service *svc, const struct master_ent *e, bu
     if (!is_unix(e))
         return listen_inet(e, err, wait);
     buf_t p = BUF_INIT;
-    buf_printf(&p, "%s/%s/%s", master_state.queue_dir, e->private_ ? "private" : "public", e->service);
+    buf_printf(&p, "%s/%s/%s", master_state.queue_dir, e->private_ ? "private" : "public",
+               e->service);
     svc->sock_path = buf_detach(&p);
     int fd = ipc_listen_unix(svc->sock_path, e->private_ ? 0600 : 0666, MASTER_LISTEN_BACKLOG);
     if (fd < 0) {
@@ -138,7 +138,8 @@ static int svc_listen(struct master_service *svc, const struct master_ent *e, bu
         return -1;
     }
     /* lchown: never follow a symlink the mail user may have put there. */
-    if (master_state.as_root && lchown(svc->sock_path, master_state.owner_uid, master_state.owner_gid) < 0) {
+    if (master_state.as_root &&
+        lchown(svc->sock_path, master_state.owner_uid, master_state.owner_gid) < 0) {
         buf_printf(err, "chown %s: %s", svc->sock_path, strerror(errno));
         close(fd);
         return -1;
@@ -182,8 +183,9 @@ int master_services_create(const struct master_ent *ents, size_t n, int fatal_er
             if (fatal_errors)
                 master_fatal("%s/master.cf, line %d: service %s/%s: %s", master_state.config_dir,
                              ents[i].line, ents[i].service, ents[i].type, buf_str(&err));
-            log_error("%s/master.cf, line %d: service %s/%s: %s (service skipped)", master_state.config_dir,
-                      ents[i].line, ents[i].service, ents[i].type, buf_str(&err));
+            log_error("%s/master.cf, line %d: service %s/%s: %s (service skipped)",
+                      master_state.config_dir, ents[i].line, ents[i].service, ents[i].type,
+                      buf_str(&err));
             continue;
         }
         TAILQ_INSERT_TAIL(&master_state.services, svc, link);
@@ -198,8 +200,8 @@ static struct master_service *svc_find(const struct master_ent *e)
 {
     struct master_service *svc;
     TAILQ_FOREACH(svc, &master_state.services, link)
-        if (!svc->removed && same_key(&svc->ent, e))
-            return svc;
+    if (!svc->removed && same_key(&svc->ent, e))
+        return svc;
     return NULL;
 }
 
@@ -221,7 +223,8 @@ void master_services_reload(const struct master_ent *ents, size_t n, int startup
 {
     int *keep = xcalloc(n ? n : 1, sizeof(int));
     struct master_service *svc;
-    TAILQ_FOREACH(svc, &master_state.services, link) {
+    TAILQ_FOREACH(svc, &master_state.services, link)
+    {
         if (svc->removed)
             continue;
         int found = 0;
@@ -245,7 +248,8 @@ void master_services_reload(const struct master_ent *ents, size_t n, int startup
 void master_services_close(void)
 {
     struct master_service *svc;
-    TAILQ_FOREACH(svc, &master_state.services, link) {
+    TAILQ_FOREACH(svc, &master_state.services, link)
+    {
         if (svc->timer)
             event_del(svc->timer);
         svc->waiting = 0;

@@ -22,13 +22,13 @@
 
 /* Recipient state within the current round. */
 enum qmgr_rr {
-    RR_NONE = 0,   /* not part of this round (final before it started) */
-    RR_WAIT,       /* in a queued or in-flight job */
+    RR_NONE = 0, /* not part of this round (final before it started) */
+    RR_WAIT,     /* in a queued or in-flight job */
     RR_SENT,
     RR_BOUNCED,
     RR_DEFERRED,
-    RR_CRASH,      /* agent died mid-job: pending, retry soon */
-    RR_CANCEL,     /* job cancelled (hold/delete): pending, no outcome */
+    RR_CRASH,  /* agent died mid-job: pending, retry soon */
+    RR_CANCEL, /* job cancelled (hold/delete): pending, no outcome */
 };
 
 /* Notification kinds (request= names in qmgr_bounce.c). */
@@ -49,18 +49,18 @@ struct qmgr_dest;
 struct qmgr_msg {
     char id[QID_LEN + 1];
     struct qenv env;
-    unsigned char *rr;       /* enum qmgr_rr per recipient */
-    size_t waiting;          /* recipients in RR_WAIT */
-    int attempts;            /* previous deferrals (from the index) */
-    double active_since;     /* when qmgr took it (for delays=) */
-    int jobs;                /* jobs queued or in flight */
-    int notify_pending;      /* bounce requests outstanding */
+    unsigned char *rr;   /* enum qmgr_rr per recipient */
+    size_t waiting;      /* recipients in RR_WAIT */
+    int attempts;        /* previous deferrals (from the index) */
+    double active_since; /* when qmgr took it (for delays=) */
+    int jobs;            /* jobs queued or in flight */
+    int notify_pending;  /* bounce requests outstanding */
     int notify_failed;
     int deleted, held;
-    int guard;               /* > 0: being scheduled, do not finish yet */
-    int finishing;           /* round over, notifications under way */
-    char *reason;            /* last deferral reason */
-    struct hlink hlink;      /* in the table of messages in memory, by id */
+    int guard;          /* > 0: being scheduled, do not finish yet */
+    int finishing;      /* round over, notifications under way */
+    char *reason;       /* last deferral reason */
+    struct hlink hlink; /* in the table of messages in memory, by id */
 };
 
 struct qmgr_job {
@@ -68,36 +68,37 @@ struct qmgr_job {
     struct qmgr_dest *dest;
     size_t *rcpt;
     size_t n;
-    unsigned long long seq;  /* arrival order, for FIFO dispatch */
-    TAILQ_ENTRY(qmgr_job) link; /* in its destination's FIFO, or the
+    unsigned long long seq; /* arrival order, for FIFO dispatch */
+    TAILQ_ENTRY(qmgr_job)
+    link; /* in its destination's FIFO, or the
                                    message's jobs while it is scheduled */
 };
 
 TAILQ_HEAD(qmgr_jobq, qmgr_job);
 
 struct qmgr_dest {
-    char *key;               /* "transport\nnexthop" */
+    char *key; /* "transport\nnexthop" */
     char *transport, *nexthop;
-    struct qmgr_jobq jobs;   /* FIFO of queued jobs */
+    struct qmgr_jobq jobs; /* FIFO of queued jobs */
     size_t queued;
     int inflight;
     long long suspended_until;
     char *suspend_reason;
-    double retry_at;         /* agent unreachable: do not dispatch before */
-    double unreach_since;    /* agent unreachable since (0: reachable) */
-    struct qmgr_job *building;   /* open job of the message being scheduled */
-    struct hlink hlink;      /* in the table of destinations, by key */
-    int busy;                /* in the list of destinations with queued jobs */
+    double retry_at;           /* agent unreachable: do not dispatch before */
+    double unreach_since;      /* agent unreachable since (0: reachable) */
+    struct qmgr_job *building; /* open job of the message being scheduled */
+    struct hlink hlink;        /* in the table of destinations, by key */
+    int busy;                  /* in the list of destinations with queued jobs */
     LIST_ENTRY(qmgr_dest) blink;
-    size_t hpos;             /* position in the ready heap + 1; 0 = not in it */
-    int timed;               /* in the list of those waiting for a time */
+    size_t hpos; /* position in the ready heap + 1; 0 = not in it */
+    int timed;   /* in the list of those waiting for a time */
     LIST_ENTRY(qmgr_dest) tlink;
 };
 
 struct qmgr_stats {
-    size_t active;           /* messages in memory */
-    size_t inflight;         /* jobs at delivery agents */
-    size_t rcpts;            /* recipients of the messages in memory */
+    size_t active;   /* messages in memory */
+    size_t inflight; /* jobs at delivery agents */
+    size_t rcpts;    /* recipients of the messages in memory */
 };
 
 struct qmgr {
@@ -105,13 +106,13 @@ struct qmgr {
     const char *spool;
     struct qindex *qi;
     struct qmgr_stats st;
-    long long active_limit;  /* qmgr_message_active_limit */
-    long long rcpt_limit;    /* qmgr_message_recipient_limit */
+    long long active_limit; /* qmgr_message_active_limit */
+    long long rcpt_limit;   /* qmgr_message_recipient_limit */
     int stopping;
-    uid_t owner_uid;         /* mail_owner (qmgr_perm_init) */
-    gid_t owner_gid;         /* its primary group: members may manage the queue */
-    int owner_known;         /* mail_owner exists */
-    int lock_fd;             /* index/lock, held for qmgr's life */
+    uid_t owner_uid; /* mail_owner (qmgr_perm_init) */
+    gid_t owner_gid; /* its primary group: members may manage the queue */
+    int owner_known; /* mail_owner exists */
+    int lock_fd;     /* index/lock, held for qmgr's life */
 };
 
 extern struct qmgr qmgr_g;
@@ -142,8 +143,8 @@ void qmgr_msg_foreach(void (*fn)(struct qmgr_msg *m, void *arg), void *arg);
 /* qmgr_finish.c */
 /* Called whenever a recipient/job/notification completes. */
 void qmgr_finish_check(struct qmgr_msg *m);
-void qmgr_finish_notify_done(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx,
-                             size_t n, int ok);
+void qmgr_finish_notify_done(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx, size_t n,
+                             int ok);
 
 /* qmgr_route.c */
 void qmgr_route_init(void);

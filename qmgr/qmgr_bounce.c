@@ -27,12 +27,14 @@ struct breq {
 };
 
 static const char *const kind_request[] = {
-    [QK_BOUNCE] = "bounce", [QK_DELAY] = "delay", [QK_SUCCESS] = "success",
+    [QK_BOUNCE] = "bounce",
+    [QK_DELAY] = "delay",
+    [QK_SUCCESS] = "success",
 };
 
 static struct conn *bconn;
 static STAILQ_HEAD(, breq) breqs = STAILQ_HEAD_INITIALIZER(breqs);
-static int bbusy;              /* the first was sent, awaiting the reply */
+static int bbusy; /* the first was sent, awaiting the reply */
 
 static struct breq *breq_pop(void)
 {

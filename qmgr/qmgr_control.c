@@ -264,8 +264,8 @@ static const struct {
     const char *name;
     ctl_fn fn;
 } ctl_table[] = {
-    { "list", ctl_list },       { "stats", ctl_stats },     { "flush", ctl_flush },
-    { "delete", ctl_delete },   { "hold", ctl_hold },       { "release", ctl_release },
+    { "list", ctl_list },       { "stats", ctl_stats }, { "flush", ctl_flush },
+    { "delete", ctl_delete },   { "hold", ctl_hold },   { "release", ctl_release },
     { "requeue", ctl_requeue },
 };
 
@@ -303,8 +303,7 @@ static int ctl_dispatch(struct conn *c, const attr_t *req, const char **err)
 
 /* A request qmgr declines (not a malformed one: conn handles those) gets
  * "status=fail reason=WHY", and the connection ends after it. */
-static enum conn_verdict ctl_record(struct conn *c, const attr_t *req, void *arg,
-                                    const char **why)
+static enum conn_verdict ctl_record(struct conn *c, const attr_t *req, void *arg, const char **why)
 {
     const char *err = NULL;
 

@@ -22,7 +22,7 @@ struct aconn {
     struct conn *conn;
     char *transport;
     struct qmgr_job *job;
-    unsigned uses;           /* jobs sent on this connection */
+    unsigned uses; /* jobs sent on this connection */
     LIST_ENTRY(aconn) link;
 };
 
@@ -162,8 +162,8 @@ static struct aconn *aconn_idle(const char *transport)
     struct aconn *c;
 
     LIST_FOREACH(c, &conns, link)
-        if (c->job == NULL && !conn_closing(c->conn) && strcmp(c->transport, transport) == 0)
-            return c;
+    if (c->job == NULL && !conn_closing(c->conn) && strcmp(c->transport, transport) == 0)
+        return c;
     return NULL;
 }
 

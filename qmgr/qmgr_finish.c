@@ -13,7 +13,9 @@
 #include "qmgr/qmgr_route.h"
 
 static const int kind_notify[] = {
-    [QK_BOUNCE] = NOTIFY_FAILURE, [QK_DELAY] = NOTIFY_DELAY, [QK_SUCCESS] = NOTIFY_SUCCESS,
+    [QK_BOUNCE] = NOTIFY_FAILURE,
+    [QK_DELAY] = NOTIFY_DELAY,
+    [QK_SUCCESS] = NOTIFY_SUCCESS,
 };
 
 static int rcpt_pending(const struct qmgr_msg *m, size_t i)
@@ -33,8 +35,8 @@ static void msg_remove(struct qmgr_msg *m)
 
 static int msg_expired(const struct qmgr_msg *m, long long now)
 {
-    const char *lt = m->env.sender && *m->env.sender ? "maximal_queue_lifetime"
-                                                     : "bounce_queue_lifetime";
+    const char *lt =
+        m->env.sender && *m->env.sender ? "maximal_queue_lifetime" : "bounce_queue_lifetime";
     return (long long)m->env.arrival.tv_sec + conf_int(lt) <= now;
 }
 
@@ -56,8 +58,8 @@ static void msg_expire(struct qmgr_msg *m)
         if (!rcpt_pending(m, i))
             continue;
         const char *why = r->reason && *r->reason ? r->reason
-                          : m->reason                ? m->reason
-                                                     : "message expired";
+                          : m->reason             ? m->reason
+                                                  : "message expired";
         if (qfile_append_result(qmgr_g.spool, m->id, i, QR_BOUNCED, "4.4.7", "none", why) < 0)
             log_warn("%s: cannot append result for recipient %zu", m->id, i);
         r->status = QR_BOUNCED;
@@ -148,8 +150,8 @@ void qmgr_finish_check(struct qmgr_msg *m)
         finish_final(m);
 }
 
-void qmgr_finish_notify_done(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx,
-                             size_t n, int ok)
+void qmgr_finish_notify_done(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx, size_t n,
+                             int ok)
 {
     if (ok) {
         for (size_t i = 0; i < n; i++)

@@ -18,7 +18,7 @@
 
 /* Incomplete files older than this were abandoned by a dead smtpd. */
 #define STALE_INCOMPLETE 3600
-#define RESCAN_MIN_AGE 60 /* seconds: younger complete files are being announced */
+#define RESCAN_MIN_AGE   60 /* seconds: younger complete files are being announced */
 /* Messages pulled from the index per tick (file reads are synchronous). */
 #define PULL_BATCH 2000
 
@@ -84,8 +84,7 @@ static void adopt_incomplete(const char *id, const char *path, const struct stat
     if (time(NULL) - sb->st_mtime > STALE_INCOMPLETE) {
         /* Not "ID: removed": that line means a message qmgr took is done. */
         if (unlink(path) == 0)
-            log_warn("%s: deleted an incomplete queue file older than %ds", id,
-                     STALE_INCOMPLETE);
+            log_warn("%s: deleted an incomplete queue file older than %ds", id, STALE_INCOMPLETE);
     }
 }
 

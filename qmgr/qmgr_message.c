@@ -53,7 +53,7 @@ void qmgr_msg_foreach(void (*fn)(struct qmgr_msg *m, void *arg), void *arg)
     struct hlink *l, *next;
 
     HTABLE_EACH(&msgs, l, next) /* fn may free the message */
-        fn(HTABLE_ENTRY(l, struct qmgr_msg, hlink), arg);
+    fn(HTABLE_ENTRY(l, struct qmgr_msg, hlink), arg);
 }
 
 void qmgr_msg_set_reason(struct qmgr_msg *m, const char *reason)
@@ -114,14 +114,14 @@ int qmgr_msg_activate(const char *id, int attempts, int check_busy)
     qmgr_g.st.rcpts += m->env.nrcpt;
     /* Like Postfix: logged each time the message enters the active queue. */
     log_info("%s: from=<%s>, size=%lld, nrcpt=%zu (queue active)", id, sender_text(m),
-                 m->env.content_len, m->env.nrcpt);
+             m->env.content_len, m->env.nrcpt);
     if (m->env.hold) {
         qmgr_index_put_env(&m->env, QS_HOLD, 0, attempts, NULL);
         qmgr_msg_free(m);
         return 0;
     }
-    qmgr_index_put_env(&m->env, QS_ACTIVE, (long long)m->active_since + QMGR_ACTIVE_LEASE,
-                       attempts, NULL);
+    qmgr_index_put_env(&m->env, QS_ACTIVE, (long long)m->active_since + QMGR_ACTIVE_LEASE, attempts,
+                       NULL);
     qmgr_sched_message(m);
     return 0;
 }
@@ -172,7 +172,9 @@ void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const c
                         const char *reason)
 {
     static const int to_status[] = {
-        [RR_SENT] = QR_SENT, [RR_BOUNCED] = QR_BOUNCED, [RR_DEFERRED] = QR_DEFERRED,
+        [RR_SENT] = QR_SENT,
+        [RR_BOUNCED] = QR_BOUNCED,
+        [RR_DEFERRED] = QR_DEFERRED,
     };
     struct qrcpt *r;
 

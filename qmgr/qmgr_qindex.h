@@ -19,15 +19,15 @@ enum qidx_state { QS_INCOMING = 0, QS_ACTIVE, QS_DEFERRED, QS_HOLD };
 
 struct qidx_rec {
     char id[QID_LEN + 1];
-    int state;               /* enum qidx_state */
-    long long arrival;       /* unix seconds */
-    long long next_attempt;  /* unix seconds; 0 = now */
+    int state;              /* enum qidx_state */
+    long long arrival;      /* unix seconds */
+    long long next_attempt; /* unix seconds; 0 = now */
     int attempts;
     long long size;
     char *sender;
-    char **rcpts;            /* pending recipients, NULL-terminated */
-    char **domains;          /* distinct lower-cased domains of rcpts, NULL-terminated */
-    char *reason;            /* last deferral reason or NULL */
+    char **rcpts;   /* pending recipients, NULL-terminated */
+    char **domains; /* distinct lower-cased domains of rcpts, NULL-terminated */
+    char *reason;   /* last deferral reason or NULL */
 };
 
 struct qindex;
@@ -50,7 +50,7 @@ typedef int (*qindex_cb)(const struct qidx_rec *rec, void *arg);
 struct qindex *qindex_open(const char *spool, int *was_clean, buf_t *err);
 void qindex_close(struct qindex *qi, int clean);
 int qindex_clear(struct qindex *qi);
-int qindex_put(struct qindex *qi, const struct qidx_rec *rec);   /* insert or replace */
+int qindex_put(struct qindex *qi, const struct qidx_rec *rec); /* insert or replace */
 /* QIDX_FOUND: *out holds the record (qidx_rec_destroy it); QIDX_FAILED:
  * a Berkeley DB error (logged) or an undecodable record. */
 enum qidx_lookup { QIDX_FOUND, QIDX_MISSING, QIDX_FAILED };

@@ -22,8 +22,8 @@
 static struct qmgr_dest **heap;
 static size_t heap_n, heap_cap;
 static LIST_HEAD(, qmgr_dest) timed = LIST_HEAD_INITIALIZER(timed);
-static double timed_min;       /* earliest wake-up in the timed list */
-static int dest_limit = 1;     /* default_destination_concurrency_limit */
+static double timed_min;   /* earliest wake-up in the timed list */
+static int dest_limit = 1; /* default_destination_concurrency_limit */
 
 static int before(const struct qmgr_dest *a, const struct qmgr_dest *b)
 {

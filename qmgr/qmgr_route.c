@@ -24,8 +24,8 @@ void qmgr_route_init(void)
     for (size_t i = 0; list && list[i]; i++) {
         struct dict *d = dict_open(list[i], &err);
         if (d == NULL)
-            log_fatal("transport_maps: cannot open %s: %s (build it with \"postino map\")",
-                      list[i], buf_str(&err));
+            log_fatal("transport_maps: cannot open %s: %s (build it with \"postino map\")", list[i],
+                      buf_str(&err));
         route_maps = xrealloc(route_maps, (route_nmaps + 1) * sizeof(*route_maps));
         route_maps[route_nmaps++] = d;
     }

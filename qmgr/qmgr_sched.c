@@ -150,7 +150,7 @@ void qmgr_sched_message(struct qmgr_msg *m)
     }
     /* Into the FIFOs in recipient order, once every job is complete. */
     TAILQ_FOREACH(j, &made, link)
-        j->dest->building = NULL;
+    j->dest->building = NULL;
     while ((j = TAILQ_FIRST(&made)) != NULL) {
         TAILQ_REMOVE(&made, j, link);
         job_enqueue(j);
@@ -203,7 +203,7 @@ void qmgr_sched_dispatch(void)
         return;
     if (qmgr_ready_set_limit(dlimit)) /* first call, or a new limit */
         LIST_FOREACH(d, &busy, blink)
-            qmgr_ready_update(d, now);
+    qmgr_ready_update(d, now);
     qmgr_ready_wake(now);
     while (qmgr_g.st.inflight < plimit && (d = qmgr_ready_pick()) != NULL) {
         struct qmgr_job *j = dest_pop(d);
@@ -241,7 +241,9 @@ static const struct {
     const char *name;
     enum qmgr_rr rr;
 } result_map[] = {
-    { "sent", RR_SENT }, { "deferred", RR_DEFERRED }, { "bounced", RR_BOUNCED },
+    { "sent", RR_SENT },
+    { "deferred", RR_DEFERRED },
+    { "bounced", RR_BOUNCED },
 };
 
 /* The outcome a result= names; RR_NONE for none we know. */
@@ -388,7 +390,8 @@ void qmgr_sched_unsuspend_all(void)
 
     struct hlink *l, *next;
 
-    HTABLE_EACH(&dests, l, next) {
+    HTABLE_EACH(&dests, l, next)
+    {
         struct qmgr_dest *d = HTABLE_ENTRY(l, struct qmgr_dest, hlink);
         d->suspended_until = 0;
         qmgr_ready_update(d, now);
@@ -413,7 +416,8 @@ static void dest_sweep(void)
 {
     struct hlink *l, *next;
 
-    HTABLE_EACH(&dests, l, next) {
+    HTABLE_EACH(&dests, l, next)
+    {
         struct qmgr_dest *d = HTABLE_ENTRY(l, struct qmgr_dest, hlink);
         if (!d->busy && d->inflight == 0 && !dest_suspended(d)) {
             htable_remove(&dests, l);

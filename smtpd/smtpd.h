@@ -50,19 +50,19 @@ struct workq;
 
 /* Where the input of a session goes next. */
 enum smtpd_state {
-    SS_CMD,     /* command lines */
-    SS_SKIP,    /* discarding the rest of an over-long command line */
-    SS_DATA,    /* message content until CRLF.CRLF */
-    SS_BDAT,    /* the octets of a BDAT chunk */
-    SS_AUTH,    /* SASL responses (one line each) */
+    SS_CMD,  /* command lines */
+    SS_SKIP, /* discarding the rest of an over-long command line */
+    SS_DATA, /* message content until CRLF.CRLF */
+    SS_BDAT, /* the octets of a BDAT chunk */
+    SS_AUTH, /* SASL responses (one line each) */
 };
 
 /* What a check ahead of a command's effect decides (restrictions,
  * per-client limits). */
 enum smtpd_outcome {
-    SMTPD_PASS,     /* nothing against it: go on */
-    SMTPD_REFUSED,  /* refused (the function says where the reply is) */
-    SMTPD_LATER,    /* an answer is awaited: the caller calls
+    SMTPD_PASS,    /* nothing against it: go on */
+    SMTPD_REFUSED, /* refused (the function says where the reply is) */
+    SMTPD_LATER,   /* an answer is awaited: the caller calls
                        smtpd_redo_later and returns */
 };
 
@@ -71,17 +71,17 @@ enum smtpd_tls_level { SMTPD_TLS_NONE, SMTPD_TLS_MAY, SMTPD_TLS_ENCRYPT };
 
 /* A BDAT transaction (RFC 3030), reset with the transaction. */
 enum smtpd_bdat_state {
-    SMTPD_BDAT_NONE,     /* no BDAT yet */
-    SMTPD_BDAT_STORING,  /* chunks stored */
-    SMTPD_BDAT_FAILED,   /* a chunk failed: the rest is dropped */
+    SMTPD_BDAT_NONE,    /* no BDAT yet */
+    SMTPD_BDAT_STORING, /* chunks stored */
+    SMTPD_BDAT_FAILED,  /* a chunk failed: the rest is dropped */
 };
 
 /* A table lookup: nothing found, found (value set), or the table failed. */
 enum smtpd_lookup { SMTPD_LOOKUP_NONE, SMTPD_LOOKUP_FOUND, SMTPD_LOOKUP_ERROR };
 
-#define SMTPD_CMD_MAX 32 /* command table entries (statistics slots) */
-#define SMTPD_DNS_CACHE 4 /* domains whose lookup result a session keeps */
-#define SMTPD_COMMIT_THREADS 8 /* queue-file fsyncs in flight per process */
+#define SMTPD_CMD_MAX        32 /* command table entries (statistics slots) */
+#define SMTPD_DNS_CACHE      4  /* domains whose lookup result a session keeps */
+#define SMTPD_COMMIT_THREADS 8  /* queue-file fsyncs in flight per process */
 
 /* Per-process state. */
 struct smtpd {
@@ -89,76 +89,76 @@ struct smtpd {
     LIST_HEAD(, smtpd_session) sessions;
     size_t nsessions;
     struct dns_ctx *dns;
-    struct ssl_ctx_st *tls_ctx;     /* NULL: no TLS configured */
+    struct ssl_ctx_st *tls_ctx; /* NULL: no TLS configured */
     enum smtpd_tls_level tls_level;
-    struct psasl_pool *sasl_pool;   /* NULL: AUTH off */
+    struct psasl_pool *sasl_pool; /* NULL: AUTH off */
     struct smtpd_anvil *anvil;
-    struct workq *commitq;          /* fsyncs of finished messages */
-    int finished;                   /* commits drained, leaving the loop */
+    struct workq *commitq; /* fsyncs of finished messages */
+    int finished;          /* commits drained, leaving the loop */
 };
 
 struct smtpd_dns_cache {
     char *domain;
-    int status;             /* enum dns_status */
+    int status; /* enum dns_status */
 };
 
 struct smtpd_session {
     struct smtpd *d;
     LIST_ENTRY(smtpd_session) link; /* in d->sessions */
     struct bufferevent *bev;
-    char *name;             /* client host name ("unknown": no rDNS yet) */
-    char *addr;             /* client address text */
+    char *name; /* client host name ("unknown": no rDNS yet) */
+    char *addr; /* client address text */
     int addr_v6;
-    char *helo;             /* HELO/EHLO argument, NULL before */
-    int esmtp;              /* EHLO was used */
+    char *helo; /* HELO/EHLO argument, NULL before */
+    int esmtp;  /* EHLO was used */
     enum smtpd_state state;
-    int closing;            /* reply queued, close once output is flushed */
-    int skip_was_auth;      /* the line being skipped was an AUTH response */
-    int paused;             /* too much unread output: stop processing */
-    int sleeping;           /* past smtpd_soft_error_limit: reply delayed */
+    int closing;       /* reply queued, close once output is flushed */
+    int skip_was_auth; /* the line being skipped was an AUTH response */
+    int paused;        /* too much unread output: stop processing */
+    int sleeping;      /* past smtpd_soft_error_limit: reply delayed */
     struct event *sleep_ev;
-    int waiting;            /* an asynchronous step runs: read no commands */
-    int quit;               /* QUIT seen */
-    int errors;             /* 4xx/5xx replies so far */
-    int last_code;          /* code of the last reply */
-    const char *last_cmd;   /* for "lost connection after X" */
-    int redo_idx;           /* command to run again after a lookup, or -1 */
+    int waiting;          /* an asynchronous step runs: read no commands */
+    int quit;             /* QUIT seen */
+    int errors;           /* 4xx/5xx replies so far */
+    int last_code;        /* code of the last reply */
+    const char *last_cmd; /* for "lost connection after X" */
+    int redo_idx;         /* command to run again after a lookup, or -1 */
     char *redo_arg;
     /* Restrictions. */
-    char *deny_text;        /* smtpd_delay_reject=no: client rejected at connect */
+    char *deny_text; /* smtpd_delay_reject=no: client rejected at connect */
     struct smtpd_dns_cache dnsc[SMTPD_DNS_CACHE];
     struct smtpd_dns_req *dns_req;
     /* TLS. */
-    struct ssl_st *ssl;     /* set once a handshake started */
-    int tls;                /* handshake done */
-    int tls_wrapper;        /* TLS from the first byte */
-    char *tls_info;         /* "TLSv1.3 with cipher ..." */
-    char *tls_received;     /* "(using TLSv1.3 with cipher ...)" */
+    struct ssl_st *ssl; /* set once a handshake started */
+    int tls;            /* handshake done */
+    int tls_wrapper;    /* TLS from the first byte */
+    char *tls_info;     /* "TLSv1.3 with cipher ..." */
+    char *tls_received; /* "(using TLSv1.3 with cipher ...)" */
     /* AUTH. */
     struct psasl_session *sasl;
     char *sasl_method, *sasl_username;
     struct event *auth_delay_ev;
-    buf_t auth_reply;       /* failure reply held for smtpd_sasl_failure_delay */
+    buf_t auth_reply; /* failure reply held for smtpd_sasl_failure_delay */
     /* Per-client limits. */
-    int anvil_counted;      /* told anvil about this connection */
+    int anvil_counted; /* told anvil about this connection */
     int anvil_exempt;
-    int limit_answered[3];  /* per smtpd_limit_ev: anvil's answer is in ... */
-    int limit_verdict[3];   /* ... (enum smtpd_anvil_limit), to be consumed */
-    int limit_pending;      /* the smtpd_limit_ev anvil is asked about */
+    int limit_answered[3]; /* per smtpd_limit_ev: anvil's answer is in ... */
+    int limit_verdict[3];  /* ... (enum smtpd_anvil_limit), to be consumed */
+    int limit_pending;     /* the smtpd_limit_ev anvil is asked about */
     /* The mail transaction. */
     int have_mail;
     struct qenv env;
     struct smtpd_data *data;
-    struct smtpd_commit *commit;    /* message being flushed, answer pending */
+    struct smtpd_commit *commit; /* message being flushed, answer pending */
     /* BDAT: the chunk being read (smtpd_bdat.c) ... */
-    long long bdat_size;    /* its announced size */
-    long long bdat_left;    /* its octets still to come */
-    int bdat_last;          /* it is the LAST */
-    int bdat_discard;       /* it was refused when announced: drop its octets */
+    long long bdat_size; /* its announced size */
+    long long bdat_left; /* its octets still to come */
+    int bdat_last;       /* it is the LAST */
+    int bdat_discard;    /* it was refused when announced: drop its octets */
     /* ... and the transaction (reset with it). */
     enum smtpd_bdat_state bdat_state;
-    int bdat_fail_code;     /* reply code of the chunk that failed */
-    long long bdat_octets;  /* octets announced so far */
+    int bdat_fail_code;    /* reply code of the chunk that failed */
+    long long bdat_octets; /* octets announced so far */
     /* Statistics for the "disconnect from" line. */
     unsigned cmd_ok[SMTPD_CMD_MAX + 1], cmd_total[SMTPD_CMD_MAX + 1];
 };
@@ -265,8 +265,8 @@ void smtpd_restrict_init(void);
 enum smtpd_outcome smtpd_restrict_connect(struct smtpd_session *s, buf_t *reply);
 enum smtpd_outcome smtpd_restrict_helo(struct smtpd_session *s, buf_t *reply);
 enum smtpd_outcome smtpd_restrict_mail(struct smtpd_session *s, buf_t *reply);
-enum smtpd_outcome smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt,
-                                       int source_routed, buf_t *reply);
+enum smtpd_outcome smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt, int source_routed,
+                                       buf_t *reply);
 /* Session end: forget cached lookups, cancel a running one. */
 void smtpd_restrict_release(struct smtpd_session *s);
 

@@ -25,22 +25,22 @@
 struct pending {
     smtpd_anvil_cb cb;
     void *arg;
-    enum anvil_event ev;   /* whose rate "rate" in the reply is */
+    enum anvil_event ev; /* whose rate "rate" in the reply is */
 };
 
 struct smtpd_anvil {
     struct event_base *base;
     char *path;
-    char *peer;                   /* "anvil service PATH", for conn's logs */
-    struct conn *conn;            /* NULL while down */
-    struct conn *dropped;         /* malformed peer: conn closes it */
-    struct pending *q;            /* ring buffer */
+    char *peer;           /* "anvil service PATH", for conn's logs */
+    struct conn *conn;    /* NULL while down */
+    struct conn *dropped; /* malformed peer: conn closes it */
+    struct pending *q;    /* ring buffer */
     size_t qhead, qlen, qcap;
-    struct event *fail_ev;        /* completes pending requests fail-open */
-    struct event *timeout_ev;     /* oldest request unanswered too long */
+    struct event *fail_ev;    /* completes pending requests fail-open */
+    struct event *timeout_ev; /* oldest request unanswered too long */
     time_t retry_at;
     int retry_secs;
-    int warned;                   /* outage already logged */
+    int warned; /* outage already logged */
 };
 
 static void on_fail(evutil_socket_t fd, short what, void *arg);
@@ -238,7 +238,7 @@ static void on_close(struct conn *c, const char *why, void *arg)
     if (c == ac->dropped)
         ac->dropped = NULL;
     if (c != ac->conn)
-        return; /* one given up already */
+        return;      /* one given up already */
     ac->conn = NULL; /* conn frees it after this call */
     if (ac->qlen == 0 && !ac->warned) {
         quiet_close(ac);
@@ -340,14 +340,13 @@ static int over(enum smtpd_anvil_limit l, long value)
     return l == SMTPD_ANVIL_LIMIT_AUTH_FAIL ? value >= lim : value > lim;
 }
 
-enum smtpd_anvil_limit smtpd_anvil_limit_exceeded(enum anvil_event ev,
-                                                  const struct anvil_counts *c)
+enum smtpd_anvil_limit smtpd_anvil_limit_exceeded(enum anvil_event ev, const struct anvil_counts *c)
 {
     static const struct {
         enum anvil_event ev;
         enum smtpd_anvil_limit limit;
-        int count;      /* compare the concurrent count, not a rate */
-        int rate;       /* else: which rate */
+        int count; /* compare the concurrent count, not a rate */
+        int rate;  /* else: which rate */
     } rules[] = {
         { ANVIL_EV_CONN, SMTPD_ANVIL_LIMIT_CONN_COUNT, 1, 0 },
         { ANVIL_EV_CONN, SMTPD_ANVIL_LIMIT_CONN_RATE, 0, ANVIL_EV_CONN },

@@ -22,7 +22,7 @@
 
 #include "common/mail/anvil_proto.h"
 
-#define SMTPD_ANVIL_RETRY_SECS 10
+#define SMTPD_ANVIL_RETRY_SECS   10
 #define SMTPD_ANVIL_TIMEOUT_SECS 5
 
 struct event_base;
@@ -63,12 +63,12 @@ int smtpd_anvil_up(const struct smtpd_anvil *ac);
 
 enum smtpd_anvil_limit {
     SMTPD_ANVIL_LIMIT_NONE,
-    SMTPD_ANVIL_LIMIT_CONN_COUNT,  /* 421 4.7.0 Error: too many connections from ADDR */
-    SMTPD_ANVIL_LIMIT_CONN_RATE,   /* 421 4.7.0 Error: too many connections from ADDR */
-    SMTPD_ANVIL_LIMIT_MSG_RATE,    /* 450 4.7.1 Error: too much mail from ADDR */
-    SMTPD_ANVIL_LIMIT_RCPT_RATE,   /* 452 4.5.3 Error: too many recipients from ADDR */
-    SMTPD_ANVIL_LIMIT_AUTH_RATE,   /* 503 5.7.0 Error: too many AUTH commands from ADDR */
-    SMTPD_ANVIL_LIMIT_AUTH_FAIL,   /* 503 5.7.0 Error: too many AUTH failures from ADDR */
+    SMTPD_ANVIL_LIMIT_CONN_COUNT, /* 421 4.7.0 Error: too many connections from ADDR */
+    SMTPD_ANVIL_LIMIT_CONN_RATE,  /* 421 4.7.0 Error: too many connections from ADDR */
+    SMTPD_ANVIL_LIMIT_MSG_RATE,   /* 450 4.7.1 Error: too much mail from ADDR */
+    SMTPD_ANVIL_LIMIT_RCPT_RATE,  /* 452 4.5.3 Error: too many recipients from ADDR */
+    SMTPD_ANVIL_LIMIT_AUTH_RATE,  /* 503 5.7.0 Error: too many AUTH commands from ADDR */
+    SMTPD_ANVIL_LIMIT_AUTH_FAIL,  /* 503 5.7.0 Error: too many AUTH failures from ADDR */
 };
 
 /* Which limit does the event just counted (c is its reply) exceed? A

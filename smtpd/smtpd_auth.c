@@ -115,7 +115,9 @@ static void auth_done(struct psasl_session *ss, const struct psasl_result *r, vo
         smtpd_reply(s, "235 2.7.0 Authentication successful");
         s->cmd_ok[smtpd_cmd_lookup("AUTH")]++; /* answered after dispatch counted */
         break;
-    case PSASL_CONTINUE: smtpd_reply_line(s, "334 %s", r->challenge ? r->challenge : ""); break;
+    case PSASL_CONTINUE:
+        smtpd_reply_line(s, "334 %s", r->challenge ? r->challenge : "");
+        break;
     case PSASL_FAIL:
         log_warn("%s: SASL %s authentication failed: %s", smtpd_client(s),
                  r->mechanism ? r->mechanism : "", r->detail ? r->detail : "");
@@ -131,9 +133,15 @@ static void auth_done(struct psasl_session *ss, const struct psasl_result *r, vo
         smtpd_reply(s, "454 4.7.0 Temporary authentication failure: %s",
                     r->reason ? r->reason : "");
         break;
-    case PSASL_CANCELLED: smtpd_reply(s, "501 5.7.0 Authentication aborted"); break;
-    case PSASL_BADPROT: smtpd_reply(s, "501 5.5.2 Cannot decode response"); break;
-    case PSASL_NOMECH: smtpd_reply(s, "504 5.5.4 Unsupported authentication mechanism"); break;
+    case PSASL_CANCELLED:
+        smtpd_reply(s, "501 5.7.0 Authentication aborted");
+        break;
+    case PSASL_BADPROT:
+        smtpd_reply(s, "501 5.5.2 Cannot decode response");
+        break;
+    case PSASL_NOMECH:
+        smtpd_reply(s, "504 5.5.4 Unsupported authentication mechanism");
+        break;
     }
     smtpd_wait_end(s);
 }

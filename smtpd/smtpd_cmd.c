@@ -29,26 +29,16 @@ static void cmd_notimpl(struct smtpd_session *s, char *arg);
 /* Indexed by enum smtp_verb, which is also the order of the "disconnect
  * from" statistics. */
 const smtpd_cmd_fn smtpd_cmd_table[SMTP_VERB_COUNT] = {
-    [SMTP_VERB_HELO] = cmd_helo,
-    [SMTP_VERB_EHLO] = cmd_ehlo,
-    [SMTP_VERB_STARTTLS] = smtpd_tls_cmd,
-    [SMTP_VERB_AUTH] = smtpd_auth_cmd,
-    [SMTP_VERB_MAIL] = cmd_mail,
-    [SMTP_VERB_RCPT] = cmd_rcpt,
-    [SMTP_VERB_DATA] = cmd_data,
-    [SMTP_VERB_BDAT] = smtpd_bdat_cmd,
-    [SMTP_VERB_RSET] = cmd_rset,
-    [SMTP_VERB_NOOP] = cmd_noop,
-    [SMTP_VERB_VRFY] = cmd_vrfy,
-    [SMTP_VERB_EXPN] = cmd_notimpl,
-    [SMTP_VERB_ETRN] = cmd_notimpl,
-    [SMTP_VERB_TURN] = cmd_notimpl,
-    [SMTP_VERB_ATRN] = cmd_notimpl,
-    [SMTP_VERB_SEND] = cmd_notimpl,
-    [SMTP_VERB_SOML] = cmd_notimpl,
-    [SMTP_VERB_SAML] = cmd_notimpl,
-    [SMTP_VERB_HELP] = cmd_help,
-    [SMTP_VERB_QUIT] = cmd_quit,
+    [SMTP_VERB_HELO] = cmd_helo,          [SMTP_VERB_EHLO] = cmd_ehlo,
+    [SMTP_VERB_STARTTLS] = smtpd_tls_cmd, [SMTP_VERB_AUTH] = smtpd_auth_cmd,
+    [SMTP_VERB_MAIL] = cmd_mail,          [SMTP_VERB_RCPT] = cmd_rcpt,
+    [SMTP_VERB_DATA] = cmd_data,          [SMTP_VERB_BDAT] = smtpd_bdat_cmd,
+    [SMTP_VERB_RSET] = cmd_rset,          [SMTP_VERB_NOOP] = cmd_noop,
+    [SMTP_VERB_VRFY] = cmd_vrfy,          [SMTP_VERB_EXPN] = cmd_notimpl,
+    [SMTP_VERB_ETRN] = cmd_notimpl,       [SMTP_VERB_TURN] = cmd_notimpl,
+    [SMTP_VERB_ATRN] = cmd_notimpl,       [SMTP_VERB_SEND] = cmd_notimpl,
+    [SMTP_VERB_SOML] = cmd_notimpl,       [SMTP_VERB_SAML] = cmd_notimpl,
+    [SMTP_VERB_HELP] = cmd_help,          [SMTP_VERB_QUIT] = cmd_quit,
 };
 
 int smtpd_cmd_lookup(const char *verb)
@@ -69,8 +59,8 @@ void smtpd_cmd_dispatch(struct smtpd_session *s, char *line, size_t len)
 {
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
     char *verb, *arg;
-    int idx = smtp_cmd_split(line, len, (size_t)conf_int("smtpd_command_line_limit"), &verb,
-                             &arg, &err);
+    int idx =
+        smtp_cmd_split(line, len, (size_t)conf_int("smtpd_command_line_limit"), &verb, &arg, &err);
     if (idx == -2) { /* not a command: counted nowhere, as before */
         reply_err(s, &err);
         smtp_cmd_reply_destroy(&err);
@@ -199,8 +189,8 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
     }
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-    if (smtp_cmd_mail(arg, conf_int("message_size_limit"), conf_bool("smtputf8_enable"), &m,
-                      &err) < 0) {
+    if (smtp_cmd_mail(arg, conf_int("message_size_limit"), conf_bool("smtputf8_enable"), &m, &err) <
+        0) {
         reply_err(s, &err);
         smtpd_txn_reset(s);
     } else {
@@ -226,7 +216,8 @@ static int rcpt_parse(struct smtpd_session *s, const char *arg, struct smtp_rcpt
 {
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
     int utf8 = !conf_bool("smtputf8_enable") ? SMTP_UTF8_OFF
-               : s->env.smtputf8 ? SMTP_UTF8_DECLARED : SMTP_UTF8_UNDECLARED;
+               : s->env.smtputf8             ? SMTP_UTF8_DECLARED
+                                             : SMTP_UTF8_UNDECLARED;
     const char *origin = conf_str("myorigin"); /* as Postfix's append_at_myorigin */
     int rc = smtp_cmd_rcpt_addr(arg, *origin ? origin : smtpd_hostname(), utf8, r, &err);
     if (rc == 0 && (long long)s->env.nrcpt >= conf_int("smtpd_recipient_limit")) {

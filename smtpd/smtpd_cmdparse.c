@@ -20,12 +20,12 @@
 #include "common/util/alloc.h"
 #include "common/mail/qfile.h"
 
-#define ENVID_MAX 100  /* RFC 3461 4.4 */
+#define ENVID_MAX 100 /* RFC 3461 4.4 */
 #define ORCPT_MAX 500
 
 static const char *const verb_names[SMTP_VERB_COUNT] = {
     "HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP",
-    "VRFY", "EXPN", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML", "HELP", "QUIT",
+    "VRFY", "EXPN", "ETRN",     "TURN", "ATRN", "SEND", "SOML", "SAML", "HELP", "QUIT",
 };
 
 void smtp_cmd_reply_destroy(struct smtp_cmd_reply *r)
@@ -191,12 +191,8 @@ static int mail_smtputf8(const char *v, void *ctx, struct smtp_cmd_reply *err)
 }
 
 static const struct param_handler mail_params[] = {
-    { "SIZE", mail_size },
-    { "BODY", mail_body },
-    { "RET", mail_ret },
-    { "ENVID", mail_envid },
-    { "AUTH", mail_auth },
-    { "SMTPUTF8", mail_smtputf8 },
+    { "SIZE", mail_size },   { "BODY", mail_body }, { "RET", mail_ret },
+    { "ENVID", mail_envid }, { "AUTH", mail_auth }, { "SMTPUTF8", mail_smtputf8 },
     { NULL, NULL },
 };
 
@@ -291,8 +287,8 @@ static int utf8_allowed(const char *addr, int utf8, struct smtp_cmd_reply *err)
     return fail(err, 553, "5.6.7", "Unicode addresses are not supported here");
 }
 
-int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable,
-                  struct smtp_mail_args *m, struct smtp_cmd_reply *err)
+int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable, struct smtp_mail_args *m,
+                  struct smtp_cmd_reply *err)
 {
     smtp_mail_args_destroy(m);
     if (!str_nieq(arg, "FROM:", 5))
@@ -303,8 +299,9 @@ int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable,
     struct mail_ctx c = { m, size_limit, utf8_enable };
     if (run_params(mail_params, params, &c, err) < 0)
         return -1;
-    int utf8 = !utf8_enable ? SMTP_UTF8_OFF
-               : m->smtputf8 ? SMTP_UTF8_DECLARED : SMTP_UTF8_UNDECLARED;
+    int utf8 = !utf8_enable  ? SMTP_UTF8_OFF
+               : m->smtputf8 ? SMTP_UTF8_DECLARED
+                             : SMTP_UTF8_UNDECLARED;
     return utf8_allowed(buf_str(&m->sender), utf8, err);
 }
 
@@ -326,8 +323,8 @@ static int source_routed(const char *p)
     return p[0] == '<' && p[1] == '@';
 }
 
-int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8,
-                       struct smtp_rcpt_args *r, struct smtp_cmd_reply *err)
+int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
+                       struct smtp_cmd_reply *err)
 {
     smtp_rcpt_args_destroy(r);
     r->params = "";

@@ -15,11 +15,26 @@
 
 /* Verbs smtpd knows, in the order of its "disconnect from" statistics. */
 enum smtp_verb {
-    SMTP_VERB_HELO, SMTP_VERB_EHLO, SMTP_VERB_STARTTLS, SMTP_VERB_AUTH,
-    SMTP_VERB_MAIL, SMTP_VERB_RCPT, SMTP_VERB_DATA, SMTP_VERB_BDAT,
-    SMTP_VERB_RSET, SMTP_VERB_NOOP, SMTP_VERB_VRFY, SMTP_VERB_EXPN,
-    SMTP_VERB_ETRN, SMTP_VERB_TURN, SMTP_VERB_ATRN, SMTP_VERB_SEND,
-    SMTP_VERB_SOML, SMTP_VERB_SAML, SMTP_VERB_HELP, SMTP_VERB_QUIT,
+    SMTP_VERB_HELO,
+    SMTP_VERB_EHLO,
+    SMTP_VERB_STARTTLS,
+    SMTP_VERB_AUTH,
+    SMTP_VERB_MAIL,
+    SMTP_VERB_RCPT,
+    SMTP_VERB_DATA,
+    SMTP_VERB_BDAT,
+    SMTP_VERB_RSET,
+    SMTP_VERB_NOOP,
+    SMTP_VERB_VRFY,
+    SMTP_VERB_EXPN,
+    SMTP_VERB_ETRN,
+    SMTP_VERB_TURN,
+    SMTP_VERB_ATRN,
+    SMTP_VERB_SEND,
+    SMTP_VERB_SOML,
+    SMTP_VERB_SAML,
+    SMTP_VERB_HELP,
+    SMTP_VERB_QUIT,
     SMTP_VERB_COUNT,
 };
 
@@ -29,7 +44,10 @@ struct smtp_cmd_reply {
     char enh[16];
     buf_t text;
 };
-#define SMTP_CMD_REPLY_INIT { 0, "", BUF_INIT }
+#define SMTP_CMD_REPLY_INIT                                                                        \
+    {                                                                                              \
+        0, "", BUF_INIT                                                                            \
+    }
 void smtp_cmd_reply_destroy(struct smtp_cmd_reply *r);
 /* The whole reply line (no CRLF) into out (replaced). */
 void smtp_cmd_reply_format(const struct smtp_cmd_reply *r, buf_t *out);
@@ -56,7 +74,7 @@ enum smtp_utf8 { SMTP_UTF8_OFF, SMTP_UTF8_UNDECLARED, SMTP_UTF8_DECLARED };
 
 /* MAIL FROM: argument, parsed. Initialise with SMTP_MAIL_ARGS_INIT. */
 struct smtp_mail_args {
-    buf_t sender;            /* without brackets; "" = null sender */
+    buf_t sender; /* without brackets; "" = null sender */
     int has_size;
     unsigned long long size; /* SIZE= (saturates at ULLONG_MAX) */
     int body;                /* BODY=: enum qbody (qfile.h), QBODY_NONE if not given */
@@ -65,7 +83,10 @@ struct smtp_mail_args {
     int has_auth;            /* AUTH= given (value is not used) */
     int smtputf8;            /* SMTPUTF8 given (RFC 6531) */
 };
-#define SMTP_MAIL_ARGS_INIT { BUF_INIT, 0, 0, 0, 0, NULL, 0, 0 }
+#define SMTP_MAIL_ARGS_INIT                                                                        \
+    {                                                                                              \
+        BUF_INIT, 0, 0, 0, 0, NULL, 0, 0                                                           \
+    }
 void smtp_mail_args_destroy(struct smtp_mail_args *m);
 
 /* arg: what follows "MAIL " ("FROM:<a@b> SIZE=10"). size_limit: the
@@ -73,26 +94,29 @@ void smtp_mail_args_destroy(struct smtp_mail_args *m);
  * SMTPUTF8 is an unsupported option). A UTF-8 sender needs SMTPUTF8.
  * Returns 0, or -1 with err set. m is reset first; after -1 its contents
  * are unspecified (free it). BODY=BINARYMIME is refused: not offered. */
-int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable,
-                  struct smtp_mail_args *m, struct smtp_cmd_reply *err);
+int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable, struct smtp_mail_args *m,
+                  struct smtp_cmd_reply *err);
 
 /* RCPT TO: argument, parsed. Initialise with SMTP_RCPT_ARGS_INIT. */
 struct smtp_rcpt_args {
-    buf_t addr;              /* never empty; bare "postmaster" qualified */
-    int source_routed;       /* "<@a,@b:u@d>" form (route dropped) */
-    const char *params;      /* into arg: the ESMTP parameters */
-    int notify;              /* NOTIFY_* bits (qfile.h), 0 = not given */
-    char *orcpt;             /* "addr-type;xtext" as given, or NULL */
+    buf_t addr;         /* never empty; bare "postmaster" qualified */
+    int source_routed;  /* "<@a,@b:u@d>" form (route dropped) */
+    const char *params; /* into arg: the ESMTP parameters */
+    int notify;         /* NOTIFY_* bits (qfile.h), 0 = not given */
+    char *orcpt;        /* "addr-type;xtext" as given, or NULL */
 };
-#define SMTP_RCPT_ARGS_INIT { BUF_INIT, 0, NULL, 0, NULL }
+#define SMTP_RCPT_ARGS_INIT                                                                        \
+    {                                                                                              \
+        BUF_INIT, 0, NULL, 0, NULL                                                                 \
+    }
 void smtp_rcpt_args_destroy(struct smtp_rcpt_args *r);
 
 /* The address part of arg (what follows "RCPT "): "TO:", the path, and a
  * bare "postmaster" qualified with @origin (smtpd passes $myorigin). A
  * UTF-8 address needs utf8 == SMTP_UTF8_DECLARED (553 5.6.7 otherwise).
  * Sets addr, source_routed and params. Returns 0, or -1 with err set. */
-int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8,
-                       struct smtp_rcpt_args *r, struct smtp_cmd_reply *err);
+int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
+                       struct smtp_cmd_reply *err);
 /* The ESMTP parameters (r->params): NOTIFY, ORCPT. 0, or -1 with err. */
 int smtp_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtp_cmd_reply *err);
 /* Both of the above. */

@@ -26,7 +26,7 @@ struct smtpd_data {
     struct qfile_w *qf;
     struct dataparse p;
     int write_err;
-    int bdat;              /* BDAT transaction (no dots, chunks) */
+    int bdat; /* BDAT transaction (no dots, chunks) */
 };
 
 static void data_free(struct smtpd_session *s)
@@ -193,7 +193,7 @@ struct smtpd_commit {
     struct qfile_w *qf;
     char id[QID_LEN + 1];
     char *message_id;
-    int verb;               /* SMTP_VERB_DATA or SMTP_VERB_BDAT */
+    int verb; /* SMTP_VERB_DATA or SMTP_VERB_BDAT */
 };
 
 static void commit_run(void *arg)
@@ -282,8 +282,8 @@ static int data_refused(struct smtpd_session *s)
         return 1;
     case DP_HOPS:
         log_info("%s: reject: %s from %s: 554 5.4.0 Error: too many hops "
-                 "(%d Received:/Delivered-To: headers, hopcount_limit=%lld); from=<%s>", id,
-                 s->last_cmd, smtpd_client(s), d->p.hops, d->p.cf.hop_limit,
+                 "(%d Received:/Delivered-To: headers, hopcount_limit=%lld); from=<%s>",
+                 id, s->last_cmd, smtpd_client(s), d->p.hops, d->p.cf.hop_limit,
                  s->env.sender ? s->env.sender : "");
         smtpd_reply(s, "554 5.4.0 Error: too many hops");
         return 1;

@@ -27,8 +27,8 @@ enum { D_BOL, D_DOT, D_DOTCR, D_TEXT, D_CR };
  * field name of printable ASCII without ':', optional blanks, then ':'. */
 enum { HL_START, HL_NAME, HL_WSP, HL_FIELD, HL_CONT, HL_OTHER };
 
-void dataparse_init(struct dataparse *d, const struct dataparse_config *cf,
-                    dataparse_out_fn out, void *out_arg)
+void dataparse_init(struct dataparse *d, const struct dataparse_config *cf, dataparse_out_fn out,
+                    void *out_arg)
 {
     memset(d, 0, sizeof(*d));
     d->cf = *cf;
@@ -249,9 +249,9 @@ static int step(struct dataparse *d, unsigned char c)
 
 /* End of the run of ordinary bytes starting at p[i]: eight bytes at a
  * time while none of them is CR, LF or NUL, then byte by byte. */
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-#define HAS_ZERO(v) (((v) - ONES) & ~(v) & HIGHS)
+#define ONES        0x0101010101010101ULL
+#define HIGHS       0x8080808080808080ULL
+#define HAS_ZERO(v) (((v)-ONES) & ~(v)&HIGHS)
 
 static size_t run_end(const unsigned char *p, size_t i, size_t n)
 {

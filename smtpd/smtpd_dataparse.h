@@ -25,22 +25,22 @@
 enum dataparse_bare { DP_BARE_NORMALIZE, DP_BARE_REJECT, DP_BARE_KEEP };
 
 struct dataparse_config {
-    int dot;                    /* 1: DATA; 0: BDAT (binary octets, no dots) */
-    enum dataparse_bare bare;   /* smtpd_forbid_bare_newline (after exclusions) */
-    long long line_limit;       /* line_length_limit */
-    long long size_limit;       /* message_size_limit, 0: none */
-    long long hdr_limit;        /* header_size_limit */
-    long long hop_limit;        /* hopcount_limit */
+    int dot;                  /* 1: DATA; 0: BDAT (binary octets, no dots) */
+    enum dataparse_bare bare; /* smtpd_forbid_bare_newline (after exclusions) */
+    long long line_limit;     /* line_length_limit */
+    long long size_limit;     /* message_size_limit, 0: none */
+    long long hdr_limit;      /* header_size_limit */
+    long long hop_limit;      /* hopcount_limit */
 };
 
 /* Why a message is refused, in the order smtpd reports them. */
 enum dataparse_verdict {
     DP_OK,
-    DP_TOO_BIG,         /* more content than size_limit */
-    DP_HDR_TOO_BIG,     /* header section longer than hdr_limit */
-    DP_HOPS,            /* more Received:/Delivered-To: than hop_limit */
-    DP_BARE,            /* bare CR or LF in reject mode (see .bare) */
-    DP_NUL,             /* NUL byte in reject mode */
+    DP_TOO_BIG,     /* more content than size_limit */
+    DP_HDR_TOO_BIG, /* header section longer than hdr_limit */
+    DP_HOPS,        /* more Received:/Delivered-To: than hop_limit */
+    DP_BARE,        /* bare CR or LF in reject mode (see .bare) */
+    DP_NUL,         /* NUL byte in reject mode */
 };
 
 /* Content goes out through this in pieces of any size; concatenated, the
@@ -52,34 +52,34 @@ struct dataparse {
     struct dataparse_config cf;
     dataparse_out_fn out;
     void *out_arg;
-    buf_t obuf;             /* content not yet handed to out() */
-    int st;                 /* byte state (smtpd_dataparse.c) */
-    int real_bol;           /* line began after a real CRLF (or is the first) */
-    long long linelen;      /* bytes on the current output line */
+    buf_t obuf;        /* content not yet handed to out() */
+    int st;            /* byte state (smtpd_dataparse.c) */
+    int real_bol;      /* line began after a real CRLF (or is the first) */
+    long long linelen; /* bytes on the current output line */
     /* Header scan. */
     int in_headers;
-    int hl;                 /* classification of the current header line */
-    size_t hl_len;          /* its length so far (stored bytes) */
-    size_t hl_name;         /* length of its field name */
-    size_t hl_val;          /* offset of its value (after the ':') */
-    buf_t hdr;              /* its first DP_HDR_KEEP bytes */
+    int hl;         /* classification of the current header line */
+    size_t hl_len;  /* its length so far (stored bytes) */
+    size_t hl_name; /* length of its field name */
+    size_t hl_val;  /* offset of its value (after the ':') */
+    buf_t hdr;      /* its first DP_HDR_KEEP bytes */
     int in_msgid;
     buf_t msgid;
     /* Results. */
-    int done;               /* DATA: end of data seen; BDAT: ended */
-    long long size;         /* content bytes produced */
-    long long hdr_size;     /* bytes of the header section */
-    int hops;               /* Received:/Delivered-To: header lines */
-    char bare;              /* reject mode: first bare newline, 'L' or 'C' */
-    int nul;                /* reject mode: a NUL byte was seen */
-    char *message_id;       /* first Message-ID value, trimmed, or NULL */
+    int done;           /* DATA: end of data seen; BDAT: ended */
+    long long size;     /* content bytes produced */
+    long long hdr_size; /* bytes of the header section */
+    int hops;           /* Received:/Delivered-To: header lines */
+    char bare;          /* reject mode: first bare newline, 'L' or 'C' */
+    int nul;            /* reject mode: a NUL byte was seen */
+    char *message_id;   /* first Message-ID value, trimmed, or NULL */
 };
 
 /* Bytes of a header line kept for the name and Message-ID checks. */
 #define DP_HDR_KEEP 1000
 
-void dataparse_init(struct dataparse *d, const struct dataparse_config *cf,
-                    dataparse_out_fn out, void *out_arg);
+void dataparse_init(struct dataparse *d, const struct dataparse_config *cf, dataparse_out_fn out,
+                    void *out_arg);
 void dataparse_destroy(struct dataparse *d);
 /* Feed n bytes. Returns the bytes consumed: all of them, except in DATA
  * mode when the end of data was seen (d->done set; the bytes after the

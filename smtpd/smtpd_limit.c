@@ -18,7 +18,7 @@
 
 static const struct {
     enum anvil_event anvil_ev;
-    const char *param, *param2;  /* the limits; 0 in both = nothing to ask */
+    const char *param, *param2; /* the limits; 0 in both = nothing to ask */
 } evmap[SMTPD_EV_N] = {
     [SMTPD_EV_MSG] = { ANVIL_EV_MSG, "smtpd_client_message_rate_limit", NULL },
     [SMTPD_EV_RCPT] = { ANVIL_EV_RCPT, "smtpd_client_recipient_rate_limit", NULL },
@@ -53,8 +53,7 @@ void smtpd_limit_init(struct smtpd *d)
 
 static void warn_limit(struct smtpd_session *s, enum smtpd_anvil_limit l, long value)
 {
-    log_warn("%s: %ld from %s for service %s", limit_what[l], value, smtpd_client(s),
-             service(s));
+    log_warn("%s: %ld from %s for service %s", limit_what[l], value, smtpd_client(s), service(s));
 }
 
 static void on_connect(const struct anvil_counts *c, void *arg)
@@ -67,8 +66,7 @@ static void on_connect(const struct anvil_counts *c, void *arg)
     }
     warn_limit(s, l, l == SMTPD_ANVIL_LIMIT_CONN_COUNT ? c->count : c->rate[ANVIL_EV_CONN]);
     s->waiting = 0;
-    smtpd_reply(s, "421 4.7.0 %s Error: too many connections from %s", smtpd_hostname(),
-                s->addr);
+    smtpd_reply(s, "421 4.7.0 %s Error: too many connections from %s", smtpd_hostname(), s->addr);
     smtpd_close_after(s);
 }
 

@@ -21,14 +21,14 @@
 #include "common/mail/server.h"
 
 #define BACKLOG_MAX (1024 * 1024)
-#define RETRY_MIN 1
-#define RETRY_MAX 30
+#define RETRY_MIN   1
+#define RETRY_MAX   30
 
 static struct {
     struct server *srv;
-    struct conn *conn;     /* NULL while not connected */
-    buf_t unsent;          /* encoded records waiting for a connection */
-    buf_t sent;            /* handed to conn, not yet all written: resent
+    struct conn *conn; /* NULL while not connected */
+    buf_t unsent;      /* encoded records waiting for a connection */
+    buf_t sent;        /* handed to conn, not yet all written: resent
                               after a failure */
     struct event *retry;
     int retry_secs;
@@ -63,8 +63,7 @@ static void flush_unsent(void)
     buf_reset(&nt.unsent);
 }
 
-static enum conn_verdict on_record(struct conn *c, const attr_t *rec, void *arg,
-                                   const char **why)
+static enum conn_verdict on_record(struct conn *c, const attr_t *rec, void *arg, const char **why)
 {
     if (strcmp(attr_get_def(rec, "status", ""), "fail") != 0) {
         *why = "unexpected record (qmgr answers a notification only to refuse it)";
@@ -99,8 +98,7 @@ static void notify_connect(void)
     server_spool_path(nt.srv, SOCK_QMGR, &path);
     nt.conn = conn_connect_unix(nt.srv->base, buf_str(&path), &cfg, &notify_ops, NULL);
     if (!nt.conn && errno == ENAMETOOLONG)
-        log_fatal("qmgr socket path too long: %s (use a shorter queue_directory)",
-                  buf_str(&path));
+        log_fatal("qmgr socket path too long: %s (use a shorter queue_directory)", buf_str(&path));
     if (!nt.conn && log_verbose())
         log_debug("connect to %s: %s", SOCK_QMGR, strerror(errno));
     buf_destroy(&path);

@@ -23,7 +23,7 @@
 #include "common/util/log.h"
 
 struct relem {
-    const struct smtpd_rule *rule;   /* NULL: warn_if_reject */
+    const struct smtpd_rule *rule; /* NULL: warn_if_reject */
     char *table;
 };
 
@@ -85,8 +85,10 @@ void smtpd_restrict_init(void)
 
 static const char *stage_of(const struct smtpd_rctx *c)
 {
-    return c->rcpt ? "RCPT" : c->s->have_mail || c->s->env.sender ? "MAIL"
-                            : c->s->helo ? "HELO" : "CONNECT";
+    return c->rcpt                               ? "RCPT"
+           : c->s->have_mail || c->s->env.sender ? "MAIL"
+           : c->s->helo                          ? "HELO"
+                                                 : "CONNECT";
 }
 
 static void log_warning(struct smtpd_rctx *c)
@@ -124,7 +126,7 @@ static enum smtpd_verdict list_eval(struct rlist *l, struct smtpd_rctx *c)
 
 /* Lists first..last in order; a rejection is logged. */
 static enum smtpd_outcome eval_range(struct smtpd_session *s, int first, int last, const char *rcpt,
-                      int source_routed, buf_t *reply)
+                                     int source_routed, buf_t *reply)
 {
     struct smtpd_rctx c = { s, NULL, OBJ_CLIENT, rcpt, source_routed, reply };
     for (int i = first; i <= last; i++) {
@@ -162,8 +164,8 @@ enum smtpd_outcome smtpd_restrict_mail(struct smtpd_session *s, buf_t *reply)
     return eval_range(s, L_SENDER, L_SENDER, NULL, 0, reply);
 }
 
-enum smtpd_outcome smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt,
-                                       int source_routed, buf_t *reply)
+enum smtpd_outcome smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt, int source_routed,
+                                       buf_t *reply)
 {
     int first = conf_bool("smtpd_delay_reject") ? L_CLIENT : L_RELAY;
     return eval_range(s, first, L_RCPT, rcpt, source_routed, reply);
@@ -172,7 +174,7 @@ enum smtpd_outcome smtpd_restrict_rcpt(struct smtpd_session *s, const char *rcpt
 /* ---- DNS for reject_unknown_*_domain ---- */
 
 struct smtpd_dns_req {
-    struct smtpd_session *s;   /* NULL once the session is gone */
+    struct smtpd_session *s; /* NULL once the session is gone */
     char *domain;
 };
 

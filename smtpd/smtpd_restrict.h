@@ -7,10 +7,10 @@
 
 /* What a restriction decides. */
 enum smtpd_verdict {
-    V_DUNNO = 0,   /* no opinion: next restriction */
-    V_PERMIT,      /* this list says yes */
-    V_REJECT,      /* the reply is in ctx->reply */
-    V_PENDING,     /* a DNS lookup runs: evaluate again when it is done */
+    V_DUNNO = 0, /* no opinion: next restriction */
+    V_PERMIT,    /* this list says yes */
+    V_REJECT,    /* the reply is in ctx->reply */
+    V_PENDING,   /* a DNS lookup runs: evaluate again when it is done */
 };
 
 /* What a reply is about ("<x>: Sender address rejected: ..."). */
@@ -18,16 +18,16 @@ enum smtpd_object { OBJ_CLIENT, OBJ_HELO, OBJ_SENDER, OBJ_RCPT };
 
 struct smtpd_rctx {
     struct smtpd_session *s;
-    const char *list;       /* parameter name, for warnings */
-    enum smtpd_object obj;  /* default object of the list */
-    const char *rcpt;       /* NULL before RCPT */
+    const char *list;      /* parameter name, for warnings */
+    enum smtpd_object obj; /* default object of the list */
+    const char *rcpt;      /* NULL before RCPT */
     int source_routed;
     buf_t *reply;
 };
 
 struct smtpd_rule {
     const char *name;
-    int takes_table;        /* the next list element is a "hash:" table */
+    int takes_table; /* the next list element is a "hash:" table */
     enum smtpd_verdict (*fn)(struct smtpd_rctx *c, const char *table);
 };
 

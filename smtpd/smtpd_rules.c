@@ -28,10 +28,14 @@ static const char *const obj_label[] = {
 static const char *obj_text(struct smtpd_rctx *c, enum smtpd_object obj)
 {
     switch (obj) {
-    case OBJ_CLIENT: return smtpd_client(c->s);
-    case OBJ_HELO: return c->s->helo ? c->s->helo : "";
-    case OBJ_SENDER: return c->s->env.sender ? c->s->env.sender : "";
-    case OBJ_RCPT: return c->rcpt ? c->rcpt : "";
+    case OBJ_CLIENT:
+        return smtpd_client(c->s);
+    case OBJ_HELO:
+        return c->s->helo ? c->s->helo : "";
+    case OBJ_SENDER:
+        return c->s->env.sender ? c->s->env.sender : "";
+    case OBJ_RCPT:
+        return c->rcpt ? c->rcpt : "";
     }
     return "";
 }
@@ -152,8 +156,9 @@ static enum smtpd_verdict access_action(struct smtpd_rctx *c, enum smtpd_object 
     for (const struct smtpd_rule *r = smtpd_rules; r->name; r++)
         if (!r->takes_table && str_ieq(r->name, v))
             return r->fn(c, NULL);
-    log_warn("%s: unknown action \"%s\" in access table (use OK, REJECT, DEFER, DUNNO or 4xx/5xx text)",
-             table, v);
+    log_warn(
+        "%s: unknown action \"%s\" in access table (use OK, REJECT, DEFER, DUNNO or 4xx/5xx text)",
+        table, v);
     return config_error(c);
 }
 
@@ -167,14 +172,18 @@ static enum smtpd_verdict check_access(struct smtpd_rctx *c, enum smtpd_object o
     buf_t v = BUF_INIT;
     enum smtpd_lookup rc = SMTPD_LOOKUP_NONE;
     switch (obj) {
-    case OBJ_CLIENT: rc = smtpd_access_client(t, c->s->name, c->s->addr, &v); break;
+    case OBJ_CLIENT:
+        rc = smtpd_access_client(t, c->s->name, c->s->addr, &v);
+        break;
     case OBJ_HELO:
         rc = c->s->helo ? smtpd_access_addr(t, c->s->helo, &v) : SMTPD_LOOKUP_NONE;
         break;
     case OBJ_SENDER:
         rc = c->s->env.sender ? smtpd_access_addr(t, c->s->env.sender, &v) : SMTPD_LOOKUP_NONE;
         break;
-    case OBJ_RCPT: rc = c->rcpt ? smtpd_access_addr(t, c->rcpt, &v) : SMTPD_LOOKUP_NONE; break;
+    case OBJ_RCPT:
+        rc = c->rcpt ? smtpd_access_addr(t, c->rcpt, &v) : SMTPD_LOOKUP_NONE;
+        break;
     }
     enum smtpd_verdict verdict = V_DUNNO;
     if (rc == SMTPD_LOOKUP_ERROR) {

@@ -32,8 +32,8 @@
 #include "common/mail/server.h"
 #include "smtpd/smtpd_cmdparse.h"
 
-#define OUTPUT_PAUSE 65536          /* stop reading commands above this */
-#define INPUT_HIGH (256 * 1024)     /* libevent stops reading above this */
+#define OUTPUT_PAUSE 65536        /* stop reading commands above this */
+#define INPUT_HIGH   (256 * 1024) /* libevent stops reading above this */
 
 static void session_read(struct bufferevent *bev, void *arg);
 static void session_write(struct bufferevent *bev, void *arg);
@@ -138,8 +138,8 @@ static void log_disconnect(struct smtpd_session *s)
     for (int i = 0; i <= SMTPD_CMD_MAX; i++) {
         if (!s->cmd_total[i])
             continue;
-        const char *name = i < SMTPD_CMD_MAX && smtp_cmd_verb_name(i) ? smtp_cmd_verb_name(i)
-                                                                       : "unknown";
+        const char *name =
+            i < SMTPD_CMD_MAX && smtp_cmd_verb_name(i) ? smtp_cmd_verb_name(i) : "unknown";
         buf_putc(&b, ' ');
         for (const char *p = name; *p; p++)
             buf_putc(&b, (*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
@@ -183,8 +183,8 @@ static void reply_v(struct smtpd_session *s, int count, const char *fmt, va_list
 {
     buf_t b = BUF_INIT;
     buf_vprintf(&b, fmt, ap);
-    int code = (b.len >= 3) ? (b.data[0] - '0') * 100 + (b.data[1] - '0') * 10 + (b.data[2] - '0')
-                            : 0;
+    int code =
+        (b.len >= 3) ? (b.data[0] - '0') * 100 + (b.data[1] - '0') * 10 + (b.data[2] - '0') : 0;
     if (log_verbose())
         log_debug("> %s: %s", smtpd_client(s), buf_str(&b));
     buf_append(&b, "\r\n", 2);
@@ -230,7 +230,6 @@ void smtpd_txn_reset(struct smtpd_session *s)
     s->bdat_fail_code = 0;
     s->bdat_octets = 0;
 }
-
 
 static void wake_up(evutil_socket_t fd, short what, void *arg)
 {
@@ -371,11 +370,21 @@ void smtpd_process_input(struct smtpd_session *s)
         }
         int more = 0;
         switch (s->state) {
-        case SS_CMD: more = process_command(s, in); break;
-        case SS_AUTH: more = process_command(s, in); break;
-        case SS_SKIP: more = process_skip(s, in); break;
-        case SS_DATA: more = process_data(s, in); break;
-        case SS_BDAT: more = smtpd_bdat_input(s, in); break;
+        case SS_CMD:
+            more = process_command(s, in);
+            break;
+        case SS_AUTH:
+            more = process_command(s, in);
+            break;
+        case SS_SKIP:
+            more = process_skip(s, in);
+            break;
+        case SS_DATA:
+            more = process_data(s, in);
+            break;
+        case SS_BDAT:
+            more = smtpd_bdat_input(s, in);
+            break;
         }
         if (!more)
             break;

@@ -31,10 +31,10 @@ struct dict {
     LIST_ENTRY(dict) link; /* open_tables */
     int refs;              /* dict_open calls not yet dict_close'd */
     DB *db;
-    char *dbpath;      /* "<path>.db" */
-    ino_t ino;         /* of the open file, to notice a rebuild */
+    char *dbpath; /* "<path>.db" */
+    ino_t ino;    /* of the open file, to notice a rebuild */
     dev_t dev;
-    time_t checked;    /* last time we looked for a rebuild */
+    time_t checked; /* last time we looked for a rebuild */
 };
 
 /* Every table open in this process (loop thread only, like the rest). */
@@ -87,8 +87,8 @@ static struct dict *find_open(const char *dbpath)
 {
     struct dict *d;
     LIST_FOREACH(d, &open_tables, link)
-        if (strcmp(d->dbpath, dbpath) == 0)
-            return d;
+    if (strcmp(d->dbpath, dbpath) == 0)
+        return d;
     return NULL;
 }
 

@@ -15,9 +15,9 @@ struct dict;
 /* What a lookup found. The values are those of the former int result, so
  * "rc > 0" still means found while callers move to the names. */
 enum dict_result {
-    DICT_ERROR = -1,   /* the table could not be read (logged) */
+    DICT_ERROR = -1, /* the table could not be read (logged) */
     DICT_NOTFOUND = 0,
-    DICT_FOUND = 1,    /* value set */
+    DICT_FOUND = 1, /* value set */
 };
 
 /* Open read-only. NULL with err. Type must be "hash". A table already open

@@ -21,7 +21,7 @@
 #include "common/util/log.h"
 
 #define DNS_TIMEOUT_MS 3000
-#define DNS_TRIES 2
+#define DNS_TRIES      2
 
 struct dns_sock {
     LIST_ENTRY(dns_sock) link;
@@ -34,8 +34,8 @@ struct dns_ctx {
     ares_channel ch;
     LIST_HEAD(, dns_sock) socks; /* the sockets c-ares wants watched */
     struct event *timer;
-    int queries;     /* c-ares queries in flight */
-    int requests;    /* dns_resolve_* requests not yet delivered */
+    int queries;  /* c-ares queries in flight */
+    int requests; /* dns_resolve_* requests not yet delivered */
     int destroying;
 };
 
@@ -45,12 +45,12 @@ struct dns_req {
     void *arg;
     char *name;
     struct dns_result *res;
-    size_t waiting;        /* address lookups outstanding */
-    int any_temp;          /* some address lookup failed temporarily */
-    char *failed_host;     /* first host whose addresses failed */
+    size_t waiting;    /* address lookups outstanding */
+    int any_temp;      /* some address lookup failed temporarily */
+    char *failed_host; /* first host whose addresses failed */
 };
 
-struct dns_hreq {          /* one address lookup for res->hosts[idx] */
+struct dns_hreq { /* one address lookup for res->hosts[idx] */
     struct dns_req *req;
     size_t idx;
 };
@@ -89,8 +89,8 @@ static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writa
     short what = (short)((readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
 
     LIST_FOREACH(s, &ctx->socks, link)
-        if (s->fd == fd)
-            break;
+    if (s->fd == fd)
+        break;
     if (s) {
         event_free(s->ev);
         s->ev = NULL;
@@ -141,7 +141,8 @@ struct dns_ctx *dns_new(struct event_base *base, const char *servers, buf_t *err
         free(ctx);
         return NULL;
     }
-    if (servers && *servers && (rc = ares_set_servers_ports_csv(ctx->ch, servers)) != ARES_SUCCESS) {
+    if (servers && *servers &&
+        (rc = ares_set_servers_ports_csv(ctx->ch, servers)) != ARES_SUCCESS) {
         buf_printf(err, "dns_servers = %s: %s (use ip or ip:port, comma separated)", servers,
                    ares_strerror(rc));
         ares_destroy(ctx->ch);
@@ -393,7 +394,7 @@ static void mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int 
     if (status == ARES_SUCCESS)
         status = ares_parse_mx_reply(abuf, alen, &mx);
     if (status == ARES_ENODATA) {
-        req_single_host(req);  /* no MX: the domain's own addresses */
+        req_single_host(req); /* no MX: the domain's own addresses */
         return;
     }
     if (status != ARES_SUCCESS) {
@@ -437,7 +438,8 @@ static struct dns_req *req_for_name(struct dns_ctx *ctx, const char *name, const
         req->res->status = DNS_NOTFOUND;
         buf_printf(&req->res->errtext,
                    "Host or domain name not found. Name service error for name=%s type=%s: "
-                   "malformed international domain name (%s)", name, type, idn2_strerror(rc));
+                   "malformed international domain name (%s)",
+                   name, type, idn2_strerror(rc));
         req_finish(req);
         return NULL;
     }

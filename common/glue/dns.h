@@ -18,15 +18,15 @@ struct dns_ctx;
 
 enum dns_status {
     DNS_OK = 0,
-    DNS_NOTFOUND,   /* NXDOMAIN / no address: permanent */
-    DNS_TEMPFAIL,   /* SERVFAIL, timeout, refused, ...: try again later */
-    DNS_NULLMX,     /* RFC 7505: the domain accepts no mail */
+    DNS_NOTFOUND, /* NXDOMAIN / no address: permanent */
+    DNS_TEMPFAIL, /* SERVFAIL, timeout, refused, ...: try again later */
+    DNS_NULLMX,   /* RFC 7505: the domain accepts no mail */
 };
 
 struct dns_host {
-    char *name;                   /* host name (or the literal) */
-    int pref;                     /* MX preference, 0 for non-MX */
-    struct sockaddr_storage *addr;/* port 0; the caller sets its port */
+    char *name;                    /* host name (or the literal) */
+    int pref;                      /* MX preference, 0 for non-MX */
+    struct sockaddr_storage *addr; /* port 0; the caller sets its port */
     socklen_t *addrlen;
     size_t naddr;
 };

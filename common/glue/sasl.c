@@ -16,8 +16,8 @@
 #include "common/glue/sasl_impl.h"
 
 static int g_inited;
-static char *g_confpath;                /* cyrus_sasl_config_path, or NULL */
-static char *g_appname;                 /* Cyrus keeps this pointer too */
+static char *g_confpath;               /* cyrus_sasl_config_path, or NULL */
+static char *g_appname;                /* Cyrus keeps this pointer too */
 static sasl_callback_t g_callbacks[3]; /* Cyrus keeps the pointer */
 
 /* ---- callbacks ---- */
@@ -85,9 +85,9 @@ struct secopt {
 };
 
 static const struct secopt secopts[] = {
-    {"noanonymous", SASL_SEC_NOANONYMOUS},   {"noplaintext", SASL_SEC_NOPLAINTEXT},
-    {"nodictionary", SASL_SEC_NODICTIONARY}, {"noactive", SASL_SEC_NOACTIVE},
-    {"mutual_auth", SASL_SEC_MUTUAL_AUTH},   {"forward_secrecy", SASL_SEC_FORWARD_SECRECY},
+    { "noanonymous", SASL_SEC_NOANONYMOUS },   { "noplaintext", SASL_SEC_NOPLAINTEXT },
+    { "nodictionary", SASL_SEC_NODICTIONARY }, { "noactive", SASL_SEC_NOACTIVE },
+    { "mutual_auth", SASL_SEC_MUTUAL_AUTH },   { "forward_secrecy", SASL_SEC_FORWARD_SECRECY },
 };
 
 int psasl_security_flags(const char *param, unsigned *flags, buf_t *err)
@@ -124,26 +124,30 @@ int psasl_init(buf_t *err)
         return -1;
     const char *app = conf_str("smtpd_sasl_path");
     if (*app == '\0' || strchr(app, '/') != NULL) {
-        buf_printf(err, "parameter \"smtpd_sasl_path\": \"%s\" is not a Cyrus application "
-                        "name (use e.g. smtpd, which reads smtpd.conf)", app);
+        buf_printf(err,
+                   "parameter \"smtpd_sasl_path\": \"%s\" is not a Cyrus application "
+                   "name (use e.g. smtpd, which reads smtpd.conf)",
+                   app);
         return -1;
     }
     const char *cp = conf_str("cyrus_sasl_config_path");
     free(g_confpath);
     g_confpath = *cp ? xstrdup(cp) : NULL;
     size_t n = 0;
-    g_callbacks[n++] = (sasl_callback_t){SASL_CB_LOG, SASL_CB_FN(cb_log), NULL};
+    g_callbacks[n++] = (sasl_callback_t){ SASL_CB_LOG, SASL_CB_FN(cb_log), NULL };
     if (g_confpath)
         g_callbacks[n++] =
-            (sasl_callback_t){SASL_CB_GETCONFPATH, SASL_CB_FN(cb_getconfpath), NULL};
-    g_callbacks[n] = (sasl_callback_t){SASL_CB_LIST_END, NULL, NULL};
+            (sasl_callback_t){ SASL_CB_GETCONFPATH, SASL_CB_FN(cb_getconfpath), NULL };
+    g_callbacks[n] = (sasl_callback_t){ SASL_CB_LIST_END, NULL, NULL };
     free(g_appname);
     g_appname = xstrdup(app); /* conf_str's pointer dies at the next conf_set */
     sasl_set_mutex(mx_alloc, mx_lock, mx_unlock, mx_free);
     int rc = sasl_server_init(g_callbacks, g_appname);
     if (rc != SASL_OK) {
-        buf_printf(err, "Cyrus SASL server initialization failed: %s (check %s/%s.conf and the "
-                        "installed SASL plugins)", sasl_errstring(rc, NULL, NULL),
+        buf_printf(err,
+                   "Cyrus SASL server initialization failed: %s (check %s/%s.conf and the "
+                   "installed SASL plugins)",
+                   sasl_errstring(rc, NULL, NULL),
                    g_confpath ? g_confpath : "the Cyrus default directory", app);
         return -1;
     }

@@ -67,8 +67,7 @@ struct psasl_result {
 struct psasl_pool;
 struct psasl_session;
 
-typedef void (*psasl_done_fn)(struct psasl_session *ss, const struct psasl_result *r,
-                              void *arg);
+typedef void (*psasl_done_fn)(struct psasl_session *ss, const struct psasl_result *r, void *arg);
 
 /* Process-wide Cyrus start-up (see above). Returns 0, or -1 with err. Calling
  * it again after success is a no-op returning 0. */
@@ -106,8 +105,8 @@ int psasl_busy(const struct psasl_session *ss);
 /* Begin an exchange. initial: the AUTH command's initial response as on the
  * wire ("=" = empty response), or NULL when the client sent none. Calling
  * it while busy is a bug (log_panic). */
-void psasl_start(struct psasl_session *ss, const char *mech, const char *initial,
-                 psasl_done_fn cb, void *arg);
+void psasl_start(struct psasl_session *ss, const char *mech, const char *initial, psasl_done_fn cb,
+                 void *arg);
 /* Next client line of the exchange (without CRLF; "*" cancels; "" is an
  * empty response). Only after a CONTINUE result; otherwise log_panic. */
 void psasl_step(struct psasl_session *ss, const char *line, psasl_done_fn cb, void *arg);

@@ -91,8 +91,8 @@ static int mech_offered(const struct psasl_session *ss)
     return 0;
 }
 
-void psasl_start(struct psasl_session *ss, const char *mech, const char *initial,
-                 psasl_done_fn cb, void *arg)
+void psasl_start(struct psasl_session *ss, const char *mech, const char *initial, psasl_done_fn cb,
+                 void *arg)
 {
     job_begin(ss, cb, arg);
     ss->in_exchange = 0;
@@ -128,9 +128,12 @@ static const struct {
     int rc;
     psasl_status_t st;
 } rc_map[] = {
-    {SASL_OK, PSASL_OK},           {SASL_CONTINUE, PSASL_CONTINUE},
-    {SASL_NOMECH, PSASL_NOMECH},   {SASL_TRYAGAIN, PSASL_TEMPFAIL},
-    {SASL_UNAVAIL, PSASL_TEMPFAIL}, {SASL_NOMEM, PSASL_TEMPFAIL},
+    { SASL_OK, PSASL_OK },
+    { SASL_CONTINUE, PSASL_CONTINUE },
+    { SASL_NOMECH, PSASL_NOMECH },
+    { SASL_TRYAGAIN, PSASL_TEMPFAIL },
+    { SASL_UNAVAIL, PSASL_TEMPFAIL },
+    { SASL_NOMEM, PSASL_TEMPFAIL },
 };
 
 static psasl_status_t map_rc(int rc)
@@ -196,8 +199,12 @@ void psasl_job_deliver(struct psasl_session *ss)
 }
 
 static const char *const status_names[] = {
-    [PSASL_OK] = "OK",           [PSASL_CONTINUE] = "CONTINUE",   [PSASL_FAIL] = "FAIL",
-    [PSASL_TEMPFAIL] = "TEMPFAIL", [PSASL_CANCELLED] = "CANCELLED", [PSASL_BADPROT] = "BADPROT",
+    [PSASL_OK] = "OK",
+    [PSASL_CONTINUE] = "CONTINUE",
+    [PSASL_FAIL] = "FAIL",
+    [PSASL_TEMPFAIL] = "TEMPFAIL",
+    [PSASL_CANCELLED] = "CANCELLED",
+    [PSASL_BADPROT] = "BADPROT",
     [PSASL_NOMECH] = "NOMECH",
 };
 

@@ -46,8 +46,8 @@ static int decode_group(const unsigned char *g, int last, unsigned char out[3])
         if (v[i] < 0)
             return -1;
     }
-    uint32_t n = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) |
-                 (uint32_t)v[3];
+    uint32_t n =
+        ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) | (uint32_t)v[3];
     out[0] = (unsigned char)(n >> 16);
     out[1] = (unsigned char)(n >> 8);
     out[2] = (unsigned char)n;

@@ -17,17 +17,17 @@ enum psasl_op { PSASL_OP_START, PSASL_OP_STEP, PSASL_OP_RESULT };
 struct psasl_session {
     struct psasl_pool *pool;
     sasl_conn_t *conn;
-    char *mechlist;          /* cached at creation: never call Cyrus on a busy conn */
-    size_t max_line;         /* smtpd_sasl_max_line */
-    int in_exchange;         /* last result was CONTINUE: step allowed */
-    int busy;                /* start/step called, callback not yet run (loop thread) */
-    char mech[24];           /* upper-case mechanism of the exchange */
-    int dead;                /* owner freed it while busy (loop thread only) */
+    char *mechlist;  /* cached at creation: never call Cyrus on a busy conn */
+    size_t max_line; /* smtpd_sasl_max_line */
+    int in_exchange; /* last result was CONTINUE: step allowed */
+    int busy;        /* start/step called, callback not yet run (loop thread) */
+    char mech[24];   /* upper-case mechanism of the exchange */
+    int dead;        /* owner freed it while busy (loop thread only) */
     /* the job: at most one in the pool at a time (workq_post enforces it) */
     struct workq_job job;
     enum psasl_op op;
-    int have_input;          /* START: initial response present */
-    buf_t input;             /* decoded client bytes */
+    int have_input; /* START: initial response present */
+    buf_t input;    /* decoded client bytes */
     psasl_done_fn cb;
     void *arg;
     /* its result, written by the worker, read on the loop after hand-back */

@@ -33,7 +33,7 @@ static const struct {
     { "TLSv1.2", TLS1_2_VERSION, SSL_OP_NO_TLSv1_2 },
     { "TLSv1.3", TLS1_3_VERSION, SSL_OP_NO_TLSv1_3 },
 };
-#define NPROTOS ((int)(sizeof(protos) / sizeof(protos[0])))
+#define NPROTOS      ((int)(sizeof(protos) / sizeof(protos[0])))
 #define FIRST_USABLE 2 /* TLSv1 */
 
 static int proto_index(const char *name)
@@ -45,7 +45,8 @@ static int proto_index(const char *name)
 }
 
 /* Fold one token into the include/exclude masks and the >=/<= bounds. */
-static int proto_token(const char *tok, unsigned *incl, unsigned *excl, int *lo, int *hi, buf_t *err)
+static int proto_token(const char *tok, unsigned *incl, unsigned *excl, int *lo, int *hi,
+                       buf_t *err)
 {
     int op = 0; /* 0 plain, '!' exclude, '>' at least, '<' at most */
     const char *name = tok;
@@ -56,8 +57,10 @@ static int proto_token(const char *tok, unsigned *incl, unsigned *excl, int *lo,
     int i = proto_index(name);
     if (i < 0) {
         buf_reset(err);
-        buf_printf(err, "unknown TLS protocol \"%s\" (use SSLv3, TLSv1, TLSv1.1, TLSv1.2, TLSv1.3 "
-                        "with optional !, >= or <=)", name);
+        buf_printf(err,
+                   "unknown TLS protocol \"%s\" (use SSLv3, TLSv1, TLSv1.1, TLSv1.2, TLSv1.3 "
+                   "with optional !, >= or <=)",
+                   name);
         return -1;
     }
     if (op == '!')
@@ -112,7 +115,8 @@ void tls_apply_protocols(SSL_CTX *ctx, const struct tls_protos *p)
 {
     SSL_CTX_set_min_proto_version(ctx, p->min);
     SSL_CTX_set_max_proto_version(ctx, p->max);
-    SSL_CTX_clear_options(ctx, SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_TLSv1_2 | SSL_OP_NO_TLSv1_3);
+    SSL_CTX_clear_options(ctx, SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_TLSv1_2 |
+                                   SSL_OP_NO_TLSv1_3);
     if (p->no)
         SSL_CTX_set_options(ctx, p->no);
 }
@@ -121,7 +125,8 @@ void tls_apply_protocols_ssl(SSL *ssl, const struct tls_protos *p)
 {
     SSL_set_min_proto_version(ssl, p->min);
     SSL_set_max_proto_version(ssl, p->max);
-    SSL_clear_options(ssl, SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_TLSv1_2 | SSL_OP_NO_TLSv1_3);
+    SSL_clear_options(ssl,
+                      SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 | SSL_OP_NO_TLSv1_2 | SSL_OP_NO_TLSv1_3);
     if (p->no)
         SSL_set_options(ssl, p->no);
 }
@@ -326,8 +331,8 @@ static int load_keypair(SSL_CTX *ctx, const char *certparam, const char *certfil
     if (cert == NULL || X509_check_private_key(cert, key) != 1) {
         ERR_clear_error();
         buf_reset(err);
-        buf_printf(err, "%s: private key in %s does not match the certificate in %s (%s)",
-                   keyparam, keyfile, certfile, certparam);
+        buf_printf(err, "%s: private key in %s does not match the certificate in %s (%s)", keyparam,
+                   keyfile, certfile, certparam);
     } else if (SSL_CTX_use_PrivateKey(ctx, key) != 1) {
         buf_reset(err);
         buf_printf(err, "%s: cannot use private key in %s: ", keyparam, keyfile);
@@ -357,8 +362,8 @@ static int server_keys(SSL_CTX *ctx, buf_t *err)
                       "(set smtpd_tls_cert_file or smtpd_tls_chain_files to use TLS)");
         return -1;
     }
-    return load_keypair(ctx, "smtpd_tls_cert_file", cert, "smtpd_tls_key_file",
-                        key[0] ? key : cert, err);
+    return load_keypair(ctx, "smtpd_tls_cert_file", cert, "smtpd_tls_key_file", key[0] ? key : cert,
+                        err);
 }
 
 /* ---- contexts ---- */
@@ -373,16 +378,18 @@ SSL_CTX *tls_server_ctx_new(int mandatory, buf_t *err)
         tls_append_ssl_error(err);
         return NULL;
     }
-    if (server_keys(ctx, err) < 0
-        || ctx_protocols(ctx, mandatory ? "smtpd_tls_mandatory_protocols" : "smtpd_tls_protocols", &p, err) < 0
-        || (mandatory ? ctx_ciphers(ctx, "smtpd_tls_mandatory_ciphers", "smtpd_tls_exclude_ciphers",
-                                    "smtpd_tls_mandatory_exclude_ciphers", err)
-                      : ctx_ciphers(ctx, "smtpd_tls_ciphers", "smtpd_tls_exclude_ciphers", NULL, err)) < 0) {
+    if (server_keys(ctx, err) < 0 ||
+        ctx_protocols(ctx, mandatory ? "smtpd_tls_mandatory_protocols" : "smtpd_tls_protocols", &p,
+                      err) < 0 ||
+        (mandatory
+             ? ctx_ciphers(ctx, "smtpd_tls_mandatory_ciphers", "smtpd_tls_exclude_ciphers",
+                           "smtpd_tls_mandatory_exclude_ciphers", err)
+             : ctx_ciphers(ctx, "smtpd_tls_ciphers", "smtpd_tls_exclude_ciphers", NULL, err)) < 0) {
         SSL_CTX_free(ctx);
         return NULL;
     }
-    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION
-                                 | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_NO_COMPRESSION);
     /* No stateful cache: N processes cannot share it. Tickets stay on;
      * their keys are per process, a miss costs one full handshake. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -407,8 +414,8 @@ struct client_protos {
 };
 static int client_ex_index = -1;
 
-static void client_protos_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
-                               long argl, void *argp)
+static void client_protos_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+                               void *argp)
 {
     struct client_protos *cp = ptr;
     if (cp) {
@@ -423,8 +430,8 @@ static int client_setup(SSL_CTX *ctx, struct client_protos *cp, buf_t *err)
     const char *cafile = conf_str("smtp_tls_CAfile"), *capath = conf_str("smtp_tls_CApath");
     if (cafile[0] && file_readable("smtp_tls_CAfile", cafile, err) < 0)
         return -1;
-    if ((cafile[0] || capath[0])
-        && SSL_CTX_load_verify_locations(ctx, cafile[0] ? cafile : NULL, capath[0] ? capath : NULL) != 1) {
+    if ((cafile[0] || capath[0]) && SSL_CTX_load_verify_locations(ctx, cafile[0] ? cafile : NULL,
+                                                                  capath[0] ? capath : NULL) != 1) {
         buf_reset(err);
         buf_printf(err, "%s: cannot load CA certificates from %s: ",
                    cafile[0] ? "smtp_tls_CAfile" : "smtp_tls_CApath", cafile[0] ? cafile : capath);
@@ -435,8 +442,8 @@ static int client_setup(SSL_CTX *ctx, struct client_protos *cp, buf_t *err)
     if (cert[0] && load_keypair(ctx, "smtp_tls_cert_file", cert, "smtp_tls_key_file",
                                 key[0] ? key : cert, err) < 0)
         return -1;
-    if (ctx_protocols(NULL, "smtp_tls_mandatory_protocols", &cp->mandatory, err) < 0
-        || ctx_protocols(ctx, "smtp_tls_protocols", &cp->may, err) < 0)
+    if (ctx_protocols(NULL, "smtp_tls_mandatory_protocols", &cp->mandatory, err) < 0 ||
+        ctx_protocols(ctx, "smtp_tls_protocols", &cp->may, err) < 0)
         return -1;
     /* The mandatory list is checked first; the may list stays on ctx. */
     buf_t list = BUF_INIT;
@@ -497,7 +504,8 @@ SSL *tls_client_ssl_new(SSL_CTX *ctx, const char *sni, tls_level_t level)
     SSL *ssl = SSL_new(ctx);
     if (ssl == NULL)
         log_fatal("cannot create a TLS client session (out of memory?)");
-    struct client_protos *cp = client_ex_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx, client_ex_index);
+    struct client_protos *cp =
+        client_ex_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx, client_ex_index);
     if (cp == NULL)
         log_panic("tls_client_ssl_new: context not made by tls_client_ctx_new");
     int mandatory = level >= TLS_LEV_ENCRYPT;

@@ -56,9 +56,9 @@ typedef enum {
 /* Result of a Postfix protocol list: SSL_CTX_set_min/max_proto_version
  * values plus SSL_OP_NO_* bits for holes inside the range. */
 struct tls_protos {
-    int min;           /* e.g. TLS1_2_VERSION */
-    int max;           /* e.g. TLS1_3_VERSION */
-    unsigned long no;  /* SSL_OP_NO_TLSvX for excluded versions in between */
+    int min;          /* e.g. TLS1_2_VERSION */
+    int max;          /* e.g. TLS1_3_VERSION */
+    unsigned long no; /* SSL_OP_NO_TLSvX for excluded versions in between */
 };
 /* Parse ">=TLSv1.2", "!SSLv2, !SSLv3, !TLSv1", "TLSv1.2 TLSv1.3",
  * "<=TLSv1.2" (any mix). An empty spec means ">=TLSv1.2". SSLv2/SSLv3 are

@@ -80,8 +80,10 @@ static int policy_parse(const char *key, const char *value, struct tls_policy *o
     int rc = 0;
     if (tok[0] == NULL || tls_level_parse(tok[0], &out->level) < 0) {
         buf_reset(err);
-        buf_printf(err, "smtp_tls_policy_maps: destination \"%s\": unknown TLS security level \"%s\" "
-                        "(use none, may, encrypt, verify or secure)", key, tok[0] ? tok[0] : "");
+        buf_printf(err,
+                   "smtp_tls_policy_maps: destination \"%s\": unknown TLS security level \"%s\" "
+                   "(use none, may, encrypt, verify or secure)",
+                   key, tok[0] ? tok[0] : "");
         rc = -1;
     }
     for (char **t = tok + (tok[0] != NULL); rc == 0 && *t; t++) {
@@ -89,8 +91,9 @@ static int policy_parse(const char *key, const char *value, struct tls_policy *o
             strv_free(out->match);
             out->match = str_split(*t + 6, ":", NULL);
         } else {
-            log_warn("smtp_tls_policy_maps: destination \"%s\": ignoring unsupported attribute \"%s\"",
-                     key, *t);
+            log_warn(
+                "smtp_tls_policy_maps: destination \"%s\": ignoring unsupported attribute \"%s\"",
+                key, *t);
         }
     }
     strv_free(tok);
@@ -103,16 +106,18 @@ int tls_client_policy(const char *nexthop, struct tls_policy *out, buf_t *err)
     const char *deflt = conf_str("smtp_tls_security_level");
     if (tls_level_parse(deflt, &out->level) < 0) {
         buf_reset(err);
-        buf_printf(err, "smtp_tls_security_level: unknown level \"%s\" "
-                        "(use none, may, encrypt, verify or secure)", deflt);
+        buf_printf(err,
+                   "smtp_tls_security_level: unknown level \"%s\" "
+                   "(use none, may, encrypt, verify or secure)",
+                   deflt);
         return -1;
     }
     char **specs = conf_list("smtp_tls_policy_maps");
     buf_t val = BUF_INIT, key = BUF_INIT;
     enum dict_result found = policy_find(specs, nexthop, &val, err);
     /* A domain also matches ".parent" entries, like Postfix's tables. */
-    for (const char *p = strchr(nexthop, '.');
-         found == DICT_NOTFOUND && nexthop[0] != '[' && p; p = strchr(p + 1, '.')) {
+    for (const char *p = strchr(nexthop, '.'); found == DICT_NOTFOUND && nexthop[0] != '[' && p;
+         p = strchr(p + 1, '.')) {
         buf_set(&key, p);
         found = policy_find(specs, key.data, &val, err);
     }
@@ -206,12 +211,14 @@ static void cert_names(X509 *cert, buf_t *out)
         if (g->type != GEN_DNS)
             continue;
         const unsigned char *p = ASN1_STRING_get0_data(g->d.dNSName);
-        buf_printf(out, "%s%.*s", found++ ? ", " : "", ASN1_STRING_length(g->d.dNSName), (const char *)p);
+        buf_printf(out, "%s%.*s", found++ ? ", " : "", ASN1_STRING_length(g->d.dNSName),
+                   (const char *)p);
     }
     GENERAL_NAMES_free(gens);
     if (found == 0) {
         char cn[256];
-        if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) > 0)
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) >
+            0)
             buf_puts(out, cn);
         else
             buf_puts(out, "(none)");
@@ -222,7 +229,8 @@ static void cert_names(X509 *cert, buf_t *out)
 static void verify_reason(SSL *ssl, X509 *cert, long vr, buf_t *why)
 {
     STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
-    X509 *top = chain && sk_X509_num(chain) > 0 ? sk_X509_value(chain, sk_X509_num(chain) - 1) : cert;
+    X509 *top =
+        chain && sk_X509_num(chain) > 0 ? sk_X509_value(chain, sk_X509_num(chain) - 1) : cert;
     char issuer[256];
     switch (vr) {
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
@@ -300,5 +308,6 @@ int tls_client_check(SSL *ssl, const struct tls_policy *pol, const char *nexthop
 
 const char *tls_check_status(tls_trust_t trust)
 {
-    return trust <= TLS_TRUST_UNTRUSTED ? "Server certificate not trusted" : "Server certificate not verified";
+    return trust <= TLS_TRUST_UNTRUSTED ? "Server certificate not trusted"
+                                        : "Server certificate not verified";
 }

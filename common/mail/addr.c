@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOCAL_MAX 64
-#define DOMAIN_MAX 255
+#define LOCAL_MAX    64
+#define DOMAIN_MAX   255
 #define PATH_MAX_LEN 256
 
 static int fail(const char **err, const char *why)
@@ -189,7 +189,8 @@ static int path_body(const char *s, size_t n, int allow_null, buf_t *addr, const
     n -= (size_t)skip;
     if (n == 0) {
         if (skip > 0 || !allow_null)
-            return fail(err, skip > 0 ? "source route without mailbox" : "null address not allowed here");
+            return fail(err, skip > 0 ? "source route without mailbox"
+                                      : "null address not allowed here");
         buf_reset(addr);
         return 0;
     }

@@ -4,7 +4,7 @@
 #ifndef POSTINO_ANVIL_PROTO_H
 #define POSTINO_ANVIL_PROTO_H
 
-#define ANVIL_SOCK "private/anvil"   /* relative to queue_directory */
+#define ANVIL_SOCK "private/anvil" /* relative to queue_directory */
 
 enum anvil_event {
     ANVIL_EV_CONN,      /* connection (rate; the count is separate) */
@@ -14,13 +14,13 @@ enum anvil_event {
     ANVIL_EV_AUTH_FAIL, /* failed AUTH */
     ANVIL_EV_N
 };
-#define ANVIL_IDENT_MAX 300       /* longest ident accepted */
+#define ANVIL_IDENT_MAX 300 /* longest ident accepted */
 
 /* Counters of one ident, as the service reports them. */
 struct anvil_counts {
-    long count;               /* concurrent connections */
-    long rate[ANVIL_EV_N];    /* events in the current window */
-    int unavailable;          /* client side only: anvil did not answer,
+    long count;            /* concurrent connections */
+    long rate[ANVIL_EV_N]; /* events in the current window */
+    int unavailable;       /* client side only: anvil did not answer,
                                * the counters are 0 (fail open) */
 };
 

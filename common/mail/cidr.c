@@ -112,8 +112,10 @@ int cidr_list_validate(const char *param, buf_t *err)
         struct cidr c;
         if (strncmp(v[i], "hash:", 5) != 0 && cidr_parse(v[i], &c) < 0) {
             buf_reset(err);
-            buf_printf(err, "parameter %s: bad network \"%s\" (use address or address/bits, "
-                       "IPv6 as [addr]/bits)", param, v[i]);
+            buf_printf(err,
+                       "parameter %s: bad network \"%s\" (use address or address/bits, "
+                       "IPv6 as [addr]/bits)",
+                       param, v[i]);
             rc = -1;
         }
     }

@@ -8,7 +8,7 @@
 #include "common/util/buf.h"
 
 struct cidr {
-    int family;            /* AF_INET or AF_INET6 */
+    int family; /* AF_INET or AF_INET6 */
     unsigned char a[16];
     int bits;
 };

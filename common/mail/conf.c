@@ -19,11 +19,11 @@
 #define EXPAND_DEPTH_MAX 30
 
 struct pval {
-    char *raw;  /* NULL: the table default */
-    int line;   /* main.cf line, 0 when not from main.cf */
-    int set;    /* set in main.cf or by override */
-    char *exp;  /* cached expansion, NULL when not computed */
-    int busy;   /* expansion in progress: loop guard */
+    char *raw; /* NULL: the table default */
+    int line;  /* main.cf line, 0 when not from main.cf */
+    int set;   /* set in main.cf or by override */
+    char *exp; /* cached expansion, NULL when not computed */
+    int busy;  /* expansion in progress: loop guard */
 };
 
 struct conf_state {
@@ -233,7 +233,10 @@ static int parse_ll(const char *s, long long *out)
 
 int conf_parse_time(const char *s, char default_unit, long long *out, buf_t *err)
 {
-    static const struct { char unit; long long mult; } units[] = {
+    static const struct {
+        char unit;
+        long long mult;
+    } units[] = {
         { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 }, { 'w', 604800 },
     };
     size_t n = strlen(s);
@@ -286,8 +289,8 @@ static int check_range(const struct param_def *d, long long v, const char *s, bu
     if (d->max == LLONG_MAX)
         buf_printf(why, "value \"%s\" out of range (must be at least %lld%s)", s, d->min, u);
     else
-        buf_printf(why, "value \"%s\" out of range (must be between %lld%s and %lld%s)", s,
-                   d->min, u, d->max, u);
+        buf_printf(why, "value \"%s\" out of range (must be between %lld%s and %lld%s)", s, d->min,
+                   u, d->max, u);
     return -1;
 }
 
@@ -304,8 +307,10 @@ static int check_facility(const char *s, buf_t *why)
 {
     if (log_facility_code(s) >= 0)
         return 0;
-    buf_printf(why, "invalid syslog facility \"%s\" (use mail, user, daemon, local0 .. "
-               "local7, or another name from syslog.conf)", s);
+    buf_printf(why,
+               "invalid syslog facility \"%s\" (use mail, user, daemon, local0 .. "
+               "local7, or another name from syslog.conf)",
+               s);
     return -1;
 }
 

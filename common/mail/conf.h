@@ -29,10 +29,10 @@ typedef enum {
 struct param_def {
     const char *name;
     param_type_t type;
-    const char *defval;   /* may reference $other parameters */
-    long long min, max;   /* for INT and TIME (seconds) */
-    char unit;            /* TIME default unit: 's','m','h','d','w' */
-    const char *desc;     /* one line */
+    const char *defval; /* may reference $other parameters */
+    long long min, max; /* for INT and TIME (seconds) */
+    char unit;          /* TIME default unit: 's','m','h','d','w' */
+    const char *desc;   /* one line */
 };
 
 extern const struct param_def param_table[];
@@ -59,7 +59,7 @@ void conf_set(const char *name, const char *value);
  * a bug: log_panic. Returned pointers stay valid until the next
  * conf_load/conf_override/conf_set. */
 const char *conf_str(const char *name);
-long long conf_int(const char *name);   /* INT and TIME (in seconds) */
+long long conf_int(const char *name); /* INT and TIME (in seconds) */
 int conf_bool(const char *name);
 /* List value split on ", \t"; NULL-terminated; free with strv_free. */
 char **conf_list(const char *name);
@@ -79,15 +79,15 @@ void conf_print(FILE *fp, int nondefault);
 
 /* ---- master.cf ---- */
 struct master_ent {
-    char *service;  /* "127.0.0.1:2525", "smtp", "qmgr" */
-    char *type;     /* "inet" or "unix" */
-    int private_;   /* unix: 1 -> private/, 0 -> public/ */
-    int unpriv;     /* 1: run as mail_owner (default) */
-    int chroot;     /* 1: chroot into queue_directory */
-    int wakeup;     /* seconds, 0 = none */
-    int maxproc;    /* 0 = default_process_limit */
-    char **argv;    /* command name then args (incl. -o name=value pairs) */
-    int line;       /* line number in master.cf */
+    char *service; /* "127.0.0.1:2525", "smtp", "qmgr" */
+    char *type;    /* "inet" or "unix" */
+    int private_;  /* unix: 1 -> private/, 0 -> public/ */
+    int unpriv;    /* 1: run as mail_owner (default) */
+    int chroot;    /* 1: chroot into queue_directory */
+    int wakeup;    /* seconds, 0 = none */
+    int maxproc;   /* 0 = default_process_limit */
+    char **argv;   /* command name then args (incl. -o name=value pairs) */
+    int line;      /* line number in master.cf */
 };
 /* Load <dir>/master.cf (a missing file means the built-in default table,
  * conf_master_default). Returns 0, or -1 with "file, line N: reason". */

@@ -167,8 +167,10 @@ int conf_parse_main_text(const char *path, const char *text, buf_t *err)
     while ((got = conf_next_line(&r, &l, &line)) != CONF_LINE_END) {
         if (got == CONF_LINE_ORPHAN) {
             buf_reset(err);
-            buf_printf(err, "%s, line %d: continuation line (starting with white space) "
-                       "without a parameter before it", path, line);
+            buf_printf(err,
+                       "%s, line %d: continuation line (starting with white space) "
+                       "without a parameter before it",
+                       path, line);
             rc = -1;
             break;
         }
@@ -263,8 +265,10 @@ static int master_args(struct master_ent *e, char **f, size_t nf, buf_t *why)
 static int master_fields(struct master_ent *e, char **f, size_t nf, buf_t *why)
 {
     if (nf < 8) {
-        buf_printf(why, "expected at least 8 fields (service type private unpriv chroot "
-                   "wakeup maxproc command), found %zu", nf);
+        buf_printf(why,
+                   "expected at least 8 fields (service type private unpriv chroot "
+                   "wakeup maxproc command), found %zu",
+                   nf);
         return -1;
     }
     e->service = xstrdup(f[0]);
@@ -345,8 +349,7 @@ int conf_master_load(const char *dir, struct master_ent **out, size_t *count, bu
     if (got == CONF_READ_OK)
         rc = conf_master_parse_text(path.data, text.data, out, count, err);
     else if (got == CONF_READ_MISSING)
-        rc = conf_master_parse_text("(built-in master.cf)", conf_master_default, out, count,
-                                    err);
+        rc = conf_master_parse_text("(built-in master.cf)", conf_master_default, out, count, err);
     buf_destroy(&abs);
     buf_destroy(&path);
     buf_destroy(&text);

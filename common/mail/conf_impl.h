@@ -8,13 +8,13 @@
 /* Logical-line reader over a whole file's text: skips blank and comment
  * lines, joins continuation lines (leading white space) with one space. */
 struct conf_reader {
-    const char *p;     /* next unread byte */
-    int lineno;        /* physical lines consumed so far */
+    const char *p; /* next unread byte */
+    int lineno;    /* physical lines consumed so far */
 };
 enum conf_line {
     CONF_LINE_ORPHAN = -1, /* a continuation line with nothing to continue */
     CONF_LINE_END = 0,
-    CONF_LINE_OK = 1,      /* the trimmed logical line is in out */
+    CONF_LINE_OK = 1, /* the trimmed logical line is in out */
 };
 /* The next logical line; *line is its first physical line number. */
 enum conf_line conf_next_line(struct conf_reader *r, buf_t *out, int *line);

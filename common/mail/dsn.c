@@ -19,7 +19,7 @@
 #include "common/util/alloc.h"
 #include "common/util/utf8.h"
 
-#define FIELD_MAX 900   /* keep every generated line below 998 bytes */
+#define FIELD_MAX 900 /* keep every generated line below 998 bytes */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -182,7 +182,7 @@ static const char *status_code(const struct dsn_report *r, const struct qrcpt *q
         ok = 0;
     if (r->kind == DSN_FAILURE) {
         if (ok && (d[0] == '5' || d[0] == '4'))
-            return d;                        /* 4.x.x: expired while deferred */
+            return d; /* 4.x.x: expired while deferred */
         return q->status == QR_DEFERRED ? "4.4.7" : defaults[0];
     }
     if (r->kind == DSN_DELAY)
@@ -200,7 +200,8 @@ static const char *remote_reply(const char *reason)
     if ((p = strstr(reason, " said: ")) != NULL)
         return p + 7;
     if (reason[0] >= '2' && reason[0] <= '5' && reason[1] >= '0' && reason[1] <= '9' &&
-        reason[2] >= '0' && reason[2] <= '9' && (reason[3] == ' ' || reason[3] == '-' || !reason[3]))
+        reason[2] >= '0' && reason[2] <= '9' &&
+        (reason[3] == ' ' || reason[3] == '-' || !reason[3]))
         return reason;
     return NULL;
 }
@@ -219,8 +220,14 @@ static void relay_host(buf_t *out, const char *relay)
 
 static void duration(buf_t *out, long long secs)
 {
-    static const struct { long long s; const char *unit; } units[] = {
-        { 86400, "day" }, { 3600, "hour" }, { 60, "minute" }, { 1, "second" },
+    static const struct {
+        long long s;
+        const char *unit;
+    } units[] = {
+        { 86400, "day" },
+        { 3600, "hour" },
+        { 60, "minute" },
+        { 1, "second" },
     };
     if (secs < 1)
         secs = 1;
@@ -254,8 +261,10 @@ static void top_headers(const struct dsn_report *r, const char *boundary, buf_t 
     buf_putc(out, '@');
     dsn_safe_addr(out, r->myhostname, FIELD_MAX);
     buf_puts(out, ">\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
-    buf_printf(out, "Content-Type: multipart/report; report-type=%sdelivery-status;\r\n"
-                    "\tboundary=\"%s\"\r\n", r->env->smtputf8 ? "global-" : "", boundary);
+    buf_printf(out,
+               "Content-Type: multipart/report; report-type=%sdelivery-status;\r\n"
+               "\tboundary=\"%s\"\r\n",
+               r->env->smtputf8 ? "global-" : "", boundary);
     buf_puts(out, "Content-Transfer-Encoding: 8bit\r\n\r\n"
                   "This is a MIME-encapsulated message.\r\n\r\n");
 }
@@ -296,9 +305,10 @@ static void text_intro(const struct dsn_report *r, buf_t *out)
 
 static void text_part(const struct dsn_report *r, const char *boundary, buf_t *out)
 {
-    buf_printf(out, "--%s\r\nContent-Description: Notification\r\n"
-                    "Content-Type: text/plain; charset=%s\r\n\r\n", boundary,
-               r->env->smtputf8 ? "utf-8" : "us-ascii");
+    buf_printf(out,
+               "--%s\r\nContent-Description: Notification\r\n"
+               "Content-Type: text/plain; charset=%s\r\n\r\n",
+               boundary, r->env->smtputf8 ? "utf-8" : "us-ascii");
     text_intro(r, out);
     for (size_t i = 0; i < r->nidx; i++) {
         const struct qrcpt *q = &r->env->rcpt[r->idx[i]];
@@ -397,9 +407,10 @@ static void rcpt_fields(const struct dsn_report *r, const struct qrcpt *q, buf_t
 
 static void status_part(const struct dsn_report *r, const char *boundary, buf_t *out)
 {
-    buf_printf(out, "--%s\r\nContent-Description: Delivery report\r\n"
-                    "Content-Type: message/%sdelivery-status\r\n\r\n", boundary,
-               r->env->smtputf8 ? "global-" : "");
+    buf_printf(out,
+               "--%s\r\nContent-Description: Delivery report\r\n"
+               "Content-Type: message/%sdelivery-status\r\n\r\n",
+               boundary, r->env->smtputf8 ? "global-" : "");
     message_fields(r, out);
     for (size_t i = 0; i < r->nidx; i++)
         rcpt_fields(r, &r->env->rcpt[r->idx[i]], out);
@@ -412,7 +423,8 @@ static void status_part(const struct dsn_report *r, const char *boundary, buf_t 
 static size_t header_len(const char *c, size_t len, int whole)
 {
     for (size_t i = 0; i + 1 < len; i++) {
-        if (c[i] == '\n' && (c[i + 1] == '\n' || (c[i + 1] == '\r' && i + 2 < len && c[i + 2] == '\n')))
+        if (c[i] == '\n' &&
+            (c[i + 1] == '\n' || (c[i + 1] == '\r' && i + 2 < len && c[i + 2] == '\n')))
             return i + 1;
         if (i == 0 && (c[0] == '\n' || (c[0] == '\r' && c[1] == '\n')))
             return 0; /* no headers at all */

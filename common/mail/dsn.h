@@ -16,14 +16,14 @@
 enum dsn_kind { DSN_FAILURE = 0, DSN_DELAY, DSN_SUCCESS };
 
 struct dsn_report {
-    int kind;                   /* enum dsn_kind */
-    const struct qenv *env;     /* the original message */
-    const size_t *idx;          /* recipients to report (indexes into env->rcpt) */
+    int kind;               /* enum dsn_kind */
+    const struct qenv *env; /* the original message */
+    const size_t *idx;      /* recipients to report (indexes into env->rcpt) */
     size_t nidx;
     const char *myhostname;
-    const char *new_id;         /* queue id of the report (Message-Id, boundary) */
-    long long now;              /* Date: */
-    long long retry_until;      /* Will-Retry-Until: (delay only; 0 = omit) */
+    const char *new_id;    /* queue id of the report (Message-Id, boundary) */
+    long long now;         /* Date: */
+    long long retry_until; /* Will-Retry-Until: (delay only; 0 = omit) */
     /* The original content: whole message when content_len == orig_len,
      * otherwise a prefix (only its headers are returned). */
     const char *content;

@@ -52,9 +52,9 @@
 
 #define PROTO_VERSION "1"
 
-#define SOCK_QMGR    "private/qmgr"
-#define SOCK_BOUNCE  "private/bounce"
-#define SOCK_CONTROL "public/control"
+#define SOCK_QMGR        "private/qmgr"
+#define SOCK_BOUNCE      "private/bounce"
+#define SOCK_CONTROL     "public/control"
 #define SOCK_PRIVATE_DIR "private"
 
 #endif

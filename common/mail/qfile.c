@@ -20,21 +20,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define QFILE_BUFSIZE (64 * 1024)
+#define QFILE_BUFSIZE      (64 * 1024)
 #define QFILE_CREATE_TRIES 100
 
 struct qfile_w {
     int fd;
     char id[QID_LEN + 1];
     buf_t path;
-    buf_t buf;              /* pending bytes, starting at file offset flushed */
-    buf_t head;             /* preamble .. size line, re-written at commit */
-    size_t size_off;        /* offset of the size digits within head */
-    long long flushed;      /* bytes already written to the file */
+    buf_t buf;         /* pending bytes, starting at file offset flushed */
+    buf_t head;        /* preamble .. size line, re-written at commit */
+    size_t size_off;   /* offset of the size digits within head */
+    long long flushed; /* bytes already written to the file */
     long long content_off;
     long long content_len;
-    char *message_id;       /* appended at commit when set */
-    int failed;             /* errno of the first write error, 0 = fine */
+    char *message_id; /* appended at commit when set */
+    int failed;       /* errno of the first write error, 0 = fine */
 };
 
 /* ---- queue ids ---- */
@@ -119,9 +119,9 @@ static void qrcpt_destroy(struct qrcpt *r)
 
 void qenv_destroy(struct qenv *env)
 {
-    char **strs[] = { &env->client_name, &env->client_addr, &env->helo, &env->proto,
-                      &env->sasl_method, &env->sasl_username, &env->message_id,
-                      &env->sender, &env->envid };
+    char **strs[] = { &env->client_name, &env->client_addr, &env->helo,
+                      &env->proto,       &env->sasl_method, &env->sasl_username,
+                      &env->message_id,  &env->sender,      &env->envid };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (size_t i = 0; i < env->nrcpt; i++)
@@ -353,7 +353,7 @@ static int open_new(struct qfile_w *w, const char *spool, buf_t *err)
         return -1;
     }
     buf_setf(err, "create queue file under %s/queue: no unique id after %d tries", spool,
-            QFILE_CREATE_TRIES);
+             QFILE_CREATE_TRIES);
     return -1;
 }
 

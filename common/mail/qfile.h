@@ -53,7 +53,7 @@
 #include <sys/types.h>
 #include "common/util/buf.h"
 
-#define QID_LEN 17          /* 8 hex seconds + 5 hex usec + 4 hex uniq */
+#define QID_LEN            17 /* 8 hex seconds + 5 hex usec + 4 hex uniq */
 #define QFILE_PREAMBLE_LEN 40
 
 /* NOTIFY flags (RFC 3461). 0 means "not specified" (default: FAILURE,DELAY) */
@@ -73,16 +73,16 @@ enum qrcpt_status { QR_PENDING = 0, QR_SENT, QR_DEFERRED, QR_BOUNCED };
 
 struct qrcpt {
     char *addr;
-    char *orcpt;        /* "rfc822;xtext" as given, or NULL */
-    int notify;         /* NOTIFY_* bits, 0 = default */
+    char *orcpt; /* "rfc822;xtext" as given, or NULL */
+    int notify;  /* NOTIFY_* bits, 0 = default */
     /* From appended result records (reading only): */
-    int status;         /* enum qrcpt_status */
-    char *dsn;          /* "5.1.1" etc., NULL while pending */
-    char *relay;        /* "host[ip]:port" or "none" */
-    char *reason;       /* remote text or local explanation */
-    long long when;     /* time of the last result */
-    int dsn_sent;       /* bit set of NOTIFY_* kinds already notified */
-    int deferrals;      /* number of "deferred" result records (attempts) */
+    int status;     /* enum qrcpt_status */
+    char *dsn;      /* "5.1.1" etc., NULL while pending */
+    char *relay;    /* "host[ip]:port" or "none" */
+    char *reason;   /* remote text or local explanation */
+    long long when; /* time of the last result */
+    int dsn_sent;   /* bit set of NOTIFY_* kinds already notified */
+    int deferrals;  /* number of "deferred" result records (attempts) */
 };
 
 struct qenv {
@@ -91,18 +91,18 @@ struct qenv {
     char *client_name, *client_addr, *helo, *proto;
     char *sasl_method, *sasl_username;
     char *message_id;
-    char *sender;       /* "" for the null sender */
+    char *sender; /* "" for the null sender */
     char *envid;
-    int ret;            /* RET_* */
-    int body;           /* enum qbody */
-    int smtputf8;       /* SMTPUTF8 was requested (RFC 6531) */
+    int ret;      /* RET_* */
+    int body;     /* enum qbody */
+    int smtputf8; /* SMTPUTF8 was requested (RFC 6531) */
     struct qrcpt *rcpt;
     size_t nrcpt, rcpt_cap;
     /* From reading: */
     long long content_off, content_len;
     int hold;
-    long long warned;   /* time of delay warning, 0 = none */
-    int complete;       /* execute bit was set */
+    long long warned; /* time of delay warning, 0 = none */
+    int complete;     /* execute bit was set */
 };
 
 /* ---- queue ids ---- */
@@ -179,8 +179,8 @@ int qfile_lock_shared(int fd);
 enum qfile_lock_state qfile_busy(const char *spool, const char *id);
 
 /* ---- updates (delivery, qmgr, bounce; O_APPEND, one write each) ---- */
-int qfile_append_result(const char *spool, const char *id, size_t idx, int status,
-                        const char *dsn, const char *relay, const char *reason);
+int qfile_append_result(const char *spool, const char *id, size_t idx, int status, const char *dsn,
+                        const char *relay, const char *reason);
 int qfile_append_record(const char *spool, const char *id, const char *name, const char *value);
 /* Remove the queue file. 0 or -1 (ENOENT counts as success). */
 int qfile_remove(const char *spool, const char *id);

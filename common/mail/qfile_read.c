@@ -26,7 +26,7 @@
 
 struct rd {
     struct qenv *env;
-    buf_t tmp;      /* unescaped value */
+    buf_t tmp;       /* unescaped value */
     const char *why; /* static reason for a malformed record */
 };
 
@@ -165,17 +165,32 @@ static int env_notify(struct rd *r, const char *v, size_t off)
     return 0;
 }
 
-#define STR(n) { #n, env_str, offsetof(struct qenv, n) }
+#define STR(n)                                                                                     \
+    {                                                                                              \
+#n, env_str, offsetof(struct qenv, n)                                                      \
+    }
 static const struct rec_def {
     const char *name;
     rec_fn fn;
     size_t off;
 } env_recs[] = {
-    { "arrival", env_arrival, 0 }, { "size", env_size, 0 },
-    STR(client_name), STR(client_addr), STR(helo), STR(proto),
-    STR(sasl_method), STR(sasl_username), STR(message_id), STR(sender), STR(envid),
-    { "ret", env_ret, 0 }, { "rcpt", env_rcpt, 0 }, { "orcpt", env_orcpt, 0 },
-    { "notify", env_notify, 0 }, { "body", env_body, 0 }, { "smtputf8", env_smtputf8, 0 },
+    { "arrival", env_arrival, 0 },
+    { "size", env_size, 0 },
+    STR(client_name),
+    STR(client_addr),
+    STR(helo),
+    STR(proto),
+    STR(sasl_method),
+    STR(sasl_username),
+    STR(message_id),
+    STR(sender),
+    STR(envid),
+    { "ret", env_ret, 0 },
+    { "rcpt", env_rcpt, 0 },
+    { "orcpt", env_orcpt, 0 },
+    { "notify", env_notify, 0 },
+    { "body", env_body, 0 },
+    { "smtputf8", env_smtputf8, 0 },
 };
 #undef STR
 
@@ -260,7 +275,8 @@ static int app_dsn_sent(struct rd *r, const char *v, size_t off)
     static const struct {
         const char *name;
         int bit;
-    } kinds[] = { { "failure", NOTIFY_FAILURE }, { "delay", NOTIFY_DELAY },
+    } kinds[] = { { "failure", NOTIFY_FAILURE },
+                  { "delay", NOTIFY_DELAY },
                   { "success", NOTIFY_SUCCESS } };
     char *line = xstrdup(v), *p = line;
     struct qrcpt *q = rcpt_at(r, word(&p));
@@ -278,10 +294,8 @@ static int app_dsn_sent(struct rd *r, const char *v, size_t off)
 }
 
 static const struct rec_def app_recs[] = {
-    { "result", app_result, 0 },
-    { "message_id", env_str, offsetof(struct qenv, message_id) },
-    { "hold", app_hold, 0 },
-    { "warned", app_warned, 0 },
+    { "result", app_result, 0 },     { "message_id", env_str, offsetof(struct qenv, message_id) },
+    { "hold", app_hold, 0 },         { "warned", app_warned, 0 },
     { "dsn_sent", app_dsn_sent, 0 },
 };
 
@@ -424,8 +438,7 @@ int qfile_read(const char *spool, const char *id, struct qenv *env, int allow_in
     str_lcpy(env->id, id, sizeof(env->id));
     rc = read_fp(&r, fp, &st, allow_incomplete);
     if (rc < 0)
-        buf_setf(err, "%s: malformed queue file: %s", path.data,
-                   r.why ? r.why : "read error");
+        buf_setf(err, "%s: malformed queue file: %s", path.data, r.why ? r.why : "read error");
 done:
     if (fp)
         fclose(fp);
@@ -455,8 +468,7 @@ int qfile_open_content(const char *spool, const char *id, long long *len, buf_t 
     } else if (pread(fd, pre, sizeof(pre), 0) != (ssize_t)sizeof(pre) ||
                parse_preamble(pre, &off, len) < 0 || off == 0 ||
                lseek(fd, (off_t)off, SEEK_SET) < 0) {
-        buf_setf(err, "%s: malformed or uncommitted queue file",
-                       path.data);
+        buf_setf(err, "%s: malformed or uncommitted queue file", path.data);
         close(fd);
         fd = -1;
     }
@@ -483,7 +495,7 @@ enum qfile_lock_state qfile_busy(const char *spool, const char *id)
     enum qfile_lock_state busy = QFILE_BUSY_FREE;
     if (flock(fd, LOCK_EX | LOCK_NB) < 0)
         busy = errno == EWOULDBLOCK ? QFILE_BUSY_HELD : QFILE_BUSY_UNKNOWN;
-    close(fd);  /* releases our probe lock, if we got it */
+    close(fd); /* releases our probe lock, if we got it */
     return busy;
 }
 
@@ -530,8 +542,8 @@ static void put_word(buf_t *b, const char *s)
     }
 }
 
-int qfile_append_result(const char *spool, const char *id, size_t idx, int status,
-                        const char *dsn, const char *relay, const char *reason)
+int qfile_append_result(const char *spool, const char *id, size_t idx, int status, const char *dsn,
+                        const char *relay, const char *reason)
 {
     static const char *const defdsn[] = { "", "2.0.0", "4.0.0", "5.0.0" };
     if (status < QR_SENT || status > QR_BOUNCED) {

@@ -40,14 +40,15 @@ static struct listener listeners[SERVER_MAX_LISTEN];
 static struct event *backoff_ev, *wakeup_ev, *parent_ev;
 static struct event *sig_ev[4];
 static pid_t parent_pid;
-static int term_signals;         /* SIGTERM/SIGINT received */
-static const char *config_dir;   /* -c, for a reload in place */
-static char **overrides;         /* -o name=value, applied after each load */
+static int term_signals;       /* SIGTERM/SIGINT received */
+static const char *config_dir; /* -c, for a reload in place */
+static char **overrides;       /* -o name=value, applied after each load */
 
 static void usage(const char *prog)
 {
     log_fatal("usage: %s [-c config_dir] [-n service] [-t inet|unix] [-s nsock] [-u] [-r] "
-              "[-v] [-R] [-w seconds] [-o name=value]...", prog);
+              "[-v] [-R] [-w seconds] [-o name=value]...",
+              prog);
 }
 
 static int opt_num(const char *prog, const char *s, int max)
@@ -81,17 +82,38 @@ static char **parse_args(int argc, char **argv, struct server_opts *o)
     optind = 1;
     while ((c = getopt(argc, argv, "c:n:t:s:urvRo:w:")) != -1) {
         switch (c) {
-        case 'c': o->config_dir = optarg; break;
-        case 'n': srv.service = optarg; break;
-        case 't': srv.type = optarg; break;
-        case 's': o->nsock = opt_num(argv[0], optarg, SERVER_MAX_LISTEN); break;
-        case 'u': o->drop = 1; break;
-        case 'r': o->chroot_ = 1; break;
-        case 'v': o->verbose++; break;
-        case 'R': srv.reloaded = 1; break;
-        case 'o': ovr[novr++] = optarg; break;
-        case 'w': o->wakeup = opt_num(argv[0], optarg, 1000000); break;
-        default: usage(argv[0]);
+        case 'c':
+            o->config_dir = optarg;
+            break;
+        case 'n':
+            srv.service = optarg;
+            break;
+        case 't':
+            srv.type = optarg;
+            break;
+        case 's':
+            o->nsock = opt_num(argv[0], optarg, SERVER_MAX_LISTEN);
+            break;
+        case 'u':
+            o->drop = 1;
+            break;
+        case 'r':
+            o->chroot_ = 1;
+            break;
+        case 'v':
+            o->verbose++;
+            break;
+        case 'R':
+            srv.reloaded = 1;
+            break;
+        case 'o':
+            ovr[novr++] = optarg;
+            break;
+        case 'w':
+            o->wakeup = opt_num(argv[0], optarg, 1000000);
+            break;
+        default:
+            usage(argv[0]);
         }
     }
     if (optind != argc)
@@ -160,8 +182,7 @@ static void drop_privileges(int chroot_)
         srv.spool = xstrdup(".");
     }
     if (setgroups(1, &gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
-        log_fatal("cannot drop privileges to %s (uid %ld): %s", owner, (long)uid,
-                  strerror(errno));
+        log_fatal("cannot drop privileges to %s (uid %ld): %s", owner, (long)uid, strerror(errno));
     if (setuid(0) == 0 || geteuid() == 0)
         log_fatal("privileges could be regained after dropping to %s", owner);
     /* The kernel clears the parent-death signal on a change of user: arm it
@@ -228,7 +249,7 @@ static void reload_in_place(void)
 static void on_reload_signal(int sig)
 {
     if (srv.stopping)
-        return;     /* already on its way out */
+        return; /* already on its way out */
     if (sig == SIGHUP && hooks->on_reload) {
         log_debug("reload: reading %s/main.cf again", config_dir);
         reload_in_place();
@@ -340,8 +361,8 @@ static void arm_events(const struct server_opts *o)
 
 static void free_events(void)
 {
-    struct event **all[] = { &backoff_ev, &wakeup_ev, &parent_ev, &sig_ev[0], &sig_ev[1],
-                             &sig_ev[2], &sig_ev[3] };
+    struct event **all[] = { &backoff_ev, &wakeup_ev, &parent_ev, &sig_ev[0],
+                             &sig_ev[1],  &sig_ev[2], &sig_ev[3] };
     for (size_t k = 0; k < sizeof(all) / sizeof(all[0]); k++) {
         if (*all[k])
             event_free(*all[k]);

@@ -36,24 +36,24 @@
 struct event_base;
 
 struct server {
-    const char *progname;     /* "smtpd", "qmgr", "smtp" (delivery logs as smtp) */
-    const char *service;      /* master.cf service name */
-    const char *type;         /* "inet" or "unix" */
+    const char *progname; /* "smtpd", "qmgr", "smtp" (delivery logs as smtp) */
+    const char *service;  /* master.cf service name */
+    const char *type;     /* "inet" or "unix" */
     const char *config_dir;
-    const char *spool;        /* always ".": the daemon runs in queue_directory */
+    const char *spool; /* always ".": the daemon runs in queue_directory */
     int nlisten;
     int listen_fd[SERVER_MAX_LISTEN];
     struct event_base *base;
-    int stopping;             /* not accepting: stopping or retiring */
-    int retiring;             /* SIGQUIT: finishing its work before exit */
-    int reloaded;             /* -R: started to replace a daemon a reload
+    int stopping; /* not accepting: stopping or retiring */
+    int retiring; /* SIGQUIT: finishing its work before exit */
+    int reloaded; /* -R: started to replace a daemon a reload
                                  retired (start-up news is not news) */
-    void *ctx;                /* the daemon's own state */
+    void *ctx;    /* the daemon's own state */
 };
 
 struct server_hooks {
-    void (*pre_drop)(struct server *s);   /* optional, as starting user */
-    void (*post_drop)(struct server *s);  /* optional, after the drop */
+    void (*pre_drop)(struct server *s);  /* optional, as starting user */
+    void (*post_drop)(struct server *s); /* optional, after the drop */
     /* New client on listener idx; fd is non-blocking and close-on-exec.
      * If NULL, no accept events are armed (daemon handles listen_fd). */
     void (*on_accept)(struct server *s, int fd, int idx);

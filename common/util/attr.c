@@ -167,8 +167,7 @@ static enum attr_decoded malformed(const char **err, const char *why)
 
 /* Find the end of the record without allocating: ATTR_DECODED with *end
  * (just past the empty line), or incomplete, or a limit is broken. */
-static enum attr_decoded record_scan(const char *data, size_t len, size_t *end,
-                                     const char **err)
+static enum attr_decoded record_scan(const char *data, size_t len, size_t *end, const char **err)
 {
     size_t pos = 0, lines = 0;
     if (len > 0 && data[0] == '\n')

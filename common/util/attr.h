@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include "common/util/buf.h"
 
-#define ATTR_LINE_MAX 65536
+#define ATTR_LINE_MAX  65536
 #define ATTR_COUNT_MAX 20000
 
 struct attr_pair {
@@ -28,7 +28,10 @@ typedef struct attr {
     size_t n, cap;
 } attr_t;
 
-#define ATTR_INIT { NULL, 0, 0 }
+#define ATTR_INIT                                                                                  \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void attr_init(attr_t *a);
 void attr_clear(attr_t *a); /* drop all pairs, keep allocation */

@@ -21,20 +21,20 @@
 
 struct conn {
     struct bufferevent *bev;
-    struct event *again;      /* conn_resume: look at buffered records */
+    struct event *again; /* conn_resume: look at buffered records */
     const struct conn_ops *ops;
     void *arg;
     char *peer;
     char *proto;
     int serving;
     size_t output_max;
-    int depth;                /* owner callbacks running */
-    int dead;                 /* freed while a callback ran */
-    int held;                 /* CONN_HOLD until conn_resume */
-    int closing;              /* no more records: drain, shut, linger */
-    int shut;                 /* shutdown(SHUT_WR) done */
-    int finished;             /* on_close delivered */
-    const char *close_why;    /* why the close started (static) */
+    int depth;             /* owner callbacks running */
+    int dead;              /* freed while a callback ran */
+    int held;              /* CONN_HOLD until conn_resume */
+    int closing;           /* no more records: drain, shut, linger */
+    int shut;              /* shutdown(SHUT_WR) done */
+    int finished;          /* on_close delivered */
+    const char *close_why; /* why the close started (static) */
 };
 
 static void free_now(struct conn *c)
@@ -236,8 +236,7 @@ struct conn *conn_new(struct event_base *base, int fd, const struct conn_cfg *cf
 }
 
 struct conn *conn_connect_unix(struct event_base *base, const char *path,
-                               const struct conn_cfg *cfg, const struct conn_ops *ops,
-                               void *arg)
+                               const struct conn_cfg *cfg, const struct conn_ops *ops, void *arg)
 {
     struct sockaddr_un sun;
     int fd;

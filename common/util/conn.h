@@ -33,17 +33,16 @@ struct evbuffer;
 
 /* What on_record tells the connection to do next. */
 enum conn_verdict {
-    CONN_OK,    /* go on with the next buffered record */
-    CONN_HOLD,  /* deliver no more records until conn_resume() */
-    CONN_DROP,  /* malformed: log *why and drop the peer (see above) */
+    CONN_OK,   /* go on with the next buffered record */
+    CONN_HOLD, /* deliver no more records until conn_resume() */
+    CONN_DROP, /* malformed: log *why and drop the peer (see above) */
 };
 
 struct conn_ops {
     /* One whole record: a request (serving end) or a reply (client end).
      * On CONN_DROP, *why says what was wrong (a static string). The
      * handler may also call conn_close() or conn_free() on c. */
-    enum conn_verdict (*on_record)(struct conn *c, const attr_t *rec, void *arg,
-                                   const char **why);
+    enum conn_verdict (*on_record)(struct conn *c, const attr_t *rec, void *arg, const char **why);
     /* The connection is over: the peer closed (why "connection closed"),
      * an I/O error, a dropped peer (why says what it sent), a linger
      * timeout, or the end of conn_close() (why NULL). Called once, then
@@ -55,11 +54,11 @@ struct conn_ops {
 };
 
 struct conn_cfg {
-    const char *peer;     /* who is at the other end, for log lines */
-    const char *proto;    /* every record received must carry proto=<this>;
+    const char *peer;  /* who is at the other end, for log lines */
+    const char *proto; /* every record received must carry proto=<this>;
                              NULL: no check (replies carry none) */
-    int serving;          /* answer a malformed record with status=fail */
-    size_t output_max;    /* a peer that lets this much output pile up is
+    int serving;       /* answer a malformed record with status=fail */
+    size_t output_max; /* a peer that lets this much output pile up is
                              not reading its replies: dropped. 0: no limit */
 };
 
@@ -70,8 +69,7 @@ struct conn *conn_new(struct event_base *base, int fd, const struct conn_cfg *cf
 /* Connect to a local UNIX socket (connect(2) on a UNIX socket completes or
  * fails at once) and conn_new it. NULL with errno set on failure. */
 struct conn *conn_connect_unix(struct event_base *base, const char *path,
-                               const struct conn_cfg *cfg, const struct conn_ops *ops,
-                               void *arg);
+                               const struct conn_cfg *cfg, const struct conn_ops *ops, void *arg);
 
 /* Queue one record. Ignored once the connection is closing. */
 void conn_send(struct conn *c, const attr_t *rec);

@@ -23,8 +23,8 @@ struct hlink {
 
 struct htable {
     struct hlink **b;
-    size_t nb;       /* buckets, a power of two */
-    size_t n;        /* entries */
+    size_t nb; /* buckets, a power of two */
+    size_t n;  /* entries */
 };
 
 #define HTABLE_ENTRY(l, type, member) ((type *)(void *)((char *)(l)-offsetof(type, member)))
@@ -46,8 +46,8 @@ struct hlink *htable_next(const struct hlink *l, unsigned hash);
 struct hlink *htable_walk(const struct htable *t, const struct hlink *l);
 size_t htable_count(const struct htable *t);
 
-#define HTABLE_EACH(t, l, nx)                                                     \
-    for ((l) = htable_walk((t), NULL), (nx) = (l) ? htable_walk((t), (l)) : NULL; \
-         (l) != NULL; (l) = (nx), (nx) = (l) ? htable_walk((t), (l)) : NULL)
+#define HTABLE_EACH(t, l, nx)                                                                      \
+    for ((l) = htable_walk((t), NULL), (nx) = (l) ? htable_walk((t), (l)) : NULL; (l) != NULL;     \
+         (l) = (nx), (nx) = (l) ? htable_walk((t), (l)) : NULL)
 
 #endif

@@ -150,8 +150,8 @@ static void emit(int prio, const char *prefix, const char *fmt, va_list ap)
     localtime_r(&now, &tm);
     char stamp[32];
     strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
-    int n = snprintf(line, sizeof(line), "%s %s %s/%s[%ld]: %s\n", stamp, log_host,
-                     log_sysname, log_prog, (long)getpid(), msg);
+    int n = snprintf(line, sizeof(line), "%s %s %s/%s[%ld]: %s\n", stamp, log_host, log_sysname,
+                     log_prog, (long)getpid(), msg);
     if (n < 0)
         n = 0;
     if ((size_t)n >= sizeof(line)) {
@@ -163,17 +163,26 @@ static void emit(int prio, const char *prefix, const char *fmt, va_list ap)
     errno = saved;
 }
 
-#define LOG_BODY(prio, prefix)          \
-    do {                                \
-        va_list ap;                     \
-        va_start(ap, fmt);              \
-        emit(prio, prefix, fmt, ap);    \
-        va_end(ap);                     \
+#define LOG_BODY(prio, prefix)                                                                     \
+    do {                                                                                           \
+        va_list ap;                                                                                \
+        va_start(ap, fmt);                                                                         \
+        emit(prio, prefix, fmt, ap);                                                               \
+        va_end(ap);                                                                                \
     } while (0)
 
-void log_info(const char *fmt, ...) { LOG_BODY(LOG_INFO, ""); }
-void log_warn(const char *fmt, ...) { LOG_BODY(LOG_WARNING, "warning: "); }
-void log_error(const char *fmt, ...) { LOG_BODY(LOG_ERR, "error: "); }
+void log_info(const char *fmt, ...)
+{
+    LOG_BODY(LOG_INFO, "");
+}
+void log_warn(const char *fmt, ...)
+{
+    LOG_BODY(LOG_WARNING, "warning: ");
+}
+void log_error(const char *fmt, ...)
+{
+    LOG_BODY(LOG_ERR, "error: ");
+}
 
 void log_debug(const char *fmt, ...)
 {

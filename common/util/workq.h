@@ -48,7 +48,10 @@ struct workq_job {
 
 /* An idle job (or WORKQ_JOB_INIT). run, done and arg may also be set
  * directly while the job is idle. */
-#define WORKQ_JOB_INIT { NULL, NULL, NULL, { NULL, NULL }, WORKQ_IDLE, 0 }
+#define WORKQ_JOB_INIT                                                                             \
+    {                                                                                              \
+        NULL, NULL, NULL, { NULL, NULL }, WORKQ_IDLE, 0                                            \
+    }
 void workq_job_init(struct workq_job *j, workq_fn run, workq_fn done, void *arg);
 
 /* nthreads 1..64. */

@@ -65,17 +65,22 @@ static void test_paths(void **state)
         { "<a@b@c.d>", 0, 0, -1, NULL, NULL },
         { "<a(b)@c.d>", 0, 0, -1, NULL, NULL },
         /* RFC 6531: UTF-8 local parts and U-labels, strictly well-formed */
-        { "<j\xc3\xb6rg@b\xc3\xbc" "cher.example>", 0, 0, 0, "j\xc3\xb6rg@b\xc3\xbc" "cher.example", "" },
+        { "<j\xc3\xb6rg@b\xc3\xbc"
+          "cher.example>",
+          0, 0, 0,
+          "j\xc3\xb6rg@b\xc3\xbc"
+          "cher.example",
+          "" },
         { "<\"j\xc3\xb6 rg\"@d.example>", 0, 0, 0, "\"j\xc3\xb6 rg\"@d.example", "" },
         { "<\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.\xe5\x85\xac\xe5\x8f\xb8>", 0, 0, 0,
           "\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.\xe5\x85\xac\xe5\x8f\xb8", "" },
-        { "<\xc0\xaf@b.c>", 0, 0, -1, NULL, NULL },           /* overlong */
-        { "<a@\xed\xa0\x80.c>", 0, 0, -1, NULL, NULL },      /* surrogate */
-        { "<\xf4\x90\x80\x80@b.c>", 0, 0, -1, NULL, NULL },  /* > U+10FFFF */
-        { "<a\xc3@b.c>", 0, 0, -1, NULL, NULL },               /* truncated */
-        { "<\xc2\x85@b.c>", 0, 0, -1, NULL, NULL },           /* C1 control */
-        { "<\"\xc2\x9b\"@b.c>", 0, 0, -1, NULL, NULL },       /* C1, quoted */
-        { "<a@\xc2\xa0.c>", 0, 0, 0, "a@\xc2\xa0.c", "" },   /* form only, no IDNA */
+        { "<\xc0\xaf@b.c>", 0, 0, -1, NULL, NULL },         /* overlong */
+        { "<a@\xed\xa0\x80.c>", 0, 0, -1, NULL, NULL },     /* surrogate */
+        { "<\xf4\x90\x80\x80@b.c>", 0, 0, -1, NULL, NULL }, /* > U+10FFFF */
+        { "<a\xc3@b.c>", 0, 0, -1, NULL, NULL },            /* truncated */
+        { "<\xc2\x85@b.c>", 0, 0, -1, NULL, NULL },         /* C1 control */
+        { "<\"\xc2\x9b\"@b.c>", 0, 0, -1, NULL, NULL },     /* C1, quoted */
+        { "<a@\xc2\xa0.c>", 0, 0, 0, "a@\xc2\xa0.c", "" },  /* form only, no IDNA */
     };
     buf_t addr = BUF_INIT;
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
@@ -83,8 +88,7 @@ static void test_paths(void **state)
         const char *params = NULL, *err = NULL;
         int rc = addr_parse_path(c->arg, c->allow_null, c->allow_bare, &addr, &params, &err);
         if (rc != c->rc)
-            fail_msg("case %zu \"%s\": rc %d, want %d (%s)", k, c->arg, rc, c->rc,
-                     err ? err : "");
+            fail_msg("case %zu \"%s\": rc %d, want %d (%s)", k, c->arg, rc, c->rc, err ? err : "");
         if (rc == 0) {
             if (strcmp(buf_str(&addr), c->addr) != 0 || strcmp(params, c->params) != 0)
                 fail_msg("case %zu \"%s\": got <%s> params \"%s\"", k, c->arg, buf_str(&addr),
@@ -118,8 +122,8 @@ static void test_length_limits(void **state)
     assert_int_equal(addr_parse_path(arg.data, 0, 0, &addr, &params, &err), -1);
     /* domain of 4 x 63-char labels = 255 > 253: invalid; whole path > 256 */
     buf_reset(&arg);
-    buf_printf(&arg, "<%.*s@%.*s.%.*s.%.*s.%.*s>", 60, local, 63, label, 63, label, 63, label,
-               63, label);
+    buf_printf(&arg, "<%.*s@%.*s.%.*s.%.*s.%.*s>", 60, local, 63, label, 63, label, 63, label, 63,
+               label);
     assert_int_equal(addr_parse_path(arg.data, 0, 0, &addr, &params, &err), -1);
     /* 64 local + '@' + 190 domain = 255, 257 with <>: too long; 256 is the limit */
     buf_reset(&arg);
@@ -146,13 +150,28 @@ static void test_split_and_domains(void **state)
     assert_string_equal(d.data, "y.z");
     addr_domain("nodomain", &d);
     assert_string_equal(buf_str(&d), "");
-    static const struct { const char *d; int valid, fqdn; } doms[] = {
-        { "example.com", 1, 1 }, { "a-b.example", 1, 1 }, { "localhost", 1, 0 },
-        { "x1.y2.z3", 1, 1 }, { "", 0, 0 }, { ".example", 0, 0 }, { "example.", 0, 0 },
-        { "ex..ample", 0, 0 }, { "-a.example", 0, 0 }, { "a-.example", 0, 0 },
-        { "a_b.example", 0, 0 }, { "[192.0.2.1]", 1, 0 }, { "[IPv6:::1]", 1, 0 },
-        { "[ipv6:2001:db8::]", 1, 0 }, { "[2001:db8::1]", 0, 0 }, { "[1.2.3]", 0, 0 },
-        { "[1.2.3.4", 0, 0 }, { "ex ample.com", 0, 0 },
+    static const struct {
+        const char *d;
+        int valid, fqdn;
+    } doms[] = {
+        { "example.com", 1, 1 },
+        { "a-b.example", 1, 1 },
+        { "localhost", 1, 0 },
+        { "x1.y2.z3", 1, 1 },
+        { "", 0, 0 },
+        { ".example", 0, 0 },
+        { "example.", 0, 0 },
+        { "ex..ample", 0, 0 },
+        { "-a.example", 0, 0 },
+        { "a-.example", 0, 0 },
+        { "a_b.example", 0, 0 },
+        { "[192.0.2.1]", 1, 0 },
+        { "[IPv6:::1]", 1, 0 },
+        { "[ipv6:2001:db8::]", 1, 0 },
+        { "[2001:db8::1]", 0, 0 },
+        { "[1.2.3]", 0, 0 },
+        { "[1.2.3.4", 0, 0 },
+        { "ex ample.com", 0, 0 },
     };
     for (size_t k = 0; k < sizeof(doms) / sizeof(doms[0]); k++) {
         if (addr_domain_valid(doms[k].d) != doms[k].valid ||
@@ -161,11 +180,20 @@ static void test_split_and_domains(void **state)
             fail_msg("domain \"%s\"", doms[k].d);
     }
     /* U-labels: valid only where UTF-8 is allowed; labels count characters */
-    static const struct { const char *d; int valid, fqdn; } udoms[] = {
-        { "b\xc3\xbc" "cher.example", 1, 1 }, { "\xc3\xa4", 1, 0 },
-        { "-\xc3\xa4.example", 0, 0 }, { "\xc3\xa4-.example", 0, 0 },
-        { "\xc3\xa4\xc3.example", 0, 0 }, { "\xed\xa0\x80.example", 0, 0 },
-        { "\xc2\x85.example", 0, 0 }, { "\xc3\xa4_b.example", 0, 0 },
+    static const struct {
+        const char *d;
+        int valid, fqdn;
+    } udoms[] = {
+        { "b\xc3\xbc"
+          "cher.example",
+          1, 1 },
+        { "\xc3\xa4", 1, 0 },
+        { "-\xc3\xa4.example", 0, 0 },
+        { "\xc3\xa4-.example", 0, 0 },
+        { "\xc3\xa4\xc3.example", 0, 0 },
+        { "\xed\xa0\x80.example", 0, 0 },
+        { "\xc2\x85.example", 0, 0 },
+        { "\xc3\xa4_b.example", 0, 0 },
     };
     for (size_t k = 0; k < sizeof(udoms) / sizeof(udoms[0]); k++) {
         if (addr_domain_valid(udoms[k].d) || addr_domain_valid_utf8(udoms[k].d) != udoms[k].valid ||
@@ -192,7 +220,10 @@ static void test_params(void **state)
     const char *p = "SIZE=1000  BODY=8BITMIME SMTPUTF8 X-FOO=a+2Bb";
     buf_t n = BUF_INIT, v = BUF_INIT;
     static const char *want[][2] = {
-        { "SIZE", "1000" }, { "BODY", "8BITMIME" }, { "SMTPUTF8", "" }, { "X-FOO", "a+2Bb" },
+        { "SIZE", "1000" },
+        { "BODY", "8BITMIME" },
+        { "SMTPUTF8", "" },
+        { "X-FOO", "a+2Bb" },
     };
     for (int k = 0; k < 4; k++) {
         assert_int_equal(addr_next_param(&p, &n, &v), ADDR_PARAM_FOUND);
@@ -200,8 +231,8 @@ static void test_params(void **state)
         assert_string_equal(buf_str(&v), want[k][1]);
     }
     assert_int_equal(addr_next_param(&p, &n, &v), ADDR_PARAM_END);
-    static const char *bad[] = { "=x", "SIZE=", "SIZE==1", "SI_ZE=1", "-X=1", "A=b=c",
-                                 "A=\x01", "A=\xc3\xa9" };
+    static const char *bad[] = { "=x",   "SIZE=", "SIZE==1", "SI_ZE=1",
+                                 "-X=1", "A=b=c", "A=\x01",  "A=\xc3\xa9" };
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
         const char *q = bad[k];
         if (addr_next_param(&q, &n, &v) != ADDR_PARAM_MALFORMED)

@@ -22,13 +22,18 @@ static void test_round_trip_escapes(void **state)
     attr_add(&a, "proto", "1");
     attr_add(&a, "reason", "50% off\nline2\r\ttab\x7f end");
     attr_add(&a, "empty", "");
-    attr_add(&a, "utf8", "r\xc3\xa9" "ception@b\xc3\xbc" "cher.example \xff\x80");
+    attr_add(&a, "utf8",
+             "r\xc3\xa9"
+             "ception@b\xc3\xbc"
+             "cher.example \xff\x80");
     attr_add_ll(&a, "count", -42);
     attr_addf(&a, "fmt", "%s-%d", "x", 7);
     buf_t enc = BUF_INIT;
     attr_encode(&a, &enc);
     assert_string_equal(enc.data, "proto=1\nreason=50%25 off%0Aline2%0D%09tab%7F end\n"
-                                  "empty=\nutf8=r\xc3\xa9" "ception@b\xc3\xbc" "cher.example \xff\x80\n"
+                                  "empty=\nutf8=r\xc3\xa9"
+                                  "ception@b\xc3\xbc"
+                                  "cher.example \xff\x80\n"
                                   "count=-42\nfmt=x-7\n\n");
     size_t used = 0;
     const char *err = NULL;
@@ -36,7 +41,9 @@ static void test_round_trip_escapes(void **state)
     assert_int_equal(used, enc.len);
     assert_int_equal(b.n, 6);
     /* bytes >= 0x80 pass through unescaped both ways */
-    assert_string_equal(attr_get(&b, "utf8"), "r\xc3\xa9" "ception@b\xc3\xbc" "cher.example \xff\x80");
+    assert_string_equal(attr_get(&b, "utf8"), "r\xc3\xa9"
+                                              "ception@b\xc3\xbc"
+                                              "cher.example \xff\x80");
     assert_string_equal(attr_get(&b, "reason"), "50% off\nline2\r\ttab\x7f end");
     assert_string_equal(attr_get(&b, "empty"), "");
     long long v = 0;
@@ -83,15 +90,15 @@ static void test_partial_input(void **state)
 static void test_malformed(void **state)
 {
     static const char *bad[] = {
-        "\n",                   /* empty record */
-        "novalue\n\n",          /* no '=' */
-        "=x\n\n",               /* empty name */
-        "Upper=x\n\n",          /* upper case name */
-        "a-b=x\n\n",            /* '-' in name */
-        "a=%4\n\n",             /* short escape */
-        "a=%zz\n\n",            /* bad hex */
-        "a=%00\n\n",            /* NUL */
-        "a=x%\n\n",             /* lone % */
+        "\n",          /* empty record */
+        "novalue\n\n", /* no '=' */
+        "=x\n\n",      /* empty name */
+        "Upper=x\n\n", /* upper case name */
+        "a-b=x\n\n",   /* '-' in name */
+        "a=%4\n\n",    /* short escape */
+        "a=%zz\n\n",   /* bad hex */
+        "a=%00\n\n",   /* NUL */
+        "a=x%\n\n",    /* lone % */
         "ok=1\nbad line\n\n",
         "a b=1\n\n",
     };

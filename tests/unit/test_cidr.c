@@ -121,10 +121,8 @@ static void test_list(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_match_v4),
-        cmocka_unit_test(test_match_v6),
-        cmocka_unit_test(test_v4_mapped),
+        cmocka_unit_test(test_parse),    cmocka_unit_test(test_match_v4),
+        cmocka_unit_test(test_match_v6), cmocka_unit_test(test_v4_mapped),
         cmocka_unit_test(test_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -176,7 +176,9 @@ static void test_relative_paths(void **state)
 {
     buf_t err = BUF_INIT, want = BUF_INIT;
     assert_int_equal(load("queue_directory = ../var\nmaillog_file = log/mail.log\n"
-                          "daemon_directory = /usr/lib/postino\n", &err), 0);
+                          "daemon_directory = /usr/lib/postino\n",
+                          &err),
+                     0);
     buf_printf(&want, "%s/../var", tmpdir);
     assert_string_equal(conf_str("queue_directory"), want.data);
     buf_reset(&want);
@@ -258,7 +260,9 @@ static void test_master_cf(void **state)
     assert_int_equal(e[0].unpriv, 1);
     assert_int_equal(e[0].maxproc, 2);
     assert_int_equal(e[0].line, 2);
-    const char *argv0[] = { "smtpd", "-o", "smtpd_timeout=10s", "-o", "myhostname=$mydomain", NULL };
+    const char *argv0[] = {
+        "smtpd", "-o", "smtpd_timeout=10s", "-o", "myhostname=$mydomain", NULL
+    };
     for (int k = 0; argv0[k]; k++)
         assert_string_equal(e[0].argv[k], argv0[k]);
     assert_null(e[0].argv[5]);

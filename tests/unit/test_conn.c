@@ -21,22 +21,21 @@
 #include "common/util/conn.h"
 
 static struct event_base *base;
-static int peer;              /* the other end, blocking */
+static int peer; /* the other end, blocking */
 static struct conn *conn;
 
 struct seen {
     int records, closed, drained;
     char last[64];
     const char *close_why;
-    int hold_first;           /* on_record returns CONN_HOLD for record 1 */
-    int drop_on;              /* CONN_DROP on a record with bad=1 */
-    int free_in_cb;           /* conn_free from inside on_record */
-    int close_after;          /* conn_close after answering this record */
+    int hold_first;  /* on_record returns CONN_HOLD for record 1 */
+    int drop_on;     /* CONN_DROP on a record with bad=1 */
+    int free_in_cb;  /* conn_free from inside on_record */
+    int close_after; /* conn_close after answering this record */
 };
 static struct seen seen;
 
-static enum conn_verdict on_record(struct conn *c, const attr_t *rec, void *arg,
-                                   const char **why)
+static enum conn_verdict on_record(struct conn *c, const attr_t *rec, void *arg, const char **why)
 {
     struct seen *s = arg;
     s->records++;
@@ -176,8 +175,8 @@ static void check_dropped(const char *input, const char *reason_part)
 static void test_malformed_dropped(void **state)
 {
     check_dropped("no equals sign\n\n", "");
-    check_dropped("n=x\n\n", "proto");           /* no proto= */
-    check_dropped("proto=9\nn=x\n\n", "proto");  /* another version */
+    check_dropped("n=x\n\n", "proto");          /* no proto= */
+    check_dropped("proto=9\nn=x\n\n", "proto"); /* another version */
 }
 
 static void test_handler_refusal_dropped(void **state)
@@ -187,7 +186,7 @@ static void test_handler_refusal_dropped(void **state)
     seen.drop_on = 1;
     put("proto=1\nn=1\n\nproto=1\nbad=1\n\nproto=1\nn=3\n\n");
     assert_int_equal(take(&out, 1), 1);
-    assert_int_equal(seen.records, 2);  /* the third is never applied */
+    assert_int_equal(seen.records, 2); /* the third is never applied */
     assert_non_null(strstr(buf_str(&out), "status=ok\nn=1\n\n"));
     assert_non_null(strstr(buf_str(&out), "reason=record marked bad"));
     buf_destroy(&out);

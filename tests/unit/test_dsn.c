@@ -15,13 +15,12 @@
 #include "common/mail/dsn.h"
 #include "common/mail/qfile.h"
 
-static const char content[] =
-    "Received: from x by y\r\n"
-    "From: a@example.com\r\n"
-    "Subject: hello\r\n"
-    "\r\n"
-    "body line 1\r\n"
-    "--not-a-boundary\r\n";
+static const char content[] = "Received: from x by y\r\n"
+                              "From: a@example.com\r\n"
+                              "Subject: hello\r\n"
+                              "\r\n"
+                              "body line 1\r\n"
+                              "--not-a-boundary\r\n";
 
 struct fixture {
     struct qenv env;
@@ -39,16 +38,25 @@ static void fixture_init(struct fixture *f, int kind)
     f->env.sender = "sender@example.com";
     f->env.rcpt = f->r;
     f->env.nrcpt = 3;
-    f->r[0] = (struct qrcpt){ .addr = "u1@example.net", .status = QR_BOUNCED, .dsn = "5.1.1",
-                              .relay = "mx.example.net[192.0.2.1]:25",
-                              .reason = "host mx.example.net[192.0.2.1] said: 550 5.1.1 no such user "
-                                        "(in reply to RCPT TO command)",
-                              .when = 1700000100 };
-    f->r[1] = (struct qrcpt){ .addr = "u2@example.net", .status = QR_DEFERRED, .dsn = "4.2.0",
-                              .relay = "none", .reason = "connect to x: Connection refused",
+    f->r[0] =
+        (struct qrcpt){ .addr = "u1@example.net",
+                        .status = QR_BOUNCED,
+                        .dsn = "5.1.1",
+                        .relay = "mx.example.net[192.0.2.1]:25",
+                        .reason = "host mx.example.net[192.0.2.1] said: 550 5.1.1 no such user "
+                                  "(in reply to RCPT TO command)",
+                        .when = 1700000100 };
+    f->r[1] = (struct qrcpt){ .addr = "u2@example.net",
+                              .status = QR_DEFERRED,
+                              .dsn = "4.2.0",
+                              .relay = "none",
+                              .reason = "connect to x: Connection refused",
                               .when = 1700000200 };
-    f->r[2] = (struct qrcpt){ .addr = "u3@example.net", .status = QR_SENT, .dsn = "2.0.0",
-                              .relay = "mx.example.net[192.0.2.1]:25", .reason = "250 2.0.0 ok" };
+    f->r[2] = (struct qrcpt){ .addr = "u3@example.net",
+                              .status = QR_SENT,
+                              .dsn = "2.0.0",
+                              .relay = "mx.example.net[192.0.2.1]:25",
+                              .reason = "250 2.0.0 ok" };
     f->idx[0] = 0;
     f->rep.kind = kind;
     f->rep.env = &f->env;
@@ -230,7 +238,8 @@ static void test_boundary_unique(void **state)
     f.rep.content = tricky;
     f.rep.content_len = f.rep.orig_len = sizeof tricky - 1;
     dsn_build(&f.rep, &f.out);
-    assert_non_null(strstr(buf_str(&f.out), "boundary=\"65A1B2C3D4E5F0002.1700000300/mx.postino.test.x\""));
+    assert_non_null(
+        strstr(buf_str(&f.out), "boundary=\"65A1B2C3D4E5F0002.1700000300/mx.postino.test.x\""));
     buf_destroy(&f.out);
 }
 
@@ -242,20 +251,24 @@ static void test_global(void **state)
     fixture_init(&f, DSN_FAILURE);
     f.env.smtputf8 = 1;
     f.env.sender = "s\xc3\xa9nder@exampl\xc3\xa9.com";
-    f.r[0].addr = "\"j\xc3\xb6 r+g=\\\"\"@b\xc3\xbc" "cher.example";
+    f.r[0].addr = "\"j\xc3\xb6 r+g=\\\"\"@b\xc3\xbc"
+                  "cher.example";
     f.r[1].addr = "plain@example.net";
     f.idx[1] = 1;
     f.rep.nidx = 2;
     dsn_build(&f.rep, &f.out);
     const char *s = buf_str(&f.out);
-    assert_non_null(strstr(s, "Content-Type: multipart/report; report-type=global-delivery-status;"));
+    assert_non_null(
+        strstr(s, "Content-Type: multipart/report; report-type=global-delivery-status;"));
     assert_true(has_line(s, "To: <s\xc3\xa9nder@exampl\xc3\xa9.com>"));
     assert_true(has_line(s, "Content-Type: text/plain; charset=utf-8"));
     assert_true(has_line(s, "Content-Type: message/global-delivery-status"));
     assert_true(has_line(s, "X-Postino-Sender: utf-8; s\xc3\xa9nder@exampl\xc3\xa9.com"));
     /* unitext: SP + = \\ escaped, UTF-8 kept */
-    assert_true(has_line(s, "Final-Recipient: utf-8; \"j\xc3\xb6\\x{20}r\\x{2B}g\\x{3D}\\x{5C}\"\"@b"
-                            "\xc3\xbc" "cher.example"));
+    assert_true(has_line(s,
+                         "Final-Recipient: utf-8; \"j\xc3\xb6\\x{20}r\\x{2B}g\\x{3D}\\x{5C}\"\"@b"
+                         "\xc3\xbc"
+                         "cher.example"));
     assert_true(has_line(s, "Final-Recipient: rfc822; plain@example.net"));
     assert_true(has_line(s, "Content-Type: message/global"));
     assert_false(has_line(s, "Content-Type: message/delivery-status"));

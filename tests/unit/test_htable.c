@@ -74,7 +74,8 @@ static void test_walk_and_remove(void **state)
         snprintf(items[i].key, sizeof(items[i].key), "%d", i);
         htable_insert(&t, &items[i].link, htable_hash_str(items[i].key));
     }
-    HTABLE_EACH(&t, l, nx) {
+    HTABLE_EACH(&t, l, nx)
+    {
         struct item *it = HTABLE_ENTRY(l, struct item, link);
         it->seen++;
         if (it - items < 50)

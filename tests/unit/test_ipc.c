@@ -19,7 +19,12 @@
 
 static void test_split(void **state)
 {
-    static const struct { const char *in; int rc; const char *host; int port; } cases[] = {
+    static const struct {
+        const char *in;
+        int rc;
+        const char *host;
+        int port;
+    } cases[] = {
         { "mx.example.com", 0, "mx.example.com", 25 },
         { "mx.example.com:587", 0, "mx.example.com", 587 },
         { "[192.0.2.1]", 0, "192.0.2.1", 25 },

@@ -21,19 +21,19 @@ static void test_facility_names(void **state)
         const char *name;
         int code;
     } good[] = {
-        { "mail", LOG_MAIL },     { "user", LOG_USER },       { "daemon", LOG_DAEMON },
+        { "mail", LOG_MAIL },     { "user", LOG_USER },         { "daemon", LOG_DAEMON },
         { "auth", LOG_AUTH },     { "authpriv", LOG_AUTHPRIV }, { "local0", LOG_LOCAL0 },
-        { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },   { "local3", LOG_LOCAL3 },
-        { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },   { "local6", LOG_LOCAL6 },
-        { "local7", LOG_LOCAL7 }, { "MAIL", LOG_MAIL },       { "Local5", LOG_LOCAL5 },
-        { "cron", LOG_CRON },     { "syslog", LOG_SYSLOG },   { "uucp", LOG_UUCP },
+        { "local1", LOG_LOCAL1 }, { "local2", LOG_LOCAL2 },     { "local3", LOG_LOCAL3 },
+        { "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },     { "local6", LOG_LOCAL6 },
+        { "local7", LOG_LOCAL7 }, { "MAIL", LOG_MAIL },         { "Local5", LOG_LOCAL5 },
+        { "cron", LOG_CRON },     { "syslog", LOG_SYSLOG },     { "uucp", LOG_UUCP },
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         if (log_facility_code(good[i].name) != good[i].code)
             fail_msg("%s: got %d, want %d", good[i].name, log_facility_code(good[i].name),
                      good[i].code);
-    static const char *const bad[] = { "", "local8", "local", "mail ", " mail", "mail,user",
-                                       "LOG_MAIL", "16", "bogus" };
+    static const char *const bad[] = { "",          "local8",   "local", "mail ", " mail",
+                                       "mail,user", "LOG_MAIL", "16",    "bogus" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (log_facility_code(bad[i]) != -1)
             fail_msg("\"%s\" accepted as a facility", bad[i]);

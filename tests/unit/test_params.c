@@ -216,12 +216,11 @@ static int group_teardown(void **state)
  * adjacent literals are one string. */
 static void test_scanner(void **state)
 {
-    static const char src[] =
-        "/* conf_str(\"in_block_comment\") */\n"
-        "// conf_int(\"in_line_comment\")\n"
-        "int c = '\"'; const char *a = conf_str(\"plain\");\n"
-        "t = timeout(\"smtp_\" /* x */ \"data_done\"\n  \"_timeout\");\n"
-        "s = \"esc\\\"aped\"; u = \"a // b\"; v = \"/* c */\";\n";
+    static const char src[] = "/* conf_str(\"in_block_comment\") */\n"
+                              "// conf_int(\"in_line_comment\")\n"
+                              "int c = '\"'; const char *a = conf_str(\"plain\");\n"
+                              "t = timeout(\"smtp_\" /* x */ \"data_done\"\n  \"_timeout\");\n"
+                              "s = \"esc\\\"aped\"; u = \"a // b\"; v = \"/* c */\";\n";
     struct strset s = { 0 };
     scan_c(src, sizeof(src) - 1, &s);
     assert_true(set_has(&s, "plain"));
@@ -295,7 +294,8 @@ static void test_every_parameter_read(void **state)
     free(direct);
     if (unread.len)
         fail_msg("parameters declared in params.c that no program reads:%s "
-                 "(read them where they matter, or remove them)", buf_str(&unread));
+                 "(read them where they matter, or remove them)",
+                 buf_str(&unread));
     buf_destroy(&unread);
 }
 

@@ -50,11 +50,13 @@ static void fill_env(struct qenv *env, size_t nrcpt)
     for (size_t i = 0; i < nrcpt; i++) {
         char addr[64], orcpt[80];
         /* every fifth one UTF-8 (RFC 6531): stored as is, read back the same */
-        snprintf(addr, sizeof(addr), i % 5 ? "rcpt%zu@dom%zu.example"
-                                           : "r\xc3\xa9%zu@d\xc3\xb6m%zu.example", i, i % 7);
+        snprintf(addr, sizeof(addr),
+                 i % 5 ? "rcpt%zu@dom%zu.example" : "r\xc3\xa9%zu@d\xc3\xb6m%zu.example", i, i % 7);
         snprintf(orcpt, sizeof(orcpt), "rfc822;%s", addr);
         qenv_add_rcpt(env, addr, i % 2 ? orcpt : NULL,
-                      i % 3 == 0 ? 0 : i % 3 == 1 ? NOTIFY_NEVER : NOTIFY_SUCCESS | NOTIFY_DELAY);
+                      i % 3 == 0   ? 0
+                      : i % 3 == 1 ? NOTIFY_NEVER
+                                   : NOTIFY_SUCCESS | NOTIFY_DELAY);
     }
 }
 
@@ -169,10 +171,12 @@ static void test_appended(void **state)
     char id[QID_LEN + 1];
     buf_t err = BUF_INIT;
     make_msg(&env, 3, 5000, id);
-    assert_int_equal(qfile_append_result(spool, id, 0, QR_DEFERRED, "4.4.1", "mx.example[192.0.2.9]:25",
-                                         "connect refused"), 0);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_DEFERRED, "4.4.1",
+                                         "mx.example[192.0.2.9]:25", "connect refused"),
+                     0);
     assert_int_equal(qfile_append_result(spool, id, 2, QR_BOUNCED, "5.1.1", "host with space",
-                                         "550 no such\nuser %"), 0);
+                                         "550 no such\nuser %"),
+                     0);
     assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", NULL, ""), 0);
     assert_int_equal(qfile_append_record(spool, id, "hold", "1"), 0);
     assert_int_equal(qfile_append_record(spool, id, "warned", "12345"), 0);
@@ -400,16 +404,11 @@ static void test_notify(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_empty_and_small),
-        cmocka_unit_test(test_appended),
-        cmocka_unit_test(test_incomplete_and_abort),
-        cmocka_unit_test(test_message_id),
-        cmocka_unit_test(test_deferrals),
-        cmocka_unit_test(test_remove),
-        cmocka_unit_test(test_write_error),
-        cmocka_unit_test(test_qid),
-        cmocka_unit_test(test_notify),
+        cmocka_unit_test(test_round_trip), cmocka_unit_test(test_empty_and_small),
+        cmocka_unit_test(test_appended),   cmocka_unit_test(test_incomplete_and_abort),
+        cmocka_unit_test(test_message_id), cmocka_unit_test(test_deferrals),
+        cmocka_unit_test(test_remove),     cmocka_unit_test(test_write_error),
+        cmocka_unit_test(test_qid),        cmocka_unit_test(test_notify),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -27,8 +27,8 @@
 #include "common/glue/sasl.h"
 
 #define REALM "example.test"
-#define USER "alice"
-#define PASS "s3cret pass"
+#define USER  "alice"
+#define PASS  "s3cret pass"
 
 static char tmpdir[] = "/tmp/postino-test-sasl-XXXXXX";
 
@@ -61,8 +61,8 @@ static void write_file(const char *name, const char *text)
 static int make_sasldb(void)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "/usr/sbin/saslpasswd2 -f %s/sasldb2 -c -p -u %s %s", tmpdir,
-             REALM, USER);
+    snprintf(cmd, sizeof(cmd), "/usr/sbin/saslpasswd2 -f %s/sasldb2 -c -p -u %s %s", tmpdir, REALM,
+             USER);
     FILE *fp = popen(cmd, "w");
     if (fp == NULL)
         return -1;
@@ -158,7 +158,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 static void loop_until(struct ctx *c, const int *done, int want)
 {
     struct event *t = evtimer_new(c->base, on_timeout, c->base);
-    struct timeval tv = {0, 20000};
+    struct timeval tv = { 0, 20000 };
     for (int i = 0; i < 500 && *done < want; i++) {
         evtimer_add(t, &tv);
         event_base_loop(c->base, EVLOOP_ONCE);
@@ -170,7 +170,7 @@ static void loop_until(struct ctx *c, const int *done, int want)
 static void spin(struct ctx *c, int ms)
 {
     struct event *t = evtimer_new(c->base, on_timeout, c->base);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
     evtimer_add(t, &tv);
     event_base_dispatch(c->base);
     event_free(t);
@@ -351,7 +351,7 @@ static void test_bad_base64_and_long_line(void **state)
     conf_set("smtpd_sasl_max_line", "600");
     struct psasl_session *ss = new_session(c, 0);
     struct waiter w;
-    static const char *const bad[] = {"!!!!", "abc", "ab=c", "a===", "YWJj\r\n", "YW Jj", "*"};
+    static const char *const bad[] = { "!!!!", "abc", "ab=c", "a===", "YWJj\r\n", "YW Jj", "*" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(do_start(c, ss, &w, "PLAIN", bad[i]), PSASL_BADPROT);
     assert_int_equal(do_start(c, ss, &w, "LOGIN", NULL), PSASL_CONTINUE);
@@ -396,8 +396,9 @@ static void test_unknown_mechanism(void **state)
     struct ctx *c = *state;
     struct psasl_session *ss = new_session(c, 0);
     struct waiter w;
-    static const char *const bad[] = {"FOO", "ANONYMOUS", "DIGEST-MD5", "", "PLAIN LOGIN",
-                                      "TOOLONGMECHANISMNAME1", "PL\x01IN"};
+    static const char *const bad[] = { "FOO",     "ANONYMOUS",   "DIGEST-MD5",
+                                       "",        "PLAIN LOGIN", "TOOLONGMECHANISMNAME1",
+                                       "PL\x01IN" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(do_start(c, ss, &w, bad[i], NULL), PSASL_NOMECH);
     assert_int_equal(do_start(c, ss, &w, NULL, NULL), PSASL_NOMECH);
@@ -547,7 +548,7 @@ static void test_random_input(void **state)
     struct waiter w;
     memset(&w, 0, sizeof(w));
     struct psasl_session *ss = new_session(c, 0);
-    static const char *const mechs[] = {"PLAIN", "LOGIN", "CRAM-MD5", "XYZ"};
+    static const char *const mechs[] = { "PLAIN", "LOGIN", "CRAM-MD5", "XYZ" };
     for (int i = 0; i < 300; i++) {
         size_t n = (size_t)(rand_r(&seed) % 40);
         for (size_t k = 0; k < n; k++)
@@ -593,8 +594,13 @@ static void test_base64(void **state)
     buf_t out = BUF_INIT;
     static const struct {
         const char *plain, *enc;
-    } v[] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="},
-             {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+    } v[] = { { "", "" },
+              { "f", "Zg==" },
+              { "fo", "Zm8=" },
+              { "foo", "Zm9v" },
+              { "foob", "Zm9vYg==" },
+              { "fooba", "Zm9vYmE=" },
+              { "foobar", "Zm9vYmFy" } };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         buf_reset(&out);
         psasl_b64_encode(v[i].plain, strlen(v[i].plain), &out);
@@ -604,8 +610,8 @@ static void test_base64(void **state)
         assert_int_equal(out.len, strlen(v[i].plain));
         assert_memory_equal(buf_str(&out), v[i].plain, out.len);
     }
-    static const char *const bad[] = {"Zg", "Zg=", "Z===", "====", "Zg==Zg==", "Zm9v\n",
-                                      "Zm 9", "Zm9-", "Z=g="};
+    static const char *const bad[] = { "Zg",     "Zg=",  "Z===", "====", "Zg==Zg==",
+                                       "Zm9v\n", "Zm 9", "Zm9-", "Z=g=" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         buf_set(&out, "keep");
         assert_int_equal(psasl_b64_decode(bad[i], strlen(bad[i]), &out), -1);

@@ -119,7 +119,8 @@ static int listener(int *port)
 static void talk(int port, char *out, size_t size)
 {
     int c = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+    struct sockaddr_in sin = { .sin_family = AF_INET,
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
                                .sin_port = htons((uint16_t)port) };
     assert_int_equal(connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
     size_t got = 0;
@@ -247,7 +248,8 @@ static void test_sigquit_retires_reloadable(void **state)
     int port;
     int lfd = listener(&port);
     const char *const none[] = { NULL };
-    struct server_hooks h = { .on_accept = on_accept_reload, .on_reload = on_reload,
+    struct server_hooks h = { .on_accept = on_accept_reload,
+                              .on_reload = on_reload,
                               .on_retire = on_retire };
     pid_t pid = start_hooks(lfd, none, &h);
     close(lfd);
@@ -270,7 +272,7 @@ static void test_sighup_default_stops(void **state)
     sigemptyset(&hup);
     sigaddset(&hup, SIGHUP);
     sigaddset(&hup, SIGQUIT);
-    sigprocmask(SIG_BLOCK, &hup, &old);     /* as master spawns */
+    sigprocmask(SIG_BLOCK, &hup, &old); /* as master spawns */
     pid_t pid = start(lfd, none);
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(lfd);

@@ -26,7 +26,8 @@
 #include "common/glue/tls.h"
 
 static char dir[64];
-static char path_ca[128], path_crt[128], path_key[128], path_chain[128], path_self[128], path_other[128];
+static char path_ca[128], path_crt[128], path_key[128], path_chain[128], path_self[128],
+    path_other[128];
 
 /* ---- certificates made at test time ---- */
 
@@ -46,7 +47,8 @@ static void add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
 }
 
 /* issuer == NULL: self-signed. */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *san, X509 *issuer, EVP_PKEY *ikey, int ca)
+static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *san, X509 *issuer, EVP_PKEY *ikey,
+                       int ca)
 {
     static long serial = 1;
     X509 *x = X509_new();
@@ -209,7 +211,8 @@ static void test_may_handshake(void **state)
     struct tls_policy pol = { TLS_LEV_MAY, NULL };
     tls_trust_t t;
     assert_int_equal(tls_client_check(h.c, &pol, "example.test", "mx.example.test",
-                                      "mx.example.test[127.0.0.1]:25", &t, &why), 0);
+                                      "mx.example.test[127.0.0.1]:25", &t, &why),
+                     0);
     assert_int_equal(t, TLS_TRUST_UNTRUSTED);
     assert_string_equal(tls_trust_name(t), "Untrusted");
     assert_non_null(strstr(why.data, "untrusted issuer /CN=Test CA"));
@@ -242,11 +245,13 @@ static void test_verify_names(void **state)
     assert_int_equal(h.cli_rc, 1);
     const char *peer = "mx.example.test[127.0.0.1]:25";
     struct tls_policy verify = { TLS_LEV_VERIFY, NULL }, secure = { TLS_LEV_SECURE, NULL };
-    assert_int_equal(tls_client_check(h.c, &verify, "example.test", "mx.example.test", peer, &t, &why), 0);
+    assert_int_equal(
+        tls_client_check(h.c, &verify, "example.test", "mx.example.test", peer, &t, &why), 0);
     assert_int_equal(t, TLS_TRUST_VERIFIED);
     /* the wrong MX name */
     assert_int_equal(tls_client_check(h.c, &verify, "example.test", "other.example.test",
-                                      "other.example.test[127.0.0.1]:25", &t, &why), -1);
+                                      "other.example.test[127.0.0.1]:25", &t, &why),
+                     -1);
     assert_int_equal(t, TLS_TRUST_TRUSTED);
     assert_non_null(strstr(why.data, "name mismatch"));
     assert_non_null(strstr(why.data, "expected other.example.test"));
@@ -255,8 +260,10 @@ static void test_verify_names(void **state)
     assert_string_equal(tls_check_status(t), "Server certificate not verified");
     /* secure: nexthop and its subdomains */
     assert_int_equal(tls_client_check(h.c, &secure, "example.test", "whatever", peer, &t, &why), 0);
-    assert_int_equal(tls_client_check(h.c, &secure, "[example.test]:25", "whatever", peer, &t, &why), 0);
-    assert_int_equal(tls_client_check(h.c, &secure, "other.test", "mx.example.test", peer, &t, &why), -1);
+    assert_int_equal(
+        tls_client_check(h.c, &secure, "[example.test]:25", "whatever", peer, &t, &why), 0);
+    assert_int_equal(
+        tls_client_check(h.c, &secure, "other.test", "mx.example.test", peer, &t, &why), -1);
     assert_non_null(strstr(why.data, "expected other.test, .other.test"));
     /* encrypt ignores names but still reports the trust */
     struct tls_policy enc = { TLS_LEV_ENCRYPT, NULL };
@@ -279,10 +286,12 @@ static void test_untrusted(void **state)
     conf_set("smtpd_tls_key_file", "$smtpd_tls_cert_file");
     handshake(&h, "mx.example.test", TLS_LEV_VERIFY);
     assert_int_equal(h.cli_rc, 1);
-    assert_int_equal(tls_client_check(h.c, &verify, "example.test", "mx.example.test", peer, &t, &why), -1);
+    assert_int_equal(
+        tls_client_check(h.c, &verify, "example.test", "mx.example.test", peer, &t, &why), -1);
     assert_int_equal(t, TLS_TRUST_UNTRUSTED);
-    assert_string_equal(why.data, "certificate verification failed for mx.example.test[127.0.0.2]:25: "
-                                  "self-signed certificate");
+    assert_string_equal(why.data,
+                        "certificate verification failed for mx.example.test[127.0.0.2]:25: "
+                        "self-signed certificate");
     assert_string_equal(tls_check_status(t), "Server certificate not trusted");
     hs_done(&h);
     /* CA-signed cert, but the client trusts another CA */
@@ -290,9 +299,11 @@ static void test_untrusted(void **state)
     conf_set("smtp_tls_CAfile", path_self);
     handshake(&h, "mx.example.test", TLS_LEV_VERIFY);
     assert_int_equal(h.cli_rc, 1);
-    assert_int_equal(tls_client_check(h.c, &verify, "example.test", "mx.example.test", peer, &t, &why), -1);
-    assert_string_equal(why.data, "certificate verification failed for mx.example.test[127.0.0.2]:25: "
-                                  "untrusted issuer /CN=Test CA");
+    assert_int_equal(
+        tls_client_check(h.c, &verify, "example.test", "mx.example.test", peer, &t, &why), -1);
+    assert_string_equal(why.data,
+                        "certificate verification failed for mx.example.test[127.0.0.2]:25: "
+                        "untrusted issuer /CN=Test CA");
     hs_done(&h);
     buf_destroy(&why);
 }
@@ -309,7 +320,8 @@ static void test_chain_file(void **state)
     /* the server sent its chain (leaf + CA) */
     assert_int_equal(sk_X509_num(SSL_get_peer_cert_chain(h.c)), 2);
     struct tls_policy verify = { TLS_LEV_VERIFY, NULL };
-    assert_int_equal(tls_client_check(h.c, &verify, "example.test", "mx.example.test", "p", NULL, &why), 0);
+    assert_int_equal(
+        tls_client_check(h.c, &verify, "example.test", "mx.example.test", "p", NULL, &why), 0);
     hs_done(&h);
     buf_destroy(&why);
 }
@@ -368,7 +380,8 @@ static void test_protocol_handshake(void **state)
     assert_string_equal(s.data, "TLSv1.2 with cipher ECDHE-ECDSA-AES256-GCM-SHA384 (256/256 bits)");
     hs_done(&h);
     /* an excluded cipher is not chosen */
-    conf_set("smtpd_tls_exclude_ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-CHACHA20-POLY1305");
+    conf_set("smtpd_tls_exclude_ciphers",
+             "ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-CHACHA20-POLY1305");
     handshake(&h, "mx.example.test", TLS_LEV_MAY);
     assert_int_equal(h.cli_rc, 1);
     tls_summary(h.c, &s);
@@ -429,7 +442,8 @@ static void test_policy_map(void **state)
           ".parent.test  verify\n"
           "[mx.relay.test]:587 encrypt\n"
           "plain.test none\n"
-          "bad.test bogus\n", fp);
+          "bad.test bogus\n",
+          fp);
     fclose(fp);
     assert_int_equal(dict_build(spec.data, &err), 0);
     buf_t hspec = BUF_INIT;
@@ -476,7 +490,7 @@ static void test_policy_map(void **state)
 /* ---- cipher grades and the *_ciphers parameters ---- */
 
 /* The TLS 1.2-and-below ciphers an SSL_CTX / SSL offers, ":"-joined. */
-static void cipher_names(STACK_OF(SSL_CIPHER) *sk, buf_t *out)
+static void cipher_names(STACK_OF(SSL_CIPHER) * sk, buf_t *out)
 {
     buf_reset(out);
     for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
@@ -555,8 +569,8 @@ static void test_default_grades(void **state)
             continue;
         n12++;
         int kx = SSL_CIPHER_get_kx_nid(c);
-        if ((kx != NID_kx_ecdhe && kx != NID_kx_dhe) || !SSL_CIPHER_is_aead(c)
-            || SSL_CIPHER_get_auth_nid(c) == NID_auth_null)
+        if ((kx != NID_kx_ecdhe && kx != NID_kx_dhe) || !SSL_CIPHER_is_aead(c) ||
+            SSL_CIPHER_get_auth_nid(c) == NID_auth_null)
             fail_msg("mandatory grade offers %s", SSL_CIPHER_get_name(c));
     }
     assert_true(n12 >= 4);
@@ -568,8 +582,8 @@ static void test_default_grades(void **state)
     for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
         const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
         int enc = SSL_CIPHER_get_cipher_nid(c);
-        if (enc == NID_undef || enc == NID_rc4 || enc == NID_des_ede3_cbc || enc == NID_idea_cbc
-            || SSL_CIPHER_get_auth_nid(c) == NID_auth_null)
+        if (enc == NID_undef || enc == NID_rc4 || enc == NID_des_ede3_cbc || enc == NID_idea_cbc ||
+            SSL_CIPHER_get_auth_nid(c) == NID_auth_null)
             fail_msg("opportunistic grade offers %s", SSL_CIPHER_get_name(c));
         krsa += SSL_CIPHER_get_kx_nid(c) == NID_kx_rsa;
         cbc += !SSL_CIPHER_is_aead(c);

@@ -12,7 +12,7 @@
 
 struct dec_case {
     const char *s;
-    size_t len;          /* 0: invalid */
+    size_t len; /* 0: invalid */
     unsigned long cp;
 };
 
@@ -21,28 +21,30 @@ static void test_decode(void **state)
     static const struct dec_case cases[] = {
         { "A", 1, 0x41 },
         { "\x7f", 1, 0x7f },
-        { "\xc2\x80", 2, 0x80 },              /* smallest 2-byte */
+        { "\xc2\x80", 2, 0x80 }, /* smallest 2-byte */
         { "\xdf\xbf", 2, 0x7ff },
-        { "\xe0\xa0\x80", 3, 0x800 },         /* smallest 3-byte */
-        { "\xed\x9f\xbf", 3, 0xd7ff },        /* just below the surrogates */
-        { "\xee\x80\x80", 3, 0xe000 },        /* just above them */
+        { "\xe0\xa0\x80", 3, 0x800 },  /* smallest 3-byte */
+        { "\xed\x9f\xbf", 3, 0xd7ff }, /* just below the surrogates */
+        { "\xee\x80\x80", 3, 0xe000 }, /* just above them */
         { "\xef\xbf\xbf", 3, 0xffff },
-        { "\xf0\x90\x80\x80", 4, 0x10000 },   /* smallest 4-byte */
-        { "\xf4\x8f\xbf\xbf", 4, 0x10ffff },  /* the last code point */
-        { "\xc0\x80", 0, 0 },                 /* overlong NUL */
-        { "\xc1\xbf", 0, 0 },                 /* overlong */
-        { "\xe0\x9f\xbf", 0, 0 },             /* overlong 3-byte */
-        { "\xf0\x8f\xbf\xbf", 0, 0 },         /* overlong 4-byte */
-        { "\xed\xa0\x80", 0, 0 },             /* U+D800 */
-        { "\xed\xbf\xbf", 0, 0 },             /* U+DFFF */
-        { "\xf4\x90\x80\x80", 0, 0 },         /* U+110000 */
+        { "\xf0\x90\x80\x80", 4, 0x10000 },  /* smallest 4-byte */
+        { "\xf4\x8f\xbf\xbf", 4, 0x10ffff }, /* the last code point */
+        { "\xc0\x80", 0, 0 },                /* overlong NUL */
+        { "\xc1\xbf", 0, 0 },                /* overlong */
+        { "\xe0\x9f\xbf", 0, 0 },            /* overlong 3-byte */
+        { "\xf0\x8f\xbf\xbf", 0, 0 },        /* overlong 4-byte */
+        { "\xed\xa0\x80", 0, 0 },            /* U+D800 */
+        { "\xed\xbf\xbf", 0, 0 },            /* U+DFFF */
+        { "\xf4\x90\x80\x80", 0, 0 },        /* U+110000 */
         { "\xf5\x80\x80\x80", 0, 0 },
-        { "\xf8\x88\x80\x80\x80", 0, 0 },     /* 5-byte form */
-        { "\xfe", 0, 0 }, { "\xff", 0, 0 },
-        { "\x80", 0, 0 }, { "\xbf", 0, 0 },   /* stray continuation */
-        { "\xc3", 0, 0 },                     /* truncated */
+        { "\xf8\x88\x80\x80\x80", 0, 0 }, /* 5-byte form */
+        { "\xfe", 0, 0 },
+        { "\xff", 0, 0 },
+        { "\x80", 0, 0 },
+        { "\xbf", 0, 0 }, /* stray continuation */
+        { "\xc3", 0, 0 }, /* truncated */
         { "\xe2\x82", 0, 0 },
-        { "\xc3\x41", 0, 0 },                 /* bad continuation */
+        { "\xc3\x41", 0, 0 }, /* bad continuation */
         { "\xe2\x28\xa1", 0, 0 },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -60,10 +62,10 @@ static void test_valid_text(void **state)
 {
     assert_true(utf8_valid_text("j\xc3\xb6rg", 5));
     assert_true(utf8_valid_text("", 0));
-    assert_false(utf8_valid_text("a\tb", 3));           /* C0 */
-    assert_false(utf8_valid_text("a\x7f", 2));          /* DEL */
-    assert_false(utf8_valid_text("\xc2\x9b", 2));       /* C1 */
-    assert_true(utf8_valid_text("\xc2\xa0", 2));        /* U+00A0 is not C1 */
+    assert_false(utf8_valid_text("a\tb", 3));     /* C0 */
+    assert_false(utf8_valid_text("a\x7f", 2));    /* DEL */
+    assert_false(utf8_valid_text("\xc2\x9b", 2)); /* C1 */
+    assert_true(utf8_valid_text("\xc2\xa0", 2));  /* U+00A0 is not C1 */
     assert_false(utf8_valid_text("\xc0\xaf", 2));
     assert_true(utf8_has_8bit("a\xc3\xa4", 3));
     assert_false(utf8_has_8bit("abc", 3));

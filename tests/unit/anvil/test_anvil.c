@@ -249,8 +249,9 @@ static void test_protocol(void **state)
     assert_string_equal(attr_get(&r, "status"), "fail");
     assert_string_equal(attr_get(&r, "reason"), "unknown request");
     /* malformed: nothing applied, the server drops the peer */
-    static const char *const bad[][8] = { /* NULL-terminated pairs */
-        { "proto", "1", "ident", "smtp:1.2.3.4", NULL, NULL },            /* no request */
+    static const char *const bad[][8] = {
+        /* NULL-terminated pairs */
+        { "proto", "1", "ident", "smtp:1.2.3.4", NULL, NULL }, /* no request */
         { "proto", "1", "request", "connect", NULL, NULL },
         { "proto", "1", "request", "connect", "ident", "" },
         { "proto", "1", "request", "connect", "ident", "1.2.3.4" },
@@ -272,7 +273,10 @@ static void test_protocol(void **state)
 
 static void test_cidr(void **state)
 {
-    static const struct { const char *net, *addr; int match; } cases[] = {
+    static const struct {
+        const char *net, *addr;
+        int match;
+    } cases[] = {
         { "127.0.0.0/8", "127.1.2.3", 1 },
         { "127.0.0.0/8", "128.0.0.1", 0 },
         { "192.0.2.7", "192.0.2.7", 1 },
@@ -283,7 +287,7 @@ static void test_cidr(void **state)
         { "[::1]/128", "::1", 1 },
         { "[2001:db8::]/32", "2001:db8:ffff::1", 1 },
         { "[2001:db8::]/32", "2001:db9::1", 0 },
-        { "127.0.0.0/8", "::ffff:127.0.0.1", 1 },  /* v4-mapped */
+        { "127.0.0.0/8", "::ffff:127.0.0.1", 1 }, /* v4-mapped */
         { "127.0.0.0/8", "::1", 0 },
         { "[::1]/128", "127.0.0.1", 0 },
         { "127.0.0.0/8", "localhost", 0 },
@@ -297,8 +301,9 @@ static void test_cidr(void **state)
         if (m != cases[k].match)
             fail_msg("%s in %s: %d", cases[k].addr, cases[k].net, m);
     }
-    static const char *const badnets[] = { "", "/8", "10.0.0.0/33", "[::1]/129", "10.0.0.0/",
-                                           "10.0.0.0/x", "example.com", "[]", "1.2.3" };
+    static const char *const badnets[] = { "",          "/8",         "10.0.0.0/33", "[::1]/129",
+                                           "10.0.0.0/", "10.0.0.0/x", "example.com", "[]",
+                                           "1.2.3" };
     for (size_t k = 0; k < sizeof badnets / sizeof badnets[0]; k++) {
         struct cidr c;
         if (cidr_parse(badnets[k], &c) == 0)
@@ -411,7 +416,9 @@ static void on_counts(const struct anvil_counts *c, void *arg)
     r->c[r->n++] = *c;
 }
 
-static void tick(evutil_socket_t fd, short what, void *arg) {}
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+}
 
 /* Run the loop until r->n reaches n (or 5 s pass). */
 static void run_until(struct event_base *base, struct result *r, int n)
@@ -521,12 +528,18 @@ int main(void)
     log_init("test_anvil_rate");
     log_open("/dev/null");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_window_counting), cmocka_unit_test(test_window_expiry),
-        cmocka_unit_test(test_disconnect),      cmocka_unit_test(test_release_owner),
-        cmocka_unit_test(test_expire),          cmocka_unit_test(test_cap),
-        cmocka_unit_test(test_stats),           cmocka_unit_test(test_protocol),
-        cmocka_unit_test(test_cidr),            cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_client_counts),   cmocka_unit_test(test_client_fail_open),
+        cmocka_unit_test(test_window_counting),
+        cmocka_unit_test(test_window_expiry),
+        cmocka_unit_test(test_disconnect),
+        cmocka_unit_test(test_release_owner),
+        cmocka_unit_test(test_expire),
+        cmocka_unit_test(test_cap),
+        cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_protocol),
+        cmocka_unit_test(test_cidr),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_client_counts),
+        cmocka_unit_test(test_client_fail_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -49,7 +49,7 @@ static void data_path(const char *in, size_t n, buf_t *out)
     buf_reset(out);
     for (i = 0; i < len - 3; i++) { /* the final ".\r\n" dropped */
         if (i == start && enc[i] == '.')
-            continue;               /* a stuffing dot */
+            continue; /* a stuffing dot */
         buf_putc(out, enc[i]);
         if (enc[i] == '\n')
             start = i + 1;

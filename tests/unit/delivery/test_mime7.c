@@ -120,7 +120,8 @@ static void test_seven_bit_untouched(void **state)
 
 static void test_non_mime_text(void **state)
 {
-    const char *msg = "Subject: hi\r\n\r\nGr\xc3\xbc\xc3\x9f" "e\r\n";
+    const char *msg = "Subject: hi\r\n\r\nGr\xc3\xbc\xc3\x9f"
+                      "e\r\n";
     const char *want = "Subject: hi\r\nContent-Transfer-Encoding: quoted-printable\r\n"
                        "Content-Type: text/plain; charset=unknown-8bit\r\nMIME-Version: 1.0\r\n"
                        "\r\nGr=C3=BC=C3=9Fe\r\n";
@@ -228,7 +229,8 @@ static void test_multipart_nested(void **state)
     assert_non_null(strstr(out.data, "Content-Type: text/plain\r\nContent-Transfer-Encoding: 7bit"
                                      "\r\n\r\nPART2 only ascii\r\n"));
     assert_non_null(strstr(out.data, "Content-Transfer-Encoding: base64\r\n\r\nAAECAwQ=\r\n"));
-    assert_non_null(strstr(out.data, "--inner  \r\nContent-Type: text/plain\r\n\r\nPART4 plain\r\n"));
+    assert_non_null(
+        strstr(out.data, "--inner  \r\nContent-Type: text/plain\r\n\r\nPART4 plain\r\n"));
     assert_non_null(strstr(out.data, "--outer (x)--\r\nepilogue\r\n"));
     buf_destroy(&out);
     buf_destroy(&dec);
@@ -238,18 +240,18 @@ static void test_digest_and_outer_boundary(void **state)
 {
     /* digest parts default to message/rfc822; the inner multipart is
      * never closed: the outer boundary ends it */
-    const char *msg =
-        "Content-Type: multipart/mixed; boundary=o\r\n\r\n"
-        "--o\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n"
-        "--d\r\n\r\nSubject: one\r\n\r\nd\xc3\xa9j\xc3\xa0\r\n"
-        "--d\r\nContent-Type: text/plain\r\n\r\nnot a message \xc2\xa7\r\n"
-        "--o\r\nContent-Type: text/plain\r\n\r\nafter \xc2\xa9\r\n--o--\r\n";
+    const char *msg = "Content-Type: multipart/mixed; boundary=o\r\n\r\n"
+                      "--o\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n"
+                      "--d\r\n\r\nSubject: one\r\n\r\nd\xc3\xa9j\xc3\xa0\r\n"
+                      "--d\r\nContent-Type: text/plain\r\n\r\nnot a message \xc2\xa7\r\n"
+                      "--o\r\nContent-Type: text/plain\r\n\r\nafter \xc2\xa9\r\n--o--\r\n";
     buf_t out = BUF_INIT, dec = BUF_INIT;
     assert_int_equal(convert(msg, &out), MIME7_BODY8);
     assert_7bit_lines(&out);
-    assert_non_null(strstr(out.data, "--d\r\n\r\nSubject: one\r\nContent-Transfer-Encoding: "
-                                     "quoted-printable\r\nContent-Type: text/plain; charset=unknown-8bit"
-                                     "\r\nMIME-Version: 1.0\r\n\r\nd=C3=A9j=C3=A0\r\n--d\r\n"));
+    assert_non_null(strstr(out.data,
+                           "--d\r\n\r\nSubject: one\r\nContent-Transfer-Encoding: "
+                           "quoted-printable\r\nContent-Type: text/plain; charset=unknown-8bit"
+                           "\r\nMIME-Version: 1.0\r\n\r\nd=C3=A9j=C3=A0\r\n--d\r\n"));
     part_body(&out, "--d\r\nContent-Type: text/plain", &dec);
     assert_string_equal(dec.data, "not a message \xc2\xa7");
     part_body(&out, "--o\r\nContent-Type: text/plain", &dec);
@@ -265,18 +267,20 @@ static void test_structure_corners(void **state)
      * Content-Type is the second (the first counts) */
     assert_int_equal(convert("Content-Type: multipart/mixed\r\n\r\n\xe9\r\n", &out), MIME7_BODY8);
     assert_non_null(strstr(out.data, "\r\n\r\n=E9\r\n"));
-    assert_int_equal(convert("Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=b\r\n"
-                             "\r\n--b\r\n\xe9\r\n--b--\r\n",
-                             &out),
-                     MIME7_BODY8);
+    assert_int_equal(
+        convert("Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+                "\r\n--b\r\n\xe9\r\n--b--\r\n",
+                &out),
+        MIME7_BODY8);
     assert_non_null(strstr(out.data, "\r\n\r\n--b\r\n=E9\r\n--b--\r\n"));
     /* once an outer boundary closed the inner multipart, the inner
      * boundary is text */
-    assert_int_equal(convert("Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n"
-                             "Content-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\n\r\nx\r\n"
-                             "--o\r\nContent-Type: text/plain\r\n\r\n\xe9\r\n--i\r\nz=1 \r\n--o--\r\n",
-                             &out),
-                     MIME7_BODY8);
+    assert_int_equal(
+        convert("Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n"
+                "Content-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\n\r\nx\r\n"
+                "--o\r\nContent-Type: text/plain\r\n\r\n\xe9\r\n--i\r\nz=1 \r\n--o--\r\n",
+                &out),
+        MIME7_BODY8);
     part_body_to(&out, "--o\r\nContent-Type: text/plain", "\r\n--o--", &dec);
     assert_string_equal(dec.data, "\xe9\r\n--i\r\nz=1 ");
     buf_destroy(&out);
@@ -320,7 +324,8 @@ static void test_every_split_same_output(void **state)
     buf_t longmsg = BUF_INIT;
     size_t i;
     check_splits(nested);
-    check_splits("Subject: hi\r\n\r\nGr\xc3\xbc\xc3\x9f" "e  \r\n\r\nx\r");
+    check_splits("Subject: hi\r\n\r\nGr\xc3\xbc\xc3\x9f"
+                 "e  \r\n\r\nx\r");
     check_splits("Content-Type: text/plain\r\n\r\n\xe9t\xe9 \r\na\t\r\nx=y\ra\r\nend \xff");
     /* a header line and a body line longer than the line buffer, and a
      * boundary-looking line right after a long line */
@@ -355,13 +360,17 @@ static void test_unconvertible(void **state)
     buf_t deep = BUF_INIT;
     int i;
 
-    assert_int_equal(scan("Subject: Gr\xc3\xbc\xc3\x9f" "e\r\n\r\nascii\r\n", &why), MIME7_HDR8);
-    assert_null(why);
-    assert_int_equal(scan("Content-Type: multipart/mixed; boundary=b\r\n\r\n"
-                          "--b\r\nContent-Type: text/plain\r\n"
-                          "Content-Disposition: attachment; filename=\"\xc3\xa4.txt\"\r\n\r\nx\r\n--b--\r\n",
+    assert_int_equal(scan("Subject: Gr\xc3\xbc\xc3\x9f"
+                          "e\r\n\r\nascii\r\n",
                           &why),
                      MIME7_HDR8);
+    assert_null(why);
+    assert_int_equal(
+        scan("Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+             "--b\r\nContent-Type: text/plain\r\n"
+             "Content-Disposition: attachment; filename=\"\xc3\xa4.txt\"\r\n\r\nx\r\n--b--\r\n",
+             &why),
+        MIME7_HDR8);
     assert_int_equal(scan("Content-Transfer-Encoding: base64\r\n\r\nAAA\xff\r\n", &why),
                      MIME7_BODY8 | MIME7_STUCK);
     assert_non_null(strstr(why, "encoding"));
@@ -376,10 +385,11 @@ static void test_unconvertible(void **state)
                      MIME7_BODY8 | MIME7_STUCK);
     assert_non_null(strstr(why, "message/partial"));
     /* a message/rfc822 claiming base64 is opaque: its 8-bit is stuck */
-    assert_int_equal(scan("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-                          "\xe9\r\n",
-                          &why),
-                     MIME7_BODY8 | MIME7_STUCK);
+    assert_int_equal(
+        scan("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+             "\xe9\r\n",
+             &why),
+        MIME7_BODY8 | MIME7_STUCK);
     /* 8-bit past the line buffer of a long header line is a header's */
     buf_puts(&deep, "X-Long: ");
     for (i = 0; i < 1200; i++)

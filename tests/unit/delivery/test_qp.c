@@ -43,10 +43,10 @@ static void test_rules(void **state)
 {
     assert_enc("plain text\r\n", "plain text\r\n");
     assert_enc("caf\xc3\xa9 = 1\r\n", "caf=C3=A9 =3D 1\r\n");
-    assert_enc("space \r\ntab\t\r\n", "space=20\r\ntab=09\r\n");   /* rule 3 */
-    assert_enc("a  b\t c\r\n", "a  b\t c\r\n");                      /* not at the end */
+    assert_enc("space \r\ntab\t\r\n", "space=20\r\ntab=09\r\n"); /* rule 3 */
+    assert_enc("a  b\t c\r\n", "a  b\t c\r\n");                  /* not at the end */
     assert_enc("bare\rcr \rx\r\n", "bare=0Dcr =0Dx\r\n");
-    assert_enc("lf only\nnext", "lf only\r\nnext=\r\n");            /* LF: a line break */
+    assert_enc("lf only\nnext", "lf only\r\nnext=\r\n"); /* LF: a line break */
     assert_enc("no newline ", "no newline=20=\r\n");
     assert_enc("ends in cr\r", "ends in cr=0D=\r\n");
     assert_enc("", "");

@@ -35,7 +35,8 @@ static void test_multi_line_and_split_feed(void **state)
 {
     struct smtp_rparser p;
     size_t used;
-    const char *s = "250-mx.example.com\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 DSN\r\n221 bye\r\n";
+    const char *s =
+        "250-mx.example.com\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 DSN\r\n221 bye\r\n";
     size_t i, off = 0;
     enum smtp_rparser_result rc = SMTP_RP_MORE;
     smtp_rparser_init(&p);
@@ -145,8 +146,7 @@ static void test_garbage(void **state)
     size_t used;
     static const char nul_reply[] = "220 a\0b\n"; /* NUL and bare LF tolerated */
     smtp_rparser_init(&p);
-    assert_int_equal(smtp_rparser_feed(&p, nul_reply, sizeof(nul_reply) - 1, &used),
-                     SMTP_RP_REPLY);
+    assert_int_equal(smtp_rparser_feed(&p, nul_reply, sizeof(nul_reply) - 1, &used), SMTP_RP_REPLY);
     assert_int_equal(p.reply.code, 220);
     assert_string_equal(buf_str(&p.reply.text), "220 a b");
     assert_int_equal(feed(&p, "hello there\r\n", &used), SMTP_RP_ERROR);
@@ -201,12 +201,12 @@ static void test_verdict(void **state)
         const short *ok;
         enum smtp_verdict want;
     } cases[] = {
-        { 354, data, SMTP_V_OK },     { 250, data, SMTP_V_PROTO },  { 220, data, SMTP_V_PROTO },
-        { 251, data, SMTP_V_PROTO },  { 334, data, SMTP_V_PROTO },  { 421, data, SMTP_V_TEMP },
-        { 451, data, SMTP_V_TEMP },   { 554, data, SMTP_V_PERM },   { 150, data, SMTP_V_PROTO },
-        { 250, rcpt, SMTP_V_OK },     { 251, rcpt, SMTP_V_OK },     { 252, rcpt, SMTP_V_PROTO },
-        { 354, rcpt, SMTP_V_PROTO },  { 550, rcpt, SMTP_V_PERM },   { 220, greet, SMTP_V_OK },
-        { 250, greet, SMTP_V_PROTO }, { 554, greet, SMTP_V_PERM },  { 221, none, SMTP_V_PROTO },
+        { 354, data, SMTP_V_OK },     { 250, data, SMTP_V_PROTO }, { 220, data, SMTP_V_PROTO },
+        { 251, data, SMTP_V_PROTO },  { 334, data, SMTP_V_PROTO }, { 421, data, SMTP_V_TEMP },
+        { 451, data, SMTP_V_TEMP },   { 554, data, SMTP_V_PERM },  { 150, data, SMTP_V_PROTO },
+        { 250, rcpt, SMTP_V_OK },     { 251, rcpt, SMTP_V_OK },    { 252, rcpt, SMTP_V_PROTO },
+        { 354, rcpt, SMTP_V_PROTO },  { 550, rcpt, SMTP_V_PERM },  { 220, greet, SMTP_V_OK },
+        { 250, greet, SMTP_V_PROTO }, { 554, greet, SMTP_V_PERM }, { 221, none, SMTP_V_PROTO },
         { 0, data, SMTP_V_PROTO },    { 600, data, SMTP_V_PROTO },
     };
     size_t k;

@@ -129,7 +129,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_full), cmocka_unit_test(test_split_defaults),
         cmocka_unit_test(test_domain),     cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_backoff),     cmocka_unit_test(test_rebuild_retry),
+        cmocka_unit_test(test_backoff),    cmocka_unit_test(test_rebuild_retry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,9 +51,9 @@ static inline int peer_accept(struct event_base *base, int lfd)
 }
 
 enum peer_read {
-    PEER_READ_DONE,   /* got ends with `until` */
-    PEER_READ_EOF,    /* the other end closed */
-    PEER_READ_QUIET,  /* nothing came for a few seconds */
+    PEER_READ_DONE,  /* got ends with `until` */
+    PEER_READ_EOF,   /* the other end closed */
+    PEER_READ_QUIET, /* nothing came for a few seconds */
 };
 
 /* Read from fd into got until got ends with `until`. */

@@ -32,9 +32,9 @@ static const char *reply_text(const struct smtp_cmd_reply *r)
 
 struct split_case {
     const char *line;
-    size_t len;        /* 0: strlen(line) */
-    int rc;            /* enum smtp_verb, -1 unknown, -2 refused */
-    const char *verb;  /* expected split when rc != -2 */
+    size_t len;       /* 0: strlen(line) */
+    int rc;           /* enum smtp_verb, -1 unknown, -2 refused */
+    const char *verb; /* expected split when rc != -2 */
     const char *arg;
     const char *reply; /* expected reply when rc == -2 */
 };
@@ -49,7 +49,7 @@ static void test_split(void **state)
           NULL },
         { "rcpt   TO:<x@y.example>", 0, SMTP_VERB_RCPT, "rcpt", "TO:<x@y.example>", NULL },
         { "DATA", 0, SMTP_VERB_DATA, "DATA", "", NULL },
-        { "DATA   ", 0, SMTP_VERB_DATA, "DATA", "", NULL },  /* trailing spaces */
+        { "DATA   ", 0, SMTP_VERB_DATA, "DATA", "", NULL }, /* trailing spaces */
         { "NOOP  x  ", 0, SMTP_VERB_NOOP, "NOOP", "x  ", NULL },
         { "QUIT", 0, SMTP_VERB_QUIT, "QUIT", "", NULL },
         { "quit", 0, SMTP_VERB_QUIT, "quit", "", NULL },
@@ -58,8 +58,8 @@ static void test_split(void **state)
         { "MAILFROM:<a@b>", 0, -1, "MAILFROM:<a@b>", "", NULL },
         { "HELOx", 0, -1, "HELOx", "", NULL },
         { "", 0, -1, "", "", NULL },
-        { " NOOP", 0, -1, "", "NOOP", NULL },           /* leading space: empty verb */
-        { "NOOP\tx", 0, -1, "NOOP\tx", "", NULL },      /* TAB is no separator */
+        { " NOOP", 0, -1, "", "NOOP", NULL },      /* leading space: empty verb */
+        { "NOOP\tx", 0, -1, "NOOP\tx", "", NULL }, /* TAB is no separator */
         { "XCLIENT ADDR=1.2.3.4", 0, -1, "XCLIENT", "ADDR=1.2.3.4", NULL },
         { "NOOP\001", 0, -2, NULL, NULL, "500 5.5.2 Error: bad syntax" },
         { "HELO a\rb", 0, -2, NULL, NULL, "500 5.5.2 Error: bad syntax" },
@@ -135,11 +135,11 @@ static void test_verb_names(void **state)
 struct mail_case {
     const char *arg;
     long long limit;
-    const char *reply;        /* NULL: accepted */
+    const char *reply; /* NULL: accepted */
     const char *sender;
-    unsigned long long size;  /* NOSIZE: not given */
+    unsigned long long size; /* NOSIZE: not given */
     int body, ret;
-    const char *envid;        /* NULL: none */
+    const char *envid; /* NULL: none */
     int auth;
 };
 
@@ -148,7 +148,7 @@ static const struct mail_case mail_cases[] = {
     { "FROM:<a@b.example>", 0, NULL, "a@b.example", NOSIZE, 0, 0, NULL, 0 },
     { "from:<A@B.Example>", 0, NULL, "A@B.Example", NOSIZE, 0, 0, NULL, 0 },
     { "FROM: <a@b.example>", 0, NULL, "a@b.example", NOSIZE, 0, 0, NULL, 0 },
-    { "FROM:<>", 0, NULL, "", NOSIZE, 0, 0, NULL, 0 },           /* null sender */
+    { "FROM:<>", 0, NULL, "", NOSIZE, 0, 0, NULL, 0 }, /* null sender */
     { "FROM:<> ", 0, NULL, "", NOSIZE, 0, 0, NULL, 0 },
     { "FROM:<\"a b\"@b.example>", 0, NULL, "\"a b\"@b.example", NOSIZE, 0, 0, NULL, 0 },
     { "FROM:<@r.example:a@b.example>", 0, NULL, "a@b.example", NOSIZE, 0, 0, NULL, 0 },
@@ -160,8 +160,8 @@ static const struct mail_case mail_cases[] = {
     { "FROM:<a@b.example", 0, "501 5.1.7 unbalanced angle brackets (missing '>')", NULL, 0, 0, 0,
       NULL, 0 },
     { "FROM:<<a@b.example>>", 0, "501 5.1.7 unbalanced angle brackets", NULL, 0, 0, 0, NULL, 0 },
-    { "FROM:<\"a b@b.example>", 0,
-      "501 5.1.7 unbalanced quotes or control character in address", NULL, 0, 0, 0, NULL, 0 },
+    { "FROM:<\"a b@b.example>", 0, "501 5.1.7 unbalanced quotes or control character in address",
+      NULL, 0, 0, 0, NULL, 0 },
     { "FROM:<a@b.example>SIZE=1", 0,
       "501 5.1.7 text after the address must be separated by a space", NULL, 0, 0, 0, NULL, 0 },
     { "FROM:<a@b.example>\tSIZE=1", 0,
@@ -173,28 +173,28 @@ static const struct mail_case mail_cases[] = {
     { "FROM:<a@b.example> size=0", 1000, NULL, "a@b.example", 0, 0, 0, NULL, 0 },
     { "FROM:<a@b.example> SIZE=1001", 1000, "552 5.3.4 Message size exceeds fixed limit", NULL, 0,
       0, 0, NULL, 0 },
-    { "FROM:<a@b.example> SIZE=99999999999999999999999", 0, NULL, "a@b.example", ULLONG_MAX, 0,
-      0, NULL, 0 },  /* no limit: saturates */
+    { "FROM:<a@b.example> SIZE=99999999999999999999999", 0, NULL, "a@b.example", ULLONG_MAX, 0, 0,
+      NULL, 0 }, /* no limit: saturates */
     { "FROM:<a@b.example> SIZE=99999999999999999999999", 1000,
       "552 5.3.4 Message size exceeds fixed limit", NULL, 0, 0, 0, NULL, 0 },
     { "FROM:<a@b.example> SIZE", 0, "501 5.5.4 Bad message size syntax", NULL, 0, 0, 0, NULL, 0 },
-    { "FROM:<a@b.example> SIZE=", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0,
-      NULL, 0 },
+    { "FROM:<a@b.example> SIZE=", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0, NULL,
+      0 },
     { "FROM:<a@b.example> SIZE=-1", 0, "501 5.5.4 Bad message size syntax", NULL, 0, 0, 0, NULL,
       0 },
     { "FROM:<a@b.example> SIZE=+1", 0, "501 5.5.4 Bad message size syntax", NULL, 0, 0, 0, NULL,
       0 },
     { "FROM:<a@b.example> SIZE=12k", 0, "501 5.5.4 Bad message size syntax", NULL, 0, 0, 0, NULL,
       0 },
-    { "FROM:<a@b.example> SIZE=0x10", 0, "501 5.5.4 Bad message size syntax", NULL, 0, 0, 0,
-      NULL, 0 },
+    { "FROM:<a@b.example> SIZE=0x10", 0, "501 5.5.4 Bad message size syntax", NULL, 0, 0, 0, NULL,
+      0 },
     { "FROM:<a@b.example> SIZE=1 SIZE=2", 0, NULL, "a@b.example", 2, 0, 0, NULL, 0 },
     /* BODY */
     { "FROM:<a@b.example> BODY=7bit", 0, NULL, "a@b.example", NOSIZE, QBODY_7BIT, 0, NULL, 0 },
-    { "FROM:<a@b.example> BODY=8BITMIME", 0, NULL, "a@b.example", NOSIZE, QBODY_8BITMIME, 0,
-      NULL, 0 },
-    { "FROM:<a@b.example> BODY=BINARYMIME", 0, "501 5.5.4 Error: Unsupported BODY parameter",
-      NULL, 0, 0, 0, NULL, 0 },
+    { "FROM:<a@b.example> BODY=8BITMIME", 0, NULL, "a@b.example", NOSIZE, QBODY_8BITMIME, 0, NULL,
+      0 },
+    { "FROM:<a@b.example> BODY=BINARYMIME", 0, "501 5.5.4 Error: Unsupported BODY parameter", NULL,
+      0, 0, 0, NULL, 0 },
     { "FROM:<a@b.example> BODY", 0, "501 5.5.4 Error: Unsupported BODY parameter", NULL, 0, 0, 0,
       NULL, 0 },
     /* RET */
@@ -217,16 +217,16 @@ static const struct mail_case mail_cases[] = {
       0, 0, NULL, 0 },
     { "FROM:<a@b.example> ENVID=a+7Fb", 0, "501 5.5.4 Error: Bad ENVID parameter syntax", NULL, 0,
       0, 0, NULL, 0 },
-    { "FROM:<a@b.example> ENVID=a+C3+A9", 0, "501 5.5.4 Error: Bad ENVID parameter syntax", NULL,
-      0, 0, 0, NULL, 0 },
+    { "FROM:<a@b.example> ENVID=a+C3+A9", 0, "501 5.5.4 Error: Bad ENVID parameter syntax", NULL, 0,
+      0, 0, NULL, 0 },
     { "FROM:<a@b.example> ENVID=a+2", 0, "501 5.5.4 Error: Bad ENVID parameter syntax", NULL, 0, 0,
       0, NULL, 0 },
-    { "FROM:<a@b.example> ENVID=a+zz", 0, "501 5.5.4 Error: Bad ENVID parameter syntax", NULL, 0,
-      0, 0, NULL, 0 },
+    { "FROM:<a@b.example> ENVID=a+zz", 0, "501 5.5.4 Error: Bad ENVID parameter syntax", NULL, 0, 0,
+      0, NULL, 0 },
     { "FROM:<a@b.example> ENVID", 0, "501 5.5.4 Error: Bad ENVID parameter syntax", NULL, 0, 0, 0,
       NULL, 0 },
-    { "FROM:<a@b.example> ENVID=x ENVID=y", 0, "501 5.5.4 Error: Bad ENVID parameter syntax",
-      NULL, 0, 0, 0, NULL, 0 },
+    { "FROM:<a@b.example> ENVID=x ENVID=y", 0, "501 5.5.4 Error: Bad ENVID parameter syntax", NULL,
+      0, 0, 0, NULL, 0 },
     /* AUTH (RFC 4954): accepted, value unused */
     { "FROM:<a@b.example> AUTH=<>", 0, NULL, "a@b.example", NOSIZE, 0, 0, NULL, 1 },
     { "FROM:<a@b.example> AUTH=u+40b.example", 0, NULL, "a@b.example", NOSIZE, 0, 0, NULL, 1 },
@@ -241,24 +241,23 @@ static const struct mail_case mail_cases[] = {
     { "FROM:<a@b.example> X-Vendor-Thing=1", 0, "555 5.5.4 Unsupported option: X-Vendor-Thing",
       NULL, 0, 0, 0, NULL, 0 },
     { "FROM:<a@b.example> NOTIFY=NEVER", 0, "555 5.5.4 Unsupported option: NOTIFY", NULL, 0, 0, 0,
-      NULL, 0 },  /* an RCPT parameter */
+      NULL, 0 }, /* an RCPT parameter */
     { "FROM:<a@b.example> SIZE=x FOO=1", 0, "501 5.5.4 Bad message size syntax", NULL, 0, 0, 0,
       NULL, 0 },
     { "FROM:<a@b.example> FOO=1 SIZE=x", 0, "555 5.5.4 Unsupported option: FOO", NULL, 0, 0, 0,
       NULL, 0 },
-    { "FROM:<a@b.example> =1", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0, NULL,
-      0 },
+    { "FROM:<a@b.example> =1", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0, NULL, 0 },
     { "FROM:<a@b.example> =", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0, NULL, 0 },
-    { "FROM:<a@b.example> SIZE==1", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0,
-      NULL, 0 },
+    { "FROM:<a@b.example> SIZE==1", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0, NULL,
+      0 },
     { "FROM:<a@b.example> SIZE=1=2", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0,
       NULL, 0 },
     { "FROM:<a@b.example> -X=1", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0, NULL,
       0 },
-    { "FROM:<a@b.example> SI_ZE=1", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0,
-      NULL, 0 },
-    { "FROM:<a@b.example> SIZE=\"1\"", 0, "501 5.5.4 Bad message size syntax", NULL, 0, 0, 0,
-      NULL, 0 },
+    { "FROM:<a@b.example> SI_ZE=1", 0, "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, 0, NULL,
+      0 },
+    { "FROM:<a@b.example> SIZE=\"1\"", 0, "501 5.5.4 Bad message size syntax", NULL, 0, 0, 0, NULL,
+      0 },
 };
 
 static void check_mail(size_t i, const struct mail_case *c, struct smtp_mail_args *m)
@@ -321,7 +320,7 @@ static void test_mail_envid_length(void **state)
 
 struct rcpt_case {
     const char *arg;
-    const char *reply;  /* NULL: accepted */
+    const char *reply; /* NULL: accepted */
     const char *addr;
     int routed;
     int notify;
@@ -339,8 +338,8 @@ static const struct rcpt_case rcpt_cases[] = {
     { "TO:x@example.org", "501 5.1.3 address must be enclosed in <>", NULL, 0, 0, NULL },
     { "TO:<x@example.org", "501 5.1.3 unbalanced angle brackets (missing '>')", NULL, 0, 0, NULL },
     { "TO:<x@<example.org>", "501 5.1.3 unbalanced angle brackets", NULL, 0, 0, NULL },
-    { "TO:<\"x@example.org>", "501 5.1.3 unbalanced quotes or control character in address",
-      NULL, 0, 0, NULL },
+    { "TO:<\"x@example.org>", "501 5.1.3 unbalanced quotes or control character in address", NULL,
+      0, 0, NULL },
     /* postmaster without a domain is ours; other bare local parts are not */
     { "TO:<postmaster>", NULL, "postmaster@" HOST, 0, 0, NULL },
     { "TO:<PostMaster>", NULL, "PostMaster@" HOST, 0, 0, NULL },
@@ -366,8 +365,8 @@ static const struct rcpt_case rcpt_cases[] = {
       NULL, 0, 0, NULL },
     { "TO:<x@example.org> NOTIFY=FAILURE,NEVER", "501 5.5.4 Error: Bad NOTIFY parameter syntax",
       NULL, 0, 0, NULL },
-    { "TO:<x@example.org> NOTIFY=NEVER,NEVER", "501 5.5.4 Error: Bad NOTIFY parameter syntax",
-      NULL, 0, 0, NULL },
+    { "TO:<x@example.org> NOTIFY=NEVER,NEVER", "501 5.5.4 Error: Bad NOTIFY parameter syntax", NULL,
+      0, 0, NULL },
     { "TO:<x@example.org> NOTIFY=SOMETIMES", "501 5.5.4 Error: Bad NOTIFY parameter syntax", NULL,
       0, 0, NULL },
     { "TO:<x@example.org> NOTIFY", "501 5.5.4 Error: Bad NOTIFY parameter syntax", NULL, 0, 0,
@@ -393,19 +392,19 @@ static const struct rcpt_case rcpt_cases[] = {
       0, 0, NULL },
     { "TO:<x@example.org> ORCPT=;x@example.org", "501 5.5.4 Error: Bad ORCPT parameter syntax",
       NULL, 0, 0, NULL },
-    { "TO:<x@example.org> ORCPT=rfc822;", "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL, 0,
+    { "TO:<x@example.org> ORCPT=rfc822;", "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL, 0, 0,
+      NULL },
+    { "TO:<x@example.org> ORCPT=rfc822", "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL, 0, 0,
+      NULL },
+    { "TO:<x@example.org> ORCPT=rfc.822;x", "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL, 0,
       0, NULL },
-    { "TO:<x@example.org> ORCPT=rfc822", "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL, 0,
-      0, NULL },
-    { "TO:<x@example.org> ORCPT=rfc.822;x", "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL,
-      0, 0, NULL },
     { "TO:<x@example.org> ORCPT=rfc822;x+zz", "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL,
       0, 0, NULL },
     { "TO:<x@example.org> ORCPT=rfc822;a ORCPT=rfc822;b",
       "501 5.5.4 Error: Bad ORCPT parameter syntax", NULL, 0, 0, NULL },
     /* both, and the rest */
-    { "TO:<x@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;y@example.org", NULL,
-      "x@example.org", 0, NOTIFY_FAILURE | NOTIFY_DELAY, "rfc822;y@example.org" },
+    { "TO:<x@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;y@example.org", NULL, "x@example.org",
+      0, NOTIFY_FAILURE | NOTIFY_DELAY, "rfc822;y@example.org" },
     { "TO:<x@example.org> FOO", "555 5.5.4 Unsupported option: FOO", NULL, 0, 0, NULL },
     { "TO:<x@example.org> SIZE=10", "555 5.5.4 Unsupported option: SIZE", NULL, 0, 0, NULL },
     { "TO:<x@example.org> =x", "501 5.5.4 Error: Bad parameter syntax", NULL, 0, 0, NULL },
@@ -422,8 +421,8 @@ static void test_rcpt(void **state)
         int rc = smtp_cmd_rcpt(c->arg, HOST, SMTP_UTF8_UNDECLARED, &r, &err);
         if (c->reply) {
             if (rc != -1 || strcmp(reply_text(&err), c->reply) != 0)
-                fail_msg("RCPT case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg,
-                         rc, reply_text(&err), c->reply);
+                fail_msg("RCPT case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg, rc,
+                         reply_text(&err), c->reply);
             smtp_cmd_reply_destroy(&err);
             continue;
         }
@@ -478,13 +477,13 @@ static void test_orcpt_length(void **state)
 
 /* ---- SMTPUTF8 (RFC 6531) ---- */
 
-#define MUST "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
+#define MUST    "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
 #define NOTHERE "553 5.6.7 Unicode addresses are not supported here"
 
 struct utf8_mail_case {
     const char *arg;
-    int enable;         /* smtputf8_enable */
-    const char *reply;  /* NULL: accepted */
+    int enable;        /* smtputf8_enable */
+    const char *reply; /* NULL: accepted */
     const char *sender;
     int smtputf8;
 };
@@ -496,8 +495,8 @@ static const struct utf8_mail_case utf8_mail_cases[] = {
     { "FROM:<\xc3\xbc@b.example> SMTPUTF8", 1, NULL, "\xc3\xbc@b.example", 1 },
     { "FROM:<a@\xc3\xa4.example> SMTPUTF8", 1, NULL, "a@\xc3\xa4.example", 1 },
     { "FROM:<\"j\xc3\xb6 k\"@b.example> SMTPUTF8", 1, NULL, "\"j\xc3\xb6 k\"@b.example", 1 },
-    { "FROM:<\xe2\x9c\x93\xf0\x9f\x98\x80@\xe4\xbe\x8b.\xe6\xb5\x8b\xe8\xaf\x95> SMTPUTF8", 1,
-      NULL, "\xe2\x9c\x93\xf0\x9f\x98\x80@\xe4\xbe\x8b.\xe6\xb5\x8b\xe8\xaf\x95", 1 },
+    { "FROM:<\xe2\x9c\x93\xf0\x9f\x98\x80@\xe4\xbe\x8b.\xe6\xb5\x8b\xe8\xaf\x95> SMTPUTF8", 1, NULL,
+      "\xe2\x9c\x93\xf0\x9f\x98\x80@\xe4\xbe\x8b.\xe6\xb5\x8b\xe8\xaf\x95", 1 },
     /* the parameter: no value, once */
     { "FROM:<a@b.example> SMTPUTF8=yes", 1, "501 5.5.4 Error: Bad SMTPUTF8 parameter syntax", NULL,
       0 },
@@ -512,14 +511,14 @@ static const struct utf8_mail_case utf8_mail_cases[] = {
     { "FROM:<\xc0\xaf@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL, 0 },
     { "FROM:<\xe0\x80\xaf@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL,
       0 },
-    { "FROM:<\xf0\x80\x80\xaf@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address",
-      NULL, 0 },
+    { "FROM:<\xf0\x80\x80\xaf@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL,
+      0 },
     { "FROM:<\xed\xa0\x80@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL,
       0 },
     { "FROM:<a@\xed\xbf\xbf.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL,
       0 },
-    { "FROM:<\xf4\x90\x80\x80@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address",
-      NULL, 0 },
+    { "FROM:<\xf4\x90\x80\x80@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL,
+      0 },
     { "FROM:<\xc3@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL, 0 },
     { "FROM:<a\xbc@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL, 0 },
     { "FROM:<\xfe@b.example> SMTPUTF8", 1, "501 5.1.7 malformed UTF-8 in address", NULL, 0 },
@@ -560,22 +559,31 @@ static void test_mail_smtputf8(void **state)
 
 struct utf8_rcpt_case {
     const char *arg;
-    int mode;           /* enum smtp_utf8 */
-    const char *reply;  /* NULL: accepted */
+    int mode;          /* enum smtp_utf8 */
+    const char *reply; /* NULL: accepted */
 };
 
 static const struct utf8_rcpt_case utf8_rcpt_cases[] = {
     { "TO:<x@example.org>", SMTP_UTF8_OFF, NULL },
     { "TO:<x@example.org>", SMTP_UTF8_UNDECLARED, NULL },
     { "TO:<x@example.org>", SMTP_UTF8_DECLARED, NULL },
-    { "TO:<r\xc3\xa9" "ception@example.org>", SMTP_UTF8_DECLARED, NULL },
-    { "TO:<x@b\xc3\xbc" "cher.example>", SMTP_UTF8_DECLARED, NULL },
-    { "TO:<r\xc3\xa9" "ception@example.org>", SMTP_UTF8_UNDECLARED, MUST },
-    { "TO:<x@b\xc3\xbc" "cher.example>", SMTP_UTF8_UNDECLARED, MUST },
-    { "TO:<r\xc3\xa9" "ception@example.org>", SMTP_UTF8_OFF, NOTHERE },
+    { "TO:<r\xc3\xa9"
+      "ception@example.org>",
+      SMTP_UTF8_DECLARED, NULL },
+    { "TO:<x@b\xc3\xbc"
+      "cher.example>",
+      SMTP_UTF8_DECLARED, NULL },
+    { "TO:<r\xc3\xa9"
+      "ception@example.org>",
+      SMTP_UTF8_UNDECLARED, MUST },
+    { "TO:<x@b\xc3\xbc"
+      "cher.example>",
+      SMTP_UTF8_UNDECLARED, MUST },
+    { "TO:<r\xc3\xa9"
+      "ception@example.org>",
+      SMTP_UTF8_OFF, NOTHERE },
     { "TO:<\xc0\xaf@example.org>", SMTP_UTF8_DECLARED, "501 5.1.3 malformed UTF-8 in address" },
-    { "TO:<x@\xed\xa0\x80.example>", SMTP_UTF8_DECLARED,
-      "501 5.1.3 malformed UTF-8 in address" },
+    { "TO:<x@\xed\xa0\x80.example>", SMTP_UTF8_DECLARED, "501 5.1.3 malformed UTF-8 in address" },
     { "TO:<\xc2\x80@example.org>", SMTP_UTF8_DECLARED, "501 5.1.3 control character in address" },
     /* the syntax error comes first */
     { "TO:<\xc0\xaf@example.org>", SMTP_UTF8_UNDECLARED, "501 5.1.3 malformed UTF-8 in address" },

@@ -15,7 +15,7 @@
 
 /* Everything a run produces. */
 struct outcome {
-    size_t used;            /* bytes consumed (DATA: where the end was) */
+    size_t used; /* bytes consumed (DATA: where the end was) */
     buf_t content;
     int done;
     long long size, hdr_size;
@@ -108,8 +108,8 @@ static void check_splits(const struct dataparse_config *cf, const char *in, size
 }
 
 /* check_splits, then the content must be `want` (NULL: not checked). */
-static void expect(const struct dataparse_config *cf, const char *in, size_t n,
-                   const char *want, size_t want_len, struct outcome *o)
+static void expect(const struct dataparse_config *cf, const char *in, size_t n, const char *want,
+                   size_t want_len, struct outcome *o)
 {
     check_splits(cf, in, n, o);
     if (want) {
@@ -205,8 +205,10 @@ static void test_header_classification(void **state)
 {
     struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
-    expect(&cf, S("Received : a\r\nreceived:b\r\n\tfolded\r\nDELIVERED-TO: c\r\n"
-                  "X-Received: no\r\n\r\nReceived: body\r\n.\r\n"), NULL, 0, &o);
+    expect(&cf,
+           S("Received : a\r\nreceived:b\r\n\tfolded\r\nDELIVERED-TO: c\r\n"
+             "X-Received: no\r\n\r\nReceived: body\r\n.\r\n"),
+           NULL, 0, &o);
     assert_int_equal(o.hops, 3);
     outcome_destroy(&o);
     expect(&cf, S("Received: a\r\nnot a header: x\r\nReceived: b\r\n.\r\n"), NULL, 0, &o);
@@ -260,9 +262,9 @@ static void test_first_line_dot_ends(void **state)
  * double-dot forms are content, in every mode. */
 static void test_end_of_data_only_crlf_dot_crlf(void **state)
 {
-    static const char *marks[] = { "\n.\n", "\n.\r\n", "\r.\r\n", "\r\n.\r", "\r.\r",
-                                   "\r..\r", "\n..\n", "\r\n\0.\r\n", "\r\n.\n", "\n.\r",
-                                   "\r\n..\r\n", "\n..\r\n", "\r..\r\n", "\r\n.\r\r\n" };
+    static const char *marks[] = { "\n.\n",      "\n.\r\n",  "\r.\r\n",     "\r\n.\r",    "\r.\r",
+                                   "\r..\r",     "\n..\n",   "\r\n\0.\r\n", "\r\n.\n",    "\n.\r",
+                                   "\r\n..\r\n", "\n..\r\n", "\r..\r\n",    "\r\n.\r\r\n" };
     static const size_t lens[] = { 3, 4, 4, 4, 3, 4, 4, 6, 4, 3, 6, 5, 5, 6 };
     for (int mode = DP_BARE_NORMALIZE; mode <= DP_BARE_KEEP; mode++) {
         for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
