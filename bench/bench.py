@@ -393,6 +393,10 @@ def main():
             for name, make in (("postino", lambda r, sp: Postino(r, args.bin, sp)),
                                ("postfix", Postfix)):
                 if args.only in (None, name):
+                    # The last round's spool is still being written back:
+                    # flush it first, so no round pays for another's I/O.
+                    os.sync()
+                    time.sleep(2)
                     rdir = os.path.join(root, "%s-%d" % (name, i + 1))
                     os.mkdir(rdir)
                     os.chmod(rdir, 0o755)
