@@ -98,6 +98,10 @@ $(foreach p,$(PROGS),$(eval $(call unit_prog_rule,$(p))))
 $(BUILD)/tests/anvil/test_anvil: $(LIB_PROG_smtpd)
 # test_params reads the program sources to see which parameters are used
 $(BUILD)/tests/unit/test_params.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+# the feedback parser tests read their samples from tests/data/feedback
+$(BUILD)/tests/unit/feedback/test_parse.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+$(BUILD)/tests/feedback/test_parse: $(BUILD)/feedback/feedback_parse.o \
+    $(BUILD)/feedback/feedback_mime.o $(BUILD)/feedback/feedback_text.o
 
 .DEFAULT_GOAL := all
 .PHONY: all run test unit integration bench bench-dataparse bench-bdat deps clean fuzz install format format-check
