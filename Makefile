@@ -33,6 +33,7 @@ LDFLAGS_ALL := $(LDFLAGS) $(SANFLAGS) $(if $(SANFLAGS),,-pie -Wl,-z,relro -Wl,-z
 EV_LIBS     := -levent
 master_LIBS := $(EV_LIBS)
 anvil_LIBS  := $(EV_LIBS)
+feedback_LIBS := $(EV_LIBS)
 bounce_LIBS := $(EV_LIBS)
 qmgr_LIBS   := $(EV_LIBS) -ldb
 smtpd_LIBS  := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
@@ -62,7 +63,7 @@ COMMON_LIBS := $(LIB_glue) $(LIB_mail) $(LIB_util)
 # Each program: a directory with <prog>.c (main) + <prog>_*.c. The parts
 # other than main form lib<prog>.a, which the program and its unit tests
 # (tests/unit/<prog>/) link.
-PROGS := master smtpd qmgr delivery bounce anvil cli
+PROGS := master smtpd qmgr delivery bounce anvil cli feedback
 define prog_rule
 $(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
@@ -100,6 +101,9 @@ $(BUILD)/tests/anvil/test_anvil: $(LIB_PROG_smtpd)
 $(BUILD)/tests/unit/test_params.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 # test_bclass checks the shipped conf/bounce_classifier_rules
 $(BUILD)/tests/unit/test_bclass.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+# the feedback tests read samples from tests/data/feedback, rules from conf/
+$(BUILD)/tests/unit/feedback/test_parse.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+$(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 
 .DEFAULT_GOAL := all
 .PHONY: all run test unit integration bench bench-dataparse bench-bdat deps clean fuzz install format format-check

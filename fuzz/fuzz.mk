@@ -32,6 +32,9 @@
 #              into a temp Berkeley DB, checked against a model of the
 #              source syntax: every accepted key is found with its value,
 #              a bad line fails the build naming that line
+#   feedback   the feedback consumer's bounce/ARF report parser
+#              (feedback/feedback_parse.c): fields terminated and bounded,
+#              LF and CRLF versions of an input give the same report
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
@@ -45,7 +48,7 @@ FUZZ_TIME  ?= 60
 FUZZ_DIR   := build/fuzz
 FUZZ_BIN   := $(FUZZ_DIR)/bin
 FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7 smtpd_data dotstuff \
-              sasl_b64 cidr dict
+              sasl_b64 cidr dict feedback
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
               -fno-omit-frame-pointer
 # Others' code: the project's warnings, but a clang-only warning in a file
@@ -86,6 +89,8 @@ $(FUZZ_BIN)/fuzz_smtpd_cmd: $(FUZZ_DIR)/smtpd/smtpd_cmdparse.o
 $(FUZZ_BIN)/fuzz_reply: $(FUZZ_DIR)/delivery/delivery_reply.o
 $(FUZZ_BIN)/fuzz_dotstuff: $(FUZZ_DIR)/delivery/delivery_dotstuff.o $(FUZZ_DIR)/delivery/delivery_crlf.o
 $(FUZZ_BIN)/fuzz_mime7: $(FUZZ_DIR)/delivery/delivery_mime7.o $(FUZZ_DIR)/delivery/delivery_qp.o
+$(FUZZ_BIN)/fuzz_feedback: $(FUZZ_DIR)/feedback/feedback_parse.o $(FUZZ_DIR)/feedback/feedback_mime.o \
+                           $(FUZZ_DIR)/feedback/feedback_text.o
 
 fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_BIN)/fuzz_%)
 

@@ -239,7 +239,7 @@ int smtpd_check_mynetworks(const char *addr);
 /* Client listed in smtpd_forbid_bare_newline_exclusions? */
 int smtpd_check_bare_exempt(const char *addr);
 /* Do we accept mail for this domain from anyone (mydestination,
- * relay_domains)? */
+ * relay_domains, feedback_domains)? */
 int smtpd_check_local_domain(const char *domain);
 /* Address forms a host behind us could re-route (a%b@us, b!a@us,
  * "a@b"@us, a@b@us): never relayed for untrusted clients. */

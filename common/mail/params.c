@@ -139,6 +139,15 @@ const struct param_def param_table[] = {
     I("hopcount_limit", "50", 1, 100000,
       "Received:/Delivered-To: headers a message may carry (more: a mail loop, refused)"),
     I("header_size_limit", "102400", 1024, 10000000, "longest message header accepted"),
+    /* Asynchronous bounces and complaints: the feedback agent (issue #8) */
+    L("feedback_domains", "",
+      "bounce (VERP) domains: mail to them is accepted from anyone and read by the feedback "
+      "agent, never delivered"),
+    S("feedback_suppression_scope", "sender_domain",
+      "suppressions from bounces and complaints: sender_domain (the original From: domain) or "
+      "global"),
+    S("verp_delimiters",
+      "+=", "VERP delimiters: before the recipient's local part, before its domain"),
     /* Queue lifetimes and retry */
     T("maximal_queue_lifetime", "5d", 0, 365 * DAY, 'd',
       "time a message may stay queued before it is bounced"),

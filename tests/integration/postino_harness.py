@@ -28,7 +28,7 @@ from aiosmtpd.controller import Controller
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("POSTINO_BIN") or os.path.join(REPO, "bin")
-DAEMONS = ("master", "smtpd", "qmgr", "delivery", "bounce", "anvil")
+DAEMONS = ("master", "smtpd", "qmgr", "delivery", "bounce", "anvil", "feedback")
 QID_RE = re.compile(r"\b[0-9A-Fa-f]{17}\b")
 MAIL_OWNER = "postino"
 
