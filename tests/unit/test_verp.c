@@ -30,21 +30,23 @@ struct enc_case {
 static void test_encode(void **state)
 {
     static const struct enc_case cases[] = {
-        { "bounces@bounce.example.com", "alice@example.org", "+=",
-          "bounces+alice=example.org@bounce.example.com" },
+        { "bounces@bounce.example.com", "alice@example.org",
+          "+=", "bounces+alice=example.org@bounce.example.com" },
         { "alice@a.com", "bob@example.org", "+=", "alice+bob=example.org@a.com" },
-        { "owner-list@lists.example", "bob@example.org", "-=",
-          "owner-list-bob=example.org@lists.example" },
+        { "owner-list@lists.example", "bob@example.org",
+          "-=", "owner-list-bob=example.org@lists.example" },
         /* a recipient with a tag and an '=' keeps them */
         { "b@d.example", "x+tag=1@r.example", "+=", "b+x+tag=1=r.example@d.example" },
         /* quoted recipient local part: the result is quoted as a whole */
         { "b@d.example", "\"a b\"@r.example", "+=", "\"b+a b=r.example\"@d.example" },
         { "b@d.example", "\"a\\\"q\"@r.example", "+=", "\"b+a\\\"q=r.example\"@d.example" },
         /* a quoted local part that needs no quotes loses them */
-        { "\"bounces\"@d.example", "\"alice\"@r.example", "+=", "bounces+alice=r.example@d.example" },
+        { "\"bounces\"@d.example", "\"alice\"@r.example",
+          "+=", "bounces+alice=r.example@d.example" },
         /* UTF-8 (RFC 6531) local part and domain stay as they are */
-        { "b@d.example", "j\xc3\xb6rg@b\xc3\xbc"
-                         "cher.example",
+        { "b@d.example",
+          "j\xc3\xb6rg@b\xc3\xbc"
+          "cher.example",
           "+=",
           "b+j\xc3\xb6rg=b\xc3\xbc"
           "cher.example@d.example" },
