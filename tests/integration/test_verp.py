@@ -78,6 +78,20 @@ def test_map_by_domain_one_sender_per_recipient(postino_factory, sink):
         assert p.log_lines(r"%s: to=<%s>, .*status=sent" % (qid, re.escape(r)))
 
 
+def test_queue_file_keeps_sender(postino_factory, sink):
+    """The queue file records the VERP choice beside the original sender
+    (postino queue show of a deferred message)."""
+    p = with_map(postino_factory, [("@sender.test", RET)],
+                 minimal_backoff_time="1h", maximal_backoff_time="1h")
+    sink.on_rcpt("x@example.test", forever="451 4.3.0 try later")
+    qid = p.send(SENDER, "x@example.test")
+    p.wait_log(r"%s: to=<x@example\.test>, .*status=deferred" % qid)
+    show = p.cli("queue", "show", qid, check=True).stdout
+    assert "sender: %s\n" % SENDER in show, show
+    assert "verp: +=\n" in show and "verp_return: %s\n" % RET in show, show
+    assert sink.rcpt_log and all(rc == "x@example.test" for _, rc, _ in sink.rcpt_log)
+
+
 def test_map_lookup_order(postino_factory, sink):
     """sasl: key aside, the full sender beats @domain; a sender in neither
     goes as before: one transaction for all its recipients."""
