@@ -85,13 +85,14 @@ static enum smtpd_lookup verp_lookup(const struct smtpd_session *s, buf_t *value
     return rc;
 }
 
-/* A return address from the table: "local@domain", one word. */
+/* A return address from the table: "local@domain", one word, ASCII (it
+ * goes into every MAIL FROM, SMTPUTF8 or not). */
 static int return_valid(const char *ret)
 {
     buf_t local = BUF_INIT, domain = BUF_INIT;
-    int ok = strlen(ret) <= 254 && strcspn(ret, " \t<>") == strlen(ret) &&
+    int ok = strlen(ret) <= 254 && strcspn(ret, " \t<>") == strlen(ret) && addr_is_ascii(ret) &&
              addr_split(ret, &local, &domain) == 0 && local.len > 0 &&
-             addr_domain_valid_utf8(buf_str(&domain));
+             addr_domain_valid(buf_str(&domain));
     buf_destroy(&local);
     buf_destroy(&domain);
     return ok;

@@ -33,7 +33,7 @@ def with_map(postino_factory, entries, **main):
     """An instance whose sender_verp_maps is a hash: table of entries."""
     p = postino_factory(start=False)
     src = os.path.join(p.conf, "verp")
-    with open(src, "w") as f:
+    with open(src, "w", encoding="utf-8") as f:
         f.write("".join("%s %s\n" % kv for kv in entries))
     p.cli("map", "build", src, check=True)
     p.set(sender_verp_maps="hash:" + src, **main)
@@ -114,10 +114,11 @@ def test_null_sender_never_verp(postino_factory, sink):
     assert sink.wait_to("x@example.test")[0].mail_from == ""
 
 
-def test_map_bad_value_refused(postino_factory, sink):
-    """A return address that is not local@domain: 451 4.3.5 and a warning,
-    never a broken MAIL FROM on the way out."""
-    p = with_map(postino_factory, [("@sender.test", "no-domain-here")])
+@pytest.mark.parametrize("value", ["no-domain-here", "b\u00f6@bounce.example.com"])
+def test_map_bad_value_refused(postino_factory, sink, value):
+    """A return address that is not local@domain, or not ASCII: 451 4.3.5
+    and a warning, never a broken MAIL FROM on the way out."""
+    p = with_map(postino_factory, [("@sender.test", value)])
     s = p.smtp()
     try:
         code, resp = s.mail(SENDER)
