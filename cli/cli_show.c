@@ -79,6 +79,8 @@ static void show_envelope(const struct qenv *e, const char *path)
     show_opt("sasl_username", e->sasl_username);
     show_opt("message_id", e->message_id);
     printf("sender: %s\n", safe(e->sender && *e->sender ? e->sender : "<>"));
+    show_opt("verp", e->verp);
+    show_opt("verp_return", e->verp_return);
     show_opt("envid", e->envid);
     show_opt("ret", e->ret >= 0 && e->ret <= RET_HDRS ? rets[e->ret] : "?");
     show_opt("body", qbody_name(e->body));

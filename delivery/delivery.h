@@ -72,6 +72,8 @@ struct dlv_job {
     int content_fd;
     struct dlv_rres *res;
     size_t nres;
+    size_t tx_first, tx_end; /* res[] of the current transaction: all of
+                                them, or one at a time for VERP mail */
     double t_arrival, t_start, t_ready, t_end;
     struct dlv_target *tg; /* addresses to try, in order */
     size_t ntg, itg;
@@ -106,6 +108,15 @@ void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const cha
 void dlv_job_tx_done(struct dlv_job *job);
 /* Set every pending recipient to the status implied by dsn. */
 void dlv_job_set_pending(struct dlv_job *job, const char *dsn, const char *reason);
+/* The same for the pending recipients of the current transaction only. */
+void dlv_job_set_tx(struct dlv_job *job, const char *dsn, const char *reason);
+/* Choose the recipients of the next transaction (tx_first, tx_end): all
+ * of them, or for VERP mail the first one still pending. 0 when there is
+ * nobody left to send to. */
+int dlv_job_tx_window(struct dlv_job *job);
+/* A transaction is over: does VERP mail have another one to do on the
+ * same connection? (The recipient just tried has its result by now.) */
+int dlv_job_next_tx(struct dlv_job *job);
 void dlv_job_set_rcpt(struct dlv_rres *r, const char *dsn, const char *reason);
 double dlv_now(void);
 

@@ -189,7 +189,7 @@ int dlv_bdat_on_chunk(struct dlv_sess *s, size_t end)
     struct dlv_job *job = s->job;
     size_t k;
     if (!tx_dead(s) && s->rp.reply.code / 100 != 2) {
-        for (k = 0; k < job->nres; k++)
+        for (k = job->tx_first; k < job->tx_end; k++)
             if (job->res[k].accepted && job->res[k].status == QR_PENDING)
                 dlv_proto_rcpt_failed(s, &job->res[k], X_BDAT);
         s->bd.failed = s->bd.stop = 1;

@@ -88,6 +88,41 @@ void dlv_job_set_pending(struct dlv_job *job, const char *dsn, const char *reaso
             dlv_job_set_rcpt(&job->res[k], dsn, reason);
 }
 
+void dlv_job_set_tx(struct dlv_job *job, const char *dsn, const char *reason)
+{
+    for (size_t k = job->tx_first; k < job->tx_end; k++)
+        if (job->res[k].status == QR_PENDING)
+            dlv_job_set_rcpt(&job->res[k], dsn, reason);
+}
+
+int dlv_job_tx_window(struct dlv_job *job)
+{
+    size_t k = 0;
+    if (!job->env.verp) {
+        job->tx_first = 0;
+        job->tx_end = job->nres;
+        return job->nres > 0;
+    }
+    while (k < job->nres && job->res[k].status != QR_PENDING)
+        k++;
+    job->tx_first = k;
+    job->tx_end = k < job->nres ? k + 1 : k;
+    return job->tx_end > job->tx_first;
+}
+
+int dlv_job_next_tx(struct dlv_job *job)
+{
+    size_t k;
+    if (!job->env.verp)
+        return 0;
+    /* Never the same recipient twice on one connection. */
+    dlv_job_set_tx(job, "4.3.0", "internal error: no delivery outcome");
+    for (k = 0; k < job->nres; k++)
+        if (job->res[k].status == QR_PENDING)
+            return 1;
+    return 0;
+}
+
 /* Postfix-style delay: "0" / "0.02" / "1.2" / "23". */
 static void fmt_delay(buf_t *out, double d)
 {

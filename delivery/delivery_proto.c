@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/mail/addr.h"
+#include "common/mail/verp.h"
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
 #include "delivery/delivery_dotstuff.h"
@@ -200,9 +201,15 @@ static int on_rset(struct dlv_sess *s, size_t i)
     buf_t r = BUF_INIT;
     if (reply_class(s) == 2) {
         buf_destroy(&r);
-        dlv_job_sess_ready(s->job);
+        if (s->verp_next) {
+            s->verp_next = 0;
+            dlv_proto_start_tx(s); /* the job's next VERP transaction */
+        } else {
+            dlv_job_sess_ready(s->job);
+        }
         return -1;
     }
+    s->verp_next = 0;
     dlv_proto_said(s, X_RSET, &r);
     dlv_sess_abort(s, "4.0.0", r.data); /* reused: the job connects afresh */
     buf_destroy(&r);
@@ -249,7 +256,7 @@ static void send_data(struct dlv_sess *s)
 /* Non-pipelined: after MAIL or a RCPT reply, the next command. */
 static int next_step(struct dlv_sess *s)
 {
-    if (s->next_rcpt < s->job->nres) {
+    if (s->next_rcpt < s->job->tx_end) {
         send_rcpt(s, s->next_rcpt++);
         return 0;
     }
@@ -268,7 +275,7 @@ static int on_mail(struct dlv_sess *s, size_t i)
         char dsn[16];
         smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
         dlv_proto_said(s, X_MAIL, &r);
-        dlv_job_set_pending(s->job, dsn, r.data);
+        dlv_job_set_tx(s->job, dsn, r.data);
         buf_destroy(&r);
         s->mail_failed = 1;
         if (!(s->feat & FEAT_PIPELINING))
@@ -290,7 +297,7 @@ static int on_rcpt(struct dlv_sess *s, size_t i)
     }
     if (!(s->feat & FEAT_PIPELINING))
         return next_step(s);
-    if (s->bd.on && i + 1 == s->job->nres) /* the last RCPT reply */
+    if (s->bd.on && i + 1 == s->job->tx_end) /* the last RCPT reply */
         return dlv_bdat_envelope_done(s);
     return 0;
 }
@@ -309,7 +316,7 @@ static int on_data(struct dlv_sess *s, size_t i)
         return dlv_sess_tx_end(s);
     if (s->rp.reply.code != 354) {
         size_t k;
-        for (k = 0; k < job->nres; k++)
+        for (k = job->tx_first; k < job->tx_end; k++)
             if (job->res[k].accepted)
                 dlv_proto_rcpt_failed(s, &job->res[k], X_DATA);
         return dlv_sess_tx_end(s);
@@ -332,7 +339,8 @@ int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind)
     struct dlv_job *job = s->job;
     size_t k;
     s->nmsgs++;
-    for (k = 0; k < job->nres; k++) {
+    s->tx_closed = 1;
+    for (k = job->tx_first; k < job->tx_end; k++) {
         struct dlv_rres *rr = &job->res[k];
         if (!rr->accepted || rr->status != QR_PENDING)
             continue;
@@ -349,8 +357,10 @@ int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind)
 
 static int on_dot(struct dlv_sess *s, size_t i)
 {
-    if (s->ignore_dot)
+    if (s->ignore_dot) {
+        s->tx_closed = 1;
         return dlv_sess_tx_end(s);
+    }
     return dlv_proto_final_reply(s, X_DOT);
 }
 
@@ -444,12 +454,28 @@ static void append_xtext_param(buf_t *cmd, const char *name, const char *value)
     xtext_encode(value, cmd);
 }
 
+/* The envelope sender of this transaction: the sender, or for VERP mail
+ * the return path built for its one recipient (common/mail/verp.h). */
+static void mail_from(struct dlv_job *job, buf_t *out)
+{
+    const char *sender = job->env.sender ? job->env.sender : "";
+    if (!job->env.verp || !*sender || job->tx_end != job->tx_first + 1) {
+        buf_puts(out, sender);
+        return;
+    }
+    const char *rcpt = job->env.rcpt[job->res[job->tx_first].idx].addr;
+    verp_encode(job->env.verp_return ? job->env.verp_return : sender, rcpt, job->env.verp, out);
+    log_debug("%s: to=<%s>, return path <%s>", job->id, rcpt, buf_str(out));
+}
+
 /* MAIL FROM with the parameters the server understands. */
 static void send_mail(struct dlv_sess *s)
 {
     struct dlv_job *job = s->job;
     buf_t cmd = BUF_INIT;
-    buf_printf(&cmd, "MAIL FROM:<%s>", job->env.sender ? job->env.sender : "");
+    buf_puts(&cmd, "MAIL FROM:<");
+    mail_from(job, &cmd);
+    buf_putc(&cmd, '>');
     if (s->feat & FEAT_SIZE)
         buf_printf(&cmd, " SIZE=%lld", dlv_mime_size(job));
     dlv_mime_mail_params(s, &cmd);
@@ -470,11 +496,17 @@ void dlv_proto_start_tx(struct dlv_sess *s)
     struct dlv_job *job = s->job;
     size_t k;
 
+    if (!dlv_job_tx_window(job)) { /* nobody left (cannot happen) */
+        s->in_tx = 1;
+        dlv_sess_tx_end(s);
+        return;
+    }
     s->in_tx = 1;
-    s->mail_failed = s->ignore_dot = 0;
+    s->mail_failed = s->ignore_dot = s->tx_closed = 0;
     s->bd.on = dlv_bdat_wanted(s);
-    s->naccepted = s->next_rcpt = 0;
-    for (k = 0; k < job->nres; k++)
+    s->naccepted = 0;
+    s->next_rcpt = job->tx_first;
+    for (k = job->tx_first; k < job->tx_end; k++)
         job->res[k].accepted = 0;
     if (dlv_mime_prepare(s) < 0) {
         dlv_sess_tx_end(s);
@@ -492,9 +524,9 @@ void dlv_proto_start_tx(struct dlv_sess *s)
     send_mail(s);
     if (!(s->feat & FEAT_PIPELINING))
         return;
-    for (k = 0; k < job->nres; k++)
+    for (k = job->tx_first; k < job->tx_end; k++)
         send_rcpt(s, k);
-    s->next_rcpt = job->nres;
+    s->next_rcpt = job->tx_end;
     if (s->bd.on)
         (void)dlv_bdat_begin(s); /* the first chunk goes in the same flight */
     else

@@ -137,10 +137,30 @@ int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason)
     return -1;
 }
 
+/* VERP mail: the next recipient's transaction on this connection, at
+ * once after a final reply, else after an RSET (the server may still hold
+ * the MAIL of a transaction that ended without DATA). */
+static void sess_next_tx(struct dlv_sess *s)
+{
+    s->state = SS_CMD;
+    if (s->tx_closed) {
+        dlv_proto_start_tx(s);
+        return;
+    }
+    s->verp_next = 1;
+    dlv_sess_send(s, "RSET\r\n", 6);
+    dlv_sess_expect(s, X_RSET, 0);
+}
+
 int dlv_sess_tx_end(struct dlv_sess *s)
 {
     struct dlv_job *job = s->job;
     s->in_tx = 0;
+    evtimer_del(s->timer);
+    if (dlv_job_next_tx(job)) {
+        sess_next_tx(s);
+        return -1;
+    }
     s->state = SS_IDLE;
     s->job = NULL;
     job->sess = NULL;

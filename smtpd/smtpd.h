@@ -18,6 +18,7 @@
  *   smtpd_auth.c     SMTP AUTH through the asynchronous SASL layer
  *   smtpd_limit.c    per-client limits through anvil
  *   smtpd_notify.c   "request=new" notifications to qmgr
+ *   smtpd_verp.c     VERP at MAIL FROM: XVERP, sender_verp_maps
  *
  * Asynchronous steps (DNS lookups of restrictions, SASL steps, the AUTH
  * failure delay, anvil answers) set `waiting`: the session then reads no
@@ -47,6 +48,7 @@ struct smtpd_anvil;
 struct smtpd_dns_req;
 struct smtpd_commit;
 struct workq;
+struct smtp_xverp;
 
 /* Where the input of a session goes next. */
 enum smtpd_state {
@@ -311,5 +313,17 @@ void smtpd_limit_auth_failed(struct smtpd_session *s);
 /* smtpd_notify.c */
 void smtpd_notify_init(struct server *srv);
 void smtpd_notify_new(const char *queue_id);
+
+/* smtpd_verp.c: VERP (XVERP, sender_verp_maps). */
+/* Check the VERP parameters at start (fatal when wrong). */
+void smtpd_verp_init(void);
+/* Is this client in smtpd_authorized_verp_clients (offered XVERP)? */
+int smtpd_verp_allowed(const struct smtpd_session *s);
+/* The XVERP settings for smtp_cmd_mail_xverp, NULL when not allowed. */
+const struct smtp_xverp *smtpd_verp_xverp(const struct smtpd_session *s);
+/* After MAIL FROM passed its checks: record VERP in s->env (xverp: the
+ * XVERP delimiters given, or ""/NULL; else sender_verp_maps). 0, or -1
+ * when refused (replied: a table or its value is broken). */
+int smtpd_verp_mail(struct smtpd_session *s, const char *xverp);
 
 #endif

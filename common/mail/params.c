@@ -123,6 +123,13 @@ const struct param_def param_table[] = {
     L("smtpd_sender_login_maps", "", "hash: table: sender address -> SASL logins owning it"),
     T("smtpd_sasl_failure_delay", "1s", 0, 60, 's', "delay before answering a failed AUTH"),
     I("smtpd_sasl_max_line", "12288", 512, 1048576, "longest AUTH response line accepted"),
+    /* VERP return paths (issue #8) */
+    L("sender_verp_maps", "",
+      "hash: tables: sasl:LOGIN, sender address, @domain -> VERP return address"),
+    S("verp_delimiters",
+      "+=", "VERP delimiters: before the recipient's local part, before its domain"),
+    S("verp_delimiter_filter", "-=+", "characters allowed as VERP delimiters"),
+    L("smtpd_authorized_verp_clients", "$mynetworks", "clients that may use XVERP on MAIL FROM"),
     /* Client limits (anvil) */
     I("smtpd_client_connection_count_limit", "50", 0, 1000000,
       "concurrent connections per client (0: no limit)"),
@@ -146,8 +153,6 @@ const struct param_def param_table[] = {
     S("feedback_suppression_scope", "sender_domain",
       "suppressions from bounces and complaints: sender_domain (the original From: domain) or "
       "global"),
-    S("verp_delimiters",
-      "+=", "VERP delimiters: before the recipient's local part, before its domain"),
     /* Queue lifetimes and retry */
     T("maximal_queue_lifetime", "5d", 0, 365 * DAY, 'd',
       "time a message may stay queued before it is bounced"),

@@ -119,9 +119,9 @@ static void qrcpt_destroy(struct qrcpt *r)
 
 void qenv_destroy(struct qenv *env)
 {
-    char **strs[] = { &env->client_name, &env->client_addr, &env->helo,
-                      &env->proto,       &env->sasl_method, &env->sasl_username,
-                      &env->message_id,  &env->sender,      &env->envid };
+    char **strs[] = { &env->client_name, &env->client_addr,   &env->helo,       &env->proto,
+                      &env->sasl_method, &env->sasl_username, &env->message_id, &env->sender,
+                      &env->envid,       &env->verp,          &env->verp_return };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (size_t i = 0; i < env->nrcpt; i++)
@@ -284,6 +284,8 @@ static void build_envelope(struct qfile_w *w, const struct qenv *env)
     put_opt(b, "sasl_username", env->sasl_username);
     put_opt(b, "message_id", env->message_id);
     put_rec(b, "sender", env->sender ? env->sender : "");
+    put_opt(b, "verp", env->verp);
+    put_opt(b, "verp_return", env->verp_return);
     put_opt(b, "envid", env->envid);
     if (env->ret == RET_FULL || env->ret == RET_HDRS)
         put_rec(b, "ret", env->ret == RET_FULL ? "FULL" : "HDRS");

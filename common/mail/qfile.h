@@ -12,6 +12,14 @@
  *        sasl_method=, sasl_username=   (optional)
  *        message_id=                    (optional, for logs)
  *        sender=<address, empty for the null sender>
+ *        verp=<two delimiters>          (optional, verp.h: one envelope
+ *                                       sender per recipient, built from
+ *                                       the return address and the
+ *                                       recipient; "+=" by default)
+ *        verp_return=<address>          (optional, with verp=: the return
+ *                                       address from sender_verp_maps;
+ *                                       without it the sender itself, as
+ *                                       with XVERP)
  *        envid=, ret=FULL|HDRS          (optional, RFC 3461)
  *        body=7BIT|8BITMIME|BINARYMIME  (optional, RFC 6152/3030: the
  *                                       client's BODY= parameter)
@@ -91,7 +99,9 @@ struct qenv {
     char *client_name, *client_addr, *helo, *proto;
     char *sasl_method, *sasl_username;
     char *message_id;
-    char *sender; /* "" for the null sender */
+    char *sender;      /* "" for the null sender */
+    char *verp;        /* VERP delimiters ("+="), NULL: no VERP (verp.h) */
+    char *verp_return; /* VERP return address, NULL: the sender */
     char *envid;
     int ret;      /* RET_* */
     int body;     /* enum qbody */

@@ -127,6 +127,21 @@ static int env_smtputf8(struct rd *r, const char *v, size_t off)
     return 0;
 }
 
+/* Two delimiter characters, never one that could break the address
+ * built from them (verp.h); which ones is smtpd's policy. */
+static int env_verp(struct rd *r, const char *v, size_t off)
+{
+    int ok = strlen(v) == 2;
+    for (int i = 0; ok && i < 2; i++)
+        ok = v[i] > ' ' && v[i] < 0x7f && !strchr("@\"\\<>%", v[i]);
+    if (!ok) {
+        r->why = "bad verp";
+        return -1;
+    }
+    qenv_set(&r->env->verp, v);
+    return 0;
+}
+
 static int env_rcpt(struct rd *r, const char *v, size_t off)
 {
     if (unesc(r, v) < 0)
@@ -185,6 +200,8 @@ static const struct rec_def {
     STR(message_id),
     STR(sender),
     STR(envid),
+    { "verp", env_verp, 0 },
+    STR(verp_return),
     { "ret", env_ret, 0 },
     { "rcpt", env_rcpt, 0 },
     { "orcpt", env_orcpt, 0 },

@@ -47,6 +47,8 @@ static void fill_env(struct qenv *env, size_t nrcpt)
     env->ret = RET_HDRS;
     env->body = QBODY_8BITMIME;
     env->smtputf8 = 1;
+    qenv_set(&env->verp, "+=");
+    qenv_set(&env->verp_return, "bounces@bounce.example.com");
     for (size_t i = 0; i < nrcpt; i++) {
         char addr[64], orcpt[80];
         /* every fifth one UTF-8 (RFC 6531): stored as is, read back the same */
@@ -119,6 +121,8 @@ static void test_round_trip(void **state)
     assert_int_equal(rd.ret, RET_HDRS);
     assert_int_equal(rd.body, QBODY_8BITMIME);
     assert_int_equal(rd.smtputf8, 1);
+    assert_string_equal(rd.verp, "+=");
+    assert_string_equal(rd.verp_return, "bounces@bounce.example.com");
     assert_int_equal(rd.arrival.tv_sec, env.arrival.tv_sec);
     assert_int_equal(rd.arrival.tv_usec, env.arrival.tv_usec);
     assert_int_equal(rd.nrcpt, 300);
@@ -210,6 +214,48 @@ static void test_appended(void **state)
     assert_int_equal(qfile_read(spool, id, &rd, 0, &err), -1);
     qenv_destroy(&env);
     buf_destroy(&err);
+}
+
+/* VERP records: optional, the return address optional with them, and
+ * delimiters that could break an address make the file malformed. */
+static void test_verp_records(void **state)
+{
+    static const struct {
+        const char *verp, *ret;
+        int rc;
+    } cases[] = {
+        { NULL, NULL, 0 },   { "+=", NULL, 0 },  { "-=", "b@x.example", 0 }, { "+", NULL, -1 },
+        { "+=+", NULL, -1 }, { "+@", NULL, -1 }, { "+ ", NULL, -1 },         { "\"=", NULL, -1 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct qenv env, rd;
+        buf_t err = BUF_INIT;
+        fill_env(&env, 2);
+        qenv_set(&env.verp, cases[i].verp);
+        qenv_set(&env.verp_return, cases[i].ret);
+        struct qfile_w *w = qfile_create(spool, &env, &err);
+        assert_non_null(w);
+        assert_int_equal(qfile_write(w, "x\r\n", 3), 0);
+        assert_int_equal(qfile_commit(w, &err), 0);
+        int rc = qfile_read(spool, env.id, &rd, 0, &err);
+        if (rc != cases[i].rc)
+            fail_msg("case %zu: verp \"%s\" read %d", i, cases[i].verp ? cases[i].verp : "", rc);
+        if (rc == 0) {
+            if (cases[i].verp)
+                assert_string_equal(rd.verp, cases[i].verp);
+            else
+                assert_null(rd.verp);
+            if (cases[i].ret)
+                assert_string_equal(rd.verp_return, cases[i].ret);
+            else
+                assert_null(rd.verp_return);
+        } else {
+            assert_non_null(strstr(err.data, "bad verp"));
+        }
+        qenv_destroy(&rd);
+        qenv_destroy(&env);
+        buf_destroy(&err);
+    }
 }
 
 /* A Message-ID learnt while streaming goes in as the first appended
@@ -404,11 +450,17 @@ static void test_notify(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip), cmocka_unit_test(test_empty_and_small),
-        cmocka_unit_test(test_appended),   cmocka_unit_test(test_incomplete_and_abort),
-        cmocka_unit_test(test_message_id), cmocka_unit_test(test_deferrals),
-        cmocka_unit_test(test_remove),     cmocka_unit_test(test_write_error),
-        cmocka_unit_test(test_qid),        cmocka_unit_test(test_notify),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_verp_records),
+        cmocka_unit_test(test_empty_and_small),
+        cmocka_unit_test(test_appended),
+        cmocka_unit_test(test_incomplete_and_abort),
+        cmocka_unit_test(test_message_id),
+        cmocka_unit_test(test_deferrals),
+        cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_write_error),
+        cmocka_unit_test(test_qid),
+        cmocka_unit_test(test_notify),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
