@@ -86,7 +86,8 @@ static void test_errors_name_file_and_line(void **state)
     expect_error("other colour=blue\n", "line 1: unknown condition \"colour=blue\"");
     buf_t err = BUF_INIT;
     assert_int_equal(bclass_load(NULL, "/nonexistent/rules", &err), -1);
-    assert_string_equal(buf_str(&err), "/nonexistent/rules: cannot open: No such file or directory");
+    assert_string_equal(buf_str(&err),
+                        "/nonexistent/rules: cannot open: No such file or directory");
     buf_destroy(&err);
 }
 
@@ -131,8 +132,7 @@ static void test_first_match_and_patterns(void **state)
     assert_int_equal(bclass_classify(450, "4.1.2", "Domain not found"), BCLASS_BAD_DOMAIN);
     assert_int_equal(bclass_classify(421, NULL, "Too many connections"), BCLASS_RATE_LIMITED);
     assert_int_equal(bclass_classify(422, NULL, "Too many connections"), BCLASS_OTHER);
-    assert_int_equal(bclass_classify(502, NULL, "Command not implemented"),
-                     BCLASS_PROTOCOL_ERRORS);
+    assert_int_equal(bclass_classify(502, NULL, "Command not implemented"), BCLASS_PROTOCOL_ERRORS);
     assert_int_equal(bclass_classify(451, "4.4.0", "whatever"), BCLASS_ROUTING_ERRORS);
     /* no code at all: code rules never match */
     assert_int_equal(bclass_explain(0, NULL, "something odd", &m), BCLASS_OTHER);
@@ -148,8 +148,7 @@ static void test_local_rules_first(void **state)
     const char *local = write_file("local", "inactive-mailbox dsn=5.1.1 text=gone for good\n");
     const char *main = write_file("main", "bad-mailbox dsn=5.1.1\n");
     assert_int_equal(bclass_load(local, main, &err), 0);
-    assert_int_equal(bclass_classify(550, "5.1.1", "user gone for good"),
-                     BCLASS_INACTIVE_MAILBOX);
+    assert_int_equal(bclass_classify(550, "5.1.1", "user gone for good"), BCLASS_INACTIVE_MAILBOX);
     assert_int_equal(bclass_classify(550, "5.1.1", "no such user"), BCLASS_BAD_MAILBOX);
 
     /* the same through the parameters (bclass_init) */
