@@ -274,6 +274,69 @@ static void test_shipped_rules(void **state)
     buf_destroy(&err);
 }
 
+/* One corpus line "category TAB code TAB enhanced TAB text" classified;
+ * 1 right, 0 wrong (printed), -1 malformed. */
+static int corpus_line(char *line, int lineno)
+{
+    char *f[4];
+    for (int i = 0; i < 4; i++) {
+        f[i] = line;
+        line = strchr(line, i < 3 ? '\t' : '\n');
+        if (line == NULL && i < 3)
+            return -1;
+        if (line)
+            *line++ = 0;
+    }
+    enum bclass want;
+    if (bclass_from_name(f[0], &want) < 0)
+        return -1;
+    buf_t text = BUF_INIT;
+    for (const char *p = f[3]; *p; p++) {
+        if (p[0] == '\\' && p[1] == 'n') {
+            buf_putc(&text, '\n');
+            p++;
+        } else {
+            buf_putc(&text, *p);
+        }
+    }
+    struct bclass_match m;
+    enum bclass got =
+        bclass_explain(atoi(f[1]), strcmp(f[2], "-") ? f[2] : NULL, buf_str(&text), &m);
+    if (got != want)
+        printf("corpus line %d: want %s, got %s (rule line %d): %s %s %s\n", lineno,
+               bclass_name(want), bclass_name(got), m.line, f[1], f[2], buf_str(&text));
+    buf_destroy(&text);
+    return got == want;
+}
+
+/* The provider corpus (tests/data/bounce_corpus.tsv, >= 80 real replies)
+ * through the shipped rules: at least 95% right, every miss printed. */
+static void test_corpus(void **state)
+{
+    buf_t err = BUF_INIT;
+    if (bclass_load(NULL, POSTINO_SRCDIR "/conf/bounce_classifier_rules", &err) < 0)
+        fail_msg("%s", buf_str(&err));
+    FILE *fp = fopen(POSTINO_SRCDIR "/tests/data/bounce_corpus.tsv", "r");
+    assert_non_null(fp);
+    char line[4096];
+    int lineno = 0, total = 0, right = 0;
+    while (fgets(line, sizeof line, fp)) {
+        lineno++;
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        int rc = corpus_line(line, lineno);
+        if (rc < 0)
+            fail_msg("corpus line %d is malformed", lineno);
+        total++;
+        right += rc;
+    }
+    fclose(fp);
+    printf("bounce corpus: %d of %d right (%.1f%%)\n", right, total, 100.0 * right / total);
+    assert_true(total >= 80);
+    assert_true(right * 100 >= total * 95);
+    buf_destroy(&err);
+}
+
 static int setup(void **state)
 {
     if (mkdtemp(tmpdir) == NULL)
@@ -308,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_split_reply),
         cmocka_unit_test(test_codes_from_text_and_multiline),
         cmocka_unit_test(test_shipped_rules),
+        cmocka_unit_test(test_corpus),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
