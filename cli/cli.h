@@ -40,5 +40,6 @@ int cli_cmd_queue_list(struct cli *c, int argc, char **argv);
 int cli_cmd_queue_show(struct cli *c, int argc, char **argv);
 int cli_cmd_config(struct cli *c, int argc, char **argv);
 int cli_cmd_map(struct cli *c, int argc, char **argv);
+int cli_cmd_bounce(struct cli *c, int argc, char **argv);
 
 #endif

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/util/buf.h"
+#include "common/mail/bclass.h"
 #include "common/mail/conf.h"
 
 static void pid_path(buf_t *out)
@@ -177,8 +178,9 @@ int cli_cmd_status(struct cli *c, int argc, char **argv)
     return CLI_ERR;
 }
 
-/* main.cf was loaded already (or we would not be here); check master.cf
- * and that every program it names exists in daemon_directory. */
+/* main.cf was loaded already (or we would not be here); check master.cf,
+ * that every program it names exists in daemon_directory, and the bounce
+ * classifier rules. */
 int cli_cmd_check(struct cli *c, int argc, char **argv)
 {
     struct master_ent *ents = NULL;
@@ -202,6 +204,12 @@ int cli_cmd_check(struct cli *c, int argc, char **argv)
             rc = CLI_ERR;
         }
     }
+    buf_reset(&err);
+    if (bclass_init(&err) < 0) {
+        cli_err("%s", buf_str(&err));
+        rc = CLI_ERR;
+    }
+    bclass_reset();
     if (access(conf_str("queue_directory"), F_OK) < 0 && errno != ENOENT) {
         cli_err("queue_directory %s: %s", conf_str("queue_directory"), strerror(errno));
         rc = CLI_ERR;

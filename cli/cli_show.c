@@ -55,6 +55,8 @@ static void show_rcpt(const struct qrcpt *r, size_t i)
         printf(", dsn=%s", safe(r->dsn));
         printf(", relay=%s", safe(r->relay ? r->relay : "none"));
         printf(" (%s)", safe(r->reason));
+        if (r->category)
+            printf(", category=%s", safe(r->category));
     }
     printf("\n");
     if (r->dsn_sent)

@@ -135,14 +135,14 @@ static int refuse(struct dlv_sess *s, const char *dsn, const char *fmt, ...)
     va_start(ap, fmt);
     buf_vprintf(&r, fmt, ap);
     va_end(ap);
-    dlv_job_set_pending(s->job, dsn, r.data);
+    dlv_job_set_pending(s->job, dsn, r.data, BCLASS_CONTENT_RELATED);
     buf_destroy(&r);
     return -1;
 }
 
 static int read_failed(struct dlv_sess *s)
 {
-    dlv_job_set_pending(s->job, "4.3.0", "error reading queue file");
+    dlv_job_set_pending(s->job, "4.3.0", "error reading queue file", BCLASS_OTHER);
     return -1;
 }
 

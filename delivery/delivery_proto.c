@@ -37,6 +37,12 @@ void dlv_proto_said(struct dlv_sess *s, enum dlv_xkind kind, buf_t *out)
                buf_str(&s->rp.reply.text), dlv_phase[kind].command);
 }
 
+enum bclass dlv_proto_reply_bclass(const struct dlv_sess *s)
+{
+    const struct smtp_reply *r = &s->rp.reply;
+    return bclass_classify(r->code, r->enh[0] ? r->enh : NULL, buf_str(&r->lines));
+}
+
 static int reply_class(const struct dlv_sess *s)
 {
     return s->rp.reply.code / 100;
@@ -60,11 +66,12 @@ static int handshake_fail(struct dlv_sess *s, enum dlv_xkind kind, int refused)
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
     if (!permanent && dsn[0] != '4')
         snprintf(dsn, sizeof(dsn), "4.0.0");
+    enum bclass cat = dlv_proto_reply_bclass(s);
     buf_set(&job->relay, buf_str(&s->relay));
     s->job = NULL;
     job->sess = NULL;
     dlv_sess_free(s);
-    dlv_job_sess_failed(job, fkind, dsn, r.data);
+    dlv_job_sess_failed(job, fkind, dsn, r.data, cat);
     buf_destroy(&r);
     return -1;
 }
@@ -109,7 +116,7 @@ static int loop_fail(struct dlv_sess *s, const char *how)
     s->job = NULL;
     job->sess = NULL;
     dlv_sess_goodbye(s);
-    dlv_job_sess_failed(job, SF_BOUNCE, "5.4.6", r.data);
+    dlv_job_sess_failed(job, SF_BOUNCE, "5.4.6", r.data, BCLASS_ROUTING_ERRORS);
     buf_destroy(&r);
     return -1;
 }
@@ -211,7 +218,8 @@ static int on_rset(struct dlv_sess *s, size_t i)
     }
     s->verp_next = 0;
     dlv_proto_said(s, X_RSET, &r);
-    dlv_sess_abort(s, "4.0.0", r.data); /* reused: the job connects afresh */
+    /* reused: the job connects afresh */
+    dlv_sess_abort(s, "4.0.0", r.data, dlv_proto_reply_bclass(s));
     buf_destroy(&r);
     return -1;
 }
@@ -223,7 +231,7 @@ void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xki
     char dsn[16];
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
     dlv_proto_said(s, kind, &r);
-    dlv_job_set_rcpt(rr, dsn, r.data);
+    dlv_job_set_rcpt(rr, dsn, r.data, dlv_proto_reply_bclass(s));
     buf_destroy(&r);
 }
 
@@ -275,7 +283,7 @@ static int on_mail(struct dlv_sess *s, size_t i)
         char dsn[16];
         smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
         dlv_proto_said(s, X_MAIL, &r);
-        dlv_job_set_tx(s->job, dsn, r.data);
+        dlv_job_set_tx(s->job, dsn, r.data, dlv_proto_reply_bclass(s));
         buf_destroy(&r);
         s->mail_failed = 1;
         if (!(s->feat & FEAT_PIPELINING))
@@ -347,7 +355,7 @@ int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind)
         if (reply_class(s) == 2) {
             char dsn[16];
             smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
-            dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
+            dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text), BCLASS_OTHER);
         } else {
             dlv_proto_rcpt_failed(s, rr, kind);
         }
@@ -405,7 +413,7 @@ static int proto_violation(struct dlv_sess *s, enum dlv_xkind kind)
     }
     if (kind == X_STARTTLS)
         dlv_tls_plain_retry(s);
-    dlv_sess_abort(s, "4.5.0", r.data);
+    dlv_sess_abort(s, "4.5.0", r.data, BCLASS_PROTOCOL_ERRORS);
     buf_destroy(&ok);
     buf_destroy(&r);
     return -1;
@@ -420,7 +428,7 @@ static int proto_closing(struct dlv_sess *s, enum dlv_xkind kind)
     char dsn[16];
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn)); /* 4.x.x: class checked */
     dlv_proto_said(s, kind, &r);
-    dlv_sess_abort(s, dsn, r.data);
+    dlv_sess_abort(s, dsn, r.data, dlv_proto_reply_bclass(s));
     buf_destroy(&r);
     return -1;
 }
@@ -516,7 +524,7 @@ void dlv_proto_start_tx(struct dlv_sess *s)
         buf_t r = BUF_INIT;
         buf_printf(&r, "message size exceeds remote limit: %lld bytes > %lld bytes of server %s",
                    dlv_mime_size(job), s->size_limit, buf_str(&s->hostip));
-        dlv_job_set_pending(job, "5.3.4", r.data);
+        dlv_job_set_pending(job, "5.3.4", r.data, BCLASS_CONTENT_RELATED);
         buf_destroy(&r);
         dlv_sess_tx_end(s);
         return;
@@ -552,7 +560,7 @@ int dlv_proto_body_read_error(struct dlv_sess *s, int err)
     buf_printf(&r, "error reading queue file: %s", err ? strerror(err) : "unexpected end of file");
     log_warn("%s: %s", s->job->id, r.data);
     /* The server got a partial message: never let it end with a dot. */
-    dlv_sess_abort(s, "4.3.0", r.data);
+    dlv_sess_abort(s, "4.3.0", r.data, BCLASS_OTHER);
     buf_destroy(&r);
     return -1;
 }

@@ -126,7 +126,7 @@ static void job_finish(struct fb_job *job)
         res[k].dsn = job->defer ? "4.3.0" : "2.0.0";
         res[k].reason = job->defer ? job->defer : buf_str(&job->summary);
         if (qfile_append_result(job->srv->spool, job->id, res[k].idx, res[k].status, res[k].dsn,
-                                "feedback", res[k].reason) < 0)
+                                "feedback", res[k].reason, NULL) < 0)
             log_warn("%s: cannot record result for recipient %zu: %s", job->id, res[k].idx,
                      strerror(errno));
         log_rcpt(job, &res[k], t_end);

@@ -83,6 +83,8 @@ static void check_env(const struct qenv *env, size_t size)
             abort();
         if (r->status != QR_PENDING && (r->dsn == NULL || r->relay == NULL || r->reason == NULL))
             abort();
+        if (r->category && *r->category == 0)
+            abort();
         (void)qrcpt_status_name(r->status);
     }
 }

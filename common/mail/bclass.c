@@ -203,8 +203,8 @@ static int parse_cond(const char *w, size_t len, struct rule *r, buf_t *why)
         }
         return 0;
     }
-    buf_setf(why, "unknown condition \"%.*s\" (use code=, dsn= or text=)", (int)(len > 60 ? 60 : len),
-             w);
+    buf_setf(why, "unknown condition \"%.*s\" (use code=, dsn= or text=)",
+             (int)(len > 60 ? 60 : len), w);
     return -1;
 }
 
@@ -449,8 +449,7 @@ static void parse_enhanced(const char *s, int dsn[3])
     }
 }
 
-enum bclass bclass_explain(int code, const char *enhanced, const char *text,
-                           struct bclass_match *m)
+enum bclass bclass_explain(int code, const char *enhanced, const char *text, struct bclass_match *m)
 {
     buf_t norm = BUF_INIT;
     int tcode;

@@ -115,6 +115,7 @@ static void qrcpt_destroy(struct qrcpt *r)
     free(r->dsn);
     free(r->relay);
     free(r->reason);
+    free(r->category);
 }
 
 void qenv_destroy(struct qenv *env)

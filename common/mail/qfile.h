@@ -31,10 +31,15 @@
  *        content                        marks the start of the content
  *   content bytes (CRLF lines, dot-unstuffed, Received: header first)
  *   then records appended later with O_APPEND, one write(2) each:
- *        result=<idx> <status> <dsn> <unix time> <relay> <reason...>
+ *        result=<idx> <status> <dsn> <unix time> <relay> <reason...>[\t<name>=<value>]...
  *            status: sent | deferred | bounced ; idx 0-based recipient;
  *            relay and reason escaped (relay "none" when no host);
- *            the LAST result line for an idx wins.
+ *            the LAST result line for an idx wins. Optional attributes
+ *            follow the reason, each after a TAB (which an escaped
+ *            reason never holds): category=<bclass name> (why it
+ *            failed, see bclass.h). Files written before there were
+ *            attributes read as results without them; unknown
+ *            attributes are ignored.
  *        hold=1 / hold=0        queue state set by the administrator
  *        warned=<unix time>     delay warning sent
  *        dsn_sent=<idx> <kind>  notification for idx sent (kind: failure,
@@ -88,6 +93,7 @@ struct qrcpt {
     char *dsn;      /* "5.1.1" etc., NULL while pending */
     char *relay;    /* "host[ip]:port" or "none" */
     char *reason;   /* remote text or local explanation */
+    char *category; /* bclass name of a failure ("bad-mailbox"), or NULL */
     long long when; /* time of the last result */
     int dsn_sent;   /* bit set of NOTIFY_* kinds already notified */
     int deferrals;  /* number of "deferred" result records (attempts) */
@@ -189,8 +195,9 @@ int qfile_lock_shared(int fd);
 enum qfile_lock_state qfile_busy(const char *spool, const char *id);
 
 /* ---- updates (delivery, qmgr, bounce; O_APPEND, one write each) ---- */
+/* category: bclass name, or NULL/"" for none (sent mail). */
 int qfile_append_result(const char *spool, const char *id, size_t idx, int status, const char *dsn,
-                        const char *relay, const char *reason);
+                        const char *relay, const char *reason, const char *category);
 int qfile_append_record(const char *spool, const char *id, const char *name, const char *value);
 /* Remove the queue file. 0 or -1 (ENOENT counts as success). */
 int qfile_remove(const char *spool, const char *id);

@@ -236,6 +236,29 @@ static struct qrcpt *rcpt_at(struct rd *r, const char *s)
     return &r->env->rcpt[idx];
 }
 
+/* The TAB-separated attributes after a result's reason (cut off from it):
+ * category=; others are ignored. */
+static int result_attrs(struct rd *r, char *p, struct qrcpt *q)
+{
+    char *tab = strchr(p, '\t');
+    qenv_set(&q->category, NULL);
+    if (tab == NULL)
+        return 0;
+    *tab = '\0';
+    while (tab) {
+        char *a = tab + 1;
+        tab = strchr(a, '\t');
+        if (tab)
+            *tab = '\0';
+        if (strncmp(a, "category=", 9) == 0) {
+            if (unesc(r, a + 9) < 0)
+                return -1;
+            qenv_set(&q->category, r->tmp.len ? r->tmp.data : NULL);
+        }
+    }
+    return 0;
+}
+
 static int app_result(struct rd *r, const char *v, size_t off)
 {
     char *line = xstrdup(v), *p = line;
@@ -251,6 +274,8 @@ static int app_result(struct rd *r, const char *v, size_t off)
         r->why = r->why ? r->why : "bad result record";
         goto out;
     }
+    if (result_attrs(r, p, q) < 0)
+        goto out;
     char **fields[] = { &q->dsn, &q->relay, &q->reason };
     const char *vals[] = { dsn, relay, p };
     for (int i = 0; i < 3; i++) {
@@ -560,7 +585,7 @@ static void put_word(buf_t *b, const char *s)
 }
 
 int qfile_append_result(const char *spool, const char *id, size_t idx, int status, const char *dsn,
-                        const char *relay, const char *reason)
+                        const char *relay, const char *reason, const char *category)
 {
     static const char *const defdsn[] = { "", "2.0.0", "4.0.0", "5.0.0" };
     if (status < QR_SENT || status > QR_BOUNCED) {
@@ -575,6 +600,10 @@ int qfile_append_result(const char *spool, const char *id, size_t idx, int statu
     buf_putc(&line, ' ');
     if (reason)
         attr_escape(&line, reason, strlen(reason));
+    if (category && *category) {
+        buf_puts(&line, "\tcategory=");
+        put_word(&line, category);
+    }
     buf_putc(&line, '\n');
     int rc = append_line(spool, id, &line);
     buf_destroy(&line);

@@ -86,7 +86,8 @@ static void test_errors_name_file_and_line(void **state)
     expect_error("other colour=blue\n", "line 1: unknown condition \"colour=blue\"");
     buf_t err = BUF_INIT;
     assert_int_equal(bclass_load(NULL, "/nonexistent/rules", &err), -1);
-    assert_string_equal(buf_str(&err), "/nonexistent/rules: cannot open: No such file or directory");
+    assert_string_equal(buf_str(&err),
+                        "/nonexistent/rules: cannot open: No such file or directory");
     buf_destroy(&err);
 }
 
@@ -131,8 +132,7 @@ static void test_first_match_and_patterns(void **state)
     assert_int_equal(bclass_classify(450, "4.1.2", "Domain not found"), BCLASS_BAD_DOMAIN);
     assert_int_equal(bclass_classify(421, NULL, "Too many connections"), BCLASS_RATE_LIMITED);
     assert_int_equal(bclass_classify(422, NULL, "Too many connections"), BCLASS_OTHER);
-    assert_int_equal(bclass_classify(502, NULL, "Command not implemented"),
-                     BCLASS_PROTOCOL_ERRORS);
+    assert_int_equal(bclass_classify(502, NULL, "Command not implemented"), BCLASS_PROTOCOL_ERRORS);
     assert_int_equal(bclass_classify(451, "4.4.0", "whatever"), BCLASS_ROUTING_ERRORS);
     /* no code at all: code rules never match */
     assert_int_equal(bclass_explain(0, NULL, "something odd", &m), BCLASS_OTHER);
@@ -148,8 +148,7 @@ static void test_local_rules_first(void **state)
     const char *local = write_file("local", "inactive-mailbox dsn=5.1.1 text=gone for good\n");
     const char *main = write_file("main", "bad-mailbox dsn=5.1.1\n");
     assert_int_equal(bclass_load(local, main, &err), 0);
-    assert_int_equal(bclass_classify(550, "5.1.1", "user gone for good"),
-                     BCLASS_INACTIVE_MAILBOX);
+    assert_int_equal(bclass_classify(550, "5.1.1", "user gone for good"), BCLASS_INACTIVE_MAILBOX);
     assert_int_equal(bclass_classify(550, "5.1.1", "no such user"), BCLASS_BAD_MAILBOX);
 
     /* the same through the parameters (bclass_init) */
@@ -275,6 +274,69 @@ static void test_shipped_rules(void **state)
     buf_destroy(&err);
 }
 
+/* One corpus line "category TAB code TAB enhanced TAB text" classified;
+ * 1 right, 0 wrong (printed), -1 malformed. */
+static int corpus_line(char *line, int lineno)
+{
+    char *f[4];
+    for (int i = 0; i < 4; i++) {
+        f[i] = line;
+        line = strchr(line, i < 3 ? '\t' : '\n');
+        if (line == NULL && i < 3)
+            return -1;
+        if (line)
+            *line++ = 0;
+    }
+    enum bclass want;
+    if (bclass_from_name(f[0], &want) < 0)
+        return -1;
+    buf_t text = BUF_INIT;
+    for (const char *p = f[3]; *p; p++) {
+        if (p[0] == '\\' && p[1] == 'n') {
+            buf_putc(&text, '\n');
+            p++;
+        } else {
+            buf_putc(&text, *p);
+        }
+    }
+    struct bclass_match m;
+    enum bclass got =
+        bclass_explain(atoi(f[1]), strcmp(f[2], "-") ? f[2] : NULL, buf_str(&text), &m);
+    if (got != want)
+        printf("corpus line %d: want %s, got %s (rule line %d): %s %s %s\n", lineno,
+               bclass_name(want), bclass_name(got), m.line, f[1], f[2], buf_str(&text));
+    buf_destroy(&text);
+    return got == want;
+}
+
+/* The provider corpus (tests/data/bounce_corpus.tsv, >= 80 real replies)
+ * through the shipped rules: at least 95% right, every miss printed. */
+static void test_corpus(void **state)
+{
+    buf_t err = BUF_INIT;
+    if (bclass_load(NULL, POSTINO_SRCDIR "/conf/bounce_classifier_rules", &err) < 0)
+        fail_msg("%s", buf_str(&err));
+    FILE *fp = fopen(POSTINO_SRCDIR "/tests/data/bounce_corpus.tsv", "r");
+    assert_non_null(fp);
+    char line[4096];
+    int lineno = 0, total = 0, right = 0;
+    while (fgets(line, sizeof line, fp)) {
+        lineno++;
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        int rc = corpus_line(line, lineno);
+        if (rc < 0)
+            fail_msg("corpus line %d is malformed", lineno);
+        total++;
+        right += rc;
+    }
+    fclose(fp);
+    printf("bounce corpus: %d of %d right (%.1f%%)\n", right, total, 100.0 * right / total);
+    assert_true(total >= 80);
+    assert_true(right * 100 >= total * 95);
+    buf_destroy(&err);
+}
+
 static int setup(void **state)
 {
     if (mkdtemp(tmpdir) == NULL)
@@ -309,6 +371,7 @@ int main(void)
         cmocka_unit_test(test_split_reply),
         cmocka_unit_test(test_codes_from_text_and_multiline),
         cmocka_unit_test(test_shipped_rules),
+        cmocka_unit_test(test_corpus),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

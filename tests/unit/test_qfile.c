@@ -176,12 +176,12 @@ static void test_appended(void **state)
     buf_t err = BUF_INIT;
     make_msg(&env, 3, 5000, id);
     assert_int_equal(qfile_append_result(spool, id, 0, QR_DEFERRED, "4.4.1",
-                                         "mx.example[192.0.2.9]:25", "connect refused"),
+                                         "mx.example[192.0.2.9]:25", "connect refused", NULL),
                      0);
     assert_int_equal(qfile_append_result(spool, id, 2, QR_BOUNCED, "5.1.1", "host with space",
-                                         "550 no such\nuser %"),
+                                         "550 no such\nuser %", NULL),
                      0);
-    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", NULL, ""), 0);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", NULL, "", NULL), 0);
     assert_int_equal(qfile_append_record(spool, id, "hold", "1"), 0);
     assert_int_equal(qfile_append_record(spool, id, "warned", "12345"), 0);
     assert_int_equal(qfile_append_record(spool, id, "dsn_sent", "2 failure"), 0);
@@ -210,7 +210,7 @@ static void test_appended(void **state)
     assert_non_null(strstr(err.data, "malformed"));
     qenv_destroy(&env);
     make_msg(&env, 3, 10, id);
-    assert_int_equal(qfile_append_result(spool, id, 3, QR_SENT, "2.0.0", "x", "y"), 0);
+    assert_int_equal(qfile_append_result(spool, id, 3, QR_SENT, "2.0.0", "x", "y", NULL), 0);
     assert_int_equal(qfile_read(spool, id, &rd, 0, &err), -1);
     qenv_destroy(&env);
     buf_destroy(&err);
@@ -258,6 +258,44 @@ static void test_verp_records(void **state)
     }
 }
 
+/* The category attribute after a result's reason (issue #8): written and
+ * read back; results written before it existed read with none; the last
+ * result wins for the category too; unknown attributes are ignored. */
+static void test_result_category(void **state)
+{
+    struct qenv env, rd;
+    char id[QID_LEN + 1];
+    buf_t err = BUF_INIT, path = BUF_INIT;
+    make_msg(&env, 3, 100, id);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_BOUNCED, "5.1.1", "mx[192.0.2.1]:25",
+                                         "550 5.1.1 no such\tuser", "bad-mailbox"),
+                     0);
+    assert_int_equal(
+        qfile_append_result(spool, id, 1, QR_DEFERRED, "4.2.2", "none", "full", "quota-issues"), 0);
+    assert_int_equal(qfile_append_result(spool, id, 1, QR_DEFERRED, "4.0.0", "none", "later", ""),
+                     0);
+    /* an old-format line, and one with an attribute we do not know */
+    qfile_path(spool, id, &path);
+    FILE *fp = fopen(path.data, "a");
+    assert_non_null(fp);
+    fputs("result=2 deferred 4.4.1 1716560891 none connect refused\n", fp);
+    fputs("result=2 deferred 4.4.1 1716560892 none refused\tfuture=1\tcategory=no-answer-from-host"
+          "\n",
+          fp);
+    fclose(fp);
+    assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
+    assert_string_equal(rd.rcpt[0].category, "bad-mailbox");
+    assert_string_equal(rd.rcpt[0].reason, "550 5.1.1 no such\tuser");
+    assert_null(rd.rcpt[1].category);
+    assert_string_equal(rd.rcpt[1].reason, "later");
+    assert_string_equal(rd.rcpt[2].category, "no-answer-from-host");
+    assert_string_equal(rd.rcpt[2].reason, "refused");
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
+    buf_destroy(&path);
+    buf_destroy(&err);
+}
+
 /* A Message-ID learnt while streaming goes in as the first appended
  * record: read back, content untouched, later appends still replayed. */
 static void test_message_id(void **state)
@@ -275,7 +313,7 @@ static void test_message_id(void **state)
     assert_int_equal(qfile_write(w, "abcdefghij", 10), 0);
     assert_int_equal(qfile_commit(w, &err), 0);
     check_content(env.id, 10);
-    assert_int_equal(qfile_append_result(spool, env.id, 1, QR_SENT, "2.0.0", "h", "ok"), 0);
+    assert_int_equal(qfile_append_result(spool, env.id, 1, QR_SENT, "2.0.0", "h", "ok", NULL), 0);
     assert_int_equal(qfile_read(spool, env.id, &rd, 0, &err), 0);
     assert_string_equal(rd.message_id, mid);
     assert_int_equal(rd.content_len, 10);
@@ -314,9 +352,11 @@ static void test_deferrals(void **state)
 
     make_msg(&env, 2, 10, id);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(qfile_append_result(spool, id, 0, QR_DEFERRED, "4.0.0", "h", "later"), 0);
-    assert_int_equal(qfile_append_result(spool, id, 1, QR_DEFERRED, "4.0.0", "h", "later"), 0);
-    assert_int_equal(qfile_append_result(spool, id, 1, QR_SENT, "2.0.0", "h", "ok"), 0);
+        assert_int_equal(
+            qfile_append_result(spool, id, 0, QR_DEFERRED, "4.0.0", "h", "later", NULL), 0);
+    assert_int_equal(qfile_append_result(spool, id, 1, QR_DEFERRED, "4.0.0", "h", "later", NULL),
+                     0);
+    assert_int_equal(qfile_append_result(spool, id, 1, QR_SENT, "2.0.0", "h", "ok", NULL), 0);
     assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
     assert_int_equal(rd.rcpt[0].deferrals, 3);
     assert_int_equal(rd.rcpt[0].status, QR_DEFERRED);
@@ -362,7 +402,7 @@ static void test_remove(void **state)
     make_msg(&env, 1, 10, id);
     assert_int_equal(qfile_remove(spool, id), 0);
     assert_int_equal(qfile_read(spool, id, &rd, 1, &err), -1);
-    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", "x", "y"), -1);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", "x", "y", NULL), -1);
     qenv_destroy(&env);
     buf_destroy(&err);
 }
@@ -454,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_verp_records),
         cmocka_unit_test(test_empty_and_small),
         cmocka_unit_test(test_appended),
+        cmocka_unit_test(test_result_category),
         cmocka_unit_test(test_incomplete_and_abort),
         cmocka_unit_test(test_message_id),
         cmocka_unit_test(test_deferrals),
