@@ -3,7 +3,7 @@
  *
  * Each chunk is what one pread() of the queue file gives (64 KB), after
  * the 7-bit conversion when there is one (delivery_mime.c) and the line
- * ending normalisation of common/crlf.c, so the next hop stores the same
+ * ending normalisation of common/mail/crlf.c, so the next hop stores the same
  * bytes as over DATA; the last one carries LAST. A chunk is encoded whole
  * before its "BDAT <size>" line is written, then both are queued together:
  * the output never holds half a chunk, so we can stop at any point between

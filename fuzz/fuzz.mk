@@ -23,7 +23,7 @@
 #              must be identical (end of data, content, every verdict)
 #   dotstuff   the delivery agent's DATA encoder: whole vs chunked, no lenient
 #              end of data in the output, unstuffs to the normalised input,
-#              which is what its BDAT encoder (delivery/delivery_crlf.c) gives
+#              which is what its BDAT encoder (common/mail/crlf.c) gives
 #   sasl_b64   the strict base64 of SMTP AUTH (common/glue/sasl_b64.c): accepted
 #              exactly when RFC 4648 text, exact output length, round trips
 #   cidr       network lists (common/mail/cidr.c): line 1 a client address, the
@@ -84,8 +84,7 @@ $(FUZZ_BIN)/fuzz_%: $(FUZZ_DIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 $(FUZZ_BIN)/fuzz_smtpd_data: $(FUZZ_DIR)/smtpd/smtpd_dataparse.o
 $(FUZZ_BIN)/fuzz_smtpd_cmd: $(FUZZ_DIR)/smtpd/smtpd_cmdparse.o
 $(FUZZ_BIN)/fuzz_reply: $(FUZZ_DIR)/delivery/delivery_reply.o
-$(FUZZ_BIN)/fuzz_dotstuff: $(FUZZ_DIR)/delivery/delivery_dotstuff.o $(FUZZ_DIR)/delivery/delivery_crlf.o
-$(FUZZ_BIN)/fuzz_mime7: $(FUZZ_DIR)/delivery/delivery_mime7.o $(FUZZ_DIR)/delivery/delivery_qp.o
+$(FUZZ_BIN)/fuzz_dotstuff: $(FUZZ_DIR)/delivery/delivery_dotstuff.o
 
 fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_BIN)/fuzz_%)
 
