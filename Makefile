@@ -37,7 +37,7 @@ bounce_LIBS := $(EV_LIBS)
 qmgr_LIBS   := $(EV_LIBS) -ldb
 smtpd_LIBS  := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 delivery_LIBS := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lcares -lidn2
-cli_LIBS    := $(EV_LIBS) -ldb
+cli_LIBS    := $(EV_LIBS) -ldb -lcrypto
 # Unit tests and benchmarks may touch any layer of common/.
 LIBS        := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 

@@ -189,6 +189,16 @@ const struct param_def param_table[] = {
     /* bounce */
     I("bounce_size_limit", "50000", 1, 100000000,
       "maximal original message bytes returned in a bounce"),
+    /* DKIM signing at reception (smtpd) */
+    L("dkim_signed_headers",
+      "From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, "
+      "Content-Transfer-Encoding, Reply-To, In-Reply-To, References, List-Id, "
+      "List-Unsubscribe, List-Unsubscribe-Post, Feedback-ID",
+      "header fields signed when present"),
+    L("dkim_oversigned_headers", "From",
+      "header fields listed once more than they occur (none may be added)"),
+    S("dkim_canonicalization", "relaxed/relaxed", "DKIM c=: header/body, relaxed or simple"),
+    T("dkim_signature_ttl", "0s", 0, 365 * DAY, 's', "signature lifetime (x= tag); 0: no expiry"),
     /* misc */
 };
 
