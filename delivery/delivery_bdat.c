@@ -161,6 +161,8 @@ int dlv_bdat_begin(struct dlv_sess *s)
     crlf_init(&b->enc);
     if (!b->tmp)
         b->tmp = evbuffer_new();
+    if (s->job->env.dkim) /* signed at reception: the signature goes first */
+        encode(s, s->job->env.dkim, strlen(s->job->env.dkim));
     s->body_left = s->job->env.content_len;
     s->body_off = s->job->env.content_off;
     return dlv_bdat_more(s);

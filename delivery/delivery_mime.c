@@ -225,7 +225,8 @@ void dlv_mime_mail_params(struct dlv_sess *s, buf_t *cmd)
 
 long long dlv_mime_size(const struct dlv_job *job)
 {
-    return job->mime && job->mime->convert ? job->mime->conv_len : job->env.content_len;
+    long long sig = job->env.dkim ? (long long)strlen(job->env.dkim) : 0;
+    return sig + (job->mime && job->mime->convert ? job->mime->conv_len : job->env.content_len);
 }
 
 const char *dlv_mime_body_filter(struct dlv_job *job, const char *p, size_t *n)

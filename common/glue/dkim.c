@@ -137,8 +137,8 @@ static void body_put(struct dkim_body *b, const char *p, size_t n)
     }
 }
 
-void dkim_body_init(struct dkim_body *b, enum dkim_canon c, void (*out)(void *, const char *, size_t),
-                    void *arg)
+void dkim_body_init(struct dkim_body *b, enum dkim_canon c,
+                    void (*out)(void *, const char *, size_t), void *arg)
 {
     memset(b, 0, sizeof(*b));
     b->c = c;
@@ -246,12 +246,12 @@ void dkim_sign_config_destroy(struct dkim_sign_config *cf)
 struct dkim_msg {
     const struct dkim_sign_config *cf;
     struct crlf crlf;
-    buf_t tmp;       /* the piece with its line ends made CRLF */
-    int in_hdr;      /* still in the header section */
-    unsigned tail;   /* last four header bytes (end: CR LF CR LF) */
-    buf_t hdr;       /* the header section, bounded by cf->hdr_limit */
-    int hdr_over;    /* it was longer */
-    EVP_MD_CTX *bh;  /* body hash */
+    buf_t tmp;      /* the piece with its line ends made CRLF */
+    int in_hdr;     /* still in the header section */
+    unsigned tail;  /* last four header bytes (end: CR LF CR LF) */
+    buf_t hdr;      /* the header section, bounded by cf->hdr_limit */
+    int hdr_over;   /* it was longer */
+    EVP_MD_CTX *bh; /* body hash */
     struct dkim_body body;
     unsigned char bh_sum[32];
     int ended;
@@ -433,8 +433,8 @@ static int name_in(char **v, size_t upto, const char *name)
 
 /* One configured name: list it once per field of that name (+1 when
  * over-signed) in h=, hash those fields from the bottom up. */
-static void select_name(struct dkim_msg *m, const struct dkim_field *f, size_t nf,
-                        const char *name, int over, buf_t *h, buf_t *data)
+static void select_name(struct dkim_msg *m, const struct dkim_field *f, size_t nf, const char *name,
+                        int over, buf_t *h, buf_t *data)
 {
     size_t count = 0;
     for (size_t i = nf; i-- > 0;) {
@@ -496,8 +496,8 @@ static void sig_header(const struct dkim_msg *m, const struct dkim_key *k, const
                        time_t now, const buf_t *h, buf_t *sig)
 {
     buf_printf(sig, "DKIM-Signature: v=1; a=%s; c=%s/%s; d=%s;\r\n\ts=%s; t=%lld;",
-               dkim_alg_name(dkim_key_alg(k)), canon_name(m->cf->hdr), canon_name(m->cf->body),
-               d, dkim_key_selector(k), (long long)now);
+               dkim_alg_name(dkim_key_alg(k)), canon_name(m->cf->hdr), canon_name(m->cf->body), d,
+               dkim_key_selector(k), (long long)now);
     if (m->cf->ttl > 0)
         buf_printf(sig, " x=%lld;", (long long)now + m->cf->ttl);
     buf_puts(sig, "\r\n\th=");
@@ -510,8 +510,7 @@ static void sig_header(const struct dkim_msg *m, const struct dkim_key *k, const
 
 /* RSA: PKCS#1 v1.5 over SHA-256 of the data. Ed25519 (RFC 8463 3): the
  * PureEdDSA signature of the SHA-256 digest itself. */
-static int sign_digest(const struct dkim_key *k, const unsigned char dg[32], buf_t *out,
-                       buf_t *err)
+static int sign_digest(const struct dkim_key *k, const unsigned char dg[32], buf_t *out, buf_t *err)
 {
     EVP_PKEY *pk = dkim_key_pkey(k);
     unsigned char *sig = NULL;
@@ -519,7 +518,8 @@ static int sign_digest(const struct dkim_key *k, const unsigned char dg[32], buf
     int ok = 0;
     if (dkim_key_alg(k) == DKIM_RSA_SHA256) {
         EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(pk, NULL);
-        ok = c && EVP_PKEY_sign_init(c) > 0 && EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) > 0 &&
+        ok = c && EVP_PKEY_sign_init(c) > 0 &&
+             EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) > 0 &&
              EVP_PKEY_CTX_set_signature_md(c, EVP_sha256()) > 0 &&
              EVP_PKEY_sign(c, NULL, &len, dg, 32) > 0 && (sig = xmalloc(len)) &&
              EVP_PKEY_sign(c, sig, &len, dg, 32) > 0;

@@ -99,8 +99,7 @@ static int check_pkey(EVP_PKEY *pk, enum dkim_alg alg, const char *path, buf_t *
         return -1;
     }
     if (alg == DKIM_ED25519_SHA256 && id != EVP_PKEY_ED25519) {
-        buf_setf(err, "DKIM key file %s: not an Ed25519 key (the table says ed25519-sha256)",
-                 path);
+        buf_setf(err, "DKIM key file %s: not an Ed25519 key (the table says ed25519-sha256)", path);
         return -1;
     }
     if (alg == DKIM_RSA_SHA256 && EVP_PKEY_get_bits(pk) < 2048) {

@@ -190,6 +190,10 @@ const struct param_def param_table[] = {
     I("bounce_size_limit", "50000", 1, 100000000,
       "maximal original message bytes returned in a bounce"),
     /* DKIM signing at reception (smtpd) */
+    L("dkim_key_maps", "",
+      "hash: tables: signing domain -> selector:algorithm:/path/key.pem (one or two keys)"),
+    L("dkim_signer_maps", "",
+      "hash: tables: sender address, @domain or @@SASL-user -> signing domain (default: From:)"),
     L("dkim_signed_headers",
       "From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, "
       "Content-Transfer-Encoding, Reply-To, In-Reply-To, References, List-Id, "
@@ -199,6 +203,8 @@ const struct param_def param_table[] = {
       "header fields listed once more than they occur (none may be added)"),
     S("dkim_canonicalization", "relaxed/relaxed", "DKIM c=: header/body, relaxed or simple"),
     T("dkim_signature_ttl", "0s", 0, 365 * DAY, 's', "signature lifetime (x= tag); 0: no expiry"),
+    B("dkim_sign_authenticated", "yes", "sign mail from SASL-authenticated clients"),
+    B("dkim_sign_mynetworks", "yes", "sign mail from clients in mynetworks"),
     /* misc */
 };
 

@@ -34,6 +34,7 @@ struct qfile_w {
     long long content_off;
     long long content_len;
     char *message_id; /* appended at commit when set */
+    char *dkim;       /* the same */
     int failed;       /* errno of the first write error, 0 = fine */
 };
 
@@ -119,9 +120,9 @@ static void qrcpt_destroy(struct qrcpt *r)
 
 void qenv_destroy(struct qenv *env)
 {
-    char **strs[] = { &env->client_name, &env->client_addr, &env->helo,
-                      &env->proto,       &env->sasl_method, &env->sasl_username,
-                      &env->message_id,  &env->sender,      &env->envid };
+    char **strs[] = { &env->client_name, &env->client_addr,   &env->helo,       &env->proto,
+                      &env->sasl_method, &env->sasl_username, &env->message_id, &env->sender,
+                      &env->envid,       &env->dkim };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (size_t i = 0; i < env->nrcpt; i++)
@@ -367,6 +368,7 @@ static void w_free(struct qfile_w *w)
     buf_destroy(&w->buf);
     buf_destroy(&w->head);
     free(w->message_id);
+    free(w->dkim);
     free(w);
 }
 
@@ -452,6 +454,12 @@ void qfile_w_set_message_id(struct qfile_w *w, const char *id)
     w->message_id = id && *id ? xstrdup(id) : NULL;
 }
 
+void qfile_w_set_dkim(struct qfile_w *w, const char *fields)
+{
+    free(w->dkim);
+    w->dkim = fields && *fields ? xstrdup(fields) : NULL;
+}
+
 /* Fill the real content offset/length and size into the head bytes. */
 static void patch_head(struct qfile_w *w, char *head)
 {
@@ -471,6 +479,8 @@ static int w_prepare(struct qfile_w *w)
      * appended record: readers replay it like any later append. */
     if (w->message_id)
         put_rec(&w->buf, "message_id", w->message_id);
+    if (w->dkim)
+        put_rec(&w->buf, "dkim", w->dkim);
     if (w_flush(w) < 0)
         return -1;
     patch_head(w, w->head.data);

@@ -36,6 +36,12 @@
  *                               streaming (qfile_w_set_message_id); read
  *                               into env->message_id like the envelope
  *                               record of the same name (last one wins)
+ *        dkim=<fields>          DKIM-Signature header field(s), CRLF
+ *                               lines, computed by smtpd over the content
+ *                               and written by qfile_commit with it
+ *                               (qfile_w_set_dkim): delivery and bounce
+ *                               send them ahead of the content, so every
+ *                               retry sends the same signed bytes
  *
  * Completeness: the file is created 0600 under its final name; commit sets
  * mode 0700 (the owner execute bit, as Postfix does) BEFORE the single
@@ -91,6 +97,7 @@ struct qenv {
     char *client_name, *client_addr, *helo, *proto;
     char *sasl_method, *sasl_username;
     char *message_id;
+    char *dkim;   /* DKIM-Signature field(s) sent before the content, or NULL */
     char *sender; /* "" for the null sender */
     char *envid;
     int ret;      /* RET_* */
@@ -133,6 +140,10 @@ long long qfile_w_size(const struct qfile_w *w);
  * "message_id=" record right after the content, inside the same single
  * fsync. Replaces an earlier call's value; NULL or "" clears it. */
 void qfile_w_set_message_id(struct qfile_w *w, const char *id);
+/* The DKIM-Signature field(s) (CRLF lines) for the content written:
+ * qfile_commit writes them as an appended "dkim=" record, like the
+ * Message-ID, inside the same fsync. NULL or "" clears. */
+void qfile_w_set_dkim(struct qfile_w *w, const char *fields);
 /* Flush, fix the preamble, set the completeness mark, fsync, close.
  * 0 = durable; -1 = failed, file removed, err set. Frees w either way. */
 int qfile_commit(struct qfile_w *w, buf_t *err);

@@ -294,8 +294,11 @@ static int app_dsn_sent(struct rd *r, const char *v, size_t off)
 }
 
 static const struct rec_def app_recs[] = {
-    { "result", app_result, 0 },     { "message_id", env_str, offsetof(struct qenv, message_id) },
-    { "hold", app_hold, 0 },         { "warned", app_warned, 0 },
+    { "result", app_result, 0 },
+    { "message_id", env_str, offsetof(struct qenv, message_id) },
+    { "dkim", env_str, offsetof(struct qenv, dkim) },
+    { "hold", app_hold, 0 },
+    { "warned", app_warned, 0 },
     { "dsn_sent", app_dsn_sent, 0 },
 };
 

@@ -79,8 +79,7 @@ static void test_rfc6376_example(void **state)
     buf_destroy(&out);
 }
 
-static char *signed_headers[] = { "From",    "To",         "Subject", "Date",
-                                  "Message-ID", "Reply-To", NULL };
+static char *signed_headers[] = { "From", "To", "Subject", "Date", "Message-ID", "Reply-To", NULL };
 static char *oversigned[] = { "From", NULL };
 
 static struct dkim_sign_config config(enum dkim_canon h, enum dkim_canon b)
@@ -217,8 +216,8 @@ static void test_header_list(void **state)
     struct dkim_sign_config cf = config(DKIM_RELAXED, DKIM_SIMPLE);
     buf_t sig = BUF_INIT, v = BUF_INIT;
     sign(&cf, k, msg, strlen(msg), 0, &sig);
-    assert_true(strncmp(sig.data, "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/simple;",
-                        56) == 0);
+    assert_true(strncmp(sig.data, "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/simple;", 56) ==
+                0);
     tag(sig.data, "h", &v);
     assert_string_equal(v.data, "From:From:To:To");
     tag(sig.data, "t", &v);
@@ -345,8 +344,7 @@ static void test_keyring_10000(void **state)
     buf_t text = BUF_INIT, spec = BUF_INIT, err = BUF_INIT;
     for (int i = 0; i < 10000; i++)
         buf_printf(&text, "d%d.example s%d:%s:%s%s\n", i, i, i % 2 ? "ed25519" : "rsa",
-                   i % 2 ? ed_path.data : rsa_path.data,
-                   ""); /* one key each */
+                   i % 2 ? ed_path.data : rsa_path.data, ""); /* one key each */
     buf_printf(&text, "both.example a:rsa-sha256:%s, b:ed25519-sha256:%s\n", rsa_path.data,
                ed_path.data);
     write_table("keys", text.data, &spec);
@@ -387,8 +385,8 @@ static void test_keyring_errors(void **state)
     assert_null(dkim_keyring_load(spec.data, &err));
     assert_non_null(strstr(buf_str(&err), "line 1"));
     buf_reset(&text);
-    buf_printf(&text, "x.example a:rsa:%s b:rsa:%s c:ed25519:%s\n", rsa_path.data,
-               rsa_path.data, ed_path.data);
+    buf_printf(&text, "x.example a:rsa:%s b:rsa:%s c:ed25519:%s\n", rsa_path.data, rsa_path.data,
+               ed_path.data);
     write_table("three", text.data, &spec);
     assert_null(dkim_keyring_load(spec.data, &err));
     assert_non_null(strstr(buf_str(&err), "more than 2 keys"));
@@ -404,10 +402,10 @@ static void test_keyring_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rfc6376_example), cmocka_unit_test(test_body_hash_dkimpy),
+        cmocka_unit_test(test_rfc6376_example),  cmocka_unit_test(test_body_hash_dkimpy),
         cmocka_unit_test(test_split_invariance), cmocka_unit_test(test_header_list),
-        cmocka_unit_test(test_from_domain),     cmocka_unit_test(test_bad_keys),
-        cmocka_unit_test(test_keyring_10000),   cmocka_unit_test(test_keyring_errors),
+        cmocka_unit_test(test_from_domain),      cmocka_unit_test(test_bad_keys),
+        cmocka_unit_test(test_keyring_10000),    cmocka_unit_test(test_keyring_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
