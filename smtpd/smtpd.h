@@ -262,7 +262,13 @@ struct dkim_msg *smtpd_dkim_begin(const struct smtpd_session *s);
 /* End of content (takes m): the signing domain and its keys; NULL when
  * there is no key for it (not signed, logged at debug level). */
 struct smtpd_dkim_job *smtpd_dkim_job_new(const struct smtpd_session *s, struct dkim_msg *m);
-/* The signatures: on a worker thread. */
+/* 8-bit content that can be made 7 bit is, before it is signed (so a
+ * 7-bit receiver gets the signed bytes): takes *m7 (the scan made while
+ * storing) when a conversion is due; the job then converts qf. */
+struct mime7;
+void smtpd_dkim_job_convert(struct smtpd_dkim_job *j, const struct smtpd_session *s,
+                            struct mime7 **m7, struct qfile_w *qf);
+/* The signatures (and the conversion): on a worker thread. */
 void smtpd_dkim_job_run(struct smtpd_dkim_job *j);
 /* Back on the loop: store them with qf and log "dkim-signed"; -1 when
  * signing failed (logged; the message must not be accepted). */

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "common/glue/dkim.h"
+#include "common/mail/mime7.h"
 #include "common/util/alloc.h"
 #include "common/util/workq.h"
 #include "common/mail/conf.h"
@@ -31,6 +32,7 @@ struct smtpd_data {
     int write_err;
     int bdat;              /* BDAT transaction (no dots, chunks) */
     struct dkim_msg *dkim; /* signer, when this mail is signed */
+    struct mime7 *m7;      /* its 8-bit scan (smtpd_dkim.c converts) */
 };
 
 static void data_free(struct smtpd_session *s)
@@ -38,6 +40,7 @@ static void data_free(struct smtpd_session *s)
     struct smtpd_data *d = s->data;
     dataparse_destroy(&d->p);
     dkim_msg_free(d->dkim);
+    mime7_free(d->m7);
     free(d);
     s->data = NULL;
 }
@@ -62,6 +65,8 @@ static void store(void *arg, const void *p, size_t n)
         d->write_err = 1;
     if (d->dkim)
         dkim_msg_feed(d->dkim, p, n);
+    if (d->m7)
+        mime7_feed(d->m7, p, n, NULL);
 }
 
 static void data_finish(struct smtpd_session *s);
@@ -159,6 +164,7 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
     dataparse_init(&d->p, &cf, store, d);
     s->data = d;
     d->dkim = smtpd_dkim_begin(s);
+    d->m7 = d->dkim ? mime7_new() : NULL;
     received_header(s, &rh);
     store(d, rh.data, rh.len);
     buf_destroy(&rh);
@@ -327,6 +333,8 @@ static void data_commit(struct smtpd_session *s, struct smtpd_data *d, int verb)
     if (d->dkim) {
         c->dkim = smtpd_dkim_job_new(s, d->dkim);
         d->dkim = NULL;
+        if (c->dkim)
+            smtpd_dkim_job_convert(c->dkim, s, &d->m7, c->qf);
     }
     if (!c->dkim && commit_begin_now(s, c) < 0)
         return;

@@ -18,6 +18,8 @@
 
 #include "common/glue/dict.h"
 #include "common/glue/dkim.h"
+#include "common/mail/mime7.h"
+#include "common/mail/qfile.h"
 #include "common/mail/conf.h"
 #include "common/util/alloc.h"
 #include "common/util/log.h"
@@ -105,6 +107,9 @@ struct smtpd_dkim_job {
     buf_t fields; /* the signatures (worker thread) */
     buf_t err;
     int failed;
+    struct mime7 *m7; /* content to make 7 bit first, or NULL */
+    struct qfile_w *qf;
+    struct dkim_msg *conv; /* hashing the converted content */
 };
 
 void smtpd_dkim_job_free(struct smtpd_dkim_job *j)
@@ -112,6 +117,8 @@ void smtpd_dkim_job_free(struct smtpd_dkim_job *j)
     if (!j)
         return;
     dkim_msg_free(j->m);
+    dkim_msg_free(j->conv);
+    mime7_free(j->m7);
     free(j->domain);
     buf_destroy(&j->fields);
     buf_destroy(&j->err);
@@ -144,10 +151,53 @@ struct smtpd_dkim_job *smtpd_dkim_job_new(const struct smtpd_session *s, struct 
     return j;
 }
 
-/* Worker thread: touches only the job, the keys and the configuration,
- * which nothing changes while smtpd runs. */
+void smtpd_dkim_job_convert(struct smtpd_dkim_job *j, const struct smtpd_session *s,
+                            struct mime7 **m7, struct qfile_w *qf)
+{
+    mime7_end(*m7, NULL);
+    int r = mime7_result(*m7);
+    /* Not convertible (8-bit headers, SMTPUTF8, no MIME way): signed as
+     * it is; delivery refuses it to a 7-bit receiver (5.6.3) as before. */
+    if (!(r & MIME7_BODY8) || (r & (MIME7_HDR8 | MIME7_STUCK)) || s->env.smtputf8 ||
+        conf_bool("disable_mime_output_conversion"))
+        return;
+    j->m7 = *m7;
+    *m7 = NULL;
+    j->qf = qf;
+}
+
+/* The conversion's output is the new content, hashed as it is written. */
+static void convert_piece(void *arg, const char *p, size_t n, int last, buf_t *out)
+{
+    struct smtpd_dkim_job *j = arg;
+    if (last)
+        mime7_end(j->m7, out);
+    else
+        mime7_feed(j->m7, p, n, out);
+    dkim_msg_feed(j->conv, out->data, out->len);
+}
+
+static void convert(struct smtpd_dkim_job *j)
+{
+    j->conv = dkim_msg_new(&dk.cf);
+    mime7_convert_begin(j->m7);
+    if (qfile_w_convert(j->qf, convert_piece, j) < 0) {
+        buf_set(&j->err, "queue file error while converting to 7 bit");
+        j->failed = 1;
+        return;
+    }
+    dkim_msg_end(j->conv);
+    dkim_msg_free(j->m);
+    j->m = j->conv;
+    j->conv = NULL;
+}
+
+/* Worker thread: touches only the job, its queue file, the keys and the
+ * configuration, which nothing changes while smtpd runs. */
 void smtpd_dkim_job_run(struct smtpd_dkim_job *j)
 {
+    if (j->m7)
+        convert(j);
     for (size_t i = 0; i < j->n && !j->failed; i++)
         if (dkim_msg_sign(j->m, j->k[i], j->domain, j->now, &j->fields, &j->err) < 0)
             j->failed = 1;
@@ -160,6 +210,10 @@ int smtpd_dkim_job_finish(struct smtpd_dkim_job *j, const char *id, struct qfile
         return -1;
     }
     qfile_w_set_dkim(qf, buf_str(&j->fields));
+    if (j->m7) {
+        qfile_w_set_body(qf, QBODY_7BIT);
+        log_info("%s: 8-bit content converted to 7 bit for DKIM signing", id);
+    }
     for (size_t i = 0; i < j->n; i++)
         log_info("%s: dkim-signed d=%s s=%s a=%s", id, j->domain, dkim_key_selector(j->k[i]),
                  dkim_alg_name(dkim_key_alg(j->k[i])));
