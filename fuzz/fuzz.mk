@@ -32,6 +32,9 @@
 #              into a temp Berkeley DB, checked against a model of the
 #              source syntax: every accepted key is found with its value,
 #              a bad line fails the build naming that line
+#   dkim       the DKIM signer (common/glue/dkim.c): the stored content fed
+#              whole, byte by byte and in 1..7-byte pieces gives the same
+#              signature; canonical bodies keep RFC 6376's rules
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
@@ -45,7 +48,7 @@ FUZZ_TIME  ?= 60
 FUZZ_DIR   := build/fuzz
 FUZZ_BIN   := $(FUZZ_DIR)/bin
 FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7 smtpd_data dotstuff \
-              sasl_b64 cidr dict
+              sasl_b64 cidr dict dkim
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
               -fno-omit-frame-pointer
 # Others' code: the project's warnings, but a clang-only warning in a file
