@@ -25,6 +25,7 @@ import pytest
 
 import postino_harness as h
 from test_bdat import Client, bdat
+from test_submission import OUTSIDE, PASSWORD, secrets  # noqa: F401 (a fixture)
 
 KEYS = [("sign.test", "r1", "rsa"), ("sign.test", "e1", "ed25519"),
         ("rsa.test", "r2", "rsa"), ("ed.test", "e2", "ed25519")]
@@ -324,3 +325,37 @@ def test_bad_keys_refused_at_start_and_reload(postino_factory, keys, workdir):
     os.chmod(key, 0o666)
     r = p.cli("reload")
     assert r.returncode != 0 and key in r.stderr
+
+
+def _submit(p, raw, rcpt):
+    import ssl
+    s = smtplib.SMTP("127.0.0.1", p.port, timeout=30)
+    s.ehlo("client.test")
+    s.starttls(context=ssl._create_unverified_context())
+    s.ehlo("client.test")
+    s.login("user", PASSWORD)
+    p.send("s@sign.test", rcpt, raw=raw, conn=s)
+    s.quit()
+
+
+def test_authenticated_clients(postino_factory, keys, sink, secrets, workdir):
+    """A SASL-authenticated client outside mynetworks is signed; its login
+    can pick the signing domain (sasl:USER in dkim_signer_maps);
+    dkim_sign_authenticated = no turns it off."""
+    t = os.path.join(workdir, "signers")
+    with open(t, "w") as f:
+        f.write("sasl:user ed.test\n")
+    main = dict(secrets, mynetworks=OUTSIDE, smtpd_sasl_auth_enable="yes",
+                smtpd_tls_security_level="may", smtpd_sasl_failure_delay="0",
+                dkim_signer_maps="hash:" + t)
+    p = signer(postino_factory, keys, start=False, **main)
+    p.cli("map", "build", t, check=True)
+    p.start()
+    _submit(p, message(b"s@sign.test"), "u@alonea.test")
+    m = sink.wait_to("u@alonea.test")[-1]
+    sigs = signatures(m.content)
+    assert len(sigs) == 1 and tag(sigs[0], "d") == "ed.test"
+    assert_verifies(m.content, keys)
+    p2 = signer(postino_factory, keys, dkim_sign_authenticated="no", **main)
+    _submit(p2, message(b"s@sign.test"), "v@alonea.test")
+    assert not signatures(sink.wait_to("v@alonea.test")[-1].content)
