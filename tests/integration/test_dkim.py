@@ -359,3 +359,16 @@ def test_authenticated_clients(postino_factory, keys, sink, secrets, workdir):
     p2 = signer(postino_factory, keys, dkim_sign_authenticated="no", **main)
     _submit(p2, message(b"s@sign.test"), "v@alonea.test")
     assert not signatures(sink.wait_to("v@alonea.test")[-1].content)
+
+
+def test_bdat_out_to_next_postino(postino_factory, keys, sink):
+    """Sent with BDAT (a second postino offers CHUNKING), the signature goes
+    in the first chunk and the message still verifies at the end."""
+    b = postino_factory(main={"relayhost": "[127.0.0.1]:%d" % sink.port,
+                              "myhostname": "next.test"})
+    a = signer(postino_factory, keys, relayhost="[127.0.0.1]:%d" % b.port)
+    body = b"".join(b"line %d .dotted\r\n" % i for i in range(5000))  # several chunks
+    a.send("s@sign.test", "u@alonea.test", raw=message(b"s@sign.test", body))
+    m = sink.wait_to("u@alonea.test")[-1]
+    b.wait_log(r"disconnect from .* bdat=[1-9]")
+    assert_verifies(m.content, keys, n=2)
