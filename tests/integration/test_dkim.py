@@ -372,3 +372,15 @@ def test_bdat_out_to_next_postino(postino_factory, keys, sink):
     m = sink.wait_to("u@alonea.test")[-1]
     b.wait_log(r"disconnect from .* bdat=[1-9]")
     assert_verifies(m.content, keys, n=2)
+
+
+def test_bounce_returns_the_signed_message(postino_factory, keys, sink):
+    """A bounce returns the message as it was sent: signature first."""
+    sink.on_rcpt("gone@alonea.test", forever="550 5.1.1 no such user")
+    p = signer(postino_factory, keys)
+    p.send("s@sender.test", "gone@alonea.test", raw=message(b"s@sign.test", to=b"gone@alonea.test"))
+    dsn = sink.wait_to("s@sender.test")[-1]
+    returned = [part for part in dsn.msg.walk() if part.get_content_type() == "message/rfc822"]
+    assert returned, dsn.content[:2000]
+    inner = dsn.content[dsn.content.index(b"DKIM-Signature:"):]
+    assert inner.index(b"DKIM-Signature:") < inner.index(b"Received:")
