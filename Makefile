@@ -38,7 +38,7 @@ bounce_LIBS := $(EV_LIBS)
 qmgr_LIBS   := $(EV_LIBS) -ldb
 smtpd_LIBS  := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 delivery_LIBS := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lcares -lidn2
-cli_LIBS    := $(EV_LIBS) -ldb
+cli_LIBS    := $(EV_LIBS) -ldb -lcrypto
 # Unit tests and benchmarks may touch any layer of common/.
 LIBS        := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 
@@ -122,7 +122,8 @@ DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev libi
             libsasl2-modules sasl2-bin libevent-dev libc-ares-dev libcmocka-dev \
             python3-pytest python3-aiosmtpd python3-dkim swaks dnsmasq-base \
             postfix pflogsumm openssl clang libclang-rt-14-dev nmap \
-            libnet-ssleay-perl testssl.sh clang-format
+            libnet-ssleay-perl testssl.sh clang-format \
+            python3-dnspython python3-nacl opendkim-tools
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

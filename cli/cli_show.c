@@ -88,6 +88,8 @@ static void show_envelope(const struct qenv *e, const char *path)
     show_opt("body", qbody_name(e->body));
     if (e->smtputf8)
         printf("smtputf8: yes\n");
+    if (e->dkim) /* sent ahead of the content shown below */
+        printf("dkim: signed\n");
     if (e->hold)
         printf("state: hold\n");
     if (e->warned)

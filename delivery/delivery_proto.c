@@ -310,6 +310,8 @@ static int on_rcpt(struct dlv_sess *s, size_t i)
     return 0;
 }
 
+static void body_put(struct dlv_sess *s, struct evbuffer *out, const char *p, size_t n, int last);
+
 static int on_data(struct dlv_sess *s, size_t i)
 {
     struct dlv_job *job = s->job;
@@ -333,6 +335,8 @@ static int on_data(struct dlv_sess *s, size_t i)
     s->body_left = job->env.content_len;
     s->body_off = job->env.content_off;
     dotstuff_init(&s->stuff);
+    if (job->env.dkim) /* signed at reception: the signature goes first */
+        body_put(s, bufferevent_get_output(s->bev), job->env.dkim, strlen(job->env.dkim), 0);
     bufferevent_setwatermark(s->bev, EV_WRITE, BODY_CHUNK, 0);
     /* The write callback sends the rest. Anything the server says from
      * now until the end of the content is read at once: no reply is due,

@@ -4,7 +4,7 @@
 #ifndef POSTINO_DELIVERY_SESS_H
 #define POSTINO_DELIVERY_SESS_H
 
-#include "delivery/delivery_crlf.h"
+#include "common/mail/crlf.h"
 #include "delivery/delivery_dotstuff.h"
 #include "delivery/delivery.h"
 

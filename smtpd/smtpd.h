@@ -251,6 +251,31 @@ int smtpd_check_tricky(const char *addr);
 struct dict *smtpd_table(const char *spec);
 /* Close the cached tables (process end). */
 void smtpd_check_done(void);
+
+/* smtpd_dkim.c: DKIM signing at reception. */
+struct dkim_msg;
+struct qfile_w;
+struct smtpd_dkim_job;
+/* Load keys and settings (as root, before the drop); fatal when bad. */
+void smtpd_dkim_pre_drop(void);
+void smtpd_dkim_done(void);
+/* A signer for this transaction's content, or NULL: not to be signed. */
+struct dkim_msg *smtpd_dkim_begin(const struct smtpd_session *s);
+/* End of content (takes m): the signing domain and its keys; NULL when
+ * there is no key for it (not signed, logged at debug level). */
+struct smtpd_dkim_job *smtpd_dkim_job_new(const struct smtpd_session *s, struct dkim_msg *m);
+/* 8-bit content that can be made 7 bit is, before it is signed (so a
+ * 7-bit receiver gets the signed bytes): takes *m7 (the scan made while
+ * storing) when a conversion is due; the job then converts qf. */
+struct mime7;
+void smtpd_dkim_job_convert(struct smtpd_dkim_job *j, const struct smtpd_session *s,
+                            struct mime7 **m7, struct qfile_w *qf);
+/* The signatures (and the conversion): on a worker thread. */
+void smtpd_dkim_job_run(struct smtpd_dkim_job *j);
+/* Back on the loop: store them with qf and log "dkim-signed"; -1 when
+ * signing failed (logged; the message must not be accepted). */
+int smtpd_dkim_job_finish(struct smtpd_dkim_job *j, const char *id, struct qfile_w *qf);
+void smtpd_dkim_job_free(struct smtpd_dkim_job *j);
 /* One key in an open table. */
 enum smtpd_lookup smtpd_lookup(struct dict *t, const char *key, buf_t *value);
 /* Postfix access-table lookup order for an address: "user@domain",

@@ -208,6 +208,22 @@ const struct param_def param_table[] = {
       "rules that give each failed or deferred delivery its category (first match wins)"),
     S("bounce_classifier_local_rules", "",
       "the site's own classifier rules, read before bounce_classifier_rules (empty: none)"),
+    /* DKIM signing at reception (smtpd) */
+    L("dkim_key_maps", "",
+      "hash: tables: signing domain -> selector:algorithm:/path/key.pem (one or two keys)"),
+    L("dkim_signer_maps", "",
+      "hash: tables: sender address, @domain or @@SASL-user -> signing domain (default: From:)"),
+    L("dkim_signed_headers",
+      "From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, "
+      "Content-Transfer-Encoding, Reply-To, In-Reply-To, References, List-Id, "
+      "List-Unsubscribe, List-Unsubscribe-Post, Feedback-ID",
+      "header fields signed when present"),
+    L("dkim_oversigned_headers", "From",
+      "header fields listed once more than they occur (none may be added)"),
+    S("dkim_canonicalization", "relaxed/relaxed", "DKIM c=: header/body, relaxed or simple"),
+    T("dkim_signature_ttl", "0s", 0, 365 * DAY, 's', "signature lifetime (x= tag); 0: no expiry"),
+    B("dkim_sign_authenticated", "yes", "sign mail from SASL-authenticated clients"),
+    B("dkim_sign_mynetworks", "yes", "sign mail from clients in mynetworks"),
     /* misc */
 };
 

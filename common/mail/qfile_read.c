@@ -336,8 +336,12 @@ static int app_dsn_sent(struct rd *r, const char *v, size_t off)
 }
 
 static const struct rec_def app_recs[] = {
-    { "result", app_result, 0 },     { "message_id", env_str, offsetof(struct qenv, message_id) },
-    { "hold", app_hold, 0 },         { "warned", app_warned, 0 },
+    { "result", app_result, 0 },
+    { "message_id", env_str, offsetof(struct qenv, message_id) },
+    { "dkim", env_str, offsetof(struct qenv, dkim) },
+    { "body", env_body, 0 },
+    { "hold", app_hold, 0 },
+    { "warned", app_warned, 0 },
     { "dsn_sent", app_dsn_sent, 0 },
 };
 
@@ -441,7 +445,7 @@ static int read_fp(struct rd *r, FILE *fp, const struct stat *st, int allow_inco
         env->content_len = (long long)st->st_size - pos;
         return 0;
     }
-    if (off != pos || len < 0 || off + len > (long long)st->st_size) {
+    if (off < pos || len < 0 || off + len > (long long)st->st_size) {
         r->why = "content offset/length do not match the file";
         return -1;
     }

@@ -343,6 +343,47 @@ static void test_message_id(void **state)
     buf_destroy(&err);
 }
 
+/* Upper-cases the content (the conversion of test_convert_dkim). */
+static void upper(void *arg, const char *p, size_t n, int last, buf_t *out)
+{
+    for (size_t i = 0; i < n; i++)
+        buf_putc(out, p[i] >= 'a' && p[i] <= 'z' ? p[i] - 32 : p[i]);
+    if (last)
+        buf_puts(out, "END");
+}
+
+/* A converted content replaces the one written (the preamble names it),
+ * body=7BIT and the DKIM fields come back from the appended records. */
+static void test_convert_dkim(void **state)
+{
+    struct qenv env, rd;
+    buf_t err = BUF_INIT;
+    const char *sig = "DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n";
+    fill_env(&env, 2);
+    struct qfile_w *w = qfile_create(spool, &env, &err);
+    assert_non_null(w);
+    for (int i = 0; i < 20000; i++) /* past the write buffer */
+        assert_int_equal(qfile_write(w, "abcdefghij", 10), 0);
+    assert_int_equal(qfile_w_convert(w, upper, NULL), 0);
+    qfile_w_set_body(w, QBODY_7BIT);
+    qfile_w_set_dkim(w, sig);
+    assert_int_equal(qfile_commit(w, &err), 0);
+    assert_int_equal(qfile_read(spool, env.id, &rd, 0, &err), 0);
+    assert_int_equal(rd.content_len, 200003);
+    assert_int_equal(rd.body, QBODY_7BIT);
+    assert_string_equal(rd.dkim, sig);
+    long long len = 0;
+    int fd = qfile_open_content(spool, env.id, &len, &err);
+    assert_true(fd >= 0);
+    char head[16] = { 0 };
+    assert_int_equal(read(fd, head, 10), 10);
+    assert_string_equal(head, "ABCDEFGHIJ");
+    close(fd);
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
+    buf_destroy(&err);
+}
+
 /* Each deferred result counts as one attempt for its recipient. */
 static void test_deferrals(void **state)
 {
@@ -502,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_write_error),
         cmocka_unit_test(test_qid),
         cmocka_unit_test(test_notify),
+        cmocka_unit_test(test_convert_dkim),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
