@@ -384,3 +384,18 @@ def test_bounce_returns_the_signed_message(postino_factory, keys, sink):
     assert returned, dsn.content[:2000]
     inner = dsn.content[dsn.content.index(b"DKIM-Signature:"):]
     assert inner.index(b"DKIM-Signature:") < inner.index(b"Received:")
+
+
+def test_verp_copies_each_verify(postino_factory, keys, sink):
+    """VERP mail goes out in one transaction per recipient: every copy
+    carries the stored signatures, with its own return path, and verifies."""
+    p = signer(postino_factory, keys)
+    rcpts = ["a@alonea.test", "b@alonea.test", "c@alonea.test"]
+    p.send("s@sign.test", rcpts, raw=message(b"s@sign.test", to=b"a@alonea.test"),
+           mail_options=["XVERP"])
+    for r in rcpts:
+        m = sink.wait_to(r)[-1]
+        assert m.rcpts == [r]
+        assert m.mail_from == "s+%s@sign.test" % r.replace("@", "="), m.mail_from
+        assert len(signatures(m.content)) == 2
+        assert_verifies(m.content, keys, n=2)
