@@ -98,6 +98,8 @@ $(foreach p,$(PROGS),$(eval $(call unit_prog_rule,$(p))))
 $(BUILD)/tests/anvil/test_anvil: $(LIB_PROG_smtpd)
 # test_params reads the program sources to see which parameters are used
 $(BUILD)/tests/unit/test_params.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+# test_bclass checks the shipped conf/bounce_classifier_rules
+$(BUILD)/tests/unit/test_bclass.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 
 .DEFAULT_GOAL := all
 .PHONY: all run test unit integration bench bench-dataparse bench-bdat deps clean fuzz install format format-check
@@ -170,7 +172,8 @@ $(BUILD)/bench/dataparse_bench: $(BUILD)/bench/dataparse_bench.o $(LIB_PROG_smtp
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the CLI into sbin (and
 # mailq into bin), the daemons into libexec/postino, /etc/postino/main.cf and
-# master.cf when they do not exist yet (never overwritten), the spool
+# master.cf and bounce_classifier_rules when they do not exist yet (never
+# overwritten), the spool
 # directory. Needs the postino user (make deps creates it).
 PREFIX  ?= /usr/local
 SBINDIR := $(PREFIX)/sbin
@@ -187,6 +190,9 @@ install: all
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/master.cf ]; then \
 	  install -m 644 conf/dist/master.cf $(DESTDIR)$(CONFDIR)/master.cf; \
 	  echo "install: wrote $(DESTDIR)$(CONFDIR)/master.cf"; fi
+	@if [ ! -e $(DESTDIR)$(CONFDIR)/bounce_classifier_rules ]; then \
+	  install -m 644 conf/bounce_classifier_rules $(DESTDIR)$(CONFDIR)/bounce_classifier_rules; \
+	  echo "install: wrote $(DESTDIR)$(CONFDIR)/bounce_classifier_rules"; fi
 	install -d -m 755 $(DESTDIR)/var/spool/postino
 
 clean:

@@ -189,6 +189,11 @@ const struct param_def param_table[] = {
     /* bounce */
     I("bounce_size_limit", "50000", 1, 100000000,
       "maximal original message bytes returned in a bounce"),
+    /* Bounce classification (bclass) */
+    S("bounce_classifier_rules", "$config_directory/bounce_classifier_rules",
+      "rules that give each failed or deferred delivery its category (first match wins)"),
+    S("bounce_classifier_local_rules", "",
+      "the site's own classifier rules, read before bounce_classifier_rules (empty: none)"),
     /* misc */
 };
 

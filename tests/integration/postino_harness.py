@@ -575,6 +575,11 @@ class Postino:
             f.write(self.main_cf())
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.write(self.master_cf())
+        # the shipped classifier rules, as "make install" puts them next to
+        # main.cf (bounce_classifier_rules defaults to that place)
+        rules = os.path.join(self.conf, "bounce_classifier_rules")
+        if not os.path.exists(rules):
+            shutil.copyfile(os.path.join(REPO, "conf", "bounce_classifier_rules"), rules)
 
     def set(self, **params):
         """Change main.cf parameters (takes effect on start or reload)."""
