@@ -39,6 +39,10 @@ static const struct command commands[] = {
     { "config", cli_cmd_config,
       "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
     { "map", cli_cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
+    { "suppress", cli_cmd_suppress,
+      "suppress list [--scope D] | add ADDR [--scope D] [--reason R] [--text T]\n"
+      "       postino suppress add ... [--expires DATE|DURATION|never]\n"
+      "       postino suppress remove ADDR [--scope D] | import FILE.csv | export [FILE]" },
     { "help", NULL, "help                       this list" },
 };
 

@@ -144,7 +144,7 @@ void qmgr_sched_message(struct qmgr_msg *m)
     m->guard++;
     for (size_t i = 0; i < m->env.nrcpt; i++) {
         int st = m->env.rcpt[i].status;
-        if (st == QR_SENT || st == QR_BOUNCED)
+        if (st == QR_SENT || st == QR_BOUNCED || qmgr_suppress_rcpt(m, i))
             continue;
         job_add_rcpt(m, i, &made);
     }
@@ -298,6 +298,14 @@ int qmgr_sched_reply_matches(const struct qmgr_job *j, const attr_t *reply)
     return 1;
 }
 
+/* The category= a delivery agent may put after a quadruple, or NULL. */
+static const char *reply_category(const attr_t *reply, size_t p)
+{
+    if (p + 4 < reply->n && strcmp(reply->v[p + 4].name, "category") == 0)
+        return reply->v[p + 4].value;
+    return NULL;
+}
+
 /* Walk the quadruples (qmgr_sched_reply_matches checked them); returns the
  * first deferral reason (for a suspension) or NULL. Unreported
  * recipients: crashed. */
@@ -313,7 +321,9 @@ static const char *job_apply_reply(struct qmgr_job *j, const attr_t *reply)
         const char *reason = reply->v[p + 3].value;
         if (rr == RR_DEFERRED && first_defer == NULL)
             first_defer = reason;
-        qmgr_msg_rcpt_done(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason);
+        qmgr_msg_rcpt_done(j->msg, j->rcpt[k], rr, reply->v[p + 2].value, reason);
+        qmgr_suppress_outcome(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason,
+                              reply_category(reply, p));
         p += 3;
     }
     for (; k < j->n; k++)

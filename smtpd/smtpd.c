@@ -115,6 +115,7 @@ static void finish(struct smtpd *d)
     workq_free(d->commitq);
     d->commitq = NULL;
     smtpd_check_done();
+    smtpd_suppress_done();
     server_exit(d->srv);
 }
 

@@ -194,6 +194,13 @@ const struct param_def param_table[] = {
       "rules that give each failed or deferred delivery its category (first match wins)"),
     S("bounce_classifier_local_rules", "",
       "the site's own classifier rules, read before bounce_classifier_rules (empty: none)"),
+    /* Suppression list (issue #8) */
+    S("suppression_scope", "global",
+      "scope of the entries postino adds itself: global (every sender) or sender_domain"),
+    T("suppression_expiry", "0d", 0, 10 * 365 * DAY, 'd',
+      "lifetime of an entry added without an explicit expiry (0: never expires)"),
+    B("smtpd_reject_suppressed", "no",
+      "refuse RCPT (550 5.7.1) to a suppressed address for SASL-authenticated clients"),
     /* misc */
 };
 

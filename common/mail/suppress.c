@@ -235,6 +235,19 @@ static int db_open(struct suppress *s)
     return rc;
 }
 
+/* No suppress.db: nothing was ever suppressed. (A database without its
+ * environment is not "missing": qmgr is about to join it again.) */
+static int db_file_missing(const struct suppress *s)
+{
+    buf_t path = BUF_INIT;
+    struct stat st;
+
+    buf_printf(&path, "%s/%s", s->dir.data, SUPPRESS_DB);
+    int gone = stat(path.data, &st) < 0 && errno == ENOENT;
+    buf_destroy(&path);
+    return gone;
+}
+
 struct suppress *suppress_open(const char *dir, enum suppress_mode mode, int *missing, buf_t *err)
 {
     struct suppress *s = xcalloc(1, sizeof(*s));
@@ -255,8 +268,8 @@ struct suppress *suppress_open(const char *dir, enum suppress_mode mode, int *mi
     if (rc == 0)
         rc = db_open(s);
     if (rc != 0) {
-        if (missing && rc == ENOENT)
-            *missing = 1;
+        if (missing)
+            *missing = db_file_missing(s);
         buf_setf(err, "suppression list %s: %s", dir, db_strerror(rc));
         suppress_close(s);
         return NULL;

@@ -47,9 +47,9 @@ enum suppress_result {
     SUPPRESS_FAILED, /* the store failed (logged) */
 };
 
-/* Open the store in dir (<spool>/suppress). NULL with err on failure; in
- * SUPPRESS_READ mode, a store that does not exist yet is a failure with
- * *missing set to 1 (missing may be NULL). */
+/* Open the store in dir (<spool>/suppress). NULL with err on failure;
+ * *missing (missing may be NULL) is then 1 when there is no database file
+ * at all: nothing was ever suppressed. */
 struct suppress *suppress_open(const char *dir, enum suppress_mode mode, int *missing, buf_t *err);
 void suppress_close(struct suppress *s);
 /* Flush written pages to the file (the writer, after a batch). 0 or -1. */
