@@ -74,6 +74,10 @@ void qmgr_suppress_tick(void)
             log_error("%s", buf_str(&err));
         buf_destroy(&err);
     }
+    if (store && suppress_recover(store) < 0) {
+        suppress_close(store); /* reopened in a minute */
+        store = NULL;
+    }
     if (store && ticks % PURGE_EVERY == 0) {
         long n = suppress_purge(store, (long long)time(NULL), PURGE_STEP);
         if (n > 0) {

@@ -180,12 +180,20 @@ static void db_errcall(const DB_ENV *env, const char *pfx, const char *msg)
     log_debug("suppression list: %s", msg);
 }
 
+/* Its notices (failchk freeing a dead process's locks) are worth a line. */
+static void db_msgcall(const DB_ENV *env, const char *msg)
+{
+    log_info("suppression list: %s", msg);
+}
+
 static int env_open(struct suppress *s, u_int32_t flags)
 {
     int rc = db_env_create(&s->env, 0);
 
-    if (rc == 0)
+    if (rc == 0) {
         s->env->set_errcall(s->env, db_errcall);
+        s->env->set_msgcall(s->env, db_msgcall);
+    }
     if (rc == 0 && s->mode == SUPPRESS_WRITE)
         rc = s->env->set_cachesize(s->env, 0, SUPPRESS_CACHE, 1);
     if (rc == 0)
@@ -210,7 +218,9 @@ static void close_handles(struct suppress *s)
 /* The writer clears what dead readers left (their read locks); when the
  * environment itself is damaged (a writer died inside a write), it is
  * recreated: the data is in suppress.db, not in the region files. */
-static int writer_check(struct suppress *s)
+static int db_open(struct suppress *s);
+
+static int writer_check(struct suppress *s, int reopen_db)
 {
     int rc = s->env->failchk(s->env, 0);
 
@@ -222,7 +232,17 @@ static int writer_check(struct suppress *s)
     DB_ENV *env;
     if (db_env_create(&env, 0) == 0)
         env->remove(env, s->dir.data, DB_FORCE);
-    return env_open(s, DB_CREATE);
+    rc = env_open(s, DB_CREATE);
+    return rc == 0 && reopen_db ? db_open(s) : rc;
+}
+
+int suppress_recover(struct suppress *s)
+{
+    int rc = s->mode == SUPPRESS_WRITE ? writer_check(s, 1) : 0;
+
+    if (rc != 0)
+        log_error("suppression list %s: failchk: %s", s->dir.data, db_strerror(rc));
+    return rc == 0 ? 0 : -1;
 }
 
 static int db_open(struct suppress *s)
@@ -264,7 +284,7 @@ struct suppress *suppress_open(const char *dir, enum suppress_mode mode, int *mi
     }
     rc = env_open(s, mode == SUPPRESS_WRITE ? DB_CREATE : 0);
     if (rc == 0 && mode == SUPPRESS_WRITE)
-        rc = writer_check(s);
+        rc = writer_check(s, 0);
     if (rc == 0)
         rc = db_open(s);
     if (rc != 0) {

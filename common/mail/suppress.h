@@ -52,6 +52,10 @@ enum suppress_result {
  * at all: nothing was ever suppressed. */
 struct suppress *suppress_open(const char *dir, enum suppress_mode mode, int *missing, buf_t *err);
 void suppress_close(struct suppress *s);
+/* Writer: release the locks of reader processes that died holding one
+ * (suppress_open does it too); a reader that dies in the middle of a get
+ * would otherwise hold every write off for good. 0 or -1 (logged). */
+int suppress_recover(struct suppress *s);
 /* Flush written pages to the file (the writer, after a batch). 0 or -1. */
 int suppress_sync(struct suppress *s);
 

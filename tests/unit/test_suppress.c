@@ -220,6 +220,42 @@ static void test_two_processes(void **state)
     suppress_close(w);
 }
 
+static int hold_cursor(const struct suppress_entry *e, void *arg)
+{
+    if (write(*(int *)arg, "h", 1) != 1)
+        _exit(3);
+    pause(); /* killed here, its read lock held */
+    return 0;
+}
+
+/* A reader killed while it holds a read lock would hold the writer off
+ * for good; the writer frees such locks (failchk) at open and when asked. */
+static void test_dead_reader(void **state)
+{
+    struct suppress *w = open_store(SUPPRESS_WRITE);
+    int held[2];
+    char c;
+
+    add(w, "", "first@x.org", "manual", 0);
+    assert_int_equal(pipe(held), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct suppress *r = open_store(SUPPRESS_READ);
+        suppress_scan(r, NULL, NULL, NULL, 0, hold_cursor, &held[1]);
+        _exit(2);
+    }
+    assert_int_equal(read(held[0], &c, 1), 1);
+    kill(pid, SIGKILL);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    alarm(20); /* a write that blocks forever fails the test */
+    assert_int_equal(suppress_recover(w), 0);
+    add(w, "", "second@x.org", "manual", 0);
+    alarm(0);
+    assert_int_equal(suppress_get(w, "", "second@x.org", 1, NULL), SUPPRESS_FOUND);
+    suppress_close(w);
+}
+
 static void test_reader_missing(void **state)
 {
     buf_t path = BUF_INIT, err = BUF_INIT;
@@ -254,6 +290,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_scan_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_missing, setup, teardown),
         cmocka_unit_test(test_sender_scope),
     };
