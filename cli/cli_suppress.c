@@ -367,7 +367,11 @@ static void import_line(struct import_ctx *x, buf_t *f, size_t nf)
         attr_add(&x->req, "address", v[C_ADDRESS]);
         attr_add(&x->req, "scope", v[C_SCOPE]);
         attr_add(&x->req, "reason", v[C_REASON]);
-        attr_add(&x->req, "text", v[C_TEXT]);
+        /* the list keeps SUPPRESS_TEXT_MAX bytes of it; a longer value
+         * could pass the record protocol's line limit */
+        buf_reset(&norm);
+        buf_append(&norm, v[C_TEXT], strnlen(v[C_TEXT], SUPPRESS_TEXT_MAX));
+        attr_add(&x->req, "text", buf_str(&norm));
         if (*v[C_ADDED] && parse_when(v[C_ADDED], &t) == 0)
             attr_add_ll(&x->req, "added", t);
         t = 0;

@@ -116,6 +116,20 @@ def test_cli_import_export_roundtrip(relay_postino, workdir):
     assert list(csv.reader(io.StringIO(r.stdout))) == rows
 
 
+def test_import_long_text_is_cut(relay_postino, workdir):
+    """A text longer than the list keeps (1000 bytes) is cut, not sent
+    whole (it would exceed the record protocol's line limit)."""
+    p = relay_postino
+    _wait_qmgr(p)
+    src = os.path.join(workdir, "long.csv")
+    with open(src, "w") as f:
+        f.write("address,text\nlong@example.test,%s\n" % ("x" * 70000))
+    r = p.cli("suppress", "import", src, check=True)
+    assert "1 entry imported, 0 skipped" in r.stdout, r.stdout
+    rows = list(csv.reader(io.StringIO(p.cli("suppress", "export", check=True).stdout)))
+    assert rows[1][0] == "long@example.test" and rows[1][5] == "x" * 1000
+
+
 def test_hard_bounce_suppresses_next_message(relay_postino, sink):
     p = relay_postino
     sink.on_rcpt(DEAD, forever="550 5.1.1 <%s>: Recipient address rejected: User unknown" % DEAD)
