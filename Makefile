@@ -6,6 +6,7 @@
 #   make bench      side-by-side benchmark against Postfix
 #   make bench-dataparse  micro-benchmark of smtpd's content parser
 #   make bench-bdat the delivery agent sending BDAT vs DATA (smtp_chunking_enable)
+#   make bench-suppress  suppression list lookups at 10^5..10^7 entries
 #   make deps       apt-get what is missing (idempotent)
 #   make format     apply .clang-format to the tree (format-check: only check)
 
@@ -106,7 +107,7 @@ $(BUILD)/tests/unit/feedback/test_parse.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CU
 $(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit integration bench bench-dataparse bench-bdat deps clean fuzz install format format-check
+.PHONY: all run test unit integration bench bench-dataparse bench-bdat bench-suppress deps clean fuzz install format format-check
 all: $(PROG_BINS)
 
 $(BIN):
@@ -173,6 +174,13 @@ bench-bdat: deps
 bench-dataparse: $(BUILD)/bench/dataparse_bench
 	$(BUILD)/bench/dataparse_bench
 $(BUILD)/bench/dataparse_bench: $(BUILD)/bench/dataparse_bench.o $(LIB_PROG_smtpd) $(COMMON_LIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) $(COMMON_LIBS) $(LIBS)
+
+# Lookups in the suppression list at 10^5, 10^6 and 10^7 entries (asserts
+# nothing; BENCH_ARGS="DIR N..." for another place or other sizes)
+bench-suppress: $(BUILD)/bench/suppress_bench
+	$(BUILD)/bench/suppress_bench $(BENCH_ARGS)
+$(BUILD)/bench/suppress_bench: $(BUILD)/bench/suppress_bench.o $(COMMON_LIBS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) $(COMMON_LIBS) $(LIBS)
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the CLI into sbin (and

@@ -5,6 +5,9 @@
 
 #include <sys/types.h>
 
+#include "common/util/attr.h"
+#include "common/util/buf.h"
+
 /* Exit statuses (what every command returns). */
 enum cli_status {
     CLI_OK = 0,    /* done */
@@ -35,6 +38,21 @@ int cli_cmd_stop(struct cli *c, int argc, char **argv);
 int cli_cmd_reload(struct cli *c, int argc, char **argv);
 int cli_cmd_status(struct cli *c, int argc, char **argv);
 int cli_cmd_check(struct cli *c, int argc, char **argv);
+/* cli_control.c: requests to qmgr on public/control. Each reports its
+ * failure on stderr itself. */
+int cli_control_connect(void); /* fd or -1 */
+/* Connect and send one request: the fd, or -1. */
+int cli_control_send(const attr_t *req);
+/* Read one reply record (in keeps bytes read past it): 0 or -1. */
+int cli_control_read(int fd, buf_t *in, attr_t *rec);
+/* Send req on fd, read one reply: 0 for status=ok, else -1. */
+int cli_control_exchange(int fd, buf_t *in, const attr_t *req, attr_t *reply);
+/* Connect, one request, one reply (as cli_control_exchange), close. */
+int cli_control_call(const attr_t *req, attr_t *reply);
+void cli_control_malformed(const char *why);
+/* A request record: proto= and request=. */
+attr_t cli_control_request(const char *request);
+
 int cli_cmd_queue(struct cli *c, int argc, char **argv);
 int cli_cmd_queue_list(struct cli *c, int argc, char **argv);
 int cli_cmd_queue_show(struct cli *c, int argc, char **argv);
@@ -44,5 +62,6 @@ int cli_cmd_bounce(struct cli *c, int argc, char **argv);
 int cli_cmd_dkim(struct cli *c, int argc, char **argv);
 /* DKIM settings and every key of dkim_key_maps: 0, or -1 (said why). */
 int cli_dkim_check(struct cli *c);
+int cli_cmd_suppress(struct cli *c, int argc, char **argv);
 
 #endif

@@ -23,80 +23,6 @@
 #include "common/mail/proto.h"
 #include "common/mail/qfile.h"
 
-#define CONTROL_TIMEOUT_MS 60000
-
-static int control_connect(void)
-{
-    buf_t path = BUF_INIT;
-    buf_printf(&path, "%s/%s", conf_str("queue_directory"), SOCK_CONTROL);
-    int fd = ipc_connect_unix(path.data);
-    if (fd < 0 && (errno == EACCES || errno == EPERM))
-        cli_err("%s: permission denied (only root and the %s user and group may use the queue)",
-                path.data, conf_str("mail_owner"));
-    else if (fd < 0)
-        cli_err("cannot connect to the queue manager at %s: %s (is postino running?)", path.data,
-                strerror(errno));
-    buf_destroy(&path);
-    return fd;
-}
-
-/* Send one request; the caller reads the reply records. */
-static int control_send(const attr_t *req)
-{
-    int fd = control_connect();
-    if (fd >= 0 && attr_write_fd(fd, req) < 0) {
-        cli_err("cannot send the request to the queue manager: %s", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static void malformed(const char *why)
-{
-    cli_err("malformed reply from the queue manager: %s", why);
-}
-
-static int control_read(int fd, buf_t *in, attr_t *rec)
-{
-    const char *err = NULL;
-    if (attr_read_fd(fd, in, rec, CONTROL_TIMEOUT_MS, &err) == 0)
-        return 0;
-    if (errno == EPROTO)
-        malformed(err ? err : "undecodable record");
-    else
-        cli_err("no reply from the queue manager: %s", err ? err : strerror(errno));
-    return -1;
-}
-
-/* One request, one reply record; status=fail is reported here. */
-static int control_call(const attr_t *req, attr_t *reply)
-{
-    buf_t in = BUF_INIT;
-    int fd = control_send(req), rc = -1;
-    if (fd >= 0 && control_read(fd, &in, reply) == 0) {
-        const char *status = attr_get(reply, "status");
-        if (status && strcmp(status, "ok") == 0)
-            rc = 0;
-        else if (status && strcmp(status, "fail") == 0)
-            cli_err("%s", attr_get_def(reply, "reason", "request failed"));
-        else
-            malformed("no status");
-    }
-    if (fd >= 0)
-        close(fd);
-    buf_destroy(&in);
-    return rc;
-}
-
-static attr_t new_request(const char *request)
-{
-    attr_t req = ATTR_INIT;
-    attr_add(&req, "proto", PROTO_VERSION);
-    attr_add(&req, "request", request);
-    return req;
-}
-
 /* ------------------------------------------------------------ list */
 
 struct list_tot {
@@ -159,7 +85,7 @@ static int list_parse(int argc, char **argv, attr_t *req)
 
 int cli_cmd_queue_list(struct cli *c, int argc, char **argv)
 {
-    attr_t req = new_request("list"), rec = ATTR_INIT;
+    attr_t req = cli_control_request("list"), rec = ATTR_INIT;
     buf_t in = BUF_INIT;
     struct list_tot tot = { 0, 0 };
     int rc = CLI_ERR, fd;
@@ -168,8 +94,8 @@ int cli_cmd_queue_list(struct cli *c, int argc, char **argv)
         attr_destroy(&req);
         return cli_usage("queue");
     }
-    if ((fd = control_send(&req)) >= 0) {
-        while (control_read(fd, &in, &rec) == 0) {
+    if ((fd = cli_control_send(&req)) >= 0) {
+        while (cli_control_read(fd, &in, &rec) == 0) {
             if (attr_get(&rec, "end")) {
                 rc = CLI_OK;
                 break;
@@ -179,7 +105,7 @@ int cli_cmd_queue_list(struct cli *c, int argc, char **argv)
                 break;
             }
             if (!attr_get(&rec, "queue_id")) {
-                malformed("a listed message without a queue_id");
+                cli_control_malformed("a listed message without a queue_id");
                 break;
             }
             if (tot.count == 0)
@@ -206,8 +132,8 @@ static int cmd_flush(struct cli *c, int argc, char **argv)
 {
     if (argc != 1)
         return cli_usage("queue");
-    attr_t req = new_request("flush"), reply = ATTR_INIT;
-    int rc = control_call(&req, &reply);
+    attr_t req = cli_control_request("flush"), reply = ATTR_INIT;
+    int rc = cli_control_call(&req, &reply);
     if (rc == 0)
         printf("postino: %s message(s) flushed\n", attr_get_def(&reply, "count", "0"));
     attr_destroy(&req);
@@ -220,8 +146,8 @@ static int cmd_stats(struct cli *c, int argc, char **argv)
     static const char *const fields[] = { "incoming", "active", "deferred", "hold", "total" };
     if (argc != 1)
         return cli_usage("queue");
-    attr_t req = new_request("stats"), reply = ATTR_INIT;
-    int rc = control_call(&req, &reply);
+    attr_t req = cli_control_request("stats"), reply = ATTR_INIT;
+    int rc = cli_control_call(&req, &reply);
     for (size_t i = 0; rc == 0 && i < sizeof fields / sizeof fields[0]; i++)
         printf("%-10s %s\n", fields[i], attr_get_def(&reply, fields[i], "0"));
     attr_destroy(&req);
@@ -257,9 +183,9 @@ static int change_parse(int argc, char **argv, attr_t *req)
 
 static int cmd_change(struct cli *c, int argc, char **argv, const char *done)
 {
-    attr_t req = new_request(argv[0]), reply = ATTR_INIT;
+    attr_t req = cli_control_request(argv[0]), reply = ATTR_INIT;
     int rc = change_parse(argc, argv, &req);
-    if (rc == CLI_OK && control_call(&req, &reply) < 0)
+    if (rc == CLI_OK && cli_control_call(&req, &reply) < 0)
         rc = CLI_ERR;
     else if (rc == CLI_OK)
         printf("postino: %s message(s) %s\n", attr_get_def(&reply, "count", "0"), done);

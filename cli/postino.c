@@ -44,6 +44,10 @@ static const struct command commands[] = {
     { "dkim", cli_cmd_dkim,
       "dkim keygen [-a rsa|ed25519] [-b BITS] [-d DIR] DOMAIN SELECTOR\n"
       "                             new DKIM key pair (DIR: $config_directory/dkim)" },
+    { "suppress", cli_cmd_suppress,
+      "suppress list [--scope D] | add ADDR [--scope D] [--reason R] [--text T]\n"
+      "       postino suppress add ... [--expires DATE|DURATION|never]\n"
+      "       postino suppress remove ADDR [--scope D] | import FILE.csv | export [FILE]" },
     { "help", NULL, "help                       this list" },
 };
 

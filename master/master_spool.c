@@ -21,14 +21,15 @@
 #include "common/util/buf.h"
 #include "common/util/log.h"
 
-/* Which directories, their mode, and whether mail_owner owns them. */
+/* Which directories, their mode, and whether mail_owner owns them
+ * (suppress: the suppression list, common/mail/suppress.h). */
 static const struct spool_dir {
     const char *name;
     mode_t mode;
     int owned; /* 1: mail_owner owns it (when root) */
 } spool_dirs[] = {
     { "queue", 0700, 1 }, { "private", 0700, 1 }, { "public", 0710, 1 },
-    { "index", 0700, 1 }, { "pid", 0755, 0 },
+    { "index", 0700, 1 }, { "pid", 0755, 0 },     { "suppress", 0700, 1 },
 };
 
 void master_lookup_owner(void)

@@ -16,6 +16,7 @@
 #include "common/util/conn.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
+#include "common/mail/bclass.h"
 #include "common/mail/proto.h"
 
 struct qmgr qmgr_g;
@@ -73,12 +74,19 @@ static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
     qmgr_index_pull_due();
     qmgr_sched_tick();
     qmgr_bounce_tick();
+    qmgr_suppress_tick();
 }
 
 static void qmgr_pre_drop(struct server *s)
 {
     qmgr_perm_init();
     qmgr_route_init(); /* table paths may lie outside a chroot */
+    /* The rules classify replies that come without a category (for the
+     * suppression list, qmgr_suppress.c). */
+    buf_t err = BUF_INIT;
+    if (bclass_init(&err) < 0)
+        log_warn("bounce classifier rules: %s", buf_str(&err));
+    buf_destroy(&err);
 }
 
 /* One qmgr per spool, before the control socket is replaced and before
@@ -119,7 +127,8 @@ static void qmgr_post_drop(struct server *s)
     if (s->nlisten < 1)
         log_warn("no private/qmgr socket passed (-s 0): no new-mail notifications");
     qmgr_lock();
-    qmgr_control_init(); /* early: CLI requests queue up during a rebuild */
+    qmgr_suppress_init(); /* the one writer: after the lock */
+    qmgr_control_init();  /* early: CLI requests queue up during a rebuild */
     qmgr_index_startup();
     tick_ev = event_new(s->base, -1, EV_PERSIST, qmgr_tick, NULL);
     event_add(tick_ev, &one);
@@ -136,6 +145,7 @@ static void qmgr_stop(struct server *s)
     qmgr_deliver_close_all();
     qmgr_bounce_close();
     qmgr_index_shutdown();
+    qmgr_suppress_close();
     qmgr_route_close();
     /* A reload replaces qmgr as a matter of course: not worth a line. */
     if (s->retiring)

@@ -219,6 +219,33 @@ void qmgr_perm_init(void);
 /* May the peer on this control connection use the queue at all? */
 int qmgr_perm_may_manage(int fd);
 
+/* qmgr_suppress.c: the suppression list, written by qmgr alone */
+struct suppress;
+/* Load the classifier rules and open the store (after qmgr_lock). */
+void qmgr_suppress_init(void);
+void qmgr_suppress_close(void);
+/* Once a second: reopen a failed store, purge expired entries, sync. */
+void qmgr_suppress_tick(void);
+/* The open store, or NULL (it failed to open). */
+struct suppress *qmgr_suppress_store(void);
+/* Something was written: sync at the next tick (or now: _sync). */
+void qmgr_suppress_changed(void);
+void qmgr_suppress_sync(void);
+/* Before scheduling recipient idx: 1 when it is suppressed (then it is
+ * finished as bounced, logged, and marked as notified: no DSN). */
+int qmgr_suppress_rcpt(struct qmgr_msg *m, size_t idx);
+/* A recipient's outcome: a hard bounce (category, or when the agent gave
+ * none, the classifier's reading of dsn and reason) adds it to the list. */
+void qmgr_suppress_outcome(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const char *dsn,
+                           const char *reason, const char *category);
+/* qmgr_suppress_ctl.c: the control requests suppress_add, suppress_remove,
+ * suppress_list, suppress_import (as the handlers of qmgr_control.c). */
+struct evbuffer;
+int qmgr_suppress_ctl_add(const attr_t *req, struct evbuffer *out, const char **err);
+int qmgr_suppress_ctl_remove(const attr_t *req, struct evbuffer *out, const char **err);
+int qmgr_suppress_ctl_list(const attr_t *req, struct evbuffer *out, const char **err);
+int qmgr_suppress_ctl_import(const attr_t *req, struct evbuffer *out, const char **err);
+
 /* qmgr_control.c */
 void qmgr_control_init(void);
 void qmgr_control_close(void);

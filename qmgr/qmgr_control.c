@@ -260,13 +260,22 @@ static int ctl_stats(const attr_t *req, struct evbuffer *out, const char **err)
     return 0;
 }
 
+/* suppress_*: the suppression list (qmgr_suppress_ctl.c) */
 static const struct {
     const char *name;
     ctl_fn fn;
 } ctl_table[] = {
-    { "list", ctl_list },       { "stats", ctl_stats }, { "flush", ctl_flush },
-    { "delete", ctl_delete },   { "hold", ctl_hold },   { "release", ctl_release },
+    { "list", ctl_list },
+    { "stats", ctl_stats },
+    { "flush", ctl_flush },
+    { "delete", ctl_delete },
+    { "hold", ctl_hold },
+    { "release", ctl_release },
     { "requeue", ctl_requeue },
+    { "suppress_add", qmgr_suppress_ctl_add },
+    { "suppress_remove", qmgr_suppress_ctl_remove },
+    { "suppress_list", qmgr_suppress_ctl_list },
+    { "suppress_import", qmgr_suppress_ctl_import },
 };
 
 /* Checked before the request is looked at, so an outsider learns nothing. */

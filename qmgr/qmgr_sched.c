@@ -145,7 +145,7 @@ void qmgr_sched_message(struct qmgr_msg *m)
     m->guard++;
     for (size_t i = 0; i < m->env.nrcpt; i++) {
         int st = m->env.rcpt[i].status;
-        if (st == QR_SENT || st == QR_BOUNCED)
+        if (st == QR_SENT || st == QR_BOUNCED || qmgr_suppress_rcpt(m, i))
             continue;
         job_add_rcpt(m, i, &made);
     }
@@ -343,7 +343,8 @@ static const char *job_apply_reply(struct qmgr_job *j, const attr_t *reply, cons
             first_defer = reason;
             *defer_cat = cat;
         }
-        qmgr_msg_rcpt_done(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason, cat);
+        qmgr_msg_rcpt_done(j->msg, j->rcpt[k], rr, reply->v[p + 2].value, reason, cat);
+        qmgr_suppress_outcome(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason, cat);
         p += 3 + (size_t)(extra > 0);
     }
     for (; k < j->n; k++)

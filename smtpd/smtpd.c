@@ -117,6 +117,7 @@ static void finish(struct smtpd *d)
     d->commitq = NULL;
     smtpd_check_done();
     smtpd_dkim_done();
+    smtpd_suppress_done();
     server_exit(d->srv);
 }
 

@@ -335,6 +335,13 @@ void smtpd_limit_disconnect(struct smtpd_session *s);
 /* Count a failed AUTH (no answer needed). */
 void smtpd_limit_auth_failed(struct smtpd_session *s);
 
+/* smtpd_suppress.c: smtpd_reject_suppressed. SMTPD_REFUSED with the
+ * reply in *reply (550 5.7.1 suppressed, or 451 4.3.0 when the list
+ * fails; logged), else SMTPD_PASS. */
+enum smtpd_outcome smtpd_suppress_rcpt(struct smtpd_session *s, const char *rcpt, buf_t *reply);
+/* Close the list (process end). */
+void smtpd_suppress_done(void);
+
 /* smtpd_notify.c */
 void smtpd_notify_init(struct server *srv);
 void smtpd_notify_new(const char *queue_id);

@@ -249,6 +249,8 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
     if (rcpt_parse(s, arg, &r) < 0)
         goto out;
     enum smtpd_outcome rc = smtpd_restrict_rcpt(s, buf_str(&r.addr), r.source_routed, &reply);
+    if (rc == SMTPD_PASS)
+        rc = smtpd_suppress_rcpt(s, buf_str(&r.addr), &reply);
     if (rc == SMTPD_REFUSED)
         smtpd_reply(s, "%s", buf_str(&reply));
     if (rc == SMTPD_PASS)

@@ -323,6 +323,14 @@ static int check_sasl_type(const char *s, buf_t *why)
     return -1;
 }
 
+static int check_suppression_scope(const char *s, buf_t *why)
+{
+    if (strcmp(s, "global") == 0 || strcmp(s, "sender_domain") == 0)
+        return 0;
+    buf_printf(why, "invalid value \"%s\" (use global or sender_domain)", s);
+    return -1;
+}
+
 static const struct {
     const char *name;
     int (*check)(const char *s, buf_t *why);
@@ -330,6 +338,7 @@ static const struct {
     { "smtpd_forbid_bare_newline", check_bare_newline },
     { "syslog_facility", check_facility },
     { "smtpd_sasl_type", check_sasl_type },
+    { "suppression_scope", check_suppression_scope },
 };
 
 int conf_validate_value(size_t i, const char *s, buf_t *why)

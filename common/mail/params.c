@@ -224,6 +224,13 @@ const struct param_def param_table[] = {
     T("dkim_signature_ttl", "0s", 0, 365 * DAY, 's', "signature lifetime (x= tag); 0: no expiry"),
     B("dkim_sign_authenticated", "yes", "sign mail from SASL-authenticated clients"),
     B("dkim_sign_mynetworks", "yes", "sign mail from clients in mynetworks"),
+    /* Suppression list (issue #8) */
+    S("suppression_scope", "global",
+      "scope of the entries postino adds itself: global (every sender) or sender_domain"),
+    T("suppression_expiry", "0d", 0, 10 * 365 * DAY, 'd',
+      "lifetime of an entry added without an explicit expiry (0: never expires)"),
+    B("smtpd_reject_suppressed", "no",
+      "refuse RCPT (550 5.7.1) to a suppressed address for SASL-authenticated clients"),
     /* misc */
 };
 
