@@ -215,12 +215,16 @@ static size_t verp_rcpts(const struct fb_job *job, char (*out)[FB_ADDR_MAX], siz
 
 /* The sender domain a suppression is for: the original From:, else the
  * complaint's Original-Mail-From unless that is our own VERP address;
- * "" (global) when unknown or when feedback_suppression_scope = global. */
+ * "" (global) when unknown. A hard bounce follows suppression_scope, as
+ * one seen in the SMTP dialogue does (a dead mailbox is dead for every
+ * sender); a complaint follows feedback_suppression_scope (the person
+ * complained about one sender). */
 static void event_scope(const struct fb_report *r, struct fb_event *e)
 {
     const char *from = r->orig_from, *at;
+    const char *mode = conf_str(e->complaint ? "feedback_suppression_scope" : "suppression_scope");
     e->scope[0] = '\0';
-    if (str_ieq(conf_str("feedback_suppression_scope"), "global"))
+    if (!str_ieq(mode, "sender_domain"))
         return;
     if (!strchr(from, '@') && r->arf_mail_from[0] && !feedback_dom_addr(r->arf_mail_from))
         from = r->arf_mail_from;

@@ -339,6 +339,7 @@ static const struct {
     { "syslog_facility", check_facility },
     { "smtpd_sasl_type", check_sasl_type },
     { "suppression_scope", check_suppression_scope },
+    { "feedback_suppression_scope", check_suppression_scope },
 };
 
 int conf_validate_value(size_t i, const char *s, buf_t *why)

@@ -151,8 +151,8 @@ const struct param_def param_table[] = {
       "bounce (VERP) domains: mail to them is accepted from anyone and read by the feedback "
       "agent, never delivered"),
     S("feedback_suppression_scope", "sender_domain",
-      "suppressions from bounces and complaints: sender_domain (the original From: domain) or "
-      "global"),
+      "suppressions from complaints (ARF): sender_domain (the original From: domain) or global; "
+      "hard bounces follow suppression_scope"),
     /* Queue lifetimes and retry */
     T("maximal_queue_lifetime", "5d", 0, 365 * DAY, 'd',
       "time a message may stay queued before it is bounced"),
@@ -212,7 +212,7 @@ const struct param_def param_table[] = {
     L("dkim_key_maps", "",
       "hash: tables: signing domain -> selector:algorithm:/path/key.pem (one or two keys)"),
     L("dkim_signer_maps", "",
-      "hash: tables: sender address, @domain or @@SASL-user -> signing domain (default: From:)"),
+      "hash: tables: sasl:USER, sender address or @domain -> signing domain (default: From:)"),
     L("dkim_signed_headers",
       "From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, "
       "Content-Transfer-Encoding, Reply-To, In-Reply-To, References, List-Id, "
