@@ -236,3 +236,71 @@ def test_outside_client_may_send_reports_but_not_relay(postino_factory, sink):
     with pytest.raises(smtplib.SMTPRecipientsRefused):
         p.send("mallory@example.test", "zoe@example.test")
     assert not sink.received()
+
+
+def test_verp_round_trip_bounce_and_complaint_suppress(postino_factory, sink):
+    """The whole loop of issue 8: mail goes out with VERP return paths
+    (sender_verp_maps), a remote MTA later bounces one copy (a qmail text
+    bounce that names no usable recipient: only the VERP address says who)
+    and a provider's feedback loop reports the other as spam, both sent to
+    the exact return paths the receiver saw. Each is matched to its
+    recipient, classified, logged and suppressed; the next message to them
+    is not sent."""
+    p = postino_factory(start=False, master_extra=[FEEDBACK_ROW])
+    src = p.conf + "/verp"
+    with open(src, "w") as f:
+        f.write("@sender.test bounces@%s\n" % BOUNCE_DOMAIN)
+    p.cli("map", "build", src, check=True)
+    p.set(sender_verp_maps="hash:" + src, feedback_domains=BOUNCE_DOMAIN)
+    p.start()
+
+    qid = p.send("news@sender.test", ["alice@example.test", "bob@example.test"],
+                 subject="March news")
+    got = {r: sink.wait_to(r)[0] for r in ("alice@example.test", "bob@example.test")}
+    p.wait_removed(qid)
+    for r, m in got.items():
+        assert m.mail_from == _verp(r), m.mail_from
+    sink.messages.clear()
+
+    bounce = ("Hi. This is the qmail-send program at mx1.example.test.\n"
+              "I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+              "This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+              "<a7@alias.example.test>:\n"
+              "Sorry, no mailbox here by that name. (#5.1.1)\n\n"
+              "--- Below this line is a copy of the message.\n\n")
+    b = EmailMessage()
+    b["From"] = "MAILER-DAEMON@mx1.example.test"
+    b["To"] = got["alice@example.test"].mail_from
+    b["Subject"] = "failure notice"
+    b.set_content(bounce)
+    bq = _send_report(p, "", got["alice@example.test"].mail_from, b)
+
+    arf = MIMEMultipart("report", report_type="feedback-report")
+    arf["From"] = "feedback@fbl.example.test"
+    arf["To"] = got["bob@example.test"].mail_from
+    arf["Subject"] = "complaint"
+    arf.attach(MIMEText("This is an email abuse report.\n"))
+    fr = MIMEBase("message", "feedback-report")
+    fr.set_payload([_fields([("Feedback-Type", "abuse"), ("User-Agent", "FBL/1.0"),
+                             ("Version", "1")])])
+    arf.attach(fr)
+    hdrs = got["bob@example.test"].content.split(b"\r\n\r\n", 1)[0].decode() + "\n"
+    arf.attach(MIMEText(hdrs, "rfc822-headers"))
+    aq = _send_report(p, "", got["bob@example.test"].mail_from, arf)
+
+    line = p.wait_log(r"%s: oob_bounce to=<alice@example\.test>" % bq)[0]
+    assert "dsn=5.1.1, category=bad-mailbox" in line, line
+    line = p.wait_log(r"%s: feedback type=abuse to=<bob@example\.test>" % aq)[0]
+    assert "orig_queue_id=%s" % qid in line and "category=spam-related" in line, line
+    _suppressed(p, "alice@example.test", "bad-mailbox", scope="(global)")
+    _suppressed(p, "bob@example.test", "complaint", scope="sender.test")
+
+    q2 = p.send("news@sender.test", ["alice@example.test", "bob@example.test",
+                                     "carol@example.test"], subject="April news")
+    sink.wait_to("carol@example.test")
+    p.wait_removed(q2)
+    for r in ("alice", "bob"):
+        line = p.wait_log(r"%s: to=<%s@example\.test>, .*status=bounced \(recipient suppressed"
+                          % (q2, r))[0]
+        assert "dsn=5.7.1" in line, line
+    assert not sink.to("alice@example.test") and not sink.to("bob@example.test")
