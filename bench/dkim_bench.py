@@ -311,7 +311,12 @@ def run_one(name, root, args, key, size, messages):
         mta.start()
         m = argparse.Namespace(sessions=args.sessions, messages=messages, size=size,
                                timeout=args.timeout)
-        return bench.measure(mta, sink, m)
+        t = bench.measure(mta, sink, m)
+        mta.stop()
+        signed = count_signed(mta)
+        if signed is not None and signed < messages:
+            raise bench.BenchError("%s signed %d of %d messages" % (name, signed, messages))
+        return t
     except bench.BenchError:
         if mta is not None:
             sys.stderr.write("--- last lines of %s ---\n%s" % (mta.log, bench.tail(mta.log)))
@@ -320,6 +325,21 @@ def run_one(name, root, args, key, size, messages):
         if mta is not None:
             mta.stop()
         sink.kill()
+
+
+def count_signed(mta):
+    """How many messages postino's smtpd logged as signed ("ID: dkim-signed
+    d=DOMAIN ..."), or None for an MTA that does not say (OpenDKIM logs only
+    to syslog; there it is milter_default_action = tempfail that keeps
+    unsigned mail out)."""
+    if not isinstance(mta, PostinoDkim):
+        return None
+    n = 0
+    with open(mta.log, errors="replace") as f:
+        for line in f:
+            if ": dkim-signed d=%s " % DOMAIN in line:
+                n += 1
+    return n
 
 
 def report(args, sizes, mtas, results):
