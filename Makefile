@@ -34,11 +34,12 @@ LDFLAGS_ALL := $(LDFLAGS) $(SANFLAGS) $(if $(SANFLAGS),,-pie -Wl,-z,relro -Wl,-z
 EV_LIBS     := -levent
 master_LIBS := $(EV_LIBS)
 anvil_LIBS  := $(EV_LIBS)
+feedback_LIBS := $(EV_LIBS)
 bounce_LIBS := $(EV_LIBS)
 qmgr_LIBS   := $(EV_LIBS) -ldb
 smtpd_LIBS  := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 delivery_LIBS := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lcares -lidn2
-cli_LIBS    := $(EV_LIBS) -ldb
+cli_LIBS    := $(EV_LIBS) -ldb -lcrypto
 # Unit tests and benchmarks may touch any layer of common/.
 LIBS        := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 
@@ -63,7 +64,7 @@ COMMON_LIBS := $(LIB_glue) $(LIB_mail) $(LIB_util)
 # Each program: a directory with <prog>.c (main) + <prog>_*.c. The parts
 # other than main form lib<prog>.a, which the program and its unit tests
 # (tests/unit/<prog>/) link.
-PROGS := master smtpd qmgr delivery bounce anvil cli
+PROGS := master smtpd qmgr delivery bounce anvil cli feedback
 define prog_rule
 $(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
@@ -99,6 +100,11 @@ $(foreach p,$(PROGS),$(eval $(call unit_prog_rule,$(p))))
 $(BUILD)/tests/anvil/test_anvil: $(LIB_PROG_smtpd)
 # test_params reads the program sources to see which parameters are used
 $(BUILD)/tests/unit/test_params.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+# test_bclass checks the shipped conf/bounce_classifier_rules
+$(BUILD)/tests/unit/test_bclass.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+# the feedback tests read samples from tests/data/feedback, rules from conf/
+$(BUILD)/tests/unit/feedback/test_parse.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+$(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 
 .DEFAULT_GOAL := all
 .PHONY: all run test unit integration bench bench-dataparse bench-bdat bench-dkim deps clean fuzz install format format-check
@@ -117,9 +123,10 @@ DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev libi
             libsasl2-modules sasl2-bin libevent-dev libc-ares-dev libcmocka-dev \
             python3-pytest python3-aiosmtpd python3-dkim swaks dnsmasq-base \
             postfix pflogsumm openssl clang libclang-rt-14-dev nmap \
-            libnet-ssleay-perl testssl.sh clang-format
-# bench-dkim: Postfix signing through OpenDKIM (opendkim-tools: opendkim-testmsg)
-DEB_PKGS += opendkim opendkim-tools
+            libnet-ssleay-perl testssl.sh clang-format \
+            python3-dnspython python3-nacl opendkim-tools
+# bench-dkim: Postfix signing through the OpenDKIM milter
+DEB_PKGS += opendkim
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -180,7 +187,8 @@ $(BUILD)/bench/dataparse_bench: $(BUILD)/bench/dataparse_bench.o $(LIB_PROG_smtp
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the CLI into sbin (and
 # mailq into bin), the daemons into libexec/postino, /etc/postino/main.cf and
-# master.cf when they do not exist yet (never overwritten), the spool
+# master.cf and bounce_classifier_rules when they do not exist yet (never
+# overwritten), the spool
 # directory. Needs the postino user (make deps creates it).
 PREFIX  ?= /usr/local
 SBINDIR := $(PREFIX)/sbin
@@ -197,6 +205,9 @@ install: all
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/master.cf ]; then \
 	  install -m 644 conf/dist/master.cf $(DESTDIR)$(CONFDIR)/master.cf; \
 	  echo "install: wrote $(DESTDIR)$(CONFDIR)/master.cf"; fi
+	@if [ ! -e $(DESTDIR)$(CONFDIR)/bounce_classifier_rules ]; then \
+	  install -m 644 conf/bounce_classifier_rules $(DESTDIR)$(CONFDIR)/bounce_classifier_rules; \
+	  echo "install: wrote $(DESTDIR)$(CONFDIR)/bounce_classifier_rules"; fi
 	install -d -m 755 $(DESTDIR)/var/spool/postino
 
 clean:

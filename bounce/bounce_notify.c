@@ -121,6 +121,10 @@ static int read_content(struct job *j, buf_t *content, long long *orig_len, buf_
     int fd = qfile_open_content(j->spool, j->env.id, &len, err);
     if (fd < 0)
         return -1;
+    if (j->env.dkim) { /* the message as it was sent: signature first */
+        buf_puts(content, j->env.dkim);
+        len += (long long)content->len;
+    }
     long long want = len;
     if (want > conf_int("bounce_size_limit"))
         want = conf_int("bounce_size_limit");

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/util/buf.h"
+#include "common/mail/bclass.h"
 #include "common/mail/conf.h"
 
 static void pid_path(buf_t *out)
@@ -75,6 +76,8 @@ int cli_cmd_start(struct cli *c, int argc, char **argv)
 
     if (argc != 1)
         return cli_usage("start");
+    if (cli_dkim_check(c) < 0) /* smtpd would refuse to start */
+        return CLI_ERR;
     if (cli_master_running(&pid)) {
         cli_err("the mail system is already running (pid %ld)", (long)pid);
         return CLI_ERR;
@@ -158,6 +161,10 @@ int cli_cmd_stop(struct cli *c, int argc, char **argv)
 int cli_cmd_reload(struct cli *c, int argc, char **argv)
 {
     pid_t pid;
+    if (argc == 1 && cli_dkim_check(c) < 0) { /* keep the running keys */
+        cli_err("not reloading: fix the DKIM settings first");
+        return CLI_ERR;
+    }
     int rc = signal_master("reload", argc, SIGHUP, &pid);
     if (rc == CLI_OK)
         printf("postino: refreshing the mail system\n");
@@ -177,8 +184,9 @@ int cli_cmd_status(struct cli *c, int argc, char **argv)
     return CLI_ERR;
 }
 
-/* main.cf was loaded already (or we would not be here); check master.cf
- * and that every program it names exists in daemon_directory. */
+/* main.cf was loaded already (or we would not be here); check master.cf,
+ * that every program it names exists in daemon_directory, and the bounce
+ * classifier rules. */
 int cli_cmd_check(struct cli *c, int argc, char **argv)
 {
     struct master_ent *ents = NULL;
@@ -202,6 +210,14 @@ int cli_cmd_check(struct cli *c, int argc, char **argv)
             rc = CLI_ERR;
         }
     }
+    buf_reset(&err);
+    if (bclass_init(&err) < 0) {
+        cli_err("%s", buf_str(&err));
+        rc = CLI_ERR;
+    }
+    bclass_reset();
+    if (cli_dkim_check(c) < 0)
+        rc = CLI_ERR;
     if (access(conf_str("queue_directory"), F_OK) < 0 && errno != ENOENT) {
         cli_err("queue_directory %s: %s", conf_str("queue_directory"), strerror(errno));
         rc = CLI_ERR;

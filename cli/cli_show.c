@@ -55,6 +55,8 @@ static void show_rcpt(const struct qrcpt *r, size_t i)
         printf(", dsn=%s", safe(r->dsn));
         printf(", relay=%s", safe(r->relay ? r->relay : "none"));
         printf(" (%s)", safe(r->reason));
+        if (r->category)
+            printf(", category=%s", safe(r->category));
     }
     printf("\n");
     if (r->dsn_sent)
@@ -79,11 +81,15 @@ static void show_envelope(const struct qenv *e, const char *path)
     show_opt("sasl_username", e->sasl_username);
     show_opt("message_id", e->message_id);
     printf("sender: %s\n", safe(e->sender && *e->sender ? e->sender : "<>"));
+    show_opt("verp", e->verp);
+    show_opt("verp_return", e->verp_return);
     show_opt("envid", e->envid);
     show_opt("ret", e->ret >= 0 && e->ret <= RET_HDRS ? rets[e->ret] : "?");
     show_opt("body", qbody_name(e->body));
     if (e->smtputf8)
         printf("smtputf8: yes\n");
+    if (e->dkim) /* sent ahead of the content shown below */
+        printf("dkim: signed\n");
     if (e->hold)
         printf("state: hold\n");
     if (e->warned)

@@ -39,6 +39,11 @@ static const struct command commands[] = {
     { "config", cli_cmd_config,
       "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
     { "map", cli_cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
+    { "bounce", cli_cmd_bounce,
+      "bounce classify [REPLY|-]  the category of an SMTP reply (\\n between lines; -: stdin)" },
+    { "dkim", cli_cmd_dkim,
+      "dkim keygen [-a rsa|ed25519] [-b BITS] [-d DIR] DOMAIN SELECTOR\n"
+      "                             new DKIM key pair (DIR: $config_directory/dkim)" },
     { "help", NULL, "help                       this list" },
 };
 

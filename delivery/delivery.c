@@ -232,6 +232,8 @@ void dlv_qconn_job_done(struct dlv_job *job)
             attr_add(&a, "result", qrcpt_status_name(job->res[k].status));
             attr_add(&a, "dsn", job->res[k].dsn);
             attr_add(&a, "reason", buf_str(&job->res[k].reason));
+            if (job->res[k].status != QR_SENT)
+                attr_add(&a, "category", bclass_name(job->res[k].cat));
         }
         attr_add(&a, "dest", job->dest_fail ? "fail" : "ok");
         conn_send(qc->conn, &a);
@@ -254,7 +256,15 @@ static void on_accept(struct server *s, int fd, int idx)
 
 static void pre_drop(struct server *s)
 {
+    buf_t err = BUF_INIT;
     dlv_tls_init();
+    /* Read before a chroot hides the configuration directory. master
+     * refuses to start with broken rules; broken by a later edit, they
+     * cost the categories (every failure is "other"), never the mail. */
+    if (bclass_init(&err) < 0)
+        log_error("%s; every delivery failure is classified \"other\" until it is fixed",
+                  buf_str(&err));
+    buf_destroy(&err);
 }
 
 static void post_drop(struct server *s)

@@ -18,6 +18,7 @@
 
 #include "common/util/buf.h"
 #include "common/glue/dns.h"
+#include "common/mail/bclass.h"
 #include "common/mail/qfile.h"
 #include "delivery/delivery_reply.h"
 #include "common/glue/tls.h"
@@ -47,7 +48,8 @@ struct dlv_rres {
     enum qrcpt_status status; /* QR_PENDING until known */
     char dsn[16];
     buf_t reason;
-    int accepted; /* RCPT got 2xx in the current transaction */
+    enum bclass cat; /* why it failed (BCLASS_OTHER for sent mail) */
+    int accepted;    /* RCPT got 2xx in the current transaction */
 };
 
 struct dlv_target {
@@ -72,6 +74,8 @@ struct dlv_job {
     int content_fd;
     struct dlv_rres *res;
     size_t nres;
+    size_t tx_first, tx_end; /* res[] of the current transaction: all of
+                                them, or one at a time for VERP mail */
     double t_arrival, t_start, t_ready, t_end;
     struct dlv_target *tg; /* addresses to try, in order */
     size_t ntg, itg;
@@ -79,6 +83,7 @@ struct dlv_job {
     buf_t relay;   /* "host[ip]:port" or "none" */
     buf_t lasterr; /* why the last host failed */
     char lastdsn[16];
+    enum bclass lastcat;
     int ever_ready; /* some server completed the handshake */
     int dest_fail;
     struct dlv_mime *mime; /* delivery_mime.c state, NULL until needed */
@@ -102,11 +107,22 @@ void dlv_job_free(struct dlv_job *job);
 /* Session callbacks. */
 void dlv_job_sess_ready(struct dlv_job *job);
 void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const char *dsn,
-                         const char *reason);
+                         const char *reason, enum bclass cat);
 void dlv_job_tx_done(struct dlv_job *job);
-/* Set every pending recipient to the status implied by dsn. */
-void dlv_job_set_pending(struct dlv_job *job, const char *dsn, const char *reason);
-void dlv_job_set_rcpt(struct dlv_rres *r, const char *dsn, const char *reason);
+/* Set every pending recipient to the status implied by dsn; cat says why
+ * it failed (bclass.h: the rules' verdict on a server's reply, or the
+ * kind of our own failure). */
+void dlv_job_set_pending(struct dlv_job *job, const char *dsn, const char *reason, enum bclass cat);
+/* The same for the pending recipients of the current transaction only. */
+void dlv_job_set_tx(struct dlv_job *job, const char *dsn, const char *reason, enum bclass cat);
+/* Choose the recipients of the next transaction (tx_first, tx_end): all
+ * of them, or for VERP mail the first one still pending. 0 when there is
+ * nobody left to send to. */
+int dlv_job_tx_window(struct dlv_job *job);
+/* A transaction is over: does VERP mail have another one to do on the
+ * same connection? (The recipient just tried has its result by now.) */
+int dlv_job_next_tx(struct dlv_job *job);
+void dlv_job_set_rcpt(struct dlv_rres *r, const char *dsn, const char *reason, enum bclass cat);
 double dlv_now(void);
 
 /* ---- delivery_sess.c ---- */

@@ -3,7 +3,7 @@
  *
  * Each chunk is what one pread() of the queue file gives (64 KB), after
  * the 7-bit conversion when there is one (delivery_mime.c) and the line
- * ending normalisation of common/crlf.c, so the next hop stores the same
+ * ending normalisation of common/mail/crlf.c, so the next hop stores the same
  * bytes as over DATA; the last one carries LAST. A chunk is encoded whole
  * before its "BDAT <size>" line is written, then both are queued together:
  * the output never holds half a chunk, so we can stop at any point between
@@ -161,6 +161,8 @@ int dlv_bdat_begin(struct dlv_sess *s)
     crlf_init(&b->enc);
     if (!b->tmp)
         b->tmp = evbuffer_new();
+    if (s->job->env.dkim) /* signed at reception: the signature goes first */
+        encode(s, s->job->env.dkim, strlen(s->job->env.dkim));
     s->body_left = s->job->env.content_len;
     s->body_off = s->job->env.content_off;
     return dlv_bdat_more(s);
@@ -189,7 +191,7 @@ int dlv_bdat_on_chunk(struct dlv_sess *s, size_t end)
     struct dlv_job *job = s->job;
     size_t k;
     if (!tx_dead(s) && s->rp.reply.code / 100 != 2) {
-        for (k = 0; k < job->nres; k++)
+        for (k = job->tx_first; k < job->tx_end; k++)
             if (job->res[k].accepted && job->res[k].status == QR_PENDING)
                 dlv_proto_rcpt_failed(s, &job->res[k], X_BDAT);
         s->bd.failed = s->bd.stop = 1;

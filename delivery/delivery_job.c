@@ -73,19 +73,55 @@ void dlv_job_free(struct dlv_job *job)
     dlv_g.njobs--;
 }
 
-void dlv_job_set_rcpt(struct dlv_rres *r, const char *dsn, const char *reason)
+void dlv_job_set_rcpt(struct dlv_rres *r, const char *dsn, const char *reason, enum bclass cat)
 {
     r->status = dsn[0] == '2' ? QR_SENT : dsn[0] == '5' ? QR_BOUNCED : QR_DEFERRED;
     str_lcpy(r->dsn, dsn, sizeof(r->dsn));
     buf_set(&r->reason, reason);
+    r->cat = r->status == QR_SENT ? BCLASS_OTHER : cat;
 }
 
-void dlv_job_set_pending(struct dlv_job *job, const char *dsn, const char *reason)
+void dlv_job_set_pending(struct dlv_job *job, const char *dsn, const char *reason, enum bclass cat)
 {
     size_t k;
     for (k = 0; k < job->nres; k++)
         if (job->res[k].status == QR_PENDING)
-            dlv_job_set_rcpt(&job->res[k], dsn, reason);
+            dlv_job_set_rcpt(&job->res[k], dsn, reason, cat);
+}
+
+void dlv_job_set_tx(struct dlv_job *job, const char *dsn, const char *reason, enum bclass cat)
+{
+    for (size_t k = job->tx_first; k < job->tx_end; k++)
+        if (job->res[k].status == QR_PENDING)
+            dlv_job_set_rcpt(&job->res[k], dsn, reason, cat);
+}
+
+int dlv_job_tx_window(struct dlv_job *job)
+{
+    size_t k = 0;
+    if (!job->env.verp) {
+        job->tx_first = 0;
+        job->tx_end = job->nres;
+        return job->nres > 0;
+    }
+    while (k < job->nres && job->res[k].status != QR_PENDING)
+        k++;
+    job->tx_first = k;
+    job->tx_end = k < job->nres ? k + 1 : k;
+    return job->tx_end > job->tx_first;
+}
+
+int dlv_job_next_tx(struct dlv_job *job)
+{
+    size_t k;
+    if (!job->env.verp)
+        return 0;
+    /* Never the same recipient twice on one connection. */
+    dlv_job_set_tx(job, "4.3.0", "internal error: no delivery outcome", BCLASS_OTHER);
+    for (k = 0; k < job->nres; k++)
+        if (job->res[k].status == QR_PENDING)
+            return 1;
+    return 0;
 }
 
 /* Postfix-style delay: "0" / "0.02" / "1.2" / "23". */
@@ -112,11 +148,13 @@ static void log_rcpt(struct dlv_job *job, const struct dlv_rres *r)
     fmt_delay(&d, ready - job->t_start);
     buf_putc(&d, '/');
     fmt_delay(&d, job->t_end - ready);
-    /* tls= goes after the status text: pflogsumm's to= pattern wants
-     * "dsn=..., status=" adjacent, and reads the reason up to ")". */
-    log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)%s%s", job->id,
+    /* category= and tls= go after the status text: pflogsumm's to= pattern
+     * wants "dsn=..., status=" adjacent, and reads the reason up to ")". */
+    int failed = r->status != QR_SENT;
+    log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)%s%s%s%s", job->id,
              job->env.rcpt[r->idx].addr, buf_str(&job->relay), d.data, r->dsn,
-             qrcpt_status_name(r->status), buf_str(&r->reason), job->tls_info.len ? ", tls=" : "",
+             qrcpt_status_name(r->status), buf_str(&r->reason), failed ? ", category=" : "",
+             failed ? bclass_name(r->cat) : "", job->tls_info.len ? ", tls=" : "",
              buf_str(&job->tls_info));
     buf_destroy(&d);
 }
@@ -126,12 +164,13 @@ static void job_finish(struct dlv_job *job)
 {
     size_t k;
     job->t_end = dlv_now();
-    dlv_job_set_pending(job, "4.3.0", "internal error: no delivery outcome");
+    dlv_job_set_pending(job, "4.3.0", "internal error: no delivery outcome", BCLASS_OTHER);
     for (k = 0; k < job->nres; k++) {
         struct dlv_rres *r = &job->res[k];
+        const char *cat = r->status == QR_SENT ? NULL : bclass_name(r->cat);
         if (job->env.nrcpt > r->idx &&
             qfile_append_result(dlv_g.srv->spool, job->id, r->idx, r->status, r->dsn,
-                                buf_str(&job->relay), buf_str(&r->reason)) < 0)
+                                buf_str(&job->relay), buf_str(&r->reason), cat) < 0)
             log_warn("%s: cannot record result for recipient %zu: %s", job->id, r->idx,
                      strerror(errno));
         if (job->env.nrcpt > r->idx)
@@ -152,8 +191,11 @@ static void job_try_next(struct dlv_job *job)
     }
     /* Every host failed before a transaction. */
     job->dest_fail = !job->ever_ready && job->lastdsn[0] != '5';
-    dlv_job_set_pending(job, job->lastdsn[0] ? job->lastdsn : "4.4.1",
-                        job->lasterr.len ? job->lasterr.data : "no usable host address");
+    if (job->lasterr.len)
+        dlv_job_set_pending(job, job->lastdsn[0] ? job->lastdsn : "4.4.1", job->lasterr.data,
+                            job->lastcat);
+    else
+        dlv_job_set_pending(job, "4.4.1", "no usable host address", BCLASS_ROUTING_ERRORS);
     job_finish(job);
 }
 
@@ -164,8 +206,12 @@ static void job_dns_done(struct dns_result *res, void *arg)
 
     if (res->status != DNS_OK) {
         static const char *const dsn[] = { "4.4.3", "5.4.4", "4.4.3", "5.1.10" };
+        /* NXDOMAIN, no address, null MX: the domain takes no mail; a
+         * temporary failure is about the way there */
+        static const enum bclass cat[] = { BCLASS_ROUTING_ERRORS, BCLASS_BAD_DOMAIN,
+                                           BCLASS_ROUTING_ERRORS, BCLASS_BAD_DOMAIN };
         job->dest_fail = res->status == DNS_TEMPFAIL;
-        dlv_job_set_pending(job, dsn[res->status], buf_str(&res->errtext));
+        dlv_job_set_pending(job, dsn[res->status], buf_str(&res->errtext), cat[res->status]);
         dns_result_free(res);
         job_finish(job);
         return;
@@ -235,7 +281,7 @@ int dlv_job_start(struct dlv_job *job, const char **why)
     if (qfile_read(dlv_g.srv->spool, job->id, &job->env, 0, &err) < 0 ||
         (job->content_fd = qfile_open_content(dlv_g.srv->spool, job->id, &len, &err)) < 0) {
         log_warn("%s: cannot read queue file: %s", job->id, buf_str(&err));
-        dlv_job_set_pending(job, "4.3.0", "cannot read queue file");
+        dlv_job_set_pending(job, "4.3.0", "cannot read queue file", BCLASS_OTHER);
         buf_destroy(&err);
         job_finish(job);
         return 0;
@@ -252,7 +298,8 @@ int dlv_job_start(struct dlv_job *job, const char **why)
     job->t_arrival = (double)job->env.arrival.tv_sec + job->env.arrival.tv_usec / 1e6;
     if (nexthop_parse(job) < 0) {
         log_warn("%s: malformed nexthop \"%s\"", job->id, job->nexthop);
-        dlv_job_set_pending(job, "4.3.5", "malformed nexthop in the mail routing configuration");
+        dlv_job_set_pending(job, "4.3.5", "malformed nexthop in the mail routing configuration",
+                            BCLASS_ROUTING_ERRORS);
         job_finish(job);
         return 0;
     }
@@ -260,7 +307,7 @@ int dlv_job_start(struct dlv_job *job, const char **why)
         job_finish(job);
         return 0;
     }
-    dlv_job_sess_failed(job, SF_FRESH, NULL, NULL);
+    dlv_job_sess_failed(job, SF_FRESH, NULL, NULL, BCLASS_OTHER);
     return 0;
 }
 
@@ -274,7 +321,7 @@ static void job_resolve(struct dlv_job *job)
 }
 
 void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const char *dsn,
-                         const char *reason)
+                         const char *reason, enum bclass cat)
 {
     struct dlv_sess *s;
     if (kind == SF_FRESH) {
@@ -291,8 +338,9 @@ void dlv_job_sess_failed(struct dlv_job *job, enum dlv_sess_fail kind, const cha
     }
     buf_set(&job->lasterr, reason);
     str_lcpy(job->lastdsn, dsn, sizeof(job->lastdsn));
+    job->lastcat = cat;
     if (kind == SF_BOUNCE) {
-        dlv_job_set_pending(job, dsn, reason);
+        dlv_job_set_pending(job, dsn, reason, cat);
         job_finish(job);
         return;
     }

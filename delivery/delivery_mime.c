@@ -10,7 +10,7 @@
  *     is never sent: it is the default and says nothing.
  *   - a server without 8BITMIME: the content is scanned (only on this rare
  *     path) and, when it has 8-bit bytes, converted to 7 bit while it is
- *     sent (delivery/delivery_mime7.c), or bounced 5.6.3 when it cannot be (8-bit
+ *     sent (common/mail/mime7.c), or bounced 5.6.3 when it cannot be (8-bit
  *     headers outside SMTPUTF8, 8-bit data in an encoded part...). The
  *     decision is taken here, so DATA is never abandoned halfway. With
  *     disable_mime_output_conversion = yes the content goes as it is.
@@ -27,7 +27,7 @@
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
-#include "delivery/delivery_mime7.h"
+#include "common/mail/mime7.h"
 
 #define SCAN_CHUNK 65536
 
@@ -135,14 +135,14 @@ static int refuse(struct dlv_sess *s, const char *dsn, const char *fmt, ...)
     va_start(ap, fmt);
     buf_vprintf(&r, fmt, ap);
     va_end(ap);
-    dlv_job_set_pending(s->job, dsn, r.data);
+    dlv_job_set_pending(s->job, dsn, r.data, BCLASS_CONTENT_RELATED);
     buf_destroy(&r);
     return -1;
 }
 
 static int read_failed(struct dlv_sess *s)
 {
-    dlv_job_set_pending(s->job, "4.3.0", "error reading queue file");
+    dlv_job_set_pending(s->job, "4.3.0", "error reading queue file", BCLASS_OTHER);
     return -1;
 }
 
@@ -225,7 +225,8 @@ void dlv_mime_mail_params(struct dlv_sess *s, buf_t *cmd)
 
 long long dlv_mime_size(const struct dlv_job *job)
 {
-    return job->mime && job->mime->convert ? job->mime->conv_len : job->env.content_len;
+    long long sig = job->env.dkim ? (long long)strlen(job->env.dkim) : 0;
+    return sig + (job->mime && job->mime->convert ? job->mime->conv_len : job->env.content_len);
 }
 
 const char *dlv_mime_body_filter(struct dlv_job *job, const char *p, size_t *n)

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/mail/addr.h"
+#include "common/mail/verp.h"
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
 #include "delivery/delivery_dotstuff.h"
@@ -34,6 +35,12 @@ void dlv_proto_said(struct dlv_sess *s, enum dlv_xkind kind, buf_t *out)
 {
     buf_printf(out, "host %s said: %s (in reply to %s command)", buf_str(&s->hostip),
                buf_str(&s->rp.reply.text), dlv_phase[kind].command);
+}
+
+enum bclass dlv_proto_reply_bclass(const struct dlv_sess *s)
+{
+    const struct smtp_reply *r = &s->rp.reply;
+    return bclass_classify(r->code, r->enh[0] ? r->enh : NULL, buf_str(&r->lines));
 }
 
 static int reply_class(const struct dlv_sess *s)
@@ -59,11 +66,12 @@ static int handshake_fail(struct dlv_sess *s, enum dlv_xkind kind, int refused)
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
     if (!permanent && dsn[0] != '4')
         snprintf(dsn, sizeof(dsn), "4.0.0");
+    enum bclass cat = dlv_proto_reply_bclass(s);
     buf_set(&job->relay, buf_str(&s->relay));
     s->job = NULL;
     job->sess = NULL;
     dlv_sess_free(s);
-    dlv_job_sess_failed(job, fkind, dsn, r.data);
+    dlv_job_sess_failed(job, fkind, dsn, r.data, cat);
     buf_destroy(&r);
     return -1;
 }
@@ -108,7 +116,7 @@ static int loop_fail(struct dlv_sess *s, const char *how)
     s->job = NULL;
     job->sess = NULL;
     dlv_sess_goodbye(s);
-    dlv_job_sess_failed(job, SF_BOUNCE, "5.4.6", r.data);
+    dlv_job_sess_failed(job, SF_BOUNCE, "5.4.6", r.data, BCLASS_ROUTING_ERRORS);
     buf_destroy(&r);
     return -1;
 }
@@ -200,11 +208,18 @@ static int on_rset(struct dlv_sess *s, size_t i)
     buf_t r = BUF_INIT;
     if (reply_class(s) == 2) {
         buf_destroy(&r);
-        dlv_job_sess_ready(s->job);
+        if (s->verp_next) {
+            s->verp_next = 0;
+            dlv_proto_start_tx(s); /* the job's next VERP transaction */
+        } else {
+            dlv_job_sess_ready(s->job);
+        }
         return -1;
     }
+    s->verp_next = 0;
     dlv_proto_said(s, X_RSET, &r);
-    dlv_sess_abort(s, "4.0.0", r.data); /* reused: the job connects afresh */
+    /* reused: the job connects afresh */
+    dlv_sess_abort(s, "4.0.0", r.data, dlv_proto_reply_bclass(s));
     buf_destroy(&r);
     return -1;
 }
@@ -216,7 +231,7 @@ void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xki
     char dsn[16];
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
     dlv_proto_said(s, kind, &r);
-    dlv_job_set_rcpt(rr, dsn, r.data);
+    dlv_job_set_rcpt(rr, dsn, r.data, dlv_proto_reply_bclass(s));
     buf_destroy(&r);
 }
 
@@ -249,7 +264,7 @@ static void send_data(struct dlv_sess *s)
 /* Non-pipelined: after MAIL or a RCPT reply, the next command. */
 static int next_step(struct dlv_sess *s)
 {
-    if (s->next_rcpt < s->job->nres) {
+    if (s->next_rcpt < s->job->tx_end) {
         send_rcpt(s, s->next_rcpt++);
         return 0;
     }
@@ -268,7 +283,7 @@ static int on_mail(struct dlv_sess *s, size_t i)
         char dsn[16];
         smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
         dlv_proto_said(s, X_MAIL, &r);
-        dlv_job_set_pending(s->job, dsn, r.data);
+        dlv_job_set_tx(s->job, dsn, r.data, dlv_proto_reply_bclass(s));
         buf_destroy(&r);
         s->mail_failed = 1;
         if (!(s->feat & FEAT_PIPELINING))
@@ -290,10 +305,12 @@ static int on_rcpt(struct dlv_sess *s, size_t i)
     }
     if (!(s->feat & FEAT_PIPELINING))
         return next_step(s);
-    if (s->bd.on && i + 1 == s->job->nres) /* the last RCPT reply */
+    if (s->bd.on && i + 1 == s->job->tx_end) /* the last RCPT reply */
         return dlv_bdat_envelope_done(s);
     return 0;
 }
+
+static void body_put(struct dlv_sess *s, struct evbuffer *out, const char *p, size_t n, int last);
 
 static int on_data(struct dlv_sess *s, size_t i)
 {
@@ -309,7 +326,7 @@ static int on_data(struct dlv_sess *s, size_t i)
         return dlv_sess_tx_end(s);
     if (s->rp.reply.code != 354) {
         size_t k;
-        for (k = 0; k < job->nres; k++)
+        for (k = job->tx_first; k < job->tx_end; k++)
             if (job->res[k].accepted)
                 dlv_proto_rcpt_failed(s, &job->res[k], X_DATA);
         return dlv_sess_tx_end(s);
@@ -318,6 +335,8 @@ static int on_data(struct dlv_sess *s, size_t i)
     s->body_left = job->env.content_len;
     s->body_off = job->env.content_off;
     dotstuff_init(&s->stuff);
+    if (job->env.dkim) /* signed at reception: the signature goes first */
+        body_put(s, bufferevent_get_output(s->bev), job->env.dkim, strlen(job->env.dkim), 0);
     bufferevent_setwatermark(s->bev, EV_WRITE, BODY_CHUNK, 0);
     /* The write callback sends the rest. Anything the server says from
      * now until the end of the content is read at once: no reply is due,
@@ -332,14 +351,15 @@ int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind)
     struct dlv_job *job = s->job;
     size_t k;
     s->nmsgs++;
-    for (k = 0; k < job->nres; k++) {
+    s->tx_closed = 1;
+    for (k = job->tx_first; k < job->tx_end; k++) {
         struct dlv_rres *rr = &job->res[k];
         if (!rr->accepted || rr->status != QR_PENDING)
             continue;
         if (reply_class(s) == 2) {
             char dsn[16];
             smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
-            dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text));
+            dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text), BCLASS_OTHER);
         } else {
             dlv_proto_rcpt_failed(s, rr, kind);
         }
@@ -349,8 +369,10 @@ int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind)
 
 static int on_dot(struct dlv_sess *s, size_t i)
 {
-    if (s->ignore_dot)
+    if (s->ignore_dot) {
+        s->tx_closed = 1;
         return dlv_sess_tx_end(s);
+    }
     return dlv_proto_final_reply(s, X_DOT);
 }
 
@@ -395,7 +417,7 @@ static int proto_violation(struct dlv_sess *s, enum dlv_xkind kind)
     }
     if (kind == X_STARTTLS)
         dlv_tls_plain_retry(s);
-    dlv_sess_abort(s, "4.5.0", r.data);
+    dlv_sess_abort(s, "4.5.0", r.data, BCLASS_PROTOCOL_ERRORS);
     buf_destroy(&ok);
     buf_destroy(&r);
     return -1;
@@ -410,7 +432,7 @@ static int proto_closing(struct dlv_sess *s, enum dlv_xkind kind)
     char dsn[16];
     smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn)); /* 4.x.x: class checked */
     dlv_proto_said(s, kind, &r);
-    dlv_sess_abort(s, dsn, r.data);
+    dlv_sess_abort(s, dsn, r.data, dlv_proto_reply_bclass(s));
     buf_destroy(&r);
     return -1;
 }
@@ -444,12 +466,28 @@ static void append_xtext_param(buf_t *cmd, const char *name, const char *value)
     xtext_encode(value, cmd);
 }
 
+/* The envelope sender of this transaction: the sender, or for VERP mail
+ * the return path built for its one recipient (common/mail/verp.h). */
+static void mail_from(struct dlv_job *job, buf_t *out)
+{
+    const char *sender = job->env.sender ? job->env.sender : "";
+    if (!job->env.verp || !*sender || job->tx_end != job->tx_first + 1) {
+        buf_puts(out, sender);
+        return;
+    }
+    const char *rcpt = job->env.rcpt[job->res[job->tx_first].idx].addr;
+    verp_encode(job->env.verp_return ? job->env.verp_return : sender, rcpt, job->env.verp, out);
+    log_debug("%s: to=<%s>, return path <%s>", job->id, rcpt, buf_str(out));
+}
+
 /* MAIL FROM with the parameters the server understands. */
 static void send_mail(struct dlv_sess *s)
 {
     struct dlv_job *job = s->job;
     buf_t cmd = BUF_INIT;
-    buf_printf(&cmd, "MAIL FROM:<%s>", job->env.sender ? job->env.sender : "");
+    buf_puts(&cmd, "MAIL FROM:<");
+    mail_from(job, &cmd);
+    buf_putc(&cmd, '>');
     if (s->feat & FEAT_SIZE)
         buf_printf(&cmd, " SIZE=%lld", dlv_mime_size(job));
     dlv_mime_mail_params(s, &cmd);
@@ -470,11 +508,17 @@ void dlv_proto_start_tx(struct dlv_sess *s)
     struct dlv_job *job = s->job;
     size_t k;
 
+    if (!dlv_job_tx_window(job)) { /* nobody left (cannot happen) */
+        s->in_tx = 1;
+        dlv_sess_tx_end(s);
+        return;
+    }
     s->in_tx = 1;
-    s->mail_failed = s->ignore_dot = 0;
+    s->mail_failed = s->ignore_dot = s->tx_closed = 0;
     s->bd.on = dlv_bdat_wanted(s);
-    s->naccepted = s->next_rcpt = 0;
-    for (k = 0; k < job->nres; k++)
+    s->naccepted = 0;
+    s->next_rcpt = job->tx_first;
+    for (k = job->tx_first; k < job->tx_end; k++)
         job->res[k].accepted = 0;
     if (dlv_mime_prepare(s) < 0) {
         dlv_sess_tx_end(s);
@@ -484,7 +528,7 @@ void dlv_proto_start_tx(struct dlv_sess *s)
         buf_t r = BUF_INIT;
         buf_printf(&r, "message size exceeds remote limit: %lld bytes > %lld bytes of server %s",
                    dlv_mime_size(job), s->size_limit, buf_str(&s->hostip));
-        dlv_job_set_pending(job, "5.3.4", r.data);
+        dlv_job_set_pending(job, "5.3.4", r.data, BCLASS_CONTENT_RELATED);
         buf_destroy(&r);
         dlv_sess_tx_end(s);
         return;
@@ -492,9 +536,9 @@ void dlv_proto_start_tx(struct dlv_sess *s)
     send_mail(s);
     if (!(s->feat & FEAT_PIPELINING))
         return;
-    for (k = 0; k < job->nres; k++)
+    for (k = job->tx_first; k < job->tx_end; k++)
         send_rcpt(s, k);
-    s->next_rcpt = job->nres;
+    s->next_rcpt = job->tx_end;
     if (s->bd.on)
         (void)dlv_bdat_begin(s); /* the first chunk goes in the same flight */
     else
@@ -520,7 +564,7 @@ int dlv_proto_body_read_error(struct dlv_sess *s, int err)
     buf_printf(&r, "error reading queue file: %s", err ? strerror(err) : "unexpected end of file");
     log_warn("%s: %s", s->job->id, r.data);
     /* The server got a partial message: never let it end with a dot. */
-    dlv_sess_abort(s, "4.3.0", r.data);
+    dlv_sess_abort(s, "4.3.0", r.data, BCLASS_OTHER);
     buf_destroy(&r);
     return -1;
 }

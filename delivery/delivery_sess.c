@@ -114,7 +114,7 @@ static const char *sess_doing(const struct dlv_sess *s)
     return "sending message body";
 }
 
-int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason)
+int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason, enum bclass cat)
 {
     struct dlv_job *job = s->job;
     enum dlv_sess_fail kind = s->reused ? SF_FRESH : SF_NEXT;
@@ -129,18 +129,38 @@ int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason)
     job->sess = NULL;
     dlv_sess_free(s);
     if (!in_tx) {
-        dlv_job_sess_failed(job, kind, dsn, reason);
+        dlv_job_sess_failed(job, kind, dsn, reason, cat);
         return -1;
     }
-    dlv_job_set_pending(job, dsn, reason);
+    dlv_job_set_pending(job, dsn, reason, cat);
     dlv_job_tx_done(job);
     return -1;
+}
+
+/* VERP mail: the next recipient's transaction on this connection, at
+ * once after a final reply, else after an RSET (the server may still hold
+ * the MAIL of a transaction that ended without DATA). */
+static void sess_next_tx(struct dlv_sess *s)
+{
+    s->state = SS_CMD;
+    if (s->tx_closed) {
+        dlv_proto_start_tx(s);
+        return;
+    }
+    s->verp_next = 1;
+    dlv_sess_send(s, "RSET\r\n", 6);
+    dlv_sess_expect(s, X_RSET, 0);
 }
 
 int dlv_sess_tx_end(struct dlv_sess *s)
 {
     struct dlv_job *job = s->job;
     s->in_tx = 0;
+    evtimer_del(s->timer);
+    if (dlv_job_next_tx(job)) {
+        sess_next_tx(s);
+        return -1;
+    }
     s->state = SS_IDLE;
     s->job = NULL;
     job->sess = NULL;
@@ -159,7 +179,7 @@ static void sess_lost(struct dlv_sess *s, const char *what)
         buf_printf(&r, "connect to %s: %s", buf_str(&s->relay),
                    strcmp(what, "timeout") == 0 ? "Connection timed out"
                                                 : strerror(err ? err : ECONNREFUSED));
-        dlv_sess_abort(s, "4.4.1", r.data);
+        dlv_sess_abort(s, "4.4.1", r.data, BCLASS_NO_ANSWER_FROM_HOST);
     } else if (s->state == SS_IDLE || s->state == SS_QUIT) {
         dlv_sess_free(s);
     } else {
@@ -167,7 +187,7 @@ static void sess_lost(struct dlv_sess *s, const char *what)
                    strcmp(what, "timeout") == 0 ? "conversation" : "lost connection",
                    buf_str(&s->hostip), strcmp(what, "timeout") == 0 ? "timed out while" : "while",
                    sess_doing(s));
-        dlv_sess_abort(s, "4.4.2", r.data);
+        dlv_sess_abort(s, "4.4.2", r.data, BCLASS_BAD_CONNECTION);
     }
     buf_destroy(&r);
 }
@@ -222,7 +242,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
                 buf_t r = BUF_INIT;
                 buf_printf(&r, "protocol error: host %s sent an unexpected reply while %s",
                            buf_str(&s->hostip), sess_doing(s));
-                dlv_sess_abort(s, "4.5.0", r.data);
+                dlv_sess_abort(s, "4.5.0", r.data, BCLASS_PROTOCOL_ERRORS);
                 buf_destroy(&r);
                 return;
             }
@@ -235,7 +255,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
             buf_t r = BUF_INIT;
             buf_printf(&r, "conversation with %s failed: %s while %s", buf_str(&s->hostip),
                        s->rp.err, sess_doing(s));
-            dlv_sess_abort(s, "4.5.0", r.data);
+            dlv_sess_abort(s, "4.5.0", r.data, BCLASS_PROTOCOL_ERRORS);
             buf_destroy(&r);
             return;
         }

@@ -4,7 +4,7 @@
 #ifndef POSTINO_DELIVERY_SESS_H
 #define POSTINO_DELIVERY_SESS_H
 
-#include "delivery/delivery_crlf.h"
+#include "common/mail/crlf.h"
 #include "delivery/delivery_dotstuff.h"
 #include "delivery/delivery.h"
 
@@ -89,7 +89,11 @@ struct dlv_sess {
     struct dlv_job *job;
     struct dlv_xwait *xq; /* replies expected, in order (RFC 2920) */
     size_t xhead, xn, xcap;
-    int in_tx; /* MAIL was sent */
+    int in_tx;     /* MAIL was sent */
+    int tx_closed; /* the transaction got its final reply: the next
+                      MAIL needs no RSET */
+    int verp_next; /* the RSET pending leads to the job's next VERP
+                      transaction (not a cached connection's reuse) */
     int mail_failed, ignore_dot;
     int premature; /* the server spoke before our last command */
     size_t naccepted, next_rcpt;
@@ -110,7 +114,7 @@ void dlv_sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i);
 void dlv_sess_send(struct dlv_sess *s, const char *data, size_t len);
 void dlv_sess_arm(struct dlv_sess *s, const char *timeout_param);
 /* The peer or the connection failed: report and free. Returns -1. */
-int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason);
+int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason, enum bclass cat);
 void dlv_sess_free(struct dlv_sess *s);
 /* Detached from its job: send QUIT, close once it is written (or after
  * 2 s), never cached. */
@@ -130,6 +134,8 @@ void dlv_proto_start_tx(struct dlv_sess *s);
 int dlv_proto_body_more(struct dlv_sess *s);
 /* "host H[ip] said: TEXT (in reply to CMD command)" */
 void dlv_proto_said(struct dlv_sess *s, enum dlv_xkind kind, buf_t *out);
+/* The category the classifier rules give the reply in s->rp.reply. */
+enum bclass dlv_proto_reply_bclass(const struct dlv_sess *s);
 void dlv_proto_send_ehlo(struct dlv_sess *s);
 /* rr failed with the reply in s->rp.reply to the command of kind. */
 void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xkind kind);

@@ -49,7 +49,7 @@ int dlv_job_tls_policy(struct dlv_job *job)
 
     if (rc < 0) {
         log_warn("%s: TLS policy lookup for %s failed: %s", job->id, job->nexthop, buf_str(&err));
-        dlv_job_set_pending(job, "4.7.5", "TLS policy lookup error (see the log)");
+        dlv_job_set_pending(job, "4.7.5", "TLS policy lookup error (see the log)", BCLASS_OTHER);
         job->tls.level = TLS_LEV_NONE;
     }
     buf_printf(&key, "%s;%s", tls_level_name(job->tls.level), job->nexthop);
@@ -63,7 +63,7 @@ int dlv_job_tls_policy(struct dlv_job *job)
 static int starttls_fail(struct dlv_sess *s, const char *dsn, const char *reason)
 {
     s->reused = 0; /* a fresh connection: try the next host, not the cache */
-    return dlv_sess_abort(s, dsn, reason);
+    return dlv_sess_abort(s, dsn, reason, BCLASS_BAD_CONNECTION);
 }
 
 enum dlv_starttls dlv_tls_after_ehlo(struct dlv_sess *s)

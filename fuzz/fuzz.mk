@@ -23,7 +23,7 @@
 #              must be identical (end of data, content, every verdict)
 #   dotstuff   the delivery agent's DATA encoder: whole vs chunked, no lenient
 #              end of data in the output, unstuffs to the normalised input,
-#              which is what its BDAT encoder (delivery/delivery_crlf.c) gives
+#              which is what its BDAT encoder (common/mail/crlf.c) gives
 #   sasl_b64   the strict base64 of SMTP AUTH (common/glue/sasl_b64.c): accepted
 #              exactly when RFC 4648 text, exact output length, round trips
 #   cidr       network lists (common/mail/cidr.c): line 1 a client address, the
@@ -32,6 +32,12 @@
 #              into a temp Berkeley DB, checked against a model of the
 #              source syntax: every accepted key is found with its value,
 #              a bad line fails the build naming that line
+#   feedback   the feedback consumer's bounce/ARF report parser
+#              (feedback/feedback_parse.c): fields terminated and bounded,
+#              LF and CRLF versions of an input give the same report
+#   dkim       the DKIM signer (common/glue/dkim.c): the stored content fed
+#              whole, byte by byte and in 1..7-byte pieces gives the same
+#              signature; canonical bodies keep RFC 6376's rules
 #
 # Everything is compiled with clang (-fsanitize=fuzzer,address,undefined,
 # UB aborts) into build/fuzz/; the gcc objects are never reused. Runs copy
@@ -45,7 +51,7 @@ FUZZ_TIME  ?= 60
 FUZZ_DIR   := build/fuzz
 FUZZ_BIN   := $(FUZZ_DIR)/bin
 FUZZ_NAMES := addr attr conf reply smtpd_cmd qfile mime7 smtpd_data dotstuff \
-              sasl_b64 cidr dict
+              sasl_b64 cidr dict feedback dkim
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
               -fno-omit-frame-pointer
 # Others' code: the project's warnings, but a clang-only warning in a file
@@ -84,8 +90,9 @@ $(FUZZ_BIN)/fuzz_%: $(FUZZ_DIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 $(FUZZ_BIN)/fuzz_smtpd_data: $(FUZZ_DIR)/smtpd/smtpd_dataparse.o
 $(FUZZ_BIN)/fuzz_smtpd_cmd: $(FUZZ_DIR)/smtpd/smtpd_cmdparse.o
 $(FUZZ_BIN)/fuzz_reply: $(FUZZ_DIR)/delivery/delivery_reply.o
-$(FUZZ_BIN)/fuzz_dotstuff: $(FUZZ_DIR)/delivery/delivery_dotstuff.o $(FUZZ_DIR)/delivery/delivery_crlf.o
-$(FUZZ_BIN)/fuzz_mime7: $(FUZZ_DIR)/delivery/delivery_mime7.o $(FUZZ_DIR)/delivery/delivery_qp.o
+$(FUZZ_BIN)/fuzz_dotstuff: $(FUZZ_DIR)/delivery/delivery_dotstuff.o
+$(FUZZ_BIN)/fuzz_feedback: $(FUZZ_DIR)/feedback/feedback_parse.o $(FUZZ_DIR)/feedback/feedback_mime.o \
+                           $(FUZZ_DIR)/feedback/feedback_text.o
 
 fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_BIN)/fuzz_%)
 

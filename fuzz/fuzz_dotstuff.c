@@ -4,7 +4,7 @@
  * outputs must be identical, fit the advertised bounds, use CRLF only,
  * hold no end of data a lenient receiver (with or without dropping NULs)
  * could see before the final one, and unstuff to the input with its line
- * ends made CRLF. The BDAT encoder (common/crlf.c), whole and in the same
+ * ends made CRLF. The BDAT encoder (common/mail/crlf.c), whole and in the same
  * chunks, must give exactly those unstuffed bytes: a next hop gets the
  * same message whichever command carries it. */
 #include <stdint.h>
@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "common/util/buf.h"
-#include "delivery/delivery_crlf.h"
+#include "common/mail/crlf.h"
 #include "delivery/delivery_dotstuff.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -1,4 +1,4 @@
-/* fuzz_mime7.c - libFuzzer harness for delivery/delivery_mime7.c, the 8-bit to
+/* fuzz_mime7.c - libFuzzer harness for common/mail/mime7.c, the 8-bit to
  * 7-bit MIME converter the delivery agent runs over queued content (any
  * bytes a client sent). The input is scanned and converted twice, all at
  * once and in pieces of 1-7 bytes (the first byte picks the size): the
@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "common/util/log.h"
-#include "delivery/delivery_mime7.h"
+#include "common/mail/mime7.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -75,11 +75,15 @@ static void check_env(const struct qenv *env, size_t size)
     if (env->sender == NULL || env->content_off < 0 || env->content_len < 0 ||
         env->content_off + env->content_len > (long long)size)
         abort();
+    if (env->verp && strlen(env->verp) != 2) /* delivery builds addresses with them */
+        abort();
     for (size_t i = 0; i < env->nrcpt; i++) {
         const struct qrcpt *r = &env->rcpt[i];
         if (r->addr == NULL || r->status < QR_PENDING || r->status > QR_BOUNCED)
             abort();
         if (r->status != QR_PENDING && (r->dsn == NULL || r->relay == NULL || r->reason == NULL))
+            abort();
+        if (r->category && *r->category == 0)
             abort();
         (void)qrcpt_status_name(r->status);
     }

@@ -15,6 +15,7 @@
 #include "common/util/alloc.h"
 #include "common/util/log.h"
 #include "common/mail/qfile.h"
+#include "common/mail/verp.h"
 #include "smtpd/smtpd_cmdparse.h"
 #include "common/util/utf8.h"
 
@@ -82,14 +83,17 @@ static void utf8_ok(const buf_t *addr, int smtputf8)
 
 static void do_mail(int *have_mail, const char *arg)
 {
+    static const struct smtp_xverp xverp = { "+=", "-=+" };
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
     if (*have_mail) {
         say("503 5.5.1 Error: nested MAIL command");
-    } else if (smtp_cmd_mail(arg, SIZE_LIMIT, 1, &m, &err) < 0) {
+    } else if (smtp_cmd_mail_xverp(arg, SIZE_LIMIT, 1, &xverp, &m, &err) < 0) {
         say_err(&err);
     } else {
         if (m.sender.len > 254 || (m.has_size && m.size > SIZE_LIMIT))
+            abort();
+        if (m.verp[0] && (m.sender.len == 0 || !verp_delims_valid(m.verp, xverp.filter)))
             abort();
         clean(buf_str(&m.sender), 254, 0);
         utf8_ok(&m.sender, m.smtputf8);

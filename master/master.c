@@ -24,6 +24,7 @@
 
 #include <event2/event.h>
 
+#include "common/mail/bclass.h"
 #include "common/util/alloc.h"
 #include "common/util/buf.h"
 #include "common/util/log.h"
@@ -117,6 +118,11 @@ static void load_config(struct master_ent **ents, size_t *n)
     buf_reset(&err);
     if (conf_master_load(master_state.config_dir, ents, n, &err) < 0)
         master_fatal("%s", buf_str(&err));
+    /* The delivery agents read the classifier rules; a broken file is
+     * refused here, at start, rather than by each agent later. */
+    if (bclass_init(&err) < 0)
+        master_fatal("%s", buf_str(&err));
+    bclass_reset();
     buf_destroy(&err);
     const char *q = conf_str("queue_directory");
     if (*q != '/')
@@ -299,6 +305,11 @@ static void on_reload(int sig)
         startup_same(saved);
         return;
     }
+    if (bclass_init(&err) < 0)
+        log_error("reload: %s; delivery agents started from now on classify every failure "
+                  "as \"other\"",
+                  buf_str(&err));
+    bclass_reset();
     buf_destroy(&err);
     if (strcmp(conf_str("queue_directory"), master_state.queue_dir) != 0)
         log_warn("reload: queue_directory changed to %s; it takes effect only after a restart",

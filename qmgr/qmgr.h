@@ -84,11 +84,12 @@ struct qmgr_dest {
     int inflight;
     long long suspended_until;
     char *suspend_reason;
-    double retry_at;           /* agent unreachable: do not dispatch before */
-    double unreach_since;      /* agent unreachable since (0: reachable) */
-    struct qmgr_job *building; /* open job of the message being scheduled */
-    struct hlink hlink;        /* in the table of destinations, by key */
-    int busy;                  /* in the list of destinations with queued jobs */
+    const char *suspend_category; /* bclass name of the failure, or NULL */
+    double retry_at;              /* agent unreachable: do not dispatch before */
+    double unreach_since;         /* agent unreachable since (0: reachable) */
+    struct qmgr_job *building;    /* open job of the message being scheduled */
+    struct hlink hlink;           /* in the table of destinations, by key */
+    int busy;                     /* in the list of destinations with queued jobs */
     LIST_ENTRY(qmgr_dest) blink;
     size_t hpos; /* position in the ready heap + 1; 0 = not in it */
     int timed;   /* in the list of those waiting for a time */
@@ -130,13 +131,16 @@ struct qmgr_msg *qmgr_msg_find(const char *id);
 int qmgr_msg_activate(const char *id, int attempts, int check_busy);
 void qmgr_msg_free(struct qmgr_msg *m);
 void qmgr_msg_set_reason(struct qmgr_msg *m, const char *reason);
-/* Record the round outcome of recipient idx (also in memory's qrcpt). */
+/* Record the round outcome of recipient idx (also in memory's qrcpt).
+ * category: bclass name of a failure, or NULL. */
 void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const char *dsn,
-                        const char *reason);
+                        const char *reason, const char *category);
 /* Append a deferred result and log it, for recipients qmgr defers itself. */
-void qmgr_msg_defer_rcpt(struct qmgr_msg *m, size_t idx, const char *dsn, const char *reason);
+void qmgr_msg_defer_rcpt(struct qmgr_msg *m, size_t idx, const char *dsn, const char *reason,
+                         const char *category);
+/* The "to=..., status=deferred (reason), category=..." line. */
 void qmgr_msg_log_status(const struct qmgr_msg *m, size_t idx, const char *relay, const char *dsn,
-                         const char *status, const char *reason);
+                         const char *status, const char *reason, const char *category);
 /* Iterate over every message in memory. */
 void qmgr_msg_foreach(void (*fn)(struct qmgr_msg *m, void *arg), void *arg);
 

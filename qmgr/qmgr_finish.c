@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "common/util/alloc.h"
+#include "common/mail/bclass.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 #include "qmgr/qmgr_route.h"
@@ -51,8 +52,8 @@ static int only_crashed(const struct qmgr_msg *m)
 
 static void msg_expire(struct qmgr_msg *m)
 {
-    log_info("%s: from=<%s>, status=expired, returned to sender", m->id,
-             m->env.sender ? m->env.sender : "");
+    log_info("%s: from=<%s>, status=expired, returned to sender, category=%s", m->id,
+             m->env.sender ? m->env.sender : "", bclass_name(BCLASS_MESSAGE_EXPIRED));
     for (size_t i = 0; i < m->env.nrcpt; i++) {
         struct qrcpt *r = &m->env.rcpt[i];
         if (!rcpt_pending(m, i))
@@ -60,11 +61,13 @@ static void msg_expire(struct qmgr_msg *m)
         const char *why = r->reason && *r->reason ? r->reason
                           : m->reason             ? m->reason
                                                   : "message expired";
-        if (qfile_append_result(qmgr_g.spool, m->id, i, QR_BOUNCED, "4.4.7", "none", why) < 0)
+        const char *cat = bclass_name(BCLASS_MESSAGE_EXPIRED);
+        if (qfile_append_result(qmgr_g.spool, m->id, i, QR_BOUNCED, "4.4.7", "none", why, cat) < 0)
             log_warn("%s: cannot append result for recipient %zu", m->id, i);
         r->status = QR_BOUNCED;
         qenv_set(&r->dsn, "4.4.7");
         qenv_set(&r->reason, why);
+        qenv_set(&r->category, cat);
     }
 }
 

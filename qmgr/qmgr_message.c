@@ -158,18 +158,20 @@ static void fmt_delays(const struct qmgr_msg *m, buf_t *out, double conn, double
 }
 
 void qmgr_msg_log_status(const struct qmgr_msg *m, size_t idx, const char *relay, const char *dsn,
-                         const char *status, const char *reason)
+                         const char *status, const char *reason, const char *category)
 {
     buf_t d = BUF_INIT;
 
     fmt_delays(m, &d, 0, 0);
-    log_info("%s: to=<%s>, relay=%s, %s, dsn=%s, status=%s (%s)", m->id, m->env.rcpt[idx].addr,
-             relay, buf_str(&d), dsn, status, reason ? reason : "");
+    /* category= after the status text, as the delivery agent logs it */
+    log_info("%s: to=<%s>, relay=%s, %s, dsn=%s, status=%s (%s)%s%s", m->id, m->env.rcpt[idx].addr,
+             relay, buf_str(&d), dsn, status, reason ? reason : "", category ? ", category=" : "",
+             category ? category : "");
     buf_destroy(&d);
 }
 
 void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const char *dsn,
-                        const char *reason)
+                        const char *reason, const char *category)
 {
     static const int to_status[] = {
         [RR_SENT] = QR_SENT,
@@ -187,17 +189,20 @@ void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const c
         r->status = to_status[rr];
         qenv_set(&r->dsn, dsn ? dsn : "");
         qenv_set(&r->reason, reason ? reason : "");
+        qenv_set(&r->category, rr == RR_SENT ? NULL : category);
     }
     if (rr == RR_DEFERRED || rr == RR_CRASH)
         qmgr_msg_set_reason(m, reason);
 }
 
-void qmgr_msg_defer_rcpt(struct qmgr_msg *m, size_t idx, const char *dsn, const char *reason)
+void qmgr_msg_defer_rcpt(struct qmgr_msg *m, size_t idx, const char *dsn, const char *reason,
+                         const char *category)
 {
-    if (qfile_append_result(qmgr_g.spool, m->id, idx, QR_DEFERRED, dsn, "none", reason) < 0)
+    if (qfile_append_result(qmgr_g.spool, m->id, idx, QR_DEFERRED, dsn, "none", reason, category) <
+        0)
         log_warn("%s: cannot append result for recipient %zu", m->id, idx);
-    qmgr_msg_log_status(m, idx, "none", dsn, "deferred", reason);
-    qmgr_msg_rcpt_done(m, idx, RR_DEFERRED, dsn, reason);
+    qmgr_msg_log_status(m, idx, "none", dsn, "deferred", reason, category);
+    qmgr_msg_rcpt_done(m, idx, RR_DEFERRED, dsn, reason, category);
 }
 
 double qmgr_now(void)

@@ -2,12 +2,15 @@
  *
  * transport_maps tables are tried in order with the domain, then its
  * parents as ".parent" keys; a value is "transport:nexthop". Without a
- * match: relayhost when set, else the recipient's domain, over smtp. */
+ * match: relayhost when set, else the recipient's domain, over smtp.
+ * Domains in feedback_domains go to transport "feedback" before any of
+ * that (the feedback agent reads them; they are never relayed). */
 #include "qmgr/qmgr.h"
 
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
 #include "common/glue/dict.h"
+#include "common/mail/feedback_dom.h"
 #include "common/util/log.h"
 #include "qmgr/qmgr_route.h"
 #include <ctype.h>
@@ -69,6 +72,12 @@ void qmgr_route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop)
     qmgr_route_domain(addr, &domain);
     if (domain.len == 0)
         buf_set(&domain, conf_str("myhostname"));
+    /* Bounces and complaints to our VERP domains: the feedback agent. */
+    if (feedback_dom_match(buf_str(&domain))) {
+        buf_set(transport, "feedback");
+        buf_set(nexthop, buf_str(&domain));
+        goto done;
+    }
     if (domain.len > 0 && route_lookup(buf_str(&domain), &value)) {
         if (qmgr_route_split(buf_str(&value), buf_str(&domain), transport, nexthop) == 0)
             goto done;

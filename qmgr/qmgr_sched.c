@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "common/util/alloc.h"
+#include "common/mail/bclass.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 
@@ -87,7 +88,7 @@ static void job_defer_suspended(struct qmgr_job *j)
     buf_printf(&why, "delivery temporarily suspended: %s",
                j->dest->suspend_reason ? j->dest->suspend_reason : "destination unreachable");
     for (size_t i = 0; i < j->n; i++)
-        qmgr_msg_defer_rcpt(j->msg, j->rcpt[i], "4.4.1", buf_str(&why));
+        qmgr_msg_defer_rcpt(j->msg, j->rcpt[i], "4.4.1", buf_str(&why), j->dest->suspend_category);
     j->msg->jobs--;
     buf_destroy(&why);
 }
@@ -160,7 +161,7 @@ void qmgr_sched_message(struct qmgr_msg *m)
     qmgr_sched_dispatch();
 }
 
-static void dest_suspend(struct qmgr_dest *d, const char *reason);
+static void dest_suspend(struct qmgr_dest *d, const char *reason, const char *category);
 
 /* No delivery agent for this destination's transport right now. */
 static void dest_unreachable(struct qmgr_dest *d, double now)
@@ -169,7 +170,7 @@ static void dest_unreachable(struct qmgr_dest *d, double now)
     if (d->unreach_since == 0)
         d->unreach_since = now;
     else if (now - d->unreach_since > QMGR_AGENT_PATIENCE)
-        dest_suspend(d, "mail transport unavailable");
+        dest_suspend(d, "mail transport unavailable", "other");
     qmgr_ready_update(d, now);
 }
 
@@ -220,11 +221,15 @@ void qmgr_sched_dispatch(void)
 }
 
 /* dest=fail: leave the destination alone and defer what waits for it. */
-static void dest_suspend(struct qmgr_dest *d, const char *reason)
+static void dest_suspend(struct qmgr_dest *d, const char *reason, const char *category)
 {
+    enum bclass c = BCLASS_NO_ANSWER_FROM_HOST;
     d->suspended_until = (long long)time(NULL) + conf_int("destination_suspend_time");
     free(d->suspend_reason);
     d->suspend_reason = xstrdup(reason && *reason ? reason : "destination unreachable");
+    if (category)
+        bclass_from_name(category, &c);
+    d->suspend_category = bclass_name(c); /* static: no copy to keep */
     log_info("destination %s:%s suspended for %llds: %s", d->transport, d->nexthop,
              conf_int("destination_suspend_time"), d->suspend_reason);
     qmgr_ready_forget(d); /* out of the heap before its jobs go */
@@ -277,9 +282,28 @@ static int quad_ok(const attr_t *reply, size_t p, size_t want)
            strcmp(v[p + 3].name, "reason") == 0;
 }
 
+/* The optional fifth attribute after the quadruple at p: 1 when
+ * "category" follows (its value in *cat, NULL when empty), 0 when it does
+ * not, -1 when it names no category we know (a malformed reply). */
+static int quad_category(const attr_t *reply, size_t p, const char **cat)
+{
+    enum bclass c;
+    *cat = NULL;
+    if (p + 4 >= reply->n || strcmp(reply->v[p + 4].name, "category") != 0)
+        return 0;
+    if (*reply->v[p + 4].value == 0)
+        return 1;
+    if (bclass_from_name(reply->v[p + 4].value, &c) < 0)
+        return -1;
+    *cat = reply->v[p + 4].value;
+    return 1;
+}
+
 /* A status=ok reply reports the job's recipients, in the job's order, as
- * rcpt/result/dsn/reason quadruples; it may stop short (the rest count as
- * crashed), nothing else. Any other status carries just a reason. */
+ * rcpt/result/dsn/reason quadruples, each optionally followed by
+ * category (issue #8; a delivery agent that predates it still fits); it
+ * may stop short (the rest count as crashed), nothing else. Any other
+ * status carries just a reason. */
 int qmgr_sched_reply_matches(const struct qmgr_job *j, const attr_t *reply)
 {
     const char *status = attr_get(reply, "status");
@@ -290,34 +314,41 @@ int qmgr_sched_reply_matches(const struct qmgr_job *j, const attr_t *reply)
     for (size_t p = 0; p < reply->n; p++) {
         if (strcmp(reply->v[p].name, "rcpt") != 0)
             continue;
-        if (k >= j->n || !quad_ok(reply, p, j->rcpt[k]))
+        const char *cat;
+        int extra = quad_category(reply, p, &cat);
+        if (k >= j->n || !quad_ok(reply, p, j->rcpt[k]) || extra < 0)
             return 0;
         k++;
-        p += 3;
+        p += 3 + (size_t)extra;
     }
     return 1;
 }
 
 /* Walk the quadruples (qmgr_sched_reply_matches checked them); returns the
- * first deferral reason (for a suspension) or NULL. Unreported
- * recipients: crashed. */
-static const char *job_apply_reply(struct qmgr_job *j, const attr_t *reply)
+ * first deferral reason (for a suspension) or NULL, and its category in
+ * *defer_cat. Unreported recipients: crashed. */
+static const char *job_apply_reply(struct qmgr_job *j, const attr_t *reply, const char **defer_cat)
 {
     const char *first_defer = NULL;
     size_t k = 0;
 
+    *defer_cat = NULL;
     for (size_t p = 0; p < reply->n && k < j->n; p++) {
         if (strcmp(reply->v[p].name, "rcpt") != 0)
             continue;
         enum qmgr_rr rr = result_rr(reply->v[p + 1].value);
-        const char *reason = reply->v[p + 3].value;
-        if (rr == RR_DEFERRED && first_defer == NULL)
+        const char *reason = reply->v[p + 3].value, *cat;
+        int extra = quad_category(reply, p, &cat);
+        if (rr == RR_DEFERRED && first_defer == NULL) {
             first_defer = reason;
-        qmgr_msg_rcpt_done(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason);
-        p += 3;
+            *defer_cat = cat;
+        }
+        qmgr_msg_rcpt_done(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason, cat);
+        p += 3 + (size_t)(extra > 0);
     }
     for (; k < j->n; k++)
-        qmgr_msg_rcpt_done(j->msg, j->rcpt[k], RR_CRASH, NULL, "delivery agent reply incomplete");
+        qmgr_msg_rcpt_done(j->msg, j->rcpt[k], RR_CRASH, NULL, "delivery agent reply incomplete",
+                           NULL);
     return first_defer;
 }
 
@@ -333,17 +364,18 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
     m->jobs--;
     m->guard++;
     if (status && strcmp(status, "ok") == 0) {
-        const char *why = job_apply_reply(j, reply);
+        const char *cat;
+        const char *why = job_apply_reply(j, reply, &cat);
         const char *dest = attr_get(reply, "dest");
         if (dest && strcmp(dest, "fail") == 0)
-            dest_suspend(d, why ? why : m->reason);
+            dest_suspend(d, why ? why : m->reason, cat);
     } else {
         const char *why = reply ? attr_get_def(reply, "reason", "delivery agent failed") : reason;
         enum qmgr_rr rr = reply ? RR_DEFERRED : RR_CRASH;
         if (reply)
             log_warn("%s: delivery agent %s refused the job: %s", m->id, d->transport, why);
         for (size_t k = 0; k < j->n; k++)
-            qmgr_msg_rcpt_done(m, j->rcpt[k], rr, "4.3.0", why);
+            qmgr_msg_rcpt_done(m, j->rcpt[k], rr, "4.3.0", why, NULL);
     }
     job_free(j);
     m->guard--;

@@ -86,6 +86,7 @@ static void pre_drop(struct server *srv)
     d->srv = srv;
     smtpd_tls_pre_drop(d);
     smtpd_auth_pre_drop(d);
+    smtpd_dkim_pre_drop();
 }
 
 static void post_drop(struct server *srv)
@@ -115,6 +116,7 @@ static void finish(struct smtpd *d)
     workq_free(d->commitq);
     d->commitq = NULL;
     smtpd_check_done();
+    smtpd_dkim_done();
     server_exit(d->srv);
 }
 

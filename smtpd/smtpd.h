@@ -18,6 +18,7 @@
  *   smtpd_auth.c     SMTP AUTH through the asynchronous SASL layer
  *   smtpd_limit.c    per-client limits through anvil
  *   smtpd_notify.c   "request=new" notifications to qmgr
+ *   smtpd_verp.c     VERP at MAIL FROM: XVERP, sender_verp_maps
  *
  * Asynchronous steps (DNS lookups of restrictions, SASL steps, the AUTH
  * failure delay, anvil answers) set `waiting`: the session then reads no
@@ -47,6 +48,7 @@ struct smtpd_anvil;
 struct smtpd_dns_req;
 struct smtpd_commit;
 struct workq;
+struct smtp_xverp;
 
 /* Where the input of a session goes next. */
 enum smtpd_state {
@@ -239,7 +241,7 @@ int smtpd_check_mynetworks(const char *addr);
 /* Client listed in smtpd_forbid_bare_newline_exclusions? */
 int smtpd_check_bare_exempt(const char *addr);
 /* Do we accept mail for this domain from anyone (mydestination,
- * relay_domains)? */
+ * relay_domains, feedback_domains)? */
 int smtpd_check_local_domain(const char *domain);
 /* Address forms a host behind us could re-route (a%b@us, b!a@us,
  * "a@b"@us, a@b@us): never relayed for untrusted clients. */
@@ -249,6 +251,31 @@ int smtpd_check_tricky(const char *addr);
 struct dict *smtpd_table(const char *spec);
 /* Close the cached tables (process end). */
 void smtpd_check_done(void);
+
+/* smtpd_dkim.c: DKIM signing at reception. */
+struct dkim_msg;
+struct qfile_w;
+struct smtpd_dkim_job;
+/* Load keys and settings (as root, before the drop); fatal when bad. */
+void smtpd_dkim_pre_drop(void);
+void smtpd_dkim_done(void);
+/* A signer for this transaction's content, or NULL: not to be signed. */
+struct dkim_msg *smtpd_dkim_begin(const struct smtpd_session *s);
+/* End of content (takes m): the signing domain and its keys; NULL when
+ * there is no key for it (not signed, logged at debug level). */
+struct smtpd_dkim_job *smtpd_dkim_job_new(const struct smtpd_session *s, struct dkim_msg *m);
+/* 8-bit content that can be made 7 bit is, before it is signed (so a
+ * 7-bit receiver gets the signed bytes): takes *m7 (the scan made while
+ * storing) when a conversion is due; the job then converts qf. */
+struct mime7;
+void smtpd_dkim_job_convert(struct smtpd_dkim_job *j, const struct smtpd_session *s,
+                            struct mime7 **m7, struct qfile_w *qf);
+/* The signatures (and the conversion): on a worker thread. */
+void smtpd_dkim_job_run(struct smtpd_dkim_job *j);
+/* Back on the loop: store them with qf and log "dkim-signed"; -1 when
+ * signing failed (logged; the message must not be accepted). */
+int smtpd_dkim_job_finish(struct smtpd_dkim_job *j, const char *id, struct qfile_w *qf);
+void smtpd_dkim_job_free(struct smtpd_dkim_job *j);
 /* One key in an open table. */
 enum smtpd_lookup smtpd_lookup(struct dict *t, const char *key, buf_t *value);
 /* Postfix access-table lookup order for an address: "user@domain",
@@ -311,5 +338,17 @@ void smtpd_limit_auth_failed(struct smtpd_session *s);
 /* smtpd_notify.c */
 void smtpd_notify_init(struct server *srv);
 void smtpd_notify_new(const char *queue_id);
+
+/* smtpd_verp.c: VERP (XVERP, sender_verp_maps). */
+/* Check the VERP parameters at start (fatal when wrong). */
+void smtpd_verp_init(void);
+/* Is this client in smtpd_authorized_verp_clients (offered XVERP)? */
+int smtpd_verp_allowed(const struct smtpd_session *s);
+/* The XVERP settings for smtp_cmd_mail_xverp, NULL when not allowed. */
+const struct smtp_xverp *smtpd_verp_xverp(const struct smtpd_session *s);
+/* After MAIL FROM passed its checks: record VERP in s->env (xverp: the
+ * XVERP delimiters given, or ""/NULL; else sender_verp_maps). 0, or -1
+ * when refused (replied: a table or its value is broken). */
+int smtpd_verp_mail(struct smtpd_session *s, const char *xverp);
 
 #endif

@@ -16,6 +16,7 @@
 #include "common/util/alloc.h"
 #include "common/mail/cidr.h"
 #include "common/mail/conf.h"
+#include "common/mail/feedback_dom.h"
 #include "common/glue/dict.h"
 #include "common/util/log.h"
 
@@ -40,6 +41,7 @@ void smtpd_check_init(void)
     validate_list("mynetworks");
     validate_list("smtpd_forbid_bare_newline_exclusions");
     smtpd_restrict_init();
+    smtpd_verp_init();
 }
 
 int smtpd_check_mynetworks(const char *addr)
@@ -70,7 +72,8 @@ static int domain_in_list(const char *param, const char *domain)
 
 int smtpd_check_local_domain(const char *domain)
 {
-    return domain_in_list("mydestination", domain) || domain_in_list("relay_domains", domain);
+    return domain_in_list("mydestination", domain) || domain_in_list("relay_domains", domain) ||
+           feedback_dom_match(domain);
 }
 
 /* Local part with '@', '%' or '!' (quoted or not) could be re-routed by a

@@ -154,6 +154,8 @@ static void cmd_ehlo(struct smtpd_session *s, char *arg)
         smtpd_reply_line(s, "250-SMTPUTF8");
     smtpd_reply_line(s, "250-8BITMIME");
     smtpd_reply_line(s, "250-CHUNKING");
+    if (smtpd_verp_allowed(s))
+        smtpd_reply_line(s, "250-XVERP");
     smtpd_reply(s, "250 DSN");
 }
 
@@ -189,8 +191,8 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
     }
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
     struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-    if (smtp_cmd_mail(arg, conf_int("message_size_limit"), conf_bool("smtputf8_enable"), &m, &err) <
-        0) {
+    if (smtp_cmd_mail_xverp(arg, conf_int("message_size_limit"), conf_bool("smtputf8_enable"),
+                            smtpd_verp_xverp(s), &m, &err) < 0) {
         reply_err(s, &err);
         smtpd_txn_reset(s);
     } else {
@@ -199,7 +201,7 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
         s->env.ret = m.ret;
         s->env.body = m.body;
         s->env.smtputf8 = m.smtputf8;
-        if (mail_checks(s, arg) < 0) {
+        if (mail_checks(s, arg) < 0 || smtpd_verp_mail(s, m.verp) < 0) {
             smtpd_txn_reset(s);
         } else {
             s->have_mail = 1;

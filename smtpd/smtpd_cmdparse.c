@@ -3,7 +3,8 @@
  *
  * MAIL: SIZE (RFC 1870), BODY (RFC 6152), RET and ENVID (RFC 3461), AUTH
  * (RFC 4954: accepted; the queue file records the SASL login itself),
- * SMTPUTF8 (RFC 6531: without it a UTF-8 address gets 553 5.6.7).
+ * SMTPUTF8 (RFC 6531: without it a UTF-8 address gets 553 5.6.7), XVERP
+ * (Postfix's, for the clients smtpd allows).
  * RCPT: NOTIFY and ORCPT (RFC 3461). Decoded ENVID/ORCPT values with
  * control characters are refused so they can never become header lines of
  * a DSN. Each keyword is an entry in a table; an unknown one is "555 5.5.4
@@ -19,6 +20,7 @@
 #include "common/mail/addr.h"
 #include "common/util/alloc.h"
 #include "common/mail/qfile.h"
+#include "common/mail/verp.h"
 
 #define ENVID_MAX 100 /* RFC 3461 4.4 */
 #define ORCPT_MAX 500
@@ -112,6 +114,7 @@ struct mail_ctx {
     struct smtp_mail_args *m;
     long long size_limit;
     int utf8_enable;
+    const struct smtp_xverp *xverp; /* NULL: XVERP not allowed */
 };
 
 static int mail_size(const char *v, void *ctx, struct smtp_cmd_reply *err)
@@ -190,10 +193,48 @@ static int mail_smtputf8(const char *v, void *ctx, struct smtp_cmd_reply *err)
     return 0;
 }
 
+/* Postfix's XVERP: "XVERP" (v "", the default delimiters, when given
+ * from the table) or "XVERP=xy" (xverp_word); the last one given wins. */
+static int xverp_set(struct mail_ctx *c, const char *v, int explicit, struct smtp_cmd_reply *err)
+{
+    if (!c->xverp)
+        return fail(err, 555, "5.5.4", "Unsupported option: XVERP");
+    const char *d = explicit ? v : c->xverp->defaults;
+    if (!verp_delims_valid(d, c->xverp->filter))
+        return fail(err, 501, "5.5.4", "Error: XVERP needs two characters from %s",
+                    c->xverp->filter);
+    str_lcpy(c->m->verp, d, sizeof(c->m->verp));
+    return 0;
+}
+
+static int mail_xverp(const char *v, void *ctx, struct smtp_cmd_reply *err)
+{
+    return xverp_set(ctx, v, *v != '\0', err);
+}
+
+/* "XVERP=xy" as a whole word: its value holds '=' in Postfix's own
+ * delimiters ("+="), which RFC 5321's esmtp-value does not allow, so the
+ * generic parameter syntax would refuse it. 1 when the next word was one
+ * (*rc its result, *pp past it), else 0. */
+static int xverp_word(const char **pp, struct mail_ctx *c, struct smtp_cmd_reply *err, int *rc)
+{
+    const char *p = *pp;
+    while (*p == ' ')
+        p++;
+    if (!str_nieq(p, "XVERP=", 6))
+        return 0;
+    size_t n = strcspn(p + 6, " ");
+    char *v = xstrndup(p + 6, n);
+    *rc = xverp_set(c, v, 1, err);
+    free(v);
+    *pp = p + 6 + n;
+    return 1;
+}
+
 static const struct param_handler mail_params[] = {
     { "SIZE", mail_size },   { "BODY", mail_body }, { "RET", mail_ret },
     { "ENVID", mail_envid }, { "AUTH", mail_auth }, { "SMTPUTF8", mail_smtputf8 },
-    { NULL, NULL },
+    { "XVERP", mail_xverp }, { NULL, NULL },
 };
 
 static int rcpt_notify(const char *v, void *ctx, struct smtp_cmd_reply *err)
@@ -244,14 +285,19 @@ static int unknown_param(buf_t *name, struct smtp_cmd_reply *err)
     return fail(err, 555, "5.5.4", "Unsupported option: %s", buf_str(name));
 }
 
-/* Left to right; the first bad parameter decides the reply. */
+/* Left to right; the first bad parameter decides the reply. MAIL's
+ * context (mail non-NULL) also takes "XVERP=xy" words. */
 static int run_params(const struct param_handler *tab, const char *params, void *ctx,
-                      struct smtp_cmd_reply *err)
+                      struct mail_ctx *mail, struct smtp_cmd_reply *err)
 {
     buf_t name = BUF_INIT, value = BUF_INIT;
     const char *p = params;
     int rc = 0, r;
-    while (rc == 0 && (r = addr_next_param(&p, &name, &value)) != 0) {
+    while (rc == 0) {
+        if (mail && xverp_word(&p, mail, err, &rc))
+            continue;
+        if ((r = addr_next_param(&p, &name, &value)) == 0)
+            break;
         if (r < 0) {
             rc = fail(err, 501, "5.5.4", "Error: Bad parameter syntax");
             break;
@@ -290,15 +336,24 @@ static int utf8_allowed(const char *addr, int utf8, struct smtp_cmd_reply *err)
 int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable, struct smtp_mail_args *m,
                   struct smtp_cmd_reply *err)
 {
+    return smtp_cmd_mail_xverp(arg, size_limit, utf8_enable, NULL, m, err);
+}
+
+int smtp_cmd_mail_xverp(const char *arg, long long size_limit, int utf8_enable,
+                        const struct smtp_xverp *xverp, struct smtp_mail_args *m,
+                        struct smtp_cmd_reply *err)
+{
     smtp_mail_args_destroy(m);
     if (!str_nieq(arg, "FROM:", 5))
         return fail(err, 501, "5.5.4", "Syntax: MAIL FROM:<address>");
     const char *params = "", *why = "Bad sender address syntax";
     if (addr_parse_path(arg + 5, 1, 0, &m->sender, &params, &why) < 0)
         return fail(err, 501, "5.1.7", "%s", why);
-    struct mail_ctx c = { m, size_limit, utf8_enable };
-    if (run_params(mail_params, params, &c, err) < 0)
+    struct mail_ctx c = { m, size_limit, utf8_enable, xverp };
+    if (run_params(mail_params, params, &c, &c, err) < 0)
         return -1;
+    if (m->verp[0] && m->sender.len == 0)
+        return fail(err, 503, "5.5.4", "Error: XVERP requires non-null sender");
     int utf8 = !utf8_enable  ? SMTP_UTF8_OFF
                : m->smtputf8 ? SMTP_UTF8_DECLARED
                              : SMTP_UTF8_UNDECLARED;
@@ -351,7 +406,7 @@ int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8, struct smt
 
 int smtp_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtp_cmd_reply *err)
 {
-    return run_params(rcpt_params, r->params ? r->params : "", r, err);
+    return run_params(rcpt_params, r->params ? r->params : "", r, NULL, err);
 }
 
 int smtp_cmd_rcpt(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,

@@ -82,10 +82,11 @@ struct smtp_mail_args {
     char *envid;             /* decoded ENVID, printable ASCII, or NULL */
     int has_auth;            /* AUTH= given (value is not used) */
     int smtputf8;            /* SMTPUTF8 given (RFC 6531) */
+    char verp[3];            /* XVERP delimiters, "" when not given */
 };
 #define SMTP_MAIL_ARGS_INIT                                                                        \
     {                                                                                              \
-        BUF_INIT, 0, 0, 0, 0, NULL, 0, 0                                                           \
+        BUF_INIT, 0, 0, 0, 0, NULL, 0, 0, ""                                                       \
     }
 void smtp_mail_args_destroy(struct smtp_mail_args *m);
 
@@ -96,6 +97,20 @@ void smtp_mail_args_destroy(struct smtp_mail_args *m);
  * are unspecified (free it). BODY=BINARYMIME is refused: not offered. */
 int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable, struct smtp_mail_args *m,
                   struct smtp_cmd_reply *err);
+
+/* Postfix's XVERP on MAIL FROM, for a client allowed to use it: "XVERP"
+ * takes the default delimiters, "XVERP=xy" two characters of filter
+ * (else "501 5.5.4 Error: XVERP needs two characters from FILTER"); with
+ * the null sender "503 5.5.4 Error: XVERP requires non-null sender".
+ * Other clients get "555 5.5.4 Unsupported option: XVERP". */
+struct smtp_xverp {
+    const char *defaults; /* verp_delimiters */
+    const char *filter;   /* verp_delimiter_filter */
+};
+/* smtp_cmd_mail, with XVERP allowed when xverp is not NULL (m->verp). */
+int smtp_cmd_mail_xverp(const char *arg, long long size_limit, int utf8_enable,
+                        const struct smtp_xverp *xverp, struct smtp_mail_args *m,
+                        struct smtp_cmd_reply *err);
 
 /* RCPT TO: argument, parsed. Initialise with SMTP_RCPT_ARGS_INIT. */
 struct smtp_rcpt_args {

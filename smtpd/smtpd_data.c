@@ -7,13 +7,17 @@
  * parser has a verdict against the message, nothing more is stored; the
  * rest is read to its end and dropped. At the end the file is made durable
  * on a worker thread and only then answered 250 (the group commit path,
- * the same for DATA and for BDAT LAST). */
+ * the same for DATA and for BDAT LAST). Mail to be DKIM-signed is hashed
+ * as it is stored, and signed on a worker thread before the commit
+ * (smtpd_dkim.c): the signature is in the file before the 250. */
 #include "smtpd/smtpd.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "common/glue/dkim.h"
+#include "common/mail/mime7.h"
 #include "common/util/alloc.h"
 #include "common/util/workq.h"
 #include "common/mail/conf.h"
@@ -26,13 +30,17 @@ struct smtpd_data {
     struct qfile_w *qf;
     struct dataparse p;
     int write_err;
-    int bdat; /* BDAT transaction (no dots, chunks) */
+    int bdat;              /* BDAT transaction (no dots, chunks) */
+    struct dkim_msg *dkim; /* signer, when this mail is signed */
+    struct mime7 *m7;      /* its 8-bit scan (smtpd_dkim.c converts) */
 };
 
 static void data_free(struct smtpd_session *s)
 {
     struct smtpd_data *d = s->data;
     dataparse_destroy(&d->p);
+    dkim_msg_free(d->dkim);
+    mime7_free(d->m7);
     free(d);
     s->data = NULL;
 }
@@ -55,6 +63,10 @@ static void store(void *arg, const void *p, size_t n)
         return;
     if (qfile_write(d->qf, p, n) < 0)
         d->write_err = 1;
+    if (d->dkim)
+        dkim_msg_feed(d->dkim, p, n);
+    if (d->m7)
+        mime7_feed(d->m7, p, n, NULL);
 }
 
 static void data_finish(struct smtpd_session *s);
@@ -151,9 +163,10 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
     d->bdat = bdat;
     dataparse_init(&d->p, &cf, store, d);
     s->data = d;
+    d->dkim = smtpd_dkim_begin(s);
+    d->m7 = d->dkim ? mime7_new() : NULL;
     received_header(s, &rh);
-    if (qfile_write(qf, rh.data, rh.len) < 0)
-        d->write_err = 1;
+    store(d, rh.data, rh.len);
     buf_destroy(&rh);
     buf_destroy(&err);
     return 0;
@@ -190,7 +203,9 @@ static void data_stats(struct smtpd_session *s, int verb)
  * is told; the client, never told 250, may send it again (at least once). */
 struct smtpd_commit {
     struct smtpd_session *s;
+    struct smtpd *d;
     struct qfile_w *qf;
+    struct smtpd_dkim_job *dkim; /* signatures still to make, or NULL */
     char id[QID_LEN + 1];
     char *message_id;
     int verb; /* SMTP_VERB_DATA or SMTP_VERB_BDAT */
@@ -202,10 +217,27 @@ static void commit_run(void *arg)
     qfile_commit_sync(c->qf);
 }
 
+/* The answer, once the message is durable (reply NULL) or refused. */
+static void commit_answer(struct smtpd_commit *c, const char *refusal)
+{
+    struct smtpd_session *s = c->s;
+    if (s) {
+        s->commit = NULL;
+        if (!refusal)
+            smtpd_reply(s, "250 2.0.0 Ok: queued as %s", c->id);
+        else
+            smtpd_reply(s, "%s", refusal);
+        data_stats(s, c->verb);
+        smtpd_wait_end(s);
+    }
+    smtpd_dkim_job_free(c->dkim);
+    free(c->message_id);
+    free(c);
+}
+
 static void commit_done(void *arg)
 {
     struct smtpd_commit *c = arg;
-    struct smtpd_session *s = c->s;
     buf_t err = BUF_INIT;
     int rc = qfile_commit_end(c->qf, &err);
     if (rc == 0) {
@@ -215,18 +247,47 @@ static void commit_done(void *arg)
     } else {
         log_warn("%s: queue file commit failed: %s", c->id, buf_str(&err));
     }
-    if (s) {
-        s->commit = NULL;
-        if (rc == 0)
-            smtpd_reply(s, "250 2.0.0 Ok: queued as %s", c->id);
-        else
-            smtpd_reply(s, "451 4.3.0 Error: queue file write error");
-        data_stats(s, c->verb);
-        smtpd_wait_end(s);
+    buf_destroy(&err);
+    commit_answer(c, rc == 0 ? NULL : "451 4.3.0 Error: queue file write error");
+}
+
+/* After signing: flush the file on a worker (or here, when smtpd is on
+ * its way out and the pool takes no more work). */
+static void commit_start(struct smtpd_commit *c)
+{
+    buf_t err = BUF_INIT;
+    if (qfile_commit_begin(c->qf, &err) < 0) {
+        log_warn("%s: queue file commit failed: %s", c->id, buf_str(&err));
+        buf_destroy(&err);
+        commit_answer(c, "451 4.3.0 Error: queue file write error");
+        return;
     }
     buf_destroy(&err);
-    free(c->message_id);
-    free(c);
+    if (c->d->finished) {
+        commit_run(c);
+        commit_done(c);
+        return;
+    }
+    workq_submit(c->d->commitq, commit_run, commit_done, c);
+}
+
+static void sign_run(void *arg)
+{
+    struct smtpd_commit *c = arg;
+    smtpd_dkim_job_run(c->dkim);
+}
+
+/* Signed (or not): store the fields and commit, or refuse the message -
+ * never a 250 for mail that should have been signed and was not. */
+static void sign_done(void *arg)
+{
+    struct smtpd_commit *c = arg;
+    if (smtpd_dkim_job_finish(c->dkim, c->id, c->qf) < 0) {
+        qfile_abort(c->qf);
+        commit_answer(c, "451 4.7.0 Error: DKIM signing failed");
+        return;
+    }
+    commit_start(c);
 }
 
 /* The session goes away while its message is being flushed. */
@@ -240,28 +301,49 @@ void smtpd_data_detach_commit(struct smtpd_session *s)
 
 /* Make the file durable, then answer 250 (commit_done). The session reads
  * no further commands until then, so pipelining stays in order. */
-static void data_commit(struct smtpd_session *s, struct smtpd_data *d, int verb)
+/* The first step of the commit for mail not signed, as the session
+ * ends its transaction (no wait yet): -1 when refused (answered). */
+static int commit_begin_now(struct smtpd_session *s, struct smtpd_commit *c)
 {
     buf_t err = BUF_INIT;
-    struct qfile_w *qf = d->qf;
-    d->qf = NULL;
-    if (d->p.message_id)
-        qfile_w_set_message_id(qf, d->p.message_id);
-    if (qfile_commit_begin(qf, &err) < 0) {
-        log_warn("%s: queue file commit failed: %s", s->env.id, buf_str(&err));
-        smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+    if (qfile_commit_begin(c->qf, &err) == 0) {
         buf_destroy(&err);
-        return;
+        return 0;
     }
+    log_warn("%s: queue file commit failed: %s", s->env.id, buf_str(&err));
+    smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+    buf_destroy(&err);
+    free(c->message_id);
+    free(c);
+    return -1;
+}
+
+static void data_commit(struct smtpd_session *s, struct smtpd_data *d, int verb)
+{
     struct smtpd_commit *c = xcalloc(1, sizeof(*c));
     c->s = s;
-    c->qf = qf;
+    c->d = s->d;
+    c->qf = d->qf;
+    d->qf = NULL;
+    if (d->p.message_id)
+        qfile_w_set_message_id(c->qf, d->p.message_id);
     str_lcpy(c->id, s->env.id, sizeof(c->id));
     c->message_id = d->p.message_id ? xstrdup(d->p.message_id) : NULL;
     c->verb = verb;
+    if (d->dkim) {
+        c->dkim = smtpd_dkim_job_new(s, d->dkim);
+        d->dkim = NULL;
+        if (c->dkim)
+            smtpd_dkim_job_convert(c->dkim, s, &d->m7, c->qf);
+    }
+    if (!c->dkim && commit_begin_now(s, c) < 0)
+        return;
     s->commit = c;
     smtpd_wait_begin(s);
-    workq_submit(s->d->commitq, commit_run, commit_done, c);
+    if (c->dkim)
+        workq_submit(s->d->commitq, sign_run, sign_done, c);
+    else
+        workq_submit(s->d->commitq, commit_run, commit_done, c);
 }
 
 /* Answer a refused message: the parser's first verdict, or a write error.

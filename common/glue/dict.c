@@ -158,6 +158,32 @@ enum dict_result dict_lookup(struct dict *d, const char *key, buf_t *value)
     return DICT_FOUND;
 }
 
+int dict_walk(struct dict *d, int (*fn)(const char *key, const char *value, void *arg), void *arg,
+              buf_t *err)
+{
+    DBC *c = NULL;
+    DBT k, v;
+    int rc = d->db->cursor(d->db, NULL, &c, 0), ret = 0;
+    if (rc != 0) {
+        buf_setf(err, "table %s: %s", d->dbpath, db_strerror(rc));
+        return -1;
+    }
+    dbt_set(&k, NULL, 0);
+    dbt_set(&v, NULL, 0);
+    while (ret == 0 && (rc = c->get(c, &k, &v, DB_NEXT)) == 0) {
+        char *ks = xstrndup(k.data, k.size), *vs = xstrndup(v.data, v.size);
+        ret = fn(ks, vs, arg);
+        free(ks);
+        free(vs);
+    }
+    if (ret == 0 && rc != DB_NOTFOUND) {
+        buf_setf(err, "table %s: %s", d->dbpath, db_strerror(rc));
+        ret = -1;
+    }
+    c->close(c);
+    return ret;
+}
+
 void dict_close(struct dict *d)
 {
     if (d == NULL || --d->refs > 0)

@@ -25,6 +25,11 @@ enum dict_result {
  * handle comes back with one more reference. Loop thread only. */
 struct dict *dict_open(const char *spec, buf_t *err);
 enum dict_result dict_lookup(struct dict *d, const char *key, buf_t *value);
+/* Every entry, in table order: fn(key, value, arg) with NUL-terminated
+ * copies (the key lower case). A non-zero return from fn stops the walk
+ * and is returned; -1 with err when the table cannot be read. */
+int dict_walk(struct dict *d, int (*fn)(const char *key, const char *value, void *arg), void *arg,
+              buf_t *err);
 /* Drop one reference; the last one closes the table. */
 void dict_close(struct dict *d);
 /* Build <path>.db from the text file <path> (spec "hash:/path" or plain

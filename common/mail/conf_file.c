@@ -18,7 +18,8 @@ const char conf_master_default[] =
     "qmgr             unix  -       -       n      300     1       qmgr\n"
     "smtp             unix  -       -       n      -       2       delivery\n"
     "bounce           unix  -       -       n      -       1       bounce\n"
-    "anvil            unix  -       -       n      -       1       anvil\n";
+    "anvil            unix  -       -       n      -       1       anvil\n"
+    "feedback         unix  -       -       n      -       -       feedback\n";
 
 /* One physical line: returns 0 at the end of the text. */
 static int phys_line(struct conf_reader *r, const char **s, size_t *n)

@@ -323,6 +323,11 @@ static void text_part(const struct dsn_report *r, const char *boundary, buf_t *o
         dsn_safe_text(out, q->reason && *q->reason ? q->reason : "no further information",
                       FIELD_MAX / 2);
         buf_puts(out, "\r\n");
+        if (r->kind != DSN_SUCCESS && q->category && *q->category) {
+            buf_puts(out, "    (category: ");
+            dsn_safe_addr(out, q->category, 32);
+            buf_puts(out, ")\r\n");
+        }
     }
     buf_puts(out, "\r\n");
 }
@@ -390,6 +395,12 @@ static void rcpt_fields(const struct dsn_report *r, const struct qrcpt *q, buf_t
     } else if (q->reason && *q->reason) {
         buf_puts(out, "Diagnostic-Code: X-Postino; ");
         dsn_safe_text(out, q->reason, FIELD_MAX);
+        buf_puts(out, "\r\n");
+    }
+    /* why it failed, as the bounce classifier saw it (bclass.h) */
+    if (r->kind != DSN_SUCCESS && q->category && *q->category) {
+        buf_puts(out, "X-Postino-Category: ");
+        dsn_safe_addr(out, q->category, 32);
         buf_puts(out, "\r\n");
     }
     if (q->when > 0) {

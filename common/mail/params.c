@@ -123,6 +123,13 @@ const struct param_def param_table[] = {
     L("smtpd_sender_login_maps", "", "hash: table: sender address -> SASL logins owning it"),
     T("smtpd_sasl_failure_delay", "1s", 0, 60, 's', "delay before answering a failed AUTH"),
     I("smtpd_sasl_max_line", "12288", 512, 1048576, "longest AUTH response line accepted"),
+    /* VERP return paths (issue #8) */
+    L("sender_verp_maps", "",
+      "hash: tables: sasl:LOGIN, sender address, @domain -> VERP return address"),
+    S("verp_delimiters",
+      "+=", "VERP delimiters: before the recipient's local part, before its domain"),
+    S("verp_delimiter_filter", "-=+", "characters allowed as VERP delimiters"),
+    L("smtpd_authorized_verp_clients", "$mynetworks", "clients that may use XVERP on MAIL FROM"),
     /* Client limits (anvil) */
     I("smtpd_client_connection_count_limit", "50", 0, 1000000,
       "concurrent connections per client (0: no limit)"),
@@ -139,6 +146,13 @@ const struct param_def param_table[] = {
     I("hopcount_limit", "50", 1, 100000,
       "Received:/Delivered-To: headers a message may carry (more: a mail loop, refused)"),
     I("header_size_limit", "102400", 1024, 10000000, "longest message header accepted"),
+    /* Asynchronous bounces and complaints: the feedback agent (issue #8) */
+    L("feedback_domains", "",
+      "bounce (VERP) domains: mail to them is accepted from anyone and read by the feedback "
+      "agent, never delivered"),
+    S("feedback_suppression_scope", "sender_domain",
+      "suppressions from bounces and complaints: sender_domain (the original From: domain) or "
+      "global"),
     /* Queue lifetimes and retry */
     T("maximal_queue_lifetime", "5d", 0, 365 * DAY, 'd',
       "time a message may stay queued before it is bounced"),
@@ -189,6 +203,27 @@ const struct param_def param_table[] = {
     /* bounce */
     I("bounce_size_limit", "50000", 1, 100000000,
       "maximal original message bytes returned in a bounce"),
+    /* Bounce classification (bclass) */
+    S("bounce_classifier_rules", "$config_directory/bounce_classifier_rules",
+      "rules that give each failed or deferred delivery its category (first match wins)"),
+    S("bounce_classifier_local_rules", "",
+      "the site's own classifier rules, read before bounce_classifier_rules (empty: none)"),
+    /* DKIM signing at reception (smtpd) */
+    L("dkim_key_maps", "",
+      "hash: tables: signing domain -> selector:algorithm:/path/key.pem (one or two keys)"),
+    L("dkim_signer_maps", "",
+      "hash: tables: sender address, @domain or @@SASL-user -> signing domain (default: From:)"),
+    L("dkim_signed_headers",
+      "From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, "
+      "Content-Transfer-Encoding, Reply-To, In-Reply-To, References, List-Id, "
+      "List-Unsubscribe, List-Unsubscribe-Post, Feedback-ID",
+      "header fields signed when present"),
+    L("dkim_oversigned_headers", "From",
+      "header fields listed once more than they occur (none may be added)"),
+    S("dkim_canonicalization", "relaxed/relaxed", "DKIM c=: header/body, relaxed or simple"),
+    T("dkim_signature_ttl", "0s", 0, 365 * DAY, 's', "signature lifetime (x= tag); 0: no expiry"),
+    B("dkim_sign_authenticated", "yes", "sign mail from SASL-authenticated clients"),
+    B("dkim_sign_mynetworks", "yes", "sign mail from clients in mynetworks"),
     /* misc */
 };
 

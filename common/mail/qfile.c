@@ -34,6 +34,8 @@ struct qfile_w {
     long long content_off;
     long long content_len;
     char *message_id; /* appended at commit when set */
+    char *dkim;       /* the same */
+    int body;         /* enum qbody for an appended body= record, or 0 */
     int failed;       /* errno of the first write error, 0 = fine */
 };
 
@@ -115,13 +117,14 @@ static void qrcpt_destroy(struct qrcpt *r)
     free(r->dsn);
     free(r->relay);
     free(r->reason);
+    free(r->category);
 }
 
 void qenv_destroy(struct qenv *env)
 {
-    char **strs[] = { &env->client_name, &env->client_addr, &env->helo,
-                      &env->proto,       &env->sasl_method, &env->sasl_username,
-                      &env->message_id,  &env->sender,      &env->envid };
+    char **strs[] = { &env->client_name, &env->client_addr,   &env->helo,        &env->proto,
+                      &env->sasl_method, &env->sasl_username, &env->message_id,  &env->sender,
+                      &env->envid,       &env->verp,          &env->verp_return, &env->dkim };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (size_t i = 0; i < env->nrcpt; i++)
@@ -284,6 +287,8 @@ static void build_envelope(struct qfile_w *w, const struct qenv *env)
     put_opt(b, "sasl_username", env->sasl_username);
     put_opt(b, "message_id", env->message_id);
     put_rec(b, "sender", env->sender ? env->sender : "");
+    put_opt(b, "verp", env->verp);
+    put_opt(b, "verp_return", env->verp_return);
     put_opt(b, "envid", env->envid);
     if (env->ret == RET_FULL || env->ret == RET_HDRS)
         put_rec(b, "ret", env->ret == RET_FULL ? "FULL" : "HDRS");
@@ -367,6 +372,7 @@ static void w_free(struct qfile_w *w)
     buf_destroy(&w->buf);
     buf_destroy(&w->head);
     free(w->message_id);
+    free(w->dkim);
     free(w);
 }
 
@@ -452,6 +458,64 @@ void qfile_w_set_message_id(struct qfile_w *w, const char *id)
     w->message_id = id && *id ? xstrdup(id) : NULL;
 }
 
+void qfile_w_set_dkim(struct qfile_w *w, const char *fields)
+{
+    free(w->dkim);
+    w->dkim = fields && *fields ? xstrdup(fields) : NULL;
+}
+
+void qfile_w_set_body(struct qfile_w *w, int body)
+{
+    w->body = body;
+}
+
+/* Read [off, off+len) back through fn into the file as the new content. */
+static int convert_from(struct qfile_w *w, int rfd, long long off, long long len, qfile_conv_fn fn,
+                        void *arg)
+{
+    char chunk[64 * 1024];
+    buf_t out = BUF_INIT;
+    int rc = 0;
+    while (rc == 0 && len > 0) {
+        size_t want = len < (long long)sizeof(chunk) ? (size_t)len : sizeof(chunk);
+        ssize_t n = pread(rfd, chunk, want, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            errno = n < 0 ? errno : EIO;
+            rc = w_fail(w);
+            break;
+        }
+        buf_reset(&out);
+        fn(arg, chunk, (size_t)n, 0, &out);
+        rc = qfile_write(w, out.data, out.len);
+        off += n;
+        len -= n;
+    }
+    if (rc == 0) {
+        buf_reset(&out);
+        fn(arg, NULL, 0, 1, &out);
+        rc = qfile_write(w, out.data, out.len);
+    }
+    buf_destroy(&out);
+    return rc;
+}
+
+int qfile_w_convert(struct qfile_w *w, qfile_conv_fn fn, void *arg)
+{
+    if (w->failed || w_flush(w) < 0)
+        return -1;
+    int rfd = open(w->path.data, O_RDONLY | O_CLOEXEC);
+    if (rfd < 0)
+        return w_fail(w);
+    long long off = w->content_off, len = w->content_len;
+    w->content_off = w->flushed; /* the new content starts at the end */
+    w->content_len = 0;
+    int rc = convert_from(w, rfd, off, len, fn, arg);
+    close(rfd);
+    return rc;
+}
+
 /* Fill the real content offset/length and size into the head bytes. */
 static void patch_head(struct qfile_w *w, char *head)
 {
@@ -471,6 +535,10 @@ static int w_prepare(struct qfile_w *w)
      * appended record: readers replay it like any later append. */
     if (w->message_id)
         put_rec(&w->buf, "message_id", w->message_id);
+    if (qbody_name(w->body))
+        put_rec(&w->buf, "body", qbody_name(w->body));
+    if (w->dkim)
+        put_rec(&w->buf, "dkim", w->dkim);
     if (w_flush(w) < 0)
         return -1;
     patch_head(w, w->head.data);

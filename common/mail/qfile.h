@@ -12,6 +12,14 @@
  *        sasl_method=, sasl_username=   (optional)
  *        message_id=                    (optional, for logs)
  *        sender=<address, empty for the null sender>
+ *        verp=<two delimiters>          (optional, verp.h: one envelope
+ *                                       sender per recipient, built from
+ *                                       the return address and the
+ *                                       recipient; "+=" by default)
+ *        verp_return=<address>          (optional, with verp=: the return
+ *                                       address from sender_verp_maps;
+ *                                       without it the sender itself, as
+ *                                       with XVERP)
  *        envid=, ret=FULL|HDRS          (optional, RFC 3461)
  *        body=7BIT|8BITMIME|BINARYMIME  (optional, RFC 6152/3030: the
  *                                       client's BODY= parameter)
@@ -23,10 +31,15 @@
  *        content                        marks the start of the content
  *   content bytes (CRLF lines, dot-unstuffed, Received: header first)
  *   then records appended later with O_APPEND, one write(2) each:
- *        result=<idx> <status> <dsn> <unix time> <relay> <reason...>
+ *        result=<idx> <status> <dsn> <unix time> <relay> <reason...>[\t<name>=<value>]...
  *            status: sent | deferred | bounced ; idx 0-based recipient;
  *            relay and reason escaped (relay "none" when no host);
- *            the LAST result line for an idx wins.
+ *            the LAST result line for an idx wins. Optional attributes
+ *            follow the reason, each after a TAB (which an escaped
+ *            reason never holds): category=<bclass name> (why it
+ *            failed, see bclass.h). Files written before there were
+ *            attributes read as results without them; unknown
+ *            attributes are ignored.
  *        hold=1 / hold=0        queue state set by the administrator
  *        warned=<unix time>     delay warning sent
  *        dsn_sent=<idx> <kind>  notification for idx sent (kind: failure,
@@ -36,6 +49,21 @@
  *                               streaming (qfile_w_set_message_id); read
  *                               into env->message_id like the envelope
  *                               record of the same name (last one wins)
+ *        body=7BIT              the content was converted to 7 bit after
+ *                               the envelope was written (smtpd, for mail
+ *                               it signs; qfile_w_convert): replaces the
+ *                               envelope's body= (last one wins)
+ *        dkim=<fields>          DKIM-Signature header field(s), CRLF
+ *                               lines, computed by smtpd over the content
+ *                               and written by qfile_commit with it
+ *                               (qfile_w_set_dkim): delivery and bounce
+ *                               send them ahead of the content, so every
+ *                               retry sends the same signed bytes
+ *
+ * Converted content (qfile_w_convert) is written after the content as
+ * received, and the preamble's offset names it: the bytes between the
+ * "content" marker and that offset are dead (c= is never below the end
+ * of the marker; it is equal to it unless the content was converted).
  *
  * Completeness: the file is created 0600 under its final name; commit sets
  * mode 0700 (the owner execute bit, as Postfix does) BEFORE the single
@@ -80,6 +108,7 @@ struct qrcpt {
     char *dsn;      /* "5.1.1" etc., NULL while pending */
     char *relay;    /* "host[ip]:port" or "none" */
     char *reason;   /* remote text or local explanation */
+    char *category; /* bclass name of a failure ("bad-mailbox"), or NULL */
     long long when; /* time of the last result */
     int dsn_sent;   /* bit set of NOTIFY_* kinds already notified */
     int deferrals;  /* number of "deferred" result records (attempts) */
@@ -91,7 +120,10 @@ struct qenv {
     char *client_name, *client_addr, *helo, *proto;
     char *sasl_method, *sasl_username;
     char *message_id;
-    char *sender; /* "" for the null sender */
+    char *dkim;        /* DKIM-Signature field(s) sent before the content, or NULL */
+    char *sender;      /* "" for the null sender */
+    char *verp;        /* VERP delimiters ("+="), NULL: no VERP (verp.h) */
+    char *verp_return; /* VERP return address, NULL: the sender */
     char *envid;
     int ret;      /* RET_* */
     int body;     /* enum qbody */
@@ -133,6 +165,20 @@ long long qfile_w_size(const struct qfile_w *w);
  * "message_id=" record right after the content, inside the same single
  * fsync. Replaces an earlier call's value; NULL or "" clears it. */
 void qfile_w_set_message_id(struct qfile_w *w, const char *id);
+/* The DKIM-Signature field(s) (CRLF lines) for the content written:
+ * qfile_commit writes them as an appended "dkim=" record, like the
+ * Message-ID, inside the same fsync. NULL or "" clears. */
+void qfile_w_set_dkim(struct qfile_w *w, const char *fields);
+/* Content conversion in place of the content written so far (smtpd makes
+ * 8-bit mail it signs 7 bit): fn gets the stored content again, read back
+ * from the file in pieces, then once more with last set and no bytes; what
+ * it appends to out becomes the new content, written after the old one,
+ * which the preamble no longer names. May run on a worker thread (it
+ * touches only w). 0, or -1 on a read or write error (the commit fails). */
+typedef void (*qfile_conv_fn)(void *arg, const char *p, size_t n, int last, buf_t *out);
+int qfile_w_convert(struct qfile_w *w, qfile_conv_fn fn, void *arg);
+/* The body type for an appended "body=" record (after a conversion). */
+void qfile_w_set_body(struct qfile_w *w, int body);
 /* Flush, fix the preamble, set the completeness mark, fsync, close.
  * 0 = durable; -1 = failed, file removed, err set. Frees w either way. */
 int qfile_commit(struct qfile_w *w, buf_t *err);
@@ -179,8 +225,9 @@ int qfile_lock_shared(int fd);
 enum qfile_lock_state qfile_busy(const char *spool, const char *id);
 
 /* ---- updates (delivery, qmgr, bounce; O_APPEND, one write each) ---- */
+/* category: bclass name, or NULL/"" for none (sent mail). */
 int qfile_append_result(const char *spool, const char *id, size_t idx, int status, const char *dsn,
-                        const char *relay, const char *reason);
+                        const char *relay, const char *reason, const char *category);
 int qfile_append_record(const char *spool, const char *id, const char *name, const char *value);
 /* Remove the queue file. 0 or -1 (ENOENT counts as success). */
 int qfile_remove(const char *spool, const char *id);

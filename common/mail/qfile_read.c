@@ -127,6 +127,21 @@ static int env_smtputf8(struct rd *r, const char *v, size_t off)
     return 0;
 }
 
+/* Two delimiter characters, never one that could break the address
+ * built from them (verp.h); which ones is smtpd's policy. */
+static int env_verp(struct rd *r, const char *v, size_t off)
+{
+    int ok = strlen(v) == 2;
+    for (int i = 0; ok && i < 2; i++)
+        ok = v[i] > ' ' && v[i] < 0x7f && !strchr("@\"\\<>%", v[i]);
+    if (!ok) {
+        r->why = "bad verp";
+        return -1;
+    }
+    qenv_set(&r->env->verp, v);
+    return 0;
+}
+
 static int env_rcpt(struct rd *r, const char *v, size_t off)
 {
     if (unesc(r, v) < 0)
@@ -185,6 +200,8 @@ static const struct rec_def {
     STR(message_id),
     STR(sender),
     STR(envid),
+    { "verp", env_verp, 0 },
+    STR(verp_return),
     { "ret", env_ret, 0 },
     { "rcpt", env_rcpt, 0 },
     { "orcpt", env_orcpt, 0 },
@@ -219,6 +236,29 @@ static struct qrcpt *rcpt_at(struct rd *r, const char *s)
     return &r->env->rcpt[idx];
 }
 
+/* The TAB-separated attributes after a result's reason (cut off from it):
+ * category=; others are ignored. */
+static int result_attrs(struct rd *r, char *p, struct qrcpt *q)
+{
+    char *tab = strchr(p, '\t');
+    qenv_set(&q->category, NULL);
+    if (tab == NULL)
+        return 0;
+    *tab = '\0';
+    while (tab) {
+        char *a = tab + 1;
+        tab = strchr(a, '\t');
+        if (tab)
+            *tab = '\0';
+        if (strncmp(a, "category=", 9) == 0) {
+            if (unesc(r, a + 9) < 0)
+                return -1;
+            qenv_set(&q->category, r->tmp.len ? r->tmp.data : NULL);
+        }
+    }
+    return 0;
+}
+
 static int app_result(struct rd *r, const char *v, size_t off)
 {
     char *line = xstrdup(v), *p = line;
@@ -234,6 +274,8 @@ static int app_result(struct rd *r, const char *v, size_t off)
         r->why = r->why ? r->why : "bad result record";
         goto out;
     }
+    if (result_attrs(r, p, q) < 0)
+        goto out;
     char **fields[] = { &q->dsn, &q->relay, &q->reason };
     const char *vals[] = { dsn, relay, p };
     for (int i = 0; i < 3; i++) {
@@ -294,8 +336,12 @@ static int app_dsn_sent(struct rd *r, const char *v, size_t off)
 }
 
 static const struct rec_def app_recs[] = {
-    { "result", app_result, 0 },     { "message_id", env_str, offsetof(struct qenv, message_id) },
-    { "hold", app_hold, 0 },         { "warned", app_warned, 0 },
+    { "result", app_result, 0 },
+    { "message_id", env_str, offsetof(struct qenv, message_id) },
+    { "dkim", env_str, offsetof(struct qenv, dkim) },
+    { "body", env_body, 0 },
+    { "hold", app_hold, 0 },
+    { "warned", app_warned, 0 },
     { "dsn_sent", app_dsn_sent, 0 },
 };
 
@@ -399,7 +445,7 @@ static int read_fp(struct rd *r, FILE *fp, const struct stat *st, int allow_inco
         env->content_len = (long long)st->st_size - pos;
         return 0;
     }
-    if (off != pos || len < 0 || off + len > (long long)st->st_size) {
+    if (off < pos || len < 0 || off + len > (long long)st->st_size) {
         r->why = "content offset/length do not match the file";
         return -1;
     }
@@ -543,7 +589,7 @@ static void put_word(buf_t *b, const char *s)
 }
 
 int qfile_append_result(const char *spool, const char *id, size_t idx, int status, const char *dsn,
-                        const char *relay, const char *reason)
+                        const char *relay, const char *reason, const char *category)
 {
     static const char *const defdsn[] = { "", "2.0.0", "4.0.0", "5.0.0" };
     if (status < QR_SENT || status > QR_BOUNCED) {
@@ -558,6 +604,10 @@ int qfile_append_result(const char *spool, const char *id, size_t idx, int statu
     buf_putc(&line, ' ');
     if (reason)
         attr_escape(&line, reason, strlen(reason));
+    if (category && *category) {
+        buf_puts(&line, "\tcategory=");
+        put_word(&line, category);
+    }
     buf_putc(&line, '\n');
     int rc = append_line(spool, id, &line);
     buf_destroy(&line);

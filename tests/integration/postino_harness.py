@@ -28,7 +28,7 @@ from aiosmtpd.controller import Controller
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("POSTINO_BIN") or os.path.join(REPO, "bin")
-DAEMONS = ("master", "smtpd", "qmgr", "delivery", "bounce", "anvil")
+DAEMONS = ("master", "smtpd", "qmgr", "delivery", "bounce", "anvil", "feedback")
 QID_RE = re.compile(r"\b[0-9A-Fa-f]{17}\b")
 MAIL_OWNER = "postino"
 
@@ -155,7 +155,8 @@ def dns_query(port, name, qtype="MX", server="127.0.0.1", timeout=1.0):
 
 class DnsServer:
     """dnsmasq authoritative for the test names. records: tuples
-      ("mx", domain, target, pref)   ("a", name, ip)   ("nullmx", domain)"""
+      ("mx", domain, target, pref)   ("a", name, ip)   ("nullmx", domain)
+      ("txt", name, text)  (text split into strings of 255 bytes)"""
 
     def __init__(self, workdir, records):
         self.workdir = workdir
@@ -171,6 +172,11 @@ class DnsServer:
                 args.append("--mx-host=%s,%s,%d" % (rec[1], rec[2], rec[3]))
             elif kind == "a":
                 args.append("--host-record=%s,%s" % (rec[1], rec[2]))
+            elif kind == "txt":
+                text = rec[2]
+                parts = [text[i:i + 255] for i in range(0, len(text), 255)] or [""]
+                # dnsmasq: each comma-separated text is one string
+                args.append("--txt-record=%s,%s" % (rec[1], ",".join(parts)))
             elif kind == "nullmx":
                 # RFC 7505: preference 0, root target (wire: 00 00 00)
                 args.append("--dns-rr=%s,15,000000" % rec[1])
@@ -575,6 +581,11 @@ class Postino:
             f.write(self.main_cf())
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.write(self.master_cf())
+        # the shipped classifier rules, as "make install" puts them next to
+        # main.cf (bounce_classifier_rules defaults to that place)
+        rules = os.path.join(self.conf, "bounce_classifier_rules")
+        if not os.path.exists(rules):
+            shutil.copyfile(os.path.join(REPO, "conf", "bounce_classifier_rules"), rules)
 
     def set(self, **params):
         """Change main.cf parameters (takes effect on start or reload)."""

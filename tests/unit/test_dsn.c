@@ -45,6 +45,7 @@ static void fixture_init(struct fixture *f, int kind)
                         .relay = "mx.example.net[192.0.2.1]:25",
                         .reason = "host mx.example.net[192.0.2.1] said: 550 5.1.1 no such user "
                                   "(in reply to RCPT TO command)",
+                        .category = "bad-mailbox",
                         .when = 1700000100 };
     f->r[1] = (struct qrcpt){ .addr = "u2@example.net",
                               .status = QR_DEFERRED,
@@ -53,6 +54,7 @@ static void fixture_init(struct fixture *f, int kind)
                               .reason = "connect to x: Connection refused",
                               .when = 1700000200 };
     f->r[2] = (struct qrcpt){ .addr = "u3@example.net",
+                              .category = "other", /* never shown for a success */
                               .status = QR_SENT,
                               .dsn = "2.0.0",
                               .relay = "mx.example.net[192.0.2.1]:25",
@@ -112,6 +114,9 @@ static void test_structure(void **state)
     assert_true(has_line(s, "Status: 5.1.1"));
     assert_true(has_line(s, "Remote-MTA: dns; mx.example.net"));
     assert_true(has_line(s, "Diagnostic-Code: smtp; 550 5.1.1 no such user"));
+    /* the bounce category, per recipient and in the text (issue #8) */
+    assert_true(has_line(s, "X-Postino-Category: bad-mailbox\r\n"));
+    assert_true(has_line(s, "    (category: bad-mailbox)\r\n"));
     assert_true(has_line(s, "Content-Type: message/rfc822"));
     assert_true(has_line(s, "body line 1"));
     assert_false(has_line(s, "Will-Retry-Until:"));
@@ -196,6 +201,7 @@ static void test_expired_and_success(void **state)
     assert_true(has_line(buf_str(&f.out), "Status: 4.4.7"));
     assert_false(has_line(buf_str(&f.out), "Remote-MTA:"));
     assert_true(has_line(buf_str(&f.out), "Diagnostic-Code: X-Postino; connect to x"));
+    assert_false(has_line(buf_str(&f.out), "X-Postino-Category:")); /* none recorded */
     buf_destroy(&f.out);
 
     fixture_init(&f, DSN_SUCCESS);
@@ -204,6 +210,8 @@ static void test_expired_and_success(void **state)
     assert_true(has_line(buf_str(&f.out), "Action: delivered"));
     assert_true(has_line(buf_str(&f.out), "Status: 2.0.0"));
     assert_true(has_line(buf_str(&f.out), "Subject: Successful Mail Delivery Report"));
+    assert_false(has_line(buf_str(&f.out), "X-Postino-Category:"));
+    assert_false(has_line(buf_str(&f.out), "    (category:"));
     buf_destroy(&f.out);
 }
 

@@ -47,6 +47,8 @@ static void fill_env(struct qenv *env, size_t nrcpt)
     env->ret = RET_HDRS;
     env->body = QBODY_8BITMIME;
     env->smtputf8 = 1;
+    qenv_set(&env->verp, "+=");
+    qenv_set(&env->verp_return, "bounces@bounce.example.com");
     for (size_t i = 0; i < nrcpt; i++) {
         char addr[64], orcpt[80];
         /* every fifth one UTF-8 (RFC 6531): stored as is, read back the same */
@@ -119,6 +121,8 @@ static void test_round_trip(void **state)
     assert_int_equal(rd.ret, RET_HDRS);
     assert_int_equal(rd.body, QBODY_8BITMIME);
     assert_int_equal(rd.smtputf8, 1);
+    assert_string_equal(rd.verp, "+=");
+    assert_string_equal(rd.verp_return, "bounces@bounce.example.com");
     assert_int_equal(rd.arrival.tv_sec, env.arrival.tv_sec);
     assert_int_equal(rd.arrival.tv_usec, env.arrival.tv_usec);
     assert_int_equal(rd.nrcpt, 300);
@@ -172,12 +176,12 @@ static void test_appended(void **state)
     buf_t err = BUF_INIT;
     make_msg(&env, 3, 5000, id);
     assert_int_equal(qfile_append_result(spool, id, 0, QR_DEFERRED, "4.4.1",
-                                         "mx.example[192.0.2.9]:25", "connect refused"),
+                                         "mx.example[192.0.2.9]:25", "connect refused", NULL),
                      0);
     assert_int_equal(qfile_append_result(spool, id, 2, QR_BOUNCED, "5.1.1", "host with space",
-                                         "550 no such\nuser %"),
+                                         "550 no such\nuser %", NULL),
                      0);
-    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", NULL, ""), 0);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", NULL, "", NULL), 0);
     assert_int_equal(qfile_append_record(spool, id, "hold", "1"), 0);
     assert_int_equal(qfile_append_record(spool, id, "warned", "12345"), 0);
     assert_int_equal(qfile_append_record(spool, id, "dsn_sent", "2 failure"), 0);
@@ -206,9 +210,89 @@ static void test_appended(void **state)
     assert_non_null(strstr(err.data, "malformed"));
     qenv_destroy(&env);
     make_msg(&env, 3, 10, id);
-    assert_int_equal(qfile_append_result(spool, id, 3, QR_SENT, "2.0.0", "x", "y"), 0);
+    assert_int_equal(qfile_append_result(spool, id, 3, QR_SENT, "2.0.0", "x", "y", NULL), 0);
     assert_int_equal(qfile_read(spool, id, &rd, 0, &err), -1);
     qenv_destroy(&env);
+    buf_destroy(&err);
+}
+
+/* VERP records: optional, the return address optional with them, and
+ * delimiters that could break an address make the file malformed. */
+static void test_verp_records(void **state)
+{
+    static const struct {
+        const char *verp, *ret;
+        int rc;
+    } cases[] = {
+        { NULL, NULL, 0 },   { "+=", NULL, 0 },  { "-=", "b@x.example", 0 }, { "+", NULL, -1 },
+        { "+=+", NULL, -1 }, { "+@", NULL, -1 }, { "+ ", NULL, -1 },         { "\"=", NULL, -1 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct qenv env, rd;
+        buf_t err = BUF_INIT;
+        fill_env(&env, 2);
+        qenv_set(&env.verp, cases[i].verp);
+        qenv_set(&env.verp_return, cases[i].ret);
+        struct qfile_w *w = qfile_create(spool, &env, &err);
+        assert_non_null(w);
+        assert_int_equal(qfile_write(w, "x\r\n", 3), 0);
+        assert_int_equal(qfile_commit(w, &err), 0);
+        int rc = qfile_read(spool, env.id, &rd, 0, &err);
+        if (rc != cases[i].rc)
+            fail_msg("case %zu: verp \"%s\" read %d", i, cases[i].verp ? cases[i].verp : "", rc);
+        if (rc == 0) {
+            if (cases[i].verp)
+                assert_string_equal(rd.verp, cases[i].verp);
+            else
+                assert_null(rd.verp);
+            if (cases[i].ret)
+                assert_string_equal(rd.verp_return, cases[i].ret);
+            else
+                assert_null(rd.verp_return);
+        } else {
+            assert_non_null(strstr(err.data, "bad verp"));
+        }
+        qenv_destroy(&rd);
+        qenv_destroy(&env);
+        buf_destroy(&err);
+    }
+}
+
+/* The category attribute after a result's reason (issue #8): written and
+ * read back; results written before it existed read with none; the last
+ * result wins for the category too; unknown attributes are ignored. */
+static void test_result_category(void **state)
+{
+    struct qenv env, rd;
+    char id[QID_LEN + 1];
+    buf_t err = BUF_INIT, path = BUF_INIT;
+    make_msg(&env, 3, 100, id);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_BOUNCED, "5.1.1", "mx[192.0.2.1]:25",
+                                         "550 5.1.1 no such\tuser", "bad-mailbox"),
+                     0);
+    assert_int_equal(
+        qfile_append_result(spool, id, 1, QR_DEFERRED, "4.2.2", "none", "full", "quota-issues"), 0);
+    assert_int_equal(qfile_append_result(spool, id, 1, QR_DEFERRED, "4.0.0", "none", "later", ""),
+                     0);
+    /* an old-format line, and one with an attribute we do not know */
+    qfile_path(spool, id, &path);
+    FILE *fp = fopen(path.data, "a");
+    assert_non_null(fp);
+    fputs("result=2 deferred 4.4.1 1716560891 none connect refused\n", fp);
+    fputs("result=2 deferred 4.4.1 1716560892 none refused\tfuture=1\tcategory=no-answer-from-host"
+          "\n",
+          fp);
+    fclose(fp);
+    assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
+    assert_string_equal(rd.rcpt[0].category, "bad-mailbox");
+    assert_string_equal(rd.rcpt[0].reason, "550 5.1.1 no such\tuser");
+    assert_null(rd.rcpt[1].category);
+    assert_string_equal(rd.rcpt[1].reason, "later");
+    assert_string_equal(rd.rcpt[2].category, "no-answer-from-host");
+    assert_string_equal(rd.rcpt[2].reason, "refused");
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
+    buf_destroy(&path);
     buf_destroy(&err);
 }
 
@@ -229,7 +313,7 @@ static void test_message_id(void **state)
     assert_int_equal(qfile_write(w, "abcdefghij", 10), 0);
     assert_int_equal(qfile_commit(w, &err), 0);
     check_content(env.id, 10);
-    assert_int_equal(qfile_append_result(spool, env.id, 1, QR_SENT, "2.0.0", "h", "ok"), 0);
+    assert_int_equal(qfile_append_result(spool, env.id, 1, QR_SENT, "2.0.0", "h", "ok", NULL), 0);
     assert_int_equal(qfile_read(spool, env.id, &rd, 0, &err), 0);
     assert_string_equal(rd.message_id, mid);
     assert_int_equal(rd.content_len, 10);
@@ -259,6 +343,47 @@ static void test_message_id(void **state)
     buf_destroy(&err);
 }
 
+/* Upper-cases the content (the conversion of test_convert_dkim). */
+static void upper(void *arg, const char *p, size_t n, int last, buf_t *out)
+{
+    for (size_t i = 0; i < n; i++)
+        buf_putc(out, p[i] >= 'a' && p[i] <= 'z' ? p[i] - 32 : p[i]);
+    if (last)
+        buf_puts(out, "END");
+}
+
+/* A converted content replaces the one written (the preamble names it),
+ * body=7BIT and the DKIM fields come back from the appended records. */
+static void test_convert_dkim(void **state)
+{
+    struct qenv env, rd;
+    buf_t err = BUF_INIT;
+    const char *sig = "DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n";
+    fill_env(&env, 2);
+    struct qfile_w *w = qfile_create(spool, &env, &err);
+    assert_non_null(w);
+    for (int i = 0; i < 20000; i++) /* past the write buffer */
+        assert_int_equal(qfile_write(w, "abcdefghij", 10), 0);
+    assert_int_equal(qfile_w_convert(w, upper, NULL), 0);
+    qfile_w_set_body(w, QBODY_7BIT);
+    qfile_w_set_dkim(w, sig);
+    assert_int_equal(qfile_commit(w, &err), 0);
+    assert_int_equal(qfile_read(spool, env.id, &rd, 0, &err), 0);
+    assert_int_equal(rd.content_len, 200003);
+    assert_int_equal(rd.body, QBODY_7BIT);
+    assert_string_equal(rd.dkim, sig);
+    long long len = 0;
+    int fd = qfile_open_content(spool, env.id, &len, &err);
+    assert_true(fd >= 0);
+    char head[16] = { 0 };
+    assert_int_equal(read(fd, head, 10), 10);
+    assert_string_equal(head, "ABCDEFGHIJ");
+    close(fd);
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
+    buf_destroy(&err);
+}
+
 /* Each deferred result counts as one attempt for its recipient. */
 static void test_deferrals(void **state)
 {
@@ -268,9 +393,11 @@ static void test_deferrals(void **state)
 
     make_msg(&env, 2, 10, id);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(qfile_append_result(spool, id, 0, QR_DEFERRED, "4.0.0", "h", "later"), 0);
-    assert_int_equal(qfile_append_result(spool, id, 1, QR_DEFERRED, "4.0.0", "h", "later"), 0);
-    assert_int_equal(qfile_append_result(spool, id, 1, QR_SENT, "2.0.0", "h", "ok"), 0);
+        assert_int_equal(
+            qfile_append_result(spool, id, 0, QR_DEFERRED, "4.0.0", "h", "later", NULL), 0);
+    assert_int_equal(qfile_append_result(spool, id, 1, QR_DEFERRED, "4.0.0", "h", "later", NULL),
+                     0);
+    assert_int_equal(qfile_append_result(spool, id, 1, QR_SENT, "2.0.0", "h", "ok", NULL), 0);
     assert_int_equal(qfile_read(spool, id, &rd, 0, &err), 0);
     assert_int_equal(rd.rcpt[0].deferrals, 3);
     assert_int_equal(rd.rcpt[0].status, QR_DEFERRED);
@@ -316,7 +443,7 @@ static void test_remove(void **state)
     make_msg(&env, 1, 10, id);
     assert_int_equal(qfile_remove(spool, id), 0);
     assert_int_equal(qfile_read(spool, id, &rd, 1, &err), -1);
-    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", "x", "y"), -1);
+    assert_int_equal(qfile_append_result(spool, id, 0, QR_SENT, "2.0.0", "x", "y", NULL), -1);
     qenv_destroy(&env);
     buf_destroy(&err);
 }
@@ -404,11 +531,19 @@ static void test_notify(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip), cmocka_unit_test(test_empty_and_small),
-        cmocka_unit_test(test_appended),   cmocka_unit_test(test_incomplete_and_abort),
-        cmocka_unit_test(test_message_id), cmocka_unit_test(test_deferrals),
-        cmocka_unit_test(test_remove),     cmocka_unit_test(test_write_error),
-        cmocka_unit_test(test_qid),        cmocka_unit_test(test_notify),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_verp_records),
+        cmocka_unit_test(test_empty_and_small),
+        cmocka_unit_test(test_appended),
+        cmocka_unit_test(test_result_category),
+        cmocka_unit_test(test_incomplete_and_abort),
+        cmocka_unit_test(test_message_id),
+        cmocka_unit_test(test_deferrals),
+        cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_write_error),
+        cmocka_unit_test(test_qid),
+        cmocka_unit_test(test_notify),
+        cmocka_unit_test(test_convert_dkim),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

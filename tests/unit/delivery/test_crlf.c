@@ -1,7 +1,7 @@
-/* test_crlf.c - the outbound BDAT encoder (common/crlf.c).
+/* test_crlf.c - the outbound BDAT encoder (common/mail/crlf.c).
  *
  * Two references: a slow byte-at-a-time model, and the DATA path itself -
- * what common/dotstuff.c sends, unstuffed as a strict receiver does. The
+ * what delivery/delivery_dotstuff.c sends, unstuffed as a strict receiver does. The
  * encoder must give exactly those bytes for every split of the input into
  * chunks, so a next hop gets the same message over BDAT as over DATA. */
 #include <setjmp.h>
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "common/util/buf.h"
-#include "delivery/delivery_crlf.h"
+#include "common/mail/crlf.h"
 #include "delivery/delivery_dotstuff.h"
 
 /* ---- the model: every CR, LF or CRLF becomes CRLF; one at the end ---- */

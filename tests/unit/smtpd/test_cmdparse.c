@@ -314,6 +314,53 @@ static void test_mail_envid_length(void **state)
     buf_destroy(&arg);
 }
 
+/* XVERP: only when allowed; delimiters checked; never with the null sender. */
+static void test_mail_xverp(void **state)
+{
+    static const struct smtp_xverp xv = { "+=", "-=+" };
+    static const struct {
+        const char *arg;
+        int allowed;
+        const char *reply, *verp;
+    } cases[] = {
+        { "FROM:<a@b.example> XVERP", 1, NULL, "+=" },
+        { "FROM:<a@b.example> xverp", 1, NULL, "+=" },
+        { "FROM:<a@b.example> XVERP=-=", 1, NULL, "-=" },
+        { "FROM:<a@b.example> SIZE=10 XVERP=+= BODY=8BITMIME", 1, NULL, "+=" },
+        { "FROM:<a@b.example>", 1, NULL, "" },
+        { "FROM:<a@b.example> XVERP", 0, "555 5.5.4 Unsupported option: XVERP", NULL },
+        { "FROM:<a@b.example> XVERP=+=", 0, "555 5.5.4 Unsupported option: XVERP", NULL },
+        { "FROM:<a@b.example> XVERP=+", 1, "501 5.5.4 Error: XVERP needs two characters from -=+",
+          NULL },
+        { "FROM:<a@b.example> XVERP=+=-", 1, "501 5.5.4 Error: XVERP needs two characters from -=+",
+          NULL },
+        { "FROM:<a@b.example> XVERP=a=", 1, "501 5.5.4 Error: XVERP needs two characters from -=+",
+          NULL },
+        { "FROM:<a@b.example> XVERP=", 1, "501 5.5.4 Error: XVERP needs two characters from -=+",
+          NULL },
+        { "FROM:<a@b.example> XVERP=+= XVERP=-=", 1, NULL, "-=" },
+        { "FROM:<> XVERP", 1, "503 5.5.4 Error: XVERP requires non-null sender", NULL },
+    };
+    struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
+    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = smtp_cmd_mail_xverp(cases[i].arg, 0, 1, cases[i].allowed ? &xv : NULL, &m, &err);
+        if (cases[i].reply) {
+            if (rc != -1 || strcmp(reply_text(&err), cases[i].reply) != 0)
+                fail_msg("case %zu \"%s\": rc %d reply \"%s\"", i, cases[i].arg, rc,
+                         reply_text(&err));
+        } else if (rc != 0 || strcmp(m.verp, cases[i].verp) != 0) {
+            fail_msg("case %zu \"%s\": rc %d verp \"%s\" (%s)", i, cases[i].arg, rc, m.verp,
+                     reply_text(&err));
+        }
+    }
+    /* The plain entry point never allows it. */
+    assert_int_equal(smtp_cmd_mail("FROM:<a@b.example> XVERP", 0, 1, &m, &err), -1);
+    assert_string_equal(reply_text(&err), "555 5.5.4 Unsupported option: XVERP");
+    smtp_mail_args_destroy(&m);
+    smtp_cmd_reply_destroy(&err);
+}
+
 /* ---- RCPT TO ---- */
 
 #define HOST "mx.test"
@@ -617,6 +664,7 @@ int main(void)
         cmocka_unit_test(test_verb_names),
         cmocka_unit_test(test_mail),
         cmocka_unit_test(test_mail_envid_length),
+        cmocka_unit_test(test_mail_xverp),
         cmocka_unit_test(test_rcpt),
         cmocka_unit_test(test_rcpt_two_steps),
         cmocka_unit_test(test_orcpt_length),

@@ -1,5 +1,5 @@
 /* test_qp.c - cmocka tests for the streaming quoted-printable encoder
- * (delivery/delivery_qp.c): RFC 2045 rules, line lengths, and the same output for
+ * (common/mail/qp.c): RFC 2045 rules, line lengths, and the same output for
  * every way of splitting the input. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "common/util/buf.h"
-#include "delivery/delivery_qp.h"
+#include "common/mail/qp.h"
 
 /* Encode s in pieces of step bytes (0: whole) into out. */
 static void enc(const char *s, size_t step, buf_t *out)

@@ -1,4 +1,4 @@
-/* delivery_mime7.c - 8-bit MIME to 7 bit (RFC 6152 section 3, RFC 2045, 2046).
+/* mime7.c - 8-bit MIME to 7 bit (RFC 6152 section 3, RFC 2045, 2046).
  *
  * Why two passes: a part's headers go out before its body shows whether
  * it has 8-bit bytes, and the decision to convert or to bounce must be
@@ -30,13 +30,13 @@
  * message/external-body (7 bit only, RFC 2046), in a multipart preamble or
  * epilogue, or anywhere in a message nested deeper than DEPTH_MAX. 8-bit
  * headers are reported (MIME7_HDR8), never changed: the caller decides. */
-#include "delivery/delivery_mime7.h"
+#include "common/mail/mime7.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/util/alloc.h"
-#include "delivery/delivery_qp.h"
+#include "common/mail/qp.h"
 
 #define LINE_CAP     1000 /* head of a line kept for parsing (998 + CRLF) */
 #define CT_CAP       2048 /* Content-Type text kept for parsing */

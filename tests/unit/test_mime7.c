@@ -1,5 +1,5 @@
 /* test_mime7.c - cmocka tests for the 8-bit to 7-bit MIME converter
- * (delivery/delivery_mime7.c): exact output for the basic cases, every chunk
+ * (common/mail/mime7.c): exact output for the basic cases, every chunk
  * split gives the same result, multipart/nested/message-rfc822/digest,
  * quoted-printable line rules, what cannot be converted, and that the
  * output is 7 bit and decodes back to the input. */
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "common/util/buf.h"
-#include "delivery/delivery_mime7.h"
+#include "common/mail/mime7.h"
 
 /* Feed s in pieces of `step` bytes (0: whole). */
 static void feed(struct mime7 *m, const char *s, size_t n, size_t step, buf_t *out)

@@ -1,4 +1,4 @@
-/* delivery_mime7.h - 8-bit MIME content made 7 bit for a server that does not
+/* mime7.h - 8-bit MIME content made 7 bit for a server that does not
  * offer 8BITMIME (RFC 6152 section 3), with quoted-printable (RFC 2045).
  *
  * Two passes over the same content, each fed in pieces of any size (the

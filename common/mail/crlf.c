@@ -1,10 +1,10 @@
-/* delivery_crlf.c - the outbound BDAT encoder (see crlf.h for the rules).
+/* crlf.c - line endings made CRLF as delivery sends them (see crlf.h).
  *
  * The delivery agent's hot path for receivers that offer CHUNKING: the
  * common case - content that smtpd already stored with CRLF line ends -
  * costs two memchr() scans and one memcpy() per chunk; only a bare CR or
  * bare LF interrupts the copy run. */
-#include "delivery/delivery_crlf.h"
+#include "common/mail/crlf.h"
 
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* delivery_qp.h - a streaming quoted-printable encoder (RFC 2045 section 6.7) for
+/* qp.h - a streaming quoted-printable encoder (RFC 2045 section 6.7) for
  * text in CRLF lines: CRLF (and a bare LF) stays a hard line break, output
  * lines have at most 76 characters ("=" soft breaks), a space or tab before
  * a line break is encoded, a bare CR is data (=0D). The output does not

@@ -1,8 +1,8 @@
-/* delivery_crlf.h - encode stored message content for a BDAT chunk (RFC 3030):
+/* crlf.h - encode stored message content for a BDAT chunk (RFC 3030):
  * line endings made CRLF, nothing else touched.
  *
  * BDAT content has no dot-stuffing and no end-of-data mark, but the next
- * hop must get the same bytes as over DATA (common/dotstuff.c), once the
+ * hop must get the same bytes as over DATA (delivery/delivery_dotstuff.c), once the
  * receiver has removed the stuffing dots. So, like the DATA encoder, this
  * turns every bare CR and every bare LF into CRLF (CRLF stays), and the
  * finish adds a CRLF when the content did not end with a line ending.

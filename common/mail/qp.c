@@ -1,7 +1,7 @@
-/* delivery_qp.c - streaming quoted-printable encoder (RFC 2045 section 6.7), used
+/* qp.c - streaming quoted-printable encoder (RFC 2045 section 6.7), used
  * to make 8-bit text parts 7 bit (mime7bit.c). A space, a tab or a CR is
  * held back one byte: whether it must be encoded depends on what follows. */
-#include "delivery/delivery_qp.h"
+#include "common/mail/qp.h"
 
 #define QP_TEXT 75 /* characters before a soft break's "=" */
 
