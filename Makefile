@@ -7,6 +7,7 @@
 #   make bench-dataparse  micro-benchmark of smtpd's content parser
 #   make bench-bdat the delivery agent sending BDAT vs DATA (smtp_chunking_enable)
 #   make bench-suppress  suppression list lookups at 10^5..10^7 entries
+#   make bench-dkim DKIM signing cost, postino vs Postfix + OpenDKIM (part of bench)
 #   make deps       apt-get what is missing (idempotent)
 #   make format     apply .clang-format to the tree (format-check: only check)
 
@@ -107,7 +108,7 @@ $(BUILD)/tests/unit/feedback/test_parse.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CU
 $(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit integration bench bench-dataparse bench-bdat bench-suppress deps clean fuzz install format format-check
+.PHONY: all run test unit integration bench bench-dataparse bench-bdat bench-suppress bench-dkim deps clean fuzz install format format-check
 all: $(PROG_BINS)
 
 $(BIN):
@@ -125,6 +126,8 @@ DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev libi
             postfix pflogsumm openssl clang libclang-rt-14-dev nmap \
             libnet-ssleay-perl testssl.sh clang-format \
             python3-dnspython python3-nacl opendkim-tools
+# bench-dkim: Postfix signing through the OpenDKIM milter
+DEB_PKGS += opendkim
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -163,6 +166,13 @@ test: deps
 bench: deps
 	$(MAKE) all
 	/usr/bin/python3 bench/bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
+	$(MAKE) bench-dkim
+
+# DKIM signing (RSA-2048) in postino vs Postfix + OpenDKIM milter, and each
+# against its unsigned self (medians; see bench/dkim_bench.py)
+bench-dkim: deps
+	$(MAKE) all
+	/usr/bin/python3 bench/dkim_bench.py --bin $(abspath $(BIN)) $(DKIM_BENCH_ARGS)
 
 # BDAT vs DATA from postino's delivery agent to a second postino (medians;
 # BENCH_ARGS="--receiver postfix" for Postfix's smtpd; see bench/bdat_bench.py)

@@ -45,6 +45,7 @@ SMTP_SOURCE = "/usr/sbin/smtp-source"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 POSTFIX = "/usr/sbin/postfix"
 POSTFIX_MASTER_CF = "/etc/postfix/master.cf"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENDER = "bench@example.com"
 RECIPIENT = "rcpt@example.net"
 
@@ -164,6 +165,10 @@ default_destination_concurrency_limit = 20
 default_process_concurrency = 100
 smtp_connection_reuse_count_limit = 0
 """ % {"dir": self.dir, "log": self.log, "sink": sink_port})
+        # the shipped classifier rules, where bounce_classifier_rules
+        # expects them (next to main.cf); master refuses to start without
+        shutil.copyfile(os.path.join(REPO, "conf", "bounce_classifier_rules"),
+                        os.path.join(self.conf, "bounce_classifier_rules"))
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.write("""# written by bench.py
 127.0.0.1:%d inet n - n - 2 smtpd
