@@ -208,6 +208,10 @@ const struct param_def param_table[] = {
       "rules that give each failed or deferred delivery its category (first match wins)"),
     S("bounce_classifier_local_rules", "",
       "the site's own classifier rules, read before bounce_classifier_rules (empty: none)"),
+    /* Adaptive throttling (issue #9, qmgr) */
+    S("shaping_rules", "$config_directory/shaping_rules",
+      "rules that throttle, suspend or bounce a site on its replies (first match wins; "
+      "empty: none)"),
     /* DKIM signing at reception (smtpd) */
     L("dkim_key_maps", "",
       "hash: tables: signing domain -> selector:algorithm:/path/key.pem (one or two keys)"),
