@@ -21,8 +21,8 @@
 #include "common/util/alloc.h"
 
 #define RULE_LINE_MAX 4096
-#define MAX_DURATION (7LL * 86400)
-#define MAX_RATE 1000000000LL
+#define MAX_DURATION  (7LL * 86400)
+#define MAX_RATE      1000000000LL
 
 struct rule {
     struct qmgr_shaperule pub;
@@ -73,8 +73,8 @@ static int parse_rate(const char *s, struct qmgr_shaperule *p)
     char *end;
     errno = 0;
     long long n = strtoll(s, &end, 10);
-    if (errno || end == s || !isdigit((unsigned char)*s) || n < 1 || n > MAX_RATE ||
-        *end != '/' || end[1] == 0 || end[2] != 0)
+    if (errno || end == s || !isdigit((unsigned char)*s) || n < 1 || n > MAX_RATE || *end != '/' ||
+        end[1] == 0 || end[2] != 0)
         return -1;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (units[i].unit == tolower((unsigned char)end[1])) {
@@ -355,8 +355,8 @@ static int load_lines(struct qmgr_shaperules *rs, FILE *fp, buf_t *err)
     while (rc == 0 && (got = read_line(fp, &line)) != 0) {
         lineno++;
         if (got < 0) {
-            buf_setf(err, "%s, line %d: line longer than %d bytes or holding a NUL byte",
-                     rs->file, lineno, RULE_LINE_MAX);
+            buf_setf(err, "%s, line %d: line longer than %d bytes or holding a NUL byte", rs->file,
+                     lineno, RULE_LINE_MAX);
             rc = -1;
             break;
         }
@@ -511,6 +511,51 @@ const struct qmgr_shaperule *qmgr_shaperules_match(const struct qmgr_shaperules 
             hit = &rs->v[i].pub;
     buf_destroy(&nr.text);
     return hit;
+}
+
+/* ---------------------------------------------------------------- reasons */
+
+/* Append text to out, starting a new line where the agent joined the
+ * reply's lines with one space: before each " CCC-" (CCC the reply code)
+ * and, when the reply started with "CCC-", before the first " CCC " after
+ * them (the last line). A one-line reply is left alone, whatever numbers
+ * its text holds. */
+static void put_relined(buf_t *out, const char *s, size_t n, const char code[3])
+{
+    int multi = n > 3 && s[3] == '-', last_seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (multi && !last_seen && s[i] == ' ' && i + 4 < n && memcmp(s + i + 1, code, 3) == 0 &&
+            (s[i + 4] == '-' || s[i + 4] == ' ')) {
+            last_seen = s[i + 4] == ' ';
+            buf_putc(out, '\n');
+            continue;
+        }
+        buf_putc(out, s[i]);
+    }
+}
+
+int qmgr_shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply)
+{
+    static const char said[] = " said: ", tail[] = " (in reply to ";
+    buf_set(host, "");
+    buf_set(reply, reason ? reason : "");
+    if (reason == NULL || strncmp(reason, "host ", 5) != 0)
+        return 0;
+    const char *h = reason + 5, *p = strstr(h, said);
+    if (p == NULL)
+        return 0;
+    size_t hn = strcspn(h, "[ ");
+    const char *text = p + sizeof said - 1;
+    const char *end = strstr(text, tail);
+    size_t n = end ? (size_t)(end - text) : strlen(text);
+    if (n < 3 || !isdigit((unsigned char)text[0]) || !isdigit((unsigned char)text[1]) ||
+        !isdigit((unsigned char)text[2]))
+        return 0;
+    buf_set(host, "");
+    buf_append(host, h, hn);
+    buf_set(reply, "");
+    put_relined(reply, text, n, text);
+    return 1;
 }
 
 /* ---------------------------------------------------------------- describing */

@@ -52,12 +52,12 @@ enum qmgr_shaperule_action {
 /* One parsed rule, as the caller needs it to act. */
 struct qmgr_shaperule {
     enum qmgr_shaperule_action action;
-    double per_sec;      /* SHAPERULE_RATE: messages per second */
-    long long rate_n;    /* SHAPERULE_RATE: N of "N/unit", for messages */
-    char rate_unit;      /* SHAPERULE_RATE: 's', 'm', 'h' or 'd' */
-    int conns;           /* SHAPERULE_CONNECTIONS */
-    long long secs;      /* duration; 0 for bounce */
-    const char *file;    /* where it was read, for log lines */
+    double per_sec;   /* SHAPERULE_RATE: messages per second */
+    long long rate_n; /* SHAPERULE_RATE: N of "N/unit", for messages */
+    char rate_unit;   /* SHAPERULE_RATE: 's', 'm', 'h' or 'd' */
+    int conns;        /* SHAPERULE_CONNECTIONS */
+    long long secs;   /* duration; 0 for bounce */
+    const char *file; /* where it was read, for log lines */
     int line;
 };
 
@@ -85,6 +85,13 @@ size_t qmgr_shaperules_count(const struct qmgr_shaperules *rs);
  * while the set lives. */
 const struct qmgr_shaperule *qmgr_shaperules_match(const struct qmgr_shaperules *rs,
                                                    const struct qmgr_shaperule_reply *reply);
+
+/* The remote reply inside a delivery agent's reason, "host mx.example.com
+ * [192.0.2.1] said: 421-4.7.28 first 421 4.7.28 last (in reply to RCPT TO
+ * command)": the host name into host, the reply into reply with its lines
+ * separated by "\n" again ("421-4.7.28 first\n421 4.7.28 last"). 1 when the
+ * reason has that form; 0 otherwise (host empty, reply the whole reason). */
+int qmgr_shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply);
 
 /* What a rule does, for log lines and "postino site list": "suspended for
  * 1h", "rate 300/h for 30m", "connections 2 for 15m", "bounce queued",

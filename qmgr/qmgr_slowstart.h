@@ -24,11 +24,11 @@
 #define POSTINO_QMGR_SLOWSTART_H
 
 struct qmgr_slowstart {
-    int limit;     /* connections allowed now, 1..cap */
-    int cap;       /* the configured maximum, >= 1 */
-    int ssthresh;  /* slow start below, linear growth at or above */
-    int credit;    /* successes counted towards the next +1 (avoidance) */
-    int grace;     /* results still exempt from another cut */
+    int limit;    /* connections allowed now, 1..cap */
+    int cap;      /* the configured maximum, >= 1 */
+    int ssthresh; /* slow start below, linear growth at or above */
+    int credit;   /* successes counted towards the next +1 (avoidance) */
+    int grace;    /* results still exempt from another cut */
 };
 
 /* Start at `initial` (clamped to 1..cap) with the threshold at the cap. */

@@ -316,13 +316,47 @@ static void test_shipped(void **state)
     buf_destroy(&d);
 }
 
+/* The reply inside a delivery agent's reason, lines restored. */
+static void test_split_reason(void **state)
+{
+    buf_t host = BUF_INIT, reply = BUF_INIT;
+    assert_int_equal(qmgr_shaperules_split_reason(
+                         "host alt1.aspmx.l.google.com[192.0.2.7] said: 421-4.7.28 Our system "
+                         "has detected an unusual 421-4.7.28 rate of unsolicited mail 421 4.7.28 "
+                         "from your IP. - gsmtp (in reply to end of DATA command)",
+                         &host, &reply),
+                     1);
+    assert_string_equal(buf_str(&host), "alt1.aspmx.l.google.com");
+    assert_string_equal(buf_str(&reply), "421-4.7.28 Our system has detected an unusual\n"
+                                         "421-4.7.28 rate of unsolicited mail\n"
+                                         "421 4.7.28 from your IP. - gsmtp");
+    assert_int_equal(qmgr_shaperules_split_reason("host 127.0.0.1[127.0.0.1]:2526 said: 451 "
+                                                  "busy, 451 times (in reply to RCPT TO command)",
+                                                  &host, &reply),
+                     1);
+    assert_string_equal(buf_str(&host), "127.0.0.1");
+    assert_string_equal(buf_str(&reply), "451 busy, 451 times");
+    /* the agent's own words: no host, the reason as it is */
+    assert_int_equal(
+        qmgr_shaperules_split_reason("connect to mx.example.com[192.0.2.1]:25: Connection refused",
+                                     &host, &reply),
+        0);
+    assert_string_equal(buf_str(&host), "");
+    assert_string_equal(buf_str(&reply),
+                        "connect to mx.example.com[192.0.2.1]:25: Connection refused");
+    assert_int_equal(qmgr_shaperules_split_reason("host x said: hello", &host, &reply), 0);
+    assert_int_equal(qmgr_shaperules_split_reason(NULL, &host, &reply), 0);
+    buf_destroy(&host);
+    buf_destroy(&reply);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_actions), cmocka_unit_test(test_first_match_and_codes),
+        cmocka_unit_test(test_actions),   cmocka_unit_test(test_first_match_and_codes),
         cmocka_unit_test(test_multiline), cmocka_unit_test(test_scope),
-        cmocka_unit_test(test_errors), cmocka_unit_test(test_describe),
-        cmocka_unit_test(test_shipped),
+        cmocka_unit_test(test_errors),    cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_shipped),   cmocka_unit_test(test_split_reason),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -114,9 +114,12 @@ static void test_set_cap(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_init_clamps),        cmocka_unit_test(test_slow_start_growth),
-        cmocka_unit_test(test_one_cut_per_round),  cmocka_unit_test(test_linear_after_cut),
-        cmocka_unit_test(test_grace_spent_by_successes), cmocka_unit_test(test_set_cap),
+        cmocka_unit_test(test_init_clamps),
+        cmocka_unit_test(test_slow_start_growth),
+        cmocka_unit_test(test_one_cut_per_round),
+        cmocka_unit_test(test_linear_after_cut),
+        cmocka_unit_test(test_grace_spent_by_successes),
+        cmocka_unit_test(test_set_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
