@@ -295,7 +295,8 @@ enum qmgr_pool_pick qmgr_pool_assign(struct qmgr_job *j)
     int total = 0;
 
     j->src = NULL;
-    if (p == NULL)
+    /* The feedback agent reads mail for us: it connects nowhere. */
+    if (p == NULL || strcmp(j->dest->transport, "feedback") == 0)
         return POOL_NONE;
     for (size_t i = 0; i < p->n; i++) {
         struct qmgr_src *s = p->src[i];
@@ -351,7 +352,8 @@ int qmgr_pool_job_failed(struct qmgr_job *j, const attr_t *reply)
         log_warn("source address %s taken out of its pools for %llds: %s", s->ip, secs,
                  attr_get_def(reply, "reason", "cannot bind"));
     s->down_until = time(NULL) + (time_t)secs;
-    return 1;
+    /* Held or deleted meanwhile: not again (deferred like a refused job). */
+    return !j->msg->deleted && !j->msg->held;
 }
 
 /* ---- the warm-up counters on disk: "ip day count" lines ---- */
