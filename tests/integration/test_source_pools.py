@@ -6,12 +6,16 @@ message's client address (session.peer) and EHLO name. Pools are hash:
 tables built with "postino map build" before the start:
 source_address_maps (ip -> helo=, weight=, warmup=), source_pool_maps
 (pool -> addresses), sender_dependent_source_pool_maps (@domain -> pool).
-All of 127.0.0.0/8 is on lo, so 127.0.0.11 and friends bind; 192.0.2.1
+The SASL and DKIM cases reuse the fixtures of test_submission and
+test_dkim. All of 127.0.0.0/8 is on lo, so 127.0.0.11 and friends bind; 192.0.2.1
 (TEST-NET-1) is on no interface, so binding it fails with EADDRNOTAVAIL."""
 import os
 import re
 
 import postino_harness as h
+from test_dkim import assert_verifies, keys, signatures, tag  # noqa: F401 (keys: a fixture)
+from test_dkim import message as dkim_message
+from test_submission import OUTSIDE, PASSWORD, secrets  # noqa: F401 (a fixture)
 
 ADDRS = {
     "127.0.0.11": "helo=one.postino.test",
@@ -155,3 +159,45 @@ def test_warmup_cap_holds(postino_factory, sink):
     p.wait_log(r"to=<c9@dest\.test>.*status=deferred \(no source address available")
     assert len(sink.received(lambda m: m.rcpts[0].startswith("c"))) == 2
     assert ids
+
+
+def test_pool_by_sasl_login(postino_factory, sink, secrets):  # noqa: F811
+    """sasl:LOGIN comes before the sender's @domain."""
+    import smtplib
+    import ssl
+    senders = dict(SENDERS, **{"sasl:user": "two"})
+    p = postino_factory(main=dict(secrets, mynetworks=OUTSIDE, smtpd_sasl_auth_enable="yes",
+                                  smtpd_tls_security_level="may", smtpd_sasl_failure_delay="0",
+                                  relayhost="[127.0.0.1]:%d" % sink.port), start=False)
+    p.set(source_address_maps=_table(p, "source_addresses", ADDRS),
+          source_pool_maps=_table(p, "source_pools", POOLS),
+          sender_dependent_source_pool_maps=_table(p, "source_pool_senders", senders))
+    p.start()
+    s = smtplib.SMTP("127.0.0.1", p.port, timeout=30)
+    s.ehlo("client.test")
+    s.starttls(context=ssl._create_unverified_context())
+    s.ehlo("client.test")
+    s.login("user", PASSWORD)
+    p.send("news@a.example", "s1@dest.test", conn=s)
+    s.quit()
+    assert _from(sink, "s1@dest.test") == ("127.0.0.12", "two.postino.test")
+
+
+def test_pool_header_is_not_signed(postino_factory, sink, keys):  # noqa: F811
+    """The header is gone before the content is hashed: the signature does
+    not name it (even when dkim_signed_headers does) and verifies."""
+    p = postino_factory(main={"relayhost": "[127.0.0.1]:%d" % sink.port,
+                              "dkim_key_maps": keys["table"],
+                              "dkim_signed_headers": "From, To, Subject, X-Postino-Pool"},
+                        start=False)
+    p.set(source_address_maps=_table(p, "source_addresses", ADDRS),
+          source_pool_maps=_table(p, "source_pools", POOLS))
+    p.start()
+    p.send("s@sign.test", "d1@dest.test",
+           raw=dkim_message(b"s@sign.test", extra=b"X-Postino-Pool: one\r\n", to=b"d1@dest.test"))
+    m = sink.wait_to("d1@dest.test")[0]
+    assert (m.peer, m.helo) == ("127.0.0.11", "one.postino.test")
+    assert b"postino-pool" not in m.content.lower()
+    sigs = signatures(m.content)   # sign.test has an RSA and an Ed25519 key
+    assert len(sigs) == 2 and all("x-postino-pool" not in tag(s, "h").lower() for s in sigs)
+    assert_verifies(m.content, keys, n=2)
