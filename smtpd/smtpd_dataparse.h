@@ -102,7 +102,8 @@ size_t dataparse_feed(struct dataparse *d, const unsigned char *p, size_t n);
 /* BDAT: the last octet arrived. A pending bare CR ends its line, an
  * unterminated last line gets its CRLF; sets done, flushes. */
 void dataparse_end(struct dataparse *d);
-/* Hand buffered content to out() now. */
+/* Hand buffered content to out() now (with drop_header, all but a header
+ * line not ended yet: it may still be dropped). */
 void dataparse_flush(struct dataparse *d);
 /* The first reason to refuse the message, or DP_OK. */
 enum dataparse_verdict dataparse_verdict(const struct dataparse *d);
