@@ -69,6 +69,8 @@ void dlv_job_free(struct dlv_job *job)
     tls_policy_destroy(&job->tls);
     free(job->cache_key);
     free(job->nexthop);
+    free(job->source);
+    free(job->helo);
     free(job);
     dlv_g.njobs--;
 }
@@ -278,6 +280,11 @@ int dlv_job_start(struct dlv_job *job, const char **why)
     buf_t err = BUF_INIT;
     long long len;
 
+    if (dlv_source_probe(job) < 0) {
+        job->source_fail = 1;
+        dlv_qconn_job_done(job);
+        return 0;
+    }
     if (qfile_read(dlv_g.srv->spool, job->id, &job->env, 0, &err) < 0 ||
         (job->content_fd = qfile_open_content(dlv_g.srv->spool, job->id, &len, &err)) < 0) {
         log_warn("%s: cannot read queue file: %s", job->id, buf_str(&err));

@@ -338,8 +338,14 @@ void dlv_sess_connect(struct dlv_job *job, const struct dlv_target *t, int port)
     s->tls_level = job->tls.level;
     s->no_tls = job->plain_retry;
     job->plain_retry = 0;
-    s->bev = bufferevent_socket_new(dlv_g.srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    int fd, err = dlv_source_socket(job, ss.ss_family, &fd);
+    s->bev = bufferevent_socket_new(dlv_g.srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     dlv_sess_install_cbs(s);
+    if (err) { /* no source address for this host: the next one */
+        s->pending_errno = err;
+        evtimer_add(s->timer, &zero);
+        return;
+    }
     if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&ss, (int)t->sslen) < 0) {
         s->pending_errno = errno ? errno : ECONNREFUSED;
         evtimer_add(s->timer, &zero); /* report from the loop, not re-entrantly */

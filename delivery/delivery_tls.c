@@ -53,6 +53,8 @@ int dlv_job_tls_policy(struct dlv_job *job)
         job->tls.level = TLS_LEV_NONE;
     }
     buf_printf(&key, "%s;%s", tls_level_name(job->tls.level), job->nexthop);
+    if (job->source || job->helo) /* a reused connection has the right source */
+        buf_printf(&key, ";%s;%s", job->source ? job->source : "", dlv_source_helo(job));
     free(job->cache_key);
     job->cache_key = buf_detach(&key);
     buf_destroy(&err);

@@ -75,12 +75,14 @@ static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
     qmgr_sched_tick();
     qmgr_bounce_tick();
     qmgr_suppress_tick();
+    qmgr_pool_tick();
 }
 
 static void qmgr_pre_drop(struct server *s)
 {
     qmgr_perm_init();
     qmgr_route_init(); /* table paths may lie outside a chroot */
+    qmgr_pool_init();
     /* The rules classify replies that come without a category (for the
      * suppression list, qmgr_suppress.c). */
     buf_t err = BUF_INIT;
@@ -128,7 +130,8 @@ static void qmgr_post_drop(struct server *s)
         log_warn("no private/qmgr socket passed (-s 0): no new-mail notifications");
     qmgr_lock();
     qmgr_suppress_init(); /* the one writer: after the lock */
-    qmgr_control_init();  /* early: CLI requests queue up during a rebuild */
+    qmgr_pool_load();
+    qmgr_control_init(); /* early: CLI requests queue up during a rebuild */
     qmgr_index_startup();
     tick_ev = event_new(s->base, -1, EV_PERSIST, qmgr_tick, NULL);
     event_add(tick_ev, &one);
@@ -147,6 +150,7 @@ static void qmgr_stop(struct server *s)
     qmgr_index_shutdown();
     qmgr_suppress_close();
     qmgr_route_close();
+    qmgr_pool_close();
     /* A reload replaces qmgr as a matter of course: not worth a line. */
     if (s->retiring)
         log_debug("retired");

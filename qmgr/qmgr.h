@@ -45,6 +45,7 @@ enum qmgr_kind { QK_BOUNCE = 0, QK_DELAY, QK_SUCCESS };
 #define QMGR_ACTIVE_LEASE (365LL * 86400)
 
 struct qmgr_dest;
+struct qmgr_src;
 
 struct qmgr_msg {
     char id[QID_LEN + 1];
@@ -69,6 +70,7 @@ struct qmgr_job {
     size_t *rcpt;
     size_t n;
     unsigned long long seq; /* arrival order, for FIFO dispatch */
+    struct qmgr_src *src;   /* source address while in flight (qmgr_pool.c) */
     TAILQ_ENTRY(qmgr_job)
     link; /* in its destination's FIFO, or the
                                    message's jobs while it is scheduled */
@@ -245,6 +247,29 @@ int qmgr_suppress_ctl_add(const attr_t *req, struct evbuffer *out, const char **
 int qmgr_suppress_ctl_remove(const attr_t *req, struct evbuffer *out, const char **err);
 int qmgr_suppress_ctl_list(const attr_t *req, struct evbuffer *out, const char **err);
 int qmgr_suppress_ctl_import(const attr_t *req, struct evbuffer *out, const char **err);
+
+/* qmgr_pool.c: source address pools (issue #9) */
+enum qmgr_pool_pick {
+    POOL_NONE,     /* no pool applies: no source= (smtp_bind_address) */
+    POOL_ADDR,     /* j->src chosen and counted */
+    POOL_EXHAUSTED /* every address of its pool is capped or out */
+};
+/* Read the tables (before privileges drop). */
+void qmgr_pool_init(void);
+/* Read today's warm-up counters from the spool (after qmgr_lock). */
+void qmgr_pool_load(void);
+void qmgr_pool_tick(void);
+void qmgr_pool_close(void);
+/* Choose j's source address (weighted round-robin in its pool). */
+enum qmgr_pool_pick qmgr_pool_assign(struct qmgr_job *j);
+/* The job did not go after all: give its count back. */
+void qmgr_pool_unassign(struct qmgr_job *j);
+/* source= and helo= for the job request, or NULL. */
+const char *qmgr_pool_source(const struct qmgr_job *j);
+const char *qmgr_pool_helo(const struct qmgr_job *j);
+/* A reply saying the job's source address cannot be bound: the address
+ * is taken out (logged) and 1 returned - the job goes again at once. */
+int qmgr_pool_job_failed(struct qmgr_job *j, const attr_t *reply);
 
 /* qmgr_control.c */
 void qmgr_control_init(void);

@@ -180,6 +180,10 @@ int qmgr_deliver_start(struct qmgr_job *j)
     attr_add(&req, "request", "deliver");
     attr_add(&req, "queue_id", j->msg->id);
     attr_add(&req, "nexthop", j->dest->nexthop);
+    if (qmgr_pool_source(j)) {
+        attr_add(&req, "source", qmgr_pool_source(j));
+        attr_add(&req, "helo", qmgr_pool_helo(j));
+    }
     for (size_t i = 0; i < j->n; i++)
         attr_add_ll(&req, "rcpt", (long long)j->rcpt[i]);
     conn_send(c->conn, &req);

@@ -174,6 +174,24 @@ static void dest_unreachable(struct qmgr_dest *d, double now)
     qmgr_ready_update(d, now);
 }
 
+/* Every address of the job's source pool is over its warm-up cap or out
+ * of service: the job waits like a deferred one. */
+static void job_defer_nosource(struct qmgr_job *j)
+{
+    struct qmgr_msg *m = j->msg;
+
+    qmgr_ready_update(j->dest, qmgr_now()); /* its next job may go */
+    m->guard++;
+    for (size_t i = 0; i < j->n; i++)
+        qmgr_msg_defer_rcpt(m, j->rcpt[i], "4.4.0",
+                            "no source address available (warm-up caps or addresses out)",
+                            bclass_name(BCLASS_OTHER));
+    m->jobs--;
+    job_free(j);
+    m->guard--;
+    qmgr_finish_check(m);
+}
+
 static struct qmgr_job *dest_pop(struct qmgr_dest *d)
 {
     struct qmgr_job *j = TAILQ_FIRST(&d->jobs);
@@ -208,7 +226,12 @@ void qmgr_sched_dispatch(void)
     qmgr_ready_wake(now);
     while (qmgr_g.st.inflight < plimit && (d = qmgr_ready_pick()) != NULL) {
         struct qmgr_job *j = dest_pop(d);
+        if (qmgr_pool_assign(j) == POOL_EXHAUSTED) {
+            job_defer_nosource(j);
+            continue;
+        }
         if (qmgr_deliver_start(j) < 0) {
+            qmgr_pool_unassign(j);
             dest_push_front(d, j);
             dest_unreachable(d, now);
             continue;
@@ -362,6 +385,11 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
     d->inflight--;
     qmgr_g.st.inflight--;
     qmgr_ready_update(d, qmgr_now());
+    if (qmgr_pool_job_failed(j, reply)) { /* nothing done: again, from another address */
+        dest_push_front(d, j);
+        qmgr_sched_dispatch();
+        return;
+    }
     m->jobs--;
     m->guard++;
     if (status && strcmp(status, "ok") == 0) {

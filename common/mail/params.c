@@ -200,6 +200,18 @@ const struct param_def param_table[] = {
       "send content with BDAT (RFC 3030 CHUNKING) to servers that offer it, else DATA"),
     B("disable_mime_output_conversion", "no",
       "send 8-bit mail as it is to servers without 8BITMIME (no conversion to 7 bit)"),
+    /* Source addresses and pools (issue #9) */
+    S("smtp_bind_address", "", "local IPv4 address outgoing connections bind to (empty: any)"),
+    S("smtp_bind_address6", "", "local IPv6 address outgoing connections bind to (empty: any)"),
+    L("source_address_maps", "",
+      "hash: tables: source IP -> helo=NAME weight=N warmup=N,N,... warmup_start=YYYY-MM-DD"),
+    L("source_pool_maps", "", "hash: tables: pool name -> its source IP addresses"),
+    L("sender_dependent_source_pool_maps", "",
+      "hash: tables: sasl:USER, sender address or @domain -> pool name (default: pool default)"),
+    S("source_pool_header", "X-Postino-Pool",
+      "header naming the pool, removed at reception (empty: none is honoured)"),
+    T("source_address_suspend_time", "300s", 1, DAY, 's',
+      "how long an address delivery cannot bind stays out of its pools"),
     /* bounce */
     I("bounce_size_limit", "50000", 1, 100000000,
       "maximal original message bytes returned in a bounce"),

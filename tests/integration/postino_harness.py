@@ -289,6 +289,8 @@ class _Handler:
         m = SinkMessage(self.ip, envelope.mail_from, envelope.rcpt_tos, envelope.content,
                         envelope.mail_options, getattr(envelope, "smtp_utf8", False))
         m.conn = self.sink.conn_id(session)
+        m.peer = session.peer[0] if session.peer else None   # the client's address
+        m.helo = session.host_name                          # its EHLO/HELO name
         with self.sink.lock:
             self.sink.messages.append(m)
         return "250 2.0.0 Ok: sunk %d" % len(self.sink.messages)
