@@ -276,6 +276,7 @@ static const struct {
     { "suppress_remove", qmgr_suppress_ctl_remove },
     { "suppress_list", qmgr_suppress_ctl_list },
     { "suppress_import", qmgr_suppress_ctl_import },
+    { "site_list", qmgr_site_ctl_list },
 };
 
 /* Checked before the request is looked at, so an outsider learns nothing. */
