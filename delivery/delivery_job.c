@@ -181,8 +181,9 @@ static void log_rcpt(struct dlv_job *job, const struct dlv_rres *r)
     fmt_delay(&d, ready - job->t_start);
     buf_putc(&d, '/');
     fmt_delay(&d, job->t_end - ready);
-    /* category= and tls= go after the status text: pflogsumm's to= pattern
-     * wants "dsn=..., status=" adjacent, and reads the reason up to ")". */
+    /* site=, category= and tls= go after the status text: pflogsumm's to=
+     * pattern wants "dsn=..., status=" adjacent, and reads the reason up
+     * to ")". */
     int failed = r->status != QR_SENT;
     log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)%s%s%s%s%s%s", job->id,
              job->env.rcpt[r->idx].addr, buf_str(&job->relay), d.data, r->dsn,
