@@ -1,7 +1,9 @@
 /* cli_site.c - "postino site list [--json]" and "postino site show NAME
  * [--json]": qmgr's sites (issue #9) with their domains, state,
- * connections, rate over the last minute and queued jobs. qmgr owns them;
- * this asks it over public/control (request=site_list, qmgr_site_ctl.c). */
+ * connections, rate over the last minute and queued jobs; and "postino
+ * site suspend|throttle|limit|resume", the administrator's hand on a
+ * site's state. qmgr owns the sites; this asks it over public/control
+ * (request=site_list and site_set, qmgr_site_ctl.c). */
 #include "cli/cli.h"
 
 #include <stdio.h>
@@ -12,6 +14,7 @@
 
 #include "common/util/attr.h"
 #include "common/util/buf.h"
+#include "common/mail/conf.h"
 #include "common/mail/dsn.h"
 
 /* Site data came partly from DNS: no control characters on the tty. */
@@ -163,6 +166,51 @@ static int site_query(const char *name, int json)
     return rc;
 }
 
+/* site suspend NAME DURATION [REASON] | throttle NAME RATE DURATION
+ * [REASON] | limit NAME CONNECTIONS DURATION [REASON] | resume NAME */
+static int site_change(int argc, char **argv)
+{
+    static const struct {
+        const char *cmd, *action;
+        int nargs; /* after NAME, before REASON */
+    } acts[] = {
+        { "suspend", "suspend", 1 },
+        { "throttle", "rate", 2 },
+        { "limit", "connections", 2 },
+        { "resume", "resume", 0 },
+    };
+    attr_t req = cli_control_request("site_set"), reply = ATTR_INIT;
+    int rc = CLI_USAGE;
+
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
+        int n = acts[i].nargs;
+        if (strcmp(argv[1], acts[i].cmd) != 0 || argc < 3 + n || argc > 4 + n ||
+            (n == 0 && argc != 3))
+            continue;
+        buf_t err = BUF_INIT;
+        long long secs = 0;
+        attr_add(&req, "name", argv[2]);
+        attr_add(&req, "action", acts[i].action);
+        if (n == 2)
+            attr_add(&req, "value", argv[3]);
+        if (n > 0 && conf_parse_time(argv[2 + n], 's', &secs, &err) < 0) {
+            cli_err("bad duration \"%s\": %s", argv[2 + n], buf_str(&err));
+            buf_destroy(&err);
+            break;
+        }
+        buf_destroy(&err);
+        if (n > 0)
+            attr_add_ll(&req, "secs", secs);
+        if (argc == 4 + n)
+            attr_add(&req, "reason", argv[3 + n]);
+        rc = cli_control_call(&req, &reply) == 0 ? CLI_OK : CLI_ERR;
+        break;
+    }
+    attr_destroy(&req);
+    attr_destroy(&reply);
+    return rc == CLI_USAGE ? cli_usage("site") : rc;
+}
+
 int cli_cmd_site(struct cli *c, int argc, char **argv)
 {
     int json = 0;
@@ -170,6 +218,8 @@ int cli_cmd_site(struct cli *c, int argc, char **argv)
 
     if (argc < 2)
         return cli_usage("site");
+    if (strcmp(argv[1], "list") != 0 && strcmp(argv[1], "show") != 0)
+        return site_change(argc, argv);
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             json = 1;

@@ -262,6 +262,7 @@ int qmgr_suppress_ctl_list(const attr_t *req, struct evbuffer *out, const char *
 int qmgr_suppress_ctl_import(const attr_t *req, struct evbuffer *out, const char **err);
 /* qmgr_site_ctl.c: site_list (postino site list/show) */
 int qmgr_site_ctl_list(const attr_t *req, struct evbuffer *out, const char **err);
+int qmgr_site_ctl_set(const attr_t *req, struct evbuffer *out, const char **err);
 
 /* qmgr_control.c */
 void qmgr_control_init(void);

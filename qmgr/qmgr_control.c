@@ -277,6 +277,7 @@ static const struct {
     { "suppress_list", qmgr_suppress_ctl_list },
     { "suppress_import", qmgr_suppress_ctl_import },
     { "site_list", qmgr_site_ctl_list },
+    { "site_set", qmgr_site_ctl_set },
 };
 
 /* Checked before the request is looked at, so an outsider learns nothing. */

@@ -3,8 +3,8 @@
  *
  * Why: limits that matter to a mailbox provider are per provider, not
  * per recipient domain. qmgr learns each smtp destination's MX set with
- * c-ares (nothing blocks the loop; results are cached for
- * shaping_mx_cache_time, failures for a minute) and files the destination
+ * c-ares (nothing blocks the loop; results are cached for the MX records'
+ * TTL, between a minute and shaping_mx_cache_time; failures for a minute) and files the destination
  * under the site of that set (qmgr_site_group). A lookup failure leaves
  * the domain in a site of its own named after it; nexthops that are not
  * MX-routed ([host], other transports) are sites of their own too.
@@ -86,8 +86,7 @@ void qmgr_site_start(void)
 
     dns = dns_new(qmgr_g.srv->base, conf_str("dns_servers"), &err);
     if (dns == NULL)
-        log_warn("no MX lookups for sites (each domain is a site of its own): %s",
-                 buf_str(&err));
+        log_warn("no MX lookups for sites (each domain is a site of its own): %s", buf_str(&err));
     buf_destroy(&err);
 }
 
@@ -102,6 +101,29 @@ static void site_free(struct qmgr_site *s)
     free(s);
 }
 
+static void mx_free(struct mxent *e)
+{
+    htable_remove(&mxents, &e->hlink);
+    free(e->domain);
+    free(e->key);
+    free(e->name);
+    strv_free(e->hosts);
+    free(e);
+}
+
+/* Forget answers past their time that nobody waits for. */
+static void mx_sweep(long long now)
+{
+    struct hlink *l, *next;
+
+    HTABLE_EACH(&mxents, l, next)
+    {
+        struct mxent *e = HTABLE_ENTRY(l, struct mxent, hlink);
+        if (!e->pending && LIST_EMPTY(&e->waiting) && e->expires <= now)
+            mx_free(e);
+    }
+}
+
 void qmgr_site_close(void)
 {
     struct hlink *l, *next;
@@ -110,15 +132,7 @@ void qmgr_site_close(void)
         dns_free(dns);
     dns = NULL;
     HTABLE_EACH(&mxents, l, next)
-    {
-        struct mxent *e = HTABLE_ENTRY(l, struct mxent, hlink);
-        htable_remove(&mxents, l);
-        free(e->domain);
-        free(e->key);
-        free(e->name);
-        strv_free(e->hosts);
-        free(e);
-    }
+    mx_free(HTABLE_ENTRY(l, struct mxent, hlink));
     HTABLE_EACH(&sites, l, next)
     {
         htable_remove(&sites, l);
@@ -291,6 +305,17 @@ static struct mxent *mx_find(const char *domain, unsigned h)
     return NULL;
 }
 
+/* The record's TTL, at least a minute, at most shaping_mx_cache_time;
+ * the latter without one (the domain's own address: no MX record). */
+static long long mx_cache_time(unsigned ttl)
+{
+    long long most = conf_int("shaping_mx_cache_time");
+
+    if (ttl == 0)
+        return most;
+    return ttl < MX_FAIL_CACHE ? MX_FAIL_CACHE : (long long)ttl < most ? (long long)ttl : most;
+}
+
 static void mx_done(struct dns_result *res, void *arg)
 {
     struct mxent *e = arg;
@@ -312,7 +337,7 @@ static void mx_done(struct dns_result *res, void *arg)
             e->hosts[i] = str_lower(xstrdup(res->hosts[i].name));
         }
         qmgr_site_group(h, pref, res->nhosts, rollup, nrollup, &key, &name);
-        e->expires = (long long)time(NULL) + conf_int("shaping_mx_cache_time");
+        e->expires = (long long)time(NULL) + mx_cache_time(res->ttl);
         free(h);
         free(pref);
     } else {
@@ -535,8 +560,8 @@ void qmgr_site_throttle_rate(struct qmgr_site *s, double per_sec, long long secs
     set_state(s, SITE_THROTTLED, secs, why);
     s->rate_throttle = per_sec;
     site_apply_limits(s);
-    log_info("site=%s throttled: rate %.0f/h for %llds after \"%s\"", s->name, per_sec * 3600,
-             secs, s->state_reason);
+    log_info("site=%s throttled: rate %.0f/h for %llds after \"%s\"", s->name, per_sec * 3600, secs,
+             s->state_reason);
 }
 
 void qmgr_site_throttle_conc(struct qmgr_site *s, int conc, long long secs, const char *why)
@@ -555,9 +580,11 @@ void qmgr_site_bounce_queued(struct qmgr_site *s, const char *dsn, const char *w
     qmgr_sched_site_flush(s, RR_BOUNCED, dsn && *dsn ? dsn : "5.0.0", why);
 }
 
-/* A state whose time is over: back to normal, one line. */
+/* A state whose time is over (or ended by hand): back to normal, one line. */
 static void site_expire(struct qmgr_site *s, double now)
 {
+    if (s->state == SITE_NORMAL)
+        return;
     log_info("site=%s back to normal after %s (\"%s\")", s->name, qmgr_site_state_name(s->state),
              s->state_reason ? s->state_reason : "");
     s->state = SITE_NORMAL;
@@ -568,6 +595,11 @@ static void site_expire(struct qmgr_site *s, double now)
     s->conc_throttle = 0;
     site_apply_limits(s);
     unpark_all(s, now);
+}
+
+void qmgr_site_resume(struct qmgr_site *s)
+{
+    site_expire(s, qmgr_now());
 }
 
 /* Nothing refers to it and forgetting it loses no rate state. */
@@ -584,6 +616,8 @@ void qmgr_site_tick(void)
     struct hlink *l, *next;
     int sweep = ++ticks % 60 == 0;
 
+    if (sweep)
+        mx_sweep((long long)now);
     HTABLE_EACH(&sites, l, next)
     {
         struct qmgr_site *s = HTABLE_ENTRY(l, struct qmgr_site, hlink);

@@ -32,8 +32,8 @@ struct qmgr_shaping {
     int message_burst;                 /* GCRA burst (1 unless set) */
     double max_connection_rate;        /* new connections per second */
     int connection_burst;
-    long long connect_timeout; /* seconds; smtp_connect_timeout */
-    long long idle_timeout;    /* smtp_connection_cache_time_limit */
+    long long connect_timeout;            /* seconds; smtp_connect_timeout */
+    long long idle_timeout;               /* smtp_connection_cache_time_limit */
     long long retry[QMGR_SITE_MAX_RETRY]; /* per-site retry schedule */
     size_t nretry;
     char *msg_rate_text, *conn_rate_text; /* as written ("300/h"), or NULL */
@@ -85,13 +85,13 @@ struct qmgr_site {
     int conc_limit; /* effective max connections */
     /* ---- private to qmgr_site.c and qmgr_sched.c ---- */
     struct gcra msg_rate, conn_rate;
-    double rate_throttle;            /* per second while throttled by rate, else 0 */
-    int conc_throttle;               /* connections while throttled, else 0 */
-    char **domains;                  /* the domains seen in it */
+    double rate_throttle; /* per second while throttled by rate, else 0 */
+    int conc_throttle;    /* connections while throttled, else 0 */
+    char **domains;       /* the domains seen in it */
     size_t ndomains;
-    LIST_HEAD(, qmgr_dest) dests;    /* its destinations */
-    LIST_HEAD(, qmgr_dest) parked;   /* destinations waiting for it */
-    struct event *timer;             /* wakes parked destinations */
+    LIST_HEAD(, qmgr_dest) dests;  /* its destinations */
+    LIST_HEAD(, qmgr_dest) parked; /* destinations waiting for it */
+    struct event *timer;           /* wakes parked destinations */
     double timer_at;
     long long sent_t[QMGR_SITE_RATE_SLOTS]; /* messages sent per second, */
     unsigned sent_n[QMGR_SITE_RATE_SLOTS];  /* over the last minute */
@@ -106,6 +106,8 @@ void qmgr_site_throttle_rate(struct qmgr_site *s, double per_sec, long long secs
 void qmgr_site_throttle_conc(struct qmgr_site *s, int conc, long long secs, const char *why);
 void qmgr_site_bounce_queued(struct qmgr_site *s, const char *dsn, const char *why);
 struct qmgr_site *qmgr_site_find(const char *name);
+/* End a throttled or suspended state now (one log line). */
+void qmgr_site_resume(struct qmgr_site *s);
 
 /* Read shaping_maps and shaping_mx_rollup, set up DNS (before/after the
  * privilege drop: init opens the table, start needs the event loop). */
@@ -124,8 +126,7 @@ enum qmgr_site_go {
     SITE_DEFER, /* the site is suspended: defer the job */
 };
 /* fresh: the job needs a new connection (no idle one is pinned to s). */
-enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int fresh,
-                                  double now);
+enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int fresh, double now);
 /* A job of s started / came back. */
 void qmgr_site_job_started(struct qmgr_site *s, double now);
 void qmgr_site_job_done(struct qmgr_site *s);

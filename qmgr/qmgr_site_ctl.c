@@ -3,12 +3,19 @@
  *
  *   request=site_list [name=NAME]
  *
- * Answer: one record per active site (name, state, until, reason, conns,
+ *   request=site_set name=NAME action=suspend|rate|connections|resume
+ *       [secs=N] [value=RATE|N] [reason=TEXT]
+ *
+ * site_list answers one record per active site (name, state, until, reason, conns,
  * limit, rate = messages sent in the last minute, rate_limit, queued,
  * policy, a domain= per destination domain, the first 200), then end=1 count=N; with
- * name= and no such site: status=fail reason=no such site. */
+ * name= and no such site: status=fail reason=no such site. site_set
+ * (postino site suspend/throttle/limit/resume) changes a site's state as
+ * the adaptive rules do, and answers status=ok. */
 #include "qmgr/qmgr.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -87,6 +94,74 @@ int qmgr_site_ctl_list(const attr_t *req, struct evbuffer *out, const char **err
     qmgr_site_foreach(site_record, &c);
     attr_add(&r, "end", "1");
     attr_add_ll(&r, "count", (long long)c.count);
+    attr_to_evbuffer(out, &r);
+    attr_destroy(&r);
+    return 0;
+}
+
+static int parse_ll(const char *v, long long lo, long long hi, long long *out)
+{
+    char *end;
+
+    if (v == NULL || *v < '0' || *v > '9')
+        return -1;
+    errno = 0;
+    *out = strtoll(v, &end, 10);
+    return errno || *end || *out < lo || *out > hi ? -1 : 0;
+}
+
+/* Apply one site_set action to s; -1 with *err when malformed. */
+static int site_set(struct qmgr_site *s, const attr_t *req, const char **err)
+{
+    const char *action = attr_get_def(req, "action", "");
+    const char *reason = attr_get_def(req, "reason", "set by the administrator");
+    const char *value = attr_get(req, "value");
+    long long secs = 0, n;
+    double rate;
+
+    if (strcmp(action, "resume") == 0) {
+        qmgr_site_resume(s);
+        return 0;
+    }
+    if (parse_ll(attr_get(req, "secs"), 1, 365LL * 86400, &secs) < 0) {
+        *err = "secs: want a number of seconds";
+        return -1;
+    }
+    if (strcmp(action, "suspend") == 0) {
+        qmgr_site_suspend(s, secs, reason);
+    } else if (strcmp(action, "rate") == 0) {
+        if (value == NULL || gcra_parse_rate(value, &rate) < 0 || rate <= 0) {
+            *err = "value: want a rate such as 300/h";
+            return -1;
+        }
+        qmgr_site_throttle_rate(s, rate, secs, reason);
+    } else if (strcmp(action, "connections") == 0) {
+        if (parse_ll(value, 1, 10000, &n) < 0) {
+            *err = "value: want a number of connections";
+            return -1;
+        }
+        qmgr_site_throttle_conc(s, (int)n, secs, reason);
+    } else {
+        *err = "action: want suspend, rate, connections or resume";
+        return -1;
+    }
+    return 0;
+}
+
+int qmgr_site_ctl_set(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    const char *name = attr_get(req, "name");
+    struct qmgr_site *s = name ? qmgr_site_find(name) : NULL;
+    attr_t r = ATTR_INIT;
+
+    if (s == NULL) {
+        *err = "no such site";
+        return -1;
+    }
+    if (site_set(s, req, err) < 0)
+        return -1;
+    qmgr_sched_dispatch();
+    attr_add(&r, "status", "ok");
     attr_to_evbuffer(out, &r);
     attr_destroy(&r);
     return 0;

@@ -171,3 +171,52 @@ def test_rollup_by_suffix_and_site_row(postino_factory, sink):
     assert "mx3.other.invalid" in s and s["mx3.other.invalid"]["domains"] == ["d.example"]
     sink.wait_for(count=3, timeout=30)
     p.wait_log(r"to=<x@a\.example>.*status=sent.*, site=prov$")
+
+
+def test_state_changes_by_hand(postino_factory, sink):
+    p = shaped(postino_factory, ["default max_connections=4"])
+    inject(p, ["s1@a.example"])
+    sink.wait_for(count=1, timeout=20)
+    p.cli("site", "suspend", SITE, "1h", "testing the brakes", check=True)
+    p.wait_log(r'site=mx1\.provider\.test suspended for 3600s after "testing the brakes"$')
+    s = sites(p)[SITE]
+    assert s["state"] == "suspended" and s["reason"] == "testing the brakes"
+    assert s["until"] > time.time() + 3000
+    inject(p, ["s2@b.example"])
+    p.wait_log(r"to=<s2@b\.example>.*status=deferred \(delivery temporarily suspended: "
+               r"site mx1\.provider\.test: testing the brakes\)")
+    assert len(sink.received()) == 1
+    p.cli("site", "resume", SITE, check=True)
+    p.wait_log(r"site=mx1\.provider\.test back to normal after suspended")
+    sink.wait_to("s2@b.example", timeout=30)   # the retry goes out
+    p.cli("site", "throttle", SITE, "60/m", "10m", check=True)
+    p.wait_log(r'site=mx1\.provider\.test throttled: rate 3600/h for 600s after '
+               r'"set by the administrator"$')
+    p.cli("site", "limit", SITE, "1", "10m", "busy", check=True)
+    p.wait_log(r'site=mx1\.provider\.test throttled: concurrency 1 for 600s after "busy"$')
+    s = sites(p)[SITE]
+    assert (s["state"], s["limit"], s["rate_limit"]) == ("throttled", 1, "3600/h")
+    r = p.cli("site", "throttle", SITE, "fast", "10m")
+    assert r.returncode == 1 and "want a rate" in r.stderr
+    assert p.cli("site", "suspend", "no.such.site", "1h").returncode == 1
+
+
+def test_reload_applies_new_limits(postino_factory, sink):
+    p = shaped(postino_factory, ["site:%s max_connections=2" % SITE])
+    inject(p, ["l1@a.example"])
+    sink.wait_for(count=1, timeout=20)
+    assert sites(p)[SITE]["limit"] == 2
+    path = os.path.join(p.conf, "shaping")
+    with open(path, "w") as f:
+        f.write("site:%s max_connections=5\n" % SITE)
+    p.cli("map", "build", path, check=True)
+    p.cli("reload", check=True)
+    sink.data_delay = 1.0
+
+    def limit_now():
+        try:
+            inject(p, ["l2@a.example"])
+            return sites(p).get(SITE, {}).get("limit") == 5
+        except Exception:
+            return False
+    h.wait_until(limit_now, timeout=30, interval=1, what="the new limit after reload")
