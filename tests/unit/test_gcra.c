@@ -110,10 +110,8 @@ static void test_parse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spacing),
-        cmocka_unit_test(test_no_burst_after_idle),
-        cmocka_unit_test(test_burst),
-        cmocka_unit_test(test_unlimited_and_change),
+        cmocka_unit_test(test_spacing), cmocka_unit_test(test_no_burst_after_idle),
+        cmocka_unit_test(test_burst),   cmocka_unit_test(test_unlimited_and_change),
         cmocka_unit_test(test_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,8 +25,7 @@ static void test_same_set(void **state)
     const char *b[] = { "mx1.provider.test", "mx2.provider.test" };
     const char *c[] = { "mx1.provider.test" };
     int pa[] = { 10, 20 }, pb[] = { 5, 5 };
-    buf_t ka = BUF_INIT, kb = BUF_INIT, kc = BUF_INIT, na = BUF_INIT, nb = BUF_INIT,
-          nc = BUF_INIT;
+    buf_t ka = BUF_INIT, kb = BUF_INIT, kc = BUF_INIT, na = BUF_INIT, nb = BUF_INIT, nc = BUF_INIT;
 
     group(a, pa, 2, NULL, 0, &ka, &na);
     group(b, pb, 2, NULL, 0, &kb, &nb);
