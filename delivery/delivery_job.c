@@ -60,8 +60,11 @@ static int site_num(const char *v, long long lo, long long hi, long long *out)
 int dlv_job_set_site(struct dlv_job *job, const char *site, const char *maxdel, const char *conn_to,
                      const char *idle_to)
 {
-    if (site && (!*site || strlen(site) > 255 || strpbrk(site, " \t\r\n;")))
+    if (site && (!*site || strlen(site) > 1024))
         return -1;
+    for (const char *p = site; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return -1;
     free(job->site);
     job->site = site ? xstrdup(site) : NULL;
     return site_num(maxdel, 1, 1000000, &job->site_max_deliveries) < 0 ||

@@ -217,7 +217,10 @@ void qmgr_sched_dispatch(void)
             qmgr_ready_forget(d);
             continue;
         }
-        enum qmgr_site_go go = qmgr_site_admit(d->site, d, !qmgr_deliver_site_idle(d), now);
+        /* Whether the job needs a new connection matters only to a
+         * connection rate (and costs a walk over the agent connections). */
+        int fresh = d->site->pol.max_connection_rate > 0 && !qmgr_deliver_site_idle(d);
+        enum qmgr_site_go go = qmgr_site_admit(d->site, d, fresh, now);
         if (go == SITE_WAIT)
             continue;
         struct qmgr_job *j = dest_pop(d);

@@ -220,14 +220,19 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* A host name without a trailing dot, lower case. */
+/* A host name without a trailing dot, lower case; anything but letters,
+ * digits, '.', '-' and '_' (from a hostile DNS answer) becomes '?', so a
+ * site name is always one safe word in logs and requests. */
 static char *host_norm(const char *h)
 {
     char *s = str_lower(xstrdup(h));
     size_t n = strlen(s);
 
     if (n > 0 && s[n - 1] == '.')
-        s[n - 1] = '\0';
+        s[--n] = '\0';
+    for (char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
+            *p = '?';
     return s;
 }
 

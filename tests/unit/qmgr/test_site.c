@@ -39,6 +39,10 @@ static void test_same_set(void **state)
     assert_string_equal(buf_str(&na), "mx2.provider.test");
     assert_string_equal(buf_str(&nb), "mx1.provider.test");
     assert_string_equal(buf_str(&nc), "mx1.provider.test");
+    /* a hostile name cannot put spaces or controls into a site name */
+    const char *bad[] = { "mx 1.evil\r\n.test" };
+    group(bad, NULL, 1, NULL, 0, &ka, &na);
+    assert_string_equal(buf_str(&na), "mx?1.evil??.test");
     buf_destroy(&ka);
     buf_destroy(&kb);
     buf_destroy(&kc);
