@@ -119,6 +119,13 @@ static enum conn_verdict qconn_deliver(struct dlv_qconn *qc, const attr_t *a, co
         return CONN_OK;
     }
     job = dlv_job_new(qc, id, attr_get(a, "nexthop"));
+    if (dlv_job_set_site(job, attr_get(a, "site"), attr_get(a, "site_max_deliveries"),
+                         attr_get(a, "site_connect_timeout"),
+                         attr_get(a, "site_idle_timeout")) < 0) {
+        *why = "malformed site attributes";
+        dlv_job_free(job);
+        return CONN_DROP;
+    }
     dlv_source_set(job, attr_get(a, "source"), attr_get(a, "helo"));
     while ((v = attr_next(a, "rcpt", &pos)) != NULL) {
         if (parse_idx(v, &idx) < 0) {

@@ -93,6 +93,10 @@ struct dlv_job {
     struct sockaddr_storage src;
     socklen_t srclen;
     int source_fail; /* it cannot be bound: reply source_unavailable */
+    /* qmgr's site of the job (issue #9): logged as site=, and its
+     * connections are cached per site; 0: the main.cf value */
+    char *site;
+    long long site_max_deliveries, site_connect_timeout, site_idle_timeout;
 };
 
 /* How a session that never reached a transaction failed. */
@@ -104,6 +108,10 @@ void dlv_qconn_job_done(struct dlv_job *job);
 
 /* ---- delivery_job.c ---- */
 struct dlv_job *dlv_job_new(struct dlv_qconn *qc, const char *id, const char *nexthop);
+/* The site attributes of a deliver request (site=, site_max_deliveries=,
+ * site_connect_timeout=, site_idle_timeout=); -1 when one is malformed. */
+int dlv_job_set_site(struct dlv_job *job, const char *site, const char *maxdel, const char *conn_to,
+                     const char *idle_to);
 void dlv_job_add_rcpt(struct dlv_job *job, size_t idx);
 /* Read the queue file and start. -1 when the request names a recipient
  * the message does not have (*why says so; the job is the caller's to

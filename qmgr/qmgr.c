@@ -83,6 +83,7 @@ static void qmgr_pre_drop(struct server *s)
     qmgr_perm_init();
     qmgr_route_init(); /* table paths may lie outside a chroot */
     qmgr_pool_init();
+    qmgr_site_init();
     /* The rules classify replies that come without a category (for the
      * suppression list, qmgr_suppress.c). */
     buf_t err = BUF_INIT;
@@ -132,6 +133,7 @@ static void qmgr_post_drop(struct server *s)
     qmgr_suppress_init(); /* the one writer: after the lock */
     qmgr_pool_load();
     qmgr_control_init(); /* early: CLI requests queue up during a rebuild */
+    qmgr_site_start();
     qmgr_index_startup();
     tick_ev = event_new(s->base, -1, EV_PERSIST, qmgr_tick, NULL);
     event_add(tick_ev, &one);
@@ -151,6 +153,7 @@ static void qmgr_stop(struct server *s)
     qmgr_suppress_close();
     qmgr_route_close();
     qmgr_pool_close();
+    qmgr_site_close();
     /* A reload replaces qmgr as a matter of course: not worth a line. */
     if (s->retiring)
         log_debug("retired");

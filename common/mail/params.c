@@ -173,6 +173,11 @@ const struct param_def param_table[] = {
       "parallel deliveries in total (all destinations)"),
     T("destination_suspend_time", "60s", 1, DAY, 's',
       "how long a destination that refuses connections is left alone"),
+    /* Traffic shaping per site (issue #9, qmgr_site.c) */
+    S("shaping_maps", "",
+      "per-site limits: hash: tables keyed by site:NAME, domain, .mxsuffix, default"),
+    S("shaping_mx_rollup", "", "MX host suffixes that make one named site: .suffix=name, ..."),
+    T("shaping_mx_cache_time", "1h", 1, DAY, 's', "how long qmgr keeps a domain's MX set"),
     /* SMTP client (delivery) */
     I("smtp_port", "25", 1, 65535, "TCP port for MX hosts and relayhost without :port"),
     S("dns_servers", "", "DNS servers (ip or ip:port, comma separated); empty: /etc/resolv.conf"),
