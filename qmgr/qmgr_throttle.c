@@ -203,9 +203,9 @@ static void run_rules(struct qmgr_site *s, const char *ip, const char *reason, c
     struct qmgr_shaperule_reply in = { 0, NULL, buf_str(&reply), s->name,
                                        host.len ? buf_str(&host) : NULL };
     const struct qmgr_shaperule *r = qmgr_shaperules_match(rules, &in);
-    int again = r && ((s->rule == r && s->state != SITE_NORMAL) ||
-                      (r->action == SHAPERULE_SUSPEND_SOURCE && ip &&
-                       !qmgr_throttle_source_ok(s, ip)));
+    int again =
+        r && ((s->rule == r && s->state != SITE_NORMAL) ||
+              (r->action == SHAPERULE_SUSPEND_SOURCE && ip && !qmgr_throttle_source_ok(s, ip)));
     if (r && !again) {
         reply_why(buf_str(&reply), &why);
         if (apply_rule(s, ip, r, dsn, buf_str(&why)))

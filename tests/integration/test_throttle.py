@@ -153,3 +153,104 @@ def test_gmail_42128_rule_means_ten_times_fewer_421s(postino_factory):
                timeout=RULE_SECS + 15)
     out = p.cli("site", "list", check=True).stdout
     assert re.search(r"%s\b.*normal" % re.escape(site), out), out
+
+
+# -- suspend_source: a provider that blocks one of the pool's two addresses
+
+BLK_IP = "127.0.0.62"
+BAD_SRC, GOOD_SRC = "127.0.0.11", "127.0.0.12"
+
+
+class BlockingMX(h.AsyncServers):
+    """Answers RCPT from BAD_SRC with a 421 naming the client as blocked
+    (and closes); everyone else gets through. Records the client address
+    of every accepted message and counts the 421s."""
+
+    def __init__(self, port):
+        super().__init__(port, {"blk": (BLK_IP, None)})
+        self.lock = threading.Lock()
+        self.peers = []
+        self.refused = 0
+
+    def state(self):
+        with self.lock:
+            return list(self.peers), self.refused
+
+    async def session(self, key, script, reader, writer):
+        peer = writer.get_extra_info("peername")[0]
+        try:
+            writer.write(b"220 mx.blk.test ESMTP\r\n")
+            while True:
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), 60)
+                if not line:
+                    return
+                verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper()
+                if verb == b"RCPT" and peer == BAD_SRC:
+                    with self.lock:
+                        self.refused += 1
+                    writer.write(b"421 4.7.1 Client host [%s] blocked using local list\r\n"
+                                 % peer.encode())
+                    await writer.drain()
+                    return
+                if verb == b"DATA":
+                    writer.write(b"354 go\r\n")
+                    await writer.drain()
+                    while (await asyncio.wait_for(reader.readline(), 60)) not in (b".\r\n", b""):
+                        pass
+                    with self.lock:
+                        self.peers.append(peer)
+                    writer.write(b"250 2.0.0 OK\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 2.0.0 bye\r\n")
+                    await writer.drain()
+                    return
+                else:
+                    writer.write(b"250 2.0.0 OK\r\n")
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+
+def _table(p, name, rows):
+    path = os.path.join(p.conf, name)
+    with open(path, "w") as f:
+        for k, v in rows.items():
+            f.write("%s %s\n" % (k, v))
+    p.cli("map", "build", path, check=True)
+    return "hash:" + path
+
+
+@pytest.mark.dns([("mx", "blk.test", "mx.blk.test", 10), ("a", "mx.blk.test", BLK_IP)])
+def test_suspend_source_takes_one_address_out_for_the_site(postino_factory):
+    port = h.free_port_all([BLK_IP])
+    mx = BlockingMX(port).start()
+    try:
+        p = postino_factory(main={"smtp_port": str(port)}, start=False)
+        with open(os.path.join(p.conf, "shaping_rules"), "w") as f:
+            f.write("suspend_source 1h code=421 text=client host .* blocked\n")
+        p.set(source_address_maps=_table(p, "source_addresses",
+                                         {BAD_SRC: "helo=bad.postino.test",
+                                          GOOD_SRC: "helo=good.postino.test"}),
+              source_pool_maps=_table(p, "source_pools", {"pair": "%s %s" % (BAD_SRC, GOOD_SRC)}),
+              sender_dependent_source_pool_maps=_table(p, "source_pool_senders",
+                                                       {"@a.example": "pair"}))
+        p.start()
+        # the first messages run into the block (round-robin over the pair)
+        for i in range(6):
+            p.send("news@a.example", "f%d@blk.test" % i)
+        p.wait_log(r"site=\S+ source=%s suspended for 1h after \"421 4\.7\.1 Client host"
+                   % re.escape(BAD_SRC), timeout=30)
+        h.wait_until(lambda: len(mx.state()[0]) >= 6, timeout=60, what="6 messages at the MX")
+        _, refused = mx.state()
+        # from now on only the other address sends to this site
+        for i in range(10):
+            p.send("news@a.example", "s%d@blk.test" % i)
+        h.wait_until(lambda: len(mx.state()[0]) >= 16, timeout=60, what="16 messages at the MX")
+        peers, refused_after = mx.state()
+        assert refused_after == refused, "the blocked address was used again"
+        assert set(peers[6:]) == {GOOD_SRC}, peers
+        assert len(p.log_lines(r"source=%s suspended" % re.escape(BAD_SRC))) == 1
+    finally:
+        mx.stop()
