@@ -254,3 +254,84 @@ def test_suspend_source_takes_one_address_out_for_the_site(postino_factory):
         assert len(p.log_lines(r"source=%s suspended" % re.escape(BAD_SRC))) == 1
     finally:
         mx.stop()
+
+
+# -- suspend: Yahoo's [TSS04] stops all mail to the site for a while
+
+YAHOO_IP = "127.0.0.63"
+TSS04 = (b"421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected "
+         b"volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes\r\n")
+
+
+class PushbackMX(BlockingMX):
+    """Answers the first RCPT it sees with `first` (and closes), accepts the
+    rest; counts the refusals and records accepted messages."""
+
+    def __init__(self, port, first):
+        h.AsyncServers.__init__(self, port, {"mx": (YAHOO_IP, None)})
+        self.lock = threading.Lock()
+        self.peers = []
+        self.refused = 0
+        self.rcpts = 0
+        self.first = first
+
+    async def session(self, key, script, reader, writer):
+        try:
+            writer.write(b"220 mx.yahoo.test ESMTP\r\n")
+            while True:
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), 60)
+                if not line:
+                    return
+                verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper()
+                if verb == b"RCPT":
+                    with self.lock:
+                        self.rcpts += 1
+                        refuse = self.rcpts == 1
+                        self.refused += refuse
+                    if refuse:
+                        writer.write(self.first)
+                        await writer.drain()
+                        return
+                if verb == b"DATA":
+                    writer.write(b"354 go\r\n")
+                    await writer.drain()
+                    while (await asyncio.wait_for(reader.readline(), 60)) not in (b".\r\n", b""):
+                        pass
+                    with self.lock:
+                        self.peers.append("msg")
+                    writer.write(b"250 2.0.0 OK\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 2.0.0 bye\r\n")
+                    await writer.drain()
+                    return
+                else:
+                    writer.write(b"250 2.0.0 OK\r\n")
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.dns([("mx", "yahoo.test", "mx.yahoo.test", 10), ("a", "mx.yahoo.test", YAHOO_IP)])
+def test_suspend_defers_the_site_then_resumes(postino_factory):
+    port = h.free_port_all([YAHOO_IP])
+    mx = PushbackMX(port, TSS04).start()
+    try:
+        p = postino_factory(main={"smtp_port": str(port)}, start=False)
+        with open(os.path.join(p.conf, "shaping_rules"), "w") as f:
+            f.write("suspend 10s text=\\[TSS04\\]\n")
+        p.start()
+        p.send(SENDER, "first@yahoo.test")
+        line = p.wait_log(r'site=\S+ suspended for 10s after "421 4\.7\.0 \[TSS04\] ')[0]
+        site = re.search(r"site=(\S+) suspended", line).group(1)
+        # mail for the site while it is suspended waits in qmgr, unsent
+        p.send(SENDER, "second@yahoo.test")
+        p.wait_log(r"to=<second@yahoo\.test>.*status=deferred \(delivery temporarily "
+                   r"suspended: site %s: 421 4\.7\.0 \[TSS04\]" % re.escape(site))
+        assert mx.state()[0] == [], "a message went to the site while it was suspended"
+        p.wait_log(r"site=%s back to normal after suspended" % re.escape(site), timeout=30)
+        h.wait_until(lambda: len(mx.state()[0]) >= 2, timeout=30, what="both messages")
+        assert mx.state()[1] == 1
+    finally:
+        mx.stop()
