@@ -1,7 +1,7 @@
 /* qmgr_throttle.c - adaptive throttling: what qmgr learns from each job's
  * outcome at a site.
  *
- * Two kinds of feedback (issue #9):
+ * Three kinds of feedback (issue #9):
  *   - rules: the first deferred (else bounced) reply of a job goes through
  *     the shaping_rules (qmgr_shaperules.c); a match suspends, throttles or
  *     bounces the site for the rule's duration through qmgr_site.c, which
@@ -23,7 +23,6 @@
 #include <time.h>
 
 #include "common/util/alloc.h"
-
 #include "common/util/log.h"
 #include "qmgr/qmgr_shaperules.h"
 #include "qmgr/qmgr_slowstart.h"
