@@ -14,9 +14,12 @@
  * Why a pool of their own: signing is all CPU, the commit pool's threads
  * mostly wait on fsync. In the commit pool, fsyncs queued behind
  * signatures, and up to 8 RSA operations per process competed for the
- * CPUs with each other and with the event loop: smtpd used about 10% more
- * CPU per signed message (4 KB, 2 CPUs). More threads signing than there
- * are CPUs cannot sign faster. */
+ * CPUs with each other and with the event loop; more threads signing than
+ * there are CPUs cannot sign faster. (The gain measured on a shared 2-CPU
+ * machine was small, 0-10% less smtpd CPU per signed message, near the
+ * noise: the RSA operation itself is the cost, see README.) Signing and
+ * the fsync stay two jobs: one job doing both made the fsyncs of
+ * different messages meet less often and cost more. */
 #include "smtpd/smtpd.h"
 
 #include <stdlib.h>
