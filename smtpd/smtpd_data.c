@@ -8,7 +8,7 @@
  * rest is read to its end and dropped. At the end the file is made durable
  * on a worker thread and only then answered 250 (the group commit path,
  * the same for DATA and for BDAT LAST). Mail to be DKIM-signed is hashed
- * as it is stored, and signed on a worker thread before the commit
+ * as it is stored, and signed on the signing pool before the commit
  * (smtpd_dkim.c): the signature is in the file before the 250. */
 #include "smtpd/smtpd.h"
 
@@ -343,7 +343,7 @@ static void data_commit(struct smtpd_session *s, struct smtpd_data *d, int verb)
     s->commit = c;
     smtpd_wait_begin(s);
     if (c->dkim)
-        workq_submit(s->d->commitq, sign_run, sign_done, c);
+        workq_submit(s->d->signq, sign_run, sign_done, c);
     else
         workq_submit(s->d->commitq, commit_run, commit_done, c);
 }
