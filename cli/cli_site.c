@@ -43,7 +43,7 @@ static void json_str(const char *s)
 static void json_site(const attr_t *r, int first)
 {
     static const char *const strs[] = { "name", "state", "reason", "rate_limit", "policy" };
-    static const char *const nums[] = { "until", "conns", "limit", "rate", "queued" };
+    static const char *const nums[] = { "until", "conns", "limit", "window", "rate", "queued" };
     size_t pos = 0;
     const char *v;
     int n = 0;
@@ -88,8 +88,10 @@ static void text_row(const attr_t *r)
     while ((v = attr_next(r, "domain", &pos)) != NULL)
         buf_printf(&doms, "%s%s", doms.len ? "," : "", v);
     buf_printf(&conns, "%s/%s", attr_get_def(r, "conns", "0"), attr_get_def(r, "limit", "0"));
-    printf("%-28s %-10s %6s %8s %7s  ", safe(attr_get_def(r, "name", "?")), safe(buf_str(&st)),
-           buf_str(&conns), attr_get_def(r, "rate", "0"), attr_get_def(r, "queued", "0"));
+    /* safe() returns one static buffer: one call per printf */
+    printf("%-28s ", safe(attr_get_def(r, "name", "?")));
+    printf("%-10s %6s %8s %7s  ", safe(buf_str(&st)), buf_str(&conns), attr_get_def(r, "rate", "0"),
+           attr_get_def(r, "queued", "0"));
     printf("%s\n", safe(buf_str(&doms)));
     buf_destroy(&st);
     buf_destroy(&doms);
@@ -105,8 +107,8 @@ static void text_show(const attr_t *r)
     state_text(r, &st);
     printf("site: %s\n", safe(attr_get_def(r, "name", "?")));
     printf("state: %s\n", safe(buf_str(&st)));
-    printf("connections: %s (limit %s)\n", attr_get_def(r, "conns", "0"),
-           attr_get_def(r, "limit", "0"));
+    printf("connections: %s (limit %s, slow start %s)\n", attr_get_def(r, "conns", "0"),
+           attr_get_def(r, "limit", "0"), attr_get_def(r, "window", "0"));
     printf("rate: %s messages in the last minute (limit %s)\n", attr_get_def(r, "rate", "0"),
            *attr_get_def(r, "rate_limit", "") ? attr_get_def(r, "rate_limit", "") : "none");
     printf("queued: %s\n", attr_get_def(r, "queued", "0"));

@@ -84,6 +84,7 @@ static void qmgr_pre_drop(struct server *s)
     qmgr_route_init(); /* table paths may lie outside a chroot */
     qmgr_pool_init();
     qmgr_site_init();
+    qmgr_throttle_init(); /* the rules file may lie outside a chroot */
     /* The rules classify replies that come without a category (for the
      * suppression list, qmgr_suppress.c). */
     buf_t err = BUF_INIT;
@@ -154,6 +155,7 @@ static void qmgr_stop(struct server *s)
     qmgr_route_close();
     qmgr_pool_close();
     qmgr_site_close();
+    qmgr_throttle_close();
     /* A reload replaces qmgr as a matter of course: not worth a line. */
     if (s->retiring)
         log_debug("retired");

@@ -289,6 +289,18 @@ const char *qmgr_pool_helo(const struct qmgr_job *j);
  * is taken out (logged) and 1 returned - the job goes again at once. */
 int qmgr_pool_job_failed(struct qmgr_job *j, const attr_t *reply);
 
+/* qmgr_throttle.c: adaptive throttling (shaping_rules, slow start) */
+/* Read shaping_rules (before privileges drop; a broken file is logged). */
+void qmgr_throttle_init(void);
+void qmgr_throttle_close(void);
+/* Once a second: end source suspensions whose time is over. */
+void qmgr_throttle_tick(void);
+/* A job for site s sent from ip (NULL: no pool) came back with reply
+ * (NULL: the agent broke): slow start and the rules. */
+void qmgr_throttle_job_done(struct qmgr_site *s, const char *ip, const attr_t *reply);
+/* May ip send to s now (not suspended by a suspend_source rule)? */
+int qmgr_throttle_source_ok(const struct qmgr_site *s, const char *ip);
+
 /* qmgr_control.c */
 void qmgr_control_init(void);
 void qmgr_control_close(void);

@@ -300,8 +300,8 @@ enum qmgr_pool_pick qmgr_pool_assign(struct qmgr_job *j)
         return POOL_NONE;
     for (size_t i = 0; i < p->n; i++) {
         struct qmgr_src *s = p->src[i];
-        if (!src_usable(s, now))
-            continue;
+        if (!src_usable(s, now) || !qmgr_throttle_source_ok(j->dest->site, s->ip))
+            continue; /* out, capped, or suspended for this site by a rule */
         s->credit += s->weight;
         total += s->weight;
         if (best == NULL || s->credit > best->credit)

@@ -426,6 +426,7 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
             m->site_retry = retry;
         if (dest && strcmp(dest, "fail") == 0)
             dest_suspend(d, why ? why : m->reason, cat);
+        qmgr_throttle_job_done(d->site, qmgr_pool_source(j), reply);
     } else {
         const char *why = reply ? attr_get_def(reply, "reason", "delivery agent failed") : reason;
         enum qmgr_rr rr = reply ? RR_DEFERRED : RR_CRASH;
@@ -557,5 +558,6 @@ void qmgr_sched_tick(void)
     if (++ticks % 60 == 0)
         dest_sweep();
     qmgr_site_tick();
+    qmgr_throttle_tick();
     qmgr_sched_dispatch();
 }

@@ -207,6 +207,7 @@ static void site_apply_limits(struct qmgr_site *s)
     if (s->conc_throttle > 0 && s->conc_throttle < conc)
         conc = s->conc_throttle;
     s->conc_limit = conc;
+    qmgr_slowstart_set_cap(&s->slow, conc);
     gcra_set(&s->msg_rate, s->rate_throttle > 0 ? s->rate_throttle : s->pol.max_message_rate,
              s->pol.message_burst);
     gcra_set(&s->conn_rate, s->pol.max_connection_rate, s->pol.connection_burst);
@@ -271,6 +272,7 @@ static struct qmgr_site *site_get(const char *key, const char *name, const char 
     LIST_INIT(&s->dests);
     LIST_INIT(&s->parked);
     site_policy(s, domain, hosts);
+    qmgr_slowstart_init(&s->slow, (int)conf_int("initial_destination_concurrency"), s->conc_limit);
     htable_insert(&sites, &s->hlink, h);
     log_debug("site=%s (%s) created", s->name, s->key);
     return s;
@@ -471,7 +473,7 @@ enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int 
 
     if (qmgr_site_suspended(s))
         return SITE_DEFER;
-    if (s->conns >= s->conc_limit) {
+    if (s->conns >= qmgr_site_conc_now(s)) {
         park(s, d, now, 0); /* qmgr_site_job_done wakes it */
         return SITE_WAIT;
     }
@@ -486,6 +488,18 @@ enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int 
     if (fresh)
         gcra_take(&s->conn_rate, now, &wait);
     return SITE_GO;
+}
+
+int qmgr_site_conc_now(const struct qmgr_site *s)
+{
+    int w = qmgr_slowstart_limit(&s->slow);
+    return w < s->conc_limit ? w : s->conc_limit;
+}
+
+void qmgr_site_window_grown(struct qmgr_site *s)
+{
+    if (s->conns < qmgr_site_conc_now(s) && !LIST_EMPTY(&s->parked))
+        unpark_all(s, qmgr_now());
 }
 
 void qmgr_site_job_started(struct qmgr_site *s, double now)
@@ -504,7 +518,7 @@ void qmgr_site_job_started(struct qmgr_site *s, double now)
 void qmgr_site_job_done(struct qmgr_site *s)
 {
     s->conns--;
-    if (s->conns < s->conc_limit && !LIST_EMPTY(&s->parked))
+    if (s->conns < qmgr_site_conc_now(s) && !LIST_EMPTY(&s->parked))
         unpark_all(s, qmgr_now());
 }
 

@@ -20,6 +20,8 @@
 #include "common/util/buf.h"
 #include "common/util/htable.h"
 #include "common/mail/gcra.h"
+#include "qmgr/qmgr_shaperules.h"
+#include "qmgr/qmgr_slowstart.h"
 
 #define QMGR_SITE_MAX_RETRY 8
 
@@ -96,6 +98,9 @@ struct qmgr_site {
     long long sent_t[QMGR_SITE_RATE_SLOTS]; /* messages sent per second, */
     unsigned sent_n[QMGR_SITE_RATE_SLOTS];  /* over the last minute */
     struct hlink hlink;
+    /* ---- adaptive throttling (qmgr_throttle.c) ---- */
+    struct qmgr_slowstart slow;        /* connections the replies allow, <= conc_limit */
+    const struct qmgr_shaperule *rule; /* the rule whose state is in force, or NULL */
 };
 
 /* A rate token: 1 = may send now; 0 = *wait_s seconds until the next one. */
@@ -106,6 +111,11 @@ void qmgr_site_throttle_rate(struct qmgr_site *s, double per_sec, long long secs
 void qmgr_site_throttle_conc(struct qmgr_site *s, int conc, long long secs, const char *why);
 void qmgr_site_bounce_queued(struct qmgr_site *s, const char *dsn, const char *why);
 struct qmgr_site *qmgr_site_find(const char *name);
+/* Connections the site may use now: its limit, or less while slow start
+ * holds it lower (qmgr_slowstart.h). */
+int qmgr_site_conc_now(const struct qmgr_site *s);
+/* Slow start let the site have more connections: wake what waits. */
+void qmgr_site_window_grown(struct qmgr_site *s);
 /* End a throttled or suspended state now (one log line). */
 void qmgr_site_resume(struct qmgr_site *s);
 

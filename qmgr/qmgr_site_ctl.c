@@ -60,6 +60,7 @@ static void site_record(struct qmgr_site *s, void *arg)
     attr_add(&r, "reason", s->state_reason ? s->state_reason : "");
     attr_add_ll(&r, "conns", s->conns);
     attr_add_ll(&r, "limit", s->conc_limit);
+    attr_add_ll(&r, "window", qmgr_site_conc_now(s)); /* slow start (qmgr_slowstart.h) */
     attr_add_ll(&r, "rate", qmgr_site_rate_now(s, now));
     if (s->rate_throttle > 0)
         buf_printf(&lim, "%.0f/h", s->rate_throttle * 3600);

@@ -225,6 +225,12 @@ const struct param_def param_table[] = {
       "rules that give each failed or deferred delivery its category (first match wins)"),
     S("bounce_classifier_local_rules", "",
       "the site's own classifier rules, read before bounce_classifier_rules (empty: none)"),
+    /* Adaptive throttling (issue #9, qmgr) */
+    I("initial_destination_concurrency", "5", 1, 10000,
+      "connections a site starts with; slow start grows them up to its limit"),
+    S("shaping_rules", "$config_directory/shaping_rules",
+      "rules that throttle, suspend or bounce a site on its replies (first match wins; "
+      "empty: none)"),
     /* DKIM signing at reception (smtpd) */
     L("dkim_key_maps", "",
       "hash: tables: signing domain -> selector:algorithm:/path/key.pem (one or two keys)"),

@@ -646,6 +646,10 @@ class Postino:
         rules = os.path.join(self.conf, "bounce_classifier_rules")
         if not os.path.exists(rules):
             shutil.copyfile(os.path.join(REPO, "conf", "bounce_classifier_rules"), rules)
+        # the shipped shaping rules, likewise (shaping_rules)
+        rules = os.path.join(self.conf, "shaping_rules")
+        if not os.path.exists(rules):
+            shutil.copyfile(os.path.join(REPO, "conf", "shaping_rules"), rules)
 
     def set(self, **params):
         """Change main.cf parameters (takes effect on start or reload)."""
