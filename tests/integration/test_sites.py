@@ -224,3 +224,26 @@ def test_reload_applies_new_limits(postino_factory, sink):
         except Exception:
             return False
     h.wait_until(limit_now, timeout=30, interval=1, what="the new limit after reload")
+
+
+def opened_in_first(sink, ip, secs):
+    times = sorted(sink.open_times.get(ip, []))
+    return sum(1 for t in times if t < times[0] + secs)
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_connection_rate(postino_factory, sink, limited):
+    # One message per connection, so every message needs a new one; at
+    # 120/m the receiver sees them come two a second (the first 3 s: 6,
+    # +-1 for where the window falls); without the setting (the control)
+    # all 12 connections come at once.
+    row = "site:%s max_deliveries_per_connection=1" % SITE
+    p = shaped(postino_factory, [row + (" max_connection_rate=120/m" if limited else "")])
+    sink.open_times.clear()   # the receivers' own readiness probes
+    inject(p, ["c%d@a.example" % i for i in range(12)])
+    sink.wait_for(count=12, timeout=60)
+    n = opened_in_first(sink, "127.0.0.2", 3.0)
+    if limited:
+        assert 5 <= n <= 7, "%d connections in the first 3 s" % n
+    else:
+        assert n >= 10, "%d connections in the first 3 s" % n
