@@ -362,7 +362,7 @@ class Sink:
         self.lock = threading.Lock()
         self.messages = []
         self.rules = []
-        self.rcpt_log = []      # (ip, rcpt, reply) for every RCPT seen
+        self.rcpt_log = []      # (ip, rcpt, reply, time) for every RCPT seen
         self.controllers = {}
         self.conn_seq = 0       # SMTP sessions seen by MAIL/RCPT/DATA (see conn_id)
         self.ehlo_changes = {}  # ip -> (keywords hidden, keywords added)
@@ -409,7 +409,7 @@ class Sink:
                 if r.applies(ip, rcpt):
                     reply = r.next_reply()
                     break
-            self.rcpt_log.append((ip, rcpt, reply or "250"))
+            self.rcpt_log.append((ip, rcpt, reply or "250", time.time()))
             return reply
 
     def conn_id(self, session):

@@ -247,3 +247,18 @@ def test_connection_rate(postino_factory, sink, limited):
         assert 5 <= n <= 7, "%d connections in the first 3 s" % n
     else:
         assert n >= 10, "%d connections in the first 3 s" % n
+
+
+def test_retry_schedule_per_site(postino_factory, sink):
+    # The test main.cf retries after 1-2 s; the site's schedule says 4 s
+    # after the first deferral and 3 s after each later one. Measured at
+    # the receiver: the gaps between the attempts are at least that long
+    # (a busy machine only makes them longer).
+    p = shaped(postino_factory, ["site:%s retry=4s,3s" % SITE])
+    sink.on_rcpt("later@a.example", replies=["450 4.2.0 try again later"] * 3)
+    inject(p, ["later@a.example"])
+    sink.wait_to("later@a.example", timeout=60)
+    times = [x[3] for x in sink.rcpt_log if x[1] == "later@a.example"]
+    assert len(times) == 4, times
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[0] >= 3.5 and gaps[1] >= 2.5 and gaps[2] >= 2.5, gaps
