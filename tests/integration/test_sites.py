@@ -262,3 +262,24 @@ def test_retry_schedule_per_site(postino_factory, sink):
     assert len(times) == 4, times
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert gaps[0] >= 3.5 and gaps[1] >= 2.5 and gaps[2] >= 2.5, gaps
+
+
+def test_bounce_what_is_queued(postino_factory, sink):
+    sink.data_delay = 2.0   # one in flight at a time, the rest wait
+    p = shaped(postino_factory, ["site:%s max_connections=1" % SITE])
+    inject(p, ["q%d@a.example" % i for i in range(4)])
+    h.wait_until(lambda: sites(p, False).get(SITE, {}).get("queued", 0) >= 2, timeout=20,
+                 what="mail queued for the site")
+    p.cli("site", "bounce", SITE, "the provider closed this route", check=True)
+    p.wait_log(r'site=mx1\.provider\.test: bouncing what is queued for it after '
+               r'"the provider closed this route"$')
+    rx = r"to=<q\d@a\.example>, relay=none, .*dsn=5\.0\.0, status=bounced " \
+         r"\(the provider closed this route\)"
+    p.wait_log(rx, count=2)
+    p.wait_queue_empty(timeout=30)
+    bounced = p.log_lines(rx)
+    # the one in flight is delivered; every bounced one gets its DSN
+    sink.wait_for(lambda m: m.mail_from == "" and "sender@sender.test" in m.rcpts,
+                  count=len(bounced), timeout=30)
+    delivered = sink.received(lambda m: m.rcpts[0].startswith("q"))
+    assert len(delivered) + len(bounced) == 4, (delivered, bounced)
