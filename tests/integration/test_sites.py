@@ -283,3 +283,13 @@ def test_bounce_what_is_queued(postino_factory, sink):
                   count=len(bounced), timeout=30)
     delivered = sink.received(lambda m: m.rcpts[0].startswith("q"))
     assert len(delivered) + len(bounced) == 4, (delivered, bounced)
+
+
+def test_bad_row_is_reported_at_start(postino_factory, sink):
+    p = shaped(postino_factory, ["default max_connections=3",
+                                 "site:%s max_message_rate=lots" % SITE])
+    p.wait_log(r'warning: shaping_maps hash:.*: row "site:mx1\.provider\.test": '
+               r'max_message_rate: want N/s, N/m, N/h or N/d, not "lots"; the row will be ignored')
+    inject(p, ["b@a.example"])
+    sink.wait_to("b@a.example", timeout=20)   # the site works on the default row
+    assert sites(p)[SITE]["limit"] == 3
