@@ -1,7 +1,7 @@
 /* cli_site.c - "postino site list [--json]" and "postino site show NAME
  * [--json]": qmgr's sites (issue #9) with their domains, state,
  * connections, rate over the last minute and queued jobs; and "postino
- * site suspend|throttle|limit|resume", the administrator's hand on a
+ * site suspend|throttle|limit|resume|bounce", the administrator's hand on a
  * site's state. qmgr owns the sites; this asks it over public/control
  * (request=site_list and site_set, qmgr_site_ctl.c). */
 #include "cli/cli.h"
@@ -169,25 +169,24 @@ static int site_query(const char *name, int json)
 }
 
 /* site suspend NAME DURATION [REASON] | throttle NAME RATE DURATION
- * [REASON] | limit NAME CONNECTIONS DURATION [REASON] | resume NAME */
+ * [REASON] | limit NAME CONNECTIONS DURATION [REASON] | resume NAME |
+ * bounce NAME [REASON] */
 static int site_change(int argc, char **argv)
 {
     static const struct {
         const char *cmd, *action;
         int nargs; /* after NAME, before REASON */
     } acts[] = {
-        { "suspend", "suspend", 1 },
-        { "throttle", "rate", 2 },
-        { "limit", "connections", 2 },
-        { "resume", "resume", 0 },
+        { "suspend", "suspend", 1 }, { "throttle", "rate", 2 }, { "limit", "connections", 2 },
+        { "resume", "resume", 0 },   { "bounce", "bounce", 0 },
     };
     attr_t req = cli_control_request("site_set"), reply = ATTR_INIT;
     int rc = CLI_USAGE;
 
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
         int n = acts[i].nargs;
-        if (strcmp(argv[1], acts[i].cmd) != 0 || argc < 3 + n || argc > 4 + n ||
-            (n == 0 && argc != 3))
+        int reason_ok = strcmp(acts[i].cmd, "resume") != 0;
+        if (strcmp(argv[1], acts[i].cmd) != 0 || argc < 3 + n || argc > 3 + n + reason_ok)
             continue;
         buf_t err = BUF_INIT;
         long long secs = 0;

@@ -50,7 +50,7 @@ static const struct command commands[] = {
       "       postino suppress remove ADDR [--scope D] | import FILE.csv | export [FILE]" },
     { "site", cli_cmd_site,
       "site list [--json] | show NAME [--json]   sites: domains, state, connections, rate\n"
-      "       postino site suspend NAME DURATION [REASON] | resume NAME\n"
+      "       postino site suspend NAME DURATION [REASON] | resume NAME | bounce NAME [REASON]\n"
       "       postino site throttle NAME RATE DURATION [REASON] | limit NAME CONNS DURATION "
       "[REASON]" },
     { "help", NULL, "help                       this list" },

@@ -34,6 +34,7 @@ struct aconn {
     unsigned uses; /* jobs sent on this connection */
     char *pin;     /* the site it last served, or NULL */
     double pin_until;
+    unsigned pin_jobs; /* jobs for that site since it was pinned */
     LIST_ENTRY(aconn) link;
 };
 
@@ -188,13 +189,26 @@ static int aconn_usable(const struct aconn *c, const char *transport)
     return c->job == NULL && !conn_closing(c->conn) && strcmp(c->transport, transport) == 0;
 }
 
-/* An idle connection for job j: pinned to its site, else one pinned to
- * none. Sites without a max_connections of their own do not hold on to
+/* Has c's agent probably an open session for site s: c is pinned to it
+ * and the session has not reached its deliveries per connection (the
+ * agent then closes it)? An estimate: an agent may hand a cached session
+ * to another of qmgr's connections; it serves max_connection_rate. */
+static int aconn_has_session(const struct aconn *c, const struct qmgr_site *s)
+{
+    long long per = s->pol.max_deliveries_per_connection
+                        ? s->pol.max_deliveries_per_connection
+                        : conf_int("smtp_connection_reuse_count_limit");
+
+    return per <= 0 || c->pin_jobs % (unsigned long long)per != 0;
+}
+
+/* An idle connection for job j: pinned to its site (one whose session
+ * is still open first), else one pinned to none. Sites without a max_connections of their own do not hold on to
  * connections when there are many (a queue of many small domains). */
 static struct aconn *aconn_idle(const struct qmgr_dest *d)
 {
     double now = qmgr_now();
-    struct aconn *c, *free_one = NULL, *loose = NULL;
+    struct aconn *c, *free_one = NULL, *loose = NULL, *pinned = NULL;
     size_t n = 0;
 
     LIST_FOREACH(c, &conns, link)
@@ -202,8 +216,12 @@ static struct aconn *aconn_idle(const struct qmgr_dest *d)
         n++;
         if (!aconn_usable(c, d->transport))
             continue;
-        if (aconn_pinned(c, d->site->name, now))
-            return c;
+        if (aconn_pinned(c, d->site->name, now)) {
+            if (aconn_has_session(c, d->site))
+                return c;
+            pinned = c;
+            continue;
+        }
         if (!aconn_pinned(c, NULL, now))
             free_one = c;
         else if (loose == NULL) {
@@ -212,8 +230,8 @@ static struct aconn *aconn_idle(const struct qmgr_dest *d)
                 loose = c;
         }
     }
-    if (free_one)
-        return free_one;
+    if (pinned || free_one)
+        return pinned ? pinned : free_one;
     return n >= 2 * (size_t)conf_int("default_process_concurrency") ? loose : NULL;
 }
 
@@ -223,7 +241,8 @@ int qmgr_deliver_site_idle(const struct qmgr_dest *d)
     const struct aconn *c;
 
     LIST_FOREACH(c, &conns, link)
-    if (aconn_usable(c, d->transport) && aconn_pinned(c, d->site->name, now))
+    if (aconn_usable(c, d->transport) && aconn_pinned(c, d->site->name, now) &&
+        aconn_has_session(c, d->site))
         return 1;
     return 0;
 }
@@ -250,10 +269,12 @@ int qmgr_deliver_start(struct qmgr_job *j)
         return -1;
     c->job = j;
     c->uses++;
-    if (c->pin == NULL || strcmp(c->pin, j->dest->site->name) != 0) {
+    if (c->pin == NULL || strcmp(c->pin, j->dest->site->name) != 0 || qmgr_now() >= c->pin_until) {
         free(c->pin);
         c->pin = xstrdup(j->dest->site->name);
+        c->pin_jobs = 0;
     }
+    c->pin_jobs++;
     c->pin_until = 1e300; /* busy: pinned until the job is done */
     attr_add(&req, "proto", PROTO_VERSION);
     attr_add(&req, "request", "deliver");

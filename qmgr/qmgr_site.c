@@ -57,6 +57,22 @@ const char *qmgr_site_state_name(enum qmgr_site_state st)
 
 /* ---- set-up ---- */
 
+/* Every row once at start-up, so a typo is reported now, not when the
+ * site it is for first gets mail (the row is then ignored). */
+static int check_row(const char *key, const char *value, void *arg)
+{
+    struct qmgr_shaping p;
+    buf_t err = BUF_INIT;
+
+    memset(&p, 0, sizeof(p));
+    if (qmgr_shaping_parse(value, &p, &err) < 0)
+        log_warn("shaping_maps %s: row \"%s\": %s; the row will be ignored", (const char *)arg, key,
+                 buf_str(&err));
+    qmgr_shaping_free(&p);
+    buf_destroy(&err);
+    return 0;
+}
+
 void qmgr_site_init(void)
 {
     char **list = conf_list("shaping_maps");
@@ -70,6 +86,8 @@ void qmgr_site_init(void)
                       buf_str(&err));
         maps = xrealloc(maps, (nmaps + 1) * sizeof(*maps));
         maps[nmaps++] = d;
+        if (dict_walk(d, check_row, list[i], &err) < 0)
+            log_warn("shaping_maps %s: %s", list[i], buf_str(&err));
     }
     strv_free(list);
     if ((n = qmgr_rollup_parse(conf_str("shaping_mx_rollup"), &rollup, &err)) < 0)

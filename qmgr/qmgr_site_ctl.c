@@ -3,7 +3,7 @@
  *
  *   request=site_list [name=NAME]
  *
- *   request=site_set name=NAME action=suspend|rate|connections|resume
+ *   request=site_set name=NAME action=suspend|rate|connections|resume|bounce
  *       [secs=N] [value=RATE|N] [reason=TEXT]
  *
  * site_list answers one record per active site (name, state, until, reason, conns,
@@ -124,6 +124,10 @@ static int site_set(struct qmgr_site *s, const attr_t *req, const char **err)
         qmgr_site_resume(s);
         return 0;
     }
+    if (strcmp(action, "bounce") == 0) {
+        qmgr_site_bounce_queued(s, "5.0.0", reason);
+        return 0;
+    }
     if (parse_ll(attr_get(req, "secs"), 1, 365LL * 86400, &secs) < 0) {
         *err = "secs: want a number of seconds";
         return -1;
@@ -143,7 +147,7 @@ static int site_set(struct qmgr_site *s, const attr_t *req, const char **err)
         }
         qmgr_site_throttle_conc(s, (int)n, secs, reason);
     } else {
-        *err = "action: want suspend, rate, connections or resume";
+        *err = "action: want suspend, rate, connections, resume or bounce";
         return -1;
     }
     return 0;

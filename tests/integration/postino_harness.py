@@ -316,6 +316,7 @@ class _CountingSMTP(_AioSMTP):
                 self._sink.live[self._ip] = live
                 self._sink.peak[self._ip] = max(self._sink.peak.get(self._ip, 0), live)
                 self._sink.opened[self._ip] = self._sink.opened.get(self._ip, 0) + 1
+                self._sink.open_times.setdefault(self._ip, []).append(time.time())
                 limit = self._sink.conn_limit
                 over = limit is not None and live > limit
                 if over:
@@ -352,7 +353,8 @@ class Sink:
     """aiosmtpd receivers on several loopback addresses, one port.
     smtputf8=False: a receiver that does not offer SMTPUTF8 (RFC 6531).
     Per receiver address it counts connections: live (open now), peak (most
-    open at once), opened, refused (over conn_limit, answered 421);
+    open at once), opened (and open_times), refused (over conn_limit,
+    answered 421);
     data_delay makes each DATA take that many seconds."""
 
     def __init__(self, ips=("127.0.0.1",), port=None, smtputf8=True):
@@ -362,11 +364,12 @@ class Sink:
         self.lock = threading.Lock()
         self.messages = []
         self.rules = []
-        self.rcpt_log = []      # (ip, rcpt, reply) for every RCPT seen
+        self.rcpt_log = []      # (ip, rcpt, reply, time) for every RCPT seen
         self.controllers = {}
         self.conn_seq = 0       # SMTP sessions seen by MAIL/RCPT/DATA (see conn_id)
         self.ehlo_changes = {}  # ip -> (keywords hidden, keywords added)
         self.live, self.peak, self.opened, self.refused = {}, {}, {}, {}
+        self.open_times = {}    # ip -> when each connection came
         self.conn_limit = None  # connections per receiver address (None: any)
         self.data_delay = 0.0
 
@@ -408,7 +411,7 @@ class Sink:
                 if r.applies(ip, rcpt):
                     reply = r.next_reply()
                     break
-            self.rcpt_log.append((ip, rcpt, reply or "250"))
+            self.rcpt_log.append((ip, rcpt, reply or "250", time.time()))
             return reply
 
     def conn_id(self, session):

@@ -224,3 +224,72 @@ def test_reload_applies_new_limits(postino_factory, sink):
         except Exception:
             return False
     h.wait_until(limit_now, timeout=30, interval=1, what="the new limit after reload")
+
+
+def opened_in_first(sink, ip, secs):
+    times = sorted(sink.open_times.get(ip, []))
+    return sum(1 for t in times if t < times[0] + secs)
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_connection_rate(postino_factory, sink, limited):
+    # One message per connection, so every message needs a new one; at
+    # 120/m the receiver sees them come two a second (the first 3 s: 6,
+    # +-1 for where the window falls); without the setting (the control)
+    # all 12 connections come at once.
+    row = "site:%s max_deliveries_per_connection=1" % SITE
+    p = shaped(postino_factory, [row + (" max_connection_rate=120/m" if limited else "")])
+    sink.open_times.clear()   # the receivers' own readiness probes
+    inject(p, ["c%d@a.example" % i for i in range(12)])
+    sink.wait_for(count=12, timeout=60)
+    n = opened_in_first(sink, "127.0.0.2", 3.0)
+    if limited:
+        assert 5 <= n <= 7, "%d connections in the first 3 s" % n
+    else:
+        assert n >= 10, "%d connections in the first 3 s" % n
+
+
+def test_retry_schedule_per_site(postino_factory, sink):
+    # The test main.cf retries after 1-2 s; the site's schedule says 4 s
+    # after the first deferral and 3 s after each later one. Measured at
+    # the receiver: the gaps between the attempts are at least that long
+    # (a busy machine only makes them longer).
+    p = shaped(postino_factory, ["site:%s retry=4s,3s" % SITE])
+    sink.on_rcpt("later@a.example", replies=["450 4.2.0 try again later"] * 3)
+    inject(p, ["later@a.example"])
+    sink.wait_to("later@a.example", timeout=60)
+    times = [x[3] for x in sink.rcpt_log if x[1] == "later@a.example"]
+    assert len(times) == 4, times
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps[0] >= 3.5 and gaps[1] >= 2.5 and gaps[2] >= 2.5, gaps
+
+
+def test_bounce_what_is_queued(postino_factory, sink):
+    sink.data_delay = 2.0   # one in flight at a time, the rest wait
+    p = shaped(postino_factory, ["site:%s max_connections=1" % SITE])
+    inject(p, ["q%d@a.example" % i for i in range(4)])
+    h.wait_until(lambda: sites(p, False).get(SITE, {}).get("queued", 0) >= 2, timeout=20,
+                 what="mail queued for the site")
+    p.cli("site", "bounce", SITE, "the provider closed this route", check=True)
+    p.wait_log(r'site=mx1\.provider\.test: bouncing what is queued for it after '
+               r'"the provider closed this route"$')
+    rx = r"to=<q\d@a\.example>, relay=none, .*dsn=5\.0\.0, status=bounced " \
+         r"\(the provider closed this route\)"
+    p.wait_log(rx, count=2)
+    p.wait_queue_empty(timeout=30)
+    bounced = p.log_lines(rx)
+    # the one in flight is delivered; every bounced one gets its DSN
+    sink.wait_for(lambda m: m.mail_from == "" and "sender@sender.test" in m.rcpts,
+                  count=len(bounced), timeout=30)
+    delivered = sink.received(lambda m: m.rcpts[0].startswith("q"))
+    assert len(delivered) + len(bounced) == 4, (delivered, bounced)
+
+
+def test_bad_row_is_reported_at_start(postino_factory, sink):
+    p = shaped(postino_factory, ["default max_connections=3",
+                                 "site:%s max_message_rate=lots" % SITE])
+    p.wait_log(r'warning: shaping_maps hash:.*: row "site:mx1\.provider\.test": '
+               r'max_message_rate: want N/s, N/m, N/h or N/d, not "lots"; the row will be ignored')
+    inject(p, ["b@a.example"])
+    sink.wait_to("b@a.example", timeout=20)   # the site works on the default row
+    assert sites(p)[SITE]["limit"] == 3
