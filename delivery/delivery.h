@@ -157,7 +157,7 @@ const char *dlv_sess_tls_info(const struct dlv_sess *s);
 
 /* The main.cf name of a timeout: name itself ("smtp_rcpt_timeout"), or its
  * lmtp_* counterpart ("lmtp_rcpt_timeout", smtp_helo -> lmtp_lhlo) for LMTP. */
-const char *dlv_timeout_param(const char *name, buf_t *tmp);
+const char *dlv_timeout_param(const char *name);
 
 /* ---- delivery_source.c ---- */
 /* Are a request's source= and helo= (either NULL) well formed? 0 or -1. */

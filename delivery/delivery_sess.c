@@ -53,13 +53,23 @@ const char *dlv_phase_command(enum dlv_xkind kind)
     return dlv_g.lmtp && (kind == X_EHLO || kind == X_HELO) ? "LHLO" : dlv_phase[kind].command;
 }
 
-const char *dlv_timeout_param(const char *name, buf_t *tmp)
+const char *dlv_timeout_param(const char *name)
 {
-    if (!dlv_g.lmtp || strncmp(name, "smtp_", 5) != 0)
-        return name;
-    buf_reset(tmp);
-    buf_printf(tmp, "lmtp_%s", strcmp(name, "smtp_helo_timeout") == 0 ? "lhlo_timeout" : name + 5);
-    return buf_str(tmp);
+    static const char *const lmtp[][2] = {
+        { "smtp_connect_timeout", "lmtp_connect_timeout" },
+        { "smtp_helo_timeout", "lmtp_lhlo_timeout" },
+        { "smtp_mail_timeout", "lmtp_mail_timeout" },
+        { "smtp_rcpt_timeout", "lmtp_rcpt_timeout" },
+        { "smtp_data_init_timeout", "lmtp_data_init_timeout" },
+        { "smtp_data_xfer_timeout", "lmtp_data_xfer_timeout" },
+        { "smtp_data_done_timeout", "lmtp_data_done_timeout" },
+        { "smtp_rset_timeout", "lmtp_rset_timeout" },
+        { "smtp_quit_timeout", "lmtp_quit_timeout" },
+    };
+    for (size_t k = 0; dlv_g.lmtp && k < sizeof(lmtp) / sizeof(lmtp[0]); k++)
+        if (strcmp(name, lmtp[k][0]) == 0)
+            return lmtp[k][1];
+    return name;
 }
 
 const char *dlv_sess_relay(const struct dlv_sess *s)
@@ -74,9 +84,7 @@ const char *dlv_sess_tls_info(const struct dlv_sess *s)
 
 void dlv_sess_arm(struct dlv_sess *s, const char *timeout_param)
 {
-    buf_t tmp = BUF_INIT;
-    struct timeval tv = { (time_t)conf_int(dlv_timeout_param(timeout_param, &tmp)), 0 };
-    buf_destroy(&tmp);
+    struct timeval tv = { (time_t)conf_int(dlv_timeout_param(timeout_param)), 0 };
     evtimer_add(s->timer, &tv);
 }
 
