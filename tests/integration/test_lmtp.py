@@ -4,7 +4,9 @@ service "lmtp" hands mail for a virtual domain to Dovecot's LMTP server
 Each recipient gets its own reply after the content: an over-quota user
 bounces (552 5.2.2) or defers (452 4.2.2) while the others of the same
 message are delivered; a stopped Dovecot defers, and the mail goes once it
-is back.
+is back. A scripted LMTP peer (AsyncServers) checks that a reply no
+recipient may get, or a hang-up, after the first recipient's reply defers
+only the recipients still without one.
 
 Dovecot runs as root from a private configuration in a temp dir (no system
 config, base_dir and listeners of its own, passwd-file users, Maildirs
@@ -324,3 +326,68 @@ def test_connection_reused_for_the_next_message(postino_factory, dovecot):
         assert any(s.endswith(raw) for s in stored)
     # one LMTP connection carried all three (Dovecot logs each connect)
     assert dovecot.log().count("Connect from 127.0.0.1") == 1, dovecot.log()
+
+
+class ScriptedLmtp(h.AsyncServers):
+    """An LMTP server that accepts every recipient and answers the content
+    with the script's replies ("close": hang up there)."""
+
+    async def session(self, key, script, reader, writer):
+        writer.write(b"220 lmtp.test LMTP ready\r\n")
+        in_data = False
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    for reply in script:
+                        if reply == "close":
+                            writer.close()
+                            return
+                        writer.write(reply.encode() + b"\r\n")
+                continue
+            verb = line[:4].upper()
+            if verb == b"LHLO":
+                writer.write(b"250-lmtp.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n")
+            elif verb in (b"MAIL", b"RSET"):
+                writer.write(b"250 2.1.0 Ok\r\n")
+            elif verb == b"RCPT":
+                writer.write(b"250 2.1.5 Ok\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                in_data = True
+            elif verb == b"QUIT":
+                writer.write(b"221 2.0.0 Bye\r\n")
+                break
+            else:
+                writer.write(b"500 5.5.1 what\r\n")
+            await writer.drain()
+        writer.close()
+
+
+@pytest.mark.parametrize("rest,dsn,why", [
+    # a reply no recipient may get after the content: the rest is deferred
+    ("354 2.0.0 more please", "4.5.0", r"protocol error: expected 250"),
+    ("close", "4.4.2", r"lost connection with .* while sending end of data"),
+])
+def test_bad_reply_after_the_first_recipient_defers_the_rest(postino_factory, rest, dsn, why):
+    port = h.free_port()
+    srv = ScriptedLmtp(port, {"a": ("127.0.0.1", ["250 2.0.0 <alice@virt.test> Saved", rest])})
+    srv.start()
+    try:
+        p = lmtp_postino(postino_factory, "127.0.0.1:%d" % port)
+        rcpts = ["alice@virt.test", "bob@virt.test", "carol@virt.test"]
+        qid = send(p, rcpts, message(rcpts, "scripted"))
+        p.wait_log(r"%s: to=<alice@virt\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*"
+                   r"dsn=2\.0\.0, status=sent \(250 2\.0\.0 <alice@virt\.test> Saved\)"
+                   % (qid, port))
+        for r in ("bob", "carol"):
+            line = p.wait_log(r"%s: to=<%s@virt\.test>, .*status=deferred" % (qid, r))[0]
+            assert "dsn=%s," % dsn in line and re.search(why, line), line
+        # alice got her reply: she is never sent twice
+        p.wait_log(r"%s: to=<bob@virt\.test>, .*status=sent" % qid, timeout=30)
+        assert len(p.log_lines(r"%s: to=<alice@virt\.test>" % qid)) == 1
+    finally:
+        srv.stop()
