@@ -130,6 +130,8 @@ DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev libi
             python3-dnspython python3-nacl opendkim-tools
 # bench-dkim: Postfix signing through the OpenDKIM milter
 DEB_PKGS += opendkim
+# test_lmtp.py: a private Dovecot (LMTP in, IMAP out) started by the test
+DEB_PKGS += dovecot-core dovecot-lmtpd dovecot-imapd
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

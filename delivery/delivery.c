@@ -276,6 +276,10 @@ static void on_accept(struct server *s, int fd, int idx)
 static void pre_drop(struct server *s)
 {
     buf_t err = BUF_INIT;
+    /* master.cf service "lmtp": the LMTP client, logging as "lmtp" (Postfix) */
+    dlv_g.lmtp = strcmp(s->service, "lmtp") == 0;
+    if (dlv_g.lmtp)
+        log_set_progname("lmtp");
     dlv_tls_init();
     /* Read before a chroot hides the configuration directory. master
      * refuses to start with broken rules; broken by a later edit, they

@@ -8,6 +8,10 @@
  *   delivery_mime.c   8BITMIME and SMTPUTF8: parameters, 7-bit conversion
  *   delivery_source.c source address (bind) and HELO name of a job
  *
+ * Run as master.cf service "lmtp" the same agent speaks LMTP (RFC 2033):
+ * LHLO, no MX lookup, nexthop unix:/path or inet:host[:port], one reply
+ * per accepted recipient after the content, lmtp_*_timeout parameters.
+ *
  * A job (one request from qmgr) owns at most one session at a time; a
  * session outlives its job when it goes into the connection cache. */
 #ifndef POSTINO_DELIVERY_H
@@ -40,6 +44,7 @@ struct dlv_state {
     LIST_HEAD(, dlv_sess) cache; /* idle sessions kept for reuse, newest first */
     SSL_CTX *tls_ctx;            /* client TLS context, NULL if it could not be built */
     buf_t tls_err;               /* why tls_ctx is NULL */
+    int lmtp;                    /* service "lmtp": speak LMTP, not SMTP */
 };
 extern struct dlv_state dlv_g;
 
@@ -149,6 +154,10 @@ void dlv_sess_release(struct dlv_sess *s);
 void dlv_cache_flush(void);
 const char *dlv_sess_relay(const struct dlv_sess *s);
 const char *dlv_sess_tls_info(const struct dlv_sess *s);
+
+/* The main.cf name of a timeout: name itself ("smtp_rcpt_timeout"), or its
+ * lmtp_* counterpart ("lmtp_rcpt_timeout", smtp_helo -> lmtp_lhlo) for LMTP. */
+const char *dlv_timeout_param(const char *name);
 
 /* ---- delivery_source.c ---- */
 /* Are a request's source= and helo= (either NULL) well formed? 0 or -1. */

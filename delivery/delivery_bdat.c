@@ -206,5 +206,15 @@ int dlv_bdat_on_last(struct dlv_sess *s, size_t end)
 {
     if (tx_dead(s))
         return dlv_sess_tx_end(s);
+    if (dlv_g.lmtp) {
+        /* LMTP: this is the first accepted recipient's reply; the others'
+         * follow (RFC 2033 4.2 applies to BDAT LAST as to the dot). */
+        struct dlv_job *job = s->job;
+        size_t k = job->tx_first;
+        while (k < job->tx_end && !job->res[k].accepted)
+            k++;
+        dlv_proto_lmtp_expect(s, 1, k);
+        return dlv_proto_lmtp_reply(s, k);
+    }
     return dlv_proto_final_reply(s, X_BDAT_LAST);
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/util/alloc.h"
@@ -268,13 +269,37 @@ static void job_dns_done(struct dns_result *res, void *arg)
     job_try_next(job);
 }
 
-/* "[host]", "[host]:port", "host:port" (no MX) or "domain" (MX). */
+/* LMTP's "unix:/path" (relative: to the queue directory): the one target. */
+static int nexthop_unix(struct dlv_job *job, const char *path)
+{
+    struct sockaddr_un *sun;
+    if (!*path || strlen(path) >= sizeof(sun->sun_path))
+        return -1;
+    job->tg = xcalloc(1, sizeof(*job->tg));
+    job->ntg = 1;
+    job->tg->host = xstrdup(conf_str("myhostname"));
+    sun = (struct sockaddr_un *)&job->tg->ss;
+    sun->sun_family = AF_UNIX;
+    str_lcpy(sun->sun_path, path, sizeof(sun->sun_path));
+    job->tg->sslen = (socklen_t)sizeof(*sun);
+    buf_set(&job->host, path);
+    job->mx = 0;
+    return 0;
+}
+
+/* "[host]", "[host]:port", "host:port" (no MX) or "domain" (MX). LMTP
+ * (Postfix's forms): "unix:/path", "inet:" and any of those, never MX,
+ * port lmtp_tcp_port when none is given. */
 static int nexthop_parse(struct dlv_job *job)
 {
     const char *nh = job->nexthop, *colon;
     char *end;
-    long port = conf_int("smtp_port");
+    long port = conf_int(dlv_g.lmtp ? "lmtp_tcp_port" : "smtp_port");
 
+    if (dlv_g.lmtp && strncmp(nh, "unix:", 5) == 0)
+        return nexthop_unix(job, nh + 5);
+    if (dlv_g.lmtp && strncmp(nh, "inet:", 5) == 0)
+        nh += 5;
     job->mx = 0;
     if (nh[0] == '[') {
         const char *close = strchr(nh, ']');
@@ -298,6 +323,8 @@ static int nexthop_parse(struct dlv_job *job)
             return -1;
     }
     job->port = (int)port;
+    if (dlv_g.lmtp)
+        job->mx = 0;
     return job->host.len ? 0 : -1;
 }
 

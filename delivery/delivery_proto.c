@@ -20,6 +20,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -87,13 +88,16 @@ static void send_ehlo(struct dlv_sess *s, const char *verb, enum dlv_xkind kind)
 
 void dlv_proto_send_ehlo(struct dlv_sess *s)
 {
-    send_ehlo(s, "EHLO", X_EHLO);
+    send_ehlo(s, dlv_g.lmtp ? "LHLO" : "EHLO", X_EHLO);
 }
 
 /* Does the first word of the reply (greeting or EHLO line 1) name us?
- * Then the nexthop routes back to this very system (Postfix's check). */
+ * Then the nexthop routes back to this very system (Postfix's check).
+ * Not for LMTP: the LMTP server is usually this very host, by design. */
 static int greets_as_me(const struct dlv_sess *s)
 {
+    if (dlv_g.lmtp)
+        return 0;
     const char *me = conf_str("myhostname"), *p = buf_str(&s->rp.reply.lines);
     size_t n = strcspn(p, " \t\n"), mlen = strlen(me);
     if (mlen > 0 && me[mlen - 1] == '.')
@@ -126,7 +130,7 @@ static int on_greet(struct dlv_sess *s, size_t i)
         return handshake_fail(s, X_GREET, 1);
     if (greets_as_me(s))
         return loop_fail(s, "greeted me with");
-    send_ehlo(s, "EHLO", X_EHLO);
+    dlv_proto_send_ehlo(s);
     return 0;
 }
 
@@ -179,7 +183,7 @@ static int handshake_done(struct dlv_sess *s)
 
 static int on_ehlo(struct dlv_sess *s, size_t i)
 {
-    if (reply_class(s) == 5) {
+    if (reply_class(s) == 5 && !dlv_g.lmtp) { /* LMTP has no HELO to fall back to */
         send_ehlo(s, "HELO", X_HELO);
         return 0;
     }
@@ -315,7 +319,14 @@ static int on_data(struct dlv_sess *s, size_t i)
 {
     struct dlv_job *job = s->job;
     if (s->rp.reply.code == 354 && (s->naccepted == 0 || s->mail_failed)) {
-        /* A broken pipelining server said "go ahead" anyway: end it. */
+        /* A broken pipelining server said "go ahead" anyway: end it. An
+         * LMTP server owes no reply to the dot then (none accepted), or
+         * one we cannot count on: drop the connection instead. */
+        if (dlv_g.lmtp)
+            return dlv_sess_abort(s, "4.5.0",
+                                  "protocol error: LMTP server accepted DATA "
+                                  "without recipients",
+                                  BCLASS_PROTOCOL_ERRORS);
         s->ignore_dot = 1;
         dlv_sess_send(s, ".\r\n", 3);
         dlv_sess_expect(s, X_DOT, 0);
@@ -366,6 +377,39 @@ int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind)
     return dlv_sess_tx_end(s);
 }
 
+/* LMTP (RFC 2033 4.2): one reply per accepted recipient, in RCPT order.
+ * Each gives that recipient its result; the last one ends the
+ * transaction. */
+void dlv_proto_lmtp_expect(struct dlv_sess *s, int follow, size_t skip)
+{
+    struct dlv_job *job = s->job;
+    for (size_t k = job->tx_first; k < job->tx_end; k++) {
+        if (k == skip || !job->res[k].accepted || job->res[k].status != QR_PENDING)
+            continue;
+        if (follow)
+            dlv_sess_expect_next(s, X_LMTP, k);
+        else
+            dlv_sess_expect(s, X_LMTP, k);
+    }
+}
+
+int dlv_proto_lmtp_reply(struct dlv_sess *s, size_t i)
+{
+    struct dlv_rres *rr = &s->job->res[i];
+    if (reply_class(s) == 2) {
+        char dsn[16];
+        smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+        dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text), BCLASS_OTHER);
+    } else {
+        dlv_proto_rcpt_failed(s, rr, X_LMTP);
+    }
+    if (s->xhead < s->xn) /* more recipients' replies to come */
+        return 0;
+    s->nmsgs++;
+    s->tx_closed = 1;
+    return dlv_sess_tx_end(s);
+}
+
 static int on_dot(struct dlv_sess *s, size_t i)
 {
     if (s->ignore_dot) {
@@ -382,12 +426,19 @@ static int on_quit(struct dlv_sess *s, size_t i)
 }
 
 static int (*const handlers[X_COUNT])(struct dlv_sess *, size_t) = {
-    [X_GREET] = on_greet,         [X_EHLO] = on_ehlo,
-    [X_HELO] = on_helo,           [X_RSET] = on_rset,
-    [X_MAIL] = on_mail,           [X_RCPT] = on_rcpt,
-    [X_DATA] = on_data,           [X_DOT] = on_dot,
-    [X_QUIT] = on_quit,           [X_STARTTLS] = dlv_tls_on_starttls,
-    [X_BDAT] = dlv_bdat_on_chunk, [X_BDAT_LAST] = dlv_bdat_on_last,
+    [X_GREET] = on_greet,
+    [X_EHLO] = on_ehlo,
+    [X_HELO] = on_helo,
+    [X_RSET] = on_rset,
+    [X_MAIL] = on_mail,
+    [X_RCPT] = on_rcpt,
+    [X_DATA] = on_data,
+    [X_DOT] = on_dot,
+    [X_QUIT] = on_quit,
+    [X_STARTTLS] = dlv_tls_on_starttls,
+    [X_BDAT] = dlv_bdat_on_chunk,
+    [X_BDAT_LAST] = dlv_bdat_on_last,
+    [X_LMTP] = dlv_proto_lmtp_reply,
 };
 
 /* A reply this command does not allow (or one that came before the
@@ -396,7 +447,7 @@ static int (*const handlers[X_COUNT])(struct dlv_sess *, size_t) = {
 static int proto_violation(struct dlv_sess *s, enum dlv_xkind kind)
 {
     buf_t r = BUF_INIT, ok = BUF_INIT;
-    const char *cmd = dlv_phase[kind].command, *id = s->job ? s->job->id : "-";
+    const char *cmd = dlv_phase_command(kind), *id = s->job ? s->job->id : "-";
 
     smtp_reply_ok_text(dlv_phase[kind].ok, &ok);
     if (s->premature) {
@@ -594,7 +645,10 @@ int dlv_proto_body_more(struct dlv_sess *s)
     body_put(s, out, NULL, 0, 1); /* [CRLF] "." CRLF */
     bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
     s->state = SS_CMD;
-    dlv_sess_expect(s, X_DOT, 0);
+    if (dlv_g.lmtp)
+        dlv_proto_lmtp_expect(s, 0, SIZE_MAX);
+    else
+        dlv_sess_expect(s, X_DOT, 0);
     dlv_sess_arm(s, "smtp_data_done_timeout");
     return 0;
 }

@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
@@ -41,7 +42,35 @@ const struct dlv_phase dlv_phase[X_COUNT] = {
                       "sending end of data -- message may be sent more than once",
                       "BDAT LAST",
                       { 250 } },
+    [X_LMTP] = { "smtp_data_done_timeout",
+                 "sending end of data -- message may be sent more than once",
+                 "end of DATA",
+                 { 250 } },
 };
+
+const char *dlv_phase_command(enum dlv_xkind kind)
+{
+    return dlv_g.lmtp && (kind == X_EHLO || kind == X_HELO) ? "LHLO" : dlv_phase[kind].command;
+}
+
+const char *dlv_timeout_param(const char *name)
+{
+    static const char *const lmtp[][2] = {
+        { "smtp_connect_timeout", "lmtp_connect_timeout" },
+        { "smtp_helo_timeout", "lmtp_lhlo_timeout" },
+        { "smtp_mail_timeout", "lmtp_mail_timeout" },
+        { "smtp_rcpt_timeout", "lmtp_rcpt_timeout" },
+        { "smtp_data_init_timeout", "lmtp_data_init_timeout" },
+        { "smtp_data_xfer_timeout", "lmtp_data_xfer_timeout" },
+        { "smtp_data_done_timeout", "lmtp_data_done_timeout" },
+        { "smtp_rset_timeout", "lmtp_rset_timeout" },
+        { "smtp_quit_timeout", "lmtp_quit_timeout" },
+    };
+    for (size_t k = 0; dlv_g.lmtp && k < sizeof(lmtp) / sizeof(lmtp[0]); k++)
+        if (strcmp(name, lmtp[k][0]) == 0)
+            return lmtp[k][1];
+    return name;
+}
 
 const char *dlv_sess_relay(const struct dlv_sess *s)
 {
@@ -55,13 +84,15 @@ const char *dlv_sess_tls_info(const struct dlv_sess *s)
 
 void dlv_sess_arm(struct dlv_sess *s, const char *timeout_param)
 {
-    struct timeval tv = { (time_t)conf_int(timeout_param), 0 };
+    struct timeval tv = { (time_t)conf_int(dlv_timeout_param(timeout_param)), 0 };
     evtimer_add(s->timer, &tv);
 }
 
-void dlv_sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i)
+static void sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i, int follow)
 {
-    if (s->xhead == s->xn) {
+    if (s->xhead == s->xn && follow) {
+        s->xhead = s->xn = 0;
+    } else if (s->xhead == s->xn) {
         /* A synchronisation point (RFC 2920 3.1): every earlier reply is
          * in, so bytes already here were sent before this command was -
          * they answer nothing and must not be taken for its reply. */
@@ -74,6 +105,16 @@ void dlv_sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i)
     s->xq[s->xn].i = i;
     if (s->xn++ == s->xhead)
         dlv_sess_arm(s, dlv_phase[kind].timeout_param);
+}
+
+void dlv_sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i)
+{
+    sess_expect(s, kind, i, 0);
+}
+
+void dlv_sess_expect_next(struct dlv_sess *s, enum dlv_xkind kind, size_t i)
+{
+    sess_expect(s, kind, i, 1);
 }
 
 void dlv_sess_send(struct dlv_sess *s, const char *data, size_t len)
@@ -325,13 +366,18 @@ void dlv_sess_connect(struct dlv_job *job, const struct dlv_target *t, int port)
     buf_t ip = BUF_INIT;
     struct timeval zero = { 0, 0 };
 
-    ipc_addr_text((const struct sockaddr *)&t->ss, &ip, NULL);
-    buf_printf(&s->hostip, "%s[%s]", t->host, buf_str(&ip));
-    buf_printf(&s->relay, "%s:%d", buf_str(&s->hostip), port);
+    if (ss.ss_family == AF_UNIX) { /* LMTP: "myhostname[/path]", as Postfix logs it */
+        buf_printf(&s->hostip, "%s[%s]", t->host, ((const struct sockaddr_un *)&t->ss)->sun_path);
+        buf_set(&s->relay, buf_str(&s->hostip));
+    } else {
+        ipc_addr_text((const struct sockaddr *)&t->ss, &ip, NULL);
+        buf_printf(&s->hostip, "%s[%s]", t->host, buf_str(&ip));
+        buf_printf(&s->relay, "%s:%d", buf_str(&s->hostip), port);
+    }
     buf_destroy(&ip);
     if (ss.ss_family == AF_INET)
         ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
-    else
+    else if (ss.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
     s->job = job;
     job->sess = s;

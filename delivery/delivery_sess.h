@@ -22,6 +22,7 @@ enum dlv_xkind {
     X_STARTTLS,
     X_BDAT,
     X_BDAT_LAST,
+    X_LMTP, /* LMTP: one recipient's reply after the content (i: its res[]) */
     X_COUNT
 };
 
@@ -113,6 +114,11 @@ struct dlv_sess {
 
 /* delivery_sess.c */
 void dlv_sess_expect(struct dlv_sess *s, enum dlv_xkind kind, size_t i);
+/* The same for a reply that follows the one just read (LMTP's further
+ * per-recipient replies): bytes already here may be it, not premature. */
+void dlv_sess_expect_next(struct dlv_sess *s, enum dlv_xkind kind, size_t i);
+/* The command name for logs: "EHLO", or "LHLO" when speaking LMTP. */
+const char *dlv_phase_command(enum dlv_xkind kind);
 void dlv_sess_send(struct dlv_sess *s, const char *data, size_t len);
 void dlv_sess_arm(struct dlv_sess *s, const char *timeout_param);
 /* The peer or the connection failed: report and free. Returns -1. */
@@ -144,6 +150,13 @@ void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xki
 /* The final reply (end of DATA, BDAT LAST) to every pending accepted
  * recipient; hands the job back. Returns -1. */
 int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind);
+/* LMTP: the content is complete; expect one reply per accepted recipient
+ * but skip (a res[] index, or SIZE_MAX) - follow: behind a reply just read
+ * (BDAT LAST's, which answers the first of them). */
+void dlv_proto_lmtp_expect(struct dlv_sess *s, int follow, size_t skip);
+/* One recipient's LMTP reply after the content (res[i]); the last ends the
+ * transaction (then -1). */
+int dlv_proto_lmtp_reply(struct dlv_sess *s, size_t i);
 /* The queue file could not be read while sending content: give the
  * session up (never ending the content). Returns -1. */
 int dlv_proto_body_read_error(struct dlv_sess *s, int err);

@@ -118,6 +118,8 @@ int dlv_source_socket(const struct dlv_job *job, int family, int *fd)
     int s;
 
     *fd = -1;
+    if (family == AF_UNIX) /* LMTP over a UNIX socket: no source address */
+        return 0;
     if (job->source) {
         if (job->src.ss_family != family)
             return EAFNOSUPPORT; /* this pool address cannot reach that host */

@@ -45,6 +45,13 @@ void dlv_tls_init(void)
 int dlv_job_tls_policy(struct dlv_job *job)
 {
     buf_t err = BUF_INIT, key = BUF_INIT;
+    if (dlv_g.lmtp) { /* no STARTTLS to LMTP servers (local mailbox stores) */
+        job->tls.level = TLS_LEV_NONE;
+        free(job->cache_key);
+        buf_printf(&key, "lmtp;%s", job->nexthop);
+        job->cache_key = buf_detach(&key);
+        return 0;
+    }
     int rc = tls_client_policy(job->nexthop, &job->tls, &err);
 
     if (rc < 0) {

@@ -36,6 +36,11 @@ static void copy(char *dst, size_t size, const char *src)
     dst[n] = '\0';
 }
 
+void log_set_progname(const char *progname)
+{
+    copy(log_prog, sizeof(log_prog), progname);
+}
+
 void log_init(const char *progname)
 {
     copy(log_prog, sizeof(log_prog), progname);

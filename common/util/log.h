@@ -16,6 +16,8 @@
  * each line is "<syslog_name>/<progname>" (syslog_name default "postino"). */
 void log_init(const char *progname);
 void log_set_syslog_name(const char *name);
+/* A daemon that learns its role late (the delivery agent run as "lmtp"). */
+void log_set_progname(const char *progname);
 void log_set_hostname(const char *host);
 /* syslog facility code (LOG_MAIL, LOG_LOCAL0, ...) for a name as in
  * syslog.conf: auth, authpriv, cron, daemon, ftp, kern, lpr, mail, news,
