@@ -26,7 +26,7 @@ static void test_spacing(void **state)
         assert_int_equal(gcra_take(&g, 100.0 + i * 0.1, &wait), 1);
     /* from 0: the TAT becomes 0.30000000000000004 while now is 0.3 */
     gcra_init(&g, 10, 1);
-    const double at[] = {0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7};
+    const double at[] = { 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7 };
     for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
         assert_int_equal(gcra_take(&g, at[i], NULL), 1);
 }
