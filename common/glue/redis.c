@@ -52,7 +52,7 @@ struct redis {
     enum redis_state state;
     int retry_ms;
     int freeing;
-    int reported; /* -1 nothing yet, else the up/down last told state_cb */
+    int reported;           /* -1 nothing yet, else the up/down last told state_cb */
     struct event *ev_timer; /* connect timeout, command timeout */
     struct event *ev_retry; /* next connect attempt */
     struct event *ev_fail;  /* answers REDIS_ANSWER_NONE */
@@ -262,7 +262,7 @@ static void on_script_loaded(void *arg, enum redis_answer ans, const struct redi
 
 static void load_script(struct redis *r, int i)
 {
-    const char *argv[] = {"SCRIPT", "LOAD", r->scripts[i].source};
+    const char *argv[] = { "SCRIPT", "LOAD", r->scripts[i].source };
     redis_command(r, 3, argv, NULL, on_script_loaded, &r->scripts[i]);
 }
 
@@ -411,7 +411,7 @@ struct redis *redis_new(struct event_base *base, const char *host, int port,
                         const struct redis_opts *opts)
 {
     struct redis *r = xcalloc(1, sizeof(*r));
-    static const struct redis_opts defaults = {1000, 1000, 100, 2000};
+    static const struct redis_opts defaults = { 1000, 1000, 100, 2000 };
 
     r->base = base;
     r->host = xstrdup(host);

@@ -27,7 +27,7 @@ struct test_redis {
 
 static inline int test_redis_free_port(void)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof(a);
     int fd = socket(AF_INET, SOCK_STREAM, 0), port;
 
@@ -48,7 +48,7 @@ static inline int test_redis_have(void)
 static inline int test_redis_wait(int port)
 {
     for (int i = 0; i < 200; i++) {
-        struct timeval tv = {1, 0};
+        struct timeval tv = { 1, 0 };
         redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
         if (c && !c->err) {
             redisReply *r = redisCommand(c, "PING");
@@ -82,8 +82,8 @@ static inline int test_redis_start(struct test_redis *t)
     t->pid = fork();
     if (t->pid == 0) {
         execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-              "--save", "", "--appendonly", "no", "--dir", t->dir, "--logfile", log,
-              "--daemonize", "no", (char *)NULL);
+              "--save", "", "--appendonly", "no", "--dir", t->dir, "--logfile", log, "--daemonize",
+              "no", (char *)NULL);
         _exit(127);
     }
     return t->pid > 0 ? test_redis_wait(t->port) : -1;
@@ -103,7 +103,7 @@ static inline void test_redis_stop(struct test_redis *t)
 /* A blocking command for checks from the test itself. */
 static inline redisReply *test_redis_cmd(const struct test_redis *t, const char *fmt, ...)
 {
-    struct timeval tv = {2, 0};
+    struct timeval tv = { 2, 0 };
     redisContext *c = redisConnectWithTimeout("127.0.0.1", t->port, tv);
     redisReply *r = NULL;
     va_list ap;
@@ -129,7 +129,7 @@ static inline double test_now(void)
 static inline int test_loop_until(struct event_base *base, volatile int *flag, double secs)
 {
     double end = test_now() + secs;
-    struct timeval tick = {0, 10000};
+    struct timeval tick = { 0, 10000 };
     while (!*flag && test_now() < end) {
         event_base_loopexit(base, &tick);
         event_base_loop(base, 0);

@@ -39,7 +39,7 @@ static void on_answer(void *arg, enum redis_answer ans, const struct redisReply 
         snprintf(last_str, sizeof(last_str), "%s", rep->str);
 }
 
-static const struct redis_opts fast = {500, 300, 20, 100};
+static const struct redis_opts fast = { 500, 300, 20, 100 };
 
 static struct redis *client(void)
 {
@@ -80,8 +80,8 @@ static void test_commands(void **state)
     if (!test_redis_have())
         skip();
     struct redis *r = client();
-    const char *incr[] = {"INCRBY", "postino:test", "5"};
-    const char *bad[] = {"NOSUCHCOMMAND"};
+    const char *incr[] = { "INCRBY", "postino:test", "5" };
+    const char *bad[] = { "NOSUCHCOMMAND" };
 
     assert_true(test_loop_until(base, &ups, 5));
     assert_true(redis_is_up(r));
@@ -101,7 +101,7 @@ static void test_unreachable(void **state)
     if (!test_redis_have())
         skip();
     int port = srv.port;
-    const char *ping[] = {"PING"};
+    const char *ping[] = { "PING" };
     test_redis_stop(&srv);
     struct redis *r = client();
 
@@ -128,7 +128,7 @@ static void test_stalled_server_times_out(void **state)
     if (!test_redis_have())
         skip();
     struct redis *r = client();
-    const char *ping[] = {"PING"};
+    const char *ping[] = { "PING" };
 
     assert_true(test_loop_until(base, &ups, 5));
     kill(srv.pid, SIGSTOP); /* accepts nothing, answers nothing */
@@ -151,8 +151,8 @@ static void test_restart_and_scripts(void **state)
         skip();
     struct redis *r = client();
     int s = redis_script_add(r, "return tonumber(ARGV[1]) + #KEYS");
-    const char *args[] = {"k1", "k2", "40"};
-    const char *flush[] = {"SCRIPT", "FLUSH"};
+    const char *args[] = { "k1", "k2", "40" };
+    const char *flush[] = { "SCRIPT", "FLUSH" };
 
     assert_true(test_loop_until(base, &ups, 5));
     answered = 0;
