@@ -81,12 +81,12 @@ struct shared_site {
     struct gcra local; /* the fallback share */
     double local_rate;
     int local_burst;
-    int tokens;           /* granted by Redis, not yet used */
-    double token_ready;   /* mono: when the granted one may go */
-    int pending;          /* a token request in flight */
-    double not_before;    /* mono: Redis said to wait until then */
-    double local_until;   /* mono: the script failed, keep local till then */
-    long *leases;         /* connection leases held */
+    int tokens;         /* granted by Redis, not yet used */
+    double token_ready; /* mono: when the granted one may go */
+    int pending;        /* a token request in flight */
+    double not_before;  /* mono: Redis said to wait until then */
+    double local_until; /* mono: the script failed, keep local till then */
+    long *leases;       /* connection leases held */
     size_t nleases, cap;
 };
 
@@ -146,8 +146,7 @@ static void on_state(void *arg, int up)
 {
     struct qmgr_shared *sh = arg;
     if (up)
-        log_info("shaping: shared state %s reachable: per-site limits are joint again",
-                 sh->spec);
+        log_info("shaping: shared state %s reachable: per-site limits are joint again", sh->spec);
     else
         log_warn("shaping: shared state %s unreachable: each site keeps to its local share "
                  "(limit / shaping_node_count = %d) until it is back",
@@ -194,7 +193,7 @@ static void on_token(void *arg, enum redis_answer ans, const redisReply *rep)
 static void ask_token(struct shared_site *ss, double per_sec, int burst)
 {
     char rate[32], b[16], ahead[16];
-    const char *argv[] = {ss->rate_key, rate, b, "0", ahead};
+    const char *argv[] = { ss->rate_key, rate, b, "0", ahead };
 
     snprintf(rate, sizeof(rate), "%.17g", per_sec);
     snprintf(b, sizeof(b), "%d", burst);
@@ -302,7 +301,7 @@ void qmgr_shared_conn_release(struct qmgr_shared *sh, const char *site, long lea
 {
     struct shared_site *ss = site_get(sh, site);
     char member[300];
-    const char *argv[3] = {"ZREM", ss->conn_key, member};
+    const char *argv[3] = { "ZREM", ss->conn_key, member };
 
     if (!lease_remove(ss, lease))
         return;
@@ -353,7 +352,7 @@ struct qmgr_shared *qmgr_shared_new(struct event_base *base, const char *spec, i
                                     qmgr_shared_wake_t wake, void *wake_arg, buf_t *err)
 {
     struct qmgr_shared *sh;
-    struct timeval tv = {SHARED_LEASE / 3, 0};
+    struct timeval tv = { SHARED_LEASE / 3, 0 };
     char *host;
     int port;
 

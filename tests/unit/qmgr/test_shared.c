@@ -20,7 +20,7 @@
 static struct event_base *base;
 static struct test_redis srv;
 static char logpath[96];
-static const struct redis_opts fast = {500, 300, 20, 100};
+static const struct redis_opts fast = { 500, 300, 20, 100 };
 
 /* One node sending as fast as its tokens allow. */
 struct node {
@@ -132,7 +132,7 @@ static void test_lua_matches_c(void **state)
     static const struct {
         double rate;
         int burst;
-    } limits[] = {{10, 1}, {100.0 / 60, 1}, {3, 4}, {0, 1}};
+    } limits[] = { { 10, 1 }, { 100.0 / 60, 1 }, { 3, 4 }, { 0, 1 } };
     unsigned seed = 7;
 
     for (size_t l = 0; l < sizeof(limits) / sizeof(limits[0]); l++) {
@@ -149,8 +149,8 @@ static void test_lua_matches_c(void **state)
             snprintf(at, sizeof(at), "%.6f", now);
             now = strtod(at, NULL); /* both see the same double */
             int ok_c = gcra_take(&g, now, &wait_c);
-            redisReply *r = test_redis_cmd(&srv, "EVAL %s 1 %s %s %s %s", qmgr_shared_gcra_lua,
-                                           key, rate, burst, at);
+            redisReply *r = test_redis_cmd(&srv, "EVAL %s 1 %s %s %s %s", qmgr_shared_gcra_lua, key,
+                                           rate, burst, at);
             assert_non_null(r);
             assert_int_equal(r->type, REDIS_REPLY_ARRAY);
             assert_int_equal(r->element[0]->integer, ok_c);
@@ -182,8 +182,8 @@ static void test_two_nodes_joint_rate(void **state)
     a.running = b.running = 0;
     double secs = test_now() - t0;
     int total = a.sent + b.sent, want = 1 + (int)(40 * secs);
-    print_message("joint rate: a=%d b=%d total=%d want %d in %.2fs\n", a.sent, b.sent, total,
-                  want, secs);
+    print_message("joint rate: a=%d b=%d total=%d want %d in %.2fs\n", a.sent, b.sent, total, want,
+                  secs);
     assert_true(total >= want * 0.95 && total <= want * 1.05 + 1);
     assert_true(a.sent > total / 4 && b.sent > total / 4); /* both send */
     node_free(&a);
