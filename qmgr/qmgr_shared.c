@@ -209,6 +209,8 @@ int qmgr_shared_rate_take(struct qmgr_shared *sh, const char *site, double per_s
     double mnow = mono_now();
 
     *wait = 0;
+    if (ss->tokens > 0 && mnow - ss->token_ready > SHARED_AHEAD)
+        ss->tokens = 0;   /* a reservation nobody came for: its slot is gone */
     if (ss->tokens > 0) { /* a reservation: go when its time has come */
         if (mnow + 0.0005 < ss->token_ready) {
             *wait = ss->token_ready - mnow;

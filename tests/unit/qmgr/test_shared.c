@@ -190,6 +190,36 @@ static void test_two_nodes_joint_rate(void **state)
     node_free(&b);
 }
 
+/* Two nodes sharing 40/s, configured as two (shaping_node_count 2): Redis
+ * stops mid-run; both go on sending, each within its share (20/s). */
+static void test_two_nodes_redis_stops(void **state)
+{
+    if (!test_redis_have())
+        skip();
+    struct node a, b;
+    node_init(&a, "node-a", 40, 2);
+    node_init(&b, "node-b", 40, 2);
+    assert_true(nodes_up(&a, &b));
+    a.running = b.running = 1;
+    drive(-1, 0, &a);
+    drive(-1, 0, &b);
+    run_for(1.0);
+    test_redis_stop(&srv);
+    for (int i = 0; i < 300 && (qmgr_shared_is_up(a.sh) || qmgr_shared_is_up(b.sh)); i++)
+        run_for(0.01);
+    int a0 = a.sent, b0 = b.sent;
+    double t0 = test_now();
+    run_for(2.0);
+    double secs = test_now() - t0;
+    a.running = b.running = 0;
+    int da = a.sent - a0, db = b.sent - b0;
+    print_message("without Redis: a=%d b=%d in %.2fs (share %.0f each)\n", da, db, secs, 20 * secs);
+    assert_true(da > 0 && db > 0);                           /* never stops sending */
+    assert_true(da <= 20 * secs + 2 && db <= 20 * secs + 2); /* within its share */
+    node_free(&a);
+    node_free(&b);
+}
+
 /* Redis gone: the node's own share (40/s / 2 nodes) on the caller's clock,
  * "unreachable" logged once; Redis back: shared again, logged once. */
 static void test_fallback_share(void **state)
@@ -297,6 +327,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lua_matches_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_nodes_joint_rate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_nodes_redis_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fallback_share, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conn_leases, setup, teardown),
     };
