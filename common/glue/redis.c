@@ -24,7 +24,10 @@
 #include "common/util/alloc.h"
 #include "common/util/log.h"
 
-enum redis_state { RS_DOWN, RS_CONNECTING, RS_UP };
+/* HANDSHAKE: connected, our PING not answered yet. A server that accepts
+ * but answers nothing (stopped, overloaded) is not "up" again after each
+ * reconnect. */
+enum redis_state { RS_DOWN, RS_CONNECTING, RS_HANDSHAKE, RS_UP };
 
 struct redis_script {
     char *source;
@@ -37,7 +40,8 @@ struct redis_req {
     redis_cb_t cb;
     void *arg;
     double sent;
-    int script; /* >= 0: an EVALSHA to redo as EVAL on NOSCRIPT */
+    int script;   /* >= 0: an EVALSHA to redo as EVAL on NOSCRIPT */
+    int internal; /* ours (PING, SCRIPT LOAD): may go during the handshake */
     int nkeys, argc;
     char **argv; /* the script's keys and arguments (script >= 0) */
 };
@@ -53,6 +57,7 @@ struct redis {
     int retry_ms;
     int freeing;
     int reported;           /* -1 nothing yet, else the up/down last told state_cb */
+    int drop_now;           /* the handshake failed: on_timer drops the connection */
     struct event *ev_timer; /* connect timeout, command timeout */
     struct event *ev_retry; /* next connect attempt */
     struct event *ev_fail;  /* answers REDIS_ANSWER_NONE */
@@ -167,7 +172,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static void req_send(struct redis *r, struct redis_req *q, int argc, const char *const *argv,
                      const size_t *lens)
 {
-    if (r->state != RS_UP ||
+    int may = r->state == RS_UP || (q->internal && r->state == RS_HANDSHAKE);
+
+    if (!may ||
         redisAsyncCommandArgv(r->ac, on_reply, q, argc, (const char **)argv, lens) != REDIS_OK) {
         req_fail(r, q);
         return;
@@ -263,7 +270,10 @@ static void on_script_loaded(void *arg, enum redis_answer ans, const struct redi
 static void load_script(struct redis *r, int i)
 {
     const char *argv[] = { "SCRIPT", "LOAD", r->scripts[i].source };
-    redis_command(r, 3, argv, NULL, on_script_loaded, &r->scripts[i]);
+    struct redis_req *q = req_new(r, on_script_loaded, &r->scripts[i]);
+
+    q->internal = 1;
+    req_send(r, q, 3, argv, NULL);
 }
 
 int redis_script_add(struct redis *r, const char *source)
@@ -291,7 +301,7 @@ static void report(struct redis *r, int up)
 static void set_state(struct redis *r, enum redis_state st)
 {
     r->state = st;
-    if (st != RS_CONNECTING)
+    if (st == RS_DOWN || st == RS_UP)
         report(r, st == RS_UP);
 }
 
@@ -330,6 +340,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct redis_req *q = TAILQ_FIRST(&r->sent);
     double late;
 
+    if (r->drop_now) {
+        r->drop_now = 0;
+        drop(r, NULL);
+        return;
+    }
     if (r->state == RS_CONNECTING) {
         log_debug("redis: %s:%d: connect timed out", r->host, r->port);
         drop(r, NULL);
@@ -344,9 +359,29 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         arm_ms(r->ev_timer, -late * 1000);
 }
 
+/* The server answers: up (the scripts, sent before the PING, are loaded). */
+static void on_pong(void *arg, enum redis_answer ans, const struct redisReply *rep)
+{
+    struct redis *r = arg;
+
+    if (r->state != RS_HANDSHAKE || ans == REDIS_ANSWER_NONE)
+        return;                      /* lost meanwhile: on_disconnect or drop saw to it */
+    if (ans == REDIS_ANSWER_ERROR) { /* NOAUTH, LOADING, ...: try later */
+        log_warn("redis: %s:%d: PING: %s", r->host, r->port, rep->str);
+        r->drop_now = 1; /* not from inside hiredis's callback */
+        event_active(r->ev_timer, EV_TIMEOUT, 0);
+        return;
+    }
+    r->retry_ms = r->opts.retry_min_ms;
+    log_info("redis: connected to %s:%d", r->host, r->port);
+    set_state(r, RS_UP);
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct redis *r = ac->data;
+    const char *ping[] = { "PING" };
+    struct redis_req *q;
 
     if (!r)
         return;
@@ -358,12 +393,12 @@ static void on_connect(const redisAsyncContext *ac, int status)
         schedule_retry(r);
         return;
     }
-    r->retry_ms = r->opts.retry_min_ms;
-    r->state = RS_UP;
+    r->state = RS_HANDSHAKE;
     for (int i = 0; i < r->nscripts; i++)
         load_script(r, i);
-    log_info("redis: connected to %s:%d", r->host, r->port);
-    report(r, 1);
+    q = req_new(r, on_pong, r);
+    q->internal = 1;
+    req_send(r, q, 1, ping, NULL);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
