@@ -37,7 +37,7 @@ master_LIBS := $(EV_LIBS)
 anvil_LIBS  := $(EV_LIBS)
 feedback_LIBS := $(EV_LIBS)
 bounce_LIBS := $(EV_LIBS)
-qmgr_LIBS   := $(EV_LIBS) -ldb -lhiredis # hiredis: shaping_shared_state
+qmgr_LIBS   := $(EV_LIBS) -ldb -lcares -lidn2 -lhiredis # hiredis: shaping_shared_state
 smtpd_LIBS  := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 delivery_LIBS := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lcares -lidn2
 cli_LIBS    := $(EV_LIBS) -ldb -lcrypto
@@ -103,6 +103,8 @@ $(BUILD)/tests/anvil/test_anvil: $(LIB_PROG_smtpd)
 $(BUILD)/tests/unit/test_params.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 # test_bclass checks the shipped conf/bounce_classifier_rules
 $(BUILD)/tests/unit/test_bclass.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+# test_shaperules checks the shipped conf/shaping_rules
+$(BUILD)/tests/unit/qmgr/test_shaperules.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 # the feedback tests read samples from tests/data/feedback, rules from conf/
 $(BUILD)/tests/unit/feedback/test_parse.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 $(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
@@ -197,7 +199,7 @@ $(BUILD)/bench/suppress_bench: $(BUILD)/bench/suppress_bench.o $(COMMON_LIBS)
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the CLI into sbin (and
 # mailq into bin), the daemons into libexec/postino, /etc/postino/main.cf and
-# master.cf and bounce_classifier_rules when they do not exist yet (never
+# master.cf, bounce_classifier_rules and shaping_rules when they do not exist yet (never
 # overwritten), the spool
 # directory. Needs the postino user (make deps creates it).
 PREFIX  ?= /usr/local
@@ -218,6 +220,9 @@ install: all
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/bounce_classifier_rules ]; then \
 	  install -m 644 conf/bounce_classifier_rules $(DESTDIR)$(CONFDIR)/bounce_classifier_rules; \
 	  echo "install: wrote $(DESTDIR)$(CONFDIR)/bounce_classifier_rules"; fi
+	@if [ ! -e $(DESTDIR)$(CONFDIR)/shaping_rules ]; then \
+	  install -m 644 conf/shaping_rules $(DESTDIR)$(CONFDIR)/shaping_rules; \
+	  echo "install: wrote $(DESTDIR)$(CONFDIR)/shaping_rules"; fi
 	install -d -m 755 $(DESTDIR)/var/spool/postino
 
 clean:

@@ -63,5 +63,7 @@ int cli_cmd_dkim(struct cli *c, int argc, char **argv);
 /* DKIM settings and every key of dkim_key_maps: 0, or -1 (said why). */
 int cli_dkim_check(struct cli *c);
 int cli_cmd_suppress(struct cli *c, int argc, char **argv);
+/* cli_site.c: postino site list|show (issue #9) */
+int cli_cmd_site(struct cli *c, int argc, char **argv);
 
 #endif

@@ -48,6 +48,11 @@ static const struct command commands[] = {
       "suppress list [--scope D] | add ADDR [--scope D] [--reason R] [--text T]\n"
       "       postino suppress add ... [--expires DATE|DURATION|never]\n"
       "       postino suppress remove ADDR [--scope D] | import FILE.csv | export [FILE]" },
+    { "site", cli_cmd_site,
+      "site list [--json] | show NAME [--json]   sites: domains, state, connections, rate\n"
+      "       postino site suspend NAME DURATION [REASON] | resume NAME\n"
+      "       postino site throttle NAME RATE DURATION [REASON] | limit NAME CONNS DURATION "
+      "[REASON]" },
     { "help", NULL, "help                       this list" },
 };
 

@@ -100,6 +100,8 @@ static const char *deliver_malformed(const attr_t *a)
         return "missing nexthop";
     if (!attr_get(a, "rcpt"))
         return "no recipients";
+    if (dlv_source_check(attr_get(a, "source"), attr_get(a, "helo")) < 0)
+        return "malformed source or helo";
     return NULL;
 }
 
@@ -117,6 +119,14 @@ static enum conn_verdict qconn_deliver(struct dlv_qconn *qc, const attr_t *a, co
         return CONN_OK;
     }
     job = dlv_job_new(qc, id, attr_get(a, "nexthop"));
+    if (dlv_job_set_site(job, attr_get(a, "site"), attr_get(a, "site_max_deliveries"),
+                         attr_get(a, "site_connect_timeout"),
+                         attr_get(a, "site_idle_timeout")) < 0) {
+        *why = "malformed site attributes";
+        dlv_job_free(job);
+        return CONN_DROP;
+    }
+    dlv_source_set(job, attr_get(a, "source"), attr_get(a, "helo"));
     while ((v = attr_next(a, "rcpt", &pos)) != NULL) {
         if (parse_idx(v, &idx) < 0) {
             *why = "malformed recipient index";
@@ -224,7 +234,16 @@ void dlv_qconn_job_done(struct dlv_job *job)
     attr_t a = ATTR_INIT;
     size_t k;
 
-    if (qc) {
+    if (qc && job->source_fail) { /* nothing done: qmgr tries another address */
+        attr_add(&a, "status", "source_unavailable");
+        attr_add(&a, "queue_id", job->id);
+        attr_add(&a, "source", job->source);
+        attr_add(&a, "reason", buf_str(&job->lasterr));
+        conn_send(qc->conn, &a);
+        attr_destroy(&a);
+        qc->job = NULL;
+        conn_resume(qc->conn);
+    } else if (qc) {
         attr_add(&a, "status", "ok");
         attr_add(&a, "queue_id", job->id);
         for (k = 0; k < job->nres; k++) {

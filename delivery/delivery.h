@@ -6,6 +6,7 @@
  *   delivery_proto.c  the SMTP dialogue: EHLO, MAIL, RCPT, DATA, content
  *   delivery_tls.c    STARTTLS: policy, handshake, certificate checks
  *   delivery_mime.c   8BITMIME and SMTPUTF8: parameters, 7-bit conversion
+ *   delivery_source.c source address (bind) and HELO name of a job
  *
  * A job (one request from qmgr) owns at most one session at a time; a
  * session outlives its job when it goes into the connection cache. */
@@ -87,6 +88,15 @@ struct dlv_job {
     int ever_ready; /* some server completed the handshake */
     int dest_fail;
     struct dlv_mime *mime; /* delivery_mime.c state, NULL until needed */
+    /* Source address from qmgr's pool (delivery_source.c), or NULL. */
+    char *source, *helo;
+    struct sockaddr_storage src;
+    socklen_t srclen;
+    int source_fail; /* it cannot be bound: reply source_unavailable */
+    /* qmgr's site of the job (issue #9): logged as site=, and its
+     * connections are cached per site; 0: the main.cf value */
+    char *site;
+    long long site_max_deliveries, site_connect_timeout, site_idle_timeout;
 };
 
 /* How a session that never reached a transaction failed. */
@@ -98,6 +108,10 @@ void dlv_qconn_job_done(struct dlv_job *job);
 
 /* ---- delivery_job.c ---- */
 struct dlv_job *dlv_job_new(struct dlv_qconn *qc, const char *id, const char *nexthop);
+/* The site attributes of a deliver request (site=, site_max_deliveries=,
+ * site_connect_timeout=, site_idle_timeout=); -1 when one is malformed. */
+int dlv_job_set_site(struct dlv_job *job, const char *site, const char *maxdel, const char *conn_to,
+                     const char *idle_to);
 void dlv_job_add_rcpt(struct dlv_job *job, size_t idx);
 /* Read the queue file and start. -1 when the request names a recipient
  * the message does not have (*why says so; the job is the caller's to
@@ -135,6 +149,21 @@ void dlv_sess_release(struct dlv_sess *s);
 void dlv_cache_flush(void);
 const char *dlv_sess_relay(const struct dlv_sess *s);
 const char *dlv_sess_tls_info(const struct dlv_sess *s);
+
+/* ---- delivery_source.c ---- */
+/* Are a request's source= and helo= (either NULL) well formed? 0 or -1. */
+int dlv_source_check(const char *source, const char *helo);
+void dlv_source_set(struct dlv_job *job, const char *source, const char *helo);
+/* Can the job's source address be bound? 0 (or there is none), else -1
+ * with the reason in job->lasterr (logged). */
+int dlv_source_probe(struct dlv_job *job);
+/* A socket for a connection to an address of family, bound to the job's
+ * source or smtp_bind_address[6] (*fd -1: none needed, connect unbound).
+ * Returns 0 or an errno (the pool address is of the other family, or the
+ * bind failed). */
+int dlv_source_socket(const struct dlv_job *job, int family, int *fd);
+/* The name for EHLO/HELO: the job's, else smtp_helo_name. */
+const char *dlv_source_helo(const struct dlv_job *job);
 
 /* ---- delivery_tls.c ---- */
 /* Build the client TLS context (pre_drop: CA files may be root-only). */

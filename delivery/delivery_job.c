@@ -39,6 +39,41 @@ struct dlv_job *dlv_job_new(struct dlv_qconn *qc, const char *id, const char *ne
     return job;
 }
 
+static int site_num(const char *v, long long lo, long long hi, long long *out)
+{
+    char *end;
+    long long n;
+
+    *out = 0;
+    if (v == NULL)
+        return 0;
+    if (*v < '0' || *v > '9')
+        return -1;
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    if (errno || *end || n < lo || n > hi)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+int dlv_job_set_site(struct dlv_job *job, const char *site, const char *maxdel, const char *conn_to,
+                     const char *idle_to)
+{
+    if (site && (!*site || strlen(site) > 1024))
+        return -1;
+    for (const char *p = site; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return -1;
+    free(job->site);
+    job->site = site ? xstrdup(site) : NULL;
+    return site_num(maxdel, 1, 1000000, &job->site_max_deliveries) < 0 ||
+                   site_num(conn_to, 1, 3600, &job->site_connect_timeout) < 0 ||
+                   site_num(idle_to, 1, 3600, &job->site_idle_timeout) < 0
+               ? -1
+               : 0;
+}
+
 void dlv_job_add_rcpt(struct dlv_job *job, size_t idx)
 {
     job->res = xrealloc(job->res, (job->nres + 1) * sizeof(*job->res));
@@ -68,7 +103,10 @@ void dlv_job_free(struct dlv_job *job)
     buf_destroy(&job->tls_info);
     tls_policy_destroy(&job->tls);
     free(job->cache_key);
+    free(job->site);
     free(job->nexthop);
+    free(job->source);
+    free(job->helo);
     free(job);
     dlv_g.njobs--;
 }
@@ -148,14 +186,15 @@ static void log_rcpt(struct dlv_job *job, const struct dlv_rres *r)
     fmt_delay(&d, ready - job->t_start);
     buf_putc(&d, '/');
     fmt_delay(&d, job->t_end - ready);
-    /* category= and tls= go after the status text: pflogsumm's to= pattern
-     * wants "dsn=..., status=" adjacent, and reads the reason up to ")". */
+    /* site=, category= and tls= go after the status text: pflogsumm's to=
+     * pattern wants "dsn=..., status=" adjacent, and reads the reason up
+     * to ")". */
     int failed = r->status != QR_SENT;
-    log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)%s%s%s%s", job->id,
+    log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)%s%s%s%s%s%s", job->id,
              job->env.rcpt[r->idx].addr, buf_str(&job->relay), d.data, r->dsn,
              qrcpt_status_name(r->status), buf_str(&r->reason), failed ? ", category=" : "",
              failed ? bclass_name(r->cat) : "", job->tls_info.len ? ", tls=" : "",
-             buf_str(&job->tls_info));
+             buf_str(&job->tls_info), job->site ? ", site=" : "", job->site ? job->site : "");
     buf_destroy(&d);
 }
 
@@ -278,6 +317,11 @@ int dlv_job_start(struct dlv_job *job, const char **why)
     buf_t err = BUF_INIT;
     long long len;
 
+    if (dlv_source_probe(job) < 0) {
+        job->source_fail = 1;
+        dlv_qconn_job_done(job);
+        return 0;
+    }
     if (qfile_read(dlv_g.srv->spool, job->id, &job->env, 0, &err) < 0 ||
         (job->content_fd = qfile_open_content(dlv_g.srv->spool, job->id, &len, &err)) < 0) {
         log_warn("%s: cannot read queue file: %s", job->id, buf_str(&err));

@@ -79,8 +79,7 @@ static int handshake_fail(struct dlv_sess *s, enum dlv_xkind kind, int refused)
 static void send_ehlo(struct dlv_sess *s, const char *verb, enum dlv_xkind kind)
 {
     buf_t cmd = BUF_INIT;
-    const char *helo = conf_str("smtp_helo_name");
-    buf_printf(&cmd, "%s %s\r\n", verb, *helo ? helo : "localhost");
+    buf_printf(&cmd, "%s %s\r\n", verb, dlv_source_helo(s->job));
     dlv_sess_send(s, cmd.data, cmd.len);
     dlv_sess_expect(s, kind, 0);
     buf_destroy(&cmd);

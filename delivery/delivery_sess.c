@@ -335,17 +335,30 @@ void dlv_sess_connect(struct dlv_job *job, const struct dlv_target *t, int port)
         ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
     s->job = job;
     job->sess = s;
+    s->max_msgs = job->site_max_deliveries;
+    s->idle_time = job->site_idle_timeout;
     s->tls_level = job->tls.level;
     s->no_tls = job->plain_retry;
     job->plain_retry = 0;
-    s->bev = bufferevent_socket_new(dlv_g.srv->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    int fd, err = dlv_source_socket(job, ss.ss_family, &fd);
+    s->bev = bufferevent_socket_new(dlv_g.srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     dlv_sess_install_cbs(s);
+    if (err) { /* no source address for this host: the next one */
+        s->pending_errno = err;
+        evtimer_add(s->timer, &zero);
+        return;
+    }
     if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&ss, (int)t->sslen) < 0) {
         s->pending_errno = errno ? errno : ECONNREFUSED;
         evtimer_add(s->timer, &zero); /* report from the loop, not re-entrantly */
         return;
     }
-    dlv_sess_arm(s, "smtp_connect_timeout");
+    if (job->site_connect_timeout > 0) { /* the site's own connect_timeout */
+        struct timeval tv = { (time_t)job->site_connect_timeout, 0 };
+        evtimer_add(s->timer, &tv);
+    } else {
+        dlv_sess_arm(s, "smtp_connect_timeout");
+    }
 }
 
 /* ---- connection cache ---- */
@@ -368,6 +381,8 @@ void dlv_sess_reuse(struct dlv_sess *s, struct dlv_job *job)
     s->job = job;
     s->reused = 1;
     s->state = SS_CMD;
+    s->max_msgs = job->site_max_deliveries;
+    s->idle_time = job->site_idle_timeout;
     job->sess = s;
     dlv_sess_send(s, "RSET\r\n", 6);
     dlv_sess_expect(s, X_RSET, 0);
@@ -390,8 +405,11 @@ void dlv_sess_goodbye(struct dlv_sess *s)
 
 void dlv_sess_release(struct dlv_sess *s)
 {
-    long long limit = conf_int("smtp_connection_reuse_count_limit");
-    struct timeval tv = { (time_t)conf_int("smtp_connection_cache_time_limit"), 0 };
+    /* A site's own limits (from qmgr's job request) before main.cf's. */
+    long long limit = s->max_msgs > 0 ? s->max_msgs : conf_int("smtp_connection_reuse_count_limit");
+    struct timeval tv = {
+        (time_t)(s->idle_time > 0 ? s->idle_time : conf_int("smtp_connection_cache_time_limit")), 0
+    };
 
     s->reused = 0;
     if (dlv_g.srv->stopping || !conf_bool("smtp_connection_cache_on_demand") ||

@@ -101,6 +101,8 @@ struct dlv_sess {
     struct dotstuff stuff; /* the content encoder's state */
     struct dlv_bdat bd;
     int nmsgs;             /* transactions completed on this connection */
+    long long max_msgs;    /* the site's max_deliveries_per_connection, or 0 */
+    long long idle_time;   /* the site's idle_timeout, or 0 */
     tls_level_t tls_level; /* of the job that opened it */
     int no_tls;            /* plaintext retry after a failed may-level handshake */
     SSL *ssl;              /* owned by bev once the handshake started */

@@ -52,7 +52,15 @@ int dlv_job_tls_policy(struct dlv_job *job)
         dlv_job_set_pending(job, "4.7.5", "TLS policy lookup error (see the log)", BCLASS_OTHER);
         job->tls.level = TLS_LEV_NONE;
     }
-    buf_printf(&key, "%s;%s", tls_level_name(job->tls.level), job->nexthop);
+    /* The domains of one site share its MX hosts: their jobs share cached
+     * connections (qmgr counts the site's connections so). A verified
+     * level checks names that depend on the nexthop: those stay apart. */
+    if (job->site && job->tls.level < TLS_LEV_VERIFY)
+        buf_printf(&key, "%s;site:%s", tls_level_name(job->tls.level), job->site);
+    else
+        buf_printf(&key, "%s;%s", tls_level_name(job->tls.level), job->nexthop);
+    if (job->source || job->helo) /* a reused connection has the right source */
+        buf_printf(&key, ";%s;%s", job->source ? job->source : "", dlv_source_helo(job));
     free(job->cache_key);
     job->cache_key = buf_detach(&key);
     buf_destroy(&err);

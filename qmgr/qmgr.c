@@ -76,12 +76,16 @@ static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
     qmgr_sched_tick();
     qmgr_bounce_tick();
     qmgr_suppress_tick();
+    qmgr_pool_tick();
 }
 
 static void qmgr_pre_drop(struct server *s)
 {
     qmgr_perm_init();
     qmgr_route_init(); /* table paths may lie outside a chroot */
+    qmgr_pool_init();
+    qmgr_site_init();
+    qmgr_throttle_init(); /* the rules file may lie outside a chroot */
     /* The rules classify replies that come without a category (for the
      * suppression list, qmgr_suppress.c). */
     buf_t err = BUF_INIT;
@@ -154,9 +158,11 @@ static void qmgr_post_drop(struct server *s)
         log_warn("no private/qmgr socket passed (-s 0): no new-mail notifications");
     qmgr_lock();
     qmgr_suppress_init(); /* the one writer: after the lock */
+    qmgr_pool_load();
     qmgr_control_init();  /* early: CLI requests queue up during a rebuild */
+    qmgr_shared_start(s); /* before any site takes a token */
+    qmgr_site_start();
     qmgr_index_startup();
-    qmgr_shared_start(s);
     tick_ev = event_new(s->base, -1, EV_PERSIST, qmgr_tick, NULL);
     event_add(tick_ev, &one);
 }
@@ -174,6 +180,9 @@ static void qmgr_stop(struct server *s)
     qmgr_index_shutdown();
     qmgr_suppress_close();
     qmgr_route_close();
+    qmgr_pool_close();
+    qmgr_site_close();
+    qmgr_throttle_close();
     qmgr_shared_free(qmgr_g.shared); /* its leases lapse in Redis */
     qmgr_g.shared = NULL;
     /* A reload replaces qmgr as a matter of course: not worth a line. */

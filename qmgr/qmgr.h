@@ -18,6 +18,7 @@
 #include "common/util/htable.h"
 #include "common/mail/qfile.h"
 #include "qmgr/qmgr_qindex.h"
+#include "qmgr/qmgr_site.h"
 #include "common/mail/server.h"
 
 /* Recipient state within the current round. */
@@ -46,6 +47,8 @@ enum qmgr_kind { QK_BOUNCE = 0, QK_DELAY, QK_SUCCESS };
 
 struct qmgr_dest;
 struct qmgr_shared;
+struct qmgr_src;
+struct mxent;
 
 struct qmgr_msg {
     char id[QID_LEN + 1];
@@ -58,10 +61,12 @@ struct qmgr_msg {
     int notify_pending;  /* bounce requests outstanding */
     int notify_failed;
     int deleted, held;
-    int guard;          /* > 0: being scheduled, do not finish yet */
-    int finishing;      /* round over, notifications under way */
-    char *reason;       /* last deferral reason */
-    struct hlink hlink; /* in the table of messages in memory, by id */
+    int guard;            /* > 0: being scheduled, do not finish yet */
+    int finishing;        /* round over, notifications under way */
+    char *reason;         /* last deferral reason */
+    long long site_retry; /* seconds: the shortest site retry schedule step
+                             of this round's deferrals (0: backoff) */
+    struct hlink hlink;   /* in the table of messages in memory, by id */
 };
 
 struct qmgr_job {
@@ -70,6 +75,7 @@ struct qmgr_job {
     size_t *rcpt;
     size_t n;
     unsigned long long seq; /* arrival order, for FIFO dispatch */
+    struct qmgr_src *src;   /* source address while in flight (qmgr_pool.c) */
     TAILQ_ENTRY(qmgr_job)
     link; /* in its destination's FIFO, or the
                                    message's jobs while it is scheduled */
@@ -95,6 +101,11 @@ struct qmgr_dest {
     size_t hpos; /* position in the ready heap + 1; 0 = not in it */
     int timed;   /* in the list of those waiting for a time */
     LIST_ENTRY(qmgr_dest) tlink;
+    struct qmgr_site *site;      /* NULL while its MX lookup runs (qmgr_site.c) */
+    struct mxent *mxwait;        /* that lookup */
+    LIST_ENTRY(qmgr_dest) slink; /* in the site's (or the lookup's) list */
+    int parked;                  /* waiting for its site (not in the heap) */
+    LIST_ENTRY(qmgr_dest) plink;
 };
 
 struct qmgr_stats {
@@ -169,6 +180,9 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
 /* A job sent on a stale pooled connection: put it back, unchanged. */
 void qmgr_sched_cancel_msg(struct qmgr_msg *m);
 void qmgr_sched_unsuspend_all(void);
+/* Take every job queued for site s out: defer (rr RR_DEFERRED: "delivery
+ * temporarily suspended") or bounce (RR_BOUNCED, with dsn and why). */
+void qmgr_sched_site_flush(struct qmgr_site *s, enum qmgr_rr rr, const char *dsn, const char *why);
 void qmgr_sched_tick(void);
 
 /* qmgr_ready.c */
@@ -188,6 +202,9 @@ int qmgr_ready_set_limit(int limit);
 /* qmgr_deliver.c */
 /* Start job on a connection to its transport. 0 started, -1 no agent. */
 int qmgr_deliver_start(struct qmgr_job *j);
+/* Is an idle agent connection that last served d's site still pinned to
+ * it (its delivery agent may hold a cached SMTP session for the site)? */
+int qmgr_deliver_site_idle(const struct qmgr_dest *d);
 void qmgr_deliver_close_all(void);
 
 /* qmgr_bounce.c */
@@ -247,6 +264,44 @@ int qmgr_suppress_ctl_add(const attr_t *req, struct evbuffer *out, const char **
 int qmgr_suppress_ctl_remove(const attr_t *req, struct evbuffer *out, const char **err);
 int qmgr_suppress_ctl_list(const attr_t *req, struct evbuffer *out, const char **err);
 int qmgr_suppress_ctl_import(const attr_t *req, struct evbuffer *out, const char **err);
+/* qmgr_site_ctl.c: site_list (postino site list/show) */
+int qmgr_site_ctl_list(const attr_t *req, struct evbuffer *out, const char **err);
+int qmgr_site_ctl_set(const attr_t *req, struct evbuffer *out, const char **err);
+
+/* qmgr_pool.c: source address pools (issue #9) */
+enum qmgr_pool_pick {
+    POOL_NONE,     /* no pool applies: no source= (smtp_bind_address) */
+    POOL_ADDR,     /* j->src chosen and counted */
+    POOL_EXHAUSTED /* every address of its pool is capped or out */
+};
+/* Read the tables (before privileges drop). */
+void qmgr_pool_init(void);
+/* Read today's warm-up counters from the spool (after qmgr_lock). */
+void qmgr_pool_load(void);
+void qmgr_pool_tick(void);
+void qmgr_pool_close(void);
+/* Choose j's source address (weighted round-robin in its pool). */
+enum qmgr_pool_pick qmgr_pool_assign(struct qmgr_job *j);
+/* The job did not go after all: give its count back. */
+void qmgr_pool_unassign(struct qmgr_job *j);
+/* source= and helo= for the job request, or NULL. */
+const char *qmgr_pool_source(const struct qmgr_job *j);
+const char *qmgr_pool_helo(const struct qmgr_job *j);
+/* A reply saying the job's source address cannot be bound: the address
+ * is taken out (logged) and 1 returned - the job goes again at once. */
+int qmgr_pool_job_failed(struct qmgr_job *j, const attr_t *reply);
+
+/* qmgr_throttle.c: adaptive throttling (shaping_rules, slow start) */
+/* Read shaping_rules (before privileges drop; a broken file is logged). */
+void qmgr_throttle_init(void);
+void qmgr_throttle_close(void);
+/* Once a second: end source suspensions whose time is over. */
+void qmgr_throttle_tick(void);
+/* A job for site s sent from ip (NULL: no pool) came back with reply
+ * (NULL: the agent broke): slow start and the rules. */
+void qmgr_throttle_job_done(struct qmgr_site *s, const char *ip, const attr_t *reply);
+/* May ip send to s now (not suspended by a suspend_source rule)? */
+int qmgr_throttle_source_ok(const struct qmgr_site *s, const char *ip);
 
 /* qmgr_control.c */
 void qmgr_control_init(void);

@@ -276,6 +276,8 @@ static const struct {
     { "suppress_remove", qmgr_suppress_ctl_remove },
     { "suppress_list", qmgr_suppress_ctl_list },
     { "suppress_import", qmgr_suppress_ctl_import },
+    { "site_list", qmgr_site_ctl_list },
+    { "site_set", qmgr_site_ctl_set },
 };
 
 /* Checked before the request is looked at, so an outsider learns nothing. */

@@ -5,7 +5,15 @@
  * completes or fails at once (the agent is not running: dispatch retries
  * later).
  * A connection that breaks mid-job means the agent died: the job's
- * recipients stay pending in the file and are retried soon. */
+ * recipients stay pending in the file and are retried soon.
+ *
+ * Sites (qmgr_site.c): a delivery agent keeps an SMTP session to a site
+ * in its cache after a job, for the site's idle time. So that the site's
+ * receiver never sees more sessions than max_connections, a connection
+ * that served a site stays pinned to it for that time: the site's next
+ * job takes it (its agent reuses the cached session), and no other site
+ * does. The pinned connections of a site are thus at most its jobs in
+ * flight plus those idle-pinned, which dispatch holds to the limit. */
 #include "qmgr/qmgr.h"
 
 #include <errno.h>
@@ -16,6 +24,7 @@
 #include "common/util/alloc.h"
 #include "common/util/conn.h"
 #include "common/util/log.h"
+#include "common/mail/conf.h"
 #include "common/mail/proto.h"
 
 struct aconn {
@@ -23,6 +32,8 @@ struct aconn {
     char *transport;
     struct qmgr_job *job;
     unsigned uses; /* jobs sent on this connection */
+    char *pin;     /* the site it last served, or NULL */
+    double pin_until;
     LIST_ENTRY(aconn) link;
 };
 
@@ -67,6 +78,7 @@ static void aconn_forget(struct aconn *c)
 {
     LIST_REMOVE(c, link);
     free(c->transport);
+    free(c->pin);
     free(c);
 }
 
@@ -95,6 +107,14 @@ static void aconn_closed(struct conn *conn, const char *why, void *arg)
     qmgr_sched_job_done(j, NULL, "delivery agent crashed");
 }
 
+/* How long the agent may keep the site's session idle, and a second more. */
+static double site_idle_time(const struct qmgr_site *s)
+{
+    long long t =
+        s->pol.idle_timeout ? s->pol.idle_timeout : conf_int("smtp_connection_cache_time_limit");
+    return (double)t + 1;
+}
+
 /* The agent's reply to the job in flight. One that does not match that
  * job is malformed: the connection is dropped and the job takes the crash
  * path above (nothing of the reply is applied). */
@@ -118,6 +138,7 @@ static enum conn_verdict aconn_record(struct conn *conn, const attr_t *reply, vo
         return CONN_DROP;
     }
     c->job = NULL; /* idle again before the scheduler looks for one */
+    c->pin_until = qmgr_now() + site_idle_time(j->dest->site);
     qmgr_sched_job_done(j, reply, NULL);
     return CONN_OK;
 }
@@ -157,29 +178,92 @@ static struct aconn *aconn_new(const char *transport)
     return c;
 }
 
-static struct aconn *aconn_idle(const char *transport)
+static int aconn_pinned(const struct aconn *c, const char *site, double now)
 {
-    struct aconn *c;
+    return c->pin && now < c->pin_until && (site == NULL || strcmp(c->pin, site) == 0);
+}
+
+static int aconn_usable(const struct aconn *c, const char *transport)
+{
+    return c->job == NULL && !conn_closing(c->conn) && strcmp(c->transport, transport) == 0;
+}
+
+/* An idle connection for job j: pinned to its site, else one pinned to
+ * none. Sites without a max_connections of their own do not hold on to
+ * connections when there are many (a queue of many small domains). */
+static struct aconn *aconn_idle(const struct qmgr_dest *d)
+{
+    double now = qmgr_now();
+    struct aconn *c, *free_one = NULL, *loose = NULL;
+    size_t n = 0;
 
     LIST_FOREACH(c, &conns, link)
-    if (c->job == NULL && !conn_closing(c->conn) && strcmp(c->transport, transport) == 0)
-        return c;
-    return NULL;
+    {
+        n++;
+        if (!aconn_usable(c, d->transport))
+            continue;
+        if (aconn_pinned(c, d->site->name, now))
+            return c;
+        if (!aconn_pinned(c, NULL, now))
+            free_one = c;
+        else if (loose == NULL) {
+            const struct qmgr_site *s = qmgr_site_find(c->pin);
+            if (s == NULL || s->pol.max_connections == 0)
+                loose = c;
+        }
+    }
+    if (free_one)
+        return free_one;
+    return n >= 2 * (size_t)conf_int("default_process_concurrency") ? loose : NULL;
+}
+
+int qmgr_deliver_site_idle(const struct qmgr_dest *d)
+{
+    double now = qmgr_now();
+    const struct aconn *c;
+
+    LIST_FOREACH(c, &conns, link)
+    if (aconn_usable(c, d->transport) && aconn_pinned(c, d->site->name, now))
+        return 1;
+    return 0;
+}
+
+/* The site's settings the delivery agent needs: its name (logs, the
+ * connection cache), deliveries per connection and timeouts. */
+static void add_site_attrs(attr_t *req, const struct qmgr_site *s)
+{
+    attr_add(req, "site", s->name);
+    if (s->pol.max_deliveries_per_connection)
+        attr_add_ll(req, "site_max_deliveries", s->pol.max_deliveries_per_connection);
+    if (s->pol.connect_timeout)
+        attr_add_ll(req, "site_connect_timeout", s->pol.connect_timeout);
+    if (s->pol.idle_timeout)
+        attr_add_ll(req, "site_idle_timeout", s->pol.idle_timeout);
 }
 
 int qmgr_deliver_start(struct qmgr_job *j)
 {
-    struct aconn *c = aconn_idle(j->dest->transport);
+    struct aconn *c = aconn_idle(j->dest);
     attr_t req = ATTR_INIT;
 
     if (c == NULL && (c = aconn_new(j->dest->transport)) == NULL)
         return -1;
     c->job = j;
     c->uses++;
+    if (c->pin == NULL || strcmp(c->pin, j->dest->site->name) != 0) {
+        free(c->pin);
+        c->pin = xstrdup(j->dest->site->name);
+    }
+    c->pin_until = 1e300; /* busy: pinned until the job is done */
     attr_add(&req, "proto", PROTO_VERSION);
     attr_add(&req, "request", "deliver");
     attr_add(&req, "queue_id", j->msg->id);
     attr_add(&req, "nexthop", j->dest->nexthop);
+    if (qmgr_pool_source(j)) {
+        attr_add(&req, "source", qmgr_pool_source(j));
+        attr_add(&req, "helo", qmgr_pool_helo(j));
+    }
+    add_site_attrs(&req, j->dest->site);
     for (size_t i = 0; i < j->n; i++)
         attr_add_ll(&req, "rcpt", (long long)j->rcpt[i]);
     conn_send(c->conn, &req);

@@ -112,8 +112,9 @@ static void finish_final(struct qmgr_msg *m)
         qmgr_index_put_env(&m->env, QS_DEFERRED, now + QMGR_CRASH_RETRY, m->attempts, m->reason);
     } else {
         int att = m->attempts + 1;
-        long long b = qmgr_route_backoff(conf_int("minimal_backoff_time"),
-                                         conf_int("maximal_backoff_time"), att);
+        long long b = m->site_retry > 0 ? m->site_retry
+                                        : qmgr_route_backoff(conf_int("minimal_backoff_time"),
+                                                             conf_int("maximal_backoff_time"), att);
         qmgr_index_put_env(&m->env, QS_DEFERRED, now + b, att,
                            m->reason ? m->reason : "notification failed");
     }

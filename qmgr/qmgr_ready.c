@@ -125,7 +125,11 @@ void qmgr_ready_update(struct qmgr_dest *d, double now)
 {
     double wake;
 
-    if (TAILQ_EMPTY(&d->jobs) || d->inflight >= dest_limit) {
+    /* A destination of a known site may use all of the site's
+     * connections (qmgr_site_admit holds the site to its limit). */
+    int limit = d->site ? d->site->conc_limit : dest_limit;
+
+    if (TAILQ_EMPTY(&d->jobs) || d->inflight >= limit) {
         heap_del(d); /* a job completion or a new job calls us again */
         timed_del(d);
     } else if ((wake = dest_wake(d, now)) > 0) {

@@ -48,6 +48,7 @@ static struct qmgr_dest *dest_get(const char *transport, const char *nexthop)
         if (dests.nb == 0)
             htable_init(&dests, 1024);
         htable_insert(&dests, &d->hlink, h);
+        qmgr_site_attach(d);
     }
     buf_destroy(&key);
     return d;
@@ -80,13 +81,18 @@ static int dest_suspended(const struct qmgr_dest *d)
     return d->suspended_until > (long long)time(NULL);
 }
 
-/* Defer a job that cannot go out because its destination is suspended. */
+/* Defer a job that cannot go out because its destination (or its site)
+ * is suspended. */
 static void job_defer_suspended(struct qmgr_job *j)
 {
     buf_t why = BUF_INIT;
+    const struct qmgr_site *s = j->dest->site;
 
-    buf_printf(&why, "delivery temporarily suspended: %s",
-               j->dest->suspend_reason ? j->dest->suspend_reason : "destination unreachable");
+    if (!dest_suspended(j->dest) && qmgr_site_suspended(s))
+        buf_printf(&why, "delivery temporarily suspended: site %s: %s", s->name, s->state_reason);
+    else
+        buf_printf(&why, "delivery temporarily suspended: %s",
+                   j->dest->suspend_reason ? j->dest->suspend_reason : "destination unreachable");
     for (size_t i = 0; i < j->n; i++)
         qmgr_msg_defer_rcpt(j->msg, j->rcpt[i], "4.4.1", buf_str(&why), j->dest->suspend_category);
     j->msg->jobs--;
@@ -97,7 +103,7 @@ static void job_enqueue(struct qmgr_job *j)
 {
     struct qmgr_dest *d = j->dest;
 
-    if (dest_suspended(d)) {
+    if (dest_suspended(d) || qmgr_site_suspended(d->site)) {
         job_defer_suspended(j);
         job_free(j);
         return;
@@ -174,6 +180,24 @@ static void dest_unreachable(struct qmgr_dest *d, double now)
     qmgr_ready_update(d, now);
 }
 
+/* Every address of the job's source pool is over its warm-up cap or out
+ * of service: the job waits like a deferred one. */
+static void job_defer_nosource(struct qmgr_job *j)
+{
+    struct qmgr_msg *m = j->msg;
+
+    qmgr_ready_update(j->dest, qmgr_now()); /* its next job may go */
+    m->guard++;
+    for (size_t i = 0; i < j->n; i++)
+        qmgr_msg_defer_rcpt(m, j->rcpt[i], "4.4.0",
+                            "no source address available (warm-up caps or addresses out)",
+                            bclass_name(BCLASS_OTHER));
+    m->jobs--;
+    job_free(j);
+    m->guard--;
+    qmgr_finish_check(m);
+}
+
 static struct qmgr_job *dest_pop(struct qmgr_dest *d)
 {
     struct qmgr_job *j = TAILQ_FIRST(&d->jobs);
@@ -207,8 +231,30 @@ void qmgr_sched_dispatch(void)
     qmgr_ready_update(d, now);
     qmgr_ready_wake(now);
     while (qmgr_g.st.inflight < plimit && (d = qmgr_ready_pick()) != NULL) {
+        if (d->site == NULL) { /* its MX lookup will put it back */
+            qmgr_ready_forget(d);
+            continue;
+        }
+        /* Whether the job needs a new connection matters only to a
+         * connection rate (and costs a walk over the agent connections). */
+        int fresh = d->site->pol.max_connection_rate > 0 && !qmgr_deliver_site_idle(d);
+        enum qmgr_site_go go = qmgr_site_admit(d->site, d, fresh, now);
+        if (go == SITE_WAIT)
+            continue;
         struct qmgr_job *j = dest_pop(d);
+        if (go == SITE_DEFER) {
+            job_defer_suspended(j);
+            qmgr_finish_check(j->msg);
+            job_free(j);
+            qmgr_ready_update(d, now);
+            continue;
+        }
+        if (qmgr_pool_assign(j) == POOL_EXHAUSTED) {
+            job_defer_nosource(j);
+            continue;
+        }
         if (qmgr_deliver_start(j) < 0) {
+            qmgr_pool_unassign(j);
             dest_push_front(d, j);
             dest_unreachable(d, now);
             continue;
@@ -216,6 +262,7 @@ void qmgr_sched_dispatch(void)
         d->unreach_since = 0;
         d->inflight++;
         qmgr_g.st.inflight++;
+        qmgr_site_job_started(d->site, now);
         qmgr_ready_update(d, now);
     }
 }
@@ -361,15 +408,25 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
 
     d->inflight--;
     qmgr_g.st.inflight--;
+    qmgr_site_job_done(d->site);
     qmgr_ready_update(d, qmgr_now());
+    if (qmgr_pool_job_failed(j, reply)) { /* nothing done: again, from another address */
+        dest_push_front(d, j);
+        qmgr_sched_dispatch();
+        return;
+    }
     m->jobs--;
     m->guard++;
     if (status && strcmp(status, "ok") == 0) {
         const char *cat;
         const char *why = job_apply_reply(j, reply, &cat);
         const char *dest = attr_get(reply, "dest");
+        long long retry = why ? qmgr_site_retry(d->site, m->attempts + 1) : 0;
+        if (retry > 0 && (m->site_retry == 0 || retry < m->site_retry))
+            m->site_retry = retry;
         if (dest && strcmp(dest, "fail") == 0)
             dest_suspend(d, why ? why : m->reason, cat);
+        qmgr_throttle_job_done(d->site, qmgr_pool_source(j), reply);
     } else {
         const char *why = reply ? attr_get_def(reply, "reason", "delivery agent failed") : reason;
         enum qmgr_rr rr = reply ? RR_DEFERRED : RR_CRASH;
@@ -435,6 +492,7 @@ void qmgr_sched_unsuspend_all(void)
 static void dest_free(struct qmgr_dest *d)
 {
     qmgr_ready_forget(d);
+    qmgr_site_detach(d);
     while (!TAILQ_EMPTY(&d->jobs))
         job_free(dest_pop(d));
     free(d->key);
@@ -459,11 +517,47 @@ static void dest_sweep(void)
     }
 }
 
+/* Take d's queued jobs out: deferred as suspended, or bounced. */
+static void dest_flush(struct qmgr_dest *d, enum qmgr_rr rr, const char *dsn, const char *why)
+{
+    qmgr_ready_forget(d);
+    while (!TAILQ_EMPTY(&d->jobs)) {
+        struct qmgr_job *j = dest_pop(d);
+        if (rr == RR_BOUNCED) {
+            for (size_t i = 0; i < j->n; i++) {
+                if (qfile_append_result(qmgr_g.spool, j->msg->id, j->rcpt[i], QR_BOUNCED, dsn,
+                                        "none", why, NULL) < 0)
+                    log_warn("%s: cannot append result for recipient %zu", j->msg->id, j->rcpt[i]);
+                qmgr_msg_log_status(j->msg, j->rcpt[i], "none", dsn, "bounced", why, NULL);
+                qmgr_msg_rcpt_done(j->msg, j->rcpt[i], RR_BOUNCED, dsn, why, NULL);
+            }
+            j->msg->jobs--;
+        } else {
+            job_defer_suspended(j);
+        }
+        qmgr_finish_check(j->msg);
+        job_free(j);
+    }
+    qmgr_ready_update(d, qmgr_now());
+}
+
+void qmgr_sched_site_flush(struct qmgr_site *s, enum qmgr_rr rr, const char *dsn, const char *why)
+{
+    struct qmgr_dest *d, *next;
+
+    for (d = LIST_FIRST(&s->dests); d; d = next) {
+        next = LIST_NEXT(d, slink);
+        dest_flush(d, rr, dsn, why);
+    }
+}
+
 void qmgr_sched_tick(void)
 {
     static unsigned ticks;
 
     if (++ticks % 60 == 0)
         dest_sweep();
+    qmgr_site_tick();
+    qmgr_throttle_tick();
     qmgr_sched_dispatch();
 }

@@ -45,15 +45,15 @@ const char qmgr_shared_gcra_lua[] =
     "local tolerance = interval * (burst - 1)\n"
     "local tat = tonumber(redis.call('GET', KEYS[1])) or 0\n"
     "if tat < now then tat = now end\n"
-    "if interval <= 0 or tat - now <= tolerance + ahead + 0.000001 then\n"
-    "  local delay = tat - now - tolerance\n"
+    "if interval <= 0 or tat - now <= tolerance + ahead then\n"
+    "  local delay = tat - tolerance - now\n"
     "  if delay < 0 then delay = 0 end\n"
     "  tat = tat + interval\n"
     "  redis.call('SET', KEYS[1], string.format('%.17g', tat), 'PX',\n"
     "             math.ceil((tat - now) * 1000) + 1000)\n"
     "  return {1, string.format('%.17g', delay)}\n"
     "end\n"
-    "return {0, string.format('%.17g', tat - now - tolerance - ahead)}\n";
+    "return {0, string.format('%.17g', tat - tolerance - now - ahead)}\n";
 
 /* KEYS[1]; ARGV limit, lease seconds, member: {1|0, leases held} */
 static const char conn_acquire_lua[] =
@@ -160,7 +160,7 @@ static int local_take(struct shared_site *ss, double per_sec, int burst, double 
     double share = per_sec > 0 ? per_sec / ss->sh->node_count : 0;
 
     if (share != ss->local_rate || burst != ss->local_burst) {
-        gcra_set_rate(&ss->local, share, burst);
+        gcra_set(&ss->local, share, burst);
         ss->local_rate = share;
         ss->local_burst = burst;
     }

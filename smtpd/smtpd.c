@@ -101,6 +101,7 @@ static void post_drop(struct server *srv)
     /* Several fsyncs in flight at once: the filesystem commits them in
      * one journal transaction (group commit). */
     d->commitq = workq_new(srv->base, SMTPD_COMMIT_THREADS);
+    d->signq = smtpd_dkim_pool(srv->base);
     d->dns = dns_new(srv->base, conf_str("dns_servers"), &err);
     if (!d->dns)
         log_warn("DNS set-up failed (%s): DNS restrictions answer 450", buf_str(&err));
@@ -113,6 +114,8 @@ static void finish(struct smtpd *d)
     if (d->finished)
         return;
     d->finished = 1;
+    workq_free(d->signq); /* first: a signed message's commit comes next */
+    d->signq = NULL;
     workq_free(d->commitq);
     d->commitq = NULL;
     smtpd_check_done();

@@ -84,6 +84,7 @@ enum smtpd_lookup { SMTPD_LOOKUP_NONE, SMTPD_LOOKUP_FOUND, SMTPD_LOOKUP_ERROR };
 #define SMTPD_CMD_MAX        32 /* command table entries (statistics slots) */
 #define SMTPD_DNS_CACHE      4  /* domains whose lookup result a session keeps */
 #define SMTPD_COMMIT_THREADS 8  /* queue-file fsyncs in flight per process */
+#define SMTPD_SIGN_THREADS   16 /* at most, DKIM signers (one per CPU) */
 
 /* Per-process state. */
 struct smtpd {
@@ -96,6 +97,7 @@ struct smtpd {
     struct psasl_pool *sasl_pool; /* NULL: AUTH off */
     struct smtpd_anvil *anvil;
     struct workq *commitq; /* fsyncs of finished messages */
+    struct workq *signq;   /* DKIM private-key operations, or NULL */
     int finished;          /* commits drained, leaving the loop */
 };
 
@@ -259,6 +261,10 @@ struct smtpd_dkim_job;
 /* Load keys and settings (as root, before the drop); fatal when bad. */
 void smtpd_dkim_pre_drop(void);
 void smtpd_dkim_done(void);
+/* The pool that signs: one thread per CPU (the work is all CPU), apart
+ * from the commit pool's fsyncs; NULL when smtpd signs nothing. */
+struct event_base;
+struct workq *smtpd_dkim_pool(struct event_base *base);
 /* A signer for this transaction's content, or NULL: not to be signed. */
 struct dkim_msg *smtpd_dkim_begin(const struct smtpd_session *s);
 /* End of content (takes m): the signing domain and its keys; NULL when

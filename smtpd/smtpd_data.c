@@ -8,7 +8,7 @@
  * rest is read to its end and dropped. At the end the file is made durable
  * on a worker thread and only then answered 250 (the group commit path,
  * the same for DATA and for BDAT LAST). Mail to be DKIM-signed is hashed
- * as it is stored, and signed on a worker thread before the commit
+ * as it is stored, and signed on the signing pool before the commit
  * (smtpd_dkim.c): the signature is in the file before the 250. */
 #include "smtpd/smtpd.h"
 
@@ -158,6 +158,7 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
         .size_limit = conf_int("message_size_limit"),
         .hdr_limit = conf_int("header_size_limit"),
         .hop_limit = conf_int("hopcount_limit"),
+        .drop_header = conf_str("source_pool_header"),
     };
     d->qf = qf;
     d->bdat = bdat;
@@ -327,6 +328,7 @@ static void data_commit(struct smtpd_session *s, struct smtpd_data *d, int verb)
     d->qf = NULL;
     if (d->p.message_id)
         qfile_w_set_message_id(c->qf, d->p.message_id);
+    qfile_w_set_pool(c->qf, d->p.dropped); /* the header is gone: keep its choice */
     str_lcpy(c->id, s->env.id, sizeof(c->id));
     c->message_id = d->p.message_id ? xstrdup(d->p.message_id) : NULL;
     c->verb = verb;
@@ -341,7 +343,7 @@ static void data_commit(struct smtpd_session *s, struct smtpd_data *d, int verb)
     s->commit = c;
     smtpd_wait_begin(s);
     if (c->dkim)
-        workq_submit(s->d->commitq, sign_run, sign_done, c);
+        workq_submit(s->d->signq, sign_run, sign_done, c);
     else
         workq_submit(s->d->commitq, commit_run, commit_done, c);
 }

@@ -40,6 +40,9 @@ void dataparse_init(struct dataparse *d, const struct dataparse_config *cf, data
     d->real_bol = 1;
     d->in_headers = 1;
     d->hl = HL_START;
+    d->line_held = 1;
+    if (d->cf.drop_header && !*d->cf.drop_header)
+        d->cf.drop_header = NULL;
 }
 
 void dataparse_destroy(struct dataparse *d)
@@ -49,13 +52,30 @@ void dataparse_destroy(struct dataparse *d)
     buf_destroy(&d->msgid);
     free(d->message_id);
     d->message_id = NULL;
+    free(d->dropped);
+    d->dropped = NULL;
+    buf_destroy(&d->dropbuf);
+}
+
+/* Is the current header line held back (it may be dropped)? */
+static int holding(const struct dataparse *d)
+{
+    return d->cf.drop_header && d->in_headers && !d->done && d->line_held;
 }
 
 void dataparse_flush(struct dataparse *d)
 {
-    if (d->obuf.len && d->out)
-        d->out(d->out_arg, d->obuf.data, d->obuf.len);
-    buf_reset(&d->obuf);
+    size_t n = holding(d) ? d->line_start : d->obuf.len;
+
+    if (n && d->out)
+        d->out(d->out_arg, d->obuf.data, n);
+    if (n == d->obuf.len) {
+        buf_reset(&d->obuf);
+        d->line_start = 0;
+    } else {
+        buf_consume(&d->obuf, n);
+        d->line_start -= n;
+    }
 }
 
 enum dataparse_verdict dataparse_verdict(const struct dataparse *d)
@@ -129,8 +149,46 @@ static void header_bytes(struct dataparse *d, const unsigned char *p, size_t n)
     d->hl_len += n;
 }
 
+/* The dropped field is complete: keep its value. */
+static void drop_finish(struct dataparse *d)
+{
+    if (!d->collecting)
+        return;
+    d->collecting = 0;
+    d->dropped = xstrdup(str_trim(d->dropbuf.data ? d->dropbuf.data : (char *)""));
+    buf_reset(&d->dropbuf);
+}
+
+/* The line just ended: drop it when it belongs to drop_header. */
+static void drop_check(struct dataparse *d)
+{
+    if (!d->cf.drop_header)
+        return;
+    if (d->hl == HL_FIELD) /* one too long to hold is kept whole */
+        d->dropping = d->line_held && name_is(d, d->cf.drop_header);
+    else if (d->hl != HL_CONT)
+        d->dropping = 0;
+    if (!d->dropping)
+        drop_finish(d);
+    else if (d->hl == HL_FIELD && !d->dropped && !d->collecting && d->hl_val <= d->hdr.len) {
+        d->collecting = 1; /* the first such field's value, unfolded */
+        keep_capped(&d->dropbuf, d->hdr.data + d->hl_val, d->hdr.len - d->hl_val);
+    } else if (d->hl == HL_CONT && d->collecting) {
+        keep_capped(&d->dropbuf, d->hdr.data, d->hdr.len);
+    }
+    if (d->dropping && d->line_held) {
+        long long n = (long long)(d->obuf.len - d->line_start);
+        buf_truncate(&d->obuf, d->line_start);
+        d->size -= n;
+        d->hdr_size -= n;
+    }
+    d->line_start = d->obuf.len;
+    d->line_held = 1;
+}
+
 static void header_line_done(struct dataparse *d)
 {
+    drop_check(d);
     if (d->hl == HL_START) { /* empty line: the body follows */
         msgid_finish(d);
         d->in_headers = 0;
@@ -162,6 +220,8 @@ static void emit(struct dataparse *d, const void *p, size_t n)
     if (d->in_headers)
         d->hdr_size += (long long)n;
     buf_append(&d->obuf, p, n);
+    if (holding(d) && d->obuf.len - d->line_start > DP_HOLD_MAX)
+        d->line_held = 0; /* too long to be ours: it goes out */
     if (d->obuf.len >= FLUSH_AT)
         dataparse_flush(d);
 }
@@ -282,6 +342,7 @@ size_t dataparse_feed(struct dataparse *d, const unsigned char *p, size_t n)
         if (step(d, p[i++])) {
             d->done = 1;
             msgid_finish(d);
+            drop_finish(d);
             dataparse_flush(d);
         }
     }
@@ -299,5 +360,6 @@ void dataparse_end(struct dataparse *d)
     d->st = D_BOL;
     d->done = 1;
     msgid_finish(d);
+    drop_finish(d);
     dataparse_flush(d);
 }

@@ -14,7 +14,12 @@
  * or refused per smtpd_forbid_bare_newline); NUL bytes are refused in
  * "reject" mode and stripped otherwise; lines longer than line_length_limit
  * are split with CRLF; the header section is scanned for Received: and
- * Delivered-To: (hops), its size, and the Message-ID. */
+ * Delivered-To: (hops), its size, and the Message-ID.
+ * One header field may be named to be dropped (drop_header: the source
+ * pool header, issue #9): its lines, continuations included, never reach
+ * out(), and the first one's value is kept. A header line is held back
+ * until its end for this; one longer than DP_HOLD_MAX bytes goes out
+ * whatever its name (a pool name is a word). */
 #ifndef POSTINO_SMTPD_DATAPARSE_H
 #define POSTINO_SMTPD_DATAPARSE_H
 
@@ -31,6 +36,7 @@ struct dataparse_config {
     long long size_limit;     /* message_size_limit, 0: none */
     long long hdr_limit;      /* header_size_limit */
     long long hop_limit;      /* hopcount_limit */
+    const char *drop_header;  /* field name to remove, NULL or "": none */
 };
 
 /* Why a message is refused, in the order smtpd reports them. */
@@ -65,6 +71,11 @@ struct dataparse {
     buf_t hdr;      /* its first DP_HDR_KEEP bytes */
     int in_msgid;
     buf_t msgid;
+    size_t line_start; /* drop_header: where the current line starts in obuf */
+    int line_held;     /* ... and it is all still there */
+    int dropping;      /* the field being dropped goes on (continuations) */
+    int collecting;    /* its value is being kept in dropbuf */
+    buf_t dropbuf;
     /* Results. */
     int done;           /* DATA: end of data seen; BDAT: ended */
     long long size;     /* content bytes produced */
@@ -73,10 +84,13 @@ struct dataparse {
     char bare;          /* reject mode: first bare newline, 'L' or 'C' */
     int nul;            /* reject mode: a NUL byte was seen */
     char *message_id;   /* first Message-ID value, trimmed, or NULL */
+    char *dropped;      /* first drop_header value, trimmed, or NULL */
 };
 
 /* Bytes of a header line kept for the name and Message-ID checks. */
 #define DP_HDR_KEEP 1000
+/* Longest header line that can be dropped. */
+#define DP_HOLD_MAX 4096
 
 void dataparse_init(struct dataparse *d, const struct dataparse_config *cf, dataparse_out_fn out,
                     void *out_arg);
@@ -88,7 +102,8 @@ size_t dataparse_feed(struct dataparse *d, const unsigned char *p, size_t n);
 /* BDAT: the last octet arrived. A pending bare CR ends its line, an
  * unterminated last line gets its CRLF; sets done, flushes. */
 void dataparse_end(struct dataparse *d);
-/* Hand buffered content to out() now. */
+/* Hand buffered content to out() now (with drop_header, all but a header
+ * line not ended yet: it may still be dropped). */
 void dataparse_flush(struct dataparse *d);
 /* The first reason to refuse the message, or DP_OK. */
 enum dataparse_verdict dataparse_verdict(const struct dataparse *d);

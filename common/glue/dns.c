@@ -385,6 +385,47 @@ static int mx_hosts(struct dns_req *req, struct ares_mx_reply *mx)
     return 0;
 }
 
+/* Skip a (possibly compressed) name at *off; -1 when it runs off the end. */
+static int skip_name(const unsigned char *abuf, int alen, int *off)
+{
+    char *name = NULL;
+    long enclen = 0;
+
+    if (ares_expand_name(abuf + *off, abuf, alen, &name, &enclen) != ARES_SUCCESS)
+        return -1;
+    ares_free_string(name);
+    *off += (int)enclen;
+    return *off <= alen ? 0 : -1;
+}
+
+/* The smallest TTL of the MX records in the answer section (how long the
+ * MX set may be cached), or 0 when there is none or the reply is odd. */
+static unsigned mx_min_ttl(const unsigned char *abuf, int alen)
+{
+    int off = 12, qd, an;
+    unsigned ttl = 0;
+
+    if (alen < 12)
+        return 0;
+    qd = abuf[4] << 8 | abuf[5];
+    an = abuf[6] << 8 | abuf[7];
+    for (int i = 0; i < qd; i++)
+        if (skip_name(abuf, alen, &off) < 0 || (off += 4) > alen)
+            return 0;
+    for (int i = 0; i < an; i++) {
+        if (skip_name(abuf, alen, &off) < 0 || off + 10 > alen)
+            return 0;
+        unsigned type = (unsigned)(abuf[off] << 8 | abuf[off + 1]);
+        unsigned t = (unsigned)abuf[off + 4] << 24 | (unsigned)abuf[off + 5] << 16 |
+                     (unsigned)abuf[off + 6] << 8 | abuf[off + 7];
+        int rdlen = abuf[off + 8] << 8 | abuf[off + 9];
+        if (type == ns_t_mx && (ttl == 0 || t < ttl))
+            ttl = t;
+        off += 10 + rdlen;
+    }
+    return ttl;
+}
+
 static void mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     struct dns_req *req = arg;
@@ -401,6 +442,7 @@ static void mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int 
         req_fail(req, status == ARES_ENOTFOUND ? DNS_NOTFOUND : DNS_TEMPFAIL, req->name, "MX");
         return;
     }
+    req->res->ttl = mx_min_ttl(abuf, alen);
     if (mx_hosts(req, mx)) {
         ares_free_data(mx);
         req->res->status = DNS_NULLMX;

@@ -39,6 +39,7 @@ struct dns_result {
     buf_t errtext;
     struct dns_host *hosts;
     size_t nhosts;
+    unsigned ttl; /* MX lookups: the smallest TTL of the MX records (0: none) */
 };
 
 /* Called exactly once per request, always from the event loop (never

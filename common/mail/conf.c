@@ -450,9 +450,12 @@ void conf_set(const char *name, const char *value)
 /* Paths in main.cf are relative to the configuration directory. */
 static void resolve_path(size_t i)
 {
-    static const char *const paths[] = { "queue_directory", "daemon_directory", "maillog_file",
+    static const char *const paths[] = { "queue_directory",
+                                         "daemon_directory",
+                                         "maillog_file",
                                          "bounce_classifier_rules",
-                                         "bounce_classifier_local_rules" };
+                                         "bounce_classifier_local_rules",
+                                         "shaping_rules" };
     const char *name = param_table[i].name;
     int is_path = 0;
     for (size_t k = 0; k < sizeof(paths) / sizeof(paths[0]); k++)

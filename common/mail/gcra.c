@@ -1,36 +1,86 @@
-/* gcra.c - GCRA rate limiting (see gcra.h); the Lua twin is in
- * qmgr/qmgr_shared.c. */
+/* gcra.c - the Generic Cell Rate Algorithm (see gcra.h for why).
+ *
+ * A unit that arrives at now conforms when the theoretical arrival time
+ * TAT is at most now + tau; taking it moves TAT to max(TAT, now) +
+ * interval. A limiter idle for long does not bank credit beyond tau. */
 #include "common/mail/gcra.h"
 
-/* Slack for rounding: a TAT that lands a hair after now (0.1 added ten
- * times) still counts as due. Redis stores the TAT to the microsecond. */
-#define GCRA_SLACK 1e-6
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
-void gcra_set_rate(struct gcra *g, double per_sec, int burst)
+void gcra_set(struct gcra *g, double per_sec, int burst)
 {
     if (burst < 1)
         burst = 1;
     g->interval = per_sec > 0 ? 1.0 / per_sec : 0;
-    g->tolerance = g->interval * (burst - 1);
+    g->tau = (double)(burst - 1) * g->interval;
 }
 
 void gcra_init(struct gcra *g, double per_sec, int burst)
 {
     g->tat = 0;
-    gcra_set_rate(g, per_sec, burst);
+    gcra_set(g, per_sec, burst);
+}
+
+int gcra_peek(const struct gcra *g, double now, double *wait)
+{
+    double tat = g->tat > now ? g->tat : now;
+
+    *wait = 0;
+    if (g->interval <= 0)
+        return 1;
+    if (tat - now > g->tau) {
+        *wait = tat - g->tau - now;
+        return 0;
+    }
+    return 1;
 }
 
 int gcra_take(struct gcra *g, double now, double *wait)
 {
-    double tat = g->tat > now ? g->tat : now;
+    if (!gcra_peek(g, now, wait))
+        return 0;
+    if (g->interval > 0)
+        g->tat = (g->tat > now ? g->tat : now) + g->interval;
+    return 1;
+}
 
-    if (g->interval <= 0 || tat - now <= g->tolerance + GCRA_SLACK) {
-        g->tat = tat + g->interval;
-        if (wait)
-            *wait = 0;
-        return 1;
+double gcra_rate(const struct gcra *g)
+{
+    return g->interval > 0 ? 1.0 / g->interval : 0;
+}
+
+int gcra_parse_rate(const char *s, double *per_sec)
+{
+    char *end;
+    double n, unit;
+
+    *per_sec = 0;
+    if (s == NULL || strcmp(s, "0") == 0 || strcmp(s, "unlimited") == 0)
+        return 0;
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    n = strtod(s, &end);
+    if (errno || n <= 0 || *end != '/' || end[1] == '\0' || end[2] != '\0')
+        return -1;
+    switch (end[1]) {
+    case 's':
+        unit = 1;
+        break;
+    case 'm':
+        unit = 60;
+        break;
+    case 'h':
+        unit = 3600;
+        break;
+    case 'd':
+        unit = 86400;
+        break;
+    default:
+        return -1;
     }
-    if (wait)
-        *wait = tat - now - g->tolerance;
+    *per_sec = n / unit;
     return 0;
 }

@@ -1,27 +1,32 @@
-/* gcra.h - the Generic Cell Rate Algorithm: a smooth message-rate limit.
+/* gcra.h - the Generic Cell Rate Algorithm: a smooth rate limit.
  *
- * A limit of per_sec with a burst of b lets a message go when its
- * theoretical arrival time (TAT) is no more than (b - 1) emission
- * intervals ahead of now; each message moves the TAT one interval on.
- * No bucket refills at the top of the hour, so sending is spread evenly.
- * Pure arithmetic on caller-supplied times (seconds, any epoch), so the
- * same steps run in qmgr and, for several nodes, in Redis's Lua
- * (qmgr/qmgr_shared.c): the two must stay identical. */
+ * Why GCRA: it keeps one number per limit (the theoretical arrival time
+ * of the next unit), spaces units evenly at 1/rate (no burst at the top
+ * of an hour as a fixed window has), allows a configurable burst, and its
+ * arithmetic is a few lines, so a shared limiter (a Redis Lua script) can
+ * run exactly the same computation. Pure: the caller passes the time. */
 #ifndef POSTINO_GCRA_H
 #define POSTINO_GCRA_H
 
 struct gcra {
-    double interval;  /* seconds between messages (0: no limit) */
-    double tolerance; /* how far the TAT may run ahead of now */
-    double tat;       /* theoretical arrival time of the next message */
+    double interval; /* seconds per unit (1 / rate); 0: unlimited */
+    double tau;      /* burst tolerance: (burst - 1) * interval */
+    double tat;      /* theoretical arrival time of the next unit */
 };
 
-/* per_sec <= 0: unlimited; burst < 1 counts as 1. Keeps no history. */
+/* per_sec <= 0: unlimited. burst < 1 counts as 1. */
 void gcra_init(struct gcra *g, double per_sec, int burst);
-/* Changes the limit, keeping the TAT (a reload or a throttle). */
-void gcra_set_rate(struct gcra *g, double per_sec, int burst);
-/* 1: a message may go now (and is counted); 0: *wait seconds until one may
- * (nothing counted). wait may be NULL. */
+/* Change the rate/burst keeping the state (a reload, a throttle). */
+void gcra_set(struct gcra *g, double per_sec, int burst);
+/* 1: a unit may go now (taken); 0: not before *wait seconds from now. */
 int gcra_take(struct gcra *g, double now, double *wait);
+/* Like gcra_take without taking: 1 when a unit could go now. */
+int gcra_peek(const struct gcra *g, double now, double *wait);
+/* The configured rate in units per second (0: unlimited). */
+double gcra_rate(const struct gcra *g);
+
+/* Parse a rate "N/s", "N/m", "N/h" or "N/d" (N a positive number; "0"
+ * or "unlimited" for none) into units per second. 0 or -1 (malformed). */
+int gcra_parse_rate(const char *s, double *per_sec);
 
 #endif

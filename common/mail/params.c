@@ -173,6 +173,11 @@ const struct param_def param_table[] = {
       "parallel deliveries in total (all destinations)"),
     T("destination_suspend_time", "60s", 1, DAY, 's',
       "how long a destination that refuses connections is left alone"),
+    /* Traffic shaping per site (issue #9, qmgr_site.c) */
+    S("shaping_maps", "",
+      "per-site limits: hash: tables keyed by site:NAME, domain, .mxsuffix, default"),
+    S("shaping_mx_rollup", "", "MX host suffixes that make one named site: .suffix=name, ..."),
+    T("shaping_mx_cache_time", "1h", 1, DAY, 's', "how long qmgr keeps a domain's MX set"),
     /* SMTP client (delivery) */
     I("smtp_port", "25", 1, 65535, "TCP port for MX hosts and relayhost without :port"),
     S("dns_servers", "", "DNS servers (ip or ip:port, comma separated); empty: /etc/resolv.conf"),
@@ -200,6 +205,18 @@ const struct param_def param_table[] = {
       "send content with BDAT (RFC 3030 CHUNKING) to servers that offer it, else DATA"),
     B("disable_mime_output_conversion", "no",
       "send 8-bit mail as it is to servers without 8BITMIME (no conversion to 7 bit)"),
+    /* Source addresses and pools (issue #9) */
+    S("smtp_bind_address", "", "local IPv4 address outgoing connections bind to (empty: any)"),
+    S("smtp_bind_address6", "", "local IPv6 address outgoing connections bind to (empty: any)"),
+    L("source_address_maps", "",
+      "hash: tables: source IP -> helo=NAME weight=N warmup=N,N,... warmup_start=YYYY-MM-DD"),
+    L("source_pool_maps", "", "hash: tables: pool name -> its source IP addresses"),
+    L("sender_dependent_source_pool_maps", "",
+      "hash: tables: sasl:USER, sender address or @domain -> pool name (default: pool default)"),
+    S("source_pool_header", "X-Postino-Pool",
+      "header naming the pool, removed at reception (empty: none is honoured)"),
+    T("source_address_suspend_time", "300s", 1, DAY, 's',
+      "how long an address delivery cannot bind stays out of its pools"),
     /* bounce */
     I("bounce_size_limit", "50000", 1, 100000000,
       "maximal original message bytes returned in a bounce"),
@@ -208,6 +225,12 @@ const struct param_def param_table[] = {
       "rules that give each failed or deferred delivery its category (first match wins)"),
     S("bounce_classifier_local_rules", "",
       "the site's own classifier rules, read before bounce_classifier_rules (empty: none)"),
+    /* Adaptive throttling (issue #9, qmgr) */
+    I("initial_destination_concurrency", "5", 1, 10000,
+      "connections a site starts with; slow start grows them up to its limit"),
+    S("shaping_rules", "$config_directory/shaping_rules",
+      "rules that throttle, suspend or bounce a site on its replies (first match wins; "
+      "empty: none)"),
     /* DKIM signing at reception (smtpd) */
     L("dkim_key_maps", "",
       "hash: tables: signing domain -> selector:algorithm:/path/key.pem (one or two keys)"),

@@ -35,6 +35,7 @@ struct qfile_w {
     long long content_len;
     char *message_id; /* appended at commit when set */
     char *dkim;       /* the same */
+    char *pool;       /* the same */
     int body;         /* enum qbody for an appended body= record, or 0 */
     int failed;       /* errno of the first write error, 0 = fine */
 };
@@ -124,7 +125,8 @@ void qenv_destroy(struct qenv *env)
 {
     char **strs[] = { &env->client_name, &env->client_addr,   &env->helo,        &env->proto,
                       &env->sasl_method, &env->sasl_username, &env->message_id,  &env->sender,
-                      &env->envid,       &env->verp,          &env->verp_return, &env->dkim };
+                      &env->envid,       &env->verp,          &env->verp_return, &env->dkim,
+                      &env->pool };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (size_t i = 0; i < env->nrcpt; i++)
@@ -289,6 +291,7 @@ static void build_envelope(struct qfile_w *w, const struct qenv *env)
     put_rec(b, "sender", env->sender ? env->sender : "");
     put_opt(b, "verp", env->verp);
     put_opt(b, "verp_return", env->verp_return);
+    put_opt(b, "pool", env->pool);
     put_opt(b, "envid", env->envid);
     if (env->ret == RET_FULL || env->ret == RET_HDRS)
         put_rec(b, "ret", env->ret == RET_FULL ? "FULL" : "HDRS");
@@ -373,6 +376,7 @@ static void w_free(struct qfile_w *w)
     buf_destroy(&w->head);
     free(w->message_id);
     free(w->dkim);
+    free(w->pool);
     free(w);
 }
 
@@ -458,6 +462,12 @@ void qfile_w_set_message_id(struct qfile_w *w, const char *id)
     w->message_id = id && *id ? xstrdup(id) : NULL;
 }
 
+void qfile_w_set_pool(struct qfile_w *w, const char *pool)
+{
+    free(w->pool);
+    w->pool = pool && *pool ? xstrdup(pool) : NULL;
+}
+
 void qfile_w_set_dkim(struct qfile_w *w, const char *fields)
 {
     free(w->dkim);
@@ -537,6 +547,8 @@ static int w_prepare(struct qfile_w *w)
         put_rec(&w->buf, "message_id", w->message_id);
     if (qbody_name(w->body))
         put_rec(&w->buf, "body", qbody_name(w->body));
+    if (w->pool)
+        put_rec(&w->buf, "pool", w->pool);
     if (w->dkim)
         put_rec(&w->buf, "dkim", w->dkim);
     if (w_flush(w) < 0)

@@ -53,6 +53,9 @@
  *                               the envelope was written (smtpd, for mail
  *                               it signs; qfile_w_convert): replaces the
  *                               envelope's body= (last one wins)
+ *        pool=<name>            source address pool the injector chose
+ *                               (source_pool_header, removed from the
+ *                               content by smtpd; qfile_w_set_pool)
  *        dkim=<fields>          DKIM-Signature header field(s), CRLF
  *                               lines, computed by smtpd over the content
  *                               and written by qfile_commit with it
@@ -124,6 +127,7 @@ struct qenv {
     char *sender;      /* "" for the null sender */
     char *verp;        /* VERP delimiters ("+="), NULL: no VERP (verp.h) */
     char *verp_return; /* VERP return address, NULL: the sender */
+    char *pool;        /* source address pool chosen by the injector, or NULL */
     char *envid;
     int ret;      /* RET_* */
     int body;     /* enum qbody */
@@ -169,6 +173,10 @@ void qfile_w_set_message_id(struct qfile_w *w, const char *id);
  * qfile_commit writes them as an appended "dkim=" record, like the
  * Message-ID, inside the same fsync. NULL or "" clears. */
 void qfile_w_set_dkim(struct qfile_w *w, const char *fields);
+/* The source address pool named by the injector's header (smtpd removed
+ * the header from the content): an appended "pool=" record at commit, like
+ * the Message-ID. NULL or "" clears. */
+void qfile_w_set_pool(struct qfile_w *w, const char *pool);
 /* Content conversion in place of the content written so far (smtpd makes
  * 8-bit mail it signs 7 bit): fn gets the stored content again, read back
  * from the file in pieces, then once more with last set and no bytes; what

@@ -25,6 +25,7 @@ import time
 import uuid
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as _AioSMTP
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("POSTINO_BIN") or os.path.join(REPO, "bin")
@@ -328,17 +329,73 @@ class _Handler:
     async def handle_DATA(self, server, session, envelope):
         if not envelope.rcpt_tos:
             return "554 5.5.1 no valid recipients"
+        if self.sink.data_delay:   # a slow receiver: connections overlap
+            await asyncio.sleep(self.sink.data_delay)
         m = SinkMessage(self.ip, envelope.mail_from, envelope.rcpt_tos, envelope.content,
                         envelope.mail_options, getattr(envelope, "smtp_utf8", False))
         m.conn = self.sink.conn_id(session)
+        m.peer = session.peer[0] if session.peer else None   # the client's address
+        m.helo = session.host_name                          # its EHLO/HELO name
         with self.sink.lock:
             self.sink.messages.append(m)
         return "250 2.0.0 Ok: sunk %d" % len(self.sink.messages)
 
 
+class _CountingSMTP(_AioSMTP):
+    """aiosmtpd's SMTP that counts the connections open at its receiver
+    (Sink.live/peak/opened) and, with Sink.conn_limit, greets one beyond
+    the limit with 421 and hangs up, as providers do."""
+
+    def __init__(self, sink, ip, *a, **kw):
+        super().__init__(*a, **kw)
+        self._sink, self._ip, self._counted = sink, ip, False
+
+    def connection_made(self, transport):
+        if self.transport is None and not self._counted:   # not a STARTTLS re-entry
+            self._counted = True
+            with self._sink.lock:
+                live = self._sink.live.get(self._ip, 0) + 1
+                self._sink.live[self._ip] = live
+                self._sink.peak[self._ip] = max(self._sink.peak.get(self._ip, 0), live)
+                self._sink.opened[self._ip] = self._sink.opened.get(self._ip, 0) + 1
+                limit = self._sink.conn_limit
+                over = limit is not None and live > limit
+                if over:
+                    self._sink.refused[self._ip] = self._sink.refused.get(self._ip, 0) + 1
+            if over:
+                transport.write(b"421 4.7.0 too many connections from your IP\r\n")
+                transport.close()
+                self._sink_lost()
+                return
+        super().connection_made(transport)
+
+    def _sink_lost(self):
+        if self._counted:
+            self._counted = False
+            with self._sink.lock:
+                self._sink.live[self._ip] -= 1
+
+    def connection_lost(self, error):
+        self._sink_lost()
+        if self.transport is not None:
+            super().connection_lost(error)
+
+
+class _CountingController(Controller):
+    def __init__(self, sink, ip, *a, **kw):
+        super().__init__(*a, **kw)
+        self._sink, self._ip = sink, ip
+
+    def factory(self):
+        return _CountingSMTP(self._sink, self._ip, self.handler, **self.SMTP_kwargs)
+
+
 class Sink:
     """aiosmtpd receivers on several loopback addresses, one port.
-    smtputf8=False: a receiver that does not offer SMTPUTF8 (RFC 6531)."""
+    smtputf8=False: a receiver that does not offer SMTPUTF8 (RFC 6531).
+    Per receiver address it counts connections: live (open now), peak (most
+    open at once), opened, refused (over conn_limit, answered 421);
+    data_delay makes each DATA take that many seconds."""
 
     def __init__(self, ips=("127.0.0.1",), port=None, smtputf8=True):
         self.ips = list(ips)
@@ -351,12 +408,15 @@ class Sink:
         self.controllers = {}
         self.conn_seq = 0       # SMTP sessions seen by MAIL/RCPT/DATA (see conn_id)
         self.ehlo_changes = {}  # ip -> (keywords hidden, keywords added)
+        self.live, self.peak, self.opened, self.refused = {}, {}, {}, {}
+        self.conn_limit = None  # connections per receiver address (None: any)
+        self.data_delay = 0.0
 
     def start(self, ips=None):
         for ip in (ips or self.ips):
             if ip in self.controllers:
                 continue
-            c = Controller(_Handler(self, ip), hostname=ip, port=self.port,
+            c = _CountingController(self, ip, _Handler(self, ip), hostname=ip, port=self.port,
                            ready_timeout=5, decode_data=False,
                            server_hostname="sink-%s.test" % ip, data_size_limit=0,
                            enable_SMTPUTF8=self.smtputf8)
@@ -628,6 +688,10 @@ class Postino:
         rules = os.path.join(self.conf, "bounce_classifier_rules")
         if not os.path.exists(rules):
             shutil.copyfile(os.path.join(REPO, "conf", "bounce_classifier_rules"), rules)
+        # the shipped shaping rules, likewise (shaping_rules)
+        rules = os.path.join(self.conf, "shaping_rules")
+        if not os.path.exists(rules):
+            shutil.copyfile(os.path.join(REPO, "conf", "shaping_rules"), rules)
 
     def set(self, **params):
         """Change main.cf parameters (takes effect on start or reload)."""

@@ -196,7 +196,7 @@ def _to_line(p, rcpt, status, timeout=30):
                       % (re.escape(rcpt), status), timeout=timeout)[0]
 
 
-TLS_FIELD = re.compile(r", tls=(TLSv1\.[23]):([A-Z0-9_-]+)$")
+TLS_FIELD = re.compile(r", tls=(TLSv1\.[23]):([A-Z0-9_-]+)(, site=\S+)?$")
 
 
 # ---------------------------------------------------------------- tests

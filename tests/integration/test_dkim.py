@@ -399,3 +399,47 @@ def test_verp_copies_each_verify(postino_factory, keys, sink):
         assert m.mail_from == "s+%s@sign.test" % r.replace("@", "="), m.mail_from
         assert len(signatures(m.content)) == 2
         assert_verifies(m.content, keys, n=2)
+
+
+def test_parallel_sessions_and_a_stop_while_signing(postino_factory, keys, sink):
+    """Eight sessions at once share each smtpd's signing pool (one thread
+    per CPU, apart from the fsync threads); then a stop (SIGTERM) while
+    signatures are being made. Every message answered 250 arrives after the
+    restart, and every message that arrives is signed and verifies."""
+    import threading
+    p = signer(postino_factory, keys)
+    acked, lock, stop = [], threading.Lock(), threading.Event()
+
+    def client(n):
+        for i in range(500):
+            if stop.is_set():
+                return
+            seq = b"par-%d-%d" % (n, i)
+            raw = message(b"s@rsa.test", body=b"message " + seq + b"\r\n",
+                          extra=b"X-Seq: " + seq + b"\r\n")
+            try:
+                with smtplib.SMTP("127.0.0.1", p.port, timeout=30) as c:
+                    c.sendmail("s@rsa.test", ["par@alonea.test"], raw)
+            except (smtplib.SMTPException, OSError):
+                return
+            with lock:
+                acked.append(seq)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    h.wait_until(lambda: len(acked) >= 40, timeout=60, what="40 messages accepted")
+    p.stop()
+    stop.set()
+    for t in threads:
+        t.join(60)
+    p.start()
+
+    def seqs():
+        return {re.search(rb"^X-Seq: (\S+)", m.content, re.M).group(1)
+                for m in sink.to("par@alonea.test")}
+    h.wait_until(lambda: set(acked) <= seqs(), timeout=60, what="every 250 at the sink")
+    for m in sink.to("par@alonea.test"):
+        sigs = signatures(m.content)
+        assert len(sigs) == 1 and tag(sigs[0], "d") == "rsa.test", m.content[:800]
+        assert dkimpy_verify(m.content, keys), m.content[:800]

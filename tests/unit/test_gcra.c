@@ -1,99 +1,118 @@
-/* test_gcra.c - the GCRA limiter: exact spacing, bursts, the wait it
- * reports, no catch-up burst after idling, and rate changes. */
+/* test_gcra.c - cmocka tests for the GCRA rate limiter (common/mail/gcra.c):
+ * even spacing, no burst after an idle hour, the configured burst, rate
+ * changes, and the rate syntax of shaping_maps. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <cmocka.h>
-
 #include <math.h>
 
 #include "common/mail/gcra.h"
 
+/* Take as soon as allowed for span seconds from t0; count takes. */
+static int drain(struct gcra *g, double t0, double span, double *last)
+{
+    double now = t0, wait;
+    int n = 0;
+    while (now < t0 + span) {
+        if (gcra_take(g, now, &wait)) {
+            n++;
+            *last = now;
+        } else {
+            assert_true(wait > 0);
+            now += wait;
+        }
+    }
+    return n;
+}
+
 static void test_spacing(void **state)
 {
-    (void)state;
     struct gcra g;
-    double wait = -1;
-    gcra_init(&g, 10, 1); /* one every 0.1 s */
-    assert_int_equal(gcra_take(&g, 100.0, &wait), 1);
-    assert_true(wait == 0);
-    assert_int_equal(gcra_take(&g, 100.0, &wait), 0);
-    assert_true(fabs(wait - 0.1) < 1e-9);
-    assert_int_equal(gcra_take(&g, 100.05, &wait), 0);
-    assert_true(fabs(wait - 0.05) < 1e-9);
-    /* due after ten additions of 0.1, rounding or not */
-    for (int i = 1; i <= 10; i++)
-        assert_int_equal(gcra_take(&g, 100.0 + i * 0.1, &wait), 1);
-    /* from 0: the TAT becomes 0.30000000000000004 while now is 0.3 */
-    gcra_init(&g, 10, 1);
-    const double at[] = { 0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7 };
-    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++)
-        assert_int_equal(gcra_take(&g, at[i], NULL), 1);
+    double wait, last = 0;
+    gcra_init(&g, 6000.0 / 3600, 1); /* 6000/h: one every 0.6 s */
+    assert_true(gcra_take(&g, 1000, &wait));
+    assert_false(gcra_take(&g, 1000, &wait));
+    assert_true(fabs(wait - 0.6) < 1e-9);
+    assert_false(gcra_take(&g, 1000.3, &wait));
+    assert_true(fabs(wait - 0.3) < 1e-9);
+    assert_true(gcra_take(&g, 1000.6, &wait));
+    /* one minute at 6000/h: 100 units, never two within 0.6 s */
+    gcra_init(&g, 6000.0 / 3600, 1);
+    assert_int_equal(drain(&g, 5000, 60, &last), 100);
 }
 
-static void test_count_over_time(void **state)
+static void test_no_burst_after_idle(void **state)
 {
-    (void)state;
     struct gcra g;
-    int sent = 0;
-    gcra_init(&g, 100.0 / 60, 1); /* 6000/h */
-    /* poll every 10 ms for a minute: 100 messages, one per 0.6 s */
-    for (int t = 0; t < 6000; t++)
-        sent += gcra_take(&g, 5000.0 + t * 0.01, NULL);
-    assert_int_equal(sent, 100);
+    double wait;
+    gcra_init(&g, 300.0 / 3600, 1); /* 300/h */
+    assert_true(gcra_take(&g, 0, &wait));
+    /* an hour of silence banks nothing: one now, then wait 12 s */
+    assert_true(gcra_take(&g, 3600, &wait));
+    assert_false(gcra_take(&g, 3600, &wait));
+    assert_true(fabs(wait - 12) < 1e-9);
 }
 
-static void test_burst_then_spacing(void **state)
+static void test_burst(void **state)
 {
-    (void)state;
     struct gcra g;
     double wait;
     gcra_init(&g, 1, 5);
     for (int i = 0; i < 5; i++)
-        assert_int_equal(gcra_take(&g, 10.0, NULL), 1);
-    assert_int_equal(gcra_take(&g, 10.0, &wait), 0);
-    assert_true(fabs(wait - 1.0) < 1e-9);
-    assert_int_equal(gcra_take(&g, 11.0, NULL), 1);
-    assert_int_equal(gcra_take(&g, 11.0, NULL), 0);
+        assert_true(gcra_take(&g, 10, &wait));
+    assert_false(gcra_take(&g, 10, &wait));
+    assert_true(fabs(wait - 1) < 1e-9);
+    assert_true(gcra_peek(&g, 11, &wait));
+    assert_true(gcra_peek(&g, 11, &wait)); /* peek takes nothing */
+    assert_true(gcra_take(&g, 11, &wait));
+    assert_false(gcra_take(&g, 11, &wait));
 }
 
-static void test_idle_gives_no_catch_up(void **state)
+static void test_unlimited_and_change(void **state)
 {
-    (void)state;
     struct gcra g;
-    gcra_init(&g, 1, 2);
-    assert_int_equal(gcra_take(&g, 0, NULL), 1);
-    /* an hour idle: still only the burst of 2, not 3600 */
-    assert_int_equal(gcra_take(&g, 3600, NULL), 1);
-    assert_int_equal(gcra_take(&g, 3600, NULL), 1);
-    assert_int_equal(gcra_take(&g, 3600, NULL), 0);
-}
-
-static void test_unlimited_and_set_rate(void **state)
-{
-    (void)state;
-    struct gcra g;
+    double wait;
     gcra_init(&g, 0, 1);
     for (int i = 0; i < 1000; i++)
-        assert_int_equal(gcra_take(&g, 1.0, NULL), 1);
+        assert_true(gcra_take(&g, 1, &wait));
+    assert_true(gcra_rate(&g) == 0);
     gcra_init(&g, 10, 1);
-    assert_int_equal(gcra_take(&g, 1.0, NULL), 1);
-    /* slowed to 1/s: the TAT already set still holds, then 1 s spacing */
-    gcra_set_rate(&g, 1, 1);
-    assert_int_equal(gcra_take(&g, 1.1, NULL), 1);
-    double wait;
-    assert_int_equal(gcra_take(&g, 1.1, &wait), 0);
-    assert_true(fabs(wait - 1.0) < 1e-9);
+    assert_true(gcra_take(&g, 1, &wait));
+    gcra_set(&g, 1, 1); /* throttled: the next unit 1 s after this one */
+    assert_true(gcra_take(&g, 1.1, &wait));
+    assert_false(gcra_take(&g, 1.5, &wait));
+    assert_true(fabs(gcra_rate(&g) - 1) < 1e-9);
+}
+
+static void test_parse(void **state)
+{
+    double r;
+    assert_int_equal(gcra_parse_rate("300/h", &r), 0);
+    assert_true(fabs(r - 300.0 / 3600) < 1e-12);
+    assert_int_equal(gcra_parse_rate("20/s", &r), 0);
+    assert_true(fabs(r - 20) < 1e-12);
+    assert_int_equal(gcra_parse_rate("600/m", &r), 0);
+    assert_true(fabs(r - 10) < 1e-12);
+    assert_int_equal(gcra_parse_rate("1000/d", &r), 0);
+    assert_int_equal(gcra_parse_rate("0", &r), 0);
+    assert_true(r == 0);
+    assert_int_equal(gcra_parse_rate("unlimited", &r), 0);
+    assert_int_equal(gcra_parse_rate("300", &r), -1);
+    assert_int_equal(gcra_parse_rate("300/x", &r), -1);
+    assert_int_equal(gcra_parse_rate("300/hh", &r), -1);
+    assert_int_equal(gcra_parse_rate("-3/s", &r), -1);
+    assert_int_equal(gcra_parse_rate("/s", &r), -1);
+    assert_int_equal(gcra_parse_rate("0/s", &r), -1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spacing),
-        cmocka_unit_test(test_count_over_time),
-        cmocka_unit_test(test_burst_then_spacing),
-        cmocka_unit_test(test_idle_gives_no_catch_up),
-        cmocka_unit_test(test_unlimited_and_set_rate),
+        cmocka_unit_test(test_spacing), cmocka_unit_test(test_no_burst_after_idle),
+        cmocka_unit_test(test_burst),   cmocka_unit_test(test_unlimited_and_change),
+        cmocka_unit_test(test_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

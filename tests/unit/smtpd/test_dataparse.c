@@ -32,7 +32,7 @@ static void collect(void *arg, const void *p, size_t n)
 
 static struct dataparse_config config(int dot, enum dataparse_bare bare)
 {
-    struct dataparse_config cf = { dot, bare, 2048, 10240000, 102400, 50 };
+    struct dataparse_config cf = { dot, bare, 2048, 10240000, 102400, 50, NULL };
     return cf;
 }
 
@@ -395,6 +395,74 @@ static void test_random_splits_agree(void **state)
     }
 }
 
+/* ---- drop_header: the source pool header (issue #9) ---- */
+
+/* Feed in pieces of chunk bytes, handing the content out after every
+ * piece as smtpd does; returns the dropped value (caller frees). */
+static char *run_drop(const char *in, size_t n, size_t chunk, buf_t *out, long long *size)
+{
+    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct dataparse d;
+    cf.drop_header = "X-Postino-Pool";
+    dataparse_init(&d, &cf, collect, out);
+    for (size_t off = 0; off < n && !d.done;) {
+        size_t k = chunk && n - off > chunk ? chunk : n - off;
+        off += dataparse_feed(&d, (const unsigned char *)in + off, k);
+        dataparse_flush(&d);
+    }
+    char *v = d.dropped;
+    d.dropped = NULL;
+    *size = d.size;
+    dataparse_destroy(&d);
+    return v;
+}
+
+static void expect_drop(const char *in, const char *want, const char *want_value)
+{
+    static const size_t sizes[] = { 0, 1, 2, 3, 5, 7, 13, 64 };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        buf_t out = BUF_INIT;
+        long long size;
+        char *v = run_drop(in, strlen(in), sizes[i], &out, &size);
+        assert_string_equal(buf_str(&out), want);
+        assert_int_equal(size, (long long)strlen(want));
+        if (want_value)
+            assert_string_equal(v ? v : "(none)", want_value);
+        else
+            assert_null(v);
+        free(v);
+        buf_destroy(&out);
+    }
+}
+
+static void test_drop_header(void **state)
+{
+    /* the field goes, with its continuation lines; the first value counts */
+    expect_drop("From: a@b\r\nX-Postino-Pool: bulk\r\nTo: c@d\r\n\r\nbody\r\n.\r\n",
+                "From: a@b\r\nTo: c@d\r\n\r\nbody\r\n", "bulk");
+    expect_drop("x-postino-pool:\r\n  two\r\nSubject: s\r\nX-Postino-Pool: other\r\n\r\n"
+                "X-Postino-Pool: in the body\r\n.\r\n",
+                "Subject: s\r\n\r\nX-Postino-Pool: in the body\r\n", "two");
+    /* a similar name is not it; no such field: no value */
+    expect_drop("X-Postino-Pools: x\r\n\r\nb\r\n.\r\n", "X-Postino-Pools: x\r\n\r\nb\r\n", NULL);
+}
+
+/* A header line too long to hold back goes out whatever its name. */
+static void test_drop_header_too_long(void **state)
+{
+    struct dataparse_config plain = config(1, DP_BARE_NORMALIZE);
+    struct outcome o;
+    buf_t in = BUF_INIT;
+    buf_puts(&in, "X-Postino-Pool: ");
+    for (int i = 0; i < DP_HOLD_MAX; i++)
+        buf_putc(&in, 'p');
+    buf_puts(&in, "\r\n continued\r\n\r\nbody\r\n.\r\n");
+    run(&plain, buf_str(&in), in.len, 0, &o); /* what goes out without drop_header */
+    expect_drop(buf_str(&in), buf_str(&o.content), NULL);
+    outcome_destroy(&o);
+    buf_destroy(&in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -410,6 +478,8 @@ int main(void)
         cmocka_unit_test(test_long_lines_and_size),
         cmocka_unit_test(test_bdat_mode),
         cmocka_unit_test(test_random_splits_agree),
+        cmocka_unit_test(test_drop_header),
+        cmocka_unit_test(test_drop_header_too_long),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
