@@ -124,8 +124,10 @@ static void qmgr_lock(void)
 /* A shared token or lease answer came for site: schedule again. */
 static void qmgr_shared_wake(void *arg, const char *site)
 {
-    if (!qmgr_g.stopping)
-        qmgr_sched_dispatch();
+    if (qmgr_g.stopping)
+        return;
+    qmgr_site_wake(site);
+    qmgr_sched_dispatch();
 }
 
 /* shaping_shared_state (issue #9): per-site limits joint with other nodes.
