@@ -37,12 +37,12 @@ master_LIBS := $(EV_LIBS)
 anvil_LIBS  := $(EV_LIBS)
 feedback_LIBS := $(EV_LIBS)
 bounce_LIBS := $(EV_LIBS)
-qmgr_LIBS   := $(EV_LIBS) -ldb -lcares -lidn2
+qmgr_LIBS   := $(EV_LIBS) -ldb -lcares -lidn2 -lhiredis # hiredis: shaping_shared_state
 smtpd_LIBS  := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
 delivery_LIBS := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lcares -lidn2
 cli_LIBS    := $(EV_LIBS) -ldb -lcrypto
 # Unit tests and benchmarks may touch any layer of common/.
-LIBS        := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2
+LIBS        := -levent_openssl $(EV_LIBS) -lssl -lcrypto -ldb -lsasl2 -lcares -lidn2 -lhiredis
 
 # common/ is three layers, each a static library (see common/README):
 #   util  plain utility: memory, buffers, logging, records, sockets, workers
@@ -132,6 +132,8 @@ DEB_PKGS := build-essential pkg-config libssl-dev libdb5.3-dev libsasl2-dev libi
 DEB_PKGS += opendkim
 # test_lmtp.py: a private Dovecot (LMTP in, IMAP out) started by the test
 DEB_PKGS += dovecot-core dovecot-lmtpd dovecot-imapd
+# shaping_shared_state (issue #9): qmgr's Redis client, the server its tests start
+DEB_PKGS += libhiredis-dev redis-server
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

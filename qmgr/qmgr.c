@@ -18,6 +18,7 @@
 #include "common/util/log.h"
 #include "common/mail/bclass.h"
 #include "common/mail/proto.h"
+#include "qmgr/qmgr_shared.h"
 
 struct qmgr qmgr_g;
 
@@ -120,6 +121,33 @@ static void qmgr_lock(void)
               buf_str(&err));
 }
 
+/* A shared token or lease answer came for site: schedule again. */
+static void qmgr_shared_wake(void *arg, const char *site)
+{
+    if (qmgr_g.stopping)
+        return;
+    qmgr_site_wake(site);
+    qmgr_sched_dispatch();
+}
+
+/* shaping_shared_state (issue #9): per-site limits joint with other nodes.
+ * Connects in the background; the node id names this process's leases. */
+static void qmgr_shared_start(struct server *s)
+{
+    const char *spec = conf_str("shaping_shared_state");
+    buf_t id = BUF_INIT, err = BUF_INIT;
+
+    if (!*spec)
+        return;
+    buf_printf(&id, "%s:%ld", conf_str("myhostname"), (long)getpid());
+    qmgr_g.shared = qmgr_shared_new(s->base, spec, (int)conf_int("shaping_node_count"),
+                                    buf_str(&id), NULL, qmgr_shared_wake, NULL, &err);
+    if (!qmgr_g.shared)
+        log_fatal("shaping_shared_state: %s", buf_str(&err));
+    buf_destroy(&id);
+    buf_destroy(&err);
+}
+
 static void qmgr_post_drop(struct server *s)
 {
     struct timeval one = { 1, 0 };
@@ -133,7 +161,8 @@ static void qmgr_post_drop(struct server *s)
     qmgr_lock();
     qmgr_suppress_init(); /* the one writer: after the lock */
     qmgr_pool_load();
-    qmgr_control_init(); /* early: CLI requests queue up during a rebuild */
+    qmgr_control_init();  /* early: CLI requests queue up during a rebuild */
+    qmgr_shared_start(s); /* before any site takes a token */
     qmgr_site_start();
     qmgr_index_startup();
     tick_ev = event_new(s->base, -1, EV_PERSIST, qmgr_tick, NULL);
@@ -156,6 +185,8 @@ static void qmgr_stop(struct server *s)
     qmgr_pool_close();
     qmgr_site_close();
     qmgr_throttle_close();
+    qmgr_shared_free(qmgr_g.shared); /* its leases lapse in Redis */
+    qmgr_g.shared = NULL;
     /* A reload replaces qmgr as a matter of course: not worth a line. */
     if (s->retiring)
         log_debug("retired");

@@ -46,6 +46,7 @@ enum qmgr_kind { QK_BOUNCE = 0, QK_DELAY, QK_SUCCESS };
 #define QMGR_ACTIVE_LEASE (365LL * 86400)
 
 struct qmgr_dest;
+struct qmgr_shared;
 struct qmgr_src;
 struct mxent;
 
@@ -121,10 +122,11 @@ struct qmgr {
     long long active_limit; /* qmgr_message_active_limit */
     long long rcpt_limit;   /* qmgr_message_recipient_limit */
     int stopping;
-    uid_t owner_uid; /* mail_owner (qmgr_perm_init) */
-    gid_t owner_gid; /* its primary group: members may manage the queue */
-    int owner_known; /* mail_owner exists */
-    int lock_fd;     /* index/lock, held for qmgr's life */
+    uid_t owner_uid;            /* mail_owner (qmgr_perm_init) */
+    gid_t owner_gid;            /* its primary group: members may manage the queue */
+    int owner_known;            /* mail_owner exists */
+    int lock_fd;                /* index/lock, held for qmgr's life */
+    struct qmgr_shared *shared; /* shaping_shared_state; NULL: local limits */
 };
 
 extern struct qmgr qmgr_g;

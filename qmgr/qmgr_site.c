@@ -26,6 +26,7 @@
 #include "common/mail/conf.h"
 #include "common/glue/dict.h"
 #include "common/glue/dns.h"
+#include "qmgr/qmgr_shared.h"
 
 /* A domain's MX lookup: in flight (dests wait on it), or its answer. */
 struct mxent {
@@ -475,9 +476,25 @@ static void park(struct qmgr_site *s, struct qmgr_dest *d, double now, double wa
     }
 }
 
+/* With shaping_shared_state the rate is joint with the other nodes: the
+ * token comes from Redis (qmgr_shared.c), asked for without waiting;
+ * qmgr_site_wake() unparks the site when the answer is in. */
 int qmgr_site_rate_take(struct qmgr_site *s, double now, double *wait_s)
 {
+    double rate = gcra_rate(&s->msg_rate);
+
+    if (qmgr_g.shared && rate > 0)
+        return qmgr_shared_rate_take(qmgr_g.shared, s->name, rate, s->pol.message_burst, now,
+                                     wait_s);
     return gcra_take(&s->msg_rate, now, wait_s);
+}
+
+void qmgr_site_wake(const char *name)
+{
+    struct qmgr_site *s = qmgr_site_find(name);
+
+    if (s)
+        unpark_all(s, qmgr_now());
 }
 
 int qmgr_site_suspended(const struct qmgr_site *s)

@@ -111,6 +111,9 @@ void qmgr_site_throttle_rate(struct qmgr_site *s, double per_sec, long long secs
 void qmgr_site_throttle_conc(struct qmgr_site *s, int conc, long long secs, const char *why);
 void qmgr_site_bounce_queued(struct qmgr_site *s, const char *dsn, const char *why);
 struct qmgr_site *qmgr_site_find(const char *name);
+/* A shared rate answer for site name came in: its parked destinations
+ * may try again (qmgr_shared's wake callback). */
+void qmgr_site_wake(const char *name);
 /* Connections the site may use now: its limit, or less while slow start
  * holds it lower (qmgr_slowstart.h). */
 int qmgr_site_conc_now(const struct qmgr_site *s);

@@ -331,6 +331,20 @@ static int check_suppression_scope(const char *s, buf_t *why)
     return -1;
 }
 
+/* shaping_shared_state: empty or redis:HOST:PORT (glue/redis parses it). */
+static int check_shared_state(const char *s, buf_t *why)
+{
+    const char *port = strrchr(s, ':');
+    char *end;
+    long p = port ? strtol(port + 1, &end, 10) : 0;
+
+    if (!*s ||
+        (strncmp(s, "redis:", 6) == 0 && port > s + 6 && port[1] && !*end && p > 0 && p < 65536))
+        return 0;
+    buf_printf(why, "invalid value \"%s\" (use redis:HOST:PORT, or nothing)", s);
+    return -1;
+}
+
 static const struct {
     const char *name;
     int (*check)(const char *s, buf_t *why);
@@ -340,6 +354,7 @@ static const struct {
     { "smtpd_sasl_type", check_sasl_type },
     { "suppression_scope", check_suppression_scope },
     { "feedback_suppression_scope", check_suppression_scope },
+    { "shaping_shared_state", check_shared_state },
 };
 
 int conf_validate_value(size_t i, const char *s, buf_t *why)

@@ -267,6 +267,12 @@ const struct param_def param_table[] = {
       "lifetime of an entry added without an explicit expiry (0: never expires)"),
     B("smtpd_reject_suppressed", "no",
       "refuse RCPT (550 5.7.1) to a suppressed address for SASL-authenticated clients"),
+    /* Several nodes: shaping counters shared in Redis (issue #9) */
+    S("shaping_shared_state", "",
+      "redis:HOST:PORT holding per-site rate and connection counters shared by several "
+      "nodes (empty: this node's limits only)"),
+    I("shaping_node_count", "1", 1, 10000,
+      "nodes sharing the limits: while Redis is unreachable each keeps to limit / this"),
     /* misc */
 };
 

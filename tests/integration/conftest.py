@@ -74,6 +74,16 @@ def dns(request, workdir):
 
 
 @pytest.fixture
+def redis(workdir):
+    """A private redis-server on a free port (skips without redis-server)."""
+    if not os.access(h.RedisServer.BIN, os.X_OK):
+        pytest.skip("redis-server is not installed (make deps)")
+    r = h.RedisServer(workdir).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
 def sink():
     s = h.Sink(SINK_IPS).start()
     yield s

@@ -225,6 +225,48 @@ class DnsServer:
 
 # ---------------------------------------------------------------- SMTP sink
 
+class RedisServer:
+    """A private redis-server (Debian's) on a free loopback port: no
+    persistence, its own directory. stop() and start() again keep the port,
+    as a restarted server would; pause()/resume() stall it (SIGSTOP)."""
+
+    BIN = "/usr/bin/redis-server"
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
+             "--logfile", os.path.join(self.dir, "redis.log")])
+        wait_until(lambda: self.command("PING") == "PONG", timeout=10,
+                   what="redis-server on port %d" % self.port)
+        return self
+
+    def stop(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def command(self, *args):
+        """One command over RESP; the reply's first line without its type
+        byte, or None when the server does not answer."""
+        req = "*%d\r\n" % len(args) + "".join(
+            "$%d\r\n%s\r\n" % (len(str(a).encode()), a) for a in args)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(req.encode())
+                line = s.makefile("rb").readline().decode().rstrip("\r\n")
+        except OSError:
+            return None
+        return line[1:] if line else None
+
+
 class SinkMessage:
     def __init__(self, ip, mail_from, rcpts, content, mail_options=(), smtputf8=False):
         self.ip = ip

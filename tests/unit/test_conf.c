@@ -125,6 +125,12 @@ static void test_errors(void **state)
         { "  indented = 1\n", "line 1: continuation line (starting with white space) "
                               "without a parameter before it" },
         { "bad-name = 1\n", "line 1: invalid parameter name \"bad-name\"" },
+        { "shaping_shared_state = redis:10.0.0.5\n",
+          "line 1: parameter \"shaping_shared_state\": invalid value \"redis:10.0.0.5\" "
+          "(use redis:HOST:PORT, or nothing)" },
+        { "shaping_shared_state = 10.0.0.5:6379\n",
+          "line 1: parameter \"shaping_shared_state\": invalid value \"10.0.0.5:6379\" "
+          "(use redis:HOST:PORT, or nothing)" },
         { "line_length_limit = 100\n", "line 1: parameter \"line_length_limit\": value "
                                        "\"100\" out of range (must be between 512 and 1000000)" },
     };
@@ -143,6 +149,8 @@ static void test_errors(void **state)
 static void test_failed_reload_keeps_old(void **state)
 {
     buf_t err = BUF_INIT;
+    assert_int_equal(load("shaping_shared_state = redis:127.0.0.1:6379\n", &err), 0);
+    assert_int_equal(load("shaping_shared_state =\n", &err), 0);
     assert_int_equal(load("myhostname = keep.example\n", &err), 0);
     assert_int_equal(load("myhostname = new.example\nsmtpd_timeout = x\n", &err), -1);
     assert_string_equal(conf_str("myhostname"), "keep.example");
