@@ -216,6 +216,9 @@ install: all
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/bounce_classifier_rules ]; then \
 	  install -m 644 conf/bounce_classifier_rules $(DESTDIR)$(CONFDIR)/bounce_classifier_rules; \
 	  echo "install: wrote $(DESTDIR)$(CONFDIR)/bounce_classifier_rules"; fi
+	@if [ ! -e $(DESTDIR)$(CONFDIR)/aliases ]; then \
+	  install -m 644 conf/aliases $(DESTDIR)$(CONFDIR)/aliases; \
+	  echo "install: wrote $(DESTDIR)$(CONFDIR)/aliases (run postino newaliases)"; fi
 	install -d -m 755 $(DESTDIR)/var/spool/postino
 
 clean:
