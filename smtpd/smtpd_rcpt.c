@@ -40,7 +40,8 @@ enum smtpd_outcome smtpd_rcpt_add(struct smtpd_session *s, const char *rcpt, con
 
     switch (addrclass_expand(rcpt, &list, &err)) {
     case ADDRCLASS_EXPAND_NONE:
-        qenv_add_rcpt(&s->env, rcpt, orcpt, notify);
+        if (!env_has(&s->env, rcpt)) /* Postfix's cleanup drops duplicates */
+            qenv_add_rcpt(&s->env, rcpt, orcpt, notify);
         break;
     case ADDRCLASS_EXPAND_DONE:
         if (orcpt == NULL) { /* the address the client gave, as DSNs report it */

@@ -16,7 +16,7 @@
 #include "common/glue/dict.h"
 #include "common/util/log.h"
 
-#define PASSWD_SPEC "unix:passwd.byname"
+#define PASSWD_SPEC          "unix:passwd.byname"
 #define ADDRCLASS_TABLES_MAX 32
 
 static struct {
@@ -389,8 +389,10 @@ static void expansion_add(struct expansion *x, const char *addr)
         return;
     if ((long long)x->n >= x->count_limit) {
         if (!x->failed)
-            buf_printf(x->err, "virtual alias expansion of more than %lld addresses "
-                               "(virtual_alias_expansion_limit)", x->count_limit);
+            buf_printf(x->err,
+                       "virtual alias expansion of more than %lld addresses "
+                       "(virtual_alias_expansion_limit)",
+                       x->count_limit);
         x->failed = 1;
         return;
     }
@@ -417,14 +419,17 @@ static int expand_rec(struct expansion *x, const char *addr, char **chain, size_
     int rc;
 
     if ((long long)depth > x->depth_limit) {
-        buf_printf(x->err, "virtual alias expansion of <%s> nested deeper than %lld "
-                           "(virtual_alias_recursion_limit)", chain[0], x->depth_limit);
+        buf_printf(x->err,
+                   "virtual alias expansion of <%s> nested deeper than %lld "
+                   "(virtual_alias_recursion_limit)",
+                   chain[0], x->depth_limit);
         x->failed = 1;
         return -1;
     }
     addrclass_split(addr, &local, &domain);
     enum addrclass c = addrclass_of(buf_str(&domain));
-    rc = c == ADDRCLASS_ERROR ? -1 : maps_find("virtual_alias_maps", addr, c == ADDRCLASS_LOCAL, &value);
+    rc = c == ADDRCLASS_ERROR ? -1
+                              : maps_find("virtual_alias_maps", addr, c == ADDRCLASS_LOCAL, &value);
     if (rc < 0) {
         buf_printf(x->err, "virtual_alias_maps: temporary lookup failure for <%s>", addr);
         x->failed = 1;

@@ -148,7 +148,7 @@ static void test_known(void **state)
     expect_known("whole@local.test");
     expect_known("sales@local.test"); /* an alias is known in any class */
     expect_unknown("nosuchuser@local.test", "550 5.1.1 <nosuchuser@local.test>: Recipient address "
-                                        "rejected: User unknown in local recipient table");
+                                            "rejected: User unknown in local recipient table");
     conf_set("local_recipient_maps", "unix:passwd.byname");
     expect_known("root@local.test");
     conf_set("local_recipient_maps", "unix:passwd.byname hash:/nonexistent/aliases");
@@ -232,10 +232,8 @@ static void test_expand(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_elements),
-        cmocka_unit_test(test_classes),
-        cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_known),
+        cmocka_unit_test(test_elements), cmocka_unit_test(test_classes),
+        cmocka_unit_test(test_validate), cmocka_unit_test(test_known),
         cmocka_unit_test(test_expand),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
