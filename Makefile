@@ -225,6 +225,9 @@ install: all
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/shaping_rules ]; then \
 	  install -m 644 conf/shaping_rules $(DESTDIR)$(CONFDIR)/shaping_rules; \
 	  echo "install: wrote $(DESTDIR)$(CONFDIR)/shaping_rules"; fi
+	@if [ ! -e $(DESTDIR)$(CONFDIR)/aliases ]; then \
+	  install -m 644 conf/aliases $(DESTDIR)$(CONFDIR)/aliases; \
+	  echo "install: wrote $(DESTDIR)$(CONFDIR)/aliases (run postino newaliases)"; fi
 	install -d -m 755 $(DESTDIR)/var/spool/postino
 
 clean:

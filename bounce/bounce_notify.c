@@ -1,6 +1,7 @@
 /* bounce_notify.c - one notification request: read the original queue
  * file, pick the recipients that want this kind of report, queue the
- * report (null sender) and record dsn_sent in the original so that a
+ * report (null sender; a failed notification goes to postmaster as a
+ * double bounce, from double_bounce_sender) and record dsn_sent in the original so that a
  * crash never repeats it. qmgr learns of the new file from our reply. */
 #include "bounce/bounce.h"
 
@@ -92,7 +93,28 @@ static void mark_sent(struct job *j)
     buf_destroy(&val);
 }
 
-/* The original is itself a notification: never answer it (no loops). */
+/* "name" qualified with @myorigin when it has no domain. */
+static void qualify(const char *name, buf_t *out)
+{
+    buf_set(out, name);
+    if (strchr(name, '@') == NULL) {
+        buf_putc(out, '@');
+        buf_puts(out, conf_str("myorigin"));
+    }
+}
+
+/* Is sender our double-bounce address (a notice to postmaster that
+ * failed: never answered, as Postfix never sends a triple bounce)? */
+static int is_double_bounce(const char *sender)
+{
+    buf_t db = BUF_INIT;
+    qualify(conf_str("double_bounce_sender"), &db);
+    int yes = str_ieq(sender, buf_str(&db));
+    buf_destroy(&db);
+    return yes;
+}
+
+/* A failed notice to postmaster: logged, never answered (no loops). */
 static void null_sender(struct job *j)
 {
     buf_t what = BUF_INIT;
@@ -108,8 +130,7 @@ static void null_sender(struct job *j)
         buf_puts(&what, ": ");
         dsn_safe_text(&what, r->reason ? r->reason : "unknown reason", 500);
     }
-    log_warn("%s: undeliverable notification for null sender: notice to postmaster (%s)", j->env.id,
-             what.data);
+    log_warn("%s: undeliverable postmaster notification discarded (%s)", j->env.id, what.data);
     buf_destroy(&what);
     mark_sent(j);
 }
@@ -188,7 +209,7 @@ static int report_8bit(const struct job *j, const buf_t *content)
 }
 
 /* Create, write and commit the report's queue file. */
-static int queue_report(struct job *j, buf_t *err)
+static int queue_report(struct job *j, const char *sender, const char *rcpt, buf_t *err)
 {
     buf_t content = BUF_INIT, msg = BUF_INIT;
     long long orig_len = 0;
@@ -198,12 +219,12 @@ static int queue_report(struct job *j, buf_t *err)
     if (read_content(j, &content, &orig_len, err) < 0)
         goto out;
     qenv_init(&env);
-    qenv_set(&env.sender, "");
+    qenv_set(&env.sender, sender);
     qenv_set(&env.client_name, "localhost");
     qenv_set(&env.client_addr, "127.0.0.1");
     qenv_set(&env.helo, "localhost");
     qenv_set(&env.proto, "bounce");
-    qenv_add_rcpt(&env, j->env.sender, NULL, 0);
+    qenv_add_rcpt(&env, rcpt, NULL, 0);
     /* A report on SMTPUTF8 mail is itself SMTPUTF8 mail (RFC 6533): its
      * recipient, the original sender, may be a UTF-8 address. */
     env.smtputf8 = j->env.smtputf8;
@@ -232,20 +253,32 @@ static void notify(struct job *j, attr_t *reply)
 {
     buf_t err = BUF_INIT;
     const char *id = j->env.id;
-    if (j->nidx > 0 && j->env.sender[0] == 0) {
+    buf_t to = BUF_INIT, from = BUF_INIT;
+    if (j->nidx > 0 && j->env.sender[0] == 0 && j->kind == DSN_FAILURE) {
+        /* A notification that failed: a double bounce, to postmaster,
+         * from the double-bounce address (whose own failure is dropped). */
+        qualify(conf_str("2bounce_notice_recipient"), &to);
+        qualify(conf_str("double_bounce_sender"), &from);
+    } else {
+        buf_set(&to, j->env.sender);
+    }
+    if (j->nidx > 0 && (is_double_bounce(j->env.sender) || to.len == 0)) {
         null_sender(j);
     } else if (j->nidx > 0) {
-        if (queue_report(j, &err) < 0) {
+        if (queue_report(j, buf_str(&from), buf_str(&to), &err) < 0) {
             reply_fail(reply, "%s: cannot queue %s: %s", id, log_what[j->kind], buf_str(&err));
-            buf_destroy(&err);
-            return;
+            goto out;
         }
         mark_sent(j);
-        log_info("%s: %s: %s", id, log_what[j->kind], j->new_id);
+        log_info("%s: %s: %s", id,
+                 from.len ? "postmaster non-delivery notification" : log_what[j->kind], j->new_id);
     }
     attr_add(reply, "status", "ok");
     attr_add(reply, "queue_id", j->new_id);
+out:
     buf_destroy(&err);
+    buf_destroy(&to);
+    buf_destroy(&from);
 }
 
 static enum conn_verdict run_job(struct job *j, const attr_t *req, attr_t *reply, const char **why)

@@ -2,7 +2,10 @@
  *
  * transport_maps tables are tried in order with the domain, then its
  * parents as ".parent" keys; a value is "transport:nexthop". Without a
- * match: relayhost when set, else the recipient's domain, over smtp.
+ * match: the transport of the domain's address class (local_transport,
+ * virtual_transport, relay_transport, default_transport; see
+ * common/glue/addrclass), to relayhost when set (default and relay
+ * classes without a nexthop of their own), else the recipient's domain.
  * Domains in feedback_domains go to transport "feedback" before any of
  * that (the feedback agent reads them; they are never relayed). */
 #include "qmgr/qmgr.h"
@@ -10,6 +13,7 @@
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
 #include "common/glue/dict.h"
+#include "common/glue/addrclass.h"
 #include "common/mail/feedback_dom.h"
 #include "common/util/log.h"
 #include "qmgr/qmgr_route.h"
@@ -33,6 +37,8 @@ void qmgr_route_init(void)
         route_maps[route_nmaps++] = d;
     }
     strv_free(list);
+    if (addrclass_validate(&err) < 0)
+        log_fatal("%s", buf_str(&err));
     buf_destroy(&err);
 }
 
@@ -43,6 +49,7 @@ void qmgr_route_close(void)
     free(route_maps);
     route_maps = NULL;
     route_nmaps = 0;
+    addrclass_done();
 }
 
 /* First transport_maps value for domain or a parent; 1 found. */
@@ -62,6 +69,35 @@ static int route_lookup(const char *domain, buf_t *value)
     }
     buf_destroy(&key);
     return found;
+}
+
+/* No transport_maps entry: the transport of the domain's address class
+ * (local_transport, virtual_transport, relay_transport,
+ * default_transport). nexthop is left empty when the value names none
+ * and relayhost or the domain applies (default and relay classes; the
+ * other transports get the domain). A virtual alias domain address that
+ * survived expansion has no mailbox: transport "error", as Postfix. */
+static void route_class(const char *domain, buf_t *transport, buf_t *nexthop)
+{
+    enum addrclass c = addrclass_of(domain);
+
+    if (c == ADDRCLASS_ERROR) {
+        log_warn("%s: address class lookup failed; using default_transport", domain);
+        c = ADDRCLASS_DEFAULT;
+    }
+    if (c == ADDRCLASS_VIRTUAL_ALIAS) {
+        buf_set(transport, "error");
+        buf_set(nexthop, "5.1.1 User unknown in virtual alias table");
+        return;
+    }
+    const char *param = addrclass_transport_param(c);
+    if (qmgr_route_split(conf_str(param), "", transport, nexthop) < 0) {
+        log_warn("%s: bad value \"%s\"; using smtp", param, conf_str(param));
+        buf_set(transport, "smtp");
+        buf_reset(nexthop);
+    }
+    if (nexthop->len == 0 && c != ADDRCLASS_DEFAULT && c != ADDRCLASS_RELAY)
+        buf_set(nexthop, domain);
 }
 
 void qmgr_route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop)
@@ -84,8 +120,9 @@ void qmgr_route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop)
         log_warn("transport_maps: bad value \"%s\" for %s; using the default route",
                  buf_str(&value), buf_str(&domain));
     }
-    buf_set(transport, "smtp");
-    buf_set(nexthop, relay && *relay ? relay : buf_str(&domain));
+    route_class(buf_str(&domain), transport, nexthop);
+    if (nexthop->len == 0)
+        buf_set(nexthop, relay && *relay ? relay : buf_str(&domain));
 done:
     buf_destroy(&domain);
     buf_destroy(&value);

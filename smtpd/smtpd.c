@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 #include "common/mail/conf.h"
+#include "common/glue/addrclass.h"
 #include "common/glue/dns.h"
 #include "common/util/workq.h"
 #include "common/util/log.h"
@@ -87,6 +88,7 @@ static void pre_drop(struct server *srv)
     smtpd_tls_pre_drop(d);
     smtpd_auth_pre_drop(d);
     smtpd_dkim_pre_drop();
+    addrclass_passwd_load(); /* local_recipient_maps: unix:passwd.byname */
 }
 
 static void post_drop(struct server *srv)

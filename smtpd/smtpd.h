@@ -242,8 +242,9 @@ void smtpd_check_init(void);
 int smtpd_check_mynetworks(const char *addr);
 /* Client listed in smtpd_forbid_bare_newline_exclusions? */
 int smtpd_check_bare_exempt(const char *addr);
-/* Do we accept mail for this domain from anyone (mydestination,
- * relay_domains, feedback_domains)? */
+/* Do we accept mail for this domain from anyone (an address class other
+ * than default: mydestination, virtual alias/mailbox domains,
+ * relay_domains; or feedback_domains)? */
 int smtpd_check_local_domain(const char *domain);
 /* Address forms a host behind us could re-route (a%b@us, b!a@us,
  * "a@b"@us, a@b@us): never relayed for untrusted clients. */
@@ -345,6 +346,16 @@ void smtpd_limit_auth_failed(struct smtpd_session *s);
  * reply in *reply (550 5.7.1 suppressed, or 451 4.3.0 when the list
  * fails; logged), else SMTPD_PASS. */
 enum smtpd_outcome smtpd_suppress_rcpt(struct smtpd_session *s, const char *rcpt, buf_t *reply);
+
+/* smtpd_rcpt.c: address classes at RCPT. smtpd_rcpt_known: SMTPD_REFUSED
+ * with Postfix's "550 5.1.1 <a>: Recipient address rejected: User unknown
+ * in ... table" (or 451 4.3.0 when a table fails; logged), else PASS.
+ * smtpd_rcpt_add: the recipient, rewritten by virtual_alias_maps, into
+ * the envelope (each address once; ORCPT the client's address);
+ * SMTPD_REFUSED with a 451 reply when expansion fails. */
+enum smtpd_outcome smtpd_rcpt_known(struct smtpd_session *s, const char *rcpt, buf_t *reply);
+enum smtpd_outcome smtpd_rcpt_add(struct smtpd_session *s, const char *rcpt, const char *orcpt,
+                                  int notify, buf_t *reply);
 /* Close the list (process end). */
 void smtpd_suppress_done(void);
 

@@ -2,7 +2,7 @@
  * our own domains, access tables and address tricks.
  *
  * Network lists are common/cidr.c; this file adds what is specific to
- * smtpd: mydestination/relay_domains matching, the address forms that a
+ * smtpd: our own domains (address classes, common/glue/addrclass), the address forms that a
  * host behind us could re-route (so they are never relayed for untrusted
  * clients) and Postfix's access-table lookup order for addresses and
  * clients. Tables are opened once per process and kept (dict.c notices a
@@ -18,6 +18,7 @@
 #include "common/mail/conf.h"
 #include "common/mail/feedback_dom.h"
 #include "common/glue/dict.h"
+#include "common/glue/addrclass.h"
 #include "common/util/log.h"
 
 #define TABLES_MAX 32
@@ -38,6 +39,10 @@ static void validate_list(const char *param)
 
 void smtpd_check_init(void)
 {
+    buf_t err = BUF_INIT;
+    if (addrclass_validate(&err) < 0)
+        log_fatal("%s", buf_str(&err));
+    buf_destroy(&err);
     validate_list("mynetworks");
     validate_list("smtpd_forbid_bare_newline_exclusions");
     smtpd_restrict_init();
@@ -54,26 +59,11 @@ int smtpd_check_bare_exempt(const char *addr)
     return cidr_list_match("smtpd_forbid_bare_newline_exclusions", addr);
 }
 
-/* Exact (case-insensitive) match, or ".example.com" matching subdomains. */
-static int domain_in_list(const char *param, const char *domain)
-{
-    char **v = conf_list(param);
-    int found = 0;
-    for (size_t i = 0; v[i] && !found; i++) {
-        const char *e = v[i];
-        if (e[0] == '.')
-            found = str_iendswith(domain, e) && strlen(domain) > strlen(e);
-        else
-            found = str_ieq(domain, e);
-    }
-    strv_free(v);
-    return found;
-}
-
+/* A table failure counts as ours here: the recipient check that follows
+ * answers it with 451 (never relay for anyone because of it). */
 int smtpd_check_local_domain(const char *domain)
 {
-    return domain_in_list("mydestination", domain) || domain_in_list("relay_domains", domain) ||
-           feedback_dom_match(domain);
+    return addrclass_of(domain) != ADDRCLASS_DEFAULT || feedback_dom_match(domain);
 }
 
 /* Local part with '@', '%' or '!' (quoted or not) could be re-routed by a
@@ -116,6 +106,7 @@ void smtpd_check_done(void)
         free(tables[i].spec);
     }
     ntables = 0;
+    addrclass_done();
 }
 
 /* dict_lookup: 1 found, 0 not found, -1 table error. */

@@ -250,6 +250,8 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
         goto out;
     enum smtpd_outcome rc = smtpd_restrict_rcpt(s, buf_str(&r.addr), r.source_routed, &reply);
     if (rc == SMTPD_PASS)
+        rc = smtpd_rcpt_known(s, buf_str(&r.addr), &reply);
+    if (rc == SMTPD_PASS)
         rc = smtpd_suppress_rcpt(s, buf_str(&r.addr), &reply);
     if (rc == SMTPD_REFUSED)
         smtpd_reply(s, "%s", buf_str(&reply));
@@ -259,8 +261,10 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
         smtpd_redo_later(s, arg);
     if (rc != SMTPD_PASS)
         goto out;
-    qenv_add_rcpt(&s->env, buf_str(&r.addr), r.orcpt, r.notify);
-    smtpd_reply(s, "250 2.1.5 Ok");
+    if (smtpd_rcpt_add(s, buf_str(&r.addr), r.orcpt, r.notify, &reply) == SMTPD_PASS)
+        smtpd_reply(s, "250 2.1.5 Ok");
+    else
+        smtpd_reply(s, "%s", buf_str(&reply));
 out:
     smtp_rcpt_args_destroy(&r);
     buf_destroy(&reply);

@@ -139,5 +139,7 @@ def postino(postino_factory):
 
 @pytest.fixture
 def relay_postino(postino_factory, sink):
-    """A running instance that sends everything to the sink on 127.0.0.1."""
-    return postino_factory(main={"relayhost": "[127.0.0.1]:%d" % sink.port})
+    """A running instance that sends everything to the sink on 127.0.0.1
+    (mail for its own domains too: postmaster's double bounces)."""
+    return postino_factory(main={"relayhost": "[127.0.0.1]:%d" % sink.port,
+                                 "local_transport": "smtp:[127.0.0.1]:%d" % sink.port})

@@ -90,3 +90,21 @@ def test_null_sender_never_bounced(relay_postino, sink):
         r.lower().startswith("postmaster@") for r in m.rcpts))
     assert not others, others
     p.wait_queue_empty(timeout=20)
+
+
+def test_double_bounce_to_postmaster_then_dropped(relay_postino, sink):
+    """A notification that cannot be delivered goes to postmaster from
+    double-bounce@; when postmaster refuses it too, it is logged and
+    dropped: never a third notice."""
+    p = relay_postino
+    sink.on_rcpt("bad@example.test", forever="550 5.1.1 no such user")
+    sink.on_rcpt("postmaster@postino.test", forever="550 5.1.1 no postmaster here")
+    qid = p.send("", "bad@example.test")
+    line = p.wait_log(r"%s: postmaster non-delivery notification: " % qid)[0]
+    notice = line.rsplit(" ", 1)[1]
+    p.wait_log(r"%s: from=<double-bounce@postino\.test>" % notice)
+    p.wait_log(r"%s: to=<postmaster@postino\.test>, .*status=bounced" % notice)
+    p.wait_log(r"%s: undeliverable postmaster notification discarded" % notice)
+    p.wait_queue_empty(timeout=20)
+    assert not sink.received(), sink.received()
+    assert len(p.log_lines(r"non-delivery notification: ")) == 1

@@ -36,6 +36,9 @@ class Smtpd:
             "maillog_file": self.log,
             "mynetworks": "127.0.0.0/8",
             "mydestination": "$myhostname, example.org",
+            # any user at the local domains (Postfix's empty
+            # local_recipient_maps): these tests are not about users
+            "local_recipient_maps": "",
         }
         conf.update(params)
         with open(os.path.join(self.dir, "main.cf"), "w") as f:
