@@ -218,6 +218,14 @@ static int policy_row(const char *name, const char *domain, char *const *hosts, 
     return 0;
 }
 
+/* The message burst: as configured, else 2 - one message of slack, so a
+ * timer that fires a little late (a busy machine) does not lose that time
+ * from the rate for good; never more than two messages back to back. */
+static int site_msg_burst(const struct qmgr_site *s)
+{
+    return s->pol.message_burst > 0 ? s->pol.message_burst : 2;
+}
+
 static void site_apply_limits(struct qmgr_site *s)
 {
     int conc = s->pol.max_connections ? s->pol.max_connections
@@ -228,7 +236,7 @@ static void site_apply_limits(struct qmgr_site *s)
     s->conc_limit = conc;
     qmgr_slowstart_set_cap(&s->slow, conc);
     gcra_set(&s->msg_rate, s->rate_throttle > 0 ? s->rate_throttle : s->pol.max_message_rate,
-             s->pol.message_burst);
+             site_msg_burst(s));
     gcra_set(&s->conn_rate, s->pol.max_connection_rate, s->pol.connection_burst);
 }
 
@@ -484,8 +492,7 @@ int qmgr_site_rate_take(struct qmgr_site *s, double now, double *wait_s)
     double rate = gcra_rate(&s->msg_rate);
 
     if (qmgr_g.shared && rate > 0)
-        return qmgr_shared_rate_take(qmgr_g.shared, s->name, rate, s->pol.message_burst, now,
-                                     wait_s);
+        return qmgr_shared_rate_take(qmgr_g.shared, s->name, rate, site_msg_burst(s), now, wait_s);
     return gcra_take(&s->msg_rate, now, wait_s);
 }
 
