@@ -66,6 +66,11 @@ COMMON_LIBS := $(LIB_glue) $(LIB_mail) $(LIB_util)
 # other than main form lib<prog>.a, which the program and its unit tests
 # (tests/unit/<prog>/) link.
 PROGS := master smtpd qmgr delivery bounce anvil cli feedback
+# the final delivery agents (common/mail/lagent.c is their skeleton)
+PROGS += virtual error discard
+virtual_LIBS := $(EV_LIBS) -ldb
+error_LIBS := $(EV_LIBS) -ldb
+discard_LIBS := $(EV_LIBS) -ldb
 define prog_rule
 $(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))

@@ -248,6 +248,18 @@ const struct param_def param_table[] = {
       "lifetime of an entry added without an explicit expiry (0: never expires)"),
     B("smtpd_reject_suppressed", "no",
       "refuse RCPT (550 5.7.1) to a suppressed address for SASL-authenticated clients"),
+    /* Final delivery agents: virtual, local, pipe (issue #10) */
+    S("virtual_mailbox_base", "", "directory the virtual_mailbox_maps paths are relative to"),
+    L("virtual_mailbox_maps", "",
+      "hash: tables: address or @domain -> mailbox path below virtual_mailbox_base (a Maildir "
+      "ends in /)"),
+    L("virtual_uid_maps", "", "static:N or hash: tables: address or @domain -> owner uid"),
+    L("virtual_gid_maps", "", "static:N or hash: tables: address or @domain -> owner gid"),
+    I("virtual_minimum_uid", "100", 1, LLONG_MAX, "lowest uid the virtual agent writes as"),
+    I("virtual_mailbox_limit", "51200000", 0, LLONG_MAX,
+      "largest message a virtual mailbox takes, in bytes (0: no limit); more: 552 5.2.2"),
+    B("virtual_mailbox_limit_defer", "no",
+      "defer (452 4.2.2) instead of bouncing a message over virtual_mailbox_limit"),
     /* misc */
 };
 
