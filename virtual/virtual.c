@@ -48,8 +48,7 @@ static void open_maps(const char *param, struct vmaps *m)
 
 /* The address, then "@domain": Postfix's virtual(8) lookup order.
  * static:V in the parameter answers V for anything. */
-static enum dict_result vlookup(const char *param, struct vmaps *m, const char *addr,
-                                buf_t *value)
+static enum dict_result vlookup(const char *param, struct vmaps *m, const char *addr, buf_t *value)
 {
     const char *at = strrchr(addr, '@');
     char **list = conf_list(param);
@@ -101,8 +100,8 @@ static void deliver_child(void *arg, struct lagent_res *res)
     const char *base = conf_str("virtual_mailbox_base");
     int bfd = lagent_open_dir(AT_FDCWD, *base ? base : "/", 0);
     if (bfd < 0) {
-        lagent_set(res, QR_DEFERRED, "4.3.0", BCLASS_OTHER, "cannot open virtual_mailbox_base %s: %s",
-                   base, strerror(errno));
+        lagent_set(res, QR_DEFERRED, "4.3.0", BCLASS_OTHER,
+                   "cannot open virtual_mailbox_base %s: %s", base, strerror(errno));
         return;
     }
     maildir_deliver(v->job, bfd, v->path, v->rcpt, conf_int("virtual_mailbox_limit"),
@@ -154,8 +153,8 @@ done:
 
 int main(int argc, char **argv)
 {
-    static const struct lagent_ops ops = {
-        .name = "virtual", .post_drop = post_drop, .deliver = deliver
-    };
+    static const struct lagent_ops ops = { .name = "virtual",
+                                           .post_drop = post_drop,
+                                           .deliver = deliver };
     return lagent_main(argc, argv, &ops);
 }

@@ -99,8 +99,8 @@ static int put_text(buf_t *out, int fd, const char *text, size_t len, int mbox)
     return s < len ? put_line(out, fd, text + s, len - s, mbox) : 0;
 }
 
-int lagent_copy(struct lagent_job *job, int fd, const char *return_path,
-                const char *delivered_to, int mbox)
+int lagent_copy(struct lagent_job *job, int fd, const char *return_path, const char *delivered_to,
+                int mbox)
 {
     buf_t out = BUF_INIT, line = BUF_INIT;
     char *body = NULL;
@@ -187,8 +187,8 @@ void lagent_as_user(uid_t uid, gid_t gid, const char *user,
         close(p[0]);
         signal(SIGPIPE, SIG_DFL);
         if (drop_to(uid, gid, user) < 0)
-            lagent_set(res, QR_DEFERRED, "4.3.0", BCLASS_OTHER,
-                       "cannot switch to uid %ld gid %ld", (long)uid, (long)gid);
+            lagent_set(res, QR_DEFERRED, "4.3.0", BCLASS_OTHER, "cannot switch to uid %ld gid %ld",
+                       (long)uid, (long)gid);
         else
             fn(arg, res);
         n = write(p[1], res, sizeof(*res));
@@ -257,8 +257,7 @@ static void deliver_one(struct lagent_job *job, size_t idx, attr_t *reply)
     g_ops->deliver(job, idx, &res);
     if (qfile_append_result(g_srv->spool, job->id, idx, res.status, res.dsn, g_ops->name,
                             res.reason, res.status == QR_SENT ? NULL : bclass_name(res.cat)) < 0) {
-        log_warn("%s: cannot record result for recipient %zu: %s", job->id, idx,
-                 strerror(errno));
+        log_warn("%s: cannot record result for recipient %zu: %s", job->id, idx, strerror(errno));
         lagent_set(&res, QR_DEFERRED, "4.3.0", BCLASS_OTHER, "cannot record the result");
     }
     log_rcpt(job, job->env.rcpt[idx].addr, &res, t0, now());

@@ -66,8 +66,8 @@ void lagent_set_errno(struct lagent_res *res, int err, const char *what);
  * not NULL), then the DKIM fields and the content, CRLF turned into LF.
  * mbox: a "From sender date" line first, ">From " quoting, an empty line
  * last. 0, or -1 with errno. */
-int lagent_copy(struct lagent_job *job, int fd, const char *return_path,
-                const char *delivered_to, int mbox);
+int lagent_copy(struct lagent_job *job, int fd, const char *return_path, const char *delivered_to,
+                int mbox);
 
 /* Run fn(arg, res) in a child as uid/gid (and the supplementary groups
  * of user, when not NULL); fn's res comes back. A child that dies or
