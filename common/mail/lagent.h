@@ -76,6 +76,15 @@ void lagent_as_user(uid_t uid, gid_t gid, const char *user,
                     void (*fn)(void *arg, struct lagent_res *res), void *arg,
                     struct lagent_res *res);
 
+/* Run argv[0] (a path; no shell unless argv says so) as uid/gid (and
+ * user's groups when not NULL; never root) with environment envp, the
+ * message on stdin (Return-Path/Delivered-To first when not NULL), in its
+ * own process group; killed with its group after limit seconds (a
+ * deferral); the exit status mapped per sysexits.h (lagent_cmd.c). */
+void lagent_run(struct lagent_job *job, char *const argv[], char *const envp[], uid_t uid,
+                gid_t gid, const char *user, long long limit, const char *return_path,
+                const char *delivered_to, struct lagent_res *res);
+
 /* Maildir delivery (maildir.c) below dirfd-relative path dir (created
  * 0700 when missing, each component opened without following symlinks),
  * as the current user: tmp/ then new/, fsync of file and directory.

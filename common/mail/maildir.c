@@ -42,8 +42,10 @@ int lagent_open_dir(int dirfd, const char *path, int create)
     if (*p == '/') {
         fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         p++;
-    } else
-        fd = dup(dirfd);
+    } else if (dirfd == AT_FDCWD)
+        fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    else
+        fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     while (fd >= 0 && *p) {
         size_t n = strcspn(p, "/");
         int next;

@@ -260,6 +260,23 @@ const struct param_def param_table[] = {
       "largest message a virtual mailbox takes, in bytes (0: no limit); more: 552 5.2.2"),
     B("virtual_mailbox_limit_defer", "no",
       "defer (452 4.2.2) instead of bouncing a message over virtual_mailbox_limit"),
+    /* The local agent: aliases and mailboxes (issue #10) */
+    L("alias_maps", "hash:$config_directory/aliases",
+      "alias tables the local agent expands (aliases(5) values, built by postino newaliases)"),
+    L("alias_database", "hash:$config_directory/aliases",
+      "alias tables postino newaliases builds from their aliases(5) text"),
+    S("home_mailbox", "",
+      "mailbox below the user's home: ending in / a Maildir, else an mbox file (empty: "
+      "mail_spool_directory)"),
+    S("mail_spool_directory", "/var/mail",
+      "directory of the users' mbox files (ending in /: Maildirs) when home_mailbox is empty"),
+    S("local_mailbox_base", "",
+      "postino: every local user's mailbox is the Maildir <this>/<user>/ (for make run; "
+      "relative to queue_directory)"),
+    S("default_privs", "nobody", "user the local agent runs alias commands and files as"),
+    T("command_time_limit", "1000s", 1, DAY, 's',
+      "time an alias |command may run before it is killed and the delivery deferred"),
+    I("local_alias_max_depth", "20", 1, 1000, "nesting of aliases and :include: files"),
     /* misc */
 };
 

@@ -163,3 +163,227 @@ def test_error_and_discard(postino_factory, sink):
     p.wait_log(r"%s: to=<u@void.test>, relay=discard, .*status=sent" % q3)
     p.wait_removed(q3)
     assert sink.to("u@void.test") == []
+
+
+# ---------------------------------------------------------------- local
+
+LOCAL_ROWS = AGENT_ROWS + ["local unix - n n - - local"]
+DAEMON = pwd.getpwnam("daemon")
+BIN_USER = pwd.getpwnam("bin")
+
+
+def _local(postino_factory, aliases, extra=None, aliases_owner=None):
+    """local.test routed to the local agent; mailboxes are Maildirs under
+    <dir>/mail/<user>/ (local_mailbox_base)."""
+    p = postino_factory(start=False, master_extra=LOCAL_ROWS)
+    os.chmod(p.dir, 0o755)
+    with open(os.path.join(p.conf, "aliases"), "w") as f:
+        f.write(aliases(p) if callable(aliases) else aliases)
+    p.cli("newaliases", check=True)
+    if aliases_owner is not None:
+        os.chown(os.path.join(p.conf, "aliases.db"), aliases_owner, -1)
+    main = dict(transport_maps=_transport(p, ["local.test local:"]),
+                local_mailbox_base=os.path.join(p.dir, "mail"))
+    main.update(extra or {})
+    p.set(**{k: v for k, v in main.items() if v is not None})
+    p.start()
+    return p
+
+
+def _mailbox(p, user):
+    return _maildir_files(os.path.join(p.dir, "mail", user))
+
+
+def test_newaliases_builds_the_table(postino_factory):
+    p = postino_factory(start=False)
+    with open(os.path.join(p.conf, "aliases"), "w") as f:
+        f.write("# comment\nPostmaster: root\nlist: a,\n  b@example.org,\n\t\"|/bin/cmd x, y\"\n")
+    p.cli("newaliases", check=True)
+    tbl = os.path.join(p.conf, "aliases")
+    assert p.cli("map", "query", tbl, "postmaster", check=True).stdout.strip() == "root"
+    assert p.cli("map", "query", tbl, "list", check=True).stdout.strip() == \
+        'a, b@example.org, "|/bin/cmd x, y"'
+    with open(tbl, "w") as f:
+        f.write("broken line\n")
+    r = p.cli("newaliases")
+    assert r.returncode != 0 and "line 1" in r.stderr
+
+
+def test_local_maildir_read_back(postino_factory, sink):
+    p = _local(postino_factory, "postmaster: daemon\n")
+    raw, _ = h.Postino.make_message("s@sender.test", ["Postmaster@local.test"],
+                                    body="hello\r\nFrom me\r\n")
+    qid = p.send("s@sender.test", "Postmaster@local.test", raw=raw)
+    p.wait_log(r"%s: to=<Postmaster@local.test>, relay=local, .*status=sent" % qid)
+    files = _mailbox(p, "daemon")
+    assert len(files) == 1
+    data = open(files[0], "rb").read()
+    head, body = _expected("s@sender.test", "Postmaster@local.test", raw)
+    assert data.startswith(head) and data.endswith(body)
+    assert os.stat(files[0]).st_uid == DAEMON.pw_uid
+    assert os.stat(os.path.join(p.dir, "mail", "daemon")).st_uid == DAEMON.pw_uid
+
+
+def test_local_unknown_user_bounces(postino_factory, sink):
+    p = _local(postino_factory, "postmaster: daemon\n")
+    qid = p.send("s@sender.test", "no-such-user@local.test")
+    p.wait_log(r'%s: to=<no-such-user@local.test>, relay=local, .*dsn=5.1.1, status=bounced '
+               r'\(unknown user: "no-such-user"\)' % qid)
+
+
+def test_alias_list_delivers_to_each_once(postino_factory, sink):
+    p = _local(postino_factory,
+               "list: daemon, bin, far@sender.test, list2, daemon\n"
+               "list2: daemon, \\bin\n")
+    qid = p.send("s@sender.test", "list@local.test")
+    p.wait_log(r"%s: to=<list@local.test>, relay=local, .*status=sent \(delivered to 3 "
+               r"destinations\)" % qid)
+    m = sink.wait_to("far@sender.test")[0]
+    assert b"Delivered-To: list@local.test" in m.content
+    assert m.mail_from == "s@sender.test"
+    assert len(_mailbox(p, "daemon")) == 1
+    assert len(_mailbox(p, "bin")) == 1
+    p.wait_removed(qid)
+    assert len(sink.to("far@sender.test")) == 1
+
+
+def test_alias_loop_bounces_once(postino_factory, sink):
+    p = _local(postino_factory, "loopa: loopb\nloopb: daemon, loopa\n")
+    qid = p.send("s@sender.test", "loopa@local.test")
+    p.wait_log(r'%s: to=<loopa@local.test>, relay=local, .*dsn=5.4.6, status=bounced '
+               r'\(mail forwarding loop: alias "loopa" expands to itself\)' % qid)
+    sink.wait_to("s@sender.test")
+    p.wait_removed(qid)
+    assert len(sink.to("s@sender.test")) == 1
+    assert _mailbox(p, "daemon") == []
+
+
+def test_forwarding_loop_through_the_queue_bounces(postino_factory, sink):
+    """a@local.test forwards to b@local.test (a new message), which
+    forwards back: the Delivered-To: header stops it."""
+    p = _local(postino_factory, "a: b@local.test\nb: a@local.test\n")
+    qid = p.send("s@sender.test", "a@local.test")
+    p.wait_log(r"to=<a@local.test>, relay=local, .*dsn=5.4.6, status=bounced "
+               r"\(mail forwarding loop for a@local.test\)")
+    sink.wait_to("s@sender.test")
+
+
+def test_include_file(postino_factory, sink):
+    inc = h.make_tmpdir("postino-inc-")
+    os.chmod(inc, 0o755)
+    path = os.path.join(inc, "members")
+    with open(path, "w") as f:
+        f.write("# members\nbin\ndaemon\n")
+    try:
+        p = _local(postino_factory, "team: :include:%s\n" % path)
+        qid = p.send("s@sender.test", "team@local.test")
+        p.wait_log(r"%s: to=<team@local.test>, relay=local, .*status=sent" % qid)
+        assert len(_mailbox(p, "bin")) == 1 and len(_mailbox(p, "daemon")) == 1
+    finally:
+        shutil.rmtree(inc, ignore_errors=True)
+
+
+def _outdir(p):
+    out = os.path.join(p.dir, "out")
+    os.mkdir(out, 0o777)
+    os.chmod(out, 0o777)
+    return out
+
+
+def test_command_and_file_from_root_aliases(postino_factory, sink):
+    def aliases(p):
+        out = _outdir(p)
+        return ('cmd: "|cat > %s/cmd.out; id -u >> %s/cmd.out"\n' % (out, out) +
+                "tofile: %s/file.mbox\n" % out)
+    p = _local(postino_factory, aliases)
+    out = os.path.join(p.dir, "out")
+    q1 = p.send("s@sender.test", "cmd@local.test", body="via command\r\n")
+    p.wait_log(r"%s: to=<cmd@local.test>, relay=local, .*status=sent" % q1)
+    text = open(os.path.join(out, "cmd.out"), "rb").read()
+    assert b"Delivered-To: cmd@local.test\nReceived: " in text and b"via command\n" in text
+    assert text.endswith(b"%d\n" % NOBODY.pw_uid)     # default_privs, not root
+    q2 = p.send("s@sender.test", "tofile@local.test", body="From here\r\n")
+    p.wait_log(r"%s: to=<tofile@local.test>, relay=local, .*status=sent" % q2)
+    mbox = open(os.path.join(out, "file.mbox"), "rb").read()
+    assert mbox.startswith(b"From s@sender.test ") and b"\n>From here\n" in mbox
+    assert os.stat(os.path.join(out, "file.mbox")).st_uid == NOBODY.pw_uid
+
+
+def test_command_and_file_refused_from_non_root_aliases(postino_factory, sink):
+    def aliases(p):
+        out = _outdir(p)
+        return 'cmd: "|touch %s/ran"\ntofile: %s/file.mbox\n' % (out, out)
+    p2 = _local(postino_factory, aliases, aliases_owner=NOBODY.pw_uid)
+    out = os.path.join(p2.dir, "out")
+    q1 = p2.send("s@sender.test", "cmd@local.test")
+    p2.wait_log(r"%s: to=<cmd@local.test>, relay=local, .*dsn=5.7.1, status=bounced "
+                r"\(mail to command is restricted" % q1)
+    q2 = p2.send("s@sender.test", "tofile@local.test")
+    p2.wait_log(r"%s: to=<tofile@local.test>, relay=local, .*dsn=5.7.1, status=bounced "
+                r"\(mail to file is restricted" % q2)
+    assert os.listdir(out) == []
+
+
+def test_command_from_user_include_file_refused(postino_factory, sink):
+    def aliases(p):
+        out = _outdir(p)
+        inc = os.path.join(out, "inc")
+        with open(inc, "w") as f:
+            f.write("|touch %s/ran\n" % out)
+        os.chown(inc, NOBODY.pw_uid, NOBODY.pw_gid)
+        return "team: :include:%s\n" % inc
+    p = _local(postino_factory, aliases)
+    out = os.path.join(p.dir, "out")
+    qid = p.send("s@sender.test", "team@local.test")
+    p.wait_log(r"%s: to=<team@local.test>, relay=local, .*dsn=5.7.1, status=bounced" % qid)
+    assert not os.path.exists(os.path.join(out, "ran"))
+    assert os.listdir(out) == ["inc"]
+
+
+def test_mbox_in_spool_and_symlink_refused(postino_factory, sink):
+    spool = h.make_tmpdir("postino-spool-")
+    os.chmod(spool, 0o755)
+    try:
+        p = _local(postino_factory, "", extra={"local_mailbox_base": None,
+                                                "mail_spool_directory": spool})
+        q1 = p.send("s@sender.test", "daemon@local.test", body="From the top\r\n")
+        p.wait_log(r"%s: to=<daemon@local.test>, relay=local, .*status=sent" % q1)
+        mbox = os.path.join(spool, "daemon")
+        data = open(mbox, "rb").read()
+        assert data.startswith(b"From s@sender.test ")
+        assert b"\nDelivered-To: daemon@local.test\nReceived: " in data
+        assert data.endswith(b"\n>From the top\n\n")
+        st = os.stat(mbox)
+        assert st.st_uid == DAEMON.pw_uid and stat.S_IMODE(st.st_mode) == 0o600
+        # a symlink planted as the mailbox: nothing written through it
+        target = os.path.join(p.dir, "target")
+        open(target, "w").close()
+        os.symlink(target, os.path.join(spool, "bin"))
+        q2 = p.send("s@sender.test", "bin@local.test")
+        p.wait_log(r"%s: to=<bin@local.test>, relay=local, .*status=deferred \(cannot open "
+                   r"mailbox bin: symbolic link\)" % q2)
+        assert os.path.getsize(target) == 0
+        # a hard link to another file is refused too
+        os.link(target, os.path.join(spool, "sys"))
+        q3 = p.send("s@sender.test", "sys@local.test")
+        p.wait_log(r"%s: to=<sys@local.test>, relay=local, .*status=deferred" % q3)
+        assert os.path.getsize(target) == 0
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def test_local_maildir_symlink_refused(postino_factory, sink):
+    p = _local(postino_factory, "")
+    outside = os.path.join(p.dir, "outside")
+    os.mkdir(outside, 0o777)
+    for s in ("tmp", "new", "cur"):
+        os.mkdir(os.path.join(outside, s), 0o777)
+    base = os.path.join(p.dir, "mail")
+    os.makedirs(os.path.join(base, "daemon"))
+    os.chown(os.path.join(base, "daemon"), DAEMON.pw_uid, DAEMON.pw_gid)
+    os.symlink(os.path.join(outside, "new"), os.path.join(base, "daemon", "new"))
+    qid = p.send("s@sender.test", "daemon@local.test")
+    p.wait_log(r"%s: to=<daemon@local.test>, relay=local, .*status=deferred "
+               r"\(cannot open maildir .*symbolic link" % qid)
+    for root, dirs, files in os.walk(outside):
+        assert files == []
