@@ -67,11 +67,12 @@ COMMON_LIBS := $(LIB_glue) $(LIB_mail) $(LIB_util)
 # (tests/unit/<prog>/) link.
 PROGS := master smtpd qmgr delivery bounce anvil cli feedback
 # the final delivery agents (common/mail/lagent.c is their skeleton)
-PROGS += virtual error discard local
+PROGS += virtual error discard local pipe
 virtual_LIBS := $(EV_LIBS) -ldb
 error_LIBS := $(EV_LIBS) -ldb
 discard_LIBS := $(EV_LIBS) -ldb
 local_LIBS := $(EV_LIBS) -ldb
+pipe_LIBS := $(EV_LIBS) -ldb
 define prog_rule
 $(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))

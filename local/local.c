@@ -72,8 +72,8 @@ static void deliver(struct lagent_job *job, size_t idx, struct lagent_res *res)
     for (char *p = name; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     if (delivered_before(job, rcpt)) {
-        lagent_set(res, QR_BOUNCED, "5.4.6", BCLASS_ROUTING_ERRORS,
-                   "mail forwarding loop for %s", rcpt);
+        lagent_set(res, QR_BOUNCED, "5.4.6", BCLASS_ROUTING_ERRORS, "mail forwarding loop for %s",
+                   rcpt);
         free(name);
         return;
     }
@@ -104,7 +104,9 @@ static void deliver(struct lagent_job *job, size_t idx, struct lagent_res *res)
         nlocal++;
         if (e.n > 1)
             log_info("%s: %s: %s \"%s\": %s", job->id, rcpt,
-                     t->kind == LT_USER ? "mailbox" : t->kind == LT_FILE ? "file" : "command",
+                     t->kind == LT_USER   ? "mailbox"
+                     : t->kind == LT_FILE ? "file"
+                                          : "command",
                      t->what, r.reason);
         if (!have || worse(&r, res)) {
             *res = r;
@@ -133,8 +135,8 @@ static void post_drop(struct server *s)
 
 int main(int argc, char **argv)
 {
-    static const struct lagent_ops ops = {
-        .name = "local", .post_drop = post_drop, .deliver = deliver
-    };
+    static const struct lagent_ops ops = { .name = "local",
+                                           .post_drop = post_drop,
+                                           .deliver = deliver };
     return lagent_main(argc, argv, &ops);
 }

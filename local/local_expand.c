@@ -82,10 +82,10 @@ struct ctx {
     size_t depth;
 };
 
-static void fail(struct local_exp *e, int status, const char *dsn, enum bclass cat,
-                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void fail(struct local_exp *e, int status, const char *dsn, enum bclass cat,
-                 const char *fmt, ...)
+static void fail(struct local_exp *e, int status, const char *dsn, enum bclass cat, const char *fmt,
+                 ...) __attribute__((format(printf, 5, 6)));
+static void fail(struct local_exp *e, int status, const char *dsn, enum bclass cat, const char *fmt,
+                 ...)
 {
     va_list ap;
     if (e->failed)
@@ -239,13 +239,12 @@ static void expand_name(struct ctx *c, const char *name)
     for (i = 0; i < nmaps && r == DICT_NOTFOUND; i++)
         r = dict_lookup(maps[i], name, &value);
     if (r == DICT_ERROR) {
-        fail(c->e, QR_DEFERRED, "4.3.0", BCLASS_OTHER, "alias_maps lookup of \"%s\" failed",
-             name);
+        fail(c->e, QR_DEFERRED, "4.3.0", BCLASS_OTHER, "alias_maps lookup of \"%s\" failed", name);
     } else if (r == DICT_NOTFOUND) {
         add_user(c->e, name);
     } else if (c->depth >= (size_t)conf_int("local_alias_max_depth") || c->depth >= CHAIN_MAX) {
-        fail(c->e, QR_BOUNCED, "5.4.6", BCLASS_ROUTING_ERRORS,
-             "alias expansion too deep at \"%s\"", name);
+        fail(c->e, QR_BOUNCED, "5.4.6", BCLASS_ROUTING_ERRORS, "alias expansion too deep at \"%s\"",
+             name);
     } else {
         struct stat st; /* checked now: a rebuild may have changed it */
         int trusted = stat(map_db[i - 1], &st) == 0 && owner_trusted(st.st_uid);

@@ -87,8 +87,7 @@ static void fwd_child(void *arg, struct lagent_res *res)
     if (qfile_write(w, hdr.data, hdr.len) < 0 ||
         (job->env.dkim && qfile_write(w, job->env.dkim, strlen(job->env.dkim)) < 0) ||
         copy_content(job, w) < 0) {
-        lagent_set(res, QR_DEFERRED, "4.3.0", BCLASS_OTHER, "cannot forward: %s",
-                   strerror(errno));
+        lagent_set(res, QR_DEFERRED, "4.3.0", BCLASS_OTHER, "cannot forward: %s", strerror(errno));
         qfile_abort(w);
         goto done;
     }

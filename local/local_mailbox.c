@@ -57,8 +57,8 @@ static int dotlock(int dirfd, const char *name, buf_t *lock)
     struct stat st;
     buf_setf(lock, "%s.lock", name);
     for (int i = 0; i < LOCK_TRIES; i++) {
-        int fd = openat(dirfd, lock->data, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                        0600);
+        int fd =
+            openat(dirfd, lock->data, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd >= 0) {
             close(fd);
             return 1;
@@ -109,8 +109,8 @@ static int open_mbox(int dirfd, const struct mb *m, struct lagent_res *res)
         int e = errno;
         log_warn("%s: mailbox %s: %s", m->job->id, m->name,
                  e == ELOOP ? "a symbolic link, refused" : strerror(e));
-        lagent_set(res, QR_DEFERRED, "4.2.0", BCLASS_OTHER, "cannot open mailbox %s: %s",
-                   m->name, e == ELOOP ? "symbolic link" : strerror(e));
+        lagent_set(res, QR_DEFERRED, "4.2.0", BCLASS_OTHER, "cannot open mailbox %s: %s", m->name,
+                   e == ELOOP ? "symbolic link" : strerror(e));
         return -1;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
@@ -133,22 +133,23 @@ static void mbox_write(int dirfd, const struct mb *m, struct lagent_res *res)
     struct stat st;
 
     if ((locked = dotlock(dirfd, m->name, &lock)) < 0) {
-        lagent_set(res, QR_DEFERRED, "4.2.0", BCLASS_OTHER, "cannot lock mailbox %s: %s",
-                   m->name, strerror(errno));
+        lagent_set(res, QR_DEFERRED, "4.2.0", BCLASS_OTHER, "cannot lock mailbox %s: %s", m->name,
+                   strerror(errno));
         goto out;
     }
     if ((fd = open_mbox(dirfd, m, res)) < 0)
         goto unlock;
     if (fcntl_lock(fd) < 0 || fstat(fd, &st) < 0) {
-        lagent_set(res, QR_DEFERRED, "4.2.0", BCLASS_OTHER, "cannot lock mailbox %s: %s",
-                   m->name, strerror(errno));
+        lagent_set(res, QR_DEFERRED, "4.2.0", BCLASS_OTHER, "cannot lock mailbox %s: %s", m->name,
+                   strerror(errno));
     } else if (lagent_copy(m->job, fd, NULL, m->rcpt, 1) < 0 || fsync(fd) < 0) {
         lagent_set_errno(res, errno, "mailbox");
         if (ftruncate(fd, st.st_size) < 0)
             log_warn("%s: cannot truncate mailbox %s back: %s", m->job->id, m->name,
                      strerror(errno));
     } else {
-        lagent_set(res, QR_SENT, "2.0.0", BCLASS_OTHER, "delivered to %s", m->maildir ? "maildir" : "mailbox");
+        lagent_set(res, QR_SENT, "2.0.0", BCLASS_OTHER, "delivered to %s",
+                   m->maildir ? "maildir" : "mailbox");
     }
     close(fd);
 unlock:
@@ -304,8 +305,13 @@ void local_deliver_command(struct lagent_job *job, const char *cmd, const char *
     buf_setf(&e_rcpt, "RECIPIENT=%s", rcpt);
     buf_setf(&e_local, "LOCAL=%.*s", at ? (int)(at - rcpt) : (int)strlen(rcpt), rcpt);
     char *argv[] = { (char *)"/bin/sh", (char *)"-c", (char *)cmd, NULL };
-    char *envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"SHELL=/bin/sh", (char *)"HOME=/",
-                     e_sender.data, e_rcpt.data, e_local.data, NULL };
+    char *envp[] = { (char *)"PATH=/usr/bin:/bin",
+                     (char *)"SHELL=/bin/sh",
+                     (char *)"HOME=/",
+                     e_sender.data,
+                     e_rcpt.data,
+                     e_local.data,
+                     NULL };
     lagent_run(job, argv, envp, uid, gid, NULL, conf_int("command_time_limit"), job->env.sender,
                rcpt, res);
     buf_destroy(&e_sender);

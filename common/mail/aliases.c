@@ -57,8 +57,7 @@ static int flush(buf_t *name, buf_t *value, int (*fn)(const char *, const char *
 }
 
 int aliases_parse(FILE *fp, const char *src,
-                  int (*fn)(const char *name, const char *value, void *arg), void *arg,
-                  buf_t *err)
+                  int (*fn)(const char *name, const char *value, void *arg), void *arg, buf_t *err)
 {
     buf_t name = BUF_INIT, value = BUF_INIT;
     char *line = NULL;

@@ -22,8 +22,7 @@
 /* Every entry of the aliases(5) text in fp: fn(name, value, arg) (a
  * non-zero return stops). 0, or -1 with err naming the line. */
 int aliases_parse(FILE *fp, const char *src,
-                  int (*fn)(const char *name, const char *value, void *arg), void *arg,
-                  buf_t *err);
+                  int (*fn)(const char *name, const char *value, void *arg), void *arg, buf_t *err);
 
 /* The items of a value list, trimmed and unquoted, as a NULL-terminated
  * vector (strv_free); empty items are left out. */

@@ -376,6 +376,12 @@ int lagent_main(int argc, char **argv, const struct lagent_ops *ops)
         .post_drop = post_drop,
         .on_accept = on_accept,
     };
+    static const struct server_hooks hooks_args = {
+        .pre_drop = pre_drop,
+        .post_drop = post_drop,
+        .on_accept = on_accept,
+        .takes_args = 1,
+    };
     g_ops = ops;
-    return server_main(argc, argv, ops->name, &hooks, NULL);
+    return server_main(argc, argv, ops->name, ops->takes_args ? &hooks_args : &hooks, NULL);
 }

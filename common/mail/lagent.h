@@ -46,6 +46,7 @@ struct lagent_job {
 
 struct lagent_ops {
     const char *name; /* progname and relay= in the logs */
+    int takes_args;   /* reads its master.cf arguments (pipe) */
     /* Optional, as the starting user (before any privilege drop). */
     void (*pre_drop)(struct server *s);
     void (*post_drop)(struct server *s);

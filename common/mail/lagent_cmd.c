@@ -83,9 +83,10 @@ static void child(int in, int out, char *const argv[], char *const envp[], uid_t
     signal(SIGPIPE, SIG_DFL);
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
         _exit(71);
-    if (user ? initgroups(user, gid) < 0 : setgroups(1, &gid) < 0)
-        _exit(71);
-    if (setgid(gid) < 0 || setuid(uid) < 0 || geteuid() == 0 || getuid() == 0)
+    if (geteuid() != 0 && uid == geteuid()) {
+        /* an agent that is not root runs commands as itself */
+    } else if ((user ? initgroups(user, gid) < 0 : setgroups(1, &gid) < 0) || setgid(gid) < 0 ||
+               setuid(uid) < 0 || geteuid() == 0 || getuid() == 0)
         _exit(71);
     execve(argv[0], argv, envp);
     fprintf(stderr, "cannot execute %s: %s", argv[0], strerror(errno));
@@ -121,8 +122,8 @@ static void outcome(int st, const char *out, struct lagent_res *res)
                    "command died with status %d (%s)%s%s", code, sysexits[i].text, sep, out);
         return;
     }
-    lagent_set(res, QR_BOUNCED, "5.3.0", BCLASS_OTHER, "command died with status %d%s%s", code,
-               sep, out);
+    lagent_set(res, QR_BOUNCED, "5.3.0", BCLASS_OTHER, "command died with status %d%s%s", code, sep,
+               out);
 }
 
 void lagent_run(struct lagent_job *job, char *const argv[], char *const envp[], uid_t uid,
@@ -179,8 +180,8 @@ void lagent_run(struct lagent_job *job, char *const argv[], char *const envp[], 
                 if (n <= 0 && !(n < 0 && errno == EINTR))
                     eof = 1;
                 else if (n > 0 && olen < LAGENT_OUTPUT_MAX) {
-                    size_t take = (size_t)n < LAGENT_OUTPUT_MAX - olen ? (size_t)n
-                                                                       : LAGENT_OUTPUT_MAX - olen;
+                    size_t take =
+                        (size_t)n < LAGENT_OUTPUT_MAX - olen ? (size_t)n : LAGENT_OUTPUT_MAX - olen;
                     memcpy(out + olen, tmp, take);
                     olen += take;
                 }
@@ -198,8 +199,7 @@ void lagent_run(struct lagent_job *job, char *const argv[], char *const envp[], 
     out[olen] = '\0';
     clean(out);
     if (timed_out) {
-        log_warn("%s: command %s: killed after the time limit of %llds", job->id, argv[0],
-                 limit);
+        log_warn("%s: command %s: killed after the time limit of %llds", job->id, argv[0], limit);
         lagent_set(res, QR_DEFERRED, "4.3.0", BCLASS_OTHER,
                    "command time limit exceeded (%llds): killed", limit);
         return;

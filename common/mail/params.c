@@ -277,6 +277,12 @@ const struct param_def param_table[] = {
     T("command_time_limit", "1000s", 1, DAY, 's',
       "time an alias |command may run before it is killed and the delivery deferred"),
     I("local_alias_max_depth", "20", 1, 1000, "nesting of aliases and :include: files"),
+    T("pipe_time_limit", "0s", 0, DAY, 's',
+      "time a pipe command may run before its process group is killed and the delivery "
+      "deferred (0: command_time_limit)"),
+    S("recipient_delimiter", "",
+      "characters that separate a local part's user from its extension (pipe's ${user} and "
+      "${extension})"),
     /* misc */
 };
 

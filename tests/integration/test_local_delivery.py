@@ -387,3 +387,99 @@ def test_local_maildir_symlink_refused(postino_factory, sink):
                r"\(cannot open maildir .*symbolic link" % qid)
     for root, dirs, files in os.walk(outside):
         assert files == []
+
+
+# ---------------------------------------------------------------- pipe
+
+PIPE_SCRIPT = r"""#!/bin/sh
+# test command: what it got, then an exit status chosen by the recipient
+out=%(out)s
+rcpt="$2"
+printf '%%s\n' "$@" > "$out/$rcpt.args"
+id -u >> "$out/$rcpt.args"
+cat > "$out/$rcpt.stdin"
+case "$rcpt" in
+ok@*|ok+*) exit 0 ;;
+temp@*) echo "try again later" >&2; exit 75 ;;
+nouser@*) echo "no such mailbox here" >&2; exit 67 ;;
+hang@*) sleep 301 & echo $! > "$out/grandchild.pid"; echo $$ > "$out/hang.pid"; exec sleep 300 ;;
+esac
+exit 1
+"""
+
+
+def _pipe(postino_factory, flags=""):
+    p = postino_factory(start=False, master_extra=AGENT_ROWS)
+    os.chmod(p.dir, 0o755)
+    out = _outdir(p)
+    script = os.path.join(p.dir, "cmd.sh")
+    with open(script, "w") as f:
+        f.write(PIPE_SCRIPT % {"out": out})
+    os.chmod(script, 0o755)
+    p.master_extra.append("pipe unix - n n - - pipe %suser=nobody argv=%s ${sender} "
+                          "${recipient} -x${user}+${extension}@${domain} ${nexthop}"
+                          % (flags, script))
+    p.set(transport_maps=_transport(p, ["pipe.test pipe:gateway"]),
+          recipient_delimiter="+", pipe_time_limit="3s")
+    p.start()
+    return p, out
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_pipe_exit_codes(postino_factory, sink):
+    p, out = _pipe(postino_factory, flags="flags=DR ")
+    raw, _ = h.Postino.make_message("s@sender.test", ["ok@pipe.test"], body="piped\r\n")
+    q1 = p.send("s@sender.test", "ok@pipe.test", raw=raw)
+    p.wait_log(r"%s: to=<ok@pipe.test>, relay=pipe, .*dsn=2.0.0, status=sent" % q1)
+    args = open(os.path.join(out, "ok@pipe.test.args")).read().split("\n")
+    assert args[:4] == ["s@sender.test", "ok@pipe.test", "-xok+@pipe.test", "gateway"]
+    assert args[4] == str(NOBODY.pw_uid)
+    data = open(os.path.join(out, "ok@pipe.test.stdin"), "rb").read()
+    head, body = _expected("s@sender.test", "ok@pipe.test", raw)
+    assert data.startswith(head) and data.endswith(body)
+    q2 = p.send("s@sender.test", "temp@pipe.test")
+    p.wait_log(r"%s: to=<temp@pipe.test>, relay=pipe, .*dsn=4.3.0, status=deferred \(command "
+               r"died with status 75 \(temporary failure\). Command output: try again later" % q2)
+    q3 = p.send("s@sender.test", "nouser@pipe.test")
+    p.wait_log(r"%s: to=<nouser@pipe.test>, relay=pipe, .*dsn=5.1.1, status=bounced \(command "
+               r"died with status 67 \(user unknown\). Command output: no such mailbox" % q3)
+    sink.wait_to("s@sender.test")
+
+
+def test_pipe_extension(postino_factory, sink):
+    p, out = _pipe(postino_factory)
+    qid = p.send("s@sender.test", "ok+tag@pipe.test")
+    p.wait_log(r"%s: to=<ok\+tag@pipe.test>, relay=pipe, .*status=sent" % qid)
+    args = open(os.path.join(out, "ok+tag@pipe.test.args")).read().split("\n")
+    assert args[2] == "-xok+tag@pipe.test"
+    # without flags=DR the message is passed as queued
+    assert open(os.path.join(out, "ok+tag@pipe.test.stdin"), "rb").read().startswith(b"Received:")
+
+
+def test_pipe_hanging_command_killed_and_deferred(postino_factory, sink):
+    p, out = _pipe(postino_factory)
+    qid = p.send("s@sender.test", "hang@pipe.test")
+    p.wait_log(r"%s: to=<hang@pipe.test>, relay=pipe, .*dsn=4.3.0, status=deferred \(command "
+               r"time limit exceeded \(3s\): killed\)" % qid, timeout=30)
+    pids = [int(open(os.path.join(out, n)).read()) for n in ("hang.pid", "grandchild.pid")]
+    h.wait_until(lambda: not any(_alive(x) for x in pids), timeout=10,
+                 what="the command and its child killed")
+    p.cli("queue", "delete", qid)
+
+
+def test_pipe_refuses_root(postino_factory, sink):
+    p = postino_factory(start=False, master_extra=AGENT_ROWS + [
+        "pipe unix - n n - - pipe user=root argv=/bin/cat"])
+    p.set(transport_maps=_transport(p, ["pipe.test pipe:"]))
+    p.start()
+    qid = p.send("s@sender.test", "ok@pipe.test")
+    p.wait_log(r"pipe\[\d+\]: fatal: pipe: user=root: the command may not run with root")
+    assert not p.log_lines(r"%s: to=<ok@pipe.test>, relay=pipe, .*status=sent" % qid)
