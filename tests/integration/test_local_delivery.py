@@ -5,6 +5,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 
 import pytest
 
@@ -149,6 +150,40 @@ def test_virtual_quota_deferred_by_parameter(postino_factory, sink):
     p, base = _virtual(postino_factory, limit=200, extra={"virtual_mailbox_limit_defer": "yes"})
     qid = p.send("s@sender.test", "bob@example.test", body="x" * 500 + "\r\n")
     p.wait_log(r"%s: to=<bob@example.test>, relay=virtual, .*dsn=4.2.2, status=deferred" % qid)
+
+
+def test_virtual_full_disk_defers_then_delivers(postino_factory, sink):
+    """virtual_mailbox_base on a 64 KB tmpfs: a 200 KB message defers
+    (ENOSPC, nothing half-written left behind) and is delivered once the
+    file system has room."""
+    p = postino_factory(start=False, master_extra=AGENT_ROWS)
+    os.chmod(p.dir, 0o755)
+    base = os.path.join(p.dir, "vmail")
+    os.mkdir(base)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700,uid=%d,gid=%d"
+                    % (NOBODY.pw_uid, NOBODY.pw_gid), "tmpfs", base], check=True)
+    try:
+        p.set(transport_maps=_transport(p, ["example.test virtual:"]),
+              virtual_mailbox_base=base,
+              virtual_mailbox_maps=_table(p, "vmailbox", ["alice@example.test alice/"]),
+              virtual_uid_maps="static:%d" % NOBODY.pw_uid,
+              virtual_gid_maps="static:%d" % NOBODY.pw_gid, virtual_minimum_uid="1")
+        p.start()
+        body = ("y" * 998 + "\r\n") * 200
+        qid = p.send("s@sender.test", "alice@example.test", body=body)
+        p.wait_log(r"%s: to=<alice@example.test>, relay=virtual, .*dsn=4.3.1, status=deferred "
+                   r"\(cannot write maildir file: insufficient system storage\)" % qid)
+        md = os.path.join(base, "alice")
+        assert _maildir_files(md) == [] and _maildir_files(md, "tmp") == []
+        subprocess.run(["mount", "-o", "remount,size=2m", base], check=True)
+        p.cli("queue", "flush", check=True)
+        p.wait_log(r"%s: to=<alice@example.test>, relay=virtual, .*status=sent" % qid)
+        files = _maildir_files(md)
+        assert len(files) == 1 and open(files[0], "rb").read().endswith(
+            body.replace("\r\n", "\n").encode())
+    finally:
+        p.stop()
+        subprocess.run(["umount", "-l", base])
 
 
 def test_error_and_discard(postino_factory, sink):
