@@ -113,6 +113,9 @@ static void deliver(struct lagent_job *job, size_t idx, struct lagent_res *res)
             have = 1;
         }
     }
+    if (e.n == 0) /* an empty :include: file */
+        lagent_set(res, QR_BOUNCED, "5.3.0", BCLASS_OTHER, "alias \"%s\" expands to no destination",
+                   name);
     if (nremote > 0) {
         struct lagent_res r;
         local_forward(job, rcpt, remote, nremote, &r);

@@ -38,7 +38,7 @@
 struct mb {
     struct lagent_job *job;
     const char *rcpt;
-    const char *dir;  /* directory (absolute), or NULL: cwd-relative base */
+    const char *dir;  /* trusted directory (followed), relative to the spool or absolute */
     const char *name; /* mbox file or Maildir below dir */
     uid_t uid;        /* owner an mbox must have */
     gid_t gid;
@@ -165,11 +165,10 @@ out:
 static void mb_child(void *arg, struct lagent_res *res)
 {
     struct mb *m = arg;
-    int dfd = m->dir ? open(m->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                     : lagent_open_dir(AT_FDCWD, ".", 0);
+    int dfd = open(m->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
-        lagent_set(res, QR_DEFERRED, "4.2.0", BCLASS_OTHER, "cannot open directory %s: %s",
-                   m->dir ? m->dir : ".", strerror(errno));
+        lagent_set(res, QR_DEFERRED, "4.2.0", BCLASS_OTHER, "cannot open directory %s: %s", m->dir,
+                   strerror(errno));
         return;
     }
     if (m->maildir)
@@ -184,7 +183,7 @@ static void mb_child(void *arg, struct lagent_res *res)
 static int user_dir(const char *base, const char *user, uid_t uid, gid_t gid,
                     struct lagent_res *res)
 {
-    int bfd = lagent_open_dir(AT_FDCWD, base, 0), rc = -1;
+    int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1;
     if (bfd >= 0) {
         if (mkdirat(bfd, user, 0700) == 0)
             rc = fchownat(bfd, user, uid, gid, AT_SYMLINK_NOFOLLOW);
@@ -227,8 +226,8 @@ void local_deliver_user(struct lagent_job *job, const char *user, const char *rc
         }
         if (user_dir(base, user, m.uid, m.gid, res) < 0)
             return;
-        m.dir = base[0] == '/' ? base : NULL;
-        buf_setf(&name, "%s%s%s/", m.dir ? "" : base, m.dir ? "" : "/", user);
+        m.dir = base;
+        buf_setf(&name, "%s/", user);
         m.maildir = 1;
         m.check_owner = 1;
     } else if (*home) {

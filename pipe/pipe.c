@@ -33,9 +33,9 @@ static struct {
     int flag_d, flag_r;
 } pp;
 
-static const char *const known[] = { "sender",   "recipient", "domain",   "user",
-                                     "extension", "nexthop",  "queue_id", "original_recipient",
-                                     "mailbox" };
+static const char *const known[] = { "sender",   "recipient",          "domain",
+                                     "user",     "extension",          "nexthop",
+                                     "queue_id", "original_recipient", "mailbox" };
 
 static int known_name(const char *n, size_t len)
 {
@@ -120,8 +120,7 @@ static void parse_args(struct server *s)
 }
 
 /* The value of ${name} for this recipient. */
-static void value_of(struct lagent_job *job, size_t idx, const char *name, size_t len,
-                     buf_t *out)
+static void value_of(struct lagent_job *job, size_t idx, const char *name, size_t len, buf_t *out)
 {
     const char *rcpt = job->env.rcpt[idx].addr, *at = strrchr(rcpt, '@');
     const char *delim = conf_str("recipient_delimiter");
@@ -147,7 +146,8 @@ static void value_of(struct lagent_job *job, size_t idx, const char *name, size_
     else if (IS("mailbox"))
         buf_append(out, rcpt, local);
     else if (IS("extension"))
-        buf_append(out, rcpt + (user < local ? user + 1 : local), user < local ? local - user - 1 : 0);
+        buf_append(out, rcpt + (user < local ? user + 1 : local),
+                   user < local ? local - user - 1 : 0);
     else if (IS("nexthop"))
         buf_puts(out, job->nexthop);
     else if (IS("queue_id"))
@@ -175,7 +175,8 @@ static void deliver(struct lagent_job *job, size_t idx, struct lagent_res *res)
     size_t n = 0;
     long long limit = conf_int("pipe_time_limit");
     char **argv;
-    char *envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"SHELL=/bin/sh", (char *)"HOME=/", NULL };
+    char *envp[] = { (char *)"PATH=/usr/bin:/bin", (char *)"SHELL=/bin/sh", (char *)"HOME=/",
+                     NULL };
 
     while (pp.argv[n])
         n++;
@@ -184,8 +185,7 @@ static void deliver(struct lagent_job *job, size_t idx, struct lagent_res *res)
         argv[i] = expand(job, idx, pp.argv[i]);
     lagent_run(job, argv, envp, pp.uid, pp.gid, pp.user,
                limit > 0 ? limit : conf_int("command_time_limit"),
-               pp.flag_r ? job->env.sender : NULL, pp.flag_d ? job->env.rcpt[idx].addr : NULL,
-               res);
+               pp.flag_r ? job->env.sender : NULL, pp.flag_d ? job->env.rcpt[idx].addr : NULL, res);
     for (size_t i = 0; i < n; i++)
         free(argv[i]);
     free(argv);

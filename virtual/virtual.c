@@ -98,7 +98,9 @@ static void deliver_child(void *arg, struct lagent_res *res)
 {
     struct vjob *v = arg;
     const char *base = conf_str("virtual_mailbox_base");
-    int bfd = lagent_open_dir(AT_FDCWD, *base ? base : "/", 0);
+    /* the base is the administrator's (it may be reached through a
+     * symlink, /var/mail on some systems); below it nothing is followed */
+    int bfd = open(*base ? base : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (bfd < 0) {
         lagent_set(res, QR_DEFERRED, "4.3.0", BCLASS_OTHER,
                    "cannot open virtual_mailbox_base %s: %s", base, strerror(errno));

@@ -83,6 +83,10 @@ static void child(int in, int out, char *const argv[], char *const envp[], uid_t
     signal(SIGPIPE, SIG_DFL);
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
         _exit(71);
+    /* nothing of the agent's (tables, queue file, qmgr sockets) goes along */
+    for (long fd = 3, max = sysconf(_SC_OPEN_MAX); fd < (max > 0 && max < 65536 ? max : 65536);
+         fd++)
+        close((int)fd);
     if (geteuid() != 0 && uid == geteuid()) {
         /* an agent that is not root runs commands as itself */
     } else if ((user ? initgroups(user, gid) < 0 : setgroups(1, &gid) < 0) || setgid(gid) < 0 ||
