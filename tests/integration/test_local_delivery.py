@@ -518,3 +518,48 @@ def test_pipe_refuses_root(postino_factory, sink):
     qid = p.send("s@sender.test", "ok@pipe.test")
     p.wait_log(r"pipe\[\d+\]: fatal: pipe: user=root: the command may not run with root")
     assert not p.log_lines(r"%s: to=<ok@pipe.test>, relay=pipe, .*status=sent" % qid)
+
+
+def test_make_run_config_delivers_localhost_mail():
+    """The shipped conf/ ("make run"): postmaster@localhost ends up in
+    var/mail/root/new/ next to the configuration directory."""
+    h.ensure_mail_owner()
+    top = h.make_tmpdir("postino-run-")
+    conf = os.path.join(top, "conf")
+    shutil.copytree(os.path.join(h.REPO, "conf"), conf,
+                    ignore=shutil.ignore_patterns("*.db", "dist"))
+    port = h.free_port()
+    with open(os.path.join(conf, "master.cf")) as f:
+        master = f.read().replace("127.0.0.1:2525", "127.0.0.1:%d" % port)
+    with open(os.path.join(conf, "master.cf"), "w") as f:
+        f.write(master)
+    with open(os.path.join(conf, "main.cf"), "a") as f:
+        f.write("maillog_file = %s/maillog\n" % top)
+    cli = [os.path.join(h.BIN, "postino"), "-c", conf]
+    try:
+        subprocess.run(cli + ["newaliases"], check=True)
+        subprocess.run(cli + ["map", "build", os.path.join(conf, "transport")], check=True)
+        subprocess.run(cli + ["start"], check=True, timeout=30)
+        h.wait_until(lambda: _connects(port), what="smtpd of the make-run config")
+        import smtplib
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.sendmail("me@example.org", ["postmaster@localhost"],
+                       b"Subject: hello\r\n\r\nfor the postmaster\r\n")
+        new = os.path.join(top, "var", "mail", "root", "new")
+        h.wait_until(lambda: os.path.isdir(new) and os.listdir(new), what="mail in %s" % new)
+        data = open(os.path.join(new, os.listdir(new)[0]), "rb").read()
+        assert data.startswith(b"Return-Path: <me@example.org>\nDelivered-To: "
+                               b"postmaster@localhost\n")
+        assert data.endswith(b"\n\nfor the postmaster\n")
+    finally:
+        subprocess.run(cli + ["stop"], timeout=60)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _connects(port):
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            return s.recv(512).startswith(b"220")
+    except OSError:
+        return False
