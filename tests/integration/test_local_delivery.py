@@ -563,3 +563,51 @@ def _connects(port):
             return s.recv(512).startswith(b"220")
     except OSError:
         return False
+
+
+@pytest.fixture
+def home_user():
+    """A throwaway user whose home is a temp dir it owns (removed after)."""
+    name = "pagt%d" % os.getpid()
+    home = h.make_tmpdir("postino-home-")
+    subprocess.run(["useradd", "--home-dir", home, "--no-create-home", "--shell",
+                    "/usr/sbin/nologin", name], check=True)
+    pw = pwd.getpwnam(name)
+    os.chown(home, pw.pw_uid, pw.pw_gid)
+    os.chmod(home, 0o755)
+    try:
+        yield pw
+    finally:
+        subprocess.run(["userdel", name])
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mailbox", ["Maildir/", "Mailbox"])
+def test_home_mailbox_as_the_user_and_symlinks_refused(postino_factory, sink, home_user,
+                                                       mailbox):
+    p = _local(postino_factory, "", extra={"local_mailbox_base": None,
+                                           "home_mailbox": mailbox})
+    rcpt = "%s@local.test" % home_user.pw_name
+    qid = p.send("s@sender.test", rcpt)
+    p.wait_log(r"%s: to=<%s>, relay=local, .*status=sent" % (qid, rcpt))
+    path = os.path.join(home_user.pw_dir, mailbox)
+    if mailbox.endswith("/"):
+        files = _maildir_files(path)
+        assert len(files) == 1 and os.stat(files[0]).st_uid == home_user.pw_uid
+        shutil.rmtree(os.path.join(path, "new"))
+        victim = os.path.join(p.dir, "victim")
+        os.mkdir(victim, 0o777)
+        os.symlink(victim, os.path.join(path, "new"))
+        check = lambda: os.listdir(victim) == []
+    else:
+        data = open(path, "rb").read()
+        assert data.startswith(b"From s@sender.test ") and os.stat(path).st_uid == home_user.pw_uid
+        os.unlink(path)
+        victim = os.path.join(p.dir, "victim")
+        open(victim, "w").close()
+        os.symlink(victim, path)
+        check = lambda: os.path.getsize(victim) == 0
+    q2 = p.send("s@sender.test", rcpt)
+    p.wait_log(r"%s: to=<%s>, relay=local, .*status=deferred \(cannot open (maildir|mailbox) "
+               r".*symbolic link" % (q2, rcpt))
+    assert check()
