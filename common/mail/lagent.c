@@ -102,7 +102,7 @@ static int put_text(buf_t *out, int fd, const char *text, size_t len, int mbox)
 int lagent_copy(struct lagent_job *job, int fd, const char *return_path, const char *delivered_to,
                 int mbox)
 {
-    buf_t out = BUF_INIT, line = BUF_INIT;
+    buf_t out = BUF_INIT;
     char *body = NULL;
     long long got = 0;
     int rc = -1, saved = 0;
@@ -144,7 +144,6 @@ done:
     saved = errno;
     free(body);
     buf_destroy(&out);
-    buf_destroy(&line);
     errno = saved;
     return rc;
 }
