@@ -66,6 +66,13 @@ COMMON_LIBS := $(LIB_glue) $(LIB_mail) $(LIB_util)
 # other than main form lib<prog>.a, which the program and its unit tests
 # (tests/unit/<prog>/) link.
 PROGS := master smtpd qmgr delivery bounce anvil cli feedback
+# the final delivery agents (common/mail/lagent.c is their skeleton)
+PROGS += virtual error discard local pipe
+virtual_LIBS := $(EV_LIBS) -ldb
+error_LIBS := $(EV_LIBS) -ldb
+discard_LIBS := $(EV_LIBS) -ldb
+local_LIBS := $(EV_LIBS) -ldb
+pipe_LIBS := $(EV_LIBS) -ldb
 define prog_rule
 $(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
@@ -150,6 +157,7 @@ deps:
 
 run: deps
 	$(MAKE) all
+	$(BIN)/postino -c conf newaliases
 	$(BIN)/postino -c conf start-fg
 
 PYTEST := /usr/bin/python3 -m pytest
@@ -219,6 +227,9 @@ install: all
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/master.cf ]; then \
 	  install -m 644 conf/dist/master.cf $(DESTDIR)$(CONFDIR)/master.cf; \
 	  echo "install: wrote $(DESTDIR)$(CONFDIR)/master.cf"; fi
+	@if [ ! -e $(DESTDIR)$(CONFDIR)/aliases ]; then \
+	  install -m 644 conf/aliases $(DESTDIR)$(CONFDIR)/aliases; \
+	  echo "install: wrote $(DESTDIR)$(CONFDIR)/aliases (run postino newaliases)"; fi
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/bounce_classifier_rules ]; then \
 	  install -m 644 conf/bounce_classifier_rules $(DESTDIR)$(CONFDIR)/bounce_classifier_rules; \
 	  echo "install: wrote $(DESTDIR)$(CONFDIR)/bounce_classifier_rules"; fi

@@ -58,6 +58,8 @@ int cli_cmd_queue_list(struct cli *c, int argc, char **argv);
 int cli_cmd_queue_show(struct cli *c, int argc, char **argv);
 int cli_cmd_config(struct cli *c, int argc, char **argv);
 int cli_cmd_map(struct cli *c, int argc, char **argv);
+/* cli_aliases.c */
+int cli_cmd_newaliases(struct cli *c, int argc, char **argv);
 int cli_cmd_bounce(struct cli *c, int argc, char **argv);
 int cli_cmd_dkim(struct cli *c, int argc, char **argv);
 /* DKIM settings and every key of dkim_key_maps: 0, or -1 (said why). */

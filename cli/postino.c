@@ -39,6 +39,8 @@ static const struct command commands[] = {
     { "config", cli_cmd_config,
       "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
     { "map", cli_cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
+    { "newaliases", cli_cmd_newaliases,
+      "newaliases                 build the alias_database tables from aliases(5) text" },
     { "bounce", cli_cmd_bounce,
       "bounce classify [REPLY|-]  the category of an SMTP reply (\\n between lines; -: stdin)" },
     { "dkim", cli_cmd_dkim,

@@ -262,6 +262,61 @@ static int sync_file(const char *path)
     return rc;
 }
 
+/* One key/value pair (the key lower-cased) into the table. */
+static int put_pair(DB *db, char *key, const char *val, const char *src, buf_t *err)
+{
+    DBT k, v;
+    str_lower(key);
+    dbt_set(&k, key, strlen(key));
+    dbt_set(&v, val, strlen(val));
+    int rc = db->put(db, NULL, &k, &v, DB_NOOVERWRITE);
+    if (rc == DB_KEYEXIST) {
+        log_warn("%s: duplicate entry: \"%s\" (keeping the first)", src, key);
+        return 0;
+    }
+    if (rc != 0) {
+        buf_setf(err, "%s: %s", src, db_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+int dict_build_pairs(const char *spec, char *const *keys, char *const *values, size_t n, buf_t *err)
+{
+    const char *path = spec_path(spec, err);
+    if (path == NULL)
+        return -1;
+    buf_t tmp = BUF_INIT, dst = BUF_INIT;
+    buf_printf(&tmp, "%s.db.tmp", path);
+    buf_printf(&dst, "%s.db", path);
+    DB *db = NULL;
+    int rc = db_create(&db, NULL, 0);
+    if (rc == 0)
+        rc = db->open(db, NULL, tmp.data, NULL, DB_HASH, DB_CREATE | DB_TRUNCATE, 0644);
+    if (rc != 0) {
+        buf_setf(err, "create %s: %s", tmp.data, rc > 0 ? strerror(rc) : db_strerror(rc));
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char *k = xstrdup(keys[i]);
+        rc = put_pair(db, k, values[i], path, err);
+        free(k);
+    }
+    if (db && db->close(db, 0) != 0 && rc == 0) {
+        buf_setf(err, "write %s: close failed", tmp.data);
+        rc = -1;
+    }
+    if (rc == 0 && (sync_file(tmp.data) < 0 || rename(tmp.data, dst.data) < 0)) {
+        buf_setf(err, "install %s: %s", dst.data, strerror(errno));
+        rc = -1;
+    }
+    if (rc < 0)
+        unlink(tmp.data);
+    buf_destroy(&tmp);
+    buf_destroy(&dst);
+    return rc;
+}
+
 int dict_build(const char *spec, buf_t *err)
 {
     const char *path = spec_path(spec, err);

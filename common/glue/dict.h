@@ -35,5 +35,10 @@ void dict_close(struct dict *d);
 /* Build <path>.db from the text file <path> (spec "hash:/path" or plain
  * path), atomically (temp file + rename). 0 or -1 with err naming line. */
 int dict_build(const char *spec, buf_t *err);
+/* Build <path>.db the same way from n key/value pairs (keys lower-cased,
+ * the first of duplicate keys kept): for sources in another syntax, such
+ * as aliases(5) ("postino newaliases"). */
+int dict_build_pairs(const char *spec, char *const *keys, char *const *values, size_t n,
+                     buf_t *err);
 
 #endif

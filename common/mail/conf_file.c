@@ -19,7 +19,11 @@ const char conf_master_default[] =
     "smtp             unix  -       -       n      -       2       delivery\n"
     "bounce           unix  -       -       n      -       1       bounce\n"
     "anvil            unix  -       -       n      -       1       anvil\n"
-    "feedback         unix  -       -       n      -       -       feedback\n";
+    "feedback         unix  -       -       n      -       -       feedback\n"
+    "virtual          unix  -       n       n      -       -       virtual\n"
+    "error            unix  -       -       n      -       -       error\n"
+    "discard          unix  -       -       n      -       -       discard\n"
+    "local            unix  -       n       n      -       -       local\n";
 
 /* One physical line: returns 0 at the end of the text. */
 static int phys_line(struct conf_reader *r, const char **s, size_t *n)

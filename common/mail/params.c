@@ -41,7 +41,9 @@ const struct param_def param_table[] = {
     I("virtual_alias_expansion_limit", "1000", 1, 1000000,
       "maximal addresses one recipient's virtual alias expansion produces"),
     L("virtual_mailbox_domains", "$virtual_mailbox_maps", "domains delivered by virtual_transport"),
-    L("virtual_mailbox_maps", "", "known virtual mailbox users (empty: accept any)"),
+    L("virtual_mailbox_maps", "",
+      "virtual mailbox users: address or @domain -> Maildir path below virtual_mailbox_base "
+      "(ending in /); empty: smtpd accepts any user"),
     L("relay_recipient_maps", "", "known relay_domains users (empty: accept any)"),
     S("local_transport", "local:$myhostname", "transport for mydestination"),
     S("virtual_transport", "virtual", "transport for virtual_mailbox_domains"),
@@ -304,6 +306,36 @@ const struct param_def param_table[] = {
       "nodes (empty: this node's limits only)"),
     I("shaping_node_count", "1", 1, 10000,
       "nodes sharing the limits: while Redis is unreachable each keeps to limit / this"),
+    /* Final delivery agents: virtual, local, pipe (issue #10) */
+    S("virtual_mailbox_base", "", "directory the virtual_mailbox_maps paths are relative to"),
+    L("virtual_uid_maps", "", "static:N or hash: tables: address or @domain -> owner uid"),
+    L("virtual_gid_maps", "", "static:N or hash: tables: address or @domain -> owner gid"),
+    I("virtual_minimum_uid", "100", 1, LLONG_MAX, "lowest uid the virtual agent writes as"),
+    I("virtual_mailbox_limit", "51200000", 0, LLONG_MAX,
+      "largest message a virtual mailbox takes, in bytes (0: no limit); more: 552 5.2.2"),
+    B("virtual_mailbox_limit_defer", "no",
+      "defer (452 4.2.2) instead of bouncing a message over virtual_mailbox_limit"),
+    /* The local agent: aliases and mailboxes (issue #10) */
+    L("alias_database", "hash:$config_directory/aliases",
+      "alias tables postino newaliases builds from their aliases(5) text"),
+    S("home_mailbox", "",
+      "mailbox below the user's home: ending in / a Maildir, else an mbox file (empty: "
+      "mail_spool_directory)"),
+    S("mail_spool_directory", "/var/mail",
+      "directory of the users' mbox files (ending in /: Maildirs) when home_mailbox is empty"),
+    S("local_mailbox_base", "",
+      "postino: every local user's mailbox is the Maildir <this>/<user>/ (for make run; "
+      "relative to queue_directory)"),
+    S("default_privs", "nobody", "user the local agent runs alias commands and files as"),
+    T("command_time_limit", "1000s", 1, DAY, 's',
+      "time an alias |command may run before it is killed and the delivery deferred"),
+    I("local_alias_max_depth", "20", 1, 1000, "nesting of aliases and :include: files"),
+    T("pipe_time_limit", "0s", 0, DAY, 's',
+      "time a pipe command may run before its process group is killed and the delivery "
+      "deferred (0: command_time_limit)"),
+    S("recipient_delimiter", "",
+      "characters that separate a local part's user from its extension (pipe's ${user} and "
+      "${extension})"),
     /* misc */
 };
 

@@ -80,7 +80,9 @@ static char **parse_args(int argc, char **argv, struct server_opts *o)
     size_t novr = 0;
     int c;
     optind = 1;
-    while ((c = getopt(argc, argv, "c:n:t:s:urvRo:w:")) != -1) {
+    /* "+": stop at the first argument that is no option (a daemon's own
+     * arguments, such as pipe's argv=, may look like options) */
+    while ((c = getopt(argc, argv, "+c:n:t:s:urvRo:w:")) != -1) {
         switch (c) {
         case 'c':
             o->config_dir = optarg;
@@ -116,8 +118,7 @@ static char **parse_args(int argc, char **argv, struct server_opts *o)
             usage(argv[0]);
         }
     }
-    if (optind != argc)
-        usage(argv[0]);
+    srv.args = argv + optind; /* the daemon's own arguments, NULL-terminated */
     return ovr;
 }
 
@@ -396,6 +397,8 @@ int server_main(int argc, char **argv, const char *progname, const struct server
     sigaddset(&hup, SIGQUIT);
     sigprocmask(SIG_BLOCK, &hup, NULL);
     char **ovr = parse_args(argc, argv, &o);
+    if (srv.args[0] && !hooks->takes_args)
+        usage(argv[0]);
     log_set_verbose(o.verbose);
     load_config(&o, ovr);
     take_listeners(o.nsock);

@@ -49,6 +49,8 @@ struct server {
     int reloaded; /* -R: started to replace a daemon a reload
                                  retired (start-up news is not news) */
     void *ctx;    /* the daemon's own state */
+    char **args;  /* master.cf arguments after the options (NULL-terminated;
+                     empty for most daemons, pipe's "user=... argv=...") */
 };
 
 struct server_hooks {
@@ -70,6 +72,9 @@ struct server_hooks {
     /* Periodic timer every `wakeup` seconds (master.cf wakeup or
      * server_main's -w); optional. */
     void (*on_wakeup)(struct server *s);
+    /* The daemon reads its own master.cf arguments (server.args); without
+     * this, arguments after the options are a usage error. */
+    int takes_args;
 };
 
 /* Returns the process exit status. */
