@@ -391,3 +391,32 @@ def test_bad_reply_after_the_first_recipient_defers_the_rest(postino_factory, re
         assert len(p.log_lines(r"%s: to=<alice@virt\.test>" % qid)) == 1
     finally:
         srv.stop()
+
+
+def test_virtual_mailbox_domain_by_class_to_dovecot(postino_factory, dovecot):
+    """The usual set-up, without transport_maps: virt.test is a virtual
+    mailbox domain whose users are listed, virtual_transport hands its mail
+    to Dovecot over LMTP; an unknown user is refused at RCPT (nothing
+    queued), a known one is read back over IMAP."""
+    p = postino_factory(start=False, master_extra=["lmtp unix - - n - - delivery"])
+    users = os.path.join(p.conf, "vmailbox")
+    with open(users, "w") as f:
+        f.write("alice@virt.test virt.test/alice/\nbob@virt.test virt.test/bob/\n")
+    p.cli("map", "build", users, check=True)
+    p.set(virtual_mailbox_domains="virt.test", virtual_mailbox_maps="hash:" + users,
+          virtual_transport="lmtp:unix:" + dovecot.socket)
+    p.start()
+    s = p.smtp()
+    try:
+        assert s.mail(SENDER)[0] == 250
+        code, resp = s.rcpt("nobody-here@virt.test")
+        assert code == 550 and b"5.1.1" in resp and b"virtual mailbox table" in resp, resp
+    finally:
+        s.quit()
+    assert not p.queue_files()
+    raw = message(["alice@virt.test"], "by class")
+    qid = send(p, ["alice@virt.test"], raw)
+    p.wait_log(r"lmtp\[\d+\]: %s: to=<alice@virt\.test>, .*status=sent" % qid)
+    stored = dovecot.wait_mail("alice@virt.test")
+    assert any(b"by class" in m for m in stored)
+    assert_stored([m for m in stored if b"by class" in m][0], raw, "alice@virt.test")
