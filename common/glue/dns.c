@@ -37,6 +37,7 @@ struct dns_ctx {
     int queries;  /* c-ares queries in flight */
     int requests; /* dns_resolve_* requests not yet delivered */
     int destroying;
+    LIST_HEAD(, dns_req) delivering; /* results waiting for their callback */
 };
 
 struct dns_req {
@@ -45,9 +46,11 @@ struct dns_req {
     void *arg;
     char *name;
     struct dns_result *res;
-    size_t waiting;    /* address lookups outstanding */
-    int any_temp;      /* some address lookup failed temporarily */
-    char *failed_host; /* first host whose addresses failed */
+    size_t waiting;        /* address lookups outstanding */
+    int any_temp;          /* some address lookup failed temporarily */
+    char *failed_host;     /* first host whose addresses failed */
+    struct event *deliver; /* the callback's turn on the loop */
+    LIST_ENTRY(dns_req) dlink;
 };
 
 struct dns_hreq { /* one address lookup for res->hosts[idx] */
@@ -110,6 +113,8 @@ static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writa
     event_add(s->ev, NULL);
 }
 
+static void req_free(struct dns_req *req);
+
 struct dns_ctx *dns_new(struct event_base *base, const char *servers, buf_t *err)
 {
     static int lib_done;
@@ -119,6 +124,7 @@ struct dns_ctx *dns_new(struct event_base *base, const char *servers, buf_t *err
     char lookups[] = "b";
 
     LIST_INIT(&ctx->socks);
+    LIST_INIT(&ctx->delivering);
     if (!lib_done && (rc = ares_library_init(ARES_LIB_INIT_ALL)) != ARES_SUCCESS) {
         buf_printf(err, "c-ares init: %s", ares_strerror(rc));
         free(ctx);
@@ -159,8 +165,15 @@ void dns_free(struct dns_ctx *ctx)
     struct dns_sock *s;
     if (!ctx)
         return;
+    struct dns_req *req;
     ctx->destroying = 1;
     ares_destroy(ctx->ch);
+    while ((req = LIST_FIRST(&ctx->delivering)) != NULL) { /* never called back */
+        LIST_REMOVE(req, dlink);
+        event_free(req->deliver);
+        ctx->requests--;
+        req_free(req);
+    }
     while ((s = LIST_FIRST(&ctx->socks)) != NULL) {
         LIST_REMOVE(s, link);
         if (s->ev)
@@ -216,6 +229,9 @@ static void req_deliver_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct dns_req *req = arg;
     struct dns_result *res = req->res;
+    LIST_REMOVE(req, dlink);
+    event_free(req->deliver);
+    req->deliver = NULL;
     req->res = NULL;
     req->ctx->requests--;
     req->cb(res, req->arg);
@@ -231,8 +247,13 @@ static void req_finish(struct dns_req *req)
         req_free(req);
         return;
     }
-    if (event_base_once(req->ctx->base, -1, EV_TIMEOUT, req_deliver_cb, req, &zero) < 0)
+    /* An event of our own, not event_base_once: dns_free must be able to
+     * cancel a result whose callback has not run yet (qmgr closes its
+     * resolver while its loop still turns). */
+    req->deliver = evtimer_new(req->ctx->base, req_deliver_cb, req);
+    if (req->deliver == NULL || evtimer_add(req->deliver, &zero) < 0)
         log_panic("dns: cannot schedule a result callback");
+    LIST_INSERT_HEAD(&req->ctx->delivering, req, dlink);
 }
 
 static void req_fail(struct dns_req *req, enum dns_status status, const char *name,
