@@ -242,7 +242,11 @@ def test_privilege_separation_from_proc(postino_factory, sink):
         assert stat.S_ISSOCK(st.st_mode), name
         assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == uid, \
             "private/%s: mode %o uid %d" % (name, stat.S_IMODE(st.st_mode), st.st_uid)
-    assert stat.S_ISSOCK(os.stat(os.path.join(p.spool, "public", "control")).st_mode)
+    # public/control is qmgr's own, made once its index is open: on a loaded
+    # machine that can come a moment after the private sockets.
+    control = os.path.join(p.spool, "public", "control")
+    h.wait_until(lambda: os.path.exists(control), timeout=20, what="qmgr's public/control")
+    assert stat.S_ISSOCK(os.stat(control).st_mode)
     # A file being written: 0600 (not yet complete).
     s = p.smtp()
     try:
