@@ -118,6 +118,7 @@ $(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CU
 
 .DEFAULT_GOAL := all
 .PHONY: all run test unit integration bench bench-dataparse bench-bdat bench-suppress bench-dkim deps clean fuzz install format format-check
+.PHONY: man deb
 all: $(PROG_BINS)
 
 $(BIN):
@@ -207,39 +208,89 @@ bench-suppress: $(BUILD)/bench/suppress_bench
 $(BUILD)/bench/suppress_bench: $(BUILD)/bench/suppress_bench.o $(COMMON_LIBS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) $(COMMON_LIBS) $(LIBS)
 
-# make install [PREFIX=/usr/local] [DESTDIR=...]: the CLI into sbin (and
-# mailq into bin), the daemons into libexec/postino, /etc/postino/main.cf and
-# master.cf, bounce_classifier_rules and shaping_rules when they do not exist yet (never
-# overwritten), the spool
-# directory. Needs the postino user (make deps creates it).
+# make install [PREFIX=/usr/local] [DESTDIR=...]: FHS paths (see README,
+# "Installing"). The CLI into sbin, the daemons into lib/postino (with the
+# mailq and, once built, sendmail entry points), man pages, the systemd unit
+# and the logrotate file; /etc/postino's files only when they do not exist
+# yet (never overwritten), daemon_directory pointing at the installed
+# daemons; the spool directory (master fixes what is inside at start). For
+# real (no DESTDIR) and as root it also creates the postino user and group.
+# MTA_LINKS=yes (default) links $(SBINDIR)/sendmail and $(BINDIR)/mailq to
+# ours; the Debian package says no and uses update-alternatives instead.
 PREFIX  ?= /usr/local
-SBINDIR := $(PREFIX)/sbin
-LIBEXECDIR := $(PREFIX)/libexec/postino
+SBINDIR ?= $(PREFIX)/sbin
+BINDIR  ?= $(PREFIX)/bin
+DAEMONDIR ?= $(PREFIX)/lib/postino
+MANDIR  ?= $(PREFIX)/share/man
 CONFDIR ?= /etc/postino
-install: all
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(CONFDIR)
+SPOOLDIR ?= /var/spool/postino
+UNITDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+LOGROTATEDIR ?= /etc/logrotate.d
+MTA_LINKS ?= yes
+MAN_PAGES := conf/man/postino.1 conf/man/master.cf.5 $(BUILD)/man/main.cf.5
+# sendmail(1) goes with the sendmail command (issue #11's other part)
+SENDMAIL_MAN := conf/man/sendmail.1
+CONF_SED := sed -e 's|@DAEMONDIR@|$(DAEMONDIR)|g' -e 's|@SPOOLDIR@|$(SPOOLDIR)|g' \
+                -e 's|@CONFDIR@|$(CONFDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g'
+
+# main.cf(5) is generated from the parameter table (common/mail/params.c)
+$(BUILD)/man/mkman_maincf: $(BUILD)/conf/man/mkman_maincf.o $(COMMON_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) $(LIB_mail) $(LIB_util)
+$(BUILD)/man/main.cf.5: conf/man/main.cf.5.in $(BUILD)/man/mkman_maincf
+	cat conf/man/main.cf.5.in > $@.tmp && $(BUILD)/man/mkman_maincf >> $@.tmp && mv $@.tmp $@
+man: $(MAN_PAGES)
+
+install: all man
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(DAEMONDIR) \
+	  $(DESTDIR)$(CONFDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LOGROTATEDIR)
 	install -m 755 $(BIN)/postino $(DESTDIR)$(SBINDIR)/postino
-	ln -sf $(SBINDIR)/postino $(DESTDIR)$(PREFIX)/bin/mailq
-	for p in $(DAEMONS); do install -m 755 $(BIN)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p; done
+	for p in $(DAEMONS); do install -m 755 $(BIN)/$$p $(DESTDIR)$(DAEMONDIR)/$$p; done
+	ln -sf $(SBINDIR)/postino $(DESTDIR)$(DAEMONDIR)/mailq
+	install -m 644 conf/man/postino.1 $(DESTDIR)$(MANDIR)/man1/postino.1
+	install -m 644 conf/man/master.cf.5 $(DESTDIR)$(MANDIR)/man5/master.cf.5
+	install -m 644 $(BUILD)/man/main.cf.5 $(DESTDIR)$(MANDIR)/man5/main.cf.5
+	if [ -x $(BIN)/sendmail ]; then \
+	  install -m 755 $(BIN)/sendmail $(DESTDIR)$(DAEMONDIR)/sendmail; \
+	  install -m 644 $(SENDMAIL_MAN) $(DESTDIR)$(MANDIR)/man1/sendmail.postino.1; fi
+	if [ "$(MTA_LINKS)" = yes ]; then \
+	  install -d $(DESTDIR)$(BINDIR); \
+	  ln -sf $(DAEMONDIR)/mailq $(DESTDIR)$(BINDIR)/mailq; \
+	  if [ -x $(BIN)/sendmail ]; then \
+	    ln -sf $(DAEMONDIR)/sendmail $(DESTDIR)$(SBINDIR)/sendmail; \
+	    ln -sf sendmail.postino.1 $(DESTDIR)$(MANDIR)/man1/sendmail.1; fi; fi
+	$(CONF_SED) conf/dist/postino.service > $(DESTDIR)$(UNITDIR)/postino.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/postino.service
+	install -m 644 conf/dist/postino.logrotate $(DESTDIR)$(LOGROTATEDIR)/postino
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/main.cf ]; then \
-	  sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|' conf/dist/main.cf > $(DESTDIR)$(CONFDIR)/main.cf; \
+	  $(CONF_SED) conf/dist/main.cf > $(DESTDIR)$(CONFDIR)/main.cf; \
+	  chmod 644 $(DESTDIR)$(CONFDIR)/main.cf; \
 	  echo "install: wrote $(DESTDIR)$(CONFDIR)/main.cf"; fi
-	@if [ ! -e $(DESTDIR)$(CONFDIR)/master.cf ]; then \
-	  install -m 644 conf/dist/master.cf $(DESTDIR)$(CONFDIR)/master.cf; \
-	  echo "install: wrote $(DESTDIR)$(CONFDIR)/master.cf"; fi
-	@if [ ! -e $(DESTDIR)$(CONFDIR)/aliases ]; then \
-	  install -m 644 conf/aliases $(DESTDIR)$(CONFDIR)/aliases; \
-	  echo "install: wrote $(DESTDIR)$(CONFDIR)/aliases (run postino newaliases)"; fi
-	@if [ ! -e $(DESTDIR)$(CONFDIR)/bounce_classifier_rules ]; then \
-	  install -m 644 conf/bounce_classifier_rules $(DESTDIR)$(CONFDIR)/bounce_classifier_rules; \
-	  echo "install: wrote $(DESTDIR)$(CONFDIR)/bounce_classifier_rules"; fi
-	@if [ ! -e $(DESTDIR)$(CONFDIR)/shaping_rules ]; then \
-	  install -m 644 conf/shaping_rules $(DESTDIR)$(CONFDIR)/shaping_rules; \
-	  echo "install: wrote $(DESTDIR)$(CONFDIR)/shaping_rules"; fi
-	@if [ ! -e $(DESTDIR)$(CONFDIR)/aliases ]; then \
-	  install -m 644 conf/aliases $(DESTDIR)$(CONFDIR)/aliases; \
-	  echo "install: wrote $(DESTDIR)$(CONFDIR)/aliases (run postino newaliases)"; fi
-	install -d -m 755 $(DESTDIR)/var/spool/postino
+	@for f in master.cf:dist/master.cf aliases:aliases \
+	    bounce_classifier_rules:bounce_classifier_rules shaping_rules:shaping_rules; do \
+	  dst=$${f%%:*}; src=conf/$${f#*:}; \
+	  if [ ! -e $(DESTDIR)$(CONFDIR)/$$dst ]; then \
+	    install -m 644 $$src $(DESTDIR)$(CONFDIR)/$$dst; \
+	    echo "install: wrote $(DESTDIR)$(CONFDIR)/$$dst"; fi; done
+	install -d -m 755 $(DESTDIR)$(SPOOLDIR)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+	  getent group postino >/dev/null || groupadd --system postino; \
+	  getent passwd postino >/dev/null || useradd --system --gid postino \
+	    --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin postino; \
+	  $(DESTDIR)$(SBINDIR)/postino -c $(CONFDIR) newaliases; \
+	fi
+
+# make deb: a Debian package (build/deb/postino_VERSION_ARCH.deb) built by
+# dpkg-buildpackage from a copy of the tree, so its clean step never
+# touches this checkout's bin/ and build/.
+DEB_VERSION = $(shell dpkg-parsechangelog -l debian/changelog -S Version 2>/dev/null)
+deb:
+	rm -rf build/deb && mkdir -p build/deb/postino-$(DEB_VERSION)
+	git ls-files -z --cached --others --exclude-standard | \
+	  grep -zv '^build/\|^bin/' | xargs -0 tar cf - | tar xf - -C build/deb/postino-$(DEB_VERSION)
+	cd build/deb/postino-$(DEB_VERSION) && dpkg-buildpackage -b -us -uc
+	lintian --fail-on error build/deb/postino_$(DEB_VERSION)_*.deb
 
 clean:
 	rm -rf build bin
@@ -255,4 +306,5 @@ format-check:
 # libFuzzer harnesses (make fuzz, make fuzz-smoke)
 -include fuzz/fuzz.mk
 
--include $(shell find build -name '*.d' 2>/dev/null)
+# (build/deb holds make deb's copy of the tree, with its own build)
+-include $(shell find build -path build/deb -prune -o -name '*.d' -print 2>/dev/null)
