@@ -58,6 +58,8 @@ int cli_cmd_queue_list(struct cli *c, int argc, char **argv);
 int cli_cmd_queue_show(struct cli *c, int argc, char **argv);
 int cli_cmd_config(struct cli *c, int argc, char **argv);
 int cli_cmd_map(struct cli *c, int argc, char **argv);
+/* cli_import.c: config import-postfix (argv[0] is "import-postfix") */
+int cli_cmd_config_import_postfix(struct cli *c, int argc, char **argv);
 /* cli_aliases.c */
 int cli_cmd_newaliases(struct cli *c, int argc, char **argv);
 int cli_cmd_bounce(struct cli *c, int argc, char **argv);

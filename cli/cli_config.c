@@ -21,6 +21,8 @@ static int param_known(const char *name)
 int cli_cmd_config(struct cli *c, int argc, char **argv)
 {
     int ch, nondefault = 0, value_only = 0, rc = CLI_OK;
+    if (argc >= 2 && strcmp(argv[1], "import-postfix") == 0)
+        return cli_cmd_config_import_postfix(c, argc - 1, argv + 1);
     optind = 0;
     while ((ch = getopt(argc, argv, "+nh")) != -1) {
         if (ch == 'n')

@@ -37,7 +37,9 @@ static const struct command commands[] = {
       "queue list [-d DOMAIN] [-s SENDER] [ID...] | show ID | flush | stats\n"
       "       postino queue delete|hold|release|requeue ID...|-d DOMAIN|-s SENDER|ALL" },
     { "config", cli_cmd_config,
-      "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
+      "config [-n] [-h] [NAME...]  print parameters (-n: only those set)\n"
+      "       postino config import-postfix [-o DIR] [POSTFIX_DIR]   translate Postfix's "
+      "main.cf, master.cf" },
     { "map", cli_cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
     { "newaliases", cli_cmd_newaliases,
       "newaliases                 build the alias_database tables from aliases(5) text" },
