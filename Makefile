@@ -142,6 +142,9 @@ DEB_PKGS += opendkim
 DEB_PKGS += dovecot-core dovecot-lmtpd dovecot-imapd
 # shaping_shared_state (issue #9): qmgr's Redis client, the server its tests start
 DEB_PKGS += libhiredis-dev redis-server
+# packaging (issue #11): make deb and test_package.py (lintian, the unit's
+# systemd-analyze verify, logrotate -d, groff/man for the man pages)
+DEB_PKGS += devscripts debhelper lintian systemd logrotate groff-base man-db
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
