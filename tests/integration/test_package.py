@@ -148,6 +148,25 @@ def configure_for_test(smtp_port, sink_port, dns_port):
                 "maillog_file = /var/spool/postino/maillog\n" % (sink_port, dns_port))
 
 
+def check_spool_and_owner():
+    """The spool's modes and owners, and smtpd running as postino."""
+    import pwd
+    import stat
+    pw = pwd.getpwnam("postino")
+    for d, mode, uid in (("", 0o755, 0), ("queue", 0o700, pw.pw_uid),
+                         ("private", 0o700, pw.pw_uid), ("public", 0o710, pw.pw_uid)):
+        st = os.stat(os.path.join("/var/spool/postino", d))
+        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (mode, uid), (d, oct(st.st_mode))
+    uids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink("/proc/%s/exe" % pid) == "/usr/lib/postino/smtpd":
+                uids.append(os.stat("/proc/" + pid).st_uid)
+        except OSError:
+            continue
+    assert uids and set(uids) == {pw.pw_uid}, uids
+
+
 def test_deb_builds_installs_sends_and_purges(sink, dns):
     why = package_preconditions()
     if why:
@@ -183,6 +202,7 @@ def test_deb_builds_installs_sends_and_purges(sink, dns):
         with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
             s.sendmail("s@sender.test", ["pkg@example.test"],
                        b"Subject: from the package\r\n\r\ninstalled and running\r\n")
+        check_spool_and_owner()
         msgs = sink.wait_to("pkg@example.test", timeout=60)
         assert b"installed and running" in msgs[0].content
         log = open("/var/spool/postino/maillog").read()
