@@ -46,11 +46,30 @@ def postfix_master_cf():
     pytest.fail("no Postfix master.cf (make deps installs postfix)", pytrace=False)
 
 
+def enable_submission(text):
+    """Uncomment Debian's submission row and its -o lines (their comment
+    lines in between stay, as an admin would leave them)."""
+    out, inside = [], False
+    for ln in text.splitlines():
+        if ln.startswith("#submission "):
+            inside, ln = True, ln[1:]
+        elif inside and ln.startswith("#  -o"):
+            ln = ln[1:]
+        elif inside and not ln.startswith("#     "):
+            inside = False
+        out.append(ln)
+    assert any(ln.startswith("submission ") for ln in out), "no submission row to enable"
+    return "\n".join(out) + "\n"
+
+
 @pytest.fixture
 def postfix_dir(workdir, sink):
     d = os.path.join(workdir, "postfix")
     os.mkdir(d)
-    shutil.copyfile(postfix_master_cf(), os.path.join(d, "master.cf"))
+    with open(postfix_master_cf()) as f:
+        master = enable_submission(f.read())
+    with open(os.path.join(d, "master.cf"), "w") as f:
+        f.write(master)
     mailname = os.path.join(d, "mailname")
     with open(mailname, "w") as f:
         f.write("origin.example\n")
@@ -81,7 +100,8 @@ def test_import_lists_what_it_cannot_map(postino_factory, postfix_dir, workdir):
                  "master.cf: pickup ", "master.cf: cleanup ", "master.cf: tlsmgr ",
                  "master.cf: defer ", "master.cf: trace ", "master.cf: showq ",
                  "master.cf: retry ", "master.cf: ifmail (pipe: user=",
-                 "master.cf: uucp (pipe: argv="):
+                 "master.cf: uucp (pipe: argv=",
+                 "master.cf: submission: -o smtpd_reject_unlisted_recipient"):
         assert "postino: not mapped: " + name in unmapped, (name, unmapped)
     kept = [ln for ln in unmapped.splitlines() if ln.startswith("postino: kept postino's own:")]
     assert kept and "queue_directory" in kept[0] and "mail_owner" in kept[0], unmapped
@@ -107,6 +127,11 @@ def test_import_lists_what_it_cannot_map(postino_factory, postfix_dir, workdir):
     for gone in ("pickup", "cleanup", "tlsmgr", "defer", "showq", "postlog"):
         assert gone not in rows, gone
     assert "-o syslog_name=postfix" not in master
+    after = master[master.index("\n587 "):].split("\n")[2:]
+    sub = after[:next(i for i, ln in enumerate(after) if not ln.startswith("  "))]
+    assert "  -o syslog_name=postino/submission" in sub, sub
+    assert "  -o smtpd_tls_security_level=encrypt" in sub, sub
+    assert "  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject" in sub, sub
     r = h.subprocess.run([os.path.join(h.BIN, "postino"), "-c", out, "check"],
                          capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -134,6 +159,8 @@ def test_imported_configuration_runs_and_relays(postino_factory, postfix_dir, wo
     # only what a test must change: the port, the log, and the test DNS
     assert "\n25               inet" in master
     master = master.replace("\n25               inet", "\n127.0.0.1:%d inet" % p.port)
+    assert "\n587              inet" in master
+    master = master.replace("\n587              inet", "\n127.0.0.1:%d inet" % h.free_port())
     main += "maillog_file = %s\ndns_servers = 127.0.0.1:%d\n" % (p.maillog, p.dns_port)
     with open(os.path.join(p.conf, "main.cf"), "w") as f:
         f.write(main)
