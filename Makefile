@@ -10,6 +10,8 @@
 #   make bench-dkim DKIM signing cost, postino vs Postfix + OpenDKIM (part of bench)
 #   make deps       apt-get what is missing (idempotent)
 #   make format     apply .clang-format to the tree (format-check: only check)
+#   make install    FHS install [PREFIX=/usr/local] [DESTDIR=]; make man: the man pages
+#   make deb        the Debian package in build/deb (dpkg-buildpackage + lintian)
 
 CC      ?= cc
 SANITIZE ?=
