@@ -27,21 +27,21 @@
 
 /* Postfix's own places and identity: postino keeps its values. */
 static const char *const postfix_own[] = {
-    "queue_directory",  "command_directory", "daemon_directory",  "data_directory",
-    "mail_owner",       "setgid_group",      "sendmail_path",     "newaliases_path",
-    "mailq_path",       "manpage_directory", "sample_directory",  "readme_directory",
-    "html_directory",   "meta_directory",    "shlib_directory",   "config_directory",
-    "syslog_name",      NULL,
+    "queue_directory",   "command_directory", "daemon_directory",
+    "data_directory",    "mail_owner",        "setgid_group",
+    "sendmail_path",     "newaliases_path",   "mailq_path",
+    "manpage_directory", "sample_directory",  "readme_directory",
+    "html_directory",    "meta_directory",    "shlib_directory",
+    "config_directory",  "syslog_name",       NULL,
 };
 
 /* Postfix lookup table types postino cannot read (it reads hash:, and
  * unix: and static: where Postfix has them too). */
 static const char *const unsupported_tables[] = {
-    "btree",   "cdb",      "cidr",    "dbm",       "environ", "fail",     "inline",
-    "internal", "ldap",    "lmdb",    "memcache",  "mongodb", "mysql",    "netinfo",
-    "nis",     "nisplus",  "pcre",    "pgsql",     "pipemap", "proxy",    "randmap",
-    "regexp",  "sdbm",     "socketmap", "sqlite",  "tcp",     "texthash", "unionmap",
-    NULL,
+    "btree",  "cdb",   "cidr",     "dbm",      "environ", "fail",    "inline", "internal",
+    "ldap",   "lmdb",  "memcache", "mongodb",  "mysql",   "netinfo", "nis",    "nisplus",
+    "pcre",   "pgsql", "pipemap",  "proxy",    "randmap", "regexp",  "sdbm",   "socketmap",
+    "sqlite", "tcp",   "texthash", "unionmap", NULL,
 };
 
 /* Services postino cannot run without; appended when the Postfix
@@ -461,8 +461,7 @@ static int check_master(const struct import *im)
     struct master_ent *ents = NULL;
     size_t n = 0;
     buf_t err = BUF_INIT;
-    int rc = conf_master_parse_text("imported master.cf", buf_str(&im->master_cf), &ents, &n,
-                                    &err);
+    int rc = conf_master_parse_text("imported master.cf", buf_str(&im->master_cf), &ents, &n, &err);
     if (rc < 0)
         cli_err("%s", buf_str(&err));
     else
