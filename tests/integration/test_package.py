@@ -157,14 +157,19 @@ def check_spool_and_owner():
                          ("private", 0o700, pw.pw_uid), ("public", 0o710, pw.pw_uid)):
         st = os.stat(os.path.join("/var/spool/postino", d))
         assert (stat.S_IMODE(st.st_mode), st.st_uid) == (mode, uid), (d, oct(st.st_mode))
-    uids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.readlink("/proc/%s/exe" % pid) == "/usr/lib/postino/smtpd":
-                uids.append(os.stat("/proc/" + pid).st_uid)
-        except OSError:
-            continue
-    assert uids and set(uids) == {pw.pw_uid}, uids
+
+    def smtpd_uids():
+        uids = set()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if os.readlink("/proc/%s/exe" % pid) == "/usr/lib/postino/smtpd":
+                    uids.add(os.stat("/proc/" + pid).st_uid)
+            except OSError:
+                continue
+        return uids
+    # a freshly spawned smtpd is root for the moment before it drops
+    h.wait_until(lambda: smtpd_uids() == {pw.pw_uid}, timeout=30,
+                 what="every smtpd of the installed postino running as postino")
 
 
 def test_deb_builds_installs_sends_and_purges(sink, dns):
