@@ -120,6 +120,13 @@ $(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CU
 .PHONY: all run test unit integration bench bench-dataparse bench-bdat bench-suppress bench-dkim deps clean fuzz install format format-check
 all: $(PROG_BINS)
 
+# sendmail and newaliases are the postino binary under those names (issue #11:
+# local submission, cli/cli_sendmail.c)
+SENDMAIL_LINKS := $(BIN)/sendmail $(BIN)/newaliases
+$(SENDMAIL_LINKS): $(BIN)/postino
+	ln -sf postino $@
+all: $(SENDMAIL_LINKS)
+
 $(BIN):
 	mkdir -p $@
 
@@ -220,6 +227,8 @@ install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(CONFDIR)
 	install -m 755 $(BIN)/postino $(DESTDIR)$(SBINDIR)/postino
 	ln -sf $(SBINDIR)/postino $(DESTDIR)$(PREFIX)/bin/mailq
+	ln -sf postino $(DESTDIR)$(SBINDIR)/sendmail
+	ln -sf postino $(DESTDIR)$(SBINDIR)/newaliases
 	for p in $(DAEMONS); do install -m 755 $(BIN)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p; done
 	@if [ ! -e $(DESTDIR)$(CONFDIR)/main.cf ]; then \
 	  sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|' conf/dist/main.cf > $(DESTDIR)$(CONFDIR)/main.cf; \

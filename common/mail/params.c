@@ -336,6 +336,10 @@ const struct param_def param_table[] = {
     S("recipient_delimiter", "",
       "characters that separate a local part's user from its extension (pipe's ${user} and "
       "${extension})"),
+    /* Local submission: sendmail over public/submit (issue #11) */
+    L("local_login_sender_maps", "",
+      "hash: tables: login name (or *) -> envelope senders that user may submit with (*, <>, "
+      "@domain, address); empty: any sender"),
     /* misc */
 };
 
