@@ -42,16 +42,6 @@ struct sm_opts {
     char mode;              /* m: send (default), s: SMTP, p: mailq, i: newaliases, q: flush */
 };
 
-void sm_err(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("sendmail: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
 static int usage(const char *why)
 {
     if (why)
@@ -256,8 +246,13 @@ static int send_message(const struct sm_opts *o, int argc, char **argv)
     char *path = submit_path();
     struct sm_msg m = { BUF_INIT, BUF_INIT, NULL, 0, 0 };
     struct sm_conn c = { -1, BUF_INIT, BUF_INIT };
-    struct sm_head_opts ho = { sender, o->fullname, conf_str("myorigin"), conf_str("myhostname"),
-                               o->extract, o->dot_ends, (size_t)conf_int("header_size_limit") };
+    struct sm_head_opts ho = { sender,
+                               o->fullname,
+                               conf_str("myorigin"),
+                               conf_str("myhostname"),
+                               o->extract,
+                               o->dot_ends,
+                               (size_t)conf_int("header_size_limit") };
     size_t n = 0;
     char **rcpts = NULL;
     int rc = addr_ok(sender) ? 0 : usage("bad sender address");
@@ -276,8 +271,7 @@ static int send_message(const struct sm_opts *o, int argc, char **argv)
     }
     if (rc == 0)
         rc = sm_conn_open(&c, path);
-    if (rc == 0 && (rc = smtp_open_txn(&c, sender)) == 0 &&
-        (rc = smtp_rcpts(&c, rcpts, n)) == 0)
+    if (rc == 0 && (rc = smtp_open_txn(&c, sender)) == 0 && (rc = smtp_rcpts(&c, rcpts, n)) == 0)
         rc = smtp_data(&c, &m, o);
     if (c.fd >= 0 && rc != SM_EX_IOERR) {
         buf_t t = BUF_INIT;

@@ -11,7 +11,7 @@
 #include "cli/cli_sendmail.h"
 
 #include <errno.h>
-#include <pwd.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +20,16 @@
 #include "common/util/alloc.h"
 
 #define SM_PIECE 8192
+
+void sm_err(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("sendmail: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
 
 /* One piece of a line into b (replacing it): 1 when it ends with LF, 0
  * when cut at max bytes or by EOF, -1 at EOF with nothing read or on a
@@ -72,8 +82,7 @@ static int is_header_start(const buf_t *line)
 
 static int is_continuation(const buf_t *line)
 {
-    return line->len > 0 && (line->data[0] == ' ' || line->data[0] == '\t') &&
-           text_len(line) > 0;
+    return line->len > 0 && (line->data[0] == ' ' || line->data[0] == '\t') && text_len(line) > 0;
 }
 
 static void field_start(struct field *f, const buf_t *line)
@@ -131,8 +140,7 @@ static void fields_free(struct fields *fs)
 
 /* Read fields until the empty line (dropped), a line that is no header
  * (kept in m->first: the body starts there), or the end. */
-static int read_fields(FILE *in, struct sm_msg *m, const struct sm_head_opts *o,
-                       struct fields *fs)
+static int read_fields(FILE *in, struct sm_msg *m, const struct sm_head_opts *o, struct fields *fs)
 {
     buf_t line = BUF_INIT;
     size_t total = 0;
@@ -211,8 +219,8 @@ static void add_msgid(buf_t *h, const struct sm_head_opts *o)
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(when, sizeof(when), "%Y%m%d%H%M%S", &tm);
-    buf_printf(h, "Message-ID: <%s.%ld.%ld@%s>\r\n", when, (long)getpid(),
-               (long)(clock() & 0xffff), o->hostname);
+    buf_printf(h, "Message-ID: <%s.%ld.%ld@%s>\r\n", when, (long)getpid(), (long)(clock() & 0xffff),
+               o->hostname);
 }
 
 static int is_rcpt_field(const char *name)

@@ -70,8 +70,7 @@ int sm_conn_flush(struct sm_conn *c)
     int rc = write_all(c->fd, c->out.data, c->out.len);
     buf_reset(&c->out);
     if (rc < 0)
-        sm_err("lost the connection to the mail system: %s",
-               errno ? strerror(errno) : "closed");
+        sm_err("lost the connection to the mail system: %s", errno ? strerror(errno) : "closed");
     return rc;
 }
 
@@ -103,8 +102,7 @@ static int fill(struct sm_conn *c)
         r = read(c->fd, tmp, sizeof(tmp));
     while (r < 0 && errno == EINTR);
     if (r <= 0) {
-        sm_err("lost the connection to the mail system: %s",
-               r == 0 ? "closed" : strerror(errno));
+        sm_err("lost the connection to the mail system: %s", r == 0 ? "closed" : strerror(errno));
         return -1;
     }
     buf_append(&c->in, tmp, (size_t)r);

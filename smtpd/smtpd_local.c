@@ -149,7 +149,8 @@ enum smtpd_outcome smtpd_local_sender(struct smtpd_session *s, buf_t *reply)
         buf_printf(reply, "451 4.3.0 <%s>: Sender address rejected: Server configuration error",
                    sender);
         out = SMTPD_REFUSED;
-    } else if (!sender_allowed(s->local_login, sender, rc == SMTPD_LOOKUP_FOUND ? buf_str(&pats) : "")) {
+    } else if (!sender_allowed(s->local_login, sender,
+                               rc == SMTPD_LOOKUP_FOUND ? buf_str(&pats) : "")) {
         buf_printf(reply, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", sender,
                    s->local_login ? s->local_login : "(unknown)");
         out = SMTPD_REFUSED;

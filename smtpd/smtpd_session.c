@@ -86,7 +86,7 @@ struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd)
         client_addr(s, fd);
     s->last_cmd = "CONNECT";
     qenv_init(&s->env);
-    if (conf_bool("smtpd_tls_wrappermode")) {
+    if (conf_bool("smtpd_tls_wrappermode") && !s->local) {
         if (smtpd_tls_wrap(s, fd) < 0) {
             free(s->addr);
             free(s->name);

@@ -19,8 +19,9 @@ import pytest
 
 import postino_harness as h
 from test_dkim import assert_verifies, keys  # noqa: F401 (a fixture)
+from test_submission import secrets  # noqa: F401 (a fixture)
 
-SUBMIT_ROW = "submit unix n - n - - smtpd"
+SUBMIT_ROW = "submit unix n - n - 2 smtpd"
 NOBODY = pwd.getpwnam("nobody")
 EX_USAGE, EX_DATAERR, EX_NOUSER, EX_UNAVAILABLE = 64, 65, 67, 69
 
@@ -202,6 +203,20 @@ def test_signed_as_authenticated_mail(postino_factory, keys, sink):  # noqa: F81
                                   data=data).returncode == 0, timeout=20,
                  what="a submission after the reload")
     assert b"DKIM-Signature" not in sink.wait_to("unsigned@alonea.test")[-1].content
+
+
+def test_no_tls_demanded_on_the_local_socket(postino_factory, sink, secrets):  # noqa: F811
+    """smtpd_tls_security_level=encrypt (a submission-only server) holds
+    for the network, not for the UNIX socket, which never leaves the host."""
+    p = local(postino_factory, smtpd_tls_security_level="encrypt", smtpd_sasl_auth_enable="yes",
+              smtpd_tls_auth_only="yes", **secrets)
+    wait_submit(p)
+    s = p.smtp()
+    assert s.mail("nobody@origin.test")[0] == 530
+    s.close()
+    r = sendmail(p, "tls@alonea.test", data=b"Subject: no tls\n\nx\n")
+    assert r.returncode == 0, r.stderr
+    sink.wait_to("tls@alonea.test")
 
 
 def test_local_login_sender_maps(postino_factory, sink):
