@@ -20,7 +20,7 @@
 
 #include <getopt.h>
 #include <pwd.h>
-#include <stdarg.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -218,7 +218,9 @@ static int smtp_data(struct sm_conn *c, struct sm_msg *m, const struct sm_opts *
     } else if (sm_conn_write(c, m->head.data, m->head.len) < 0) {
         rc = SM_EX_IOERR;
     } else if ((rc = sm_msg_body(stdin, m, o->dot_ends, sm_conn_write, c)) != 0) {
-        rc = rc < 0 ? SM_EX_IOERR : rc; /* the server sees no end mark: nothing kept */
+        /* No end mark: closing makes smtpd drop the partial message. */
+        c->broken = 1;
+        rc = rc < 0 ? SM_EX_IOERR : rc;
     } else if ((code = sm_conn_cmd(c, &t, ".")) != 250) {
         if (code > 0)
             sm_err("message refused: %s", buf_str(&t));
@@ -245,7 +247,7 @@ static int send_message(const struct sm_opts *o, int argc, char **argv)
     char *sender = envelope_sender(o);
     char *path = submit_path();
     struct sm_msg m = { BUF_INIT, BUF_INIT, NULL, 0, 0 };
-    struct sm_conn c = { -1, BUF_INIT, BUF_INIT };
+    struct sm_conn c = { -1, 0, BUF_INIT, BUF_INIT };
     struct sm_head_opts ho = { sender,
                                o->fullname,
                                conf_str("myorigin"),
@@ -273,7 +275,7 @@ static int send_message(const struct sm_opts *o, int argc, char **argv)
         rc = sm_conn_open(&c, path);
     if (rc == 0 && (rc = smtp_open_txn(&c, sender)) == 0 && (rc = smtp_rcpts(&c, rcpts, n)) == 0)
         rc = smtp_data(&c, &m, o);
-    if (c.fd >= 0 && rc != SM_EX_IOERR) {
+    if (c.fd >= 0 && !c.broken) {
         buf_t t = BUF_INIT;
         sm_conn_cmd(&c, &t, "QUIT");
         buf_destroy(&t);
@@ -291,7 +293,7 @@ static int send_message(const struct sm_opts *o, int argc, char **argv)
 static int smtp_stdio(void)
 {
     char *path = submit_path();
-    struct sm_conn c = { -1, BUF_INIT, BUF_INIT };
+    struct sm_conn c = { -1, 0, BUF_INIT, BUF_INIT };
     int rc = sm_conn_open(&c, path);
     if (rc == 0)
         rc = sm_conn_relay(&c);
@@ -314,6 +316,7 @@ static int admin(struct cli *c, char mode)
 int cli_sendmail_main(struct cli *c, int argc, char **argv, int newaliases)
 {
     struct sm_opts o = { NULL, NULL, NULL, 0, 1, 'm' };
+    signal(SIGPIPE, SIG_IGN); /* a server gone: EPIPE, then EX_IOERR */
     if (parse_opts(argc, argv, &o) < 0)
         return usage(NULL);
     if (newaliases)

@@ -67,8 +67,9 @@ void sm_msg_addrs(const char *value, const char *origin, char ***v, size_t *n);
 
 struct sm_conn {
     int fd;
-    buf_t in;  /* bytes read, not yet a whole reply */
-    buf_t out; /* bytes to send */
+    int broken; /* I/O failed or DATA was cut short: close, no QUIT */
+    buf_t in;   /* bytes read, not yet a whole reply */
+    buf_t out;  /* bytes to send */
 };
 
 /* Connect to the socket; 0, or an sm_exit after sm_err. */

@@ -28,6 +28,7 @@ int sm_conn_open(struct sm_conn *c, const char *path)
     struct timeval tv = { SM_TIMEOUT, 0 };
     buf_init(&c->in, 1024);
     buf_init(&c->out, SM_OUT_CHUNK);
+    c->broken = 0;
     c->fd = ipc_connect_unix(path);
     if (c->fd < 0) {
         sm_err("cannot connect to the mail system at %s: %s (is postino running, with the "
@@ -69,8 +70,10 @@ int sm_conn_flush(struct sm_conn *c)
         return 0;
     int rc = write_all(c->fd, c->out.data, c->out.len);
     buf_reset(&c->out);
-    if (rc < 0)
+    if (rc < 0) {
+        c->broken = 1;
         sm_err("lost the connection to the mail system: %s", errno ? strerror(errno) : "closed");
+    }
     return rc;
 }
 
@@ -102,6 +105,7 @@ static int fill(struct sm_conn *c)
         r = read(c->fd, tmp, sizeof(tmp));
     while (r < 0 && errno == EINTR);
     if (r <= 0) {
+        c->broken = 1;
         sm_err("lost the connection to the mail system: %s", r == 0 ? "closed" : strerror(errno));
         return -1;
     }
@@ -123,6 +127,7 @@ static int read_reply(struct sm_conn *c, buf_t *text)
         if (r < 0 || line.len < 3 || s[0] < '2' || s[0] > '5' || text->len > SM_REPLY_MAX ||
             (line.len > 3 && s[3] != ' ' && s[3] != '-')) {
             sm_err("malformed reply from the mail system: %.80s", s);
+            c->broken = 1;
             goto out;
         }
         if (text->len)

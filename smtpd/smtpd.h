@@ -147,7 +147,7 @@ struct smtpd_session {
     /* Local submission (smtpd_local.c): a UNIX-socket peer. */
     int local;           /* the session came in on a UNIX socket */
     long long local_uid; /* its user (SO_PEERCRED), -1: unknown */
-    char *local_login;   /* that user's login name, or NULL */
+    char *local_login;   /* that user's login name once looked up, or NULL */
     /* Per-client limits. */
     int anvil_counted; /* told anvil about this connection */
     int anvil_exempt;

@@ -45,9 +45,18 @@ int smtpd_local_peer(struct smtpd_session *s, int fd)
         return 1;
     }
     s->local_uid = (long long)uid;
-    struct passwd *pw = getpwuid(uid);
-    s->local_login = pw ? xstrdup(pw->pw_name) : NULL;
     return 1;
+}
+
+/* The login name, looked up when first needed: only local_login_sender_maps
+ * needs it, and the passwd lookup is the one blocking step here. */
+static const char *login_of(struct smtpd_session *s)
+{
+    if (!s->local_login) {
+        struct passwd *pw = getpwuid((uid_t)s->local_uid);
+        s->local_login = pw ? xstrdup(pw->pw_name) : NULL;
+    }
+    return s->local_login;
 }
 
 void smtpd_local_release(struct smtpd_session *s)
@@ -143,16 +152,16 @@ enum smtpd_outcome smtpd_local_sender(struct smtpd_session *s, buf_t *reply)
     if (*conf_str("local_login_sender_maps") == 0)
         return SMTPD_PASS;
     buf_t pats = BUF_INIT;
-    enum smtpd_lookup rc = sender_patterns(s->local_login, &pats);
+    const char *login = login_of(s);
+    enum smtpd_lookup rc = sender_patterns(login, &pats);
     enum smtpd_outcome out = SMTPD_PASS;
     if (rc == SMTPD_LOOKUP_ERROR) {
         buf_printf(reply, "451 4.3.0 <%s>: Sender address rejected: Server configuration error",
                    sender);
         out = SMTPD_REFUSED;
-    } else if (!sender_allowed(s->local_login, sender,
-                               rc == SMTPD_LOOKUP_FOUND ? buf_str(&pats) : "")) {
+    } else if (!sender_allowed(login, sender, rc == SMTPD_LOOKUP_FOUND ? buf_str(&pats) : "")) {
         buf_printf(reply, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", sender,
-                   s->local_login ? s->local_login : "(unknown)");
+                   login ? login : "(unknown)");
         out = SMTPD_REFUSED;
     }
     buf_destroy(&pats);

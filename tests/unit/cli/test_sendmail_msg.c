@@ -128,10 +128,8 @@ static void test_header_limit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_address_lists),
-        cmocka_unit_test(test_extract_and_bcc),
-        cmocka_unit_test(test_dots),
-        cmocka_unit_test(test_no_header_mbox_line_long_lines),
+        cmocka_unit_test(test_address_lists), cmocka_unit_test(test_extract_and_bcc),
+        cmocka_unit_test(test_dots),          cmocka_unit_test(test_no_header_mbox_line_long_lines),
         cmocka_unit_test(test_header_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
