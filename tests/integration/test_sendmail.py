@@ -11,6 +11,7 @@ import email
 import email.policy
 import os
 import pwd
+import re
 import smtplib
 import socket
 import subprocess
@@ -78,6 +79,21 @@ def test_cron_t_as_a_user(postino_factory, sink):
     assert "from userid %d" % NOBODY.pw_uid in m["Received"], m["Received"]
     p.wait_log(r"smtpd\[\d+\]: [0-9A-F]+: client=localhost\[127\.0\.0\.1\], uid=%d "
                r"from=<nobody@origin\.test>" % NOBODY.pw_uid)
+
+
+def test_pflogsumm_counts_local_submissions(postino_factory, sink):
+    """The client= part of the uid line is what pflogsumm counts."""
+    p = local(postino_factory)
+    wait_submit(p)
+    for i in range(3):
+        r = sendmail(p, "count%d@alonea.test" % i, data=b"Subject: count\n\nx\n")
+        assert r.returncode == 0, r.stderr
+    p.wait_log(r": removed", count=3)
+    r = subprocess.run(["/usr/sbin/pflogsumm", "--syslog-name=postino", p.maillog],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^\s*3\s+received\b", r.stdout, re.M), r.stdout
+    assert re.search(r"^\s*3\s+delivered\b", r.stdout, re.M), r.stdout
 
 
 def test_php_t_i_keeps_a_lone_dot(postino_factory, sink):
