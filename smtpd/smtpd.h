@@ -381,7 +381,7 @@ const struct smtp_xverp *smtpd_verp_xverp(const struct smtpd_session *s);
 int smtpd_verp_mail(struct smtpd_session *s, const char *xverp);
 
 /* smtpd_local.c: local submission (sendmail over public/submit). */
-/* A UNIX-socket peer: the session becomes local (localhost[127.0.0.1],
+/* A client of a unix service (master.cf): the session becomes local (localhost[127.0.0.1],
  * its user from SO_PEERCRED); returns 1, or 0 for a network client. */
 int smtpd_local_peer(struct smtpd_session *s, int fd);
 void smtpd_local_release(struct smtpd_session *s);
