@@ -123,6 +123,13 @@ $(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CU
 .PHONY: man deb
 all: $(PROG_BINS)
 
+# sendmail and newaliases are the postino binary under those names (issue #11:
+# local submission, cli/cli_sendmail.c)
+SENDMAIL_LINKS := $(BIN)/sendmail $(BIN)/newaliases
+$(SENDMAIL_LINKS): $(BIN)/postino
+	ln -sf postino $@
+all: $(SENDMAIL_LINKS)
+
 $(BIN):
 	mkdir -p $@
 
@@ -215,7 +222,7 @@ $(BUILD)/bench/suppress_bench: $(BUILD)/bench/suppress_bench.o $(COMMON_LIBS)
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: FHS paths (see README,
 # "Installing"). The CLI into sbin, the daemons into lib/postino (with the
-# mailq and, once built, sendmail entry points), man pages, the systemd unit
+# mailq, sendmail and newaliases entry points: links to the CLI), man pages, the systemd unit
 # and the logrotate file; /etc/postino's files only when they do not exist
 # yet (never overwritten), daemon_directory pointing at the installed
 # daemons; the spool directory (master fixes what is inside at start). For
@@ -233,7 +240,7 @@ UNITDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/syste
 LOGROTATEDIR ?= /etc/logrotate.d
 MTA_LINKS ?= yes
 MAN_PAGES := conf/man/postino.1 conf/man/master.cf.5 $(BUILD)/man/main.cf.5
-# sendmail(1) goes with the sendmail command (issue #11's other part)
+# sendmail(1): the sendmail entry point (cli/cli_sendmail.c)
 SENDMAIL_MAN := conf/man/sendmail.1
 CONF_SED := sed -e 's|@DAEMONDIR@|$(DAEMONDIR)|g' -e 's|@SPOOLDIR@|$(SPOOLDIR)|g' \
                 -e 's|@CONFDIR@|$(CONFDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g'
@@ -252,19 +259,17 @@ install: all man
 	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LOGROTATEDIR)
 	install -m 755 $(BIN)/postino $(DESTDIR)$(SBINDIR)/postino
 	for p in $(DAEMONS); do install -m 755 $(BIN)/$$p $(DESTDIR)$(DAEMONDIR)/$$p; done
-	ln -sf $(SBINDIR)/postino $(DESTDIR)$(DAEMONDIR)/mailq
+	for e in mailq sendmail newaliases; do ln -sf $(SBINDIR)/postino $(DESTDIR)$(DAEMONDIR)/$$e; done
 	install -m 644 conf/man/postino.1 $(DESTDIR)$(MANDIR)/man1/postino.1
 	install -m 644 conf/man/master.cf.5 $(DESTDIR)$(MANDIR)/man5/master.cf.5
 	install -m 644 $(BUILD)/man/main.cf.5 $(DESTDIR)$(MANDIR)/man5/main.cf.5
-	if [ -x $(BIN)/sendmail ]; then \
-	  install -m 755 $(BIN)/sendmail $(DESTDIR)$(DAEMONDIR)/sendmail; \
-	  install -m 644 $(SENDMAIL_MAN) $(DESTDIR)$(MANDIR)/man1/sendmail.postino.1; fi
+	install -m 644 $(SENDMAIL_MAN) $(DESTDIR)$(MANDIR)/man1/sendmail.postino.1
 	if [ "$(MTA_LINKS)" = yes ]; then \
 	  install -d $(DESTDIR)$(BINDIR); \
 	  ln -sf $(DAEMONDIR)/mailq $(DESTDIR)$(BINDIR)/mailq; \
-	  if [ -x $(BIN)/sendmail ]; then \
-	    ln -sf $(DAEMONDIR)/sendmail $(DESTDIR)$(SBINDIR)/sendmail; \
-	    ln -sf sendmail.postino.1 $(DESTDIR)$(MANDIR)/man1/sendmail.1; fi; fi
+	  ln -sf $(DAEMONDIR)/sendmail $(DESTDIR)$(SBINDIR)/sendmail; \
+	  ln -sf $(DAEMONDIR)/newaliases $(DESTDIR)$(BINDIR)/newaliases; \
+	  ln -sf sendmail.postino.1 $(DESTDIR)$(MANDIR)/man1/sendmail.1; fi
 	$(CONF_SED) conf/dist/postino.service > $(DESTDIR)$(UNITDIR)/postino.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/postino.service
 	install -m 644 conf/dist/postino.logrotate $(DESTDIR)$(LOGROTATEDIR)/postino

@@ -29,6 +29,14 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Usage error: message plus the command's usage line; returns CLI_USAGE. */
 int cli_usage(const char *cmd);
 
+/* Find and load the configuration (dir: -c, or NULL for the default:
+ * POSTINO_CONFIG_DIR, <exe>/../conf, /etc/postino) and set exe_dir and
+ * config_dir. 0, or -1 after saying why. */
+int cli_setup(struct cli *c, const char *dir);
+/* cli_sendmail.c: the program run as "sendmail" (or "newaliases": the
+ * same options, the mode -bi); a sysexits.h status. */
+int cli_sendmail_main(struct cli *c, int argc, char **argv, int newaliases);
+
 /* Is master running? 1 yes (*pid set), 0 no. */
 int cli_master_running(pid_t *pid);
 

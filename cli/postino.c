@@ -1,6 +1,7 @@
 /* postino.c - the postino command: find the configuration, load it and
  * dispatch to a command handler through the table below. Invoked as
- * "mailq" it lists the queue, like Postfix's mailq. */
+ * "mailq" it lists the queue, like Postfix's mailq; as "sendmail" it is
+ * the sendmail command (cli_sendmail.c), as "newaliases" that command. */
 #include "cli/cli.h"
 
 #include <errno.h>
@@ -145,6 +146,15 @@ static int load_config(struct cli *c, const char *dir)
     return 0;
 }
 
+int cli_setup(struct cli *c, const char *dir)
+{
+    c->exe_dir = exe_dir();
+    char *def = dir ? NULL : default_config_dir(c->exe_dir);
+    int rc = load_config(c, dir ? dir : def);
+    free(def);
+    return rc;
+}
+
 static int dispatch(struct cli *c, int argc, char **argv)
 {
     if (strcmp(argv[0], "help") == 0) {
@@ -162,12 +172,20 @@ int main(int argc, char **argv)
 {
     struct cli c = { NULL, NULL, 0 };
     const char *dir = NULL;
+    int rc;
     const char *base = strrchr(argv[0], '/');
-    int mailq = strcmp(base ? base + 1 : argv[0], "mailq") == 0;
+    const char *prog = base ? base + 1 : argv[0];
+    int mailq = strcmp(prog, "mailq") == 0;
     int ch;
 
     log_init("postino");
     log_open("/dev/stderr");
+    if (strcmp(prog, "sendmail") == 0 || strcmp(prog, "newaliases") == 0) {
+        rc = cli_sendmail_main(&c, argc, argv, prog[0] == 'n');
+        free((char *)c.exe_dir);
+        free((char *)c.config_dir);
+        return rc;
+    }
     while ((ch = getopt(argc, argv, "+c:v")) != -1) {
         if (ch == 'c')
             dir = optarg;
@@ -187,10 +205,7 @@ int main(int argc, char **argv)
     }
     if (!mailq && strcmp(argv[0], "help") == 0)
         return dispatch(&c, argc, argv);
-    c.exe_dir = exe_dir();
-    char *def = dir ? NULL : default_config_dir(c.exe_dir);
-    int rc = load_config(&c, dir ? dir : def) < 0 ? CLI_ERR : -1;
-    free(def);
+    rc = cli_setup(&c, dir) < 0 ? CLI_ERR : -1;
     if (rc == -1 && mailq) {
         /* argv[-1] is free to reuse: it held the last option or argv[0]. */
         argv[-1] = "list";

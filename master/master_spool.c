@@ -22,13 +22,16 @@
 #include "common/util/log.h"
 
 /* Which directories, their mode, and whether mail_owner owns them
- * (suppress: the suppression list, common/mail/suppress.h). */
+ * (suppress: the suppression list, common/mail/suppress.h). Every user
+ * may reach a socket in public/ (not list it): public/submit takes local
+ * submissions and public/control checks each request's peer, both by
+ * SO_PEERCRED; the queue itself stays the mail owner's alone. */
 static const struct spool_dir {
     const char *name;
     mode_t mode;
     int owned; /* 1: mail_owner owns it (when root) */
 } spool_dirs[] = {
-    { "queue", 0700, 1 }, { "private", 0700, 1 }, { "public", 0710, 1 },
+    { "queue", 0700, 1 }, { "private", 0700, 1 }, { "public", 0711, 1 },
     { "index", 0700, 1 }, { "pid", 0755, 0 },     { "suppress", 0700, 1 },
 };
 

@@ -19,6 +19,7 @@
  *   smtpd_limit.c    per-client limits through anvil
  *   smtpd_notify.c   "request=new" notifications to qmgr
  *   smtpd_verp.c     VERP at MAIL FROM: XVERP, sender_verp_maps
+ *   smtpd_local.c    local submission on a UNIX socket (sendmail)
  *
  * Asynchronous steps (DNS lookups of restrictions, SASL steps, the AUTH
  * failure delay, anvil answers) set `waiting`: the session then reads no
@@ -143,6 +144,10 @@ struct smtpd_session {
     char *sasl_method, *sasl_username;
     struct event *auth_delay_ev;
     buf_t auth_reply; /* failure reply held for smtpd_sasl_failure_delay */
+    /* Local submission (smtpd_local.c): a UNIX-socket peer. */
+    int local;           /* the session came in on a UNIX socket */
+    long long local_uid; /* its user (SO_PEERCRED), -1: unknown */
+    char *local_login;   /* that user's login name once looked up, or NULL */
     /* Per-client limits. */
     int anvil_counted; /* told anvil about this connection */
     int anvil_exempt;
@@ -374,5 +379,18 @@ const struct smtp_xverp *smtpd_verp_xverp(const struct smtpd_session *s);
  * XVERP delimiters given, or ""/NULL; else sender_verp_maps). 0, or -1
  * when refused (replied: a table or its value is broken). */
 int smtpd_verp_mail(struct smtpd_session *s, const char *xverp);
+
+/* smtpd_local.c: local submission (sendmail over public/submit). */
+/* A client of a unix service (master.cf): the session becomes local (localhost[127.0.0.1],
+ * its user from SO_PEERCRED); returns 1, or 0 for a network client. */
+int smtpd_local_peer(struct smtpd_session *s, int fd);
+void smtpd_local_release(struct smtpd_session *s);
+/* Postfix's "Received: by HOST (NAME, from userid UID)" header. */
+void smtpd_local_received(const struct smtpd_session *s, const char *date, buf_t *b);
+/* "QUEUEID: client=localhost[127.0.0.1], uid=UID from=<SENDER>". */
+void smtpd_local_log(const struct smtpd_session *s);
+/* MAIL FROM of a local session: may this user use this sender
+ * (local_login_sender_maps)? SMTPD_REFUSED with the reply, else PASS. */
+enum smtpd_outcome smtpd_local_sender(struct smtpd_session *s, buf_t *reply);
 
 #endif

@@ -164,7 +164,11 @@ static void cmd_ehlo(struct smtpd_session *s, char *arg)
 static int mail_checks(struct smtpd_session *s, const char *arg)
 {
     buf_t reply = BUF_INIT;
-    enum smtpd_outcome rc = smtpd_restrict_mail(s, &reply);
+    enum smtpd_outcome rc = smtpd_local_sender(s, &reply);
+    if (rc == SMTPD_REFUSED)
+        smtpd_log_reject(s, "MAIL", buf_str(&reply), NULL);
+    else
+        rc = smtpd_restrict_mail(s, &reply);
     if (rc == SMTPD_REFUSED)
         smtpd_reply(s, "%s", buf_str(&reply));
     buf_destroy(&reply);

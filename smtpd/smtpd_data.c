@@ -113,6 +113,10 @@ static void received_header(struct smtpd_session *s, buf_t *b)
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm);
+    if (s->local) {
+        smtpd_local_received(s, date, b);
+        return;
+    }
     buf_printf(b, "Received: from %s (%s [%s%s])\r\n", s->helo ? s->helo : s->name, s->name,
                s->addr_v6 ? "IPv6:" : "", s->addr);
     if (s->tls_received && conf_bool("smtpd_tls_received_header"))
@@ -145,7 +149,9 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
         buf_destroy(&err);
         return -1;
     }
-    if (s->sasl_username)
+    if (s->local)
+        smtpd_local_log(s);
+    else if (s->sasl_username)
         log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", s->env.id, smtpd_client(s),
                  s->sasl_method, s->sasl_username);
     else

@@ -4,7 +4,8 @@
  * Keys are loaded once, before privileges are dropped (they may be
  * readable by root only), into a hash table (common/glue/dkim_key.c); a
  * bad key file stops smtpd at start with the file and table line. Mail is
- * signed when the client authenticated (dkim_sign_authenticated) or is in
+ * signed when the client authenticated or is a local user submitting with
+ * sendmail (dkim_sign_authenticated) or is in
  * mynetworks (dkim_sign_mynetworks), never other mail. The body is hashed
  * as it is stored; at the end of data the signing domain and its keys are
  * chosen on the loop, the private-key operations (0.3 ms of CPU for
@@ -94,7 +95,7 @@ struct dkim_msg *smtpd_dkim_begin(const struct smtpd_session *s)
 {
     if (dkim_keyring_count(dk.keys) == 0)
         return NULL;
-    int sign = (s->sasl_username && conf_bool("dkim_sign_authenticated")) ||
+    int sign = ((s->sasl_username || s->local) && conf_bool("dkim_sign_authenticated")) ||
                (conf_bool("dkim_sign_mynetworks") && smtpd_check_mynetworks(s->addr));
     return sign ? dkim_msg_new(&dk.cf) : NULL;
 }

@@ -72,7 +72,9 @@ static void on_connect(const struct anvil_counts *c, void *arg)
 
 void smtpd_limit_connect(struct smtpd_session *s)
 {
-    s->anvil_exempt = smtpd_anvil_exempt(s->addr);
+    /* Local users all come from "127.0.0.1": per-client limits are
+     * about network clients. */
+    s->anvil_exempt = s->local || smtpd_anvil_exempt(s->addr);
     if (s->anvil_exempt || !s->d->anvil ||
         (conf_int("smtpd_client_connection_count_limit") == 0 &&
          conf_int("smtpd_client_connection_rate_limit") == 0)) {

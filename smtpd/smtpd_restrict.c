@@ -130,6 +130,10 @@ static enum smtpd_outcome eval_range(struct smtpd_session *s, int first, int las
 {
     struct smtpd_rctx c = { s, NULL, OBJ_CLIENT, rcpt, source_routed, reply };
     for (int i = first; i <= last; i++) {
+        /* A local submission (smtpd_local.c) is no network client and may
+         * relay: only the envelope lists judge it. */
+        if (s->local && i != L_SENDER && i != L_RCPT)
+            continue;
         enum smtpd_verdict v = list_eval(&lists[i], &c);
         if (v == V_PENDING)
             return SMTPD_LATER;

@@ -81,10 +81,12 @@ struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd)
     s->d = d;
     s->name = xstrdup("unknown");
     s->redo_idx = -1;
-    client_addr(s, fd);
+    s->local_uid = -1;
+    if (!smtpd_local_peer(s, fd))
+        client_addr(s, fd);
     s->last_cmd = "CONNECT";
     qenv_init(&s->env);
-    if (conf_bool("smtpd_tls_wrappermode")) {
+    if (conf_bool("smtpd_tls_wrappermode") && !s->local) {
         if (smtpd_tls_wrap(s, fd) < 0) {
             free(s->addr);
             free(s->name);
@@ -173,6 +175,7 @@ void smtpd_session_free(struct smtpd_session *s)
     qenv_destroy(&s->env);
     free(s->redo_arg);
     free(s->deny_text);
+    smtpd_local_release(s);
     free(s->helo);
     free(s->addr);
     free(s->name);

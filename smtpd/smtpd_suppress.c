@@ -1,6 +1,6 @@
 /* smtpd_suppress.c - smtpd_reject_suppressed: refuse RCPT to an address on
  * the suppression list (common/mail/suppress.h) when the client is
- * SASL-authenticated - our own sender, who gets the answer at once
+ * SASL-authenticated or a local user (sendmail) - our own sender, who gets the answer at once
  * instead of a message that qmgr would drop. Mail from others is never
  * refused here (qmgr drops it at queue time, with a log line).
  *
@@ -84,7 +84,7 @@ enum smtpd_outcome smtpd_suppress_rcpt(struct smtpd_session *s, const char *rcpt
     enum suppress_result r;
     enum store_state st;
 
-    if (s->sasl_username == NULL || !conf_bool("smtpd_reject_suppressed"))
+    if ((s->sasl_username == NULL && !s->local) || !conf_bool("smtpd_reject_suppressed"))
         return SMTPD_PASS;
     if ((st = store_open(s->d)) == ST_MISSING)
         return SMTPD_PASS;

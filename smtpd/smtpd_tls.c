@@ -102,14 +102,15 @@ void smtpd_tls_pre_drop(struct smtpd *d)
     buf_destroy(&err);
 }
 
+/* A local submission's UNIX socket never leaves the machine: no TLS. */
 int smtpd_tls_offer(const struct smtpd_session *s)
 {
-    return s->d->tls_ctx && !s->ssl;
+    return s->d->tls_ctx && !s->ssl && !s->local;
 }
 
 int smtpd_tls_required(const struct smtpd_session *s)
 {
-    return s->d->tls_level == SMTPD_TLS_ENCRYPT && !s->tls;
+    return s->d->tls_level == SMTPD_TLS_ENCRYPT && !s->tls && !s->local;
 }
 
 /* Handshake done: remember what the Received: header and logs say. */

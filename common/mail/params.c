@@ -291,7 +291,8 @@ const struct param_def param_table[] = {
       "header fields listed once more than they occur (none may be added)"),
     S("dkim_canonicalization", "relaxed/relaxed", "DKIM c=: header/body, relaxed or simple"),
     T("dkim_signature_ttl", "0s", 0, 365 * DAY, 's', "signature lifetime (x= tag); 0: no expiry"),
-    B("dkim_sign_authenticated", "yes", "sign mail from SASL-authenticated clients"),
+    B("dkim_sign_authenticated", "yes",
+      "sign mail from SASL-authenticated clients and local submissions (sendmail)"),
     B("dkim_sign_mynetworks", "yes", "sign mail from clients in mynetworks"),
     /* Suppression list (issue #8) */
     S("suppression_scope", "global",
@@ -336,6 +337,10 @@ const struct param_def param_table[] = {
     S("recipient_delimiter", "",
       "characters that separate a local part's user from its extension (pipe's ${user} and "
       "${extension})"),
+    /* Local submission: sendmail over public/submit (issue #11) */
+    L("local_login_sender_maps", "",
+      "hash: tables: login name (or *) -> envelope senders that user may submit with (*, <>, "
+      "@domain, address); empty: any sender"),
     /* misc */
 };
 
