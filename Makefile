@@ -73,6 +73,9 @@ error_LIBS := $(EV_LIBS) -ldb
 discard_LIBS := $(EV_LIBS) -ldb
 local_LIBS := $(EV_LIBS) -ldb
 pipe_LIBS := $(EV_LIBS) -ldb
+# the metrics service (issue #11): Prometheus endpoint on evhttp (in -levent)
+PROGS += metrics
+metrics_LIBS := $(EV_LIBS) -lm
 define prog_rule
 $(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
@@ -141,6 +144,8 @@ DEB_PKGS += opendkim
 DEB_PKGS += dovecot-core dovecot-lmtpd dovecot-imapd
 # shaping_shared_state (issue #9): qmgr's Redis client, the server its tests start
 DEB_PKGS += libhiredis-dev redis-server
+# test_metrics.py: the Prometheus text parser, and a real Prometheus that scrapes
+DEB_PKGS += python3-prometheus-client prometheus
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
