@@ -22,15 +22,15 @@ struct metrics_series {
     struct metrics_series *next; /* the metric's series, oldest first */
     int id;                      /* enum metric_id */
     char *labels[METRIC_LABELS_MAX];
-    double value; /* counter; histogram: the sum */
-    unsigned long long count;            /* histogram: observations */
+    double value;                                  /* counter; histogram: the sum */
+    unsigned long long count;                      /* histogram: observations */
     unsigned long long bucket[METRIC_BUCKETS_MAX]; /* histogram: per bucket, not cumulative */
 };
 
 enum metrics_add_result {
     METRICS_ADDED,
-    METRICS_FULL,     /* a new series beyond METRICS_SERIES_MAX: dropped */
-    METRICS_REFUSED,  /* not a daemon metric, wrong labels, bad value */
+    METRICS_FULL,    /* a new series beyond METRICS_SERIES_MAX: dropped */
+    METRICS_REFUSED, /* not a daemon metric, wrong labels, bad value */
 };
 /* Apply one request=add record (metric= value= label=...). */
 enum metrics_add_result metrics_store_add(const attr_t *rec, const char **why);

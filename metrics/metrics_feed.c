@@ -49,7 +49,9 @@ void metrics_feed_accept(struct event_base *base, int fd)
     char name[48];
 
     snprintf(name, sizeof(name), "metrics client %lu", next_feed++);
-    struct conn_cfg cfg = { .peer = name, .proto = PROTO_VERSION, .serving = 1, .output_max = 4096 };
+    struct conn_cfg cfg = {
+        .peer = name, .proto = PROTO_VERSION, .serving = 1, .output_max = 4096
+    };
     LIST_INSERT_HEAD(&feeds, f, link);
     f->conn = conn_new(base, fd, &cfg, &ops, f);
 }

@@ -45,8 +45,15 @@ void metrics_format_value(buf_t *out, double v)
         buf_puts(out, "NaN");
     else if (v == (double)(long long)v && fabs(v) < 1e15)
         buf_printf(out, "%lld", (long long)v);
-    else
-        buf_printf(out, "%.17g", v);
+    else {
+        /* the shortest of 15 and 17 digits that reads back as v (0.1, not
+         * 0.10000000000000001) */
+        char b[40];
+        snprintf(b, sizeof(b), "%.15g", v);
+        if (strtod(b, NULL) != v)
+            snprintf(b, sizeof(b), "%.17g", v);
+        buf_puts(out, b);
+    }
 }
 
 /* name{l1="v1",l2="v2"[,le="B"]} value */

@@ -30,8 +30,7 @@ static void series_key(int id, const char *const *labels, size_t n, buf_t *key)
     }
 }
 
-static int series_match(const struct metrics_series *s, int id, const char *const *labels,
-                        size_t n)
+static int series_match(const struct metrics_series *s, int id, const char *const *labels, size_t n)
 {
     if (s->id != id)
         return 0;
@@ -41,8 +40,7 @@ static int series_match(const struct metrics_series *s, int id, const char *cons
     return 1;
 }
 
-static struct metrics_series *series_find(int id, const char *const *labels, size_t n,
-                                          unsigned h)
+static struct metrics_series *series_find(int id, const char *const *labels, size_t n, unsigned h)
 {
     for (struct hlink *l = htable_first(&table, h); l; l = htable_next(l, h)) {
         struct metrics_series *s = HTABLE_ENTRY(l, struct metrics_series, hlink);
@@ -52,8 +50,7 @@ static struct metrics_series *series_find(int id, const char *const *labels, siz
     return NULL;
 }
 
-static struct metrics_series *series_new(int id, const char *const *labels, size_t n,
-                                         unsigned h)
+static struct metrics_series *series_new(int id, const char *const *labels, size_t n, unsigned h)
 {
     struct metrics_series *s;
 

@@ -23,46 +23,52 @@
 #define D METRIC_FROM_DAEMONS
 #define Q METRIC_FROM_QMGR
 
+/* one metric a row: */
+/* clang-format off */
 const struct metric_def metric_table[METRIC_COUNT] = {
     [METRIC_RECEIVED] = { "postino_messages_received_total", C, D, 0, { NULL },
-                          "Messages accepted by smtpd (250 at end of data)" },
+        "Messages accepted by smtpd (250 at end of data)" },
     [METRIC_DELIVERED] = { "postino_messages_delivered_total", C, D, 1, { "site" },
-                           "Recipients delivered, by site" },
+        "Recipients delivered, by site" },
     [METRIC_DEFERRED] = { "postino_messages_deferred_total", C, D, 2, { "site", "category" },
-                          "Recipient delivery attempts deferred, by site and bounce category" },
+        "Recipient delivery attempts deferred, by site and bounce category" },
     [METRIC_BOUNCED] = { "postino_messages_bounced_total", C, D, 2, { "site", "category" },
-                         "Recipients bounced by the receiver, by site and bounce category" },
+        "Recipients bounced, by site and bounce category" },
     [METRIC_CONN_IN] = { "postino_connections_in_total", C, D, 0, { NULL },
-                         "SMTP connections accepted by smtpd" },
+        "SMTP connections accepted by smtpd" },
     [METRIC_CONN_OUT] = { "postino_connections_out_total", C, D, 0, { NULL },
-                          "SMTP/LMTP sessions opened by the delivery agent" },
+        "SMTP/LMTP sessions opened by the delivery agent" },
     [METRIC_TLS_IN] = { "postino_tls_in_total", C, D, 1, { "protocol" },
-                        "TLS handshakes completed by smtpd, by TLS version" },
+        "TLS handshakes completed by smtpd, by TLS version" },
     [METRIC_TLS_OUT] = { "postino_tls_out_total", C, D, 1, { "protocol" },
-                         "TLS handshakes completed by the delivery agent, by TLS version" },
+        "TLS handshakes completed by the delivery agent, by TLS version" },
     [METRIC_AUTH_FAIL] = { "postino_auth_failures_total", C, D, 0, { NULL },
-                           "Failed SMTP AUTH attempts" },
+        "Failed SMTP AUTH attempts" },
     [METRIC_LATENCY] = { "postino_delivery_latency_seconds", H, D, 0, { NULL },
-                         "Time from arrival to delivery of a delivered recipient" },
+        "Time from arrival to delivery of a delivered recipient" },
     [METRIC_QUEUE] = { "postino_queue_messages", G, Q, 1, { "state" },
-                       "Messages in the queue, by state (incoming, active, deferred, hold)" },
+        "Messages in the queue, by state (incoming, active, deferred, hold)" },
     [METRIC_QUEUE_SITE] = { "postino_site_queued", G, Q, 1, { "site" },
-                            "Delivery jobs waiting in qmgr, by site" },
+        "Delivery jobs waiting in qmgr, by site" },
     [METRIC_OLDEST] = { "postino_queue_oldest_message_age_seconds", G, Q, 0, { NULL },
-                        "Age of the oldest message in the queue (0: empty)" },
+        "Age of the oldest message in the queue (0: empty)" },
     [METRIC_ACTIVE] = { "postino_active_deliveries", G, Q, 0, { NULL },
-                        "Delivery jobs in flight at delivery agents" },
+        "Delivery jobs in flight at delivery agents" },
     [METRIC_SITE_CONNS] = { "postino_site_connections", G, Q, 1, { "site" },
-                            "Connections in use, by site" },
+        "Connections in use, by site" },
     [METRIC_SITES] = { "postino_sites", G, Q, 1, { "state" },
-                       "Sites known to qmgr, by state (normal, throttled, suspended)" },
+        "Sites known to qmgr, by state (normal, throttled, suspended)" },
     [METRIC_QMGR_UP] = { "postino_qmgr_up", G, METRIC_FROM_SELF, 0, { NULL },
-                         "1 when qmgr answered this scrape's gauge request, else 0" },
+        "1 when qmgr answered this scrape's gauge request, else 0" },
 };
 
-const double metric_latency_buckets[] = { 0.1, 0.5, 1,   5,    10,    30,   60,
-                                          300, 900, 3600, 14400, 86400, 259200 };
+const double metric_latency_buckets[] = { 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400,
+                                          86400, 259200 };
+/* clang-format on */
+
 const size_t metric_latency_nbuckets = sizeof(metric_latency_buckets) / sizeof(double);
+_Static_assert(sizeof(metric_latency_buckets) / sizeof(double) <= METRIC_BUCKETS_MAX,
+               "more latency buckets than a series holds");
 
 int metric_find(const char *name)
 {

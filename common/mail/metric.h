@@ -26,11 +26,11 @@
 
 #include <stddef.h>
 
-#define METRIC_LABELS_MAX   2
-#define METRIC_LABEL_LEN    255 /* longer label values are cut */
-#define METRIC_OUTPUT_MAX   (256 * 1024)
-#define METRIC_RETRY_SECS   10
-#define METRIC_BUCKETS_MAX  16
+#define METRIC_LABELS_MAX  2
+#define METRIC_LABEL_LEN   255 /* longer label values are cut */
+#define METRIC_OUTPUT_MAX  (256 * 1024)
+#define METRIC_RETRY_SECS  10
+#define METRIC_BUCKETS_MAX 16
 
 enum metric_type { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
 
