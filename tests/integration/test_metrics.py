@@ -301,3 +301,72 @@ def test_prometheus_scrapes_the_scenario(metered, sink, mport, prometheus):
     # a quantile from the histogram is a number (Prometheus parsed the buckets)
     q = prometheus.value('histogram_quantile(0.5, postino_delivery_latency_seconds_bucket)')
     assert q is not None and q >= 0
+
+
+# ---------------------------------------------------------------- TLS, AUTH, reload
+
+from test_delivery_tls import TLS_IP, certs, receivers  # noqa: E402,F401 (fixtures)
+from test_submission import AUTH, secrets, swaks  # noqa: E402,F401 (fixtures)
+
+
+@pytest.mark.dns([("mx", "tlsdest.test", "mx.example.test", 10), ("a", "mx.example.test", TLS_IP)])
+def test_tls_auth_and_connections(postino_factory, secrets, receivers, mport):
+    """STARTTLS in with a failed and a good AUTH, STARTTLS out to a TLS
+    receiver: the TLS, AUTH-failure and connection counters see them."""
+    tsink, _, port = receivers
+    sub = h.free_port()
+    rows = metrics_row() + [
+        "127.0.0.1:%d inet n - n - - smtpd -o smtpd_tls_security_level=encrypt "
+        "-o smtpd_sasl_auth_enable=yes "
+        "-o smtpd_relay_restrictions=permit_sasl_authenticated,reject" % sub]
+    main = dict(secrets, mynetworks="10.0.0.0/8", smtpd_sasl_failure_delay="0",
+                smtp_port=str(port), metrics_listen="127.0.0.1:%d" % mport)
+    p = postino_factory(main=main, master_extra=rows)
+    h.wait_until(lambda: "postino_qmgr_up 1" in _try_scrape(mport), timeout=30,
+                 what="the metrics endpoint")
+    bad = swaks(sub, "--tls", "--auth", "PLAIN", "--auth-user", "user",
+                "--auth-password", "wrong", to="a@tlsdest.test")
+    assert bad.returncode != 0
+    good = swaks(sub, "--tls", *AUTH, to="a@tlsdest.test")
+    assert good.returncode == 0, good.stdout + good.stderr
+    tsink.wait_to("a@tlsdest.test")
+    assert tsink.tls_for("a@tlsdest.test") == [True]
+
+    def counted():
+        smp = samples(scrape(mport))
+        tls_in = sum(v for (n, lbl), v in smp.items() if n == "postino_tls_in_total")
+        tls_out = sum(v for (n, lbl), v in smp.items() if n == "postino_tls_out_total")
+        return (tls_in >= 2 and tls_out >= 1 and
+                value(smp, "postino_auth_failures_total") == 1 and
+                value(smp, "postino_connections_in_total") >= 2 and
+                value(smp, "postino_connections_out_total") >= 1 and
+                value(smp, "postino_messages_delivered_total", site="mx.example.test") == 1)
+    h.wait_until(counted, timeout=30, what="TLS, AUTH and connection counts")
+    smp = samples(scrape(mport))
+    protos = {dict(lbl).get("protocol") for (n, lbl) in smp if n == "postino_tls_in_total"}
+    assert protos <= {"TLSv1.2", "TLSv1.3"}, protos
+
+
+def _try_scrape(port):
+    try:
+        return scrape(port)
+    except OSError:
+        return ""
+
+
+def test_reload_moves_the_endpoint_and_keeps_counts(metered, sink, mport):
+    p = metered
+    qid = p.send(SENDER, "ok@example.test")
+    p.wait_removed(qid, timeout=60)
+    h.wait_until(lambda: value(samples(scrape(mport)), "postino_messages_delivered_total",
+                               site=SITE) == 1, timeout=30, what="one delivery counted")
+    pid = p.pids(("metrics",))["metrics"][0]
+    new = h.free_port()
+    p.set(metrics_listen="127.0.0.1:%d" % new)
+    p.cli("reload", check=True)
+    h.wait_until(lambda: "postino_qmgr_up 1" in _try_scrape(new), timeout=30,
+                 what="the endpoint on the new port")
+    # the same process (reloaded in place), the counts kept, the old port closed
+    assert p.pids(("metrics",))["metrics"] == [pid]
+    assert value(samples(scrape(new)), "postino_messages_delivered_total", site=SITE) == 1
+    h.wait_until(lambda: _try_scrape(mport) == "", timeout=10, what="the old port closed")

@@ -41,15 +41,19 @@ static void test_counters_and_escaping(void **state)
 {
     buf_t out = BUF_INIT;
 
-    assert_int_equal(add("postino_messages_delivered_total", "1", "mx.a.test", NULL), METRICS_ADDED);
-    assert_int_equal(add("postino_messages_delivered_total", "2", "mx.a.test", NULL), METRICS_ADDED);
+    assert_int_equal(add("postino_messages_delivered_total", "1", "mx.a.test", NULL),
+                     METRICS_ADDED);
+    assert_int_equal(add("postino_messages_delivered_total", "2", "mx.a.test", NULL),
+                     METRICS_ADDED);
     assert_int_equal(add("postino_messages_deferred_total", "1", "we\"ird\\site\nx", "greylisted"),
                      METRICS_ADDED);
     render(&out, NULL, 0, 0);
     assert_non_null(strstr(buf_str(&out), "# TYPE postino_messages_delivered_total counter\n"));
-    assert_non_null(strstr(buf_str(&out), "postino_messages_delivered_total{site=\"mx.a.test\"} 3\n"));
-    assert_non_null(strstr(buf_str(&out), "postino_messages_deferred_total{site=\"we\\\"ird\\\\site\\nx\","
-                                          "category=\"greylisted\"} 1\n"));
+    assert_non_null(
+        strstr(buf_str(&out), "postino_messages_delivered_total{site=\"mx.a.test\"} 3\n"));
+    assert_non_null(strstr(buf_str(&out),
+                           "postino_messages_deferred_total{site=\"we\\\"ird\\\\site\\nx\","
+                           "category=\"greylisted\"} 1\n"));
     /* label-less counters are there at 0; qmgr down */
     assert_non_null(strstr(buf_str(&out), "\npostino_auth_failures_total 0\n"));
     assert_non_null(strstr(buf_str(&out), "\npostino_qmgr_up 0\n"));
