@@ -119,11 +119,16 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     scrape_finish(arg, 0);
 }
 
-/* The HTTP client closed before its answer. */
+/* The HTTP client closed (or timed out) before its answer. evhttp frees
+ * the requests still queued on the connection; one that a callback is
+ * working on is detached from it instead (no connection any more) and
+ * left to that callback, which frees it here. */
 static void on_client_gone(struct evhttp_connection *evcon, void *arg)
 {
     struct scrape *s = arg;
 
+    if (evhttp_request_get_connection(s->req) == NULL)
+        evhttp_request_free(s->req);
     s->req = NULL;
     scrape_finish(s, 0);
 }

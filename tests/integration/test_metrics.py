@@ -11,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -370,3 +371,33 @@ def test_reload_moves_the_endpoint_and_keeps_counts(metered, sink, mport):
     assert p.pids(("metrics",))["metrics"] == [pid]
     assert value(samples(scrape(new)), "postino_messages_delivered_total", site=SITE) == 1
     h.wait_until(lambda: _try_scrape(mport) == "", timeout=10, what="the old port closed")
+
+
+def test_qmgr_not_answering(postino_factory, mport):
+    """qmgr stopped (SIGSTOP): a scrape answers after metrics_scrape_timeout
+    with the counters and postino_qmgr_up 0; a client that goes away while
+    its scrape waits costs nothing; with qmgr back, the gauges are back."""
+    p = postino_factory(main={"metrics_listen": "127.0.0.1:%d" % mport,
+                              "metrics_scrape_timeout": "2s"},
+                        master_extra=metrics_row())
+    h.wait_until(lambda: "postino_qmgr_up 1" in _try_scrape(mport), timeout=30,
+                 what="the metrics endpoint")
+    qmgr = p.pids(("qmgr",))["qmgr"]
+    for pid in qmgr:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        # a client that gives up while its scrape waits for qmgr
+        s = socket.create_connection(("127.0.0.1", mport), timeout=5)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)
+        s.close()
+        smp = samples(scrape(mport, timeout=30))
+        assert value(smp, "postino_qmgr_up") == 0
+        assert value(smp, "postino_messages_received_total") == 0
+        assert value(smp, "postino_active_deliveries") is None
+    finally:
+        for pid in qmgr:
+            os.kill(pid, signal.SIGCONT)
+    h.wait_until(lambda: "postino_qmgr_up 1" in _try_scrape(mport), timeout=30,
+                 what="the gauges back")
+    assert p.pids(("metrics",))["metrics"]
