@@ -60,6 +60,8 @@ const struct metric_def metric_table[METRIC_COUNT] = {
         "Sites known to qmgr, by state (normal, throttled, suspended)" },
     [METRIC_QMGR_UP] = { "postino_qmgr_up", G, METRIC_FROM_SELF, 0, { NULL },
         "1 when qmgr answered this scrape's gauge request, else 0" },
+    [METRIC_QUEUE_BY_SITE] = { "postino_queue_site_messages", G, Q, 1, { "site" },
+        "Messages in the queue (any state) with recipients at the site (\"\": MX set not known now)" },
 };
 
 const double metric_latency_buckets[] = { 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400,

@@ -60,6 +60,7 @@ enum metric_id {
     METRIC_SITE_CONNS,
     METRIC_SITES,
     METRIC_QMGR_UP,
+    METRIC_QUEUE_BY_SITE,
     METRIC_COUNT
 };
 

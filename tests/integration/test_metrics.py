@@ -137,8 +137,9 @@ def test_gauges_show_a_waiting_message(metered, sink, mport):
         smp = samples(scrape(mport))
         waiting = sum(value(smp, "postino_queue_messages", state=s) or 0
                       for s in ("incoming", "active", "deferred"))
-        return waiting == 1 and value(smp, "postino_queue_oldest_message_age_seconds") >= 1
-    h.wait_until(queued, timeout=30, what="one message waiting, a second old")
+        return (waiting == 1 and value(smp, "postino_queue_oldest_message_age_seconds") >= 1 and
+                value(smp, "postino_queue_site_messages", site=SITE) == 1)
+    h.wait_until(queued, timeout=30, what="one message waiting for %s, a second old" % SITE)
     p.cli("queue", "delete", qid, check=True)
 
 
