@@ -46,8 +46,6 @@ static struct {
 
 static void scrape_free(struct scrape *s)
 {
-    if (s->req)
-        evhttp_connection_set_closecb(evhttp_request_get_connection(s->req), NULL, NULL);
     if (s->conn)
         conn_free(s->conn);
     event_free(s->timer);
@@ -59,22 +57,35 @@ static void scrape_free(struct scrape *s)
     free(s);
 }
 
-/* Answer the scrape (qmgr_up: the gauges are complete) and forget it. */
+static void reply(struct evhttp_request *req, const struct scrape *s, int qmgr_up)
+{
+    struct evbuffer *body = evbuffer_new();
+    buf_t text = BUF_INIT;
+
+    metrics_render(&text, s->g, qmgr_up ? s->ng : 0, qmgr_up);
+    evbuffer_add(body, text.data, text.len);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_send_reply(req, HTTP_OK, "OK", body);
+    evbuffer_free(body);
+    buf_destroy(&text);
+}
+
+/* Answer the scrape (qmgr_up: the gauges are complete) and forget it. A
+ * request its connection dropped (detached, see on_client_gone) is only
+ * freed. */
 static void scrape_finish(struct scrape *s, int qmgr_up)
 {
     if (s->req) {
-        struct evbuffer *body = evbuffer_new();
-        evhttp_connection_set_closecb(evhttp_request_get_connection(s->req), NULL, NULL);
-        buf_t text = BUF_INIT;
-        metrics_render(&text, s->g, qmgr_up ? s->ng : 0, qmgr_up);
-        evbuffer_add(body, text.data, text.len);
-        evhttp_add_header(evhttp_request_get_output_headers(s->req), "Content-Type",
-                          "text/plain; version=0.0.4; charset=utf-8");
-        evhttp_send_reply(s->req, HTTP_OK, "OK", body);
-        evbuffer_free(body);
-        buf_destroy(&text);
+        struct evhttp_connection *evcon = evhttp_request_get_connection(s->req);
+        if (evcon) {
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
+            reply(s->req, s, qmgr_up);
+        } else {
+            evhttp_request_free(s->req);
+        }
     }
-    s->req = NULL; /* answered: evhttp owns it again, the close callback is off */
+    s->req = NULL; /* answered: evhttp owns it again */
     scrape_free(s);
 }
 
@@ -127,10 +138,7 @@ static void on_client_gone(struct evhttp_connection *evcon, void *arg)
 {
     struct scrape *s = arg;
 
-    if (evhttp_request_get_connection(s->req) == NULL)
-        evhttp_request_free(s->req);
-    s->req = NULL;
-    scrape_finish(s, 0);
+    scrape_finish(s, 0); /* frees a detached request */
 }
 
 static int ask_qmgr(struct scrape *s)

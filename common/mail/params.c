@@ -341,7 +341,7 @@ const struct param_def param_table[] = {
     S("metrics_listen", "",
       "host:port where the metrics service serves GET /metrics (empty: off, the daemons "
       "report nothing)"),
-    T("metrics_scrape_timeout", "5s", 1, 300, 's',
+    T("metrics_scrape_timeout", "5s", 1, 25, 's',
       "how long a scrape waits for qmgr's gauges before answering without them"),
 };
 
