@@ -75,6 +75,9 @@ error_LIBS := $(EV_LIBS) -ldb
 discard_LIBS := $(EV_LIBS) -ldb
 local_LIBS := $(EV_LIBS) -ldb
 pipe_LIBS := $(EV_LIBS) -ldb
+# the metrics service (issue #11): Prometheus endpoint on evhttp (in -levent)
+PROGS += metrics
+metrics_LIBS := $(EV_LIBS) -lm
 define prog_rule
 $(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
@@ -154,6 +157,8 @@ DEB_PKGS += libhiredis-dev redis-server
 # packaging (issue #11): make deb and test_package.py (lintian, the unit's
 # systemd-analyze verify, logrotate -d, groff/man for the man pages)
 DEB_PKGS += devscripts debhelper lintian systemd logrotate groff-base man-db
+# test_metrics.py: the Prometheus text parser, and a real Prometheus that scrapes
+DEB_PKGS += python3-prometheus-client prometheus
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

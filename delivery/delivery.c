@@ -29,6 +29,7 @@
 #include "common/util/attr.h"
 #include "common/util/conn.h"
 #include "common/mail/conf.h"
+#include "common/mail/metric.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"
 #include "common/mail/server.h"
@@ -294,6 +295,7 @@ static void post_drop(struct server *s)
 {
     buf_t err = BUF_INIT;
     dlv_g.srv = s;
+    metric_client_open(s->base, s->spool);
     dlv_g.dns = dns_new(s->base, conf_str("dns_servers"), &err);
     if (!dlv_g.dns)
         log_fatal("cannot set up DNS: %s", buf_str(&err));

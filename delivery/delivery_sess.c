@@ -16,6 +16,7 @@
 
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
+#include "common/mail/metric.h"
 #include "common/util/ipc.h"
 #include "common/util/log.h"
 #include "common/mail/server.h"
@@ -330,6 +331,7 @@ static void sess_event_cb(struct bufferevent *bev, short what, void *arg)
         /* Commands are written whole: Nagle would only add latency. */
         (void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         s->connected = 1;
+        metric_add(METRIC_CONN_OUT, 1, NULL, NULL);
         s->state = SS_CMD;
         evtimer_del(s->timer);
         dlv_sess_expect(s, X_GREET, 0);

@@ -29,6 +29,7 @@
 
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
+#include "common/mail/metric.h"
 #include "common/util/log.h"
 #include "common/mail/server.h"
 
@@ -243,6 +244,7 @@ void dlv_tls_handshake_done(struct dlv_sess *s)
     if (conf_int("smtp_tls_loglevel") >= 1)
         tls_log_established(s->ssl, trust, 0, buf_str(&s->relay));
     note_session(s);
+    metric_add(METRIC_TLS_OUT, 1, SSL_get_version(s->ssl), NULL);
     /* RFC 3207: forget everything learnt before TLS, ask again. */
     s->feat = 0;
     s->size_limit = 0;

@@ -17,6 +17,7 @@
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 #include "common/mail/bclass.h"
+#include "common/mail/metric.h"
 #include "common/mail/proto.h"
 #include "qmgr/qmgr_shared.h"
 
@@ -161,7 +162,8 @@ static void qmgr_post_drop(struct server *s)
     qmgr_lock();
     qmgr_suppress_init(); /* the one writer: after the lock */
     qmgr_pool_load();
-    qmgr_control_init();  /* early: CLI requests queue up during a rebuild */
+    qmgr_control_init(); /* early: CLI requests queue up during a rebuild */
+    metric_client_open(s->base, s->spool);
     qmgr_shared_start(s); /* before any site takes a token */
     qmgr_site_start();
     qmgr_index_startup();
@@ -177,6 +179,7 @@ static void qmgr_stop(struct server *s)
         event_free(tick_ev);
     tick_ev = NULL;
     qmgr_control_close();
+    metric_client_close();
     qmgr_deliver_close_all();
     qmgr_bounce_close();
     qmgr_index_shutdown();

@@ -267,6 +267,11 @@ int qmgr_suppress_ctl_import(const attr_t *req, struct evbuffer *out, const char
 /* qmgr_site_ctl.c: site_list (postino site list/show) */
 int qmgr_site_ctl_list(const attr_t *req, struct evbuffer *out, const char **err);
 int qmgr_site_ctl_set(const attr_t *req, struct evbuffer *out, const char **err);
+/* qmgr_metrics.c: outcomes to the metrics service; the gauges request */
+struct qmgr_site;
+void qmgr_metrics_outcome(const struct qmgr_msg *m, const struct qmgr_site *s, enum qmgr_rr rr,
+                          const char *category);
+int qmgr_metrics_ctl(const attr_t *req, struct evbuffer *out, const char **err);
 
 /* qmgr_pool.c: source address pools (issue #9) */
 enum qmgr_pool_pick {

@@ -278,6 +278,7 @@ static const struct {
     { "suppress_import", qmgr_suppress_ctl_import },
     { "site_list", qmgr_site_ctl_list },
     { "site_set", qmgr_site_ctl_set },
+    { "metrics", qmgr_metrics_ctl },
 };
 
 /* Checked before the request is looked at, so an outsider learns nothing. */

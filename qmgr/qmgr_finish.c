@@ -65,6 +65,7 @@ static void msg_expire(struct qmgr_msg *m)
         if (qfile_append_result(qmgr_g.spool, m->id, i, QR_BOUNCED, "4.4.7", "none", why, cat) < 0)
             log_warn("%s: cannot append result for recipient %zu", m->id, i);
         r->status = QR_BOUNCED;
+        qmgr_metrics_outcome(m, NULL, RR_BOUNCED, cat);
         qenv_set(&r->dsn, "4.4.7");
         qenv_set(&r->reason, why);
         qenv_set(&r->category, cat);

@@ -93,8 +93,10 @@ static void job_defer_suspended(struct qmgr_job *j)
     else
         buf_printf(&why, "delivery temporarily suspended: %s",
                    j->dest->suspend_reason ? j->dest->suspend_reason : "destination unreachable");
-    for (size_t i = 0; i < j->n; i++)
+    for (size_t i = 0; i < j->n; i++) {
         qmgr_msg_defer_rcpt(j->msg, j->rcpt[i], "4.4.1", buf_str(&why), j->dest->suspend_category);
+        qmgr_metrics_outcome(j->msg, s, RR_DEFERRED, j->dest->suspend_category);
+    }
     j->msg->jobs--;
     buf_destroy(&why);
 }
@@ -188,10 +190,12 @@ static void job_defer_nosource(struct qmgr_job *j)
 
     qmgr_ready_update(j->dest, qmgr_now()); /* its next job may go */
     m->guard++;
-    for (size_t i = 0; i < j->n; i++)
+    for (size_t i = 0; i < j->n; i++) {
         qmgr_msg_defer_rcpt(m, j->rcpt[i], "4.4.0",
                             "no source address available (warm-up caps or addresses out)",
                             bclass_name(BCLASS_OTHER));
+        qmgr_metrics_outcome(m, j->dest->site, RR_DEFERRED, bclass_name(BCLASS_OTHER));
+    }
     m->jobs--;
     job_free(j);
     m->guard--;
@@ -391,6 +395,7 @@ static const char *job_apply_reply(struct qmgr_job *j, const attr_t *reply, cons
             *defer_cat = cat;
         }
         qmgr_msg_rcpt_done(j->msg, j->rcpt[k], rr, reply->v[p + 2].value, reason, cat);
+        qmgr_metrics_outcome(j->msg, j->dest->site, rr, cat);
         qmgr_suppress_outcome(j->msg, j->rcpt[k++], rr, reply->v[p + 2].value, reason, cat);
         p += 3 + (size_t)(extra > 0);
     }
@@ -530,6 +535,7 @@ static void dest_flush(struct qmgr_dest *d, enum qmgr_rr rr, const char *dsn, co
                     log_warn("%s: cannot append result for recipient %zu", j->msg->id, j->rcpt[i]);
                 qmgr_msg_log_status(j->msg, j->rcpt[i], "none", dsn, "bounced", why, NULL);
                 qmgr_msg_rcpt_done(j->msg, j->rcpt[i], RR_BOUNCED, dsn, why, NULL);
+                qmgr_metrics_outcome(j->msg, d->site, RR_BOUNCED, NULL);
             }
             j->msg->jobs--;
         } else {

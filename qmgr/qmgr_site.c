@@ -312,16 +312,21 @@ static void dest_link(struct qmgr_dest *d, struct qmgr_site *s)
 }
 
 /* The domain of an MX-routed nexthop in *domain: 1, else 0. */
-static int mx_routed(const struct qmgr_dest *d, buf_t *domain)
+static int mx_routed_nh(const char *transport, const char *nexthop, buf_t *domain)
 {
     /* With a port of its own, a nexthop is a site of its own too: its
      * connections cannot serve the MX set's other domains. */
-    if (strcmp(d->transport, "smtp") != 0 || d->nexthop[0] == '[' || d->nexthop[0] == '\0' ||
-        strchr(d->nexthop, ':'))
+    if (strcmp(transport, "smtp") != 0 || nexthop[0] == '[' || nexthop[0] == '\0' ||
+        strchr(nexthop, ':'))
         return 0;
-    buf_set(domain, d->nexthop);
+    buf_set(domain, nexthop);
     str_lower(domain->data);
     return 1;
+}
+
+static int mx_routed(const struct qmgr_dest *d, buf_t *domain)
+{
+    return mx_routed_nh(d->transport, d->nexthop, domain);
 }
 
 static struct mxent *mx_find(const char *domain, unsigned h)
@@ -692,4 +697,25 @@ void qmgr_site_foreach(void (*fn)(struct qmgr_site *s, void *arg), void *arg)
 
     HTABLE_EACH(&sites, l, next)
     fn(HTABLE_ENTRY(l, struct qmgr_site, hlink), arg);
+}
+
+int qmgr_site_name_for(const char *transport, const char *nexthop, buf_t *name)
+{
+    buf_t domain = BUF_INIT;
+    int known = 1;
+
+    if (!mx_routed_nh(transport, nexthop, &domain) || dns == NULL) {
+        if (strcmp(transport, "smtp") == 0)
+            buf_set(name, nexthop);
+        else
+            buf_setf(name, "%s:%s", transport, nexthop);
+    } else {
+        const struct mxent *e = mx_find(buf_str(&domain), htable_hash_str(buf_str(&domain)));
+        if (e && e->name)
+            buf_set(name, e->name); /* the last MX set known, even if due for a refresh */
+        else
+            known = 0;
+    }
+    buf_destroy(&domain);
+    return known;
 }

@@ -155,5 +155,9 @@ size_t qmgr_site_queued(const struct qmgr_site *s);
 /* Iterate over every site. */
 void qmgr_site_foreach(void (*fn)(struct qmgr_site *s, void *arg), void *arg);
 const char *qmgr_site_state_name(enum qmgr_site_state st);
+/* The site name of transport:nexthop as qmgr knows it now, without a
+ * lookup (metrics): 1 with *name set, or 0 when it is MX-routed and its
+ * MX set is not in the cache (name untouched). */
+int qmgr_site_name_for(const char *transport, const char *nexthop, buf_t *name);
 
 #endif

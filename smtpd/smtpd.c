@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 #include "common/mail/conf.h"
+#include "common/mail/metric.h"
 #include "common/glue/addrclass.h"
 #include "common/glue/dns.h"
 #include "common/util/workq.h"
@@ -96,6 +97,7 @@ static void post_drop(struct server *srv)
     struct smtpd *d = srv->ctx;
     buf_t err = BUF_INIT;
     d->srv = srv;
+    metric_client_open(srv->base, srv->spool);
     smtpd_check_init();
     smtpd_notify_init(srv);
     smtpd_auth_post_drop(d);

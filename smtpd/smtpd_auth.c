@@ -16,6 +16,7 @@
 
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
+#include "common/mail/metric.h"
 #include "common/util/log.h"
 #include "common/glue/sasl.h"
 #include "common/mail/server.h"
@@ -122,6 +123,7 @@ static void auth_done(struct psasl_session *ss, const struct psasl_result *r, vo
         log_warn("%s: SASL %s authentication failed: %s", smtpd_client(s),
                  r->mechanism ? r->mechanism : "", r->detail ? r->detail : "");
         smtpd_limit_auth_failed(s);
+        metric_add(METRIC_AUTH_FAIL, 1, NULL, NULL);
         buf_printf(&b, "535 5.7.8 Error: authentication failed: %s",
                    r->reason ? r->reason : "authentication failure");
         fail_later(s, buf_str(&b));

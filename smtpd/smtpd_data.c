@@ -21,6 +21,7 @@
 #include "common/util/alloc.h"
 #include "common/util/workq.h"
 #include "common/mail/conf.h"
+#include "common/mail/metric.h"
 #include "common/util/log.h"
 #include "common/mail/server.h"
 #include "smtpd/smtpd_cmdparse.h"
@@ -228,6 +229,8 @@ static void commit_run(void *arg)
 static void commit_answer(struct smtpd_commit *c, const char *refusal)
 {
     struct smtpd_session *s = c->s;
+    if (!refusal)
+        metric_add(METRIC_RECEIVED, 1, NULL, NULL);
     if (s) {
         s->commit = NULL;
         if (!refusal)

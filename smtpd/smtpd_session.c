@@ -27,6 +27,7 @@
 
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
+#include "common/mail/metric.h"
 #include "common/util/ipc.h"
 #include "common/util/log.h"
 #include "common/mail/server.h"
@@ -105,6 +106,7 @@ struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd)
         return NULL;
     }
     log_info("connect from %s", smtpd_client(s));
+    metric_add(METRIC_CONN_IN, 1, NULL, NULL);
     if (!s->tls_wrapper)
         smtpd_session_wire(s);
     smtpd_auth_reset(s);

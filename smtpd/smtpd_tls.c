@@ -33,6 +33,7 @@
 
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
+#include "common/mail/metric.h"
 #include "common/util/log.h"
 #include "common/mail/server.h"
 #include "common/glue/tls.h"
@@ -118,6 +119,7 @@ static void tls_established(struct smtpd_session *s)
 {
     buf_t b = BUF_INIT;
     s->tls = 1;
+    metric_add(METRIC_TLS_IN, 1, SSL_get_version(s->ssl), NULL);
     if (conf_int("smtpd_tls_loglevel") > 0)
         tls_log_established(s->ssl, TLS_TRUST_ANONYMOUS, 1, smtpd_client(s));
     tls_summary(s->ssl, &b);

@@ -342,6 +342,12 @@ const struct param_def param_table[] = {
       "hash: tables: login name (or *) -> envelope senders that user may submit with (*, <>, "
       "@domain, address); empty: any sender"),
     /* misc */
+    /* Metrics (issue #11): the metrics service's Prometheus endpoint */
+    S("metrics_listen", "",
+      "host:port where the metrics service serves GET /metrics (empty: off, the daemons "
+      "report nothing)"),
+    T("metrics_scrape_timeout", "5s", 1, 25, 's',
+      "how long a scrape waits for qmgr's gauges before answering without them"),
 };
 
 const size_t param_count = sizeof(param_table) / sizeof(param_table[0]);

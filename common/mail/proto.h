@@ -46,6 +46,13 @@
  *       sender=S | all=1)                           -> status=ok count=N
  *   request=stats -> status=ok incoming= active= deferred= hold= total=
  *   errors: status=fail reason=TEXT
+ *
+ * daemons -> metrics (private/metrics; records only, no reply; see
+ * common/mail/metric.h):
+ *   request=add  metric=NAME  value=N  label=V (per label of the metric)
+ * metrics -> qmgr (public/control, at each scrape):
+ *   request=metrics -> one record per gauge sample: metric=NAME value=N
+ *       label=V...; then end=1 count=N
  */
 #ifndef POSTINO_PROTO_H
 #define POSTINO_PROTO_H
@@ -56,5 +63,6 @@
 #define SOCK_BOUNCE      "private/bounce"
 #define SOCK_CONTROL     "public/control"
 #define SOCK_PRIVATE_DIR "private"
+#define SOCK_METRICS     "private/metrics"
 
 #endif

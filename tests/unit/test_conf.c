@@ -341,7 +341,7 @@ static void test_master_default(void **state)
     /* the shipped conf/master.cf (run from the checkout) parses too */
     if (access("conf/master.cf", R_OK) == 0) {
         assert_int_equal(conf_master_load("conf", &e, &n, &err), 0);
-        assert_int_equal(n, 12); /* the built-in rows, lmtp and submit */
+        assert_int_equal(n, 13); /* the built-in rows, lmtp, submit and metrics */
         conf_master_free(e, n);
     }
     buf_destroy(&err);
