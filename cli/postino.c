@@ -34,10 +34,11 @@ static const struct command commands[] = {
     { "status", cli_cmd_status, "status                     is the mail system running?" },
     { "check", cli_cmd_check, "check                      check main.cf and master.cf" },
     { "queue", cli_cmd_queue,
-      "queue list [-d DOMAIN] [-s SENDER] [ID...] | show ID | flush | stats\n"
-      "       postino queue delete|hold|release|requeue ID...|-d DOMAIN|-s SENDER|ALL" },
+      "queue list [-d DOMAIN] [-s SENDER] [--json] [ID...] | show ID | flush | stats\n"
+      "       postino queue delete|hold|release|requeue ID...|-d DOMAIN|-s SENDER|ALL\n"
+      "       postino queue summary [-d] [--json] [incoming|active|deferred|hold ...]" },
     { "config", cli_cmd_config,
-      "config [-n] [-h] [NAME...]  print parameters (-n: only those set)" },
+      "config [-n] [-h] [--json] [NAME...]  print parameters (-n: only those set)" },
     { "map", cli_cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
     { "newaliases", cli_cmd_newaliases,
       "newaliases                 build the alias_database tables from aliases(5) text" },

@@ -267,6 +267,8 @@ int qmgr_suppress_ctl_import(const attr_t *req, struct evbuffer *out, const char
 /* qmgr_site_ctl.c: site_list (postino site list/show) */
 int qmgr_site_ctl_list(const attr_t *req, struct evbuffer *out, const char **err);
 int qmgr_site_ctl_set(const attr_t *req, struct evbuffer *out, const char **err);
+/* qmgr_shape_ctl.c: summary (postino queue summary, issue #11) */
+int qmgr_shape_ctl_summary(const attr_t *req, struct evbuffer *out, const char **err);
 
 /* qmgr_pool.c: source address pools (issue #9) */
 enum qmgr_pool_pick {

@@ -278,6 +278,7 @@ static const struct {
     { "suppress_import", qmgr_suppress_ctl_import },
     { "site_list", qmgr_site_ctl_list },
     { "site_set", qmgr_site_ctl_set },
+    { "summary", qmgr_shape_ctl_summary },
 };
 
 /* Checked before the request is looked at, so an outsider learns nothing. */

@@ -312,16 +312,21 @@ static void dest_link(struct qmgr_dest *d, struct qmgr_site *s)
 }
 
 /* The domain of an MX-routed nexthop in *domain: 1, else 0. */
-static int mx_routed(const struct qmgr_dest *d, buf_t *domain)
+static int nexthop_mx_routed(const char *transport, const char *nexthop, buf_t *domain)
 {
     /* With a port of its own, a nexthop is a site of its own too: its
      * connections cannot serve the MX set's other domains. */
-    if (strcmp(d->transport, "smtp") != 0 || d->nexthop[0] == '[' || d->nexthop[0] == '\0' ||
-        strchr(d->nexthop, ':'))
+    if (strcmp(transport, "smtp") != 0 || nexthop[0] == '[' || nexthop[0] == '\0' ||
+        strchr(nexthop, ':'))
         return 0;
-    buf_set(domain, d->nexthop);
+    buf_set(domain, nexthop);
     str_lower(domain->data);
     return 1;
+}
+
+static int mx_routed(const struct qmgr_dest *d, buf_t *domain)
+{
+    return nexthop_mx_routed(d->transport, d->nexthop, domain);
 }
 
 static struct mxent *mx_find(const char *domain, unsigned h)
@@ -692,4 +697,33 @@ void qmgr_site_foreach(void (*fn)(struct qmgr_site *s, void *arg), void *arg)
 
     HTABLE_EACH(&sites, l, next)
     fn(HTABLE_ENTRY(l, struct qmgr_site, hlink), arg);
+}
+
+/* For "postino queue summary" (qmgr_shape_ctl.c): the name of the site
+ * that mail for transport/nexthop goes to, as qmgr_site_attach files it,
+ * without a DNS lookup: an MX-routed domain whose MX set qmgr has not
+ * looked up (no mail of it was in memory lately) is named after itself. */
+void qmgr_site_name_of(const char *transport, const char *nexthop, buf_t *name)
+{
+    buf_t domain = BUF_INIT, key = BUF_INIT;
+    struct qmgr_site *s = NULL;
+    struct mxent *e;
+
+    if (!nexthop_mx_routed(transport, nexthop, &domain) || dns == NULL) {
+        buf_setf(&key, "nh:%s\n%s", transport, nexthop);
+        s = site_by_key(buf_str(&key), htable_hash_str(buf_str(&key)));
+        if (strcmp(transport, "smtp") == 0)
+            buf_set(name, nexthop);
+        else
+            buf_setf(name, "%s:%s", transport, nexthop);
+    } else if ((e = mx_find(buf_str(&domain), htable_hash_str(buf_str(&domain)))) && e->key) {
+        s = site_by_key(e->key, htable_hash_str(e->key));
+        buf_set(name, e->name);
+    } else {
+        buf_set(name, buf_str(&domain));
+    }
+    if (s)
+        buf_set(name, s->name);
+    buf_destroy(&domain);
+    buf_destroy(&key);
 }

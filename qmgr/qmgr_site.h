@@ -155,5 +155,8 @@ size_t qmgr_site_queued(const struct qmgr_site *s);
 /* Iterate over every site. */
 void qmgr_site_foreach(void (*fn)(struct qmgr_site *s, void *arg), void *arg);
 const char *qmgr_site_state_name(enum qmgr_site_state st);
+/* The site name for mail to transport/nexthop, without a DNS lookup (an
+ * MX-routed domain not looked up yet: the domain). */
+void qmgr_site_name_of(const char *transport, const char *nexthop, buf_t *name);
 
 #endif
