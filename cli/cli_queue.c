@@ -225,34 +225,69 @@ static int change_parse(int argc, char **argv, attr_t *req)
     return nsel > 0 ? CLI_OK : cli_usage("queue");
 }
 
-static int cmd_change(struct cli *c, int argc, char **argv, const char *done)
+/* "\rpostino: deleting 1500 of 100000 messages" on a terminal only. */
+static void change_progress(const attr_t *rec, const char *verb)
 {
-    attr_t req = cli_control_request(argv[0]), reply = ATTR_INIT;
-    int rc = change_parse(argc, argv, &req);
-    if (rc == CLI_OK && cli_control_call(&req, &reply) < 0)
+    if (!isatty(STDERR_FILENO))
+        return;
+    fprintf(stderr, "\rpostino: %s %s of %s messages", verb, attr_get_def(rec, "progress", "?"),
+            attr_get_def(rec, "total", "?"));
+    fflush(stderr);
+}
+
+/* Send the change, show qmgr's progress records, end with the count
+ * line "postino: deleted N messages". */
+static int cmd_change(struct cli *c, int argc, char **argv, const char *verb, const char *done)
+{
+    attr_t req = cli_control_request(argv[0]), rec = ATTR_INIT;
+    buf_t in = BUF_INIT;
+    int rc = change_parse(argc, argv, &req), fd = -1, shown = 0;
+
+    if (rc == CLI_OK && (fd = cli_control_send(&req)) < 0)
         rc = CLI_ERR;
-    else if (rc == CLI_OK)
-        printf("postino: %s message(s) %s\n", attr_get_def(&reply, "count", "0"), done);
+    while (fd >= 0 && (rc = cli_control_read(fd, &in, &rec) == 0 ? CLI_OK : CLI_ERR) == CLI_OK &&
+           attr_get(&rec, "progress") && !attr_get(&rec, "status")) {
+        change_progress(&rec, verb);
+        shown = 1;
+    }
+    if (shown && isatty(STDERR_FILENO))
+        fputs("\r\033[K", stderr); /* the progress line goes */
+    if (fd >= 0 && rc == CLI_OK) {
+        const char *status = attr_get(&rec, "status");
+        long long n = 0;
+        if (status && strcmp(status, "ok") == 0 && attr_get_ll(&rec, "count", &n) == 0) {
+            printf("postino: %s %lld message%s\n", done, n, n == 1 ? "" : "s");
+        } else if (status && strcmp(status, "fail") == 0) {
+            cli_err("%s", attr_get_def(&rec, "reason", "request failed"));
+            rc = CLI_ERR;
+        } else {
+            cli_control_malformed("no status");
+            rc = CLI_ERR;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
     attr_destroy(&req);
-    attr_destroy(&reply);
+    attr_destroy(&rec);
+    buf_destroy(&in);
     return rc;
 }
 
 static int cmd_delete(struct cli *c, int argc, char **argv)
 {
-    return cmd_change(c, argc, argv, "deleted");
+    return cmd_change(c, argc, argv, "deleting", "deleted");
 }
 static int cmd_hold(struct cli *c, int argc, char **argv)
 {
-    return cmd_change(c, argc, argv, "held");
+    return cmd_change(c, argc, argv, "holding", "held");
 }
 static int cmd_release(struct cli *c, int argc, char **argv)
 {
-    return cmd_change(c, argc, argv, "released");
+    return cmd_change(c, argc, argv, "releasing", "released");
 }
 static int cmd_requeue(struct cli *c, int argc, char **argv)
 {
-    return cmd_change(c, argc, argv, "requeued");
+    return cmd_change(c, argc, argv, "requeueing", "requeued");
 }
 
 static const struct {

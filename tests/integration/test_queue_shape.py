@@ -193,3 +193,54 @@ def test_config_json(postino):
                                     "mydestination": "postino.test, localhost"}
     r = postino.cli("config", "--json", "no_such_parameter")
     assert r.returncode != 0 and "unknown parameter" in r.stderr
+
+
+def _run_on_tty(p, *args, timeout=120):
+    """The CLI with stderr on a terminal (a pty): (rc, stdout, terminal bytes)."""
+    import pty
+    import subprocess
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([os.path.join(h.BIN, "postino"), "-c", p.conf] + list(args),
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:       # EIO: the other end is closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out = proc.stdout.read().decode()
+    rc = proc.wait(timeout=timeout)
+    os.close(master)
+    return rc, out, seen
+
+
+def test_long_changes_show_progress_and_a_count(postino_factory, sink):
+    n = 2000
+    # an unreachable relay: every message is deferred without a delivery
+    p = postino_factory(main={"relayhost": "[127.0.0.1]:%d" % h.free_port(),
+                              "minimal_backoff_time": "1h", "maximal_backoff_time": "1h"})
+    import subprocess
+    subprocess.run(["smtp-source", "-s", "4", "-m", str(n), "-f", SENDER, "-t", "p@a.test",
+                    "127.0.0.1:%d" % p.port], check=True, timeout=300)
+    _ready(p)
+
+    def stats():
+        r = p.cli("queue", "stats", check=True)
+        return dict(ln.split() for ln in r.stdout.splitlines())
+    h.wait_until(lambda: stats()["total"] == str(n), timeout=120, what="%d messages queued" % n)
+
+    rc, out, tty = _run_on_tty(p, "queue", "hold", "ALL")
+    assert rc == 0, tty
+    assert out == "postino: held %d messages\n" % n
+    assert re.search(rb"\rpostino: holding \d+ of %d messages" % n, tty), tty
+    assert _summary(p, "hold")["total"]["total"] == n
+
+    r = p.cli("queue", "delete", "ALL", check=True, timeout=120)
+    assert r.stdout == "postino: deleted %d messages\n" % n
+    assert r.stderr == "", "no progress when stderr is not a terminal"
+    h.wait_until(lambda: not p.queue_files(), timeout=60, what="an empty spool")
+    assert stats()["total"] == "0"
