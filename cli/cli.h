@@ -74,5 +74,7 @@ void cli_json_str(const char *s);
 void cli_json_key(const char *key, int first);
 /* cli_summary.c: postino queue summary (issue #11) */
 int cli_cmd_queue_summary(struct cli *c, int argc, char **argv);
+/* cli_top.c: postino top (issue #11) */
+int cli_cmd_top(struct cli *c, int argc, char **argv);
 
 #endif

@@ -28,8 +28,10 @@ static const char *safe(const char *v)
 
 static void json_site(const attr_t *r, int first)
 {
-    static const char *const strs[] = { "name", "state", "reason", "rate_limit", "policy" };
-    static const char *const nums[] = { "until", "conns", "limit", "window", "rate", "queued" };
+    static const char *const strs[] = { "name",       "state",  "reason",
+                                        "rate_limit", "policy", "last_defer" };
+    static const char *const nums[] = { "until", "conns",  "limit",        "window",
+                                        "rate",  "queued", "last_defer_at" };
     size_t pos = 0;
     const char *v;
     int n = 0;
@@ -99,6 +101,8 @@ static void text_show(const attr_t *r)
            *attr_get_def(r, "rate_limit", "") ? attr_get_def(r, "rate_limit", "") : "none");
     printf("queued: %s\n", attr_get_def(r, "queued", "0"));
     printf("policy: %s\n", safe(attr_get_def(r, "policy", "")));
+    if (*attr_get_def(r, "last_defer", ""))
+        printf("last deferral: %s\n", safe(attr_get_def(r, "last_defer", "")));
     while ((v = attr_next(r, "domain", &pos)) != NULL)
         printf("domain: %s\n", safe(v));
     buf_destroy(&st);

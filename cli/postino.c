@@ -56,6 +56,9 @@ static const struct command commands[] = {
       "       postino site suspend NAME DURATION [REASON] | resume NAME | bounce NAME [REASON]\n"
       "       postino site throttle NAME RATE DURATION [REASON] | limit NAME CONNS DURATION "
       "[REASON]" },
+    { "top", cli_cmd_top,
+      "top                        live view of sites and queue totals (q quits; "
+      "one table when not a terminal)" },
     { "help", NULL, "help                       this list" },
 };
 

@@ -117,6 +117,7 @@ static void site_free(struct qmgr_site *s)
     free(s->name);
     free(s->key);
     free(s->state_reason);
+    free(s->last_defer);
     free(s);
 }
 
@@ -726,4 +727,13 @@ void qmgr_site_name_of(const char *transport, const char *nexthop, buf_t *name)
         buf_set(name, s->name);
     buf_destroy(&domain);
     buf_destroy(&key);
+}
+
+void qmgr_site_note_deferral(struct qmgr_site *s, const char *why)
+{
+    if (s == NULL || why == NULL)
+        return;
+    free(s->last_defer);
+    s->last_defer = xstrdup(why);
+    s->last_defer_at = (long long)time(NULL);
 }

@@ -244,3 +244,25 @@ def test_long_changes_show_progress_and_a_count(postino_factory, sink):
     assert r.stderr == "", "no progress when stderr is not a terminal"
     h.wait_until(lambda: not p.queue_files(), timeout=60, what="an empty spool")
     assert stats()["total"] == "0"
+
+
+def test_top_once_when_not_a_terminal(postino_factory, sink):
+    p = _deferring(postino_factory, sink)
+    for i in range(3):
+        _queue(p, ["t%d@a.test" % i])
+    _queue(p, ["u@b.test"])
+    site = "[127.0.0.1]:%d" % sink.port
+    r = p.cli("top", check=True)
+    lines = r.stdout.splitlines()
+    assert "\033" not in r.stdout, "no escapes when stdout is not a terminal"
+    assert re.search(r"queue: 0 incoming, 0 active, 4 deferred, 0 hold, 4 total;", r.stdout), r.stdout
+    assert lines[3].split()[:6] == ["SITE", "STATE", "CONNS", "MSG/MIN", "JOBS", "QUEUED"]
+    row = [ln for ln in lines if ln.startswith(site)]
+    assert len(row) == 1, r.stdout
+    f = row[0].split()
+    assert f[1] == "normal" and f[5] == "4", r.stdout
+    assert "451 4.3.0 deferred by the test sink" in row[0], r.stdout
+    # the same reason in site list --json
+    sites = {s["name"]: s for s in json.loads(p.cli("site", "list", "--json", check=True).stdout)}
+    assert "451 4.3.0 deferred by the test sink" in sites[site]["last_defer"]
+    assert abs(sites[site]["last_defer_at"] - time.time()) < 600
