@@ -37,8 +37,8 @@ struct top_site {
 struct top {
     struct top_site *s;
     size_t n, cap;
-    long long totals[5]; /* incoming active deferred hold total */
-    struct top_site *idx;  /* queued messages per site from the index */
+    long long totals[5];  /* incoming active deferred hold total */
+    struct top_site *idx; /* queued messages per site from the index */
     size_t nidx, capidx;
     double slow_next; /* when to ask stats and summary again */
 };
