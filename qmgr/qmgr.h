@@ -230,6 +230,12 @@ void qmgr_index_new_mail(const char *id);
  * fail (-1, *err) when the request names none. */
 int qmgr_index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
                            const char **err);
+/* The same without queue_id=, in pieces: at most max records with ids
+ * after *after ("" first; updated to the last one looked at, a buffer of
+ * QID_LEN + 1), the selected ones to cb. 1 when the selection is
+ * exhausted, 0 when more may follow, -1 with *err. */
+int qmgr_index_scan_select_piece(const attr_t *req, char *after, size_t max, qindex_cb cb,
+                                 void *arg, const char **err);
 void qmgr_index_shutdown(void);
 
 /* qmgr_perm.c */

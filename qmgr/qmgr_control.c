@@ -44,11 +44,19 @@ static struct event *listen_ev;
 #define CTL_BATCH 500
 
 /* A long delete/hold/release/requeue in progress (see above). */
+/* Index records looked at per turn by a listing; it waits while more
+ * than LIST_OUTPUT_MAX bytes of its answer are unread by the client. */
+#define LIST_BATCH      1000
+#define LIST_OUTPUT_MAX (256 * 1024)
+
+/* A change (fn set: ids in l) or a listing (fn NULL: sel, after). */
 struct ctl_job {
     struct conn *conn;
     struct idlist l;
     size_t pos, count;
     int (*fn)(const char *id);
+    attr_t sel;
+    char after[QID_LEN + 1];
     struct event *ev;
     LIST_ENTRY(ctl_job) link;
 };
@@ -87,15 +95,57 @@ static void job_free(struct ctl_job *j)
     LIST_REMOVE(j, link);
     event_free(j->ev);
     idlist_destroy(&j->l);
+    attr_destroy(&j->sel);
     free(j);
+}
+
+static int list_cb(const struct qidx_rec *rec, void *arg);
+static void list_end(struct evbuffer *out, size_t count);
+
+/* One piece of a listing: 0 more to come, 1 done (end record sent), -1
+ * failed (*err). */
+static int list_step(struct ctl_job *j, const char **err)
+{
+    static const struct timeval later = { 0, 10000 };
+    static const struct timeval now = { 0, 0 };
+    int rc;
+
+    if (conn_output_len(j->conn) > LIST_OUTPUT_MAX) { /* the client reads slowly */
+        evtimer_add(j->ev, &later);
+        return 0;
+    }
+    rc = qmgr_index_scan_select_piece(&j->sel, j->after, LIST_BATCH, list_cb, j, err);
+    if (rc == 0)
+        evtimer_add(j->ev, &now);
+    else if (rc > 0)
+        list_end(conn_output(j->conn), j->count);
+    return rc;
 }
 
 static void job_step(evutil_socket_t fd, short what, void *arg)
 {
     static const struct timeval now = { 0, 0 };
     struct ctl_job *j = arg;
-    size_t end = j->pos + CTL_BATCH < j->l.n ? j->pos + CTL_BATCH : j->l.n;
     struct conn *c = j->conn;
+
+    if (j->fn == NULL) {
+        const char *err = NULL;
+        int rc = list_step(j, &err);
+        if (rc != 0)
+            job_free(j);
+        if (rc > 0) {
+            conn_resume(c);
+        } else if (rc < 0) {
+            attr_t r = ATTR_INIT;
+            attr_add(&r, "status", "fail");
+            attr_add(&r, "reason", err ? err : "list failed");
+            conn_send(c, &r);
+            attr_destroy(&r);
+            conn_close(c);
+        }
+        return;
+    }
+    size_t end = j->pos + CTL_BATCH < j->l.n ? j->pos + CTL_BATCH : j->l.n;
     attr_t r = ATTR_INIT;
 
     for (; j->pos < end; j->pos++)
@@ -294,14 +344,9 @@ static int ctl_flush(const attr_t *req, struct evbuffer *out, const char **err)
     return 0;
 }
 
-struct list_ctx {
-    struct evbuffer *out;
-    size_t count;
-};
-
 static int list_cb(const struct qidx_rec *rec, void *arg)
 {
-    struct list_ctx *c = arg;
+    struct ctl_job *j = arg;
     attr_t r = ATTR_INIT;
 
     attr_add(&r, "queue_id", rec->id);
@@ -312,23 +357,45 @@ static int list_cb(const struct qidx_rec *rec, void *arg)
     for (size_t i = 0; rec->rcpts && rec->rcpts[i]; i++)
         attr_add(&r, "rcpt", rec->rcpts[i]);
     attr_add(&r, "reason", rec->reason ? rec->reason : "");
-    attr_to_evbuffer(c->out, &r);
+    attr_to_evbuffer(conn_output(j->conn), &r);
     attr_destroy(&r);
-    c->count++;
+    j->count++;
     return 0;
 }
 
-static int ctl_list(const attr_t *req, struct evbuffer *out, const char **err)
+static void list_end(struct evbuffer *out, size_t count)
 {
-    struct list_ctx c = { out, 0 };
     attr_t r = ATTR_INIT;
 
-    if (qmgr_index_scan_select(req, 0, list_cb, &c, err) < 0)
-        return -1;
     attr_add(&r, "end", "1");
-    attr_add_ll(&r, "count", (long long)c.count);
+    attr_add_ll(&r, "count", (long long)count);
     attr_to_evbuffer(out, &r);
     attr_destroy(&r);
+}
+
+/* Listed in pieces (LIST_BATCH records a turn) so a big queue neither
+ * stops scheduling nor piles up in memory; queue_id= lists are short and
+ * answered at once. */
+static int ctl_list(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    struct ctl_job *j = xcalloc(1, sizeof(*j));
+    int rc = 0;
+
+    j->conn = ctl_current;
+    attr_init(&j->sel);
+    for (size_t i = 0; i < req->n; i++) /* the selection, kept for the pieces */
+        attr_add(&j->sel, req->v[i].name, req->v[i].value);
+    if (attr_get(req, "queue_id")) {
+        rc = qmgr_index_scan_select(req, 0, list_cb, j, err);
+        if (rc == 0)
+            list_end(out, j->count);
+        attr_destroy(&j->sel);
+        free(j);
+        return rc;
+    }
+    j->ev = evtimer_new(qmgr_g.srv->base, job_step, j);
+    LIST_INSERT_HEAD(&jobs, j, link);
+    job_step(-1, 0, j);
     return 0;
 }
 
