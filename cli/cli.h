@@ -78,4 +78,13 @@ int cli_cmd_suppress(struct cli *c, int argc, char **argv);
 /* cli_site.c: postino site list|show (issue #9) */
 int cli_cmd_site(struct cli *c, int argc, char **argv);
 
+/* cli_json.c: a JSON string (quoted, escaped, always valid UTF-8) and an
+ * object key ("," first unless first, then "key":) on stdout. */
+void cli_json_str(const char *s);
+void cli_json_key(const char *key, int first);
+/* cli_summary.c: postino queue summary (issue #11) */
+int cli_cmd_queue_summary(struct cli *c, int argc, char **argv);
+/* cli_top.c: postino top (issue #11) */
+int cli_cmd_top(struct cli *c, int argc, char **argv);
+
 #endif

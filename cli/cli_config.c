@@ -18,20 +18,57 @@ static int param_known(const char *name)
     return 0;
 }
 
+/* --json: one object, parameter name -> its effective value (a string,
+ * as main.cf writes it, $name expanded): all, the named ones, or with -n
+ * those set in main.cf. */
+static int config_json(int nondefault, int argc, char **argv)
+{
+    int first = 1, rc = CLI_OK;
+
+    for (int i = 0; i < argc; i++)
+        if (!param_known(argv[i])) {
+            cli_err("unknown parameter: %s", argv[i]);
+            rc = CLI_ERR;
+        }
+    if (rc != CLI_OK)
+        return rc;
+    putchar('{');
+    for (size_t i = 0; i < param_count; i++) {
+        const char *name = param_table[i].name;
+        int named = argc == 0;
+        for (int j = 0; j < argc && !named; j++)
+            named = strcmp(argv[j], name) == 0;
+        if (!named || (nondefault && !conf_is_set(name)))
+            continue;
+        printf("%s", first ? "\n" : ",\n");
+        cli_json_key(name, 1);
+        cli_json_str(conf_str(name));
+        first = 0;
+    }
+    printf("\n}\n");
+    return CLI_OK;
+}
+
 int cli_cmd_config(struct cli *c, int argc, char **argv)
 {
-    int ch, nondefault = 0, value_only = 0, rc = CLI_OK;
+    static const struct option longopts[] = { { "json", no_argument, NULL, 'J' },
+                                              { NULL, 0, NULL, 0 } };
+    int ch, nondefault = 0, value_only = 0, json = 0, rc = CLI_OK;
     if (argc >= 2 && strcmp(argv[1], "import-postfix") == 0)
         return cli_cmd_config_import_postfix(c, argc - 1, argv + 1);
     optind = 0;
-    while ((ch = getopt(argc, argv, "+nh")) != -1) {
+    while ((ch = getopt_long(argc, argv, "+nh", longopts, NULL)) != -1) {
         if (ch == 'n')
             nondefault = 1;
         else if (ch == 'h')
             value_only = 1;
+        else if (ch == 'J')
+            json = 1;
         else
             return cli_usage("config");
     }
+    if (json)
+        return config_json(nondefault, argc - optind, argv + optind);
     if (optind == argc) {
         conf_print(stdout, nondefault);
         return CLI_OK;

@@ -66,15 +66,50 @@ static void list_entry(const attr_t *m, struct list_tot *t)
     t->count++;
 }
 
-static int list_parse(int argc, char **argv, attr_t *req)
+/* One message as a JSON object (the keys are documented in README.md). */
+static void list_json(const attr_t *m, struct list_tot *t)
 {
+    static const char *const strs[] = { "queue_id", "state", "sender", "reason" };
+    long long size = 0, arrival = 0;
+    size_t pos = 0;
+    const char *r;
+
+    attr_get_ll(m, "size", &size);
+    attr_get_ll(m, "arrival", &arrival);
+    printf("%s{", t->count ? ",\n" : "");
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        cli_json_key(strs[i], i == 0);
+        cli_json_str(attr_get_def(m, strs[i], ""));
+    }
+    cli_json_key("size", 0);
+    printf("%lld", size);
+    cli_json_key("arrival", 0);
+    printf("%lld", arrival);
+    cli_json_key("recipients", 0);
+    putchar('[');
+    for (int n = 0; (r = attr_next(m, "rcpt", &pos)) != NULL; n++) {
+        if (n)
+            putchar(',');
+        cli_json_str(r);
+    }
+    printf("]}");
+    t->bytes += size;
+    t->count++;
+}
+
+static int list_parse(int argc, char **argv, attr_t *req, int *json)
+{
+    static const struct option longopts[] = { { "json", no_argument, NULL, 'J' },
+                                              { NULL, 0, NULL, 0 } };
     int ch;
     optind = 0;
-    while ((ch = getopt(argc, argv, "+d:s:")) != -1) {
+    while ((ch = getopt_long(argc, argv, "+d:s:", longopts, NULL)) != -1) {
         if (ch == 'd')
             attr_add(req, "domain", optarg);
         else if (ch == 's')
             attr_add(req, "sender", optarg);
+        else if (ch == 'J')
+            *json = 1;
         else
             return -1;
     }
@@ -88,9 +123,9 @@ int cli_cmd_queue_list(struct cli *c, int argc, char **argv)
     attr_t req = cli_control_request("list"), rec = ATTR_INIT;
     buf_t in = BUF_INIT;
     struct list_tot tot = { 0, 0 };
-    int rc = CLI_ERR, fd;
+    int rc = CLI_ERR, fd, json = 0;
 
-    if (list_parse(argc, argv, &req) < 0) {
+    if (list_parse(argc, argv, &req, &json) < 0) {
         attr_destroy(&req);
         return cli_usage("queue");
     }
@@ -108,6 +143,12 @@ int cli_cmd_queue_list(struct cli *c, int argc, char **argv)
                 cli_control_malformed("a listed message without a queue_id");
                 break;
             }
+            if (json && tot.count == 0)
+                printf("{\"messages\":[\n");
+            if (json) {
+                list_json(&rec, &tot);
+                continue;
+            }
             if (tot.count == 0)
                 printf("%-18s %8s %-20s  %s\n", "-Queue ID-", "--Size--", "----Arrival Time----",
                        "-Sender/Recipient-------");
@@ -115,7 +156,10 @@ int cli_cmd_queue_list(struct cli *c, int argc, char **argv)
         }
         close(fd);
     }
-    if (rc == CLI_OK && tot.count == 0)
+    if (rc == CLI_OK && json)
+        printf("%s],\"count\":%ld,\"bytes\":%lld}\n", tot.count ? "\n" : "{\"messages\":[",
+               tot.count, tot.bytes);
+    else if (rc == CLI_OK && tot.count == 0)
         printf("Mail queue is empty\n");
     else if (rc == CLI_OK)
         printf("-- %lld Kbytes in %ld Request%s.\n", (tot.bytes + 1023) / 1024, tot.count,
@@ -181,43 +225,84 @@ static int change_parse(int argc, char **argv, attr_t *req)
     return nsel > 0 ? CLI_OK : cli_usage("queue");
 }
 
-static int cmd_change(struct cli *c, int argc, char **argv, const char *done)
+/* "\rpostino: deleting 1500 of 100000 messages" on a terminal only. */
+static void change_progress(const attr_t *rec, const char *verb)
 {
-    attr_t req = cli_control_request(argv[0]), reply = ATTR_INIT;
-    int rc = change_parse(argc, argv, &req);
-    if (rc == CLI_OK && cli_control_call(&req, &reply) < 0)
+    if (!isatty(STDERR_FILENO))
+        return;
+    fprintf(stderr, "\rpostino: %s %s of %s messages", verb, attr_get_def(rec, "progress", "?"),
+            attr_get_def(rec, "total", "?"));
+    fflush(stderr);
+}
+
+/* Send the change, show qmgr's progress records, end with the count
+ * line "postino: deleted N messages". */
+static int cmd_change(struct cli *c, int argc, char **argv, const char *verb, const char *done)
+{
+    attr_t req = cli_control_request(argv[0]), rec = ATTR_INIT;
+    buf_t in = BUF_INIT;
+    int rc = change_parse(argc, argv, &req), fd = -1, shown = 0;
+
+    if (rc == CLI_OK && (fd = cli_control_send(&req)) < 0)
         rc = CLI_ERR;
-    else if (rc == CLI_OK)
-        printf("postino: %s message(s) %s\n", attr_get_def(&reply, "count", "0"), done);
+    while (fd >= 0 && (rc = cli_control_read(fd, &in, &rec) == 0 ? CLI_OK : CLI_ERR) == CLI_OK &&
+           attr_get(&rec, "progress") && !attr_get(&rec, "status")) {
+        change_progress(&rec, verb);
+        shown = 1;
+    }
+    if (shown && isatty(STDERR_FILENO))
+        fputs("\r\033[K", stderr); /* the progress line goes */
+    if (fd >= 0 && rc == CLI_OK) {
+        const char *status = attr_get(&rec, "status");
+        long long n = 0;
+        if (status && strcmp(status, "ok") == 0 && attr_get_ll(&rec, "count", &n) == 0) {
+            printf("postino: %s %lld message%s\n", done, n, n == 1 ? "" : "s");
+        } else if (status && strcmp(status, "fail") == 0) {
+            cli_err("%s", attr_get_def(&rec, "reason", "request failed"));
+            rc = CLI_ERR;
+        } else {
+            cli_control_malformed("no status");
+            rc = CLI_ERR;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
     attr_destroy(&req);
-    attr_destroy(&reply);
+    attr_destroy(&rec);
+    buf_destroy(&in);
     return rc;
 }
 
 static int cmd_delete(struct cli *c, int argc, char **argv)
 {
-    return cmd_change(c, argc, argv, "deleted");
+    return cmd_change(c, argc, argv, "deleting", "deleted");
 }
 static int cmd_hold(struct cli *c, int argc, char **argv)
 {
-    return cmd_change(c, argc, argv, "held");
+    return cmd_change(c, argc, argv, "holding", "held");
 }
 static int cmd_release(struct cli *c, int argc, char **argv)
 {
-    return cmd_change(c, argc, argv, "released");
+    return cmd_change(c, argc, argv, "releasing", "released");
 }
 static int cmd_requeue(struct cli *c, int argc, char **argv)
 {
-    return cmd_change(c, argc, argv, "requeued");
+    return cmd_change(c, argc, argv, "requeueing", "requeued");
 }
 
 static const struct {
     const char *name;
     cli_fn fn;
 } queue_cmds[] = {
-    { "list", cli_cmd_queue_list }, { "show", cli_cmd_queue_show }, { "flush", cmd_flush },
-    { "stats", cmd_stats },         { "delete", cmd_delete },       { "hold", cmd_hold },
-    { "release", cmd_release },     { "requeue", cmd_requeue },
+    { "list", cli_cmd_queue_list },
+    { "show", cli_cmd_queue_show },
+    { "flush", cmd_flush },
+    { "stats", cmd_stats },
+    { "delete", cmd_delete },
+    { "hold", cmd_hold },
+    { "release", cmd_release },
+    { "requeue", cmd_requeue },
+    { "summary", cli_cmd_queue_summary },
 };
 
 int cli_cmd_queue(struct cli *c, int argc, char **argv)

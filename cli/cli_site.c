@@ -26,24 +26,12 @@ static const char *safe(const char *v)
     return buf_str(&b);
 }
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            printf("\\u%04x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
-}
-
 static void json_site(const attr_t *r, int first)
 {
-    static const char *const strs[] = { "name", "state", "reason", "rate_limit", "policy" };
-    static const char *const nums[] = { "until", "conns", "limit", "window", "rate", "queued" };
+    static const char *const strs[] = { "name",       "state",  "reason",
+                                        "rate_limit", "policy", "last_defer" };
+    static const char *const nums[] = { "until", "conns",  "limit",        "window",
+                                        "rate",  "queued", "last_defer_at" };
     size_t pos = 0;
     const char *v;
     int n = 0;
@@ -51,14 +39,14 @@ static void json_site(const attr_t *r, int first)
     printf("%s{", first ? "" : ",");
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         printf("%s\"%s\":", i ? "," : "", strs[i]);
-        json_str(attr_get_def(r, strs[i], ""));
+        cli_json_str(attr_get_def(r, strs[i], ""));
     }
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         printf(",\"%s\":%lld", nums[i], strtoll(attr_get_def(r, nums[i], "0"), NULL, 10));
     printf(",\"domains\":[");
     while ((v = attr_next(r, "domain", &pos)) != NULL) {
         printf("%s", n++ ? "," : "");
-        json_str(v);
+        cli_json_str(v);
     }
     printf("]}");
 }
@@ -113,6 +101,8 @@ static void text_show(const attr_t *r)
            *attr_get_def(r, "rate_limit", "") ? attr_get_def(r, "rate_limit", "") : "none");
     printf("queued: %s\n", attr_get_def(r, "queued", "0"));
     printf("policy: %s\n", safe(attr_get_def(r, "policy", "")));
+    if (*attr_get_def(r, "last_defer", ""))
+        printf("last deferral: %s\n", safe(attr_get_def(r, "last_defer", "")));
     while ((v = attr_next(r, "domain", &pos)) != NULL)
         printf("domain: %s\n", safe(v));
     buf_destroy(&st);

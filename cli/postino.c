@@ -35,10 +35,11 @@ static const struct command commands[] = {
     { "status", cli_cmd_status, "status                     is the mail system running?" },
     { "check", cli_cmd_check, "check                      check main.cf and master.cf" },
     { "queue", cli_cmd_queue,
-      "queue list [-d DOMAIN] [-s SENDER] [ID...] | show ID | flush | stats\n"
-      "       postino queue delete|hold|release|requeue ID...|-d DOMAIN|-s SENDER|ALL" },
+      "queue list [-d DOMAIN] [-s SENDER] [--json] [ID...] | show ID | flush | stats\n"
+      "       postino queue delete|hold|release|requeue ID...|-d DOMAIN|-s SENDER|ALL\n"
+      "       postino queue summary [-d] [--json] [incoming|active|deferred|hold ...]" },
     { "config", cli_cmd_config,
-      "config [-n] [-h] [NAME...]  print parameters (-n: only those set)\n"
+      "config [-n] [-h] [--json] [NAME...]  print parameters (-n: only those set)\n"
       "       postino config import-postfix [-o DIR] [POSTFIX_DIR]   translate Postfix's "
       "main.cf, master.cf" },
     { "map", cli_cmd_map, "map build FILE | map query FILE KEY   build or query a hash: table" },
@@ -58,6 +59,9 @@ static const struct command commands[] = {
       "       postino site suspend NAME DURATION [REASON] | resume NAME | bounce NAME [REASON]\n"
       "       postino site throttle NAME RATE DURATION [REASON] | limit NAME CONNS DURATION "
       "[REASON]" },
+    { "top", cli_cmd_top,
+      "top                        live view of sites and queue totals (q quits; "
+      "one table when not a terminal)" },
     { "help", NULL, "help                       this list" },
 };
 

@@ -230,6 +230,12 @@ void qmgr_index_new_mail(const char *id);
  * fail (-1, *err) when the request names none. */
 int qmgr_index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
                            const char **err);
+/* The same without queue_id=, in pieces: at most max records with ids
+ * after *after ("" first; updated to the last one looked at, a buffer of
+ * QID_LEN + 1), the selected ones to cb. 1 when the selection is
+ * exhausted, 0 when more may follow, -1 with *err. */
+int qmgr_index_scan_select_piece(const attr_t *req, char *after, size_t max, qindex_cb cb,
+                                 void *arg, const char **err);
 void qmgr_index_shutdown(void);
 
 /* qmgr_perm.c */
@@ -272,6 +278,8 @@ struct qmgr_site;
 void qmgr_metrics_outcome(const struct qmgr_msg *m, const struct qmgr_site *s, enum qmgr_rr rr,
                           const char *category);
 int qmgr_metrics_ctl(const attr_t *req, struct evbuffer *out, const char **err);
+/* qmgr_shape_ctl.c: summary (postino queue summary, issue #11) */
+int qmgr_shape_ctl_summary(const attr_t *req, struct evbuffer *out, const char **err);
 
 /* qmgr_pool.c: source address pools (issue #9) */
 enum qmgr_pool_pick {

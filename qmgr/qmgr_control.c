@@ -4,7 +4,13 @@
  * request from SO_PEERCRED (qmgr_perm.c): root, mail_owner and members of
  * mail_owner's group may do everything, others nothing (not even list:
  * "status=fail reason=permission denied"). The CLI is a separate, untrusted program:
- * bad input gets status=fail and the connection is closed, never a panic. */
+ * bad input gets status=fail and the connection is closed, never a panic.
+ *
+ * delete/hold/release/requeue of more than CTL_BATCH messages run in
+ * batches, one per turn of the event loop, so scheduling and deliveries go
+ * on meanwhile; after each batch the client gets "progress=DONE total=N"
+ * (the CLI shows it on a terminal), then "status=ok count=N" as for a
+ * small selection. A client that goes away stops its job. */
 #include "qmgr/qmgr.h"
 
 #include <errno.h>
@@ -12,6 +18,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <sys/queue.h>
 
 #include <event2/event.h>
 
@@ -31,6 +39,30 @@ typedef int (*ctl_fn)(const attr_t *req, struct evbuffer *out, const char **err)
 
 static int listen_fd = -1;
 static struct event *listen_ev;
+
+/* Messages changed per turn of the event loop by a long change. */
+#define CTL_BATCH 500
+
+/* A long delete/hold/release/requeue in progress (see above). */
+/* Index records looked at per turn by a listing; it waits while more
+ * than LIST_OUTPUT_MAX bytes of its answer are unread by the client. */
+#define LIST_BATCH      1000
+#define LIST_OUTPUT_MAX (256 * 1024)
+
+/* A change (fn set: ids in l) or a listing (fn NULL: sel, after). */
+struct ctl_job {
+    struct conn *conn;
+    struct idlist l;
+    size_t pos, count;
+    int (*fn)(const char *id);
+    attr_t sel;
+    char after[QID_LEN + 1];
+    struct event *ev;
+    LIST_ENTRY(ctl_job) link;
+};
+static LIST_HEAD(, ctl_job) jobs = LIST_HEAD_INITIALIZER(jobs);
+/* The connection whose request is being dispatched (for ctl_each). */
+static struct conn *ctl_current;
 
 static void reply_ok(struct evbuffer *out, size_t count)
 {
@@ -58,7 +90,107 @@ static void idlist_destroy(struct idlist *l)
     free(l->ids);
 }
 
-/* Run fn on every selected id; reply count of those where fn returned 1. */
+static void job_free(struct ctl_job *j)
+{
+    LIST_REMOVE(j, link);
+    event_free(j->ev);
+    idlist_destroy(&j->l);
+    attr_destroy(&j->sel);
+    free(j);
+}
+
+static int list_cb(const struct qidx_rec *rec, void *arg);
+static void list_end(struct evbuffer *out, size_t count);
+
+/* One piece of a listing: 0 more to come, 1 done (end record sent), -1
+ * failed (*err). */
+static int list_step(struct ctl_job *j, const char **err)
+{
+    static const struct timeval later = { 0, 10000 };
+    static const struct timeval now = { 0, 0 };
+    int rc;
+
+    if (conn_output_len(j->conn) > LIST_OUTPUT_MAX) { /* the client reads slowly */
+        evtimer_add(j->ev, &later);
+        return 0;
+    }
+    rc = qmgr_index_scan_select_piece(&j->sel, j->after, LIST_BATCH, list_cb, j, err);
+    if (rc == 0)
+        evtimer_add(j->ev, &now);
+    else if (rc > 0)
+        list_end(conn_output(j->conn), j->count);
+    return rc;
+}
+
+static void job_step(evutil_socket_t fd, short what, void *arg)
+{
+    static const struct timeval now = { 0, 0 };
+    struct ctl_job *j = arg;
+    struct conn *c = j->conn;
+
+    if (j->fn == NULL) {
+        const char *err = NULL;
+        int rc = list_step(j, &err);
+        if (rc != 0)
+            job_free(j);
+        if (rc > 0) {
+            conn_resume(c);
+        } else if (rc < 0) {
+            attr_t r = ATTR_INIT;
+            attr_add(&r, "status", "fail");
+            attr_add(&r, "reason", err ? err : "list failed");
+            conn_send(c, &r);
+            attr_destroy(&r);
+            conn_close(c);
+        }
+        return;
+    }
+    size_t end = j->pos + CTL_BATCH < j->l.n ? j->pos + CTL_BATCH : j->l.n;
+    attr_t r = ATTR_INIT;
+
+    for (; j->pos < end; j->pos++)
+        j->count += (size_t)j->fn(j->l.ids[j->pos]);
+    if (j->pos < j->l.n) {
+        attr_add_ll(&r, "progress", (long long)j->pos);
+        attr_add_ll(&r, "total", (long long)j->l.n);
+        conn_send(c, &r);
+        attr_destroy(&r);
+        evtimer_add(j->ev, &now); /* after the loop has looked at I/O */
+        return;
+    }
+    reply_ok(conn_output(c), j->count);
+    job_free(j);
+    qmgr_index_pull_due();
+    conn_resume(c);
+}
+
+/* The client went away: its job ends where it is. */
+static void ctl_closed(struct conn *c, const char *why, void *arg)
+{
+    struct ctl_job *j, *next;
+
+    for (j = LIST_FIRST(&jobs); j; j = next) {
+        next = LIST_NEXT(j, link);
+        if (j->conn == c) {
+            log_info("control: %s stopped after %zu of %zu messages: %s", conn_peer(c), j->pos,
+                     j->l.n, why ? why : "closed");
+            job_free(j);
+        }
+    }
+}
+
+static int job_running(const struct conn *c)
+{
+    struct ctl_job *j;
+
+    LIST_FOREACH(j, &jobs, link)
+    if (j->conn == c)
+        return 1;
+    return 0;
+}
+
+/* Run fn on every selected id; reply count of those where fn returned 1.
+ * More than CTL_BATCH: a job, in batches (see the top of the file). */
 static int ctl_each(const attr_t *req, struct evbuffer *out, const char **err,
                     int (*fn)(const char *id))
 {
@@ -67,6 +199,16 @@ static int ctl_each(const attr_t *req, struct evbuffer *out, const char **err,
 
     if (qmgr_index_scan_select(req, 1, collect_cb, &l, err) < 0)
         return -1;
+    if (l.n > CTL_BATCH && ctl_current) {
+        struct ctl_job *j = xcalloc(1, sizeof(*j));
+        j->conn = ctl_current;
+        j->l = l;
+        j->fn = fn;
+        j->ev = evtimer_new(qmgr_g.srv->base, job_step, j);
+        LIST_INSERT_HEAD(&jobs, j, link);
+        job_step(-1, 0, j);
+        return 0;
+    }
     for (size_t i = 0; i < l.n; i++)
         count += (size_t)fn(l.ids[i]);
     idlist_destroy(&l);
@@ -105,6 +247,12 @@ static int do_delete(const char *id)
         }
         return 1;
     }
+    /* A long delete runs in batches: gone meanwhile is not deleted by us. */
+    struct qidx_rec rec;
+    memset(&rec, 0, sizeof(rec));
+    if (qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
+        return 0;
+    qidx_rec_destroy(&rec);
     qfile_remove(qmgr_g.spool, id);
     qindex_del(qmgr_g.qi, id);
     log_info("%s: removed", id);
@@ -196,14 +344,9 @@ static int ctl_flush(const attr_t *req, struct evbuffer *out, const char **err)
     return 0;
 }
 
-struct list_ctx {
-    struct evbuffer *out;
-    size_t count;
-};
-
 static int list_cb(const struct qidx_rec *rec, void *arg)
 {
-    struct list_ctx *c = arg;
+    struct ctl_job *j = arg;
     attr_t r = ATTR_INIT;
 
     attr_add(&r, "queue_id", rec->id);
@@ -214,23 +357,45 @@ static int list_cb(const struct qidx_rec *rec, void *arg)
     for (size_t i = 0; rec->rcpts && rec->rcpts[i]; i++)
         attr_add(&r, "rcpt", rec->rcpts[i]);
     attr_add(&r, "reason", rec->reason ? rec->reason : "");
-    attr_to_evbuffer(c->out, &r);
+    attr_to_evbuffer(conn_output(j->conn), &r);
     attr_destroy(&r);
-    c->count++;
+    j->count++;
     return 0;
 }
 
-static int ctl_list(const attr_t *req, struct evbuffer *out, const char **err)
+static void list_end(struct evbuffer *out, size_t count)
 {
-    struct list_ctx c = { out, 0 };
     attr_t r = ATTR_INIT;
 
-    if (qmgr_index_scan_select(req, 0, list_cb, &c, err) < 0)
-        return -1;
     attr_add(&r, "end", "1");
-    attr_add_ll(&r, "count", (long long)c.count);
+    attr_add_ll(&r, "count", (long long)count);
     attr_to_evbuffer(out, &r);
     attr_destroy(&r);
+}
+
+/* Listed in pieces (LIST_BATCH records a turn) so a big queue neither
+ * stops scheduling nor piles up in memory; queue_id= lists are short and
+ * answered at once. */
+static int ctl_list(const attr_t *req, struct evbuffer *out, const char **err)
+{
+    struct ctl_job *j = xcalloc(1, sizeof(*j));
+    int rc = 0;
+
+    j->conn = ctl_current;
+    attr_init(&j->sel);
+    for (size_t i = 0; i < req->n; i++) /* the selection, kept for the pieces */
+        attr_add(&j->sel, req->v[i].name, req->v[i].value);
+    if (attr_get(req, "queue_id")) {
+        rc = qmgr_index_scan_select(req, 0, list_cb, j, err);
+        if (rc == 0)
+            list_end(out, j->count);
+        attr_destroy(&j->sel);
+        free(j);
+        return rc;
+    }
+    j->ev = evtimer_new(qmgr_g.srv->base, job_step, j);
+    LIST_INSERT_HEAD(&jobs, j, link);
+    job_step(-1, 0, j);
     return 0;
 }
 
@@ -279,6 +444,7 @@ static const struct {
     { "site_list", qmgr_site_ctl_list },
     { "site_set", qmgr_site_ctl_set },
     { "metrics", qmgr_metrics_ctl },
+    { "summary", qmgr_shape_ctl_summary },
 };
 
 /* Checked before the request is looked at, so an outsider learns nothing. */
@@ -307,7 +473,10 @@ static int ctl_dispatch(struct conn *c, const attr_t *req, const char **err)
     for (size_t i = 0; name && i < sizeof(ctl_table) / sizeof(ctl_table[0]); i++) {
         if (strcmp(ctl_table[i].name, name) != 0)
             continue;
-        return ctl_table[i].fn(req, conn_output(c), err);
+        ctl_current = c;
+        int rc = ctl_table[i].fn(req, conn_output(c), err);
+        ctl_current = NULL;
+        return rc;
     }
     *err = "unknown request";
     return -1;
@@ -327,12 +496,12 @@ static enum conn_verdict ctl_record(struct conn *c, const attr_t *req, void *arg
         attr_destroy(&r);
         conn_close(c);
     }
-    return CONN_OK;
+    return job_running(c) ? CONN_HOLD : CONN_OK;
 }
 
 static void control_accept(evutil_socket_t fd, short what, void *arg)
 {
-    static const struct conn_ops ops = { .on_record = ctl_record };
+    static const struct conn_ops ops = { .on_record = ctl_record, .on_close = ctl_closed };
     struct conn_cfg cfg = { .proto = PROTO_VERSION, .serving = 1 };
     int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     uid_t uid = (uid_t)-1;
@@ -371,6 +540,8 @@ void qmgr_control_init(void)
 
 void qmgr_control_close(void)
 {
+    while (!LIST_EMPTY(&jobs))
+        job_free(LIST_FIRST(&jobs));
     if (listen_ev)
         event_free(listen_ev);
     listen_ev = NULL;

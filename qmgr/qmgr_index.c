@@ -398,3 +398,52 @@ int qmgr_index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, v
     qindex_scan_all(qmgr_g.qi, sel_cb, &c);
     return 0;
 }
+
+/* One piece of a selection answered in pieces (qmgr_control.c's list). */
+struct piece_ctx {
+    struct sel_ctx sel;
+    char *after; /* QID_LEN + 1: the last id looked at */
+    size_t seen, max;
+};
+
+static int piece_cb(const struct qidx_rec *rec, void *arg)
+{
+    struct piece_ctx *p = arg;
+
+    str_lcpy(p->after, rec->id, QID_LEN + 1);
+    p->seen++;
+    return sel_cb(rec, &p->sel) || p->seen >= p->max;
+}
+
+int qmgr_index_scan_select_piece(const attr_t *req, char *after, size_t max, qindex_cb cb,
+                                 void *arg, const char **err)
+{
+    struct piece_ctx p = {
+        { cb, arg, attr_get(req, "sender"), attr_get(req, "state") }, after, 0, max
+    };
+    const char *domain = attr_get(req, "domain");
+    char from[QID_LEN + 1];
+    int rc;
+
+    if (p.sel.state && strcmp(p.sel.state, "incoming") && strcmp(p.sel.state, "active") &&
+        strcmp(p.sel.state, "deferred") && strcmp(p.sel.state, "hold")) {
+        *err = "state must be incoming, active, deferred or hold";
+        return -1;
+    }
+    str_lcpy(from, after, sizeof(from));
+    if (domain) {
+        buf_t d = BUF_INIT;
+        buf_set(&d, domain);
+        if (d.len > 0)
+            str_lower(d.data);
+        rc = qindex_scan_domain_after(qmgr_g.qi, buf_str(&d), from, piece_cb, &p);
+        buf_destroy(&d);
+    } else {
+        rc = qindex_scan_all_after(qmgr_g.qi, from, piece_cb, &p);
+    }
+    if (rc < 0) {
+        *err = "queue index error";
+        return -1;
+    }
+    return p.seen < max ? 1 : 0;
+}

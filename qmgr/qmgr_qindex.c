@@ -532,6 +532,14 @@ int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg)
 
 int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void *arg)
 {
+    return qindex_scan_domain_after(qi, domain, "", cb, arg);
+}
+
+/* Duplicates are sorted (DB_DUPSORT): the ids of a domain come in id
+ * order, so a scan resumes at the first id after "after". */
+int qindex_scan_domain_after(struct qindex *qi, const char *domain, const char *after, qindex_cb cb,
+                             void *arg)
+{
     DBC *c;
     DBT k, d;
     char id[QID_LEN + 1];
@@ -543,10 +551,10 @@ int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void
         return db_fail("cursor", rc);
     }
     dbt_set(&k, dom, strlen(dom));
-    dbt_set(&d, NULL, 0);
-    for (rc = c->get(c, &k, &d, DB_SET); rc == 0 && res == VISIT_NEXT;
+    dbt_set(&d, after, strlen(after));
+    for (rc = c->get(c, &k, &d, *after ? DB_GET_BOTH_RANGE : DB_SET); rc == 0 && res == VISIT_NEXT;
          rc = c->get(c, &k, &d, DB_NEXT_DUP)) {
-        if (d.size != QID_LEN)
+        if (d.size != QID_LEN || (*after && memcmp(d.data, after, QID_LEN) == 0))
             continue;
         memcpy(id, d.data, QID_LEN);
         id[QID_LEN] = '\0';
@@ -561,17 +569,24 @@ int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void
 
 int qindex_scan_all(struct qindex *qi, qindex_cb cb, void *arg)
 {
+    return qindex_scan_all_after(qi, "", cb, arg);
+}
+
+int qindex_scan_all_after(struct qindex *qi, const char *after, qindex_cb cb, void *arg)
+{
     DBC *c;
     DBT k, d;
     char id[QID_LEN + 1];
     int rc = qi->queue->cursor(qi->queue, NULL, &c, 0), res = 0;
+    u_int32_t op = *after ? DB_SET_RANGE : DB_NEXT;
     if (rc != 0)
         return db_fail("cursor", rc);
-    dbt_set(&k, NULL, 0);
+    dbt_set(&k, after, strlen(after));
     dbt_set(&d, NULL, 0);
-    while (res == 0 && (rc = c->get(c, &k, &d, DB_NEXT)) == 0) {
+    while (res == 0 && (rc = c->get(c, &k, &d, op)) == 0) {
         struct qidx_rec rec;
-        if (k.size != QID_LEN)
+        op = DB_NEXT;
+        if (k.size != QID_LEN || (*after && memcmp(k.data, after, QID_LEN) == 0))
             continue;
         memcpy(id, k.data, QID_LEN);
         id[QID_LEN] = '\0';

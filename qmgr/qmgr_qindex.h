@@ -60,6 +60,11 @@ int qindex_del(struct qindex *qi, const char *id);
 int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg);
 int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void *arg);
 int qindex_scan_all(struct qindex *qi, qindex_cb cb, void *arg);
+/* The same, resumable (an answer sent in pieces): only ids after "after"
+ * ("" = from the start), in id order. */
+int qindex_scan_domain_after(struct qindex *qi, const char *domain, const char *after, qindex_cb cb,
+                             void *arg);
+int qindex_scan_all_after(struct qindex *qi, const char *after, qindex_cb cb, void *arg);
 size_t qindex_count(struct qindex *qi);
 void qidx_rec_destroy(struct qidx_rec *rec); /* frees the strings, not rec */
 const char *qidx_state_name(int state);

@@ -429,6 +429,7 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
         long long retry = why ? qmgr_site_retry(d->site, m->attempts + 1) : 0;
         if (retry > 0 && (m->site_retry == 0 || retry < m->site_retry))
             m->site_retry = retry;
+        qmgr_site_note_deferral(d->site, why);
         if (dest && strcmp(dest, "fail") == 0)
             dest_suspend(d, why ? why : m->reason, cat);
         qmgr_throttle_job_done(d->site, qmgr_pool_source(j), reply);
@@ -439,6 +440,7 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
             log_warn("%s: delivery agent %s refused the job: %s", m->id, d->transport, why);
         for (size_t k = 0; k < j->n; k++)
             qmgr_msg_rcpt_done(m, j->rcpt[k], rr, "4.3.0", why, NULL);
+        qmgr_site_note_deferral(d->site, why);
     }
     job_free(j);
     m->guard--;

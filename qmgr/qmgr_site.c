@@ -117,6 +117,7 @@ static void site_free(struct qmgr_site *s)
     free(s->name);
     free(s->key);
     free(s->state_reason);
+    free(s->last_defer);
     free(s);
 }
 
@@ -312,7 +313,7 @@ static void dest_link(struct qmgr_dest *d, struct qmgr_site *s)
 }
 
 /* The domain of an MX-routed nexthop in *domain: 1, else 0. */
-static int mx_routed_nh(const char *transport, const char *nexthop, buf_t *domain)
+static int nexthop_mx_routed(const char *transport, const char *nexthop, buf_t *domain)
 {
     /* With a port of its own, a nexthop is a site of its own too: its
      * connections cannot serve the MX set's other domains. */
@@ -326,7 +327,7 @@ static int mx_routed_nh(const char *transport, const char *nexthop, buf_t *domai
 
 static int mx_routed(const struct qmgr_dest *d, buf_t *domain)
 {
-    return mx_routed_nh(d->transport, d->nexthop, domain);
+    return nexthop_mx_routed(d->transport, d->nexthop, domain);
 }
 
 static struct mxent *mx_find(const char *domain, unsigned h)
@@ -699,23 +700,55 @@ void qmgr_site_foreach(void (*fn)(struct qmgr_site *s, void *arg), void *arg)
     fn(HTABLE_ENTRY(l, struct qmgr_site, hlink), arg);
 }
 
+/* The name of the site that mail for transport/nexthop goes to, as
+ * qmgr_site_attach files it, without a DNS lookup: 1 with *name set, 0
+ * (name untouched) for an MX-routed domain whose MX set qmgr has not
+ * looked up (no mail of it was in memory lately). */
 int qmgr_site_name_for(const char *transport, const char *nexthop, buf_t *name)
 {
-    buf_t domain = BUF_INIT;
+    buf_t domain = BUF_INIT, key = BUF_INIT;
+    struct qmgr_site *s = NULL;
+    struct mxent *e;
     int known = 1;
 
-    if (!mx_routed_nh(transport, nexthop, &domain) || dns == NULL) {
+    if (!nexthop_mx_routed(transport, nexthop, &domain) || dns == NULL) {
+        buf_setf(&key, "nh:%s\n%s", transport, nexthop);
+        s = site_by_key(buf_str(&key), htable_hash_str(buf_str(&key)));
         if (strcmp(transport, "smtp") == 0)
             buf_set(name, nexthop);
         else
             buf_setf(name, "%s:%s", transport, nexthop);
+    } else if ((e = mx_find(buf_str(&domain), htable_hash_str(buf_str(&domain)))) && e->name) {
+        if (e->key)
+            s = site_by_key(e->key, htable_hash_str(e->key));
+        buf_set(name, e->name); /* the last MX set known, even if due for a refresh */
     } else {
-        const struct mxent *e = mx_find(buf_str(&domain), htable_hash_str(buf_str(&domain)));
-        if (e && e->name)
-            buf_set(name, e->name); /* the last MX set known, even if due for a refresh */
-        else
-            known = 0;
+        known = 0;
     }
+    if (s)
+        buf_set(name, s->name);
     buf_destroy(&domain);
+    buf_destroy(&key);
     return known;
+}
+
+/* For "postino queue summary" (qmgr_shape_ctl.c): as above, and a domain
+ * not looked up yet is named after itself. */
+void qmgr_site_name_of(const char *transport, const char *nexthop, buf_t *name)
+{
+    buf_t domain = BUF_INIT;
+
+    if (!qmgr_site_name_for(transport, nexthop, name) &&
+        nexthop_mx_routed(transport, nexthop, &domain))
+        buf_set(name, buf_str(&domain));
+    buf_destroy(&domain);
+}
+
+void qmgr_site_note_deferral(struct qmgr_site *s, const char *why)
+{
+    if (s == NULL || why == NULL)
+        return;
+    free(s->last_defer);
+    s->last_defer = xstrdup(why);
+    s->last_defer_at = (long long)time(NULL);
 }

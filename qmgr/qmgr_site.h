@@ -101,6 +101,9 @@ struct qmgr_site {
     /* ---- adaptive throttling (qmgr_throttle.c) ---- */
     struct qmgr_slowstart slow;        /* connections the replies allow, <= conc_limit */
     const struct qmgr_shaperule *rule; /* the rule whose state is in force, or NULL */
+    /* ---- the last deferral, for site list and postino top (issue #11) ---- */
+    char *last_defer;
+    long long last_defer_at;
 };
 
 /* A rate token: 1 = may send now; 0 = *wait_s seconds until the next one. */
@@ -159,5 +162,10 @@ const char *qmgr_site_state_name(enum qmgr_site_state st);
  * lookup (metrics): 1 with *name set, or 0 when it is MX-routed and its
  * MX set is not in the cache (name untouched). */
 int qmgr_site_name_for(const char *transport, const char *nexthop, buf_t *name);
+/* The site name for mail to transport/nexthop, without a DNS lookup (an
+ * MX-routed domain not looked up yet: the domain). */
+void qmgr_site_name_of(const char *transport, const char *nexthop, buf_t *name);
+/* A recipient of s was deferred for why (NULL s or why: nothing). */
+void qmgr_site_note_deferral(struct qmgr_site *s, const char *why);
 
 #endif

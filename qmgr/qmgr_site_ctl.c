@@ -8,7 +8,8 @@
  *
  * site_list answers one record per active site (name, state, until, reason, conns,
  * limit, rate = messages sent in the last minute, rate_limit, queued,
- * policy, a domain= per destination domain, the first 200), then end=1 count=N; with
+ * policy, last_defer= the last deferral's reason and last_defer_at= its time (0:
+ * none), a domain= per destination domain, the first 200), then end=1 count=N; with
  * name= and no such site: status=fail reason=no such site. site_set
  * (postino site suspend/throttle/limit/resume) changes a site's state as
  * the adaptive rules do, and answers status=ok. */
@@ -68,6 +69,8 @@ static void site_record(struct qmgr_site *s, void *arg)
         buf_set(&lim, s->pol.msg_rate_text);
     attr_add(&r, "rate_limit", buf_str(&lim));
     attr_add_ll(&r, "queued", (long long)qmgr_site_queued(s));
+    attr_add(&r, "last_defer", s->last_defer ? s->last_defer : "");
+    attr_add_ll(&r, "last_defer_at", s->last_defer ? s->last_defer_at : 0);
     qmgr_shaping_format(&s->pol, &pol);
     attr_add(&r, "policy", buf_str(&pol));
     size_t ndom = 0;

@@ -187,6 +187,51 @@ static void test_scans(void **state)
     qindex_close(qi, 0);
 }
 
+/* Answers in pieces resume after the last id, in id order, also when
+ * that id has gone meanwhile. */
+static void test_scans_after(void **state)
+{
+    struct qindex *qi = open_idx(0);
+    struct qidx_rec r;
+    struct collect c;
+    char id[QID_LEN + 1];
+
+    for (int n = 0; n < 10; n++) {
+        mkrec(&r, n, QS_DEFERRED, 0);
+        assert_int_equal(qindex_put(qi, &r), 0);
+    }
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(qindex_scan_all_after(qi, "", collect_cb, &c), 0);
+    expect_ids(&c, (const int[]){ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 }, 10);
+    id_of(3, id);
+    memset(&c, 0, sizeof(c));
+    c.stop_at = 2;
+    assert_int_equal(qindex_scan_all_after(qi, id, collect_cb, &c), 0);
+    expect_ids(&c, (const int[]){ 4, 5 }, 2);
+    id_of(6, id);
+    assert_int_equal(qindex_del(qi, id), 0);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(qindex_scan_all_after(qi, id, collect_cb, &c), 0);
+    expect_ids(&c, (const int[]){ 7, 8, 9 }, 3);
+    /* x.example: n % 3 != 0 */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(qindex_scan_domain_after(qi, "X.example", "", collect_cb, &c), 0);
+    expect_ids(&c, (const int[]){ 1, 2, 4, 5, 7, 8 }, 6);
+    id_of(2, id);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(qindex_scan_domain_after(qi, "x.example", id, collect_cb, &c), 0);
+    expect_ids(&c, (const int[]){ 4, 5, 7, 8 }, 4);
+    id_of(6, id); /* gone, and never in x.example */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(qindex_scan_domain_after(qi, "x.example", id, collect_cb, &c), 0);
+    expect_ids(&c, (const int[]){ 7, 8 }, 2);
+    id_of(9, id);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(qindex_scan_domain_after(qi, "x.example", id, collect_cb, &c), 0);
+    assert_int_equal(c.n, 0);
+    qindex_close(qi, 0);
+}
+
 static void test_clean_marker(void **state)
 {
     struct qindex *qi = open_idx(0); /* previous close was not clean */
@@ -262,9 +307,8 @@ static void test_lock(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_put_get_del),
-        cmocka_unit_test(test_scans),
-        cmocka_unit_test(test_clean_marker),
+        cmocka_unit_test(test_put_get_del), cmocka_unit_test(test_scans),
+        cmocka_unit_test(test_scans_after), cmocka_unit_test(test_clean_marker),
         cmocka_unit_test(test_lock),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
