@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -354,9 +355,24 @@ static void setup_events(void)
     }
 }
 
+/* An smtpd holds smtpd_client_connection_limit sessions (1000 by default)
+ * and delivery as many SMTP connections: the usual soft limit of 1024
+ * descriptors would cut them short. Every daemon inherits the raised
+ * soft limit (up to the hard one the administrator set). */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("raising the open files limit: %s", strerror(errno));
+    }
+}
+
 int main(int argc, char **argv)
 {
     sane_stdio();
+    raise_nofile();
     log_init("master");
     parse_args(argc, argv);
     struct master_ent *ents = NULL;

@@ -78,6 +78,7 @@ static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
     qmgr_bounce_tick();
     qmgr_suppress_tick();
     qmgr_pool_tick();
+    qmgr_deliver_tick();
 }
 
 static void qmgr_pre_drop(struct server *s)

@@ -206,6 +206,8 @@ int qmgr_deliver_start(struct qmgr_job *j);
  * it (its delivery agent may hold a cached SMTP session for the site)? */
 int qmgr_deliver_site_idle(const struct qmgr_dest *d);
 void qmgr_deliver_close_all(void);
+/* Close agent connections idle for a while (from the 1-second timer). */
+void qmgr_deliver_tick(void);
 
 /* qmgr_bounce.c */
 void qmgr_bounce_request(struct qmgr_msg *m, enum qmgr_kind kind, const size_t *idx, size_t n);

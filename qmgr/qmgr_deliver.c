@@ -35,6 +35,7 @@ struct aconn {
     char *pin;     /* the site it last served, or NULL */
     double pin_until;
     unsigned pin_jobs; /* jobs for that site since it was pinned */
+    double idle_since; /* when its last job ended */
     LIST_ENTRY(aconn) link;
 };
 
@@ -139,7 +140,8 @@ static enum conn_verdict aconn_record(struct conn *conn, const attr_t *reply, vo
         return CONN_DROP;
     }
     c->job = NULL; /* idle again before the scheduler looks for one */
-    c->pin_until = qmgr_now() + site_idle_time(j->dest->site);
+    c->idle_since = qmgr_now();
+    c->pin_until = c->idle_since + site_idle_time(j->dest->site);
     qmgr_sched_job_done(j, reply, NULL);
     return CONN_OK;
 }
@@ -290,6 +292,28 @@ int qmgr_deliver_start(struct qmgr_job *j)
     conn_send(c->conn, &req);
     attr_destroy(&req);
     return 0;
+}
+
+/* A busy hour leaves as many agent connections as there were jobs in
+ * flight at its peak, each a descriptor here and one in an agent. One
+ * that has had no job for AGENT_IDLE_CLOSE seconds past its pin is
+ * closed, so an idle qmgr holds few (the soak checks descriptors flat). */
+#define AGENT_IDLE_CLOSE 10.0
+
+void qmgr_deliver_tick(void)
+{
+    double now = qmgr_now();
+    struct aconn *c, *next;
+
+    for (c = LIST_FIRST(&conns); c != NULL; c = next) {
+        next = LIST_NEXT(c, link);
+        if (c->job != NULL || conn_closing(c->conn) || aconn_pinned(c, NULL, now))
+            continue;
+        if (now - c->idle_since < AGENT_IDLE_CLOSE)
+            continue;
+        conn_free(c->conn);
+        aconn_forget(c);
+    }
 }
 
 void qmgr_deliver_close_all(void)

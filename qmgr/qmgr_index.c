@@ -16,8 +16,8 @@
 #include "common/util/log.h"
 #include "qmgr/qmgr_route.h"
 
-/* Incomplete files older than this were abandoned by a dead smtpd. */
-#define STALE_INCOMPLETE 3600
+/* Seconds before an unlocked incomplete file counts as abandoned. */
+#define STALE_INCOMPLETE 5
 #define RESCAN_MIN_AGE   60 /* seconds: younger complete files are being announced */
 /* Messages pulled from the index per tick (file reads are synchronous). */
 #define PULL_BATCH 2000
@@ -78,14 +78,17 @@ void qmgr_index_put_env(const struct qenv *env, int state, long long next, int a
     qidx_rec_destroy(&rec);
 }
 
-/* Remove an abandoned incomplete file; keep a young one (being written). */
+/* Remove an incomplete file whose writer is gone (it holds a lock while
+ * it lives: qfile_abandoned); a file younger than a few seconds is left
+ * for the next scan, so a writer between its open and its lock is
+ * never raced (and would refuse to acknowledge a removed file anyway). */
 static void adopt_incomplete(const char *id, const char *path, const struct stat *sb)
 {
-    if (time(NULL) - sb->st_mtime > STALE_INCOMPLETE) {
-        /* Not "ID: removed": that line means a message qmgr took is done. */
-        if (unlink(path) == 0)
-            log_warn("%s: deleted an incomplete queue file older than %ds", id, STALE_INCOMPLETE);
-    }
+    if (time(NULL) - sb->st_mtime < STALE_INCOMPLETE)
+        return;
+    /* Not "ID: removed": that line means a message qmgr took is done. */
+    if (qfile_abandoned(path))
+        log_warn("%s: removed an incomplete queue file left by a writer that died", id);
 }
 
 /* Put one queue file into the index unless it is there already; 1 when

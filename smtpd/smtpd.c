@@ -13,6 +13,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -47,8 +48,18 @@ static void on_accept(struct server *srv, int fd, int idx)
     struct smtpd *d = srv->ctx;
     (void)idx;
     if ((long long)d->nsessions >= conf_int("smtpd_client_connection_limit")) {
-        log_warn("too many connections in this process (smtpd_client_connection_limit=%lld)",
-                 conf_int("smtpd_client_connection_limit"));
+        /* One line per 10 s under a flood, with the count, not one per client. */
+        static time_t last;
+        static unsigned long refused;
+        time_t now = time(NULL);
+        refused++;
+        if (now - last >= 10) {
+            log_warn("too many connections in this process (smtpd_client_connection_limit=%lld):"
+                     " %lu refused with 421",
+                     conf_int("smtpd_client_connection_limit"), refused);
+            last = now;
+            refused = 0;
+        }
         refuse(fd);
         return;
     }
@@ -105,6 +116,7 @@ static void post_drop(struct server *srv)
     /* Several fsyncs in flight at once: the filesystem commits them in
      * one journal transaction (group commit). */
     d->commitq = workq_new(srv->base, SMTPD_COMMIT_THREADS);
+    d->per_request_deadline = conf_bool("smtpd_per_request_deadline");
     d->signq = smtpd_dkim_pool(srv->base);
     d->dns = dns_new(srv->base, conf_str("dns_servers"), &err);
     if (!d->dns)

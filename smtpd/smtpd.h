@@ -97,9 +97,10 @@ struct smtpd {
     enum smtpd_tls_level tls_level;
     struct psasl_pool *sasl_pool; /* NULL: AUTH off */
     struct smtpd_anvil *anvil;
-    struct workq *commitq; /* fsyncs of finished messages */
-    struct workq *signq;   /* DKIM private-key operations, or NULL */
-    int finished;          /* commits drained, leaving the loop */
+    struct workq *commitq;    /* fsyncs of finished messages */
+    struct workq *signq;      /* DKIM private-key operations, or NULL */
+    int finished;             /* commits drained, leaving the loop */
+    int per_request_deadline; /* smtpd_per_request_deadline */
 };
 
 struct smtpd_dns_cache {
@@ -122,12 +123,15 @@ struct smtpd_session {
     int paused;        /* too much unread output: stop processing */
     int sleeping;      /* past smtpd_soft_error_limit: reply delayed */
     struct event *sleep_ev;
-    int waiting;          /* an asynchronous step runs: read no commands */
-    int quit;             /* QUIT seen */
-    int errors;           /* 4xx/5xx replies so far */
-    int last_code;        /* code of the last reply */
-    const char *last_cmd; /* for "lost connection after X" */
-    int redo_idx;         /* command to run again after a lookup, or -1 */
+    struct event *deadline_ev; /* smtpd_per_request_deadline, or NULL */
+    double deadline_start;     /* the reply that started the request */
+    long long deadline_bytes;  /* content bytes since then */
+    int waiting;               /* an asynchronous step runs: read no commands */
+    int quit;                  /* QUIT seen */
+    int errors;                /* 4xx/5xx replies so far */
+    int last_code;             /* code of the last reply */
+    const char *last_cmd;      /* for "lost connection after X" */
+    int redo_idx;              /* command to run again after a lookup, or -1 */
     char *redo_arg;
     /* Restrictions. */
     char *deny_text; /* smtpd_delay_reject=no: client rejected at connect */
@@ -190,6 +194,10 @@ void smtpd_reply_line(struct smtpd_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Queue a reply then close once it is sent. */
 void smtpd_close_after(struct smtpd_session *s);
+/* smtpd_per_request_deadline: a request starts (at each reply); content
+ * bytes arrived (extend by n / smtpd_min_data_rate seconds). */
+void smtpd_deadline_start(struct smtpd_session *s);
+void smtpd_deadline_content(struct smtpd_session *s, size_t n);
 /* Drop the mail transaction (RSET, new EHLO, after DATA). */
 void smtpd_txn_reset(struct smtpd_session *s);
 /* "NAME[ADDR]" for logs. */

@@ -160,6 +160,8 @@ int smtpd_bdat_input(struct smtpd_session *s, struct evbuffer *in)
         if (!s->bdat_discard)
             smtpd_data_feed(s, evbuffer_pullup(in, (ssize_t)n), n);
         evbuffer_drain(in, n);
+        if (s->deadline_ev)
+            smtpd_deadline_content(s, n);
         s->bdat_left -= (long long)n;
         if (s->bdat_left > 0)
             return 1;

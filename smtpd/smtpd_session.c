@@ -107,6 +107,7 @@ struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd)
     }
     log_info("connect from %s", smtpd_client(s));
     metric_add(METRIC_CONN_IN, 1, NULL, NULL);
+    smtpd_deadline_start(s); /* the TLS handshake (port 465) counts too */
     if (!s->tls_wrapper)
         smtpd_session_wire(s);
     smtpd_auth_reset(s);
@@ -174,6 +175,8 @@ void smtpd_session_free(struct smtpd_session *s)
     smtpd_tls_release(s);
     if (s->sleep_ev)
         event_free(s->sleep_ev);
+    if (s->deadline_ev)
+        event_free(s->deadline_ev);
     qenv_destroy(&s->env);
     free(s->redo_arg);
     free(s->deny_text);
@@ -182,6 +185,73 @@ void smtpd_session_free(struct smtpd_session *s)
     free(s->addr);
     free(s->name);
     free(s);
+}
+
+/* ---- smtpd_per_request_deadline (Postfix's name and meaning) ----
+ * smtpd_timeout normally bounds each read: a client that sends one byte
+ * every few seconds holds its session for ever (slowloris). With the
+ * deadline on, smtpd_timeout bounds the whole exchange from one reply to
+ * the next complete request, and content (DATA, BDAT) earns more time only
+ * as fast as smtpd_min_data_rate bytes per second. Time smtpd spends itself
+ * (anvil, signing, the fsync, an error sleep) is never charged. */
+static void deadline_fired(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->closing)
+        return;
+    if (s->ssl && !s->tls) { /* a handshake the client drags out: no 421 can go there */
+        log_info("timeout in the TLS handshake after %s from %s (smtpd_per_request_deadline)",
+                 s->last_cmd, smtpd_client(s));
+        smtpd_session_free(s);
+        return;
+    }
+    if (s->waiting || s->sleeping || s->paused) {
+        smtpd_deadline_start(s); /* our own work or a full output: not the client's */
+        return;
+    }
+    log_info("timeout after %s from %s (smtpd_per_request_deadline)", s->last_cmd, smtpd_client(s));
+    smtpd_reply(s, "421 4.4.2 %s Error: timeout exceeded", smtpd_hostname());
+    smtpd_close_after(s);
+    bufferevent_enable(s->bev, EV_WRITE);
+}
+
+static void deadline_arm(struct smtpd_session *s, double secs)
+{
+    struct timeval tv;
+    if (secs < 0)
+        secs = 0;
+    tv.tv_sec = (time_t)secs;
+    tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
+    evtimer_add(s->deadline_ev, &tv);
+}
+
+void smtpd_deadline_start(struct smtpd_session *s)
+{
+    struct timeval now;
+    if (!s->d->per_request_deadline || s->closing)
+        return;
+    if (!s->deadline_ev)
+        s->deadline_ev = evtimer_new(s->d->srv->base, deadline_fired, s);
+    event_base_gettimeofday_cached(s->d->srv->base, &now);
+    s->deadline_start = (double)now.tv_sec + (double)now.tv_usec / 1e6;
+    s->deadline_bytes = 0;
+    deadline_arm(s, (double)conf_int("smtpd_timeout"));
+}
+
+void smtpd_deadline_content(struct smtpd_session *s, size_t n)
+{
+    struct timeval now;
+    long long rate = conf_int("smtpd_min_data_rate");
+    if (!s->deadline_ev || s->closing)
+        return;
+    s->deadline_bytes += (long long)n;
+    event_base_gettimeofday_cached(s->d->srv->base, &now);
+    double t = (double)now.tv_sec + (double)now.tv_usec / 1e6;
+    double until = s->deadline_start + (double)conf_int("smtpd_timeout") +
+                   (rate > 0 ? (double)s->deadline_bytes / (double)rate : 1e9);
+    deadline_arm(s, until - t);
 }
 
 static void reply_v(struct smtpd_session *s, int count, const char *fmt, va_list ap)
@@ -195,6 +265,8 @@ static void reply_v(struct smtpd_session *s, int count, const char *fmt, va_list
     buf_append(&b, "\r\n", 2);
     bufferevent_write(s->bev, b.data, b.len);
     buf_destroy(&b);
+    if (s->d->per_request_deadline)
+        smtpd_deadline_start(s); /* from this reply to the next request */
     if (count) {
         s->last_code = code;
         if (code >= 400)
@@ -361,6 +433,8 @@ static int process_data(struct smtpd_session *s, struct evbuffer *in)
     const unsigned char *p = evbuffer_pullup(in, (ssize_t)n);
     size_t used = smtpd_data_feed(s, p, n);
     evbuffer_drain(in, used);
+    if (s->deadline_ev)
+        smtpd_deadline_content(s, used);
     return 1;
 }
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -340,23 +341,52 @@ static int make_dirs(const char *path)
     return rc;
 }
 
+/* The writer holds an exclusive flock(2) on its file until the file is
+ * complete and closed (or the writer dies: the kernel drops the lock).
+ * An incomplete file nobody holds was abandoned by a writer killed
+ * mid-transaction, and qmgr's spool scan removes it at once (see
+ * qfile_abandoned) instead of an hour later. A file that sweep unlinks
+ * in the instant before the lock fails the nlink check at commit: it is
+ * never acknowledged. */
+static int writer_lock(int fd)
+{
+    return flock(fd, LOCK_EX | LOCK_NB);
+}
+
+int qfile_abandoned(const char *path)
+{
+    struct stat sb;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int gone = 0;
+
+    if (fd < 0)
+        return 0;
+    /* Mode looked at under the lock: the writer marks the file complete
+     * while it holds it, so a complete file is never taken for abandoned. */
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &sb) == 0 && !(sb.st_mode & S_IXUSR) &&
+        sb.st_nlink > 0 && unlink(path) == 0)
+        gone = 1;
+    close(fd);
+    return gone;
+}
+
 static int open_new(struct qfile_w *w, const char *spool, buf_t *err)
 {
     for (int tries = 0; tries < QFILE_CREATE_TRIES; tries++) {
         qid_new(w->id);
         qfile_path(spool, w->id, &w->path);
         w->fd = open(w->path.data, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-        if (w->fd >= 0)
-            return 0;
+        if (w->fd < 0 && errno == ENOENT && make_dirs(w->path.data) == 0)
+            w->fd = open(w->path.data, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+        if (w->fd >= 0) {
+            if (writer_lock(w->fd) == 0)
+                return 0;
+            close(w->fd); /* qmgr's sweep took it in this instant: it removes it */
+            w->fd = -1;
+            continue;
+        }
         if (errno == EEXIST)
             continue;
-        if (errno == ENOENT && make_dirs(w->path.data) == 0) {
-            w->fd = open(w->path.data, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-            if (w->fd >= 0)
-                return 0;
-            if (errno == EEXIST)
-                continue;
-        }
         buf_setf(err, "create queue file %s: %s", w->path.data, strerror(errno));
         return -1;
     }
@@ -560,8 +590,9 @@ static int w_prepare(struct qfile_w *w)
      * content, mode and directory entry durable together. */
     if (fchmod(w->fd, 0700) < 0)
         return w_fail(w);
-    /* A file someone removed meanwhile (qmgr clears incomplete files left
-     * for an hour) would fsync fine and vanish: never acknowledge it. */
+    /* A file someone removed meanwhile (qmgr's sweep of abandoned
+     * incomplete files, see writer_lock) would fsync fine and vanish:
+     * never acknowledge it. */
     struct stat sb;
     if (fstat(w->fd, &sb) < 0)
         return w_fail(w);

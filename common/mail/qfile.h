@@ -154,6 +154,10 @@ long long qid_time(const char *id);
 
 /* ---- writing (smtpd, bounce) ---- */
 struct qfile_w;
+/* Remove the incomplete queue file at path when its writer is gone (no
+ * process holds the writer's lock); 1 when it was removed. For qmgr's
+ * spool scan. */
+int qfile_abandoned(const char *path);
 /* Create a new queue file with a fresh id under <spool>/queue/XY/.
  * env supplies the envelope (its id and content fields are ignored; the
  * new id is copied into env->id). Writes preamble and envelope and the

@@ -167,3 +167,56 @@ def test_no_acknowledged_mail_lost_under_kill9(postino_factory, sink):
         lost = sorted(missing())
         pytest.fail("%d of %d acknowledged messages never arrived, e.g. %s (queue ids %s); kills: %s"
                     % (len(lost), len(acked), lost[:5], [acked[x] for x in lost[:5]], killlog[-10:]))
+
+
+
+def _incomplete_files(p):
+    """Queue files not (yet) marked complete (no owner-execute bit)."""
+    out = []
+    for root, _, files in os.walk(os.path.join(p.spool, "queue")):
+        for f in files:
+            try:
+                if not os.stat(os.path.join(root, f)).st_mode & 0o100:
+                    out.append(f)
+            except FileNotFoundError:
+                pass
+    return out
+
+
+def _open_data(p, rcpt, first):
+    s = p.smtp()
+    s.mail(SENDER)
+    s.rcpt(rcpt)
+    assert s.docmd("DATA")[0] == 354
+    s.send(first)
+    return s
+
+
+def test_incomplete_file_of_a_killed_smtpd_is_removed(relay_postino, sink):
+    """smtpd killed mid-DATA leaves a half-written file no one will ever
+    complete: qmgr's spool scan removes it within seconds (the writer's
+    lock died with it), not an hour later. A live but slow client's file,
+    as old, stays; its message is accepted and delivered."""
+    p = relay_postino
+    # a live writer first: its file outlives the sweep's grace period
+    slow = _open_data(p, "slow@example.test", b"Subject: slow\r\n\r\nfirst part\r\n")
+    slow_file = h.wait_until(lambda: _incomplete_files(p), timeout=10, what="the slow client's file")[0]
+    time.sleep(8)                      # > 5 s grace + a scan (queue_run_delay 1s)
+    assert slow_file in _incomplete_files(p), "a live writer's file was removed"
+    slow.send(b"second part\r\n.\r\n")
+    code, resp = slow.getreply()
+    assert code == 250, resp
+    slow.quit()
+    sink.wait_to("slow@example.test")
+
+    # now a writer that dies mid-DATA
+    doomed = _open_data(p, "doomed@example.test",
+                        b"Subject: doomed\r\n\r\n" + b"x" * 70000 + b"\r\n")
+    doomed_file = h.wait_until(lambda: _incomplete_files(p), timeout=10, what="the doomed file")[0]
+    p.kill("smtpd")
+    doomed.close()
+    p.wait_log(r"%s: removed an incomplete queue file left by a writer that died" % doomed_file,
+               timeout=30)
+    assert not _incomplete_files(p)
+    p.wait_smtp(20)
+    assert not sink.to("doomed@example.test")

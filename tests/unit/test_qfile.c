@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "common/util/buf.h"
@@ -435,6 +436,44 @@ static void test_incomplete_and_abort(void **state)
     buf_destroy(&path);
 }
 
+/* An incomplete file is "abandoned" only when its writer's lock is gone;
+ * a complete one never is; a file removed before the writer committed is
+ * never acknowledged. */
+static void test_abandoned(void **state)
+{
+    struct qenv env;
+    buf_t err = BUF_INIT, path = BUF_INIT;
+    fill_env(&env, 1);
+    struct qfile_w *w = qfile_create(spool, &env, &err);
+    assert_non_null(w);
+    qfile_path(spool, env.id, &path);
+    assert_int_equal(qfile_abandoned(path.data), 0); /* its writer holds it */
+    assert_int_equal(access(path.data, F_OK), 0);
+    assert_int_equal(qfile_commit(w, &err), 0);
+    assert_int_equal(qfile_abandoned(path.data), 0); /* complete: kept */
+    assert_int_equal(access(path.data, F_OK), 0);
+    assert_int_equal(qfile_remove(spool, env.id), 0);
+
+    /* the writer is gone (its descriptor closed without a commit, as at
+     * its death): the file is removed */
+    w = qfile_create(spool, &env, &err);
+    assert_non_null(w);
+    qfile_path(spool, env.id, &path);
+    int fd = open(path.data, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), -1); /* held by w */
+    close(fd);
+    qfile_abort(w); /* unlinks; recreate a lock-less incomplete file */
+    fd = open(path.data, O_CREAT | O_EXCL | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(qfile_abandoned(path.data), 1);
+    assert_int_equal(access(path.data, F_OK), -1);
+    qenv_destroy(&env);
+    buf_destroy(&err);
+    buf_destroy(&path);
+}
+
 static void test_remove(void **state)
 {
     struct qenv env, rd;
@@ -531,19 +570,13 @@ static void test_notify(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_verp_records),
-        cmocka_unit_test(test_empty_and_small),
-        cmocka_unit_test(test_appended),
-        cmocka_unit_test(test_result_category),
-        cmocka_unit_test(test_incomplete_and_abort),
-        cmocka_unit_test(test_message_id),
-        cmocka_unit_test(test_deferrals),
-        cmocka_unit_test(test_remove),
-        cmocka_unit_test(test_write_error),
-        cmocka_unit_test(test_qid),
-        cmocka_unit_test(test_notify),
-        cmocka_unit_test(test_convert_dkim),
+        cmocka_unit_test(test_round_trip),      cmocka_unit_test(test_verp_records),
+        cmocka_unit_test(test_empty_and_small), cmocka_unit_test(test_appended),
+        cmocka_unit_test(test_result_category), cmocka_unit_test(test_incomplete_and_abort),
+        cmocka_unit_test(test_message_id),      cmocka_unit_test(test_deferrals),
+        cmocka_unit_test(test_remove),          cmocka_unit_test(test_abandoned),
+        cmocka_unit_test(test_write_error),     cmocka_unit_test(test_qid),
+        cmocka_unit_test(test_notify),          cmocka_unit_test(test_convert_dkim),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
