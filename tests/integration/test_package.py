@@ -154,7 +154,7 @@ def check_spool_and_owner():
     import stat
     pw = pwd.getpwnam("postino")
     for d, mode, uid in (("", 0o755, 0), ("queue", 0o700, pw.pw_uid),
-                         ("private", 0o700, pw.pw_uid), ("public", 0o710, pw.pw_uid)):
+                         ("private", 0o700, pw.pw_uid), ("public", 0o711, pw.pw_uid)):
         st = os.stat(os.path.join("/var/spool/postino", d))
         assert (stat.S_IMODE(st.st_mode), st.st_uid) == (mode, uid), (d, oct(st.st_mode))
 
