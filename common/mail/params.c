@@ -336,6 +336,10 @@ const struct param_def param_table[] = {
     S("recipient_delimiter", "",
       "characters that separate a local part's user from its extension (pipe's ${user} and "
       "${extension})"),
+    /* Faults: a full queue file system (issue #12) */
+    I("queue_minfree", "0", 0, LLONG_MAX,
+      "free bytes the queue file system keeps: below this (or too little for the declared "
+      "SIZE=) smtpd answers MAIL FROM with 452 4.3.1"),
     /* misc */
 };
 
