@@ -19,7 +19,7 @@
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 
-static time_t space_when;         /* when space_free was measured (0: never) */
+static time_t space_when;             /* when space_free was measured (0: never) */
 static unsigned long long space_free; /* bytes free to unprivileged users */
 
 /* Free bytes in the queue file system (the daemon's working directory),
