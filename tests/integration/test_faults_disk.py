@@ -7,8 +7,9 @@ tests skip otherwise) and is filled with a plain file:
   does not fit; once space returns mail is taken again by itself.
 * the space ends while a message is received: the answer to the final dot
   is a 4xx, never a 250.
-* the disk stays full while qmgr retries deferred mail and a recipient
-  bounces: no daemon crash loop, nothing accepted is lost or corrupted,
+* the disk stays full while qmgr retries deferred mail, a recipient
+  bounces and qmgr is killed (it rebuilds its index): no daemon crash
+  loop, nothing accepted is lost or corrupted,
   and when the file is removed everything is delivered once (the DSN too).
 
 Everything goes to the aiosmtpd sink on 127.0.0.1 (relayhost)."""
@@ -176,6 +177,15 @@ def test_disk_full_keeps_accepted_mail(small_spool, sink):
     assert _daemons(p) == daemons, "a daemon was restarted while the disk was full"
     assert not p.log_lines(r"panic|fatal|terminated|signal \d|exit status"), \
         "\n".join(p.log_lines(r"panic|fatal|terminated|signal \d|exit status"))
+
+    # qmgr killed while the disk is full: it rebuilds its index from the
+    # queue files (the old index's blocks are freed first) and goes on.
+    p.kill("qmgr")
+    p.wait_log(r"qmgr\[\d+\]: queue index: 3 messages", timeout=60)
+    n = len(p.log_lines(r"to=<held1@example\.test>, .*status=deferred"))
+    p.wait_log(r"to=<held1@example\.test>, .*status=deferred", count=n + 1, timeout=60)
+    assert not p.log_lines(r"qmgr\[\d+\]: fatal"), p.log_tail(40)
+    assert len(p.log_lines(r"qmgr: back-off")) == 1, p.log_tail(40)   # the kill's
 
     # Space returns: every accepted message is delivered once, intact, and
     # the sender gets its one DSN.
