@@ -402,6 +402,8 @@ static int mx_cmp(const void *a, const void *b)
 static void mx_order(struct dns_host *h, size_t n)
 {
     size_t i, j, k;
+    if (n == 0)
+        return; /* h may be NULL: every MX was skipped */
     qsort(h, n, sizeof(*h), mx_cmp);
     for (i = 0; i < n; i = j) {
         for (j = i + 1; j < n && h[j].pref == h[i].pref; j++)
