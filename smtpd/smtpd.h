@@ -20,6 +20,7 @@
  *   smtpd_notify.c   "request=new" notifications to qmgr
  *   smtpd_verp.c     VERP at MAIL FROM: XVERP, sender_verp_maps
  *   smtpd_local.c    local submission on a UNIX socket (sendmail)
+ *   smtpd_space.c    queue_minfree: 452 4.3.1 at MAIL while the spool is full
  *
  * Asynchronous steps (DNS lookups of restrictions, SASL steps, the AUTH
  * failure delay, anvil answers) set `waiting`: the session then reads no
@@ -228,6 +229,11 @@ void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *re
 
 /* smtpd_data.c */
 /* DATA: open the queue file and answer 354 (or the error). */
+/* queue_minfree (smtpd_space.c): 1 when the queue file system has room
+ * for a message of the declared SIZE= (has_size 0: none declared), else 0
+ * (logged; the caller answers 452 4.3.1). */
+int smtpd_space_ok(int has_size, unsigned long long size);
+
 void smtpd_data_begin(struct smtpd_session *s);
 /* Open the queue file and the content parser (bdat: no dot handling).
  * 0, or -1 after a log line (the caller answers 451). */

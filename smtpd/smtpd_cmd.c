@@ -205,7 +205,11 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
         s->env.ret = m.ret;
         s->env.body = m.body;
         s->env.smtputf8 = m.smtputf8;
-        if (mail_checks(s, arg) < 0 || smtpd_verp_mail(s, m.verp) < 0) {
+        if (!smtpd_space_ok(m.has_size, m.size)) {
+            smtpd_log_reject(s, "MAIL", "452 4.3.1 Insufficient system storage", NULL);
+            smtpd_reply(s, "452 4.3.1 Insufficient system storage");
+            smtpd_txn_reset(s);
+        } else if (mail_checks(s, arg) < 0 || smtpd_verp_mail(s, m.verp) < 0) {
             smtpd_txn_reset(s);
         } else {
             s->have_mail = 1;

@@ -7,9 +7,11 @@
 #include "common/glue/dns.h"
 
 #include <ares.h>
+#include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <event2/event.h>
 #include <idn2.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -46,10 +48,13 @@ struct dns_req {
     void *arg;
     char *name;
     struct dns_result *res;
-    size_t waiting;        /* address lookups outstanding */
-    int any_temp;          /* some address lookup failed temporarily */
-    char *failed_host;     /* first host whose addresses failed */
-    struct event *deliver; /* the callback's turn on the loop */
+    size_t waiting;         /* address lookups outstanding */
+    int any_temp;           /* some address lookup failed temporarily */
+    int from_mx;            /* the hosts are MX targets (not the name itself) */
+    char *failed_host;      /* first host whose addresses failed (a temporary
+                            * failure before a permanent one) */
+    const char *failed_why; /* and why, in the resolver's words */
+    struct event *deliver;  /* the callback's turn on the loop */
     LIST_ENTRY(dns_req) dlink;
 };
 
@@ -256,15 +261,26 @@ static void req_finish(struct dns_req *req)
     LIST_INSERT_HEAD(&req->ctx->delivering, req, dlink);
 }
 
-static void req_fail(struct dns_req *req, enum dns_status status, const char *name,
-                     const char *type)
+#define WHY_NOTFOUND "Host not found"
+#define WHY_TEMP     "Host not found, try again"
+#define WHY_NODATA   "Host found but no data record of requested type"
+#define WHY_INVAL    "Malformed or unexpected name server reply"
+
+static void req_fail_why(struct dns_req *req, enum dns_status status, const char *name,
+                         const char *type, const char *why)
 {
     req->res->status = status;
     buf_reset(&req->res->errtext);
     buf_printf(&req->res->errtext,
                "Host or domain name not found. Name service error for name=%s type=%s: %s", name,
-               type, status == DNS_TEMPFAIL ? "Host not found, try again" : "Host not found");
+               type, why);
     req_finish(req);
+}
+
+static void req_fail(struct dns_req *req, enum dns_status status, const char *name,
+                     const char *type)
+{
+    req_fail_why(req, status, name, type, status == DNS_TEMPFAIL ? WHY_TEMP : WHY_NOTFOUND);
 }
 
 static enum dns_status ares_status_kind(int status)
@@ -288,12 +304,31 @@ static void req_addrs_done(struct dns_req *req)
     }
     res->nhosts = n;
     if (n == 0) {
-        req_fail(req, req->any_temp ? DNS_TEMPFAIL : DNS_NOTFOUND,
-                 req->failed_host ? req->failed_host : req->name, "A");
+        enum dns_status st = req->any_temp ? DNS_TEMPFAIL : DNS_NOTFOUND;
+        req_fail_why(req, st, req->failed_host ? req->failed_host : req->name, "A",
+                     req->failed_why      ? req->failed_why
+                     : st == DNS_TEMPFAIL ? WHY_TEMP
+                                          : WHY_NOTFOUND);
         return;
     }
     res->status = DNS_OK;
     req_finish(req);
+}
+
+/* An MX target whose name exists but has no address (NODATA) is not a
+ * domain that does not exist: it is also what a CNAME loop looks like
+ * through c-ares. Only NXDOMAIN is permanent; this is retried. */
+static void addr_failed(struct dns_req *req, const char *name, int status)
+{
+    int nodata = status == ARES_ENODATA && req->from_mx;
+    int temp = nodata || ares_status_kind(status) == DNS_TEMPFAIL;
+    if (req->failed_host && (!temp || req->any_temp))
+        return; /* keep the first, a temporary failure before a permanent one */
+    if (temp)
+        req->any_temp = 1;
+    free(req->failed_host);
+    req->failed_host = xstrdup(name);
+    req->failed_why = nodata ? WHY_NODATA : temp ? WHY_TEMP : WHY_NOTFOUND;
 }
 
 static void addr_cb(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
@@ -318,10 +353,7 @@ static void addr_cb(void *arg, int status, int timeouts, struct ares_addrinfo *a
             host->addrlen[host->naddr++] = n->ai_addrlen;
         }
     } else {
-        if (ares_status_kind(status) == DNS_TEMPFAIL)
-            req->any_temp = 1;
-        if (!req->failed_host)
-            req->failed_host = xstrdup(host->name);
+        addr_failed(req, host->name, status);
     }
     if (ai)
         ares_freeaddrinfo(ai);
@@ -370,6 +402,8 @@ static int mx_cmp(const void *a, const void *b)
 static void mx_order(struct dns_host *h, size_t n)
 {
     size_t i, j, k;
+    if (n == 0)
+        return; /* h may be NULL: every MX was skipped */
     qsort(h, n, sizeof(*h), mx_cmp);
     for (i = 0; i < n; i = j) {
         for (j = i + 1; j < n && h[j].pref == h[i].pref; j++)
@@ -383,11 +417,24 @@ static void mx_order(struct dns_host *h, size_t n)
     }
 }
 
-/* Parsed MX records -> hosts; returns 1 for a null MX (RFC 7505). */
+/* An MX naming an address ("192.0.2.1", "[192.0.2.1]") breaks RFC 1035
+ * 3.3.9 (a domain name); c-ares would "resolve" it to that address, which
+ * Postfix never uses: skipped, with Postfix's warning. */
+static int mx_numeric(const char *domain, const char *host)
+{
+    unsigned char a[sizeof(struct in6_addr)];
+    if (host[0] != '[' && inet_pton(AF_INET, host, a) != 1 && inet_pton(AF_INET6, host, a) != 1)
+        return 0;
+    log_warn("numeric domain name in resource data of MX record for %s: %s", domain, host);
+    return 1;
+}
+
+/* Parsed MX records -> hosts; returns 1 for a null MX (RFC 7505), 2 when
+ * there were MX records and none of them names a host. */
 static int mx_hosts(struct dns_req *req, struct ares_mx_reply *mx)
 {
     struct ares_mx_reply *m;
-    size_t n = 0, cap = 0;
+    size_t n = 0, cap = 0, skipped = 0;
     struct dns_result *res = req->res;
 
     if (mx && !mx->next && (mx->host[0] == '\0' || strcmp(mx->host, ".") == 0))
@@ -395,6 +442,10 @@ static int mx_hosts(struct dns_req *req, struct ares_mx_reply *mx)
     for (m = mx; m; m = m->next) {
         if (m->host[0] == '\0' || strcmp(m->host, ".") == 0)
             continue;
+        if (mx_numeric(req->name, m->host)) {
+            skipped++;
+            continue;
+        }
         res->hosts = xgrow(res->hosts, &cap, n + 1, sizeof(*res->hosts));
         memset(&res->hosts[n], 0, sizeof(res->hosts[n]));
         res->hosts[n].name = xstrdup(m->host);
@@ -403,7 +454,7 @@ static int mx_hosts(struct dns_req *req, struct ares_mx_reply *mx)
     }
     res->nhosts = n;
     mx_order(res->hosts, n);
-    return 0;
+    return n == 0 && skipped > 0 ? 2 : 0;
 }
 
 /* Skip a (possibly compressed) name at *off; -1 when it runs off the end. */
@@ -464,7 +515,13 @@ static void mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int 
         return;
     }
     req->res->ttl = mx_min_ttl(abuf, alen);
-    if (mx_hosts(req, mx)) {
+    int kind = mx_hosts(req, mx);
+    if (kind == 2) {
+        ares_free_data(mx);
+        req_fail_why(req, DNS_TEMPFAIL, req->name, "MX", WHY_INVAL);
+        return;
+    }
+    if (kind == 1) {
         ares_free_data(mx);
         req->res->status = DNS_NULLMX;
         buf_printf(&req->res->errtext, "Domain %s does not accept mail (nullMX)", req->name);
@@ -476,6 +533,7 @@ static void mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int 
         req_single_host(req);
         return;
     }
+    req->from_mx = 1;
     req_lookup_addrs(req);
 }
 

@@ -18,7 +18,7 @@ struct dns_ctx;
 
 enum dns_status {
     DNS_OK = 0,
-    DNS_NOTFOUND, /* NXDOMAIN / no address: permanent */
+    DNS_NOTFOUND, /* NXDOMAIN (an MX target without address: temporary) */
     DNS_TEMPFAIL, /* SERVFAIL, timeout, refused, ...: try again later */
     DNS_NULLMX,   /* RFC 7505: the domain accepts no mail */
 };

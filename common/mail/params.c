@@ -345,6 +345,10 @@ const struct param_def param_table[] = {
     L("local_login_sender_maps", "",
       "hash: tables: login name (or *) -> envelope senders that user may submit with (*, <>, "
       "@domain, address); empty: any sender"),
+    /* Faults: a full queue file system (issue #12) */
+    I("queue_minfree", "0", 0, LLONG_MAX,
+      "free bytes the queue file system keeps: below this (or too little for the declared "
+      "SIZE=) smtpd answers MAIL FROM with 452 4.3.1"),
     /* misc */
     /* Metrics (issue #11): the metrics service's Prometheus endpoint */
     S("metrics_listen", "",

@@ -196,6 +196,12 @@ static int env_open(struct suppress *s, u_int32_t flags)
     }
     if (rc == 0 && s->mode == SUPPRESS_WRITE)
         rc = s->env->set_cachesize(s->env, 0, SUPPRESS_CACHE, 1);
+    /* The creator writes every page of the region files at once: a sparse
+     * region on a file system that fills later would kill the process
+     * touching a new page with SIGBUS; this way a full disk is an ENOSPC
+     * at open, which is survived (the store is opened again later). */
+    if (rc == 0 && s->mode == SUPPRESS_WRITE)
+        rc = s->env->set_flags(s->env, DB_REGION_INIT, 1);
     if (rc == 0)
         rc = s->env->set_thread_count(s->env, SUPPRESS_THREADS);
     if (rc == 0)
@@ -268,6 +274,17 @@ static int db_file_missing(const struct suppress *s)
     return gone;
 }
 
+/* A region the disk had no room for is half written: remove it, so that
+ * the next open creates it afresh instead of joining the torso. */
+static void env_remove_partial(struct suppress *s)
+{
+    DB_ENV *env;
+
+    close_handles(s);
+    if (db_env_create(&env, 0) == 0)
+        env->remove(env, s->dir.data, DB_FORCE);
+}
+
 struct suppress *suppress_open(const char *dir, enum suppress_mode mode, int *missing, buf_t *err)
 {
     struct suppress *s = xcalloc(1, sizeof(*s));
@@ -283,6 +300,8 @@ struct suppress *suppress_open(const char *dir, enum suppress_mode mode, int *mi
         return NULL;
     }
     rc = env_open(s, mode == SUPPRESS_WRITE ? DB_CREATE : 0);
+    if (rc == ENOSPC && mode == SUPPRESS_WRITE)
+        env_remove_partial(s);
     if (rc == 0 && mode == SUPPRESS_WRITE)
         rc = writer_check(s, 0);
     if (rc == 0)
