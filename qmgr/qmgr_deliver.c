@@ -13,7 +13,11 @@
  * that served a site stays pinned to it for that time: the site's next
  * job takes it (its agent reuses the cached session), and no other site
  * does. The pinned connections of a site are thus at most its jobs in
- * flight plus those idle-pinned, which dispatch holds to the limit. */
+ * flight plus those idle-pinned, which dispatch holds to the limit.
+ * With source addresses (qmgr_pool.c) a session is the site's and its
+ * source's: a connection is pinned to both, and only a job from that
+ * source takes it (another would leave the session idle in the agent's
+ * cache and open a second one). */
 #include "qmgr/qmgr.h"
 
 #include <errno.h>
@@ -33,6 +37,7 @@ struct aconn {
     struct qmgr_job *job;
     unsigned uses; /* jobs sent on this connection */
     char *pin;     /* the site it last served, or NULL */
+    char *pin_src; /* the source address it served it from, or NULL */
     double pin_until;
     unsigned pin_jobs; /* jobs for that site since it was pinned */
     LIST_ENTRY(aconn) link;
@@ -80,6 +85,7 @@ static void aconn_forget(struct aconn *c)
     LIST_REMOVE(c, link);
     free(c->transport);
     free(c->pin);
+    free(c->pin_src);
     free(c);
 }
 
@@ -184,6 +190,11 @@ static int aconn_pinned(const struct aconn *c, const char *site, double now)
     return c->pin && now < c->pin_until && (site == NULL || strcmp(c->pin, site) == 0);
 }
 
+static int same_src(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 static int aconn_usable(const struct aconn *c, const char *transport)
 {
     return c->job == NULL && !conn_closing(c->conn) && strcmp(c->transport, transport) == 0;
@@ -205,8 +216,10 @@ static int aconn_has_session(const struct aconn *c, const struct qmgr_site *s)
 /* An idle connection for job j: pinned to its site (one whose session
  * is still open first), else one pinned to none. Sites without a max_connections of their own do not hold on to
  * connections when there are many (a queue of many small domains). */
-static struct aconn *aconn_idle(const struct qmgr_dest *d)
+static struct aconn *aconn_idle(const struct qmgr_job *j)
 {
+    const struct qmgr_dest *d = j->dest;
+    const char *src = qmgr_pool_source(j);
     double now = qmgr_now();
     struct aconn *c, *free_one = NULL, *loose = NULL, *pinned = NULL;
     size_t n = 0;
@@ -217,6 +230,8 @@ static struct aconn *aconn_idle(const struct qmgr_dest *d)
         if (!aconn_usable(c, d->transport))
             continue;
         if (aconn_pinned(c, d->site->name, now)) {
+            if (!same_src(c->pin_src, src))
+                continue; /* the site's, from another address: kept for it */
             if (aconn_has_session(c, d->site))
                 return c;
             pinned = c;
@@ -247,6 +262,19 @@ int qmgr_deliver_site_idle(const struct qmgr_dest *d)
     return 0;
 }
 
+int qmgr_deliver_idle_sessions(const struct qmgr_site *s, const char *src)
+{
+    double now = qmgr_now();
+    const struct aconn *c;
+    int n = 0;
+
+    LIST_FOREACH(c, &conns, link)
+    if (c->job == NULL && !conn_closing(c->conn) && aconn_pinned(c, s->name, now) &&
+        (src == NULL || same_src(c->pin_src, src)) && aconn_has_session(c, s))
+        n++;
+    return n;
+}
+
 /* The site's settings the delivery agent needs: its name (logs, the
  * connection cache), deliveries per connection and timeouts. */
 static void add_site_attrs(attr_t *req, const struct qmgr_site *s)
@@ -262,16 +290,19 @@ static void add_site_attrs(attr_t *req, const struct qmgr_site *s)
 
 int qmgr_deliver_start(struct qmgr_job *j)
 {
-    struct aconn *c = aconn_idle(j->dest);
+    struct aconn *c = aconn_idle(j);
     attr_t req = ATTR_INIT;
 
     if (c == NULL && (c = aconn_new(j->dest->transport)) == NULL)
         return -1;
     c->job = j;
     c->uses++;
-    if (c->pin == NULL || strcmp(c->pin, j->dest->site->name) != 0 || qmgr_now() >= c->pin_until) {
+    if (c->pin == NULL || strcmp(c->pin, j->dest->site->name) != 0 ||
+        !same_src(c->pin_src, qmgr_pool_source(j)) || qmgr_now() >= c->pin_until) {
         free(c->pin);
+        free(c->pin_src);
         c->pin = xstrdup(j->dest->site->name);
+        c->pin_src = qmgr_pool_source(j) ? xstrdup(qmgr_pool_source(j)) : NULL;
         c->pin_jobs = 0;
     }
     c->pin_jobs++;

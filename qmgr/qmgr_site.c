@@ -114,6 +114,9 @@ static void site_free(struct qmgr_site *s)
     if (s->timer)
         event_free(s->timer);
     qmgr_shaping_free(&s->pol);
+    for (size_t i = 0; i < s->nby_src; i++)
+        free(s->by_src[i].ip);
+    free(s->by_src);
     free(s->name);
     free(s->key);
     free(s->state_reason);
@@ -544,12 +547,47 @@ void qmgr_site_window_grown(struct qmgr_site *s)
         unpark_all(s, qmgr_now());
 }
 
-void qmgr_site_job_started(struct qmgr_site *s, double now)
+/* The counter of jobs in flight from src (made when create). */
+static struct qmgr_site_src *by_src(struct qmgr_site *s, const char *src, int create)
+{
+    for (size_t i = 0; i < s->nby_src; i++)
+        if (strcmp(s->by_src[i].ip, src) == 0)
+            return &s->by_src[i];
+    if (!create)
+        return NULL;
+    s->by_src = xrealloc(s->by_src, (s->nby_src + 1) * sizeof(*s->by_src));
+    s->by_src[s->nby_src].ip = xstrdup(src);
+    s->by_src[s->nby_src].conns = 0;
+    return &s->by_src[s->nby_src++];
+}
+
+int qmgr_site_source_conns(const struct qmgr_site *s, const char *src)
+{
+    for (size_t i = 0; src && i < s->nby_src; i++)
+        if (strcmp(s->by_src[i].ip, src) == 0)
+            return s->by_src[i].conns;
+    return 0;
+}
+
+int qmgr_site_source_ok(const struct qmgr_site *s, const char *src)
+{
+    int limit = s ? s->pol.max_connections_per_source : 0;
+    return limit <= 0 || src == NULL || qmgr_site_source_conns(s, src) < limit;
+}
+
+void qmgr_site_wait(struct qmgr_site *s, struct qmgr_dest *d)
+{
+    park(s, d, qmgr_now(), 0); /* qmgr_site_job_done wakes it */
+}
+
+void qmgr_site_job_started(struct qmgr_site *s, const char *src, double now)
 {
     long long sec = (long long)now;
     size_t slot = (size_t)(sec % QMGR_SITE_RATE_SLOTS);
 
     s->conns++;
+    if (src)
+        by_src(s, src, 1)->conns++;
     if (s->sent_t[slot] != sec) {
         s->sent_t[slot] = sec;
         s->sent_n[slot] = 0;
@@ -557,9 +595,13 @@ void qmgr_site_job_started(struct qmgr_site *s, double now)
     s->sent_n[slot]++;
 }
 
-void qmgr_site_job_done(struct qmgr_site *s)
+void qmgr_site_job_done(struct qmgr_site *s, const char *src)
 {
+    struct qmgr_site_src *c = src ? by_src(s, src, 0) : NULL;
+
     s->conns--;
+    if (c && c->conns > 0)
+        c->conns--;
     if (s->conns < qmgr_site_conc_now(s) && !LIST_EMPTY(&s->parked))
         unpark_all(s, qmgr_now());
 }

@@ -29,6 +29,7 @@
  * rates 0) means "not set": the Postfix-style main.cf default applies. */
 struct qmgr_shaping {
     int max_connections;               /* default_destination_concurrency_limit */
+    int max_connections_per_source;    /* per source address (qmgr_pool.c), 0: none */
     int max_deliveries_per_connection; /* smtp_connection_reuse_count_limit */
     double max_message_rate;           /* messages per second, 0: unlimited */
     int message_burst;                 /* GCRA burst (1 unless set) */
@@ -101,6 +102,14 @@ struct qmgr_site {
     /* ---- adaptive throttling (qmgr_throttle.c) ---- */
     struct qmgr_slowstart slow;        /* connections the replies allow, <= conc_limit */
     const struct qmgr_shaperule *rule; /* the rule whose state is in force, or NULL */
+    /* ---- jobs in flight per source address (max_connections_per_source) ---- */
+    struct qmgr_site_src *by_src;
+    size_t nby_src;
+};
+
+struct qmgr_site_src {
+    char *ip;
+    int conns;
 };
 
 /* A rate token: 1 = may send now; 0 = *wait_s seconds until the next one. */
@@ -140,9 +149,16 @@ enum qmgr_site_go {
 };
 /* fresh: the job needs a new connection (no idle one is pinned to s). */
 enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int fresh, double now);
-/* A job of s started / came back. */
-void qmgr_site_job_started(struct qmgr_site *s, double now);
-void qmgr_site_job_done(struct qmgr_site *s);
+/* A job of s from source address src (NULL: none) started / came back. */
+void qmgr_site_job_started(struct qmgr_site *s, const char *src, double now);
+void qmgr_site_job_done(struct qmgr_site *s, const char *src);
+/* Jobs in flight to s from source address src. */
+int qmgr_site_source_conns(const struct qmgr_site *s, const char *src);
+/* May another job go to s from src (max_connections_per_source)? */
+int qmgr_site_source_ok(const struct qmgr_site *s, const char *src);
+/* d waits for a job of its site to come back (no source address of its
+ * pool may open another connection to the site now). */
+void qmgr_site_wait(struct qmgr_site *s, struct qmgr_dest *d);
 int qmgr_site_suspended(const struct qmgr_site *s);
 /* Seconds until the next try of a message deferred at s after attempts
  * deferrals, from its retry schedule; 0 when it has none. */
