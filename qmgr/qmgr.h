@@ -208,6 +208,11 @@ int qmgr_deliver_site_idle(const struct qmgr_dest *d);
 /* Idle connections pinned to s (and to source address src; NULL: any)
  * whose agent probably keeps a session open to it. */
 int qmgr_deliver_idle_sessions(const struct qmgr_site *s, const char *src);
+/* Agent connections pinned to s, busy or idle: the connections this node
+ * may have open to it. */
+int qmgr_deliver_pinned(const struct qmgr_site *s);
+/* Would starting j (NULL: any job of s) pin one more connection to s? */
+int qmgr_deliver_adds_pin(const struct qmgr_site *s, const struct qmgr_job *j);
 void qmgr_deliver_close_all(void);
 
 /* qmgr_bounce.c */

@@ -275,6 +275,32 @@ int qmgr_deliver_idle_sessions(const struct qmgr_site *s, const char *src)
     return n;
 }
 
+int qmgr_deliver_pinned(const struct qmgr_site *s)
+{
+    double now = qmgr_now();
+    const struct aconn *c;
+    int n = 0;
+
+    LIST_FOREACH(c, &conns, link)
+    n += aconn_pinned(c, s->name, now);
+    return n;
+}
+
+int qmgr_deliver_adds_pin(const struct qmgr_site *s, const struct qmgr_job *j)
+{
+    double now = qmgr_now();
+    const struct aconn *c;
+
+    if (j) {
+        c = aconn_idle(j);
+        return c == NULL || !aconn_pinned(c, s->name, now);
+    }
+    LIST_FOREACH(c, &conns, link)
+    if (c->job == NULL && !conn_closing(c->conn) && aconn_pinned(c, s->name, now))
+        return 0;
+    return 1;
+}
+
 /* The site's settings the delivery agent needs: its name (logs, the
  * connection cache), deliveries per connection and timeouts. */
 static void add_site_attrs(attr_t *req, const struct qmgr_site *s)

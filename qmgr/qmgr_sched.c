@@ -258,6 +258,13 @@ void qmgr_sched_dispatch(void)
             job_defer_nosource(j);
             continue;
         }
+        /* Its source address may not take the connection admit counted on. */
+        if (!qmgr_site_lease_ok(d->site, j)) {
+            qmgr_pool_unassign(j);
+            dest_push_front(d, j);
+            qmgr_site_lease_wait(d->site, d);
+            continue;
+        }
         if (qmgr_deliver_start(j) < 0) {
             qmgr_pool_unassign(j);
             dest_push_front(d, j);

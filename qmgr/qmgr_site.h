@@ -73,6 +73,7 @@ void qmgr_site_group(const char *const *hosts, const int *prefs, size_t n,
 enum qmgr_site_state { SITE_NORMAL, SITE_THROTTLED, SITE_SUSPENDED };
 
 struct qmgr_dest;
+struct qmgr_job;
 struct event;
 
 #define QMGR_SITE_RATE_SLOTS 60
@@ -105,6 +106,10 @@ struct qmgr_site {
     /* ---- jobs in flight per source address (max_connections_per_source) ---- */
     struct qmgr_site_src *by_src;
     size_t nby_src;
+    /* ---- connection leases shared with other nodes (shaping_shared_state) ---- */
+    int lease_pending;     /* an acquire is in flight */
+    double lease_retry_at; /* refused: ask again from then */
+    int lease_spare;       /* leases found unused at the last tick */
 };
 
 struct qmgr_site_src {
@@ -156,6 +161,13 @@ void qmgr_site_job_done(struct qmgr_site *s, const char *src);
 int qmgr_site_source_conns(const struct qmgr_site *s, const char *src);
 /* May another job go to s from src (max_connections_per_source)? */
 int qmgr_site_source_ok(const struct qmgr_site *s, const char *src);
+/* With shaping_shared_state and a max_connections of its own, a site's
+ * connections hold across the nodes by leases in Redis (qmgr_shared.c):
+ * 0 when starting j (NULL: a job of s, before its source address is
+ * chosen) would pin a connection this node holds no lease for: one is
+ * asked for, and the destination waits with qmgr_site_lease_wait. */
+int qmgr_site_lease_ok(struct qmgr_site *s, const struct qmgr_job *j);
+void qmgr_site_lease_wait(struct qmgr_site *s, struct qmgr_dest *d);
 /* d waits for a job of its site to come back (no source address of its
  * pool may open another connection to the site now). */
 void qmgr_site_wait(struct qmgr_site *s, struct qmgr_dest *d);
