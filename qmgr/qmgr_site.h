@@ -20,7 +20,7 @@
 #include "common/util/buf.h"
 #include "common/util/htable.h"
 #include "common/mail/gcra.h"
-#include "qmgr/qmgr_shaperules.h"
+#include "common/mail/shaperules.h"
 #include "qmgr/qmgr_slowstart.h"
 
 #define QMGR_SITE_MAX_RETRY 8
@@ -101,8 +101,8 @@ struct qmgr_site {
     unsigned sent_n[QMGR_SITE_RATE_SLOTS];  /* over the last minute */
     struct hlink hlink;
     /* ---- adaptive throttling (qmgr_throttle.c) ---- */
-    struct qmgr_slowstart slow;        /* connections the replies allow, <= conc_limit */
-    const struct qmgr_shaperule *rule; /* the rule whose state is in force, or NULL */
+    struct qmgr_slowstart slow;   /* connections the replies allow, <= conc_limit */
+    const struct shaperule *rule; /* the rule whose state is in force, or NULL */
     /* ---- jobs in flight per source address (max_connections_per_source) ---- */
     struct qmgr_site_src *by_src;
     size_t nby_src;

@@ -68,8 +68,8 @@ static int parse_dsn(const char *s, struct replymatch *m)
         return -1;
     for (; k < 3; k++)
         str_lcpy(m->dsn[k], "*", 4);
-    if (strcmp(m->dsn[0], "*") != 0 && strcmp(m->dsn[0], "x") != 0 &&
-        strcmp(m->dsn[0], "2") != 0 && strcmp(m->dsn[0], "4") != 0 && strcmp(m->dsn[0], "5") != 0)
+    if (strcmp(m->dsn[0], "*") != 0 && strcmp(m->dsn[0], "x") != 0 && strcmp(m->dsn[0], "2") != 0 &&
+        strcmp(m->dsn[0], "4") != 0 && strcmp(m->dsn[0], "5") != 0)
         return -1;
     m->has_dsn = 1;
     return 0;

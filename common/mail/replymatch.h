@@ -1,6 +1,6 @@
 /* replymatch.h - conditions on a remote SMTP reply: the one parser and
  * matcher behind the bounce classifier's rules (bclass.c) and the shaping
- * rules (qmgr_shaperules.c), so a condition means the same in both files.
+ * rules (shaperules.c), so a condition means the same in both files.
  *
  * A condition list is white-space separated words, text= last:
  *

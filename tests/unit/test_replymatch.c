@@ -28,8 +28,8 @@ static int parse(const char *text, unsigned flags, struct replymatch *m, buf_t *
 }
 
 /* Does the condition list match the reply? */
-static int matches(const char *conds, int code, const char *enh, const char *text,
-                   const char *site, const char *mx)
+static int matches(const char *conds, int code, const char *enh, const char *text, const char *site,
+                   const char *mx)
 {
     struct replymatch m;
     struct replymatch_reply r;
@@ -81,7 +81,8 @@ static void test_text_and_scope(void **state)
     assert_true(matches("site=gmail code=421", 0, NULL, "421 x", "GMail", NULL));
     assert_false(matches("site=gmail code=421", 0, NULL, "421 x", "yahoo", NULL));
     assert_false(matches("site=gmail code=421", 0, NULL, "421 x", NULL, NULL));
-    assert_true(matches("mx=.google.com code=421", 0, NULL, "421 x", NULL, "alt1.aspmx.l.google.com."));
+    assert_true(
+        matches("mx=.google.com code=421", 0, NULL, "421 x", NULL, "alt1.aspmx.l.google.com."));
     assert_false(matches("mx=.google.com code=421", 0, NULL, "421 x", NULL, "google.com"));
     assert_true(matches("mx=mx.example.net code=421", 0, NULL, "421 x", NULL, "MX.example.net"));
     /* no condition: every reply */
@@ -141,7 +142,7 @@ static void test_tests_reply(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_codes),        cmocka_unit_test(test_dsn_patterns),
+        cmocka_unit_test(test_codes),          cmocka_unit_test(test_dsn_patterns),
         cmocka_unit_test(test_text_and_scope), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_tests_reply),
     };

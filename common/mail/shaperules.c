@@ -1,13 +1,14 @@
-/* qmgr_shaperules.c - the shaping_rules file: a remote reply to an action on
- * its site (format in qmgr_shaperules.h).
+/* shaperules.c - the shaping_rules file: a remote reply to an action on
+ * its site (format in shaperules.h).
  *
  * Pure: reads a file, matches replies, formats descriptions; applying an
- * action to a site is qmgr's business. A set is built whole and handed to
+ * action to a site is qmgr's business (qmgr_throttle.c); `postino check`
+ * loads the file to report what is wrong before a start or reload. A set is built whole and handed to
  * the caller only when every line parsed, so a broken file at reload leaves
  * the running set alone. The conditions and the matching are
  * common/mail/replymatch.c's, as for the bounce classifier, so one pattern
  * means the same in both files. */
-#include "qmgr/qmgr_shaperules.h"
+#include "common/mail/shaperules.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -24,17 +25,17 @@
 #define MAX_RATE      1000000000LL
 
 struct rule {
-    struct qmgr_shaperule pub;
+    struct shaperule pub;
     struct replymatch m;
 };
 
-struct qmgr_shaperules {
+struct shaperules {
     struct rule *v;
     size_t n, cap;
     char *file;
 };
 
-void qmgr_shaperules_free(struct qmgr_shaperules *rs)
+void shaperules_free(struct shaperules *rs)
 {
     if (rs == NULL)
         return;
@@ -45,7 +46,7 @@ void qmgr_shaperules_free(struct qmgr_shaperules *rs)
     free(rs);
 }
 
-size_t qmgr_shaperules_count(const struct qmgr_shaperules *rs)
+size_t shaperules_count(const struct shaperules *rs)
 {
     return rs ? rs->n : 0;
 }
@@ -53,7 +54,7 @@ size_t qmgr_shaperules_count(const struct qmgr_shaperules *rs)
 /* ---------------------------------------------------------------- parsing */
 
 /* "300/h" into the rule; -1 when malformed or out of range. */
-static int parse_rate(const char *s, struct qmgr_shaperule *p)
+static int parse_rate(const char *s, struct shaperule *p)
 {
     static const struct {
         char unit;
@@ -76,7 +77,7 @@ static int parse_rate(const char *s, struct qmgr_shaperule *p)
     return -1;
 }
 
-static int parse_action(const char *w, struct qmgr_shaperule *p, buf_t *why)
+static int parse_action(const char *w, struct shaperule *p, buf_t *why)
 {
     if (strcmp(w, "suspend") == 0)
         p->action = SHAPERULE_SUSPEND;
@@ -109,7 +110,7 @@ static int parse_action(const char *w, struct qmgr_shaperule *p, buf_t *why)
     return 0;
 }
 
-static int parse_duration(const char *w, struct qmgr_shaperule *p, buf_t *why)
+static int parse_duration(const char *w, struct shaperule *p, buf_t *why)
 {
     if (strcmp(w, "-") == 0) {
         if (p->action != SHAPERULE_BOUNCE) {
@@ -200,7 +201,7 @@ static int read_line(FILE *fp, buf_t *line)
 }
 
 /* Parse each line of fp into rs; 0 or -1 with err. */
-static int load_lines(struct qmgr_shaperules *rs, FILE *fp, buf_t *err)
+static int load_lines(struct shaperules *rs, FILE *fp, buf_t *err)
 {
     buf_t line = BUF_INIT, why = BUF_INIT;
     int lineno = 0, rc = 0, got;
@@ -239,42 +240,42 @@ static int load_lines(struct qmgr_shaperules *rs, FILE *fp, buf_t *err)
     return rc;
 }
 
-struct qmgr_shaperules *qmgr_shaperules_load(const char *path, buf_t *err)
+struct shaperules *shaperules_load(const char *path, buf_t *err)
 {
-    struct qmgr_shaperules *rs = xcalloc(1, sizeof *rs);
+    struct shaperules *rs = xcalloc(1, sizeof *rs);
     rs->file = xstrdup(path ? path : "");
     if (path == NULL || *path == 0)
         return rs;
     FILE *fp = fopen(path, "r");
     if (fp == NULL) {
         buf_setf(err, "%s: cannot open: %s", path, strerror(errno));
-        qmgr_shaperules_free(rs);
+        shaperules_free(rs);
         return NULL;
     }
     int rc = load_lines(rs, fp, err);
     fclose(fp);
     if (rc < 0) {
-        qmgr_shaperules_free(rs);
+        shaperules_free(rs);
         return NULL;
     }
     return rs;
 }
 
-struct qmgr_shaperules *qmgr_shaperules_load_conf(buf_t *err)
+struct shaperules *shaperules_load_conf(buf_t *err)
 {
-    return qmgr_shaperules_load(conf_str("shaping_rules"), err);
+    return shaperules_load(conf_str("shaping_rules"), err);
 }
 
 /* ---------------------------------------------------------------- matching */
 
-const struct qmgr_shaperule *qmgr_shaperules_match(const struct qmgr_shaperules *rs,
-                                                   const struct qmgr_shaperule_reply *reply)
+const struct shaperule *shaperules_match(const struct shaperules *rs,
+                                         const struct shaperule_reply *reply)
 {
     if (rs == NULL || rs->n == 0)
         return NULL;
     struct replymatch_reply nr;
     replymatch_reply_init(&nr, reply->code, reply->enhanced, reply->text, reply->site, reply->mx);
-    const struct qmgr_shaperule *hit = NULL;
+    const struct shaperule *hit = NULL;
     for (size_t i = 0; i < rs->n && hit == NULL; i++)
         if (replymatch_test(&rs->v[i].m, &nr))
             hit = &rs->v[i].pub;
@@ -303,7 +304,7 @@ static void put_relined(buf_t *out, const char *s, size_t n, const char code[3])
     }
 }
 
-int qmgr_shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply)
+int shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply)
 {
     static const char said[] = " said: ", tail[] = " (in reply to ";
     buf_set(host, "");
@@ -329,7 +330,7 @@ int qmgr_shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply)
 
 /* ---------------------------------------------------------------- describing */
 
-void qmgr_shaperules_format_secs(long long secs, buf_t *out)
+void shaperules_format_secs(long long secs, buf_t *out)
 {
     static const struct {
         char unit;
@@ -348,10 +349,10 @@ void qmgr_shaperules_format_secs(long long secs, buf_t *out)
     }
 }
 
-void qmgr_shaperules_describe(const struct qmgr_shaperule *r, buf_t *out)
+void shaperules_describe(const struct shaperule *r, buf_t *out)
 {
     buf_t d = BUF_INIT;
-    qmgr_shaperules_format_secs(r->secs, &d);
+    shaperules_format_secs(r->secs, &d);
     switch (r->action) {
     case SHAPERULE_SUSPEND:
         buf_setf(out, "suspended for %s", buf_str(&d));
