@@ -213,8 +213,9 @@ static int aconn_has_session(const struct aconn *c, const struct qmgr_site *s)
     return per <= 0 || c->pin_jobs % (unsigned long long)per != 0;
 }
 
-/* An idle connection for job j: pinned to its site (one whose session
- * is still open first), else one pinned to none. Sites without a max_connections of their own do not hold on to
+/* An idle connection for job j: pinned to its site and source address
+ * (one whose session is still open first), else one pinned to none.
+ * Sites without a max_connections of their own do not hold on to
  * connections when there are many (a queue of many small domains). */
 static struct aconn *aconn_idle(const struct qmgr_job *j)
 {
