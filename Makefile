@@ -116,7 +116,7 @@ $(BUILD)/tests/unit/test_params.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 # test_bclass checks the shipped conf/bounce_classifier_rules
 $(BUILD)/tests/unit/test_bclass.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 # test_shaperules checks the shipped conf/shaping_rules
-$(BUILD)/tests/unit/qmgr/test_shaperules.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
+$(BUILD)/tests/unit/test_shaperules.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 # the feedback tests read samples from tests/data/feedback, rules from conf/
 $(BUILD)/tests/unit/feedback/test_parse.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 $(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'

@@ -19,6 +19,7 @@
 #include "common/util/buf.h"
 #include "common/mail/bclass.h"
 #include "common/mail/conf.h"
+#include "common/mail/shaperules.h"
 
 static void pid_path(buf_t *out)
 {
@@ -80,6 +81,21 @@ static int classes_check(void)
     return rc;
 }
 
+/* shaping_rules: qmgr would run without adaptive throttling (it logs the
+ * broken line and goes on), so say it here with the file and line. 0 or
+ * -1 (reported). */
+static int shaping_rules_check(void)
+{
+    buf_t err = BUF_INIT;
+    struct shaperules *rs = shaperules_load_conf(&err);
+
+    if (rs == NULL)
+        cli_err("shaping_rules: %s", buf_str(&err));
+    shaperules_free(rs);
+    buf_destroy(&err);
+    return rs ? 0 : -1;
+}
+
 int cli_cmd_start(struct cli *c, int argc, char **argv)
 {
     pid_t pid;
@@ -90,6 +106,8 @@ int cli_cmd_start(struct cli *c, int argc, char **argv)
     if (argc != 1)
         return cli_usage("start");
     if (cli_dkim_check(c) < 0 || classes_check() < 0) /* smtpd would refuse to start */
+        return CLI_ERR;
+    if (shaping_rules_check() < 0)
         return CLI_ERR;
     if (cli_master_running(&pid)) {
         cli_err("the mail system is already running (pid %ld)", (long)pid);
@@ -178,6 +196,10 @@ int cli_cmd_reload(struct cli *c, int argc, char **argv)
         cli_err("not reloading: fix the DKIM settings first");
         return CLI_ERR;
     }
+    if (argc == 1 && shaping_rules_check() < 0) { /* keep the running rules */
+        cli_err("not reloading: fix shaping_rules first");
+        return CLI_ERR;
+    }
     int rc = signal_master("reload", argc, SIGHUP, &pid);
     if (rc == CLI_OK)
         printf("postino: refreshing the mail system\n");
@@ -198,8 +220,8 @@ int cli_cmd_status(struct cli *c, int argc, char **argv)
 }
 
 /* main.cf was loaded already (or we would not be here); check master.cf,
- * that every program it names exists in daemon_directory, and the bounce
- * classifier rules. */
+ * that every program it names exists in daemon_directory, the bounce
+ * classifier rules and the shaping rules. */
 int cli_cmd_check(struct cli *c, int argc, char **argv)
 {
     struct master_ent *ents = NULL;
@@ -230,6 +252,8 @@ int cli_cmd_check(struct cli *c, int argc, char **argv)
     }
     bclass_reset();
     if (classes_check() < 0)
+        rc = CLI_ERR;
+    if (shaping_rules_check() < 0)
         rc = CLI_ERR;
     if (cli_dkim_check(c) < 0)
         rc = CLI_ERR;

@@ -205,6 +205,14 @@ int qmgr_deliver_start(struct qmgr_job *j);
 /* Is an idle agent connection that last served d's site still pinned to
  * it (its delivery agent may hold a cached SMTP session for the site)? */
 int qmgr_deliver_site_idle(const struct qmgr_dest *d);
+/* Idle connections pinned to s (and to source address src; NULL: any)
+ * whose agent probably keeps a session open to it. */
+int qmgr_deliver_idle_sessions(const struct qmgr_site *s, const char *src);
+/* Agent connections pinned to s, busy or idle: the connections this node
+ * may have open to it. */
+int qmgr_deliver_pinned(const struct qmgr_site *s);
+/* Would starting j (NULL: any job of s) pin one more connection to s? */
+int qmgr_deliver_adds_pin(const struct qmgr_site *s, const struct qmgr_job *j);
 void qmgr_deliver_close_all(void);
 /* Close agent connections idle for a while (from the 1-second timer). */
 void qmgr_deliver_tick(void);
@@ -299,6 +307,9 @@ void qmgr_pool_close(void);
 enum qmgr_pool_pick qmgr_pool_assign(struct qmgr_job *j);
 /* The job did not go after all: give its count back. */
 void qmgr_pool_unassign(struct qmgr_job *j);
+/* 1 when every usable address of j's pool is at the site's
+ * max_connections_per_source: j waits for one of their jobs to end. */
+int qmgr_pool_busy(const struct qmgr_job *j);
 /* source= and helo= for the job request, or NULL. */
 const char *qmgr_pool_source(const struct qmgr_job *j);
 const char *qmgr_pool_helo(const struct qmgr_job *j);

@@ -13,7 +13,11 @@
  * that served a site stays pinned to it for that time: the site's next
  * job takes it (its agent reuses the cached session), and no other site
  * does. The pinned connections of a site are thus at most its jobs in
- * flight plus those idle-pinned, which dispatch holds to the limit. */
+ * flight plus those idle-pinned, which dispatch holds to the limit.
+ * With source addresses (qmgr_pool.c) a session is the site's and its
+ * source's: a connection is pinned to both, and only a job from that
+ * source takes it (another would leave the session idle in the agent's
+ * cache and open a second one). */
 #include "qmgr/qmgr.h"
 
 #include <errno.h>
@@ -33,6 +37,7 @@ struct aconn {
     struct qmgr_job *job;
     unsigned uses; /* jobs sent on this connection */
     char *pin;     /* the site it last served, or NULL */
+    char *pin_src; /* the source address it served it from, or NULL */
     double pin_until;
     unsigned pin_jobs; /* jobs for that site since it was pinned */
     double idle_since; /* when its last job ended */
@@ -81,6 +86,7 @@ static void aconn_forget(struct aconn *c)
     LIST_REMOVE(c, link);
     free(c->transport);
     free(c->pin);
+    free(c->pin_src);
     free(c);
 }
 
@@ -186,6 +192,11 @@ static int aconn_pinned(const struct aconn *c, const char *site, double now)
     return c->pin && now < c->pin_until && (site == NULL || strcmp(c->pin, site) == 0);
 }
 
+static int same_src(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 static int aconn_usable(const struct aconn *c, const char *transport)
 {
     return c->job == NULL && !conn_closing(c->conn) && strcmp(c->transport, transport) == 0;
@@ -204,11 +215,14 @@ static int aconn_has_session(const struct aconn *c, const struct qmgr_site *s)
     return per <= 0 || c->pin_jobs % (unsigned long long)per != 0;
 }
 
-/* An idle connection for job j: pinned to its site (one whose session
- * is still open first), else one pinned to none. Sites without a max_connections of their own do not hold on to
+/* An idle connection for job j: pinned to its site and source address
+ * (one whose session is still open first), else one pinned to none.
+ * Sites without a max_connections of their own do not hold on to
  * connections when there are many (a queue of many small domains). */
-static struct aconn *aconn_idle(const struct qmgr_dest *d)
+static struct aconn *aconn_idle(const struct qmgr_job *j)
 {
+    const struct qmgr_dest *d = j->dest;
+    const char *src = qmgr_pool_source(j);
     double now = qmgr_now();
     struct aconn *c, *free_one = NULL, *loose = NULL, *pinned = NULL;
     size_t n = 0;
@@ -219,6 +233,8 @@ static struct aconn *aconn_idle(const struct qmgr_dest *d)
         if (!aconn_usable(c, d->transport))
             continue;
         if (aconn_pinned(c, d->site->name, now)) {
+            if (!same_src(c->pin_src, src))
+                continue; /* the site's, from another address: kept for it */
             if (aconn_has_session(c, d->site))
                 return c;
             pinned = c;
@@ -249,6 +265,45 @@ int qmgr_deliver_site_idle(const struct qmgr_dest *d)
     return 0;
 }
 
+int qmgr_deliver_idle_sessions(const struct qmgr_site *s, const char *src)
+{
+    double now = qmgr_now();
+    const struct aconn *c;
+    int n = 0;
+
+    LIST_FOREACH(c, &conns, link)
+    if (c->job == NULL && !conn_closing(c->conn) && aconn_pinned(c, s->name, now) &&
+        (src == NULL || same_src(c->pin_src, src)) && aconn_has_session(c, s))
+        n++;
+    return n;
+}
+
+int qmgr_deliver_pinned(const struct qmgr_site *s)
+{
+    double now = qmgr_now();
+    const struct aconn *c;
+    int n = 0;
+
+    LIST_FOREACH(c, &conns, link)
+    n += aconn_pinned(c, s->name, now);
+    return n;
+}
+
+int qmgr_deliver_adds_pin(const struct qmgr_site *s, const struct qmgr_job *j)
+{
+    double now = qmgr_now();
+    const struct aconn *c;
+
+    if (j) {
+        c = aconn_idle(j);
+        return c == NULL || !aconn_pinned(c, s->name, now);
+    }
+    LIST_FOREACH(c, &conns, link)
+    if (c->job == NULL && !conn_closing(c->conn) && aconn_pinned(c, s->name, now))
+        return 0;
+    return 1;
+}
+
 /* The site's settings the delivery agent needs: its name (logs, the
  * connection cache), deliveries per connection and timeouts. */
 static void add_site_attrs(attr_t *req, const struct qmgr_site *s)
@@ -264,16 +319,19 @@ static void add_site_attrs(attr_t *req, const struct qmgr_site *s)
 
 int qmgr_deliver_start(struct qmgr_job *j)
 {
-    struct aconn *c = aconn_idle(j->dest);
+    struct aconn *c = aconn_idle(j);
     attr_t req = ATTR_INIT;
 
     if (c == NULL && (c = aconn_new(j->dest->transport)) == NULL)
         return -1;
     c->job = j;
     c->uses++;
-    if (c->pin == NULL || strcmp(c->pin, j->dest->site->name) != 0 || qmgr_now() >= c->pin_until) {
+    if (c->pin == NULL || strcmp(c->pin, j->dest->site->name) != 0 ||
+        !same_src(c->pin_src, qmgr_pool_source(j)) || qmgr_now() >= c->pin_until) {
         free(c->pin);
+        free(c->pin_src);
         c->pin = xstrdup(j->dest->site->name);
+        c->pin_src = qmgr_pool_source(j) ? xstrdup(qmgr_pool_source(j)) : NULL;
         c->pin_jobs = 0;
     }
     c->pin_jobs++;

@@ -14,7 +14,9 @@
  * total: the sequence is spread evenly, not in runs). An address is not
  * usable while it is over its warm-up cap for the day (counted per job
  * here, kept in index/source_warmup, written at most every few seconds)
- * or taken out after delivery could not bind it. Everything is read once:
+ * or taken out after delivery could not bind it, nor for a site while it
+ * has max_connections_per_source jobs in flight to the site (the job
+ * then waits for one of them, qmgr_pool_busy). Everything is read once:
  * a reload starts a new qmgr. */
 #include "qmgr/qmgr.h"
 
@@ -287,25 +289,52 @@ static int src_usable(struct qmgr_src *s, time_t now)
     return s->down_until <= now && (cap < 0 || s->sent < cap);
 }
 
+/* May a job for site go from s now: in service, under its cap, not
+ * suspended for the site by a rule, under max_connections_per_source. */
+static int src_can_go(struct qmgr_src *s, const struct qmgr_site *site, time_t now)
+{
+    return src_usable(s, now) && qmgr_throttle_source_ok(site, s->ip) &&
+           qmgr_site_source_ok(site, s->ip);
+}
+
+/* When the site's connections are all taken but for idle ones kept open
+ * by the delivery agents, a job from an address without such a session
+ * would open one more than max_connections: prefer the addresses that
+ * have one (their reuse opens nothing). 1 when the pick is so limited. */
+static int pool_reuse_only(const struct qmgr_pool_def *p, const struct qmgr_site *site)
+{
+    if (p->n < 2 || site == NULL || site->pol.max_connections == 0)
+        return 0;
+    return site->conns + qmgr_deliver_idle_sessions(site, NULL) >= qmgr_site_conc_now(site);
+}
+
 enum qmgr_pool_pick qmgr_pool_assign(struct qmgr_job *j)
 {
     struct qmgr_pool_def *p = pool_of(j->msg);
+    const struct qmgr_site *site = j->dest->site;
     struct qmgr_src *best = NULL;
     time_t now = time(NULL);
-    int total = 0;
+    int total = 0, reuse;
 
     j->src = NULL;
     /* The feedback agent reads mail for us: it connects nowhere. */
     if (p == NULL || strcmp(j->dest->transport, "feedback") == 0)
         return POOL_NONE;
-    for (size_t i = 0; i < p->n; i++) {
-        struct qmgr_src *s = p->src[i];
-        if (!src_usable(s, now) || !qmgr_throttle_source_ok(j->dest->site, s->ip))
-            continue; /* out, capped, or suspended for this site by a rule */
-        s->credit += s->weight;
-        total += s->weight;
-        if (best == NULL || s->credit > best->credit)
-            best = s;
+    reuse = pool_reuse_only(p, site);
+    for (int pass = 0; pass < 2 && best == NULL; pass++, reuse = 0) {
+        for (size_t i = 0; i < p->n; i++) {
+            struct qmgr_src *s = p->src[i];
+            if (!src_can_go(s, site, now)) /* out, capped, suspended or busy */
+                continue;
+            if (reuse && qmgr_deliver_idle_sessions(site, s->ip) == 0)
+                continue;
+            s->credit += s->weight;
+            total += s->weight;
+            if (best == NULL || s->credit > best->credit)
+                best = s;
+        }
+        if (!reuse)
+            break;
     }
     if (best == NULL) {
         log_debug("%s: no usable source address in pool %s", j->msg->id, p->name);
@@ -316,6 +345,27 @@ enum qmgr_pool_pick qmgr_pool_assign(struct qmgr_job *j)
     dirty = 1;
     j->src = best;
     return POOL_ADDR;
+}
+
+int qmgr_pool_busy(const struct qmgr_job *j)
+{
+    const struct qmgr_site *site = j->dest->site;
+    struct qmgr_pool_def *p;
+    time_t now = time(NULL);
+    int usable = 0;
+
+    if (site == NULL || site->pol.max_connections_per_source <= 0 ||
+        strcmp(j->dest->transport, "feedback") == 0 || (p = pool_of(j->msg)) == NULL)
+        return 0;
+    for (size_t i = 0; i < p->n; i++) {
+        struct qmgr_src *s = p->src[i];
+        if (!src_usable(s, now) || !qmgr_throttle_source_ok(site, s->ip))
+            continue;
+        if (qmgr_site_source_ok(site, s->ip))
+            return 0;
+        usable = 1;
+    }
+    return usable; /* none usable at all: qmgr_pool_assign defers the job */
 }
 
 void qmgr_pool_unassign(struct qmgr_job *j)

@@ -242,6 +242,11 @@ void qmgr_sched_dispatch(void)
         /* Whether the job needs a new connection matters only to a
          * connection rate (and costs a walk over the agent connections). */
         int fresh = d->site->pol.max_connection_rate > 0 && !qmgr_deliver_site_idle(d);
+        /* Before admit, which takes a rate token the job could not use. */
+        if (qmgr_pool_busy(TAILQ_FIRST(&d->jobs))) {
+            qmgr_site_wait(d->site, d);
+            continue;
+        }
         enum qmgr_site_go go = qmgr_site_admit(d->site, d, fresh, now);
         if (go == SITE_WAIT)
             continue;
@@ -257,6 +262,13 @@ void qmgr_sched_dispatch(void)
             job_defer_nosource(j);
             continue;
         }
+        /* Its source address may not take the connection admit counted on. */
+        if (!qmgr_site_lease_ok(d->site, j)) {
+            qmgr_pool_unassign(j);
+            dest_push_front(d, j);
+            qmgr_site_lease_wait(d->site, d);
+            continue;
+        }
         if (qmgr_deliver_start(j) < 0) {
             qmgr_pool_unassign(j);
             dest_push_front(d, j);
@@ -266,7 +278,7 @@ void qmgr_sched_dispatch(void)
         d->unreach_since = 0;
         d->inflight++;
         qmgr_g.st.inflight++;
-        qmgr_site_job_started(d->site, now);
+        qmgr_site_job_started(d->site, qmgr_pool_source(j), now);
         qmgr_ready_update(d, now);
     }
 }
@@ -413,7 +425,7 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
 
     d->inflight--;
     qmgr_g.st.inflight--;
-    qmgr_site_job_done(d->site);
+    qmgr_site_job_done(d->site, qmgr_pool_source(j));
     qmgr_ready_update(d, qmgr_now());
     if (qmgr_pool_job_failed(j, reply)) { /* nothing done: again, from another address */
         dest_push_front(d, j);

@@ -66,11 +66,13 @@ static const char conn_acquire_lua[] =
     "redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000))\n"
     "return {1, n + 1}\n";
 
-/* KEYS[1]; ARGV lease seconds, members...: pushes their expiry on */
+/* KEYS[1]; ARGV lease seconds, members...: pushes their expiry on. A
+ * member that lapsed while Redis was away is added back: the connection
+ * it stands for is still open. */
 static const char conn_renew_lua[] =
     "local t = redis.call('TIME')\n"
     "local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])\n"
-    "for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[i]) end\n"
+    "for i = 2, #ARGV do redis.call('ZADD', KEYS[1], until_, ARGV[i]) end\n"
     "redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 1000))\n"
     "return 1\n";
 
@@ -142,9 +144,13 @@ static struct shared_site *site_get(struct qmgr_shared *sh, const char *name)
     return ss;
 }
 
+static void on_renew(evutil_socket_t fd, short what, void *arg);
+
 static void on_state(void *arg, int up)
 {
     struct qmgr_shared *sh = arg;
+    if (up)
+        on_renew(-1, 0, sh); /* the leases held meanwhile count again */
     if (up)
         log_info("shaping: shared state %s reachable: per-site limits are joint again", sh->spec);
     else
@@ -309,6 +315,19 @@ void qmgr_shared_conn_release(struct qmgr_shared *sh, const char *site, long lea
         return;
     lease_member(sh, lease, member, sizeof(member));
     redis_command(sh->r, 3, argv, NULL, on_ignore, NULL); /* down: it lapses */
+}
+
+size_t qmgr_shared_conn_held(struct qmgr_shared *sh, const char *site)
+{
+    return site_get(sh, site)->nleases;
+}
+
+void qmgr_shared_conn_release_one(struct qmgr_shared *sh, const char *site)
+{
+    struct shared_site *ss = site_get(sh, site);
+
+    if (ss->nleases > 0)
+        qmgr_shared_conn_release(sh, site, ss->leases[ss->nleases - 1]);
 }
 
 static void renew_site(struct qmgr_shared *sh, struct shared_site *ss)

@@ -56,5 +56,9 @@ int qmgr_shared_rate_take(struct qmgr_shared *sh, const char *site, double per_s
 void qmgr_shared_conn_acquire(struct qmgr_shared *sh, const char *site, int limit,
                               qmgr_shared_conn_cb_t cb, void *arg);
 void qmgr_shared_conn_release(struct qmgr_shared *sh, const char *site, long lease);
+/* Leases this node holds for site. */
+size_t qmgr_shared_conn_held(struct qmgr_shared *sh, const char *site);
+/* Release one of them (the newest), if any. */
+void qmgr_shared_conn_release_one(struct qmgr_shared *sh, const char *site);
 
 #endif

@@ -114,6 +114,9 @@ static void site_free(struct qmgr_site *s)
     if (s->timer)
         event_free(s->timer);
     qmgr_shaping_free(&s->pol);
+    for (size_t i = 0; i < s->nby_src; i++)
+        free(s->by_src[i].ip);
+    free(s->by_src);
     free(s->name);
     free(s->key);
     free(s->state_reason);
@@ -144,6 +147,8 @@ static void mx_sweep(long long now)
     }
 }
 
+static void lease_release_all(struct qmgr_site *s);
+
 void qmgr_site_close(void)
 {
     struct hlink *l, *next;
@@ -156,6 +161,7 @@ void qmgr_site_close(void)
     HTABLE_EACH(&sites, l, next)
     {
         htable_remove(&sites, l);
+        lease_release_all(HTABLE_ENTRY(l, struct qmgr_site, hlink));
         site_free(HTABLE_ENTRY(l, struct qmgr_site, hlink));
     }
     for (size_t i = 0; i < nmaps; i++)
@@ -525,6 +531,10 @@ enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int 
         park(s, d, now, 0); /* qmgr_site_job_done wakes it */
         return SITE_WAIT;
     }
+    if (!qmgr_site_lease_ok(s, NULL)) { /* before a rate token is taken */
+        qmgr_site_lease_wait(s, d);
+        return SITE_WAIT;
+    }
     if (fresh && !gcra_peek(&s->conn_rate, now, &wait)) {
         park(s, d, now, wait);
         return SITE_WAIT;
@@ -538,10 +548,99 @@ enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int 
     return SITE_GO;
 }
 
+/* Are s's connections joint with other nodes (leases in Redis)? */
+static int shared_conns(const struct qmgr_site *s)
+{
+    return qmgr_g.shared && s->pol.max_connections > 0;
+}
+
 int qmgr_site_conc_now(const struct qmgr_site *s)
 {
     int w = qmgr_slowstart_limit(&s->slow);
-    return w < s->conc_limit ? w : s->conc_limit;
+    int c = w < s->conc_limit ? w : s->conc_limit;
+
+    /* Redis away: this node's share of the joint limit. */
+    if (shared_conns(s) && !qmgr_shared_is_up(qmgr_g.shared)) {
+        int share = qmgr_shared_local_share(qmgr_g.shared, s->conc_limit);
+        c = share < c ? share : c;
+    }
+    return c;
+}
+
+/* ---- connection leases (qmgr_shared.c) ----
+ * This node holds one lease per agent connection pinned to the site (the
+ * connections it may have open there: busy, or idle with the session kept
+ * in the agent's cache). A job that reuses a pinned connection needs no new
+ * lease; one that pins another needs a spare one, asked for beforehand.
+ * Leases unused for a whole tick go back (qmgr_site_tick). */
+
+#define LEASE_RETRY 0.5 /* seconds between asks while the others hold them all */
+
+static void on_lease(void *arg, enum qmgr_shared_grant g, long lease)
+{
+    char *name = arg;
+    struct qmgr_site *s = qmgr_g.stopping ? NULL : qmgr_site_find(name);
+
+    if (s) {
+        s->lease_pending = 0;
+        if (g == QMGR_SHARED_REFUSED)
+            s->lease_retry_at = qmgr_now() + LEASE_RETRY;
+    }
+    if (g == QMGR_SHARED_GRANTED && s == NULL)
+        qmgr_shared_conn_release(qmgr_g.shared, name, lease);
+    if (s) { /* its destinations look again (REFUSED: they wait the retry) */
+        unpark_all(s, qmgr_now());
+        qmgr_sched_dispatch();
+    }
+    free(name);
+}
+
+static void lease_ask(struct qmgr_site *s, double now)
+{
+    if (s->lease_pending || now < s->lease_retry_at)
+        return;
+    s->lease_pending = 1;
+    qmgr_shared_conn_acquire(qmgr_g.shared, s->name, s->conc_limit, on_lease, xstrdup(s->name));
+}
+
+int qmgr_site_lease_ok(struct qmgr_site *s, const struct qmgr_job *j)
+{
+    double now = qmgr_now();
+
+    if (!shared_conns(s) || !qmgr_shared_is_up(qmgr_g.shared))
+        return 1;
+    if ((int)qmgr_shared_conn_held(qmgr_g.shared, s->name) > qmgr_deliver_pinned(s) ||
+        !qmgr_deliver_adds_pin(s, j))
+        return 1;
+    lease_ask(s, now);
+    return 0;
+}
+
+void qmgr_site_lease_wait(struct qmgr_site *s, struct qmgr_dest *d)
+{
+    double now = qmgr_now();
+    park(s, d, now, s->lease_pending ? 0 : s->lease_retry_at - now);
+}
+
+/* Give back the leases that went unused for a whole tick. */
+static void lease_trim(struct qmgr_site *s)
+{
+    int spare;
+
+    if (!shared_conns(s) || qmgr_shared_conn_held(qmgr_g.shared, s->name) == 0) {
+        s->lease_spare = 0;
+        return;
+    }
+    spare = (int)qmgr_shared_conn_held(qmgr_g.shared, s->name) - qmgr_deliver_pinned(s);
+    for (int n = spare < s->lease_spare ? spare : s->lease_spare; n > 0; n--, spare--)
+        qmgr_shared_conn_release_one(qmgr_g.shared, s->name);
+    s->lease_spare = spare > 0 ? spare : 0;
+}
+
+static void lease_release_all(struct qmgr_site *s)
+{
+    while (shared_conns(s) && qmgr_shared_conn_held(qmgr_g.shared, s->name) > 0)
+        qmgr_shared_conn_release_one(qmgr_g.shared, s->name);
 }
 
 void qmgr_site_window_grown(struct qmgr_site *s)
@@ -550,12 +649,47 @@ void qmgr_site_window_grown(struct qmgr_site *s)
         unpark_all(s, qmgr_now());
 }
 
-void qmgr_site_job_started(struct qmgr_site *s, double now)
+/* The counter of jobs in flight from src (made when create). */
+static struct qmgr_site_src *by_src(struct qmgr_site *s, const char *src, int create)
+{
+    for (size_t i = 0; i < s->nby_src; i++)
+        if (strcmp(s->by_src[i].ip, src) == 0)
+            return &s->by_src[i];
+    if (!create)
+        return NULL;
+    s->by_src = xrealloc(s->by_src, (s->nby_src + 1) * sizeof(*s->by_src));
+    s->by_src[s->nby_src].ip = xstrdup(src);
+    s->by_src[s->nby_src].conns = 0;
+    return &s->by_src[s->nby_src++];
+}
+
+int qmgr_site_source_conns(const struct qmgr_site *s, const char *src)
+{
+    for (size_t i = 0; src && i < s->nby_src; i++)
+        if (strcmp(s->by_src[i].ip, src) == 0)
+            return s->by_src[i].conns;
+    return 0;
+}
+
+int qmgr_site_source_ok(const struct qmgr_site *s, const char *src)
+{
+    int limit = s ? s->pol.max_connections_per_source : 0;
+    return limit <= 0 || src == NULL || qmgr_site_source_conns(s, src) < limit;
+}
+
+void qmgr_site_wait(struct qmgr_site *s, struct qmgr_dest *d)
+{
+    park(s, d, qmgr_now(), 0); /* qmgr_site_job_done wakes it */
+}
+
+void qmgr_site_job_started(struct qmgr_site *s, const char *src, double now)
 {
     long long sec = (long long)now;
     size_t slot = (size_t)(sec % QMGR_SITE_RATE_SLOTS);
 
     s->conns++;
+    if (src)
+        by_src(s, src, 1)->conns++;
     if (s->sent_t[slot] != sec) {
         s->sent_t[slot] = sec;
         s->sent_n[slot] = 0;
@@ -563,9 +697,13 @@ void qmgr_site_job_started(struct qmgr_site *s, double now)
     s->sent_n[slot]++;
 }
 
-void qmgr_site_job_done(struct qmgr_site *s)
+void qmgr_site_job_done(struct qmgr_site *s, const char *src)
 {
+    struct qmgr_site_src *c = src ? by_src(s, src, 0) : NULL;
+
     s->conns--;
+    if (c && c->conns > 0)
+        c->conns--;
     if (s->conns < qmgr_site_conc_now(s) && !LIST_EMPTY(&s->parked))
         unpark_all(s, qmgr_now());
 }
@@ -667,7 +805,8 @@ void qmgr_site_resume(struct qmgr_site *s)
 /* Nothing refers to it and forgetting it loses no rate state. */
 static int site_idle(const struct qmgr_site *s, double now)
 {
-    return LIST_EMPTY(&s->dests) && LIST_EMPTY(&s->parked) && s->conns == 0 &&
+    return LIST_EMPTY(&s->dests) && LIST_EMPTY(&s->parked) && s->conns == 0 && !s->lease_pending &&
+           (!shared_conns(s) || qmgr_shared_conn_held(qmgr_g.shared, s->name) == 0) &&
            s->state == SITE_NORMAL && s->msg_rate.tat < now && s->conn_rate.tat < now;
 }
 
@@ -683,6 +822,7 @@ void qmgr_site_tick(void)
     HTABLE_EACH(&sites, l, next)
     {
         struct qmgr_site *s = HTABLE_ENTRY(l, struct qmgr_site, hlink);
+        lease_trim(s);
         if (s->state != SITE_NORMAL && s->state_until <= (long long)now)
             site_expire(s, now);
         else if (sweep && site_idle(s, now)) {

@@ -20,7 +20,7 @@
 #include "common/util/buf.h"
 #include "common/util/htable.h"
 #include "common/mail/gcra.h"
-#include "qmgr/qmgr_shaperules.h"
+#include "common/mail/shaperules.h"
 #include "qmgr/qmgr_slowstart.h"
 
 #define QMGR_SITE_MAX_RETRY 8
@@ -29,6 +29,7 @@
  * rates 0) means "not set": the Postfix-style main.cf default applies. */
 struct qmgr_shaping {
     int max_connections;               /* default_destination_concurrency_limit */
+    int max_connections_per_source;    /* per source address (qmgr_pool.c), 0: none */
     int max_deliveries_per_connection; /* smtp_connection_reuse_count_limit */
     double max_message_rate;           /* messages per second, 0: unlimited */
     int message_burst;                 /* GCRA burst (1 unless set) */
@@ -72,6 +73,7 @@ void qmgr_site_group(const char *const *hosts, const int *prefs, size_t n,
 enum qmgr_site_state { SITE_NORMAL, SITE_THROTTLED, SITE_SUSPENDED };
 
 struct qmgr_dest;
+struct qmgr_job;
 struct event;
 
 #define QMGR_SITE_RATE_SLOTS 60
@@ -99,11 +101,23 @@ struct qmgr_site {
     unsigned sent_n[QMGR_SITE_RATE_SLOTS];  /* over the last minute */
     struct hlink hlink;
     /* ---- adaptive throttling (qmgr_throttle.c) ---- */
-    struct qmgr_slowstart slow;        /* connections the replies allow, <= conc_limit */
-    const struct qmgr_shaperule *rule; /* the rule whose state is in force, or NULL */
+    struct qmgr_slowstart slow;   /* connections the replies allow, <= conc_limit */
+    const struct shaperule *rule; /* the rule whose state is in force, or NULL */
     /* ---- the last deferral, for site list and postino top (issue #11) ---- */
     char *last_defer;
     long long last_defer_at;
+    /* ---- jobs in flight per source address (max_connections_per_source) ---- */
+    struct qmgr_site_src *by_src;
+    size_t nby_src;
+    /* ---- connection leases shared with other nodes (shaping_shared_state) ---- */
+    int lease_pending;     /* an acquire is in flight */
+    double lease_retry_at; /* refused: ask again from then */
+    int lease_spare;       /* leases found unused at the last tick */
+};
+
+struct qmgr_site_src {
+    char *ip;
+    int conns;
 };
 
 /* A rate token: 1 = may send now; 0 = *wait_s seconds until the next one. */
@@ -143,9 +157,23 @@ enum qmgr_site_go {
 };
 /* fresh: the job needs a new connection (no idle one is pinned to s). */
 enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int fresh, double now);
-/* A job of s started / came back. */
-void qmgr_site_job_started(struct qmgr_site *s, double now);
-void qmgr_site_job_done(struct qmgr_site *s);
+/* A job of s from source address src (NULL: none) started / came back. */
+void qmgr_site_job_started(struct qmgr_site *s, const char *src, double now);
+void qmgr_site_job_done(struct qmgr_site *s, const char *src);
+/* Jobs in flight to s from source address src. */
+int qmgr_site_source_conns(const struct qmgr_site *s, const char *src);
+/* May another job go to s from src (max_connections_per_source)? */
+int qmgr_site_source_ok(const struct qmgr_site *s, const char *src);
+/* With shaping_shared_state and a max_connections of its own, a site's
+ * connections hold across the nodes by leases in Redis (qmgr_shared.c):
+ * 0 when starting j (NULL: a job of s, before its source address is
+ * chosen) would pin a connection this node holds no lease for: one is
+ * asked for, and the destination waits with qmgr_site_lease_wait. */
+int qmgr_site_lease_ok(struct qmgr_site *s, const struct qmgr_job *j);
+void qmgr_site_lease_wait(struct qmgr_site *s, struct qmgr_dest *d);
+/* d waits for a job of its site to come back (no source address of its
+ * pool may open another connection to the site now). */
+void qmgr_site_wait(struct qmgr_site *s, struct qmgr_dest *d);
 int qmgr_site_suspended(const struct qmgr_site *s);
 /* Seconds until the next try of a message deferred at s after attempts
  * deferrals, from its retry schedule; 0 when it has none. */

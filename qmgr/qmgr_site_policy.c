@@ -79,6 +79,14 @@ static int parse_pair(const char *name, const char *v, struct qmgr_shaping *p, b
 {
     long long n;
 
+    if (strcmp(name, "max_connections_per_source") == 0) {
+        if (parse_count(v, 1, 10000, &n) < 0) {
+            buf_printf(err, "%s: want a number from 1 to 10000, not \"%s\"", name, v);
+            return -1;
+        }
+        p->max_connections_per_source = (int)n;
+        return 0;
+    }
     if (strcmp(name, "max_connections") == 0 || strcmp(name, "message_burst") == 0 ||
         strcmp(name, "connection_burst") == 0) {
         if (parse_count(v, 1, 10000, &n) < 0) {
@@ -158,6 +166,8 @@ void qmgr_shaping_format(const struct qmgr_shaping *p, buf_t *out)
 {
     if (p->max_connections)
         buf_printf(out, " max_connections=%d", p->max_connections);
+    if (p->max_connections_per_source)
+        buf_printf(out, " max_connections_per_source=%d", p->max_connections_per_source);
     if (p->max_deliveries_per_connection)
         buf_printf(out, " max_deliveries_per_connection=%d", p->max_deliveries_per_connection);
     if (p->msg_rate_text)

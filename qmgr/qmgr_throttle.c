@@ -3,7 +3,7 @@
  *
  * Three kinds of feedback (issue #9):
  *   - rules: the first deferred (else bounced) reply of a job goes through
- *     the shaping_rules (qmgr_shaperules.c); a match suspends, throttles or
+ *     the shaping_rules (shaperules.c); a match suspends, throttles or
  *     bounces the site for the rule's duration through qmgr_site.c, which
  *     logs the change and ends it when the time is over;
  *   - slow start: every job that came back feeds the site's AIMD controller
@@ -24,13 +24,13 @@
 
 #include "common/util/alloc.h"
 #include "common/util/log.h"
-#include "qmgr/qmgr_shaperules.h"
+#include "common/mail/shaperules.h"
 #include "qmgr/qmgr_slowstart.h"
 
 /* Longest reply quoted in the site's state reason and the log line. */
 #define WHY_MAX 160
 
-static struct qmgr_shaperules *rules;
+static struct shaperules *rules;
 
 /* A source address suspended for one site. Few at a time (one per rule
  * match and address, each for the rule's duration): a list is enough. */
@@ -75,7 +75,7 @@ static void source_suspend(struct qmgr_site *s, const char *ip, long long secs, 
         LIST_INSERT_HEAD(&blocks, b, link);
     }
     b->until = (long long)time(NULL) + secs;
-    qmgr_shaperules_format_secs(secs, &d);
+    shaperules_format_secs(secs, &d);
     log_info("site=%s source=%s suspended for %s after \"%s\"", s->name, ip, buf_str(&d), why);
     buf_destroy(&d);
 }
@@ -96,7 +96,7 @@ void qmgr_throttle_tick(void)
 void qmgr_throttle_init(void)
 {
     buf_t err = BUF_INIT;
-    rules = qmgr_shaperules_load_conf(&err);
+    rules = shaperules_load_conf(&err);
     if (rules == NULL)
         log_warn("shaping rules: %s; no adaptive throttling until it is fixed", buf_str(&err));
     buf_destroy(&err);
@@ -104,7 +104,7 @@ void qmgr_throttle_init(void)
 
 void qmgr_throttle_close(void)
 {
-    qmgr_shaperules_free(rules);
+    shaperules_free(rules);
     rules = NULL;
     while (!LIST_EMPTY(&blocks))
         block_free(LIST_FIRST(&blocks));
@@ -163,7 +163,7 @@ static void bounce_dsn(const char *dsn, char out[16])
 }
 
 /* 1 when the rule changed the site's own state (not just a source's). */
-static int apply_rule(struct qmgr_site *s, const char *ip, const struct qmgr_shaperule *r,
+static int apply_rule(struct qmgr_site *s, const char *ip, const struct shaperule *r,
                       const char *dsn, const char *why)
 {
     char bdsn[16];
@@ -198,10 +198,10 @@ static int apply_rule(struct qmgr_site *s, const char *ip, const struct qmgr_sha
 static void run_rules(struct qmgr_site *s, const char *ip, const char *reason, const char *dsn)
 {
     buf_t host = BUF_INIT, reply = BUF_INIT, why = BUF_INIT;
-    qmgr_shaperules_split_reason(reason, &host, &reply);
-    struct qmgr_shaperule_reply in = { 0, NULL, buf_str(&reply), s->name,
-                                       host.len ? buf_str(&host) : NULL };
-    const struct qmgr_shaperule *r = qmgr_shaperules_match(rules, &in);
+    shaperules_split_reason(reason, &host, &reply);
+    struct shaperule_reply in = { 0, NULL, buf_str(&reply), s->name,
+                                  host.len ? buf_str(&host) : NULL };
+    const struct shaperule *r = shaperules_match(rules, &in);
     int again =
         r && ((s->rule == r && s->state != SITE_NORMAL) ||
               (r->action == SHAPERULE_SUSPEND_SOURCE && ip && !qmgr_throttle_source_ok(s, ip)));

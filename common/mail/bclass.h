@@ -10,13 +10,15 @@
  *
  * code=   reply code or class: three characters, each a digit or x ("5xx",
  *         "421", "55x").
- * dsn=    enhanced status code (RFC 3463) or a prefix of one: three
- *         components, each a number or * ("5.1.1", "4.7.*", "5.*.*").
+ * dsn=    enhanced status code (RFC 3463) or a pattern of one: three
+ *         components, each a number, digits and x, or * ("5.1.1",
+ *         "4.7.5xx", "4.7.*", "5.*.*").
  * text=   POSIX extended regular expression, case-insensitive, the rest of
  *         the line. It is matched against the reply text with the reply
  *         code and enhanced code of every line removed and the lines joined
  *         by one space (so a phrase split over lines of a multi-line reply
  *         still matches).
+ * The conditions are common/mail/replymatch.h's, as in shaping_rules.
  * Blank lines and lines starting with # are ignored.
  *
  * The rules are process-wide: bounce_classifier_local_rules (optional,

@@ -361,6 +361,11 @@ class _CountingSMTP(_AioSMTP):
                 self._sink.peak[self._ip] = max(self._sink.peak.get(self._ip, 0), live)
                 self._sink.opened[self._ip] = self._sink.opened.get(self._ip, 0) + 1
                 self._sink.open_times.setdefault(self._ip, []).append(time.time())
+                self._client = (transport.get_extra_info("peername") or ("?",))[0]
+                clive = self._sink.client_live.get(self._client, 0) + 1
+                self._sink.client_live[self._client] = clive
+                self._sink.client_peak[self._client] = max(
+                    self._sink.client_peak.get(self._client, 0), clive)
                 limit = self._sink.conn_limit
                 over = limit is not None and live > limit
                 if over:
@@ -377,6 +382,7 @@ class _CountingSMTP(_AioSMTP):
             self._counted = False
             with self._sink.lock:
                 self._sink.live[self._ip] -= 1
+                self._sink.client_live[self._client] -= 1
 
     def connection_lost(self, error):
         self._sink_lost()
@@ -398,7 +404,7 @@ class Sink:
     smtputf8=False: a receiver that does not offer SMTPUTF8 (RFC 6531).
     Per receiver address it counts connections: live (open now), peak (most
     open at once), opened (and open_times), refused (over conn_limit,
-    answered 421);
+    answered 421); per client address client_live and client_peak;
     data_delay makes each DATA take that many seconds."""
 
     def __init__(self, ips=("127.0.0.1",), port=None, smtputf8=True):
@@ -414,6 +420,7 @@ class Sink:
         self.ehlo_changes = {}  # ip -> (keywords hidden, keywords added)
         self.live, self.peak, self.opened, self.refused = {}, {}, {}, {}
         self.open_times = {}    # ip -> when each connection came
+        self.client_live, self.client_peak = {}, {}  # by the client's address
         self.conn_limit = None  # connections per receiver address (None: any)
         self.data_delay = 0.0
 

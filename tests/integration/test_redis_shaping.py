@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+import postino_harness as h
+
 SENDER = "s@sender.test"
 
 
@@ -146,3 +148,76 @@ def test_redis_stops_mid_run(postino_factory, redis, sink):
     assert n_a >= 10 and n_b >= 10, "both nodes keep sending: %d, %d" % (n_a, n_b)
     for p in (a, b):
         assert len(p.log_lines(r"unreachable")) == 1
+
+
+# ---- two nodes, one joint connection limit (leases in Redis) ----
+
+def conn_node(postino_factory, redis, name, bind, limit=2, shared_state=True):
+    """A node sending from its own address (so the receiver tells the
+    nodes apart), the site at max_connections=limit, joint through redis
+    unless shared_state is False."""
+    p = postino_factory(start=False)
+    path = os.path.join(p.conf, "shaping")
+    with open(path, "w") as f:
+        f.write("site:%s max_connections=%d\n" % (SITE, limit))
+    p.cli("map", "build", path, check=True)
+    main = {"shaping_maps": "hash:" + path, "smtp_bind_address": bind, "myhostname": name}
+    if shared_state:
+        main.update(shaping_shared_state="redis:127.0.0.1:%d" % redis.port,
+                    shaping_node_count=2)
+    p.set(**main)
+    p.start()
+    if shared_state:
+        p.wait_log(r"shaping: shared state .* reachable")
+    return p
+
+
+def two_nodes_send(nodes, sink, n=20):
+    """n messages from each node at once through a slow receiver."""
+    sink.data_delay = 0.3
+    threads = [threading.Thread(target=inject, args=(p, d, n))
+               for p, d in zip(nodes, ("a.example", "b.example"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sink.wait_for(count=n * len(nodes), timeout=180)
+
+
+@pytest.mark.dns(PROVIDER)
+def test_two_nodes_hold_a_joint_connection_limit(postino_factory, redis, sink):
+    a = conn_node(postino_factory, redis, "node-a.test", "127.0.0.21")
+    b = conn_node(postino_factory, redis, "node-b.test", "127.0.0.22")
+    two_nodes_send((a, b), sink)
+    print("peaks:", sink.peak, sink.client_peak)
+    assert sink.peak.get("127.0.0.2", 0) <= 2, sink.peak
+    assert sink.client_peak.get("127.0.0.21", 0) >= 1, sink.client_peak
+    assert sink.client_peak.get("127.0.0.22", 0) >= 1, sink.client_peak
+    # the leases go back once the connections are over (idle time, a tick)
+    h.wait_until(lambda: redis.command("ZCARD", "postino:conn:" + SITE) == "0",
+                 timeout=30, what="no connection leases left in Redis")
+
+
+@pytest.mark.dns(PROVIDER)
+def test_without_shared_state_the_nodes_add_up(postino_factory, redis, sink):
+    # The control: each node alone holds max_connections=2, together they
+    # open more than two (so the leases are what holds the test above).
+    a = conn_node(postino_factory, redis, "node-a.test", "127.0.0.21", shared_state=False)
+    b = conn_node(postino_factory, redis, "node-b.test", "127.0.0.22", shared_state=False)
+    two_nodes_send((a, b), sink)
+    assert sink.peak.get("127.0.0.2", 0) > 2, sink.peak
+
+
+@pytest.mark.dns(PROVIDER)
+def test_connection_share_without_redis(postino_factory, redis, sink):
+    # Redis away: each node keeps to max_connections / shaping_node_count
+    # (4 / 2) and keeps sending.
+    a = conn_node(postino_factory, redis, "node-a.test", "127.0.0.21", limit=4)
+    b = conn_node(postino_factory, redis, "node-b.test", "127.0.0.22", limit=4)
+    redis.stop()
+    for p in (a, b):
+        p.wait_log(r"shaping: shared state .* unreachable")
+    two_nodes_send((a, b), sink)
+    print("peaks:", sink.peak, sink.client_peak)
+    assert 1 <= sink.client_peak.get("127.0.0.21", 0) <= 2, sink.client_peak
+    assert 1 <= sink.client_peak.get("127.0.0.22", 0) <= 2, sink.client_peak

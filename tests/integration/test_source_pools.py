@@ -201,3 +201,43 @@ def test_pool_header_is_not_signed(postino_factory, sink, keys):  # noqa: F811
     sigs = signatures(m.content)   # sign.test has an RSA and an Ed25519 key
     assert len(sigs) == 2 and all("x-postino-pool" not in tag(s, "h").lower() for s in sigs)
     assert_verifies(m.content, keys, n=2)
+
+
+def _per_source_run(postino_factory, sink, row, n=30):
+    """n messages to one site from a pool of 127.0.0.11 (weight 10) and
+    127.0.0.12 through a slow receiver, with shaping row `row` for every
+    site; the receiver's peaks per client address and in all."""
+    sink.data_delay = 0.3
+    p = postino_factory(main={"relayhost": "[127.0.0.1]:%d" % sink.port}, start=False)
+    p.set(source_address_maps=_table(p, "source_addresses",
+                                      {"127.0.0.11": "helo=one.postino.test weight=10",
+                                       "127.0.0.12": "helo=two.postino.test"}),
+          source_pool_maps=_table(p, "source_pools", {"default": "127.0.0.11 127.0.0.12"}),
+          shaping_maps=_table(p, "shaping", {"default": row}))
+    p.start()
+    s = p.smtp()
+    try:
+        for i in range(n):
+            p.send("news@campaign.test", "c%d@dest.test" % i, conn=s)
+    finally:
+        s.quit()
+    sink.wait_for(count=n, timeout=120)
+    return sink.client_peak, sink.peak.get("127.0.0.1", 0)
+
+
+def test_max_connections_per_source(postino_factory, sink):
+    """max_connections_per_source holds per address at the receiver, and
+    the site's max_connections over both together."""
+    by_client, total = _per_source_run(postino_factory, sink,
+                                       "max_connections=3 max_connections_per_source=2")
+    assert 1 <= by_client.get("127.0.0.11", 0) <= 2, by_client
+    assert 1 <= by_client.get("127.0.0.12", 0) <= 2, by_client
+    assert total <= 3, total
+
+
+def test_without_per_source_limit_one_address_takes_more(postino_factory, sink):
+    # The control: the same load with only the site's limit puts three
+    # connections on the heavier address (so the limit above is what holds).
+    by_client, total = _per_source_run(postino_factory, sink, "max_connections=3")
+    assert by_client.get("127.0.0.11", 0) == 3, by_client
+    assert total <= 3, total

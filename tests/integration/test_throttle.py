@@ -335,3 +335,34 @@ def test_suspend_defers_the_site_then_resumes(postino_factory):
         assert mx.state()[1] == 1
     finally:
         mx.stop()
+
+
+def test_broken_rules_refused_by_check_start_and_reload(postino_factory):
+    """`postino check` names the file, the line and what is wrong; start
+    refuses such a file, and reload keeps the running rules (qmgr would
+    otherwise go on without any)."""
+    p = postino_factory(start=False)
+    path = os.path.join(p.conf, "shaping_rules")
+    with open(path) as f:
+        shipped = f.read()
+    with open(path, "w") as f:
+        f.write("# comment\n\nrate=300/x 30m code=421\n")
+    r = p.cli("check")
+    assert r.returncode != 0
+    assert '%s, line 3: bad rate "300/x"' % path in r.stderr, r.stderr
+    r = p.cli("start")
+    assert r.returncode != 0 and "%s, line 3:" % path in r.stderr, r.stderr
+    with open(path, "w") as f:
+        f.write(shipped)
+    p.cli("check", check=True)
+    p.start()
+    with open(path, "w") as f:
+        f.write("suspend 1h site=gmail\n")
+    r = p.cli("reload")
+    assert r.returncode != 0, r
+    assert "%s, line 1: a rule needs code=, dsn= or text=" % path in r.stderr, r.stderr
+    assert "not reloading" in r.stderr
+    with open(path, "w") as f:
+        f.write("suspend 1h site=gmail text=(\n")
+    r = p.cli("check")
+    assert r.returncode != 0 and "%s, line 1: bad regular expression" % path in r.stderr

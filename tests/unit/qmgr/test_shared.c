@@ -308,12 +308,21 @@ static void test_conn_leases(void **state)
     r = test_redis_cmd(&srv, "ZCARD postino:conn:gmail");
     assert_int_equal(r->integer, 3);
     freeReplyObject(r);
+    assert_int_equal(qmgr_shared_conn_held(a.sh, "gmail"), 2);
     qmgr_shared_conn_release(a.sh, "gmail", a1);
+    assert_int_equal(qmgr_shared_conn_held(a.sh, "gmail"), 1);
     acquire(&b, 5);
     assert_int_equal(grants, 4);
+    assert_int_equal(qmgr_shared_conn_held(b.sh, "gmail"), 2);
+    /* release_one gives back one lease: room for another */
+    qmgr_shared_conn_release_one(b.sh, "gmail");
+    assert_int_equal(qmgr_shared_conn_held(b.sh, "gmail"), 1);
+    assert_int_equal(qmgr_shared_conn_held(b.sh, "yahoo"), 0);
+    acquire(&a, 6);
+    assert_int_equal(grants, 5);
     /* without Redis: the answer is "use your local share" */
     test_redis_stop(&srv);
-    acquire(&b, 6);
+    acquire(&b, 7);
     assert_int_equal(locals, 1);
     assert_int_equal(qmgr_shared_local_share(b.sh, 3), 1);
     assert_int_equal(qmgr_shared_local_share(b.sh, 20), 10);

@@ -105,16 +105,20 @@ static void test_row(void **state)
     assert_int_equal(p.connect_timeout, 10);
     assert_int_equal(p.idle_timeout, 5);
     /* a second row over the first replaces what it names only */
-    assert_int_equal(qmgr_shaping_parse("max_connections=7", &p, &err), 0);
+    assert_int_equal(qmgr_shaping_parse("max_connections=7 max_connections_per_source=3", &p, &err),
+                     0);
     assert_int_equal(p.max_connections, 7);
+    assert_int_equal(p.max_connections_per_source, 3);
     assert_int_equal(p.max_deliveries_per_connection, 5);
     qmgr_shaping_format(&p, &out);
-    assert_string_equal(buf_str(&out), "max_connections=7 max_deliveries_per_connection=5 "
+    assert_string_equal(buf_str(&out), "max_connections=7 max_connections_per_source=3 "
+                                       "max_deliveries_per_connection=5 "
                                        "max_message_rate=6000/h max_connection_rate=1/s "
                                        "connect_timeout=10s idle_timeout=5s "
                                        "retry=300s,600s,1800s,3600s");
     /* errors leave a message */
     assert_int_equal(qmgr_shaping_parse("max_connections=0", &p, &err), -1);
+    assert_int_equal(qmgr_shaping_parse("max_connections_per_source=0", &p, &err), -1);
     assert_int_equal(qmgr_shaping_parse("max_message_rate=fast", &p, &err), -1);
     assert_int_equal(qmgr_shaping_parse("colour=blue", &p, &err), -1);
     assert_int_equal(qmgr_shaping_parse("max_connections", &p, &err), -1);

@@ -1,23 +1,23 @@
-/* qmgr_shaperules.c - the shaping_rules file: a remote reply to an action on
- * its site (format in qmgr_shaperules.h).
+/* shaperules.c - the shaping_rules file: a remote reply to an action on
+ * its site (format in shaperules.h).
  *
  * Pure: reads a file, matches replies, formats descriptions; applying an
- * action to a site is qmgr's business. A set is built whole and handed to
+ * action to a site is qmgr's business (qmgr_throttle.c); `postino check`
+ * loads the file to report what is wrong before a start or reload. A set is built whole and handed to
  * the caller only when every line parsed, so a broken file at reload leaves
- * the running set alone. Matching tests the cheap conditions (codes, scope)
- * before the regular expression; the reply is normalised the way the bounce
- * classifier does it (bclass_split_reply), so one pattern serves both files. */
-#include "qmgr/qmgr_shaperules.h"
+ * the running set alone. The conditions and the matching are
+ * common/mail/replymatch.c's, as for the bounce classifier, so one pattern
+ * means the same in both files. */
+#include "common/mail/shaperules.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/mail/bclass.h"
 #include "common/mail/conf.h"
+#include "common/mail/replymatch.h"
 #include "common/util/alloc.h"
 
 #define RULE_LINE_MAX 4096
@@ -25,38 +25,28 @@
 #define MAX_RATE      1000000000LL
 
 struct rule {
-    struct qmgr_shaperule pub;
-    char code[4];   /* "" or three of digit/'x' */
-    char dsn[3][4]; /* "" (no dsn=), "*", or 1-3 of digit/'x' */
-    int has_dsn;
-    char *site;
-    char *mx;
-    int has_re;
-    regex_t re;
+    struct shaperule pub;
+    struct replymatch m;
 };
 
-struct qmgr_shaperules {
+struct shaperules {
     struct rule *v;
     size_t n, cap;
     char *file;
 };
 
-void qmgr_shaperules_free(struct qmgr_shaperules *rs)
+void shaperules_free(struct shaperules *rs)
 {
     if (rs == NULL)
         return;
-    for (size_t i = 0; i < rs->n; i++) {
-        if (rs->v[i].has_re)
-            regfree(&rs->v[i].re);
-        free(rs->v[i].site);
-        free(rs->v[i].mx);
-    }
+    for (size_t i = 0; i < rs->n; i++)
+        replymatch_destroy(&rs->v[i].m);
     free(rs->v);
     free(rs->file);
     free(rs);
 }
 
-size_t qmgr_shaperules_count(const struct qmgr_shaperules *rs)
+size_t shaperules_count(const struct shaperules *rs)
 {
     return rs ? rs->n : 0;
 }
@@ -64,7 +54,7 @@ size_t qmgr_shaperules_count(const struct qmgr_shaperules *rs)
 /* ---------------------------------------------------------------- parsing */
 
 /* "300/h" into the rule; -1 when malformed or out of range. */
-static int parse_rate(const char *s, struct qmgr_shaperule *p)
+static int parse_rate(const char *s, struct shaperule *p)
 {
     static const struct {
         char unit;
@@ -87,7 +77,7 @@ static int parse_rate(const char *s, struct qmgr_shaperule *p)
     return -1;
 }
 
-static int parse_action(const char *w, struct qmgr_shaperule *p, buf_t *why)
+static int parse_action(const char *w, struct shaperule *p, buf_t *why)
 {
     if (strcmp(w, "suspend") == 0)
         p->action = SHAPERULE_SUSPEND;
@@ -120,7 +110,7 @@ static int parse_action(const char *w, struct qmgr_shaperule *p, buf_t *why)
     return 0;
 }
 
-static int parse_duration(const char *w, struct qmgr_shaperule *p, buf_t *why)
+static int parse_duration(const char *w, struct shaperule *p, buf_t *why)
 {
     if (strcmp(w, "-") == 0) {
         if (p->action != SHAPERULE_BOUNCE) {
@@ -139,130 +129,6 @@ static int parse_duration(const char *w, struct qmgr_shaperule *p, buf_t *why)
     buf_destroy(&e);
     if (rc < 0 || p->secs < 1 || p->secs > MAX_DURATION) {
         buf_setf(why, "bad duration \"%.60s\" (use 1s to 7d: 30s, 30m, 2h, 1d)", w);
-        return -1;
-    }
-    return 0;
-}
-
-/* Three characters, each a digit or x, the first 2-5. */
-static int parse_code(const char *s, struct rule *r)
-{
-    if (strlen(s) != 3 || s[0] < '2' || s[0] > '5')
-        return -1;
-    for (int i = 0; i < 3; i++) {
-        char c = (char)tolower((unsigned char)s[i]);
-        if (!isdigit((unsigned char)c) && c != 'x')
-            return -1;
-        r->code[i] = c;
-    }
-    r->code[3] = 0;
-    return 0;
-}
-
-/* One dsn= component: "*" or 1-3 of digit/'x'. */
-static int parse_dsn_part(const char *s, size_t n, char out[4])
-{
-    if (n == 1 && *s == '*') {
-        str_lcpy(out, "*", 4);
-        return 0;
-    }
-    if (n < 1 || n > 3)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        char c = (char)tolower((unsigned char)s[i]);
-        if (!isdigit((unsigned char)c) && c != 'x')
-            return -1;
-        out[i] = c;
-    }
-    out[n] = 0;
-    return 0;
-}
-
-/* "4.7.28", "4.7.5xx", "4.7.*", "4.*" (a trailing * covers what is left) */
-static int parse_dsn(const char *s, struct rule *r)
-{
-    int k = 0;
-    while (k < 3) {
-        size_t n = strcspn(s, ".");
-        if (parse_dsn_part(s, n, r->dsn[k]) < 0)
-            return -1;
-        k++;
-        s += n;
-        if (*s == 0)
-            break;
-        s++;
-        if (*s == 0)
-            return -1;
-    }
-    if (*s != 0 || (k < 3 && strcmp(r->dsn[k - 1], "*") != 0))
-        return -1;
-    for (; k < 3; k++)
-        str_lcpy(r->dsn[k], "*", 4);
-    if (r->dsn[0][0] != '*' && strcmp(r->dsn[0], "4") != 0 && strcmp(r->dsn[0], "5") != 0 &&
-        strcmp(r->dsn[0], "x") != 0)
-        return -1;
-    r->has_dsn = 1;
-    return 0;
-}
-
-static int parse_regex(const char *s, struct rule *r, buf_t *why)
-{
-    if (*s == 0) {
-        buf_set(why, "empty text= pattern");
-        return -1;
-    }
-    int rc = regcomp(&r->re, s, REG_EXTENDED | REG_ICASE | REG_NOSUB);
-    if (rc != 0) {
-        char msg[256];
-        regerror(rc, &r->re, msg, sizeof msg);
-        buf_setf(why, "bad regular expression \"%.200s\": %s", s, msg);
-        return -1;
-    }
-    r->has_re = 1;
-    return 0;
-}
-
-/* A scope value: a site name or MX host (suffix), lower-cased. */
-static int parse_name(const char *s, char **out)
-{
-    if (*s == 0 || *out != NULL || strlen(s) > 255)
-        return -1;
-    for (const char *p = s; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
-            return -1;
-    *out = xstrdup(s);
-    for (char *p = *out; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return 0;
-}
-
-/* One condition word other than text=, NUL-terminated. */
-static int parse_cond(const char *w, struct rule *r, buf_t *why)
-{
-    if (strncmp(w, "code=", 5) == 0) {
-        if (r->code[0] || parse_code(w + 5, r) < 0) {
-            buf_setf(why, "%s code= \"%.60s\" (use three characters, digits or x: 421, 4xx)",
-                     r->code[0] ? "second" : "bad", w + 5);
-            return -1;
-        }
-    } else if (strncmp(w, "dsn=", 4) == 0) {
-        if (r->has_dsn || parse_dsn(w + 4, r) < 0) {
-            buf_setf(why, "%s dsn= \"%.60s\" (use an enhanced status code: 4.7.28, 4.7.5xx, 4.7.*)",
-                     r->has_dsn ? "second" : "bad", w + 4);
-            return -1;
-        }
-    } else if (strncmp(w, "site=", 5) == 0) {
-        if (parse_name(w + 5, &r->site) < 0) {
-            buf_setf(why, "bad or second site= \"%.60s\"", w + 5);
-            return -1;
-        }
-    } else if (strncmp(w, "mx=", 3) == 0) {
-        if (parse_name(w + 3, &r->mx) < 0) {
-            buf_setf(why, "bad or second mx= \"%.60s\" (a host name or .suffix)", w + 3);
-            return -1;
-        }
-    } else {
-        buf_setf(why, "unknown condition \"%.60s\" (use code=, dsn=, site=, mx= or text=)", w);
         return -1;
     }
     return 0;
@@ -287,19 +153,9 @@ static char *next_word(char **s)
 /* The conditions after action and duration. */
 static int parse_conds(char *s, struct rule *r, buf_t *why)
 {
-    for (;;) {
-        s += strspn(s, " \t");
-        if (*s == 0)
-            break;
-        if (strncmp(s, "text=", 5) == 0) {
-            if (parse_regex(str_trim(s + 5), r, why) < 0)
-                return -1;
-            break;
-        }
-        if (parse_cond(next_word(&s), r, why) < 0)
-            return -1;
-    }
-    if (!r->code[0] && !r->has_dsn && !r->has_re) {
+    if (replymatch_parse(s, REPLYMATCH_SCOPE, &r->m, why) < 0)
+        return -1;
+    if (!replymatch_tests_reply(&r->m)) {
         buf_set(why, "a rule needs code=, dsn= or text= (a scope alone matches every deferral)");
         return -1;
     }
@@ -324,10 +180,7 @@ static int parse_rule(char *s, struct rule *r, buf_t *why)
 
 static void rule_destroy(struct rule *r)
 {
-    if (r->has_re)
-        regfree(&r->re);
-    free(r->site);
-    free(r->mx);
+    replymatch_destroy(&r->m);
 }
 
 /* One line into line (no newline); 1, 0 at EOF, -1 too long or a NUL. */
@@ -348,7 +201,7 @@ static int read_line(FILE *fp, buf_t *line)
 }
 
 /* Parse each line of fp into rs; 0 or -1 with err. */
-static int load_lines(struct qmgr_shaperules *rs, FILE *fp, buf_t *err)
+static int load_lines(struct shaperules *rs, FILE *fp, buf_t *err)
 {
     buf_t line = BUF_INIT, why = BUF_INIT;
     int lineno = 0, rc = 0, got;
@@ -387,129 +240,46 @@ static int load_lines(struct qmgr_shaperules *rs, FILE *fp, buf_t *err)
     return rc;
 }
 
-struct qmgr_shaperules *qmgr_shaperules_load(const char *path, buf_t *err)
+struct shaperules *shaperules_load(const char *path, buf_t *err)
 {
-    struct qmgr_shaperules *rs = xcalloc(1, sizeof *rs);
+    struct shaperules *rs = xcalloc(1, sizeof *rs);
     rs->file = xstrdup(path ? path : "");
     if (path == NULL || *path == 0)
         return rs;
     FILE *fp = fopen(path, "r");
     if (fp == NULL) {
         buf_setf(err, "%s: cannot open: %s", path, strerror(errno));
-        qmgr_shaperules_free(rs);
+        shaperules_free(rs);
         return NULL;
     }
     int rc = load_lines(rs, fp, err);
     fclose(fp);
     if (rc < 0) {
-        qmgr_shaperules_free(rs);
+        shaperules_free(rs);
         return NULL;
     }
     return rs;
 }
 
-struct qmgr_shaperules *qmgr_shaperules_load_conf(buf_t *err)
+struct shaperules *shaperules_load_conf(buf_t *err)
 {
-    return qmgr_shaperules_load(conf_str("shaping_rules"), err);
+    return shaperules_load(conf_str("shaping_rules"), err);
 }
 
 /* ---------------------------------------------------------------- matching */
 
-/* Does the decimal value v fit the pattern ("28", "5xx", "*")? */
-static int part_matches(const char *pat, int v)
-{
-    if (pat[0] == '*')
-        return 1;
-    if (v < 0)
-        return 0;
-    char d[8];
-    int n = snprintf(d, sizeof d, "%d", v);
-    if (n < 0 || (size_t)n != strlen(pat))
-        return 0;
-    for (int i = 0; i < n; i++)
-        if (pat[i] != 'x' && pat[i] != d[i])
-            return 0;
-    return 1;
-}
-
-/* "4.7.28" -> {4,7,28}; {-1,-1,-1} when absent or malformed. */
-static void split_enhanced(const char *s, int v[3])
-{
-    v[0] = v[1] = v[2] = -1;
-    if (s == NULL || *s == 0)
-        return;
-    int t[3];
-    const char *p = s;
-    for (int k = 0; k < 3; k++) {
-        char *end;
-        long x = strtol(p, &end, 10);
-        if (end == p || end - p > 3 || !isdigit((unsigned char)*p) ||
-            (k < 2 ? *end != '.' : *end != 0))
-            return;
-        t[k] = (int)x;
-        p = end + 1;
-    }
-    memcpy(v, t, sizeof t);
-}
-
-/* Host h equals pattern, or pattern is ".suffix" and h ends with it. */
-static int mx_matches(const char *pat, const char *h)
-{
-    if (h == NULL)
-        return 0;
-    size_t hl = strlen(h), pl = strlen(pat);
-    if (hl && h[hl - 1] == '.')
-        hl--; /* a fully qualified "mx.example.com." */
-    if (pat[0] != '.')
-        return hl == pl && str_nieq(h, pat, pl);
-    return hl > pl && str_nieq(h + hl - pl, pat, pl);
-}
-
-struct norm_reply {
-    int code;
-    int dsn[3];
-    buf_t text;
-};
-
-static int rule_matches(const struct rule *r, const struct qmgr_shaperule_reply *in,
-                        const struct norm_reply *nr)
-{
-    if (r->site && (in->site == NULL || !str_ieq(r->site, in->site)))
-        return 0;
-    if (r->mx && !mx_matches(r->mx, in->mx))
-        return 0;
-    if (r->code[0]) {
-        char d[8];
-        if (nr->code < 200 || nr->code > 599)
-            return 0;
-        snprintf(d, sizeof d, "%d", nr->code);
-        for (int i = 0; i < 3; i++)
-            if (r->code[i] != 'x' && r->code[i] != d[i])
-                return 0;
-    }
-    if (r->has_dsn)
-        for (int i = 0; i < 3; i++)
-            if (!part_matches(r->dsn[i], nr->dsn[i]))
-                return 0;
-    return !r->has_re || regexec(&r->re, buf_str(&nr->text), 0, NULL, 0) == 0;
-}
-
-const struct qmgr_shaperule *qmgr_shaperules_match(const struct qmgr_shaperules *rs,
-                                                   const struct qmgr_shaperule_reply *reply)
+const struct shaperule *shaperules_match(const struct shaperules *rs,
+                                         const struct shaperule_reply *reply)
 {
     if (rs == NULL || rs->n == 0)
         return NULL;
-    struct norm_reply nr = { 0, { -1, -1, -1 }, BUF_INIT };
-    char enh[16];
-    bclass_split_reply(reply->text, &nr.code, enh, &nr.text);
-    if (reply->code)
-        nr.code = reply->code;
-    split_enhanced(reply->enhanced && *reply->enhanced ? reply->enhanced : enh, nr.dsn);
-    const struct qmgr_shaperule *hit = NULL;
+    struct replymatch_reply nr;
+    replymatch_reply_init(&nr, reply->code, reply->enhanced, reply->text, reply->site, reply->mx);
+    const struct shaperule *hit = NULL;
     for (size_t i = 0; i < rs->n && hit == NULL; i++)
-        if (rule_matches(&rs->v[i], reply, &nr))
+        if (replymatch_test(&rs->v[i].m, &nr))
             hit = &rs->v[i].pub;
-    buf_destroy(&nr.text);
+    replymatch_reply_destroy(&nr);
     return hit;
 }
 
@@ -534,7 +304,7 @@ static void put_relined(buf_t *out, const char *s, size_t n, const char code[3])
     }
 }
 
-int qmgr_shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply)
+int shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply)
 {
     static const char said[] = " said: ", tail[] = " (in reply to ";
     buf_set(host, "");
@@ -560,7 +330,7 @@ int qmgr_shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply)
 
 /* ---------------------------------------------------------------- describing */
 
-void qmgr_shaperules_format_secs(long long secs, buf_t *out)
+void shaperules_format_secs(long long secs, buf_t *out)
 {
     static const struct {
         char unit;
@@ -579,10 +349,10 @@ void qmgr_shaperules_format_secs(long long secs, buf_t *out)
     }
 }
 
-void qmgr_shaperules_describe(const struct qmgr_shaperule *r, buf_t *out)
+void shaperules_describe(const struct shaperule *r, buf_t *out)
 {
     buf_t d = BUF_INIT;
-    qmgr_shaperules_format_secs(r->secs, &d);
+    shaperules_format_secs(r->secs, &d);
     switch (r->action) {
     case SHAPERULE_SUSPEND:
         buf_setf(out, "suspended for %s", buf_str(&d));

@@ -1,4 +1,4 @@
-/* qmgr_shaperules.h - adaptive throttling: what to do when a site pushes back.
+/* shaperules.h - adaptive throttling: what to do when a site pushes back.
  *
  * The large mailbox providers say in words when a sender goes too fast
  * ("421 4.7.28 ... unusual rate", "[TSS04]", "4.7.500 Server busy"). The
@@ -36,12 +36,12 @@
  * Blank lines and lines starting with # are ignored. A rule needs at least
  * one of code=, dsn= and text=, so a scope alone never throttles a site on
  * every deferral. */
-#ifndef POSTINO_QMGR_SHAPERULES_H
-#define POSTINO_QMGR_SHAPERULES_H
+#ifndef POSTINO_SHAPERULES_H
+#define POSTINO_SHAPERULES_H
 
 #include "common/util/buf.h"
 
-enum qmgr_shaperule_action {
+enum shaperule_action {
     SHAPERULE_SUSPEND,
     SHAPERULE_SUSPEND_SOURCE,
     SHAPERULE_RATE,
@@ -50,8 +50,8 @@ enum qmgr_shaperule_action {
 };
 
 /* One parsed rule, as the caller needs it to act. */
-struct qmgr_shaperule {
-    enum qmgr_shaperule_action action;
+struct shaperule {
+    enum shaperule_action action;
     double per_sec;   /* SHAPERULE_RATE: messages per second */
     long long rate_n; /* SHAPERULE_RATE: N of "N/unit", for messages */
     char rate_unit;   /* SHAPERULE_RATE: 's', 'm', 'h' or 'd' */
@@ -63,7 +63,7 @@ struct qmgr_shaperule {
 
 /* A reply and where it came from. site, mx and enhanced may be NULL; code
  * 0 and a NULL enhanced are taken from the text when it carries them. */
-struct qmgr_shaperule_reply {
+struct shaperule_reply {
     int code;
     const char *enhanced; /* "4.7.28" */
     const char *text;     /* as the peer sent it, lines joined by "\n" */
@@ -71,33 +71,33 @@ struct qmgr_shaperule_reply {
     const char *mx;
 };
 
-struct qmgr_shaperules;
+struct shaperules;
 
 /* Read a rules file into a new set, or NULL with err "FILE, line N: what is
  * wrong" (or "FILE: cannot open: ..."). NULL or "" path: an empty set. */
-struct qmgr_shaperules *qmgr_shaperules_load(const char *path, buf_t *err);
+struct shaperules *shaperules_load(const char *path, buf_t *err);
 /* The file named by the shaping_rules parameter (start and reload). */
-struct qmgr_shaperules *qmgr_shaperules_load_conf(buf_t *err);
-void qmgr_shaperules_free(struct qmgr_shaperules *rs);
-size_t qmgr_shaperules_count(const struct qmgr_shaperules *rs);
+struct shaperules *shaperules_load_conf(buf_t *err);
+void shaperules_free(struct shaperules *rs);
+size_t shaperules_count(const struct shaperules *rs);
 
 /* The first rule matching the reply, or NULL. The pointer stays valid
  * while the set lives. */
-const struct qmgr_shaperule *qmgr_shaperules_match(const struct qmgr_shaperules *rs,
-                                                   const struct qmgr_shaperule_reply *reply);
+const struct shaperule *shaperules_match(const struct shaperules *rs,
+                                         const struct shaperule_reply *reply);
 
 /* The remote reply inside a delivery agent's reason, "host mx.example.com
  * [192.0.2.1] said: 421-4.7.28 first 421 4.7.28 last (in reply to RCPT TO
  * command)": the host name into host, the reply into reply with its lines
  * separated by "\n" again ("421-4.7.28 first\n421 4.7.28 last"). 1 when the
  * reason has that form; 0 otherwise (host empty, reply the whole reason). */
-int qmgr_shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply);
+int shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply);
 
 /* What a rule does, for log lines and "postino site list": "suspended for
  * 1h", "rate 300/h for 30m", "connections 2 for 15m", "bounce queued",
  * "suspended source for 1h" (replaces out's contents). */
-void qmgr_shaperules_describe(const struct qmgr_shaperule *r, buf_t *out);
+void shaperules_describe(const struct shaperule *r, buf_t *out);
 /* A duration as the rules write it: "30m", "1h30m", "45s". */
-void qmgr_shaperules_format_secs(long long secs, buf_t *out);
+void shaperules_format_secs(long long secs, buf_t *out);
 
 #endif

@@ -1,5 +1,5 @@
 /* test_shaperules.c - the shaping_rules parser and matcher
- * (qmgr/qmgr_shaperules.c), and the shipped conf/shaping_rules on the
+ * (qmgr/shaperules.c), and the shipped conf/shaping_rules on the
  * providers' real wordings. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "qmgr/qmgr_shaperules.h"
+#include "common/mail/shaperules.h"
 
 /* Write text to a temporary file; its path in path[64]. */
 static void write_rules(char path[64], const char *text)
@@ -24,38 +24,38 @@ static void write_rules(char path[64], const char *text)
     close(fd);
 }
 
-static struct qmgr_shaperules *load_text(const char *text, buf_t *err)
+static struct shaperules *load_text(const char *text, buf_t *err)
 {
     char path[64];
     write_rules(path, text);
-    struct qmgr_shaperules *rs = qmgr_shaperules_load(path, err);
+    struct shaperules *rs = shaperules_load(path, err);
     unlink(path);
     return rs;
 }
 
-static const struct qmgr_shaperule *match(const struct qmgr_shaperules *rs, const char *text,
-                                          const char *site, const char *mx)
+static const struct shaperule *match(const struct shaperules *rs, const char *text,
+                                     const char *site, const char *mx)
 {
-    struct qmgr_shaperule_reply r = { 0, NULL, text, site, mx };
-    return qmgr_shaperules_match(rs, &r);
+    struct shaperule_reply r = { 0, NULL, text, site, mx };
+    return shaperules_match(rs, &r);
 }
 
 static void test_actions(void **state)
 {
     buf_t err = BUF_INIT;
-    struct qmgr_shaperules *rs = load_text("# comment\n"
-                                           "\n"
-                                           "rate=300/h 30m dsn=4.7.28\n"
-                                           "  suspend 1h text=\\[TSS04\\]\n"
-                                           "suspend_source 2h code=421 text=blocked\n"
-                                           "connections=2 15m dsn=4.7.5xx\r\n"
-                                           "bounce - code=5xx text=no such domain\n"
-                                           "rate=20/s 90 code=451\n",
-                                           &err);
+    struct shaperules *rs = load_text("# comment\n"
+                                      "\n"
+                                      "rate=300/h 30m dsn=4.7.28\n"
+                                      "  suspend 1h text=\\[TSS04\\]\n"
+                                      "suspend_source 2h code=421 text=blocked\n"
+                                      "connections=2 15m dsn=4.7.5xx\r\n"
+                                      "bounce - code=5xx text=no such domain\n"
+                                      "rate=20/s 90 code=451\n",
+                                      &err);
     assert_non_null(rs);
-    assert_int_equal(qmgr_shaperules_count(rs), 6);
+    assert_int_equal(shaperules_count(rs), 6);
 
-    const struct qmgr_shaperule *r = match(rs, "421 4.7.28 unusual rate", NULL, NULL);
+    const struct shaperule *r = match(rs, "421 4.7.28 unusual rate", NULL, NULL);
     assert_non_null(r);
     assert_int_equal(r->action, SHAPERULE_RATE);
     assert_int_equal(r->rate_n, 300);
@@ -90,7 +90,7 @@ static void test_actions(void **state)
     assert_true(r->per_sec == 20.0);
 
     assert_null(match(rs, "450 4.2.1 mailbox busy", NULL, NULL));
-    qmgr_shaperules_free(rs);
+    shaperules_free(rs);
     buf_destroy(&err);
 }
 
@@ -98,13 +98,13 @@ static void test_actions(void **state)
 static void test_first_match_and_codes(void **state)
 {
     buf_t err = BUF_INIT;
-    struct qmgr_shaperules *rs = load_text("suspend 10m code=421 dsn=4.7.0 text=later\n"
-                                           "connections=1 10m code=4xx text=later\n"
-                                           "rate=1/m 10m dsn=4.7.5xx\n"
-                                           "rate=2/m 10m dsn=5.*\n",
-                                           &err);
+    struct shaperules *rs = load_text("suspend 10m code=421 dsn=4.7.0 text=later\n"
+                                      "connections=1 10m code=4xx text=later\n"
+                                      "rate=1/m 10m dsn=4.7.5xx\n"
+                                      "rate=2/m 10m dsn=5.*\n",
+                                      &err);
     assert_non_null(rs);
-    const struct qmgr_shaperule *r = match(rs, "421 4.7.0 Try again LATER", NULL, NULL);
+    const struct shaperule *r = match(rs, "421 4.7.0 Try again LATER", NULL, NULL);
     assert_int_equal(r->line, 1);
     r = match(rs, "421 4.7.1 try again later", NULL, NULL);
     assert_int_equal(r->line, 2); /* dsn differs: the next rule */
@@ -118,11 +118,11 @@ static void test_first_match_and_codes(void **state)
     assert_null(match(rs, "451 4.7.600 busy", NULL, NULL));
     assert_int_equal(match(rs, "554 5.7.1 no", NULL, NULL)->line, 4);
     /* code and enhanced code given by the caller win over the text */
-    struct qmgr_shaperule_reply in = { 451, "4.7.512", "whatever", NULL, NULL };
-    assert_int_equal(qmgr_shaperules_match(rs, &in)->line, 3);
+    struct shaperule_reply in = { 451, "4.7.512", "whatever", NULL, NULL };
+    assert_int_equal(shaperules_match(rs, &in)->line, 3);
     /* no codes at all: only text rules could match */
     assert_null(match(rs, "busy", NULL, NULL));
-    qmgr_shaperules_free(rs);
+    shaperules_free(rs);
     buf_destroy(&err);
 }
 
@@ -130,26 +130,26 @@ static void test_first_match_and_codes(void **state)
 static void test_multiline(void **state)
 {
     buf_t err = BUF_INIT;
-    struct qmgr_shaperules *rs =
+    struct shaperules *rs =
         load_text("rate=300/h 30m code=421 text=unusual rate of unsolicited mail\n", &err);
     assert_non_null(rs);
-    const struct qmgr_shaperule *r = match(rs,
-                                           "421-4.7.28 Our system has detected an unusual\n"
-                                           "421-4.7.28 rate of unsolicited mail originating\n"
-                                           "421 4.7.28 from your IP address. - gsmtp",
-                                           NULL, NULL);
+    const struct shaperule *r = match(rs,
+                                      "421-4.7.28 Our system has detected an unusual\n"
+                                      "421-4.7.28 rate of unsolicited mail originating\n"
+                                      "421 4.7.28 from your IP address. - gsmtp",
+                                      NULL, NULL);
     assert_non_null(r);
-    qmgr_shaperules_free(rs);
+    shaperules_free(rs);
     buf_destroy(&err);
 }
 
 static void test_scope(void **state)
 {
     buf_t err = BUF_INIT;
-    struct qmgr_shaperules *rs = load_text("suspend 5m site=Gmail code=421\n"
-                                           "suspend 6m mx=.google.com code=421\n"
-                                           "suspend 7m mx=mx.example.net code=421\n",
-                                           &err);
+    struct shaperules *rs = load_text("suspend 5m site=Gmail code=421\n"
+                                      "suspend 6m mx=.google.com code=421\n"
+                                      "suspend 7m mx=mx.example.net code=421\n",
+                                      &err);
     assert_non_null(rs);
     assert_int_equal(match(rs, "421 x", "gmail", NULL)->line, 1);
     assert_int_equal(match(rs, "421 x", "GMAIL", "alt1.aspmx.l.google.com")->line, 1);
@@ -161,7 +161,7 @@ static void test_scope(void **state)
     assert_int_equal(match(rs, "421 x", NULL, "mx.example.net")->line, 3);
     assert_null(match(rs, "421 x", NULL, "a.mx.example.net"));
     assert_null(match(rs, "421 x", NULL, NULL));
-    qmgr_shaperules_free(rs);
+    shaperules_free(rs);
     buf_destroy(&err);
 }
 
@@ -194,44 +194,44 @@ static void test_errors(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         buf_t err = BUF_INIT;
-        struct qmgr_shaperules *rs = load_text(cases[i].text, &err);
+        struct shaperules *rs = load_text(cases[i].text, &err);
         if (rs != NULL || strstr(buf_str(&err), cases[i].want) == NULL)
             fail_msg("case %zu: \"%s\" gave \"%s\"", i, cases[i].text, buf_str(&err));
         assert_non_null(strstr(buf_str(&err), "/tmp/test_shaperules."));
         buf_destroy(&err);
     }
     buf_t err = BUF_INIT;
-    assert_null(qmgr_shaperules_load("/nonexistent/shaping_rules", &err));
+    assert_null(shaperules_load("/nonexistent/shaping_rules", &err));
     assert_non_null(strstr(buf_str(&err), "/nonexistent/shaping_rules: cannot open"));
-    struct qmgr_shaperules *none = qmgr_shaperules_load("", &err);
+    struct shaperules *none = shaperules_load("", &err);
     assert_non_null(none);
-    assert_int_equal(qmgr_shaperules_count(none), 0);
+    assert_int_equal(shaperules_count(none), 0);
     assert_null(match(none, "421 4.7.28 x", NULL, NULL));
-    qmgr_shaperules_free(none);
+    shaperules_free(none);
     buf_destroy(&err);
 }
 
 static void test_describe(void **state)
 {
     buf_t err = BUF_INIT, d = BUF_INIT;
-    struct qmgr_shaperules *rs = load_text("rate=300/h 30m code=451\n"
-                                           "suspend 90m code=452\n"
-                                           "suspend_source 1d code=453\n"
-                                           "connections=3 45s code=454\n"
-                                           "bounce - code=554\n",
-                                           &err);
+    struct shaperules *rs = load_text("rate=300/h 30m code=451\n"
+                                      "suspend 90m code=452\n"
+                                      "suspend_source 1d code=453\n"
+                                      "connections=3 45s code=454\n"
+                                      "bounce - code=554\n",
+                                      &err);
     assert_non_null(rs);
     static const char *const want[] = { "rate 300/h for 30m", "suspended for 1h30m",
                                         "suspended source for 1d", "connections 3 for 45s",
                                         "bounce queued" };
     static const char *const replies[] = { "451 a", "452 a", "453 a", "454 a", "554 a" };
     for (int i = 0; i < 5; i++) {
-        qmgr_shaperules_describe(match(rs, replies[i], NULL, NULL), &d);
+        shaperules_describe(match(rs, replies[i], NULL, NULL), &d);
         assert_string_equal(buf_str(&d), want[i]);
     }
-    qmgr_shaperules_format_secs(3661, &d);
+    shaperules_format_secs(3661, &d);
     assert_string_equal(buf_str(&d), "1h1m1s");
-    qmgr_shaperules_free(rs);
+    shaperules_free(rs);
     buf_destroy(&err);
     buf_destroy(&d);
 }
@@ -298,20 +298,20 @@ static void test_shipped(void **state)
           NULL },
     };
     buf_t err = BUF_INIT, d = BUF_INIT;
-    struct qmgr_shaperules *rs = qmgr_shaperules_load(POSTINO_SRCDIR "/conf/shaping_rules", &err);
+    struct shaperules *rs = shaperules_load(POSTINO_SRCDIR "/conf/shaping_rules", &err);
     if (rs == NULL)
         fail_msg("%s", buf_str(&err));
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const struct qmgr_shaperule *r = match(rs, cases[i].reply, NULL, cases[i].mx);
+        const struct shaperule *r = match(rs, cases[i].reply, NULL, cases[i].mx);
         if (r)
-            qmgr_shaperules_describe(r, &d);
+            shaperules_describe(r, &d);
         const char *got = r ? buf_str(&d) : "(none)";
         const char *want = cases[i].want ? cases[i].want : "(none)";
         if (strcmp(got, want) != 0)
             fail_msg("case %zu: \"%.50s\": got %s (line %d), want %s", i, cases[i].reply, got,
                      r ? r->line : 0, want);
     }
-    qmgr_shaperules_free(rs);
+    shaperules_free(rs);
     buf_destroy(&err);
     buf_destroy(&d);
 }
@@ -320,7 +320,7 @@ static void test_shipped(void **state)
 static void test_split_reason(void **state)
 {
     buf_t host = BUF_INIT, reply = BUF_INIT;
-    assert_int_equal(qmgr_shaperules_split_reason(
+    assert_int_equal(shaperules_split_reason(
                          "host alt1.aspmx.l.google.com[192.0.2.7] said: 421-4.7.28 Our system "
                          "has detected an unusual 421-4.7.28 rate of unsolicited mail 421 4.7.28 "
                          "from your IP. - gsmtp (in reply to end of DATA command)",
@@ -330,22 +330,22 @@ static void test_split_reason(void **state)
     assert_string_equal(buf_str(&reply), "421-4.7.28 Our system has detected an unusual\n"
                                          "421-4.7.28 rate of unsolicited mail\n"
                                          "421 4.7.28 from your IP. - gsmtp");
-    assert_int_equal(qmgr_shaperules_split_reason("host 127.0.0.1[127.0.0.1]:2526 said: 451 "
-                                                  "busy, 451 times (in reply to RCPT TO command)",
-                                                  &host, &reply),
+    assert_int_equal(shaperules_split_reason("host 127.0.0.1[127.0.0.1]:2526 said: 451 "
+                                             "busy, 451 times (in reply to RCPT TO command)",
+                                             &host, &reply),
                      1);
     assert_string_equal(buf_str(&host), "127.0.0.1");
     assert_string_equal(buf_str(&reply), "451 busy, 451 times");
     /* the agent's own words: no host, the reason as it is */
     assert_int_equal(
-        qmgr_shaperules_split_reason("connect to mx.example.com[192.0.2.1]:25: Connection refused",
-                                     &host, &reply),
+        shaperules_split_reason("connect to mx.example.com[192.0.2.1]:25: Connection refused",
+                                &host, &reply),
         0);
     assert_string_equal(buf_str(&host), "");
     assert_string_equal(buf_str(&reply),
                         "connect to mx.example.com[192.0.2.1]:25: Connection refused");
-    assert_int_equal(qmgr_shaperules_split_reason("host x said: hello", &host, &reply), 0);
-    assert_int_equal(qmgr_shaperules_split_reason(NULL, &host, &reply), 0);
+    assert_int_equal(shaperules_split_reason("host x said: hello", &host, &reply), 0);
+    assert_int_equal(shaperules_split_reason(NULL, &host, &reply), 0);
     buf_destroy(&host);
     buf_destroy(&reply);
 }
