@@ -19,6 +19,7 @@
  *   smtpd_limit.c    per-client limits through anvil
  *   smtpd_notify.c   "request=new" notifications to qmgr
  *   smtpd_verp.c     VERP at MAIL FROM: XVERP, sender_verp_maps
+ *   smtpd_prio.c     the priority class at the end of data (issue #9)
  *
  * Asynchronous steps (DNS lookups of restrictions, SASL steps, the AUTH
  * failure delay, anvil answers) set `waiting`: the session then reads no
@@ -374,5 +375,12 @@ const struct smtp_xverp *smtpd_verp_xverp(const struct smtpd_session *s);
  * XVERP delimiters given, or ""/NULL; else sender_verp_maps). 0, or -1
  * when refused (replied: a table or its value is broken). */
 int smtpd_verp_mail(struct smtpd_session *s, const char *xverp);
+
+/* smtpd_prio.c: the priority class (issue #9). */
+/* Check smtpd_default_priority at start (fatal when wrong). */
+void smtpd_prio_init(void);
+/* The class to record for this transaction (header: the priority_header
+ * value smtpd removed, or NULL): a class name, or NULL for bulk. */
+const char *smtpd_prio_class(const struct smtpd_session *s, const char *header);
 
 #endif
