@@ -62,8 +62,8 @@ static int prio_by_maps(const struct smtpd_session *s, enum prio_class *c)
     for (size_t k = 0; k < nkeys && !found; k++)
         for (size_t i = 0; maps[i] && !found; i++) {
             struct dict *t = smtpd_table(maps[i]);
-            enum smtpd_lookup rc = t ? smtpd_lookup(t, buf_str(&keys[k]), &val)
-                                     : SMTPD_LOOKUP_ERROR;
+            enum smtpd_lookup rc =
+                t ? smtpd_lookup(t, buf_str(&keys[k]), &val) : SMTPD_LOOKUP_ERROR;
             if (rc == SMTPD_LOOKUP_ERROR)
                 log_warn("sender_dependent_priority_maps: %s: table lookup problem", maps[i]);
             else if (rc == SMTPD_LOOKUP_FOUND && prio_from_name(buf_str(&val), c) < 0)

@@ -93,6 +93,23 @@ def test_transactional_overtakes_a_campaign_of_20000(postino_factory, sink):
     print("20,000 campaign + transactional: %.0f s" % (time.time() - started))
 
 
+def test_transactional_first_when_memory_is_full(postino_factory, sink):
+    # More mail than qmgr keeps in memory: the rest waits in the index, and
+    # a transactional message that arrives then takes the next free place.
+    p = _relay(postino_factory, sink, rate="10/s", qmgr_message_active_limit=100)
+    _campaign(p, "news@campaign.example", 600)
+    h.wait_until(lambda: len(p.log_lines(r"\(queue active\)")) >= 100, timeout=60,
+                 what="qmgr's memory full")
+    n0 = len(sink.received())
+    _send_tx(p, "reset@shop.example", "bob@dest.test")
+    h.wait_until(lambda: sink.to("bob@dest.test") or len(sink.received()) > n0 + 150,
+                 timeout=120, interval=0.2, what="the transactional message or 150 others")
+    got = sink.received()
+    pos = [i for i, m in enumerate(got) if "bob@dest.test" in m.rcpts]
+    assert pos, "not delivered within %d deliveries after it was queued" % (len(got) - n0)
+    assert pos[0] - n0 < 30, "delivery %d after it was queued" % (pos[0] - n0)
+
+
 def test_campaigns_of_two_senders_take_turns(postino_factory, sink):
     p = _relay(postino_factory, sink, rate="10/s")
     _campaign(p, "news@a.example", 400, rcpt="ra@dest.test")
