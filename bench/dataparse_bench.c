@@ -44,7 +44,9 @@ static void build(buf_t *b, size_t width)
 
 static double run_once(const buf_t *in, int dot)
 {
-    struct dataparse_config cf = { dot, DP_BARE_NORMALIZE, 2048, 0, 102400, 50, "X-Postino-Pool" };
+    struct dataparse_config cf = {
+        dot, DP_BARE_NORMALIZE, 2048, 0, 102400, 50, "X-Postino-Pool", "X-Postino-Priority"
+    };
     struct dataparse d;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

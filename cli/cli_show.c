@@ -81,6 +81,7 @@ static void show_envelope(const struct qenv *e, const char *path)
     show_opt("sasl_username", e->sasl_username);
     show_opt("message_id", e->message_id);
     printf("sender: %s\n", safe(e->sender && *e->sender ? e->sender : "<>"));
+    printf("priority: %s\n", e->priority ? safe(e->priority) : "bulk");
     show_opt("verp", e->verp);
     show_opt("verp_return", e->verp_return);
     show_opt("envid", e->envid);

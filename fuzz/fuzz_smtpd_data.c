@@ -39,6 +39,7 @@ struct outcome {
     enum dataparse_verdict verdict;
     char *message_id;
     char *dropped;
+    char *dropped2;
 };
 
 static void collect(void *arg, const void *p, size_t n)
@@ -88,6 +89,8 @@ static void run(const struct dataparse_config *cf, const uint8_t *p, size_t n, i
     d.message_id = NULL;
     o->dropped = d.dropped;
     d.dropped = NULL;
+    o->dropped2 = d.dropped2;
+    d.dropped2 = NULL;
     dataparse_destroy(&d);
 }
 
@@ -96,6 +99,7 @@ static void outcome_destroy(struct outcome *o)
     buf_destroy(&o->content);
     free(o->message_id);
     free(o->dropped);
+    free(o->dropped2);
 }
 
 static void same(const struct outcome *a, const struct outcome *b)
@@ -106,7 +110,8 @@ static void same(const struct outcome *a, const struct outcome *b)
         a->hdr_size != b->hdr_size || a->verdict != b->verdict ||
         !a->message_id != !b->message_id ||
         (a->message_id && strcmp(a->message_id, b->message_id)) || !a->dropped != !b->dropped ||
-        (a->dropped && strcmp(a->dropped, b->dropped)))
+        (a->dropped && strcmp(a->dropped, b->dropped)) || !a->dropped2 != !b->dropped2 ||
+        (a->dropped2 && strcmp(a->dropped2, b->dropped2)))
         abort();
 }
 
@@ -128,7 +133,7 @@ static void check_content(const struct dataparse_config *cf, const struct outcom
     size_t n = o->content.len;
     long long line = 0;
     /* With drop_header an unfinished header line is still held back. */
-    int complete = o->done || !cf->drop_header;
+    int complete = o->done || (!cf->drop_header && !cf->drop_header2);
     if ((complete && (long long)n != o->size) || (n && memchr(c, '\0', n)))
         abort();
     for (size_t i = 0; i < n; i++) {
@@ -168,8 +173,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cf.hop_limit = 1;
     if (flags & 64)
         cf.size_limit = 256;
-    if (flags & 128)
-        cf.drop_header = "X-P"; /* the source pool header (issue #9) */
+    if (flags & 128) {
+        cf.drop_header = "X-P";  /* the source pool header (issue #9) */
+        cf.drop_header2 = "X-Q"; /* the priority header (issue #9) */
+    }
 
     struct outcome whole, o;
     run(&cf, p, n, 0, seed, &whole);

@@ -16,7 +16,9 @@
 #include "common/util/attr.h"
 #include "common/util/buf.h"
 #include "common/util/htable.h"
+#include "common/mail/prio.h"
 #include "common/mail/qfile.h"
+#include "qmgr/qmgr_fair.h"
 #include "qmgr/qmgr_qindex.h"
 #include "qmgr/qmgr_site.h"
 #include "common/mail/server.h"
@@ -66,6 +68,8 @@ struct qmgr_msg {
     char *reason;         /* last deferral reason */
     long long site_retry; /* seconds: the shortest site retry schedule step
                              of this round's deferrals (0: backoff) */
+    enum prio_class prio; /* its priority class (queue file's priority=) */
+    char *fairkey;        /* whose turn it takes in its class (qmgr_fair.h) */
     struct hlink hlink;   /* in the table of messages in memory, by id */
 };
 
@@ -74,10 +78,11 @@ struct qmgr_job {
     struct qmgr_dest *dest;
     size_t *rcpt;
     size_t n;
-    unsigned long long seq; /* arrival order, for FIFO dispatch */
-    struct qmgr_src *src;   /* source address while in flight (qmgr_pool.c) */
+    unsigned long long seq;  /* arrival order, for FIFO dispatch */
+    struct qmgr_src *src;    /* source address while in flight (qmgr_pool.c) */
+    struct qmgr_fsender *fs; /* its sender's FIFO while queued (qmgr_fair.c) */
     TAILQ_ENTRY(qmgr_job)
-    link; /* in its destination's FIFO, or the
+    link; /* in its sender's FIFO of its destination's queue, or the
                                    message's jobs while it is scheduled */
 };
 
@@ -86,7 +91,7 @@ TAILQ_HEAD(qmgr_jobq, qmgr_job);
 struct qmgr_dest {
     char *key; /* "transport\nnexthop" */
     char *transport, *nexthop;
-    struct qmgr_jobq jobs; /* FIFO of queued jobs */
+    struct qmgr_fairq q; /* queued jobs: by class, then senders in turn */
     size_t queued;
     int inflight;
     long long suspended_until;
@@ -171,6 +176,8 @@ void qmgr_route_rcpt(const char *addr, buf_t *transport, buf_t *nexthop);
 
 /* qmgr_sched.c */
 void qmgr_sched_message(struct qmgr_msg *m);
+/* The job d gives next (qmgr_fair.h's order), or NULL. */
+struct qmgr_job *qmgr_sched_head(const struct qmgr_dest *d);
 void qmgr_sched_dispatch(void);
 /* Does an agent's reply fit job j (else it is malformed)? */
 int qmgr_sched_reply_matches(const struct qmgr_job *j, const attr_t *reply);
@@ -190,7 +197,7 @@ void qmgr_sched_tick(void);
  * first job, inflight, retry_at or suspension). */
 void qmgr_ready_update(struct qmgr_dest *d, double now);
 void qmgr_ready_forget(struct qmgr_dest *d);
-/* The destination whose first job is oldest among those that may take
+/* The destination whose next job is of the highest class, then oldest,
  * one, or NULL. O(1). */
 struct qmgr_dest *qmgr_ready_pick(void);
 /* Move destinations whose waiting time is over into the heap. */

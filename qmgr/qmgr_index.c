@@ -237,6 +237,59 @@ void qmgr_index_startup(void)
     qmgr_index_pull_due();
 }
 
+/* Transactional mail that came while memory was full (issue #9): the
+ * next free places go to it, in arrival order, before the due scan (which
+ * knows no classes). Kept in memory only: after a restart such messages
+ * are found by the due scan like the others. */
+static char **urgent;
+static size_t urgent_head, urgent_n, urgent_cap;
+#define URGENT_MAX 100000
+
+static void urgent_add(const char *id)
+{
+    if (urgent_head == urgent_n)
+        urgent_head = urgent_n = 0;
+    if (urgent_n - urgent_head >= URGENT_MAX)
+        return; /* the due scan takes the rest */
+    urgent = xgrow(urgent, &urgent_cap, urgent_n + 1, sizeof(*urgent));
+    urgent[urgent_n++] = xstrdup(id);
+}
+
+static void urgent_clear(void)
+{
+    while (urgent_head < urgent_n)
+        free(urgent[urgent_head++]);
+    free(urgent);
+    urgent = NULL;
+    urgent_head = urgent_n = urgent_cap = 0;
+}
+
+/* Still waiting in the index as incoming (not held, deleted or taken)? */
+static int urgent_waits(const char *id)
+{
+    struct qidx_rec rec;
+    int waits = 0;
+
+    if (qmgr_msg_find(id))
+        return 0;
+    memset(&rec, 0, sizeof(rec));
+    if (qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND) {
+        waits = rec.state == QS_INCOMING;
+        qidx_rec_destroy(&rec);
+    }
+    return waits;
+}
+
+static void urgent_pull(void)
+{
+    while (urgent_head < urgent_n && qmgr_msg_room()) {
+        char *id = urgent[urgent_head++];
+        if (urgent_waits(id) && qmgr_msg_activate(id, 0, 1) < 0)
+            qindex_del(qmgr_g.qi, id); /* file gone: forget it */
+        free(id);
+    }
+}
+
 struct due_ctx {
     char **ids;
     int *attempts;
@@ -260,6 +313,10 @@ void qmgr_index_pull_due(void)
     long long room = qmgr_g.active_limit - (long long)qmgr_g.st.active;
 
     if (!qmgr_msg_room() || qmgr_g.stopping)
+        return;
+    urgent_pull();
+    room = qmgr_g.active_limit - (long long)qmgr_g.st.active;
+    if (!qmgr_msg_room())
         return;
     c.max = room > PULL_BATCH ? PULL_BATCH : (size_t)room;
     c.n = 0;
@@ -308,9 +365,13 @@ void qmgr_index_new_mail(const char *id)
     }
     /* Memory is full: index it as incoming; the due scan takes it later. */
     qenv_init(&env);
-    if (qfile_read(qmgr_g.spool, id, &env, 0, &err) == 0)
+    enum prio_class c;
+    if (qfile_read(qmgr_g.spool, id, &env, 0, &err) == 0) {
         qmgr_index_put_env(&env, env.hold ? QS_HOLD : QS_INCOMING, 0, 0, NULL);
-    else
+        if (!env.hold && env.priority && prio_from_name(env.priority, &c) == 0 &&
+            c == PRIO_TRANSACTIONAL)
+            urgent_add(id);
+    } else
         log_warn("%s: cannot read queue file: %s", id, buf_str(&err));
     qenv_destroy(&env);
     buf_destroy(&err);
@@ -327,6 +388,7 @@ void qmgr_index_shutdown(void)
     if (qmgr_g.qi == NULL)
         return;
     qmgr_msg_foreach(shutdown_one, NULL);
+    urgent_clear();
     qindex_close(qmgr_g.qi, 1);
     qmgr_g.qi = NULL;
 }

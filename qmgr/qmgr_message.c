@@ -6,6 +6,8 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "common/mail/addr.h"
+#include "common/mail/conf.h"
 #include "common/util/alloc.h"
 #include "common/util/log.h"
 
@@ -39,6 +41,7 @@ void qmgr_msg_free(struct qmgr_msg *m)
     qenv_destroy(&m->env);
     free(m->rr);
     free(m->reason);
+    free(m->fairkey);
     free(m);
 }
 
@@ -85,6 +88,30 @@ static int still_delivered(struct qmgr_msg *m, int attempts, int busy)
     return 1;
 }
 
+/* Its class (the queue file's priority=, smtpd's decision; none: bulk)
+ * and the key of its sender's turn (qmgr_fair.h): the SASL login, else
+ * the sender's domain. */
+static void msg_classify(struct qmgr_msg *m)
+{
+    buf_t key = BUF_INIT, dom = BUF_INIT;
+
+    m->prio = PRIO_BULK;
+    if (m->env.priority && prio_from_name(m->env.priority, &m->prio) < 0)
+        log_warn("%s: unknown priority class \"%s\" in the queue file; bulk", m->id,
+                 m->env.priority);
+    if (m->env.sasl_username && *m->env.sasl_username) {
+        buf_printf(&key, "sasl:%s", m->env.sasl_username);
+    } else if (m->env.sender && *m->env.sender) {
+        addr_domain(m->env.sender, &dom);
+        buf_printf(&key, "@%s", buf_str(&dom));
+        str_lower(key.data);
+    } else {
+        buf_puts(&key, "<>");
+    }
+    m->fairkey = buf_detach(&key);
+    buf_destroy(&dom);
+}
+
 int qmgr_msg_activate(const char *id, int attempts, int check_busy)
 {
     struct qmgr_msg *m;
@@ -112,9 +139,11 @@ int qmgr_msg_activate(const char *id, int attempts, int check_busy)
     msg_link(m);
     qmgr_g.st.active++;
     qmgr_g.st.rcpts += m->env.nrcpt;
-    /* Like Postfix: logged each time the message enters the active queue. */
-    log_info("%s: from=<%s>, size=%lld, nrcpt=%zu (queue active)", id, sender_text(m),
-             m->env.content_len, m->env.nrcpt);
+    msg_classify(m);
+    /* Like Postfix: logged each time the message enters the active queue
+     * (priority= after it, where pflogsumm does not look). */
+    log_info("%s: from=<%s>, size=%lld, nrcpt=%zu (queue active), priority=%s", id, sender_text(m),
+             m->env.content_len, m->env.nrcpt, prio_name(m->prio));
     if (m->env.hold) {
         qmgr_index_put_env(&m->env, QS_HOLD, 0, attempts, NULL);
         qmgr_msg_free(m);

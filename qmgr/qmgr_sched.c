@@ -1,5 +1,6 @@
-/* qmgr_sched.c - destinations (transport + nexthop), their job FIFOs,
- * concurrency limits, suspension after dest=fail, and FIFO dispatch.
+/* qmgr_sched.c - destinations (transport + nexthop), their job queues
+ * (by priority class, senders in turn: qmgr_fair.c), concurrency limits,
+ * suspension after dest=fail, and dispatch.
  * Which destination goes next is kept by qmgr_ready.c: every change to a
  * destination's queue, in-flight count or waiting time is reported to it
  * with qmgr_ready_update(). */
@@ -20,6 +21,13 @@ static struct htable dests;
 /* Those with queued jobs. */
 static LIST_HEAD(, qmgr_dest) busy = LIST_HEAD_INITIALIZER(busy);
 static unsigned long long job_seq;
+/* priority_transactional_weight (read at each dispatch) */
+static int prio_weight = 10;
+
+struct qmgr_job *qmgr_sched_head(const struct qmgr_dest *d)
+{
+    return qmgr_fairq_peek(&d->q, prio_weight);
+}
 
 static struct qmgr_dest *dest_find(const char *key, unsigned h)
 {
@@ -44,7 +52,7 @@ static struct qmgr_dest *dest_get(const char *transport, const char *nexthop)
         d->key = buf_detach(&key);
         d->transport = xstrdup(transport);
         d->nexthop = xstrdup(nexthop);
-        TAILQ_INIT(&d->jobs);
+        qmgr_fairq_init(&d->q);
         if (dests.nb == 0)
             htable_init(&dests, 1024);
         htable_insert(&dests, &d->hlink, h);
@@ -110,7 +118,7 @@ static void job_enqueue(struct qmgr_job *j)
         job_free(j);
         return;
     }
-    TAILQ_INSERT_TAIL(&d->jobs, j, link);
+    qmgr_fairq_push(&d->q, j);
     d->queued++;
     busy_add(d);
     qmgr_ready_update(d, qmgr_now());
@@ -204,10 +212,9 @@ static void job_defer_nosource(struct qmgr_job *j)
 
 static struct qmgr_job *dest_pop(struct qmgr_dest *d)
 {
-    struct qmgr_job *j = TAILQ_FIRST(&d->jobs);
+    struct qmgr_job *j = qmgr_fairq_pop(&d->q, prio_weight);
 
-    TAILQ_REMOVE(&d->jobs, j, link);
-    if (TAILQ_EMPTY(&d->jobs))
+    if (d->q.n == 0)
         busy_del(d);
     d->queued--;
     return j;
@@ -215,7 +222,7 @@ static struct qmgr_job *dest_pop(struct qmgr_dest *d)
 
 static void dest_push_front(struct qmgr_dest *d, struct qmgr_job *j)
 {
-    TAILQ_INSERT_HEAD(&d->jobs, j, link);
+    qmgr_fairq_push_front(&d->q, j);
     d->queued++;
     busy_add(d);
     qmgr_ready_update(d, qmgr_now());
@@ -230,6 +237,7 @@ void qmgr_sched_dispatch(void)
 
     if (qmgr_g.stopping)
         return;
+    prio_weight = (int)conf_int("priority_transactional_weight");
     if (qmgr_ready_set_limit(dlimit)) /* first call, or a new limit */
         LIST_FOREACH(d, &busy, blink)
     qmgr_ready_update(d, now);
@@ -243,7 +251,7 @@ void qmgr_sched_dispatch(void)
          * connection rate (and costs a walk over the agent connections). */
         int fresh = d->site->pol.max_connection_rate > 0 && !qmgr_deliver_site_idle(d);
         /* Before admit, which takes a rate token the job could not use. */
-        if (qmgr_pool_busy(TAILQ_FIRST(&d->jobs))) {
+        if (qmgr_pool_busy(qmgr_fairq_peek(&d->q, prio_weight))) {
             qmgr_site_wait(d->site, d);
             continue;
         }
@@ -296,7 +304,7 @@ static void dest_suspend(struct qmgr_dest *d, const char *reason, const char *ca
     log_info("destination %s:%s suspended for %llds: %s", d->transport, d->nexthop,
              conf_int("destination_suspend_time"), d->suspend_reason);
     qmgr_ready_forget(d); /* out of the heap before its jobs go */
-    while (!TAILQ_EMPTY(&d->jobs)) {
+    while (d->q.n > 0) {
         struct qmgr_job *j = dest_pop(d);
         job_defer_suspended(j);
         qmgr_finish_check(j->msg);
@@ -460,17 +468,16 @@ void qmgr_sched_job_done(struct qmgr_job *j, const attr_t *reply, const char *re
     qmgr_sched_dispatch();
 }
 
-/* Take m's queued jobs out of d's FIFO. */
+/* Take m's queued jobs out of d's queue. Its jobs wait in its sender's
+ * FIFO of its class, which is walked alone. */
 static void dest_cancel_msg(struct qmgr_dest *d, struct qmgr_msg *m)
 {
-    struct qmgr_job *j, *next;
+    struct qmgr_jobq out = TAILQ_HEAD_INITIALIZER(out);
+    struct qmgr_job *j;
 
-    for (j = TAILQ_FIRST(&d->jobs); j; j = next) {
-        next = TAILQ_NEXT(j, link);
-        if (j->msg != m)
-            continue;
-        TAILQ_REMOVE(&d->jobs, j, link);
-        d->queued--;
+    d->queued -= qmgr_fairq_take_msg(&d->q, m, &out);
+    while ((j = TAILQ_FIRST(&out)) != NULL) {
+        TAILQ_REMOVE(&out, j, link);
         for (size_t k = 0; k < j->n; k++) {
             m->rr[j->rcpt[k]] = RR_CANCEL;
             m->waiting--;
@@ -478,7 +485,7 @@ static void dest_cancel_msg(struct qmgr_dest *d, struct qmgr_msg *m)
         m->jobs--;
         job_free(j);
     }
-    if (TAILQ_EMPTY(&d->jobs))
+    if (d->q.n == 0)
         busy_del(d);
     qmgr_ready_update(d, qmgr_now()); /* its first job may have gone */
 }
@@ -512,8 +519,9 @@ static void dest_free(struct qmgr_dest *d)
 {
     qmgr_ready_forget(d);
     qmgr_site_detach(d);
-    while (!TAILQ_EMPTY(&d->jobs))
+    while (d->q.n > 0)
         job_free(dest_pop(d));
+    qmgr_fairq_destroy(&d->q);
     free(d->key);
     free(d->transport);
     free(d->nexthop);
@@ -540,7 +548,7 @@ static void dest_sweep(void)
 static void dest_flush(struct qmgr_dest *d, enum qmgr_rr rr, const char *dsn, const char *why)
 {
     qmgr_ready_forget(d);
-    while (!TAILQ_EMPTY(&d->jobs)) {
+    while (d->q.n > 0) {
         struct qmgr_job *j = dest_pop(d);
         if (rr == RR_BOUNCED) {
             for (size_t i = 0; i < j->n; i++) {

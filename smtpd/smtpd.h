@@ -21,6 +21,7 @@
  *   smtpd_verp.c     VERP at MAIL FROM: XVERP, sender_verp_maps
  *   smtpd_local.c    local submission on a UNIX socket (sendmail)
  *   smtpd_space.c    queue_minfree: 452 4.3.1 at MAIL while the spool is full
+ *   smtpd_prio.c     the priority class at the end of data (issue #9)
  *
  * Asynchronous steps (DNS lookups of restrictions, SASL steps, the AUTH
  * failure delay, anvil answers) set `waiting`: the session then reads no
@@ -406,5 +407,11 @@ void smtpd_local_log(const struct smtpd_session *s);
 /* MAIL FROM of a local session: may this user use this sender
  * (local_login_sender_maps)? SMTPD_REFUSED with the reply, else PASS. */
 enum smtpd_outcome smtpd_local_sender(struct smtpd_session *s, buf_t *reply);
+/* smtpd_prio.c: the priority class (issue #9). */
+/* Check smtpd_default_priority at start (fatal when wrong). */
+void smtpd_prio_init(void);
+/* The class to record for this transaction (header: the priority_header
+ * value smtpd removed, or NULL): a class name, or NULL for bulk. */
+const char *smtpd_prio_class(const struct smtpd_session *s, const char *header);
 
 #endif

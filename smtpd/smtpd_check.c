@@ -47,6 +47,7 @@ void smtpd_check_init(void)
     validate_list("smtpd_forbid_bare_newline_exclusions");
     smtpd_restrict_init();
     smtpd_verp_init();
+    smtpd_prio_init();
 }
 
 int smtpd_check_mynetworks(const char *addr)

@@ -166,6 +166,7 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
         .hdr_limit = conf_int("header_size_limit"),
         .hop_limit = conf_int("hopcount_limit"),
         .drop_header = conf_str("source_pool_header"),
+        .drop_header2 = conf_str("priority_header"),
     };
     d->qf = qf;
     d->bdat = bdat;
@@ -338,6 +339,7 @@ static void data_commit(struct smtpd_session *s, struct smtpd_data *d, int verb)
     if (d->p.message_id)
         qfile_w_set_message_id(c->qf, d->p.message_id);
     qfile_w_set_pool(c->qf, d->p.dropped); /* the header is gone: keep its choice */
+    qfile_w_set_priority(c->qf, smtpd_prio_class(s, d->p.dropped2));
     str_lcpy(c->id, s->env.id, sizeof(c->id));
     c->message_id = d->p.message_id ? xstrdup(d->p.message_id) : NULL;
     c->verb = verb;

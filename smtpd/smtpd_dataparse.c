@@ -43,6 +43,8 @@ void dataparse_init(struct dataparse *d, const struct dataparse_config *cf, data
     d->line_held = 1;
     if (d->cf.drop_header && !*d->cf.drop_header)
         d->cf.drop_header = NULL;
+    if (d->cf.drop_header2 && !*d->cf.drop_header2)
+        d->cf.drop_header2 = NULL;
 }
 
 void dataparse_destroy(struct dataparse *d)
@@ -54,13 +56,15 @@ void dataparse_destroy(struct dataparse *d)
     d->message_id = NULL;
     free(d->dropped);
     d->dropped = NULL;
+    free(d->dropped2);
+    d->dropped2 = NULL;
     buf_destroy(&d->dropbuf);
 }
 
 /* Is the current header line held back (it may be dropped)? */
 static int holding(const struct dataparse *d)
 {
-    return d->cf.drop_header && d->in_headers && !d->done && d->line_held;
+    return (d->cf.drop_header || d->cf.drop_header2) && d->in_headers && !d->done && d->line_held;
 }
 
 void dataparse_flush(struct dataparse *d)
@@ -149,28 +153,50 @@ static void header_bytes(struct dataparse *d, const unsigned char *p, size_t n)
     d->hl_len += n;
 }
 
+/* Where the value of the field being dropped goes. */
+static char **drop_slot(struct dataparse *d)
+{
+    return d->drop_which == 2 ? &d->dropped2 : &d->dropped;
+}
+
 /* The dropped field is complete: keep its value. */
 static void drop_finish(struct dataparse *d)
 {
     if (!d->collecting)
         return;
     d->collecting = 0;
-    d->dropped = xstrdup(str_trim(d->dropbuf.data ? d->dropbuf.data : (char *)""));
+    *drop_slot(d) = xstrdup(str_trim(d->dropbuf.data ? d->dropbuf.data : (char *)""));
     buf_reset(&d->dropbuf);
 }
 
-/* The line just ended: drop it when it belongs to drop_header. */
+/* Which of the fields to drop this header line starts: 1, 2, or 0. */
+static int drop_match(const struct dataparse *d)
+{
+    if (!d->line_held) /* one too long to hold is kept whole */
+        return 0;
+    if (d->cf.drop_header && name_is(d, d->cf.drop_header))
+        return 1;
+    if (d->cf.drop_header2 && name_is(d, d->cf.drop_header2))
+        return 2;
+    return 0;
+}
+
+/* The line just ended: drop it when it belongs to a field to drop. */
 static void drop_check(struct dataparse *d)
 {
-    if (!d->cf.drop_header)
+    if (!d->cf.drop_header && !d->cf.drop_header2)
         return;
-    if (d->hl == HL_FIELD) /* one too long to hold is kept whole */
-        d->dropping = d->line_held && name_is(d, d->cf.drop_header);
-    else if (d->hl != HL_CONT)
+    if (d->hl == HL_FIELD) {
+        drop_finish(d); /* a field right after another dropped one */
+        d->dropping = drop_match(d);
+        if (d->dropping)
+            d->drop_which = d->dropping;
+    } else if (d->hl != HL_CONT) {
         d->dropping = 0;
+    }
     if (!d->dropping)
         drop_finish(d);
-    else if (d->hl == HL_FIELD && !d->dropped && !d->collecting && d->hl_val <= d->hdr.len) {
+    else if (d->hl == HL_FIELD && !*drop_slot(d) && !d->collecting && d->hl_val <= d->hdr.len) {
         d->collecting = 1; /* the first such field's value, unfolded */
         keep_capped(&d->dropbuf, d->hdr.data + d->hl_val, d->hdr.len - d->hl_val);
     } else if (d->hl == HL_CONT && d->collecting) {

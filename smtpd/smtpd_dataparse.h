@@ -15,9 +15,10 @@
  * "reject" mode and stripped otherwise; lines longer than line_length_limit
  * are split with CRLF; the header section is scanned for Received: and
  * Delivered-To: (hops), its size, and the Message-ID.
- * One header field may be named to be dropped (drop_header: the source
- * pool header, issue #9): its lines, continuations included, never reach
- * out(), and the first one's value is kept. A header line is held back
+ * Two header fields may be named to be dropped (drop_header: the source
+ * pool header; drop_header2: the priority header; issue #9): their lines,
+ * continuations included, never reach out(), and the first value of each
+ * is kept. A header line is held back
  * until its end for this; one longer than DP_HOLD_MAX bytes goes out
  * whatever its name (a pool name is a word). */
 #ifndef POSTINO_SMTPD_DATAPARSE_H
@@ -37,6 +38,7 @@ struct dataparse_config {
     long long hdr_limit;      /* header_size_limit */
     long long hop_limit;      /* hopcount_limit */
     const char *drop_header;  /* field name to remove, NULL or "": none */
+    const char *drop_header2; /* a second one (priority_header), the same */
 };
 
 /* Why a message is refused, in the order smtpd reports them. */
@@ -75,6 +77,7 @@ struct dataparse {
     int line_held;     /* ... and it is all still there */
     int dropping;      /* the field being dropped goes on (continuations) */
     int collecting;    /* its value is being kept in dropbuf */
+    int drop_which;    /* which field is dropped: 1 drop_header, 2 drop_header2 */
     buf_t dropbuf;
     /* Results. */
     int done;           /* DATA: end of data seen; BDAT: ended */
@@ -85,6 +88,7 @@ struct dataparse {
     int nul;            /* reject mode: a NUL byte was seen */
     char *message_id;   /* first Message-ID value, trimmed, or NULL */
     char *dropped;      /* first drop_header value, trimmed, or NULL */
+    char *dropped2;     /* first drop_header2 value, the same */
 };
 
 /* Bytes of a header line kept for the name and Message-ID checks. */

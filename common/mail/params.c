@@ -349,6 +349,18 @@ const struct param_def param_table[] = {
     I("queue_minfree", "0", 0, LLONG_MAX,
       "free bytes the queue file system keeps: below this (or too little for the declared "
       "SIZE=) smtpd answers MAIL FROM with 452 4.3.1"),
+    /* Priority classes and fairness (issue #9: smtpd decides, qmgr serves) */
+    S("priority_header", "X-Postino-Priority",
+      "header naming the priority class (bulk or transactional), removed at reception "
+      "(empty: none is honoured)"),
+    L("sender_dependent_priority_maps", "",
+      "tables: sasl:USER, sender address or @domain -> priority class (bulk or transactional)"),
+    S("smtpd_default_priority", "bulk",
+      "priority class of mail this smtpd receives when neither header nor maps say (a -o "
+      "override on the submission service)"),
+    I("priority_transactional_weight", "10", 0, 1000000,
+      "deliveries of transactional mail a destination makes before one bulk delivery while "
+      "both wait (0: strict, bulk waits)"),
     /* misc */
     /* Metrics (issue #11): the metrics service's Prometheus endpoint */
     S("metrics_listen", "",

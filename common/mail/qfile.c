@@ -37,6 +37,7 @@ struct qfile_w {
     char *message_id; /* appended at commit when set */
     char *dkim;       /* the same */
     char *pool;       /* the same */
+    char *priority;   /* the same */
     int body;         /* enum qbody for an appended body= record, or 0 */
     int failed;       /* errno of the first write error, 0 = fine */
 };
@@ -127,7 +128,7 @@ void qenv_destroy(struct qenv *env)
     char **strs[] = { &env->client_name, &env->client_addr,   &env->helo,        &env->proto,
                       &env->sasl_method, &env->sasl_username, &env->message_id,  &env->sender,
                       &env->envid,       &env->verp,          &env->verp_return, &env->dkim,
-                      &env->pool };
+                      &env->pool,        &env->priority };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     for (size_t i = 0; i < env->nrcpt; i++)
@@ -407,6 +408,7 @@ static void w_free(struct qfile_w *w)
     free(w->message_id);
     free(w->dkim);
     free(w->pool);
+    free(w->priority);
     free(w);
 }
 
@@ -498,6 +500,12 @@ void qfile_w_set_pool(struct qfile_w *w, const char *pool)
     w->pool = pool && *pool ? xstrdup(pool) : NULL;
 }
 
+void qfile_w_set_priority(struct qfile_w *w, const char *prio)
+{
+    free(w->priority);
+    w->priority = prio && *prio ? xstrdup(prio) : NULL;
+}
+
 void qfile_w_set_dkim(struct qfile_w *w, const char *fields)
 {
     free(w->dkim);
@@ -579,6 +587,8 @@ static int w_prepare(struct qfile_w *w)
         put_rec(&w->buf, "body", qbody_name(w->body));
     if (w->pool)
         put_rec(&w->buf, "pool", w->pool);
+    if (w->priority)
+        put_rec(&w->buf, "priority", w->priority);
     if (w->dkim)
         put_rec(&w->buf, "dkim", w->dkim);
     if (w_flush(w) < 0)

@@ -56,6 +56,11 @@
  *        pool=<name>            source address pool the injector chose
  *                               (source_pool_header, removed from the
  *                               content by smtpd; qfile_w_set_pool)
+ *        priority=<class>       priority class smtpd chose (prio.h:
+ *                               "transactional"); absent: bulk. From
+ *                               priority_header (removed from the
+ *                               content), the maps or the port
+ *                               (qfile_w_set_priority)
  *        dkim=<fields>          DKIM-Signature header field(s), CRLF
  *                               lines, computed by smtpd over the content
  *                               and written by qfile_commit with it
@@ -128,6 +133,7 @@ struct qenv {
     char *verp;        /* VERP delimiters ("+="), NULL: no VERP (verp.h) */
     char *verp_return; /* VERP return address, NULL: the sender */
     char *pool;        /* source address pool chosen by the injector, or NULL */
+    char *priority;    /* priority class name (prio.h) smtpd chose, or NULL: bulk */
     char *envid;
     int ret;      /* RET_* */
     int body;     /* enum qbody */
@@ -181,6 +187,9 @@ void qfile_w_set_dkim(struct qfile_w *w, const char *fields);
  * the header from the content): an appended "pool=" record at commit, like
  * the Message-ID. NULL or "" clears. */
 void qfile_w_set_pool(struct qfile_w *w, const char *pool);
+/* The priority class name smtpd chose: an appended "priority=" record at
+ * commit, like the pool. NULL or "" clears. */
+void qfile_w_set_priority(struct qfile_w *w, const char *prio);
 /* Content conversion in place of the content written so far (smtpd makes
  * 8-bit mail it signs 7 bit): fn gets the stored content again, read back
  * from the file in pieces, then once more with last set and no bytes; what

@@ -386,6 +386,34 @@ static void test_convert_dkim(void **state)
 }
 
 /* Each deferred result counts as one attempt for its recipient. */
+/* The priority class smtpd chose: an appended record; none: NULL (bulk). */
+static void test_priority(void **state)
+{
+    struct qenv env, rd;
+    buf_t err = BUF_INIT;
+
+    for (int set = 0; set < 2; set++) {
+        fill_env(&env, 1);
+        struct qfile_w *w = qfile_create(spool, &env, &err);
+        assert_non_null(w);
+        qfile_w_set_pool(w, "bulk-pool");
+        if (set)
+            qfile_w_set_priority(w, "transactional");
+        assert_int_equal(qfile_write(w, "abcdefghij", 10), 0);
+        assert_int_equal(qfile_commit(w, &err), 0);
+        check_content(env.id, 10);
+        assert_int_equal(qfile_read(spool, env.id, &rd, 0, &err), 0);
+        if (set)
+            assert_string_equal(rd.priority, "transactional");
+        else
+            assert_null(rd.priority);
+        assert_string_equal(rd.pool, "bulk-pool");
+        qenv_destroy(&rd);
+        qenv_destroy(&env);
+    }
+    buf_destroy(&err);
+}
+
 static void test_deferrals(void **state)
 {
     struct qenv env, rd;
@@ -570,13 +598,21 @@ static void test_notify(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),      cmocka_unit_test(test_verp_records),
-        cmocka_unit_test(test_empty_and_small), cmocka_unit_test(test_appended),
-        cmocka_unit_test(test_result_category), cmocka_unit_test(test_incomplete_and_abort),
-        cmocka_unit_test(test_message_id),      cmocka_unit_test(test_deferrals),
-        cmocka_unit_test(test_remove),          cmocka_unit_test(test_abandoned),
-        cmocka_unit_test(test_write_error),     cmocka_unit_test(test_qid),
-        cmocka_unit_test(test_notify),          cmocka_unit_test(test_convert_dkim),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_verp_records),
+        cmocka_unit_test(test_empty_and_small),
+        cmocka_unit_test(test_appended),
+        cmocka_unit_test(test_result_category),
+        cmocka_unit_test(test_incomplete_and_abort),
+        cmocka_unit_test(test_message_id),
+        cmocka_unit_test(test_deferrals),
+        cmocka_unit_test(test_remove),
+        cmocka_unit_test(test_abandoned),
+        cmocka_unit_test(test_priority),
+        cmocka_unit_test(test_write_error),
+        cmocka_unit_test(test_qid),
+        cmocka_unit_test(test_notify),
+        cmocka_unit_test(test_convert_dkim),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -32,7 +32,7 @@ static void collect(void *arg, const void *p, size_t n)
 
 static struct dataparse_config config(int dot, enum dataparse_bare bare)
 {
-    struct dataparse_config cf = { dot, bare, 2048, 10240000, 102400, 50, NULL };
+    struct dataparse_config cf = { dot, bare, 2048, 10240000, 102400, 50, NULL, NULL };
     return cf;
 }
 
@@ -463,6 +463,35 @@ static void test_drop_header_too_long(void **state)
     buf_destroy(&in);
 }
 
+/* Two fields to drop (the pool and the priority header): both go, each
+ * keeps its own first value, also when they follow each other. */
+static void test_drop_two_headers(void **state)
+{
+    static const size_t sizes[] = { 0, 1, 3, 7, 64 };
+    const char *in = "From: a@b\r\nX-Postino-Pool: one\r\nX-Postino-Priority:\r\n"
+                     " transactional\r\nX-Postino-Priority: bulk\r\nTo: c@d\r\n\r\n"
+                     "X-Postino-Priority: body\r\n.\r\n";
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+        struct dataparse d;
+        buf_t out = BUF_INIT;
+        cf.drop_header = "X-Postino-Pool";
+        cf.drop_header2 = "X-Postino-Priority";
+        dataparse_init(&d, &cf, collect, &out);
+        for (size_t off = 0, n = strlen(in); off < n && !d.done;) {
+            size_t k = sizes[i] && n - off > sizes[i] ? sizes[i] : n - off;
+            off += dataparse_feed(&d, (const unsigned char *)in + off, k);
+            dataparse_flush(&d);
+        }
+        assert_string_equal(buf_str(&out),
+                            "From: a@b\r\nTo: c@d\r\n\r\nX-Postino-Priority: body\r\n");
+        assert_string_equal(d.dropped ? d.dropped : "(none)", "one");
+        assert_string_equal(d.dropped2 ? d.dropped2 : "(none)", "transactional");
+        dataparse_destroy(&d);
+        buf_destroy(&out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -480,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_random_splits_agree),
         cmocka_unit_test(test_drop_header),
         cmocka_unit_test(test_drop_header_too_long),
+        cmocka_unit_test(test_drop_two_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
