@@ -73,6 +73,9 @@ error_LIBS := $(EV_LIBS) -ldb
 discard_LIBS := $(EV_LIBS) -ldb
 local_LIBS := $(EV_LIBS) -ldb
 pipe_LIBS := $(EV_LIBS) -ldb
+# the event logging daemon (issue #11): JSON lines, webhook over evhttp
+PROGS += events
+events_LIBS := $(EV_LIBS)
 define prog_rule
 $(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
@@ -141,6 +144,8 @@ DEB_PKGS += opendkim
 DEB_PKGS += dovecot-core dovecot-lmtpd dovecot-imapd
 # shaping_shared_state (issue #9): qmgr's Redis client, the server its tests start
 DEB_PKGS += libhiredis-dev redis-server
+# test_events.py: every event line checked against docs/events.schema.json
+DEB_PKGS += python3-jsonschema
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

@@ -59,8 +59,10 @@ static int same_key(const struct master_ent *a, const struct master_ent *b)
 
 /* Daemons whose state lives only in their memory and that can take a new
  * main.cf without a restart: anvil's counters are what per-client limits
- * are made of, and a reload must not forget them. */
-static const char *const reload_in_place[] = { "anvil" };
+ * are made of, and a reload must not forget them. events reopens its
+ * event_log in place (a reload after logrotate moved it), and its senders
+ * keep their connections, so no event in a socket is lost to a restart. */
+static const char *const reload_in_place[] = { "anvil", "events" };
 
 static int same_argv(char *const *a, char *const *b)
 {

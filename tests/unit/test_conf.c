@@ -330,18 +330,20 @@ static void test_master_default(void **state)
     size_t n = 0;
     buf_t err = BUF_INIT;
     assert_int_equal(conf_master_load(tmpdir, &e, &n, &err), 0);
-    assert_int_equal(n, 10);
+    assert_int_equal(n, 11);
     assert_string_equal(e[1].service, "qmgr");
     assert_int_equal(e[1].wakeup, 300);
     assert_string_equal(e[3].argv[0], "bounce");
     assert_string_equal(e[5].argv[0], "feedback");
     assert_string_equal(e[6].argv[0], "virtual");
     assert_int_equal(e[6].unpriv, 0);
+    assert_string_equal(e[10].argv[0], "events");
+    assert_int_equal(e[10].maxproc, 1);
     conf_master_free(e, n);
     /* the shipped conf/master.cf (run from the checkout) parses too */
     if (access("conf/master.cf", R_OK) == 0) {
         assert_int_equal(conf_master_load("conf", &e, &n, &err), 0);
-        assert_int_equal(n, 11); /* the built-in rows and lmtp */
+        assert_int_equal(n, 12); /* the built-in rows, lmtp and events */
         conf_master_free(e, n);
     }
     buf_destroy(&err);
