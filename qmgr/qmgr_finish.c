@@ -68,6 +68,7 @@ static void msg_expire(struct qmgr_msg *m)
         qenv_set(&r->dsn, "4.4.7");
         qenv_set(&r->reason, why);
         qenv_set(&r->category, cat);
+        qmgr_msg_event(m, i, "expiration", "4.4.7", "bounced", why, cat);
     }
 }
 
