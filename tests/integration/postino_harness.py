@@ -30,7 +30,7 @@ from aiosmtpd.smtp import SMTP as _AioSMTP
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("POSTINO_BIN") or os.path.join(REPO, "bin")
 DAEMONS = ("master", "smtpd", "qmgr", "delivery", "bounce", "anvil", "feedback",
-           "virtual", "error", "discard", "local", "pipe")
+           "virtual", "error", "discard", "local", "pipe", "events")
 QID_RE = re.compile(r"\b[0-9A-Fa-f]{17}\b")
 MAIL_OWNER = "postino"
 
