@@ -25,11 +25,12 @@ static struct {
     struct event_base *base;
     struct conn *conn;
     struct event *retry_ev;
-    buf_t pending;          /* encoded records waiting for a connection */
-    unsigned long dropped;  /* since start */
+    buf_t pending;         /* encoded records waiting for a connection */
+    buf_t why;             /* why the last connection went or failed */
+    unsigned long dropped; /* since start */
     unsigned long outage_drops;
-    int warned;             /* this outage was logged */
-} mc = { .pending = BUF_INIT };
+    int warned; /* this outage was logged */
+} mc = { .pending = BUF_INIT, .why = BUF_INIT };
 
 static void configure(void)
 {
@@ -88,11 +89,12 @@ static void arm_retry(void)
         evtimer_add(mc.retry_ev, &tv);
 }
 
+/* The connection is gone: try again later. The outage is logged when an
+ * event has to wait for it (mevent_send), not here: at a stop every
+ * daemon sees the events daemon go first. */
 static void go_down(const char *why)
 {
-    if (!mc.warned)
-        log_warn("events service %s unavailable (%s): buffering events", SOCK_EVENTS, why);
-    mc.warned = 1;
+    buf_set(&mc.why, why);
     arm_retry();
 }
 
@@ -113,8 +115,7 @@ static int connect_now(void)
         conn_send_raw(mc.conn, mc.pending.data, mc.pending.len);
     buf_reset(&mc.pending);
     if (mc.warned)
-        log_info("events service %s available again%s", SOCK_EVENTS,
-                 mc.outage_drops ? "; events were dropped meanwhile" : "");
+        log_info("events service %s available again", SOCK_EVENTS);
     if (mc.outage_drops)
         log_warn("events: %lu event%s dropped while the events service was unavailable",
                  mc.outage_drops, mc.outage_drops == 1 ? "" : "s");
@@ -123,9 +124,10 @@ static int connect_now(void)
     return 0;
 }
 
+/* Only for events that wait: otherwise the next event connects. */
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
-    if (mevent_on || mc.pending.len)
+    if (mc.pending.len)
         connect_now();
 }
 
@@ -156,7 +158,12 @@ void mevent_send(const attr_t *a)
     } else if (mc.pending.len + rec.len > MEVENT_BUFFER_MAX) {
         drop();
     } else {
+        if (!mc.warned)
+            log_warn("events service %s unavailable (%s): buffering events", SOCK_EVENTS,
+                     buf_str(&mc.why));
+        mc.warned = 1;
         buf_append(&mc.pending, rec.data, rec.len);
+        arm_retry();
     }
     buf_destroy(&rec);
 }
@@ -193,6 +200,7 @@ void mevent_stop(void)
         event_free(mc.retry_ev);
     mc.retry_ev = NULL;
     buf_destroy(&mc.pending);
+    buf_destroy(&mc.why);
     mc.base = NULL;
 }
 
@@ -233,8 +241,8 @@ void mevent_add_relay(attr_t *a, const char *relay)
 /* "NNN" at p, followed by a space, a hyphen or the end. */
 static int reply_code_at(const char *p)
 {
-    return p[0] >= '2' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' &&
-           p[2] <= '9' && (p[3] == ' ' || p[3] == '-' || !p[3]);
+    return p[0] >= '2' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' &&
+           (p[3] == ' ' || p[3] == '-' || !p[3]);
 }
 
 void mevent_add_reply(attr_t *a, const char *dsn, const char *text)
