@@ -46,12 +46,12 @@ static struct {
     struct evhttp_connection *hc;
     char *url;
     struct evhttp_uri *uri;
-    int fd;                    /* events/open, or -1 */
-    size_t nopen;              /* lines in it */
+    int fd;       /* events/open, or -1 */
+    size_t nopen; /* lines in it */
     int unsynced;
-    uint64_t lo, next;         /* sealed batches: lo .. next-1 */
+    uint64_t lo, next; /* sealed batches: lo .. next-1 */
     int inflight;
-    int backoff;               /* seconds, 0: none */
+    int backoff; /* seconds, 0: none */
     int warned;
     struct event *sync_ev, *send_ev;
 } wh = { .fd = -1 };
@@ -164,7 +164,8 @@ static void connection_new(void)
 {
     const char *host = evhttp_uri_get_host(wh.uri);
     int port = evhttp_uri_get_port(wh.uri);
-    wh.hc = evhttp_connection_base_new(wh.base, wh.dns, host, (unsigned short)(port > 0 ? port : 80));
+    wh.hc =
+        evhttp_connection_base_new(wh.base, wh.dns, host, (unsigned short)(port > 0 ? port : 80));
     if (wh.hc == NULL)
         log_fatal("cannot create the webhook HTTP connection (libevent)");
     evhttp_connection_set_timeout(wh.hc, (int)conf_int("event_webhook_timeout"));

@@ -20,20 +20,35 @@ static const struct field {
     const char *name;
     enum jtype type;
 } fields[] = {
-    { "queue_id", J_STR },    { "message_id", J_STR },  { "sender", J_STR },
-    { "recipient", J_STR },   { "site", J_STR },        { "source_address", J_STR },
-    { "remote_host", J_STR }, { "remote_ip", J_STR },   { "client_host", J_STR },
-    { "client_ip", J_STR },   { "relay", J_STR },       { "reply_code", J_INT },
-    { "dsn", J_STR },         { "reply", J_STR },       { "category", J_STR },
-    { "tls_version", J_STR }, { "tls_cipher", J_STR },  { "size", J_INT },
-    { "attempt", J_INT },     { "delay", J_NUM },       { "delays", J_STR },
-    { "report_type", J_STR }, { "original_queue_id", J_STR },
+    { "queue_id", J_STR },
+    { "message_id", J_STR },
+    { "sender", J_STR },
+    { "recipient", J_STR },
+    { "site", J_STR },
+    { "source_address", J_STR },
+    { "remote_host", J_STR },
+    { "remote_ip", J_STR },
+    { "client_host", J_STR },
+    { "client_ip", J_STR },
+    { "relay", J_STR },
+    { "reply_code", J_INT },
+    { "dsn", J_STR },
+    { "reply", J_STR },
+    { "category", J_STR },
+    { "tls_version", J_STR },
+    { "tls_cipher", J_STR },
+    { "size", J_INT },
+    { "attempt", J_INT },
+    { "delay", J_NUM },
+    { "delays", J_STR },
+    { "report_type", J_STR },
+    { "original_queue_id", J_STR },
     { "sasl_username", J_STR },
 };
 
 static const char *const types[] = {
-    "reception", "delivery",   "transient_failure", "bounce",
-    "expiration", "suppression", "feedback",         "oob_bounce",
+    "reception",  "delivery",    "transient_failure", "bounce",
+    "expiration", "suppression", "feedback",          "oob_bounce",
 };
 
 static const struct field *field_of(const char *name)
@@ -90,8 +105,8 @@ static int number_ok(const char *v, enum jtype t)
         else
             return 0;
     }
-    return digits > 0 && digits <= 18 && v[strlen(v) - 1] != '.' && !(v[0] == '0' && v[1] &&
-                                                                      v[1] != '.');
+    return digits > 0 && digits <= 18 && v[strlen(v) - 1] != '.' &&
+           !(v[0] == '0' && v[1] && v[1] != '.');
 }
 
 /* "2026-11-30T19:02:03.456Z" from "1796065323.456". */
@@ -122,8 +137,9 @@ int events_json(const attr_t *rec, buf_t *out, const char **why)
     const char *type = attr_get(rec, "type"), *t = attr_get(rec, "time");
     size_t start = out->len;
     if (type == NULL || !type_known(type) || t == NULL) {
-        *why = type == NULL ? "event without type" : t == NULL ? "event without time"
-                                                               : "unknown event type";
+        *why = type == NULL ? "event without type"
+               : t == NULL  ? "event without time"
+                            : "unknown event type";
         return -1;
     }
     buf_puts(out, "{\"type\":");

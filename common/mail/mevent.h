@@ -22,9 +22,9 @@
 
 #include "common/util/attr.h"
 
-#define SOCK_EVENTS         "private/events"
-#define MEVENT_BUFFER_MAX   (4 * 1024 * 1024)
-#define MEVENT_RETRY_SECS   1
+#define SOCK_EVENTS          "private/events"
+#define MEVENT_BUFFER_MAX    (4 * 1024 * 1024)
+#define MEVENT_RETRY_SECS    1
 #define MEVENT_EXIT_FLUSH_MS 1000
 
 struct event_base;

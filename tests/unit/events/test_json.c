@@ -62,8 +62,8 @@ static void test_refused(void **state)
     static const struct {
         const char *type, *time, *name, *value;
     } bad[] = {
-        { NULL, "1", NULL, NULL },          { "delivery", NULL, NULL, NULL },
-        { "nonsense", "1", NULL, NULL },    { "delivery", "x", NULL, NULL },
+        { NULL, "1", NULL, NULL },           { "delivery", NULL, NULL, NULL },
+        { "nonsense", "1", NULL, NULL },     { "delivery", "x", NULL, NULL },
         { "delivery", "1", "color", "red" }, { "delivery", "1", "size", "12a" },
         { "delivery", "1", "size", "-1" },   { "delivery", "1", "delay", "1." },
         { "delivery", "1", "size", "" },     { "delivery", "1", "attempt", "01" },
