@@ -174,7 +174,7 @@ static void connection_new(void)
 
 static void send_batch(void)
 {
-    buf_t name = BUF_INIT, target = BUF_INIT, seq = BUF_INIT;
+    buf_t name = BUF_INIT, target = BUF_INIT, seq = BUF_INIT, host = BUF_INIT;
     batch_name(wh.lo, &name);
     struct evhttp_request *req = evhttp_request_new(on_response, NULL);
     if (read_batch(name.data, evhttp_request_get_output_buffer(req)) < 0) {
@@ -189,7 +189,11 @@ static void send_batch(void)
     buf_printf(&target, "%s%s%s", path && *path ? path : "/", query ? "?" : "", query ? query : "");
     buf_printf(&seq, "%" PRIu64, wh.lo);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Host", evhttp_uri_get_host(wh.uri));
+    int port = evhttp_uri_get_port(wh.uri);
+    buf_printf(&host, "%s", evhttp_uri_get_host(wh.uri));
+    if (port > 0 && port != 80)
+        buf_printf(&host, ":%d", port);
+    evhttp_add_header(h, "Host", host.data); /* RFC 9110 7.2: with a port not the default */
     evhttp_add_header(h, "Content-Type", "application/x-ndjson");
     evhttp_add_header(h, "X-Postino-Batch", seq.data);
     if (wh.hc == NULL)
@@ -203,6 +207,7 @@ out:
     buf_destroy(&name);
     buf_destroy(&target);
     buf_destroy(&seq);
+    buf_destroy(&host);
 }
 
 /* Send the oldest batch unless one is in flight or a retry waits. */

@@ -48,6 +48,7 @@ class Webhook:
         self.port = h.free_port()
         self.lines = []
         self.posts = 0
+        self.host = None   # the Host fields of the last POST
         self.lock = threading.Lock()
         self.httpd = None
 
@@ -56,6 +57,7 @@ class Webhook:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
+                hook.host = self.headers.get_all("Host")
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n).decode()
                 ok = (self.path == "/hook" and
@@ -171,6 +173,7 @@ def test_every_event_type_valid_and_webhook_loses_nothing(postino_factory, sink,
     _wait_event(log, lambda e: e["type"] == "delivery" and e["queue_id"] == q_ok, "delivery")
     h.wait_until(lambda: any(q_ok in ln and '"delivery"' in ln for ln in webhook.received()),
                  what="the delivery event at the webhook")
+    assert webhook.host == ["127.0.0.1:%d" % webhook.port]
 
     webhook.stop()   # the webhook goes away mid-run: events wait in the spool
     sink.on_rcpt("later@example.test", ["451 4.3.0 try again later"])
