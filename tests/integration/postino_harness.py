@@ -86,6 +86,15 @@ def ensure_mail_owner():
     return None if rc == 0 else "useradd %s failed (rc %d)" % (MAIL_OWNER, rc)
 
 
+def mail_owner_dir(path):
+    """A directory the mail owner may write (the events daemon's event_log
+    lives in one); returns path."""
+    os.makedirs(path, exist_ok=True)
+    pw = pwd.getpwnam(MAIL_OWNER)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+    return path
+
+
 def make_tmpdir(prefix):
     """A temp dir the unprivileged mail owner can traverse (not pytest's 0700)."""
     d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")

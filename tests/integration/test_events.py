@@ -12,7 +12,6 @@ arrives (at least once; duplicates are counted, not failed)."""
 import http.server
 import json
 import os
-import pwd
 import re
 import threading
 import time
@@ -119,10 +118,7 @@ def _wait_event(path, pred, what, timeout=40):
 
 def _instance(postino_factory, workdir, **main):
     # the events daemon runs as the mail owner: its directory is the owner's
-    logdir = os.path.join(workdir, "log")
-    os.makedirs(logdir, exist_ok=True)
-    pw = pwd.getpwnam(h.MAIL_OWNER)
-    os.chown(logdir, pw.pw_uid, pw.pw_gid)
+    logdir = h.mail_owner_dir(os.path.join(workdir, "log"))
     cfg = {"event_log": os.path.join(logdir, "events.json"),
            "feedback_domains": BOUNCE_DOMAIN}
     cfg.update(main)
