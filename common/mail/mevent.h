@@ -20,9 +20,9 @@
 #ifndef POSTINO_MEVENT_H
 #define POSTINO_MEVENT_H
 
+#include "common/mail/proto.h"
 #include "common/util/attr.h"
 
-#define SOCK_EVENTS          "private/events"
 #define MEVENT_BUFFER_MAX    (4 * 1024 * 1024)
 #define MEVENT_RETRY_SECS    1
 #define MEVENT_EXIT_FLUSH_MS 1000

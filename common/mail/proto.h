@@ -46,6 +46,10 @@
  *       sender=S | all=1)                           -> status=ok count=N
  *   request=stats -> status=ok incoming= active= deferred= hold= total=
  *   errors: status=fail reason=TEXT
+ *
+ * any daemon -> events (private/events, persistent, no reply; mevent.h):
+ *   request=event  type=TYPE  time=SECS.MSECS  (fields of the event, named
+ *       as in docs/events.schema.json)   a malformed one: status=fail, closed
  */
 #ifndef POSTINO_PROTO_H
 #define POSTINO_PROTO_H
@@ -56,5 +60,6 @@
 #define SOCK_BOUNCE      "private/bounce"
 #define SOCK_CONTROL     "public/control"
 #define SOCK_PRIVATE_DIR "private"
+#define SOCK_EVENTS      "private/events"
 
 #endif
