@@ -339,7 +339,7 @@ const struct param_def param_table[] = {
     /* Events (issue #11): the events daemon's JSON lines and webhook */
     S("event_log", "",
       "file the events daemon writes one JSON object per recipient event to (empty: no file; "
-      "relative: below queue_directory)"),
+      "relative: to the configuration directory)"),
     I("event_log_rotate_size", "100000000", 0, LLONG_MAX,
       "rotate event_log when a line would make it larger than this many bytes (0: never)"),
     T("event_log_rotate_interval", "1d", 0, 366 * DAY, 's',

@@ -196,6 +196,11 @@ static void test_relative_paths(void **state)
     assert_string_equal(conf_str("config_directory"), tmpdir);
     assert_int_equal(load("maillog_file = /dev/stderr\n", &err), 0);
     assert_string_equal(conf_str("maillog_file"), "/dev/stderr");
+    /* the events daemon's file too (issue #11) */
+    assert_int_equal(load("event_log = events.json\n", &err), 0);
+    buf_reset(&want);
+    buf_printf(&want, "%s/events.json", tmpdir);
+    assert_string_equal(conf_str("event_log"), want.data);
     assert_string_equal(conf_str("queue_directory"), "/var/spool/postino");
     /* a relative -c directory becomes absolute */
     char cwd[512];
