@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "common/mail/conf.h"
+#include "common/mail/mevent.h"
 #include "common/util/alloc.h"
 #include "common/util/log.h"
 
@@ -303,11 +304,11 @@ static void configure(void)
     const char *url = conf_str("event_webhook_url");
     if (*url == 0)
         return;
+    buf_t err = BUF_INIT;
+    if (mevent_url_check(url, &err) < 0)
+        log_fatal("%s", buf_str(&err));
+    buf_destroy(&err);
     wh.uri = evhttp_uri_parse(url);
-    const char *scheme = wh.uri ? evhttp_uri_get_scheme(wh.uri) : NULL;
-    if (wh.uri == NULL || scheme == NULL || strcmp(scheme, "http") != 0 ||
-        evhttp_uri_get_host(wh.uri) == NULL)
-        log_fatal("event_webhook_url = %s: not an http://host[:port]/path URL", url);
     wh.url = xstrdup(url);
     recover();
 }

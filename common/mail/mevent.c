@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,4 +280,18 @@ const char *mevent_result_type(int qr_status)
     default:
         return NULL;
     }
+}
+
+int mevent_url_check(const char *url, buf_t *err)
+{
+    struct evhttp_uri *u = evhttp_uri_parse(url);
+    const char *scheme = u ? evhttp_uri_get_scheme(u) : NULL;
+    const char *host = u ? evhttp_uri_get_host(u) : NULL;
+    int ok = scheme && strcmp(scheme, "http") == 0 && host && *host;
+    if (!ok)
+        buf_printf(err, "event_webhook_url = %s: not an http://host[:port]/path URL%s", url,
+                   scheme && strcmp(scheme, "https") == 0 ? " (https is not supported)" : "");
+    if (u)
+        evhttp_uri_free(u);
+    return ok ? 0 : -1;
 }

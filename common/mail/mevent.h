@@ -60,6 +60,10 @@ void mevent_add_tls(attr_t *a, const char *info);
 const char *mevent_result_type(int qr_status);
 /* Send (or buffer) the record; a is left as it was. */
 void mevent_send(const attr_t *a);
+/* Is url a webhook URL the events daemon can use (http://host[:port]/...)?
+ * 0, or -1 with why in err. */
+struct buf;
+int mevent_url_check(const char *url, struct buf *err);
 /* Records counted as dropped since start (for tests and logs). */
 unsigned long mevent_dropped(void);
 

@@ -317,3 +317,21 @@ def test_no_events_configured_no_daemon_traffic(postino_factory, workdir):
     p.wait_removed(q)
     assert not p.log_lines(r"events service")
     assert not os.listdir(os.path.join(p.spool, "events"))
+
+
+def test_check_names_event_configuration_errors(postino_factory, workdir):
+    """postino check: a webhook URL the events daemon cannot use, and
+    events configured while master.cf runs no events service."""
+    p = postino_factory(start=False)
+    assert p.cli("check").returncode == 0, p.cli("check").stderr
+    p.set(event_log=os.path.join(workdir, "events.json"))
+    r = p.cli("check")
+    assert r.returncode != 0 and "master.cf runs no events service" in r.stderr, r.stderr
+    p.master_extra.append(EVENTS_ROW)
+    p.set(event_webhook_url="https://127.0.0.1:8443/hook")
+    r = p.cli("check")
+    assert r.returncode != 0 and "https is not supported" in r.stderr, r.stderr
+    assert "no events service" not in r.stderr
+    p.set(event_webhook_url="http://127.0.0.1:8080/hook")
+    r = p.cli("check")
+    assert r.returncode == 0, r.stderr
