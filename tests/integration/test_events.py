@@ -335,3 +335,23 @@ def test_check_names_event_configuration_errors(postino_factory, workdir):
     p.set(event_webhook_url="http://127.0.0.1:8080/hook")
     r = p.cli("check")
     assert r.returncode == 0, r.stderr
+
+
+def test_webhook_spool_survives_a_crash(postino_factory, workdir, webhook):
+    """The events daemon killed (SIGKILL) with a batch in its spool: the
+    one master starts next sends it."""
+    p, log = _instance(postino_factory, workdir,
+                       event_webhook_url="http://127.0.0.1:%d/hook" % webhook.port)
+    webhook.stop()
+    q = p.send(SENDER, "ok@example.test")
+    _wait_event(log, lambda e: e["type"] == "delivery" and e["queue_id"] == q, "delivery")
+    # a failed POST means a batch was sealed (and fsynced); a line still in
+    # events/open was written before the kill, and the next daemon seals it
+    p.wait_log(r"event webhook .*: no response .*retrying")
+    h.wait_until(lambda: len(_lines(log)) == 2, what="both events")
+    old = p.kill("events")
+    assert old
+    webhook.start()
+    h.wait_until(lambda: set(_lines(log)) <= set(webhook.received()), timeout=60,
+                 what="the spooled events at the webhook")
+    assert set(p.pids(("events",)).get("events", [])).isdisjoint(old)
