@@ -78,6 +78,9 @@ pipe_LIBS := $(EV_LIBS) -ldb
 # the metrics service (issue #11): Prometheus endpoint on evhttp (in -levent)
 PROGS += metrics
 metrics_LIBS := $(EV_LIBS) -lm
+# the event logging daemon (issue #11): JSON lines, webhook over evhttp
+PROGS += events
+events_LIBS := $(EV_LIBS)
 define prog_rule
 $(1)_MAIN := $(1)/$(if $(filter cli,$(1)),postino,$(1)).c
 $(1)_SRC := $$(sort $$(wildcard $(1)/*.c))
@@ -161,6 +164,8 @@ DEB_PKGS += devscripts debhelper lintian systemd logrotate groff-base man-db
 DEB_PKGS += python3-prometheus-client prometheus
 # make soak: the memory/descriptor plot
 DEB_PKGS += python3-matplotlib
+# test_events.py: every event line checked against docs/events.schema.json
+DEB_PKGS += python3-jsonschema
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

@@ -77,6 +77,9 @@ int cli_dkim_check(struct cli *c);
 int cli_cmd_suppress(struct cli *c, int argc, char **argv);
 /* cli_site.c: postino site list|show (issue #9) */
 int cli_cmd_site(struct cli *c, int argc, char **argv);
+/* cli_events.c: postino check's part on the event stream (issue #11) */
+struct master_ent;
+int cli_events_check(const struct master_ent *ents, size_t n);
 
 /* cli_json.c: a JSON string (quoted, escaped, always valid UTF-8) and an
  * object key ("," first unless first, then "key":) on stdout. */

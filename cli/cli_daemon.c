@@ -257,6 +257,8 @@ int cli_cmd_check(struct cli *c, int argc, char **argv)
         rc = CLI_ERR;
     if (cli_dkim_check(c) < 0)
         rc = CLI_ERR;
+    if (cli_events_check(ents, n) < 0)
+        rc = CLI_ERR;
     if (access(conf_str("queue_directory"), F_OK) < 0 && errno != ENOENT) {
         cli_err("queue_directory %s: %s", conf_str("queue_directory"), strerror(errno));
         rc = CLI_ERR;

@@ -128,6 +128,8 @@ static enum conn_verdict qconn_deliver(struct dlv_qconn *qc, const attr_t *a, co
         return CONN_DROP;
     }
     dlv_source_set(job, attr_get(a, "source"), attr_get(a, "helo"));
+    if (attr_get_ll(a, "attempt", &job->attempt) < 0)
+        job->attempt = 0;
     while ((v = attr_next(a, "rcpt", &pos)) != NULL) {
         if (parse_idx(v, &idx) < 0) {
             *why = "malformed recipient index";

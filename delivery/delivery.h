@@ -102,6 +102,7 @@ struct dlv_job {
      * connections are cached per site; 0: the main.cf value */
     char *site;
     long long site_max_deliveries, site_connect_timeout, site_idle_timeout;
+    long long attempt; /* qmgr's attempt number, for events; 0: not sent */
 };
 
 /* How a session that never reached a transaction failed. */

@@ -12,6 +12,7 @@
 
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
+#include "common/mail/mevent.h"
 #include "common/util/log.h"
 #include "common/mail/server.h"
 
@@ -176,27 +177,56 @@ static void fmt_delay(buf_t *out, double d)
         buf_printf(out, "%.0f", d);
 }
 
+/* The recipient's event (issue #11): what the log line says, in fields. */
+static void emit_rcpt(const struct dlv_job *job, const struct dlv_rres *r, const char *delay,
+                      const char *delays)
+{
+    attr_t a = ATTR_INIT;
+    mevent_begin(&a, mevent_result_type(r->status));
+    mevent_add(&a, "queue_id", job->id);
+    mevent_add(&a, "message_id", job->env.message_id);
+    mevent_add(&a, "sender", job->env.sender);
+    mevent_add(&a, "recipient", job->env.rcpt[r->idx].addr);
+    mevent_add(&a, "site", job->site);
+    mevent_add(&a, "source_address", job->source);
+    mevent_add(&a, "relay", buf_str(&job->relay));
+    mevent_add_relay(&a, buf_str(&job->relay));
+    mevent_add_reply(&a, r->dsn, buf_str(&r->reason));
+    if (r->status != QR_SENT)
+        mevent_add(&a, "category", bclass_name(r->cat));
+    mevent_add_tls(&a, buf_str(&job->tls_info));
+    attr_add_ll(&a, "size", job->env.content_len);
+    if (job->attempt > 0)
+        attr_add_ll(&a, "attempt", job->attempt);
+    mevent_add(&a, "delay", delay);
+    mevent_add(&a, "delays", delays);
+    mevent_send(&a);
+    attr_destroy(&a);
+}
+
 static void log_rcpt(struct dlv_job *job, const struct dlv_rres *r)
 {
-    buf_t d = BUF_INIT;
+    buf_t d = BUF_INIT, ds = BUF_INIT;
     double ready = job->t_ready > 0 ? job->t_ready : job->t_end;
     fmt_delay(&d, job->t_end - job->t_arrival);
-    buf_puts(&d, ", delays=");
-    fmt_delay(&d, job->t_start - job->t_arrival);
-    buf_puts(&d, "/0/");
-    fmt_delay(&d, ready - job->t_start);
-    buf_putc(&d, '/');
-    fmt_delay(&d, job->t_end - ready);
+    fmt_delay(&ds, job->t_start - job->t_arrival);
+    buf_puts(&ds, "/0/");
+    fmt_delay(&ds, ready - job->t_start);
+    buf_putc(&ds, '/');
+    fmt_delay(&ds, job->t_end - ready);
     /* site=, category= and tls= go after the status text: pflogsumm's to=
      * pattern wants "dsn=..., status=" adjacent, and reads the reason up
      * to ")". */
     int failed = r->status != QR_SENT;
-    log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)%s%s%s%s%s%s", job->id,
-             job->env.rcpt[r->idx].addr, buf_str(&job->relay), d.data, r->dsn,
+    log_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s, dsn=%s, status=%s (%s)%s%s%s%s%s%s",
+             job->id, job->env.rcpt[r->idx].addr, buf_str(&job->relay), d.data, ds.data, r->dsn,
              qrcpt_status_name(r->status), buf_str(&r->reason), failed ? ", category=" : "",
              failed ? bclass_name(r->cat) : "", job->tls_info.len ? ", tls=" : "",
              buf_str(&job->tls_info), job->site ? ", site=" : "", job->site ? job->site : "");
+    if (mevent_enabled())
+        emit_rcpt(job, r, d.data, ds.data);
     buf_destroy(&d);
+    buf_destroy(&ds);
 }
 
 /* Record outcomes in the queue file (before qmgr hears of them), log. */

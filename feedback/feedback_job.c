@@ -19,6 +19,7 @@
 #include "common/mail/addr.h"
 #include "common/mail/conf.h"
 #include "common/mail/feedback_dom.h"
+#include "common/mail/mevent.h"
 #include "common/mail/server.h"
 #include "common/util/alloc.h"
 #include "common/util/log.h"
@@ -256,6 +257,27 @@ static void orig_ids(const struct fb_report *r, buf_t *out)
         buf_printf(out, ", orig_message_id=%s", r->orig_message_id);
 }
 
+/* The event line (issue #11): feedback for a complaint, oob_bounce for a
+ * bounce that came back after our delivery; queue_id is the report's,
+ * original_queue_id and message_id those of the mail it is about. */
+static void emit_event(const struct fb_job *job, const struct fb_event *e)
+{
+    const struct fb_report *r = job->rep;
+    attr_t a = ATTR_INIT;
+    mevent_begin(&a, e->complaint ? "feedback" : "oob_bounce");
+    mevent_add(&a, "queue_id", job->id);
+    mevent_add(&a, "original_queue_id", r->orig_queue_id);
+    mevent_add(&a, "message_id", r->orig_message_id);
+    mevent_add(&a, "recipient", e->rcpt);
+    mevent_add(&a, "report_type",
+               e->complaint ? (e->type[0] ? e->type : "unknown") : fb_shape_name(r->shape));
+    if (!e->complaint)
+        mevent_add_reply(&a, e->status[0] ? e->status : "5.0.0", e->text);
+    mevent_add(&a, "category", bclass_name(e->category));
+    mevent_send(&a);
+    attr_destroy(&a);
+}
+
 static void log_event(const struct fb_job *job, const struct fb_event *e)
 {
     const struct fb_report *r = job->rep;
@@ -272,6 +294,8 @@ static void log_event(const struct fb_job *job, const struct fb_event *e)
                  e->status[0] ? e->status : "5.0.0", bclass_name(e->category),
                  action_status(e->action), e->text[0] ? e->text : "no diagnostic text");
     buf_destroy(&ids);
+    if (mevent_enabled())
+        emit_event(job, e);
 }
 
 /* Log each event, ask for each suppression; the job ends when qmgr has

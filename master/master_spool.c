@@ -31,8 +31,8 @@ static const struct spool_dir {
     mode_t mode;
     int owned; /* 1: mail_owner owns it (when root) */
 } spool_dirs[] = {
-    { "queue", 0700, 1 }, { "private", 0700, 1 }, { "public", 0711, 1 },
-    { "index", 0700, 1 }, { "pid", 0755, 0 },     { "suppress", 0700, 1 },
+    { "queue", 0700, 1 }, { "private", 0700, 1 },  { "public", 0711, 1 }, { "index", 0700, 1 },
+    { "pid", 0755, 0 },   { "suppress", 0700, 1 }, { "events", 0700, 1 }, /* the event webhook spool (events/events_hook.c) */
 };
 
 void master_lookup_owner(void)

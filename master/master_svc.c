@@ -61,8 +61,10 @@ static int same_key(const struct master_ent *a, const struct master_ent *b)
  * main.cf without a restart: anvil's counters are what per-client limits
  * are made of, and a reload must not forget them; the metrics service's
  * counters would drop to 0 and a replacement could find its HTTP port
- * still held by the one it replaces. */
-static const char *const reload_in_place[] = { "anvil", "metrics" };
+ * still held by the one it replaces. events reopens its event_log in
+ * place (a reload after logrotate moved it), and its senders keep their
+ * connections, so no event in a socket is lost to a restart. */
+static const char *const reload_in_place[] = { "anvil", "metrics", "events" };
 
 static int same_argv(char *const *a, char *const *b)
 {

@@ -156,9 +156,18 @@ void qmgr_msg_rcpt_done(struct qmgr_msg *m, size_t idx, enum qmgr_rr rr, const c
 /* Append a deferred result and log it, for recipients qmgr defers itself. */
 void qmgr_msg_defer_rcpt(struct qmgr_msg *m, size_t idx, const char *dsn, const char *reason,
                          const char *category);
-/* The "to=..., status=deferred (reason), category=..." line. */
+/* The "to=..., status=deferred (reason), category=..." line, and its
+ * event. */
 void qmgr_msg_log_status(const struct qmgr_msg *m, size_t idx, const char *relay, const char *dsn,
                          const char *status, const char *reason, const char *category);
+/* The log line alone, without the event. */
+void qmgr_msg_log_line(const struct qmgr_msg *m, size_t idx, const char *relay, const char *dsn,
+                       const char *status, const char *reason, const char *category);
+/* The recipient event (issue #11) of an outcome qmgr decides itself:
+ * type "expiration", "suppression", or NULL for the type of status
+ * ("deferred", "bounced"). Nothing when events are off. */
+void qmgr_msg_event(const struct qmgr_msg *m, size_t idx, const char *type, const char *dsn,
+                    const char *status, const char *reason, const char *category);
 /* Iterate over every message in memory. */
 void qmgr_msg_foreach(void (*fn)(struct qmgr_msg *m, void *arg), void *arg);
 

@@ -29,6 +29,7 @@
 #include "common/util/conn.h"
 #include "common/util/log.h"
 #include "common/mail/conf.h"
+#include "common/mail/mevent.h"
 #include "common/mail/proto.h"
 
 struct aconn {
@@ -345,6 +346,8 @@ int qmgr_deliver_start(struct qmgr_job *j)
         attr_add(&req, "helo", qmgr_pool_helo(j));
     }
     add_site_attrs(&req, j->dest->site);
+    if (mevent_enabled()) /* for the agent's events (issue #11) */
+        attr_add_ll(&req, "attempt", (long long)j->msg->attempts + 1);
     for (size_t i = 0; i < j->n; i++)
         attr_add_ll(&req, "rcpt", (long long)j->rcpt[i]);
     conn_send(c->conn, &req);

@@ -64,6 +64,8 @@ static void msg_expire(struct qmgr_msg *m)
         const char *cat = bclass_name(BCLASS_MESSAGE_EXPIRED);
         if (qfile_append_result(qmgr_g.spool, m->id, i, QR_BOUNCED, "4.4.7", "none", why, cat) < 0)
             log_warn("%s: cannot append result for recipient %zu", m->id, i);
+        /* before why, which may be r->reason, is replaced */
+        qmgr_msg_event(m, i, "expiration", "4.4.7", "bounced", why, cat);
         r->status = QR_BOUNCED;
         qmgr_metrics_outcome(m, NULL, RR_BOUNCED, cat);
         qenv_set(&r->dsn, "4.4.7");

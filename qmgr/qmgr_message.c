@@ -10,6 +10,7 @@
 #include "common/mail/conf.h"
 #include "common/util/alloc.h"
 #include "common/util/log.h"
+#include "common/mail/mevent.h"
 
 /* The messages in memory, by queue id. */
 static struct htable msgs;
@@ -189,6 +190,13 @@ static void fmt_delays(const struct qmgr_msg *m, buf_t *out, double conn, double
 void qmgr_msg_log_status(const struct qmgr_msg *m, size_t idx, const char *relay, const char *dsn,
                          const char *status, const char *reason, const char *category)
 {
+    qmgr_msg_log_line(m, idx, relay, dsn, status, reason, category);
+    qmgr_msg_event(m, idx, NULL, dsn, status, reason, category);
+}
+
+void qmgr_msg_log_line(const struct qmgr_msg *m, size_t idx, const char *relay, const char *dsn,
+                       const char *status, const char *reason, const char *category)
+{
     buf_t d = BUF_INIT;
 
     fmt_delays(m, &d, 0, 0);
@@ -196,6 +204,32 @@ void qmgr_msg_log_status(const struct qmgr_msg *m, size_t idx, const char *relay
     log_info("%s: to=<%s>, relay=%s, %s, dsn=%s, status=%s (%s)%s%s", m->id, m->env.rcpt[idx].addr,
              relay, buf_str(&d), dsn, status, reason ? reason : "", category ? ", category=" : "",
              category ? category : "");
+    buf_destroy(&d);
+}
+
+void qmgr_msg_event(const struct qmgr_msg *m, size_t idx, const char *type, const char *dsn,
+                    const char *status, const char *reason, const char *category)
+{
+    attr_t a = ATTR_INIT;
+    buf_t d = BUF_INIT;
+    double arr = (double)m->env.arrival.tv_sec + m->env.arrival.tv_usec / 1e6;
+
+    if (!mevent_enabled())
+        return;
+    if (type == NULL)
+        type = strcmp(status, "deferred") == 0 ? "transient_failure" : "bounce";
+    mevent_begin(&a, type);
+    mevent_add(&a, "queue_id", m->id);
+    mevent_add(&a, "message_id", m->env.message_id);
+    mevent_add(&a, "sender", m->env.sender);
+    mevent_add(&a, "recipient", m->env.rcpt[idx].addr);
+    mevent_add_reply(&a, dsn, reason);
+    mevent_add(&a, "category", category);
+    attr_add_ll(&a, "size", m->env.content_len);
+    fmt_secs(&d, qmgr_now() - arr);
+    mevent_add(&a, "delay", buf_str(&d));
+    mevent_send(&a);
+    attr_destroy(&a);
     buf_destroy(&d);
 }
 

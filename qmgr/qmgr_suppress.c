@@ -123,7 +123,8 @@ static void finish_suppressed(struct qmgr_msg *m, size_t idx, const char *why, c
     qenv_set(&r->dsn, "5.7.1");
     qenv_set(&r->reason, why);
     qenv_set(&r->category, cat);
-    qmgr_msg_log_status(m, idx, "none", "5.7.1", "bounced", why, cat);
+    qmgr_msg_log_line(m, idx, "none", "5.7.1", "bounced", why, cat);
+    qmgr_msg_event(m, idx, "suppression", "5.7.1", "bounced", why, cat);
 }
 
 int qmgr_suppress_rcpt(struct qmgr_msg *m, size_t idx)

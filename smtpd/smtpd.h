@@ -252,6 +252,15 @@ void smtpd_data_abort(struct smtpd_session *s);
 /* The session goes away while its message is being flushed. */
 void smtpd_data_detach_commit(struct smtpd_session *s);
 
+/* ---- smtpd_event.c: reception events (issue #11) ---- */
+struct smtpd_events;
+/* One reception event per recipient of the session's message, or NULL
+ * when events are off. Sent with smtpd_event_send once it is durable. */
+struct smtpd_events *smtpd_event_reception(const struct smtpd_session *s, const char *id,
+                                           const char *message_id, long long size);
+void smtpd_event_send(struct smtpd_events *ev);
+void smtpd_event_free(struct smtpd_events *ev);
+
 /* smtpd_bdat.c */
 void smtpd_bdat_cmd(struct smtpd_session *s, char *arg);
 /* SS_BDAT: consume chunk octets from the input; 1 when it made progress. */

@@ -217,7 +217,8 @@ struct smtpd_commit {
     struct smtpd_dkim_job *dkim; /* signatures still to make, or NULL */
     char id[QID_LEN + 1];
     char *message_id;
-    int verb; /* SMTP_VERB_DATA or SMTP_VERB_BDAT */
+    int verb;                    /* SMTP_VERB_DATA or SMTP_VERB_BDAT */
+    struct smtpd_events *events; /* reception events, sent once durable */
 };
 
 static void commit_run(void *arg)
@@ -242,6 +243,7 @@ static void commit_answer(struct smtpd_commit *c, const char *refusal)
         smtpd_wait_end(s);
     }
     smtpd_dkim_job_free(c->dkim);
+    smtpd_event_free(c->events);
     free(c->message_id);
     free(c);
 }
@@ -255,6 +257,7 @@ static void commit_done(void *arg)
         if (c->message_id)
             log_info("%s: message-id=%s", c->id, c->message_id);
         smtpd_notify_new(c->id);
+        smtpd_event_send(c->events);
     } else {
         log_warn("%s: queue file commit failed: %s", c->id, buf_str(&err));
     }
@@ -324,6 +327,7 @@ static int commit_begin_now(struct smtpd_session *s, struct smtpd_commit *c)
     log_warn("%s: queue file commit failed: %s", s->env.id, buf_str(&err));
     smtpd_reply(s, "451 4.3.0 Error: queue file write error");
     buf_destroy(&err);
+    smtpd_event_free(c->events);
     free(c->message_id);
     free(c);
     return -1;
@@ -343,6 +347,7 @@ static void data_commit(struct smtpd_session *s, struct smtpd_data *d, int verb)
     str_lcpy(c->id, s->env.id, sizeof(c->id));
     c->message_id = d->p.message_id ? xstrdup(d->p.message_id) : NULL;
     c->verb = verb;
+    c->events = smtpd_event_reception(s, c->id, c->message_id, qfile_w_size(c->qf));
     if (d->dkim) {
         c->dkim = smtpd_dkim_job_new(s, d->dkim);
         d->dkim = NULL;

@@ -455,7 +455,8 @@ static void resolve_path(size_t i)
                                          "maillog_file",
                                          "bounce_classifier_rules",
                                          "bounce_classifier_local_rules",
-                                         "shaping_rules" };
+                                         "shaping_rules",
+                                         "event_log" };
     const char *name = param_table[i].name;
     int is_path = 0;
     for (size_t k = 0; k < sizeof(paths) / sizeof(paths[0]); k++)

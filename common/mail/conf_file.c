@@ -23,7 +23,8 @@ const char conf_master_default[] =
     "virtual          unix  -       n       n      -       -       virtual\n"
     "error            unix  -       -       n      -       -       error\n"
     "discard          unix  -       -       n      -       -       discard\n"
-    "local            unix  -       n       n      -       -       local\n";
+    "local            unix  -       n       n      -       -       local\n"
+    "events           unix  -       -       n      -       1       events\n";
 
 /* One physical line: returns 0 at the end of the text. */
 static int phys_line(struct conf_reader *r, const char **s, size_t *n)

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/mail/conf.h"
+#include "common/mail/mevent.h"
 #include "common/mail/proto.h"
 #include "common/mail/server.h"
 #include "common/util/alloc.h"
@@ -230,21 +231,46 @@ static void fmt_delay(buf_t *out, double d)
         buf_printf(out, "%.0f", d);
 }
 
+/* The recipient's event (issue #11), from what the log line says. */
+static void emit_rcpt(const struct lagent_job *job, const char *addr, const struct lagent_res *r,
+                      const char *delay, const char *delays)
+{
+    attr_t a = ATTR_INIT;
+    mevent_begin(&a, mevent_result_type(r->status));
+    mevent_add(&a, "queue_id", job->id);
+    mevent_add(&a, "message_id", job->env.message_id);
+    mevent_add(&a, "sender", job->env.sender);
+    mevent_add(&a, "recipient", addr);
+    mevent_add(&a, "relay", g_ops->name);
+    mevent_add_reply(&a, r->dsn, r->reason);
+    if (r->status != QR_SENT)
+        mevent_add(&a, "category", bclass_name(r->cat));
+    attr_add_ll(&a, "size", job->content_len);
+    if (job->attempt > 0)
+        attr_add_ll(&a, "attempt", job->attempt);
+    mevent_add(&a, "delay", delay);
+    mevent_add(&a, "delays", delays);
+    mevent_send(&a);
+    attr_destroy(&a);
+}
+
 static void log_rcpt(const struct lagent_job *job, const char *addr, const struct lagent_res *r,
                      double t0, double t1)
 {
-    buf_t d = BUF_INIT;
+    buf_t d = BUF_INIT, ds = BUF_INIT;
     double arrival = (double)job->env.arrival.tv_sec + job->env.arrival.tv_usec / 1e6;
     fmt_delay(&d, t1 - arrival);
-    buf_puts(&d, ", delays=");
-    fmt_delay(&d, t0 - arrival);
-    buf_puts(&d, "/0/0/");
-    fmt_delay(&d, t1 - t0);
-    log_info("%s: to=<%s>, relay=%s, delay=%s, dsn=%s, status=%s (%s)%s%s", job->id, addr,
-             g_ops->name, buf_str(&d), r->dsn, qrcpt_status_name(r->status), r->reason,
-             r->status != QR_SENT ? ", category=" : "",
+    fmt_delay(&ds, t0 - arrival);
+    buf_puts(&ds, "/0/0/");
+    fmt_delay(&ds, t1 - t0);
+    log_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s, dsn=%s, status=%s (%s)%s%s", job->id,
+             addr, g_ops->name, buf_str(&d), buf_str(&ds), r->dsn, qrcpt_status_name(r->status),
+             r->reason, r->status != QR_SENT ? ", category=" : "",
              r->status != QR_SENT ? bclass_name(r->cat) : "");
+    if (mevent_enabled())
+        emit_rcpt(job, addr, r, buf_str(&d), buf_str(&ds));
     buf_destroy(&d);
+    buf_destroy(&ds);
 }
 
 static void deliver_one(struct lagent_job *job, size_t idx, attr_t *reply)
@@ -294,6 +320,8 @@ static enum conn_verdict run_job(struct conn *c, const attr_t *a, const char **w
     job.nexthop = attr_get(a, "nexthop") ? attr_get(a, "nexthop") : "";
     qenv_init(&job.env);
     job.fd = -1;
+    if (attr_get_ll(a, "attempt", &job.attempt) < 0)
+        job.attempt = 0;
     if (qfile_read(g_srv->spool, id, &job.env, 0, &err) < 0 ||
         (job.fd = qfile_open_content(g_srv->spool, id, &job.content_len, &err)) < 0) {
         log_warn("%s: cannot read the queue file: %s", id, buf_str(&err));

@@ -42,6 +42,7 @@ struct lagent_job {
     struct qenv env;
     int fd; /* the queue file, shared-locked */
     long long content_len;
+    long long attempt; /* qmgr's attempt number (events), 0: not sent */
 };
 
 struct lagent_ops {

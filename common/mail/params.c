@@ -361,6 +361,24 @@ const struct param_def param_table[] = {
     I("priority_transactional_weight", "10", 0, 1000000,
       "deliveries of transactional mail a destination makes before one bulk delivery while "
       "both wait (0: strict, bulk waits)"),
+    /* Events (issue #11): the events daemon's JSON lines and webhook */
+    S("event_log", "",
+      "file the events daemon writes one JSON object per recipient event to (empty: no file; "
+      "relative: to the configuration directory)"),
+    I("event_log_rotate_size", "100000000", 0, LLONG_MAX,
+      "rotate event_log when a line would make it larger than this many bytes (0: never)"),
+    T("event_log_rotate_interval", "1d", 0, 366 * DAY, 's',
+      "rotate event_log when it has been open this long (0: never)"),
+    I("event_log_rotate_count", "7", 1, 1000,
+      "rotated event_log files kept (event_log.1 is the newest)"),
+    S("event_webhook_url", "",
+      "http://host:port/path events are POSTed to in NDJSON batches, spooled under "
+      "queue_directory/events until a 2xx (empty: no webhook)"),
+    I("event_webhook_batch_size", "1000", 1, 100000, "most events in one webhook POST"),
+    T("event_webhook_timeout", "30s", 1, 3600, 's',
+      "time a webhook POST may take before it is retried"),
+    T("event_webhook_max_backoff", "60s", 1, DAY, 's',
+      "longest wait between webhook retries (the wait doubles from 1s)"),
     /* misc */
     /* Metrics (issue #11): the metrics service's Prometheus endpoint */
     S("metrics_listen", "",

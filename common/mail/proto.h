@@ -53,6 +53,9 @@
  * metrics -> qmgr (public/control, at each scrape):
  *   request=metrics -> one record per gauge sample: metric=NAME value=N
  *       label=V...; then end=1 count=N
+ * any daemon -> events (private/events, persistent, no reply; mevent.h):
+ *   request=event  type=TYPE  time=SECS.MSECS  (fields of the event, named
+ *       as in docs/events.schema.json)   a malformed one: status=fail, closed
  */
 #ifndef POSTINO_PROTO_H
 #define POSTINO_PROTO_H
@@ -64,5 +67,6 @@
 #define SOCK_CONTROL     "public/control"
 #define SOCK_PRIVATE_DIR "private"
 #define SOCK_METRICS     "private/metrics"
+#define SOCK_EVENTS      "private/events"
 
 #endif

@@ -6,6 +6,7 @@
 #include "common/util/alloc.h"
 #include "common/util/buf.h"
 #include "common/mail/conf.h"
+#include "common/mail/mevent.h"
 #include "common/util/log.h"
 
 #include <errno.h>
@@ -242,6 +243,7 @@ static void reload_in_place(void)
         apply_override(*p);
     log_set_syslog_name(conf_str("syslog_name"));
     log_set_hostname(conf_str("myhostname"));
+    mevent_reload();
     hooks->on_reload(&srv);
 }
 
@@ -410,10 +412,12 @@ int server_main(int argc, char **argv, const char *progname, const struct server
     if (srv.base == NULL)
         log_fatal("cannot create the event loop (libevent)");
     arm_events(&o);
+    mevent_start(srv.base); /* events (issue #11): a flag, lazily connected */
     if (hooks->post_drop)
         hooks->post_drop(&srv);
     sigprocmask(SIG_UNBLOCK, &hup, NULL);
     int rc = event_base_dispatch(srv.base) < 0 ? 1 : 0;
+    mevent_stop();
     free_events();
     free(overrides);
     overrides = NULL;

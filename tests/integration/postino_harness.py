@@ -30,7 +30,7 @@ from aiosmtpd.smtp import SMTP as _AioSMTP
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("POSTINO_BIN") or os.path.join(REPO, "bin")
 DAEMONS = ("master", "smtpd", "qmgr", "delivery", "bounce", "anvil", "feedback",
-           "virtual", "error", "discard", "local", "pipe")
+           "virtual", "error", "discard", "local", "pipe", "events")
 DAEMONS += ("metrics",)  # the metrics service (issue #11)
 QID_RE = re.compile(r"\b[0-9A-Fa-f]{17}\b")
 MAIL_OWNER = "postino"
@@ -85,6 +85,15 @@ def ensure_mail_owner():
     rc = subprocess.call(["useradd", "--system", "--home-dir", "/nonexistent",
                           "--no-create-home", "--shell", "/usr/sbin/nologin", MAIL_OWNER])
     return None if rc == 0 else "useradd %s failed (rc %d)" % (MAIL_OWNER, rc)
+
+
+def mail_owner_dir(path):
+    """A directory the mail owner may write (the events daemon's event_log
+    lives in one); returns path."""
+    os.makedirs(path, exist_ok=True)
+    pw = pwd.getpwnam(MAIL_OWNER)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+    return path
 
 
 def make_tmpdir(prefix):

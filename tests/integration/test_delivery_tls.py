@@ -406,3 +406,26 @@ def test_tls_connection_is_reused(postino_factory, receivers):
     assert sink.tls_for("r2@tlsdest.test") == [True]
     assert len(p.log_lines(r"TLS connection established to mx\.example\.test")) == 1, \
         "the second message must reuse the cached TLS connection"
+
+
+def test_tls_details_in_the_delivery_event(postino_factory, receivers, workdir):
+    """The delivery event (issue #11) carries what tls= says: the
+    protocol version and the cipher, as separate fields."""
+    import json
+    sink, _, port = receivers
+    log = os.path.join(h.mail_owner_dir(os.path.join(workdir, "log")), "events.json")
+    p = postino_factory(main={"smtp_port": str(port), "event_log": log},
+                        master_extra=["events unix - - n - 1 events"])
+    qid = p.send(SENDER, "ev@tlsdest.test")
+    m = TLS_FIELD.search(_to_line(p, "ev@tlsdest.test", "sent"))
+
+    def delivery():
+        try:
+            with open(log) as f:
+                evs = [json.loads(ln) for ln in f if ln.strip()]
+        except FileNotFoundError:
+            return None
+        return [e for e in evs if e["type"] == "delivery" and e["queue_id"] == qid]
+    ev = h.wait_until(delivery, what="the delivery event")[0]
+    assert (ev["tls_version"], ev["tls_cipher"]) == (m.group(1), m.group(2))
+    assert (ev["remote_host"], ev["remote_ip"]) == ("mx.example.test", TLS_IP)

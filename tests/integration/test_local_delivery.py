@@ -610,3 +610,36 @@ def test_home_mailbox_as_the_user_and_symlinks_refused(postino_factory, sink, ho
     p.wait_log(r"%s: to=<%s>, relay=local, .*status=deferred \(cannot open (maildir|mailbox) "
                r".*symbolic link" % (q2, rcpt))
     assert check()
+
+
+def test_final_agents_emit_events(postino_factory, workdir):
+    """The agents built on the common skeleton (issue #11): each outcome
+    is an event with the agent as relay and qmgr's attempt number."""
+    import json
+    log = os.path.join(h.mail_owner_dir(os.path.join(workdir, "log")), "events.json")
+    p = postino_factory(start=False,
+                        master_extra=AGENT_ROWS + ["events unix - - n - 1 events"])
+    p.set(event_log=log, transport_maps=_transport(p, ["bad.test error:5.1.1 no such users here",
+                                                       "later.test error:4.7.1 come back later",
+                                                       "void.test discard:"]))
+    p.start()
+    q = {r: p.send("s@sender.test", r) for r in ("u@bad.test", "u@later.test", "u@void.test")}
+    want = {"u@bad.test": ("bounce", "error", "5.1.1"),
+            "u@later.test": ("transient_failure", "error", "4.7.1"),
+            "u@void.test": ("delivery", "discard", "2.0.0")}
+
+    def events():
+        try:
+            with open(log) as f:
+                evs = [json.loads(ln) for ln in f if ln.strip()]
+        except FileNotFoundError:
+            return None
+        got = {e["recipient"]: e for e in evs
+               if e["type"] != "reception" and e.get("attempt") == 1}
+        return got if set(got) >= set(want) else None
+    got = h.wait_until(events, timeout=30, what="the agents' events")
+    for rcpt, (typ, relay, dsn) in want.items():
+        e = got[rcpt]
+        assert (e["type"], e["relay"], e["dsn"], e["queue_id"]) == (typ, relay, dsn, q[rcpt]), e
+        assert e["size"] > 0 and e["sender"] == "s@sender.test"
+    assert got["u@later.test"]["reply"] == "come back later"

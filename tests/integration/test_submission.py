@@ -11,6 +11,7 @@ The client is always 127.0.0.1, so mynetworks is moved elsewhere where the
 client must be an outsider.
 """
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -271,3 +272,36 @@ def test_connection_count_limit_across_processes(postino_factory):
                 pass
         for r, _ in conns:
             r.close()
+
+
+def test_reception_event_names_tls_and_login(postino_factory, secrets, workdir, sink):
+    """The reception event (issue #11) says how the message came: the
+    client, the TLS version and cipher of the session, the SASL login."""
+    import json
+    log = os.path.join(h.mail_owner_dir(os.path.join(workdir, "log")), "events.json")
+    sub = h.free_port()
+    rows = ["127.0.0.1:%d inet n - n - - smtpd -o smtpd_tls_security_level=encrypt "
+            "-o smtpd_sasl_auth_enable=yes "
+            "-o smtpd_relay_restrictions=permit_sasl_authenticated,reject" % sub,
+            "events unix - - n - 1 events"]
+    main = dict(secrets, mynetworks=OUTSIDE, event_log=log)
+    p = postino_factory(main=main, master_extra=rows)
+    h.wait_until(lambda: _listening(sub), what="port %d" % sub)
+    out = swaks(sub, "--tls", *AUTH, to="ev@example.test")
+    assert out.returncode == 0, out.stdout + out.stderr
+    sink.wait_to("ev@example.test")
+    est = p.wait_log(r"smtpd\[\d+\]: .*TLS connection established from .*: (TLSv1\.[23]) "
+                     r"with cipher (\S+)")[0]
+    m = re.search(r": (TLSv1\.[23]) with cipher (\S+)", est)
+
+    def reception():
+        try:
+            with open(log) as f:
+                evs = [json.loads(ln) for ln in f if ln.strip()]
+        except FileNotFoundError:
+            return None
+        return [e for e in evs if e["type"] == "reception" and e["recipient"] == "ev@example.test"]
+    ev = h.wait_until(reception, what="the reception event")[0]
+    assert (ev["tls_version"], ev["tls_cipher"]) == (m.group(1), m.group(2))
+    assert ev["sasl_username"].startswith("user") and ev["client_ip"] == "127.0.0.1"
+    assert ev["sender"] == "user@sender.test"

@@ -196,6 +196,11 @@ static void test_relative_paths(void **state)
     assert_string_equal(conf_str("config_directory"), tmpdir);
     assert_int_equal(load("maillog_file = /dev/stderr\n", &err), 0);
     assert_string_equal(conf_str("maillog_file"), "/dev/stderr");
+    /* the events daemon's file too (issue #11) */
+    assert_int_equal(load("event_log = events.json\n", &err), 0);
+    buf_reset(&want);
+    buf_printf(&want, "%s/events.json", tmpdir);
+    assert_string_equal(conf_str("event_log"), want.data);
     assert_string_equal(conf_str("queue_directory"), "/var/spool/postino");
     /* a relative -c directory becomes absolute */
     char cwd[512];
@@ -330,18 +335,20 @@ static void test_master_default(void **state)
     size_t n = 0;
     buf_t err = BUF_INIT;
     assert_int_equal(conf_master_load(tmpdir, &e, &n, &err), 0);
-    assert_int_equal(n, 10);
+    assert_int_equal(n, 11);
     assert_string_equal(e[1].service, "qmgr");
     assert_int_equal(e[1].wakeup, 300);
     assert_string_equal(e[3].argv[0], "bounce");
     assert_string_equal(e[5].argv[0], "feedback");
     assert_string_equal(e[6].argv[0], "virtual");
     assert_int_equal(e[6].unpriv, 0);
+    assert_string_equal(e[10].argv[0], "events");
+    assert_int_equal(e[10].maxproc, 1);
     conf_master_free(e, n);
     /* the shipped conf/master.cf (run from the checkout) parses too */
     if (access("conf/master.cf", R_OK) == 0) {
         assert_int_equal(conf_master_load("conf", &e, &n, &err), 0);
-        assert_int_equal(n, 13); /* the built-in rows, lmtp, submit and metrics */
+        assert_int_equal(n, 14); /* the built-in rows, lmtp, submit, metrics and events */
         conf_master_free(e, n);
     }
     buf_destroy(&err);
