@@ -733,7 +733,20 @@ class Postino:
         self.cli("start", check=True, timeout=timeout)
         self.started = True
         self.wait_smtp(timeout)
+        self.wait_qmgr(timeout)
         return self
+
+    def wait_qmgr(self, timeout=20):
+        """qmgr makes public/control once its index is open, which on a
+        loaded machine can come after smtpd greets: the CLI's queue
+        commands need it. A test whose qmgr cannot start goes on without
+        it after the timeout (it checks what it expects itself)."""
+        control = os.path.join(self.spool, "public", "control")
+        try:
+            wait_until(lambda: os.path.exists(control), timeout=timeout,
+                       what="qmgr's public/control")
+        except TimeoutError:
+            pass
 
     def wait_smtp(self, timeout=20):
         def greets():
