@@ -4,6 +4,7 @@
 #   make test       build and run the unit and integration tests
 #   make test SANITIZE=1   the same under ASan+UBSan (separate build dir)
 #   make bench      side-by-side benchmark against Postfix
+#   make bench-modes  the same at shipped defaults, a table of load shapes
 #   make bench-dataparse  micro-benchmark of smtpd's content parser
 #   make bench-bdat the delivery agent sending BDAT vs DATA (smtp_chunking_enable)
 #   make bench-suppress  suppression list lookups at 10^5..10^7 entries
@@ -125,7 +126,7 @@ $(BUILD)/tests/unit/feedback/test_parse.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CU
 $(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CURDIR)"'
 
 .DEFAULT_GOAL := all
-.PHONY: all run test unit integration bench bench-dataparse bench-bdat bench-suppress bench-dkim deps clean fuzz install format format-check
+.PHONY: all run test unit integration bench bench-modes bench-dataparse bench-bdat bench-suppress bench-dkim deps clean fuzz install format format-check
 .PHONY: man deb soak soak-ci
 all: $(PROG_BINS)
 
@@ -222,6 +223,13 @@ bench: deps
 	$(MAKE) all
 	/usr/bin/python3 bench/bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
 	$(MAKE) bench-dkim
+
+# Issue #12's mode table: both MTAs at shipped defaults, client connection
+# reuse on/off, 4 KB/100 KB, 1/50 recipients (medians, ratio). E.g.
+# BENCH_MODES_ARGS="--modes all --rounds 5" or "--bin-b /old/bin" (A/B).
+bench-modes: deps
+	$(MAKE) all
+	/usr/bin/python3 bench/bench.py --bin $(abspath $(BIN)) --modes $(BENCH_MODES_ARGS)
 
 # DKIM signing (RSA-2048) in postino vs Postfix + OpenDKIM milter, and each
 # against its unsigned self (medians; see bench/dkim_bench.py)

@@ -136,10 +136,25 @@ class Sink:
         self.proc.wait()
 
 
+def dist_master_cf(port):
+    """The shipped conf/dist/master.cf with its port-25 smtpd on
+    127.0.0.1:port and no other inet service (submission)."""
+    out = []
+    with open(os.path.join(REPO, "conf", "dist", "master.cf")) as f:
+        for line in f:
+            fields = line.split()
+            if line[0] not in "# \t\n" and len(fields) >= 8 and fields[1] == "inet":
+                if fields[0] != "25":
+                    continue
+                line = line.replace(fields[0], "127.0.0.1:%d" % port, 1)
+            out.append(line)
+    return "".join(out)
+
+
 class Postino:
     name = "postino"
 
-    def __init__(self, root, bindir, sink_port):
+    def __init__(self, root, bindir, sink_port, defaults=False):
         self.dir = os.path.join(root, "postino")
         self.conf = os.path.join(self.dir, "conf")
         os.makedirs(self.conf)
@@ -147,15 +162,7 @@ class Postino:
         self.port = free_port()
         self.log = os.path.join(self.dir, "maillog")
         self.started = False
-        with open(os.path.join(self.conf, "main.cf"), "w") as f:
-            f.write("""# written by bench.py
-queue_directory = %(dir)s/spool
-maillog_file = %(log)s
-myhostname = postino-bench.localdomain
-mydestination =
-relayhost = [127.0.0.1]:%(sink)d
-mynetworks = 127.0.0.0/8
-# generous limits: the benchmark measures throughput, not policy
+        tuned = "" if defaults else """# generous limits: the benchmark measures throughput, not policy
 message_size_limit = 104857600
 smtpd_client_connection_limit = 10000
 smtpd_recipient_limit = 10000
@@ -164,13 +171,22 @@ qmgr_message_recipient_limit = 100000
 default_destination_concurrency_limit = 20
 default_process_concurrency = 100
 smtp_connection_reuse_count_limit = 0
-""" % {"dir": self.dir, "log": self.log, "sink": sink_port})
+"""
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write("""# written by bench.py
+queue_directory = %(dir)s/spool
+maillog_file = %(log)s
+myhostname = postino-bench.localdomain
+mydestination =
+relayhost = [127.0.0.1]:%(sink)d
+mynetworks = 127.0.0.0/8
+%(tuned)s""" % {"dir": self.dir, "log": self.log, "sink": sink_port, "tuned": tuned})
         # the shipped classifier rules, where bounce_classifier_rules
         # expects them (next to main.cf); master refuses to start without
-        shutil.copyfile(os.path.join(REPO, "conf", "bounce_classifier_rules"),
-                        os.path.join(self.conf, "bounce_classifier_rules"))
+        for name in ("bounce_classifier_rules", "shaping_rules"):
+            shutil.copyfile(os.path.join(REPO, "conf", name), os.path.join(self.conf, name))
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
-            f.write("""# written by bench.py
+            f.write(dist_master_cf(self.port) if defaults else """# written by bench.py
 127.0.0.1:%d inet n - n - 2 smtpd
 qmgr   unix - - n 300 1 qmgr
 smtp   unix - - n -   2 delivery
@@ -291,7 +307,8 @@ message_size_limit = 104857600
 
 def measure(mta, sink, args):
     """Returns (accepted seconds, end-to-end seconds)."""
-    cmd = [SMTP_SOURCE, "-d", "-s", str(args.sessions), "-m", str(args.messages),
+    cmd = [SMTP_SOURCE] + (["-d"] if args.reuse else []) + [
+           "-s", str(args.sessions), "-m", str(args.messages), "-r", str(args.rcpts),
            "-l", str(args.size), "-f", SENDER, "-t", RECIPIENT,
            "-M", "bench.example.com", "127.0.0.1:%d" % mta.port]
     t0 = time.monotonic()
@@ -354,7 +371,7 @@ def report(args, results):
         for i, (ta, te) in enumerate(rounds, 1):
             print("%-8s %5d %12.2f %14.0f %12.2f %14.0f" % (name, i, ta, n / ta, te, n / te))
     med = {name: (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds))
-           for name, rounds in results.items()}
+           for name, rounds in results.items() if rounds}
     for name, (ta, te) in med.items():
         print("%-8s %5s %12.2f %14.0f %12.2f %14.0f" % (name, "med", ta, n / ta, te, n / te))
     if "postino" in med and "postfix" in med:
@@ -376,12 +393,111 @@ def parse_args():
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds per MTA, taken in turns; the median is reported")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    ap.add_argument("--defaults", action="store_true",
+                    help="postino with the shipped conf/dist settings (not tuned)")
+    ap.add_argument("--no-reuse", dest="reuse", action="store_false",
+                    help="one message per client connection (smtp-source without -d)")
+    ap.add_argument("--rcpts", type=int, default=1, help="recipients per message")
+    ap.add_argument("--modes", nargs="?", const=DEFAULT_MODES,
+                    help="the mode table at shipped defaults (all, or comma-separated names of %s; "
+                         "without a value: %s)" % (", ".join(MODES), DEFAULT_MODES))
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="with --modes: multiply each mode's message count")
+    ap.add_argument("--bin-b", help="a second postino build, measured in the same rounds "
+                                    "(A/B of two builds)")
     return ap.parse_args()
+
+
+# The issue #12 mode table (make bench-modes): both MTAs at their shipped
+# defaults. name: (client reuses its connections (-d), bytes, recipients,
+# messages). The 50-recipient modes count recipient deliveries.
+MODES = {
+    "reuse-4k": (True, 4096, 1, 20000),
+    "noreuse-4k": (False, 4096, 1, 10000),
+    "reuse-100k": (True, 102400, 1, 4000),
+    "noreuse-100k": (False, 102400, 1, 4000),
+    "reuse-4k-50rcpt": (True, 4096, 50, 1000),
+    "noreuse-4k-50rcpt": (False, 4096, 50, 1000),
+}
+DEFAULT_MODES = "reuse-4k,noreuse-4k,reuse-100k,reuse-4k-50rcpt"
+
+
+def mtas(args):
+    """(name, factory) of each MTA measured, in the order of a round."""
+    out = [("postino", lambda r, sp: Postino(r, args.bin, sp, args.defaults))]
+    if args.bin_b:
+        def make_b(r, sp):
+            m = Postino(r, args.bin_b, sp, args.defaults)
+            m.name = "postino-b"
+            return m
+        out.append(("postino-b", make_b))
+    out.append(("postfix", Postfix))
+    only = {None: None, "postino": ("postino", "postino-b"), "postfix": ("postfix",)}[args.only]
+    return [(n, m) for n, m in out if only is None or n in only]
+
+
+def run_rounds(args, root, tag):
+    """args.rounds rounds, the MTAs in turns; name -> [(accept s, e2e s)]."""
+    results = {}
+    for i in range(args.rounds):
+        for name, make in mtas(args):
+            # The last round's spool is still being written back:
+            # flush it first, so no round pays for another's I/O.
+            os.sync()
+            time.sleep(2)
+            rdir = os.path.join(root, "%s%s-%d" % (tag, name, i + 1))
+            os.mkdir(rdir)
+            os.chmod(rdir, 0o755)
+            results.setdefault(name, []).append(bench_one(make, rdir, args))
+    return results
+
+
+def report_modes(args, table):
+    """table: mode -> results of run_rounds. One line per mode: the median
+    end-to-end rate of each MTA (recipient deliveries/s) and the ratio."""
+    print()
+    print("machine: %s" % machine())
+    print("modes at the shipped defaults of both MTAs, %d round(s) each, medians" % args.rounds)
+    names = [n for n, _ in mtas(args)]
+    print("accepted and end-to-end: messages/s (recipient deliveries/s with 50 rcpts); "
+          "ratio: postino/postfix end to end")
+    print("%-18s %4s %6s %5s %6s  " % ("mode", "-d", "size", "rcpts", "msgs") +
+          " ".join("%11s" % ("acc " + n) for n in names) + " " +
+          " ".join("%11s" % ("e2e " + n) for n in names) + "  ratio")
+    for mode, (msgs, results) in table.items():
+        reuse, size, rcpts, _ = MODES[mode]
+        acc, e2e = {}, {}
+        for n in names:
+            if results.get(n):
+                acc[n] = msgs * rcpts / statistics.median(r[0] for r in results[n])
+                e2e[n] = msgs * rcpts / statistics.median(r[1] for r in results[n])
+        ratio = ("%.2f" % (e2e["postino"] / e2e["postfix"])
+                 if "postino" in e2e and "postfix" in e2e else "-")
+        print("%-18s %4s %5dk %5d %6d  " % (mode, "on" if reuse else "off", size // 1024,
+                                             rcpts, msgs) +
+              " ".join("%11.0f" % acc.get(n, 0) for n in names) + " " +
+              " ".join("%11.0f" % e2e.get(n, 0) for n in names) + "  " + ratio)
+
+
+def main_modes(args, root):
+    table = {}
+    args.defaults = True
+    for mode in (MODES if args.modes == "all" else args.modes.split(",")):
+        if mode not in MODES:
+            raise BenchError("unknown mode %s (known: %s)" % (mode, ", ".join(MODES)))
+        args.reuse, args.size, args.rcpts, args.messages = MODES[mode]
+        if args.scale != 1.0:
+            args.messages = max(100, int(args.messages * args.scale))
+        print("== mode %s" % mode, flush=True)
+        table[mode] = (args.messages, run_rounds(args, root, mode + "-"))
+    return table
 
 
 def main():
     args = parse_args()
     args.bin = os.path.abspath(args.bin)
+    if args.bin_b:
+        args.bin_b = os.path.abspath(args.bin_b)
     for tool in (SMTP_SOURCE, SMTP_SINK, os.path.join(args.bin, "postino")):
         if not os.access(tool, os.X_OK):
             sys.exit("bench: %s is missing (run make deps and make all)" % tool)
@@ -394,18 +510,10 @@ def main():
     results = {}
     ok = False
     try:
-        for i in range(args.rounds):
-            for name, make in (("postino", lambda r, sp: Postino(r, args.bin, sp)),
-                               ("postfix", Postfix)):
-                if args.only in (None, name):
-                    # The last round's spool is still being written back:
-                    # flush it first, so no round pays for another's I/O.
-                    os.sync()
-                    time.sleep(2)
-                    rdir = os.path.join(root, "%s-%d" % (name, i + 1))
-                    os.mkdir(rdir)
-                    os.chmod(rdir, 0o755)
-                    results.setdefault(name, []).append(bench_one(make, rdir, args))
+        if args.modes:
+            results = main_modes(args, root)
+        else:
+            results = run_rounds(args, root, "")
         ok = True
     except (BenchError, subprocess.TimeoutExpired) as e:
         sys.stderr.write("bench: FAILED: %s\n" % e)
@@ -414,7 +522,9 @@ def main():
             print("bench: files kept in %s" % root)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    if results:
+    if results and args.modes:
+        report_modes(args, results)
+    elif results:
         report(args, results)
     return 0 if ok else 1
 

@@ -3,6 +3,7 @@
  * outcome in the queue file and the log, then let delivery.c reply. */
 #include "delivery/delivery_sess.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -412,10 +413,43 @@ int dlv_job_start(struct dlv_job *job, const char **why)
     return 0;
 }
 
+/* A nexthop naming an address ("[192.0.2.1]", "[ipv6:2001:db8::1]:25",
+ * "192.0.2.1:2525"): the one target, with no DNS query, as Postfix. c-ares
+ * 1.18 would ask the resolver for the name "192.0.2.1" first (A and AAAA,
+ * each a 3 s timeout when lost): every new connection to a relayhost paid
+ * that round trip, and a burst of them, when a batch of cached sessions
+ * reached smtp_connection_reuse_count_limit together, stalled delivery
+ * for 3 s each time a query went unanswered. 1 when it was one. */
+static int job_literal(struct dlv_job *job)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+
+    memset(&ss, 0, sizeof(ss));
+    if (inet_pton(AF_INET, buf_str(&job->host), &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+        ss.ss_family = AF_INET;
+        len = (socklen_t)sizeof(struct sockaddr_in);
+    } else if (inet_pton(AF_INET6, buf_str(&job->host), &((struct sockaddr_in6 *)&ss)->sin6_addr) ==
+               1) {
+        ss.ss_family = AF_INET6;
+        len = (socklen_t)sizeof(struct sockaddr_in6);
+    } else {
+        return 0;
+    }
+    job->tg = xcalloc(1, sizeof(*job->tg));
+    job->ntg = 1;
+    job->tg->host = xstrdup(buf_str(&job->host));
+    job->tg->ss = ss;
+    job->tg->sslen = len;
+    return 1;
+}
+
 /* Look up the hosts of the nexthop (a cache miss or a broken cached one). */
 static void job_resolve(struct dlv_job *job)
 {
-    if (job->mx)
+    if (!job->mx && job_literal(job))
+        job_try_next(job);
+    else if (job->mx)
         dns_resolve_mx(dlv_g.dns, buf_str(&job->host), job_dns_done, job);
     else
         dns_resolve_host(dlv_g.dns, buf_str(&job->host), job_dns_done, job);

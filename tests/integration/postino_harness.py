@@ -175,6 +175,20 @@ class DnsServer:
         self.records = list(records)
         self.port = None
         self.proc = None
+        self.log_queries = False  # set before start(): queries() then lists them
+
+    def queries(self):
+        """(type, name) of every query dnsmasq logged (log_queries set)."""
+        out = []
+        try:
+            with open(os.path.join(self.workdir, "dnsmasq.log"), errors="replace") as f:
+                for line in f:
+                    m = re.search(r"query\[(\w+)\] (\S+) from", line)
+                    if m:
+                        out.append((m.group(1), m.group(2)))
+        except OSError:
+            pass
+        return out
 
     def _args(self):
         args = []
@@ -205,6 +219,8 @@ class DnsServer:
                    "--no-hosts", "-C", "/dev/null", "--user=root", "--local=/test/",
                    "--pid-file=" + os.path.join(self.workdir, "dnsmasq.pid"),
                    "--log-facility=" + os.path.join(self.workdir, "dnsmasq.log")]
+            if self.log_queries:
+                cmd.append("--log-queries")
             self.proc = subprocess.Popen(cmd + self._args(), stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE)
             try:
