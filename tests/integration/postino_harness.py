@@ -745,11 +745,13 @@ class Postino:
                 " ".join(cmd), r.returncode, r.stdout, r.stderr))
         return r
 
-    def start(self, timeout=20):
+    def start(self, timeout=20, wait_qmgr=True):
+        """wait_qmgr=False: a test that keeps qmgr from starting on purpose."""
         self.cli("start", check=True, timeout=timeout)
         self.started = True
         self.wait_smtp(timeout)
-        self.wait_qmgr(timeout)
+        if wait_qmgr:
+            self.wait_qmgr(timeout)
         return self
 
     def wait_qmgr(self, timeout=20):

@@ -109,7 +109,7 @@ def test_second_qmgr_waits_for_the_lock(postino_factory, sink):
     p = postino_factory(start=False, main={"relayhost": "[127.0.0.1]:%d" % sink.port})
     fd = _hold_lock(p, "%d\n" % os.getpid())
     try:
-        p.start()
+        p.start(wait_qmgr=False)
         time.sleep(3)
         assert not p.log_lines(r"qmgr\[\d+\]: queue index:"), "qmgr must wait for the lock"
         assert p.queue_list(check=False)[0] == []
@@ -126,7 +126,7 @@ def test_qmgr_gives_up_then_master_restarts_it(postino_factory, sink):
     p = postino_factory(start=False, main={"relayhost": "[127.0.0.1]:%d" % sink.port})
     fd = _hold_lock(p, "%d\n" % os.getpid())
     try:
-        p.start()
+        p.start(wait_qmgr=False)
         line = p.wait_log(r"qmgr\[\d+\]: fatal: .*locked by another queue manager", timeout=25)[0]
         assert "(pid %d)" % os.getpid() in line, line
         assert not p.log_lines(r"qmgr\[\d+\]: queue index:")
