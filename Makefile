@@ -128,6 +128,7 @@ $(BUILD)/tests/unit/feedback/test_event.o: ALL_CFLAGS += -DPOSTINO_SRCDIR='"$(CU
 .DEFAULT_GOAL := all
 .PHONY: all run test unit integration bench bench-modes bench-dataparse bench-bdat bench-suppress bench-dkim deps clean fuzz install format format-check
 .PHONY: man deb soak soak-ci
+.PHONY: scale
 all: $(PROG_BINS)
 
 # sendmail and newaliases are the postino binary under those names (issue #11:
@@ -218,6 +219,17 @@ soak-ci: all
 	POSTINO_BIN=$(abspath $(BIN)) /usr/bin/python3 tests/soak/soak.py \
 	  --seconds 180 --kill-every 20 --reload-every 60 --sample-every 10 \
 	  --out $(SOAK_OUT) $(SOAK_ARGS)
+
+# Scale (issue #12, not in CI): SCALE_MESSAGES deferred messages across
+# SCALE_DOMAINS domains; times queue stats/summary/list -d, qmgr RSS, clean
+# restart, rebuild after kill -9, hold/delete by domain and the delivery
+# rate once the receiver listens; writes scale-N.txt/json into SCALE_OUT.
+SCALE_MESSAGES ?= 1000000
+SCALE_DOMAINS ?= 10000
+SCALE_OUT ?= scale-out
+scale: all
+	POSTINO_BIN=$(abspath $(BIN)) /usr/bin/python3 tests/scale/scale.py \
+	  --messages $(SCALE_MESSAGES) --domains $(SCALE_DOMAINS) --out $(SCALE_OUT) $(SCALE_ARGS)
 
 bench: deps
 	$(MAKE) all

@@ -192,6 +192,10 @@ static int cmd_stats(struct cli *c, int argc, char **argv)
         return cli_usage("queue");
     attr_t req = cli_control_request("stats"), reply = ATTR_INIT;
     int rc = cli_control_call(&req, &reply);
+    /* qmgr's start-up scan still runs: the counts below are partial. */
+    if (rc == 0 && attr_get(&reply, "scan"))
+        printf("%s: %s files scanned\n", attr_get(&reply, "scan"),
+               attr_get_def(&reply, "scanned", "0"));
     for (size_t i = 0; rc == 0 && i < sizeof fields / sizeof fields[0]; i++)
         printf("%-10s %s\n", fields[i], attr_get_def(&reply, fields[i], "0"));
     attr_destroy(&req);

@@ -69,7 +69,9 @@ static void qmgr_tick(evutil_socket_t fd, short what, void *arg)
         return;
     if (last_scan == 0)
         last_scan = now; /* qmgr_index_startup just scanned */
-    if (now - last_scan >= (time_t)conf_int("queue_run_delay")) {
+    if (qmgr_index_scanning(NULL) != QSCAN_NONE)
+        last_scan = now; /* the rebuild reads every file anyway */
+    else if (now - last_scan >= (time_t)conf_int("queue_run_delay")) {
         last_scan = now;
         qmgr_index_rescan();
     }

@@ -242,6 +242,14 @@ void qmgr_bounce_close(void);
 void qmgr_index_startup(void);
 /* Adopt queue files the index does not know (lost notifications). */
 void qmgr_index_rescan(void);
+/* The start-up scan of the spool runs in slices on the loop: which one
+ * runs now, and (*scanned) how many queue files it has looked at. */
+enum qmgr_scan_kind {
+    QSCAN_NONE,    /* none: the index is complete */
+    QSCAN_REBUILD, /* after an unclean stop: every file read into the index */
+    QSCAN_ADOPT,   /* after a clean stop: files that came meanwhile adopted */
+};
+enum qmgr_scan_kind qmgr_index_scanning(size_t *scanned);
 void qmgr_index_build_rec(const struct qenv *env, int state, long long next, int attempts,
                           const char *reason, struct qidx_rec *rec);
 /* Put message state into the index from its in-memory envelope. */

@@ -420,6 +420,13 @@ static int ctl_stats(const attr_t *req, struct evbuffer *out, const char **err)
     attr_add_ll(&r, "deferred", (long long)n[QS_DEFERRED]);
     attr_add_ll(&r, "hold", (long long)n[QS_HOLD]);
     attr_add_ll(&r, "total", (long long)(n[0] + n[1] + n[2] + n[3]));
+    /* During a rebuild the counts are partial: say how far it is. */
+    size_t scanned;
+    enum qmgr_scan_kind k = qmgr_index_scanning(&scanned);
+    if (k != QSCAN_NONE) {
+        attr_add(&r, "scan", k == QSCAN_REBUILD ? "rebuilding" : "scanning");
+        attr_add_ll(&r, "scanned", (long long)scanned);
+    }
     attr_to_evbuffer(out, &r);
     attr_destroy(&r);
     return 0;

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "common/util/alloc.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
@@ -208,6 +210,141 @@ static int index_is_new(void)
     return fresh;
 }
 
+/* ---- the rebuild after an unclean stop, in slices on the event loop ----
+ *
+ * At a million queue files the rebuild reads every file (about a minute).
+ * Done in one call it would keep qmgr's loop from the control socket and
+ * the notifications for all that time (the CLI hung). Instead it reads a
+ * slice of files at a time and yields to the loop between slices: "queue
+ * stats" answers with its progress, new mail is taken, due messages
+ * already indexed are scheduled. Everything a slice skips is safe: a file
+ * already in the index (new mail, an activated message) is left alone. */
+
+#define REBUILD_SLICE_FILES 2000
+#define REBUILD_SLICE_USEC  50000 /* then give the loop a turn */
+
+static struct {
+    struct event *ev;
+    DIR *top, *sub;
+    buf_t top_path, sub_path, file;
+    size_t scanned, adopted;
+    enum qmgr_scan_kind kind; /* QSCAN_NONE when no scan runs */
+    int fresh;                /* a new index: nothing to say about it */
+} rb;
+
+enum qmgr_scan_kind qmgr_index_scanning(size_t *scanned)
+{
+    if (scanned)
+        *scanned = rb.scanned;
+    return rb.kind;
+}
+
+static long long usec_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The next hashed subdirectory to read; 0 when the spool is done. */
+static int rebuild_next_sub(void)
+{
+    struct dirent *e;
+
+    while (rb.top && (e = readdir(rb.top)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        buf_reset(&rb.sub_path);
+        buf_printf(&rb.sub_path, "%s/%s", buf_str(&rb.top_path), e->d_name);
+        if ((rb.sub = opendir(buf_str(&rb.sub_path))) != NULL)
+            return 1;
+    }
+    return 0;
+}
+
+/* Read up to a slice of files; 1 while more remain. */
+static int rebuild_slice(void)
+{
+    long long start = usec_now();
+    size_t n = 0;
+
+    for (;;) {
+        struct dirent *e;
+        if (rb.sub == NULL && !rebuild_next_sub())
+            return 0;
+        while ((e = readdir(rb.sub)) != NULL) {
+            if (!qid_valid(e->d_name))
+                continue;
+            buf_reset(&rb.file);
+            buf_printf(&rb.file, "%s/%s", buf_str(&rb.sub_path), e->d_name);
+            rb.adopted += (size_t)adopt_file(e->d_name, buf_str(&rb.file), 0);
+            rb.scanned++;
+            if (++n % 64 == 0 &&
+                (n >= REBUILD_SLICE_FILES || usec_now() - start >= REBUILD_SLICE_USEC))
+                return 1;
+        }
+        closedir(rb.sub);
+        rb.sub = NULL;
+    }
+}
+
+static void rebuild_release(void)
+{
+    if (rb.sub)
+        closedir(rb.sub);
+    if (rb.top)
+        closedir(rb.top);
+    rb.sub = rb.top = NULL;
+    if (rb.ev)
+        event_free(rb.ev);
+    rb.ev = NULL;
+    buf_destroy(&rb.top_path);
+    buf_destroy(&rb.sub_path);
+    buf_destroy(&rb.file);
+    rb.kind = QSCAN_NONE;
+}
+
+static void log_index_count(void)
+{
+    /* After a reload this is the same queue manager as far as anyone can
+     * tell: master's "reload" line says it all. */
+    if (qmgr_g.srv->reloaded)
+        log_debug("queue index: %zu messages", qindex_count(qmgr_g.qi));
+    else
+        log_info("queue index: %zu messages", qindex_count(qmgr_g.qi));
+}
+
+static void rebuild_step(evutil_socket_t fd, short what, void *arg)
+{
+    static const struct timeval now = { 0, 0 };
+
+    if (qmgr_g.stopping)
+        return;
+    if (rebuild_slice()) {
+        evtimer_add(rb.ev, &now); /* after the loop has served the others */
+        return;
+    }
+    if (rb.kind == QSCAN_REBUILD && !rb.fresh)
+        log_info("queue index rebuilt: %zu queue files read", rb.scanned);
+    rebuild_release();
+    log_index_count();
+    qmgr_index_pull_due();
+    qmgr_sched_dispatch();
+}
+
+static void rebuild_start(enum qmgr_scan_kind kind, int fresh)
+{
+    static const struct timeval now = { 0, 0 };
+
+    rb.kind = kind;
+    rb.fresh = fresh;
+    rb.scanned = rb.adopted = 0;
+    buf_printf(&rb.top_path, "%s/queue", qmgr_g.spool);
+    rb.top = opendir(buf_str(&rb.top_path)); /* NULL: no mail yet */
+    rb.ev = evtimer_new(qmgr_g.srv->base, rebuild_step, NULL);
+    evtimer_add(rb.ev, &now);
+}
+
 void qmgr_index_startup(void)
 {
     buf_t err = BUF_INIT;
@@ -226,15 +363,13 @@ void qmgr_index_startup(void)
             log_info("queue index was not closed cleanly: rebuilding it from the queue files");
         if (qindex_clear(qmgr_g.qi) < 0)
             log_fatal("cannot clear the queue index under %s/index", conf_str("queue_directory"));
+        rebuild_start(QSCAN_REBUILD, fresh);
+        return;
     }
-    scan_spool(0);
-    /* After a reload this is the same queue manager as far as anyone can
-     * tell: master's "reload" line says it all. */
-    if (qmgr_g.srv->reloaded)
-        log_debug("queue index: %zu messages", qindex_count(qmgr_g.qi));
-    else
-        log_info("queue index: %zu messages", qindex_count(qmgr_g.qi));
-    qmgr_index_pull_due();
+    /* A clean index: only files that came while qmgr was down are new
+     * (each one a lookup; the files it knows are not opened), but at a
+     * million files that readdir alone takes seconds: in slices too. */
+    rebuild_start(QSCAN_ADOPT, 0);
 }
 
 /* Transactional mail that came while memory was full (issue #9): the
@@ -389,7 +524,10 @@ void qmgr_index_shutdown(void)
         return;
     qmgr_msg_foreach(shutdown_one, NULL);
     urgent_clear();
-    qindex_close(qmgr_g.qi, 1);
+    /* Stopped mid-rebuild: the index is partial; the next qmgr rebuilds. */
+    int clean = rb.kind != QSCAN_REBUILD;
+    rebuild_release();
+    qindex_close(qmgr_g.qi, clean);
     qmgr_g.qi = NULL;
 }
 

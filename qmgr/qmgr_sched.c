@@ -291,8 +291,8 @@ void qmgr_sched_dispatch(void)
     }
 }
 
-/* dest=fail: leave the destination alone and defer what waits for it. */
-static void dest_suspend(struct qmgr_dest *d, const char *reason, const char *category)
+/* Mark d suspended and say so: one line per change of state. */
+static void dest_mark_suspended(struct qmgr_dest *d, const char *reason, const char *category)
 {
     enum bclass c = BCLASS_NO_ANSWER_FROM_HOST;
     d->suspended_until = (long long)time(NULL) + conf_int("destination_suspend_time");
@@ -303,6 +303,15 @@ static void dest_suspend(struct qmgr_dest *d, const char *reason, const char *ca
     d->suspend_category = bclass_name(c); /* static: no copy to keep */
     log_info("destination %s:%s suspended for %llds: %s", d->transport, d->nexthop,
              conf_int("destination_suspend_time"), d->suspend_reason);
+}
+
+/* dest=fail: leave the destination alone and defer what waits for it.
+ * Concurrent deliveries fail together (20 connections refused at once):
+ * the first suspends it; the others find it suspended and add no line. */
+static void dest_suspend(struct qmgr_dest *d, const char *reason, const char *category)
+{
+    if (!dest_suspended(d))
+        dest_mark_suspended(d, reason, category);
     qmgr_ready_forget(d); /* out of the heap before its jobs go */
     while (d->q.n > 0) {
         struct qmgr_job *j = dest_pop(d);

@@ -932,6 +932,53 @@ class Postino:
             out += [f for f in files if QID_RE.fullmatch(f)]
         return out
 
+    # -- many queued messages at once (test_qmgr_scan.py, tests/scale) --
+    def clone_queue_file(self, qid, n, rcpt_domains=None):
+        """n copies of queue file qid under new ids, as smtpd would have
+        left them (same owner, mode and records; a queue file names no id
+        inside). rcpt_domains: a function i -> domain that replaces the
+        domain of every recipient in copy i (the same length as the
+        template's, so nothing else in the file moves). Returns the ids."""
+        src = self._qfile_path(qid)
+        with open(src, "rb") as f:
+            data = f.read()
+        st = os.stat(src)
+        cut = data.index(b"\ncontent\n") + 1  # the envelope ends here
+        head, tail = data[:cut], data[cut:]
+        old = re.search(rb"\nrcpt=[^@\n]*@([^\n]+)\n", head).group(1)
+        ids = []
+        base = random.getrandbits(32)
+        for i in range(n):
+            nid = "%08X%05X%04X" % ((base + i // 0xFFFFF) & 0xFFFFFFFF, i % 0xFFFFF,
+                                    os.getpid() & 0xFFFF)
+            body = data
+            if rcpt_domains:
+                dom = rcpt_domains(i).encode()
+                assert len(dom) == len(old), (dom, old)
+                body = head.replace(b"@" + old + b"\n", b"@" + dom + b"\n") + tail
+            path = self._qfile_path(nid)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, body)
+            os.fchown(fd, st.st_uid, st.st_gid)
+            os.fchmod(fd, st.st_mode & 0o7777)  # the x bit: complete
+            os.close(fd)
+            ids.append(nid)
+        return ids
+
+    def _qfile_path(self, qid):
+        """common/mail/qfile.c's qid_hash_dir: FNV-1a, folded."""
+        h = 2166136261
+        for c in qid.encode():
+            h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+        h ^= h >> 16
+        h ^= h >> 8
+        d = os.path.join(self.spool, "queue", "%02x" % (h & 0xFF))
+        if not os.path.isdir(d):
+            top = os.stat(os.path.dirname(d))
+            os.mkdir(d, top.st_mode & 0o7777)
+            os.chown(d, top.st_uid, top.st_gid)
+        return os.path.join(d, qid)
+
     def wait_queue_empty(self, timeout=20.0):
         wait_until(lambda: not self.queue_files(), timeout=timeout, what="an empty queue")
 
