@@ -17,8 +17,6 @@
 #include "common/mail/replymatch.h"
 #include "common/util/alloc.h"
 
-#define RULE_LINE_MAX 4096
-
 static const char *const names[BCLASS_COUNT] = {
     [BCLASS_OTHER] = "other",
     [BCLASS_BAD_MAILBOX] = "bad-mailbox",
@@ -115,24 +113,6 @@ static void ruleset_add(struct ruleset *rs, const struct rule *r)
     rs->v[rs->n++] = *r;
 }
 
-/* Read one line into line (without the newline); 1, 0 at EOF, -1 when
- * too long or holding a NUL byte. */
-static int read_line(FILE *fp, buf_t *line)
-{
-    int c;
-    buf_reset(line);
-    while ((c = getc(fp)) != EOF && c != '\n') {
-        if (c == 0 || line->len >= RULE_LINE_MAX)
-            return -1;
-        buf_putc(line, c);
-    }
-    if (c == EOF && line->len == 0)
-        return 0;
-    if (line->len && line->data[line->len - 1] == '\r')
-        buf_truncate(line, line->len - 1);
-    return 1;
-}
-
 static int load_file(struct ruleset *rs, const char *path, buf_t *err)
 {
     FILE *fp = fopen(path, "r");
@@ -144,11 +124,11 @@ static int load_file(struct ruleset *rs, const char *path, buf_t *err)
     rs->files[rs->nfiles++] = xstrdup(path);
     buf_t line = BUF_INIT, why = BUF_INIT;
     int lineno = 0, rc = 0, got;
-    while (rc == 0 && (got = read_line(fp, &line)) != 0) {
+    while (rc == 0 && (got = replymatch_read_line(fp, &line)) != 0) {
         lineno++;
         if (got < 0) {
             buf_setf(err, "%s, line %d: line longer than %d bytes or holding a NUL byte", path,
-                     lineno, RULE_LINE_MAX);
+                     lineno, REPLYMATCH_LINE_MAX);
             rc = -1;
             break;
         }

@@ -381,3 +381,19 @@ int replymatch_test(const struct replymatch *m, const struct replymatch_reply *r
                 return 0;
     return !m->has_re || regexec(&m->re, buf_str(&r->text), 0, NULL, 0) == 0;
 }
+
+int replymatch_read_line(FILE *fp, buf_t *line)
+{
+    int c;
+    buf_reset(line);
+    while ((c = getc(fp)) != EOF && c != '\n') {
+        if (c == 0 || line->len >= REPLYMATCH_LINE_MAX)
+            return -1;
+        buf_putc(line, c);
+    }
+    if (c == EOF && line->len == 0)
+        return 0;
+    if (line->len && line->data[line->len - 1] == '\r')
+        buf_truncate(line, line->len - 1);
+    return 1;
+}

@@ -24,6 +24,7 @@
 #define POSTINO_REPLYMATCH_H
 
 #include <regex.h>
+#include <stdio.h>
 
 #include "common/util/buf.h"
 
@@ -71,5 +72,11 @@ int replymatch_test(const struct replymatch *m, const struct replymatch_reply *r
  * replacing its contents). Also skips a leading "smtp;" diagnostic type
  * (RFC 3464 Diagnostic-Code). */
 void replymatch_split_reply(const char *reply, int *code, char enh[16], buf_t *out);
+
+/* The rules files' line reader (bounce_classifier_rules, shaping_rules):
+ * one line into line, without its newline or a CR before it; 1, 0 at
+ * EOF, -1 when longer than REPLYMATCH_LINE_MAX or holding a NUL byte. */
+#define REPLYMATCH_LINE_MAX 4096
+int replymatch_read_line(FILE *fp, buf_t *line);
 
 #endif

@@ -20,9 +20,8 @@
 #include "common/mail/replymatch.h"
 #include "common/util/alloc.h"
 
-#define RULE_LINE_MAX 4096
-#define MAX_DURATION  (7LL * 86400)
-#define MAX_RATE      1000000000LL
+#define MAX_DURATION (7LL * 86400)
+#define MAX_RATE     1000000000LL
 
 struct rule {
     struct shaperule pub;
@@ -183,33 +182,16 @@ static void rule_destroy(struct rule *r)
     replymatch_destroy(&r->m);
 }
 
-/* One line into line (no newline); 1, 0 at EOF, -1 too long or a NUL. */
-static int read_line(FILE *fp, buf_t *line)
-{
-    int c;
-    buf_reset(line);
-    while ((c = getc(fp)) != EOF && c != '\n') {
-        if (c == 0 || line->len >= RULE_LINE_MAX)
-            return -1;
-        buf_putc(line, c);
-    }
-    if (c == EOF && line->len == 0)
-        return 0;
-    if (line->len && line->data[line->len - 1] == '\r')
-        buf_truncate(line, line->len - 1);
-    return 1;
-}
-
 /* Parse each line of fp into rs; 0 or -1 with err. */
 static int load_lines(struct shaperules *rs, FILE *fp, buf_t *err)
 {
     buf_t line = BUF_INIT, why = BUF_INIT;
     int lineno = 0, rc = 0, got;
-    while (rc == 0 && (got = read_line(fp, &line)) != 0) {
+    while (rc == 0 && (got = replymatch_read_line(fp, &line)) != 0) {
         lineno++;
         if (got < 0) {
             buf_setf(err, "%s, line %d: line longer than %d bytes or holding a NUL byte", rs->file,
-                     lineno, RULE_LINE_MAX);
+                     lineno, REPLYMATCH_LINE_MAX);
             rc = -1;
             break;
         }

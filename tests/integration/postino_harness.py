@@ -223,17 +223,21 @@ class DnsServer:
                 cmd.append("--log-queries")
             self.proc = subprocess.Popen(cmd + self._args(), stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE)
+            # a loaded machine can take seconds to start it; one that exited
+            # (its port taken meanwhile) is retried on another port at once
             try:
-                wait_until(self._answers, timeout=5, what="dnsmasq on %d" % self.port)
-                return self
+                if wait_until(self._answers, timeout=15,
+                              what="dnsmasq on %d" % self.port) is True:
+                    return self
+                last = "exited: %s" % self.proc.stderr.read().decode(errors="replace")
             except TimeoutError as e:
                 last = e
-                self.stop()
+            self.stop()
         raise RuntimeError("dnsmasq did not start: %s" % last)
 
     def _answers(self):
         if self.proc.poll() is not None:
-            return False
+            return "exited"
         try:
             rcode, _ = dns_query(self.port, "probe.invalid.test", "A", timeout=0.3)
             return rcode in (0, 3)
