@@ -115,6 +115,70 @@ def kill_pidfile(path):
         pass
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_table():
+    """pid -> (ppid, comm, (utime, stime), (cutime, cstime)) in clock ticks,
+    of every process readable in /proc."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        f = raw[raw.rindex(")") + 2:].split()
+        out[int(d)] = (int(f[1]), comm, (int(f[11]), int(f[12])), (int(f[13]), int(f[14])))
+    return out
+
+
+def mta_cpu(master_pid):
+    """comm -> (user, system) CPU ticks used so far by an MTA's master and
+    everything under it; what exited children used is in the master's
+    cumulative figure (the master reaps them), reported as "exited"."""
+    table = proc_table()
+    if master_pid not in table:
+        return {}
+    tree, todo = {master_pid}, [master_pid]
+    children = {}
+    for pid, row in table.items():
+        children.setdefault(row[0], []).append(pid)
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in tree:
+                tree.add(c)
+                todo.append(c)
+    cpu = {}
+    for pid in tree:
+        _, comm, own, reaped = table[pid]
+        u, s = cpu.get(comm, (0, 0))
+        cpu[comm] = (u + own[0], s + own[1])
+        if pid == master_pid:
+            cpu["exited"] = reaped
+    return cpu
+
+
+def master_pid(mta):
+    try:
+        with open(os.path.join(mta.dir, "spool", "pid", "master.pid")) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def cpu_delta(before, after):
+    out = {}
+    for k, (u, s) in after.items():
+        u0, s0 = before.get(k, (0, 0))
+        if u - u0 + s - s0 > 0:
+            out[k] = (u - u0, s - s0)
+    return out
+
+
 class Sink:
     """One smtp-sink that exits after `count` messages."""
 
@@ -311,6 +375,8 @@ def measure(mta, sink, args):
            "-s", str(args.sessions), "-m", str(args.messages), "-r", str(args.rcpts),
            "-l", str(args.size), "-f", SENDER, "-t", RECIPIENT,
            "-M", "bench.example.com", "127.0.0.1:%d" % mta.port]
+    pid = master_pid(mta)
+    cpu0 = mta_cpu(pid)
     t0 = time.monotonic()
     try:
         src = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -328,6 +394,7 @@ def measure(mta, sink, args):
         raise BenchError("%s: the sink did not receive all %d messages within %d s"
                          % (mta.name, args.messages, args.timeout))
     t_e2e = time.monotonic() - t0
+    mta.cpu = cpu_delta(cpu0, mta_cpu(pid))
     if sink.proc.returncode != 0:
         raise BenchError("%s: smtp-sink failed (exit %d): %s"
                          % (mta.name, sink.proc.returncode, sink.proc.stderr.read()[-500:]))
@@ -345,7 +412,16 @@ def bench_one(make_mta, root, args):
         t_accept, t_e2e = measure(mta, sink, args)
         print("%s: accepted in %.2f s, delivered in %.2f s" % (mta.name, t_accept, t_e2e),
               flush=True)
-        return t_accept, t_e2e
+        cpu = getattr(mta, "cpu", {})
+        per = 1e6 / TICK / args.messages
+        user = sum(u for u, _ in cpu.values()) * per
+        system = sum(s for _, s in cpu.values()) * per
+        print("%s: CPU per message %.0f us (user %.0f, system %.0f): %s" % (
+            mta.name, user + system, user, system,
+            ", ".join("%s %.0f+%.0f" % (k, u * per, s * per)
+                      for k, (u, s) in sorted(cpu.items(), key=lambda kv: -sum(kv[1])))),
+              flush=True)
+        return t_accept, t_e2e, (user, system)
     except BenchError:
         if mta is not None:
             sys.stderr.write("--- last lines of %s ---\n%s" % (mta.log, tail(mta.log)))
@@ -368,12 +444,17 @@ def report(args, results):
     print("%-8s %5s %12s %14s %12s %14s" % ("MTA", "round", "accept s", "accepted/s", "e2e s",
                                             "end-to-end/s"))
     for name, rounds in results.items():
-        for i, (ta, te) in enumerate(rounds, 1):
+        for i, (ta, te, _) in enumerate(rounds, 1):
             print("%-8s %5d %12.2f %14.0f %12.2f %14.0f" % (name, i, ta, n / ta, te, n / te))
     med = {name: (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds))
            for name, rounds in results.items() if rounds}
     for name, (ta, te) in med.items():
         print("%-8s %5s %12.2f %14.0f %12.2f %14.0f" % (name, "med", ta, n / ta, te, n / te))
+    for name, rounds in results.items():
+        if rounds:
+            print("%-8s CPU per message, all its processes, medians: user %.0f us, "
+                  "system %.0f us" % (name, statistics.median(r[2][0] for r in rounds),
+                                      statistics.median(r[2][1] for r in rounds)))
     if "postino" in med and "postfix" in med:
         (pa, pe), (fa, fe) = med["postino"], med["postfix"]
         print("accepted (median): postino %.0f msg/s, postfix %.0f msg/s, ratio %.2f"
