@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,11 +20,13 @@
 #define EXPAND_DEPTH_MAX 30
 
 struct pval {
-    char *raw; /* NULL: the table default */
-    int line;  /* main.cf line, 0 when not from main.cf */
-    int set;   /* set in main.cf or by override */
-    char *exp; /* cached expansion, NULL when not computed */
-    int busy;  /* expansion in progress: loop guard */
+    char *raw;  /* NULL: the table default */
+    int line;   /* main.cf line, 0 when not from main.cf */
+    int set;    /* set in main.cf or by override */
+    char *exp;  /* cached expansion, NULL when not computed */
+    int busy;   /* expansion in progress: loop guard */
+    int num_ok; /* num holds exp parsed (conf_int) */
+    long long num;
 };
 
 struct conf_state {
@@ -64,14 +67,44 @@ static void cache_flush(void)
     for (size_t i = 0; i < param_count; i++) {
         free(cs.pv[i].exp);
         cs.pv[i].exp = NULL;
+        cs.pv[i].num_ok = 0;
+    }
+}
+
+/* Daemons look parameters up by name on every message (a few dozen
+ * lookups each), so the names are hashed once into an open-addressing
+ * table instead of compared one by one against a table of hundreds. */
+#define NAME_SLOTS 2048           /* a power of two, over twice the parameter count */
+static int name_slot[NAME_SLOTS]; /* param index + 1; 0: empty */
+static pthread_once_t name_once = PTHREAD_ONCE_INIT;
+
+static unsigned name_hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static void name_index_build(void)
+{
+    if (param_count * 2 > NAME_SLOTS)
+        log_panic("parameter table (%zu) outgrew its name index", param_count);
+    for (size_t i = 0; i < param_count; i++) {
+        unsigned h = name_hash(param_table[i].name) & (NAME_SLOTS - 1);
+        while (name_slot[h])
+            h = (h + 1) & (NAME_SLOTS - 1);
+        name_slot[h] = (int)i + 1;
     }
 }
 
 long conf_param_index(const char *name)
 {
-    for (size_t i = 0; i < param_count; i++)
-        if (strcmp(param_table[i].name, name) == 0)
-            return (long)i;
+    pthread_once(&name_once, name_index_build);
+    unsigned h = name_hash(name) & (NAME_SLOTS - 1);
+    for (; name_slot[h]; h = (h + 1) & (NAME_SLOTS - 1))
+        if (strcmp(param_table[name_slot[h] - 1].name, name) == 0)
+            return name_slot[h] - 1;
     return -1;
 }
 
@@ -394,11 +427,18 @@ long long conf_int(const char *name)
     ensure_state();
     size_t i = must_index(name);
     const struct param_def *d = &param_table[i];
+    struct pval *p = &cs.pv[i];
     const char *s = value_of(i, 0);
+    if (p->num_ok && p->exp == s)
+        return p->num;
     long long v = 0;
     int bad = d->type == PARAM_TIME ? conf_parse_time(s, d->unit, &v, NULL) : parse_ll(s, &v);
     if (bad < 0 || (d->type != PARAM_INT && d->type != PARAM_TIME))
         log_fatal("parameter \"%s\": invalid numeric value \"%s\"", name, s);
+    if (p->exp == s) {
+        p->num = v;
+        p->num_ok = 1;
+    }
     return v;
 }
 

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,6 +135,32 @@ int log_verbose(void)
     return log_level_verbose;
 }
 
+/* The pid in every line, asked of the kernel once per process (a daemon
+ * logs several lines per message); a fork without exec forgets it. */
+static long log_pid;
+
+static void log_pid_forget(void);
+
+static void log_pid_register(void)
+{
+    pthread_atfork(NULL, NULL, log_pid_forget);
+}
+
+static void log_pid_forget(void)
+{
+    log_pid = 0;
+}
+
+static long log_getpid(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (log_pid == 0) {
+        pthread_once(&once, log_pid_register);
+        log_pid = (long)getpid();
+    }
+    return log_pid;
+}
+
 static void emit(int prio, const char *prefix, const char *fmt, va_list ap)
 {
     int saved = errno;
@@ -156,7 +183,7 @@ static void emit(int prio, const char *prefix, const char *fmt, va_list ap)
     char stamp[32];
     strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
     int n = snprintf(line, sizeof(line), "%s %s %s/%s[%ld]: %s\n", stamp, log_host, log_sysname,
-                     log_prog, (long)getpid(), msg);
+                     log_prog, log_getpid(), msg);
     if (n < 0)
         n = 0;
     if ((size_t)n >= sizeof(line)) {
