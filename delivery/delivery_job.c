@@ -239,9 +239,9 @@ static void job_finish(struct dlv_job *job)
     for (k = 0; k < job->nres; k++) {
         struct dlv_rres *r = &job->res[k];
         const char *cat = r->status == QR_SENT ? NULL : bclass_name(r->cat);
-        if (job->env.nrcpt > r->idx &&
-            qfile_append_result(dlv_g.srv->spool, job->id, r->idx, r->status, r->dsn,
-                                buf_str(&job->relay), buf_str(&r->reason), cat) < 0)
+        if (job->env.nrcpt > r->idx && job->content_fd >= 0 &&
+            qfile_append_result_fd(job->content_fd, r->idx, r->status, r->dsn, buf_str(&job->relay),
+                                   buf_str(&r->reason), cat) < 0)
             log_warn("%s: cannot record result for recipient %zu: %s", job->id, r->idx,
                      strerror(errno));
         if (job->env.nrcpt > r->idx)
@@ -373,15 +373,13 @@ static int rcpts_exist(const struct dlv_job *job)
 int dlv_job_start(struct dlv_job *job, const char **why)
 {
     buf_t err = BUF_INIT;
-    long long len;
 
     if (dlv_source_probe(job) < 0) {
         job->source_fail = 1;
         dlv_qconn_job_done(job);
         return 0;
     }
-    if (qfile_read(dlv_g.srv->spool, job->id, &job->env, 0, &err) < 0 ||
-        (job->content_fd = qfile_open_content(dlv_g.srv->spool, job->id, &len, &err)) < 0) {
+    if ((job->content_fd = qfile_open_job(dlv_g.srv->spool, job->id, &job->env, &err)) < 0) {
         log_warn("%s: cannot read queue file: %s", job->id, buf_str(&err));
         dlv_job_set_pending(job, "4.3.0", "cannot read queue file", BCLASS_OTHER);
         buf_destroy(&err);

@@ -228,6 +228,11 @@ void qenv_destroy(struct qenv *env);
 /* Add a recipient to an envelope being built (copies strings). */
 struct qrcpt *qenv_add_rcpt(struct qenv *env, const char *addr, const char *orcpt, int notify);
 void qenv_set(char **field, const char *value); /* replace a string field */
+/* A delivery agent's one open of a committed queue file: the envelope is
+ * parsed into env, and the descriptor returned (O_RDWR | O_APPEND) serves
+ * for reading the content (pread at env->content_off), for the shared lock
+ * and for appending results (qfile_append_result_fd). -1 with err. */
+int qfile_open_job(const char *spool, const char *id, struct qenv *env, buf_t *err);
 /* Open the queue file read-only positioned at the content; *len = content
  * length. Returns fd or -1. */
 int qfile_open_content(const char *spool, const char *id, long long *len, buf_t *err);
@@ -249,6 +254,9 @@ enum qfile_lock_state qfile_busy(const char *spool, const char *id);
 /* category: bclass name, or NULL/"" for none (sent mail). */
 int qfile_append_result(const char *spool, const char *id, size_t idx, int status, const char *dsn,
                         const char *relay, const char *reason, const char *category);
+/* The same through a descriptor from qfile_open_job. */
+int qfile_append_result_fd(int fd, size_t idx, int status, const char *dsn, const char *relay,
+                           const char *reason, const char *category);
 int qfile_append_record(const char *spool, const char *id, const char *name, const char *value);
 /* Remove the queue file. 0 or -1 (ENOENT counts as success). */
 int qfile_remove(const char *spool, const char *id);

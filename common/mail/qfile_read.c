@@ -462,33 +462,84 @@ static int read_fp(struct rd *r, FILE *fp, const struct stat *st, int allow_inco
     return read_appended(r, fp, "queue file");
 }
 
-int qfile_read(const char *spool, const char *id, struct qenv *env, int allow_incomplete,
-               buf_t *err)
+/* A stdio stream over a descriptor that stays open when the stream is
+ * closed: it reads with pread at its own offset, so the descriptor's
+ * offset is untouched (a delivery agent keeps the descriptor for the
+ * content and for appending its results: one open per delivery). */
+struct fd_cookie {
+    int fd;
+    off_t pos;
+};
+
+static ssize_t cookie_read(void *c, char *buf, size_t n)
 {
-    buf_t path = BUF_INIT;
-    struct rd r = { env, BUF_INIT, NULL };
-    struct stat st;
-    int rc = -1;
-    qenv_init(env);
-    if (!qid_valid(id)) { /* ids may come from the command line */
-        buf_setf(err, "invalid queue id \"%s\"", id);
+    struct fd_cookie *k = c;
+    ssize_t r;
+    do
+        r = pread(k->fd, buf, n, k->pos);
+    while (r < 0 && errno == EINTR);
+    if (r > 0)
+        k->pos += r;
+    return r;
+}
+
+static int cookie_seek(void *c, off64_t *off, int whence)
+{
+    struct fd_cookie *k = c;
+    off_t base = 0;
+    if (whence == SEEK_CUR) {
+        base = k->pos;
+    } else if (whence == SEEK_END) {
+        struct stat st;
+        if (fstat(k->fd, &st) < 0)
+            return -1;
+        base = st.st_size;
+    } else if (whence != SEEK_SET) {
+        errno = EINVAL;
         return -1;
     }
-    qfile_path(spool, id, &path);
-    FILE *fp = fopen(path.data, "re");
-    if (fp == NULL || fstat(fileno(fp), &st) < 0) {
-        buf_setf(err, "%s: %s", path.data, strerror(errno));
+    if (base + *off < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    k->pos = base + (off_t)*off;
+    *off = k->pos;
+    return 0;
+}
+
+static int cookie_close(void *c)
+{
+    (void)c;
+    return 0;
+}
+
+/* The envelope and appended records of the open queue file fd. */
+static int read_env_fd(int fd, const char *path, const char *id, struct qenv *env,
+                       int allow_incomplete, buf_t *err)
+{
+    struct rd r = { env, BUF_INIT, NULL };
+    struct fd_cookie ck = { fd, 0 };
+    static const cookie_io_functions_t io = { cookie_read, NULL, cookie_seek, cookie_close };
+    struct stat st;
+    FILE *fp = NULL;
+    int rc = -1;
+    if (fstat(fd, &st) < 0) {
+        buf_setf(err, "%s: %s", path, strerror(errno));
         goto done;
     }
     env->complete = (st.st_mode & S_IXUSR) != 0;
     if (!env->complete && !allow_incomplete) {
-        buf_setf(err, "%s: incomplete queue file", path.data);
+        buf_setf(err, "%s: incomplete queue file", path);
+        goto done;
+    }
+    if ((fp = fopencookie(&ck, "r", io)) == NULL) {
+        buf_setf(err, "%s: %s", path, strerror(errno));
         goto done;
     }
     str_lcpy(env->id, id, sizeof(env->id));
     rc = read_fp(&r, fp, &st, allow_incomplete);
     if (rc < 0)
-        buf_setf(err, "%s: malformed queue file: %s", path.data, r.why ? r.why : "read error");
+        buf_setf(err, "%s: malformed queue file: %s", path, r.why ? r.why : "read error");
 done:
     if (fp)
         fclose(fp);
@@ -498,8 +549,49 @@ done:
         env->complete = complete;
     }
     buf_destroy(&r.tmp);
+    return rc;
+}
+
+/* Open a queue file by id: fd, or -1 with err. */
+static int open_by_id(const char *spool, const char *id, int flags, buf_t *path, buf_t *err)
+{
+    if (!qid_valid(id)) { /* ids may come from the command line */
+        buf_setf(err, "invalid queue id \"%s\"", id);
+        return -1;
+    }
+    qfile_path(spool, id, path);
+    int fd = open(path->data, flags | O_CLOEXEC);
+    if (fd < 0)
+        buf_setf(err, "%s: %s", path->data, strerror(errno));
+    return fd;
+}
+
+int qfile_read(const char *spool, const char *id, struct qenv *env, int allow_incomplete,
+               buf_t *err)
+{
+    buf_t path = BUF_INIT;
+    int rc = -1;
+    qenv_init(env);
+    int fd = open_by_id(spool, id, O_RDONLY, &path, err);
+    if (fd >= 0) {
+        rc = read_env_fd(fd, path.data, id, env, allow_incomplete, err);
+        close(fd);
+    }
     buf_destroy(&path);
     return rc;
+}
+
+int qfile_open_job(const char *spool, const char *id, struct qenv *env, buf_t *err)
+{
+    buf_t path = BUF_INIT;
+    qenv_init(env);
+    int fd = open_by_id(spool, id, O_RDWR | O_APPEND, &path, err);
+    if (fd >= 0 && read_env_fd(fd, path.data, id, env, 0, err) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    buf_destroy(&path);
+    return fd;
 }
 
 int qfile_open_content(const char *spool, const char *id, long long *len, buf_t *err)
@@ -553,6 +645,20 @@ enum qfile_lock_state qfile_busy(const char *spool, const char *id)
 
 /* One write(2) of the whole line with O_APPEND, so concurrent appenders
  * (delivery agents, qmgr, bounce) never interleave within a record. */
+static int append_fd(int fd, const buf_t *line)
+{
+    ssize_t w;
+    do
+        w = write(fd, line->data, line->len);
+    while (w < 0 && errno == EINTR);
+    if (w != (ssize_t)line->len) {
+        if (w >= 0)
+            errno = ENOSPC;
+        return -1;
+    }
+    return 0;
+}
+
 static int append_line(const char *spool, const char *id, const buf_t *line)
 {
     if (!qid_valid(id)) {
@@ -565,17 +671,11 @@ static int append_line(const char *spool, const char *id, const buf_t *line)
     buf_destroy(&path);
     if (fd < 0)
         return -1;
-    ssize_t w;
-    do
-        w = write(fd, line->data, line->len);
-    while (w < 0 && errno == EINTR);
+    int rc = append_fd(fd, line);
     int saved = errno;
     close(fd);
-    if (w != (ssize_t)line->len) {
-        errno = w < 0 ? saved : ENOSPC;
-        return -1;
-    }
-    return 0;
+    errno = saved;
+    return rc;
 }
 
 /* Escape a value that must stay one space-free word. */
@@ -592,8 +692,33 @@ static void put_word(buf_t *b, const char *s)
     }
 }
 
+static int result_line(buf_t *line, size_t idx, int status, const char *dsn, const char *relay,
+                       const char *reason, const char *category);
+
 int qfile_append_result(const char *spool, const char *id, size_t idx, int status, const char *dsn,
                         const char *relay, const char *reason, const char *category)
+{
+    buf_t line = BUF_INIT;
+    int rc = result_line(&line, idx, status, dsn, relay, reason, category);
+    if (rc == 0)
+        rc = append_line(spool, id, &line);
+    buf_destroy(&line);
+    return rc;
+}
+
+int qfile_append_result_fd(int fd, size_t idx, int status, const char *dsn, const char *relay,
+                           const char *reason, const char *category)
+{
+    buf_t line = BUF_INIT;
+    int rc = result_line(&line, idx, status, dsn, relay, reason, category);
+    if (rc == 0)
+        rc = append_fd(fd, &line);
+    buf_destroy(&line);
+    return rc;
+}
+
+static int result_line(buf_t *line_out, size_t idx, int status, const char *dsn, const char *relay,
+                       const char *reason, const char *category)
 {
     static const char *const defdsn[] = { "", "2.0.0", "4.0.0", "5.0.0" };
     if (status < QR_SENT || status > QR_BOUNCED) {
@@ -613,9 +738,9 @@ int qfile_append_result(const char *spool, const char *id, size_t idx, int statu
         put_word(&line, category);
     }
     buf_putc(&line, '\n');
-    int rc = append_line(spool, id, &line);
-    buf_destroy(&line);
-    return rc;
+    buf_destroy(line_out);
+    *line_out = line;
+    return 0;
 }
 
 int qfile_append_record(const char *spool, const char *id, const char *name, const char *value)

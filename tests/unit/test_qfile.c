@@ -217,6 +217,54 @@ static void test_appended(void **state)
     buf_destroy(&err);
 }
 
+/* A delivery agent's one descriptor: envelope with earlier results, the
+ * content by pread, its own results appended through it; an incomplete
+ * file is refused. */
+static void test_open_job(void **state)
+{
+    struct qenv env, rd, again;
+    char id[QID_LEN + 1];
+    buf_t err = BUF_INIT;
+    make_msg(&env, 3, 70000, id); /* content beyond the stdio buffer */
+    assert_int_equal(qfile_append_result(spool, id, 1, QR_DEFERRED, "4.4.1", "mx", "later", NULL),
+                     0);
+    int fd = qfile_open_job(spool, id, &rd, &err);
+    assert_true(fd >= 0);
+    assert_int_equal(rd.nrcpt, 3);
+    assert_int_equal(rd.rcpt[1].status, QR_DEFERRED);
+    assert_int_equal(rd.content_len, 70000);
+    char c[3];
+    assert_int_equal(pread(fd, c, 3, (off_t)rd.content_off + 26), 3);
+    assert_memory_equal(c, "abc", 3);
+    assert_int_equal(qfile_lock_shared(fd), 0);
+    assert_int_equal(qfile_busy(spool, id), QFILE_BUSY_HELD);
+    assert_int_equal(qfile_append_result_fd(fd, 0, QR_SENT, "2.0.0", "mx", "250 ok", NULL), 0);
+    assert_int_equal(
+        qfile_append_result_fd(fd, 2, QR_BOUNCED, "5.1.1", "mx", "550 no", "bad-mailbox"), 0);
+    assert_int_equal(qfile_append_result_fd(fd, 2, 99, "5.1.1", "mx", "x", NULL), -1);
+    assert_int_equal(qfile_read(spool, id, &again, 0, &err), 0);
+    assert_int_equal(again.rcpt[0].status, QR_SENT);
+    assert_int_equal(again.rcpt[1].status, QR_DEFERRED);
+    assert_int_equal(again.rcpt[2].status, QR_BOUNCED);
+    assert_int_equal(again.content_len, 70000);
+    check_content(id, 70000);
+    close(fd);
+    assert_int_equal(qfile_busy(spool, id), QFILE_BUSY_FREE);
+    qenv_destroy(&again);
+    qenv_destroy(&rd);
+    qenv_destroy(&env);
+
+    fill_env(&env, 1);
+    struct qfile_w *w = qfile_create(spool, &env, &err);
+    assert_non_null(w);
+    assert_int_equal(qfile_open_job(spool, env.id, &rd, &err), -1);
+    assert_non_null(strstr(err.data, "incomplete"));
+    qfile_abort(w);
+    assert_int_equal(qfile_open_job(spool, "NOTANID", &rd, &err), -1);
+    qenv_destroy(&env);
+    buf_destroy(&err);
+}
+
 /* VERP records: optional, the return address optional with them, and
  * delimiters that could break an address make the file malformed. */
 static void test_verp_records(void **state)
@@ -602,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_verp_records),
         cmocka_unit_test(test_empty_and_small),
         cmocka_unit_test(test_appended),
+        cmocka_unit_test(test_open_job),
         cmocka_unit_test(test_result_category),
         cmocka_unit_test(test_incomplete_and_abort),
         cmocka_unit_test(test_message_id),
