@@ -211,6 +211,10 @@ static int on_rset(struct dlv_sess *s, size_t i)
     buf_t r = BUF_INIT;
     if (reply_class(s) == 2) {
         buf_destroy(&r);
+        if (s->rset_ahead) {
+            s->rset_ahead = 0; /* MAIL's reply is next, already on its way */
+            return 0;
+        }
         if (s->verp_next) {
             s->verp_next = 0;
             dlv_proto_start_tx(s); /* the job's next VERP transaction */

@@ -160,7 +160,7 @@ int dlv_sess_abort(struct dlv_sess *s, const char *dsn, const char *reason, enum
 {
     struct dlv_job *job = s->job;
     enum dlv_sess_fail kind = s->reused ? SF_FRESH : SF_NEXT;
-    int in_tx = s->in_tx;
+    int in_tx = s->in_tx && !s->rset_ahead;
 
     if (!job) {
         dlv_sess_free(s);
@@ -424,6 +424,21 @@ struct dlv_sess *dlv_cache_take(const char *key)
     return NULL;
 }
 
+/* Will the transaction on s surely send MAIL (no refusal before it: the
+ * size fits, no 8-bit conversion is to be tried)? */
+static int tx_certain(struct dlv_sess *s, struct dlv_job *job)
+{
+    if (!(s->feat & FEAT_PIPELINING) || !s->tx_closed || !dlv_job_tx_window(job))
+        return 0;
+    if (!(s->feat & FEAT_8BITMIME) || (job->env.smtputf8 && !(s->feat & FEAT_SMTPUTF8)))
+        return 0;
+    return !(s->size_limit > 0 && dlv_mime_size(job) > s->size_limit);
+}
+
+/* A cached connection for a new job. RSET proves it still works (as
+ * Postfix's smtp_rset_timeout); with PIPELINING it goes in the same
+ * flight as MAIL, RCPT and DATA, so reuse costs no round trip and no
+ * extra system calls: a failed RSET still means a fresh connection. */
 void dlv_sess_reuse(struct dlv_sess *s, struct dlv_job *job)
 {
     s->job = job;
@@ -434,6 +449,10 @@ void dlv_sess_reuse(struct dlv_sess *s, struct dlv_job *job)
     job->sess = s;
     dlv_sess_send(s, "RSET\r\n", 6);
     dlv_sess_expect(s, X_RSET, 0);
+    if (tx_certain(s, job)) {
+        s->rset_ahead = 1;
+        dlv_job_sess_ready(job);
+    }
 }
 
 static void sess_quit(struct dlv_sess *s)

@@ -90,11 +90,14 @@ struct dlv_sess {
     struct dlv_job *job;
     struct dlv_xwait *xq; /* replies expected, in order (RFC 2920) */
     size_t xhead, xn, xcap;
-    int in_tx;     /* MAIL was sent */
-    int tx_closed; /* the transaction got its final reply: the next
+    int in_tx;      /* MAIL was sent */
+    int tx_closed;  /* the transaction got its final reply: the next
                       MAIL needs no RSET */
-    int verp_next; /* the RSET pending leads to the job's next VERP
+    int verp_next;  /* the RSET pending leads to the job's next VERP
                       transaction (not a cached connection's reuse) */
+    int rset_ahead; /* a reused connection's RSET went in the same flight
+                       as the transaction: until its 250 the connection
+                       is unproven, and a failure means a fresh one */
     int mail_failed, ignore_dot;
     int premature; /* the server spoke before our last command */
     size_t naccepted, next_rcpt;

@@ -3,6 +3,8 @@ travel over few SMTP connections (RSET between them), and
 smtp_connection_reuse_count_limit = 1 forces one connection per message.
 Connections are counted at the receiving aiosmtpd sink (one Session object
 per TCP connection)."""
+import asyncio
+
 import postino_harness as h
 
 SENDER = "s@sender.test"
@@ -88,3 +90,116 @@ def test_reuse_limit_reached_opens_next_connection(postino_factory, sink, dns):
     p.wait_queue_empty(timeout=60)
     asked = [q for q in dns.queries() if q[1] == "127.0.0.1"]
     assert not asked, "DNS queries for the address literal relayhost: %s" % asked[:4]
+
+
+class RsetMX(h.AsyncServers):
+    """An ESMTP receiver with PIPELINING that notes, per connection, the
+    commands it read, whether a reused connection's MAIL came before it had
+    answered RSET (the same flight), and that answers RSET as `rset` says."""
+
+    def __init__(self, port, rset=b"250 2.0.0 Ok\r\n"):
+        super().__init__(port, {"mx": ("127.0.0.1", None)})
+        self.rset = rset
+        self.conns = []       # [{"verbs": [...], "mail_before_rset_reply": bool}]
+        self.delivered = []   # (connection number, rcpts)
+
+    async def session(self, key, script, reader, writer):
+        conn = {"verbs": [], "mail_before_rset_reply": None}
+        self.conns.append(conn)
+        n = len(self.conns)
+        rcpts = []
+        try:
+            writer.write(b"220 mx.test ESMTP\r\n")
+            while True:
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), 60)
+                if not line:
+                    return
+                verb = line.split()[0].upper().decode() if line.split() else ""
+                conn["verbs"].append(verb)
+                if verb == "EHLO":
+                    writer.write(b"250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif verb == "RSET":
+                    # Does MAIL follow before we answer? (1 s is plenty on
+                    # loopback when it was in the same write.)
+                    try:
+                        nxt = await asyncio.wait_for(reader.readline(), 1.0)
+                    except asyncio.TimeoutError:
+                        nxt = None
+                    conn["mail_before_rset_reply"] = bool(nxt and nxt.upper().startswith(b"MAIL"))
+                    writer.write(self.rset)
+                    if self.rset.startswith(b"421"):
+                        await writer.drain()
+                        return
+                    if nxt:
+                        conn["verbs"].append("MAIL")
+                        rcpts = []
+                        writer.write(b"250 2.1.0 Ok\r\n")
+                elif verb == "MAIL":
+                    rcpts = []
+                    writer.write(b"250 2.1.0 Ok\r\n")
+                elif verb == "RCPT":
+                    rcpts.append(line.decode().split(":", 1)[1].strip().strip("<>"))
+                    writer.write(b"250 2.1.5 Ok\r\n")
+                elif verb == "DATA":
+                    writer.write(b"354 go ahead\r\n")
+                    await writer.drain()
+                    while (await asyncio.wait_for(reader.readline(), 60)) not in (b".\r\n", b""):
+                        pass
+                    self.delivered.append((n, rcpts))
+                    writer.write(b"250 2.0.0 Ok\r\n")
+                elif verb == "QUIT":
+                    writer.write(b"221 2.0.0 Bye\r\n")
+                    await writer.drain()
+                    return
+                else:
+                    writer.write(b"502 5.5.2 what\r\n")
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+def _rset_postino(postino_factory, port):
+    return postino_factory(main={"relayhost": "[127.0.0.1]:%d" % port,
+                                 "default_destination_concurrency_limit": "1",
+                                 "smtp_connection_cache_time_limit": "10s"})
+
+
+def test_reused_connection_pipelines_rset(postino_factory):
+    """A cached connection is still proven with RSET (as Postfix), but the
+    RSET travels in one flight with MAIL, RCPT and DATA: reuse costs no
+    round trip. Fails on a client that waits for RSET's reply first."""
+    mx = RsetMX(h.free_port()).start()
+    try:
+        p = _rset_postino(postino_factory, mx.port)
+        for i in range(3):
+            q = p.send(SENDER, "r%d@example.test" % i)
+            p.wait_removed(q, timeout=30)
+        assert [r for _, r in mx.delivered] == [["r0@example.test"], ["r1@example.test"],
+                                                 ["r2@example.test"]]
+        assert len(mx.conns) == 1, mx.conns
+        assert mx.conns[0]["verbs"].count("RSET") == 2, mx.conns[0]["verbs"]
+        assert mx.conns[0]["mail_before_rset_reply"] is True, mx.conns[0]
+        assert not p.log_lines(r"status=deferred")
+    finally:
+        mx.stop()
+
+
+def test_reused_connection_refused_at_rset_goes_fresh(postino_factory):
+    """A server that answers the pipelined RSET with 421 (it had enough of
+    this connection): the MAIL sent with it does not count; the message goes
+    over a new connection at once, not deferred."""
+    mx = RsetMX(h.free_port(), rset=b"421 4.7.0 mx.test closing connection\r\n").start()
+    try:
+        p = _rset_postino(postino_factory, mx.port)
+        q = p.send(SENDER, "first@example.test")
+        p.wait_removed(q, timeout=30)
+        q = p.send(SENDER, "second@example.test")
+        p.wait_removed(q, timeout=30)
+        assert [r for _, r in mx.delivered] == [["first@example.test"], ["second@example.test"]]
+        assert [n for n, _ in mx.delivered] == [1, 2]
+        assert "RSET" in mx.conns[0]["verbs"]
+        assert not p.log_lines(r"status=deferred"), p.log_tail(20)
+    finally:
+        mx.stop()
