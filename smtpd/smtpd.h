@@ -125,6 +125,7 @@ struct smtpd_session {
     int paused;        /* too much unread output: stop processing */
     int sleeping;      /* past smtpd_soft_error_limit: reply delayed */
     struct event *sleep_ev;
+    struct event *flush_ev;    /* replies go out at the end of this loop round */
     struct event *deadline_ev; /* smtpd_per_request_deadline, or NULL */
     double deadline_start;     /* the reply that started the request */
     long long deadline_bytes;  /* content bytes since then */

@@ -39,6 +39,7 @@
 static void session_read(struct bufferevent *bev, void *arg);
 static void session_write(struct bufferevent *bev, void *arg);
 static void session_event(struct bufferevent *bev, short what, void *arg);
+static void flush_replies(evutil_socket_t fd, short what, void *arg);
 
 const char *smtpd_hostname(void)
 {
@@ -67,13 +68,21 @@ static void client_addr(struct smtpd_session *s, int fd)
     buf_destroy(&host);
 }
 
+/* Replies on a plain connection are written by flush_replies, directly,
+ * once per loop round: the socket's write event is only armed when the
+ * kernel did not take everything. A bufferevent with writing always on
+ * would add and remove the write event around every reply (two epoll_ctl
+ * calls and a loop round each). TLS sessions keep the bufferevent's own
+ * writing: OpenSSL owns the bytes on that socket. */
 void smtpd_session_wire(struct smtpd_session *s)
 {
     struct timeval tv = { (time_t)conf_int("smtpd_timeout"), 0 };
     bufferevent_setcb(s->bev, session_read, session_write, session_event, s);
     bufferevent_set_timeouts(s->bev, &tv, &tv);
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(s->bev, s->ssl ? EV_READ | EV_WRITE : EV_READ);
+    if (!s->ssl) /* a new bufferevent starts with writing on */
+        bufferevent_disable(s->bev, EV_WRITE);
 }
 
 struct smtpd_session *smtpd_session_new(struct smtpd *d, int fd)
@@ -175,6 +184,8 @@ void smtpd_session_free(struct smtpd_session *s)
     smtpd_tls_release(s);
     if (s->sleep_ev)
         event_free(s->sleep_ev);
+    if (s->flush_ev)
+        event_free(s->flush_ev);
     if (s->deadline_ev)
         event_free(s->deadline_ev);
     qenv_destroy(&s->env);
@@ -265,6 +276,11 @@ static void reply_v(struct smtpd_session *s, int count, const char *fmt, va_list
     buf_append(&b, "\r\n", 2);
     bufferevent_write(s->bev, b.data, b.len);
     buf_destroy(&b);
+    if (!s->ssl) {
+        if (!s->flush_ev)
+            s->flush_ev = event_new(bufferevent_get_base(s->bev), -1, 0, flush_replies, s);
+        event_active(s->flush_ev, EV_WRITE, 0);
+    }
     if (s->d->per_request_deadline)
         smtpd_deadline_start(s); /* from this reply to the next request */
     if (count) {
@@ -533,11 +549,10 @@ static void underlying_event(struct bufferevent *u, short what, void *arg)
     smtpd_session_free(arg);
 }
 
-static void session_write(struct bufferevent *bev, void *arg)
+/* All output is gone: close when that was the last word, resume input
+ * that waited for room. */
+static void output_drained(struct smtpd_session *s, struct bufferevent *bev)
 {
-    struct smtpd_session *s = arg;
-    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
-        return;
     if (s->closing) {
         struct bufferevent *u = bufferevent_get_underlying(bev);
         if (u && evbuffer_get_length(bufferevent_get_output(u)) != 0) {
@@ -552,6 +567,40 @@ static void session_write(struct bufferevent *bev, void *arg)
         s->paused = 0;
         smtpd_process_input(s);
     }
+}
+
+static void session_write(struct bufferevent *bev, void *arg)
+{
+    struct smtpd_session *s = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) != 0)
+        return;
+    if (!s->ssl && !s->sleeping)
+        bufferevent_disable(bev, EV_WRITE); /* flush_replies writes again */
+    output_drained(s, bev);
+}
+
+static void flush_replies(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->ssl || s->sleeping) /* the bufferevent writes (wake_up) */
+        return;
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    if (evbuffer_get_length(out) != 0) {
+        /* (the bufferevent keeps its output's start frozen against
+         * anyone draining it but itself, as its own writer does) */
+        evbuffer_unfreeze(out, 1);
+        int n = evbuffer_write(out, bufferevent_getfd(s->bev));
+        evbuffer_freeze(out, 1);
+        if (evbuffer_get_length(out) != 0 || n < 0) {
+            /* The kernel is full (or the write failed: the bufferevent
+             * finds and reports the error itself). */
+            bufferevent_enable(s->bev, EV_WRITE);
+            return;
+        }
+    }
+    output_drained(s, s->bev);
 }
 
 static void session_event(struct bufferevent *bev, short what, void *arg)

@@ -227,6 +227,8 @@ void smtpd_tls_cmd(struct smtpd_session *s, char *arg)
     if (junk && log_verbose())
         log_debug("%s: discarding %zu plaintext bytes after STARTTLS", smtpd_client(s), junk);
     evbuffer_drain(in, junk);
+    /* The 220 goes out through the plain bufferevent under the filter. */
+    bufferevent_enable(s->bev, EV_WRITE);
     SSL *ssl = tls_server_ssl_new((SSL_CTX *)s->d->tls_ctx);
     struct bufferevent *tb = bufferevent_openssl_filter_new(
         s->d->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
