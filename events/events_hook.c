@@ -81,10 +81,18 @@ static void sync_dir(void)
     }
 }
 
+/* A failing fsync is said once until one works again (not every 100 ms). */
 static void sync_open(void)
 {
-    if (wh.fd >= 0 && wh.unsynced && fsync(wh.fd) < 0)
-        log_warn("cannot fsync %s: %s", HOOK_OPEN, strerror(errno));
+    static int failing;
+    if (wh.fd < 0 || !wh.unsynced)
+        return;
+    if (fsync(wh.fd) < 0) {
+        if (!failing++)
+            log_warn("cannot fsync %s: %s", HOOK_OPEN, strerror(errno));
+    } else {
+        failing = 0;
+    }
     wh.unsynced = 0;
 }
 
