@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include <event2/event.h>
+
 #include "common/mail/proto.h"
 #include "common/mail/server.h"
 #include "common/util/alloc.h"
@@ -27,6 +29,14 @@ struct events_peer {
 
 static LIST_HEAD(, events_peer) peers = LIST_HEAD_INITIALIZER(peers);
 static unsigned long npeers;
+static struct event *tick_ev;
+
+/* Each second: lines that a full disk kept back are tried again. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    events_file_retry();
+    events_hook_retry();
+}
 
 static enum conn_verdict on_record(struct conn *c, const attr_t *rec, void *arg, const char **why)
 {
@@ -79,8 +89,12 @@ static void on_accept(struct server *s, int fd, int idx)
 
 static void post_drop(struct server *s)
 {
+    struct timeval sec = { 1, 0 };
     events_file_open();
     events_hook_start(s->base);
+    tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, NULL);
+    if (tick_ev == NULL || event_add(tick_ev, &sec) < 0)
+        log_fatal("cannot create the retry timer (libevent)");
 }
 
 static void on_reload(struct server *s)
@@ -97,8 +111,11 @@ static void on_stop(struct server *s)
         conn_free(p->conn); /* no on_close */
         peer_free(p);
     }
+    if (tick_ev)
+        event_free(tick_ev);
+    tick_ev = NULL;
     events_hook_stop();
-    events_file_close();
+    events_file_stop();
     server_exit(s);
 }
 

@@ -8,8 +8,13 @@
  * The age counts from when this daemon opened the file (a restart starts
  * the clock again). A reload (postino reload, or SIGHUP to the daemon)
  * reopens the file, so an outside logrotate may move it away first.
- * Write errors are logged once per kind and the line is lost; the
- * webhook's spool is the durable copy. */
+ * A line the file does not take (a full disk, most often) is never left
+ * half-written: a short write is cut back to the last whole line. It waits
+ * in memory with the lines after it (events_backlog.c: in order, up to
+ * EVENTS_BACKLOG_MAX, beyond that dropped and counted) and is written once
+ * the file takes lines again: tried with each new event and each second.
+ * One warning when the trouble starts, one line with the counts when it
+ * ends. */
 #include "events/events.h"
 
 #include <errno.h>
@@ -28,7 +33,8 @@ static struct {
     int fd;
     long long size;
     time_t opened;
-    int warned;
+    int warned;                 /* the open failure is logged */
+    struct events_backlog wait; /* lines not written yet */
 } ef = { .path = BUF_INIT, .fd = -1 };
 
 static void open_file(void)
@@ -36,8 +42,10 @@ static void open_file(void)
     struct stat st;
     ef.fd = open(buf_str(&ef.path), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (ef.fd < 0) {
-        if (!ef.warned++)
-            log_warn("cannot open event_log %s: %s", buf_str(&ef.path), strerror(errno));
+        int err = errno;
+        if (!ef.warned++ && ef.wait.lines == 0)
+            log_warn("cannot open event_log %s: %s", buf_str(&ef.path), strerror(err));
+        errno = err;
         return;
     }
     ef.warned = 0;
@@ -97,23 +105,76 @@ static int due(size_t len)
            (age > 0 && time(NULL) - ef.opened >= age);
 }
 
-void events_file_write(const char *line, size_t len)
+/* A short write took n bytes of a line: take them back off the end. */
+static void cut_back(ssize_t n)
 {
-    if (ef.path.len == 0)
-        return;
+    off_t end = lseek(ef.fd, 0, SEEK_END);
+    if (end < n || ftruncate(ef.fd, end - n) < 0)
+        log_warn("cannot remove a partial line from event_log %s: %s", buf_str(&ef.path),
+                 strerror(errno));
+}
+
+/* One whole line into the file (rotating first when due), or nothing. */
+static int put_line(const char *line, size_t len, void *arg)
+{
     if (ef.fd < 0)
         open_file();
     else if (due(len))
         rotate();
     if (ef.fd < 0)
-        return;
+        return -1;
     ssize_t n = write(ef.fd, line, len);
-    if (n != (ssize_t)len) {
-        if (!ef.warned++)
-            log_warn("cannot write event_log %s: %s", buf_str(&ef.path),
-                     n < 0 ? strerror(errno) : "short write");
+    if (n == (ssize_t)len) {
+        ef.size += (long long)len;
+        return 0;
+    }
+    int err = n < 0 ? errno : ENOSPC; /* a short write: the disk is full */
+    if (n > 0)
+        cut_back(n);
+    errno = err;
+    return -1;
+}
+
+static void keep(const char *line, size_t len)
+{
+    if (events_backlog_push(&ef.wait, line, len) < 0 && ef.wait.dropped == 1)
+        log_warn("event_log %s: %d MiB of events wait to be written; dropping new ones "
+                 "until it takes lines again",
+                 buf_str(&ef.path), EVENTS_BACKLOG_MAX / (1024 * 1024));
+}
+
+void events_file_retry(void)
+{
+    if (ef.wait.lines == 0 || events_backlog_drain(&ef.wait, put_line, NULL) < 0)
+        return;
+    log_info("event_log %s takes events again: %llu written late, %llu dropped", buf_str(&ef.path),
+             ef.wait.written, ef.wait.dropped);
+    events_backlog_reset_counts(&ef.wait);
+}
+
+void events_file_write(const char *line, size_t len)
+{
+    if (ef.path.len == 0)
+        return;
+    if (ef.wait.lines > 0) {
+        keep(line, len); /* after the lines that wait: in order */
+        events_file_retry();
         return;
     }
-    ef.warned = 0;
-    ef.size += (long long)len;
+    if (put_line(line, len, NULL) == 0)
+        return;
+    log_warn("cannot write event_log %s: %s; keeping events in memory (up to %d MiB) until "
+             "it takes lines again",
+             buf_str(&ef.path), strerror(errno), EVENTS_BACKLOG_MAX / (1024 * 1024));
+    keep(line, len);
+}
+
+void events_file_stop(void)
+{
+    events_file_retry();
+    if (ef.wait.lines > 0)
+        log_warn("event_log %s: %zu events could not be written and are lost", buf_str(&ef.path),
+                 ef.wait.lines);
+    events_backlog_free(&ef.wait);
+    events_file_close();
 }

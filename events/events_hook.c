@@ -14,7 +14,15 @@
  * or crash loses nothing fsynced: at start the open file (cut back to its
  * last whole line) is sealed and every batch is sent again. A batch whose
  * 2xx was lost on the way is sent twice: the webhook gets every event at
- * least once. The HTTP client is libevent's evhttp, on the daemon's loop. */
+ * least once. The HTTP client is libevent's evhttp, on the daemon's loop.
+ *
+ * A line the spool does not take (a full disk) is cut back, never left
+ * half-written, and waits in memory with the lines after it
+ * (events_backlog.c: in order, bounded, beyond that dropped and counted)
+ * until the spool takes lines again: tried with each new event and each
+ * second. A batch that cannot be sealed (renamed) stays open and grows
+ * until it can. One warning when the trouble starts, one line with the
+ * counts when it ends; nothing of it stops the daemon. */
 #include "events/events.h"
 
 #include <dirent.h>
@@ -54,6 +62,8 @@ static struct {
     int inflight;
     int backoff; /* seconds, 0: none */
     int warned;
+    int seal_warned;
+    struct events_backlog wait; /* lines the spool did not take yet */
     struct event *sync_ev, *send_ev;
 } wh = { .fd = -1 };
 
@@ -71,26 +81,43 @@ static void sync_dir(void)
     }
 }
 
+/* A failing fsync is said once until one works again (not every 100 ms). */
 static void sync_open(void)
 {
-    if (wh.fd >= 0 && wh.unsynced && fsync(wh.fd) < 0)
-        log_warn("cannot fsync %s: %s", HOOK_OPEN, strerror(errno));
+    static int failing;
+    if (wh.fd < 0 || !wh.unsynced)
+        return;
+    if (fsync(wh.fd) < 0) {
+        if (!failing++)
+            log_warn("cannot fsync %s: %s", HOOK_OPEN, strerror(errno));
+    } else {
+        failing = 0;
+    }
     wh.unsynced = 0;
 }
 
-/* events/open -> events/B<next>. */
+/* events/open -> events/B<next>. When the rename fails (a full
+ * directory block) the file stays open and takes more lines. */
 static void seal(void)
 {
     buf_t name = BUF_INIT;
     if (wh.fd < 0 || wh.nopen == 0)
         return;
     sync_open();
+    batch_name(wh.next, &name);
+    if (rename(HOOK_OPEN, name.data) < 0) {
+        if (!wh.seal_warned++)
+            log_warn("cannot rename %s to %s: %s; sending it later", HOOK_OPEN, name.data,
+                     strerror(errno));
+        buf_destroy(&name);
+        return;
+    }
+    if (wh.seal_warned)
+        log_info("webhook spool: %s sealed again", name.data);
+    wh.seal_warned = 0;
     close(wh.fd);
     wh.fd = -1;
     wh.nopen = 0;
-    batch_name(wh.next, &name);
-    if (rename(HOOK_OPEN, name.data) < 0)
-        log_fatal("cannot rename %s to %s: %s", HOOK_OPEN, name.data, strerror(errno));
     sync_dir();
     wh.next++;
     buf_destroy(&name);
@@ -222,17 +249,31 @@ static void kick(void)
         send_batch();
 }
 
-void events_hook_add(const char *line, size_t len)
+/* A short write took n bytes of a line: take them back off the end. */
+static void cut_back(ssize_t n)
 {
-    if (wh.uri == NULL)
-        return;
+    off_t end = lseek(wh.fd, 0, SEEK_END);
+    if (end < n || ftruncate(wh.fd, end - n) < 0)
+        log_warn("cannot remove a partial line from %s: %s", HOOK_OPEN, strerror(errno));
+}
+
+/* One whole line into events/open (sealed when the batch is full), or
+ * nothing. */
+static int spool_line(const char *line, size_t len, void *arg)
+{
     if (wh.fd < 0) {
         wh.fd = open(HOOK_OPEN, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         if (wh.fd < 0)
-            log_fatal("cannot open the webhook spool %s: %s", HOOK_OPEN, strerror(errno));
+            return -1;
     }
-    if (write(wh.fd, line, len) != (ssize_t)len)
-        log_fatal("cannot write the webhook spool %s: %s", HOOK_OPEN, strerror(errno));
+    ssize_t n = write(wh.fd, line, len);
+    if (n != (ssize_t)len) {
+        int err = n < 0 ? errno : ENOSPC; /* a short write: the disk is full */
+        if (n > 0)
+            cut_back(n);
+        errno = err;
+        return -1;
+    }
     wh.nopen++;
     wh.unsynced = 1;
     if (wh.nopen >= (size_t)conf_int("event_webhook_batch_size")) {
@@ -242,6 +283,42 @@ void events_hook_add(const char *line, size_t len)
         struct timeval tv = { 0, HOOK_SYNC_MS * 1000 };
         evtimer_add(wh.sync_ev, &tv);
     }
+    return 0;
+}
+
+static void keep(const char *line, size_t len)
+{
+    if (events_backlog_push(&wh.wait, line, len) < 0 && wh.wait.dropped == 1)
+        log_warn("webhook spool %s: %d MiB of events wait to be written; dropping new ones "
+                 "until it takes lines again",
+                 HOOK_DIR, EVENTS_BACKLOG_MAX / (1024 * 1024));
+}
+
+void events_hook_retry(void)
+{
+    if (wh.uri == NULL || wh.wait.lines == 0 ||
+        events_backlog_drain(&wh.wait, spool_line, NULL) < 0)
+        return;
+    log_info("webhook spool %s takes events again: %llu written late, %llu dropped", HOOK_DIR,
+             wh.wait.written, wh.wait.dropped);
+    events_backlog_reset_counts(&wh.wait);
+}
+
+void events_hook_add(const char *line, size_t len)
+{
+    if (wh.uri == NULL)
+        return;
+    if (wh.wait.lines > 0) {
+        keep(line, len); /* after the lines that wait: in order */
+        events_hook_retry();
+        return;
+    }
+    if (spool_line(line, len, NULL) == 0)
+        return;
+    log_warn("cannot write the webhook spool %s: %s; keeping events in memory (up to %d MiB) "
+             "until it takes lines again",
+             HOOK_OPEN, strerror(errno), EVENTS_BACKLOG_MAX / (1024 * 1024));
+    keep(line, len);
 }
 
 /* Cut events/open back to its last whole line (a crash mid-write). */
@@ -362,6 +439,11 @@ void events_hook_reload(void)
 
 void events_hook_stop(void)
 {
+    events_hook_retry();
+    if (wh.wait.lines > 0)
+        log_warn("webhook spool %s: %zu events could not be written and are lost", HOOK_DIR,
+                 wh.wait.lines);
+    events_backlog_free(&wh.wait);
     unconfigure();
     if (wh.sync_ev)
         event_free(wh.sync_ev);

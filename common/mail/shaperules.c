@@ -288,16 +288,21 @@ static void put_relined(buf_t *out, const char *s, size_t n, const char code[3])
 
 int shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply)
 {
-    static const char said[] = " said: ", tail[] = " (in reply to ";
+    /* "said:" to a command; "refused to talk to me:" is the greeting */
+    static const char said[] = " said: ", greeting[] = " refused to talk to me: ",
+                      tail[] = " (in reply to ";
     buf_set(host, "");
     buf_set(reply, reason ? reason : "");
     if (reason == NULL || strncmp(reason, "host ", 5) != 0)
         return 0;
-    const char *h = reason + 5, *p = strstr(h, said);
-    if (p == NULL)
+    const char *h = reason + 5, *p = strstr(h, said), *text;
+    if (p != NULL)
+        text = p + sizeof said - 1;
+    else if ((p = strstr(h, greeting)) != NULL)
+        text = p + sizeof greeting - 1;
+    else
         return 0;
     size_t hn = strcspn(h, "[ ");
-    const char *text = p + sizeof said - 1;
     const char *end = strstr(text, tail);
     size_t n = end ? (size_t)(end - text) : strlen(text);
     if (n < 3 || !isdigit((unsigned char)text[0]) || !isdigit((unsigned char)text[1]) ||

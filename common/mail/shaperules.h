@@ -89,8 +89,10 @@ const struct shaperule *shaperules_match(const struct shaperules *rs,
 /* The remote reply inside a delivery agent's reason, "host mx.example.com
  * [192.0.2.1] said: 421-4.7.28 first 421 4.7.28 last (in reply to RCPT TO
  * command)": the host name into host, the reply into reply with its lines
- * separated by "\n" again ("421-4.7.28 first\n421 4.7.28 last"). 1 when the
- * reason has that form; 0 otherwise (host empty, reply the whole reason). */
+ * separated by "\n" again ("421-4.7.28 first\n421 4.7.28 last"); also
+ * "host mx.example.com[192.0.2.1] refused to talk to me: 421 ...", a reply
+ * to the greeting. 1 when the reason has that form; 0 otherwise (host
+ * empty, reply the whole reason). */
 int shaperules_split_reason(const char *reason, buf_t *host, buf_t *reply);
 
 /* What a rule does, for log lines and "postino site list": "suspended for

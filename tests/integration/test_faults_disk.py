@@ -11,10 +11,17 @@ tests skip otherwise) and is filled with a plain file:
   bounces and qmgr is killed (it rebuilds its index): no daemon crash
   loop, nothing accepted is lost or corrupted,
   and when the file is removed everything is delivered once (the DSN too).
+* event_log on the full file system, and the webhook's spool on a full
+  file system of its own: mail goes on as the queue's space allows, the
+  events daemon warns once, lives on and leaves no partial line, and
+  writes what it kept in memory (and the spool drains) once space returns.
 
 Everything goes to the aiosmtpd sink on 127.0.0.1 (relayhost)."""
 import errno
+import json
 import os
+import pwd
+import re
 import smtplib
 import subprocess
 import time
@@ -22,6 +29,7 @@ import time
 import pytest
 
 import postino_harness as h
+from test_events import EVENTS_ROW, Webhook
 
 SENDER = "s@sender.test"
 FS_SIZE = 32 * 1024 * 1024
@@ -60,15 +68,18 @@ def small_spool(postino_factory, sink):
     postino starts (p.filler is the file)."""
     made = []
 
-    def make(leave=None, **main):
+    def make(leave=None, master_extra=(), setup=None, **main):
         cf = {"relayhost": "[127.0.0.1]:%d" % sink.port,
               "local_transport": "smtp:[127.0.0.1]:%d" % sink.port}
         cf.update(main)
-        p = postino_factory(main=cf, start=False)
+        p = postino_factory(main=cf, master_extra=list(master_extra), start=False)
         os.makedirs(p.spool)
         subprocess.check_call(["mount", "-t", "tmpfs", "-o", "size=%d,mode=755" % FS_SIZE,
                                "tmpfs", p.spool])
         made.append(p)
+        p.mounts = [p.spool]
+        if setup:
+            setup(p)                       # before start: more mounts, config
         p.filler = fill(p.spool, leave) if leave is not None else None
         p.start()
         return p
@@ -76,8 +87,9 @@ def small_spool(postino_factory, sink):
     yield make
     for p in made:
         p.stop()
-        if subprocess.call(["umount", p.spool]) != 0:
-            subprocess.call(["umount", "-l", p.spool])
+        for m in reversed(p.mounts):
+            if subprocess.call(["umount", m]) != 0:
+                subprocess.call(["umount", "-l", m])
 
 
 def _mail_reply(p, size=None):
@@ -86,8 +98,8 @@ def _mail_reply(p, size=None):
         return c.mail(SENDER, opts)
 
 
-def _daemons(p):
-    return {n: sorted(v) for n, v in p.pids(("qmgr", "bounce", "delivery")).items()}
+def _daemons(p, names=("qmgr", "bounce", "delivery")):
+    return {n: sorted(v) for n, v in p.pids(names).items()}
 
 
 def test_queue_minfree_refuses_mail_and_resumes(small_spool, sink):
@@ -238,3 +250,144 @@ def test_start_on_a_nearly_full_disk(small_spool, sink):
     qid = p.send(SENDER, "roomy@example.test")
     sink.wait_to("roomy@example.test")
     p.wait_removed(qid)
+
+
+# -- the event log and the webhook's spool on a full file system
+
+def _events(path):
+    """Every line of an event log, parsed: a partial or corrupt line fails
+    here (json raises)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    assert not text or text.endswith("\n"), "a partial last line: %r" % text[-200:]
+    return [json.loads(ln) for ln in text.split("\n") if ln]
+
+
+def _events_to(events, rcpt, type_):
+    return [e for e in events if e.get("recipient") == rcpt and e["type"] == type_]
+
+
+def test_event_log_on_a_full_disk(small_spool, sink):
+    """event_log on the queue's file system. While it is full: smtpd
+    answers 452, the deferred mail is retried, the events daemon logs one
+    warning, keeps the events in memory and leaves no partial line; once
+    the space returns it writes them, in order, and the new ones after."""
+    state = {"defer": True}
+    sink.on_rcpt(lambda ip, rcpt: state["defer"] and rcpt.startswith("held"),
+                 forever="451 4.3.0 try again later")
+
+    def setup(p):
+        p.set(event_log=os.path.join(h.mail_owner_dir(os.path.join(p.spool, "evlog")),
+                                     "events.json"))
+
+    p = small_spool(master_extra=[EVENTS_ROW], setup=setup)
+    log = p.main["event_log"]
+    # Ten deferred messages: each retry round makes ten transient_failure
+    # events, more than the slack in the log file's last page.
+    held = ["held%d@example.test" % i for i in range(10)]
+    for rcpt in held:
+        p.send(SENDER, rcpt)
+    for rcpt in held:
+        p.wait_log(r"to=<%s>, .*status=deferred" % rcpt)
+    h.wait_until(lambda: all(_events_to(_events(log), r, "transient_failure") for r in held),
+                 timeout=30, what="the first transient_failure events")
+    daemons = _daemons(p, ("qmgr", "events"))
+
+    filler = fill(p.spool, 0)
+    time.sleep(1.1)                       # smtpd measures at most once a second
+    with pytest.raises(smtplib.SMTPSenderRefused) as e:
+        p.send(SENDER, "nospace@example.test")
+    assert e.value.smtp_code == 452, e.value
+    p.wait_log(r"events\[\d+\]: warning: cannot write event_log %s: No space left on device"
+               % re.escape(log), timeout=90)
+    n = len(p.log_lines(r"to=<held0@example\.test>, .*status=deferred"))
+    p.wait_log(r"to=<held0@example\.test>, .*status=deferred", count=n + 2, timeout=60)
+    assert len(p.log_lines(r"cannot write event_log")) == 1, \
+        "\n".join(p.log_lines(r"cannot write event_log"))
+    _events(log)                          # no partial or corrupt line
+    assert _daemons(p, ("qmgr", "events")) == daemons, \
+        "a daemon was restarted while the disk was full"
+    bad = p.log_lines(r"panic|fatal|terminated|signal \d|exit status|back-off")
+    assert not bad, "\n".join(bad)
+
+    # Space returns: the events kept in memory are written, then new ones.
+    os.unlink(filler)
+    state["defer"] = False
+    for rcpt in held:
+        sink.wait_to(rcpt, timeout=60)
+    qid = p.send(SENDER, "after@example.test")
+    sink.wait_to("after@example.test")
+    p.wait_removed(qid)
+    line = p.wait_log(r"event_log %s takes events again: (\d+) written late, 0 dropped"
+                      % re.escape(log))[0]
+    assert int(re.search(r"(\d+) written late", line).group(1)) >= 1, line
+    h.wait_until(lambda: _events_to(_events(log), "after@example.test", "delivery"),
+                 timeout=30, what="the delivery event of a message sent afterwards")
+    events = _events(log)
+    for rcpt in held:
+        # every retry's event is there (none lost), and the delivery
+        deferred = len(p.log_lines(r"to=<%s>, .*status=deferred" % re.escape(rcpt)))
+        assert len(_events_to(events, rcpt, "transient_failure")) == deferred, rcpt
+        assert len(_events_to(events, rcpt, "delivery")) == 1, rcpt
+    assert _daemons(p, ("qmgr", "events")) == daemons
+
+
+def test_webhook_spool_on_a_full_disk(small_spool, sink):
+    """The webhook's spool (queue_directory/events) on a file system of its
+    own that fills up while mail flows: mail is still taken and delivered,
+    the events daemon logs one warning and lives on, and once the space
+    returns the events kept in memory are spooled and POSTed and the spool
+    drains."""
+    hook = Webhook().start()
+    try:
+        def setup(p):
+            evdir = os.path.join(p.spool, "events")
+            os.makedirs(evdir)
+            pw = pwd.getpwnam(h.MAIL_OWNER)
+            subprocess.check_call(["mount", "-t", "tmpfs", "-o", "size=1m,mode=700,uid=%d,gid=%d"
+                                   % (pw.pw_uid, pw.pw_gid), "tmpfs", evdir])
+            p.mounts.append(evdir)
+            p.evdir = evdir
+
+        p = small_spool(master_extra=[EVENTS_ROW], setup=setup,
+                        event_webhook_url="http://127.0.0.1:%d/hook" % hook.port)
+        first = p.send(SENDER, "first@example.test")
+        h.wait_until(lambda: [ln for ln in hook.received()
+                              if first in ln and '"delivery"' in ln],
+                     timeout=30, what="the first delivery event at the webhook")
+        h.wait_until(lambda: not os.listdir(p.evdir), timeout=30, what="the spool drained")
+        daemons = _daemons(p, ("qmgr", "events"))
+
+        filler = fill(p.evdir, 0)
+        rcpts = ["full%d@example.test" % i for i in range(20)]
+        for rcpt in rcpts:
+            p.send(SENDER, rcpt)          # the queue has room: taken
+        for rcpt in rcpts:
+            sink.wait_to(rcpt, timeout=60)
+        p.wait_log(r"events\[\d+\]: warning: cannot write the webhook spool \S+: "
+                   r"No space left on device", timeout=30)
+        time.sleep(2)
+        assert len(p.log_lines(r"cannot write the webhook spool")) == 1
+        assert _daemons(p, ("qmgr", "events")) == daemons, \
+            "a daemon was restarted while the spool was full"
+        bad = p.log_lines(r"panic|fatal|terminated|signal \d|exit status|back-off")
+        assert not bad, "\n".join(bad)
+
+        os.unlink(filler)
+        line = p.wait_log(r"webhook spool events takes events again: \d+ written late, "
+                          r"0 dropped", timeout=30)[0]
+        assert int(re.search(r"(\d+) written late", line).group(1)) >= 1, line
+        for rcpt in rcpts:
+            h.wait_until(lambda: [ln for ln in hook.received()
+                                  if rcpt in ln and '"delivery"' in ln],
+                         timeout=30, what="the delivery event of %s at the webhook" % rcpt)
+        h.wait_until(lambda: not [f for f in os.listdir(p.evdir) if f.startswith("B")],
+                     timeout=30, what="the webhook spool drained")
+        for ln in hook.received():
+            json.loads(ln)                # every line whole
+        assert _daemons(p, ("qmgr", "events")) == daemons
+    finally:
+        hook.stop()

@@ -366,3 +366,112 @@ def test_broken_rules_refused_by_check_start_and_reload(postino_factory):
         f.write("suspend 1h site=gmail text=(\n")
     r = p.cli("check")
     assert r.returncode != 0 and "%s, line 1: bad regular expression" % path in r.stderr
+
+
+# -- one push-back to many deliveries in flight: one state change, one line
+
+BURST_IP = "127.0.0.64"
+IN_FLIGHT = 20
+
+
+class BarrierMX(h.AsyncServers):
+    """Holds every connection until IN_FLIGHT of them wait (or 30 s pass),
+    then gives them all the same push-back at once: at RCPT (`at="rcpt"`,
+    Gmail's 421 4.7.28) or as the greeting (`at="greeting"`, a 421 and
+    close). `released` is how many were held together."""
+
+    def __init__(self, port, at):
+        super().__init__(port, {"burst": (BURST_IP, None)})
+        self.at = at
+        self.waiting = 0
+        self.released = 0
+        self.gate = None
+
+    async def _hold(self):
+        if self.gate is None:
+            self.gate = asyncio.Event()
+        self.waiting += 1
+        if self.waiting >= IN_FLIGHT and not self.gate.is_set():
+            self.released = self.waiting
+            self.gate.set()
+        try:
+            await asyncio.wait_for(self.gate.wait(), 30)
+        except asyncio.TimeoutError:
+            if not self.gate.is_set():
+                self.released = self.waiting
+                self.gate.set()
+
+    async def session(self, key, script, reader, writer):
+        try:
+            if self.at == "greeting":
+                await self._hold()
+                writer.write(b"421 4.7.0 mx.burst.test Try again later, closing connection\r\n")
+                await writer.drain()
+                return
+            writer.write(b"220 mx.burst.test ESMTP\r\n")
+            while True:
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), 60)
+                if not line:
+                    return
+                verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper()
+                if verb == b"EHLO":
+                    writer.write(b"250-mx.burst.test\r\n250 PIPELINING\r\n")
+                elif verb == b"RCPT":
+                    await self._hold()
+                    writer.write(REPLY_42128)
+                    await writer.drain()
+                    return
+                elif verb == b"QUIT":
+                    writer.write(b"221 2.0.0 bye\r\n")
+                    await writer.drain()
+                    return
+                else:
+                    writer.write(b"250 2.0.0 OK\r\n")
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.dns([("mx", "burst.test", "mx.burst.test", 10), ("a", "mx.burst.test", BURST_IP)])
+@pytest.mark.parametrize("at, rule, said", [
+    ("rcpt", "suspend 10m dsn=4.7.28", r"suspended for 600s"),
+    ("rcpt", "rate=300/h 10m dsn=4.7.28", r"throttled: rate 300/h"),
+    ("rcpt", "connections=2 10m dsn=4.7.28", r"throttled: concurrency 2"),
+    ("rcpt", "suspend_source 10m dsn=4.7.28", r"suspended for 600s"),
+    ("greeting", "suspend 10m code=421 text=try again later", r"suspended for 600s"),
+])
+def test_one_pushback_to_many_in_flight_is_one_line(postino_factory, at, rule, said):
+    """IN_FLIGHT deliveries to one site get the same push-back at once (issue
+    #12: twenty connection failures logged twenty identical lines). The
+    rule changes the site's state once: one line, whatever the action;
+    the replies that follow find the state in force and add nothing."""
+    port = h.free_port_all([BURST_IP])
+    mx = BarrierMX(port, at).start()
+    try:
+        p = postino_factory(main={"smtp_port": str(port),
+                                  "initial_destination_concurrency": str(IN_FLIGHT),
+                                  "default_destination_concurrency_limit": str(IN_FLIGHT)},
+                            start=False)
+        with open(os.path.join(p.conf, "shaping_rules"), "w") as f:
+            f.write(rule + "\n")
+        p.start()
+        s = p.smtp()
+        try:
+            for i in range(IN_FLIGHT):
+                p.send(SENDER, "u%d@burst.test" % i, conn=s)
+        finally:
+            s.quit()
+        for i in range(IN_FLIGHT):
+            p.wait_log(r"to=<u%d@burst\.test>, .*status=deferred" % i, timeout=60)
+        time.sleep(2)                     # anything late would be logged by now
+        print("held together at the MX: %d" % mx.released)
+        assert mx.released == IN_FLIGHT, "only %d deliveries were in flight" % mx.released
+        lines = p.log_lines(r"site=\S+ (source=\S+ )?(suspended|throttled)")
+        assert len(lines) == 1, "\n".join(lines)
+        assert re.search(said, lines[0]), lines[0]
+        dests = p.log_lines(r"destination \S+ suspended")
+        assert len(dests) <= 1, "\n".join(dests)
+    finally:
+        mx.stop()

@@ -336,6 +336,13 @@ static void test_split_reason(void **state)
                      1);
     assert_string_equal(buf_str(&host), "127.0.0.1");
     assert_string_equal(buf_str(&reply), "451 busy, 451 times");
+    /* a push-back in the greeting (Postfix's words for it) */
+    assert_int_equal(shaperules_split_reason("host mx.example.net[192.0.2.9] refused to talk to "
+                                             "me: 421 4.7.0 Too many connections, try again later",
+                                             &host, &reply),
+                     1);
+    assert_string_equal(buf_str(&host), "mx.example.net");
+    assert_string_equal(buf_str(&reply), "421 4.7.0 Too many connections, try again later");
     /* the agent's own words: no host, the reason as it is */
     assert_int_equal(
         shaperules_split_reason("connect to mx.example.com[192.0.2.1]:25: Connection refused",
