@@ -2,7 +2,13 @@
  *
  * A callback of the owner may free or close the connection it is called
  * for; `depth` counts the callbacks running and `dead` defers the free to
- * the moment the outermost one returns. */
+ * the moment the outermost one returns.
+ *
+ * Output is written directly once per loop round (flush_cb, run because
+ * something was added to the output buffer); the socket's write event is
+ * armed only while the kernel has not taken everything. A bufferevent
+ * with writing always on adds and removes that event around every record:
+ * two epoll_ctl calls and a loop round per request and per reply. */
 #include "common/util/conn.h"
 
 #include <errno.h>
@@ -22,6 +28,7 @@
 struct conn {
     struct bufferevent *bev;
     struct event *again; /* conn_resume: look at buffered records */
+    struct event *flush; /* output was added: write it this loop round */
     const struct conn_ops *ops;
     void *arg;
     char *peer;
@@ -41,6 +48,7 @@ static void free_now(struct conn *c)
 {
     bufferevent_free(c->bev); /* BEV_OPT_CLOSE_ON_FREE closes the fd */
     event_free(c->again);
+    event_free(c->flush);
     free(c->peer);
     free(c->proto);
     free(c);
@@ -184,11 +192,9 @@ static void read_cb(struct bufferevent *bev, void *arg)
         process(c);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+/* Everything written: tell the owner, shut down if closing. */
+static void drained(struct conn *c)
 {
-    struct conn *c = arg;
-    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-        return;
     if (c->ops->on_drained && !c->closing) {
         enter(c);
         c->ops->on_drained(c, c->arg);
@@ -196,6 +202,45 @@ static void write_cb(struct bufferevent *bev, void *arg)
             return;
     }
     maybe_shut(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    bufferevent_disable(bev, EV_WRITE); /* flush_cb writes the next */
+    drained(c);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    (void)fd;
+    (void)what;
+    if (c->dead || evbuffer_get_length(out) == 0)
+        return;
+    /* The bufferevent keeps its output's start frozen against anyone
+     * draining it but itself; its own writer thaws it the same way. */
+    evbuffer_unfreeze(out, 1);
+    int n = evbuffer_write(out, bufferevent_getfd(c->bev));
+    evbuffer_freeze(out, 1);
+    if (n < 0 || evbuffer_get_length(out) > 0) {
+        /* The kernel is full; or the write failed, and the bufferevent
+         * finds and reports the error itself. */
+        bufferevent_enable(c->bev, EV_WRITE);
+        return;
+    }
+    drained(c);
+}
+
+static void output_added(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+    (void)buf;
+    if (info->n_added > 0)
+        event_active(c->flush, EV_WRITE, 0);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -222,7 +267,9 @@ struct conn *conn_new(struct event_base *base, int fd, const struct conn_cfg *cf
     struct conn *c = xcalloc(1, sizeof(*c));
     c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->again = event_new(base, -1, 0, again_cb, c);
-    if (c->bev == NULL || c->again == NULL)
+    c->flush = event_new(base, -1, 0, flush_cb, c);
+    if (c->bev == NULL || c->again == NULL || c->flush == NULL ||
+        evbuffer_add_cb(bufferevent_get_output(c->bev), output_added, c) == NULL)
         log_fatal("cannot set up a connection to %s: out of memory", cfg->peer);
     c->ops = ops;
     c->arg = arg;
@@ -231,7 +278,8 @@ struct conn *conn_new(struct event_base *base, int fd, const struct conn_cfg *cf
     c->serving = cfg->serving;
     c->output_max = cfg->output_max;
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
+    bufferevent_disable(c->bev, EV_WRITE); /* a new bufferevent starts with it on */
     return c;
 }
 
