@@ -45,6 +45,21 @@ def free_port(kind=socket.SOCK_STREAM, host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def free_port_udp_tcp(host="127.0.0.1"):
+    """A port free for both UDP and TCP on host (dnsmasq binds both: a UDP
+    port the kernel picked can be an outgoing TCP connection's local port
+    after a test that opened thousands)."""
+    for _ in range(100):
+        port = free_port(socket.SOCK_DGRAM, host)
+        try:
+            with socket.socket() as s:
+                s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no port free for UDP and TCP on %s" % host)
+
+
 def free_port_all(ips):
     """A TCP port free on every one of ips (the sink listens on all)."""
     for _ in range(50):
@@ -212,8 +227,8 @@ class DnsServer:
 
     def start(self):
         last = None
-        for _ in range(5):  # the UDP port may be taken between probe and bind
-            self.port = free_port(socket.SOCK_DGRAM)
+        for _ in range(5):  # the port may be taken between probe and bind
+            self.port = free_port_udp_tcp()
             cmd = ["/usr/sbin/dnsmasq", "-k", "-p", str(self.port),
                    "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv",
                    "--no-hosts", "-C", "/dev/null", "--user=root", "--local=/test/",

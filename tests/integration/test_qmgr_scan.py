@@ -103,6 +103,10 @@ def test_concurrent_failures_one_suspended_line(postino_factory):
         for qid in ids:
             p.wait_log(r"%s: to=<r\d+@example\.test>, .*status=deferred" % qid, timeout=40)
         assert srv.held == k, "the %d deliveries did not run together (%d)" % (k, srv.held)
+        # qmgr hears of the results after the agent logged them: wait for
+        # its line, then give any second one the time to show up.
+        p.wait_log(r"destination smtp:\S+ suspended for ", timeout=20)
+        time.sleep(1)
         lines = p.log_lines(r"destination smtp:\S+ suspended for ")
         assert len(lines) == 1, lines
     finally:
