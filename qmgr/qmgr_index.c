@@ -21,7 +21,10 @@
 /* Seconds before an unlocked incomplete file counts as abandoned. */
 #define STALE_INCOMPLETE 5
 #define RESCAN_MIN_AGE   60 /* seconds: younger complete files are being announced */
-/* Messages pulled from the index per tick (file reads are synchronous). */
+/* Messages pulled from the index at a time (file reads are synchronous);
+ * a full batch is followed by the next one after a loop turn, not at the
+ * next one-second tick: a backlog (a flush after an outage) used to go out
+ * at exactly PULL_BATCH messages a second, whatever the receivers took. */
 #define PULL_BATCH 2000
 
 static char **strv_add(char **v, size_t *n, const char *s)
@@ -442,6 +445,25 @@ static int due_cb(const struct qidx_rec *rec, void *arg)
     return ++c->n >= c->max;
 }
 
+static void pull_more(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    qmgr_index_pull_due();
+}
+
+/* Another batch soon: deliveries and replies get a loop turn first. */
+static void pull_again(void)
+{
+    static struct event *ev;
+    struct timeval soon = { 0, 10000 };
+    if (!ev)
+        ev = evtimer_new(qmgr_g.srv->base, pull_more, NULL);
+    if (ev && !evtimer_pending(ev, NULL))
+        evtimer_add(ev, &soon);
+}
+
 void qmgr_index_pull_due(void)
 {
     struct due_ctx c;
@@ -464,6 +486,8 @@ void qmgr_index_pull_due(void)
             qindex_del(qmgr_g.qi, c.ids[i]); /* file gone: forget it */
         free(c.ids[i]);
     }
+    if (c.n == c.max && c.n == PULL_BATCH && qmgr_msg_room())
+        pull_again(); /* likely more due, and room for it */
     free(c.ids);
     free(c.attempts);
 }
