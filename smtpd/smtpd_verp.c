@@ -3,8 +3,11 @@
  * A client in smtpd_authorized_verp_clients may ask with Postfix's XVERP:
  * the return address is then the sender itself. Otherwise
  * sender_verp_maps may name a return address for the SASL login
- * ("sasl:LOGIN"), the sender address, or the sender's domain ("@domain"),
- * tried in that order (the first key found in any table wins). The
+ * ("sasl:LOGIN"), the sender address, the sender's domain ("@domain"), or
+ * the source pool sender_dependent_source_pool_maps gives the sender
+ * ("pool:NAME"; a pool named by the injector's header is known only after
+ * DATA, too late for MAIL FROM), tried in that order (the first key found
+ * in any table wins). The
  * decision goes into the queue file as verp= (the delimiters) and
  * verp_return= (the address from the map); the envelope sender stays the
  * original one, so DSNs still go to it. The null sender never gets VERP. */
@@ -20,7 +23,7 @@
 #include "common/util/log.h"
 #include "smtpd/smtpd_cmdparse.h"
 
-#define VERP_KEYS 3
+#define VERP_KEYS 4
 
 void smtpd_verp_init(void)
 {
@@ -48,6 +51,21 @@ const struct smtp_xverp *smtpd_verp_xverp(const struct smtpd_session *s)
     return &xv;
 }
 
+/* The pool sender_dependent_source_pool_maps names for the first of keys
+ * found (the same keys, in the same order, as qmgr looks it up). */
+static enum smtpd_lookup sender_pool(const buf_t *keys, size_t nkeys, buf_t *pool)
+{
+    char **maps = conf_list("sender_dependent_source_pool_maps");
+    enum smtpd_lookup rc = SMTPD_LOOKUP_NONE;
+    for (size_t k = 0; k < nkeys && rc == SMTPD_LOOKUP_NONE; k++)
+        for (size_t i = 0; maps[i] && rc == SMTPD_LOOKUP_NONE; i++) {
+            struct dict *t = smtpd_table(maps[i]);
+            rc = t ? smtpd_lookup(t, buf_str(&keys[k]), pool) : SMTPD_LOOKUP_ERROR;
+        }
+    strv_free(maps);
+    return rc;
+}
+
 /* The keys of this transaction, most specific first; returns how many. */
 static size_t verp_keys(const struct smtpd_session *s, buf_t keys[VERP_KEYS])
 {
@@ -60,13 +78,17 @@ static size_t verp_keys(const struct smtpd_session *s, buf_t keys[VERP_KEYS])
     if (domain.len)
         buf_printf(&keys[n++], "@%s", buf_str(&domain));
     buf_destroy(&domain);
+    buf_t pool = BUF_INIT;
+    if (sender_pool(keys, n, &pool) == SMTPD_LOOKUP_FOUND && pool.len)
+        buf_printf(&keys[n++], "pool:%s", buf_str(&pool));
+    buf_destroy(&pool);
     return n;
 }
 
 static enum smtpd_lookup verp_lookup(const struct smtpd_session *s, buf_t *value, buf_t *key)
 {
     char **maps = conf_list("sender_verp_maps");
-    buf_t keys[VERP_KEYS] = { BUF_INIT, BUF_INIT, BUF_INIT };
+    buf_t keys[VERP_KEYS] = { BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT };
     size_t nkeys = maps[0] ? verp_keys(s, keys) : 0;
     enum smtpd_lookup rc = SMTPD_LOOKUP_NONE;
     for (size_t k = 0; k < nkeys && rc == SMTPD_LOOKUP_NONE; k++) {

@@ -108,6 +108,38 @@ def test_map_lookup_order(postino_factory, sink):
                                                                      "v@example.test"]
 
 
+def test_map_by_source_pool(postino_factory, sink):
+    """pool:NAME, the pool sender_dependent_source_pool_maps gives the
+    sender, is the last key: one return address for all of a pool's
+    senders; a more specific key still wins; a sender of no pool and of no
+    key goes as before. (Fails without the pool key: other.test's and
+    pool.test's mail went without VERP.)"""
+    p = postino_factory(start=False)
+
+    def table(name, rows):
+        path = os.path.join(p.conf, name)
+        with open(path, "w") as f:
+            f.write("".join("%s %s\n" % kv for kv in rows))
+        p.cli("map", "build", path, check=True)
+        return "hash:" + path
+
+    p.set(sender_verp_maps=table("verp", [("pool:bulk", "pool-bounces@b.example"),
+                                          ("@pool.test", "own-bounces@b.example")]),
+          source_address_maps=table("addrs", [("127.0.0.11", "helo=one.postino.test")]),
+          source_pool_maps=table("pools", [("bulk", "127.0.0.11")]),
+          sender_dependent_source_pool_maps=table("senders", [("@other.test", "bulk"),
+                                                              ("@pool.test", "bulk")]))
+    p.start()
+    p.send("news@other.test", "x@example.test")
+    p.send("news@pool.test", "y@example.test")
+    p.send("dave@plain.test", "z@example.test")
+    m = sink.wait_to("x@example.test")[0]
+    assert m.mail_from == "pool-bounces+x=example.test@b.example", m.mail_from
+    assert m.peer == "127.0.0.11"
+    assert sink.wait_to("y@example.test")[0].mail_from == "own-bounces+y=example.test@b.example"
+    assert sink.wait_to("z@example.test")[0].mail_from == "dave@plain.test"
+
+
 def test_null_sender_never_verp(postino_factory, sink):
     p = with_map(postino_factory, [("@sender.test", RET)])
     p.send("", "x@example.test")
