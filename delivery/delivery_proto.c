@@ -213,7 +213,10 @@ static int on_rset(struct dlv_sess *s, size_t i)
         buf_destroy(&r);
         if (s->rset_ahead) {
             s->rset_ahead = 0; /* MAIL's reply is next, already on its way */
-            return 0;
+            /* Content only on a proven connection: a server that refused
+             * the RSET may still take MAIL, RCPT and BDAT LAST, and the
+             * message goes again on the fresh connection (a duplicate). */
+            return s->bd.on ? dlv_bdat_begin(s) : 0;
         }
         if (s->verp_next) {
             s->verp_next = 0;
@@ -593,9 +596,10 @@ void dlv_proto_start_tx(struct dlv_sess *s)
     for (k = job->tx_first; k < job->tx_end; k++)
         send_rcpt(s, k);
     s->next_rcpt = job->tx_end;
-    if (s->bd.on)
-        (void)dlv_bdat_begin(s); /* the first chunk goes in the same flight */
-    else
+    if (s->bd.on) {
+        if (!s->rset_ahead)          /* else after the RSET's 250 (on_rset) */
+            (void)dlv_bdat_begin(s); /* the first chunk goes in the same flight */
+    } else
         send_data(s);
 }
 

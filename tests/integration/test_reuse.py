@@ -97,9 +97,10 @@ class RsetMX(h.AsyncServers):
     commands it read, whether a reused connection's MAIL came before it had
     answered RSET (the same flight), and that answers RSET as `rset` says."""
 
-    def __init__(self, port, rset=b"250 2.0.0 Ok\r\n"):
+    def __init__(self, port, rset=b"250 2.0.0 Ok\r\n", chunking=False):
         super().__init__(port, {"mx": ("127.0.0.1", None)})
         self.rset = rset
+        self.chunking = chunking
         self.conns = []       # [{"verbs": [...], "mail_before_rset_reply": bool}]
         self.delivered = []   # (connection number, rcpts)
 
@@ -118,7 +119,9 @@ class RsetMX(h.AsyncServers):
                 verb = line.split()[0].upper().decode() if line.split() else ""
                 conn["verbs"].append(verb)
                 if verb == "EHLO":
-                    writer.write(b"250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                    writer.write(b"250-mx.test\r\n250-PIPELINING\r\n" +
+                                 (b"250-CHUNKING\r\n" if self.chunking else b"") +
+                                 b"250 8BITMIME\r\n")
                 elif verb == "RSET":
                     # Does MAIL follow before we answer? (1 s is plenty on
                     # loopback when it was in the same write.)
@@ -128,6 +131,10 @@ class RsetMX(h.AsyncServers):
                         nxt = None
                     conn["mail_before_rset_reply"] = bool(nxt and nxt.upper().startswith(b"MAIL"))
                     writer.write(self.rset)
+                    if nxt and not nxt.upper().startswith(b"MAIL"):
+                        conn["verbs"].append(nxt.split()[0].upper().decode())
+                        writer.write(b"503 5.5.1 out of sequence\r\n")
+                        continue
                     if self.rset.startswith(b"421"):
                         await writer.drain()
                         return
@@ -147,6 +154,12 @@ class RsetMX(h.AsyncServers):
                     while (await asyncio.wait_for(reader.readline(), 60)) not in (b".\r\n", b""):
                         pass
                     self.delivered.append((n, rcpts))
+                    writer.write(b"250 2.0.0 Ok\r\n")
+                elif verb == "BDAT":
+                    words = line.split()
+                    await reader.readexactly(int(words[1]))
+                    if len(words) > 2 and words[2].upper() == b"LAST":
+                        self.delivered.append((n, rcpts))
                     writer.write(b"250 2.0.0 Ok\r\n")
                 elif verb == "QUIT":
                     writer.write(b"221 2.0.0 Bye\r\n")
@@ -200,6 +213,26 @@ def test_reused_connection_refused_at_rset_goes_fresh(postino_factory):
         assert [r for _, r in mx.delivered] == [["first@example.test"], ["second@example.test"]]
         assert [n for n, _ in mx.delivered] == [1, 2]
         assert "RSET" in mx.conns[0]["verbs"]
+        assert not p.log_lines(r"status=deferred"), p.log_tail(20)
+    finally:
+        mx.stop()
+
+
+def test_refused_rset_sends_no_content(postino_factory):
+    """With CHUNKING the content would go in the same flight as MAIL and
+    RCPT (BDAT): on a reused connection it waits for the RSET's 250. A
+    server that refuses the RSET but takes the rest must not get the
+    message there as well as on the fresh connection (a duplicate)."""
+    mx = RsetMX(h.free_port(), rset=b"502 5.5.2 RSET not here\r\n", chunking=True).start()
+    try:
+        p = _rset_postino(postino_factory, mx.port)
+        q = p.send(SENDER, "first@example.test")
+        p.wait_removed(q, timeout=30)
+        q = p.send(SENDER, "second@example.test")
+        p.wait_removed(q, timeout=30)
+        assert [r for _, r in mx.delivered] == [["first@example.test"], ["second@example.test"]]
+        assert [n for n, _ in mx.delivered] == [1, 2], mx.conns
+        assert "BDAT" not in mx.conns[0]["verbs"][mx.conns[0]["verbs"].index("RSET"):]
         assert not p.log_lines(r"status=deferred"), p.log_tail(20)
     finally:
         mx.stop()
