@@ -54,20 +54,9 @@ def cpu_seconds(pidfile, comm):
             master = int(f.read().strip() or 0)
     except (OSError, ValueError):
         return 0.0
-    total = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        if name == comm and int(fields[1]) == master:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+    ticks = sum(u + st for ppid, name, (u, st), _ in bench.proc_table().values()
+                if name == comm and ppid == master)
+    return ticks / bench.TICK
 
 
 def carried_by(log):
