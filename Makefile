@@ -261,6 +261,12 @@ bench-dataparse: $(BUILD)/bench/dataparse_bench
 $(BUILD)/bench/dataparse_bench: $(BUILD)/bench/dataparse_bench.o $(LIB_PROG_smtpd) $(COMMON_LIBS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o %.a,$^) $(COMMON_LIBS) $(LIBS)
 
+# bench.py --floor: the least any MTA with fsync-before-250 can cost here
+# (bench/floor_mta.c; a measuring instrument, never a mail server)
+$(BUILD)/bench/floor_mta: bench/floor_mta.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) $(LDFLAGS_ALL) -pthread -o $@ $<
+
 # Lookups in the suppression list at 10^5, 10^6 and 10^7 entries (asserts
 # nothing; BENCH_ARGS="DIR N..." for another place or other sizes)
 bench-suppress: $(BUILD)/bench/suppress_bench

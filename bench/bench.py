@@ -33,6 +33,7 @@ import argparse
 import statistics
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -162,6 +163,21 @@ def mta_cpu(master_pid):
     return cpu
 
 
+def machine_ticks():
+    """(busy, all) CPU ticks of the whole machine so far, from /proc/stat:
+    busy is everything but idle and iowait, on all CPUs."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def children_cpu():
+    """CPU seconds used by this script's reaped children (smtp-source and
+    smtp-sink during a measurement)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def master_pid(mta):
     try:
         with open(os.path.join(mta.dir, "spool", "pid", "master.pid")) as f:
@@ -273,6 +289,43 @@ bounce unix - - n -   1 bounce
                 kill_pidfile(os.path.join(self.dir, "spool", "pid", "master.pid"))
 
 
+class Floor:
+    """bench/floor_mta: the least an MTA with fsync-before-250 can cost on
+    this machine (one thread per client, one write + fsync per message,
+    delivery over kept connections, nothing else). Not an MTA: a measuring
+    instrument for what the kernel and the load generator leave."""
+    name = "floor"
+    binary = os.path.join(REPO, "build", "rel", "bench", "floor_mta")
+
+    def __init__(self, root, sink_port):
+        self.dir = os.path.join(root, "floor")
+        self.spool = os.path.join(self.dir, "spool")
+        os.makedirs(os.path.join(self.spool, "pid"))
+        self.port = free_port()
+        self.sink_port = sink_port
+        self.log = os.path.join(self.dir, "stderr")
+        self.proc = None
+
+    def start(self):
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen(
+                [self.binary, str(self.port), str(self.sink_port), self.spool,
+                 os.path.join(self.spool, "pid", "master.pid"), "20"],
+                stdout=subprocess.DEVNULL, stderr=err)
+        pidfile = os.path.join(self.spool, "pid", "master.pid")
+        deadline = time.monotonic() + 10
+        while not os.path.exists(pidfile) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not wait_port(self.port, 10) or not os.path.exists(pidfile):
+            raise BenchError("floor_mta is not listening on port %d" % self.port)
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
 def postfix_master_cf(port):
     """Debian's master.cf with one smtpd on 127.0.0.1:port, no other inet
     service and no chroot (a private spool has no /etc copies for it)."""
@@ -377,6 +430,8 @@ def measure(mta, sink, args):
            "-M", "bench.example.com", "127.0.0.1:%d" % mta.port]
     pid = master_pid(mta)
     cpu0 = mta_cpu(pid)
+    busy0, all0 = machine_ticks()
+    load0 = children_cpu()
     t0 = time.monotonic()
     try:
         src = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -395,6 +450,11 @@ def measure(mta, sink, args):
                          % (mta.name, args.messages, args.timeout))
     t_e2e = time.monotonic() - t0
     mta.cpu = cpu_delta(cpu0, mta_cpu(pid))
+    busy1, all1 = machine_ticks()
+    # The whole machine during the run, and the load generator's share of
+    # it: what is left for an MTA on these CPUs whatever it does.
+    mta.machine = ((busy1 - busy0) / TICK, (busy1 - busy0) / max(all1 - all0, 1),
+                   children_cpu() - load0)
     if sink.proc.returncode != 0:
         raise BenchError("%s: smtp-sink failed (exit %d): %s"
                          % (mta.name, sink.proc.returncode, sink.proc.stderr.read()[-500:]))
@@ -421,7 +481,13 @@ def bench_one(make_mta, root, args):
             ", ".join("%s %.0f+%.0f" % (k, u * per, s * per)
                       for k, (u, s) in sorted(cpu.items(), key=lambda kv: -sum(kv[1])))),
               flush=True)
-        return t_accept, t_e2e, (user, system)
+        busy, util, load = mta.machine
+        busy_us, load_us = busy * 1e6 / args.messages, load * 1e6 / args.messages
+        print("%s: machine %.0f%% busy; CPU per message of everything %.0f us: the MTA %.0f, "
+              "smtp-source and smtp-sink %.0f, the kernel's threads and the rest %.0f"
+              % (mta.name, util * 100, busy_us, user + system, load_us,
+                 busy_us - user - system - load_us), flush=True)
+        return t_accept, t_e2e, (user, system), (busy_us, load_us)
     except BenchError:
         if mta is not None:
             sys.stderr.write("--- last lines of %s ---\n%s" % (mta.log, tail(mta.log)))
@@ -444,7 +510,7 @@ def report(args, results):
     print("%-8s %5s %12s %14s %12s %14s" % ("MTA", "round", "accept s", "accepted/s", "e2e s",
                                             "end-to-end/s"))
     for name, rounds in results.items():
-        for i, (ta, te, _) in enumerate(rounds, 1):
+        for i, (ta, te, _, _) in enumerate(rounds, 1):
             print("%-8s %5d %12.2f %14.0f %12.2f %14.0f" % (name, i, ta, n / ta, te, n / te))
     med = {name: (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds))
            for name, rounds in results.items() if rounds}
@@ -489,6 +555,9 @@ def parse_args():
                          "(default), or a fresh loop-mounted ext4 with a journal per run "
                          "(needs root; fairer A/B: no run inherits another's deleted files)")
     ap.add_argument("--fs-size", type=int, default=3072, help="--fs ext4 image size, MB")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure bench/floor_mta (make build/rel/bench/floor_mta): "
+                         "the least any MTA with fsync-before-250 costs on this machine")
     ap.add_argument("--bin-b", help="a second postino build, measured in the same rounds "
                                     "(A/B of two builds)")
     return ap.parse_args()
@@ -518,7 +587,10 @@ def mtas(args):
             return m
         out.append(("postino-b", make_b))
     out.append(("postfix", Postfix))
-    only = {None: None, "postino": ("postino", "postino-b"), "postfix": ("postfix",)}[args.only]
+    if args.floor:
+        out.append(("floor", Floor))
+    only = {None: None, "postino": ("postino", "postino-b", "floor"),
+            "postfix": ("postfix", "floor")}[args.only]
     return [(n, m) for n, m in out if only is None or n in only]
 
 
@@ -584,10 +656,13 @@ def report_modes(args, table):
     print("modes at the shipped defaults of both MTAs, %d round(s) each, medians" % args.rounds)
     names = [n for n, _ in mtas(args)]
     print("accepted and end-to-end: messages/s (recipient deliveries/s with 50 rcpts); "
-          "ratio: postino/postfix end to end")
+          "ratio: postino/postfix end to end;\nceiling: the ratio an MTA using no CPU at "
+          "all would reach here, the CPUs / smtp-source's and smtp-sink's CPU per message" +
+          ("; floor: floor_mta's end-to-end rate / Postfix's" if args.floor else ""))
     print("%-18s %4s %6s %5s %6s  " % ("mode", "-d", "size", "rcpts", "msgs") +
           " ".join("%11s" % ("acc " + n) for n in names) + " " +
-          " ".join("%11s" % ("e2e " + n) for n in names) + "  ratio")
+          " ".join("%11s" % ("e2e " + n) for n in names) + "  ratio ceiling" +
+          ("  floor" if args.floor else ""))
     for mode, (msgs, results) in table.items():
         reuse, size, rcpts, _ = MODES[mode]
         acc, e2e = {}, {}
@@ -597,10 +672,21 @@ def report_modes(args, table):
                 e2e[n] = msgs * rcpts / statistics.median(r[1] for r in results[n])
         ratio = ("%.2f" % (e2e["postino"] / e2e["postfix"])
                  if "postino" in e2e and "postfix" in e2e else "-")
+        # The load generator's CPU per message in postino's runs bounds any
+        # MTA on this machine: even one costing nothing could not pass
+        # ncpu / (that CPU). As a ratio to Postfix: the best this machine
+        # can show.
+        ceiling = "-"
+        if results.get("postino") and "postfix" in e2e:
+            load_us = statistics.median(r[3][1] for r in results["postino"])
+            ceiling = "%.1f" % (os.cpu_count() * 1e6 / max(load_us, 1) * rcpts / e2e["postfix"])
+        floor = ("%.2f" % (e2e["floor"] / e2e["postfix"])
+                 if "floor" in e2e and "postfix" in e2e else "-")
         print("%-18s %4s %5dk %5d %6d  " % (mode, "on" if reuse else "off", size // 1024,
                                              rcpts, msgs) +
               " ".join("%11.0f" % acc.get(n, 0) for n in names) + " " +
-              " ".join("%11.0f" % e2e.get(n, 0) for n in names) + "  " + ratio)
+              " ".join("%11.0f" % e2e.get(n, 0) for n in names) +
+              "  %5s %7s" % (ratio, ceiling) + ("  %5s" % floor if args.floor else ""))
 
 
 def main_modes(args, root):
