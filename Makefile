@@ -267,8 +267,9 @@ $(BUILD)/bench/floor_mta: bench/floor_mta.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) $(LDFLAGS_ALL) -pthread -o $@ $<
 
-# Lookups in the suppression list at 10^5, 10^6 and 10^7 entries (asserts
-# nothing; BENCH_ARGS="DIR N..." for another place or other sizes)
+# Lookups in the suppression list at 10^5, 10^6 and 10^7 entries: prints
+# the time per lookup and asserts nothing (BENCH_ARGS="DIR N..." for another
+# place or other sizes)
 bench-suppress: $(BUILD)/bench/suppress_bench
 	$(BUILD)/bench/suppress_bench $(BENCH_ARGS)
 $(BUILD)/bench/suppress_bench: $(BUILD)/bench/suppress_bench.o $(COMMON_LIBS)

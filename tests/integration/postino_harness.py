@@ -382,6 +382,12 @@ class _Handler:
         m.conn = self.sink.conn_id(session)
         m.peer = session.peer[0] if session.peer else None   # the client's address
         m.helo = session.host_name                          # its EHLO/HELO name
+        reply = self.sink._data_reply(self.ip, envelope.rcpt_tos)
+        if reply:   # refused at the end of data (Sink.on_data): kept apart
+            m.reply = reply
+            with self.sink.lock:
+                self.sink.data_refused.append(m)
+            return reply
         with self.sink.lock:
             self.sink.messages.append(m)
         return "250 2.0.0 Ok: sunk %d" % len(self.sink.messages)
@@ -467,6 +473,8 @@ class Sink:
         self.client_live, self.client_peak = {}, {}  # by the client's address
         self.conn_limit = None  # connections per receiver address (None: any)
         self.data_delay = 0.0
+        self.data_rules = []    # Sink.on_data
+        self.data_refused = []  # SinkMessages answered by a data rule, with .reply
 
     def start(self, ips=None):
         for ip in (ips or self.ips):
@@ -498,6 +506,20 @@ class Sink:
         """match: address or callable(ip, rcpt). replies are used once each."""
         with self.lock:
             self.rules.append(_Rule(match, replies, forever))
+
+    def on_data(self, match, replies=(), forever=None):
+        """Scripted answer at the end of data for a transaction with a
+        recipient that match (address or callable(ip, rcpt)) applies to;
+        the content so refused is kept in data_refused, not messages."""
+        with self.lock:
+            self.data_rules.append(_Rule(match, replies, forever))
+
+    def _data_reply(self, ip, rcpts):
+        with self.lock:
+            for r in self.data_rules:
+                if any(r.applies(ip, rcpt) for rcpt in rcpts):
+                    return r.next_reply()
+            return None
 
     def _rcpt_reply(self, ip, rcpt):
         with self.lock:

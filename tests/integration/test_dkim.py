@@ -384,6 +384,60 @@ def test_bounce_returns_the_signed_message(postino_factory, keys, sink):
     assert returned, dsn.content[:2000]
     inner = dsn.content[dsn.content.index(b"DKIM-Signature:"):]
     assert inner.index(b"DKIM-Signature:") < inner.index(b"Received:")
+    # the whole message comes back (message/rfc822): it still verifies. Its
+    # bytes end where the part does, at the CRLF before the next boundary.
+    boundary = b"\r\n--" + dsn.msg.get_boundary().encode()
+    inner = inner[:inner.index(boundary)]
+    assert inner.endswith(b"Hello from the DKIM tests.\r\n"), inner[-200:]
+    assert_verifies(inner, keys, n=2)
+
+
+# every field the issue names for the default list, beyond message()'s own
+LISTED = (b"Cc: <c@alonea.test>\r\nMIME-Version: 1.0\r\n"
+          b"Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n"
+          b"List-Id: DKIM tests <dkim.sign.test>\r\n"
+          b"List-Unsubscribe: <mailto:leave@sign.test>, <https://sign.test/leave/1>\r\n"
+          b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+SIGNED = ["from", "to", "cc", "subject", "date", "message-id", "mime-version", "content-type",
+          "content-transfer-encoding", "list-id", "list-unsubscribe", "list-unsubscribe-post"]
+
+
+def test_default_header_list(postino_factory, keys, sink):
+    """With the default dkim_signed_headers, each signature's h= names every
+    field of the issue's list that the message has, From twice (over-signed:
+    no From can be added), and there is no l= (the whole body is signed)."""
+    p = signer(postino_factory, keys)
+    m = relay(p, sink, message(b"s@sign.test", extra=LISTED))
+    sigs = signatures(m.content)
+    assert len(sigs) == 2
+    for sig in sigs:
+        names = tag(sig, "h").lower().split(":")
+        assert [n for n in SIGNED if n not in names] == [], tag(sig, "h")
+        assert names.count("from") == 2, tag(sig, "h")
+        assert tag(sig, "l") is None
+    assert_verifies(m.content, keys, n=2)
+
+
+def test_retry_sends_the_same_signed_bytes(postino_factory, keys, sink):
+    """Signed once, at reception: the receiver defers the first attempt at
+    the end of data and takes the second; both got the same bytes, the
+    signatures included, and each copy verifies."""
+    sink.on_data("again@alonea.test", ["451 4.3.0 try again later"])
+    p = signer(postino_factory, keys, minimal_backoff_time="2s", maximal_backoff_time="2s")
+    p.send("s@sign.test", "again@alonea.test",
+           raw=message(b"s@sign.test", to=b"again@alonea.test"))
+    sent = sink.wait_to("again@alonea.test", timeout=30)[-1]
+    assert len(sink.data_refused) == 1
+    first = sink.data_refused[0]
+    assert p.log_lines(r"to=<again@alonea\.test>, .*status=deferred .*451 4\.3\.0 try again")
+    # the retry came after minimal_backoff_time: a signature made at the
+    # retry would carry another t= than the one made at reception
+    assert sent.time - first.time >= 1
+    assert len(signatures(first.content)) == 2
+    assert all(int(tag(sig, "t")) <= int(first.time) for sig in signatures(sent.content))
+    assert first.content == sent.content
+    assert_verifies(first.content, keys, n=2)
+    assert_verifies(sent.content, keys, n=2)
 
 
 def test_verp_copies_each_verify(postino_factory, keys, sink):

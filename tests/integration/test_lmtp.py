@@ -370,6 +370,8 @@ class ScriptedLmtp(h.AsyncServers):
 @pytest.mark.parametrize("rest,dsn,why", [
     # a reply no recipient may get after the content: the rest is deferred
     ("354 2.0.0 more please", "4.5.0", r"protocol error: expected 250"),
+    # a 2xx other than 250 is no success either (README, LMTP: RFC 5321 4.3.2)
+    ("251 2.1.5 will forward", "4.5.0", r"protocol error: expected 250"),
     ("close", "4.4.2", r"lost connection with .* while sending end of data"),
 ])
 def test_bad_reply_after_the_first_recipient_defers_the_rest(postino_factory, rest, dsn, why):
