@@ -275,3 +275,68 @@ def test_top_once_when_not_a_terminal(postino_factory, sink):
     sites = {s["name"]: s for s in json.loads(p.cli("site", "list", "--json", check=True).stdout)}
     assert "451 4.3.0 deferred by the test sink" in sites[site]["last_defer"]
     assert abs(sites[site]["last_defer_at"] - time.time()) < 600
+
+
+def _frames(data):
+    """The screens top drew: the text after each clear-screen escape."""
+    return data.split(b"\033[H\033[2J")[1:]
+
+
+def test_top_live_on_a_terminal_redraws_and_quits_on_q(postino_factory, sink):
+    """On a terminal top redraws each second in the alternate screen, with
+    the keyboard in raw mode, and q leaves it: the screen and the terminal
+    modes are given back."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import subprocess
+    import termios
+    p = _deferring(postino_factory, sink)
+    for i in range(2):
+        _queue(p, ["t%d@a.test" % i])
+    site = "[127.0.0.1]:%d" % sink.port
+    row = re.compile(rb"^%s +normal +\S+ +\d+ +\d+ +2  .*451 4\.3\.0 deferred by the test sink"
+                     % re.escape(site.encode()), re.M)
+    stamp = re.compile(rb"^postino top - (\d\d:\d\d:\d\d)  \(q to quit\)\r?$", re.M)
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
+    cooked = termios.tcgetattr(slave)
+    proc = subprocess.Popen([os.path.join(h.BIN, "postino"), "-c", p.conf, "top"],
+                            stdin=slave, stdout=slave, stderr=slave)
+    seen = b""
+
+    def read_some(wait):
+        nonlocal seen
+        if select.select([master], [], [], wait)[0]:
+            seen += os.read(master, 65536)
+
+    try:
+        stamps = set()
+        deadline = time.monotonic() + 60
+        while len(stamps) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            read_some(0.5)
+            # a frame is complete once the next one has begun
+            for f in _frames(seen)[:-1]:
+                m = stamp.search(f)
+                assert m and row.search(f), f
+                assert max(len(ln) for ln in f.split(b"\r\n")) <= 160, "cut to the width"
+                stamps.add(m.group(1))
+        assert len(stamps) >= 2, "two redraws a second apart, got %r" % seen[-2000:]
+        assert seen.startswith(b"\033[?1049h"), "the alternate screen first"
+        assert termios.tcgetattr(slave)[3] & termios.ECHO == 0, "raw keys while running"
+        os.write(master, b"q")
+        rc = proc.wait(timeout=30)
+        while select.select([master], [], [], 0.2)[0]:
+            seen += os.read(master, 65536)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        mode = termios.tcgetattr(slave)
+        os.close(slave)
+        os.close(master)
+    assert rc == 0, seen[-2000:]
+    assert seen.endswith(b"\033[?25h\033[?1049l"), "the screen given back: %r" % seen[-200:]
+    assert mode[3] & (termios.ECHO | termios.ICANON) == cooked[3] & (termios.ECHO | termios.ICANON)
