@@ -212,6 +212,7 @@ def test_every_event_type_valid_and_webhook_loses_nothing(postino_factory, sink,
     assert d["dsn"] == "2.0.0" and d["reply_code"] == 250 and d["attempt"] == 1
     assert d["remote_ip"].startswith("127.0.0.") and d["site"] and d["delays"].count("/") == 3
     assert d["message_id"] == r["message_id"] and d["size"] == r["size"]
+    assert "source_address" not in d, "no source pool: the kernel chose the address"
     tf = got["transient_failure"]
     assert (tf["reply_code"], tf["dsn"], tf["recipient"]) == (451, "4.3.0", "later@example.test")
     assert "try again later" in tf["reply"] and tf["category"]
@@ -248,6 +249,35 @@ def test_every_event_type_valid_and_webhook_loses_nothing(postino_factory, sink,
         validator.validate(json.loads(ln))
     h.wait_until(lambda: not [f for f in os.listdir(os.path.join(p.spool, "events"))
                               if f.startswith("B")], what="the webhook spool emptied")
+
+
+def test_source_address_of_a_pool_delivery(postino_factory, sink, workdir, validator):
+    """With a source pool the delivery and deferral events name the local
+    address the connection was bound to, the one the receiver saw."""
+    from test_source_pools import _table
+    logdir = h.mail_owner_dir(os.path.join(workdir, "log"))
+    log = os.path.join(logdir, "events.json")
+    p = postino_factory(main={"event_log": log, "relayhost": "[127.0.0.1]:%d" % sink.port},
+                        master_extra=[EVENTS_ROW], start=False)
+    p.set(source_address_maps=_table(p, "source_addresses",
+                                      {"127.0.0.11": "helo=one.postino.test",
+                                       "127.0.0.12": "helo=two.postino.test"}),
+          source_pool_maps=_table(p, "source_pools", {"default": "127.0.0.11",
+                                                      "two": "127.0.0.12"}),
+          sender_dependent_source_pool_maps=_table(p, "source_pool_senders",
+                                                   {"@two.test": "two"}))
+    p.start()
+    sink.on_rcpt("later@example.test", ["451 4.3.0 try again later"])
+    q1 = p.send(SENDER, "ok@example.test")
+    q2 = p.send("news@two.test", "later@example.test")
+    d = _wait_event(log, lambda e: e["type"] == "delivery" and e["queue_id"] == q1, "delivery")[0]
+    tf = _wait_event(log, lambda e: e["type"] == "transient_failure" and e["queue_id"] == q2,
+                     "transient_failure")[0]
+    assert sink.wait_to("ok@example.test")[0].peer == "127.0.0.11"
+    assert d["source_address"] == "127.0.0.11", d
+    assert tf["source_address"] == "127.0.0.12", tf
+    for ln in _lines(log):
+        validator.validate(json.loads(ln))
 
 
 def test_webhook_spool_survives_restart(postino_factory, workdir, webhook):
