@@ -10,6 +10,7 @@ listens."""
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -62,17 +63,20 @@ def mport():
     return h.free_port()
 
 
-@pytest.fixture
-def metered(postino_factory, mport):
-    p = postino_factory(main={"metrics_listen": "127.0.0.1:%d" % mport},
-                        master_extra=metrics_row())
-
+def wait_serving(mport):
     def serving():
         try:
             return "postino_qmgr_up 1" in scrape(mport)
         except OSError:
             return False
     h.wait_until(serving, timeout=30, what="the metrics endpoint, with qmgr up")
+
+
+@pytest.fixture
+def metered(postino_factory, mport):
+    p = postino_factory(main={"metrics_listen": "127.0.0.1:%d" % mport},
+                        master_extra=metrics_row())
+    wait_serving(mport)
     return p
 
 
@@ -141,6 +145,27 @@ def test_gauges_show_a_waiting_message(metered, sink, mport):
                 value(smp, "postino_queue_site_messages", site=SITE) == 1)
     h.wait_until(queued, timeout=30, what="one message waiting for %s, a second old" % SITE)
     p.cli("queue", "delete", qid, check=True)
+
+
+def test_suspended_site_counted(postino_factory, sink, mport):
+    """A shaping rule suspends the site on the receiver's 4.7.28: the
+    sites gauge shows it suspended, no longer normal."""
+    p = postino_factory(main={"metrics_listen": "127.0.0.1:%d" % mport},
+                        master_extra=metrics_row(), start=False)
+    with open(os.path.join(p.conf, "shaping_rules"), "w") as f:
+        f.write("suspend 1h dsn=4.7.28\n")
+    p.start()
+    wait_serving(mport)
+    sink.on_rcpt("limited@example.test", forever="451 4.7.28 too much mail, try later")
+    qid = p.send(SENDER, "limited@example.test")
+    p.wait_log(r"site=%s suspended for 3600s" % re.escape(SITE), timeout=60)
+    p.wait_log(r"%s: to=<limited@example.test>.*status=deferred" % qid, timeout=60)
+
+    def suspended():
+        smp = samples(scrape(mport))
+        return (value(smp, "postino_sites", state="suspended") == 1 and
+                value(smp, "postino_sites", state="normal") == 0)
+    h.wait_until(suspended, timeout=30, what="one suspended site on /metrics")
 
 
 def test_endpoint_bounded_and_only_metrics(metered, mport):
