@@ -14,6 +14,7 @@ and purges what it installed even when it fails. The suite itself uses
 import os
 import shutil
 import smtplib
+import stat
 import subprocess
 
 import pytest
@@ -70,6 +71,19 @@ def test_main_cf_man_page_lists_every_parameter(postino_bin):
     assert not missing, "main.cf(5) lacks: %s" % missing
 
 
+def _resolve(dest, path):
+    """path's symbolic links followed inside the DESTDIR tree dest (their
+    targets are absolute paths of the installed system)."""
+    path = os.path.join(dest, path)
+    for _ in range(10):
+        if not os.path.islink(path):
+            return path
+        target = os.readlink(path)
+        path = os.path.join(dest, target.lstrip("/")) if target.startswith("/") else \
+            os.path.join(os.path.dirname(path), target)
+    raise AssertionError("a link loop at %s" % path)
+
+
 def test_make_install_destdir_fhs_layout(tmp_path):
     dest = str(tmp_path / "root")
     run(["make", "-s", "install", "PREFIX=/usr", "DESTDIR=" + dest])
@@ -84,6 +98,19 @@ def test_make_install_destdir_fhs_layout(tmp_path):
     assert os.readlink(os.path.join(dest, "usr/lib/postino/mailq")) == "/usr/sbin/postino"
     assert os.readlink(os.path.join(dest, "usr/bin/mailq")) == "/usr/lib/postino/mailq"
     assert os.access(os.path.join(dest, "usr/lib/postino/master"), os.X_OK)
+    # Local submission needs no privilege (public/submit, peer credentials):
+    # the sendmail entry points lead to postino, 0755, and nothing installed
+    # is setuid or setgid.
+    for entry in ("usr/sbin/sendmail", "usr/lib/postino/sendmail", "usr/bin/mailq",
+                  "usr/bin/newaliases"):
+        assert _resolve(dest, entry) == os.path.join(dest, "usr/sbin/postino"), entry
+    st = os.lstat(os.path.join(dest, "usr/sbin/postino"))
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755, oct(st.st_mode)
+    for root, _, files in os.walk(dest):
+        for name in files:
+            st = os.lstat(os.path.join(root, name))
+            assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID), \
+                "%s is set-id: %o" % (os.path.join(root, name), st.st_mode)
     # The installed configuration names the installed places.
     cli = [os.path.join(dest, "usr/sbin/postino"), "-c", os.path.join(dest, "etc/postino")]
     out = run(cli + ["config", "daemon_directory", "queue_directory", "mail_owner"]).stdout
