@@ -137,6 +137,35 @@ def test_virtual_symlink_never_written_through(postino_factory, sink, sub):
         assert files == [], "written outside the mailbox: %s" % files
 
 
+@pytest.mark.parametrize("sub", [".", "tmp", "new"])
+def test_virtual_maildir_of_another_owner_refused(postino_factory, sink, sub):
+    """A Maildir (or its tmp/ or new/) owned by another user than the
+    recipient is refused, even when the recipient could write to it (mode
+    0777): deferred, nothing written; with the owner put right, the same
+    message is delivered."""
+    p, base = _virtual(postino_factory)
+    other = pwd.getpwnam("daemon")
+    dom = os.path.join(base, "example.test")
+    md = os.path.join(dom, "alice")
+    os.mkdir(dom, 0o700)
+    os.chown(dom, NOBODY.pw_uid, NOBODY.pw_gid)
+    for d in (md, os.path.join(md, "tmp"), os.path.join(md, "new"), os.path.join(md, "cur")):
+        os.mkdir(d)
+        os.chmod(d, 0o777)
+        os.chown(d, NOBODY.pw_uid, NOBODY.pw_gid)
+    wrong = os.path.normpath(os.path.join(md, sub))
+    os.chown(wrong, other.pw_uid, other.pw_gid)
+    qid = p.send("s@sender.test", "alice@example.test")
+    p.wait_log(r"%s: to=<alice@example.test>, relay=virtual, .*dsn=4.2.0, status=deferred "
+               r"\(cannot open maildir .*: not owned by the recipient\)" % qid)
+    for root, dirs, files in os.walk(md):
+        assert files == [], "written into another user's maildir: %s" % files
+    os.chown(wrong, NOBODY.pw_uid, NOBODY.pw_gid)
+    p.cli("queue", "flush", check=True)
+    p.wait_log(r"%s: to=<alice@example.test>, relay=virtual, .*status=sent" % qid)
+    assert len(_maildir_files(md)) == 1
+
+
 def test_virtual_quota_552(postino_factory, sink):
     p, base = _virtual(postino_factory, limit=200)
     qid = p.send("s@sender.test", "bob@example.test", body="x" * 500 + "\r\n")
