@@ -292,6 +292,22 @@ def test_xverp_authorised_client(postino_factory, sink):
     assert sink.wait_to("z@example.test")[0].mail_from == "alice-z=example.test@sender.test"
 
 
+def test_verp_delimiters_from_main_cf(postino_factory, sink):
+    """verp_delimiters = -= in main.cf shapes the map's return paths and a
+    bare XVERP's; XVERP=+= still picks its own."""
+    p = with_map(postino_factory, [("@sender.test", RET)], verp_delimiters="-=")
+    p.send(SENDER, "x@example.test")
+    s = p.smtp()
+    s.ehlo("client.test")
+    p.send("bob@other.test", "y@example.test", mail_options=["XVERP"], conn=s)
+    p.send("bob@other.test", "z@example.test", mail_options=["XVERP=+="], conn=s)
+    s.quit()
+    assert sink.wait_to("x@example.test")[0].mail_from == \
+        "bounces-x=example.test@bounce.example.com"
+    assert sink.wait_to("y@example.test")[0].mail_from == "bob-y=example.test@other.test"
+    assert sink.wait_to("z@example.test")[0].mail_from == "bob+z=example.test@other.test"
+
+
 def test_xverp_refused_for_other_clients(postino_factory, sink):
     """A client outside smtpd_authorized_verp_clients is not offered XVERP
     and gets Postfix's reply for an unknown option."""
