@@ -116,6 +116,30 @@ def test_cli_import_export_roundtrip(relay_postino, workdir):
     assert list(csv.reader(io.StringIO(r.stdout))) == rows
 
 
+def test_import_export_progress_on_a_terminal(relay_postino, workdir):
+    """With stderr on a terminal, import shows how many entries qmgr took
+    after each batch of 1,000 and export each page of 1,000, on one line
+    redrawn with \\r; the counts end on their own lines. Off a terminal
+    nothing but the count."""
+    from test_queue_shape import _run_on_tty
+    p = relay_postino
+    _wait_qmgr(p)
+    many = os.path.join(workdir, "many.csv")
+    with open(many, "w") as f:
+        for i in range(2500):
+            f.write("user%04d@bulk.test,,manual\n" % i)
+    rc, out, tty = _run_on_tty(p, "suppress", "import", many)
+    assert rc == 0, tty
+    assert out == "postino: 2500 entries imported, 0 skipped\n", out
+    # the terminal turns \n into \r\n
+    assert tty == b"\rimported 1000\rimported 2000\rimported 2500\r\n", tty
+    rc, out, tty = _run_on_tty(p, "suppress", "export", os.path.join(workdir, "out.csv"))
+    assert rc == 0 and out == "", out
+    assert tty == b"\rexported 1000\rexported 2000\r\npostino: 2500 entries exported\r\n", tty
+    r = p.cli("suppress", "import", many, check=True)
+    assert (r.stdout, r.stderr) == ("postino: 2500 entries imported, 0 skipped\n", "")
+
+
 def test_import_long_text_is_cut(relay_postino, workdir):
     """A text longer than the list keeps (1000 bytes) is cut, not sent
     whole (it would exceed the record protocol's line limit)."""
