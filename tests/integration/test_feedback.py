@@ -238,20 +238,22 @@ def test_outside_client_may_send_reports_but_not_relay(postino_factory, sink):
     assert not sink.received()
 
 
-def test_verp_round_trip_bounce_and_complaint_suppress(postino_factory, sink):
+@pytest.mark.parametrize("delims", ["+=", "-="])
+def test_verp_round_trip_bounce_and_complaint_suppress(postino_factory, sink, delims):
     """The whole loop of issue 8: mail goes out with VERP return paths
     (sender_verp_maps), a remote MTA later bounces one copy (a qmail text
     bounce that names no usable recipient: only the VERP address says who)
     and a provider's feedback loop reports the other as spam, both sent to
     the exact return paths the receiver saw. Each is matched to its
     recipient, classified, logged and suppressed; the next message to them
-    is not sent."""
+    is not sent. With verp_delimiters set in main.cf both ways use them."""
     p = postino_factory(start=False, master_extra=[FEEDBACK_ROW])
     src = p.conf + "/verp"
     with open(src, "w") as f:
         f.write("@sender.test bounces@%s\n" % BOUNCE_DOMAIN)
     p.cli("map", "build", src, check=True)
-    p.set(sender_verp_maps="hash:" + src, feedback_domains=BOUNCE_DOMAIN)
+    p.set(sender_verp_maps="hash:" + src, feedback_domains=BOUNCE_DOMAIN,
+          verp_delimiters=delims)
     p.start()
 
     qid = p.send("news@sender.test", ["alice@example.test", "bob@example.test"],
@@ -259,7 +261,7 @@ def test_verp_round_trip_bounce_and_complaint_suppress(postino_factory, sink):
     got = {r: sink.wait_to(r)[0] for r in ("alice@example.test", "bob@example.test")}
     p.wait_removed(qid)
     for r, m in got.items():
-        assert m.mail_from == _verp(r), m.mail_from
+        assert m.mail_from == _verp(r).replace("+", delims[0]), m.mail_from
     sink.messages.clear()
 
     bounce = ("Hi. This is the qmail-send program at mx1.example.test.\n"
