@@ -107,8 +107,7 @@ static enum conn_verdict run_request(struct qserve *qs, const attr_t *req, const
     size_t *idx, n;
 
     if (qmgr_gone(qs)) {
-        log_debug("%s: request of a qmgr that has gone: not delivering",
-                  attr_get(req, "queue_id"));
+        log_debug("%s: request of a qmgr that has gone: not delivering", attr_get(req, "queue_id"));
         decline(qs, "qmgr went away");
         return CONN_OK;
     }
@@ -210,8 +209,8 @@ static void free_all(void)
 
 static void maybe_exit(void)
 {
-    if (exited || in_request > 0 || !g_srv || !g_srv->stopping ||
-        (g_ops->busy && g_ops->busy()) || (draining && !LIST_EMPTY(&qconns)))
+    if (exited || in_request > 0 || !g_srv || !g_srv->stopping || (g_ops->busy && g_ops->busy()) ||
+        (draining && !LIST_EMPTY(&qconns)))
         return;
     exited = 1;
     if (linger_ev)
