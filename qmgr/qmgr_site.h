@@ -19,7 +19,7 @@
 
 #include "common/util/buf.h"
 #include "common/util/htable.h"
-#include "common/mail/gcra.h"
+#include "qmgr/qmgr_gcra.h"
 #include "common/mail/shaperules.h"
 #include "qmgr/qmgr_slowstart.h"
 
