@@ -19,6 +19,7 @@
 
 #include "common/mail/qserve.h"
 #include "common/util/buf.h"
+#include "tests/unit/scripted_peer.h"
 
 #define QID "0123456789ABCDEF0"
 
@@ -114,44 +115,15 @@ static void finish_job(void)
     qserve_job_ended();
 }
 
-static void spin(int ms)
-{
-    struct timeval tv = { 0, ms * 1000 };
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
-}
-
 static void put(const char *s)
 {
-    assert_int_equal(write(peer, s, strlen(s)), (ssize_t)strlen(s));
-}
-
-/* What the agent wrote until EOF (wait_eof: for a while at most, a
- * wrong agent fails rather than hangs) or a pause; 1 on EOF. */
-static int take(buf_t *out, int wait_eof)
-{
-    char b[4096];
-    for (int waits = 0;;) {
-        struct pollfd p = { peer, POLLIN, 0 };
-        spin(5);
-        if (poll(&p, 1, wait_eof ? 200 : 20) <= 0) {
-            if (!wait_eof || ++waits == 50)
-                return 0;
-            continue;
-        }
-        ssize_t n = read(peer, b, sizeof(b));
-        if (n == 0)
-            return 1;
-        if (n < 0)
-            return errno == ECONNRESET ? -1 : 0;
-        buf_append(out, b, (size_t)n);
-    }
+    assert_int_equal(peer_put(peer, s), 0);
 }
 
 static void stop(void)
 {
     close(peer);
-    spin(10); /* the agent sees the hang-up and frees the connection */
+    peer_spin(base, 10); /* the agent sees the hang-up and frees the connection */
     event_base_free(base);
 }
 
@@ -160,7 +132,7 @@ static void test_request_runs_with_indices(void **state)
     buf_t out = BUF_INIT;
     start();
     put("proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=0\nrcpt=3\n\n");
-    assert_int_equal(take(&out, 0), 0);
+    assert_int_equal(peer_take(base, peer, &out, 0), 0);
     assert_int_equal(ag.runs, 1);
     assert_int_equal(ag.n, 2);
     assert_int_equal(ag.idx[0], 0);
@@ -178,7 +150,7 @@ static void check_dropped(const char *req, const char *why)
     start();
     put(req);
     put("proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=0\n\n");
-    assert_int_equal(take(&out, 1), 1);
+    assert_int_equal(peer_take(base, peer, &out, 1), 1);
     assert_non_null(strstr(buf_str(&out), "status=fail\nreason="));
     assert_non_null(strstr(buf_str(&out), why));
     assert_int_equal(ag.runs, 0);
@@ -203,7 +175,7 @@ static void test_unknown_request_declined(void **state)
     buf_t out = BUF_INIT;
     start();
     put("proto=1\nrequest=nonsense\n\n");
-    assert_int_equal(take(&out, 1), 1);
+    assert_int_equal(peer_take(base, peer, &out, 1), 1);
     assert_string_equal(buf_str(&out), "status=fail\nreason=unknown request\n\n");
     assert_int_equal(ag.runs, 0);
     buf_destroy(&out);
@@ -218,7 +190,7 @@ static void test_gone_qmgr_not_served(void **state)
     start();
     put("proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=0\n\n");
     shutdown(peer, SHUT_WR);
-    assert_int_equal(take(&out, 1), 1);
+    assert_int_equal(peer_take(base, peer, &out, 1), 1);
     assert_string_equal(buf_str(&out), "status=fail\nreason=qmgr went away\n\n");
     assert_int_equal(ag.runs, 0);
     buf_destroy(&out);
@@ -233,12 +205,12 @@ static void test_held_until_reply(void **state)
     ag.hold = 1;
     put("proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=0\n\n"
         "proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=5\n\n");
-    take(&out, 0);
+    peer_take(base, peer, &out, 0);
     assert_int_equal(ag.runs, 1);
     assert_string_equal(buf_str(&out), "");
     ag.hold = 0;
     finish_job();
-    take(&out, 0);
+    peer_take(base, peer, &out, 0);
     assert_int_equal(ag.runs, 2);
     assert_int_equal(ag.idx[0], 5);
     assert_string_equal(buf_str(&out), "status=ok\nheld=done\n\nstatus=ok\nruns=2\n\n");
@@ -252,10 +224,10 @@ static void test_orphaned_job(void **state)
     start();
     ag.hold = 1;
     put("proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=0\n\n");
-    spin(10);
+    peer_spin(base, 10);
     assert_int_equal(ag.runs, 1);
     close(peer);
-    spin(10);
+    peer_spin(base, 10);
     assert_int_equal(ag.orphans, 1);
     assert_null(ag.qs);
     finish_job(); /* qserve_reply(NULL, ...) */
@@ -269,12 +241,12 @@ static void test_stop_waits_for_job(void **state)
     start();
     ag.hold = 1;
     put("proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=0\n\n");
-    spin(10);
+    peer_spin(base, 10);
     hooks.on_stop(&srv);
     assert_int_equal(ag.finished, 0);
     finish_job();
     assert_int_equal(ag.finished, 1);
-    take(&out, 0);
+    peer_take(base, peer, &out, 0);
     assert_string_equal(buf_str(&out), "status=ok\nheld=done\n\n"); /* flushed */
     buf_destroy(&out);
     close(peer);
@@ -288,11 +260,11 @@ static void test_retire_serves_until_hangup(void **state)
     start();
     hooks.on_retire(&srv);
     put("proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=0\n\n");
-    take(&out, 0);
+    peer_take(base, peer, &out, 0);
     assert_int_equal(ag.runs, 1);
     assert_int_equal(ag.finished, 0);
     close(peer);
-    spin(10);
+    peer_spin(base, 10);
     assert_int_equal(ag.finished, 1);
     buf_destroy(&out);
     event_base_free(base);
@@ -305,7 +277,7 @@ static void test_stopping_declines(void **state)
     start();
     ag.hold = 1;
     put("proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=0\n\n");
-    spin(10);
+    peer_spin(base, 10);
     /* a second connection, opened before the stop */
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -315,7 +287,7 @@ static void test_stopping_declines(void **state)
     int first = peer;
     peer = sv[1];
     put("proto=1\nrequest=deliver\nqueue_id=" QID "\nnexthop=x\nrcpt=0\n\n");
-    assert_int_equal(take(&out, 1), 1);
+    assert_int_equal(peer_take(base, peer, &out, 1), 1);
     assert_string_equal(buf_str(&out), "status=fail\nreason=test agent is stopping\n\n");
     assert_int_equal(ag.runs, 1);
     close(peer);
