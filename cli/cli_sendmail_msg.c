@@ -131,7 +131,7 @@ static int fields_have(const struct fields *fs, const char *name)
     return 0;
 }
 
-static void fields_free(struct fields *fs)
+static void fields_destroy(struct fields *fs)
 {
     for (size_t i = 0; i < fs->n; i++)
         buf_destroy(&fs->v[i].text);
@@ -248,7 +248,7 @@ int sm_msg_head(FILE *in, struct sm_msg *m, const struct sm_head_opts *o)
     if (!fields_have(&fs, "Message-ID"))
         add_msgid(&m->head, o);
     buf_puts(&m->head, "\r\n");
-    fields_free(&fs);
+    fields_destroy(&fs);
     buf_destroy(&val);
     return rc;
 }

@@ -31,7 +31,7 @@
 struct server;
 struct bufferevent;
 struct event;
-struct dlv_qconn;
+struct qserve;
 struct dlv_sess;
 struct dlv_mime;
 
@@ -40,7 +40,6 @@ struct dlv_state {
     struct server *srv;
     struct dns_ctx *dns;
     int njobs;                   /* jobs in progress */
-    int draining;                /* retiring: serve qmgr until it hangs up */
     LIST_HEAD(, dlv_sess) cache; /* idle sessions kept for reuse, newest first */
     SSL_CTX *tls_ctx;            /* client TLS context, NULL if it could not be built */
     buf_t tls_err;               /* why tls_ctx is NULL */
@@ -65,7 +64,7 @@ struct dlv_target {
 };
 
 struct dlv_job {
-    struct dlv_qconn *qc; /* NULL once qmgr went away: no reply */
+    struct qserve *qs; /* NULL once qmgr went away: no reply */
     char id[QID_LEN + 1];
     char *nexthop;   /* as requested */
     char *cache_key; /* "level;nexthop": a verify destination never
@@ -113,7 +112,7 @@ enum dlv_sess_fail { SF_NEXT, SF_BOUNCE, SF_FRESH };
 void dlv_qconn_job_done(struct dlv_job *job);
 
 /* ---- delivery_job.c ---- */
-struct dlv_job *dlv_job_new(struct dlv_qconn *qc, const char *id, const char *nexthop);
+struct dlv_job *dlv_job_new(struct qserve *qs, const char *id, const char *nexthop);
 /* The site attributes of a deliver request (site=, site_max_deliveries=,
  * site_connect_timeout=, site_idle_timeout=); -1 when one is malformed. */
 int dlv_job_set_site(struct dlv_job *job, const char *site, const char *maxdel, const char *conn_to,

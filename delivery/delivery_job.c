@@ -24,10 +24,10 @@ double dlv_now(void)
     return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
-struct dlv_job *dlv_job_new(struct dlv_qconn *qc, const char *id, const char *nexthop)
+struct dlv_job *dlv_job_new(struct qserve *qs, const char *id, const char *nexthop)
 {
     struct dlv_job *job = xcalloc(1, sizeof(*job));
-    job->qc = qc;
+    job->qs = qs;
     str_lcpy(job->id, id, sizeof(job->id));
     job->nexthop = xstrdup(nexthop);
     job->content_fd = -1;

@@ -32,7 +32,7 @@ size_t events_backlog_lines(const struct events_backlog *b);
  * none waits any more, -1 when fn failed (that line and the rest wait). */
 int events_backlog_drain(struct events_backlog *b, events_write_fn *fn, void *arg);
 void events_backlog_reset_counts(struct events_backlog *b);
-void events_backlog_free(struct events_backlog *b);
+void events_backlog_destroy(struct events_backlog *b);
 
 /* The JSON object of an event record, with "\n", appended to out. -1 with
  * *why when the record is not an event we know (unknown type or field, a

@@ -65,7 +65,7 @@ void events_backlog_reset_counts(struct events_backlog *b)
     b->dropped = 0;
 }
 
-void events_backlog_free(struct events_backlog *b)
+void events_backlog_destroy(struct events_backlog *b)
 {
     buf_destroy(&b->data);
     memset(b, 0, sizeof(*b));

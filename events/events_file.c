@@ -175,6 +175,6 @@ void events_file_stop(void)
     if (ef.wait.lines > 0)
         log_warn("event_log %s: %zu events could not be written and are lost", buf_str(&ef.path),
                  ef.wait.lines);
-    events_backlog_free(&ef.wait);
+    events_backlog_destroy(&ef.wait);
     events_file_close();
 }

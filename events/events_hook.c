@@ -443,7 +443,7 @@ void events_hook_stop(void)
     if (wh.wait.lines > 0)
         log_warn("webhook spool %s: %zu events could not be written and are lost", HOOK_DIR,
                  wh.wait.lines);
-    events_backlog_free(&wh.wait);
+    events_backlog_destroy(&wh.wait);
     unconfigure();
     if (wh.sync_ev)
         event_free(wh.sync_ev);

@@ -1,6 +1,7 @@
 /* feedback.h - the feedback consumer: shared types of its parts.
  *
- *   feedback.c          main, qmgr connections, requests and replies
+ *   feedback.c          main, jobs started and replies (qmgr's connections
+ *                       are common/mail/qserve's)
  *   feedback_job.c      one job: queue file, parse, events, results, logs
  *   feedback_event.c    a parsed report -> recipient events (who, what,
  *                       category, suppression scope)
@@ -23,7 +24,7 @@
 #include "feedback/feedback_parse.h"
 
 struct server;
-struct fb_qconn;
+struct qserve;
 
 /* Bytes of a report read from the queue file: the machine-readable parts
  * come first, a returned original message may follow and is not needed. */
@@ -61,7 +62,7 @@ void fb_suppress_send(struct server *s, const char *qid, const struct fb_event *
 
 /* ---- feedback_job.c ---- */
 struct fb_job;
-struct fb_job *fb_job_new(struct fb_qconn *qc, const char *id);
+struct fb_job *fb_job_new(struct qserve *qs, const char *id);
 void fb_job_add_rcpt(struct fb_job *job, size_t idx);
 /* Read, parse, log, suppress; -1 with *why when the request names a
  * recipient the message does not have (the job is the caller's to free). */
@@ -78,9 +79,7 @@ struct fb_result {
     const char *dsn;
     const char *reason;
 };
-void fb_qconn_job_done(struct fb_qconn *qc, const char *id, const struct fb_result *res, size_t n);
-/* A job ended: the agent may be able to exit now. */
-void fb_job_ended(void);
+void fb_qconn_job_done(struct qserve *qs, const char *id, const struct fb_result *res, size_t n);
 extern int fb_njobs;
 
 #endif

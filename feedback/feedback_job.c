@@ -20,6 +20,7 @@
 #include "common/mail/conf.h"
 #include "common/mail/feedback_dom.h"
 #include "common/mail/mevent.h"
+#include "common/mail/qserve.h"
 #include "common/mail/server.h"
 #include "common/util/alloc.h"
 #include "common/util/log.h"
@@ -28,7 +29,7 @@
 #define FB_EVENTS_MAX (FB_RCPT_MAX + 8)
 
 struct fb_job {
-    struct fb_qconn *qc; /* NULL once qmgr went away */
+    struct qserve *qs; /* NULL once qmgr went away */
     struct server *srv;
     char id[QID_LEN + 1];
     size_t *idx, n;
@@ -50,10 +51,10 @@ static double now(void)
     return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
-struct fb_job *fb_job_new(struct fb_qconn *qc, const char *id)
+struct fb_job *fb_job_new(struct qserve *qs, const char *id)
 {
     struct fb_job *job = xcalloc(1, sizeof(*job));
-    job->qc = qc;
+    job->qs = qs;
     str_lcpy(job->id, id, sizeof(job->id));
     job->fd = -1;
     job->t_start = now();
@@ -83,7 +84,7 @@ void fb_job_free(struct fb_job *job)
 
 void fb_job_orphan(struct fb_job *job)
 {
-    job->qc = NULL;
+    job->qs = NULL;
 }
 
 /* ---- the end: results, log lines, reply ---- */
@@ -132,10 +133,10 @@ static void job_finish(struct fb_job *job)
                      strerror(errno));
         log_rcpt(job, &res[k], t_end);
     }
-    fb_qconn_job_done(job->qc, job->id, res, job->n);
+    fb_qconn_job_done(job->qs, job->id, res, job->n);
     free(res);
     fb_job_free(job);
-    fb_job_ended();
+    qserve_job_ended();
 }
 
 static void suppress_done(void *arg, int ok)
@@ -355,10 +356,10 @@ int fb_job_start(struct server *s, struct fb_job *job, const char **why)
         for (size_t k = 0; k < job->n; k++)
             res[k] =
                 (struct fb_result){ job->idx[k], QR_DEFERRED, "4.3.0", "cannot read queue file" };
-        fb_qconn_job_done(job->qc, job->id, res, job->n);
+        fb_qconn_job_done(job->qs, job->id, res, job->n);
         free(res);
         fb_job_free(job);
-        fb_job_ended();
+        qserve_job_ended();
         return 0;
     }
     if (!rcpts_exist(job)) {

@@ -228,31 +228,38 @@ void fb_decode(enum fb_cte cte, const char *p, size_t n, buf_t *out)
         buf_append(out, p, n);
 }
 
-/* Is line a delimiter of boundary b? 1 plain, 2 close, 0 no. */
-static int delimiter(const char *l, size_t n, const char *b, size_t bl)
+/* What a line is to a multipart body of boundary b. */
+enum delim_kind {
+    DELIM_NONE,  /* content */
+    DELIM_PART,  /* "--b": a body part starts */
+    DELIM_CLOSE, /* "--b--": the last one has ended */
+};
+
+static enum delim_kind delimiter(const char *l, size_t n, const char *b, size_t bl)
 {
     if (n < bl + 2 || l[0] != '-' || l[1] != '-' || memcmp(l + 2, b, bl) != 0)
-        return 0;
+        return DELIM_NONE;
     l += bl + 2;
     n -= bl + 2;
     int close = n >= 2 && l[0] == '-' && l[1] == '-';
     for (size_t i = close ? 2 : 0; i < n; i++)
         if (l[i] != ' ' && l[i] != '\t')
-            return 0; /* transport padding only (RFC 2046 5.1.1) */
-    return close ? 2 : 1;
+            return DELIM_NONE; /* transport padding only (RFC 2046 5.1.1) */
+    return close ? DELIM_CLOSE : DELIM_PART;
 }
 
 void fb_multipart(const char *body, size_t len, const char *boundary, size_t max, fb_part_fn fn,
                   void *arg)
 {
     size_t bl = strlen(boundary), off = 0, at, start = 0, given = 0, n;
-    int inside = 0, d;
+    int inside = 0;
+    enum delim_kind d;
     const char *l;
 
     if (bl == 0)
         return;
     while (at = off, fb_line_next(body, len, &off, &l, &n)) {
-        if ((d = delimiter(l, n, boundary, bl)) == 0)
+        if ((d = delimiter(l, n, boundary, bl)) == DELIM_NONE)
             continue;
         if (inside) {
             /* The line break before the delimiter belongs to it. */
@@ -264,7 +271,7 @@ void fb_multipart(const char *body, size_t len, const char *boundary, size_t max
             if (given++ >= max || fn(body + start, end - start, arg) != 0)
                 return;
         }
-        if (d == 2)
+        if (d == DELIM_CLOSE)
             return;
         inside = 1;
         start = off;

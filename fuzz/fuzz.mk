@@ -26,7 +26,7 @@
 #              which is what its BDAT encoder (common/mail/crlf.c) gives
 #   sasl_b64   the strict base64 of SMTP AUTH (common/glue/sasl_b64.c): accepted
 #              exactly when RFC 4648 text, exact output length, round trips
-#   cidr       network lists (common/mail/cidr.c): line 1 a client address, the
+#   cidr       network lists (smtpd/smtpd_cidr.c): line 1 a client address, the
 #              rest a mynetworks value; match/validate agree with each element
 #   dict       the table-file loader (common/glue/dict.c, "postino map build")
 #              into a temp Berkeley DB, checked against a model of the
@@ -89,6 +89,7 @@ $(FUZZ_BIN)/fuzz_%: $(FUZZ_DIR)/fuzz/fuzz_%.o $(FUZZ_LIB)
 # Harnesses of a program's own part link that part too.
 $(FUZZ_BIN)/fuzz_smtpd_data: $(FUZZ_DIR)/smtpd/smtpd_dataparse.o
 $(FUZZ_BIN)/fuzz_smtpd_cmd: $(FUZZ_DIR)/smtpd/smtpd_cmdparse.o
+$(FUZZ_BIN)/fuzz_cidr: $(FUZZ_DIR)/smtpd/smtpd_cidr.o
 $(FUZZ_BIN)/fuzz_reply: $(FUZZ_DIR)/delivery/delivery_reply.o
 $(FUZZ_BIN)/fuzz_dotstuff: $(FUZZ_DIR)/delivery/delivery_dotstuff.o
 $(FUZZ_BIN)/fuzz_feedback: $(FUZZ_DIR)/feedback/feedback_parse.o $(FUZZ_DIR)/feedback/feedback_mime.o \

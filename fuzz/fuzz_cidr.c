@@ -1,4 +1,4 @@
-/* fuzz_cidr.c - libFuzzer harness for the network lists of common/mail/cidr.c
+/* fuzz_cidr.c - libFuzzer harness for the network lists of smtpd/smtpd_cidr.c
  * (mynetworks, smtpd_client_event_limit_exceptions,
  * smtpd_forbid_bare_newline_exclusions): main.cf text an admin wrote and
  * client addresses smtpd is handed. The input's first line is a client
@@ -19,7 +19,7 @@
 
 #include "common/util/alloc.h"
 #include "common/util/buf.h"
-#include "common/mail/cidr.h"
+#include "smtpd/smtpd_cidr.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 

@@ -126,7 +126,7 @@ static void deliver(struct lagent_job *job, size_t idx, struct lagent_res *res)
         lagent_set(res, QR_SENT, "2.0.0", BCLASS_OTHER, "delivered to %zu destinations",
                    nlocal + nremote);
 done:
-    local_exp_free(&e);
+    local_exp_destroy(&e);
     free(remote);
     free(name);
 }

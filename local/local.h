@@ -35,7 +35,7 @@ struct local_exp {
 void local_expand_init(void);
 /* Expand the local part name (lower case) into targets. */
 void local_expand(const char *name, struct local_exp *e);
-void local_exp_free(struct local_exp *e);
+void local_exp_destroy(struct local_exp *e);
 /* Is the domain one of ours (mydestination)? */
 int local_domain_is_ours(const char *domain);
 

@@ -264,7 +264,7 @@ void local_expand(const char *name, struct local_exp *e)
     expand_name(&c, name);
 }
 
-void local_exp_free(struct local_exp *e)
+void local_exp_destroy(struct local_exp *e)
 {
     for (size_t i = 0; i < e->n; i++)
         free(e->t[i].what);

@@ -5,6 +5,7 @@
 #define POSTINO_METRICS_H
 
 #include <stddef.h>
+#include <sys/queue.h>
 
 #include "common/mail/metric.h"
 #include "common/util/attr.h"
@@ -19,8 +20,8 @@
 
 struct metrics_series {
     struct hlink hlink;
-    struct metrics_series *next; /* the metric's series, oldest first */
-    int id;                      /* enum metric_id */
+    STAILQ_ENTRY(metrics_series) link; /* the metric's series, oldest first */
+    int id;                            /* enum metric_id */
     char *labels[METRIC_LABELS_MAX];
     double value;                                  /* counter; histogram: the sum */
     unsigned long long count;                      /* histogram: observations */

@@ -118,7 +118,7 @@ static void stored(buf_t *out, enum metric_id id)
 
     if (s == NULL && d->nlabels == 0)
         s = &zero;
-    for (; s; s = s->next) {
+    for (; s; s = STAILQ_NEXT(s, link)) {
         if (d->type == METRIC_HISTOGRAM)
             histogram(out, d, s);
         else

@@ -14,7 +14,7 @@
 
 static struct htable table;
 static int table_ready;
-static struct metrics_series *first[METRIC_COUNT], **last[METRIC_COUNT];
+static STAILQ_HEAD(series_list, metrics_series) lists[METRIC_COUNT];
 static int full_warned;
 
 /* The table's key of a series: the metric id and the label values, each
@@ -57,7 +57,7 @@ static struct metrics_series *series_new(int id, const char *const *labels, size
     if (!table_ready) {
         htable_init(&table, 256);
         for (size_t i = 0; i < METRIC_COUNT; i++)
-            last[i] = &first[i];
+            STAILQ_INIT(&lists[i]);
         table_ready = 1;
     }
     if (htable_count(&table) >= METRICS_SERIES_MAX) {
@@ -72,8 +72,7 @@ static struct metrics_series *series_new(int id, const char *const *labels, size
     for (size_t i = 0; i < n; i++)
         s->labels[i] = xstrdup(labels[i]);
     htable_insert(&table, &s->hlink, h);
-    *last[id] = s;
-    last[id] = &s->next;
+    STAILQ_INSERT_TAIL(&lists[id], s, link);
     return s;
 }
 
@@ -133,21 +132,19 @@ enum metrics_add_result metrics_store_add(const attr_t *rec, const char **why)
 
 const struct metrics_series *metrics_store_first(enum metric_id id)
 {
-    return first[id];
+    return table_ready ? STAILQ_FIRST(&lists[id]) : NULL;
 }
 
 void metrics_store_free(void)
 {
-    for (size_t i = 0; i < METRIC_COUNT; i++) {
-        struct metrics_series *s, *next;
-        for (s = first[i]; s; s = next) {
-            next = s->next;
+    for (size_t i = 0; table_ready && i < METRIC_COUNT; i++) {
+        struct metrics_series *s;
+        while ((s = STAILQ_FIRST(&lists[i])) != NULL) {
+            STAILQ_REMOVE_HEAD(&lists[i], link);
             for (size_t k = 0; k < METRIC_LABELS_MAX; k++)
                 free(s->labels[k]);
             free(s);
         }
-        first[i] = NULL;
-        last[i] = &first[i];
     }
     if (table_ready)
         htable_destroy(&table);

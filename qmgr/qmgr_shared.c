@@ -12,7 +12,7 @@
 #include <hiredis/hiredis.h>
 
 #include "common/glue/redis.h"
-#include "common/mail/gcra.h"
+#include "qmgr/qmgr_gcra.h"
 #include "common/util/alloc.h"
 #include "common/util/htable.h"
 #include "common/util/log.h"

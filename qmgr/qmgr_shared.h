@@ -2,7 +2,7 @@
  * Redis (shaping_shared_state = redis:HOST:PORT).
  *
  * Rate: a GCRA per site in a Lua script on key postino:rate:<site>, the
- * same arithmetic as common/mail/gcra.c, on the Redis server's clock so the
+ * same arithmetic as qmgr/qmgr_gcra.c, on the Redis server's clock so the
  * nodes' clocks need not agree. Connections: a sorted set of leases per
  * site (postino:conn:<site>, member node:n, score = expiry) renewed while
  * held, so a crashed node's connections lapse by themselves.

@@ -69,7 +69,7 @@ static int check_row(const char *key, const char *value, void *arg)
     if (qmgr_shaping_parse(value, &p, &err) < 0)
         log_warn("shaping_maps %s: row \"%s\": %s; the row will be ignored", (const char *)arg, key,
                  buf_str(&err));
-    qmgr_shaping_free(&p);
+    qmgr_shaping_destroy(&p);
     buf_destroy(&err);
     return 0;
 }
@@ -113,7 +113,7 @@ static void site_free(struct qmgr_site *s)
 {
     if (s->timer)
         event_free(s->timer);
-    qmgr_shaping_free(&s->pol);
+    qmgr_shaping_destroy(&s->pol);
     for (size_t i = 0; i < s->nby_src; i++)
         free(s->by_src[i].ip);
     free(s->by_src);
@@ -197,9 +197,9 @@ static void apply_row(struct qmgr_shaping *p, const char *key, const char *row)
     qmgr_shaping_copy(&t, p);
     if (qmgr_shaping_parse(row, &t, &err) < 0) {
         log_warn("shaping_maps: row \"%s\": %s; ignoring the row", key, buf_str(&err));
-        qmgr_shaping_free(&t);
+        qmgr_shaping_destroy(&t);
     } else {
-        qmgr_shaping_free(p);
+        qmgr_shaping_destroy(p);
         *p = t;
     }
     buf_destroy(&err);

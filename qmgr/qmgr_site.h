@@ -19,7 +19,7 @@
 
 #include "common/util/buf.h"
 #include "common/util/htable.h"
-#include "common/mail/gcra.h"
+#include "qmgr/qmgr_gcra.h"
 #include "common/mail/shaperules.h"
 #include "qmgr/qmgr_slowstart.h"
 
@@ -46,7 +46,7 @@ struct qmgr_shaping {
  * *p: the names it sets replace those of *p. 0, or -1 with err. */
 int qmgr_shaping_parse(const char *row, struct qmgr_shaping *p, buf_t *err);
 void qmgr_shaping_copy(struct qmgr_shaping *dst, const struct qmgr_shaping *src);
-void qmgr_shaping_free(struct qmgr_shaping *p);
+void qmgr_shaping_destroy(struct qmgr_shaping *p);
 /* The row's text as name=value pairs (for site show). */
 void qmgr_shaping_format(const struct qmgr_shaping *p, buf_t *out);
 

@@ -155,7 +155,7 @@ void qmgr_shaping_copy(struct qmgr_shaping *dst, const struct qmgr_shaping *src)
     dst->conn_rate_text = src->conn_rate_text ? xstrdup(src->conn_rate_text) : NULL;
 }
 
-void qmgr_shaping_free(struct qmgr_shaping *p)
+void qmgr_shaping_destroy(struct qmgr_shaping *p)
 {
     free(p->msg_rate_text);
     free(p->conn_rate_text);

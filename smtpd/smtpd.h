@@ -12,6 +12,7 @@
  *                    NUL, header scan): bytes in, content and verdicts out
  *   smtpd_bdat.c     CHUNKING (RFC 3030): BDAT chunks
  *   smtpd_check.c    networks, domains, access tables, address tricks
+ *   smtpd_cidr.c     network lists (mynetworks, the anvil exceptions)
  *   smtpd_restrict.c Postfix restriction lists (smtpd_*_restrictions)
  *   smtpd_rules.c    the restrictions themselves (permit_mynetworks ...)
  *   smtpd_tls.c      STARTTLS and wrapper mode

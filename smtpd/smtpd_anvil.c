@@ -17,7 +17,7 @@
 #include "common/util/attr.h"
 #include "common/util/buf.h"
 #include "common/util/conn.h"
-#include "common/mail/cidr.h"
+#include "smtpd/smtpd_cidr.h"
 #include "common/mail/conf.h"
 #include "common/util/log.h"
 #include "common/mail/proto.h"

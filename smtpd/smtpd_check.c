@@ -1,7 +1,7 @@
 /* smtpd_check.c - the facts restrictions are decided on: client networks,
  * our own domains, access tables and address tricks.
  *
- * Network lists are common/cidr.c; this file adds what is specific to
+ * Network lists are smtpd_cidr.c; this file adds what is specific to
  * smtpd: our own domains (address classes, common/glue/addrclass), the address forms that a
  * host behind us could re-route (so they are never relayed for untrusted
  * clients) and Postfix's access-table lookup order for addresses and
@@ -14,7 +14,7 @@
 
 #include "common/mail/addr.h"
 #include "common/util/alloc.h"
-#include "common/mail/cidr.h"
+#include "smtpd/smtpd_cidr.h"
 #include "common/mail/conf.h"
 #include "common/mail/feedback_dom.h"
 #include "common/glue/dict.h"

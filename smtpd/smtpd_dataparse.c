@@ -156,7 +156,7 @@ static void header_bytes(struct dataparse *d, const unsigned char *p, size_t n)
 /* Where the value of the field being dropped goes. */
 static char **drop_slot(struct dataparse *d)
 {
-    return d->drop_which == 2 ? &d->dropped2 : &d->dropped;
+    return d->drop_which == DP_DROP_SECOND ? &d->dropped2 : &d->dropped;
 }
 
 /* The dropped field is complete: keep its value. */
@@ -169,16 +169,16 @@ static void drop_finish(struct dataparse *d)
     buf_reset(&d->dropbuf);
 }
 
-/* Which of the fields to drop this header line starts: 1, 2, or 0. */
-static int drop_match(const struct dataparse *d)
+/* Which of the fields to drop this header line starts. */
+static enum dataparse_drop drop_match(const struct dataparse *d)
 {
     if (!d->line_held) /* one too long to hold is kept whole */
-        return 0;
+        return DP_DROP_NONE;
     if (d->cf.drop_header && name_is(d, d->cf.drop_header))
-        return 1;
+        return DP_DROP_FIRST;
     if (d->cf.drop_header2 && name_is(d, d->cf.drop_header2))
-        return 2;
-    return 0;
+        return DP_DROP_SECOND;
+    return DP_DROP_NONE;
 }
 
 /* The line just ended: drop it when it belongs to a field to drop. */
@@ -189,12 +189,12 @@ static void drop_check(struct dataparse *d)
     if (d->hl == HL_FIELD) {
         drop_finish(d); /* a field right after another dropped one */
         d->dropping = drop_match(d);
-        if (d->dropping)
+        if (d->dropping != DP_DROP_NONE)
             d->drop_which = d->dropping;
     } else if (d->hl != HL_CONT) {
-        d->dropping = 0;
+        d->dropping = DP_DROP_NONE;
     }
-    if (!d->dropping)
+    if (d->dropping == DP_DROP_NONE)
         drop_finish(d);
     else if (d->hl == HL_FIELD && !*drop_slot(d) && !d->collecting && d->hl_val <= d->hdr.len) {
         d->collecting = 1; /* the first such field's value, unfolded */
@@ -202,7 +202,7 @@ static void drop_check(struct dataparse *d)
     } else if (d->hl == HL_CONT && d->collecting) {
         keep_capped(&d->dropbuf, d->hdr.data, d->hdr.len);
     }
-    if (d->dropping && d->line_held) {
+    if (d->dropping != DP_DROP_NONE && d->line_held) {
         long long n = (long long)(d->obuf.len - d->line_start);
         buf_truncate(&d->obuf, d->line_start);
         d->size -= n;

@@ -51,6 +51,13 @@ enum dataparse_verdict {
     DP_NUL,         /* NUL byte in reject mode */
 };
 
+/* Which of the fields to drop a header line is (private state). */
+enum dataparse_drop {
+    DP_DROP_NONE,
+    DP_DROP_FIRST,  /* drop_header */
+    DP_DROP_SECOND, /* drop_header2 */
+};
+
 /* Content goes out through this in pieces of any size; concatenated, the
  * pieces are the same whatever the input split. */
 typedef void (*dataparse_out_fn)(void *arg, const void *p, size_t n);
@@ -73,11 +80,12 @@ struct dataparse {
     buf_t hdr;      /* its first DP_HDR_KEEP bytes */
     int in_msgid;
     buf_t msgid;
-    size_t line_start; /* drop_header: where the current line starts in obuf */
-    int line_held;     /* ... and it is all still there */
-    int dropping;      /* the field being dropped goes on (continuations) */
-    int collecting;    /* its value is being kept in dropbuf */
-    int drop_which;    /* which field is dropped: 1 drop_header, 2 drop_header2 */
+    size_t line_start;              /* drop_header: where the current line starts in obuf */
+    int line_held;                  /* ... and it is all still there */
+    enum dataparse_drop dropping;   /* the field being dropped goes on
+                                       (continuations); NONE: none */
+    int collecting;                 /* its value is being kept in dropbuf */
+    enum dataparse_drop drop_which; /* which field is dropped */
     buf_t dropbuf;
     /* Results. */
     int done;           /* DATA: end of data seen; BDAT: ended */

@@ -17,7 +17,7 @@
 
 #include "common/glue/dict.h"
 #include "common/mail/addr.h"
-#include "common/mail/cidr.h"
+#include "smtpd/smtpd_cidr.h"
 #include "common/mail/conf.h"
 #include "common/mail/verp.h"
 #include "common/util/log.h"

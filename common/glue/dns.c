@@ -429,16 +429,22 @@ static int mx_numeric(const char *domain, const char *host)
     return 1;
 }
 
-/* Parsed MX records -> hosts; returns 1 for a null MX (RFC 7505), 2 when
- * there were MX records and none of them names a host. */
-static int mx_hosts(struct dns_req *req, struct ares_mx_reply *mx)
+/* What a set of MX records gave. */
+enum mx_kind {
+    MX_HOSTS,   /* hosts in req->res (none: no usable record at all) */
+    MX_NULL,    /* a null MX (RFC 7505) */
+    MX_NOHOSTS, /* MX records, none of them naming a host */
+};
+
+/* Parsed MX records -> hosts. */
+static enum mx_kind mx_hosts(struct dns_req *req, struct ares_mx_reply *mx)
 {
     struct ares_mx_reply *m;
     size_t n = 0, cap = 0, skipped = 0;
     struct dns_result *res = req->res;
 
     if (mx && !mx->next && (mx->host[0] == '\0' || strcmp(mx->host, ".") == 0))
-        return 1;
+        return MX_NULL;
     for (m = mx; m; m = m->next) {
         if (m->host[0] == '\0' || strcmp(m->host, ".") == 0)
             continue;
@@ -454,7 +460,7 @@ static int mx_hosts(struct dns_req *req, struct ares_mx_reply *mx)
     }
     res->nhosts = n;
     mx_order(res->hosts, n);
-    return n == 0 && skipped > 0 ? 2 : 0;
+    return n == 0 && skipped > 0 ? MX_NOHOSTS : MX_HOSTS;
 }
 
 /* Skip a (possibly compressed) name at *off; -1 when it runs off the end. */
@@ -515,13 +521,13 @@ static void mx_cb(void *arg, int status, int timeouts, unsigned char *abuf, int 
         return;
     }
     req->res->ttl = mx_min_ttl(abuf, alen);
-    int kind = mx_hosts(req, mx);
-    if (kind == 2) {
+    enum mx_kind kind = mx_hosts(req, mx);
+    if (kind == MX_NOHOSTS) {
         ares_free_data(mx);
         req_fail_why(req, DNS_TEMPFAIL, req->name, "MX", WHY_INVAL);
         return;
     }
-    if (kind == 1) {
+    if (kind == MX_NULL) {
         ares_free_data(mx);
         req->res->status = DNS_NULLMX;
         buf_printf(&req->res->errtext, "Domain %s does not accept mail (nullMX)", req->name);

@@ -77,7 +77,7 @@ struct ruleset {
 
 static struct ruleset rules;
 
-static void ruleset_free(struct ruleset *rs)
+static void ruleset_destroy(struct ruleset *rs)
 {
     for (size_t i = 0; i < rs->n; i++)
         replymatch_destroy(&rs->v[i].m);
@@ -90,7 +90,7 @@ static void ruleset_free(struct ruleset *rs)
 
 void bclass_reset(void)
 {
-    ruleset_free(&rules);
+    ruleset_destroy(&rules);
 }
 
 /* "category cond cond text=regex" (line already trimmed, not a comment). */
@@ -165,11 +165,11 @@ int bclass_load(const char *local_file, const char *file, buf_t *err)
     const char *paths[2] = { local_file, file };
     for (int i = 0; i < 2; i++) {
         if (paths[i] && *paths[i] && load_file(&rs, paths[i], err) < 0) {
-            ruleset_free(&rs);
+            ruleset_destroy(&rs);
             return -1;
         }
     }
-    ruleset_free(&rules);
+    ruleset_destroy(&rules);
     rules = rs;
     return 0;
 }

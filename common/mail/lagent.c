@@ -1,6 +1,7 @@
-/* lagent.c - the final delivery agents' skeleton (lagent.h): qmgr
- * connections, one synchronous job per request, results and log lines,
- * the message writer and the privilege-dropping child. */
+/* lagent.c - the final delivery agents' skeleton (lagent.h): one
+ * synchronous job per request of qmgr (its connections are
+ * common/mail/qserve's), results and log lines, the message writer and
+ * the privilege-dropping child. */
 #include "common/mail/lagent.h"
 
 #include <errno.h>
@@ -19,11 +20,10 @@
 
 #include "common/mail/conf.h"
 #include "common/mail/mevent.h"
-#include "common/mail/proto.h"
+#include "common/mail/qserve.h"
 #include "common/mail/server.h"
 #include "common/util/alloc.h"
 #include "common/util/attr.h"
-#include "common/util/conn.h"
 #include "common/util/log.h"
 
 static const struct lagent_ops *g_ops;
@@ -292,28 +292,16 @@ static void deliver_one(struct lagent_job *job, size_t idx, attr_t *reply)
     attr_add(reply, "reason", res.reason);
 }
 
-static int parse_idx(const char *v, size_t *out)
-{
-    char *end;
-    if (!v || *v < '0' || *v > '9')
-        return -1;
-    *out = (size_t)strtoull(v, &end, 10);
-    return *end ? -1 : 0;
-}
-
-static enum conn_verdict run_job(struct conn *c, const attr_t *a, const char **why)
+/* One request, delivered before it returns (qserve.h's run). */
+static enum conn_verdict run_job(struct qserve *qs, const attr_t *a, const size_t *idx, size_t n,
+                                 const char **why)
 {
     struct lagent_job job;
-    const char *id = attr_get(a, "queue_id"), *v;
+    const char *id = attr_get(a, "queue_id");
     attr_t reply = ATTR_INIT;
     buf_t err = BUF_INIT;
-    size_t pos = 0, idx;
     enum conn_verdict verdict = CONN_OK;
 
-    if (!id || !qid_valid(id)) {
-        *why = "missing or malformed queue_id";
-        return CONN_DROP;
-    }
     memset(&job, 0, sizeof(job));
     job.srv = g_srv;
     str_lcpy(job.id, id, sizeof(job.id));
@@ -327,23 +315,23 @@ static enum conn_verdict run_job(struct conn *c, const attr_t *a, const char **w
         log_warn("%s: cannot read the queue file: %s", id, buf_str(&err));
         attr_add(&reply, "status", "fail");
         attr_add(&reply, "reason", "cannot read the queue file");
-        conn_send(c, &reply);
+        qserve_reply(qs, &reply);
         goto done;
     }
     if (qfile_lock_shared(job.fd) < 0)
         log_warn("%s: cannot lock the queue file: %s", id, strerror(errno));
     attr_add(&reply, "status", "ok");
     attr_add(&reply, "queue_id", id);
-    while ((v = attr_next(a, "rcpt", &pos)) != NULL) {
-        if (parse_idx(v, &idx) < 0 || idx >= job.env.nrcpt) {
+    for (size_t k = 0; k < n; k++) {
+        if (idx[k] >= job.env.nrcpt) {
             *why = "bad recipient index";
             verdict = CONN_DROP;
             goto done;
         }
-        deliver_one(&job, idx, &reply);
+        deliver_one(&job, idx[k], &reply);
     }
     attr_add(&reply, "dest", "ok");
-    conn_send(c, &reply);
+    qserve_reply(qs, &reply);
 done:
     if (job.fd >= 0)
         close(job.fd);
@@ -351,31 +339,6 @@ done:
     attr_destroy(&reply);
     buf_destroy(&err);
     return verdict;
-}
-
-static enum conn_verdict on_record(struct conn *c, const attr_t *a, void *arg, const char **why)
-{
-    const char *req = attr_get(a, "request");
-    if (!req || strcmp(req, "deliver") != 0) {
-        attr_t r = ATTR_INIT;
-        attr_add(&r, "status", "fail");
-        attr_add(&r, "reason", "unknown request");
-        conn_send(c, &r);
-        attr_destroy(&r);
-        return CONN_OK;
-    }
-    return run_job(c, a, why);
-}
-
-static void on_close(struct conn *c, const char *why, void *arg)
-{
-}
-
-static void on_accept(struct server *s, int fd, int idx)
-{
-    static const struct conn_ops ops = { .on_record = on_record, .on_close = on_close };
-    static const struct conn_cfg cfg = { .peer = "qmgr", .proto = PROTO_VERSION, .serving = 1 };
-    conn_new(s->base, fd, &cfg, &ops, NULL);
 }
 
 static void pre_drop(struct server *s)
@@ -398,17 +361,10 @@ static void post_drop(struct server *s)
 
 int lagent_main(int argc, char **argv, const struct lagent_ops *ops)
 {
-    static const struct server_hooks hooks = {
-        .pre_drop = pre_drop,
-        .post_drop = post_drop,
-        .on_accept = on_accept,
-    };
-    static const struct server_hooks hooks_args = {
-        .pre_drop = pre_drop,
-        .post_drop = post_drop,
-        .on_accept = on_accept,
-        .takes_args = 1,
-    };
+    static const struct qserve_ops qops = { .agent = "delivery agent", .run = run_job };
+    static struct server_hooks hooks = { .pre_drop = pre_drop, .post_drop = post_drop };
     g_ops = ops;
-    return server_main(argc, argv, ops->name, ops->takes_args ? &hooks_args : &hooks, NULL);
+    hooks.takes_args = ops->takes_args;
+    qserve_hooks(&hooks, &qops);
+    return server_main(argc, argv, ops->name, &hooks, NULL);
 }

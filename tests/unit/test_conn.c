@@ -19,6 +19,7 @@
 
 #include "common/util/buf.h"
 #include "common/util/conn.h"
+#include "tests/unit/scripted_peer.h"
 
 static struct event_base *base;
 static int peer; /* the other end, blocking */
@@ -97,9 +98,7 @@ static void stop(void)
 
 static void spin(int ms)
 {
-    struct timeval tv = { 0, ms * 1000 };
-    event_base_loopexit(base, &tv);
-    event_base_dispatch(base);
+    peer_spin(base, ms);
 }
 
 static void put(const char *s)
@@ -111,22 +110,7 @@ static void put(const char *s)
  * -1 on a reset. */
 static int take(buf_t *out, int wait_eof)
 {
-    char b[4096];
-    for (;;) {
-        struct pollfd p = { peer, POLLIN, 0 };
-        spin(5);
-        if (poll(&p, 1, wait_eof ? 200 : 20) <= 0) {
-            if (!wait_eof)
-                return 0;
-            continue;
-        }
-        ssize_t n = read(peer, b, sizeof(b));
-        if (n == 0)
-            return 1;
-        if (n < 0)
-            return errno == ECONNRESET ? -1 : 0;
-        buf_append(out, b, (size_t)n);
-    }
+    return peer_take(base, peer, out, wait_eof);
 }
 
 static void test_framing_across_writes(void **state)

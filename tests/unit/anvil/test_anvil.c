@@ -19,7 +19,7 @@
 #include "smtpd/smtpd_anvil.h"
 #include "anvil/anvil.h"
 #include "anvil/anvil_rate.h"
-#include "common/mail/cidr.h"
+#include "smtpd/smtpd_cidr.h"
 #include "common/mail/conf.h"
 #include "common/util/ipc.h"
 #include "common/util/log.h"

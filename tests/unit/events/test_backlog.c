@@ -52,7 +52,7 @@ static void test_in_order_and_partly(void **state)
     assert_int_equal(b.written, 0);
     /* empty: nothing to write, success */
     assert_int_equal(events_backlog_drain(&b, sink_write, &s), 0);
-    events_backlog_free(&b);
+    events_backlog_destroy(&b);
     buf_destroy(&s.got);
 }
 
@@ -81,7 +81,7 @@ static void test_bound_drops_and_counts(void **state)
     assert_int_equal(s.got.len, (n - n / 2) * sizeof(line) + 5);
     assert_memory_equal(s.got.data + s.got.len - 5, "last\n", 5);
     assert_int_equal(b.written, n + 1);
-    events_backlog_free(&b);
+    events_backlog_destroy(&b);
     buf_destroy(&s.got);
 }
 

@@ -13,7 +13,7 @@
 #include "tests/unit/redis_server.h"
 
 #include "common/glue/redis.h"
-#include "common/mail/gcra.h"
+#include "qmgr/qmgr_gcra.h"
 #include "common/util/log.h"
 #include "qmgr/qmgr_shared.h"
 

@@ -124,7 +124,7 @@ static void test_row(void **state)
     assert_int_equal(qmgr_shaping_parse("max_connections", &p, &err), -1);
     assert_int_equal(qmgr_shaping_parse("retry=5m,never", &p, &err), -1);
     assert_true(err.len > 0);
-    qmgr_shaping_free(&p);
+    qmgr_shaping_destroy(&p);
     buf_destroy(&err);
     buf_destroy(&out);
 }

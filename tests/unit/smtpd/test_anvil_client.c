@@ -19,7 +19,7 @@
 #include "common/util/buf.h"
 #include "common/util/log.h"
 #include "smtpd/smtpd_anvil.h"
-#include "tests/unit/smtpd/scripted_peer.h"
+#include "tests/unit/scripted_peer.h"
 
 static struct event_base *base;
 static char dir[64], path[128], logpath[128];

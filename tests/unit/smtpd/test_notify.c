@@ -19,7 +19,7 @@
 #include "common/util/log.h"
 #include "common/mail/server.h"
 #include "smtpd/smtpd.h"
-#include "tests/unit/smtpd/scripted_peer.h"
+#include "tests/unit/scripted_peer.h"
 
 #define MANY 40000 /* more than a UNIX socket buffer holds */
 

@@ -1,9 +1,9 @@
-/* gcra.c - the Generic Cell Rate Algorithm (see gcra.h for why).
+/* qmgr_gcra.c - the Generic Cell Rate Algorithm (see qmgr_gcra.h for why).
  *
  * A unit that arrives at now conforms when the theoretical arrival time
  * TAT is at most now + tau; taking it moves TAT to max(TAT, now) +
  * interval. A limiter idle for long does not bank credit beyond tau. */
-#include "common/mail/gcra.h"
+#include "qmgr/qmgr_gcra.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
-/* cidr.c - IPv4/IPv6 network matching for client address lists. */
-#include "common/mail/cidr.h"
+/* smtpd_cidr.c - IPv4/IPv6 network matching for client address lists. */
+#include "smtpd/smtpd_cidr.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>

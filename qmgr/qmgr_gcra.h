@@ -1,12 +1,12 @@
-/* gcra.h - the Generic Cell Rate Algorithm: a smooth rate limit.
+/* qmgr_gcra.h - the Generic Cell Rate Algorithm: a smooth rate limit.
  *
  * Why GCRA: it keeps one number per limit (the theoretical arrival time
  * of the next unit), spaces units evenly at 1/rate (no burst at the top
  * of an hour as a fixed window has), allows a configurable burst, and its
  * arithmetic is a few lines, so a shared limiter (a Redis Lua script) can
  * run exactly the same computation. Pure: the caller passes the time. */
-#ifndef POSTINO_GCRA_H
-#define POSTINO_GCRA_H
+#ifndef POSTINO_QMGR_GCRA_H
+#define POSTINO_QMGR_GCRA_H
 
 struct gcra {
     double interval; /* seconds per unit (1 / rate); 0: unlimited */

@@ -1,9 +1,9 @@
-/* cidr.h - IPv4/IPv6 network matching for client address lists
+/* smtpd_cidr.h - IPv4/IPv6 network matching for client address lists
  * (mynetworks-style parameters: "127.0.0.0/8 [::1]/128 192.0.2.7").
  * Written for the anvil limit exceptions; generic enough for smtpd's
  * mynetworks checks too. */
-#ifndef POSTINO_CIDR_H
-#define POSTINO_CIDR_H
+#ifndef POSTINO_SMTPD_CIDR_H
+#define POSTINO_SMTPD_CIDR_H
 
 #include "common/util/buf.h"
 

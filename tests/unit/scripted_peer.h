@@ -2,10 +2,13 @@
  * (blocking descriptors), while the code under test runs on a libevent
  * loop: accept its connection, read what it wrote, answer what the test
  * scripts, and look for a line in the log file. Used by the tests of
- * smtpd's clients of other daemons (test_anvil_client.c, test_notify.c). */
+ * smtpd's clients of other daemons (smtpd/test_anvil_client.c,
+ * smtpd/test_notify.c) and, as the client end, by test_conn.c and
+ * test_qserve.c. */
 #ifndef POSTINO_TEST_SCRIPTED_PEER_H
 #define POSTINO_TEST_SCRIPTED_PEER_H
 
+#include <errno.h>
 #include <event2/event.h>
 #include <poll.h>
 #include <stdio.h>
@@ -78,6 +81,30 @@ static inline enum peer_read peer_read_until(struct event_base *base, int fd, bu
         idle = 0;
     }
     return PEER_READ_DONE;
+}
+
+/* Everything the code under test wrote on fd (blocking) until EOF, or
+ * until a pause when not wait_eof. Waiting for EOF gives up after ten
+ * seconds, so a wrong peer fails a test rather than hangs it. 1 on EOF,
+ * -1 on a reset, else 0. */
+static inline int peer_take(struct event_base *base, int fd, buf_t *out, int wait_eof)
+{
+    char b[4096];
+    for (int waits = 0;;) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        peer_spin(base, 5);
+        if (poll(&p, 1, wait_eof ? 200 : 20) <= 0) {
+            if (!wait_eof || ++waits == 50)
+                return 0;
+            continue;
+        }
+        ssize_t n = read(fd, b, sizeof(b));
+        if (n == 0)
+            return 1;
+        if (n < 0)
+            return errno == ECONNRESET ? -1 : 0;
+        buf_append(out, b, (size_t)n);
+    }
 }
 
 static inline int peer_put(int fd, const char *s)

@@ -1,4 +1,4 @@
-/* test_gcra.c - cmocka tests for the GCRA rate limiter (common/mail/gcra.c):
+/* test_gcra.c - cmocka tests for the GCRA rate limiter (qmgr/qmgr_gcra.c):
  * even spacing, no burst after an idle hour, the configured burst, rate
  * changes, and the rate syntax of shaping_maps. */
 #include <setjmp.h>
@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <math.h>
 
-#include "common/mail/gcra.h"
+#include "qmgr/qmgr_gcra.h"
 
 /* Take as soon as allowed for span seconds from t0; count takes. */
 static int drain(struct gcra *g, double t0, double span, double *last)

@@ -10,7 +10,7 @@
 #include <sys/socket.h>
 
 #include "common/util/buf.h"
-#include "common/mail/cidr.h"
+#include "smtpd/smtpd_cidr.h"
 #include "common/mail/conf.h"
 
 static int in(const char *net, const char *addr)
