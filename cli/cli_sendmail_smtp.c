@@ -50,25 +50,11 @@ void sm_conn_close(struct sm_conn *c)
     buf_destroy(&c->out);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int sm_conn_flush(struct sm_conn *c)
 {
     if (c->out.len == 0)
         return 0;
-    int rc = write_all(c->fd, c->out.data, c->out.len);
+    int rc = ipc_write_all(c->fd, c->out.data, c->out.len);
     buf_reset(&c->out);
     if (rc < 0) {
         c->broken = 1;
@@ -166,7 +152,7 @@ static int copy_some(int from, int to)
         return 1;
     if (r <= 0)
         return (int)r;
-    return write_all(to, tmp, (size_t)r) < 0 ? -1 : 1;
+    return ipc_write_all(to, tmp, (size_t)r) < 0 ? -1 : 1;
 }
 
 int sm_conn_relay(struct sm_conn *c)

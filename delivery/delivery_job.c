@@ -165,19 +165,6 @@ int dlv_job_next_tx(struct dlv_job *job)
     return 0;
 }
 
-/* Postfix-style delay: "0" / "0.02" / "1.2" / "23". */
-static void fmt_delay(buf_t *out, double d)
-{
-    if (d < 0.005)
-        buf_puts(out, "0");
-    else if (d < 1)
-        buf_printf(out, "%.2f", d);
-    else if (d < 10)
-        buf_printf(out, "%.1f", d);
-    else
-        buf_printf(out, "%.0f", d);
-}
-
 /* The recipient's event (issue #11): what the log line says, in fields. */
 static void emit_rcpt(const struct dlv_job *job, const struct dlv_rres *r, const char *delay,
                       const char *delays)
@@ -209,12 +196,12 @@ static void log_rcpt(struct dlv_job *job, const struct dlv_rres *r)
 {
     buf_t d = BUF_INIT, ds = BUF_INIT;
     double ready = job->t_ready > 0 ? job->t_ready : job->t_end;
-    fmt_delay(&d, job->t_end - job->t_arrival);
-    fmt_delay(&ds, job->t_start - job->t_arrival);
+    buf_put_delay(&d, job->t_end - job->t_arrival);
+    buf_put_delay(&ds, job->t_start - job->t_arrival);
     buf_puts(&ds, "/0/");
-    fmt_delay(&ds, ready - job->t_start);
+    buf_put_delay(&ds, ready - job->t_start);
     buf_putc(&ds, '/');
-    fmt_delay(&ds, job->t_end - ready);
+    buf_put_delay(&ds, job->t_end - ready);
     /* site=, category= and tls= go after the status text: pflogsumm's to=
      * pattern wants "dsn=..., status=" adjacent, and reads the reason up
      * to ")". */

@@ -89,28 +89,15 @@ void fb_job_orphan(struct fb_job *job)
 
 /* ---- the end: results, log lines, reply ---- */
 
-/* Postfix-style delay: "0" / "0.02" / "1.2" / "23". */
-static void fmt_delay(buf_t *out, double d)
-{
-    if (d < 0.005)
-        buf_puts(out, "0");
-    else if (d < 1)
-        buf_printf(out, "%.2f", d);
-    else if (d < 10)
-        buf_printf(out, "%.1f", d);
-    else
-        buf_printf(out, "%.0f", d);
-}
-
 /* The delivery agents' line: pflogsumm counts the report as delivered. */
 static void log_rcpt(const struct fb_job *job, const struct fb_result *r, double t_end)
 {
     buf_t d = BUF_INIT;
-    fmt_delay(&d, t_end - job->t_arrival);
+    buf_put_delay(&d, t_end - job->t_arrival);
     buf_puts(&d, ", delays=");
-    fmt_delay(&d, job->t_start - job->t_arrival);
+    buf_put_delay(&d, job->t_start - job->t_arrival);
     buf_puts(&d, "/0/0/");
-    fmt_delay(&d, t_end - job->t_start);
+    buf_put_delay(&d, t_end - job->t_start);
     log_info("%s: to=<%s>, relay=feedback, delay=%s, dsn=%s, status=%s (%s)", job->id,
              job->env.rcpt[r->idx].addr, buf_str(&d), r->dsn, qrcpt_status_name(r->status),
              r->reason);

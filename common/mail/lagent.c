@@ -24,6 +24,7 @@
 #include "common/mail/server.h"
 #include "common/util/alloc.h"
 #include "common/util/attr.h"
+#include "common/util/ipc.h"
 #include "common/util/log.h"
 
 static const struct lagent_ops *g_ops;
@@ -56,20 +57,6 @@ void lagent_set_errno(struct lagent_res *res, int err, const char *what)
 
 /* ---- writing the message ---- */
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* One line (without its CRLF/LF) plus LF, ">"-quoted for mbox. */
 static int put_line(buf_t *out, int fd, const char *p, size_t n, int mbox)
 {
@@ -78,7 +65,7 @@ static int put_line(buf_t *out, int fd, const char *p, size_t n, int mbox)
     buf_append(out, p, n);
     buf_putc(out, '\n');
     if (out->len >= 65536) {
-        if (write_all(fd, out->data, out->len) < 0)
+        if (ipc_write_all(fd, out->data, out->len) < 0)
             return -1;
         buf_reset(out);
     }
@@ -140,7 +127,7 @@ int lagent_copy(struct lagent_job *job, int fd, const char *return_path, const c
         goto done;
     if (mbox)
         buf_putc(&out, '\n');
-    rc = write_all(fd, out.data ? out.data : "", out.len);
+    rc = ipc_write_all(fd, out.data ? out.data : "", out.len);
 done:
     saved = errno;
     free(body);
@@ -219,18 +206,6 @@ static double now(void)
     return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
-static void fmt_delay(buf_t *out, double d)
-{
-    if (d < 0.005)
-        buf_puts(out, "0");
-    else if (d < 1)
-        buf_printf(out, "%.2f", d);
-    else if (d < 10)
-        buf_printf(out, "%.1f", d);
-    else
-        buf_printf(out, "%.0f", d);
-}
-
 /* The recipient's event (issue #11), from what the log line says. */
 static void emit_rcpt(const struct lagent_job *job, const char *addr, const struct lagent_res *r,
                       const char *delay, const char *delays)
@@ -259,10 +234,10 @@ static void log_rcpt(const struct lagent_job *job, const char *addr, const struc
 {
     buf_t d = BUF_INIT, ds = BUF_INIT;
     double arrival = (double)job->env.arrival.tv_sec + job->env.arrival.tv_usec / 1e6;
-    fmt_delay(&d, t1 - arrival);
-    fmt_delay(&ds, t0 - arrival);
+    buf_put_delay(&d, t1 - arrival);
+    buf_put_delay(&ds, t0 - arrival);
     buf_puts(&ds, "/0/0/");
-    fmt_delay(&ds, t1 - t0);
+    buf_put_delay(&ds, t1 - t0);
     log_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s, dsn=%s, status=%s (%s)%s%s", job->id,
              addr, g_ops->name, buf_str(&d), buf_str(&ds), r->dsn, qrcpt_status_name(r->status),
              r->reason, r->status != QR_SENT ? ", category=" : "",

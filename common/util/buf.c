@@ -223,3 +223,15 @@ void strv_free(char **v)
         free(*p);
     free(v);
 }
+
+void buf_put_delay(buf_t *b, double secs)
+{
+    if (secs < 0.005)
+        buf_puts(b, "0");
+    else if (secs < 1)
+        buf_printf(b, "%.2f", secs);
+    else if (secs < 10)
+        buf_printf(b, "%.1f", secs);
+    else
+        buf_printf(b, "%.0f", secs);
+}

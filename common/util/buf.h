@@ -28,6 +28,8 @@ void buf_append(buf_t *b, const void *p, size_t n);
 void buf_puts(buf_t *b, const char *s);
 void buf_putc(buf_t *b, int c);
 void buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A delay in seconds as Postfix logs it: "0", "0.02", "1.2", "23". */
+void buf_put_delay(buf_t *b, double secs);
 void buf_vprintf(buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Replace contents. */
 void buf_set(buf_t *b, const char *s);

@@ -36,6 +36,21 @@ int ipc_cloexec(int fd, int on)
     return fcntl(fd, F_SETFD, fl);
 }
 
+int ipc_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 static int unix_addr(const char *path, struct sockaddr_un *sun)
 {
     memset(sun, 0, sizeof(*sun));

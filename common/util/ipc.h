@@ -19,6 +19,8 @@ int ipc_listen_inet(const char *hostport, int backlog, buf_t *err);
 int ipc_split_hostport(const char *s, buf_t *host, int *port, int defport);
 int ipc_nonblock(int fd, int on);
 int ipc_cloexec(int fd, int on);
+/* Writes all n bytes to a blocking fd, retrying on EINTR; -1 on error. */
+int ipc_write_all(int fd, const void *p, size_t n);
 /* Credentials of the peer of a UNIX socket (SO_PEERCRED). */
 int ipc_peer_cred(int fd, uid_t *uid, gid_t *gid, pid_t *pid);
 /* Numeric text of an address: "127.0.0.1" / "::1"; port optional. */

@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/util/buf.h"
 #include "common/util/ipc.h"
 
 static void test_split(void **state)
@@ -148,12 +151,66 @@ static void test_unix(void **state)
     rmdir(dir);
 }
 
+/* More than a pipe holds, written by a writer blocked until a reader drains it. */
+static void test_write_all(void **state)
+{
+    (void)state;
+    int fds[2];
+    size_t n = 200000, got = 0;
+    char *big = malloc(n), chunk[4096];
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)('a' + i % 26);
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        _exit(ipc_write_all(fds[1], big, n) == 0 ? 0 : 1);
+    }
+    close(fds[1]);
+    ssize_t r;
+    while ((r = read(fds[0], chunk, sizeof chunk)) > 0) {
+        assert_memory_equal(chunk, big + got, (size_t)r);
+        got += (size_t)r;
+    }
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(got, n);
+    /* a closed reader: an error, not a loop */
+    assert_int_equal(pipe(fds), 0);
+    close(fds[0]);
+    signal(SIGPIPE, SIG_IGN);
+    assert_int_equal(ipc_write_all(fds[1], big, n), -1);
+    close(fds[1]);
+    free(big);
+}
+
+/* Postfix's delay shapes: "0", two decimals below 1 s, one below 10 s. */
+static void test_put_delay(void **state)
+{
+    (void)state;
+    static const struct {
+        double secs;
+        const char *want;
+    } cases[] = { { 0, "0" },      { 0.004, "0" },  { 0.02, "0.02" }, { 0.5, "0.50" },
+                  { 1.23, "1.2" }, { 9.94, "9.9" }, { 23.4, "23" },   { 3600, "3600" } };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        buf_t b = BUF_INIT;
+        buf_put_delay(&b, cases[i].secs);
+        assert_string_equal(buf_str(&b), cases[i].want);
+        buf_destroy(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_split),
-        cmocka_unit_test(test_listen_inet),
-        cmocka_unit_test(test_unix),
+        cmocka_unit_test(test_split),     cmocka_unit_test(test_listen_inet),
+        cmocka_unit_test(test_unix),      cmocka_unit_test(test_write_all),
+        cmocka_unit_test(test_put_delay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
