@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 import postino_harness as h
 
 SENDER = "s@sender.test"
@@ -338,6 +340,12 @@ def test_memory_flat_over_many_messages(postino_factory, sink):
 
     batch(500)      # warm-up: tables, buffers and the index cache at their working size
     pid, before = _qmgr_heap_kb(p)
+    with open("/proc/%d/maps" % pid) as f:
+        if "libasan" in f.read():
+            # ASan's quarantine keeps freed memory resident: the heap grows
+            # by design there (its leak checker, detect_leaks=1, finds this
+            # leak instead)
+            pytest.skip("qmgr built with AddressSanitizer: RSS is not the heap's size")
     batch(3000)
     pid2, after = _qmgr_heap_kb(p)
     assert pid2 == pid, "qmgr restarted during the test"
