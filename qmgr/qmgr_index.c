@@ -520,6 +520,7 @@ void qmgr_index_new_mail(const char *id)
     buf_reset(&err);
     if (qmgr_msg_room()) {
         qmgr_msg_activate(id, 0, 0);
+        buf_destroy(&err); /* every new message passes here: a leak per message */
         return;
     }
     /* Memory is full: index it as incoming; the due scan takes it later. */

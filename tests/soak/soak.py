@@ -281,10 +281,56 @@ def fd_kinds(p):
     return out
 
 
+def qmgr_breakdown(p):
+    """qmgr's memory by mapping kind, from /proc/PID/smaps (KB of RSS and,
+    for the heap and anonymous maps, of private dirty pages): [heap],
+    anonymous maps (malloc arenas, large allocations), Berkeley DB region
+    files (__db.*), other files (mmapped databases, libraries) and the
+    stack, so a growth can be told apart by where it lives."""
+    pids = p.pids(("qmgr",)).get("qmgr", [])
+    if not pids:
+        return None
+    pid = pids[0]
+    kinds = {}
+    cur = None
+    try:
+        with open("/proc/%d/smaps" % pid) as f:
+            for ln in f:
+                head = ln.split()
+                if not head:
+                    continue
+                if not head[0].endswith(":"):
+                    path = head[5] if len(head) > 5 else ""
+                    if path == "[heap]":
+                        cur = "heap"
+                    elif path == "":
+                        cur = "anon"
+                    elif os.path.basename(path).startswith("__db."):
+                        cur = "bdb_region"
+                    elif path.startswith("["):
+                        cur = path.strip("[]")
+                    elif ".so" in os.path.basename(path):
+                        cur = "libs"
+                    else:
+                        cur = "files"
+                    continue
+                if head[0] == "Rss:":
+                    kinds[cur] = kinds.get(cur, 0) + int(head[1])
+                elif head[0] == "Private_Dirty:" and cur in ("heap", "anon"):
+                    kinds[cur + "_dirty"] = kinds.get(cur + "_dirty", 0) + int(head[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    kinds["pid"] = pid
+    return kinds
+
+
 def chaos(p, args, stop, events, rng):
+    """A kill every --kill-every seconds, a reload every --reload-every;
+    0 turns either off (a steady run, to watch memory without restarts)."""
     t0 = time.time()
-    next_kill = t0 + args.kill_every
-    next_reload = t0 + args.reload_every
+    never = float("inf")
+    next_kill = t0 + args.kill_every if args.kill_every > 0 else never
+    next_reload = t0 + args.reload_every if args.reload_every > 0 else never
     while not stop.wait(0.5):
         now = time.time()
         if now >= next_kill:
@@ -304,9 +350,12 @@ def chaos(p, args, stop, events, rng):
             next_reload += args.reload_every
 
 
-def sampler(p, args, stop, samples, t0):
+def sampler(p, args, stop, samples, t0, breakdown=None):
     while True:
-        samples.append((round(time.time() - t0, 1), daemon_sample(p)))
+        now = round(time.time() - t0, 1)
+        samples.append((now, daemon_sample(p)))
+        if breakdown is not None:
+            breakdown.append((now, qmgr_breakdown(p)))
         if stop.wait(args.sample_every):
             return
 
@@ -380,8 +429,8 @@ def plot(samples, events, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=3600, help="length of the load")
-    ap.add_argument("--kill-every", type=float, default=60)
-    ap.add_argument("--reload-every", type=float, default=300)
+    ap.add_argument("--kill-every", type=float, default=60, help="0: no kills")
+    ap.add_argument("--reload-every", type=float, default=300, help="0: no reloads")
     ap.add_argument("--sample-every", type=float, default=60)
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--rate", type=float, default=20.0,
@@ -412,7 +461,7 @@ def main():
     })
     load = Load(p, args.seed, args.rate, args.senders)
     rng = random.Random(args.seed)
-    events, samples = [], []
+    events, samples, breakdown = [], [], []
     stop_chaos = threading.Event()
     ok = False
     try:
@@ -425,7 +474,7 @@ def main():
         threads.append(threading.Thread(target=chaos, daemon=True,
                                         args=(p, args, stop_chaos, events, rng)))
         samp = threading.Thread(target=sampler, daemon=True,
-                                args=(p, args, stop_chaos, samples, t0))
+                                args=(p, args, stop_chaos, samples, t0, breakdown))
         for t in threads + [samp]:
             t.start()
         while time.time() - t0 < args.seconds:
@@ -491,6 +540,8 @@ def main():
             json.dump(result, f, indent=1)
         with open(os.path.join(args.out, "samples.json"), "w") as f:
             json.dump(samples, f)
+        with open(os.path.join(args.out, "qmgr_smaps.json"), "w") as f:
+            json.dump(breakdown, f)
         png = plot(samples, events, os.path.join(args.out, "soak.png"))
         lines = [
             "soak: %d s, %d senders, seed %d: %d messages (%d recipients, %.1f MB) acknowledged, "
