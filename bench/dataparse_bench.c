@@ -44,21 +44,21 @@ static void build(buf_t *b, size_t width)
 
 static double run_once(const buf_t *in, int dot)
 {
-    struct dataparse_config cf = {
+    struct smtpd_dataparse_config cf = {
         dot, DP_BARE_NORMALIZE, 2048, 0, 102400, 50, "X-Postino-Pool", "X-Postino-Priority"
     };
     struct dataparse d;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    dataparse_init(&d, &cf, sink, NULL);
+    smtpd_dataparse_init(&d, &cf, sink, NULL);
     for (size_t off = 0; off < in->len && !d.done; off += READ) {
         size_t k = in->len - off < READ ? in->len - off : READ;
-        dataparse_feed(&d, (const unsigned char *)in->data + off, k);
+        smtpd_dataparse_feed(&d, (const unsigned char *)in->data + off, k);
     }
     if (!dot)
-        dataparse_end(&d);
-    dataparse_flush(&d);
-    dataparse_destroy(&d);
+        smtpd_dataparse_end(&d);
+    smtpd_dataparse_flush(&d);
+    smtpd_dataparse_destroy(&d);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 }

@@ -15,21 +15,21 @@
 
 #include <string.h>
 
-void dotstuff_init(struct dotstuff *st)
+void dlv_dotstuff_init(struct dotstuff *st)
 {
     st->bol = 1;
     st->cr = 0;
     st->nuls = 0;
 }
 
-size_t dotstuff_bound(const struct dotstuff *st, size_t n)
+size_t dlv_dotstuff_bound(const struct dotstuff *st, size_t n)
 {
     /* Each input byte gives at most two (bare CR or LF -> CRLF; a dot
      * that starts a line gets its stuffing dot), plus the held NULs. */
     return 2 * n + st->nuls;
 }
 
-size_t dotstuff_finish_bound(const struct dotstuff *st)
+size_t dlv_dotstuff_finish_bound(const struct dotstuff *st)
 {
     return st->nuls + 5;
 }
@@ -76,7 +76,7 @@ static size_t line_start(struct dotstuff *st, const char *in, size_t i, size_t n
     return j;
 }
 
-size_t dotstuff_chunk(struct dotstuff *st, const char *in, size_t n, char *out)
+size_t dlv_dotstuff_chunk(struct dotstuff *st, const char *in, size_t n, char *out)
 {
     size_t i = 0, run = 0, o = 0, cr_at, lf_at, e;
 
@@ -117,7 +117,7 @@ size_t dotstuff_chunk(struct dotstuff *st, const char *in, size_t n, char *out)
     return o + (n - run);
 }
 
-size_t dotstuff_finish(struct dotstuff *st, char *out)
+size_t dlv_dotstuff_finish(struct dotstuff *st, char *out)
 {
     size_t o = 0;
     if (st->nuls > 0 || !st->bol) {
@@ -126,6 +126,6 @@ size_t dotstuff_finish(struct dotstuff *st, char *out)
         out[o++] = '\n';
     }
     memcpy(out + o, ".\r\n", 3);
-    dotstuff_init(st);
+    dlv_dotstuff_init(st);
     return o + 3;
 }

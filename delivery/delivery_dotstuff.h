@@ -29,15 +29,15 @@ struct dotstuff {
     size_t nuls; /* NULs held at the start of the line (see dotstuff.c) */
 };
 
-void dotstuff_init(struct dotstuff *st);
-/* Output room dotstuff_chunk() needs for n input bytes. */
-size_t dotstuff_bound(const struct dotstuff *st, size_t n);
-/* Encode in[0..n) into out (room: dotstuff_bound()); returns bytes written. */
-size_t dotstuff_chunk(struct dotstuff *st, const char *in, size_t n, char *out);
-/* Output room dotstuff_finish() needs. */
-size_t dotstuff_finish_bound(const struct dotstuff *st);
+void dlv_dotstuff_init(struct dotstuff *st);
+/* Output room dlv_dotstuff_chunk() needs for n input bytes. */
+size_t dlv_dotstuff_bound(const struct dotstuff *st, size_t n);
+/* Encode in[0..n) into out (room: dlv_dotstuff_bound()); returns bytes written. */
+size_t dlv_dotstuff_chunk(struct dotstuff *st, const char *in, size_t n, char *out);
+/* Output room dlv_dotstuff_finish() needs. */
+size_t dlv_dotstuff_finish_bound(const struct dotstuff *st);
 /* The end: any held NULs, CRLF unless at a line start, ".\r\n". Returns
  * bytes written; the state is reset for the next message. */
-size_t dotstuff_finish(struct dotstuff *st, char *out);
+size_t dlv_dotstuff_finish(struct dotstuff *st, char *out);
 
 #endif

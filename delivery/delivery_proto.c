@@ -64,7 +64,7 @@ static int handshake_fail(struct dlv_sess *s, enum dlv_xkind kind, int refused)
                    buf_str(&s->rp.reply.text));
     else
         dlv_proto_said(s, kind, &r);
-    smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+    dlv_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
     if (!permanent && dsn[0] != '4')
         snprintf(dsn, sizeof(dsn), "4.0.0");
     enum bclass cat = dlv_proto_reply_bclass(s);
@@ -239,7 +239,7 @@ void dlv_proto_rcpt_failed(struct dlv_sess *s, struct dlv_rres *rr, enum dlv_xki
 {
     buf_t r = BUF_INIT;
     char dsn[16];
-    smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+    dlv_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
     dlv_proto_said(s, kind, &r);
     dlv_job_set_rcpt(rr, dsn, r.data, dlv_proto_reply_bclass(s));
     buf_destroy(&r);
@@ -291,7 +291,7 @@ static int on_mail(struct dlv_sess *s, size_t i)
     if (reply_class(s) != 2) {
         buf_t r = BUF_INIT;
         char dsn[16];
-        smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+        dlv_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
         dlv_proto_said(s, X_MAIL, &r);
         dlv_job_set_tx(s->job, dsn, r.data, dlv_proto_reply_bclass(s));
         buf_destroy(&r);
@@ -351,7 +351,7 @@ static int on_data(struct dlv_sess *s, size_t i)
     s->state = SS_BODY;
     s->body_left = job->env.content_len;
     s->body_off = job->env.content_off;
-    dotstuff_init(&s->stuff);
+    dlv_dotstuff_init(&s->stuff);
     if (job->env.dkim) /* signed at reception: the signature goes first */
         body_put(s, bufferevent_get_output(s->bev), job->env.dkim, strlen(job->env.dkim), 0);
     bufferevent_setwatermark(s->bev, EV_WRITE, BODY_CHUNK, 0);
@@ -375,7 +375,7 @@ int dlv_proto_final_reply(struct dlv_sess *s, enum dlv_xkind kind)
             continue;
         if (reply_class(s) == 2) {
             char dsn[16];
-            smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+            dlv_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
             dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text), BCLASS_OTHER);
         } else {
             dlv_proto_rcpt_failed(s, rr, kind);
@@ -405,7 +405,7 @@ int dlv_proto_lmtp_reply(struct dlv_sess *s, size_t i)
     struct dlv_rres *rr = &s->job->res[i];
     if (reply_class(s) == 2) {
         char dsn[16];
-        smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
+        dlv_reply_dsn(&s->rp.reply, dsn, sizeof(dsn));
         dlv_job_set_rcpt(rr, dsn, buf_str(&s->rp.reply.text), BCLASS_OTHER);
     } else {
         dlv_proto_rcpt_failed(s, rr, X_LMTP);
@@ -456,7 +456,7 @@ static int proto_violation(struct dlv_sess *s, enum dlv_xkind kind)
     buf_t r = BUF_INIT, ok = BUF_INIT;
     const char *cmd = dlv_phase_command(kind), *id = s->job ? s->job->id : "-";
 
-    smtp_reply_ok_text(dlv_phase[kind].ok, &ok);
+    dlv_reply_ok_text(dlv_phase[kind].ok, &ok);
     if (s->premature) {
         buf_printf(&r,
                    "host %s said: %s (before our %s command was sent); protocol error: "
@@ -487,7 +487,7 @@ static int proto_closing(struct dlv_sess *s, enum dlv_xkind kind)
 {
     buf_t r = BUF_INIT;
     char dsn[16];
-    smtp_reply_dsn(&s->rp.reply, dsn, sizeof(dsn)); /* 4.x.x: class checked */
+    dlv_reply_dsn(&s->rp.reply, dsn, sizeof(dsn)); /* 4.x.x: class checked */
     dlv_proto_said(s, kind, &r);
     dlv_sess_abort(s, dsn, r.data, dlv_proto_reply_bclass(s));
     buf_destroy(&r);
@@ -509,7 +509,7 @@ int dlv_proto_reply(struct dlv_sess *s)
         return handlers[w.kind](s, w.i);
     if ((w.kind == X_BDAT || w.kind == X_BDAT_LAST) && dlv_bdat_early(s, w.i))
         s->premature = 1;
-    if (s->premature || smtp_reply_verdict(code, dlv_phase[w.kind].ok) == SMTP_V_PROTO)
+    if (s->premature || dlv_reply_verdict(code, dlv_phase[w.kind].ok) == SMTP_V_PROTO)
         return proto_violation(s, w.kind);
     /* A 421 greeting or EHLO/HELO reply already ends the session there. */
     if (code == 421 && w.kind != X_GREET && w.kind != X_EHLO && w.kind != X_HELO)
@@ -607,11 +607,11 @@ void dlv_proto_start_tx(struct dlv_sess *s)
 static void body_put(struct dlv_sess *s, struct evbuffer *out, const char *p, size_t n, int last)
 {
     struct evbuffer_iovec v;
-    size_t room = last ? dotstuff_finish_bound(&s->stuff) : dotstuff_bound(&s->stuff, n);
+    size_t room = last ? dlv_dotstuff_finish_bound(&s->stuff) : dlv_dotstuff_bound(&s->stuff, n);
     if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) < 1 || v.iov_len < room)
         log_fatal("cannot buffer message content (out of memory)");
-    v.iov_len =
-        last ? dotstuff_finish(&s->stuff, v.iov_base) : dotstuff_chunk(&s->stuff, p, n, v.iov_base);
+    v.iov_len = last ? dlv_dotstuff_finish(&s->stuff, v.iov_base)
+                     : dlv_dotstuff_chunk(&s->stuff, p, n, v.iov_base);
     if (evbuffer_commit_space(out, &v, 1) < 0)
         log_panic("smtp: evbuffer_commit_space failed");
 }

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-void smtp_rparser_init(struct smtp_rparser *p)
+void dlv_rparser_init(struct smtp_rparser *p)
 {
     memset(p, 0, sizeof(*p));
     buf_init(&p->line, 256);
@@ -17,19 +17,19 @@ void smtp_rparser_init(struct smtp_rparser *p)
     buf_init(&p->reply.lines, 256);
 }
 
-void smtp_rparser_destroy(struct smtp_rparser *p)
+void dlv_rparser_destroy(struct smtp_rparser *p)
 {
     buf_destroy(&p->line);
     buf_destroy(&p->reply.text);
     buf_destroy(&p->reply.lines);
 }
 
-int smtp_rparser_pending(const struct smtp_rparser *p)
+int dlv_rparser_pending(const struct smtp_rparser *p)
 {
     return p->in_reply || p->line.len > 0;
 }
 
-size_t smtp_reply_enh_code_len(const char *s, int cls)
+size_t dlv_reply_enh_code_len(const char *s, int cls)
 {
     /* class "." 1*3digit "." 1*3digit, RFC 3463 */
     size_t i = 0, n;
@@ -48,7 +48,7 @@ size_t smtp_reply_enh_code_len(const char *s, int cls)
     return i;
 }
 
-void smtp_reply_dsn(const struct smtp_reply *r, char *out, size_t size)
+void dlv_reply_dsn(const struct smtp_reply *r, char *out, size_t size)
 {
     if (r->enh[0])
         snprintf(out, size, "%s", r->enh);
@@ -56,7 +56,7 @@ void smtp_reply_dsn(const struct smtp_reply *r, char *out, size_t size)
         snprintf(out, size, "%d.0.0", r->code >= 200 && r->code < 600 ? r->code / 100 : 4);
 }
 
-enum smtp_verdict smtp_reply_verdict(int code, const short *ok)
+enum smtp_verdict dlv_reply_verdict(int code, const short *ok)
 {
     for (; *ok; ok++)
         if (*ok == code)
@@ -68,7 +68,7 @@ enum smtp_verdict smtp_reply_verdict(int code, const short *ok)
     return SMTP_V_PROTO;
 }
 
-void smtp_reply_ok_text(const short *ok, buf_t *out)
+void dlv_reply_ok_text(const short *ok, buf_t *out)
 {
     size_t k;
     for (k = 0; ok[k]; k++)
@@ -84,7 +84,7 @@ static void reply_begin(struct smtp_reply *r, int code, const char *rest)
     r->nlines = 0;
     buf_reset(&r->text);
     buf_reset(&r->lines);
-    n = smtp_reply_enh_code_len(rest, '0' + code / 100);
+    n = dlv_reply_enh_code_len(rest, '0' + code / 100);
     if (n > 0 && n < sizeof(r->enh)) {
         memcpy(r->enh, rest, n);
         r->enh[n] = '\0';
@@ -93,7 +93,7 @@ static void reply_begin(struct smtp_reply *r, int code, const char *rest)
 
 /* One complete line (CR/LF stripped): the reply is complete, more lines
  * follow, or a protocol error. */
-static enum smtp_rparser_result parse_line(struct smtp_rparser *p, const char *s, size_t len)
+static enum dlv_rparser_result parse_line(struct smtp_rparser *p, const char *s, size_t len)
 {
     struct smtp_reply *r = &p->reply;
     int code;
@@ -143,11 +143,11 @@ static void sanitize(buf_t *line)
     }
 }
 
-enum smtp_rparser_result smtp_rparser_feed(struct smtp_rparser *p, const char *data, size_t len,
-                                           size_t *used)
+enum dlv_rparser_result dlv_rparser_feed(struct smtp_rparser *p, const char *data, size_t len,
+                                         size_t *used)
 {
     size_t i;
-    enum smtp_rparser_result rc;
+    enum dlv_rparser_result rc;
 
     if (p->err)
         return SMTP_RP_ERROR;

@@ -33,8 +33,8 @@ struct smtp_rparser {
     const char *err; /* static reason after SMTP_RP_ERROR */
 };
 
-/* What smtp_rparser_feed found. */
-enum smtp_rparser_result {
+/* What dlv_rparser_feed found. */
+enum dlv_rparser_result {
     SMTP_RP_MORE,  /* all bytes consumed, more are needed */
     SMTP_RP_REPLY, /* a complete reply is in p->reply (*used bytes consumed;
                         feed the rest again after handling it) */
@@ -42,30 +42,30 @@ enum smtp_rparser_result {
                         be used any more */
 };
 
-void smtp_rparser_init(struct smtp_rparser *p);
-void smtp_rparser_destroy(struct smtp_rparser *p);
+void dlv_rparser_init(struct smtp_rparser *p);
+void dlv_rparser_destroy(struct smtp_rparser *p);
 /* Consume bytes from data[0..len). */
-enum smtp_rparser_result smtp_rparser_feed(struct smtp_rparser *p, const char *data, size_t len,
-                                           size_t *used);
+enum dlv_rparser_result dlv_rparser_feed(struct smtp_rparser *p, const char *data, size_t len,
+                                         size_t *used);
 /* Is a reply partly received (useful to report "lost connection" vs
  * "missing final line")? */
-int smtp_rparser_pending(const struct smtp_rparser *p);
+int dlv_rparser_pending(const struct smtp_rparser *p);
 
 /* The DSN code for a reply: the enhanced code when present, otherwise
  * "2.0.0"/"4.0.0"/"5.0.0" from the reply class. out >= 16 bytes. */
-void smtp_reply_dsn(const struct smtp_reply *r, char *out, size_t size);
+void dlv_reply_dsn(const struct smtp_reply *r, char *out, size_t size);
 /* How a reply answers a command whose only success codes are ok[]
  * (0-terminated), RFC 5321 4.3.2: OK; TEMP (4xx) and PERM (5xx) failures;
  * PROTO for any other 1xx/2xx/3xx - a server that says "250" where "354"
  * is due has not done what the command asked, and must never be taken at
  * its word. */
 enum smtp_verdict { SMTP_V_OK, SMTP_V_TEMP, SMTP_V_PERM, SMTP_V_PROTO };
-enum smtp_verdict smtp_reply_verdict(int code, const short *ok);
+enum smtp_verdict dlv_reply_verdict(int code, const short *ok);
 /* The success codes as text for log lines: "250", "250 or 251". */
-void smtp_reply_ok_text(const short *ok, buf_t *out);
+void dlv_reply_ok_text(const short *ok, buf_t *out);
 
 /* Does s start with an enhanced status code of class cls ('2','4','5')?
  * Returns its length (without the following space) or 0. */
-size_t smtp_reply_enh_code_len(const char *s, int cls);
+size_t dlv_reply_enh_code_len(const char *s, int cls);
 
 #endif

@@ -132,7 +132,7 @@ void dlv_sess_free(struct dlv_sess *s)
     if (s->bev)
         bufferevent_free(s->bev);
     event_free(s->timer);
-    smtp_rparser_destroy(&s->rp);
+    dlv_rparser_destroy(&s->rp);
     if (s->bd.tmp)
         evbuffer_free(s->bd.tmp);
     buf_destroy(&s->relay);
@@ -274,7 +274,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer_iovec v;
     size_t used;
-    enum smtp_rparser_result rc;
+    enum dlv_rparser_result rc;
 
     while (evbuffer_peek(in, -1, NULL, &v, 1) > 0 && v.iov_len > 0) {
         if (s->state == SS_IDLE || s->state == SS_QUIT || s->xhead == s->xn) {
@@ -291,7 +291,7 @@ static void sess_read_cb(struct bufferevent *bev, void *arg)
             dlv_sess_free(s);
             return;
         }
-        rc = smtp_rparser_feed(&s->rp, v.iov_base, v.iov_len, &used);
+        rc = dlv_rparser_feed(&s->rp, v.iov_base, v.iov_len, &used);
         evbuffer_drain(in, used);
         if (rc == SMTP_RP_ERROR) {
             buf_t r = BUF_INIT;
@@ -355,7 +355,7 @@ static struct dlv_sess *sess_new(const char *key, const char *host)
     buf_init(&s->relay, 64);
     buf_init(&s->hostip, 64);
     buf_init(&s->tls_info, 48);
-    smtp_rparser_init(&s->rp);
+    dlv_rparser_init(&s->rp);
     s->timer = evtimer_new(dlv_g.srv->base, sess_timer_cb, s);
     s->state = SS_CONNECT;
     return s;

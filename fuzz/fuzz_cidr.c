@@ -7,8 +7,8 @@
  *     to itself, contains its own address, and contains exactly the
  *     addresses that agree with it on its first `bits` bits;
  *   - an address matches the full-length network of itself;
- *   - cidr_list_match is the OR of the elements' matches, and
- *     cidr_list_validate fails exactly when an element is bad, naming it.
+ *   - smtpd_cidr_list_match is the OR of the elements' matches, and
+ *     smtpd_cidr_list_validate fails exactly when an element is bad, naming it.
  * An IPv4 network never matches an IPv6 address and vice versa; a
  * v4-mapped address counts as IPv4 (cidr.h). */
 #include <arpa/inet.h>
@@ -63,9 +63,9 @@ static void check_prefix(const struct cidr *c, const uint8_t *seed, size_t n)
         memcpy(a, c->a, 16);
         int k = seed[i] % len;
         a[k / 8] ^= (unsigned char)(0x80 >> (k % 8));
-        if (cidr_match(c, c->family, a) != (k >= c->bits))
+        if (smtpd_cidr_match(c, c->family, a) != (k >= c->bits))
             abort();
-        if (cidr_match(c, c->family == AF_INET ? AF_INET6 : AF_INET, a))
+        if (smtpd_cidr_match(c, c->family == AF_INET ? AF_INET6 : AF_INET, a))
             abort();
     }
     /* Bits past the prefix never matter, whatever they are. */
@@ -74,7 +74,7 @@ static void check_prefix(const struct cidr *c, const uint8_t *seed, size_t n)
     for (int k = c->bits; k < len; k++)
         if (bit_of(c->a, k) == 0)
             a[k / 8] |= (unsigned char)(0x80 >> (k % 8));
-    if (!cidr_match(c, c->family, a))
+    if (!smtpd_cidr_match(c, c->family, a))
         abort();
 }
 
@@ -85,14 +85,14 @@ static int check_element(const char *el, int fam, const unsigned char *a, const 
     struct cidr c, c2;
     buf_t text = BUF_INIT;
     memset(&c, 0x5a, sizeof(c));
-    if (cidr_parse(el, &c) < 0)
+    if (smtpd_cidr_parse(el, &c) < 0)
         return 0;
     if (!((c.family == AF_INET && c.bits >= 0 && c.bits <= 32) ||
           (c.family == AF_INET6 && c.bits >= 0 && c.bits <= 128)))
         abort();
     /* Printed back, it parses to the same network. */
     format_net(&c, &text);
-    if (cidr_parse(buf_str(&text), &c2) < 0 || c2.family != c.family || c2.bits != c.bits ||
+    if (smtpd_cidr_parse(buf_str(&text), &c2) < 0 || c2.family != c.family || c2.bits != c.bits ||
         memcmp(c2.a, c.a, 16) != 0)
         abort();
     /* Its own address (as written, brackets off) is inside it. */
@@ -105,9 +105,9 @@ static int check_element(const char *el, int fam, const unsigned char *a, const 
     buf_reset(&text);
     buf_append(&text, el, hl);
     unsigned char own[16];
-    int ofam = cidr_addr_bytes(buf_str(&text), own);
+    int ofam = smtpd_cidr_addr_bytes(buf_str(&text), own);
     if (ofam == c.family) {
-        if (!cidr_match(&c, ofam, own))
+        if (!smtpd_cidr_match(&c, ofam, own))
             abort();
     } else if (!(ofam == AF_INET && c.family == AF_INET6 && c.bits < 96)) {
         /* Only a v4-mapped address under an IPv6 prefix shorter than the
@@ -116,21 +116,21 @@ static int check_element(const char *el, int fam, const unsigned char *a, const 
     }
     check_prefix(&c, seed, nseed);
     buf_destroy(&text);
-    return fam >= 0 && cidr_match(&c, fam, a);
+    return fam >= 0 && smtpd_cidr_match(&c, fam, a);
 }
 
 static void must_hold(const char *net, int fam, const unsigned char *a)
 {
     struct cidr c;
-    if (cidr_parse(net, &c) < 0 || c.family != fam || c.bits != (fam == AF_INET ? 32 : 128) ||
-        !cidr_match(&c, fam, a))
+    if (smtpd_cidr_parse(net, &c) < 0 || c.family != fam || c.bits != (fam == AF_INET ? 32 : 128) ||
+        !smtpd_cidr_match(&c, fam, a))
         abort();
 }
 
 /* The client address: parsed both ways, it is in its own /32 or /128. */
 static int check_addr(const char *addr, unsigned char a[16])
 {
-    int fam = cidr_addr_bytes(addr, a);
+    int fam = smtpd_cidr_addr_bytes(addr, a);
     if (fam < 0)
         return fam;
     if (fam != AF_INET && fam != AF_INET6)
@@ -138,7 +138,7 @@ static int check_addr(const char *addr, unsigned char a[16])
     /* Canonical text gives the same bytes. */
     char host[INET6_ADDRSTRLEN];
     unsigned char b[16];
-    if (inet_ntop(fam, a, host, sizeof(host)) == NULL || cidr_addr_bytes(host, b) != fam ||
+    if (inet_ntop(fam, a, host, sizeof(host)) == NULL || smtpd_cidr_addr_bytes(host, b) != fam ||
         memcmp(a, b, 16) != 0)
         abort();
     /* The address as written, its canonical /32 or /128 and, when written
@@ -173,14 +173,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; v[i]; i++) {
         if (strncmp(v[i], "hash:", 5) == 0)
             continue;
-        if (cidr_parse(v[i], &scratch) < 0 && !bad++)
+        if (smtpd_cidr_parse(v[i], &scratch) < 0 && !bad++)
             first_bad = v[i];
         any |= check_element(v[i], fam, a, data, size);
     }
-    if (cidr_list_match(param, addr) != any)
+    if (smtpd_cidr_list_match(param, addr) != any)
         abort();
     buf_t err = BUF_INIT;
-    int rc = cidr_list_validate(param, &err);
+    int rc = smtpd_cidr_list_validate(param, &err);
     if ((rc < 0) != (bad > 0))
         abort();
     if (rc < 0 &&

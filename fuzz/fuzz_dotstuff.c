@@ -22,22 +22,22 @@ static void encode(const char *in, size_t n, size_t step, buf_t *out)
     struct dotstuff st;
     size_t off = 0, k, room, w;
     char *tmp;
-    dotstuff_init(&st);
+    dlv_dotstuff_init(&st);
     buf_reset(out);
     while (off < n) {
         k = n - off < step ? n - off : step;
-        room = dotstuff_bound(&st, k);
+        room = dlv_dotstuff_bound(&st, k);
         tmp = malloc(room + 1); /* exact size: ASan sees an overrun */
-        w = dotstuff_chunk(&st, in + off, k, tmp);
+        w = dlv_dotstuff_chunk(&st, in + off, k, tmp);
         if (w > room)
             abort();
         buf_append(out, tmp, w);
         free(tmp);
         off += k;
     }
-    room = dotstuff_finish_bound(&st);
+    room = dlv_dotstuff_finish_bound(&st);
     tmp = malloc(room);
-    w = dotstuff_finish(&st, tmp);
+    w = dlv_dotstuff_finish(&st, tmp);
     if (w > room)
         abort();
     buf_append(out, tmp, w);

@@ -30,9 +30,9 @@ static void record(const struct smtp_reply *r, buf_t *out)
     if (r->text.len > (size_t)r->nlines * (SMTP_REPLY_LINE_MAX + 1))
         abort();
     if (r->enh[0] &&
-        (r->enh[0] != '0' + r->code / 100 || smtp_reply_enh_code_len(r->enh, r->enh[0]) == 0))
+        (r->enh[0] != '0' + r->code / 100 || dlv_reply_enh_code_len(r->enh, r->enh[0]) == 0))
         abort();
-    smtp_reply_dsn(r, dsn, sizeof(dsn));
+    dlv_reply_dsn(r, dsn, sizeof(dsn));
     if (strlen(dsn) < 5 || dsn[1] != '.')
         abort();
     buf_printf(out, "%d|%s|%d|%s|", r->code, r->enh, r->nlines, dsn);
@@ -44,17 +44,17 @@ static void record(const struct smtp_reply *r, buf_t *out)
 
 /* Feed data in pieces of at most step bytes; returns the final status
  * (an error, or more needed) and the replies in out. */
-static enum smtp_rparser_result parse(const char *d, size_t size, size_t step, buf_t *out)
+static enum dlv_rparser_result parse(const char *d, size_t size, size_t step, buf_t *out)
 {
     struct smtp_rparser p;
     size_t off = 0;
-    enum smtp_rparser_result rc = SMTP_RP_MORE;
-    smtp_rparser_init(&p);
+    enum dlv_rparser_result rc = SMTP_RP_MORE;
+    dlv_rparser_init(&p);
     while (off < size) {
         size_t n = size - off < step ? size - off : step, used = 0;
-        rc = smtp_rparser_feed(&p, d + off, n, &used);
+        rc = dlv_rparser_feed(&p, d + off, n, &used);
         if (rc == SMTP_RP_ERROR) {
-            if (p.err == NULL || smtp_rparser_feed(&p, d, size, &used) != SMTP_RP_ERROR)
+            if (p.err == NULL || dlv_rparser_feed(&p, d, size, &used) != SMTP_RP_ERROR)
                 abort(); /* must say why, and stay failed */
             break;
         }
@@ -65,8 +65,8 @@ static enum smtp_rparser_result parse(const char *d, size_t size, size_t step, b
         off += used;
     }
     buf_printf(out, "rc=%d pending=%d\n", rc == SMTP_RP_ERROR ? -1 : 0,
-               rc == SMTP_RP_ERROR ? 0 : smtp_rparser_pending(&p));
-    smtp_rparser_destroy(&p);
+               rc == SMTP_RP_ERROR ? 0 : dlv_rparser_pending(&p));
+    dlv_rparser_destroy(&p);
     return rc;
 }
 
@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     parse(d, size, 1, &bytes);
     if (whole.len != bytes.len || memcmp(buf_str(&whole), buf_str(&bytes), whole.len) != 0)
         abort();
-    (void)smtp_reply_enh_code_len(buf_str(&whole), '2');
+    (void)dlv_reply_enh_code_len(buf_str(&whole), '2');
     buf_destroy(&whole);
     buf_destroy(&bytes);
     free(d);

@@ -41,12 +41,12 @@ static void say(const char *text)
     nreplies++;
 }
 
-static void say_err(const struct smtp_cmd_reply *err)
+static void say_err(const struct smtpd_cmd_reply *err)
 {
     if (err->code < 400 || err->code > 599 || strlen(err->enh) < 5 ||
         err->enh[0] != '0' + err->code / 100)
         abort(); /* an error reply must be an error, with a matching class */
-    smtp_cmd_reply_format(err, &reply);
+    smtpd_cmd_reply_format(err, &reply);
     nreplies++;
 }
 
@@ -85,10 +85,10 @@ static void do_mail(int *have_mail, const char *arg)
 {
     static const struct smtp_xverp xverp = { "+=", "-=+" };
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
     if (*have_mail) {
         say("503 5.5.1 Error: nested MAIL command");
-    } else if (smtp_cmd_mail_xverp(arg, SIZE_LIMIT, 1, &xverp, &m, &err) < 0) {
+    } else if (smtpd_cmd_mail_xverp(arg, SIZE_LIMIT, 1, &xverp, &m, &err) < 0) {
         say_err(&err);
     } else {
         if (m.sender.len > 254 || (m.has_size && m.size > SIZE_LIMIT))
@@ -104,8 +104,8 @@ static void do_mail(int *have_mail, const char *arg)
         *have_mail = m.smtputf8 ? 2 : 1;
         say("250 2.1.0 Ok");
     }
-    smtp_mail_args_destroy(&m);
-    smtp_cmd_reply_destroy(&err);
+    smtpd_mail_args_destroy(&m);
+    smtpd_cmd_reply_destroy(&err);
 }
 
 static void check_rcpt(const struct smtp_rcpt_args *r, int smtputf8)
@@ -131,29 +131,30 @@ static void check_rcpt(const struct smtp_rcpt_args *r, int smtputf8)
 static void do_rcpt(int have_mail, const char *arg)
 {
     struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
     if (!have_mail) {
         say("503 5.5.1 Error: need MAIL command");
-    } else if (smtp_cmd_rcpt(arg, "mx.fuzz.test",
-                             have_mail == 2 ? SMTP_UTF8_DECLARED : SMTP_UTF8_UNDECLARED, &r,
-                             &err) < 0) {
+    } else if (smtpd_cmd_rcpt(arg, "mx.fuzz.test",
+                              have_mail == 2 ? SMTP_UTF8_DECLARED : SMTP_UTF8_UNDECLARED, &r,
+                              &err) < 0) {
         say_err(&err);
     } else {
         check_rcpt(&r, have_mail == 2);
         say("250 2.1.5 Ok");
     }
-    smtp_rcpt_args_destroy(&r);
-    smtp_cmd_reply_destroy(&err);
+    smtpd_rcpt_args_destroy(&r);
+    smtpd_cmd_reply_destroy(&err);
 }
 
 /* One line, as smtpd_cmd_dispatch() sees it. */
 static void command(int *have_mail, char *line, size_t len)
 {
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
     char *verb = NULL, *arg = NULL;
     nreplies = 0;
-    int idx = smtp_cmd_split(line, len, LINE_LIMIT, &verb, &arg, &err);
-    if (idx < -2 || idx >= SMTP_VERB_COUNT || (idx >= 0 && !str_ieq(verb, smtp_cmd_verb_name(idx))))
+    int idx = smtpd_cmd_split(line, len, LINE_LIMIT, &verb, &arg, &err);
+    if (idx < -2 || idx >= SMTP_VERB_COUNT ||
+        (idx >= 0 && !str_ieq(verb, smtpd_cmd_verb_name(idx))))
         abort();
     if (idx == -2) {
         say_err(&err);
@@ -168,7 +169,7 @@ static void command(int *have_mail, char *line, size_t len)
         say("500 5.5.2 Error: command not recognized");
     else
         say("250 2.0.0 Ok");
-    smtp_cmd_reply_destroy(&err);
+    smtpd_cmd_reply_destroy(&err);
     check_reply();
 }
 

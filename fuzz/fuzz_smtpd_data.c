@@ -36,7 +36,7 @@ struct outcome {
     int done, hops, nul;
     char bare;
     long long size, hdr_size;
-    enum dataparse_verdict verdict;
+    enum smtpd_dataparse_verdict verdict;
     char *message_id;
     char *dropped;
     char *dropped2;
@@ -56,27 +56,27 @@ static size_t piece(int mode, uint32_t *seed)
     return 1 + (*seed >> 16) % 7;
 }
 
-static void run(const struct dataparse_config *cf, const uint8_t *p, size_t n, int mode,
+static void run(const struct smtpd_dataparse_config *cf, const uint8_t *p, size_t n, int mode,
                 uint32_t seed, struct outcome *o)
 {
     struct dataparse d;
     memset(o, 0, sizeof(*o));
-    dataparse_init(&d, cf, collect, &o->content);
+    smtpd_dataparse_init(&d, cf, collect, &o->content);
     size_t off = 0;
     while (off < n && !d.done) {
         size_t k = mode == 0 ? n - off : piece(mode, &seed);
         if (k > n - off)
             k = n - off;
-        size_t used = dataparse_feed(&d, p + off, k);
+        size_t used = smtpd_dataparse_feed(&d, p + off, k);
         off += used;
         if (used < k && !d.done)
             abort(); /* only the end of data stops a feed early */
         if (mode != 0)
-            dataparse_flush(&d); /* as smtpd does after every read */
+            smtpd_dataparse_flush(&d); /* as smtpd does after every read */
     }
     if (!cf->dot)
-        dataparse_end(&d);
-    dataparse_flush(&d);
+        smtpd_dataparse_end(&d);
+    smtpd_dataparse_flush(&d);
     o->used = off;
     o->done = d.done;
     o->hops = d.hops;
@@ -84,14 +84,14 @@ static void run(const struct dataparse_config *cf, const uint8_t *p, size_t n, i
     o->bare = d.bare;
     o->size = d.size;
     o->hdr_size = d.hdr_size;
-    o->verdict = dataparse_verdict(&d);
+    o->verdict = smtpd_dataparse_verdict(&d);
     o->message_id = d.message_id;
     d.message_id = NULL;
     o->dropped = d.dropped;
     d.dropped = NULL;
     o->dropped2 = d.dropped2;
     d.dropped2 = NULL;
-    dataparse_destroy(&d);
+    smtpd_dataparse_destroy(&d);
 }
 
 static void outcome_destroy(struct outcome *o)
@@ -127,7 +127,7 @@ static size_t expected_end(const uint8_t *p, size_t n)
     return 0;
 }
 
-static void check_content(const struct dataparse_config *cf, const struct outcome *o)
+static void check_content(const struct smtpd_dataparse_config *cf, const struct outcome *o)
 {
     const char *c = o->content.data;
     size_t n = o->content.len;
@@ -157,13 +157,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t seed = data[1];
     const uint8_t *p = data + 2;
     size_t n = size - 2;
-    struct dataparse_config cf = { .dot = !(flags & 1),
-                                   .line_limit = 2048,
-                                   .size_limit = 0,
-                                   .hdr_limit = 102400,
-                                   .hop_limit = 50 };
-    static const enum dataparse_bare modes[4] = { DP_BARE_NORMALIZE, DP_BARE_REJECT, DP_BARE_KEEP,
-                                                  DP_BARE_NORMALIZE };
+    struct smtpd_dataparse_config cf = { .dot = !(flags & 1),
+                                         .line_limit = 2048,
+                                         .size_limit = 0,
+                                         .hdr_limit = 102400,
+                                         .hop_limit = 50 };
+    static const enum smtpd_dataparse_bare modes[4] = { DP_BARE_NORMALIZE, DP_BARE_REJECT,
+                                                        DP_BARE_KEEP, DP_BARE_NORMALIZE };
     cf.bare = modes[(flags >> 1) & 3];
     if (flags & 8)
         cf.line_limit = 1 + (flags >> 4); /* 1..16: splits everywhere */

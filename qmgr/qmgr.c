@@ -107,12 +107,12 @@ static void qmgr_lock(void)
     buf_t err = BUF_INIT, path = BUF_INIT;
     int fd;
 
-    qmgr_g.lock_fd = qindex_lock(qmgr_g.spool, QMGR_LOCK_WAIT_MS, &err);
+    qmgr_g.lock_fd = qmgr_qindex_lock(qmgr_g.spool, QMGR_LOCK_WAIT_MS, &err);
     if (qmgr_g.lock_fd >= 0) {
         buf_destroy(&err);
         return;
     }
-    /* qindex_lock fails for two reasons: the lock file cannot be made or
+    /* qmgr_qindex_lock fails for two reasons: the lock file cannot be made or
      * opened (ownership, a read-only spool), or another qmgr holds it.
      * If we can open the file now, it was the lock. */
     buf_printf(&path, "%s/index/lock", qmgr_g.spool);

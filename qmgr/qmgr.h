@@ -251,7 +251,7 @@ enum qmgr_scan_kind {
 };
 enum qmgr_scan_kind qmgr_index_scanning(size_t *scanned);
 void qmgr_index_build_rec(const struct qenv *env, int state, long long next, int attempts,
-                          const char *reason, struct qidx_rec *rec);
+                          const char *reason, struct qmgr_qidx_rec *rec);
 /* Put message state into the index from its in-memory envelope. */
 void qmgr_index_put_env(const struct qenv *env, int state, long long next, int attempts,
                         const char *reason);
@@ -262,13 +262,13 @@ void qmgr_index_new_mail(const char *id);
 /* Scan the index records a control request selects: queue_id=ID...,
  * domain=D, sender=S, all=1 (and state=S as a filter). need_selector:
  * fail (-1, *err) when the request names none. */
-int qmgr_index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
+int qmgr_index_scan_select(const attr_t *req, int need_selector, qmgr_qindex_cb cb, void *arg,
                            const char **err);
 /* The same without queue_id=, in pieces: at most max records with ids
  * after *after ("" first; updated to the last one looked at, a buffer of
  * QID_LEN + 1), the selected ones to cb. 1 when the selection is
  * exhausted, 0 when more may follow, -1 with *err. */
-int qmgr_index_scan_select_piece(const attr_t *req, char *after, size_t max, qindex_cb cb,
+int qmgr_index_scan_select_piece(const attr_t *req, char *after, size_t max, qmgr_qindex_cb cb,
                                  void *arg, const char **err);
 void qmgr_index_shutdown(void);
 

@@ -71,15 +71,15 @@ static void bconn_closed(struct conn *c, const char *why, void *arg)
 /* A notice was queued as NEWID: take it unless already known. */
 static void bounce_new_id(const char *newid)
 {
-    struct qidx_rec rec;
+    struct qmgr_qidx_rec rec;
     buf_t path = BUF_INIT;
     struct stat sb;
 
     if (!qid_valid(newid) || qmgr_msg_find(newid))
         return;
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, newid, &rec) == QIDX_FOUND) {
-        qidx_rec_destroy(&rec);
+    if (qmgr_qindex_get(qmgr_g.qi, newid, &rec) == QIDX_FOUND) {
+        qmgr_qidx_rec_destroy(&rec);
         return;
     }
     qfile_path(qmgr_g.spool, newid, &path);

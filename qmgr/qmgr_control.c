@@ -74,7 +74,7 @@ static void reply_ok(struct evbuffer *out, size_t count)
     attr_destroy(&r);
 }
 
-static int collect_cb(const struct qidx_rec *rec, void *arg)
+static int collect_cb(const struct qmgr_qidx_rec *rec, void *arg)
 {
     struct idlist *l = arg;
 
@@ -99,7 +99,7 @@ static void job_free(struct ctl_job *j)
     free(j);
 }
 
-static int list_cb(const struct qidx_rec *rec, void *arg);
+static int list_cb(const struct qmgr_qidx_rec *rec, void *arg);
 static void list_end(struct evbuffer *out, size_t count);
 
 /* One piece of a listing: 0 more to come, 1 done (end record sent), -1
@@ -220,18 +220,18 @@ static int ctl_each(const attr_t *req, struct evbuffer *out, const char **err,
 /* Change the index record of a message not in memory. */
 static int rec_update(const char *id, int from_hold, int state, long long next)
 {
-    struct qidx_rec rec;
+    struct qmgr_qidx_rec rec;
     int changed = 0;
 
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
+    if (qmgr_qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
         return 0;
     if ((rec.state == QS_HOLD) == from_hold) {
         rec.state = state;
         rec.next_attempt = next;
-        changed = qindex_put(qmgr_g.qi, &rec) == 0;
+        changed = qmgr_qindex_put(qmgr_g.qi, &rec) == 0;
     }
-    qidx_rec_destroy(&rec);
+    qmgr_qidx_rec_destroy(&rec);
     return changed;
 }
 
@@ -248,13 +248,13 @@ static int do_delete(const char *id)
         return 1;
     }
     /* A long delete runs in batches: gone meanwhile is not deleted by us. */
-    struct qidx_rec rec;
+    struct qmgr_qidx_rec rec;
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
+    if (qmgr_qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
         return 0;
-    qidx_rec_destroy(&rec);
+    qmgr_qidx_rec_destroy(&rec);
     qfile_remove(qmgr_g.spool, id);
-    qindex_del(qmgr_g.qi, id);
+    qmgr_qindex_del(qmgr_g.qi, id);
     log_info("%s: removed", id);
     return 1;
 }
@@ -285,10 +285,10 @@ static int do_release(const char *id)
         m->held = m->env.hold = 0;
         return 1;
     }
-    struct qidx_rec rec;
+    struct qmgr_qidx_rec rec;
     memset(&rec, 0, sizeof(rec));
-    int held = qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND && rec.state == QS_HOLD;
-    qidx_rec_destroy(&rec);
+    int held = qmgr_qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND && rec.state == QS_HOLD;
+    qmgr_qidx_rec_destroy(&rec);
     if (!held || qfile_append_record(qmgr_g.spool, id, "hold", "0") < 0)
         return 0;
     return rec_update(id, 1, QS_DEFERRED, 0);
@@ -322,7 +322,7 @@ static int ctl_requeue(const attr_t *req, struct evbuffer *out, const char **err
     return ctl_each(req, out, err, do_requeue);
 }
 
-static int flush_cb(const struct qidx_rec *rec, void *arg)
+static int flush_cb(const struct qmgr_qidx_rec *rec, void *arg)
 {
     if ((rec->state == QS_DEFERRED || rec->state == QS_INCOMING) && rec->next_attempt > 0)
         collect_cb(rec, arg);
@@ -334,7 +334,7 @@ static int ctl_flush(const attr_t *req, struct evbuffer *out, const char **err)
     struct idlist l = { NULL, 0, 0 };
     size_t count = 0;
 
-    qindex_scan_all(qmgr_g.qi, flush_cb, &l);
+    qmgr_qindex_scan_all(qmgr_g.qi, flush_cb, &l);
     for (size_t i = 0; i < l.n; i++)
         count += (size_t)do_requeue(l.ids[i]);
     idlist_destroy(&l);
@@ -344,13 +344,13 @@ static int ctl_flush(const attr_t *req, struct evbuffer *out, const char **err)
     return 0;
 }
 
-static int list_cb(const struct qidx_rec *rec, void *arg)
+static int list_cb(const struct qmgr_qidx_rec *rec, void *arg)
 {
     struct ctl_job *j = arg;
     attr_t r = ATTR_INIT;
 
     attr_add(&r, "queue_id", rec->id);
-    attr_add(&r, "state", qidx_state_name(rec->state));
+    attr_add(&r, "state", qmgr_qidx_state_name(rec->state));
     attr_add_ll(&r, "size", rec->size);
     attr_add_ll(&r, "arrival", rec->arrival);
     attr_add(&r, "sender", rec->sender ? rec->sender : "");
@@ -399,7 +399,7 @@ static int ctl_list(const attr_t *req, struct evbuffer *out, const char **err)
     return 0;
 }
 
-static int stats_cb(const struct qidx_rec *rec, void *arg)
+static int stats_cb(const struct qmgr_qidx_rec *rec, void *arg)
 {
     size_t *n = arg;
 
@@ -413,7 +413,7 @@ static int ctl_stats(const attr_t *req, struct evbuffer *out, const char **err)
     size_t n[4] = { 0, 0, 0, 0 };
     attr_t r = ATTR_INIT;
 
-    qindex_scan_all(qmgr_g.qi, stats_cb, n);
+    qmgr_qindex_scan_all(qmgr_g.qi, stats_cb, n);
     attr_add(&r, "status", "ok");
     attr_add_ll(&r, "incoming", (long long)n[QS_INCOMING]);
     attr_add_ll(&r, "active", (long long)n[QS_ACTIVE]);

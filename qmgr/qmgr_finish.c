@@ -29,7 +29,7 @@ static void msg_remove(struct qmgr_msg *m)
 {
     if (qfile_remove(qmgr_g.spool, m->id) < 0)
         log_warn("%s: cannot remove queue file", m->id);
-    qindex_del(qmgr_g.qi, m->id);
+    qmgr_qindex_del(qmgr_g.qi, m->id);
     log_info("%s: removed", m->id);
     qmgr_msg_free(m);
 }

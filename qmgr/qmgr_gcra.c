@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void gcra_set(struct gcra *g, double per_sec, int burst)
+void qmgr_gcra_set(struct gcra *g, double per_sec, int burst)
 {
     if (burst < 1)
         burst = 1;
@@ -17,13 +17,13 @@ void gcra_set(struct gcra *g, double per_sec, int burst)
     g->tau = (double)(burst - 1) * g->interval;
 }
 
-void gcra_init(struct gcra *g, double per_sec, int burst)
+void qmgr_gcra_init(struct gcra *g, double per_sec, int burst)
 {
     g->tat = 0;
-    gcra_set(g, per_sec, burst);
+    qmgr_gcra_set(g, per_sec, burst);
 }
 
-int gcra_peek(const struct gcra *g, double now, double *wait)
+int qmgr_gcra_peek(const struct gcra *g, double now, double *wait)
 {
     double tat = g->tat > now ? g->tat : now;
 
@@ -37,21 +37,21 @@ int gcra_peek(const struct gcra *g, double now, double *wait)
     return 1;
 }
 
-int gcra_take(struct gcra *g, double now, double *wait)
+int qmgr_gcra_take(struct gcra *g, double now, double *wait)
 {
-    if (!gcra_peek(g, now, wait))
+    if (!qmgr_gcra_peek(g, now, wait))
         return 0;
     if (g->interval > 0)
         g->tat = (g->tat > now ? g->tat : now) + g->interval;
     return 1;
 }
 
-double gcra_rate(const struct gcra *g)
+double qmgr_gcra_rate(const struct gcra *g)
 {
     return g->interval > 0 ? 1.0 / g->interval : 0;
 }
 
-int gcra_parse_rate(const char *s, double *per_sec)
+int qmgr_gcra_parse_rate(const char *s, double *per_sec)
 {
     char *end;
     double n, unit;

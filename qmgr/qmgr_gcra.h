@@ -15,18 +15,18 @@ struct gcra {
 };
 
 /* per_sec <= 0: unlimited. burst < 1 counts as 1. */
-void gcra_init(struct gcra *g, double per_sec, int burst);
+void qmgr_gcra_init(struct gcra *g, double per_sec, int burst);
 /* Change the rate/burst keeping the state (a reload, a throttle). */
-void gcra_set(struct gcra *g, double per_sec, int burst);
+void qmgr_gcra_set(struct gcra *g, double per_sec, int burst);
 /* 1: a unit may go now (taken); 0: not before *wait seconds from now. */
-int gcra_take(struct gcra *g, double now, double *wait);
-/* Like gcra_take without taking: 1 when a unit could go now. */
-int gcra_peek(const struct gcra *g, double now, double *wait);
+int qmgr_gcra_take(struct gcra *g, double now, double *wait);
+/* Like qmgr_gcra_take without taking: 1 when a unit could go now. */
+int qmgr_gcra_peek(const struct gcra *g, double now, double *wait);
 /* The configured rate in units per second (0: unlimited). */
-double gcra_rate(const struct gcra *g);
+double qmgr_gcra_rate(const struct gcra *g);
 
 /* Parse a rate "N/s", "N/m", "N/h" or "N/d" (N a positive number; "0"
  * or "unlimited" for none) into units per second. 0 or -1 (malformed). */
-int gcra_parse_rate(const char *s, double *per_sec);
+int qmgr_gcra_parse_rate(const char *s, double *per_sec);
 
 #endif

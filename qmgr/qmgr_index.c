@@ -44,7 +44,7 @@ static int strv_has(char **v, size_t n, const char *s)
 }
 
 void qmgr_index_build_rec(const struct qenv *env, int state, long long next, int attempts,
-                          const char *reason, struct qidx_rec *rec)
+                          const char *reason, struct qmgr_qidx_rec *rec)
 {
     size_t nr = 0, nd = 0;
     buf_t dom = BUF_INIT;
@@ -75,12 +75,12 @@ void qmgr_index_build_rec(const struct qenv *env, int state, long long next, int
 void qmgr_index_put_env(const struct qenv *env, int state, long long next, int attempts,
                         const char *reason)
 {
-    struct qidx_rec rec;
+    struct qmgr_qidx_rec rec;
 
     qmgr_index_build_rec(env, state, next, attempts, reason, &rec);
-    if (qindex_put(qmgr_g.qi, &rec) < 0)
+    if (qmgr_qindex_put(qmgr_g.qi, &rec) < 0)
         log_warn("%s: cannot update the queue index", env->id);
-    qidx_rec_destroy(&rec);
+    qmgr_qidx_rec_destroy(&rec);
 }
 
 /* Remove an incomplete file whose writer is gone (it holds a lock while
@@ -103,7 +103,7 @@ static void adopt_incomplete(const char *id, const char *path, const struct stat
 static int adopt_file(const char *id, const char *path, long long min_age)
 {
     int adopted = 0;
-    struct qidx_rec rec;
+    struct qmgr_qidx_rec rec;
     struct qenv env;
     struct stat sb;
     buf_t err = BUF_INIT;
@@ -117,8 +117,8 @@ static int adopt_file(const char *id, const char *path, long long min_age)
     if (min_age > 0 && time(NULL) - sb.st_mtime < min_age)
         return 0;
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND) {
-        qidx_rec_destroy(&rec);
+    if (qmgr_qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND) {
+        qmgr_qidx_rec_destroy(&rec);
         return 0;
     }
     qenv_init(&env);
@@ -199,7 +199,7 @@ void qmgr_index_rescan(void)
 }
 
 /* No primary DB file yet: a brand-new spool (or one whose index was
- * removed by hand), not an unclean stop. qindex_open cannot tell the two
+ * removed by hand), not an unclean stop. qmgr_qindex_open cannot tell the two
  * apart (both lack the clean marker), so look before it creates them. */
 static int index_is_new(void)
 {
@@ -312,9 +312,9 @@ static void log_index_count(void)
     /* After a reload this is the same queue manager as far as anyone can
      * tell: master's "reload" line says it all. */
     if (qmgr_g.srv->reloaded)
-        log_debug("queue index: %zu messages", qindex_count(qmgr_g.qi));
+        log_debug("queue index: %zu messages", qmgr_qindex_count(qmgr_g.qi));
     else
-        log_info("queue index: %zu messages", qindex_count(qmgr_g.qi));
+        log_info("queue index: %zu messages", qmgr_qindex_count(qmgr_g.qi));
 }
 
 static void rebuild_step(evutil_socket_t fd, short what, void *arg)
@@ -354,7 +354,7 @@ void qmgr_index_startup(void)
     int was_clean = 0;
     int fresh = index_is_new();
 
-    qmgr_g.qi = qindex_open(qmgr_g.spool, &was_clean, &err);
+    qmgr_g.qi = qmgr_qindex_open(qmgr_g.spool, &was_clean, &err);
     if (qmgr_g.qi == NULL)
         log_fatal("cannot open the queue index under %s/index: %s (check ownership and space)",
                   conf_str("queue_directory"), buf_str(&err));
@@ -364,7 +364,7 @@ void qmgr_index_startup(void)
             log_info("queue index created");
         else
             log_info("queue index was not closed cleanly: rebuilding it from the queue files");
-        if (qindex_clear(qmgr_g.qi) < 0)
+        if (qmgr_qindex_clear(qmgr_g.qi) < 0)
             log_fatal("cannot clear the queue index under %s/index", conf_str("queue_directory"));
         rebuild_start(QSCAN_REBUILD, fresh);
         return;
@@ -405,15 +405,15 @@ static void urgent_clear(void)
 /* Still waiting in the index as incoming (not held, deleted or taken)? */
 static int urgent_waits(const char *id)
 {
-    struct qidx_rec rec;
+    struct qmgr_qidx_rec rec;
     int waits = 0;
 
     if (qmgr_msg_find(id))
         return 0;
     memset(&rec, 0, sizeof(rec));
-    if (qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND) {
+    if (qmgr_qindex_get(qmgr_g.qi, id, &rec) == QIDX_FOUND) {
         waits = rec.state == QS_INCOMING;
-        qidx_rec_destroy(&rec);
+        qmgr_qidx_rec_destroy(&rec);
     }
     return waits;
 }
@@ -423,7 +423,7 @@ static void urgent_pull(void)
     while (urgent_head < urgent_n && qmgr_msg_room()) {
         char *id = urgent[urgent_head++];
         if (urgent_waits(id) && qmgr_msg_activate(id, 0, 1) < 0)
-            qindex_del(qmgr_g.qi, id); /* file gone: forget it */
+            qmgr_qindex_del(qmgr_g.qi, id); /* file gone: forget it */
         free(id);
     }
 }
@@ -434,7 +434,7 @@ struct due_ctx {
     size_t n, max;
 };
 
-static int due_cb(const struct qidx_rec *rec, void *arg)
+static int due_cb(const struct qmgr_qidx_rec *rec, void *arg)
 {
     struct due_ctx *c = arg;
 
@@ -479,11 +479,11 @@ void qmgr_index_pull_due(void)
     c.n = 0;
     c.ids = xcalloc(c.max, sizeof(*c.ids));
     c.attempts = xcalloc(c.max, sizeof(*c.attempts));
-    qindex_scan_due(qmgr_g.qi, (long long)time(NULL), due_cb, &c);
+    qmgr_qindex_scan_due(qmgr_g.qi, (long long)time(NULL), due_cb, &c);
     for (size_t i = 0; i < c.n; i++) {
         /* Over the recipient limit: leave the rest due for the next tick. */
         if (qmgr_msg_room() && qmgr_msg_activate(c.ids[i], c.attempts[i], 1) < 0)
-            qindex_del(qmgr_g.qi, c.ids[i]); /* file gone: forget it */
+            qmgr_qindex_del(qmgr_g.qi, c.ids[i]); /* file gone: forget it */
         free(c.ids[i]);
     }
     if (c.n == c.max && c.n == PULL_BATCH && qmgr_msg_room())
@@ -497,15 +497,15 @@ void qmgr_index_new_mail(const char *id)
     struct qenv env;
     buf_t err = BUF_INIT;
 
-    struct qidx_rec known;
+    struct qmgr_qidx_rec known;
 
     /* Already known: the start-up scan or the rescan found the file before
      * smtpd's notice arrived. It is in memory or indexed with its retry
      * time; taking it for new would try a deferred message again at once. */
     if (qmgr_msg_find(id))
         return;
-    if (qindex_get(qmgr_g.qi, id, &known) == QIDX_FOUND) {
-        qidx_rec_destroy(&known);
+    if (qmgr_qindex_get(qmgr_g.qi, id, &known) == QIDX_FOUND) {
+        qmgr_qidx_rec_destroy(&known);
         return;
     }
     /* Already finished: a qmgr that started meanwhile (a reload) found the
@@ -552,23 +552,23 @@ void qmgr_index_shutdown(void)
     /* Stopped mid-rebuild: the index is partial; the next qmgr rebuilds. */
     int clean = rb.kind != QSCAN_REBUILD;
     rebuild_release();
-    qindex_close(qmgr_g.qi, clean);
+    qmgr_qindex_close(qmgr_g.qi, clean);
     qmgr_g.qi = NULL;
 }
 
 struct sel_ctx {
-    qindex_cb cb;
+    qmgr_qindex_cb cb;
     void *arg;
     const char *sender, *state;
 };
 
-static int sel_cb(const struct qidx_rec *rec, void *arg)
+static int sel_cb(const struct qmgr_qidx_rec *rec, void *arg)
 {
     struct sel_ctx *c = arg;
 
     if (c->sender && strcmp(c->sender, rec->sender ? rec->sender : "") != 0)
         return 0;
-    if (c->state && strcmp(c->state, qidx_state_name(rec->state)) != 0)
+    if (c->state && strcmp(c->state, qmgr_qidx_state_name(rec->state)) != 0)
         return 0;
     return c->cb(rec, c->arg);
 }
@@ -580,23 +580,23 @@ static int sel_ids(const attr_t *req, struct sel_ctx *c, const char **err)
     const char *id;
 
     while ((id = attr_next(req, "queue_id", &pos)) != NULL) {
-        struct qidx_rec rec;
+        struct qmgr_qidx_rec rec;
         if (!qid_valid(id)) {
             *err = "malformed queue_id";
             return -1;
         }
         memset(&rec, 0, sizeof(rec));
-        if (qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
+        if (qmgr_qindex_get(qmgr_g.qi, id, &rec) != QIDX_FOUND)
             continue;
         int stop = sel_cb(&rec, c);
-        qidx_rec_destroy(&rec);
+        qmgr_qidx_rec_destroy(&rec);
         if (stop)
             break;
     }
     return 0;
 }
 
-int qmgr_index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, void *arg,
+int qmgr_index_scan_select(const attr_t *req, int need_selector, qmgr_qindex_cb cb, void *arg,
                            const char **err)
 {
     struct sel_ctx c = { cb, arg, attr_get(req, "sender"), attr_get(req, "state") };
@@ -615,7 +615,7 @@ int qmgr_index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, v
         buf_set(&d, domain);
         if (d.len > 0)
             str_lower(d.data);
-        qindex_scan_domain(qmgr_g.qi, buf_str(&d), sel_cb, &c);
+        qmgr_qindex_scan_domain(qmgr_g.qi, buf_str(&d), sel_cb, &c);
         buf_destroy(&d);
         return 0;
     }
@@ -623,7 +623,7 @@ int qmgr_index_scan_select(const attr_t *req, int need_selector, qindex_cb cb, v
         *err = "name the messages: queue_id=, domain=, sender= or all=1";
         return -1;
     }
-    qindex_scan_all(qmgr_g.qi, sel_cb, &c);
+    qmgr_qindex_scan_all(qmgr_g.qi, sel_cb, &c);
     return 0;
 }
 
@@ -634,7 +634,7 @@ struct piece_ctx {
     size_t seen, max;
 };
 
-static int piece_cb(const struct qidx_rec *rec, void *arg)
+static int piece_cb(const struct qmgr_qidx_rec *rec, void *arg)
 {
     struct piece_ctx *p = arg;
 
@@ -643,7 +643,7 @@ static int piece_cb(const struct qidx_rec *rec, void *arg)
     return sel_cb(rec, &p->sel) || p->seen >= p->max;
 }
 
-int qmgr_index_scan_select_piece(const attr_t *req, char *after, size_t max, qindex_cb cb,
+int qmgr_index_scan_select_piece(const attr_t *req, char *after, size_t max, qmgr_qindex_cb cb,
                                  void *arg, const char **err)
 {
     struct piece_ctx p = {
@@ -664,10 +664,10 @@ int qmgr_index_scan_select_piece(const attr_t *req, char *after, size_t max, qin
         buf_set(&d, domain);
         if (d.len > 0)
             str_lower(d.data);
-        rc = qindex_scan_domain_after(qmgr_g.qi, buf_str(&d), from, piece_cb, &p);
+        rc = qmgr_qindex_scan_domain_after(qmgr_g.qi, buf_str(&d), from, piece_cb, &p);
         buf_destroy(&d);
     } else {
-        rc = qindex_scan_all_after(qmgr_g.qi, from, piece_cb, &p);
+        rc = qmgr_qindex_scan_all_after(qmgr_g.qi, from, piece_cb, &p);
     }
     if (rc < 0) {
         *err = "queue index error";

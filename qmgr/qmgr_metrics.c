@@ -129,7 +129,7 @@ static struct site_count *domain_site(struct scan *sc, const char *rcpt, const b
     return d->site;
 }
 
-static int scan_cb(const struct qidx_rec *rec, void *arg)
+static int scan_cb(const struct qmgr_qidx_rec *rec, void *arg)
 {
     struct scan *sc = arg;
     buf_t domain = BUF_INIT;
@@ -208,7 +208,7 @@ static void site_cb(struct qmgr_site *s, void *arg)
 
 int qmgr_metrics_ctl(const attr_t *req, struct evbuffer *out, const char **err)
 {
-    static const enum qidx_state states[] = { QS_INCOMING, QS_ACTIVE, QS_DEFERRED, QS_HOLD };
+    static const enum qmgr_qidx_state states[] = { QS_INCOMING, QS_ACTIVE, QS_DEFERRED, QS_HOLD };
     static const enum qmgr_site_state sstates[] = { SITE_NORMAL, SITE_THROTTLED, SITE_SUSPENDED };
     struct scan sc;
     size_t count = 0;
@@ -219,10 +219,10 @@ int qmgr_metrics_ctl(const attr_t *req, struct evbuffer *out, const char **err)
     memset(&sc, 0, sizeof(sc));
     htable_init(&sc.sites, 64);
     htable_init(&sc.domains, 256);
-    qindex_scan_all(qmgr_g.qi, scan_cb, &sc);
+    qmgr_qindex_scan_all(qmgr_g.qi, scan_cb, &sc);
     scan_sites_out(&sc, out, &count);
     for (size_t i = 0; i < 4; i++)
-        sample(out, METRIC_QUEUE, (double)sc.n[states[i]], qidx_state_name(states[i]), &count);
+        sample(out, METRIC_QUEUE, (double)sc.n[states[i]], qmgr_qidx_state_name(states[i]), &count);
     sample(out, METRIC_OLDEST, sc.oldest && now > sc.oldest ? (double)(now - sc.oldest) : 0, NULL,
            &count);
     sample(out, METRIC_ACTIVE, (double)qmgr_g.st.inflight, NULL, &count);

@@ -2,7 +2,7 @@
  *
  * <spool>/index/ holds a private environment (mpool only: one process,
  * no locks, no transactions) and three B-trees:
- *   queue.db   id -> serialised qidx_rec (primary)
+ *   queue.db   id -> serialised qmgr_qidx_rec (primary)
  *   due.db     8-byte big-endian next_attempt + id -> "" (not for HOLD)
  *   domain.db  lower-cased domain -> id (sorted duplicates)
  * The secondaries are maintained by hand on put/del (the old record is
@@ -62,7 +62,7 @@ static void put_strv(buf_t *b, char **v)
         put_str(b, v[i]);
 }
 
-static void encode(const struct qidx_rec *r, buf_t *b)
+static void encode(const struct qmgr_qidx_rec *r, buf_t *b)
 {
     put_u64(b, (unsigned long long)r->state);
     put_u64(b, (unsigned long long)r->arrival);
@@ -126,7 +126,7 @@ static char **get_strv(struct rdr *r)
     return v;
 }
 
-static int decode(const char *id, const void *data, size_t len, struct qidx_rec *out)
+static int decode(const char *id, const void *data, size_t len, struct qmgr_qidx_rec *out)
 {
     struct rdr r = { data, len, 0 };
     memset(out, 0, sizeof(*out));
@@ -142,7 +142,7 @@ static int decode(const char *id, const void *data, size_t len, struct qidx_rec 
     out->domains = get_strv(&r);
     if (r.bad || r.left != 0) {
         log_error("queue index: malformed record for %s", id);
-        qidx_rec_destroy(out);
+        qmgr_qidx_rec_destroy(out);
         return -1;
     }
     if (out->sender == NULL)
@@ -150,7 +150,7 @@ static int decode(const char *id, const void *data, size_t len, struct qidx_rec 
     return 0;
 }
 
-void qidx_rec_destroy(struct qidx_rec *rec)
+void qmgr_qidx_rec_destroy(struct qmgr_qidx_rec *rec)
 {
     free(rec->sender);
     free(rec->reason);
@@ -160,7 +160,7 @@ void qidx_rec_destroy(struct qidx_rec *rec)
     rec->rcpts = rec->domains = NULL;
 }
 
-const char *qidx_state_name(int state)
+const char *qmgr_qidx_state_name(int state)
 {
     static const char *const names[] = { "incoming", "active", "deferred", "hold" };
     return state >= 0 && state <= QS_HOLD ? names[state] : "unknown";
@@ -271,7 +271,7 @@ static int open_env(struct qindex *qi, buf_t *err)
     return 0;
 }
 
-struct qindex *qindex_open(const char *spool, int *was_clean, buf_t *err)
+struct qindex *qmgr_qindex_open(const char *spool, int *was_clean, buf_t *err)
 {
     struct qindex *qi = xcalloc(1, sizeof(*qi));
     buf_t marker = BUF_INIT;
@@ -316,7 +316,7 @@ static void write_marker(struct qindex *qi)
     buf_destroy(&p);
 }
 
-void qindex_close(struct qindex *qi, int clean)
+void qmgr_qindex_close(struct qindex *qi, int clean)
 {
     if (qi == NULL)
         return;
@@ -339,7 +339,7 @@ void qindex_close(struct qindex *qi, int clean)
     free(qi);
 }
 
-int qindex_clear(struct qindex *qi)
+int qmgr_qindex_clear(struct qindex *qi)
 {
     DB *dbs[] = { qi->queue, qi->due, qi->domain };
     for (size_t i = 0; i < 3; i++) {
@@ -352,14 +352,14 @@ int qindex_clear(struct qindex *qi)
     return 0;
 }
 
-size_t qindex_count(struct qindex *qi)
+size_t qmgr_qindex_count(struct qindex *qi)
 {
     return qi->count;
 }
 
 /* ---- records and secondaries ---- */
 
-static enum qidx_lookup get_raw(struct qindex *qi, const char *id, struct qidx_rec *out)
+static enum qmgr_qidx_lookup get_raw(struct qindex *qi, const char *id, struct qmgr_qidx_rec *out)
 {
     DBT k, d;
     dbt_set(&k, id, strlen(id));
@@ -374,7 +374,7 @@ static enum qidx_lookup get_raw(struct qindex *qi, const char *id, struct qidx_r
     return decode(id, d.data, d.size, out) < 0 ? QIDX_FAILED : QIDX_FOUND;
 }
 
-enum qidx_lookup qindex_get(struct qindex *qi, const char *id, struct qidx_rec *out)
+enum qmgr_qidx_lookup qmgr_qindex_get(struct qindex *qi, const char *id, struct qmgr_qidx_rec *out)
 {
     if (!qid_valid(id))
         return QIDX_MISSING;
@@ -399,7 +399,7 @@ static int del_domain_pair(struct qindex *qi, const char *domain, const char *id
     return rc == 0 || rc == DB_NOTFOUND ? 0 : db_fail("domain delete", rc);
 }
 
-static int del_secondaries(struct qindex *qi, const struct qidx_rec *old)
+static int del_secondaries(struct qindex *qi, const struct qmgr_qidx_rec *old)
 {
     unsigned char key[DUE_KEY_LEN];
     DBT k;
@@ -414,7 +414,7 @@ static int del_secondaries(struct qindex *qi, const struct qidx_rec *old)
     return 0;
 }
 
-static int put_secondaries(struct qindex *qi, const struct qidx_rec *rec)
+static int put_secondaries(struct qindex *qi, const struct qmgr_qidx_rec *rec)
 {
     unsigned char key[DUE_KEY_LEN];
     DBT k, d;
@@ -438,17 +438,17 @@ static int put_secondaries(struct qindex *qi, const struct qidx_rec *rec)
     return 0;
 }
 
-int qindex_put(struct qindex *qi, const struct qidx_rec *rec)
+int qmgr_qindex_put(struct qindex *qi, const struct qmgr_qidx_rec *rec)
 {
-    struct qidx_rec old;
+    struct qmgr_qidx_rec old;
     if (!qid_valid(rec->id))
-        log_panic("qindex_put: bad queue id \"%s\"", rec->id);
-    enum qidx_lookup found = get_raw(qi, rec->id, &old);
+        log_panic("qmgr_qindex_put: bad queue id \"%s\"", rec->id);
+    enum qmgr_qidx_lookup found = get_raw(qi, rec->id, &old);
     if (found == QIDX_FAILED)
         return -1;
     if (found == QIDX_FOUND) {
         int rc = del_secondaries(qi, &old);
-        qidx_rec_destroy(&old);
+        qmgr_qidx_rec_destroy(&old);
         if (rc < 0)
             return -1;
     }
@@ -466,14 +466,14 @@ int qindex_put(struct qindex *qi, const struct qidx_rec *rec)
     return put_secondaries(qi, rec);
 }
 
-int qindex_del(struct qindex *qi, const char *id)
+int qmgr_qindex_del(struct qindex *qi, const char *id)
 {
-    struct qidx_rec old;
-    enum qidx_lookup found = qid_valid(id) ? get_raw(qi, id, &old) : QIDX_MISSING;
+    struct qmgr_qidx_rec old;
+    enum qmgr_qidx_lookup found = qid_valid(id) ? get_raw(qi, id, &old) : QIDX_MISSING;
     if (found != QIDX_FOUND)
         return found == QIDX_FAILED ? -1 : 0;
     int rc = del_secondaries(qi, &old);
-    qidx_rec_destroy(&old);
+    qmgr_qidx_rec_destroy(&old);
     DBT k;
     dbt_set(&k, id, QID_LEN);
     int drc = qi->queue->del(qi->queue, NULL, &k, 0);
@@ -489,18 +489,18 @@ int qindex_del(struct qindex *qi, const char *id)
 enum visit { VISIT_NEXT, VISIT_STOP, VISIT_FAILED };
 
 /* Look the id up and hand it to the callback. */
-static enum visit visit(struct qindex *qi, const char *id, qindex_cb cb, void *arg)
+static enum visit visit(struct qindex *qi, const char *id, qmgr_qindex_cb cb, void *arg)
 {
-    struct qidx_rec rec;
-    enum qidx_lookup found = get_raw(qi, id, &rec);
+    struct qmgr_qidx_rec rec;
+    enum qmgr_qidx_lookup found = get_raw(qi, id, &rec);
     if (found != QIDX_FOUND) /* missing: a stale secondary entry, skip it */
         return found == QIDX_FAILED ? VISIT_FAILED : VISIT_NEXT;
     int stop = cb(&rec, arg);
-    qidx_rec_destroy(&rec);
+    qmgr_qidx_rec_destroy(&rec);
     return stop ? VISIT_STOP : VISIT_NEXT;
 }
 
-int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg)
+int qmgr_qindex_scan_due(struct qindex *qi, long long now, qmgr_qindex_cb cb, void *arg)
 {
     DBC *c;
     DBT k, d;
@@ -530,15 +530,15 @@ int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg)
     return res == VISIT_FAILED ? -1 : 0;
 }
 
-int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void *arg)
+int qmgr_qindex_scan_domain(struct qindex *qi, const char *domain, qmgr_qindex_cb cb, void *arg)
 {
-    return qindex_scan_domain_after(qi, domain, "", cb, arg);
+    return qmgr_qindex_scan_domain_after(qi, domain, "", cb, arg);
 }
 
 /* Duplicates are sorted (DB_DUPSORT): the ids of a domain come in id
  * order, so a scan resumes at the first id after "after". */
-int qindex_scan_domain_after(struct qindex *qi, const char *domain, const char *after, qindex_cb cb,
-                             void *arg)
+int qmgr_qindex_scan_domain_after(struct qindex *qi, const char *domain, const char *after,
+                                  qmgr_qindex_cb cb, void *arg)
 {
     DBC *c;
     DBT k, d;
@@ -567,12 +567,12 @@ int qindex_scan_domain_after(struct qindex *qi, const char *domain, const char *
     return res == VISIT_FAILED ? -1 : 0;
 }
 
-int qindex_scan_all(struct qindex *qi, qindex_cb cb, void *arg)
+int qmgr_qindex_scan_all(struct qindex *qi, qmgr_qindex_cb cb, void *arg)
 {
-    return qindex_scan_all_after(qi, "", cb, arg);
+    return qmgr_qindex_scan_all_after(qi, "", cb, arg);
 }
 
-int qindex_scan_all_after(struct qindex *qi, const char *after, qindex_cb cb, void *arg)
+int qmgr_qindex_scan_all_after(struct qindex *qi, const char *after, qmgr_qindex_cb cb, void *arg)
 {
     DBC *c;
     DBT k, d;
@@ -584,7 +584,7 @@ int qindex_scan_all_after(struct qindex *qi, const char *after, qindex_cb cb, vo
     dbt_set(&k, after, strlen(after));
     dbt_set(&d, NULL, 0);
     while (res == 0 && (rc = c->get(c, &k, &d, op)) == 0) {
-        struct qidx_rec rec;
+        struct qmgr_qidx_rec rec;
         op = DB_NEXT;
         if (k.size != QID_LEN || (*after && memcmp(k.data, after, QID_LEN) == 0))
             continue;
@@ -593,7 +593,7 @@ int qindex_scan_all_after(struct qindex *qi, const char *after, qindex_cb cb, vo
         if (decode(id, d.data, d.size, &rec) < 0)
             continue;
         res = cb(&rec, arg) ? 1 : 0;
-        qidx_rec_destroy(&rec);
+        qmgr_qidx_rec_destroy(&rec);
     }
     c->close(c);
     if (rc != 0 && rc != DB_NOTFOUND)

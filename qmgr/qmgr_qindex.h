@@ -15,11 +15,11 @@
 #include "common/util/buf.h"
 #include "common/mail/qfile.h"
 
-enum qidx_state { QS_INCOMING = 0, QS_ACTIVE, QS_DEFERRED, QS_HOLD };
+enum qmgr_qidx_state { QS_INCOMING = 0, QS_ACTIVE, QS_DEFERRED, QS_HOLD };
 
-struct qidx_rec {
+struct qmgr_qidx_rec {
     char id[QID_LEN + 1];
-    int state;              /* enum qidx_state */
+    int state;              /* enum qmgr_qidx_state */
     long long arrival;      /* unix seconds */
     long long next_attempt; /* unix seconds; 0 = now */
     int attempts;
@@ -37,36 +37,36 @@ struct qindex;
  * wait_ms while another process (an orphaned qmgr) holds it. Writes our
  * pid into the file. Returns the descriptor to keep open for the life of
  * the process (close-on-exec), or -1 with err naming the holder's pid.
- * Take it before qindex_open: an open after an unclean stop deletes the
+ * Take it before qmgr_qindex_open: an open after an unclean stop deletes the
  * DB files another qmgr may still be using. */
-int qindex_lock(const char *spool, int wait_ms, buf_t *err);
+int qmgr_qindex_lock(const char *spool, int wait_ms, buf_t *err);
 /* Callbacks must not modify the index (collect ids, act after the scan);
  * return nonzero to stop the scan. */
-typedef int (*qindex_cb)(const struct qidx_rec *rec, void *arg);
+typedef int (*qmgr_qindex_cb)(const struct qmgr_qidx_rec *rec, void *arg);
 
 /* Open (creating) the index under <spool>/index. *was_clean is 1 when the
  * previous qmgr closed it cleanly; the caller rebuilds when 0 (after
- * qindex_clear). The clean marker is removed at open, written at close. */
-struct qindex *qindex_open(const char *spool, int *was_clean, buf_t *err);
-void qindex_close(struct qindex *qi, int clean);
-int qindex_clear(struct qindex *qi);
-int qindex_put(struct qindex *qi, const struct qidx_rec *rec); /* insert or replace */
-/* QIDX_FOUND: *out holds the record (qidx_rec_destroy it); QIDX_FAILED:
+ * qmgr_qindex_clear). The clean marker is removed at open, written at close. */
+struct qindex *qmgr_qindex_open(const char *spool, int *was_clean, buf_t *err);
+void qmgr_qindex_close(struct qindex *qi, int clean);
+int qmgr_qindex_clear(struct qindex *qi);
+int qmgr_qindex_put(struct qindex *qi, const struct qmgr_qidx_rec *rec); /* insert or replace */
+/* QIDX_FOUND: *out holds the record (qmgr_qidx_rec_destroy it); QIDX_FAILED:
  * a Berkeley DB error (logged) or an undecodable record. */
-enum qidx_lookup { QIDX_FOUND, QIDX_MISSING, QIDX_FAILED };
-enum qidx_lookup qindex_get(struct qindex *qi, const char *id, struct qidx_rec *out);
-int qindex_del(struct qindex *qi, const char *id);
+enum qmgr_qidx_lookup { QIDX_FOUND, QIDX_MISSING, QIDX_FAILED };
+enum qmgr_qidx_lookup qmgr_qindex_get(struct qindex *qi, const char *id, struct qmgr_qidx_rec *out);
+int qmgr_qindex_del(struct qindex *qi, const char *id);
 /* Records with next_attempt <= now (any state but HOLD), oldest first. */
-int qindex_scan_due(struct qindex *qi, long long now, qindex_cb cb, void *arg);
-int qindex_scan_domain(struct qindex *qi, const char *domain, qindex_cb cb, void *arg);
-int qindex_scan_all(struct qindex *qi, qindex_cb cb, void *arg);
+int qmgr_qindex_scan_due(struct qindex *qi, long long now, qmgr_qindex_cb cb, void *arg);
+int qmgr_qindex_scan_domain(struct qindex *qi, const char *domain, qmgr_qindex_cb cb, void *arg);
+int qmgr_qindex_scan_all(struct qindex *qi, qmgr_qindex_cb cb, void *arg);
 /* The same, resumable (an answer sent in pieces): only ids after "after"
  * ("" = from the start), in id order. */
-int qindex_scan_domain_after(struct qindex *qi, const char *domain, const char *after, qindex_cb cb,
-                             void *arg);
-int qindex_scan_all_after(struct qindex *qi, const char *after, qindex_cb cb, void *arg);
-size_t qindex_count(struct qindex *qi);
-void qidx_rec_destroy(struct qidx_rec *rec); /* frees the strings, not rec */
-const char *qidx_state_name(int state);
+int qmgr_qindex_scan_domain_after(struct qindex *qi, const char *domain, const char *after,
+                                  qmgr_qindex_cb cb, void *arg);
+int qmgr_qindex_scan_all_after(struct qindex *qi, const char *after, qmgr_qindex_cb cb, void *arg);
+size_t qmgr_qindex_count(struct qindex *qi);
+void qmgr_qidx_rec_destroy(struct qmgr_qidx_rec *rec); /* frees the strings, not rec */
+const char *qmgr_qidx_state_name(int state);
 
 #endif

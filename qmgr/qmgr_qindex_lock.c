@@ -36,7 +36,7 @@ static void lock_note_pid(int fd)
         log_warn("cannot write the pid into the queue index lock file: %m");
 }
 
-int qindex_lock(const char *spool, int wait_ms, buf_t *err)
+int qmgr_qindex_lock(const char *spool, int wait_ms, buf_t *err)
 {
     buf_t dir = BUF_INIT, path = BUF_INIT;
     struct timespec pause = { 0, 100 * 1000000L };

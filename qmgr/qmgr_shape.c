@@ -14,7 +14,7 @@ static const long long edges[QSHAPE_NBUCKETS - 1] = { 5, 10, 20, 40, 80, 160, 32
 static const char *const labels[QSHAPE_NBUCKETS] = { "5",   "10",  "20",  "40",   "80",
                                                      "160", "320", "640", "1280", "1280+" };
 
-int qshape_bucket(long long age)
+int qmgr_qshape_bucket(long long age)
 {
     if (age < 0)
         age = 0;
@@ -24,25 +24,25 @@ int qshape_bucket(long long age)
     return QSHAPE_NBUCKETS - 1;
 }
 
-const char *qshape_label(int b)
+const char *qmgr_qshape_label(int b)
 {
     return b >= 0 && b < QSHAPE_NBUCKETS ? labels[b] : "?";
 }
 
-void qshape_init(struct qshape *q)
+void qmgr_qshape_init(struct qshape *q)
 {
     memset(q, 0, sizeof(*q));
     htable_init(&q->rows, 64);
     q->all.name = xstrdup("TOTAL");
 }
 
-void qshape_destroy(struct qshape *q)
+void qmgr_qshape_destroy(struct qshape *q)
 {
     struct hlink *l, *next;
 
     HTABLE_EACH(&q->rows, l, next)
     {
-        struct qshape_row *r = HTABLE_ENTRY(l, struct qshape_row, hlink);
+        struct qmgr_qshape_row *r = HTABLE_ENTRY(l, struct qmgr_qshape_row, hlink);
         htable_remove(&q->rows, l);
         free(r->name);
         free(r);
@@ -52,13 +52,13 @@ void qshape_destroy(struct qshape *q)
     q->all.name = NULL;
 }
 
-struct qshape_row *qshape_row(struct qshape *q, const char *name)
+struct qmgr_qshape_row *qmgr_qshape_row(struct qshape *q, const char *name)
 {
     unsigned h = htable_hash_str(name);
-    struct qshape_row *r;
+    struct qmgr_qshape_row *r;
 
     for (struct hlink *l = htable_first(&q->rows, h); l; l = htable_next(l, h)) {
-        r = HTABLE_ENTRY(l, struct qshape_row, hlink);
+        r = HTABLE_ENTRY(l, struct qmgr_qshape_row, hlink);
         if (strcmp(r->name, name) == 0)
             return r;
     }
@@ -68,7 +68,7 @@ struct qshape_row *qshape_row(struct qshape *q, const char *name)
     return r;
 }
 
-void qshape_count(struct qshape_row *r, int b)
+void qmgr_qshape_count(struct qmgr_qshape_row *r, int b)
 {
     if (b < 0 || b >= QSHAPE_NBUCKETS)
         b = QSHAPE_NBUCKETS - 1;
@@ -78,22 +78,22 @@ void qshape_count(struct qshape_row *r, int b)
 
 static int row_cmp(const void *a, const void *b)
 {
-    const struct qshape_row *x = *(const struct qshape_row *const *)a;
-    const struct qshape_row *y = *(const struct qshape_row *const *)b;
+    const struct qmgr_qshape_row *x = *(const struct qmgr_qshape_row *const *)a;
+    const struct qmgr_qshape_row *y = *(const struct qmgr_qshape_row *const *)b;
 
     if (x->total != y->total)
         return x->total > y->total ? -1 : 1;
     return strcmp(x->name, y->name);
 }
 
-struct qshape_row **qshape_sorted(const struct qshape *q, size_t *n)
+struct qmgr_qshape_row **qmgr_qshape_sorted(const struct qshape *q, size_t *n)
 {
     size_t count = htable_count(&q->rows), i = 0;
-    struct qshape_row **v = xcalloc(count ? count : 1, sizeof(*v));
+    struct qmgr_qshape_row **v = xcalloc(count ? count : 1, sizeof(*v));
     struct hlink *l = NULL;
 
     while ((l = htable_walk(&q->rows, l)) != NULL)
-        v[i++] = HTABLE_ENTRY(l, struct qshape_row, hlink);
+        v[i++] = HTABLE_ENTRY(l, struct qmgr_qshape_row, hlink);
     qsort(v, i, sizeof(*v), row_cmp);
     *n = i;
     return v;

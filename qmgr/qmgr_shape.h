@@ -15,7 +15,7 @@
 
 #define QSHAPE_NBUCKETS 10
 
-struct qshape_row {
+struct qmgr_qshape_row {
     char *name;
     long long total;
     long long n[QSHAPE_NBUCKETS];
@@ -24,21 +24,21 @@ struct qshape_row {
 
 struct qshape {
     struct htable rows;
-    struct qshape_row all; /* every message once (name "TOTAL") */
+    struct qmgr_qshape_row all; /* every message once (name "TOTAL") */
 };
 
 /* The bucket of a message age (seconds, negative counts as 0). */
-int qshape_bucket(long long age);
+int qmgr_qshape_bucket(long long age);
 /* The column label of bucket b: "5" ... "1280", "1280+". */
-const char *qshape_label(int b);
-void qshape_init(struct qshape *q);
-void qshape_destroy(struct qshape *q);
+const char *qmgr_qshape_label(int b);
+void qmgr_qshape_init(struct qshape *q);
+void qmgr_qshape_destroy(struct qshape *q);
 /* The row named name (created empty the first time). */
-struct qshape_row *qshape_row(struct qshape *q, const char *name);
+struct qmgr_qshape_row *qmgr_qshape_row(struct qshape *q, const char *name);
 /* Count one message in row r, bucket b. */
-void qshape_count(struct qshape_row *r, int b);
+void qmgr_qshape_count(struct qmgr_qshape_row *r, int b);
 /* The rows, biggest total first (ties by name); *n set. Free the array
  * (not the rows) with free(). */
-struct qshape_row **qshape_sorted(const struct qshape *q, size_t *n);
+struct qmgr_qshape_row **qmgr_qshape_sorted(const struct qshape *q, size_t *n);
 
 #endif

@@ -28,21 +28,21 @@
 /* A domain's row, routed once per request (site mode). */
 struct dom_row {
     char *domain;
-    struct qshape_row *row;
+    struct qmgr_qshape_row *row;
     struct hlink hlink;
 };
 
 struct shape_ctx {
     struct qshape q;
     struct htable doms;
-    unsigned states; /* bit per enum qidx_state; 0: all */
+    unsigned states; /* bit per enum qmgr_qidx_state; 0: all */
     int by_domain;
     long long now;
-    struct qshape_row **seen; /* rows of the current message */
+    struct qmgr_qshape_row **seen; /* rows of the current message */
     size_t nseen, cap;
 };
 
-static struct qshape_row *site_row(struct shape_ctx *c, const char *domain)
+static struct qmgr_qshape_row *site_row(struct shape_ctx *c, const char *domain)
 {
     unsigned h = htable_hash_str(domain);
     buf_t addr = BUF_INIT, transport = BUF_INIT, nexthop = BUF_INIT, name = BUF_INIT;
@@ -58,7 +58,7 @@ static struct qshape_row *site_row(struct shape_ctx *c, const char *domain)
     qmgr_site_name_of(buf_str(&transport), buf_str(&nexthop), &name);
     d = xcalloc(1, sizeof(*d));
     d->domain = xstrdup(domain);
-    d->row = qshape_row(&c->q, buf_str(&name));
+    d->row = qmgr_qshape_row(&c->q, buf_str(&name));
     htable_insert(&c->doms, &d->hlink, h);
     buf_destroy(&addr);
     buf_destroy(&transport);
@@ -67,7 +67,7 @@ static struct qshape_row *site_row(struct shape_ctx *c, const char *domain)
     return d->row;
 }
 
-static int seen_row(struct shape_ctx *c, struct qshape_row *r)
+static int seen_row(struct shape_ctx *c, struct qmgr_qshape_row *r)
 {
     for (size_t i = 0; i < c->nseen; i++)
         if (c->seen[i] == r)
@@ -77,25 +77,25 @@ static int seen_row(struct shape_ctx *c, struct qshape_row *r)
     return 0;
 }
 
-static int shape_cb(const struct qidx_rec *rec, void *arg)
+static int shape_cb(const struct qmgr_qidx_rec *rec, void *arg)
 {
     struct shape_ctx *c = arg;
-    int b = qshape_bucket(c->now - rec->arrival);
+    int b = qmgr_qshape_bucket(c->now - rec->arrival);
 
     if (c->states && !(c->states & (1u << rec->state)))
         return 0;
-    qshape_count(&c->q.all, b);
+    qmgr_qshape_count(&c->q.all, b);
     c->nseen = 0;
     for (size_t i = 0; rec->domains && rec->domains[i]; i++) {
         const char *dom = *rec->domains[i] ? rec->domains[i] : "-";
-        struct qshape_row *r = c->by_domain ? qshape_row(&c->q, dom) : site_row(c, dom);
+        struct qmgr_qshape_row *r = c->by_domain ? qmgr_qshape_row(&c->q, dom) : site_row(c, dom);
         if (!seen_row(c, r))
-            qshape_count(r, b);
+            qmgr_qshape_count(r, b);
     }
     return 0;
 }
 
-static void add_row(attr_t *r, const struct qshape_row *row)
+static void add_row(attr_t *r, const struct qmgr_qshape_row *row)
 {
     buf_t b = BUF_INIT;
 
@@ -138,7 +138,7 @@ static void shape_destroy(struct shape_ctx *c)
         free(d);
     }
     htable_destroy(&c->doms);
-    qshape_destroy(&c->q);
+    qmgr_qshape_destroy(&c->q);
     free(c->seen);
 }
 
@@ -146,7 +146,7 @@ int qmgr_shape_ctl_summary(const attr_t *req, struct evbuffer *out, const char *
 {
     struct shape_ctx c;
     const char *by = attr_get_def(req, "by", "site");
-    struct qshape_row **rows;
+    struct qmgr_qshape_row **rows;
     size_t n;
     attr_t r = ATTR_INIT;
 
@@ -159,10 +159,10 @@ int qmgr_shape_ctl_summary(const attr_t *req, struct evbuffer *out, const char *
         return -1;
     c.by_domain = strcmp(by, "domain") == 0;
     c.now = (long long)time(NULL);
-    qshape_init(&c.q);
+    qmgr_qshape_init(&c.q);
     htable_init(&c.doms, 64);
-    qindex_scan_all(qmgr_g.qi, shape_cb, &c);
-    rows = qshape_sorted(&c.q, &n);
+    qmgr_qindex_scan_all(qmgr_g.qi, shape_cb, &c);
+    rows = qmgr_qshape_sorted(&c.q, &n);
     for (size_t i = 0; i < n; i++) {
         attr_clear(&r);
         attr_add(&r, "name", rows[i]->name);

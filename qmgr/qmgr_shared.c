@@ -24,11 +24,11 @@
 /* Seconds a site keeps to its local share after the script failed. */
 #define SHARED_ERROR_HOLD 10
 
-/* The Lua twin of gcra_take(): keep the two the same. One addition: a
+/* The Lua twin of qmgr_gcra_take(): keep the two the same. One addition: a
  * node may reserve a message "ahead" seconds before its time comes, so the
  * round trip to Redis and the node's timers do not slow the joint rate
  * down; the answer is {1, delay until it may go} or {0, wait before
- * asking again}. With ahead 0 the answers are gcra_take()'s. TATs are kept
+ * asking again}. With ahead 0 the answers are qmgr_gcra_take()'s. TATs are kept
  * with 17 digits so both sides compute on the same doubles. */
 const char qmgr_shared_gcra_lua[] =
     "local per_sec = tonumber(ARGV[1])\n"
@@ -166,11 +166,11 @@ static int local_take(struct shared_site *ss, double per_sec, int burst, double 
     double share = per_sec > 0 ? per_sec / ss->sh->node_count : 0;
 
     if (share != ss->local_rate || burst != ss->local_burst) {
-        gcra_set(&ss->local, share, burst);
+        qmgr_gcra_set(&ss->local, share, burst);
         ss->local_rate = share;
         ss->local_burst = burst;
     }
-    return gcra_take(&ss->local, now, wait);
+    return qmgr_gcra_take(&ss->local, now, wait);
 }
 
 static void on_token(void *arg, enum redis_answer ans, const redisReply *rep)

@@ -242,9 +242,9 @@ static void site_apply_limits(struct qmgr_site *s)
         conc = s->conc_throttle;
     s->conc_limit = conc;
     qmgr_slowstart_set_cap(&s->slow, conc);
-    gcra_set(&s->msg_rate, s->rate_throttle > 0 ? s->rate_throttle : s->pol.max_message_rate,
-             site_msg_burst(s));
-    gcra_set(&s->conn_rate, s->pol.max_connection_rate, s->pol.connection_burst);
+    qmgr_gcra_set(&s->msg_rate, s->rate_throttle > 0 ? s->rate_throttle : s->pol.max_message_rate,
+                  site_msg_burst(s));
+    qmgr_gcra_set(&s->conn_rate, s->pol.max_connection_rate, s->pol.connection_burst);
 }
 
 static void site_policy(struct qmgr_site *s, const char *domain, char *const *hosts)
@@ -257,8 +257,8 @@ static void site_policy(struct qmgr_site *s, const char *domain, char *const *ho
         apply_row(&s->pol, buf_str(&key), buf_str(&row));
     buf_destroy(&key);
     buf_destroy(&row);
-    gcra_init(&s->msg_rate, 0, 1);
-    gcra_init(&s->conn_rate, 0, 1);
+    qmgr_gcra_init(&s->msg_rate, 0, 1);
+    qmgr_gcra_init(&s->conn_rate, 0, 1);
     site_apply_limits(s);
 }
 
@@ -501,11 +501,11 @@ static void park(struct qmgr_site *s, struct qmgr_dest *d, double now, double wa
  * qmgr_site_wake() unparks the site when the answer is in. */
 int qmgr_site_rate_take(struct qmgr_site *s, double now, double *wait_s)
 {
-    double rate = gcra_rate(&s->msg_rate);
+    double rate = qmgr_gcra_rate(&s->msg_rate);
 
     if (qmgr_g.shared && rate > 0)
         return qmgr_shared_rate_take(qmgr_g.shared, s->name, rate, site_msg_burst(s), now, wait_s);
-    return gcra_take(&s->msg_rate, now, wait_s);
+    return qmgr_gcra_take(&s->msg_rate, now, wait_s);
 }
 
 void qmgr_site_wake(const char *name)
@@ -535,7 +535,7 @@ enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int 
         qmgr_site_lease_wait(s, d);
         return SITE_WAIT;
     }
-    if (fresh && !gcra_peek(&s->conn_rate, now, &wait)) {
+    if (fresh && !qmgr_gcra_peek(&s->conn_rate, now, &wait)) {
         park(s, d, now, wait);
         return SITE_WAIT;
     }
@@ -544,7 +544,7 @@ enum qmgr_site_go qmgr_site_admit(struct qmgr_site *s, struct qmgr_dest *d, int 
         return SITE_WAIT;
     }
     if (fresh)
-        gcra_take(&s->conn_rate, now, &wait);
+        qmgr_gcra_take(&s->conn_rate, now, &wait);
     return SITE_GO;
 }
 

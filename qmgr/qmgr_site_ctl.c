@@ -138,7 +138,7 @@ static int site_set(struct qmgr_site *s, const attr_t *req, const char **err)
     if (strcmp(action, "suspend") == 0) {
         qmgr_site_suspend(s, secs, reason);
     } else if (strcmp(action, "rate") == 0) {
-        if (value == NULL || gcra_parse_rate(value, &rate) < 0 || rate <= 0) {
+        if (value == NULL || qmgr_gcra_parse_rate(value, &rate) < 0 || rate <= 0) {
             *err = "value: want a rate such as 300/h";
             return -1;
         }

@@ -32,7 +32,7 @@ static int parse_count(const char *v, long long lo, long long hi, long long *out
 
 static int parse_rate(const char *v, double *rate, char **text)
 {
-    if (gcra_parse_rate(v, rate) < 0)
+    if (qmgr_gcra_parse_rate(v, rate) < 0)
         return -1;
     free(*text);
     *text = *rate > 0 ? xstrdup(v) : NULL;

@@ -399,7 +399,7 @@ void smtpd_notify_new(const char *queue_id);
 void smtpd_verp_init(void);
 /* Is this client in smtpd_authorized_verp_clients (offered XVERP)? */
 int smtpd_verp_allowed(const struct smtpd_session *s);
-/* The XVERP settings for smtp_cmd_mail_xverp, NULL when not allowed. */
+/* The XVERP settings for smtpd_cmd_mail_xverp, NULL when not allowed. */
 const struct smtp_xverp *smtpd_verp_xverp(const struct smtpd_session *s);
 /* After MAIL FROM passed its checks: record VERP in s->env (xverp: the
  * XVERP delimiters given, or ""/NULL; else sender_verp_maps). 0, or -1

@@ -370,5 +370,5 @@ enum smtpd_anvil_limit smtpd_anvil_limit_exceeded(enum anvil_event ev, const str
 
 int smtpd_anvil_exempt(const char *addr)
 {
-    return cidr_list_match("smtpd_client_event_limit_exceptions", addr);
+    return smtpd_cidr_list_match("smtpd_client_event_limit_exceptions", addr);
 }

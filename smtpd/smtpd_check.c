@@ -32,7 +32,7 @@ static size_t ntables;
 static void validate_list(const char *param)
 {
     buf_t err = BUF_INIT;
-    if (cidr_list_validate(param, &err) < 0)
+    if (smtpd_cidr_list_validate(param, &err) < 0)
         log_fatal("%s", buf_str(&err));
     buf_destroy(&err);
 }
@@ -52,12 +52,12 @@ void smtpd_check_init(void)
 
 int smtpd_check_mynetworks(const char *addr)
 {
-    return cidr_list_match("mynetworks", addr);
+    return smtpd_cidr_list_match("mynetworks", addr);
 }
 
 int smtpd_check_bare_exempt(const char *addr)
 {
-    return cidr_list_match("smtpd_forbid_bare_newline_exclusions", addr);
+    return smtpd_cidr_list_match("smtpd_forbid_bare_newline_exclusions", addr);
 }
 
 /* A table failure counts as ours here: the recipient check that follows

@@ -10,7 +10,7 @@
 
 static const unsigned char v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
-/* A client address ::ffff:a.b.c.d is matched as IPv4 (cidr_addr_bytes),
+/* A client address ::ffff:a.b.c.d is matched as IPv4 (smtpd_cidr_addr_bytes),
  * so a v4-mapped network of 96 bits or more becomes the IPv4 network it
  * maps; otherwise it could never hold the address it names. */
 static void unmap_v4(struct cidr *c)
@@ -23,7 +23,7 @@ static void unmap_v4(struct cidr *c)
     c->bits -= 96;
 }
 
-int cidr_parse(const char *s, struct cidr *c)
+int smtpd_cidr_parse(const char *s, struct cidr *c)
 {
     char host[128];
     const char *slash = strrchr(s, '/');
@@ -57,7 +57,7 @@ int cidr_parse(const char *s, struct cidr *c)
     return 0;
 }
 
-int cidr_match(const struct cidr *c, int family, const unsigned char *a)
+int smtpd_cidr_match(const struct cidr *c, int family, const unsigned char *a)
 {
     if (family != c->family)
         return 0;
@@ -70,7 +70,7 @@ int cidr_match(const struct cidr *c, int family, const unsigned char *a)
     return (a[full] & mask) == (c->a[full] & mask);
 }
 
-int cidr_addr_bytes(const char *addr, unsigned char a[16])
+int smtpd_cidr_addr_bytes(const char *addr, unsigned char a[16])
 {
     memset(a, 0, 16);
     if (inet_pton(AF_INET, addr, a) == 1)
@@ -85,10 +85,10 @@ int cidr_addr_bytes(const char *addr, unsigned char a[16])
     return AF_INET6;
 }
 
-int cidr_list_match(const char *param, const char *addr)
+int smtpd_cidr_list_match(const char *param, const char *addr)
 {
     unsigned char a[16];
-    int family = cidr_addr_bytes(addr, a);
+    int family = smtpd_cidr_addr_bytes(addr, a);
     if (family < 0)
         return 0;
     char **v = conf_list(param);
@@ -97,20 +97,20 @@ int cidr_list_match(const char *param, const char *addr)
         struct cidr c;
         if (strncmp(v[i], "hash:", 5) == 0)
             continue; /* lookup tables: not yet */
-        if (cidr_parse(v[i], &c) == 0)
-            found = cidr_match(&c, family, a);
+        if (smtpd_cidr_parse(v[i], &c) == 0)
+            found = smtpd_cidr_match(&c, family, a);
     }
     strv_free(v);
     return found;
 }
 
-int cidr_list_validate(const char *param, buf_t *err)
+int smtpd_cidr_list_validate(const char *param, buf_t *err)
 {
     char **v = conf_list(param);
     int rc = 0;
     for (size_t i = 0; v[i] && rc == 0; i++) {
         struct cidr c;
-        if (strncmp(v[i], "hash:", 5) != 0 && cidr_parse(v[i], &c) < 0) {
+        if (strncmp(v[i], "hash:", 5) != 0 && smtpd_cidr_parse(v[i], &c) < 0) {
             buf_reset(err);
             buf_printf(err,
                        "parameter %s: bad network \"%s\" (use address or address/bits, "

@@ -16,16 +16,16 @@ struct cidr {
 /* Parse "1.2.3.4", "10.0.0.0/8", "[::1]/128", "[2001:db8::]/32", "::1".
  * A v4-mapped network of at least 96 bits ("[::ffff:10.0.0.0]/104") is
  * stored as the IPv4 network it maps (10.0.0.0/8). Returns 0 or -1. */
-int cidr_parse(const char *s, struct cidr *c);
+int smtpd_cidr_parse(const char *s, struct cidr *c);
 /* Client address text to bytes; v4-mapped IPv6 counts as IPv4. Returns
  * AF_INET, AF_INET6, or -1 when addr is not a numeric address. */
-int cidr_addr_bytes(const char *addr, unsigned char a[16]);
-int cidr_match(const struct cidr *c, int family, const unsigned char *a);
+int smtpd_cidr_addr_bytes(const char *addr, unsigned char a[16]);
+int smtpd_cidr_match(const struct cidr *c, int family, const unsigned char *a);
 /* Is addr inside any network of list parameter `param`? Lookup table
  * elements ("hash:...") and unparsable ones are skipped. */
-int cidr_list_match(const char *param, const char *addr);
+int smtpd_cidr_list_match(const char *param, const char *addr);
 /* Check every element of list parameter `param`; returns 0, or -1 with a
  * message naming the bad element in err. */
-int cidr_list_validate(const char *param, buf_t *err);
+int smtpd_cidr_list_validate(const char *param, buf_t *err);
 
 #endif

@@ -43,11 +43,11 @@ const smtpd_cmd_fn smtpd_cmd_table[SMTP_VERB_COUNT] = {
 
 int smtpd_cmd_lookup(const char *verb)
 {
-    return smtp_cmd_verb(verb);
+    return smtpd_cmd_verb(verb);
 }
 
 /* Send a parser's error reply. */
-static void reply_err(struct smtpd_session *s, const struct smtp_cmd_reply *err)
+static void reply_err(struct smtpd_session *s, const struct smtpd_cmd_reply *err)
 {
     smtpd_reply(s, "%d %s %s", err->code, err->enh, buf_str(&err->text));
 }
@@ -57,19 +57,19 @@ static void reply_err(struct smtpd_session *s, const struct smtp_cmd_reply *err)
  * restriction's reply as greeting) gets only QUIT, as in Postfix. */
 void smtpd_cmd_dispatch(struct smtpd_session *s, char *line, size_t len)
 {
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
     char *verb, *arg;
     int idx =
-        smtp_cmd_split(line, len, (size_t)conf_int("smtpd_command_line_limit"), &verb, &arg, &err);
+        smtpd_cmd_split(line, len, (size_t)conf_int("smtpd_command_line_limit"), &verb, &arg, &err);
     if (idx == -2) { /* not a command: counted nowhere, as before */
         reply_err(s, &err);
-        smtp_cmd_reply_destroy(&err);
+        smtpd_cmd_reply_destroy(&err);
         return;
     }
     int slot = idx < 0 ? SMTPD_CMD_MAX : idx;
     s->cmd_total[slot]++;
     s->last_code = 0;
-    s->last_cmd = idx < 0 ? "UNKNOWN" : smtp_cmd_verb_name(idx);
+    s->last_cmd = idx < 0 ? "UNKNOWN" : smtpd_cmd_verb_name(idx);
     if (idx < 0)
         smtpd_reply(s, "500 5.5.2 Error: command not recognized");
     else if (s->deny_text && idx != SMTP_VERB_QUIT)
@@ -194,9 +194,9 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
         return;
     }
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-    if (smtp_cmd_mail_xverp(arg, conf_int("message_size_limit"), conf_bool("smtputf8_enable"),
-                            smtpd_verp_xverp(s), &m, &err) < 0) {
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    if (smtpd_cmd_mail_xverp(arg, conf_int("message_size_limit"), conf_bool("smtputf8_enable"),
+                             smtpd_verp_xverp(s), &m, &err) < 0) {
         reply_err(s, &err);
         smtpd_txn_reset(s);
     } else {
@@ -216,29 +216,29 @@ static void cmd_mail(struct smtpd_session *s, char *arg)
             smtpd_reply(s, "250 2.1.0 Ok");
         }
     }
-    smtp_mail_args_destroy(&m);
-    smtp_cmd_reply_destroy(&err);
+    smtpd_mail_args_destroy(&m);
+    smtpd_cmd_reply_destroy(&err);
 }
 
 /* Recipient syntax, the recipient limit, then the ESMTP parameters (in
  * this order: it decides which error a client sees). 0, or -1 replied. */
 static int rcpt_parse(struct smtpd_session *s, const char *arg, struct smtp_rcpt_args *r)
 {
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
     int utf8 = !conf_bool("smtputf8_enable") ? SMTP_UTF8_OFF
                : s->env.smtputf8             ? SMTP_UTF8_DECLARED
                                              : SMTP_UTF8_UNDECLARED;
     const char *origin = conf_str("myorigin"); /* as Postfix's append_at_myorigin */
-    int rc = smtp_cmd_rcpt_addr(arg, *origin ? origin : smtpd_hostname(), utf8, r, &err);
+    int rc = smtpd_cmd_rcpt_addr(arg, *origin ? origin : smtpd_hostname(), utf8, r, &err);
     if (rc == 0 && (long long)s->env.nrcpt >= conf_int("smtpd_recipient_limit")) {
         smtpd_reply(s, "452 4.5.3 Error: too many recipients");
         rc = 1;
     } else if (rc == 0) {
-        rc = smtp_cmd_rcpt_params(r, &err);
+        rc = smtpd_cmd_rcpt_params(r, &err);
     }
     if (rc < 0)
         reply_err(s, &err);
-    smtp_cmd_reply_destroy(&err);
+    smtpd_cmd_reply_destroy(&err);
     return rc == 0 ? 0 : -1;
 }
 
@@ -274,7 +274,7 @@ static void cmd_rcpt(struct smtpd_session *s, char *arg)
     else
         smtpd_reply(s, "%s", buf_str(&reply));
 out:
-    smtp_rcpt_args_destroy(&r);
+    smtpd_rcpt_args_destroy(&r);
     buf_destroy(&reply);
 }
 

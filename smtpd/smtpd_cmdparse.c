@@ -30,23 +30,23 @@ static const char *const verb_names[SMTP_VERB_COUNT] = {
     "VRFY", "EXPN", "ETRN",     "TURN", "ATRN", "SEND", "SOML", "SAML", "HELP", "QUIT",
 };
 
-void smtp_cmd_reply_destroy(struct smtp_cmd_reply *r)
+void smtpd_cmd_reply_destroy(struct smtpd_cmd_reply *r)
 {
     buf_destroy(&r->text);
     r->code = 0;
     r->enh[0] = '\0';
 }
 
-void smtp_cmd_reply_format(const struct smtp_cmd_reply *r, buf_t *out)
+void smtpd_cmd_reply_format(const struct smtpd_cmd_reply *r, buf_t *out)
 {
     buf_reset(out);
     buf_printf(out, "%d %s %s", r->code, r->enh, buf_str(&r->text));
 }
 
 /* Fill the error reply; returns -1 for the caller to pass on. */
-static int fail(struct smtp_cmd_reply *r, int code, const char *enh, const char *fmt, ...)
+static int fail(struct smtpd_cmd_reply *r, int code, const char *enh, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static int fail(struct smtp_cmd_reply *r, int code, const char *enh, const char *fmt, ...)
+static int fail(struct smtpd_cmd_reply *r, int code, const char *enh, const char *fmt, ...)
 {
     va_list ap;
     r->code = code;
@@ -58,7 +58,7 @@ static int fail(struct smtp_cmd_reply *r, int code, const char *enh, const char 
     return -1;
 }
 
-int smtp_cmd_verb(const char *verb)
+int smtpd_cmd_verb(const char *verb)
 {
     for (int i = 0; i < SMTP_VERB_COUNT; i++)
         if (str_ieq(verb, verb_names[i]))
@@ -66,7 +66,7 @@ int smtp_cmd_verb(const char *verb)
     return -1;
 }
 
-const char *smtp_cmd_verb_name(int verb)
+const char *smtpd_cmd_verb_name(int verb)
 {
     return verb >= 0 && verb < SMTP_VERB_COUNT ? verb_names[verb] : NULL;
 }
@@ -82,8 +82,8 @@ static int has_control(const char *line, size_t len)
     return 0;
 }
 
-int smtp_cmd_split(char *line, size_t len, size_t limit, char **verb, char **arg,
-                   struct smtp_cmd_reply *err)
+int smtpd_cmd_split(char *line, size_t len, size_t limit, char **verb, char **arg,
+                    struct smtpd_cmd_reply *err)
 {
     if (len > limit || has_control(line, len)) {
         fail(err, 500, "5.5.2", len > limit ? "Error: line too long" : "Error: bad syntax");
@@ -98,7 +98,7 @@ int smtp_cmd_split(char *line, size_t len, size_t limit, char **verb, char **arg
         a++;
     *verb = line;
     *arg = a;
-    return smtp_cmd_verb(line);
+    return smtpd_cmd_verb(line);
 }
 
 /* ---- ESMTP parameters ---- */
@@ -106,7 +106,7 @@ int smtp_cmd_split(char *line, size_t len, size_t limit, char **verb, char **arg
 struct param_handler {
     const char *name;
     /* 0 ok, -1 with err set */
-    int (*fn)(const char *value, void *ctx, struct smtp_cmd_reply *err);
+    int (*fn)(const char *value, void *ctx, struct smtpd_cmd_reply *err);
 };
 
 /* What the MAIL parameter handlers work on. */
@@ -117,7 +117,7 @@ struct mail_ctx {
     const struct smtp_xverp *xverp; /* NULL: XVERP not allowed */
 };
 
-static int mail_size(const char *v, void *ctx, struct smtp_cmd_reply *err)
+static int mail_size(const char *v, void *ctx, struct smtpd_cmd_reply *err)
 {
     struct mail_ctx *c = ctx;
     char *end;
@@ -133,7 +133,7 @@ static int mail_size(const char *v, void *ctx, struct smtp_cmd_reply *err)
     return 0;
 }
 
-static int mail_body(const char *v, void *ctx, struct smtp_cmd_reply *err)
+static int mail_body(const char *v, void *ctx, struct smtpd_cmd_reply *err)
 {
     struct smtp_mail_args *m = ((struct mail_ctx *)ctx)->m;
     if (str_ieq(v, "7BIT"))
@@ -145,7 +145,7 @@ static int mail_body(const char *v, void *ctx, struct smtp_cmd_reply *err)
     return 0;
 }
 
-static int mail_ret(const char *v, void *ctx, struct smtp_cmd_reply *err)
+static int mail_ret(const char *v, void *ctx, struct smtpd_cmd_reply *err)
 {
     struct smtp_mail_args *m = ((struct mail_ctx *)ctx)->m;
     if (m->ret != RET_NONE)
@@ -160,7 +160,7 @@ static int mail_ret(const char *v, void *ctx, struct smtp_cmd_reply *err)
 }
 
 /* Decoded ENVID must be printable US-ASCII (RFC 3461 4.4). */
-static int mail_envid(const char *v, void *ctx, struct smtp_cmd_reply *err)
+static int mail_envid(const char *v, void *ctx, struct smtpd_cmd_reply *err)
 {
     struct smtp_mail_args *m = ((struct mail_ctx *)ctx)->m;
     buf_t dec = BUF_INIT;
@@ -174,7 +174,7 @@ static int mail_envid(const char *v, void *ctx, struct smtp_cmd_reply *err)
     return ok ? 0 : fail(err, 501, "5.5.4", "Error: Bad ENVID parameter syntax");
 }
 
-static int mail_auth(const char *v, void *ctx, struct smtp_cmd_reply *err)
+static int mail_auth(const char *v, void *ctx, struct smtpd_cmd_reply *err)
 {
     struct smtp_mail_args *m = ((struct mail_ctx *)ctx)->m;
     m->has_auth = 1;
@@ -182,7 +182,7 @@ static int mail_auth(const char *v, void *ctx, struct smtp_cmd_reply *err)
 }
 
 /* RFC 6531 3.4: a keyword without a value, once. */
-static int mail_smtputf8(const char *v, void *ctx, struct smtp_cmd_reply *err)
+static int mail_smtputf8(const char *v, void *ctx, struct smtpd_cmd_reply *err)
 {
     struct mail_ctx *c = ctx;
     if (!c->utf8_enable)
@@ -195,7 +195,7 @@ static int mail_smtputf8(const char *v, void *ctx, struct smtp_cmd_reply *err)
 
 /* Postfix's XVERP: "XVERP" (v "", the default delimiters, when given
  * from the table) or "XVERP=xy" (xverp_word); the last one given wins. */
-static int xverp_set(struct mail_ctx *c, const char *v, int explicit, struct smtp_cmd_reply *err)
+static int xverp_set(struct mail_ctx *c, const char *v, int explicit, struct smtpd_cmd_reply *err)
 {
     if (!c->xverp)
         return fail(err, 555, "5.5.4", "Unsupported option: XVERP");
@@ -207,7 +207,7 @@ static int xverp_set(struct mail_ctx *c, const char *v, int explicit, struct smt
     return 0;
 }
 
-static int mail_xverp(const char *v, void *ctx, struct smtp_cmd_reply *err)
+static int mail_xverp(const char *v, void *ctx, struct smtpd_cmd_reply *err)
 {
     return xverp_set(ctx, v, *v != '\0', err);
 }
@@ -216,7 +216,7 @@ static int mail_xverp(const char *v, void *ctx, struct smtp_cmd_reply *err)
  * delimiters ("+="), which RFC 5321's esmtp-value does not allow, so the
  * generic parameter syntax would refuse it. 1 when the next word was one
  * (*rc its result, *pp past it), else 0. */
-static int xverp_word(const char **pp, struct mail_ctx *c, struct smtp_cmd_reply *err, int *rc)
+static int xverp_word(const char **pp, struct mail_ctx *c, struct smtpd_cmd_reply *err, int *rc)
 {
     const char *p = *pp;
     while (*p == ' ')
@@ -237,7 +237,7 @@ static const struct param_handler mail_params[] = {
     { "XVERP", mail_xverp }, { NULL, NULL },
 };
 
-static int rcpt_notify(const char *v, void *ctx, struct smtp_cmd_reply *err)
+static int rcpt_notify(const char *v, void *ctx, struct smtpd_cmd_reply *err)
 {
     struct smtp_rcpt_args *r = ctx;
     int bits = 0;
@@ -249,7 +249,7 @@ static int rcpt_notify(const char *v, void *ctx, struct smtp_cmd_reply *err)
 }
 
 /* "addr-type;xtext": an atom, a semicolon, valid xtext. */
-static int rcpt_orcpt(const char *v, void *ctx, struct smtp_cmd_reply *err)
+static int rcpt_orcpt(const char *v, void *ctx, struct smtpd_cmd_reply *err)
 {
     struct smtp_rcpt_args *r = ctx;
     const char *semi = strchr(v, ';');
@@ -277,7 +277,7 @@ static const struct param_handler rcpt_params[] = {
     { NULL, NULL },
 };
 
-static int unknown_param(buf_t *name, struct smtp_cmd_reply *err)
+static int unknown_param(buf_t *name, struct smtpd_cmd_reply *err)
 {
     for (size_t i = 0; i < name->len; i++) /* echo printable text only */
         if (name->data[i] <= ' ' || name->data[i] >= 0x7f)
@@ -288,7 +288,7 @@ static int unknown_param(buf_t *name, struct smtp_cmd_reply *err)
 /* Left to right; the first bad parameter decides the reply. MAIL's
  * context (mail non-NULL) also takes "XVERP=xy" words. */
 static int run_params(const struct param_handler *tab, const char *params, void *ctx,
-                      struct mail_ctx *mail, struct smtp_cmd_reply *err)
+                      struct mail_ctx *mail, struct smtpd_cmd_reply *err)
 {
     buf_t name = BUF_INIT, value = BUF_INIT;
     const char *p = params;
@@ -314,7 +314,7 @@ static int run_params(const struct param_handler *tab, const char *params, void 
 
 /* ---- MAIL FROM ---- */
 
-void smtp_mail_args_destroy(struct smtp_mail_args *m)
+void smtpd_mail_args_destroy(struct smtp_mail_args *m)
 {
     buf_destroy(&m->sender);
     free(m->envid);
@@ -324,7 +324,7 @@ void smtp_mail_args_destroy(struct smtp_mail_args *m)
 
 /* A UTF-8 address is only for SMTPUTF8 transactions (RFC 6531 3.4);
  * Postfix's reply text. */
-static int utf8_allowed(const char *addr, int utf8, struct smtp_cmd_reply *err)
+static int utf8_allowed(const char *addr, int utf8, struct smtpd_cmd_reply *err)
 {
     if (utf8 == SMTP_UTF8_DECLARED || addr_is_ascii(addr))
         return 0;
@@ -333,17 +333,17 @@ static int utf8_allowed(const char *addr, int utf8, struct smtp_cmd_reply *err)
     return fail(err, 553, "5.6.7", "Unicode addresses are not supported here");
 }
 
-int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable, struct smtp_mail_args *m,
-                  struct smtp_cmd_reply *err)
+int smtpd_cmd_mail(const char *arg, long long size_limit, int utf8_enable, struct smtp_mail_args *m,
+                   struct smtpd_cmd_reply *err)
 {
-    return smtp_cmd_mail_xverp(arg, size_limit, utf8_enable, NULL, m, err);
+    return smtpd_cmd_mail_xverp(arg, size_limit, utf8_enable, NULL, m, err);
 }
 
-int smtp_cmd_mail_xverp(const char *arg, long long size_limit, int utf8_enable,
-                        const struct smtp_xverp *xverp, struct smtp_mail_args *m,
-                        struct smtp_cmd_reply *err)
+int smtpd_cmd_mail_xverp(const char *arg, long long size_limit, int utf8_enable,
+                         const struct smtp_xverp *xverp, struct smtp_mail_args *m,
+                         struct smtpd_cmd_reply *err)
 {
-    smtp_mail_args_destroy(m);
+    smtpd_mail_args_destroy(m);
     if (!str_nieq(arg, "FROM:", 5))
         return fail(err, 501, "5.5.4", "Syntax: MAIL FROM:<address>");
     const char *params = "", *why = "Bad sender address syntax";
@@ -362,7 +362,7 @@ int smtp_cmd_mail_xverp(const char *arg, long long size_limit, int utf8_enable,
 
 /* ---- RCPT TO ---- */
 
-void smtp_rcpt_args_destroy(struct smtp_rcpt_args *r)
+void smtpd_rcpt_args_destroy(struct smtp_rcpt_args *r)
 {
     buf_destroy(&r->addr);
     free(r->orcpt);
@@ -378,10 +378,10 @@ static int source_routed(const char *p)
     return p[0] == '<' && p[1] == '@';
 }
 
-int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
-                       struct smtp_cmd_reply *err)
+int smtpd_cmd_rcpt_addr(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
+                        struct smtpd_cmd_reply *err)
 {
-    smtp_rcpt_args_destroy(r);
+    smtpd_rcpt_args_destroy(r);
     r->params = "";
     if (!str_nieq(arg, "TO:", 3))
         return fail(err, 501, "5.5.4", "Syntax: RCPT TO:<address>");
@@ -404,15 +404,15 @@ int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8, struct smt
     return fail(err, 501, "5.1.3", "Bad recipient address syntax");
 }
 
-int smtp_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtp_cmd_reply *err)
+int smtpd_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtpd_cmd_reply *err)
 {
     return run_params(rcpt_params, r->params ? r->params : "", r, NULL, err);
 }
 
-int smtp_cmd_rcpt(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
-                  struct smtp_cmd_reply *err)
+int smtpd_cmd_rcpt(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
+                   struct smtpd_cmd_reply *err)
 {
-    if (smtp_cmd_rcpt_addr(arg, origin, utf8, r, err) < 0)
+    if (smtpd_cmd_rcpt_addr(arg, origin, utf8, r, err) < 0)
         return -1;
-    return smtp_cmd_rcpt_params(r, err);
+    return smtpd_cmd_rcpt_params(r, err);
 }

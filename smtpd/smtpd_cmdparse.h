@@ -3,7 +3,7 @@
  *
  * smtpd runs every command line through these functions; unit tests and
  * the fuzz harness call them directly. On a syntax error a function fills
- * a struct smtp_cmd_reply with the exact reply smtpd sends (code, enhanced
+ * a struct smtpd_cmd_reply with the exact reply smtpd sends (code, enhanced
  * code, text) and returns -1. Replies never contain control characters:
  * client text echoed in them is sanitised. */
 #ifndef POSTINO_SMTP_CMD_H
@@ -39,7 +39,7 @@ enum smtp_verb {
 };
 
 /* An error reply: "<code> <enh> <text>". code 0: none. */
-struct smtp_cmd_reply {
+struct smtpd_cmd_reply {
     int code;
     char enh[16];
     buf_t text;
@@ -48,14 +48,14 @@ struct smtp_cmd_reply {
     {                                                                                              \
         0, "", BUF_INIT                                                                            \
     }
-void smtp_cmd_reply_destroy(struct smtp_cmd_reply *r);
+void smtpd_cmd_reply_destroy(struct smtpd_cmd_reply *r);
 /* The whole reply line (no CRLF) into out (replaced). */
-void smtp_cmd_reply_format(const struct smtp_cmd_reply *r, buf_t *out);
+void smtpd_cmd_reply_format(const struct smtpd_cmd_reply *r, buf_t *out);
 
 /* Verb index (case-insensitive), or -1 when unknown. */
-int smtp_cmd_verb(const char *verb);
+int smtpd_cmd_verb(const char *verb);
 /* Upper-case name of a verb index ("HELO"), NULL when out of range. */
-const char *smtp_cmd_verb_name(int verb);
+const char *smtpd_cmd_verb_name(int verb);
 
 /* One command line of len bytes (CR/LF already removed; line[len] == 0).
  * Refuses lines longer than limit ("500 5.5.2 Error: line too long") and
@@ -64,8 +64,8 @@ const char *smtp_cmd_verb_name(int verb);
  * first word, *arg the rest without its leading spaces ("" when none),
  * and returns the verb index (-1: unknown; the caller replies "500 5.5.2
  * Error: command not recognized"). Returns -2 with err set on error. */
-int smtp_cmd_split(char *line, size_t len, size_t limit, char **verb, char **arg,
-                   struct smtp_cmd_reply *err);
+int smtpd_cmd_split(char *line, size_t len, size_t limit, char **verb, char **arg,
+                    struct smtpd_cmd_reply *err);
 
 /* What UTF-8 addresses (RFC 6531) a command may carry: none at all
  * (smtputf8_enable = no), none because MAIL FROM did not say SMTPUTF8
@@ -88,15 +88,15 @@ struct smtp_mail_args {
     {                                                                                              \
         BUF_INIT, 0, 0, 0, 0, NULL, 0, 0, ""                                                       \
     }
-void smtp_mail_args_destroy(struct smtp_mail_args *m);
+void smtpd_mail_args_destroy(struct smtp_mail_args *m);
 
 /* arg: what follows "MAIL " ("FROM:<a@b> SIZE=10"). size_limit: the
  * message_size_limit (0: none). utf8_enable: smtputf8_enable (without it
  * SMTPUTF8 is an unsupported option). A UTF-8 sender needs SMTPUTF8.
  * Returns 0, or -1 with err set. m is reset first; after -1 its contents
  * are unspecified (free it). BODY=BINARYMIME is refused: not offered. */
-int smtp_cmd_mail(const char *arg, long long size_limit, int utf8_enable, struct smtp_mail_args *m,
-                  struct smtp_cmd_reply *err);
+int smtpd_cmd_mail(const char *arg, long long size_limit, int utf8_enable, struct smtp_mail_args *m,
+                   struct smtpd_cmd_reply *err);
 
 /* Postfix's XVERP on MAIL FROM, for a client allowed to use it: "XVERP"
  * takes the default delimiters, "XVERP=xy" two characters of filter
@@ -107,10 +107,10 @@ struct smtp_xverp {
     const char *defaults; /* verp_delimiters */
     const char *filter;   /* verp_delimiter_filter */
 };
-/* smtp_cmd_mail, with XVERP allowed when xverp is not NULL (m->verp). */
-int smtp_cmd_mail_xverp(const char *arg, long long size_limit, int utf8_enable,
-                        const struct smtp_xverp *xverp, struct smtp_mail_args *m,
-                        struct smtp_cmd_reply *err);
+/* smtpd_cmd_mail, with XVERP allowed when xverp is not NULL (m->verp). */
+int smtpd_cmd_mail_xverp(const char *arg, long long size_limit, int utf8_enable,
+                         const struct smtp_xverp *xverp, struct smtp_mail_args *m,
+                         struct smtpd_cmd_reply *err);
 
 /* RCPT TO: argument, parsed. Initialise with SMTP_RCPT_ARGS_INIT. */
 struct smtp_rcpt_args {
@@ -124,18 +124,18 @@ struct smtp_rcpt_args {
     {                                                                                              \
         BUF_INIT, 0, NULL, 0, NULL                                                                 \
     }
-void smtp_rcpt_args_destroy(struct smtp_rcpt_args *r);
+void smtpd_rcpt_args_destroy(struct smtp_rcpt_args *r);
 
 /* The address part of arg (what follows "RCPT "): "TO:", the path, and a
  * bare "postmaster" qualified with @origin (smtpd passes $myorigin). A
  * UTF-8 address needs utf8 == SMTP_UTF8_DECLARED (553 5.6.7 otherwise).
  * Sets addr, source_routed and params. Returns 0, or -1 with err set. */
-int smtp_cmd_rcpt_addr(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
-                       struct smtp_cmd_reply *err);
+int smtpd_cmd_rcpt_addr(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
+                        struct smtpd_cmd_reply *err);
 /* The ESMTP parameters (r->params): NOTIFY, ORCPT. 0, or -1 with err. */
-int smtp_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtp_cmd_reply *err);
+int smtpd_cmd_rcpt_params(struct smtp_rcpt_args *r, struct smtpd_cmd_reply *err);
 /* Both of the above. */
-int smtp_cmd_rcpt(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
-                  struct smtp_cmd_reply *err);
+int smtpd_cmd_rcpt(const char *arg, const char *origin, int utf8, struct smtp_rcpt_args *r,
+                   struct smtpd_cmd_reply *err);
 
 #endif

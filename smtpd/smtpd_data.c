@@ -39,7 +39,7 @@ struct smtpd_data {
 static void data_free(struct smtpd_session *s)
 {
     struct smtpd_data *d = s->data;
-    dataparse_destroy(&d->p);
+    smtpd_dataparse_destroy(&d->p);
     dkim_msg_free(d->dkim);
     mime7_free(d->m7);
     free(d);
@@ -60,7 +60,7 @@ void smtpd_data_abort(struct smtpd_session *s)
 static void store(void *arg, const void *p, size_t n)
 {
     struct smtpd_data *d = arg;
-    if (d->write_err || dataparse_verdict(&d->p) != DP_OK)
+    if (d->write_err || smtpd_dataparse_verdict(&d->p) != DP_OK)
         return;
     if (qfile_write(d->qf, p, n) < 0)
         d->write_err = 1;
@@ -74,7 +74,7 @@ static void data_finish(struct smtpd_session *s);
 
 size_t smtpd_data_feed(struct smtpd_session *s, const unsigned char *p, size_t n)
 {
-    size_t used = dataparse_feed(&s->data->p, p, n);
+    size_t used = smtpd_dataparse_feed(&s->data->p, p, n);
     if (s->data->p.done)
         data_finish(s);
     return used;
@@ -130,7 +130,7 @@ static void received_header(struct smtpd_session *s, buf_t *b)
         buf_printf(b, "; %s\r\n", date);
 }
 
-static enum dataparse_bare bare_mode(const struct smtpd_session *s)
+static enum smtpd_dataparse_bare bare_mode(const struct smtpd_session *s)
 {
     const char *m = conf_str("smtpd_forbid_bare_newline");
     if (str_ieq(m, "reject"))
@@ -158,7 +158,7 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
     else
         log_info("%s: client=%s", s->env.id, smtpd_client(s));
     struct smtpd_data *d = xcalloc(1, sizeof(*d));
-    struct dataparse_config cf = {
+    struct smtpd_dataparse_config cf = {
         .dot = !bdat,
         .bare = bare_mode(s),
         .line_limit = conf_int("line_length_limit"),
@@ -170,7 +170,7 @@ int smtpd_data_open(struct smtpd_session *s, int bdat)
     };
     d->qf = qf;
     d->bdat = bdat;
-    dataparse_init(&d->p, &cf, store, d);
+    smtpd_dataparse_init(&d->p, &cf, store, d);
     s->data = d;
     d->dkim = smtpd_dkim_begin(s);
     d->m7 = d->dkim ? mime7_new() : NULL;
@@ -371,7 +371,7 @@ static int data_refused(struct smtpd_session *s)
     struct smtpd_data *d = s->data;
     const char *id = s->env.id;
     const char *bare = d->p.bare == 'L' ? "LF" : "CR";
-    switch (dataparse_verdict(&d->p)) {
+    switch (smtpd_dataparse_verdict(&d->p)) {
     case DP_TOO_BIG:
         smtpd_reply(s, "552 5.3.4 Error: message file too big");
         return 1;
@@ -414,7 +414,7 @@ static void data_finish(struct smtpd_session *s)
     int verb = d->bdat ? SMTP_VERB_BDAT : SMTP_VERB_DATA;
     if (!d->bdat)
         s->last_cmd = "END-OF-MESSAGE";
-    dataparse_flush(&d->p);
+    smtpd_dataparse_flush(&d->p);
     if (!data_refused(s))
         data_commit(s, d, verb);
     if (!s->commit)
@@ -425,7 +425,7 @@ static void data_finish(struct smtpd_session *s)
 
 int smtpd_data_chunk_refused(struct smtpd_session *s)
 {
-    dataparse_flush(&s->data->p); /* a write error shows now, not later */
+    smtpd_dataparse_flush(&s->data->p); /* a write error shows now, not later */
     if (!data_refused(s))
         return 0;
     smtpd_data_abort(s);
@@ -434,6 +434,6 @@ int smtpd_data_chunk_refused(struct smtpd_session *s)
 
 void smtpd_data_last(struct smtpd_session *s)
 {
-    dataparse_end(&s->data->p);
+    smtpd_dataparse_end(&s->data->p);
     data_finish(s);
 }

@@ -27,8 +27,8 @@ enum { D_BOL, D_DOT, D_DOTCR, D_TEXT, D_CR };
  * field name of printable ASCII without ':', optional blanks, then ':'. */
 enum { HL_START, HL_NAME, HL_WSP, HL_FIELD, HL_CONT, HL_OTHER };
 
-void dataparse_init(struct dataparse *d, const struct dataparse_config *cf, dataparse_out_fn out,
-                    void *out_arg)
+void smtpd_dataparse_init(struct dataparse *d, const struct smtpd_dataparse_config *cf,
+                          smtpd_dataparse_out_fn out, void *out_arg)
 {
     memset(d, 0, sizeof(*d));
     d->cf = *cf;
@@ -47,7 +47,7 @@ void dataparse_init(struct dataparse *d, const struct dataparse_config *cf, data
         d->cf.drop_header2 = NULL;
 }
 
-void dataparse_destroy(struct dataparse *d)
+void smtpd_dataparse_destroy(struct dataparse *d)
 {
     buf_destroy(&d->obuf);
     buf_destroy(&d->hdr);
@@ -67,7 +67,7 @@ static int holding(const struct dataparse *d)
     return (d->cf.drop_header || d->cf.drop_header2) && d->in_headers && !d->done && d->line_held;
 }
 
-void dataparse_flush(struct dataparse *d)
+void smtpd_dataparse_flush(struct dataparse *d)
 {
     size_t n = holding(d) ? d->line_start : d->obuf.len;
 
@@ -82,7 +82,7 @@ void dataparse_flush(struct dataparse *d)
     }
 }
 
-enum dataparse_verdict dataparse_verdict(const struct dataparse *d)
+enum smtpd_dataparse_verdict smtpd_dataparse_verdict(const struct dataparse *d)
 {
     if (d->cf.size_limit > 0 && d->size > d->cf.size_limit)
         return DP_TOO_BIG;
@@ -170,7 +170,7 @@ static void drop_finish(struct dataparse *d)
 }
 
 /* Which of the fields to drop this header line starts. */
-static enum dataparse_drop drop_match(const struct dataparse *d)
+static enum smtpd_dataparse_drop drop_match(const struct dataparse *d)
 {
     if (!d->line_held) /* one too long to hold is kept whole */
         return DP_DROP_NONE;
@@ -249,7 +249,7 @@ static void emit(struct dataparse *d, const void *p, size_t n)
     if (holding(d) && d->obuf.len - d->line_start > DP_HOLD_MAX)
         d->line_held = 0; /* too long to be ours: it goes out */
     if (d->obuf.len >= FLUSH_AT)
-        dataparse_flush(d);
+        smtpd_dataparse_flush(d);
 }
 
 /* Ordinary bytes of a line (no CR, LF or NUL). */
@@ -353,7 +353,7 @@ static size_t run_end(const unsigned char *p, size_t i, size_t n)
     return i;
 }
 
-size_t dataparse_feed(struct dataparse *d, const unsigned char *p, size_t n)
+size_t smtpd_dataparse_feed(struct dataparse *d, const unsigned char *p, size_t n)
 {
     size_t i = 0;
     while (i < n && !d->done) {
@@ -369,13 +369,13 @@ size_t dataparse_feed(struct dataparse *d, const unsigned char *p, size_t n)
             d->done = 1;
             msgid_finish(d);
             drop_finish(d);
-            dataparse_flush(d);
+            smtpd_dataparse_flush(d);
         }
     }
     return i;
 }
 
-void dataparse_end(struct dataparse *d)
+void smtpd_dataparse_end(struct dataparse *d)
 {
     if (d->done)
         return;
@@ -387,5 +387,5 @@ void dataparse_end(struct dataparse *d)
     d->done = 1;
     msgid_finish(d);
     drop_finish(d);
-    dataparse_flush(d);
+    smtpd_dataparse_flush(d);
 }

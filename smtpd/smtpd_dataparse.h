@@ -28,21 +28,21 @@
 
 #include "common/util/buf.h"
 
-enum dataparse_bare { DP_BARE_NORMALIZE, DP_BARE_REJECT, DP_BARE_KEEP };
+enum smtpd_dataparse_bare { DP_BARE_NORMALIZE, DP_BARE_REJECT, DP_BARE_KEEP };
 
-struct dataparse_config {
-    int dot;                  /* 1: DATA; 0: BDAT (binary octets, no dots) */
-    enum dataparse_bare bare; /* smtpd_forbid_bare_newline (after exclusions) */
-    long long line_limit;     /* line_length_limit */
-    long long size_limit;     /* message_size_limit, 0: none */
-    long long hdr_limit;      /* header_size_limit */
-    long long hop_limit;      /* hopcount_limit */
-    const char *drop_header;  /* field name to remove, NULL or "": none */
-    const char *drop_header2; /* a second one (priority_header), the same */
+struct smtpd_dataparse_config {
+    int dot;                        /* 1: DATA; 0: BDAT (binary octets, no dots) */
+    enum smtpd_dataparse_bare bare; /* smtpd_forbid_bare_newline (after exclusions) */
+    long long line_limit;           /* line_length_limit */
+    long long size_limit;           /* message_size_limit, 0: none */
+    long long hdr_limit;            /* header_size_limit */
+    long long hop_limit;            /* hopcount_limit */
+    const char *drop_header;        /* field name to remove, NULL or "": none */
+    const char *drop_header2;       /* a second one (priority_header), the same */
 };
 
 /* Why a message is refused, in the order smtpd reports them. */
-enum dataparse_verdict {
+enum smtpd_dataparse_verdict {
     DP_OK,
     DP_TOO_BIG,     /* more content than size_limit */
     DP_HDR_TOO_BIG, /* header section longer than hdr_limit */
@@ -52,7 +52,7 @@ enum dataparse_verdict {
 };
 
 /* Which of the fields to drop a header line is (private state). */
-enum dataparse_drop {
+enum smtpd_dataparse_drop {
     DP_DROP_NONE,
     DP_DROP_FIRST,  /* drop_header */
     DP_DROP_SECOND, /* drop_header2 */
@@ -60,12 +60,12 @@ enum dataparse_drop {
 
 /* Content goes out through this in pieces of any size; concatenated, the
  * pieces are the same whatever the input split. */
-typedef void (*dataparse_out_fn)(void *arg, const void *p, size_t n);
+typedef void (*smtpd_dataparse_out_fn)(void *arg, const void *p, size_t n);
 
 /* Fields below "results" may be read by the caller; the rest is private. */
 struct dataparse {
-    struct dataparse_config cf;
-    dataparse_out_fn out;
+    struct smtpd_dataparse_config cf;
+    smtpd_dataparse_out_fn out;
     void *out_arg;
     buf_t obuf;        /* content not yet handed to out() */
     int st;            /* byte state (smtpd_dataparse.c) */
@@ -80,12 +80,12 @@ struct dataparse {
     buf_t hdr;      /* its first DP_HDR_KEEP bytes */
     int in_msgid;
     buf_t msgid;
-    size_t line_start;              /* drop_header: where the current line starts in obuf */
-    int line_held;                  /* ... and it is all still there */
-    enum dataparse_drop dropping;   /* the field being dropped goes on
+    size_t line_start;                    /* drop_header: where the current line starts in obuf */
+    int line_held;                        /* ... and it is all still there */
+    enum smtpd_dataparse_drop dropping;   /* the field being dropped goes on
                                        (continuations); NONE: none */
-    int collecting;                 /* its value is being kept in dropbuf */
-    enum dataparse_drop drop_which; /* which field is dropped */
+    int collecting;                       /* its value is being kept in dropbuf */
+    enum smtpd_dataparse_drop drop_which; /* which field is dropped */
     buf_t dropbuf;
     /* Results. */
     int done;           /* DATA: end of data seen; BDAT: ended */
@@ -104,20 +104,20 @@ struct dataparse {
 /* Longest header line that can be dropped. */
 #define DP_HOLD_MAX 4096
 
-void dataparse_init(struct dataparse *d, const struct dataparse_config *cf, dataparse_out_fn out,
-                    void *out_arg);
-void dataparse_destroy(struct dataparse *d);
+void smtpd_dataparse_init(struct dataparse *d, const struct smtpd_dataparse_config *cf,
+                          smtpd_dataparse_out_fn out, void *out_arg);
+void smtpd_dataparse_destroy(struct dataparse *d);
 /* Feed n bytes. Returns the bytes consumed: all of them, except in DATA
  * mode when the end of data was seen (d->done set; the bytes after the
  * mark are not consumed). Nothing may be fed once done. */
-size_t dataparse_feed(struct dataparse *d, const unsigned char *p, size_t n);
+size_t smtpd_dataparse_feed(struct dataparse *d, const unsigned char *p, size_t n);
 /* BDAT: the last octet arrived. A pending bare CR ends its line, an
  * unterminated last line gets its CRLF; sets done, flushes. */
-void dataparse_end(struct dataparse *d);
+void smtpd_dataparse_end(struct dataparse *d);
 /* Hand buffered content to out() now (with drop_header, all but a header
  * line not ended yet: it may still be dropped). */
-void dataparse_flush(struct dataparse *d);
+void smtpd_dataparse_flush(struct dataparse *d);
 /* The first reason to refuse the message, or DP_OK. */
-enum dataparse_verdict dataparse_verdict(const struct dataparse *d);
+enum smtpd_dataparse_verdict smtpd_dataparse_verdict(const struct dataparse *d);
 
 #endif

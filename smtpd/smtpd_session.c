@@ -153,7 +153,7 @@ static void log_disconnect(struct smtpd_session *s)
         if (!s->cmd_total[i])
             continue;
         const char *name =
-            i < SMTPD_CMD_MAX && smtp_cmd_verb_name(i) ? smtp_cmd_verb_name(i) : "unknown";
+            i < SMTPD_CMD_MAX && smtpd_cmd_verb_name(i) ? smtpd_cmd_verb_name(i) : "unknown";
         buf_putc(&b, ' ');
         for (const char *p = name; *p; p++)
             buf_putc(&b, (*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);

@@ -28,7 +28,7 @@
 void smtpd_verp_init(void)
 {
     buf_t err = BUF_INIT;
-    if (cidr_list_validate("smtpd_authorized_verp_clients", &err) < 0)
+    if (smtpd_cidr_list_validate("smtpd_authorized_verp_clients", &err) < 0)
         log_fatal("%s", buf_str(&err));
     buf_destroy(&err);
     if (!verp_delims_valid(conf_str("verp_delimiters"), conf_str("verp_delimiter_filter")))
@@ -38,7 +38,7 @@ void smtpd_verp_init(void)
 
 int smtpd_verp_allowed(const struct smtpd_session *s)
 {
-    return s->addr && cidr_list_match("smtpd_authorized_verp_clients", s->addr);
+    return s->addr && smtpd_cidr_list_match("smtpd_authorized_verp_clients", s->addr);
 }
 
 const struct smtp_xverp *smtpd_verp_xverp(const struct smtpd_session *s)

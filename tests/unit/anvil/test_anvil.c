@@ -295,9 +295,9 @@ static void test_cidr(void **state)
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         struct cidr c;
         unsigned char a[16];
-        assert_int_equal(cidr_parse(cases[k].net, &c), 0);
-        int fam = cidr_addr_bytes(cases[k].addr, a);
-        int m = fam > 0 && cidr_match(&c, fam, a);
+        assert_int_equal(smtpd_cidr_parse(cases[k].net, &c), 0);
+        int fam = smtpd_cidr_addr_bytes(cases[k].addr, a);
+        int m = fam > 0 && smtpd_cidr_match(&c, fam, a);
         if (m != cases[k].match)
             fail_msg("%s in %s: %d", cases[k].addr, cases[k].net, m);
     }
@@ -306,17 +306,17 @@ static void test_cidr(void **state)
                                            "1.2.3" };
     for (size_t k = 0; k < sizeof badnets / sizeof badnets[0]; k++) {
         struct cidr c;
-        if (cidr_parse(badnets[k], &c) == 0)
+        if (smtpd_cidr_parse(badnets[k], &c) == 0)
             fail_msg("\"%s\" parsed", badnets[k]);
     }
     buf_t err = BUF_INIT;
     conf_set("smtpd_client_event_limit_exceptions", "10.0.0.0/8, [2001:db8::]/32 hash:/x");
-    assert_int_equal(cidr_list_validate("smtpd_client_event_limit_exceptions", &err), 0);
+    assert_int_equal(smtpd_cidr_list_validate("smtpd_client_event_limit_exceptions", &err), 0);
     assert_true(smtpd_anvil_exempt("10.9.8.7"));
     assert_true(smtpd_anvil_exempt("2001:db8::5"));
     assert_false(smtpd_anvil_exempt("192.0.2.1"));
     conf_set("smtpd_client_event_limit_exceptions", "10.0.0.0/8 bogus/3");
-    assert_int_equal(cidr_list_validate("smtpd_client_event_limit_exceptions", &err), -1);
+    assert_int_equal(smtpd_cidr_list_validate("smtpd_client_event_limit_exceptions", &err), -1);
     assert_non_null(strstr(buf_str(&err), "bogus/3"));
     conf_set("smtpd_client_event_limit_exceptions", "$mynetworks");
     assert_true(smtpd_anvil_exempt("127.0.0.1"));

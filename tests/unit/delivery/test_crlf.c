@@ -41,10 +41,10 @@ static void data_path(const char *in, size_t n, buf_t *out)
     struct dotstuff st;
     char *enc;
     size_t len, i, start = 0;
-    dotstuff_init(&st);
-    enc = malloc(dotstuff_bound(&st, n) + dotstuff_finish_bound(&st));
-    len = dotstuff_chunk(&st, in, n, enc);
-    len += dotstuff_finish(&st, enc + len);
+    dlv_dotstuff_init(&st);
+    enc = malloc(dlv_dotstuff_bound(&st, n) + dlv_dotstuff_finish_bound(&st));
+    len = dlv_dotstuff_chunk(&st, in, n, enc);
+    len += dlv_dotstuff_finish(&st, enc + len);
     assert_true(len >= 3);
     buf_reset(out);
     for (i = 0; i < len - 3; i++) { /* the final ".\r\n" dropped */

@@ -58,23 +58,23 @@ static void encode(const char *in, size_t n, const size_t *cuts, size_t ncuts, b
 {
     struct dotstuff st;
     size_t k, from = 0;
-    dotstuff_init(&st);
+    dlv_dotstuff_init(&st);
     buf_reset(out);
     for (k = 0; k <= ncuts; k++) {
         size_t to = k < ncuts ? cuts[k] : n;
-        size_t room = dotstuff_bound(&st, to - from);
+        size_t room = dlv_dotstuff_bound(&st, to - from);
         char *tmp = malloc(room + 1);
         /* exact-size heap buffer: ASan catches a write past the bound */
-        size_t w = dotstuff_chunk(&st, in + from, to - from, tmp);
+        size_t w = dlv_dotstuff_chunk(&st, in + from, to - from, tmp);
         assert_true(w <= room);
         buf_append(out, tmp, w);
         free(tmp);
         from = to;
     }
     {
-        size_t room = dotstuff_finish_bound(&st);
+        size_t room = dlv_dotstuff_finish_bound(&st);
         char *tmp = malloc(room);
-        size_t w = dotstuff_finish(&st, tmp);
+        size_t w = dlv_dotstuff_finish(&st, tmp);
         assert_true(w <= room);
         buf_append(out, tmp, w);
         free(tmp);
@@ -288,13 +288,13 @@ static void test_state_reset(void **state)
     struct dotstuff st;
     char out[64];
     size_t w;
-    dotstuff_init(&st);
-    w = dotstuff_chunk(&st, "x\r", 2, out);
-    w += dotstuff_finish(&st, out + w);
+    dlv_dotstuff_init(&st);
+    w = dlv_dotstuff_chunk(&st, "x\r", 2, out);
+    w += dlv_dotstuff_finish(&st, out + w);
     assert_int_equal(w, 6);
     assert_memory_equal(out, "x\r\n.\r\n", 6);
-    w = dotstuff_chunk(&st, "\n.", 2, out);
-    w += dotstuff_finish(&st, out + w);
+    w = dlv_dotstuff_chunk(&st, "\n.", 2, out);
+    w += dlv_dotstuff_finish(&st, out + w);
     /* the LF is a new line (no CR carried over from the last message) */
     assert_int_equal(w, 9);
     assert_memory_equal(out, "\r\n..\r\n.\r\n", 9);

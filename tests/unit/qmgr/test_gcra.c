@@ -16,7 +16,7 @@ static int drain(struct gcra *g, double t0, double span, double *last)
     double now = t0, wait;
     int n = 0;
     while (now < t0 + span) {
-        if (gcra_take(g, now, &wait)) {
+        if (qmgr_gcra_take(g, now, &wait)) {
             n++;
             *last = now;
         } else {
@@ -31,15 +31,15 @@ static void test_spacing(void **state)
 {
     struct gcra g;
     double wait, last = 0;
-    gcra_init(&g, 6000.0 / 3600, 1); /* 6000/h: one every 0.6 s */
-    assert_true(gcra_take(&g, 1000, &wait));
-    assert_false(gcra_take(&g, 1000, &wait));
+    qmgr_gcra_init(&g, 6000.0 / 3600, 1); /* 6000/h: one every 0.6 s */
+    assert_true(qmgr_gcra_take(&g, 1000, &wait));
+    assert_false(qmgr_gcra_take(&g, 1000, &wait));
     assert_true(fabs(wait - 0.6) < 1e-9);
-    assert_false(gcra_take(&g, 1000.3, &wait));
+    assert_false(qmgr_gcra_take(&g, 1000.3, &wait));
     assert_true(fabs(wait - 0.3) < 1e-9);
-    assert_true(gcra_take(&g, 1000.6, &wait));
+    assert_true(qmgr_gcra_take(&g, 1000.6, &wait));
     /* one minute at 6000/h: 100 units, never two within 0.6 s */
-    gcra_init(&g, 6000.0 / 3600, 1);
+    qmgr_gcra_init(&g, 6000.0 / 3600, 1);
     assert_int_equal(drain(&g, 5000, 60, &last), 100);
 }
 
@@ -47,11 +47,11 @@ static void test_no_burst_after_idle(void **state)
 {
     struct gcra g;
     double wait;
-    gcra_init(&g, 300.0 / 3600, 1); /* 300/h */
-    assert_true(gcra_take(&g, 0, &wait));
+    qmgr_gcra_init(&g, 300.0 / 3600, 1); /* 300/h */
+    assert_true(qmgr_gcra_take(&g, 0, &wait));
     /* an hour of silence banks nothing: one now, then wait 12 s */
-    assert_true(gcra_take(&g, 3600, &wait));
-    assert_false(gcra_take(&g, 3600, &wait));
+    assert_true(qmgr_gcra_take(&g, 3600, &wait));
+    assert_false(qmgr_gcra_take(&g, 3600, &wait));
     assert_true(fabs(wait - 12) < 1e-9);
 }
 
@@ -59,52 +59,52 @@ static void test_burst(void **state)
 {
     struct gcra g;
     double wait;
-    gcra_init(&g, 1, 5);
+    qmgr_gcra_init(&g, 1, 5);
     for (int i = 0; i < 5; i++)
-        assert_true(gcra_take(&g, 10, &wait));
-    assert_false(gcra_take(&g, 10, &wait));
+        assert_true(qmgr_gcra_take(&g, 10, &wait));
+    assert_false(qmgr_gcra_take(&g, 10, &wait));
     assert_true(fabs(wait - 1) < 1e-9);
-    assert_true(gcra_peek(&g, 11, &wait));
-    assert_true(gcra_peek(&g, 11, &wait)); /* peek takes nothing */
-    assert_true(gcra_take(&g, 11, &wait));
-    assert_false(gcra_take(&g, 11, &wait));
+    assert_true(qmgr_gcra_peek(&g, 11, &wait));
+    assert_true(qmgr_gcra_peek(&g, 11, &wait)); /* peek takes nothing */
+    assert_true(qmgr_gcra_take(&g, 11, &wait));
+    assert_false(qmgr_gcra_take(&g, 11, &wait));
 }
 
 static void test_unlimited_and_change(void **state)
 {
     struct gcra g;
     double wait;
-    gcra_init(&g, 0, 1);
+    qmgr_gcra_init(&g, 0, 1);
     for (int i = 0; i < 1000; i++)
-        assert_true(gcra_take(&g, 1, &wait));
-    assert_true(gcra_rate(&g) == 0);
-    gcra_init(&g, 10, 1);
-    assert_true(gcra_take(&g, 1, &wait));
-    gcra_set(&g, 1, 1); /* throttled: the next unit 1 s after this one */
-    assert_true(gcra_take(&g, 1.1, &wait));
-    assert_false(gcra_take(&g, 1.5, &wait));
-    assert_true(fabs(gcra_rate(&g) - 1) < 1e-9);
+        assert_true(qmgr_gcra_take(&g, 1, &wait));
+    assert_true(qmgr_gcra_rate(&g) == 0);
+    qmgr_gcra_init(&g, 10, 1);
+    assert_true(qmgr_gcra_take(&g, 1, &wait));
+    qmgr_gcra_set(&g, 1, 1); /* throttled: the next unit 1 s after this one */
+    assert_true(qmgr_gcra_take(&g, 1.1, &wait));
+    assert_false(qmgr_gcra_take(&g, 1.5, &wait));
+    assert_true(fabs(qmgr_gcra_rate(&g) - 1) < 1e-9);
 }
 
 static void test_parse(void **state)
 {
     double r;
-    assert_int_equal(gcra_parse_rate("300/h", &r), 0);
+    assert_int_equal(qmgr_gcra_parse_rate("300/h", &r), 0);
     assert_true(fabs(r - 300.0 / 3600) < 1e-12);
-    assert_int_equal(gcra_parse_rate("20/s", &r), 0);
+    assert_int_equal(qmgr_gcra_parse_rate("20/s", &r), 0);
     assert_true(fabs(r - 20) < 1e-12);
-    assert_int_equal(gcra_parse_rate("600/m", &r), 0);
+    assert_int_equal(qmgr_gcra_parse_rate("600/m", &r), 0);
     assert_true(fabs(r - 10) < 1e-12);
-    assert_int_equal(gcra_parse_rate("1000/d", &r), 0);
-    assert_int_equal(gcra_parse_rate("0", &r), 0);
+    assert_int_equal(qmgr_gcra_parse_rate("1000/d", &r), 0);
+    assert_int_equal(qmgr_gcra_parse_rate("0", &r), 0);
     assert_true(r == 0);
-    assert_int_equal(gcra_parse_rate("unlimited", &r), 0);
-    assert_int_equal(gcra_parse_rate("300", &r), -1);
-    assert_int_equal(gcra_parse_rate("300/x", &r), -1);
-    assert_int_equal(gcra_parse_rate("300/hh", &r), -1);
-    assert_int_equal(gcra_parse_rate("-3/s", &r), -1);
-    assert_int_equal(gcra_parse_rate("/s", &r), -1);
-    assert_int_equal(gcra_parse_rate("0/s", &r), -1);
+    assert_int_equal(qmgr_gcra_parse_rate("unlimited", &r), 0);
+    assert_int_equal(qmgr_gcra_parse_rate("300", &r), -1);
+    assert_int_equal(qmgr_gcra_parse_rate("300/x", &r), -1);
+    assert_int_equal(qmgr_gcra_parse_rate("300/hh", &r), -1);
+    assert_int_equal(qmgr_gcra_parse_rate("-3/s", &r), -1);
+    assert_int_equal(qmgr_gcra_parse_rate("/s", &r), -1);
+    assert_int_equal(qmgr_gcra_parse_rate("0/s", &r), -1);
 }
 
 int main(void)

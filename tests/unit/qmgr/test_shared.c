@@ -1,5 +1,5 @@
 /* test_shared.c - shaping counters shared through a real redis-server
- * (qmgr/qmgr_shared.c): the Lua GCRA gives gcra_take()'s answers, two nodes
+ * (qmgr/qmgr_shared.c): the Lua GCRA gives qmgr_gcra_take()'s answers, two nodes
  * hold one joint rate, a node without Redis keeps to its share and says so
  * once, and connection leases hold a joint limit (an expired lease of a
  * crashed node does not count). */
@@ -124,7 +124,7 @@ static int teardown(void **state)
     return 0;
 }
 
-/* The script and gcra_take() answer alike, step by step. */
+/* The script and qmgr_gcra_take() answer alike, step by step. */
 static void test_lua_matches_c(void **state)
 {
     if (!test_redis_have())
@@ -140,7 +140,7 @@ static void test_lua_matches_c(void **state)
         double now = 1.7e9 + l * 1000; /* epoch-sized times, as in Redis */
         char key[32], rate[32], burst[16], at[32];
 
-        gcra_init(&g, limits[l].rate, limits[l].burst);
+        qmgr_gcra_init(&g, limits[l].rate, limits[l].burst);
         snprintf(key, sizeof(key), "postino:rate:t%zu", l);
         snprintf(rate, sizeof(rate), "%.17g", limits[l].rate);
         snprintf(burst, sizeof(burst), "%d", limits[l].burst);
@@ -148,14 +148,14 @@ static void test_lua_matches_c(void **state)
             double wait_c;
             snprintf(at, sizeof(at), "%.6f", now);
             now = strtod(at, NULL); /* both see the same double */
-            int ok_c = gcra_take(&g, now, &wait_c);
+            int ok_c = qmgr_gcra_take(&g, now, &wait_c);
             redisReply *r = test_redis_cmd(&srv, "EVAL %s 1 %s %s %s %s", qmgr_shared_gcra_lua, key,
                                            rate, burst, at);
             assert_non_null(r);
             assert_int_equal(r->type, REDIS_REPLY_ARRAY);
             assert_int_equal(r->element[0]->integer, ok_c);
             /* a grant says "go after 0 s" (within the slack), a refusal
-             * the very wait gcra_take() computed */
+             * the very wait qmgr_gcra_take() computed */
             assert_true(fabs(strtod(r->element[1]->str, NULL) - wait_c) < (ok_c ? 2e-6 : 1e-9));
             freeReplyObject(r);
             seed = seed * 1103515245 + 12345;

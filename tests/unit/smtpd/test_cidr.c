@@ -17,37 +17,37 @@ static int in(const char *net, const char *addr)
 {
     struct cidr c;
     unsigned char a[16];
-    assert_int_equal(cidr_parse(net, &c), 0);
-    int fam = cidr_addr_bytes(addr, a);
+    assert_int_equal(smtpd_cidr_parse(net, &c), 0);
+    int fam = smtpd_cidr_addr_bytes(addr, a);
     assert_true(fam > 0);
-    return cidr_match(&c, fam, a);
+    return smtpd_cidr_match(&c, fam, a);
 }
 
 static void test_parse(void **state)
 {
     struct cidr c;
-    assert_int_equal(cidr_parse("10.1.2.3", &c), 0);
+    assert_int_equal(smtpd_cidr_parse("10.1.2.3", &c), 0);
     assert_int_equal(c.family, AF_INET);
     assert_int_equal(c.bits, 32);
-    assert_int_equal(cidr_parse("10.0.0.0/8", &c), 0);
+    assert_int_equal(smtpd_cidr_parse("10.0.0.0/8", &c), 0);
     assert_int_equal(c.bits, 8);
-    assert_int_equal(cidr_parse("[::1]/128", &c), 0);
+    assert_int_equal(smtpd_cidr_parse("[::1]/128", &c), 0);
     assert_int_equal(c.family, AF_INET6);
-    assert_int_equal(cidr_parse("[2001:db8::]/32", &c), 0);
+    assert_int_equal(smtpd_cidr_parse("[2001:db8::]/32", &c), 0);
     assert_int_equal(c.bits, 32);
-    assert_int_equal(cidr_parse("::1", &c), 0);
-    assert_int_equal(cidr_parse("0.0.0.0/0", &c), 0);
+    assert_int_equal(smtpd_cidr_parse("::1", &c), 0);
+    assert_int_equal(smtpd_cidr_parse("0.0.0.0/0", &c), 0);
     /* malformed */
-    assert_int_equal(cidr_parse("10.0.0.0/33", &c), -1);
-    assert_int_equal(cidr_parse("10.0.0.0/", &c), -1);
-    assert_int_equal(cidr_parse("10.0.0.0/8x", &c), -1);
-    assert_int_equal(cidr_parse("10.0.0.0/-1", &c), -1);
-    assert_int_equal(cidr_parse("[::1]/129", &c), -1);
-    assert_int_equal(cidr_parse("host.example", &c), -1);
-    assert_int_equal(cidr_parse("", &c), -1);
-    assert_int_equal(cidr_parse("[]", &c), -1);
-    assert_int_equal(cidr_parse("/8", &c), -1);
-    assert_int_equal(cidr_parse("1.2.3.4.5", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("10.0.0.0/33", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("10.0.0.0/", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("10.0.0.0/8x", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("10.0.0.0/-1", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("[::1]/129", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("host.example", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("[]", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("/8", &c), -1);
+    assert_int_equal(smtpd_cidr_parse("1.2.3.4.5", &c), -1);
 }
 
 static void test_match_v4(void **state)
@@ -78,13 +78,13 @@ static void test_match_v6(void **state)
 static void test_v4_mapped(void **state)
 {
     unsigned char a[16];
-    assert_int_equal(cidr_addr_bytes("::ffff:10.0.0.5", a), AF_INET);
+    assert_int_equal(smtpd_cidr_addr_bytes("::ffff:10.0.0.5", a), AF_INET);
     assert_true(in("10.0.0.0/8", "::ffff:10.0.0.5"));
-    assert_int_equal(cidr_addr_bytes("unknown", a), -1);
+    assert_int_equal(smtpd_cidr_addr_bytes("unknown", a), -1);
     /* A v4-mapped network of 96 bits or more is the IPv4 network it maps,
      * so it holds the addresses it names (found by fuzz_cidr). */
     struct cidr c;
-    assert_int_equal(cidr_parse("[::ffff:10.0.0.0]/104", &c), 0);
+    assert_int_equal(smtpd_cidr_parse("[::ffff:10.0.0.0]/104", &c), 0);
     assert_int_equal(c.family, AF_INET);
     assert_int_equal(c.bits, 8);
     assert_true(in("::ffff:10.0.0.5", "::ffff:10.0.0.5"));
@@ -93,28 +93,28 @@ static void test_v4_mapped(void **state)
     assert_true(in("[::ffff:0.0.0.0]/96", "192.0.2.1"));
     assert_false(in("[::ffff:10.0.0.0]/104", "11.0.0.1"));
     /* shorter prefixes stay IPv6 (as [::]/0 does) */
-    assert_int_equal(cidr_parse("[::ffff:0:0]/95", &c), 0);
+    assert_int_equal(smtpd_cidr_parse("[::ffff:0:0]/95", &c), 0);
     assert_int_equal(c.family, AF_INET6);
-    assert_int_equal(cidr_addr_bytes("", a), -1);
+    assert_int_equal(smtpd_cidr_addr_bytes("", a), -1);
 }
 
 static void test_list(void **state)
 {
     conf_set("mynetworks", "127.0.0.0/8 [::1]/128, 10.1.2.3 hash:/nonexistent");
-    assert_true(cidr_list_match("mynetworks", "127.0.0.1"));
-    assert_true(cidr_list_match("mynetworks", "::1"));
-    assert_true(cidr_list_match("mynetworks", "10.1.2.3"));
-    assert_false(cidr_list_match("mynetworks", "10.1.2.4"));
-    assert_false(cidr_list_match("mynetworks", "not-an-address"));
+    assert_true(smtpd_cidr_list_match("mynetworks", "127.0.0.1"));
+    assert_true(smtpd_cidr_list_match("mynetworks", "::1"));
+    assert_true(smtpd_cidr_list_match("mynetworks", "10.1.2.3"));
+    assert_false(smtpd_cidr_list_match("mynetworks", "10.1.2.4"));
+    assert_false(smtpd_cidr_list_match("mynetworks", "not-an-address"));
     buf_t err = BUF_INIT;
-    assert_int_equal(cidr_list_validate("mynetworks", &err), 0);
+    assert_int_equal(smtpd_cidr_list_validate("mynetworks", &err), 0);
     conf_set("mynetworks", "127.0.0.0/8 10.0.0.0/40");
-    assert_int_equal(cidr_list_validate("mynetworks", &err), -1);
+    assert_int_equal(smtpd_cidr_list_validate("mynetworks", &err), -1);
     assert_non_null(strstr(buf_str(&err), "10.0.0.0/40"));
     assert_non_null(strstr(buf_str(&err), "mynetworks"));
     conf_set("mynetworks", "");
-    assert_false(cidr_list_match("mynetworks", "127.0.0.1"));
-    assert_int_equal(cidr_list_validate("mynetworks", &err), 0);
+    assert_false(smtpd_cidr_list_match("mynetworks", "127.0.0.1"));
+    assert_int_equal(smtpd_cidr_list_validate("mynetworks", &err), 0);
     buf_destroy(&err);
 }
 

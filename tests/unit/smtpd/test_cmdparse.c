@@ -19,12 +19,12 @@
 #define LIMIT 64 /* command line limit for the split cases */
 
 /* The reply as smtpd would send it, or "" when there is none. */
-static const char *reply_text(const struct smtp_cmd_reply *r)
+static const char *reply_text(const struct smtpd_cmd_reply *r)
 {
     static buf_t b = BUF_INIT;
     buf_reset(&b);
     if (r->code)
-        smtp_cmd_reply_format(r, &b);
+        smtpd_cmd_reply_format(r, &b);
     return buf_str(&b);
 }
 
@@ -73,8 +73,8 @@ static void test_split(void **state)
         memcpy(line, c->line, len);
         line[len] = '\0';
         char *verb = NULL, *arg = NULL;
-        struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-        int rc = smtp_cmd_split(line, len, LIMIT, &verb, &arg, &err);
+        struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
+        int rc = smtpd_cmd_split(line, len, LIMIT, &verb, &arg, &err);
         if (rc != c->rc)
             fail_msg("case %zu \"%s\": rc %d, expected %d", i, c->line, rc, c->rc);
         if (rc == -2) {
@@ -84,7 +84,7 @@ static void test_split(void **state)
             assert_string_equal(verb, c->verb);
             assert_string_equal(arg, c->arg);
         }
-        smtp_cmd_reply_destroy(&err);
+        smtpd_cmd_reply_destroy(&err);
         free(line);
     }
 }
@@ -95,37 +95,37 @@ static void test_line_length(void **state)
     memset(line, 'x', sizeof(line));
     memcpy(line, "NOOP ", 5);
     char *verb, *arg;
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
     line[LIMIT] = '\0';
-    assert_int_equal(smtp_cmd_split(line, LIMIT, LIMIT, &verb, &arg, &err), SMTP_VERB_NOOP);
+    assert_int_equal(smtpd_cmd_split(line, LIMIT, LIMIT, &verb, &arg, &err), SMTP_VERB_NOOP);
     assert_int_equal(strlen(arg), LIMIT - 5);
     memset(line, 'x', sizeof(line));
     memcpy(line, "NOOP ", 5);
     line[LIMIT + 1] = '\0';
-    assert_int_equal(smtp_cmd_split(line, LIMIT + 1, LIMIT, &verb, &arg, &err), -2);
+    assert_int_equal(smtpd_cmd_split(line, LIMIT + 1, LIMIT, &verb, &arg, &err), -2);
     assert_string_equal(reply_text(&err), "500 5.5.2 Error: line too long");
     /* too long wins over a control byte */
     line[7] = '\n';
-    assert_int_equal(smtp_cmd_split(line, LIMIT + 1, LIMIT, &verb, &arg, &err), -2);
+    assert_int_equal(smtpd_cmd_split(line, LIMIT + 1, LIMIT, &verb, &arg, &err), -2);
     assert_string_equal(reply_text(&err), "500 5.5.2 Error: line too long");
-    smtp_cmd_reply_destroy(&err);
+    smtpd_cmd_reply_destroy(&err);
 }
 
 static void test_verb_names(void **state)
 {
     for (int i = 0; i < SMTP_VERB_COUNT; i++) {
-        const char *n = smtp_cmd_verb_name(i);
+        const char *n = smtpd_cmd_verb_name(i);
         assert_non_null(n);
-        assert_int_equal(smtp_cmd_verb(n), i);
+        assert_int_equal(smtpd_cmd_verb(n), i);
         char *lower = xstrdup(n);
         str_lower(lower);
-        assert_int_equal(smtp_cmd_verb(lower), i);
+        assert_int_equal(smtpd_cmd_verb(lower), i);
         free(lower);
     }
-    assert_null(smtp_cmd_verb_name(-1));
-    assert_null(smtp_cmd_verb_name(SMTP_VERB_COUNT));
-    assert_int_equal(smtp_cmd_verb("MAI"), -1);
-    assert_int_equal(smtp_cmd_verb("MAILX"), -1);
+    assert_null(smtpd_cmd_verb_name(-1));
+    assert_null(smtpd_cmd_verb_name(SMTP_VERB_COUNT));
+    assert_int_equal(smtpd_cmd_verb("MAI"), -1);
+    assert_int_equal(smtpd_cmd_verb("MAILX"), -1);
 }
 
 /* ---- MAIL FROM ---- */
@@ -262,13 +262,13 @@ static const struct mail_case mail_cases[] = {
 
 static void check_mail(size_t i, const struct mail_case *c, struct smtp_mail_args *m)
 {
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-    int rc = smtp_cmd_mail(c->arg, c->limit, 1, m, &err);
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    int rc = smtpd_cmd_mail(c->arg, c->limit, 1, m, &err);
     if (c->reply) {
         if (rc != -1 || strcmp(reply_text(&err), c->reply) != 0)
             fail_msg("MAIL case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg, rc,
                      reply_text(&err), c->reply);
-        smtp_cmd_reply_destroy(&err);
+        smtpd_cmd_reply_destroy(&err);
         return;
     }
     if (rc != 0)
@@ -293,24 +293,24 @@ static void test_mail(void **state)
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
     for (size_t i = 0; i < sizeof(mail_cases) / sizeof(mail_cases[0]); i++)
         check_mail(i, &mail_cases[i], &m);
-    smtp_mail_args_destroy(&m);
+    smtpd_mail_args_destroy(&m);
 }
 
 static void test_mail_envid_length(void **state)
 {
     buf_t arg = BUF_INIT;
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
     buf_puts(&arg, "FROM:<a@b.example> ENVID=");
     for (int i = 0; i < 100; i++)
         buf_putc(&arg, 'e');
-    assert_int_equal(smtp_cmd_mail(buf_str(&arg), 0, 1, &m, &err), 0);
+    assert_int_equal(smtpd_cmd_mail(buf_str(&arg), 0, 1, &m, &err), 0);
     assert_int_equal(strlen(m.envid), 100);
     buf_putc(&arg, 'e');
-    assert_int_equal(smtp_cmd_mail(buf_str(&arg), 0, 1, &m, &err), -1);
+    assert_int_equal(smtpd_cmd_mail(buf_str(&arg), 0, 1, &m, &err), -1);
     assert_string_equal(reply_text(&err), "501 5.5.4 Error: Bad ENVID parameter syntax");
-    smtp_mail_args_destroy(&m);
-    smtp_cmd_reply_destroy(&err);
+    smtpd_mail_args_destroy(&m);
+    smtpd_cmd_reply_destroy(&err);
     buf_destroy(&arg);
 }
 
@@ -342,9 +342,9 @@ static void test_mail_xverp(void **state)
         { "FROM:<> XVERP", 1, "503 5.5.4 Error: XVERP requires non-null sender", NULL },
     };
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int rc = smtp_cmd_mail_xverp(cases[i].arg, 0, 1, cases[i].allowed ? &xv : NULL, &m, &err);
+        int rc = smtpd_cmd_mail_xverp(cases[i].arg, 0, 1, cases[i].allowed ? &xv : NULL, &m, &err);
         if (cases[i].reply) {
             if (rc != -1 || strcmp(reply_text(&err), cases[i].reply) != 0)
                 fail_msg("case %zu \"%s\": rc %d reply \"%s\"", i, cases[i].arg, rc,
@@ -355,10 +355,10 @@ static void test_mail_xverp(void **state)
         }
     }
     /* The plain entry point never allows it. */
-    assert_int_equal(smtp_cmd_mail("FROM:<a@b.example> XVERP", 0, 1, &m, &err), -1);
+    assert_int_equal(smtpd_cmd_mail("FROM:<a@b.example> XVERP", 0, 1, &m, &err), -1);
     assert_string_equal(reply_text(&err), "555 5.5.4 Unsupported option: XVERP");
-    smtp_mail_args_destroy(&m);
-    smtp_cmd_reply_destroy(&err);
+    smtpd_mail_args_destroy(&m);
+    smtpd_cmd_reply_destroy(&err);
 }
 
 /* ---- RCPT TO ---- */
@@ -464,13 +464,13 @@ static void test_rcpt(void **state)
     struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
     for (size_t i = 0; i < sizeof(rcpt_cases) / sizeof(rcpt_cases[0]); i++) {
         const struct rcpt_case *c = &rcpt_cases[i];
-        struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-        int rc = smtp_cmd_rcpt(c->arg, HOST, SMTP_UTF8_UNDECLARED, &r, &err);
+        struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
+        int rc = smtpd_cmd_rcpt(c->arg, HOST, SMTP_UTF8_UNDECLARED, &r, &err);
         if (c->reply) {
             if (rc != -1 || strcmp(reply_text(&err), c->reply) != 0)
                 fail_msg("RCPT case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg, rc,
                          reply_text(&err), c->reply);
-            smtp_cmd_reply_destroy(&err);
+            smtpd_cmd_reply_destroy(&err);
             continue;
         }
         if (rc != 0)
@@ -483,7 +483,7 @@ static void test_rcpt(void **state)
         else
             assert_null(r.orcpt);
     }
-    smtp_rcpt_args_destroy(&r);
+    smtpd_rcpt_args_destroy(&r);
 }
 
 /* smtpd checks the recipient limit between the address and the
@@ -491,34 +491,34 @@ static void test_rcpt(void **state)
 static void test_rcpt_two_steps(void **state)
 {
     struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-    assert_int_equal(smtp_cmd_rcpt_addr("TO:<x@example.org> NOTIFY=BOGUS", HOST, 0, &r, &err), 0);
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    assert_int_equal(smtpd_cmd_rcpt_addr("TO:<x@example.org> NOTIFY=BOGUS", HOST, 0, &r, &err), 0);
     assert_string_equal(r.params, "NOTIFY=BOGUS");
     assert_int_equal(err.code, 0);
-    assert_int_equal(smtp_cmd_rcpt_params(&r, &err), -1);
+    assert_int_equal(smtpd_cmd_rcpt_params(&r, &err), -1);
     assert_string_equal(reply_text(&err), "501 5.5.4 Error: Bad NOTIFY parameter syntax");
-    assert_int_equal(smtp_cmd_rcpt_addr("TO:<y@example.org>", HOST, 0, &r, &err), 0);
-    assert_int_equal(smtp_cmd_rcpt_params(&r, &err), 0);
+    assert_int_equal(smtpd_cmd_rcpt_addr("TO:<y@example.org>", HOST, 0, &r, &err), 0);
+    assert_int_equal(smtpd_cmd_rcpt_params(&r, &err), 0);
     assert_int_equal(r.notify, 0);
-    smtp_rcpt_args_destroy(&r);
-    smtp_cmd_reply_destroy(&err);
+    smtpd_rcpt_args_destroy(&r);
+    smtpd_cmd_reply_destroy(&err);
 }
 
 static void test_orcpt_length(void **state)
 {
     buf_t arg = BUF_INIT;
     struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
-    struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
+    struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
     buf_puts(&arg, "TO:<x@example.org> ORCPT=rfc822;");
     while (arg.len < strlen("TO:<x@example.org> ORCPT=") + 500)
         buf_putc(&arg, 'o');
-    assert_int_equal(smtp_cmd_rcpt(buf_str(&arg), HOST, 0, &r, &err), 0);
+    assert_int_equal(smtpd_cmd_rcpt(buf_str(&arg), HOST, 0, &r, &err), 0);
     assert_int_equal(strlen(r.orcpt), 500);
     buf_putc(&arg, 'o');
-    assert_int_equal(smtp_cmd_rcpt(buf_str(&arg), HOST, 0, &r, &err), -1);
+    assert_int_equal(smtpd_cmd_rcpt(buf_str(&arg), HOST, 0, &r, &err), -1);
     assert_string_equal(reply_text(&err), "501 5.5.4 Error: Bad ORCPT parameter syntax");
-    smtp_rcpt_args_destroy(&r);
-    smtp_cmd_reply_destroy(&err);
+    smtpd_rcpt_args_destroy(&r);
+    smtpd_cmd_reply_destroy(&err);
     buf_destroy(&arg);
 }
 
@@ -587,8 +587,8 @@ static void test_mail_smtputf8(void **state)
     struct smtp_mail_args m = SMTP_MAIL_ARGS_INIT;
     for (size_t i = 0; i < sizeof(utf8_mail_cases) / sizeof(utf8_mail_cases[0]); i++) {
         const struct utf8_mail_case *c = &utf8_mail_cases[i];
-        struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-        int rc = smtp_cmd_mail(c->arg, 0, c->enable, &m, &err);
+        struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
+        int rc = smtpd_cmd_mail(c->arg, 0, c->enable, &m, &err);
         if (c->reply) {
             if (rc != -1 || strcmp(reply_text(&err), c->reply) != 0)
                 fail_msg("case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg, rc,
@@ -599,9 +599,9 @@ static void test_mail_smtputf8(void **state)
             assert_string_equal(buf_str(&m.sender), c->sender);
             assert_int_equal(m.smtputf8, c->smtputf8);
         }
-        smtp_cmd_reply_destroy(&err);
+        smtpd_cmd_reply_destroy(&err);
     }
-    smtp_mail_args_destroy(&m);
+    smtpd_mail_args_destroy(&m);
 }
 
 struct utf8_rcpt_case {
@@ -641,8 +641,8 @@ static void test_rcpt_smtputf8(void **state)
     struct smtp_rcpt_args r = SMTP_RCPT_ARGS_INIT;
     for (size_t i = 0; i < sizeof(utf8_rcpt_cases) / sizeof(utf8_rcpt_cases[0]); i++) {
         const struct utf8_rcpt_case *c = &utf8_rcpt_cases[i];
-        struct smtp_cmd_reply err = SMTP_CMD_REPLY_INIT;
-        int rc = smtp_cmd_rcpt(c->arg, HOST, c->mode, &r, &err);
+        struct smtpd_cmd_reply err = SMTP_CMD_REPLY_INIT;
+        int rc = smtpd_cmd_rcpt(c->arg, HOST, c->mode, &r, &err);
         if (c->reply ? rc != -1 || strcmp(reply_text(&err), c->reply) != 0 : rc != 0)
             fail_msg("case %zu \"%s\": rc %d reply \"%s\", expected \"%s\"", i, c->arg, rc,
                      reply_text(&err), c->reply ? c->reply : "(accepted)");
@@ -651,9 +651,9 @@ static void test_rcpt_smtputf8(void **state)
             assert_string_equal(buf_str(&r.addr), want);
             free(want);
         }
-        smtp_cmd_reply_destroy(&err);
+        smtpd_cmd_reply_destroy(&err);
     }
-    smtp_rcpt_args_destroy(&r);
+    smtpd_rcpt_args_destroy(&r);
 }
 
 int main(void)

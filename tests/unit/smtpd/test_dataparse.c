@@ -21,7 +21,7 @@ struct outcome {
     long long size, hdr_size;
     int hops, nul;
     char bare;
-    enum dataparse_verdict verdict;
+    enum smtpd_dataparse_verdict verdict;
     char *message_id;
 };
 
@@ -30,30 +30,30 @@ static void collect(void *arg, const void *p, size_t n)
     buf_append(arg, p, n);
 }
 
-static struct dataparse_config config(int dot, enum dataparse_bare bare)
+static struct smtpd_dataparse_config config(int dot, enum smtpd_dataparse_bare bare)
 {
-    struct dataparse_config cf = { dot, bare, 2048, 10240000, 102400, 50, NULL, NULL };
+    struct smtpd_dataparse_config cf = { dot, bare, 2048, 10240000, 102400, 50, NULL, NULL };
     return cf;
 }
 
 /* Feed in pieces of `chunk` bytes (0: all at once); BDAT mode ends. */
-static void run(const struct dataparse_config *cf, const char *in, size_t n, size_t chunk,
+static void run(const struct smtpd_dataparse_config *cf, const char *in, size_t n, size_t chunk,
                 struct outcome *o)
 {
     struct dataparse d;
     memset(o, 0, sizeof(*o));
-    dataparse_init(&d, cf, collect, &o->content);
+    smtpd_dataparse_init(&d, cf, collect, &o->content);
     size_t off = 0;
     while (off < n && !d.done) {
         size_t k = chunk && n - off > chunk ? chunk : n - off;
-        size_t used = dataparse_feed(&d, (const unsigned char *)in + off, k);
+        size_t used = smtpd_dataparse_feed(&d, (const unsigned char *)in + off, k);
         off += used;
         if (used < k)
             break;
     }
     if (!cf->dot)
-        dataparse_end(&d);
-    dataparse_flush(&d);
+        smtpd_dataparse_end(&d);
+    smtpd_dataparse_flush(&d);
     o->used = off;
     o->done = d.done;
     o->size = d.size;
@@ -61,10 +61,10 @@ static void run(const struct dataparse_config *cf, const char *in, size_t n, siz
     o->hops = d.hops;
     o->nul = d.nul;
     o->bare = d.bare;
-    o->verdict = dataparse_verdict(&d);
+    o->verdict = smtpd_dataparse_verdict(&d);
     o->message_id = d.message_id;
     d.message_id = NULL;
-    dataparse_destroy(&d);
+    smtpd_dataparse_destroy(&d);
 }
 
 static void outcome_destroy(struct outcome *o)
@@ -94,7 +94,7 @@ static void assert_same(const struct outcome *a, const struct outcome *b)
 
 /* The whole input and every split into 1..7-byte and some larger pieces
  * give the same outcome, which is returned in *whole. */
-static void check_splits(const struct dataparse_config *cf, const char *in, size_t n,
+static void check_splits(const struct smtpd_dataparse_config *cf, const char *in, size_t n,
                          struct outcome *whole)
 {
     static const size_t sizes[] = { 1, 2, 3, 4, 5, 6, 7, 13, 999, 1000, 1001, 4096 };
@@ -108,8 +108,8 @@ static void check_splits(const struct dataparse_config *cf, const char *in, size
 }
 
 /* check_splits, then the content must be `want` (NULL: not checked). */
-static void expect(const struct dataparse_config *cf, const char *in, size_t n, const char *want,
-                   size_t want_len, struct outcome *o)
+static void expect(const struct smtpd_dataparse_config *cf, const char *in, size_t n,
+                   const char *want, size_t want_len, struct outcome *o)
 {
     check_splits(cf, in, n, o);
     if (want) {
@@ -136,7 +136,7 @@ static void test_header_colon_past_1000(void **state)
             buf_putc(&in, 'X');
         buf_puts(&in, ": v\r\nReceived: a\r\nReceived: b\r\nDelivered-To: c\r\n"
                       "Message-ID: <m@b.test>\r\n\r\nbody\r\n.\r\n");
-        struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+        struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
         cf.hop_limit = 2;
         struct outcome o;
         expect(&cf, in.data, in.len, NULL, 0, &o);
@@ -163,7 +163,7 @@ static void test_long_message_id(void **state)
     for (int i = 0; i < 700; i++)
         buf_putc(&in, 'b');
     buf_puts(&in, ">\r\n\r\n.\r\n");
-    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     expect(&cf, in.data, in.len, NULL, 0, &o);
     assert_non_null(o.message_id);
@@ -175,7 +175,7 @@ static void test_long_message_id(void **state)
 /* header_size_limit counts the header section to its empty line. */
 static void test_header_size_limit(void **state)
 {
-    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     buf_t in = BUF_INIT;
     cf.hdr_limit = 1024;
@@ -203,7 +203,7 @@ static void test_header_size_limit(void **state)
  * blanks, ':'. A line that is not one ends the header section. */
 static void test_header_classification(void **state)
 {
-    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     expect(&cf,
            S("Received : a\r\nreceived:b\r\n\tfolded\r\nDELIVERED-TO: c\r\n"
@@ -231,7 +231,7 @@ static void test_header_classification(void **state)
 
 static void test_dot_unstuffing_after_crlf_only(void **state)
 {
-    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     expect(&cf, S("..a\r\n...\r\n.b\r\nend\r\n.\r\nNEXT"), S(".a\r\n..\r\nb\r\nend\r\n"), &o);
     outcome_destroy(&o);
@@ -250,7 +250,7 @@ static void test_dot_unstuffing_after_crlf_only(void **state)
 
 static void test_first_line_dot_ends(void **state)
 {
-    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     expect(&cf, S(".\r\nQUIT\r\n"), S(""), &o);
     assert_true(o.done);
@@ -272,7 +272,7 @@ static void test_end_of_data_only_crlf_dot_crlf(void **state)
             buf_puts(&in, "Subject: s\r\n\r\nbefore");
             buf_append(&in, marks[i], lens[i]);
             buf_puts(&in, "MAIL FROM:<evil@x>\r\n");
-            struct dataparse_config cf = config(1, mode);
+            struct smtpd_dataparse_config cf = config(1, mode);
             struct outcome o;
             expect(&cf, in.data, in.len, NULL, 0, &o);
             assert_false(o.done);
@@ -293,7 +293,7 @@ static void test_end_of_data_only_crlf_dot_crlf(void **state)
 
 static void test_nul(void **state)
 {
-    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     expect(&cf, S("a\0b\r\n\0.\r\n.\0\r\n\0\r\n.\r\n"), S("ab\r\n.\r\n\r\n\r\n"), &o);
     assert_int_equal(o.verdict, DP_OK);
@@ -317,7 +317,7 @@ static void test_nul(void **state)
 
 static void test_bare_newlines(void **state)
 {
-    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     expect(&cf, S("a\nb\rc\r\r\nd\r\n.\r\n"), S("a\r\nb\r\nc\r\n\r\nd\r\n"), &o);
     outcome_destroy(&o);
@@ -329,7 +329,7 @@ static void test_bare_newlines(void **state)
 
 static void test_long_lines_and_size(void **state)
 {
-    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     cf.line_limit = 4;
     expect(&cf, S("abcdefghij\r\nabcd\r\n.\r\n"), S("abcd\r\nefgh\r\nij\r\nabcd\r\n"), &o);
@@ -350,7 +350,7 @@ static void test_long_lines_and_size(void **state)
 
 static void test_bdat_mode(void **state)
 {
-    struct dataparse_config cf = config(0, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(0, DP_BARE_NORMALIZE);
     struct outcome o;
     /* no dots, no end of data; the last line gets its CRLF */
     expect(&cf, S("Subject: b\r\n\r\n..x\r\n.\r\n.y"), S("Subject: b\r\n\r\n..x\r\n.\r\n.y\r\n"),
@@ -383,7 +383,7 @@ static void test_random_splits_agree(void **state)
         }
         for (int dot = 0; dot <= 1; dot++) {
             for (int mode = DP_BARE_NORMALIZE; mode <= DP_BARE_KEEP; mode++) {
-                struct dataparse_config cf = config(dot, mode);
+                struct smtpd_dataparse_config cf = config(dot, mode);
                 struct outcome o;
                 cf.line_limit = 1 + round % 40;
                 cf.hdr_limit = 64;
@@ -401,19 +401,19 @@ static void test_random_splits_agree(void **state)
  * piece as smtpd does; returns the dropped value (caller frees). */
 static char *run_drop(const char *in, size_t n, size_t chunk, buf_t *out, long long *size)
 {
-    struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
     struct dataparse d;
     cf.drop_header = "X-Postino-Pool";
-    dataparse_init(&d, &cf, collect, out);
+    smtpd_dataparse_init(&d, &cf, collect, out);
     for (size_t off = 0; off < n && !d.done;) {
         size_t k = chunk && n - off > chunk ? chunk : n - off;
-        off += dataparse_feed(&d, (const unsigned char *)in + off, k);
-        dataparse_flush(&d);
+        off += smtpd_dataparse_feed(&d, (const unsigned char *)in + off, k);
+        smtpd_dataparse_flush(&d);
     }
     char *v = d.dropped;
     d.dropped = NULL;
     *size = d.size;
-    dataparse_destroy(&d);
+    smtpd_dataparse_destroy(&d);
     return v;
 }
 
@@ -450,7 +450,7 @@ static void test_drop_header(void **state)
 /* A header line too long to hold back goes out whatever its name. */
 static void test_drop_header_too_long(void **state)
 {
-    struct dataparse_config plain = config(1, DP_BARE_NORMALIZE);
+    struct smtpd_dataparse_config plain = config(1, DP_BARE_NORMALIZE);
     struct outcome o;
     buf_t in = BUF_INIT;
     buf_puts(&in, "X-Postino-Pool: ");
@@ -472,22 +472,22 @@ static void test_drop_two_headers(void **state)
                      " transactional\r\nX-Postino-Priority: bulk\r\nTo: c@d\r\n\r\n"
                      "X-Postino-Priority: body\r\n.\r\n";
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-        struct dataparse_config cf = config(1, DP_BARE_NORMALIZE);
+        struct smtpd_dataparse_config cf = config(1, DP_BARE_NORMALIZE);
         struct dataparse d;
         buf_t out = BUF_INIT;
         cf.drop_header = "X-Postino-Pool";
         cf.drop_header2 = "X-Postino-Priority";
-        dataparse_init(&d, &cf, collect, &out);
+        smtpd_dataparse_init(&d, &cf, collect, &out);
         for (size_t off = 0, n = strlen(in); off < n && !d.done;) {
             size_t k = sizes[i] && n - off > sizes[i] ? sizes[i] : n - off;
-            off += dataparse_feed(&d, (const unsigned char *)in + off, k);
-            dataparse_flush(&d);
+            off += smtpd_dataparse_feed(&d, (const unsigned char *)in + off, k);
+            smtpd_dataparse_flush(&d);
         }
         assert_string_equal(buf_str(&out),
                             "From: a@b\r\nTo: c@d\r\n\r\nX-Postino-Priority: body\r\n");
         assert_string_equal(d.dropped ? d.dropped : "(none)", "one");
         assert_string_equal(d.dropped2 ? d.dropped2 : "(none)", "transactional");
-        dataparse_destroy(&d);
+        smtpd_dataparse_destroy(&d);
         buf_destroy(&out);
     }
 }
